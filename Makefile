@@ -1,0 +1,121 @@
+# wisp: one non-recursive Makefile. Sources are discovered by location:
+#   common/ common/nn/ jobs/ coordinator/ worker/  -> build/libwisp.a (every .c but *_main.c)
+#   jobs/wisp_main.c                   -> build/bin/wisp
+#   coordinator/coordinator_main.c     -> build/bin/wisp-coordinator
+#   worker/worker_main.c               -> build/bin/wisp-worker
+#   tests/test_*.c (+ tests/testutil.c) -> build/tests/test_*   (cmocka)
+#   bench/bench_*.c                    -> build/bench/bench_*
+CC ?= cc
+BUILD ?= build
+PYTHON ?= /usr/bin/python3
+
+PKGS := libzmq ompi-c openblas sndfile hdf5 cmocka soxr fftw3f libcjson
+APT_PKGS := build-essential pkg-config libzmq3-dev libopenmpi-dev openmpi-bin \
+            libopenblas-dev libsndfile1-dev libhdf5-dev libcmocka-dev libsoxr-dev \
+            libfftw3-dev libcjson-dev hdf5-tools
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+OPT ?= -O2
+SAN ?=
+CFLAGS := -std=c11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -fno-math-errno \
+          -Icommon -Icommon/nn -Ijobs -Icoordinator -Iworker $(PKG_CFLAGS) $(SAN) $(EXTRA_CFLAGS)
+LDFLAGS := $(SAN)
+LDLIBS := $(PKG_LIBS) -lm -lpthread
+
+LIB_SRCS := $(filter-out %_main.c,$(wildcard common/*.c common/nn/*.c jobs/*.c coordinator/*.c worker/*.c))
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+LIB := $(BUILD)/libwisp.a
+
+# A binary is built once its main file exists.
+BINS := $(patsubst jobs/wisp_main.c,$(BUILD)/bin/wisp,$(wildcard jobs/wisp_main.c)) \
+        $(patsubst coordinator/coordinator_main.c,$(BUILD)/bin/wisp-coordinator,$(wildcard coordinator/coordinator_main.c)) \
+        $(patsubst worker/worker_main.c,$(BUILD)/bin/wisp-worker,$(wildcard worker/worker_main.c))
+
+TEST_SRCS := $(wildcard tests/test_*.c)
+TESTS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
+TESTUTIL_OBJ := $(BUILD)/obj/tests/testutil.o
+
+BENCH_SRCS := $(wildcard bench/bench_*.c)
+BENCHES := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
+
+.PHONY: all test asan bench demo clean deps check-deps format-check unit integration
+all: $(LIB) $(BINS) $(TESTS) $(BENCHES)
+
+# Install the Debian packages when missing: as root with apt-get, otherwise print the line.
+deps check-deps:
+	@missing=0; pkg-config --exists $(PKGS) 2>/dev/null || missing=1; \
+	command -v mpirun >/dev/null 2>&1 || missing=1; command -v cc >/dev/null 2>&1 || missing=1; \
+	if [ $$missing = 1 ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "wisp: installing build dependencies with apt-get"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PKGS) || exit 1; \
+	  else \
+	    echo "wisp: missing libraries; run as root:"; \
+	    echo "  apt-get install -y $(APT_PKGS)"; exit 1; \
+	  fi; \
+	fi
+
+V ?= 0
+Q := $(if $(filter 1,$(V)),,@)
+
+.SECONDARY:
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(filter 1,$(V)),,echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(LIB): $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	@rm -f $@
+	$(Q)ar rcs $@ $^
+
+$(BUILD)/bin/wisp: $(BUILD)/obj/jobs/wisp_main.o $(LIB)
+$(BUILD)/bin/wisp-coordinator: $(BUILD)/obj/coordinator/coordinator_main.o $(LIB)
+$(BUILD)/bin/wisp-worker: $(BUILD)/obj/worker/worker_main.o $(LIB)
+$(BINS):
+	@mkdir -p $(dir $@)
+	@$(if $(filter 1,$(V)),,echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TESTUTIL_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	@$(if $(filter 1,$(V)),,echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	@$(if $(filter 1,$(V)),,echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# Unit tests (cmocka), then the integration scripts (mpirun on loopback, under timeout).
+# (The build runs in a sub-make so that pkg-config flags are read after check-deps.)
+test: check-deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) sh tests/run.sh
+
+unit: check-deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) WISP_SKIP_INTEGRATION=1 sh tests/run.sh
+
+# The same tests under AddressSanitizer + UndefinedBehaviorSanitizer, in a separate tree.
+asan:
+	$(MAKE) BUILD=build/asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" test
+
+bench: check-deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) PYTHON=$(PYTHON) sh bench/run.sh
+
+demo: check-deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) sh configs/demo.sh
+
+format-check:
+	@clang-format --dry-run --Werror $(wildcard common/*.[ch] common/nn/*.[ch] jobs/*.[ch] coordinator/*.[ch] worker/*.[ch] tests/*.[ch] bench/*.[ch])
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

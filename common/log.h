@@ -1,0 +1,39 @@
+/* Logging: one line per event on stderr,
+ *   2026-05-01T12:00:00.123Z W3 I job_train: step 17 loss=2.31
+ * (UTC time, role letter and rank, level letter, function, message).
+ * Metrics are written as key=value pairs. Results never go to the log.
+ *
+ * The process-wide settings (role, rank, threshold) are set once by main()
+ * through wisp_log_init(); they are the only logging state. */
+#ifndef WISP_LOG_H
+#define WISP_LOG_H
+
+typedef enum {
+    WISP_LOG_DEBUG = 0,
+    WISP_LOG_INFO = 1,
+    WISP_LOG_WARN = 2,
+    WISP_LOG_ERROR = 3,
+    WISP_LOG_OFF = 4,
+} wisp_log_level_t;
+
+/* role: 'C' coordinator, 'W' worker, 'L' local tool. rank: MPI rank or 0. */
+void wisp_log_init(char role, int rank, wisp_log_level_t threshold);
+void wisp_log_set_level(wisp_log_level_t threshold);
+wisp_log_level_t wisp_log_level(void);
+/* Parses "debug|info|warn|error|off"; returns -1 when unknown. */
+int wisp_log_parse_level(const char *name);
+
+void wisp_log_write(wisp_log_level_t level, const char *func, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define WISP_LOG_AT(lvl, ...)                                   \
+    do {                                                        \
+        if ((lvl) >= wisp_log_level())                          \
+            wisp_log_write((lvl), __func__, __VA_ARGS__);       \
+    } while (0)
+#define WISP_LOGD(...) WISP_LOG_AT(WISP_LOG_DEBUG, __VA_ARGS__)
+#define WISP_LOGI(...) WISP_LOG_AT(WISP_LOG_INFO, __VA_ARGS__)
+#define WISP_LOGW(...) WISP_LOG_AT(WISP_LOG_WARN, __VA_ARGS__)
+#define WISP_LOGE(...) WISP_LOG_AT(WISP_LOG_ERROR, __VA_ARGS__)
+
+#endif

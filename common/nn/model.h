@@ -1,0 +1,91 @@
+/* nn/model.h: the Whisper encoder + adapters + classification head, forward and
+ * backward, fp32, batched over B clips (GEMMs on B*T rows).
+ *
+ * Semantics: shared/docs/NUMERICS.md sections 2-5 (HF WhisperEncoder,
+ * adapters library v1.2, WhisperForAudioClassification). Base weights are frozen
+ * and read from the checkpoint mapping; trainable tensors (adapter, projector,
+ * classifier, layer_weights) live in one flat buffer described by a table of
+ * named tensors (adapters-library / HF names), with gradients in the same layout,
+ * so the optimizer, the Allreduce and checkpoints each see one contiguous array.
+ * All memory (activations saved for backward, scratch) is planned in
+ * wisp_model_new() from (config, max_batch, max_frames); forward and backward
+ * never allocate. */
+#ifndef WISP_NN_MODEL_H
+#define WISP_NN_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "err.h"
+
+typedef struct {
+    int max_batch;  /* largest B passed to forward/backward */
+    int max_frames; /* largest mel frame count (3000 in padded mode; even) */
+    int training;   /* plan saved activations and gradients for backward */
+    int threads;    /* OpenBLAS threads for this process (0: leave as is) */
+} wisp_model_opts_t;
+
+typedef struct {
+    const char *name;  /* checkpoint key, e.g. "encoder.layers.0.output_adapters.adapters.
+                          NAME.adapter_down.0.weight", "projector.weight", "layer_weights" */
+    int ndim;
+    int64_t shape[4];
+    size_t offset;     /* in floats, into wisp_model_params() / wisp_model_grads() */
+    size_t numel;
+} wisp_param_info_t;
+
+typedef struct wisp_model wisp_model_t;
+
+/* Loads config.json and the encoder weights of a HF checkpoint directory (prefix
+ * "model.encoder." or "encoder."); a WhisperForAudioClassification checkpoint's
+ * projector/classifier/layer_weights become the head. NULL on failure. */
+wisp_model_t *wisp_model_new(const char *model_dir, const wisp_model_opts_t *opts,
+                             wisp_error_t *err);
+void wisp_model_destroy(wisp_model_t **self);
+
+const wisp_whisper_config_t *wisp_model_config(const wisp_model_t *self);
+
+/* One active adapter at most. set_adapter initialises it freshly by its config's
+ * init scheme from seed; load reads an adapters-library directory. */
+int wisp_model_set_adapter(wisp_model_t *self, const wisp_adapter_config_t *cfg, uint64_t seed,
+                           wisp_error_t *err);
+int wisp_model_load_adapter(wisp_model_t *self, const char *dir, wisp_error_t *err);
+int wisp_model_save_adapter(const wisp_model_t *self, const char *dir, wisp_error_t *err);
+const wisp_adapter_config_t *wisp_model_adapter(const wisp_model_t *self); /* NULL: none */
+
+/* Head: fresh (HF init: normal(0, 0.02) weights, zero biases, layer_weights 1/(L+1)),
+ * or from a head directory (head_config.json + model_head.safetensors). */
+int wisp_model_init_head(wisp_model_t *self, const wisp_head_config_t *cfg, uint64_t seed,
+                         wisp_error_t *err);
+int wisp_model_load_head(wisp_model_t *self, const char *dir, wisp_error_t *err);
+int wisp_model_save_head(const wisp_model_t *self, const char *dir, wisp_error_t *err);
+const wisp_head_config_t *wisp_model_head(const wisp_model_t *self); /* NULL: none yet */
+
+/* Trainable parameters and their gradients: one flat buffer each, same layout. */
+size_t wisp_model_num_params(const wisp_model_t *self);
+float *wisp_model_params(wisp_model_t *self);
+float *wisp_model_grads(wisp_model_t *self);
+int wisp_model_num_param_tensors(const wisp_model_t *self);
+const wisp_param_info_t *wisp_model_param_tensor(const wisp_model_t *self, int i);
+void wisp_model_zero_grads(wisp_model_t *self);
+
+/* mel: (B, n_mels, frames) row-major, frames even and <= max_frames, B <= max_batch.
+ * logits (B, num_labels); embed (B, classifier_proj_size) = pooled projector output,
+ * may be NULL. */
+int wisp_model_forward(wisp_model_t *self, const float *mel, int B, int frames, float *logits,
+                       float *embed);
+
+/* Forward, cross-entropy and backward: ACCUMULATES into the gradients
+ *   d/dparams [ grad_scale * sum_b w[y_b] * CE(logits_b, y_b) ]
+ * (grad_scale = 1 / the global batch's weight sum gives the global mean loss).
+ * class_weights may be NULL. Returns the batch's loss sum and weight sum; logits
+ * (B, num_labels) may be NULL. Requires opts.training. */
+int wisp_model_forward_backward(wisp_model_t *self, const float *mel, int B, int frames,
+                                const int *labels, const float *class_weights, float grad_scale,
+                                double *loss_sum, double *weight_sum, float *logits);
+
+/* Peak bytes of planned buffers (activations + scratch + parameters + gradients). */
+size_t wisp_model_planned_bytes(const wisp_model_t *self);
+
+#endif

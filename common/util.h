@@ -1,0 +1,51 @@
+/* Small helpers shared by every module: aligned buffers, clocks, paths, files. */
+#ifndef WISP_UTIL_H
+#define WISP_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+#define WISP_ALIGN 64
+
+/* 64-byte aligned, zero-filled allocation of n bytes (n may be 0). NULL on failure.
+ * Release with wisp_free(). */
+void *wisp_alloc(size_t n);
+void wisp_free(void *p);
+
+/* Monotonic seconds, for timings. */
+double wisp_now(void);
+
+/* dst = dir + "/" + name unless name is absolute. Returns WISP_ERR_ARG if it
+ * does not fit in dst_size. */
+int wisp_path_join(char *dst, size_t dst_size, const char *dir, const char *name);
+
+/* Directory part of path ("." when there is none), into dst. */
+int wisp_path_dirname(char *dst, size_t dst_size, const char *path);
+
+/* Reads a whole file into a NUL-terminated malloc'd buffer (free() it).
+ * Refuses files larger than max_bytes. */
+int wisp_read_file(const char *path, size_t max_bytes, char **out, size_t *out_len,
+                   wisp_error_t *err);
+
+/* Writes len bytes to path atomically: path.tmp, fsync, rename. */
+int wisp_write_file_atomic(const char *path, const void *data, size_t len, wisp_error_t *err);
+
+/* mkdir -p; 0 when the directory exists afterwards. */
+int wisp_mkdir_p(const char *path, wisp_error_t *err);
+
+/* Lowercase hex SHA-256 of a file (65 bytes incl. NUL) — used for model/adapter
+ * identities in result files. */
+int wisp_sha256_file(const char *path, char hex[65], wisp_error_t *err);
+
+/* splitmix64: the one seeded generator of the project (deterministic, portable). */
+typedef struct { uint64_t s; } wisp_rng_t;
+void wisp_rng_seed(wisp_rng_t *r, uint64_t seed);
+uint64_t wisp_rng_u64(wisp_rng_t *r);
+/* Uniform in [0, 1) with 24 bits. */
+float wisp_rng_uniform(wisp_rng_t *r);
+/* Standard normal (Box-Muller, double precision internally). */
+float wisp_rng_normal(wisp_rng_t *r);
+
+#endif

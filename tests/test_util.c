@@ -1,0 +1,97 @@
+/* Tests of common/util and common/err: the helpers every module relies on. */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "util.h"
+
+static void test_sha256_matches_the_standard_digest(void **state)
+{
+    (void)state;
+    char path[512];
+    snprintf(path, sizeof path, "%s/abc.txt", wisp_test_tmpdir());
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    fputs("abc", f);
+    fclose(f);
+    char hex[65];
+    assert_int_equal(wisp_sha256_file(path, hex, NULL), WISP_OK);
+    assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+static void test_first_error_wins_and_names_the_file(void **state)
+{
+    (void)state;
+    wisp_error_t e = {0};
+    char *buf = NULL;
+    int rc = wisp_read_file("/nonexistent/x.json", 100, &buf, NULL, &e);
+    assert_int_equal(rc, WISP_ERR_NOTFOUND);
+    assert_null(buf);
+    assert_non_null(strstr(e.msg, "/nonexistent/x.json"));
+    wisp_error_set(&e, WISP_ERR_IO, "later");
+    assert_int_equal(e.code, WISP_ERR_NOTFOUND);
+}
+
+static void test_atomic_write_then_read_round_trips(void **state)
+{
+    (void)state;
+    char path[512];
+    snprintf(path, sizeof path, "%s/sub/dir", wisp_test_tmpdir());
+    assert_int_equal(wisp_mkdir_p(path, NULL), WISP_OK);
+    strcat(path, "/f.bin");
+    assert_int_equal(wisp_write_file_atomic(path, "hello", 5, NULL), WISP_OK);
+    char *buf;
+    size_t len;
+    assert_int_equal(wisp_read_file(path, 100, &buf, &len, NULL), WISP_OK);
+    assert_int_equal(len, 5);
+    assert_string_equal(buf, "hello");
+    free(buf);
+    assert_int_equal(wisp_read_file(path, 2, &buf, &len, NULL), WISP_ERR_FORMAT);
+}
+
+static void test_rng_is_deterministic_and_well_spread(void **state)
+{
+    (void)state;
+    wisp_rng_t a, b;
+    wisp_rng_seed(&a, 42);
+    wisp_rng_seed(&b, 42);
+    double sum = 0, sq = 0;
+    for (int i = 0; i < 20000; i++) {
+        float x = wisp_rng_normal(&a);
+        assert_true(x == wisp_rng_normal(&b));
+        sum += x;
+        sq += (double)x * x;
+    }
+    assert_true(sum / 20000 < 0.05 && sum / 20000 > -0.05);
+    assert_true(sq / 20000 > 0.95 && sq / 20000 < 1.05);
+    float u = wisp_rng_uniform(&a);
+    assert_true(u >= 0.0f && u < 1.0f);
+}
+
+static void test_path_join_keeps_absolute_names(void **state)
+{
+    (void)state;
+    char p[64];
+    assert_int_equal(wisp_path_join(p, sizeof p, "/data", "a.wav"), WISP_OK);
+    assert_string_equal(p, "/data/a.wav");
+    assert_int_equal(wisp_path_join(p, sizeof p, "/data", "/abs/a.wav"), WISP_OK);
+    assert_string_equal(p, "/abs/a.wav");
+    assert_int_equal(wisp_path_dirname(p, sizeof p, "x/y/z.csv"), WISP_OK);
+    assert_string_equal(p, "x/y");
+    assert_int_equal(wisp_path_join(p, 4, "/data", "a.wav"), WISP_ERR_ARG);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sha256_matches_the_standard_digest),
+        cmocka_unit_test(test_first_error_wins_and_names_the_file),
+        cmocka_unit_test(test_atomic_write_then_read_round_trips),
+        cmocka_unit_test(test_rng_is_deterministic_and_well_spread),
+        cmocka_unit_test(test_path_join_keeps_absolute_names),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
