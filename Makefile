@@ -24,6 +24,10 @@ CFLAGS := -std=c11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -fno-math-errno
 LDFLAGS := $(SAN)
 LDLIBS := $(PKG_LIBS) -lm -lpthread
 
+# WISP_HAVE_CMD_<NAME> for every jobs/cmd_<name>.c (init_model -> INIT_MODEL).
+CMD_DEFS := $(foreach f,$(wildcard jobs/cmd_*.c),-DWISP_HAVE_$(shell echo $(basename $(notdir $(f))) | tr a-z A-Z))
+CFLAGS += $(CMD_DEFS)
+
 LIB_SRCS := $(filter-out %_main.c,$(wildcard common/*.c common/nn/*.c jobs/*.c coordinator/*.c worker/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 LIB := $(BUILD)/libwisp.a
@@ -72,6 +76,7 @@ $(LIB): $(LIB_OBJS)
 	@rm -f $@
 	$(Q)ar rcs $@ $^
 
+$(BUILD)/obj/jobs/wisp_main.o: $(wildcard jobs/cmd_*.c)
 $(BUILD)/bin/wisp: $(BUILD)/obj/jobs/wisp_main.o $(LIB)
 $(BUILD)/bin/wisp-coordinator: $(BUILD)/obj/coordinator/coordinator_main.o $(LIB)
 $(BUILD)/bin/wisp-worker: $(BUILD)/obj/worker/worker_main.o $(LIB)
