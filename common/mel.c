@@ -22,7 +22,7 @@
 
 #define S_N_BINS (WISP_N_FFT / 2 + 1) /* 201 */
 #define S_PAD (WISP_N_FFT / 2)        /* 200: centered frames */
-#define S_BLOCK 32                    /* frames per batched FFT */
+#define S_BLOCK 16                    /* frames per batched FFT */
 #define S_NYQUIST 8000.0              /* fmax of the filterbank: WISP_SAMPLE_RATE / 2 */
 
 /* FFTW's planner (and plan destruction) is not thread-safe; fftwf_execute is. This one
@@ -37,8 +37,7 @@ struct wisp_mel {
     float *window;      /* (400) periodic Hann */
     float *padded;      /* (480000 + 400) reflect-padded working signal */
     float *frames;      /* (S_BLOCK, 400) windowed frames: FFT input */
-    fftwf_complex *spec;/* (S_BLOCK, 201) FFT output */
-    float *power;       /* (201, S_BLOCK) |X|^2 of one block, bin-major */
+    fftwf_complex *spec;/* (201, S_BLOCK) FFT output, bin-major: spec[k * S_BLOCK + b] */
     fftwf_plan plan;    /* S_BLOCK r2c transforms of size 400, frames -> spec */
 };
 
@@ -102,9 +101,8 @@ wisp_mel_t *wisp_mel_new(int n_mels, wisp_error_t *err)
     self->padded = wisp_alloc(sizeof(float) * (WISP_N_SAMPLES + 2 * S_PAD));
     self->frames = wisp_alloc(sizeof(float) * S_BLOCK * WISP_N_FFT);
     self->spec = wisp_alloc(sizeof(fftwf_complex) * S_BLOCK * S_N_BINS);
-    self->power = wisp_alloc(sizeof(float) * S_BLOCK * S_N_BINS);
     if (!self->filters || !self->band_lo || !self->band_len || !self->window || !self->padded ||
-        !self->frames || !self->spec || !self->power)
+        !self->frames || !self->spec)
         goto nomem;
 
     s_slaney_filters(n_mels, self->filters);
@@ -123,11 +121,13 @@ wisp_mel_t *wisp_mel_new(int n_mels, wisp_error_t *err)
         self->window[n] = (float)(0.5 - 0.5 * cos(2.0 * M_PI * n / WISP_N_FFT));
 
     /* FFTW_ESTIMATE: deterministic plan choice (same bits on every run and rank), and on
-     * this size it is as fast as a measured plan. */
+     * this size it is as fast as a measured plan. Input frames are contiguous; output is
+     * bin-major (stride S_BLOCK between bins of a frame, 1 between frames), which costs
+     * FFTW nothing at S_BLOCK = 16 and makes the band sums contiguous. */
     int size = WISP_N_FFT;
     pthread_mutex_lock(&s_fftw_lock);
     self->plan = fftwf_plan_many_dft_r2c(1, &size, S_BLOCK, self->frames, NULL, 1, WISP_N_FFT,
-                                         self->spec, NULL, 1, S_N_BINS, FFTW_ESTIMATE);
+                                         self->spec, NULL, S_BLOCK, 1, FFTW_ESTIMATE);
     pthread_mutex_unlock(&s_fftw_lock);
     if (!self->plan) {
         wisp_error_set(err, WISP_ERR_UNSUPPORTED, "mel: FFTW could not plan a size-400 r2c FFT");
@@ -158,7 +158,6 @@ void wisp_mel_destroy(wisp_mel_t **self_p)
     wisp_free(self->padded);
     wisp_free(self->frames);
     wisp_free(self->spec);
-    wisp_free(self->power);
     wisp_free(self);
     *self_p = NULL;
 }
@@ -196,10 +195,8 @@ static size_t s_prepare_signal(wisp_mel_t *self, const float *samples, size_t n,
     return len;
 }
 
-/* Power spectra of frames t0 .. t0+nb-1 of self->padded: |X_k|^2 of frame b goes to
- * power[b * frame_stride + k * bin_stride]. */
-static void s_block_power(wisp_mel_t *self, int t0, int nb, float *power, size_t frame_stride,
-                          size_t bin_stride)
+/* Windows frames t0 .. t0+nb-1 of self->padded and transforms them into self->spec. */
+static void s_block_fft(wisp_mel_t *self, int t0, int nb)
 {
     /* restrict: the buffers never overlap, which lets the compiler vectorise */
     const float *restrict window = self->window;
@@ -215,14 +212,6 @@ static void s_block_power(wisp_mel_t *self, int t0, int nb, float *power, size_t
             dst[i] = src[i] * window[i];
     }
     fftwf_execute_dft_r2c(self->plan, self->frames, self->spec);
-    for (int b = 0; b < nb; b++) {
-        /* interleaved (re, im): fftwf_complex is float[2] or float _Complex depending
-         * on whether <complex.h> (pulled in by OpenBLAS's cblas.h) came first */
-        const float *restrict x = (const float *)(self->spec + (size_t)b * S_N_BINS);
-        float *restrict pw = power + (size_t)b * frame_stride;
-        for (int k = 0; k < S_N_BINS; k++)
-            pw[k * bin_stride] = x[2 * k] * x[2 * k] + x[2 * k + 1] * x[2 * k + 1];
-    }
 }
 
 void wisp_mel_power(wisp_mel_t *self, const float *samples, size_t n, int truncate,
@@ -232,7 +221,15 @@ void wisp_mel_power(wisp_mel_t *self, const float *samples, size_t n, int trunca
     int frames = (int)(len / WISP_HOP);
     for (int t0 = 0; t0 < frames; t0 += S_BLOCK) {
         int nb = frames - t0 < S_BLOCK ? frames - t0 : S_BLOCK;
-        s_block_power(self, t0, nb, power + (size_t)t0 * S_N_BINS, S_N_BINS, 1);
+        s_block_fft(self, t0, nb);
+        /* interleaved (re, im): fftwf_complex is float[2] or float _Complex depending on
+         * whether <complex.h> (pulled in by OpenBLAS's cblas.h) came first */
+        const float *x = (const float *)self->spec;
+        for (int b = 0; b < nb; b++)
+            for (int k = 0; k < S_N_BINS; k++) {
+                const float *c = x + 2 * ((size_t)k * S_BLOCK + b);
+                power[(size_t)(t0 + b) * S_N_BINS + k] = c[0] * c[0] + c[1] * c[1];
+            }
     }
 }
 
@@ -307,17 +304,23 @@ static void s_log_normalize(float *out, size_t count, float vmax)
     }
 }
 
-/* o[b] = max(sum_k f[k] * pw[k][b], 1e-10) for the S_BLOCK frames b of a bin-major
- * power block: one mel row's band of len bins. */
-static void s_band_sums(const float *restrict f, int len, const float *restrict pw,
+/* o[b] = max(sum_k f[k] |X_k(b)|^2, 1e-10) for the S_BLOCK frames b of a block, over
+ * one mel row's band of len bins; spec points at the band's first bin, bin-major and
+ * interleaved, so re^2 and im^2 are accumulated in separate lanes by one contiguous
+ * (vectorised) loop and paired at the end. */
+static void s_band_sums(const float *restrict f, int len, const float *restrict spec,
                         float *restrict o)
 {
-    float acc[S_BLOCK] = {0};
-    for (int k = 0; k < len; k++)
-        for (int b = 0; b < S_BLOCK; b++)
-            acc[b] += f[k] * pw[(size_t)k * S_BLOCK + b];
-    for (int b = 0; b < S_BLOCK; b++)
-        o[b] = acc[b] > 1e-10f ? acc[b] : 1e-10f;
+    float acc[2 * S_BLOCK] = {0};
+    for (int k = 0; k < len; k++) {
+        const float *restrict c = spec + (size_t)k * 2 * S_BLOCK;
+        for (int j = 0; j < 2 * S_BLOCK; j++)
+            acc[j] += f[k] * (c[j] * c[j]);
+    }
+    for (int b = 0; b < S_BLOCK; b++) {
+        float v = acc[2 * b] + acc[2 * b + 1];
+        o[b] = v > 1e-10f ? v : 1e-10f;
+    }
 }
 
 void wisp_mel_compute(wisp_mel_t *self, const float *samples, size_t n, int truncate, float *out)
@@ -325,14 +328,25 @@ void wisp_mel_compute(wisp_mel_t *self, const float *samples, size_t n, int trun
     size_t len = s_prepare_signal(self, samples, n, wisp_mel_padded_length(n, truncate));
     int frames = (int)(len / WISP_HOP);
     int n_mels = self->n_mels;
+    /* A short clip in padded mode is mostly zeros: frames that start past the last
+     * sample (and whose right reflection only mirrors zeros) have |X|^2 = 0 exactly, so
+     * their mel is the 1e-10 floor without any FFT. */
+    size_t copy = n < len ? n : len;
+    int silent_from = frames;
+    if (copy + S_PAD + 1 <= len)
+        silent_from = (int)((copy + S_PAD + WISP_HOP - 1) / WISP_HOP);
     for (int t0 = 0; t0 < frames; t0 += S_BLOCK) {
         int nb = frames - t0 < S_BLOCK ? frames - t0 : S_BLOCK;
-        /* bin-major block: each filter weight then scales S_BLOCK contiguous frames,
-         * a loop the compiler vectorises */
-        s_block_power(self, t0, nb, self->power, 1, S_BLOCK);
+        if (t0 >= silent_from) {
+            for (int m = 0; m < n_mels; m++)
+                for (int b = 0; b < nb; b++)
+                    out[(size_t)m * frames + t0 + b] = 1e-10f;
+            continue;
+        }
+        s_block_fft(self, t0, nb);
         for (int m = 0; m < n_mels; m++) {
             const float *f = self->filters + (size_t)m * S_N_BINS + self->band_lo[m];
-            const float *pw = self->power + (size_t)self->band_lo[m] * S_BLOCK;
+            const float *pw = (const float *)self->spec + (size_t)self->band_lo[m] * 2 * S_BLOCK;
             float *o = out + (size_t)m * frames + t0;
             if (nb == S_BLOCK) {
                 s_band_sums(f, self->band_len[m], pw, o);
