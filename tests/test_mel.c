@@ -269,6 +269,7 @@ static void test_padded_short_clips_equal_their_zero_padded_30_seconds(void **st
     wisp_free(b);
     wisp_mel_destroy(&mel);
     free(x);
+    free(z);
 }
 
 static void test_vectorised_log10_is_as_accurate_as_libm(void **state)
