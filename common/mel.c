@@ -1,13 +1,17 @@
 /* mel.c: Whisper log-mel features (NUMERICS.md section 1) with FFTW.
  *
- * Pipeline per clip: copy/zero-pad/cut to the working length, reflect-pad 200 samples
- * each side, then for blocks of frames: window (periodic Hann) -> batched r2c FFT ->
- * power |X|^2 -> mel filterbank -> log10. The filterbank is applied through its band
- * structure: Slaney triangles overlap only their neighbours, so each of the n_mels rows
- * has a handful of non-zero bins (~2 * 201 non-zeros in total instead of n_mels * 201);
- * summing just those is ~40x less work than the dense (n_mels x 201) x (201 x frames)
- * GEMM and gives the same sums up to float rounding. wisp_mel_apply_dense() keeps the
- * dense cblas_sgemm form as the twin the tests compare against. */
+ * Per clip, for blocks of S_BLOCK frames: assemble each frame (read in place from the
+ * samples; only frames touching an edge are built from zero padding and reflection),
+ * window (periodic Hann) -> batched r2c FFT -> |X|^2 -> mel filterbank; then log10,
+ * the max - 8 floor and (x + 4) / 4 over the whole matrix.
+ *
+ * The filterbank is applied through its band structure: Slaney triangles overlap only
+ * their neighbours, so the (n_mels x 201) matrix has ~390 non-zeros (391 for 80 mels,
+ * 394 for 128) instead of 16 080 / 25 728; summing just those is ~40x less work than
+ * the dense (n_mels x 201) x (201 x frames) GEMM and gives the same sums up to float
+ * rounding. wisp_mel_apply_dense() keeps the dense cblas_sgemm form as the twin the
+ * tests compare against. 30 s clip, one core: ~1.8 ms (80 mels), of which ~0.9 ms is
+ * FFTW. */
 #include "mel.h"
 
 #include <cblas.h>
