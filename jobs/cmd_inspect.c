@@ -185,7 +185,7 @@ static int s_expect(s_ctx_t *c, const wisp_st_t *st, const char *name, int ndim,
             tmp.shape[i] = want[i];
         s_shape(exp, sizeof exp, &tmp);
         c->problems++;
-        printf("  PROBLEM: tensor %s has shape %s, config.json implies %s\n", name, got, exp);
+        printf("  PROBLEM: tensor %s has shape %s, the config implies %s\n", name, got, exp);
         return 0;
     }
     if (t->dtype != WISP_DT_F32 && t->dtype != WISP_DT_F16 && t->dtype != WISP_DT_BF16 && t->dtype != WISP_DT_F64) {
