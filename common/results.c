@@ -27,6 +27,7 @@
 #define S_FRAME_BYTES 24                /* magic u32, n u32, payload_len u64, seq u64 */
 #define S_ROW_FIXED 36                  /* serialized row without strings and floats */
 #define S_DEFAULT_PENDING 4096
+#define S_MAX_PENDING (1u << 20)
 #define S_CHUNK_ROWS 1024
 #define S_CHUNK_BYTES (1u << 20)
 
@@ -799,6 +800,8 @@ wisp_results_t *wisp_results_open(const wisp_results_opts_t *opts, wisp_error_t 
     r->P = opts->embed_dim;
     r->has_true = !!opts->has_true_label;
     r->max_pend = opts->max_pending_rows ? opts->max_pending_rows : S_DEFAULT_PENDING;
+    if (r->max_pend > S_MAX_PENDING)
+        r->max_pend = S_MAX_PENDING;
     r->path = strdup(opts->path);
     r->partial = s_strcat2(opts->path, ".partial");
     r->journal = s_strcat2(opts->path, ".commit");
@@ -1171,6 +1174,27 @@ int wisp_results_finish(wisp_results_t *r, const char *summary_json, unsigned fl
     WISP_LOGI("%s: %zu rows (%lld ok, %lld errors, %zu missing)", r->path, r->n_rows,
               (long long)n_ok, (long long)n_error, missing);
     return WISP_OK;
+}
+
+int wisp_results_is_complete(const char *path, const char *fingerprint)
+{
+    if (!path || !fingerprint || access(path, R_OK) != 0)
+        return 0;
+    wisp_h5_quiet();
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) {
+        H5Eclear2(H5E_DEFAULT);
+        return 0;
+    }
+    char *fp = NULL;
+    int64_t n_missing = -1;
+    wisp_error_t e = {0}; /* absorbs the messages: "not complete" is an answer */
+    int ok = wisp_h5_attr_get_str(f, "fingerprint", &fp, path, &e) == WISP_OK &&
+             wisp_h5_attr_get_i64(f, "n_missing", &n_missing, path, &e) == WISP_OK &&
+             strcmp(fp, fingerprint) == 0 && n_missing == 0;
+    free(fp);
+    H5Fclose(f);
+    return ok;
 }
 
 void wisp_results_destroy(wisp_results_t **rp)
