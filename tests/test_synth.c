@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "manifest.h"
 #include "synth.h"
 #include "util.h"
 
@@ -385,6 +386,35 @@ static void test_corrupt_files_are_listed_and_do_not_decode_fully(void **state)
     free(mixed);
 }
 
+static void test_manifests_load_with_the_project_manifest_reader(void **state)
+{
+    (void)state;
+    char dir[512], path[1024];
+    snprintf(dir, sizeof dir, "%s/ds_manifest", wisp_test_tmpdir());
+    s_make_dataset(dir, 4, 10, 4, 1);
+    const char *classes[4];
+    for (int c = 0; c < 4; c++)
+        classes[c] = wisp_synth_class_name(c);
+    const char *names[] = {"train.csv", "val.csv", "test.csv", "all.csv", "all_with_corrupt.csv"};
+    const size_t want[] = {24, 8, 8, 40, 44}; /* per class 10: 2 test, 2 val (round(1.5)) */
+    for (int i = 0; i < 5; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        wisp_manifest_t m;
+        wisp_error_t e = {0};
+        if (wisp_manifest_load(&m, path, classes, 4, &e) != WISP_OK)
+            fail_msg("%s", e.msg);
+        assert_int_equal(m.n_items, want[i]);
+        assert_int_equal(m.n_labeled, want[i]);
+        for (size_t k = 0; k < m.n_items; k++) {
+            /* The label is the directory the clip sits in (or cycles for corrupt files). */
+            const char *rel = m.items[k].path + strlen(dir) + 1;
+            if (strncmp(rel, "corrupt/", 8) != 0)
+                assert_int_equal(strncmp(rel, classes[m.items[k].label], strlen(classes[m.items[k].label])), 0);
+        }
+        wisp_manifest_free(&m);
+    }
+}
+
 static void test_dataset_rejects_bad_parameters_with_a_message(void **state)
 {
     (void)state;
@@ -418,6 +448,7 @@ int main(void)
         cmocka_unit_test(test_same_seed_gives_identical_files),
         cmocka_unit_test(test_splits_are_stratified_disjoint_and_cover_every_clip),
         cmocka_unit_test(test_corrupt_files_are_listed_and_do_not_decode_fully),
+        cmocka_unit_test(test_manifests_load_with_the_project_manifest_reader),
         cmocka_unit_test(test_dataset_rejects_bad_parameters_with_a_message),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
