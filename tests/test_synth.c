@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "audio.h"
 #include "manifest.h"
 #include "synth.h"
 #include "util.h"
@@ -415,6 +416,55 @@ static void test_manifests_load_with_the_project_manifest_reader(void **state)
     }
 }
 
+/* Every clip of a mixed dataset goes through the project's decoder (common/audio.h)
+ * at its stated duration, and every corrupt file is refused with a message. */
+static void test_audio_loader_decodes_every_clip_and_refuses_every_corrupt_file(void **state)
+{
+    (void)state;
+    char dir[512], path[1024];
+    snprintf(dir, sizeof dir, "%s/ds_decode", wisp_test_tmpdir());
+    s_make_dataset(dir, 8, 4, 4, 1);
+    char *meta = s_slurp(dir, "meta.csv");
+    char *save = NULL;
+    int clips = 0;
+    strtok_r(meta, "\n", &save);
+    for (char *line; (line = strtok_r(NULL, "\n", &save)); clips++) {
+        char rel[128], fmt[16];
+        int rate, channels;
+        double seconds;
+        assert_int_equal(sscanf(line, "%127[^,],%*[^,],%*[^,],%15[^,],%d,%d,%lf", rel, fmt, &rate,
+                                &channels, &seconds),
+                         5);
+        snprintf(path, sizeof path, "%s/%s", dir, rel);
+        wisp_audio_t a = {0};
+        wisp_error_t e = {0};
+        if (wisp_audio_load(path, 0, &a, &e) != WISP_OK)
+            fail_msg("%s (%s): %s", rel, fmt, e.msg);
+        assert_int_equal(a.source_rate, rate);
+        assert_int_equal(a.source_channels, channels);
+        /* Lossy codecs may pad or trim by a frame or so. */
+        if (fabs(a.duration - seconds) > 0.06)
+            fail_msg("%s (%s): duration %.4f, generated %.4f", rel, fmt, a.duration, seconds);
+        assert_true(wisp_max_abs(a.samples, a.n) > 0.02);
+        wisp_audio_free(&a);
+    }
+    assert_int_equal(clips, 32);
+    free(meta);
+    char *bad = s_slurp(dir, "corrupt.csv");
+    save = NULL;
+    strtok_r(bad, "\n", &save);
+    for (char *line; (line = strtok_r(NULL, "\n", &save));) {
+        *strchr(line, ',') = '\0';
+        snprintf(path, sizeof path, "%s/%s", dir, line);
+        wisp_audio_t a = {0};
+        wisp_error_t e = {0};
+        if (wisp_audio_load(path, 0, &a, &e) == WISP_OK)
+            fail_msg("%s: decoded %zu samples, expected an error", line, a.n);
+        assert_non_null(strstr(e.msg, line));
+    }
+    free(bad);
+}
+
 static void test_dataset_rejects_bad_parameters_with_a_message(void **state)
 {
     (void)state;
@@ -449,6 +499,7 @@ int main(void)
         cmocka_unit_test(test_splits_are_stratified_disjoint_and_cover_every_clip),
         cmocka_unit_test(test_corrupt_files_are_listed_and_do_not_decode_fully),
         cmocka_unit_test(test_manifests_load_with_the_project_manifest_reader),
+        cmocka_unit_test(test_audio_loader_decodes_every_clip_and_refuses_every_corrupt_file),
         cmocka_unit_test(test_dataset_rejects_bad_parameters_with_a_message),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
