@@ -2,6 +2,7 @@
  * dataset writer's files, manifests, splits and corrupt files. */
 #include "testutil.h"
 
+#include <ftw.h>
 #include <math.h>
 #include <sndfile.h>
 #include <stdio.h>
@@ -272,8 +273,8 @@ static void test_same_seed_gives_identical_files(void **state)
     char dir[512], dir2[512];
     snprintf(dir, sizeof dir, "%s/ds_same1", wisp_test_tmpdir());
     snprintf(dir2, sizeof dir2, "%s/ds_same2", wisp_test_tmpdir());
-    s_make_dataset(dir, 3, 8, 4, 1);
-    s_make_dataset(dir2, 3, 8, 4, 1);
+    s_make_dataset(dir, 8, 8, 4, 1);
+    s_make_dataset(dir2, 8, 8, 4, 1);
     const char *texts[] = {"train.csv", "val.csv", "test.csv", "all.csv", "meta.csv",
                            "classes.txt", "corrupt.csv", "all_with_corrupt.csv"};
     for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
@@ -284,9 +285,13 @@ static void test_same_seed_gives_identical_files(void **state)
     }
     char *meta = s_slurp(dir, "meta.csv");
     char *save = NULL;
-    int files = 0;
+    int files = 0, formats[WISP_SYNTH_NUM_FORMATS] = {0};
     strtok_r(meta, "\n", &save);
     for (char *line; (line = strtok_r(NULL, "\n", &save)); files++) {
+        char fmt[16];
+        assert_int_equal(sscanf(line, "%*[^,],%*[^,],%*[^,],%15[^,]", fmt), 1);
+        for (int k = 0; k < WISP_SYNTH_NUM_FORMATS; k++)
+            formats[k] += strcmp(fmt, wisp_synth_format_name(k)) == 0;
         *strchr(line, ',') = '\0';
         if (strstr(line, ".ogg")) {
             /* libsndfile draws Ogg stream serials at random: compare the audio. */
@@ -308,10 +313,13 @@ static void test_same_seed_gives_identical_files(void **state)
         free(a);
         free(b);
     }
-    assert_int_equal(files, 24);
+    assert_int_equal(files, 64);
+    for (int k = 0; k < WISP_SYNTH_NUM_FORMATS; k++)
+        if (!formats[k])
+            fail_msg("format %s not covered: choose a larger dataset", wisp_synth_format_name(k));
     free(meta);
     char *classes = s_slurp(dir, "classes.txt");
-    assert_string_equal(classes, "tone\nnoise\nchirp_up\n");
+    assert_string_equal(classes, "tone\nnoise\nchirp_up\nclicks\nchirp_down\nharmonic\nam\nfm\n");
     free(classes);
 }
 
@@ -489,6 +497,21 @@ static void test_dataset_rejects_bad_parameters_with_a_message(void **state)
     assert_non_null(strstr(e.msg, "/proc/wisp_cannot_write_here"));
 }
 
+static int s_remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+/* The datasets are megabytes of audio: remove them after the run. */
+static int s_teardown(void **state)
+{
+    (void)state;
+    return nftw(wisp_test_tmpdir(), s_remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -505,5 +528,5 @@ int main(void)
         cmocka_unit_test(test_audio_loader_decodes_every_clip_and_refuses_every_corrupt_file),
         cmocka_unit_test(test_dataset_rejects_bad_parameters_with_a_message),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, NULL, s_teardown);
 }
