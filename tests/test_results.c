@@ -355,6 +355,9 @@ static void test_rows_put_out_of_order_read_back_in_manifest_order(void **state)
     assert_false(s_exists(s_tmp("full.h5.partial")));
     assert_false(s_exists(s_tmp("full.h5.commit")));
     s_check_file(path, NULL);
+    assert_true(wisp_results_is_complete(path, "fp-A"));
+    assert_false(wisp_results_is_complete(path, "fp-B"));
+    assert_false(wisp_results_is_complete(s_tmp("absent.h5"), "fp-A"));
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     assert_int_equal(s_attr_i64(f, "n_resumes"), 0);
     char *s;
@@ -576,6 +579,7 @@ static void test_finish_refuses_missing_rows_unless_allowed(void **state)
                      WISP_OK);
     wisp_results_destroy(&r);
     s_check_file(path, present);
+    assert_false(wisp_results_is_complete(path, "fp-A")); /* rows missing */
 }
 
 static void test_bad_rows_and_options_are_refused(void **state)
@@ -594,6 +598,11 @@ static void test_bad_rows_and_options_are_refused(void **state)
     assert_null(wisp_results_open(&o, &e));
     assert_non_null(strstr(e.msg, "'n_ok'"));
 
+    /* An unwritable output names the file. */
+    o = s_opts("/nonexistent/dir/out.h5", "fp", 0);
+    wisp_error_clear(&e);
+    assert_null(wisp_results_open(&o, &e));
+    assert_non_null(strstr(e.msg, "/nonexistent/dir/out.h5"));
     o = s_opts(path, "fp", 0);
     wisp_results_t *r = wisp_results_open(&o, &e);
     assert_non_null(r);

@@ -14,10 +14,13 @@
 #include <string.h>
 #include <strings.h>
 
-/* Query rows per attention block: S_blk (ATTN_BLOCK, T) stays in L2 for the
- * T = 1500 of Whisper (64 x 1500 floats = 375 KB) while the products are still
- * large enough for sgemm to run near peak. Measured in bench/bench_ops.c. */
-#define ATTN_BLOCK 64
+/* Query rows per attention block. At T = 1500, hd = 64 (whisper-base) 128 rows
+ * beat 64 by ~10% (the products have K = hd or K = block, and OpenBLAS is more
+ * efficient with larger panels) and match 256 while the (128, T) blocks (750 KB
+ * each) still fit in L2; measured with bench/bench_ops.c (-DATTN_BLOCK=n). */
+#ifndef ATTN_BLOCK
+#define ATTN_BLOCK 128
+#endif
 
 /* ---- Vector math --------------------------------------------------------- */
 /* The two transcendental hot spots of the encoder are exp in the attention
@@ -35,8 +38,10 @@
 #define S_CLONES
 #endif
 
-/* The helpers below pass 64-byte vectors by value; they are static and always
- * inlined, so the ABI note GCC gives for that (-Wpsabi) does not apply. */
+/* The helpers below return 64-byte vectors; they are static and always inlined, so
+ * the ABI warning GCC gives for that (-Wpsabi) does not apply. Vector arguments go
+ * by pointer (GCC notes a by-value 64-byte argument even with the warning off),
+ * wrapped in macros so call sites still read as expressions. */
 #pragma GCC diagnostic ignored "-Wpsabi"
 #define S_INLINE static inline __attribute__((always_inline))
 #define S_VW 16
@@ -49,20 +54,29 @@ S_INLINE s_vf s_vld(const float *p)
     memcpy(&v, p, sizeof v); /* unaligned load */
     return v;
 }
-S_INLINE void s_vst(float *p, s_vf v) { memcpy(p, &v, sizeof v); }
+#define s_vst(p, v) ({ s_vf v_ = (v); memcpy((p), &v_, sizeof v_); })
 S_INLINE s_vf s_vsplat(float x) { return (s_vf){0} + x; }
 /* m ? a : b, lane-wise (m is all ones or all zeros per lane). */
-S_INLINE s_vf s_vsel(s_vi m, s_vf a, s_vf b) { return (s_vf)((m & (s_vi)a) | (~m & (s_vi)b)); }
-S_INLINE s_vf s_vmax(s_vf a, s_vf b) { return s_vsel(a > b, a, b); }
-S_INLINE float s_hsum(s_vf v)
+#define s_vsel(m, a, b) \
+    ({ s_vi m_ = (m); (s_vf)((m_ & (s_vi)(a)) | (~m_ & (s_vi)(b))); })
+#define s_vmax(a, b) ({ s_vf a_ = (a), b_ = (b); s_vsel(a_ > b_, a_, b_); })
+#define s_hsum(v) ({ s_vf h_ = (v); s_hsum_p(&h_); })
+#define s_hmax(v) ({ s_vf h_ = (v); s_hmax_p(&h_); })
+#define s_vst_part(p, v, n) ({ s_vf w_ = (v); s_vst_part_p((p), &w_, (n)); })
+#define s_vexp(x) ({ s_vf x_ = (x); s_vexp_p(&x_); })
+#define s_verf(z, e, o) ({ s_vf z_ = (z); s_verf_p(&z_, (e), (o)); })
+#define s_gelu_grad(x) ({ s_vf g_ = (x); s_gelu_grad_p(&g_); })
+S_INLINE float s_hsum_p(const s_vf *pv)
 {
+    s_vf v = *pv;
     float s = 0.0f;
     for (int i = 0; i < S_VW; i++)
         s += v[i];
     return s;
 }
-S_INLINE float s_hmax(s_vf v)
+S_INLINE float s_hmax_p(const s_vf *pv)
 {
+    s_vf v = *pv;
     float m = v[0];
     for (int i = 1; i < S_VW; i++)
         m = v[i] > m ? v[i] : m;
@@ -76,8 +90,9 @@ S_INLINE s_vf s_vld_part(const float *p, int n, float pad)
         tmp[i] = i < n ? p[i] : pad;
     return s_vld(tmp);
 }
-S_INLINE void s_vst_part(float *p, s_vf v, int n)
+S_INLINE void s_vst_part_p(float *p, const s_vf *pv, int n)
 {
+    s_vf v = *pv;
     for (int i = 0; i < n; i++)
         p[i] = v[i];
 }
@@ -85,8 +100,9 @@ S_INLINE void s_vst_part(float *p, s_vf v, int n)
 /* exp(x): Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, Cephes' degree-6
  * polynomial for e^r, and 2^n applied as two halves so gradual underflow (down to
  * x ~ -104) and overflow to +inf (x > 88.72) come out right. */
-S_INLINE s_vf s_vexp(s_vf x)
+S_INLINE s_vf s_vexp_p(const s_vf *px)
 {
+    s_vf x = *px;
     const s_vf magic = s_vsplat(0x1.8p23f); /* adding it rounds to an integer */
     s_vf xc = s_vsel(x < -104.0f, s_vsplat(-104.0f), x);
     xc = s_vsel(xc > 89.0f, s_vsplat(89.0f), xc);
@@ -112,8 +128,9 @@ S_INLINE s_vf s_vexp(s_vf x)
  * erfc(a) = exp(R(a)) (degree 8 fit of log erfc on [0.875, 3.92]); erfc(a) is
  * taken as 0 beyond 3.92, where it is below half an ulp of 1. The coefficients
  * are least-squares fits, see tests/reference/erf_fit.py. */
-S_INLINE void s_verf(s_vf z, s_vf *erf_out, s_vf *onep_out)
+S_INLINE void s_verf_p(const s_vf *pz, s_vf *erf_out, s_vf *onep_out)
 {
+    s_vf z = *pz;
     s_vi neg = z < 0.0f;
     s_vf a = s_vsel(neg, -z, z);
     s_vf a2 = a * a;
@@ -187,8 +204,9 @@ S_CLONES static void s_gelu_forward(float *out, const float *inp, size_t n)
 }
 
 /* dinp += dout * (Phi(x) + x phi(x)). */
-S_INLINE s_vf s_gelu_grad(s_vf x)
+S_INLINE s_vf s_gelu_grad_p(const s_vf *px)
 {
+    s_vf x = *px;
     s_vf c;
     s_verf(x * 0.70710678118654752440f, NULL, &c);
     s_vf pdf = 0.39894228040143267794f * s_vexp(-0.5f * x * x);
