@@ -1,0 +1,1035 @@
+/* nn/ops.c: fp32 kernels of the encoder and head (see ops.h for the contracts).
+ *
+ * Matrix products go to OpenBLAS (cblas_sgemm) over all B*T rows at once; the
+ * rest are simple loops over contiguous rows, written so the compiler can
+ * vectorise them (restrict pointers, no calls in the inner loops where we can
+ * avoid it). Every BLAS-backed kernel has a plain-loop twin (_ref) that the
+ * tests compare against.
+ */
+#include "ops.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include <strings.h>
+
+/* Query rows per attention block. At T = 1500, hd = 64 (whisper-base) 128 rows
+ * beat 64 by ~10% (the products have K = hd or K = block, and OpenBLAS is more
+ * efficient with larger panels) and match 256 while the (128, T) blocks (750 KB
+ * each) still fit in L2; measured with bench/bench_ops.c (-DATTN_BLOCK=n). */
+#ifndef ATTN_BLOCK
+#define ATTN_BLOCK 128
+#endif
+
+/* ---- Vector math --------------------------------------------------------- */
+/* The two transcendental hot spots of the encoder are exp in the attention
+ * softmax (T*T per head and layer, forward and backward) and erf in GELU (T*F per
+ * layer). glibc's scalar expf/erff cost 5-15 ns each, more than the GEMMs next to
+ * them, and -O2 does not vectorise loops with unknown trip counts. So these few
+ * loops are written with GCC vector extensions (16 floats) and compiled for
+ * AVX-512, AVX2 and baseline x86-64 (target_clones picks one at load time). The
+ * arithmetic is the same in every clone (no FMA contraction under -std=c11), so
+ * results do not depend on the CPU. Accuracy is tested in tests/test_ops.c over
+ * dense grids: exp within 2 ulp, erf within 1e-7 absolute of double precision. */
+#if defined(__GNUC__) && defined(__x86_64__)
+#define S_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define S_CLONES
+#endif
+
+/* The helpers below return 64-byte vectors; they are static and always inlined, so
+ * the ABI warning GCC gives for that (-Wpsabi) does not apply. Vector arguments go
+ * by pointer (GCC notes a by-value 64-byte argument even with the warning off),
+ * wrapped in macros so call sites still read as expressions. */
+#pragma GCC diagnostic ignored "-Wpsabi"
+#define S_INLINE static inline __attribute__((always_inline))
+#define S_VW 16
+typedef float s_vf __attribute__((vector_size(S_VW * 4)));
+typedef int32_t s_vi __attribute__((vector_size(S_VW * 4)));
+
+S_INLINE s_vf s_vld(const float *p)
+{
+    s_vf v;
+    memcpy(&v, p, sizeof v); /* unaligned load */
+    return v;
+}
+#define s_vst(p, v) ({ s_vf v_ = (v); memcpy((p), &v_, sizeof v_); })
+S_INLINE s_vf s_vsplat(float x) { return (s_vf){0} + x; }
+/* m ? a : b, lane-wise (m is all ones or all zeros per lane). */
+#define s_vsel(m, a, b) \
+    ({ s_vi m_ = (m); (s_vf)((m_ & (s_vi)(a)) | (~m_ & (s_vi)(b))); })
+#define s_vmax(a, b) ({ s_vf a_ = (a), b_ = (b); s_vsel(a_ > b_, a_, b_); })
+#define s_hsum(v) ({ s_vf h_ = (v); s_hsum_p(&h_); })
+#define s_hmax(v) ({ s_vf h_ = (v); s_hmax_p(&h_); })
+#define s_vst_part(p, v, n) ({ s_vf w_ = (v); s_vst_part_p((p), &w_, (n)); })
+#define s_vexp(x) ({ s_vf x_ = (x); s_vexp_p(&x_); })
+#define s_verf(z, e, o) ({ s_vf z_ = (z); s_verf_p(&z_, (e), (o)); })
+#define s_gelu_grad(x) ({ s_vf g_ = (x); s_gelu_grad_p(&g_); })
+S_INLINE float s_hsum_p(const s_vf *pv)
+{
+    s_vf v = *pv;
+    float s = 0.0f;
+    for (int i = 0; i < S_VW; i++)
+        s += v[i];
+    return s;
+}
+S_INLINE float s_hmax_p(const s_vf *pv)
+{
+    s_vf v = *pv;
+    float m = v[0];
+    for (int i = 1; i < S_VW; i++)
+        m = v[i] > m ? v[i] : m;
+    return m;
+}
+/* Loads n < S_VW floats, the other lanes set to pad. */
+S_INLINE s_vf s_vld_part(const float *p, int n, float pad)
+{
+    float tmp[S_VW];
+    for (int i = 0; i < S_VW; i++)
+        tmp[i] = i < n ? p[i] : pad;
+    return s_vld(tmp);
+}
+S_INLINE void s_vst_part_p(float *p, const s_vf *pv, int n)
+{
+    s_vf v = *pv;
+    for (int i = 0; i < n; i++)
+        p[i] = v[i];
+}
+
+/* exp(x): Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, Cephes' degree-6
+ * polynomial for e^r, and 2^n applied as two halves so gradual underflow (down to
+ * x ~ -104) and overflow to +inf (x > 88.72) come out right. */
+S_INLINE s_vf s_vexp_p(const s_vf *px)
+{
+    s_vf x = *px;
+    const s_vf magic = s_vsplat(0x1.8p23f); /* adding it rounds to an integer */
+    s_vf xc = s_vsel(x < -104.0f, s_vsplat(-104.0f), x);
+    xc = s_vsel(xc > 89.0f, s_vsplat(89.0f), xc);
+    s_vf t = xc * 1.44269504088896341f + magic;
+    s_vf n = t - magic;
+    s_vi ni = (s_vi)t - (s_vi)magic; /* the integer n, read from the mantissa bits */
+    s_vf r = xc - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    s_vf p = s_vsplat(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    s_vi n1 = ni >> 1, n2 = ni - n1;
+    s_vf y = p * (s_vf)((n1 + 127) << 23) * (s_vf)((n2 + 127) << 23);
+    return s_vsel(x != x, x, y); /* NaN stays NaN */
+}
+
+/* erf(z) and 1 + erf(z) (the latter without cancellation for z << 0, which GELU
+ * needs). For |z| < 0.875: erf(a) = a + a Q(a^2) (degree 6 fit); above:
+ * erfc(a) = exp(R(a)) (degree 8 fit of log erfc on [0.875, 3.92]); erfc(a) is
+ * taken as 0 beyond 3.92, where it is below half an ulp of 1. The coefficients
+ * are least-squares fits, see tests/reference/erf_fit.py. */
+S_INLINE void s_verf_p(const s_vf *pz, s_vf *erf_out, s_vf *onep_out)
+{
+    s_vf z = *pz;
+    s_vi neg = z < 0.0f;
+    s_vf a = s_vsel(neg, -z, z);
+    s_vf a2 = a * a;
+    s_vf q = s_vsplat(8.35702376e-05f);
+    q = q * a2 + -0.000813449034f;
+    q = q * a2 + 0.00519968849f;
+    q = q * a2 + -0.0268584825f;
+    q = q * a2 + 0.112836674f;
+    q = q * a2 + -0.376126289f;
+    q = q * a2 + 0.128379166f;
+    s_vf sm = a * q + a;
+    s_vf ac = s_vsel(a < 0.875f, s_vsplat(0.875f), a);
+    ac = s_vsel(ac > 3.92f, s_vsplat(3.92f), ac);
+    s_vf r = s_vsplat(-1.02358717e-06f);
+    r = r * ac + -7.21290462e-06f;
+    r = r * ac + 0.000353818439f;
+    r = r * ac + -0.00390894152f;
+    r = r * ac + 0.0245979372f;
+    r = r * ac + -0.10762962f;
+    r = r * ac + -0.633843839f;
+    r = r * ac + -1.12930226f;
+    r = r * ac + 0.000135614173f;
+    s_vf e = s_vexp(r);
+    e = s_vsel(a > 3.92f, s_vsplat(0.0f), e);
+    s_vi small = a < 0.875f;
+    s_vf erfa = s_vsel(small, sm, 1.0f - e);
+    if (erf_out)
+        *erf_out = s_vsel(neg, -erfa, erfa);
+    if (onep_out)
+        *onep_out = s_vsel(neg, s_vsel(small, 1.0f - sm, e), 1.0f + erfa);
+}
+
+S_CLONES void nn_exp(float *out, const float *inp, size_t n)
+{
+    size_t i = 0;
+    for (; i + S_VW <= n; i += S_VW)
+        s_vst(out + i, s_vexp(s_vld(inp + i)));
+    if (i < n)
+        s_vst_part(out + i, s_vexp(s_vld_part(inp + i, (int)(n - i), 0.0f)), (int)(n - i));
+}
+
+S_CLONES void nn_erf(float *out, const float *inp, size_t n)
+{
+    size_t i = 0;
+    s_vf y;
+    for (; i + S_VW <= n; i += S_VW) {
+        s_verf(s_vld(inp + i), &y, NULL);
+        s_vst(out + i, y);
+    }
+    if (i < n) {
+        s_verf(s_vld_part(inp + i, (int)(n - i), 0.0f), &y, NULL);
+        s_vst_part(out + i, y, (int)(n - i));
+    }
+}
+
+/* GELU (erf form): out = 0.5 x (1 + erf(x / sqrt 2)); out may alias inp. */
+S_CLONES static void s_gelu_forward(float *out, const float *inp, size_t n)
+{
+    size_t i = 0;
+    s_vf c;
+    for (; i + S_VW <= n; i += S_VW) {
+        s_vf x = s_vld(inp + i);
+        s_verf(x * 0.70710678118654752440f, NULL, &c);
+        s_vst(out + i, 0.5f * x * c);
+    }
+    if (i < n) {
+        s_vf x = s_vld_part(inp + i, (int)(n - i), 0.0f);
+        s_verf(x * 0.70710678118654752440f, NULL, &c);
+        s_vst_part(out + i, 0.5f * x * c, (int)(n - i));
+    }
+}
+
+/* dinp += dout * (Phi(x) + x phi(x)). */
+S_INLINE s_vf s_gelu_grad_p(const s_vf *px)
+{
+    s_vf x = *px;
+    s_vf c;
+    s_verf(x * 0.70710678118654752440f, NULL, &c);
+    s_vf pdf = 0.39894228040143267794f * s_vexp(-0.5f * x * x);
+    return 0.5f * c + x * pdf;
+}
+
+S_CLONES static void s_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n)
+{
+    size_t i = 0;
+    for (; i + S_VW <= n; i += S_VW)
+        s_vst(dinp + i, s_vld(dinp + i) + s_vld(dout + i) * s_gelu_grad(s_vld(inp + i)));
+    if (i < n) {
+        int m = (int)(n - i);
+        s_vf g = s_vld_part(dinp + i, m, 0.0f) +
+                 s_vld_part(dout + i, m, 0.0f) * s_gelu_grad(s_vld_part(inp + i, m, 0.0f));
+        s_vst_part(dinp + i, g, m);
+    }
+}
+
+/* ---- Linear ------------------------------------------------------------- */
+
+void nn_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
+                       int N, int C, int OC)
+{
+    if (N <= 0 || OC <= 0)
+        return;
+    if (C <= 0) {
+        for (int i = 0; i < N; i++)
+            for (int o = 0; o < OC; o++)
+                out[(size_t)i * OC + o] = bias ? bias[o] : 0.0f;
+        return;
+    }
+    float beta = 0.0f;
+    if (bias) {
+        /* Bias first, then accumulate the product: one pass less than adding after. */
+        for (int i = 0; i < N; i++)
+            memcpy(out + (size_t)i * OC, bias, (size_t)OC * sizeof *out);
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, weight, C, beta,
+                out, OC);
+}
+
+void nn_linear_forward_add(float *out, const float *inp, const float *weight, float alpha,
+                           int N, int C, int OC)
+{
+    if (N <= 0 || OC <= 0 || C <= 0)
+        return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, alpha, inp, C, weight, C, 1.0f,
+                out, OC);
+}
+
+void nn_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                        const float *inp, const float *weight, float alpha, int N, int C, int OC)
+{
+    if (N <= 0 || OC <= 0)
+        return;
+    if (dinp && C > 0) /* dinp (N, C) += alpha * dout (N, OC) @ weight (OC, C) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, alpha, dout, OC, weight,
+                    C, 1.0f, dinp, C);
+    if (dweight && C > 0) /* dweight (OC, C) += alpha * dout^T (OC, N) @ inp (N, C) */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, alpha, dout, OC, inp, C,
+                    1.0f, dweight, C);
+    if (dbias) {
+        for (int i = 0; i < N; i++) {
+            const float *restrict d = dout + (size_t)i * OC;
+            float *restrict db = dbias;
+            for (int o = 0; o < OC; o++)
+                db[o] += alpha * d[o];
+        }
+    }
+}
+
+void nn_linear_forward_ref(float *out, const float *inp, const float *weight, const float *bias,
+                           int N, int C, int OC)
+{
+    for (int i = 0; i < N; i++) {
+        for (int o = 0; o < OC; o++) {
+            float acc = bias ? bias[o] : 0.0f;
+            for (int c = 0; c < C; c++)
+                acc += inp[(size_t)i * C + c] * weight[(size_t)o * C + c];
+            out[(size_t)i * OC + o] = acc;
+        }
+    }
+}
+
+void nn_linear_backward_ref(float *dinp, float *dweight, float *dbias, const float *dout,
+                            const float *inp, const float *weight, float alpha, int N, int C,
+                            int OC)
+{
+    for (int i = 0; i < N; i++) {
+        for (int o = 0; o < OC; o++) {
+            float d = alpha * dout[(size_t)i * OC + o];
+            if (dbias)
+                dbias[o] += d;
+            for (int c = 0; c < C; c++) {
+                if (dinp)
+                    dinp[(size_t)i * C + c] += d * weight[(size_t)o * C + c];
+                if (dweight)
+                    dweight[(size_t)o * C + c] += d * inp[(size_t)i * C + c];
+            }
+        }
+    }
+}
+
+/* ---- LayerNorm ---------------------------------------------------------- */
+
+/* Mean and 1/sqrt(var + eps) of one row (biased variance, like torch). */
+static void s_row_stats(const float *restrict x, int C, float *m_out, float *rs_out)
+{
+    float s = 0.0f;
+    for (int c = 0; c < C; c++)
+        s += x[c];
+    float m = s / (float)C;
+    float v = 0.0f;
+    for (int c = 0; c < C; c++) {
+        float d = x[c] - m;
+        v += d * d;
+    }
+    v /= (float)C;
+    *m_out = m;
+    *rs_out = 1.0f / sqrtf(v + 1e-5f);
+}
+
+void nn_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                          const float *weight, const float *bias, int N, int C)
+{
+    for (int i = 0; i < N; i++) {
+        const float *restrict x = inp + (size_t)i * C;
+        float *restrict y = out + (size_t)i * C;
+        float m, rs;
+        s_row_stats(x, C, &m, &rs);
+        for (int c = 0; c < C; c++)
+            y[c] = (x[c] - m) * rs * weight[c] + bias[c];
+        if (mean)
+            mean[i] = m;
+        if (rstd)
+            rstd[i] = rs;
+    }
+}
+
+void nn_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                           const float *inp, const float *weight, const float *mean,
+                           const float *rstd, int N, int C)
+{
+    for (int i = 0; i < N; i++) {
+        const float *restrict x = inp + (size_t)i * C;
+        const float *restrict dy = dout + (size_t)i * C;
+        float m, rs;
+        if (mean && rstd) {
+            m = mean[i];
+            rs = rstd[i];
+        } else {
+            s_row_stats(x, C, &m, &rs); /* not saved: recompute (cheap next to the rest) */
+        }
+        if (dweight || dbias) {
+            float *restrict dw = dweight, *restrict db = dbias;
+            for (int c = 0; c < C; c++) {
+                if (dw)
+                    dw[c] += (x[c] - m) * rs * dy[c];
+                if (db)
+                    db[c] += dy[c];
+            }
+        }
+        if (dinp) {
+            /* dx = rs * (g - mean(g) - xhat * mean(g * xhat)), g = w * dy */
+            float sg = 0.0f, sgx = 0.0f;
+            for (int c = 0; c < C; c++) {
+                float g = weight[c] * dy[c];
+                sg += g;
+                sgx += g * (x[c] - m) * rs;
+            }
+            sg /= (float)C;
+            sgx /= (float)C;
+            float *restrict dx = dinp + (size_t)i * C;
+            for (int c = 0; c < C; c++) {
+                float xhat = (x[c] - m) * rs;
+                dx[c] += rs * (weight[c] * dy[c] - sg - xhat * sgx);
+            }
+        }
+    }
+}
+
+/* ---- Activations -------------------------------------------------------- */
+
+static const struct {
+    const char *name;
+    nn_act_t act;
+} s_act_names[] = {
+    {"linear", NN_ACT_IDENTITY}, {"identity", NN_ACT_IDENTITY}, {"relu", NN_ACT_RELU},
+    {"swish", NN_ACT_SILU},      {"silu", NN_ACT_SILU},         {"gelu", NN_ACT_GELU},
+    {"gelu_new", NN_ACT_GELU_TANH}, {"tanh", NN_ACT_TANH},      {"sigmoid", NN_ACT_SIGMOID},
+    {"leakyrelu", NN_ACT_LEAKYRELU},
+};
+
+int nn_act_parse(const char *name)
+{
+    if (!name)
+        return -1;
+    /* The adapters library lower-cases non_linearity before matching. */
+    for (size_t i = 0; i < sizeof s_act_names / sizeof s_act_names[0]; i++)
+        if (strcasecmp(name, s_act_names[i].name) == 0)
+            return (int)s_act_names[i].act;
+    return -1;
+}
+
+const char *nn_act_name(nn_act_t act)
+{
+    switch (act) {
+    case NN_ACT_IDENTITY: return "identity";
+    case NN_ACT_RELU: return "relu";
+    case NN_ACT_SILU: return "silu";
+    case NN_ACT_GELU: return "gelu";
+    case NN_ACT_GELU_TANH: return "gelu_new";
+    case NN_ACT_TANH: return "tanh";
+    case NN_ACT_SIGMOID: return "sigmoid";
+    case NN_ACT_LEAKYRELU: return "leakyrelu";
+    }
+    return "unknown";
+}
+
+#define S_SQRT_2_PI 0.79788456080286535588f
+#define S_GELU_C 0.044715f
+
+static inline float s_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+void nn_act_forward(float *out, const float *inp, size_t n, nn_act_t act)
+{
+    /* out may alias inp: no restrict here, element i only reads inp[i]. */
+    switch (act) {
+    case NN_ACT_IDENTITY:
+        if (out != inp)
+            memmove(out, inp, n * sizeof *out);
+        break;
+    case NN_ACT_RELU:
+        for (size_t i = 0; i < n; i++)
+            out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
+        break;
+    case NN_ACT_LEAKYRELU:
+        for (size_t i = 0; i < n; i++)
+            out[i] = inp[i] > 0.0f ? inp[i] : 0.01f * inp[i];
+        break;
+    case NN_ACT_SILU:
+        for (size_t i = 0; i < n; i++)
+            out[i] = inp[i] * s_sigmoid(inp[i]);
+        break;
+    case NN_ACT_SIGMOID:
+        for (size_t i = 0; i < n; i++)
+            out[i] = s_sigmoid(inp[i]);
+        break;
+    case NN_ACT_TANH:
+        for (size_t i = 0; i < n; i++)
+            out[i] = tanhf(inp[i]);
+        break;
+    case NN_ACT_GELU:
+        s_gelu_forward(out, inp, n);
+        break;
+    case NN_ACT_GELU_TANH:
+        for (size_t i = 0; i < n; i++) {
+            float x = inp[i];
+            out[i] = 0.5f * x * (1.0f + tanhf(S_SQRT_2_PI * (x + S_GELU_C * x * x * x)));
+        }
+        break;
+    }
+}
+
+void nn_act_backward(float *dinp, const float *dout, const float *inp, size_t n, nn_act_t act)
+{
+    switch (act) {
+    case NN_ACT_IDENTITY:
+        for (size_t i = 0; i < n; i++)
+            dinp[i] += dout[i];
+        break;
+    case NN_ACT_RELU:
+        for (size_t i = 0; i < n; i++)
+            dinp[i] += inp[i] > 0.0f ? dout[i] : 0.0f;
+        break;
+    case NN_ACT_LEAKYRELU: /* torch: slope applies at x <= 0 */
+        for (size_t i = 0; i < n; i++)
+            dinp[i] += inp[i] > 0.0f ? dout[i] : 0.01f * dout[i];
+        break;
+    case NN_ACT_SILU:
+        for (size_t i = 0; i < n; i++) {
+            float s = s_sigmoid(inp[i]);
+            dinp[i] += dout[i] * s * (1.0f + inp[i] * (1.0f - s));
+        }
+        break;
+    case NN_ACT_SIGMOID:
+        for (size_t i = 0; i < n; i++) {
+            float s = s_sigmoid(inp[i]);
+            dinp[i] += dout[i] * s * (1.0f - s);
+        }
+        break;
+    case NN_ACT_TANH:
+        for (size_t i = 0; i < n; i++) {
+            float t = tanhf(inp[i]);
+            dinp[i] += dout[i] * (1.0f - t * t);
+        }
+        break;
+    case NN_ACT_GELU:
+        s_gelu_backward(dinp, dout, inp, n);
+        break;
+    case NN_ACT_GELU_TANH:
+        for (size_t i = 0; i < n; i++) {
+            float x = inp[i];
+            float t = tanhf(S_SQRT_2_PI * (x + S_GELU_C * x * x * x));
+            float du = S_SQRT_2_PI * (1.0f + 3.0f * S_GELU_C * x * x);
+            dinp[i] += dout[i] * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du);
+        }
+        break;
+    }
+}
+
+/* ---- Convolution front end ---------------------------------------------- */
+
+size_t nn_conv1d_k3_scratch_floats(int Tout, int Cin)
+{
+    return (size_t)(Tout > 0 ? Tout : 0) * (size_t)(Cin > 0 ? Cin : 0) * 3;
+}
+
+void nn_conv1d_k3_forward(float *out, float *col, const float *inp, const float *weight,
+                          const float *bias, int Tin, int Cin, int Cout, int stride)
+{
+    if (Tin <= 0 || Cout <= 0 || stride <= 0)
+        return;
+    int Tout = (Tin - 1) / stride + 1;
+    int K = Cin * 3;
+    /* im2col: col[t, c*3 + k] = inp[t*stride + k - 1, c], zero outside [0, Tin). This
+     * matches the torch weight layout (Cout, Cin, 3) read as (Cout, Cin*3). */
+    for (int t = 0; t < Tout; t++) {
+        float *restrict row = col + (size_t)t * K;
+        for (int k = 0; k < 3; k++) {
+            int ti = t * stride + k - 1;
+            if (ti < 0 || ti >= Tin) {
+                for (int c = 0; c < Cin; c++)
+                    row[c * 3 + k] = 0.0f;
+            } else {
+                const float *restrict x = inp + (size_t)ti * Cin;
+                for (int c = 0; c < Cin; c++)
+                    row[c * 3 + k] = x[c];
+            }
+        }
+    }
+    nn_linear_forward(out, col, weight, bias, Tout, K, Cout);
+}
+
+void nn_conv1d_k3_forward_ref(float *out, const float *inp, const float *weight,
+                              const float *bias, int Tin, int Cin, int Cout, int stride)
+{
+    if (Tin <= 0 || stride <= 0)
+        return;
+    int Tout = (Tin - 1) / stride + 1;
+    for (int t = 0; t < Tout; t++) {
+        for (int o = 0; o < Cout; o++) {
+            float acc = bias ? bias[o] : 0.0f;
+            for (int c = 0; c < Cin; c++) {
+                for (int k = 0; k < 3; k++) {
+                    int ti = t * stride + k - 1;
+                    if (ti >= 0 && ti < Tin)
+                        acc += weight[((size_t)o * Cin + c) * 3 + k] * inp[(size_t)ti * Cin + c];
+                }
+            }
+            out[(size_t)t * Cout + o] = acc;
+        }
+    }
+}
+
+/* ---- Attention ---------------------------------------------------------- */
+
+size_t nn_attention_scratch_floats(int T, int hd)
+{
+    (void)hd;
+    if (T <= 0)
+        return 0;
+    size_t bq = (size_t)(T < ATTN_BLOCK ? T : ATTN_BLOCK);
+    /* Forward: E (bq, T), row max and sum (2 bq). Backward: P (bq, T), dP/dS (bq, T),
+     * D (bq). The backward need is the larger one. */
+    return 2 * bq * (size_t)T + bq;
+}
+
+/* Rows of S (rows, T) in place: s <- exp(s - max_j s); mx[r] = max, sum[r] = sum
+ * of the exponentials. One pass for the max, one for exp and sum. */
+S_CLONES static void s_exp_rows(float *S, float *mx, float *sum, int rows, int T)
+{
+    for (int r = 0; r < rows; r++) {
+        float *s = S + (size_t)r * T;
+        s_vf vm = s_vsplat(-INFINITY);
+        int j = 0;
+        for (; j + S_VW <= T; j += S_VW)
+            vm = s_vmax(vm, s_vld(s + j));
+        if (j < T)
+            vm = s_vmax(vm, s_vld_part(s + j, T - j, -INFINITY));
+        float m = s_hmax(vm);
+        s_vf vs = s_vsplat(0.0f);
+        for (j = 0; j + S_VW <= T; j += S_VW) {
+            s_vf e = s_vexp(s_vld(s + j) - m);
+            s_vst(s + j, e);
+            vs += e;
+        }
+        if (j < T) {
+            s_vf e = s_vexp(s_vld_part(s + j, T - j, -INFINITY) - m); /* pad lanes -> 0 */
+            s_vst_part(s + j, e, T - j);
+            vs += e;
+        }
+        mx[r] = m;
+        sum[r] = s_hsum(vs);
+    }
+}
+
+/* P (rows, T) in place: p <- exp(p - lse[r]) (the normalised probabilities). */
+S_CLONES static void s_exp_shift_rows(float *P, const float *lse, int rows, int T)
+{
+    for (int r = 0; r < rows; r++) {
+        float *p = P + (size_t)r * T;
+        float l = lse[r];
+        int j = 0;
+        for (; j + S_VW <= T; j += S_VW)
+            s_vst(p + j, s_vexp(s_vld(p + j) - l));
+        if (j < T)
+            s_vst_part(p + j, s_vexp(s_vld_part(p + j, T - j, 0.0f) - l), T - j);
+    }
+}
+
+/* dS (rows, T) in place: ds <- p * (ds - D[r]). */
+S_CLONES static void s_dsoftmax_rows(float *dS, const float *P, const float *D, int rows, int T)
+{
+    for (int r = 0; r < rows; r++) {
+        float *ds = dS + (size_t)r * T;
+        const float *p = P + (size_t)r * T;
+        float d = D[r];
+        int j = 0;
+        for (; j + S_VW <= T; j += S_VW)
+            s_vst(ds + j, s_vld(p + j) * (s_vld(ds + j) - d));
+        for (; j < T; j++)
+            ds[j] = p[j] * (ds[j] - d);
+    }
+}
+
+void nn_attention_forward(float *out, float *lse, const float *q, const float *k,
+                          const float *v, float *scratch, int B, int T, int NH, int hd)
+{
+    if (B <= 0 || T <= 0 || NH <= 0 || hd <= 0)
+        return;
+    const int C = NH * hd;
+    const int bqmax = T < ATTN_BLOCK ? T : ATTN_BLOCK;
+    float *S = scratch;                             /* (bq, T) */
+    float *mx = scratch + (size_t)bqmax * T;        /* (bq) row max */
+    float *sum = mx + bqmax;                        /* (bq) row sum of exp */
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            const float *kb = k + (size_t)b * T * C + (size_t)h * hd;
+            const float *vb = v + (size_t)b * T * C + (size_t)h * hd;
+            for (int i0 = 0; i0 < T; i0 += ATTN_BLOCK) {
+                int bq = T - i0 < ATTN_BLOCK ? T - i0 : ATTN_BLOCK;
+                size_t row0 = (size_t)b * T + (size_t)i0;
+                const float *qb = q + row0 * C + (size_t)h * hd;
+                float *ob = out + row0 * C + (size_t)h * hd;
+                /* S (bq, T) = Q_blk (bq, hd) @ K^T (hd, T) */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, T, hd, 1.0f, qb, C, kb,
+                            C, 0.0f, S, T);
+                s_exp_rows(S, mx, sum, bq, T);
+                /* O_blk (bq, hd) = E (bq, T) @ V (T, hd), then rows / sum: normalising
+                 * the (bq, hd) output is cheaper than the (bq, T) probabilities. */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, hd, T, 1.0f, S, T, vb,
+                            C, 0.0f, ob, C);
+                for (int r = 0; r < bq; r++) {
+                    float inv = 1.0f / sum[r];
+                    float *restrict o = ob + (size_t)r * C;
+                    for (int d = 0; d < hd; d++)
+                        o[d] *= inv;
+                }
+                if (lse) {
+                    float *l = lse + ((size_t)b * NH + h) * T + i0;
+                    for (int r = 0; r < bq; r++)
+                        l[r] = mx[r] + logf(sum[r]);
+                }
+            }
+        }
+    }
+}
+
+void nn_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out,
+                           const float *lse, const float *q, const float *k, const float *v,
+                           float *scratch, int B, int T, int NH, int hd)
+{
+    if (B <= 0 || T <= 0 || NH <= 0 || hd <= 0 || (!dq && !dk && !dv))
+        return;
+    const int C = NH * hd;
+    const int bqmax = T < ATTN_BLOCK ? T : ATTN_BLOCK;
+    float *P = scratch;                          /* (bq, T) */
+    float *dS = scratch + (size_t)bqmax * T;     /* (bq, T) */
+    float *D = scratch + 2 * (size_t)bqmax * T;  /* (bq) */
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            size_t hoff = (size_t)b * T * C + (size_t)h * hd;
+            const float *kb = k + hoff, *vb = v + hoff;
+            for (int i0 = 0; i0 < T; i0 += ATTN_BLOCK) {
+                int bq = T - i0 < ATTN_BLOCK ? T - i0 : ATTN_BLOCK;
+                size_t boff = hoff + (size_t)i0 * C;
+                const float *qb = q + boff, *dob = dout + boff, *ob = out + boff;
+                /* Recompute P (bq, T) = exp(Q_blk K^T - lse). */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, T, hd, 1.0f, qb, C, kb,
+                            C, 0.0f, P, T);
+                if (lse) {
+                    s_exp_shift_rows(P, lse + ((size_t)b * NH + h) * T + i0, bq, T);
+                } else { /* not saved: the softmax again, D as scratch for max and sum */
+                    s_exp_rows(P, D, dS, bq, T);
+                    for (int r = 0; r < bq; r++) {
+                        float l = D[r] + logf(dS[r]);
+                        D[r] = l;
+                    }
+                    s_exp_shift_rows(P, D, bq, T);
+                }
+                /* dV (T, hd) += P^T (T, bq) @ dO_blk (bq, hd) */
+                if (dv)
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, bq, 1.0f, P, T,
+                                dob, C, 1.0f, dv + hoff, C);
+                if (!dq && !dk)
+                    continue;
+                /* D_i = sum_d dO_id O_id */
+                for (int r = 0; r < bq; r++) {
+                    const float *restrict a = dob + (size_t)r * C, *restrict o = ob + (size_t)r * C;
+                    float s = 0.0f;
+                    for (int d = 0; d < hd; d++)
+                        s += a[d] * o[d];
+                    D[r] = s;
+                }
+                /* dP (bq, T) = dO_blk (bq, hd) @ V^T (hd, T); dS = P * (dP - D) */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, T, hd, 1.0f, dob, C, vb,
+                            C, 0.0f, dS, T);
+                s_dsoftmax_rows(dS, P, D, bq, T);
+                /* dQ_blk (bq, hd) += dS (bq, T) @ K (T, hd) */
+                if (dq)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, hd, T, 1.0f, dS, T,
+                                kb, C, 1.0f, dq + boff, C);
+                /* dK (T, hd) += dS^T (T, bq) @ Q_blk (bq, hd) */
+                if (dk)
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, bq, 1.0f, dS, T,
+                                qb, C, 1.0f, dk + hoff, C);
+            }
+        }
+    }
+}
+
+void nn_attention_forward_ref(float *out, float *lse, const float *q, const float *k,
+                              const float *v, int B, int T, int NH, int hd)
+{
+    const int C = NH * hd;
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            for (int i = 0; i < T; i++) {
+                const float *qi = q + ((size_t)b * T + i) * C + (size_t)h * hd;
+                float mx = -INFINITY;
+                for (int j = 0; j < T; j++) {
+                    const float *kj = k + ((size_t)b * T + j) * C + (size_t)h * hd;
+                    float s = 0.0f;
+                    for (int d = 0; d < hd; d++)
+                        s += qi[d] * kj[d];
+                    mx = s > mx ? s : mx;
+                }
+                float sum = 0.0f;
+                float *oi = out + ((size_t)b * T + i) * C + (size_t)h * hd;
+                for (int d = 0; d < hd; d++)
+                    oi[d] = 0.0f;
+                for (int j = 0; j < T; j++) {
+                    const float *kj = k + ((size_t)b * T + j) * C + (size_t)h * hd;
+                    const float *vj = v + ((size_t)b * T + j) * C + (size_t)h * hd;
+                    float s = 0.0f;
+                    for (int d = 0; d < hd; d++)
+                        s += qi[d] * kj[d];
+                    float e = expf(s - mx);
+                    sum += e;
+                    for (int d = 0; d < hd; d++)
+                        oi[d] += e * vj[d];
+                }
+                for (int d = 0; d < hd; d++)
+                    oi[d] /= sum;
+                if (lse)
+                    lse[((size_t)b * NH + h) * T + i] = mx + logf(sum);
+            }
+        }
+    }
+}
+
+void nn_attention_backward_ref(float *dq, float *dk, float *dv, const float *dout,
+                               const float *out, const float *lse, const float *q,
+                               const float *k, const float *v, int B, int T, int NH, int hd)
+{
+    const int C = NH * hd;
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            for (int i = 0; i < T; i++) {
+                size_t ri = ((size_t)b * T + i) * C + (size_t)h * hd;
+                float l = lse[((size_t)b * NH + h) * T + i];
+                float Di = 0.0f;
+                for (int d = 0; d < hd; d++)
+                    Di += dout[ri + d] * out[ri + d];
+                for (int j = 0; j < T; j++) {
+                    size_t rj = ((size_t)b * T + j) * C + (size_t)h * hd;
+                    float s = 0.0f, dp = 0.0f;
+                    for (int d = 0; d < hd; d++) {
+                        s += q[ri + d] * k[rj + d];
+                        dp += dout[ri + d] * v[rj + d];
+                    }
+                    float p = expf(s - l);
+                    float ds = p * (dp - Di);
+                    for (int d = 0; d < hd; d++) {
+                        if (dv)
+                            dv[rj + d] += p * dout[ri + d];
+                        if (dq)
+                            dq[ri + d] += ds * k[rj + d];
+                        if (dk)
+                            dk[rj + d] += ds * q[ri + d];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* ---- Head pieces -------------------------------------------------------- */
+
+void nn_meanpool_forward(float *out, const float *inp, int B, int T, int C)
+{
+    float inv = T > 0 ? 1.0f / (float)T : 0.0f;
+    for (int b = 0; b < B; b++) {
+        float *restrict o = out + (size_t)b * C;
+        for (int c = 0; c < C; c++)
+            o[c] = 0.0f;
+        for (int t = 0; t < T; t++) {
+            const float *restrict x = inp + ((size_t)b * T + t) * C;
+            for (int c = 0; c < C; c++)
+                o[c] += x[c];
+        }
+        for (int c = 0; c < C; c++)
+            o[c] *= inv;
+    }
+}
+
+void nn_meanpool_backward(float *dinp, const float *dout, int B, int T, int C)
+{
+    if (T <= 0)
+        return;
+    float inv = 1.0f / (float)T;
+    for (int b = 0; b < B; b++) {
+        const float *restrict g = dout + (size_t)b * C;
+        for (int t = 0; t < T; t++) {
+            float *restrict dx = dinp + ((size_t)b * T + t) * C;
+            for (int c = 0; c < C; c++)
+                dx[c] += g[c] * inv;
+        }
+    }
+}
+
+void nn_softmax_forward(float *out, const float *inp, int N, int C)
+{
+    for (int i = 0; i < N; i++) {
+        const float *x = inp + (size_t)i * C;
+        float *y = out + (size_t)i * C;
+        float mx = -INFINITY;
+        for (int c = 0; c < C; c++)
+            mx = x[c] > mx ? x[c] : mx;
+        float sum = 0.0f;
+        for (int c = 0; c < C; c++) {
+            y[c] = expf(x[c] - mx);
+            sum += y[c];
+        }
+        float inv = 1.0f / sum;
+        for (int c = 0; c < C; c++)
+            y[c] *= inv;
+    }
+}
+
+void nn_softmax_backward(float *dinp, const float *dout, const float *out, int N, int C)
+{
+    for (int i = 0; i < N; i++) {
+        const float *restrict g = dout + (size_t)i * C;
+        const float *restrict p = out + (size_t)i * C;
+        float *restrict dx = dinp + (size_t)i * C;
+        float s = 0.0f;
+        for (int c = 0; c < C; c++)
+            s += g[c] * p[c];
+        for (int c = 0; c < C; c++)
+            dx[c] += p[c] * (g[c] - s);
+    }
+}
+
+void nn_wsum_forward(float *out, const float *const *hidden, const float *w, int K, size_t n)
+{
+    if (K <= 0) {
+        memset(out, 0, n * sizeof *out);
+        return;
+    }
+    {
+        const float *restrict h0 = hidden[0];
+        float w0 = w[0];
+        for (size_t i = 0; i < n; i++)
+            out[i] = w0 * h0[i];
+    }
+    for (int kk = 1; kk < K; kk++) {
+        const float *restrict hk = hidden[kk];
+        float wk = w[kk];
+        float *restrict o = out;
+        for (size_t i = 0; i < n; i++)
+            o[i] += wk * hk[i];
+    }
+}
+
+void nn_wsum_backward(float *const *dhidden, float *dw, const float *dout,
+                      const float *const *hidden, const float *w, int K, size_t n)
+{
+    for (int kk = 0; kk < K; kk++) {
+        if (dhidden && dhidden[kk]) {
+            float *restrict dh = dhidden[kk];
+            const float *restrict g = dout;
+            float wk = w[kk];
+            for (size_t i = 0; i < n; i++)
+                dh[i] += wk * g[i];
+        }
+        if (dw) {
+            /* Summed in double: n is B*T*C, up to millions of terms. */
+            const float *restrict hk = hidden[kk];
+            double s = 0.0;
+            for (size_t i = 0; i < n; i++)
+                s += (double)dout[i] * (double)hk[i];
+            dw[kk] += (float)s;
+        }
+    }
+}
+
+double nn_crossentropy_forward(float *probs, double *weight_sum, const float *logits,
+                               const int *labels, const float *class_weights, int B, int NC)
+{
+    double loss = 0.0, wsum = 0.0;
+    for (int b = 0; b < B; b++) {
+        const float *x = logits + (size_t)b * NC;
+        float *p = probs + (size_t)b * NC;
+        float mx = -INFINITY;
+        for (int c = 0; c < NC; c++)
+            mx = x[c] > mx ? x[c] : mx;
+        double sum = 0.0;
+        for (int c = 0; c < NC; c++) {
+            float e = expf(x[c] - mx);
+            p[c] = e;
+            sum += e;
+        }
+        float inv = (float)(1.0 / sum);
+        for (int c = 0; c < NC; c++)
+            p[c] *= inv;
+        int y = labels[b];
+        if (y < 0 || y >= NC)
+            continue; /* ignored row (torch's ignore_index): no loss, no weight */
+        double wy = class_weights ? class_weights[y] : 1.0;
+        /* -log p_y = log(sum) + mx - x_y, in double (no log of a rounded probability). */
+        loss += wy * (log(sum) + (double)mx - (double)x[y]);
+        wsum += wy;
+    }
+    if (weight_sum)
+        *weight_sum = wsum;
+    return loss;
+}
+
+void nn_crossentropy_backward(float *dlogits, const float *probs, const int *labels,
+                              const float *class_weights, float scale, int B, int NC)
+{
+    for (int b = 0; b < B; b++) {
+        int y = labels[b];
+        if (y < 0 || y >= NC)
+            continue;
+        float g = scale * (class_weights ? class_weights[y] : 1.0f);
+        const float *p = probs + (size_t)b * NC;
+        float *d = dlogits + (size_t)b * NC;
+        for (int c = 0; c < NC; c++)
+            d[c] += g * p[c];
+        d[y] -= g;
+    }
+}
+
+/* ---- Small vector helpers ----------------------------------------------- */
+
+void nn_add(float *out, const float *a, const float *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = a[i] + b[i];
+}
+
+void nn_axpy(float *y, float alpha, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        y[i] += alpha * x[i];
+}
+
+void nn_scale(float *x, float alpha, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] *= alpha;
+}
+
+void nn_colscale_forward(float *out, const float *inp, const float *s, int N, int C)
+{
+    for (int i = 0; i < N; i++) {
+        const float *x = inp + (size_t)i * C;
+        float *y = out + (size_t)i * C;
+        for (int c = 0; c < C; c++)
+            y[c] = x[c] * s[c];
+    }
+}
+
+void nn_colscale_backward(float *dinp, float *ds, const float *dout, const float *inp,
+                          const float *s, int N, int C)
+{
+    for (int i = 0; i < N; i++) {
+        const float *restrict g = dout + (size_t)i * C;
+        if (dinp) {
+            float *restrict dx = dinp + (size_t)i * C;
+            for (int c = 0; c < C; c++)
+                dx[c] += g[c] * s[c];
+        }
+        if (ds) {
+            const float *restrict x = inp + (size_t)i * C;
+            float *restrict d = ds;
+            for (int c = 0; c < C; c++)
+                d[c] += g[c] * x[c];
+        }
+    }
+}
