@@ -314,33 +314,50 @@ void nn_linear_backward_ref(float *dinp, float *dweight, float *dbias, const flo
 
 /* ---- LayerNorm ---------------------------------------------------------- */
 
-/* Mean and 1/sqrt(var + eps) of one row (biased variance, like torch). */
-static void s_row_stats(const float *restrict x, int C, float *m_out, float *rs_out)
+/* Rows of C floats, vectorised: full vectors, then one padded vector for the tail
+ * (lanes past C loaded as pad, stored back only up to C). */
+#define S_ROW_LOOP(j, C, body_full, body_tail)                                              \
+    do {                                                                                   \
+        int j = 0;                                                                         \
+        for (; j + S_VW <= (C); j += S_VW) {                                               \
+            int rem_ = S_VW;                                                               \
+            (void)rem_;                                                                    \
+            body_full;                                                                     \
+        }                                                                                  \
+        if (j < (C)) {                                                                     \
+            int rem_ = (C)-j;                                                              \
+            (void)rem_;                                                                    \
+            body_tail;                                                                     \
+        }                                                                                  \
+    } while (0)
+
+/* Mean and 1/sqrt(var + eps) of one row (biased variance, two passes, like torch). */
+S_INLINE void s_row_stats(const float *x, int C, float *m_out, float *rs_out)
 {
-    float s = 0.0f;
-    for (int c = 0; c < C; c++)
-        s += x[c];
-    float m = s / (float)C;
-    float v = 0.0f;
-    for (int c = 0; c < C; c++) {
-        float d = x[c] - m;
-        v += d * d;
-    }
-    v /= (float)C;
+    s_vf acc = s_vsplat(0.0f);
+    S_ROW_LOOP(j, C, acc += s_vld(x + j), acc += s_vld_part(x + j, rem_, 0.0f));
+    float m = s_hsum(acc) / (float)C;
+    s_vf vacc = s_vsplat(0.0f);
+    S_ROW_LOOP(j, C, { s_vf d = s_vld(x + j) - m; vacc += d * d; },
+               { s_vf d = s_vld_part(x + j, rem_, m) - m; vacc += d * d; });
     *m_out = m;
-    *rs_out = 1.0f / sqrtf(v + 1e-5f);
+    *rs_out = 1.0f / sqrtf(s_hsum(vacc) / (float)C + 1e-5f);
 }
 
-void nn_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
-                          const float *weight, const float *bias, int N, int C)
+S_CLONES void nn_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                                   const float *weight, const float *bias, int N, int C)
 {
     for (int i = 0; i < N; i++) {
-        const float *restrict x = inp + (size_t)i * C;
-        float *restrict y = out + (size_t)i * C;
+        const float *x = inp + (size_t)i * C;
+        float *y = out + (size_t)i * C;
         float m, rs;
         s_row_stats(x, C, &m, &rs);
-        for (int c = 0; c < C; c++)
-            y[c] = (x[c] - m) * rs * weight[c] + bias[c];
+        S_ROW_LOOP(j, C, s_vst(y + j, (s_vld(x + j) - m) * rs * s_vld(weight + j) + s_vld(bias + j)),
+                   s_vst_part(y + j,
+                              (s_vld_part(x + j, rem_, 0.0f) - m) * rs *
+                                      s_vld_part(weight + j, rem_, 0.0f) +
+                                  s_vld_part(bias + j, rem_, 0.0f),
+                              rem_));
         if (mean)
             mean[i] = m;
         if (rstd)
@@ -348,13 +365,13 @@ void nn_layernorm_forward(float *out, float *mean, float *rstd, const float *inp
     }
 }
 
-void nn_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                           const float *inp, const float *weight, const float *mean,
-                           const float *rstd, int N, int C)
+S_CLONES void nn_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                                    const float *inp, const float *weight, const float *mean,
+                                    const float *rstd, int N, int C)
 {
     for (int i = 0; i < N; i++) {
-        const float *restrict x = inp + (size_t)i * C;
-        const float *restrict dy = dout + (size_t)i * C;
+        const float *x = inp + (size_t)i * C;
+        const float *dy = dout + (size_t)i * C;
         float m, rs;
         if (mean && rstd) {
             m = mean[i];
@@ -362,30 +379,49 @@ void nn_layernorm_backward(float *dinp, float *dweight, float *dbias, const floa
         } else {
             s_row_stats(x, C, &m, &rs); /* not saved: recompute (cheap next to the rest) */
         }
-        if (dweight || dbias) {
-            float *restrict dw = dweight, *restrict db = dbias;
-            for (int c = 0; c < C; c++) {
-                if (dw)
-                    dw[c] += (x[c] - m) * rs * dy[c];
-                if (db)
-                    db[c] += dy[c];
-            }
-        }
+        if (dweight) /* dweight += xhat * dy */
+            S_ROW_LOOP(j, C,
+                       s_vst(dweight + j,
+                             s_vld(dweight + j) + (s_vld(x + j) - m) * rs * s_vld(dy + j)),
+                       s_vst_part(dweight + j,
+                                  s_vld_part(dweight + j, rem_, 0.0f) +
+                                      (s_vld_part(x + j, rem_, 0.0f) - m) * rs *
+                                          s_vld_part(dy + j, rem_, 0.0f),
+                                  rem_));
+        if (dbias)
+            S_ROW_LOOP(j, C, s_vst(dbias + j, s_vld(dbias + j) + s_vld(dy + j)),
+                       s_vst_part(dbias + j,
+                                  s_vld_part(dbias + j, rem_, 0.0f) +
+                                      s_vld_part(dy + j, rem_, 0.0f),
+                                  rem_));
         if (dinp) {
-            /* dx = rs * (g - mean(g) - xhat * mean(g * xhat)), g = w * dy */
-            float sg = 0.0f, sgx = 0.0f;
-            for (int c = 0; c < C; c++) {
-                float g = weight[c] * dy[c];
-                sg += g;
-                sgx += g * (x[c] - m) * rs;
-            }
-            sg /= (float)C;
-            sgx /= (float)C;
-            float *restrict dx = dinp + (size_t)i * C;
-            for (int c = 0; c < C; c++) {
-                float xhat = (x[c] - m) * rs;
-                dx[c] += rs * (weight[c] * dy[c] - sg - xhat * sgx);
-            }
+            /* dx = rs * (g - mean(g) - xhat * mean(g * xhat)), g = w * dy; padded lanes
+             * have dy = 0, so g = 0 there and they add nothing to the sums. */
+            s_vf vg = s_vsplat(0.0f), vgx = s_vsplat(0.0f);
+            S_ROW_LOOP(j, C,
+                       {
+                           s_vf g = s_vld(weight + j) * s_vld(dy + j);
+                           vg += g;
+                           vgx += g * ((s_vld(x + j) - m) * rs);
+                       },
+                       {
+                           s_vf g = s_vld_part(weight + j, rem_, 0.0f) *
+                                    s_vld_part(dy + j, rem_, 0.0f);
+                           vg += g;
+                           vgx += g * ((s_vld_part(x + j, rem_, 0.0f) - m) * rs);
+                       });
+            float sg = s_hsum(vg) / (float)C, sgx = s_hsum(vgx) / (float)C;
+            float *dx = dinp + (size_t)i * C;
+            S_ROW_LOOP(j, C,
+                       s_vst(dx + j, s_vld(dx + j) +
+                                         rs * (s_vld(weight + j) * s_vld(dy + j) - sg -
+                                               (s_vld(x + j) - m) * rs * sgx)),
+                       s_vst_part(dx + j,
+                                  s_vld_part(dx + j, rem_, 0.0f) +
+                                      rs * (s_vld_part(weight + j, rem_, 0.0f) *
+                                                s_vld_part(dy + j, rem_, 0.0f) -
+                                            sg - (s_vld_part(x + j, rem_, 0.0f) - m) * rs * sgx),
+                                  rem_));
         }
     }
 }
@@ -987,49 +1023,67 @@ void nn_crossentropy_backward(float *dlogits, const float *probs, const int *lab
 
 /* ---- Small vector helpers ----------------------------------------------- */
 
-void nn_add(float *out, const float *a, const float *b, size_t n)
+/* Flat loops as rows of one long row: the same vector code, with size_t lengths
+ * split into int-sized pieces. */
+#define S_FLAT_LOOP(n, body_full, body_tail)                                               \
+    do {                                                                                   \
+        for (size_t base_ = 0; base_ < (n); base_ += (size_t)1 << 30) {                    \
+            int len_ = (n) - base_ < ((size_t)1 << 30) ? (int)((n) - base_) : 1 << 30;     \
+            S_ROW_LOOP(j_, len_, { size_t j = base_ + (size_t)j_; body_full; },            \
+                       { size_t j = base_ + (size_t)j_; body_tail; });                     \
+        }                                                                                  \
+    } while (0)
+
+S_CLONES void nn_add(float *out, const float *a, const float *b, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        out[i] = a[i] + b[i];
+    S_FLAT_LOOP(n, s_vst(out + j, s_vld(a + j) + s_vld(b + j)),
+                s_vst_part(out + j, s_vld_part(a + j, rem_, 0) + s_vld_part(b + j, rem_, 0), rem_));
 }
 
-void nn_axpy(float *y, float alpha, const float *x, size_t n)
+S_CLONES void nn_axpy(float *y, float alpha, const float *x, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        y[i] += alpha * x[i];
+    S_FLAT_LOOP(n, s_vst(y + j, s_vld(y + j) + alpha * s_vld(x + j)),
+                s_vst_part(y + j, s_vld_part(y + j, rem_, 0) + alpha * s_vld_part(x + j, rem_, 0),
+                           rem_));
 }
 
-void nn_scale(float *x, float alpha, size_t n)
+S_CLONES void nn_scale(float *x, float alpha, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        x[i] *= alpha;
+    S_FLAT_LOOP(n, s_vst(x + j, s_vld(x + j) * alpha),
+                s_vst_part(x + j, s_vld_part(x + j, rem_, 0) * alpha, rem_));
 }
 
-void nn_colscale_forward(float *out, const float *inp, const float *s, int N, int C)
+S_CLONES void nn_colscale_forward(float *out, const float *inp, const float *s, int N, int C)
 {
     for (int i = 0; i < N; i++) {
         const float *x = inp + (size_t)i * C;
         float *y = out + (size_t)i * C;
-        for (int c = 0; c < C; c++)
-            y[c] = x[c] * s[c];
+        S_ROW_LOOP(j, C, s_vst(y + j, s_vld(x + j) * s_vld(s + j)),
+                   s_vst_part(y + j, s_vld_part(x + j, rem_, 0) * s_vld_part(s + j, rem_, 0),
+                              rem_));
     }
 }
 
-void nn_colscale_backward(float *dinp, float *ds, const float *dout, const float *inp,
-                          const float *s, int N, int C)
+S_CLONES void nn_colscale_backward(float *dinp, float *ds, const float *dout, const float *inp,
+                                   const float *s, int N, int C)
 {
     for (int i = 0; i < N; i++) {
-        const float *restrict g = dout + (size_t)i * C;
+        const float *g = dout + (size_t)i * C;
         if (dinp) {
-            float *restrict dx = dinp + (size_t)i * C;
-            for (int c = 0; c < C; c++)
-                dx[c] += g[c] * s[c];
+            float *dx = dinp + (size_t)i * C;
+            S_ROW_LOOP(j, C, s_vst(dx + j, s_vld(dx + j) + s_vld(g + j) * s_vld(s + j)),
+                       s_vst_part(dx + j,
+                                  s_vld_part(dx + j, rem_, 0) +
+                                      s_vld_part(g + j, rem_, 0) * s_vld_part(s + j, rem_, 0),
+                                  rem_));
         }
         if (ds) {
-            const float *restrict x = inp + (size_t)i * C;
-            float *restrict d = ds;
-            for (int c = 0; c < C; c++)
-                d[c] += g[c] * x[c];
+            const float *x = inp + (size_t)i * C;
+            S_ROW_LOOP(j, C, s_vst(ds + j, s_vld(ds + j) + s_vld(g + j) * s_vld(x + j)),
+                       s_vst_part(ds + j,
+                                  s_vld_part(ds + j, rem_, 0) +
+                                      s_vld_part(g + j, rem_, 0) * s_vld_part(x + j, rem_, 0),
+                                  rem_));
         }
     }
 }
