@@ -226,7 +226,46 @@ S_CLONES static void s_gelu_backward(float *dinp, const float *dout, const float
     }
 }
 
+/* Rows of C floats, vectorised: full vectors, then one padded vector for the tail
+ * (lanes past C loaded as pad, stored back only up to C). */
+#define S_ROW_LOOP(j, C, body_full, body_tail)                                              \
+    do {                                                                                   \
+        int j = 0;                                                                         \
+        for (; j + S_VW <= (C); j += S_VW) {                                               \
+            int rem_ = S_VW;                                                               \
+            (void)rem_;                                                                    \
+            body_full;                                                                     \
+        }                                                                                  \
+        if (j < (C)) {                                                                     \
+            int rem_ = (C)-j;                                                              \
+            (void)rem_;                                                                    \
+            body_tail;                                                                     \
+        }                                                                                  \
+    } while (0)
+
+/* Flat loops as rows of one long row: the same vector code, with size_t lengths
+ * split into int-sized pieces. */
+#define S_FLAT_LOOP(n, body_full, body_tail)                                               \
+    do {                                                                                   \
+        for (size_t base_ = 0; base_ < (n); base_ += (size_t)1 << 30) {                    \
+            int len_ = (n) - base_ < ((size_t)1 << 30) ? (int)((n) - base_) : 1 << 30;     \
+            S_ROW_LOOP(j_, len_, { size_t j = base_ + (size_t)j_; body_full; },            \
+                       { size_t j = base_ + (size_t)j_; body_tail; });                     \
+        }                                                                                  \
+    } while (0)
+
 /* ---- Linear ------------------------------------------------------------- */
+
+/* db (C) += alpha * column sums of d (N, C). */
+S_CLONES static void s_colsum_add(float *db, const float *d, float alpha, int N, int C)
+{
+    for (int i = 0; i < N; i++) {
+        const float *r = d + (size_t)i * C;
+        S_ROW_LOOP(j, C, s_vst(db + j, s_vld(db + j) + alpha * s_vld(r + j)),
+                   s_vst_part(db + j, s_vld_part(db + j, rem_, 0) + alpha * s_vld_part(r + j, rem_, 0),
+                              rem_));
+    }
+}
 
 void nn_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
                        int N, int C, int OC)
@@ -270,14 +309,8 @@ void nn_linear_backward(float *dinp, float *dweight, float *dbias, const float *
     if (dweight && C > 0) /* dweight (OC, C) += alpha * dout^T (OC, N) @ inp (N, C) */
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, alpha, dout, OC, inp, C,
                     1.0f, dweight, C);
-    if (dbias) {
-        for (int i = 0; i < N; i++) {
-            const float *restrict d = dout + (size_t)i * OC;
-            float *restrict db = dbias;
-            for (int o = 0; o < OC; o++)
-                db[o] += alpha * d[o];
-        }
-    }
+    if (dbias)
+        s_colsum_add(dbias, dout, alpha, N, OC);
 }
 
 void nn_linear_forward_ref(float *out, const float *inp, const float *weight, const float *bias,
@@ -313,23 +346,6 @@ void nn_linear_backward_ref(float *dinp, float *dweight, float *dbias, const flo
 }
 
 /* ---- LayerNorm ---------------------------------------------------------- */
-
-/* Rows of C floats, vectorised: full vectors, then one padded vector for the tail
- * (lanes past C loaded as pad, stored back only up to C). */
-#define S_ROW_LOOP(j, C, body_full, body_tail)                                              \
-    do {                                                                                   \
-        int j = 0;                                                                         \
-        for (; j + S_VW <= (C); j += S_VW) {                                               \
-            int rem_ = S_VW;                                                               \
-            (void)rem_;                                                                    \
-            body_full;                                                                     \
-        }                                                                                  \
-        if (j < (C)) {                                                                     \
-            int rem_ = (C)-j;                                                              \
-            (void)rem_;                                                                    \
-            body_tail;                                                                     \
-        }                                                                                  \
-    } while (0)
 
 /* Mean and 1/sqrt(var + eps) of one row (biased variance, two passes, like torch). */
 S_INLINE void s_row_stats(const float *x, int C, float *m_out, float *rs_out)
@@ -930,46 +946,45 @@ void nn_softmax_backward(float *dinp, const float *dout, const float *out, int N
     }
 }
 
-void nn_wsum_forward(float *out, const float *const *hidden, const float *w, int K, size_t n)
+S_CLONES void nn_wsum_forward(float *out, const float *const *hidden, const float *w, int K,
+                              size_t n)
 {
     if (K <= 0) {
         memset(out, 0, n * sizeof *out);
         return;
     }
-    {
-        const float *restrict h0 = hidden[0];
-        float w0 = w[0];
-        for (size_t i = 0; i < n; i++)
-            out[i] = w0 * h0[i];
+    const float *h0 = hidden[0];
+    float w0 = w[0];
+    S_FLAT_LOOP(n, s_vst(out + j, w0 * s_vld(h0 + j)),
+                s_vst_part(out + j, w0 * s_vld_part(h0 + j, rem_, 0), rem_));
+    for (int k = 1; k < K; k++)
+        nn_axpy(out, w[k], hidden[k], n);
+}
+
+/* <a, b> over n floats: float vector partial sums over blocks of 4096, added up in
+ * double (n is B*T*C, millions of terms). */
+S_CLONES static double s_dot_long(const float *a, const float *b, size_t n)
+{
+    double total = 0.0;
+    for (size_t base = 0; base < n; base += 4096) {
+        int len = n - base < 4096 ? (int)(n - base) : 4096;
+        const float *x = a + base, *y = b + base;
+        s_vf acc = s_vsplat(0.0f);
+        S_ROW_LOOP(j, len, acc += s_vld(x + j) * s_vld(y + j),
+                   acc += s_vld_part(x + j, rem_, 0) * s_vld_part(y + j, rem_, 0));
+        total += (double)s_hsum(acc);
     }
-    for (int kk = 1; kk < K; kk++) {
-        const float *restrict hk = hidden[kk];
-        float wk = w[kk];
-        float *restrict o = out;
-        for (size_t i = 0; i < n; i++)
-            o[i] += wk * hk[i];
-    }
+    return total;
 }
 
 void nn_wsum_backward(float *const *dhidden, float *dw, const float *dout,
                       const float *const *hidden, const float *w, int K, size_t n)
 {
-    for (int kk = 0; kk < K; kk++) {
-        if (dhidden && dhidden[kk]) {
-            float *restrict dh = dhidden[kk];
-            const float *restrict g = dout;
-            float wk = w[kk];
-            for (size_t i = 0; i < n; i++)
-                dh[i] += wk * g[i];
-        }
-        if (dw) {
-            /* Summed in double: n is B*T*C, up to millions of terms. */
-            const float *restrict hk = hidden[kk];
-            double s = 0.0;
-            for (size_t i = 0; i < n; i++)
-                s += (double)dout[i] * (double)hk[i];
-            dw[kk] += (float)s;
-        }
+    for (int k = 0; k < K; k++) {
+        if (dhidden && dhidden[k])
+            nn_axpy(dhidden[k], w[k], dout, n);
+        if (dw)
+            dw[k] += (float)s_dot_long(dout, hidden[k], n);
     }
 }
 
@@ -1022,17 +1037,6 @@ void nn_crossentropy_backward(float *dlogits, const float *probs, const int *lab
 }
 
 /* ---- Small vector helpers ----------------------------------------------- */
-
-/* Flat loops as rows of one long row: the same vector code, with size_t lengths
- * split into int-sized pieces. */
-#define S_FLAT_LOOP(n, body_full, body_tail)                                               \
-    do {                                                                                   \
-        for (size_t base_ = 0; base_ < (n); base_ += (size_t)1 << 30) {                    \
-            int len_ = (n) - base_ < ((size_t)1 << 30) ? (int)((n) - base_) : 1 << 30;     \
-            S_ROW_LOOP(j_, len_, { size_t j = base_ + (size_t)j_; body_full; },            \
-                       { size_t j = base_ + (size_t)j_; body_tail; });                     \
-        }                                                                                  \
-    } while (0)
 
 S_CLONES void nn_add(float *out, const float *a, const float *b, size_t n)
 {
