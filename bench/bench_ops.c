@@ -78,7 +78,8 @@ int main(int argc, char **argv)
     wisp_rng_t r;
     wisp_rng_seed(&r, 2);
     float *q = s_buf(nq, &r, 0.125f), *k = s_buf(nq, &r, 1), *v = s_buf(nq, &r, 1);
-    float *dout = s_buf(nq, &r, 1), *out = s_buf(nq, &r, 0), *lse = s_buf((size_t)B * NH * T, &r, 0);
+    float *dout = s_buf(nq, &r, 1), *out = s_buf(nq, &r, 0);
+    float *lse = s_buf((size_t)B * NH * T, &r, 0);
     float *dq = s_buf(nq, &r, 0), *dk = s_buf(nq, &r, 0), *dv = s_buf(nq, &r, 0);
     float *scratch = s_buf(nn_attention_scratch_floats(T, hd), &r, 0);
     double fwd = 1e30, bwd = 1e30;

@@ -722,7 +722,8 @@ static void test_crossentropy_matches_double_precision_with_and_without_class_we
         wisp_assert_close(probs, want, B * NC, 1e-7, 1e-5, "crossentropy probs vs double");
         nn_crossentropy_backward(dx, probs, y, weighted ? cw : NULL, 1.0f, B, NC);
         s_check_fd(s_ce_loss, &c, c.x, B * NC, dx,
-                   weighted ? "crossentropy dlogits (weighted) vs FD" : "crossentropy dlogits vs FD");
+                   weighted ? "crossentropy dlogits (weighted) vs FD"
+                            : "crossentropy dlogits vs FD");
         /* scale multiplies the gradient (the caller's 1 / global weight sum) */
         float dx2[B * NC] = {0};
         nn_crossentropy_backward(dx2, probs, y, weighted ? cw : NULL, 0.25f, B, NC);

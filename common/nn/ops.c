@@ -38,34 +38,30 @@
 #define S_CLONES
 #endif
 
-/* The helpers below return 64-byte vectors; they are static and always inlined, so
- * the ABI warning GCC gives for that (-Wpsabi) does not apply. Vector arguments go
- * by pointer (GCC notes a by-value 64-byte argument even with the warning off),
- * wrapped in macros so call sites still read as expressions. */
-#pragma GCC diagnostic ignored "-Wpsabi"
+/* No helper passes or returns a vector by value: with 64-byte vectors that is an
+ * ABI note in GCC and an error in clang for the clones without AVX-512. Helpers
+ * take pointers and are wrapped in statement-expression macros, so call sites still
+ * read as expressions (each macro has its own local names: they nest). */
 #define S_INLINE static inline __attribute__((always_inline))
 #define S_VW 16
 typedef float s_vf __attribute__((vector_size(S_VW * 4)));
 typedef int32_t s_vi __attribute__((vector_size(S_VW * 4)));
 
-S_INLINE s_vf s_vld(const float *p)
-{
-    s_vf v;
-    memcpy(&v, p, sizeof v); /* unaligned load */
-    return v;
-}
-#define s_vst(p, v) ({ s_vf v_ = (v); memcpy((p), &v_, sizeof v_); })
-S_INLINE s_vf s_vsplat(float x) { return (s_vf){0} + x; }
+/* unaligned load and store */
+#define s_vld(p) ({ s_vf ld_; memcpy(&ld_, (p), sizeof ld_); ld_; })
+#define s_vst(p, v) ({ s_vf st_ = (v); memcpy((p), &st_, sizeof st_); })
+#define s_vsplat(x) ((s_vf){0} + (float)(x))
 /* m ? a : b, lane-wise (m is all ones or all zeros per lane). */
 #define s_vsel(m, a, b) \
     ({ s_vi m_ = (m); (s_vf)((m_ & (s_vi)(a)) | (~m_ & (s_vi)(b))); })
 #define s_vmax(a, b) ({ s_vf a_ = (a), b_ = (b); s_vsel(a_ > b_, a_, b_); })
 #define s_hsum(v) ({ s_vf h_ = (v); s_hsum_p(&h_); })
 #define s_hmax(v) ({ s_vf h_ = (v); s_hmax_p(&h_); })
-#define s_vst_part(p, v, n) ({ s_vf w_ = (v); s_vst_part_p((p), &w_, (n)); })
-#define s_vexp(x) ({ s_vf x_ = (x); s_vexp_p(&x_); })
-#define s_verf(z, e, o) ({ s_vf z_ = (z); s_verf_p(&z_, (e), (o)); })
-#define s_gelu_grad(x) ({ s_vf g_ = (x); s_gelu_grad_p(&g_); })
+#define s_vld_part(p, n, pad) ({ s_vf lp_; s_vld_part_p((p), (n), (pad), &lp_); lp_; })
+#define s_vst_part(p, v, n) ({ s_vf sp_ = (v); s_vst_part_p((p), &sp_, (n)); })
+#define s_vexp(x) ({ s_vf ex_ = (x), ey_; s_vexp_p(&ex_, &ey_); ey_; })
+#define s_verf(z, e, o) ({ s_vf ez_ = (z); s_verf_p(&ez_, (e), (o)); })
+#define s_gelu_grad(x) ({ s_vf gx_ = (x), gy_; s_gelu_grad_p(&gx_, &gy_); gy_; })
 S_INLINE float s_hsum_p(const s_vf *pv)
 {
     s_vf v = *pv;
@@ -83,12 +79,12 @@ S_INLINE float s_hmax_p(const s_vf *pv)
     return m;
 }
 /* Loads n < S_VW floats, the other lanes set to pad. */
-S_INLINE s_vf s_vld_part(const float *p, int n, float pad)
+S_INLINE void s_vld_part_p(const float *p, int n, float pad, s_vf *out)
 {
     float tmp[S_VW];
     for (int i = 0; i < S_VW; i++)
         tmp[i] = i < n ? p[i] : pad;
-    return s_vld(tmp);
+    memcpy(out, tmp, sizeof tmp);
 }
 S_INLINE void s_vst_part_p(float *p, const s_vf *pv, int n)
 {
@@ -100,7 +96,7 @@ S_INLINE void s_vst_part_p(float *p, const s_vf *pv, int n)
 /* exp(x): Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, Cephes' degree-6
  * polynomial for e^r, and 2^n applied as two halves so gradual underflow (down to
  * x ~ -104) and overflow to +inf (x > 88.72) come out right. */
-S_INLINE s_vf s_vexp_p(const s_vf *px)
+S_INLINE void s_vexp_p(const s_vf *px, s_vf *out)
 {
     s_vf x = *px;
     const s_vf magic = s_vsplat(0x1.8p23f); /* adding it rounds to an integer */
@@ -120,7 +116,7 @@ S_INLINE s_vf s_vexp_p(const s_vf *px)
     p = p * (r * r) + r + 1.0f;
     s_vi n1 = ni >> 1, n2 = ni - n1;
     s_vf y = p * (s_vf)((n1 + 127) << 23) * (s_vf)((n2 + 127) << 23);
-    return s_vsel(x != x, x, y); /* NaN stays NaN */
+    *out = s_vsel(x != x, x, y); /* NaN stays NaN */
 }
 
 /* erf(z) and 1 + erf(z) (the latter without cancellation for z << 0, which GELU
@@ -163,7 +159,7 @@ S_INLINE void s_verf_p(const s_vf *pz, s_vf *erf_out, s_vf *onep_out)
         *onep_out = s_vsel(neg, s_vsel(small, 1.0f - sm, e), 1.0f + erfa);
 }
 
-S_CLONES void nn_exp(float *out, const float *inp, size_t n)
+S_CLONES static void s_exp_impl(float *out, const float *inp, size_t n)
 {
     size_t i = 0;
     for (; i + S_VW <= n; i += S_VW)
@@ -172,7 +168,12 @@ S_CLONES void nn_exp(float *out, const float *inp, size_t n)
         s_vst_part(out + i, s_vexp(s_vld_part(inp + i, (int)(n - i), 0.0f)), (int)(n - i));
 }
 
-S_CLONES void nn_erf(float *out, const float *inp, size_t n)
+void nn_exp(float *out, const float *inp, size_t n)
+{
+    s_exp_impl(out, inp, n);
+}
+
+S_CLONES static void s_erf_impl(float *out, const float *inp, size_t n)
 {
     size_t i = 0;
     s_vf y;
@@ -184,6 +185,11 @@ S_CLONES void nn_erf(float *out, const float *inp, size_t n)
         s_verf(s_vld_part(inp + i, (int)(n - i), 0.0f), &y, NULL);
         s_vst_part(out + i, y, (int)(n - i));
     }
+}
+
+void nn_erf(float *out, const float *inp, size_t n)
+{
+    s_erf_impl(out, inp, n);
 }
 
 /* GELU (erf form): out = 0.5 x (1 + erf(x / sqrt 2)); out may alias inp. */
@@ -204,13 +210,13 @@ S_CLONES static void s_gelu_forward(float *out, const float *inp, size_t n)
 }
 
 /* dinp += dout * (Phi(x) + x phi(x)). */
-S_INLINE s_vf s_gelu_grad_p(const s_vf *px)
+S_INLINE void s_gelu_grad_p(const s_vf *px, s_vf *out)
 {
     s_vf x = *px;
     s_vf c;
     s_verf(x * 0.70710678118654752440f, NULL, &c);
     s_vf pdf = 0.39894228040143267794f * s_vexp(-0.5f * x * x);
-    return 0.5f * c + x * pdf;
+    *out = 0.5f * c + x * pdf;
 }
 
 S_CLONES static void s_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n)
@@ -254,6 +260,89 @@ S_CLONES static void s_gelu_backward(float *dinp, const float *dout, const float
         }                                                                                  \
     } while (0)
 
+/* ---- Small vector helpers ----------------------------------------------- */
+
+S_CLONES static void s_add_impl(float *out, const float *a, const float *b, size_t n)
+{
+    S_FLAT_LOOP(n, s_vst(out + j, s_vld(a + j) + s_vld(b + j)),
+                s_vst_part(out + j, s_vld_part(a + j, rem_, 0) + s_vld_part(b + j, rem_, 0), rem_));
+}
+
+void nn_add(float *out, const float *a, const float *b, size_t n)
+{
+    s_add_impl(out, a, b, n);
+}
+
+S_CLONES static void s_axpy_impl(float *y, float alpha, const float *x, size_t n)
+{
+    S_FLAT_LOOP(n, s_vst(y + j, s_vld(y + j) + alpha * s_vld(x + j)),
+                s_vst_part(y + j, s_vld_part(y + j, rem_, 0) + alpha * s_vld_part(x + j, rem_, 0),
+                           rem_));
+}
+
+void nn_axpy(float *y, float alpha, const float *x, size_t n)
+{
+    s_axpy_impl(y, alpha, x, n);
+}
+
+S_CLONES static void s_scale_impl(float *x, float alpha, size_t n)
+{
+    S_FLAT_LOOP(n, s_vst(x + j, s_vld(x + j) * alpha),
+                s_vst_part(x + j, s_vld_part(x + j, rem_, 0) * alpha, rem_));
+}
+
+void nn_scale(float *x, float alpha, size_t n)
+{
+    s_scale_impl(x, alpha, n);
+}
+
+S_CLONES static void s_colscale_forward_impl(float *out, const float *inp, const float *s, int N,
+                                             int C)
+{
+    for (int i = 0; i < N; i++) {
+        const float *x = inp + (size_t)i * C;
+        float *y = out + (size_t)i * C;
+        S_ROW_LOOP(j, C, s_vst(y + j, s_vld(x + j) * s_vld(s + j)),
+                   s_vst_part(y + j, s_vld_part(x + j, rem_, 0) * s_vld_part(s + j, rem_, 0),
+                              rem_));
+    }
+}
+
+void nn_colscale_forward(float *out, const float *inp, const float *s, int N, int C)
+{
+    s_colscale_forward_impl(out, inp, s, N, C);
+}
+
+S_CLONES static void s_colscale_backward_impl(float *dinp, float *ds, const float *dout,
+                                              const float *inp, const float *s, int N, int C)
+{
+    for (int i = 0; i < N; i++) {
+        const float *g = dout + (size_t)i * C;
+        if (dinp) {
+            float *dx = dinp + (size_t)i * C;
+            S_ROW_LOOP(j, C, s_vst(dx + j, s_vld(dx + j) + s_vld(g + j) * s_vld(s + j)),
+                       s_vst_part(dx + j,
+                                  s_vld_part(dx + j, rem_, 0) +
+                                      s_vld_part(g + j, rem_, 0) * s_vld_part(s + j, rem_, 0),
+                                  rem_));
+        }
+        if (ds) {
+            const float *x = inp + (size_t)i * C;
+            S_ROW_LOOP(j, C, s_vst(ds + j, s_vld(ds + j) + s_vld(g + j) * s_vld(x + j)),
+                       s_vst_part(ds + j,
+                                  s_vld_part(ds + j, rem_, 0) +
+                                      s_vld_part(g + j, rem_, 0) * s_vld_part(x + j, rem_, 0),
+                                  rem_));
+        }
+    }
+}
+
+void nn_colscale_backward(float *dinp, float *ds, const float *dout, const float *inp,
+                          const float *s, int N, int C)
+{
+    s_colscale_backward_impl(dinp, ds, dout, inp, s, N, C);
+}
+
 /* ---- Linear ------------------------------------------------------------- */
 
 /* db (C) += alpha * column sums of d (N, C). */
@@ -262,7 +351,8 @@ S_CLONES static void s_colsum_add(float *db, const float *d, float alpha, int N,
     for (int i = 0; i < N; i++) {
         const float *r = d + (size_t)i * C;
         S_ROW_LOOP(j, C, s_vst(db + j, s_vld(db + j) + alpha * s_vld(r + j)),
-                   s_vst_part(db + j, s_vld_part(db + j, rem_, 0) + alpha * s_vld_part(r + j, rem_, 0),
+                   s_vst_part(db + j,
+                              s_vld_part(db + j, rem_, 0) + alpha * s_vld_part(r + j, rem_, 0),
                               rem_));
     }
 }
@@ -360,15 +450,17 @@ S_INLINE void s_row_stats(const float *x, int C, float *m_out, float *rs_out)
     *rs_out = 1.0f / sqrtf(s_hsum(vacc) / (float)C + 1e-5f);
 }
 
-S_CLONES void nn_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
-                                   const float *weight, const float *bias, int N, int C)
+S_CLONES static void s_layernorm_forward_impl(float *out, float *mean, float *rstd,
+                                              const float *inp, const float *weight,
+                                              const float *bias, int N, int C)
 {
     for (int i = 0; i < N; i++) {
         const float *x = inp + (size_t)i * C;
         float *y = out + (size_t)i * C;
         float m, rs;
         s_row_stats(x, C, &m, &rs);
-        S_ROW_LOOP(j, C, s_vst(y + j, (s_vld(x + j) - m) * rs * s_vld(weight + j) + s_vld(bias + j)),
+        S_ROW_LOOP(j, C,
+                   s_vst(y + j, (s_vld(x + j) - m) * rs * s_vld(weight + j) + s_vld(bias + j)),
                    s_vst_part(y + j,
                               (s_vld_part(x + j, rem_, 0.0f) - m) * rs *
                                       s_vld_part(weight + j, rem_, 0.0f) +
@@ -381,9 +473,16 @@ S_CLONES void nn_layernorm_forward(float *out, float *mean, float *rstd, const f
     }
 }
 
-S_CLONES void nn_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                                    const float *inp, const float *weight, const float *mean,
-                                    const float *rstd, int N, int C)
+void nn_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                          const float *weight, const float *bias, int N, int C)
+{
+    s_layernorm_forward_impl(out, mean, rstd, inp, weight, bias, N, C);
+}
+
+S_CLONES static void s_layernorm_backward_impl(float *dinp, float *dweight, float *dbias,
+                                               const float *dout, const float *inp,
+                                               const float *weight, const float *mean,
+                                               const float *rstd, int N, int C)
 {
     for (int i = 0; i < N; i++) {
         const float *x = inp + (size_t)i * C;
@@ -440,6 +539,13 @@ S_CLONES void nn_layernorm_backward(float *dinp, float *dweight, float *dbias, c
                                   rem_));
         }
     }
+}
+
+void nn_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                           const float *inp, const float *weight, const float *mean,
+                           const float *rstd, int N, int C)
+{
+    s_layernorm_backward_impl(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
 }
 
 /* ---- Activations -------------------------------------------------------- */
@@ -946,8 +1052,8 @@ void nn_softmax_backward(float *dinp, const float *dout, const float *out, int N
     }
 }
 
-S_CLONES void nn_wsum_forward(float *out, const float *const *hidden, const float *w, int K,
-                              size_t n)
+S_CLONES static void s_wsum_forward_impl(float *out, const float *const *hidden, const float *w,
+                                         int K, size_t n)
 {
     if (K <= 0) {
         memset(out, 0, n * sizeof *out);
@@ -959,6 +1065,11 @@ S_CLONES void nn_wsum_forward(float *out, const float *const *hidden, const floa
                 s_vst_part(out + j, w0 * s_vld_part(h0 + j, rem_, 0), rem_));
     for (int k = 1; k < K; k++)
         nn_axpy(out, w[k], hidden[k], n);
+}
+
+void nn_wsum_forward(float *out, const float *const *hidden, const float *w, int K, size_t n)
+{
+    s_wsum_forward_impl(out, hidden, w, K, n);
 }
 
 /* <a, b> over n floats: float vector partial sums over blocks of 4096, added up in
@@ -1033,61 +1144,5 @@ void nn_crossentropy_backward(float *dlogits, const float *probs, const int *lab
         for (int c = 0; c < NC; c++)
             d[c] += g * p[c];
         d[y] -= g;
-    }
-}
-
-/* ---- Small vector helpers ----------------------------------------------- */
-
-S_CLONES void nn_add(float *out, const float *a, const float *b, size_t n)
-{
-    S_FLAT_LOOP(n, s_vst(out + j, s_vld(a + j) + s_vld(b + j)),
-                s_vst_part(out + j, s_vld_part(a + j, rem_, 0) + s_vld_part(b + j, rem_, 0), rem_));
-}
-
-S_CLONES void nn_axpy(float *y, float alpha, const float *x, size_t n)
-{
-    S_FLAT_LOOP(n, s_vst(y + j, s_vld(y + j) + alpha * s_vld(x + j)),
-                s_vst_part(y + j, s_vld_part(y + j, rem_, 0) + alpha * s_vld_part(x + j, rem_, 0),
-                           rem_));
-}
-
-S_CLONES void nn_scale(float *x, float alpha, size_t n)
-{
-    S_FLAT_LOOP(n, s_vst(x + j, s_vld(x + j) * alpha),
-                s_vst_part(x + j, s_vld_part(x + j, rem_, 0) * alpha, rem_));
-}
-
-S_CLONES void nn_colscale_forward(float *out, const float *inp, const float *s, int N, int C)
-{
-    for (int i = 0; i < N; i++) {
-        const float *x = inp + (size_t)i * C;
-        float *y = out + (size_t)i * C;
-        S_ROW_LOOP(j, C, s_vst(y + j, s_vld(x + j) * s_vld(s + j)),
-                   s_vst_part(y + j, s_vld_part(x + j, rem_, 0) * s_vld_part(s + j, rem_, 0),
-                              rem_));
-    }
-}
-
-S_CLONES void nn_colscale_backward(float *dinp, float *ds, const float *dout, const float *inp,
-                                   const float *s, int N, int C)
-{
-    for (int i = 0; i < N; i++) {
-        const float *g = dout + (size_t)i * C;
-        if (dinp) {
-            float *dx = dinp + (size_t)i * C;
-            S_ROW_LOOP(j, C, s_vst(dx + j, s_vld(dx + j) + s_vld(g + j) * s_vld(s + j)),
-                       s_vst_part(dx + j,
-                                  s_vld_part(dx + j, rem_, 0) +
-                                      s_vld_part(g + j, rem_, 0) * s_vld_part(s + j, rem_, 0),
-                                  rem_));
-        }
-        if (ds) {
-            const float *x = inp + (size_t)i * C;
-            S_ROW_LOOP(j, C, s_vst(ds + j, s_vld(ds + j) + s_vld(g + j) * s_vld(x + j)),
-                       s_vst_part(ds + j,
-                                  s_vld_part(ds + j, rem_, 0) +
-                                      s_vld_part(g + j, rem_, 0) * s_vld_part(x + j, rem_, 0),
-                                  rem_));
-        }
     }
 }
