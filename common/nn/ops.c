@@ -696,16 +696,14 @@ void nn_conv1d_k3_forward(float *out, float *col, const float *inp, const float 
      * matches the torch weight layout (Cout, Cin, 3) read as (Cout, Cin*3). */
     for (int t = 0; t < Tout; t++) {
         float *restrict row = col + (size_t)t * K;
-        for (int k = 0; k < 3; k++) {
-            int ti = t * stride + k - 1;
-            if (ti < 0 || ti >= Tin) {
-                for (int c = 0; c < Cin; c++)
-                    row[c * 3 + k] = 0.0f;
-            } else {
-                const float *restrict x = inp + (size_t)ti * Cin;
-                for (int c = 0; c < Cin; c++)
-                    row[c * 3 + k] = x[c];
-            }
+        int t0 = t * stride - 1; /* the three input rows t0, t0+1, t0+2 (t0+1 < Tin always) */
+        const float *x1 = inp + (size_t)(t0 + 1) * Cin;
+        const float *x0 = t0 >= 0 ? x1 - Cin : NULL;
+        const float *x2 = t0 + 2 < Tin ? x1 + Cin : NULL;
+        for (int c = 0; c < Cin; c++) { /* sequential stores, three streaming reads */
+            row[c * 3 + 0] = x0 ? x0[c] : 0.0f;
+            row[c * 3 + 1] = x1[c];
+            row[c * 3 + 2] = x2 ? x2[c] : 0.0f;
         }
     }
     nn_linear_forward(out, col, weight, bias, Tout, K, Cout);
