@@ -87,6 +87,7 @@ struct wisp_model {
     char *model_dir;           /* as given (adapter_config.json model_name) */
     wisp_st_t *st;             /* the checkpoint mapping; owns converted copies */
     wisp_model_opts_t opts;
+    int plan_only;             /* wisp_model_plan_bytes: size the arena, allocate nothing */
     int d, L, H, F, hd, n_mels, T_max;
 
     /* frozen */
@@ -474,6 +475,10 @@ static int s_plan(wisp_model_t *self, wisp_error_t *err)
 {
     s_arena_t a = {NULL, 0};
     s_carve(self, &a);
+    if (self->plan_only) {
+        self->arena_floats = a.off;
+        return 0;
+    }
     if (a.off != self->arena_floats || !self->arena) {
         wisp_free(self->arena);
         self->arena = wisp_alloc(a.off * sizeof(float));
@@ -1201,6 +1206,40 @@ void wisp_model_zero_grads(wisp_model_t *self)
 size_t wisp_model_planned_bytes(const wisp_model_t *self)
 {
     return (self->arena_floats + 2 * self->nparams) * sizeof(float);
+}
+
+size_t wisp_model_plan_bytes(const wisp_whisper_config_t *cfg, const wisp_model_opts_t *opts,
+                             const wisp_adapter_config_t *adapter,
+                             const wisp_head_config_t *head)
+{
+    wisp_model_t m;
+    size_t bytes = 0;
+    memset(&m, 0, sizeof m);
+    m.plan_only = 1;
+    m.opts = *opts;
+    m.d = cfg->d_model;
+    m.L = cfg->encoder_layers;
+    m.H = cfg->encoder_attention_heads;
+    m.F = cfg->encoder_ffn_dim;
+    m.hd = m.H > 0 ? m.d / m.H : 0;
+    m.n_mels = cfg->num_mel_bins;
+    m.head_p = -1;
+    if (m.d < 1 || m.L < 1 || m.L > WISP_MAX_LAYERS || m.hd < 1 || opts->max_batch < 1 ||
+        opts->max_frames < 2)
+        return 0;
+    m.acts = calloc((size_t)m.L, sizeof *m.acts);
+    m.x = calloc((size_t)m.L + 1, sizeof *m.x);
+    if (m.acts && m.x &&
+        s_relayout(&m, adapter && adapter->kind != WISP_ADAPTER_NONE ? adapter : NULL, head, 0, 0,
+                   NULL) == 0)
+        bytes = wisp_model_planned_bytes(&m);
+    s_spec_free(m.spec, m.nspec);
+    wisp_free(m.params);
+    wisp_free(m.grads);
+    free(m.la);
+    free(m.acts);
+    free(m.x);
+    return bytes;
 }
 
 /* ------------------------------------------------------------------ forward */
