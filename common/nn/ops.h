@@ -110,7 +110,9 @@ void nn_wsum_backward(float *const *dhidden, float *dw, const float *dout,
 /* Cross-entropy like torch.nn.functional.cross_entropy with optional class
  * weights (NULL = all 1). Writes probs (B, NC); returns the SUM over the batch of
  * w[y_b] * -log p_b[y_b] and sets *weight_sum = sum of w[y_b], so a caller forms
- * the mean over any (global) batch by dividing. */
+ * the mean over any (global) batch by dividing. A label outside [0, NC) marks an
+ * ignored row (like torch's ignore_index): probs are written, no loss, no weight,
+ * no gradient. */
 double nn_crossentropy_forward(float *probs, double *weight_sum, const float *logits,
                                const int *labels, const float *class_weights, int B, int NC);
 /* dlogits (B, NC) += scale * w[y_b] * (probs_b - onehot(y_b)); scale = 1 / global weight sum. */
@@ -121,6 +123,11 @@ void nn_crossentropy_backward(float *dlogits, const float *probs, const int *lab
 void nn_add(float *out, const float *a, const float *b, size_t n);   /* out = a + b (may alias) */
 void nn_axpy(float *y, float alpha, const float *x, size_t n);       /* y += alpha * x */
 void nn_scale(float *x, float alpha, size_t n);                      /* x *= alpha */
+/* Vectorised exp and erf (the ones GELU and the attention softmax use), exposed so
+ * tests can check them: exp within 2 ulp of exp in double (gradual underflow below
+ * -87.3, +inf above 88.72), erf within 1e-7 absolute. out may alias inp. */
+void nn_exp(float *out, const float *inp, size_t n);
+void nn_erf(float *out, const float *inp, size_t n);
 /* Column scaling of (N, C) rows: out[i, j] = inp[i, j] * s[j]  (IA3; may alias). */
 void nn_colscale_forward(float *out, const float *inp, const float *s, int N, int C);
 /* dinp += dout * s[j]; ds[j] += sum_i dout[i, j] * inp[i, j]. Either may be NULL. */
