@@ -116,7 +116,9 @@ struct wisp_model {
 
     /* activation arena */
     float *arena;
-    size_t arena_floats;
+    size_t arena_floats; /* planned (what planned_bytes reports) */
+    size_t arena_cap;    /* allocated; only grows, so relayouts rarely reallocate */
+    int unusable;        /* the last plan failed (out of memory): forward refuses */
     s_acts_t *acts;  /* (L) */
     float **x;       /* (L+1) layer inputs / final output, (N, d) each */
     float *lnf_mean, *lnf_rstd; /* (N) */
@@ -479,17 +481,18 @@ static int s_plan(wisp_model_t *self, wisp_error_t *err)
         self->arena_floats = a.off;
         return 0;
     }
-    if (a.off != self->arena_floats || !self->arena) {
-        wisp_free(self->arena);
-        self->arena = wisp_alloc(a.off * sizeof(float));
-        self->arena_floats = a.off;
-        if (!self->arena) {
-            self->arena_floats = 0;
+    if (a.off > self->arena_cap || !self->arena) {
+        float *arena = wisp_alloc(a.off * sizeof(float));
+        self->unusable = !arena;
+        if (!arena)
             return wisp_error_set(err, WISP_ERR_NOMEM,
                                   "model: cannot allocate %zu MB of activations",
                                   a.off * sizeof(float) >> 20);
-        }
+        wisp_free(self->arena);
+        self->arena = arena;
+        self->arena_cap = a.off;
     }
+    self->arena_floats = a.off;
     if (s_nan_fill_wanted()) {
         for (size_t i = 0; i < a.off; i++)
             self->arena[i] = NAN;
@@ -503,7 +506,8 @@ static int s_plan(wisp_model_t *self, wisp_error_t *err)
 /* Installs a new trainable layout: builds the spec for (a, hc), allocates params and
  * grads, copies over the values of the old adapter tensors (keep_adapter) and head
  * tensors (keep_head) present under the same name and size, replans the arena. On
- * failure the trainables are unchanged. */
+ * failure before the swap the trainables are unchanged; when only the arena cannot
+ * be allocated, the model refuses to run until a later relayout succeeds. */
 static int s_relayout(wisp_model_t *self, const wisp_adapter_config_t *a,
                       const wisp_head_config_t *hc, int keep_adapter, int keep_head,
                       wisp_error_t *err)
@@ -1332,6 +1336,10 @@ static void s_layer_forward(wisp_model_t *self, int i, int B, int T, const float
 
 static int s_check_input(const wisp_model_t *self, const float *mel, int B, int frames)
 {
+    if (self->unusable) {
+        WISP_LOGE("%s: activations could not be allocated", self->model_dir);
+        return WISP_ERR_NOMEM;
+    }
     if (!self->has_head) {
         WISP_LOGE("%s: the model has no classification head (init or load one)",
                   self->model_dir);
