@@ -809,7 +809,7 @@ static int s_check_adapter(const wisp_model_t *self, const wisp_adapter_config_t
     if (!cfg->name[0] || strchr(cfg->name, '.'))
         return wisp_error_set(err, WISP_ERR_ARG, "%s: bad adapter name '%s'", where, cfg->name);
     if (cfg->kind == WISP_ADAPTER_BOTTLENECK) {
-        if (cfg->non_linearity < 0 || !nn_act_name((nn_act_t)cfg->non_linearity))
+        if (cfg->non_linearity < NN_ACT_IDENTITY || cfg->non_linearity > NN_ACT_LEAKYRELU)
             return wisp_error_set(err, WISP_ERR_ARG, "%s: bad non_linearity", where);
         for (int i = 0; i < self->L; i++) {
             if (!cfg->leave_out[i] && (cfg->mh_adapter || cfg->output_adapter) &&
