@@ -966,7 +966,7 @@ int wisp_model_load_adapter(wisp_model_t *self, const char *dir, wisp_error_t *e
 {
     wisp_adapter_config_t cfg;
     char path[4096];
-    int hidden = 0, rc;
+    int hidden = 0, rc, installed = 0;
     wisp_st_t *st = NULL;
     memset(&cfg, 0, sizeof cfg);
     rc = wisp_adapter_config_load_dir(&cfg, dir, &hidden, err);
@@ -980,6 +980,7 @@ int wisp_model_load_adapter(wisp_model_t *self, const char *dir, wisp_error_t *e
     }
     if ((rc = s_install_adapter(self, &cfg, dir, err)) < 0)
         goto done;
+    installed = 1;
     if ((rc = wisp_path_join(path, sizeof path, dir, "adapter.safetensors")) < 0) {
         rc = wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", dir);
         goto done;
@@ -1016,6 +1017,13 @@ int wisp_model_load_adapter(wisp_model_t *self, const char *dir, wisp_error_t *e
     }
     rc = 0;
 done:
+    if (rc < 0 && installed) {
+        /* no half-loaded adapter: the model is left without one */
+        if (s_relayout(self, NULL, self->has_head ? &self->head : NULL, 0, 1, NULL) == 0) {
+            s_adapter_free(&self->acfg);
+            self->has_adapter = 0;
+        }
+    }
     wisp_st_destroy(&st);
     wisp_adapter_config_free(&cfg);
     return rc;

@@ -47,7 +47,8 @@ void wisp_model_destroy(wisp_model_t **self);
 const wisp_whisper_config_t *wisp_model_config(const wisp_model_t *self);
 
 /* One active adapter at most. set_adapter initialises it freshly by its config's
- * init scheme from seed; load reads an adapters-library directory. */
+ * init scheme from seed; load reads an adapters-library directory (when the
+ * tensors do not match the config the model is left without an adapter). */
 int wisp_model_set_adapter(wisp_model_t *self, const wisp_adapter_config_t *cfg, uint64_t seed,
                            wisp_error_t *err);
 int wisp_model_load_adapter(wisp_model_t *self, const char *dir, wisp_error_t *err);
