@@ -1128,7 +1128,7 @@ int wisp_model_load_head(wisp_model_t *self, const char *dir, wisp_error_t *err)
     char path[4096];
     wisp_head_config_t hc;
     wisp_st_t *st = NULL;
-    int rc;
+    int rc, installed = 0;
     memset(&hc, 0, sizeof hc);
     if (wisp_path_join(path, sizeof path, dir, "head_config.json") < 0)
         return wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", dir);
@@ -1136,6 +1136,7 @@ int wisp_model_load_head(wisp_model_t *self, const char *dir, wisp_error_t *err)
         return rc;
     if ((rc = s_install_head(self, &hc, path, err)) < 0)
         goto done;
+    installed = 1;
     if (wisp_path_join(path, sizeof path, dir, "model_head.safetensors") < 0) {
         rc = wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", dir);
         goto done;
@@ -1152,6 +1153,13 @@ int wisp_model_load_head(wisp_model_t *self, const char *dir, wisp_error_t *err)
     }
     rc = 0;
 done:
+    if (rc < 0 && installed) {
+        /* no half-loaded head: the model is left without one */
+        if (s_relayout(self, self->has_adapter ? &self->acfg : NULL, NULL, 1, 0, NULL) == 0) {
+            s_head_free(&self->head);
+            self->has_head = 0;
+        }
+    }
     wisp_st_destroy(&st);
     wisp_head_config_free(&hc);
     return rc;
