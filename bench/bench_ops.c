@@ -2,18 +2,30 @@
  * whisper-base size (T = 1500, d = 512, NH = 8, hd = 64, F = 2048), printing
  * key=value lines. bench/ops_ref.py prints the PyTorch counterparts (ref_*).
  *
- * Every figure is the best of a few repetitions (the machine is shared, the best
- * run is the least disturbed one). Usage: bench_ops [reps] (default 5).
+ * Every figure is the best of a few repetitions. Single-thread figures are the
+ * calling thread's CPU time (OpenBLAS pinned to 1 thread runs in the caller), so
+ * other work on a shared machine inflates them less; sgemm_peak_gflops_2t is wall
+ * time. bench/ops_ref.py measures the same way. Usage: bench_ops [reps] (default 5).
+ *
+ * OpenBLAS picks its kernels by CPU model unless OPENBLAS_CORETYPE forces a core;
+ * blas_core shows which it runs (on an AVX-512 CPU, Haswell kernels reach about
+ * half of what SkylakeX/Cooperlake kernels do).
  */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "ops.h"
 #include "util.h"
 
-/* OpenBLAS extension (declared in its cblas.h, repeated for other headers). */
-void openblas_set_num_threads(int num_threads);
+/* CPU time of the calling thread, seconds. */
+static double s_cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 static float *s_buf(size_t n, wisp_rng_t *r, float scale)
 {
@@ -27,7 +39,7 @@ static float *s_buf(size_t n, wisp_rng_t *r, float scale)
     return x;
 }
 
-static double s_sgemm_gflops(int n, int reps)
+static double s_sgemm_gflops(int n, int reps, double (*now)(void))
 {
     wisp_rng_t r;
     wisp_rng_seed(&r, 1);
@@ -36,10 +48,10 @@ static double s_sgemm_gflops(int n, int reps)
     double best = 1e30;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
     for (int i = 0; i < reps; i++) {
-        double t0 = wisp_now();
+        double t0 = now();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c,
                     n);
-        double dt = wisp_now() - t0;
+        double dt = now() - t0;
         best = dt < best ? dt : best;
     }
     wisp_free(a), wisp_free(b), wisp_free(c);
@@ -53,10 +65,11 @@ int main(int argc, char **argv)
         reps = 1;
     const int n = 2048;
     openblas_set_num_threads(1);
+    printf("blas_core=%s\n", openblas_get_corename());
     printf("sgemm_size=%d\n", n);
-    printf("sgemm_peak_gflops_1t=%.1f\n", s_sgemm_gflops(n, reps));
+    printf("sgemm_peak_gflops_1t=%.1f\n", s_sgemm_gflops(n, reps, s_cpu_now));
     openblas_set_num_threads(2);
-    printf("sgemm_peak_gflops_2t=%.1f\n", s_sgemm_gflops(n, reps));
+    printf("sgemm_peak_gflops_2t=%.1f\n", s_sgemm_gflops(n, reps, wisp_now));
     openblas_set_num_threads(1);
 
     /* Attention core at whisper-base size, one clip, single thread. */
@@ -65,16 +78,17 @@ int main(int argc, char **argv)
     wisp_rng_t r;
     wisp_rng_seed(&r, 2);
     float *q = s_buf(nq, &r, 0.125f), *k = s_buf(nq, &r, 1), *v = s_buf(nq, &r, 1);
-    float *dout = s_buf(nq, &r, 1), *out = s_buf(nq, &r, 0), *lse = s_buf((size_t)B * NH * T, &r, 0);
+    float *dout = s_buf(nq, &r, 1), *out = s_buf(nq, &r, 0);
+    float *lse = s_buf((size_t)B * NH * T, &r, 0);
     float *dq = s_buf(nq, &r, 0), *dk = s_buf(nq, &r, 0), *dv = s_buf(nq, &r, 0);
     float *scratch = s_buf(nn_attention_scratch_floats(T, hd), &r, 0);
     double fwd = 1e30, bwd = 1e30;
     for (int i = 0; i < reps; i++) {
-        double t0 = wisp_now();
+        double t0 = s_cpu_now();
         nn_attention_forward(out, lse, q, k, v, scratch, B, T, NH, hd);
-        double t1 = wisp_now();
+        double t1 = s_cpu_now();
         nn_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, scratch, B, T, NH, hd);
-        double t2 = wisp_now();
+        double t2 = s_cpu_now();
         fwd = t1 - t0 < fwd ? t1 - t0 : fwd;
         bwd = t2 - t1 < bwd ? t2 - t1 : bwd;
     }
@@ -92,11 +106,11 @@ int main(int argc, char **argv)
     float *h = s_buf(nf, &r, 4), *g = s_buf(nf, &r, 0), *dg = s_buf(nf, &r, 1);
     double gf = 1e30, gb = 1e30;
     for (int i = 0; i < reps; i++) {
-        double t0 = wisp_now();
+        double t0 = s_cpu_now();
         nn_act_forward(g, h, nf, NN_ACT_GELU);
-        double t1 = wisp_now();
+        double t1 = s_cpu_now();
         nn_act_backward(g, dg, h, nf, NN_ACT_GELU);
-        double t2 = wisp_now();
+        double t2 = s_cpu_now();
         gf = t1 - t0 < gf ? t1 - t0 : gf;
         gb = t2 - t1 < gb ? t2 - t1 : gb;
     }
@@ -108,11 +122,11 @@ int main(int argc, char **argv)
     float *rstd = s_buf(T, &r, 0);
     double lf = 1e30, lb = 1e30;
     for (int i = 0; i < reps; i++) {
-        double t0 = wisp_now();
+        double t0 = s_cpu_now();
         nn_layernorm_forward(out, mean, rstd, k, w, bias, T, C);
-        double t1 = wisp_now();
+        double t1 = s_cpu_now();
         nn_layernorm_backward(q, NULL, NULL, dout, k, w, mean, rstd, T, C);
-        double t2 = wisp_now();
+        double t2 = s_cpu_now();
         lf = t1 - t0 < lf ? t1 - t0 : lf;
         lb = t2 - t1 < lb ? t2 - t1 : lb;
     }
@@ -123,9 +137,9 @@ int main(int argc, char **argv)
     float *W1 = s_buf((size_t)F * C, &r, 0.05f), *b1 = s_buf(F, &r, 1);
     double lin = 1e30;
     for (int i = 0; i < reps; i++) {
-        double t0 = wisp_now();
+        double t0 = s_cpu_now();
         nn_linear_forward(g, out, W1, b1, T, C, F);
-        double dt = wisp_now() - t0;
+        double dt = s_cpu_now() - t0;
         lin = dt < lin ? dt : lin;
     }
     printf("fc1_fwd_ms_base=%.2f\n", lin * 1e3);
