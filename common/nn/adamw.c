@@ -69,7 +69,7 @@ void wisp_adamw_step(wisp_adamw_t *self, float *params, const float *grads, doub
         m[i] = fmaf(g, one_minus_b1, m[i] * b1);     /* exp_avg.mul_(b1).add_(g, alpha=1-b1) */
         v[i] = v[i] * b2 + one_minus_b2 * g * g;     /* exp_avg_sq.mul_(b2).addcmul_(g, g, 1-b2) */
         float denom = sqrtf(v[i]) / bc2_sqrt + eps;  /* (sqrt(v) / sqrt(bc2)).add_(eps) */
-        params[i] = w + neg_step_size * (m[i] / denom); /* addcdiv_(m, denom, -step_size) */
+        params[i] = w + neg_step_size * m[i] / denom; /* addcdiv_: self + value*t1/t2 */
     }
 }
 
