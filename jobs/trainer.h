@@ -104,6 +104,12 @@ typedef struct {
  * is left in the global batch (nothing is updated then). */
 int wisp_trainer_compute_grads(wisp_trainer_t *self, const wisp_trainer_item_t *items, int n,
                                wisp_trainer_stats_t *stats, wisp_error_t *err);
+/* compute_grads from features instead of files (tests, feature pipelines): B clips
+ * of one frame count, mel (B, n_mels, frames), labels (B). Collective like
+ * compute_grads when a reduce hook is set. */
+int wisp_trainer_compute_grads_mel(wisp_trainer_t *self, const float *mel, int B, int frames,
+                                   const int *labels, wisp_trainer_stats_t *stats,
+                                   wisp_error_t *err);
 /* Step 5 on the gradients left by compute_grads: clip, AdamW at the scheduled lr. */
 void wisp_trainer_apply(wisp_trainer_t *self, wisp_trainer_stats_t *stats);
 /* compute_grads + apply. */
