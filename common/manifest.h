@@ -112,7 +112,8 @@ typedef struct {
 /* Cuts the items into contiguous shards in manifest order, each holding about
  * target_seconds of audio and at most max_items items:
  *   - a shard is closed once its duration reaches target_seconds or it holds
- *     max_items items (a single item longer than the target is a shard on its own);
+ *     max_items items; it is closed before an item that would overshoot the target
+ *     by more than the shard falls short of it (so a very long item is alone);
  *   - unknown durations count as the mean known duration; when no duration is known
  *     (or target_seconds <= 0) the cut is by count alone: max_items per shard.
  * max_items must be >= 1. Every item is in exactly one shard; shards are in order.
