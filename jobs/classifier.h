@@ -28,7 +28,7 @@ void wisp_classifier_default_opts(wisp_classifier_opts_t *opts);
 typedef struct {
     int label;                      /* argmax class, -1 on error */
     float score;                    /* probs[label]; NaN on error */
-    double duration;                /* seconds of source audio; 0 when unreadable */
+    double duration;                /* seconds of source audio; -1 when unreadable */
     int status;                     /* 0 ok, else the negative WISP_ERR_* code */
     char error[WISP_ERROR_MSG_MAX]; /* "" when ok, else "path: reason" */
 } wisp_classifier_result_t;
