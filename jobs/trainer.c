@@ -100,6 +100,8 @@ static int s_setup_adapter(wisp_trainer_t *self, const wisp_trainer_opts_t *o, w
     } else {
         return WISP_OK; /* head-only training */
     }
+    if (rc == WISP_OK && o->adapter_name && o->adapter_name[0])
+        snprintf(cfg.name, sizeof cfg.name, "%s", o->adapter_name);
     if (rc == WISP_OK)
         rc = wisp_model_set_adapter(self->model, &cfg, o->seed, err);
     wisp_adapter_config_free(&cfg);
@@ -212,6 +214,7 @@ wisp_trainer_t *wisp_trainer_new(const wisp_trainer_opts_t *opts, wisp_error_t *
     self->opts.model_dir = self->opts.adapter_config = self->opts.preset = NULL;
     self->opts.adapter_dir = self->opts.head_dir = NULL;
     self->opts.class_names = NULL;
+    self->opts.adapter_name = NULL;
     WISP_LOGI("trainer: %zu trainable parameters in %d tensors, %d classes, %.1f MB planned",
               wisp_model_num_params(self->model), self->n_seg, self->num_labels,
               (double)wisp_model_planned_bytes(self->model) / 1e6);

@@ -58,6 +58,8 @@ typedef struct {
     const float *class_weights; /* num_labels loss weights, or NULL (copied) */
     uint64_t seed;              /* adapter/head initialisation and data order */
     int threads;                /* OpenBLAS threads (0: leave as is) */
+    const char *adapter_name;   /* fresh adapter: name in its tensor keys (NULL: the
+                                   preset's / config's name) */
 } wisp_trainer_opts_t;
 
 void wisp_trainer_default_opts(wisp_trainer_opts_t *opts);
