@@ -173,7 +173,8 @@ int wisp_audio_load(const char *path, double max_seconds, wisp_audio_t *out, wis
     /* A decoder error (corrupt or truncated stream) or fewer frames than the header
      * promised means the file is damaged: refuse it rather than return partial audio. */
     if (sf_error(sf) != SF_ERR_NO_ERROR) {
-        rc = wisp_error_set(err, WISP_ERR_AUDIO, "%s: decode error after %lld frames: %s", path,
+        rc = wisp_error_set(err, WISP_ERR_AUDIO, "%s: truncated or corrupt: decode error after %lld frames: %s",
+                            path,
                             (long long)total, sf_strerror(sf));
         goto done;
     }
