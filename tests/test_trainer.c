@@ -269,15 +269,20 @@ static void test_five_adamw_steps_follow_the_pytorch_run(void **state)
     wisp_st_t *st = wisp_st_open(path, &e);
     assert_non_null(st);
     assert_int_equal(wisp_st_count(st), wisp_model_num_param_tensors(m));
+    double worst = 0.0;
     for (int i = 0; i < wisp_model_num_param_tensors(m); i++) {
         const wisp_param_info_t *p = wisp_model_param_tensor(m, i);
         const float *want;
         if (wisp_st_get_f32(st, p->name, p->ndim, p->shape, &want, &e) != WISP_OK)
             fail_msg("%s", e.msg);
         /* 1e-5 relative to the tensor's largest weight. */
-        double tol = 1e-5 * wisp_max_abs(want, p->numel);
-        wisp_assert_close(wisp_model_params(m) + p->offset, want, p->numel, tol, 0.0, p->name);
+        double scale = wisp_max_abs(want, p->numel);
+        double rel = wisp_max_abs_diff(wisp_model_params(m) + p->offset, want, p->numel) / scale;
+        worst = rel > worst ? rel : worst;
+        wisp_assert_close(wisp_model_params(m) + p->offset, want, p->numel, 1e-5 * scale, 0.0,
+                          p->name);
     }
+    print_message("five steps: weights within %.2g of each tensor's max magnitude\n", worst);
     wisp_st_destroy(&st);
     wisp_trainer_destroy(&t);
     assert_null(t);
@@ -487,16 +492,11 @@ static void test_sixteen_synthetic_clips_are_overfit_to_full_accuracy(void **sta
     o.micro_batch = 16;
     wisp_trainer_t *t = s_new(&o);
     wisp_trainer_item_t *items = s_dataset(s_paths);
-    double acc = 0.0;
+    double acc = 0.0, acc0 = -1.0;
     long steps = 0;
     wisp_error_t e = {0};
-    /* Rounds of 25 steps until every clip is classified right (at most 300 steps). */
-    while (steps < 300 && acc < 1.0) {
-        for (int k = 0; k < 25; k++) {
-            wisp_trainer_stats_t st;
-            assert_int_equal(wisp_trainer_step(t, items, N_CLIPS, &st, &e), WISP_OK);
-        }
-        steps += 25;
+    /* Rounds of 5 steps until every clip is classified right (at most 300 steps). */
+    for (;;) {
         double loss = 0, w = 0;
         long correct = 0, count = 0, failed = 0;
         assert_int_equal(
@@ -504,8 +504,18 @@ static void test_sixteen_synthetic_clips_are_overfit_to_full_accuracy(void **sta
             WISP_OK);
         assert_int_equal(count, N_CLIPS);
         acc = (double)correct / (double)count;
+        if (acc0 < 0)
+            acc0 = acc;
+        if (acc == 1.0 || steps >= 300)
+            break;
+        for (int k = 0; k < 5; k++) {
+            wisp_trainer_stats_t st;
+            assert_int_equal(wisp_trainer_step(t, items, N_CLIPS, &st, &e), WISP_OK);
+        }
+        steps += 5;
     }
-    print_message("overfit: accuracy %.3f after %ld steps\n", acc, steps);
+    print_message("overfit: accuracy %.3f at start, %.3f after %ld steps\n", acc0, acc, steps);
+    assert_true(acc0 < 0.5); /* the fresh head is not already right */
     assert_true(acc == 1.0);
     wisp_trainer_destroy(&t);
 }
