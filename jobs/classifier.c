@@ -21,6 +21,7 @@ struct wisp_classifier {
     int n_mels;
     int num_labels;    /* C */
     int embed_dim;     /* P */
+    int max_frames;    /* longest clip in frames: min(3000, 2 * max_source_positions) */
     float *clip_mel;   /* (batch, n_mels, 3000) decoded features of the current chunk */
     int *frames;       /* (batch) frame count of each decoded clip, 0: failed */
     float *batch_mel;  /* (batch, n_mels, 3000) one equal-length forward batch */
@@ -47,8 +48,25 @@ wisp_classifier_t *wisp_classifier_new(const wisp_classifier_opts_t *opts, wisp_
         return NULL;
     }
     self->opts = *opts;
+    /* Frames the model's positions allow (tiny test models have fewer than 1500). */
+    wisp_whisper_config_t wc;
+    char cpath[4096];
+    memset(&wc, 0, sizeof wc);
+    if (wisp_path_join(cpath, sizeof cpath, opts->model_dir, "config.json") != WISP_OK ||
+        wisp_whisper_config_load(&wc, cpath, err) != WISP_OK)
+        goto fail;
+    self->max_frames = 2 * wc.max_source_positions < WISP_N_FRAMES ? 2 * wc.max_source_positions
+                                                                    : WISP_N_FRAMES;
+    wisp_whisper_config_free(&wc);
+    if (!opts->truncate && self->max_frames < WISP_N_FRAMES) {
+        wisp_error_set(err, WISP_ERR_UNSUPPORTED,
+                       "%s: max_source_positions %d is too small for padded 30 s input; use "
+                       "truncated mode (--truncate)",
+                       cpath, self->max_frames / 2);
+        goto fail;
+    }
     wisp_model_opts_t mo = {.max_batch = opts->batch,
-                            .max_frames = WISP_N_FRAMES,
+                            .max_frames = self->max_frames,
                             .training = 0,
                             .threads = opts->threads};
     self->model = wisp_model_new(opts->model_dir, &mo, err);
@@ -71,7 +89,7 @@ wisp_classifier_t *wisp_classifier_new(const wisp_classifier_opts_t *opts, wisp_
     self->mel = wisp_mel_new(self->n_mels, err);
     if (!self->mel)
         goto fail;
-    size_t per_clip = (size_t)self->n_mels * WISP_N_FRAMES;
+    size_t per_clip = (size_t)self->n_mels * self->max_frames;
     size_t B = (size_t)opts->batch;
     self->clip_mel = wisp_alloc(B * per_clip * sizeof(float));
     self->batch_mel = wisp_alloc(B * per_clip * sizeof(float));
@@ -146,7 +164,7 @@ int wisp_classifier_run(wisp_classifier_t *self, const char *const *paths, int n
                         float *embed, wisp_error_t *err)
 {
     const int C = self->num_labels, P = self->embed_dim, cap = self->opts.batch;
-    const size_t per_clip = (size_t)self->n_mels * WISP_N_FRAMES;
+    const size_t per_clip = (size_t)self->n_mels * self->max_frames;
     float *emb_out = self->opts.embeddings ? embed : NULL;
     for (int start = 0; start < n; start += cap) {
         int count = n - start < cap ? n - start : cap;
@@ -160,6 +178,13 @@ int wisp_classifier_run(wisp_classifier_t *self, const char *const *paths, int n
             memset(r, 0, sizeof *r);
             self->frames[k] = 0;
             int rc = wisp_audio_load(paths[i], CLASSIFIER_MAX_SECONDS, &audio, &e);
+            if (rc == WISP_OK &&
+                wisp_mel_num_frames(audio.n, self->opts.truncate) > self->max_frames) {
+                rc = wisp_error_set(&e, WISP_ERR_UNSUPPORTED,
+                                    "%s: %.2f s is longer than the model's %d positions allow",
+                                    paths[i], audio.duration, self->max_frames / 2);
+                wisp_audio_free(&audio);
+            }
             if (rc != WISP_OK) {
                 r->label = -1;
                 r->score = NAN;

@@ -9,7 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <hdf5.h>
+
+#include "commands.h"
 #include "log.h"
 #include "st.h"
 #include "trainer.h"
@@ -520,6 +524,67 @@ static void test_sixteen_synthetic_clips_are_overfit_to_full_accuracy(void **sta
     wisp_trainer_destroy(&t);
 }
 
+/* Reads an int8 column of a results file. */
+static void s_read_i8(const char *path, const char *name, int8_t *out)
+{
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_true(f >= 0);
+    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+    assert_true(d >= 0);
+    assert_true(H5Dread(d, H5T_NATIVE_INT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) >= 0);
+    H5Dclose(d);
+    H5Fclose(f);
+}
+
+static void test_train_and_classify_commands_run_end_to_end(void **state)
+{
+    (void)state;
+    static const char *names[4] = {"low", "high", "noise", "quiet"};
+    wisp_trainer_item_t *items = s_dataset(s_paths);
+    char csv[1024], out[1024], h5[1200], p[1300], bad[1024];
+    snprintf(csv, sizeof csv, "%s/cli_train.csv", wisp_test_tmpdir());
+    snprintf(out, sizeof out, "%s/cli_run", wisp_test_tmpdir());
+    snprintf(h5, sizeof h5, "%s/cli_out.h5", wisp_test_tmpdir());
+    snprintf(bad, sizeof bad, "%s/cli_bad.wav", wisp_test_tmpdir());
+    FILE *f = fopen(bad, "w");
+    fputs("not audio", f);
+    fclose(f);
+    f = fopen(csv, "w");
+    fprintf(f, "path,label\n");
+    for (int i = 0; i < N_CLIPS; i++)
+        fprintf(f, "%s,%s\n", items[i].path, names[items[i].label]);
+    fprintf(f, "%s,low\n", bad);
+    fclose(f);
+
+    char *usage[] = {"train", "--train", csv, "-o", out};
+    assert_int_equal(wisp_cmd_train((int)(sizeof usage / sizeof *usage), usage), WISP_EXIT_USAGE);
+    char *train[] = {"train", "--model", (char *)s_model_dir(), "--preset", "seq_bn",
+                     "--train", csv, "--val", csv, "-o", out, "--steps", "6", "--batch", "4",
+                     "--accum", "2", "--truncate", "--lr", "1e-2", "--schedule", "cosine",
+                     "--warmup", "2", "--threads", "1"};
+    wisp_log_set_level(WISP_LOG_ERROR);
+    assert_int_equal(wisp_cmd_train((int)(sizeof train / sizeof *train), train), WISP_EXIT_OK);
+    snprintf(p, sizeof p, "%s/adapter/adapter.safetensors", out);
+    assert_int_equal(access(p, R_OK), 0);
+    snprintf(p, sizeof p, "%s/head/head_config.json", out);
+    assert_int_equal(access(p, R_OK), 0);
+
+    /* Classify the same manifest with the trained adapter and head. */
+    char adapter[1100], head[1100];
+    snprintf(adapter, sizeof adapter, "%s/adapter", out);
+    snprintf(head, sizeof head, "%s/head", out);
+    char *classify[] = {"classify", "--model", (char *)s_model_dir(), "--adapter", adapter,
+                        "--head", head, "--truncate", "--batch", "3", "--threads", "1", "-o", h5,
+                        "--manifest", csv};
+    assert_int_equal(wisp_cmd_classify((int)(sizeof classify / sizeof *classify), classify), WISP_EXIT_PARTIAL);
+    int8_t status[N_CLIPS + 1];
+    s_read_i8(h5, "status", status);
+    for (int i = 0; i < N_CLIPS; i++)
+        assert_int_equal(status[i], 0);
+    assert_int_equal(status[N_CLIPS], WISP_ERR_AUDIO);
+    wisp_log_set_level(WISP_LOG_WARN);
+}
+
 int main(void)
 {
     wisp_log_init('L', 0, WISP_LOG_WARN);
@@ -531,6 +596,7 @@ int main(void)
         cmocka_unit_test(test_resuming_after_step_k_gives_bitwise_identical_weights),
         cmocka_unit_test(test_dump_grads_with_zero_steps_writes_the_mean_gradient_only),
         cmocka_unit_test(test_sixteen_synthetic_clips_are_overfit_to_full_accuracy),
+        cmocka_unit_test(test_train_and_classify_commands_run_end_to_end),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
