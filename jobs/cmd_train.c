@@ -1,6 +1,7 @@
 /* wisp train: train an adapter + classification head on a manifest, in one process. */
 #include <getopt.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,14 @@
 #include "manifest.h"
 #include "trainer.h"
 #include "util.h"
+
+static volatile int s_stop = 0;
+
+static void s_on_signal(int sig)
+{
+    (void)sig;
+    s_stop = 1;
+}
 
 static void s_usage(FILE *out)
 {
@@ -363,7 +372,19 @@ int wisp_cmd_train(int argc, char **argv)
         }
     }
     ro.fingerprint_extra = data_id;
-    if (wisp_trainer_run(tr, titems, nt, vitems, nv, &ro, &err) != WISP_OK)
+    ro.stop = &s_stop;
+    signal(SIGINT, s_on_signal);
+    signal(SIGTERM, s_on_signal);
+    rc = wisp_trainer_run(tr, titems, nt, vitems, nv, &ro, &err);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    if (rc == WISP_ERR_INTERRUPTED) {
+        fprintf(stderr, "wisp train: %s; rerun with --resume to continue\n", err.msg);
+        wisp_error_clear(&err);
+        exit_code = WISP_EXIT_INTERRUPTED;
+        goto done;
+    }
+    if (rc != WISP_OK)
         goto done;
     exit_code = WISP_EXIT_OK;
 done:

@@ -863,7 +863,8 @@ int wisp_trainer_run(wisp_trainer_t *self, const wisp_trainer_item_t *train, int
             WISP_LOGD("step %ld loss=%.5f acc=%.3f lr=%.3g grad_norm=%.4g", st.step, s.loss,
                       s.acc, s.lr, s.grad_norm);
         }
-        int stop = ro->stop_after >= 0 && st.step >= ro->stop_after;
+        int interrupted = ro->stop && *ro->stop;
+        int stop = (ro->stop_after >= 0 && st.step >= ro->stop_after) || interrupted;
         if ((ro->checkpoint_every > 0 && st.step % ro->checkpoint_every == 0) || stop ||
             st.step == total) {
             if ((rc = wisp_trainer_save_checkpoint(self, root, &st, ro->keep_checkpoints, err)))
@@ -872,7 +873,11 @@ int wisp_trainer_run(wisp_trainer_t *self, const wisp_trainer_item_t *train, int
         if (stop) {
             if (ro->progress)
                 fprintf(stderr, "\n");
-            WISP_LOGI("stopped after step %ld (checkpoint written)", st.step);
+            WISP_LOGI("stopped after step %ld (checkpoint written; continue with --resume)",
+                      st.step);
+            if (interrupted)
+                rc = wisp_error_set(err, WISP_ERR_INTERRUPTED, "interrupted after step %ld",
+                                    st.step);
             goto done;
         }
     }

@@ -167,6 +167,9 @@ typedef struct {
     const char *dump_grads;   /* write the first step's gradients here (or NULL) */
     int progress;             /* \r progress line on stderr */
     const char *fingerprint_extra; /* mixed into the fingerprint (manifest identity) */
+    const volatile int *stop;  /* when it becomes non-zero (a signal handler), the run
+                                  checkpoints after the current step and returns
+                                  WISP_ERR_INTERRUPTED; NULL: not watched */
 } wisp_trainer_run_opts_t;
 
 void wisp_trainer_default_run_opts(wisp_trainer_run_opts_t *opts);
