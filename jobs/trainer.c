@@ -425,9 +425,13 @@ int wisp_trainer_compute_grads(wisp_trainer_t *self, const wisp_trainer_item_t *
     for (int i = 0; i < n; i++) {
         if (items[i].label < 0)
             continue; /* unlabeled: nothing to learn from */
-        if (items[i].label >= self->num_labels)
-            return wisp_error_set(err, WISP_ERR_ARG, "%s: label %d out of range (%d classes)",
-                                  items[i].path, items[i].label, self->num_labels);
+        if (items[i].label >= self->num_labels) {
+            /* Counted as failed, not returned: the reductions below are collective. */
+            WISP_LOGW("skipping %s: label %d out of range (%d classes)", items[i].path,
+                      items[i].label, self->num_labels);
+            failed++;
+            continue;
+        }
         if (s_decode(self, &items[i], nc, &self->clips[nc]) == WISP_OK)
             nc++;
         else
@@ -450,17 +454,21 @@ int wisp_trainer_compute_grads_mel(wisp_trainer_t *self, const float *mel, int B
     if (rc)
         return rc;
     int nc = 0;
+    long failed = 0;
     for (int b = 0; b < B; b++) {
         if (labels[b] < 0)
             continue;
-        if (labels[b] >= self->num_labels)
-            return wisp_error_set(err, WISP_ERR_ARG, "trainer: label %d out of range", labels[b]);
+        if (labels[b] >= self->num_labels) {
+            WISP_LOGW("skipping clip %d: label %d out of range", b, labels[b]);
+            failed++;
+            continue;
+        }
         self->clips[nc].mel = mel + (size_t)b * self->n_mels * frames;
         self->clips[nc].frames = frames;
         self->clips[nc].label = labels[b];
         nc++;
     }
-    return s_accumulate(self, self->clips, nc, 0, stats, err);
+    return s_accumulate(self, self->clips, nc, failed, stats, err);
 }
 
 void wisp_trainer_apply(wisp_trainer_t *self, wisp_trainer_stats_t *stats)
