@@ -269,8 +269,8 @@ hid_t wisp_h5_create_rows(hid_t loc, const char *name, hid_t type, int rank,
         chunk[1] = 1;
     if ((space = H5Screate_simple(rank, dims, NULL)) < 0 ||
         (dcpl = H5Pcreate(H5P_DATASET_CREATE)) < 0 || H5Pset_chunk(dcpl, rank, chunk) < 0 ||
-        (fill && H5Pset_fill_value(dcpl, type, fill) < 0) ||
-        H5Pset_fill_time(dcpl, H5D_FILL_TIME_ALLOC) < 0 ||
+        (fill && (H5Pset_fill_value(dcpl, type, fill) < 0 ||
+                  H5Pset_fill_time(dcpl, H5D_FILL_TIME_ALLOC) < 0)) ||
         (d = H5Dcreate2(loc, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT)) < 0) {
         wisp_h5_fail(err, file, what);
         d = WISP_ERR_HDF5;

@@ -49,7 +49,11 @@ int wisp_h5_read_strings(hid_t loc, const char *name, char ***out, size_t *n,
 void wisp_h5_free_strings(char **s, size_t n);
 
 /* Creates a chunked dataset of rank 1 or 2 (dims[0] rows, chunk_rows rows per
- * chunk) with a fill value (fill may be NULL for HDF5's default). Returns the
+ * chunk) with a fill value (fill may be NULL for HDF5's default: zeros, which for a
+ * variable-length string is a null string that readers see as ""). Do not give
+ * variable-length strings a fill value: HDF5 would store one heap object per
+ * element and free it again on every overwrite (slow, and it bloats the file).
+ * Returns the
  * dataset id (H5Dclose it) or a negative WISP_ERR_*. */
 hid_t wisp_h5_create_rows(hid_t loc, const char *name, hid_t type, int rank,
                           const hsize_t *dims, hsize_t chunk_rows, const void *fill,

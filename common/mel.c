@@ -15,6 +15,7 @@
 #include <float.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "util.h"
@@ -37,7 +38,7 @@ struct wisp_mel {
     float *padded;      /* (480000 + 400) reflect-padded working signal */
     float *frames;      /* (S_BLOCK, 400) windowed frames: FFT input */
     fftwf_complex *spec;/* (S_BLOCK, 201) FFT output */
-    float *power;       /* (S_BLOCK, 201) |X|^2 */
+    float *power;       /* (201, S_BLOCK) |X|^2 of one block, bin-major */
     fftwf_plan plan;    /* S_BLOCK r2c transforms of size 400, frames -> spec */
 };
 
@@ -195,8 +196,10 @@ static size_t s_prepare_signal(wisp_mel_t *self, const float *samples, size_t n,
     return len;
 }
 
-/* Power spectra of frames t0 .. t0+nb-1 of self->padded into power (nb, 201). */
-static void s_block_power(wisp_mel_t *self, int t0, int nb, float *power)
+/* Power spectra of frames t0 .. t0+nb-1 of self->padded: |X_k|^2 of frame b goes to
+ * power[b * frame_stride + k * bin_stride]. */
+static void s_block_power(wisp_mel_t *self, int t0, int nb, float *power, size_t frame_stride,
+                          size_t bin_stride)
 {
     for (int b = 0; b < S_BLOCK; b++) {
         float *dst = self->frames + (size_t)b * WISP_N_FFT;
@@ -213,9 +216,9 @@ static void s_block_power(wisp_mel_t *self, int t0, int nb, float *power)
         /* interleaved (re, im): fftwf_complex is float[2] or float _Complex depending
          * on whether <complex.h> (pulled in by OpenBLAS's cblas.h) came first */
         const float *x = (const float *)(self->spec + (size_t)b * S_N_BINS);
-        float *pw = power + (size_t)b * S_N_BINS;
+        float *pw = power + (size_t)b * frame_stride;
         for (int k = 0; k < S_N_BINS; k++)
-            pw[k] = x[2 * k] * x[2 * k] + x[2 * k + 1] * x[2 * k + 1];
+            pw[k * bin_stride] = x[2 * k] * x[2 * k] + x[2 * k + 1] * x[2 * k + 1];
     }
 }
 
@@ -226,8 +229,63 @@ void wisp_mel_power(wisp_mel_t *self, const float *samples, size_t n, int trunca
     int frames = (int)(len / WISP_HOP);
     for (int t0 = 0; t0 < frames; t0 += S_BLOCK) {
         int nb = frames - t0 < S_BLOCK ? frames - t0 : S_BLOCK;
-        s_block_power(self, t0, nb, power + (size_t)t0 * S_N_BINS);
+        s_block_power(self, t0, nb, power + (size_t)t0 * S_N_BINS, S_N_BINS, 1);
     }
+}
+
+/* log10 of one positive normal float; see wisp_mel_log10. */
+static inline float s_log10(float x)
+{
+    /* x = 2^e * m with m in [sqrt(1/2), sqrt(2)): offsetting the bits by the pattern of
+     * sqrt(1/2) before splitting exponent and mantissa makes the split branch-free */
+    const uint32_t sqrt_half = 0x3f3504f3u;
+    /* log10(2) = hi + lo with hi's low mantissa bits zero, so e * hi is exact and the
+     * result is rounded once at the end: log10 of 1e-10 comes out -10 exactly */
+    const float log10_2_hi = 0x1.344p-2f, log10_2_lo = 4.6050390e-06f;
+    const float log10e = 0.434294481903252f;
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    bits += 0x3f800000u - sqrt_half;
+    int e = (int)(bits >> 23) - 127;
+    uint32_t mbits = (bits & 0x007fffffu) + sqrt_half;
+    float m;
+    memcpy(&m, &mbits, sizeof m);
+    /* ln m = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172: the series to s^9 is below
+     * float rounding (the next term, s^11 / 11, is < 4e-10 relative) */
+    float f = m - 1.0f; /* exact */
+    float s = f / (2.0f + f);
+    float z = s * s;
+    float ln_m = 2.0f * s * (1.0f + z * (1.0f / 3 + z * (1.0f / 5 + z * (1.0f / 7 + z * (1.0f / 9)))));
+    return (float)e * log10_2_hi + ((float)e * log10_2_lo + ln_m * log10e);
+}
+
+void wisp_mel_log10(float *x, size_t n)
+{
+    /* fixed inner trip count: GCC's -O2 cost model vectorises this, not an open loop */
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            x[i + j] = s_log10(x[i + j]);
+    for (; i < n; i++)
+        x[i] = s_log10(x[i]);
+}
+
+/* max of x[0..n-1], n >= 1; eight running maxima so the loop becomes packed maxps */
+static float s_max(const float *x, size_t n)
+{
+    float mx[8];
+    for (int j = 0; j < 8; j++)
+        mx[j] = x[0];
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            mx[j] = x[i + j] > mx[j] ? x[i + j] : mx[j];
+    for (; i < n; i++)
+        mx[0] = x[i] > mx[0] ? x[i] : mx[0];
+    float v = mx[0];
+    for (int j = 1; j < 8; j++)
+        v = mx[j] > v ? mx[j] : v;
+    return v;
 }
 
 /* log10(max(mel, 1e-10)) -> clamp to (max - 8) -> (x + 4) / 4, over the whole matrix. */
@@ -245,26 +303,26 @@ void wisp_mel_compute(wisp_mel_t *self, const float *samples, size_t n, int trun
     size_t len = s_prepare_signal(self, samples, n, wisp_mel_padded_length(n, truncate));
     int frames = (int)(len / WISP_HOP);
     int n_mels = self->n_mels;
-    float vmax = -FLT_MAX;
     for (int t0 = 0; t0 < frames; t0 += S_BLOCK) {
         int nb = frames - t0 < S_BLOCK ? frames - t0 : S_BLOCK;
-        s_block_power(self, t0, nb, self->power);
+        /* bin-major block: each filter weight then scales S_BLOCK contiguous frames,
+         * a loop the compiler vectorises */
+        s_block_power(self, t0, nb, self->power, 1, S_BLOCK);
         for (int m = 0; m < n_mels; m++) {
             const float *f = self->filters + (size_t)m * S_N_BINS + self->band_lo[m];
-            int lo = self->band_lo[m], blen = self->band_len[m];
+            const float *pw = self->power + (size_t)self->band_lo[m] * S_BLOCK;
+            float acc[S_BLOCK] = {0};
+            for (int k = 0; k < self->band_len[m]; k++)
+                for (int b = 0; b < S_BLOCK; b++)
+                    acc[b] += f[k] * pw[(size_t)k * S_BLOCK + b];
             float *o = out + (size_t)m * frames + t0;
-            for (int b = 0; b < nb; b++) {
-                const float *pw = self->power + (size_t)b * S_N_BINS + lo;
-                float s = 0.0f;
-                for (int k = 0; k < blen; k++)
-                    s += f[k] * pw[k];
-                float v = log10f(s > 1e-10f ? s : 1e-10f);
-                o[b] = v;
-                vmax = v > vmax ? v : vmax;
-            }
+            for (int b = 0; b < nb; b++)
+                o[b] = acc[b] > 1e-10f ? acc[b] : 1e-10f;
         }
     }
-    s_log_normalize(out, (size_t)n_mels * frames, vmax);
+    size_t count = (size_t)n_mels * frames;
+    wisp_mel_log10(out, count);
+    s_log_normalize(out, count, s_max(out, count));
 }
 
 void wisp_mel_apply_dense(const wisp_mel_t *self, const float *power, int frames, float *out)

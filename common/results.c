@@ -27,6 +27,7 @@
 #define S_FRAME_BYTES 24                /* magic u32, n u32, payload_len u64, seq u64 */
 #define S_ROW_FIXED 36                  /* serialized row without strings and floats */
 #define S_DEFAULT_PENDING 4096
+#define S_MAX_PENDING (1u << 20)
 #define S_CHUNK_ROWS 1024
 #define S_CHUNK_BYTES (1u << 20)
 
@@ -212,7 +213,6 @@ static int s_h5_create(wisp_results_t *r, wisp_error_t *err)
         return wisp_h5_fail(err, f, "cannot create file");
     if ((r->str_type = wisp_h5_str_type()) < 0)
         return wisp_h5_fail(err, f, "string type");
-    const char *empty = "", *missing = "missing";
     int32_t minus1 = -1;
     float nanf_ = NAN, minus1f = -1.0f;
     int8_t st_missing = WISP_RESULTS_STATUS_MISSING;
@@ -225,8 +225,8 @@ static int s_h5_create(wisp_results_t *r, wisp_error_t *err)
         const void *fill = &nanf_;
         size_t width = 1;
         switch (c) {
-        case S_COL_PATH: type = r->str_type; fill = &empty; break;
-        case S_COL_ERROR: type = r->str_type; fill = &missing; break;
+        /* Strings get no fill value (see wisp_h5_create_rows): unwritten = "". */
+        case S_COL_PATH: case S_COL_ERROR: type = r->str_type; fill = NULL; break;
         case S_COL_LABEL: case S_COL_TRUE: type = H5T_NATIVE_INT32; fill = &minus1; break;
         case S_COL_STATUS: type = H5T_NATIVE_INT8; fill = &st_missing; break;
         case S_COL_DURATION: fill = &minus1f; break;
@@ -800,6 +800,8 @@ wisp_results_t *wisp_results_open(const wisp_results_opts_t *opts, wisp_error_t 
     r->P = opts->embed_dim;
     r->has_true = !!opts->has_true_label;
     r->max_pend = opts->max_pending_rows ? opts->max_pending_rows : S_DEFAULT_PENDING;
+    if (r->max_pend > S_MAX_PENDING)
+        r->max_pend = S_MAX_PENDING;
     r->path = strdup(opts->path);
     r->partial = s_strcat2(opts->path, ".partial");
     r->journal = s_strcat2(opts->path, ".commit");
@@ -1071,6 +1073,32 @@ done:
     return rc;
 }
 
+/* Error text "missing" for the rows never committed (the other columns of those
+ * rows already hold their fill values). */
+static int s_write_missing(wisp_results_t *r, size_t missing, wisp_error_t *err)
+{
+    const char **msg = malloc(missing * sizeof *msg);
+    if (!msg)
+        return wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", r->partial);
+    for (size_t k = 0; k < missing; k++)
+        msg[k] = "missing";
+    int rc = WISP_OK;
+    for (size_t i = 0; i < r->n_rows && rc == WISP_OK;) {
+        if (r->state[i] == 2) {
+            i++;
+            continue;
+        }
+        size_t j = i;
+        while (j < r->n_rows && r->state[j] != 2)
+            j++;
+        rc = wisp_h5_write_rows(r->dset[S_COL_ERROR], r->str_type, i, j - i, msg, r->partial,
+                                "error", err);
+        i = j;
+    }
+    free(msg);
+    return rc;
+}
+
 int wisp_results_finish(wisp_results_t *r, const char *summary_json, unsigned flags,
                         wisp_error_t *err)
 {
@@ -1104,6 +1132,8 @@ int wisp_results_finish(wisp_results_t *r, const char *summary_json, unsigned fl
             else
                 n_error++;
         }
+    if (missing > 0 && (rc = s_write_missing(r, missing, err)) != WISP_OK)
+        return rc;
     if (r->has_true && (rc = s_write_metrics(r, err)) != WISP_OK)
         return rc;
     if ((rc = wisp_h5_attr_set_i64(r->file, "n_ok", n_ok, f, err)) != WISP_OK ||
@@ -1144,6 +1174,27 @@ int wisp_results_finish(wisp_results_t *r, const char *summary_json, unsigned fl
     WISP_LOGI("%s: %zu rows (%lld ok, %lld errors, %zu missing)", r->path, r->n_rows,
               (long long)n_ok, (long long)n_error, missing);
     return WISP_OK;
+}
+
+int wisp_results_is_complete(const char *path, const char *fingerprint)
+{
+    if (!path || !fingerprint || access(path, R_OK) != 0)
+        return 0;
+    wisp_h5_quiet();
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) {
+        H5Eclear2(H5E_DEFAULT);
+        return 0;
+    }
+    char *fp = NULL;
+    int64_t n_missing = -1;
+    wisp_error_t e = {0}; /* absorbs the messages: "not complete" is an answer */
+    int ok = wisp_h5_attr_get_str(f, "fingerprint", &fp, path, &e) == WISP_OK &&
+             wisp_h5_attr_get_i64(f, "n_missing", &n_missing, path, &e) == WISP_OK &&
+             strcmp(fp, fingerprint) == 0 && n_missing == 0;
+    free(fp);
+    H5Fclose(f);
+    return ok;
 }
 
 void wisp_results_destroy(wisp_results_t **rp)

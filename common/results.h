@@ -36,7 +36,8 @@
  * file). Files: OUT.h5.partial (the HDF5 file being written) and OUT.h5.commit (the
  * commit journal). Design:
  *   - The JOURNAL is the source of truth. It starts with a header (magic, byte-order
- *     mark, n_rows, C, P, has_true_label, classes, fingerprint, attrs, created time),
+ *     mark, n_rows, C, P, has_true_label, classes, fingerprint, created time; the
+ *     attrs are not in it: a resumed run writes the attrs its caller passes now),
  *     written to OUT.h5.commit.tmp, fsync'd and renamed, so it is never torn. Each
  *     commit appends ONE record holding the full data of every row received since
  *     the previous commit (index, path, label, score, duration, status, error,
@@ -48,7 +49,8 @@
  *     resuming on a machine of the other endianness).
  *   - The .partial HDF5 file gets the same rows at each commit (block writes of
  *     contiguous index runs, then H5Fflush), so it is normally readable mid-run
- *     for peeking, but it is never trusted after a crash.
+ *     for peeking (HDF5's file locking needs HDF5_USE_FILE_LOCKING=FALSE in the
+ *     reader while the writer runs), but it is never trusted after a crash.
  *   - Resume (opts.resume = 1 and the journal exists): the header is checked against
  *     opts (fingerprint, n_rows, C, P, has_true_label, classes); any mismatch is
  *     WISP_ERR_STATE with a message naming the difference — runs are never mixed.
@@ -109,7 +111,7 @@ typedef struct {
     const wisp_results_attr_t *attrs; /* (n_attrs) string attributes for the root */
     int n_attrs;
     size_t max_pending_rows;     /* put commits automatically once this many rows are
-                                    pending (bounds memory); 0 = 4096 */
+                                    pending (bounds memory); 0 = 4096, at most 2^20 */
 } wisp_results_opts_t;
 
 /* Zeroed options (max_pending_rows 0 = default). */
@@ -144,8 +146,10 @@ wisp_results_t *wisp_results_open(const wisp_results_opts_t *opts, wisp_error_t 
 int wisp_results_put(wisp_results_t *r, const wisp_result_row_t *row, wisp_error_t *err);
 
 /* Makes every pending row durable: journal append + fsync, then the .partial HDF5
- * file is updated and flushed. No-op without pending rows. On failure the pending
- * rows stay pending (a later commit retries). */
+ * file is updated and flushed. No-op without pending rows. If the journal append
+ * fails, the rows stay pending (a later commit retries). If the journal append
+ * succeeded but the HDF5 update failed, the rows ARE committed (row_done is 1),
+ * the error is returned, and finish refuses until a resume rebuilds the file. */
 int wisp_results_commit(wisp_results_t *r, wisp_error_t *err);
 
 /* Rows committed (durable). */
@@ -168,6 +172,11 @@ size_t wisp_results_error_count(const wisp_results_t *r);
  * After success only destroy is allowed. */
 int wisp_results_finish(wisp_results_t *r, const char *summary_json, unsigned flags,
                         wisp_error_t *err);
+
+/* 1 when `path` is a finished results file of the run `fingerprint` (so a rerun of
+ * a completed job can skip the work), 0 otherwise (absent, unreadable, another
+ * run's). Never fails. */
+int wisp_results_is_complete(const char *path, const char *fingerprint);
 
 /* Closes the files without committing pending rows (committed ones stay resumable),
  * frees everything, sets *r to NULL. Accepts NULL and *r == NULL. */

@@ -243,11 +243,13 @@ static inline void mf_write_checkpoint(const char *dir, const mf_dims_t *dm, wis
     wisp_st_writer_destroy(&w);
 }
 
-/* The adapter config of a case kind (adapter_cfg() of gen_model_golden.py). Returns 0
- * for "none". */
+/* The adapter config of a case kind (adapter_cfg() of gen_model_golden.py): a preset's
+ * full dict with the case's overrides, through the config parser (so the full dict
+ * saved with an adapter says what the fields say). Returns 0 for "none". */
 static inline int mf_adapter_cfg(wisp_adapter_config_t *c, const char *kind)
 {
     wisp_error_t err = {0};
+    wisp_adapter_config_t pre;
     memset(c, 0, sizeof *c);
     if (strcmp(kind, "none") == 0)
         return 0;
@@ -256,20 +258,30 @@ static inline int mf_adapter_cfg(wisp_adapter_config_t *c, const char *kind)
         preset = "seq_bn";
     else if (strncmp(kind, "lora", 4) == 0)
         preset = "lora";
-    assert_int_equal(wisp_adapter_config_preset(c, preset, &err), 0);
-    snprintf(c->name, sizeof c->name, "wisp");
+    if (wisp_adapter_config_preset(&pre, preset, &err) < 0)
+        fail_msg("%s", err.msg);
+    cJSON *full = cJSON_Duplicate(pre.full, 1);
+    wisp_adapter_config_free(&pre);
     if (strcmp(kind, "seq_bn_rf") == 0) {
-        for (int i = 0; i < WISP_MAX_LAYERS; i++)
-            c->reduction_factor[i] = 8.0f;
-        c->reduction_factor[1] = 4.0f;
-        c->non_linearity = NN_ACT_GELU_TANH;
+        cJSON *rf = cJSON_CreateObject();
+        cJSON_AddNumberToObject(rf, "default", 8);
+        cJSON_AddNumberToObject(rf, "1", 4);
+        cJSON_ReplaceItemInObject(full, "reduction_factor", rf);
+        cJSON_ReplaceItemInObject(full, "non_linearity", cJSON_CreateString("gelu_new"));
     } else if (strcmp(kind, "lora_all") == 0) {
-        c->r = 4;
-        c->alpha = 8.0f;
-        c->attn_q = c->attn_k = c->attn_v = 1;
-        c->intermediate_lora = c->output_lora = 1;
-        c->leave_out[0] = 1;
+        const char *qkv[] = {"q", "k", "v"};
+        int zero = 0;
+        cJSON_ReplaceItemInObject(full, "r", cJSON_CreateNumber(4));
+        cJSON_ReplaceItemInObject(full, "alpha", cJSON_CreateNumber(8));
+        cJSON_ReplaceItemInObject(full, "attn_matrices", cJSON_CreateStringArray(qkv, 3));
+        cJSON_ReplaceItemInObject(full, "intermediate_lora", cJSON_CreateBool(1));
+        cJSON_ReplaceItemInObject(full, "output_lora", cJSON_CreateBool(1));
+        cJSON_ReplaceItemInObject(full, "leave_out", cJSON_CreateIntArray(&zero, 1));
     }
+    if (wisp_adapter_config_parse(c, full, kind, &err) < 0)
+        fail_msg("%s: %s", kind, err.msg);
+    cJSON_Delete(full);
+    snprintf(c->name, sizeof c->name, "wisp");
     return 1;
 }
 

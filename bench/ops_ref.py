@@ -1,0 +1,100 @@
+#!/usr/bin/python3
+"""PyTorch counterpart of bench/bench_ops.c: the same kernels at whisper-base size
+(T = 1500, d = 512, NH = 8, hd = 64, F = 2048), printing the same keys with a ref_
+prefix. Best of a few repetitions; torch on 1 thread like bench_ops (which pins
+OpenBLAS to 1 thread for everything but sgemm_peak_gflops_2t).
+
+Usage: /usr/bin/python3 bench/ops_ref.py [reps]
+"""
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def best(fn, reps):
+    fn()
+    t = 1e30
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        t = min(t, time.perf_counter() - t0)
+    return t
+
+
+def main():
+    reps = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    g = torch.Generator().manual_seed(0)
+    n = 2048
+    a, b = torch.rand(n, n, generator=g), torch.rand(n, n, generator=g)
+    print(f"ref_sgemm_size={n}")
+    for th in (1, 2):
+        torch.set_num_threads(th)
+        t = best(lambda: a @ b.T, reps)
+        print(f"ref_sgemm_peak_gflops_{th}t={2 * n ** 3 / t * 1e-9:.1f}")
+    torch.set_num_threads(1)
+
+    B, T, NH, hd, F_ = 1, 1500, 8, 64, 2048
+    C = NH * hd
+    q = ((torch.rand(B, NH, T, hd, generator=g) * 2 - 1) * 0.125).requires_grad_()
+    k = (torch.rand(B, NH, T, hd, generator=g) * 2 - 1).requires_grad_()
+    v = (torch.rand(B, NH, T, hd, generator=g) * 2 - 1).requires_grad_()
+    dout = torch.rand(B, NH, T, hd, generator=g) * 2 - 1
+
+    def fwd():
+        with torch.no_grad():
+            return torch.softmax(q @ k.transpose(-1, -2), -1) @ v
+
+    # Backward alone: the forward graph is rebuilt outside the timed region.
+    tb = 1e30
+    for _ in range(reps + 1):
+        out = torch.softmax(q @ k.transpose(-1, -2), -1) @ v
+        t0 = time.perf_counter()
+        torch.autograd.grad(out, (q, k, v), dout)
+        tb = min(tb, time.perf_counter() - t0)
+    tf = best(fwd, reps)
+    fl = 2.0 * 2.0 * T * T * hd * NH * B
+    print(f"ref_attn_fwd_ms_base={tf * 1e3:.2f}")
+    print(f"ref_attn_bwd_ms_base={tb * 1e3:.2f}")
+    print(f"ref_attn_fwd_gflops_base={fl / tf * 1e-9:.1f}")
+    print(f"ref_attn_bwd_gflops_base={2.5 * fl / tb * 1e-9:.1f}")
+
+    h = ((torch.rand(T, F_, generator=g) * 2 - 1) * 4).requires_grad_()
+    dg = torch.rand(T, F_, generator=g) * 2 - 1
+    with torch.no_grad():
+        tf = best(lambda: F.gelu(h), reps)
+    y = F.gelu(h)
+    tb = 1e30
+    for _ in range(reps):
+        y = F.gelu(h)
+        t0 = time.perf_counter()
+        torch.autograd.grad(y, h, dg)
+        tb = min(tb, time.perf_counter() - t0)
+    print(f"ref_gelu_fwd_ms_base={tf * 1e3:.2f}")
+    print(f"ref_gelu_bwd_ms_base={tb * 1e3:.2f}")
+    print(f"ref_gelu_fwd_ns_per_elem={tf * 1e9 / (T * F_):.2f}")
+
+    x = (torch.rand(T, C, generator=g) * 2 - 1).requires_grad_()
+    w, bias = torch.rand(C, generator=g), torch.rand(C, generator=g)
+    dy = torch.rand(T, C, generator=g)
+    with torch.no_grad():
+        tf = best(lambda: F.layer_norm(x, (C,), w, bias, 1e-5), reps)
+    tb = 1e30
+    for _ in range(reps):
+        y = F.layer_norm(x, (C,), w, bias, 1e-5)
+        t0 = time.perf_counter()
+        torch.autograd.grad(y, x, dy)
+        tb = min(tb, time.perf_counter() - t0)
+    print(f"ref_layernorm_fwd_ms_base={tf * 1e3:.3f}")
+    print(f"ref_layernorm_bwd_ms_base={tb * 1e3:.3f}")
+
+    W1, b1 = torch.rand(F_, C, generator=g) * 0.1, torch.rand(F_, generator=g)
+    with torch.no_grad():
+        tl = best(lambda: F.linear(x, W1, b1), reps)
+    print(f"ref_fc1_fwd_ms_base={tl * 1e3:.2f}")
+    print(f"ref_fc1_fwd_gflops_base={2.0 * T * C * F_ / tl * 1e-9:.1f}")
+
+
+if __name__ == "__main__":
+    main()
