@@ -573,6 +573,28 @@ static void test_train_and_classify_commands_run_end_to_end(void **state)
     char adapter[1100], head[1100];
     snprintf(adapter, sizeof adapter, "%s/adapter", out);
     snprintf(head, sizeof head, "%s/head", out);
+
+    /* Continue from the saved adapter and head with integer labels (ids of the head's
+     * classes), balanced class weights, 2 more steps into a new directory. */
+    char csv2[1024], out2[1024];
+    snprintf(csv2, sizeof csv2, "%s/cli_ids.csv", wisp_test_tmpdir());
+    snprintf(out2, sizeof out2, "%s/cli_run2", wisp_test_tmpdir());
+    f = fopen(csv2, "w");
+    fprintf(f, "path,label\n");
+    for (int i = 0; i < 8; i++)
+        fprintf(f, "%s,%d\n", items[i].path, items[i].label);
+    fclose(f);
+    char *more[] = {"train", "--model", (char *)s_model_dir(), "--adapter", adapter, "--head",
+                    head, "--train", csv2, "-o", out2, "--steps", "2", "--batch", "4",
+                    "--truncate", "--class-weights", "balanced", "--threads", "1"};
+    assert_int_equal(wisp_cmd_train((int)(sizeof more / sizeof *more), more), WISP_EXIT_OK);
+    char *badw[] = {"train", "--model", (char *)s_model_dir(), "--adapter", adapter, "--head",
+                    head, "--train", csv2, "-o", out2, "--steps", "2", "--truncate",
+                    "--class-weights", "1,2"};
+    assert_int_equal(wisp_cmd_train((int)(sizeof badw / sizeof *badw), badw),
+                     WISP_EXIT_FAILURE);
+    snprintf(p, sizeof p, "%s/head/model_head.safetensors", out2);
+    assert_int_equal(access(p, R_OK), 0);
     char *classify[] = {"classify", "--model", (char *)s_model_dir(), "--adapter", adapter,
                         "--head", head, "--truncate", "--batch", "3", "--threads", "1", "-o", h5,
                         "--manifest", csv};
