@@ -188,7 +188,6 @@ wisp_trainer_t *wisp_trainer_new(const wisp_trainer_opts_t *opts, wisp_error_t *
                             .max_frames = self->max_frames,
                             .training = 1,
                             .threads = opts->threads};
-    int rc = WISP_OK;
     self->model = wisp_model_new(opts->model_dir, &mo, err);
     if (!self->model)
         goto fail;
@@ -237,7 +236,6 @@ wisp_trainer_t *wisp_trainer_new(const wisp_trainer_opts_t *opts, wisp_error_t *
               (double)wisp_model_planned_bytes(self->model) / 1e6);
     return self;
 fail:
-    (void)rc;
     wisp_trainer_destroy(&self);
     return NULL;
 }

@@ -14,7 +14,9 @@
  *   4. reduce hook on the flat gradient buffer + loss/accuracy sums (MPI_Allreduce);
  *   5. global-norm clipping, learning rate from the schedule, AdamW update.
  * The global batch gradient is therefore the mean over all samples of all ranks
- * (NUMERICS.md 5), and a one-process run with the same items computes the same step. */
+ * (NUMERICS.md 5), and a one-process run with the same items computes the same step.
+ * Memory: the features of all n items of a step are held at once (n x n_mels x frames
+ * floats, ~1 MB per padded 80-mel clip) besides the model's plan for micro_batch clips. */
 #ifndef WISP_TRAINER_H
 #define WISP_TRAINER_H
 
