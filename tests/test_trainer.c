@@ -19,130 +19,7 @@
 #include "trainer.h"
 #include "util.h"
 
-/* ---- the tiny model of train_ref.py / gen_model_golden.py ---------------- */
-enum { D = 32, L = 2, H = 4, FF = 64, NMELS = 80, TPOS = 16, PROJ = 12, NLAB = 4 };
-
-static uint64_t s_fnv1a64(const char *s)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
-/* ref_model.gen_tensor: offset + scale * (2u - 1) in fp32, seed fnv1a64(name). */
-static void s_gen(const char *name, float *out, size_t n, float scale, float offset)
-{
-    wisp_rng_t r;
-    wisp_rng_seed(&r, s_fnv1a64(name));
-    for (size_t i = 0; i < n; i++) {
-        float v = (2.0f * wisp_rng_uniform(&r) - 1.0f) * scale;
-        out[i] = offset != 0.0f ? v + offset : v;
-    }
-}
-
-/* gen_model_golden.gen_rule (no IA3 here). */
-static void s_gen_rule(const char *name, int ndim, const int64_t *shape, float *scale,
-                       float *offset)
-{
-    size_t len = strlen(name);
-    *offset = 0.0f;
-    if (len >= 17 && strcmp(name + len - 17, "layer_norm.weight") == 0) {
-        *scale = 0.1f;
-        *offset = 1.0f;
-    } else if (len >= 5 && strcmp(name + len - 5, ".bias") == 0) {
-        *scale = 0.1f;
-    } else if (strstr(name, "embed_positions")) {
-        *scale = 0.5f;
-    } else if (strcmp(name, "layer_weights") == 0) {
-        *scale = 1.0f;
-    } else if (ndim == 3) {
-        *scale = (float)(1.0 / sqrt((double)(shape[1] * shape[2])));
-    } else {
-        *scale = (float)(1.0 / sqrt((double)shape[1]));
-    }
-}
-
-static void s_add_gen(wisp_st_writer_t *w, const char *name, int ndim, int64_t a, int64_t b,
-                      int64_t c)
-{
-    int64_t shape[3] = {a, b, c};
-    size_t n = (size_t)a * (ndim > 1 ? (size_t)b : 1) * (ndim > 2 ? (size_t)c : 1);
-    float *v = malloc(n * sizeof(float)), scale, offset;
-    s_gen_rule(name, ndim, shape, &scale, &offset);
-    s_gen(name, v, n, scale, offset);
-    assert_int_equal(wisp_st_writer_add_f32(w, name, WISP_DT_F32, ndim, shape, v), WISP_OK);
-    free(v);
-}
-
-/* A WhisperForAudioClassification-style checkpoint directory without head tensors. */
-static void s_write_tiny_model(const char *dir)
-{
-    char path[1024];
-    assert_int_equal(wisp_mkdir_p(dir, NULL), WISP_OK);
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fprintf(f,
-            "{\"model_type\": \"whisper\", \"architectures\": [\"WhisperForAudioClassification\"],"
-            " \"d_model\": %d, \"encoder_layers\": %d, \"encoder_attention_heads\": %d,"
-            " \"encoder_ffn_dim\": %d, \"num_mel_bins\": %d, \"max_source_positions\": %d,"
-            " \"activation_function\": \"gelu\", \"classifier_proj_size\": %d,"
-            " \"use_weighted_layer_sum\": true, \"decoder_layers\": 1,"
-            " \"decoder_attention_heads\": 4, \"decoder_ffn_dim\": 64}\n",
-            D, L, H, FF, NMELS, TPOS, PROJ);
-    fclose(f);
-    wisp_st_writer_t *w = wisp_st_writer_new();
-    s_add_gen(w, "encoder.conv1.weight", 3, D, NMELS, 3);
-    s_add_gen(w, "encoder.conv1.bias", 1, D, 0, 0);
-    s_add_gen(w, "encoder.conv2.weight", 3, D, D, 3);
-    s_add_gen(w, "encoder.conv2.bias", 1, D, 0, 0);
-    s_add_gen(w, "encoder.embed_positions.weight", 2, TPOS, D, 0);
-    s_add_gen(w, "encoder.layer_norm.weight", 1, D, 0, 0);
-    s_add_gen(w, "encoder.layer_norm.bias", 1, D, 0, 0);
-    for (int i = 0; i < L; i++) {
-        char n[256];
-        const char *m4[4] = {"q", "k", "v", "out"};
-        for (int k = 0; k < 4; k++) {
-            snprintf(n, sizeof n, "encoder.layers.%d.self_attn.%s_proj.weight", i, m4[k]);
-            s_add_gen(w, n, 2, D, D, 0);
-            if (k != 1) {
-                snprintf(n, sizeof n, "encoder.layers.%d.self_attn.%s_proj.bias", i, m4[k]);
-                s_add_gen(w, n, 1, D, 0, 0);
-            }
-        }
-        const char *lns[2] = {"self_attn_layer_norm", "final_layer_norm"};
-        for (int k = 0; k < 2; k++) {
-            snprintf(n, sizeof n, "encoder.layers.%d.%s.weight", i, lns[k]);
-            s_add_gen(w, n, 1, D, 0, 0);
-            snprintf(n, sizeof n, "encoder.layers.%d.%s.bias", i, lns[k]);
-            s_add_gen(w, n, 1, D, 0, 0);
-        }
-        snprintf(n, sizeof n, "encoder.layers.%d.fc1.weight", i);
-        s_add_gen(w, n, 2, FF, D, 0);
-        snprintf(n, sizeof n, "encoder.layers.%d.fc1.bias", i);
-        s_add_gen(w, n, 1, FF, 0, 0);
-        snprintf(n, sizeof n, "encoder.layers.%d.fc2.weight", i);
-        s_add_gen(w, n, 2, D, FF, 0);
-        snprintf(n, sizeof n, "encoder.layers.%d.fc2.bias", i);
-        s_add_gen(w, n, 1, D, 0, 0);
-    }
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    assert_int_equal(wisp_st_writer_save(w, path, NULL), WISP_OK);
-    wisp_st_writer_destroy(&w);
-}
-
-static const char *s_model_dir(void)
-{
-    static char dir[512];
-    if (!dir[0]) {
-        snprintf(dir, sizeof dir, "%s/tiny_model", wisp_test_tmpdir());
-        s_write_tiny_model(dir);
-    }
-    return dir;
-}
+#include "train_fixtures.h"
 
 static void s_opts(wisp_trainer_opts_t *o)
 {
@@ -172,15 +49,6 @@ static wisp_trainer_t *s_new(const wisp_trainer_opts_t *o)
 #define N_CLIPS 16
 #define CLIP_SAMPLES 3200 /* 0.2 s: 20 frames, T = 10 */
 
-static void s_write_wav(const char *path, const float *x, int n)
-{
-    SF_INFO info = {.samplerate = 16000, .channels = 1, .format = SF_FORMAT_WAV | SF_FORMAT_FLOAT};
-    SNDFILE *f = sf_open(path, SFM_WRITE, &info);
-    if (!f)
-        fail_msg("%s: %s", path, sf_strerror(NULL));
-    assert_int_equal(sf_writef_float(f, x, n), n);
-    sf_close(f);
-}
 
 /* Class 0: 300 Hz tone, 1: 2 kHz tone, 2: loud noise, 3: faint noise; random phase,
  * amplitude and a little jitter per clip. */
