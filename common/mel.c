@@ -201,22 +201,25 @@ static size_t s_prepare_signal(wisp_mel_t *self, const float *samples, size_t n,
 static void s_block_power(wisp_mel_t *self, int t0, int nb, float *power, size_t frame_stride,
                           size_t bin_stride)
 {
+    /* restrict: the buffers never overlap, which lets the compiler vectorise */
+    const float *restrict window = self->window;
     for (int b = 0; b < S_BLOCK; b++) {
-        float *dst = self->frames + (size_t)b * WISP_N_FFT;
+        float *restrict dst = self->frames + (size_t)b * WISP_N_FFT;
         if (b >= nb) { /* tail of the last block: transformed, never used */
             memset(dst, 0, WISP_N_FFT * sizeof(float));
             continue;
         }
-        const float *src = self->padded + (size_t)(t0 + b) * WISP_HOP;
+        const float *restrict src = self->padded + (size_t)(t0 + b) * WISP_HOP;
+#pragma GCC ivdep
         for (int i = 0; i < WISP_N_FFT; i++)
-            dst[i] = src[i] * self->window[i];
+            dst[i] = src[i] * window[i];
     }
     fftwf_execute_dft_r2c(self->plan, self->frames, self->spec);
     for (int b = 0; b < nb; b++) {
         /* interleaved (re, im): fftwf_complex is float[2] or float _Complex depending
          * on whether <complex.h> (pulled in by OpenBLAS's cblas.h) came first */
-        const float *x = (const float *)(self->spec + (size_t)b * S_N_BINS);
-        float *pw = power + (size_t)b * frame_stride;
+        const float *restrict x = (const float *)(self->spec + (size_t)b * S_N_BINS);
+        float *restrict pw = power + (size_t)b * frame_stride;
         for (int k = 0; k < S_N_BINS; k++)
             pw[k * bin_stride] = x[2 * k] * x[2 * k] + x[2 * k + 1] * x[2 * k + 1];
     }
@@ -288,14 +291,33 @@ static float s_max(const float *x, size_t n)
     return v;
 }
 
-/* log10(max(mel, 1e-10)) -> clamp to (max - 8) -> (x + 4) / 4, over the whole matrix. */
+/* (max(x, vmax - 8) + 4) / 4 over the whole matrix: the last steps of NUMERICS 1.6. */
 static void s_log_normalize(float *out, size_t count, float vmax)
 {
     float floor_v = vmax - 8.0f;
-    for (size_t i = 0; i < count; i++) {
+    size_t i = 0;
+    for (; i + 8 <= count; i += 8) /* fixed inner count: vectorised at -O2 */
+        for (int j = 0; j < 8; j++) {
+            float v = out[i + j] > floor_v ? out[i + j] : floor_v;
+            out[i + j] = (v + 4.0f) / 4.0f;
+        }
+    for (; i < count; i++) {
         float v = out[i] > floor_v ? out[i] : floor_v;
         out[i] = (v + 4.0f) / 4.0f;
     }
+}
+
+/* o[b] = max(sum_k f[k] * pw[k][b], 1e-10) for the S_BLOCK frames b of a bin-major
+ * power block: one mel row's band of len bins. */
+static void s_band_sums(const float *restrict f, int len, const float *restrict pw,
+                        float *restrict o)
+{
+    float acc[S_BLOCK] = {0};
+    for (int k = 0; k < len; k++)
+        for (int b = 0; b < S_BLOCK; b++)
+            acc[b] += f[k] * pw[(size_t)k * S_BLOCK + b];
+    for (int b = 0; b < S_BLOCK; b++)
+        o[b] = acc[b] > 1e-10f ? acc[b] : 1e-10f;
 }
 
 void wisp_mel_compute(wisp_mel_t *self, const float *samples, size_t n, int truncate, float *out)
@@ -311,13 +333,14 @@ void wisp_mel_compute(wisp_mel_t *self, const float *samples, size_t n, int trun
         for (int m = 0; m < n_mels; m++) {
             const float *f = self->filters + (size_t)m * S_N_BINS + self->band_lo[m];
             const float *pw = self->power + (size_t)self->band_lo[m] * S_BLOCK;
-            float acc[S_BLOCK] = {0};
-            for (int k = 0; k < self->band_len[m]; k++)
-                for (int b = 0; b < S_BLOCK; b++)
-                    acc[b] += f[k] * pw[(size_t)k * S_BLOCK + b];
             float *o = out + (size_t)m * frames + t0;
-            for (int b = 0; b < nb; b++)
-                o[b] = acc[b] > 1e-10f ? acc[b] : 1e-10f;
+            if (nb == S_BLOCK) {
+                s_band_sums(f, self->band_len[m], pw, o);
+            } else {
+                float tail[S_BLOCK];
+                s_band_sums(f, self->band_len[m], pw, tail);
+                memcpy(o, tail, sizeof(float) * nb);
+            }
         }
     }
     size_t count = (size_t)n_mels * frames;

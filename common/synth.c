@@ -322,6 +322,9 @@ static int s_write_audio(const char *path, const float *mono, size_t n, const s_
     if (!sf)
         return wisp_error_set(err, WISP_ERR_IO, "%s: cannot write %s: %s", path,
                               s_formats[c->format].name, sf_strerror(NULL));
+    /* The PEAK chunk of float WAVs holds a timestamp: drop it so that the same seed
+     * gives the same bytes. */
+    sf_command(sf, SFC_SET_ADD_PEAK_CHUNK, NULL, SF_FALSE);
     const float *src = mono;
     if (c->channels == 2) {
         /* A fixed small pan so that the channels differ but their mean is the clip. */

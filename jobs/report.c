@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "results.h"
 #include "util.h"
 
 #define S_MAX_JSONL_BYTES ((size_t)1 << 30)
@@ -284,6 +285,11 @@ static herr_t s_attr_cb(hid_t loc, const char *name, const H5A_info_t *info, voi
         quiet.err = &ignore;
         if (s_read_string_buf(&quiet, name, a, 1, t, 1, &s) == WISP_OK) {
             snprintf(text, sizeof text, "%.*s", S_ATTR_TEXT_MAX + 10, s[0]);
+            /* The run summary (JSON) is printed in full, key by key. */
+            if (strcmp(name, "summary") == 0 && !c->r->summary_json) {
+                c->r->summary_json = s[0];
+                s[0] = NULL;
+            }
             s_free_strings(s, 1);
         }
     } else if (npts >= 0) {
@@ -339,7 +345,7 @@ static int s_compute(wisp_report_results_t *r, const int *label, const int *stat
         r->predicted[label[i]]++;
         if (score)
             score_sum += score[i];
-        if (duration)
+        if (duration && duration[i] >= 0)
             dur_sum += duration[i];
         if (!truth)
             continue;
@@ -457,9 +463,10 @@ wisp_report_results_t *wisp_report_results_load(const char *path, wisp_error_t *
         r->n_error += status[i] != 0;
     r->n_ok = n - r->n_error;
     r->error_rows = calloc(r->n_error ? r->n_error : 1, sizeof *r->error_rows);
+    r->error_status = calloc(r->n_error ? r->n_error : 1, sizeof *r->error_status);
     r->error_paths = calloc(r->n_error ? r->n_error : 1, sizeof *r->error_paths);
     r->error_msgs = calloc(r->n_error ? r->n_error : 1, sizeof *r->error_msgs);
-    if (!r->error_rows || !r->error_paths || !r->error_msgs) {
+    if (!r->error_rows || !r->error_status || !r->error_paths || !r->error_msgs) {
         rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
         goto done;
     }
@@ -468,6 +475,8 @@ wisp_report_results_t *wisp_report_results_load(const char *path, wisp_error_t *
         if (status[i] == 0)
             continue;
         r->error_rows[k] = i;
+        r->error_status[k] = status[i];
+        r->n_missing += status[i] == WISP_RESULTS_STATUS_MISSING;
         r->error_paths[k] = paths[i];
         paths[i] = NULL;
         r->error_msgs[k] = errors ? errors[i] : s_strdup("");
@@ -539,6 +548,8 @@ void wisp_report_results_destroy(wisp_report_results_t **self)
     free(r->recall);
     free(r->f1);
     free(r->error_rows);
+    free(r->error_status);
+    free(r->summary_json);
     s_free_strings(r->error_paths, r->error_paths ? r->n_error : 0);
     s_free_strings(r->error_msgs, r->error_msgs ? r->n_error : 0);
     s_free_strings(r->attr_names, r->n_attrs);
@@ -546,6 +557,8 @@ void wisp_report_results_destroy(wisp_report_results_t **self)
     free(r);
     *self = NULL;
 }
+
+static void s_print_json_scalars(FILE *out, const cJSON *obj, const char *indent);
 
 static void s_print_num(FILE *out, double v, int width)
 {
@@ -559,7 +572,10 @@ void wisp_report_results_print(const wisp_report_results_t *r, FILE *out, size_t
 {
     int C = r->n_classes;
     fprintf(out, "results: %s\n", r->file);
-    fprintf(out, "rows: %zu (ok %zu, error %zu), classes: %d\n", r->n, r->n_ok, r->n_error, C);
+    fprintf(out, "rows: %zu (ok %zu, error %zu", r->n, r->n_ok, r->n_error);
+    if (r->n_missing)
+        fprintf(out, ", of which %zu missing: never produced", r->n_missing);
+    fprintf(out, "), classes: %d\n", C);
     if (!isnan(r->total_duration))
         fprintf(out, "audio: %.1f s in ok rows\n", r->total_duration);
     if (r->has_truth && r->n_scored > 0)
@@ -619,13 +635,42 @@ void wisp_report_results_print(const wisp_report_results_t *r, FILE *out, size_t
 
     if (r->n_error > 0) {
         size_t show = max_errors && max_errors < r->n_error ? max_errors : r->n_error;
-        fprintf(out, "\nerrors (%zu):\n", r->n_error);
-        for (size_t k = 0; k < show; k++)
-            fprintf(out, "  %s: %s\n", r->error_paths[k],
-                    r->error_msgs[k][0] ? r->error_msgs[k] : "(no message)");
+        fprintf(out, "\nerrors (%zu):", r->n_error);
+        /* Counts per kind first (status codes are few), then the rows. */
+        int kinds[64];
+        size_t counts[64], n_kinds = 0;
+        for (size_t k = 0; k < r->n_error; k++) {
+            size_t j = 0;
+            while (j < n_kinds && kinds[j] != r->error_status[k])
+                j++;
+            if (j == n_kinds && n_kinds < 64) {
+                kinds[n_kinds] = r->error_status[k];
+                counts[n_kinds++] = 0;
+            }
+            if (j < n_kinds)
+                counts[j]++;
+        }
+        for (size_t j = 0; j < n_kinds; j++)
+            fprintf(out, "%s %s %zu", j ? "," : "",
+                    kinds[j] == WISP_RESULTS_STATUS_MISSING ? "missing" : wisp_strerror(kinds[j]),
+                    counts[j]);
+        fputc('\n', out);
+        for (size_t k = 0; k < show; k++) {
+            const char *msg = r->error_msgs[k][0] ? r->error_msgs[k] : "(no message)";
+            if (r->error_paths[k][0])
+                fprintf(out, "  %s: %s\n", r->error_paths[k], msg);
+            else
+                fprintf(out, "  row %zu: %s\n", r->error_rows[k], msg);
+        }
         if (show < r->n_error)
             fprintf(out, "  ... and %zu more (--max-errors 0 lists all)\n", r->n_error - show);
     }
+    cJSON *summary = r->summary_json ? cJSON_Parse(r->summary_json) : NULL;
+    if (cJSON_IsObject(summary)) {
+        fprintf(out, "\nrun summary:\n");
+        s_print_json_scalars(out, summary, "  ");
+    }
+    cJSON_Delete(summary);
     if (r->n_attrs > 0) {
         fprintf(out, "\nrun attributes:\n");
         for (size_t i = 0; i < r->n_attrs; i++)
@@ -740,6 +785,10 @@ static int s_parse_metrics(wisp_report_train_t *t, const char *path, char *text,
             rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s:%zu: \"%s\" line without a numeric \"step\"",
                                 path, line_no, ty);
         } else if (strcmp(ty, "step") == 0) {
+            while (t->n_steps > 0 && t->steps[t->n_steps - 1].step >= (int64_t)step) {
+                t->n_steps--;
+                t->n_superseded++;
+            }
             if (t->n_steps == cap_s) {
                 cap_s = cap_s ? 2 * cap_s : 256;
                 wisp_report_step_t *s = realloc(t->steps, cap_s * sizeof *s);
@@ -751,8 +800,13 @@ static int s_parse_metrics(wisp_report_train_t *t, const char *path, char *text,
             if (rc == WISP_OK)
                 t->steps[t->n_steps++] = (wisp_report_step_t){
                     (int64_t)step,      s_num(j, "epoch"), s_num(j, "loss"),     s_num(j, "lr"),
-                    s_num(j, "acc"),    s_num(j, "clips_per_s"), s_num(j, "grad_norm")};
+                    s_num(j, "acc"),    s_num(j, "clips_per_s"), s_num(j, "grad_norm"),
+                    s_num(j, "failed")};
         } else if (strcmp(ty, "eval") == 0) {
+            while (t->n_evals > 0 && t->evals[t->n_evals - 1].step >= (int64_t)step) {
+                t->n_evals--;
+                t->n_superseded++;
+            }
             if (t->n_evals == cap_e) {
                 cap_e = cap_e ? 2 * cap_e : 64;
                 wisp_report_eval_t *e = realloc(t->evals, cap_e * sizeof *e);
@@ -920,6 +974,11 @@ void wisp_report_train_print(const wisp_report_train_t *t, FILE *out)
         double cps = s_mean(s, 0, n, offsetof(wisp_report_step_t, clips_per_s));
         if (!isnan(cps))
             fprintf(out, "  throughput mean %.1f clips/s\n", cps);
+        double failed = 0;
+        for (size_t i = 0; i < n; i++)
+            failed += isnan(s[i].failed) ? 0 : s[i].failed;
+        if (failed > 0)
+            fprintf(out, "  clips that failed to load: %.0f\n", failed);
     }
     if (t->n_evals > 0) {
         size_t best = 0;
@@ -976,6 +1035,8 @@ void wisp_report_train_print(const wisp_report_train_t *t, FILE *out)
     }
     if (t->n_other)
         fprintf(out, "(%zu lines of other types ignored)\n", t->n_other);
+    if (t->n_superseded)
+        fprintf(out, "(%zu lines replaced by a resumed run)\n", t->n_superseded);
 
     fprintf(out, "\nadapter: ");
     if (!t->adapter_config) {

@@ -22,7 +22,8 @@ typedef struct {
     char *file;            /* the results file as given */
     size_t n;              /* N rows */
     size_t n_ok;           /* rows with status 0 */
-    size_t n_error;        /* rows with status != 0 */
+    size_t n_error;        /* rows with status != 0 (missing rows included) */
+    size_t n_missing;      /* rows never produced (status WISP_RESULTS_STATUS_MISSING) */
     int n_classes;         /* C */
     char **classes;        /* [C] class names, from the `classes` dataset */
     int has_truth;         /* the file has a `true_label` dataset */
@@ -30,7 +31,7 @@ typedef struct {
     size_t n_correct;      /* ... of which the predicted label is the true one */
     double accuracy;       /* n_correct / n_scored; NAN when n_scored == 0 */
     double mean_score;     /* mean `score` over ok rows; NAN without scores */
-    double total_duration; /* sum of `duration` over ok rows (s); NAN without it */
+    double total_duration; /* sum of the known (>= 0) `duration` of ok rows (s); NAN without it */
     int64_t *confusion;    /* [C, C]: confusion[t * C + p] = scored rows of true t predicted p */
     size_t *support;       /* [C] scored rows per true class */
     size_t *predicted;     /* [C] ok rows per predicted class (labelled or not) */
@@ -39,12 +40,15 @@ typedef struct {
     double *f1;            /* [C] NAN where precision or recall is undefined */
     double macro_f1;       /* mean F1 over classes with support; NAN when none */
     size_t *error_rows;    /* [n_error] row indices of the failed rows */
+    int *error_status;     /* [n_error] their status (a negative WISP_ERR_* code) */
     char **error_paths;    /* [n_error] their `path` */
     char **error_msgs;     /* [n_error] their `error` ("" without an error dataset) */
     size_t n_attrs;        /* root attributes, rendered as text */
     char **attr_names;     /* [n_attrs] */
     char **attr_values;    /* [n_attrs] (long strings are cut with "...") */
     int file_confusion;    /* 1: the file has a `confusion` dataset; -1: it disagrees */
+    char *summary_json;    /* the "summary" root attribute in full (run totals, files/s);
+                              NULL when absent */
 } wisp_report_results_t;
 
 /* Reads and checks a results file: required datasets path, label, status, classes
@@ -65,6 +69,7 @@ typedef struct {
     double acc;         /* training accuracy of the step's batch; NAN when absent */
     double clips_per_s; /* throughput; NAN when absent */
     double grad_norm;   /* gradient norm before clipping; NAN when absent */
+    double failed;      /* clips of the step that failed to load; NAN when absent */
 } wisp_report_step_t;
 
 typedef struct {
@@ -81,6 +86,7 @@ typedef struct {
     wisp_report_eval_t *evals; /* [n_evals] in file order */
     size_t n_evals;
     size_t n_other;            /* lines with another "type" (ignored) */
+    size_t n_superseded;       /* lines replaced by a resumed run re-logging their steps */
     cJSON *adapter_config;     /* adapter/adapter_config.json; NULL when absent */
     cJSON *head_config;        /* head/head_config.json; NULL when absent */
     char **labels;             /* [n_labels] from the head config (labels or id2label) */
@@ -88,8 +94,11 @@ typedef struct {
 } wisp_report_train_t;
 
 /* Reads DIR/metrics.jsonl (required; blank lines are skipped, every other line must
- * be a JSON object; "step" lines need a numeric step) and the optional adapter and
- * head configs (malformed ones are errors). */
+ * be a JSON object; "step" and "eval" lines need a numeric step; null values count as
+ * absent) and the optional adapter and head configs (malformed ones are errors).
+ * A resumed run appends to metrics.jsonl and re-logs steps after its checkpoint: a
+ * step (eval) line whose step is not after the previous step (eval) line replaces
+ * the earlier lines from that step on. */
 wisp_report_train_t *wisp_report_train_load(const char *dir, wisp_error_t *err);
 void wisp_report_train_destroy(wisp_report_train_t **self);
 void wisp_report_train_print(const wisp_report_train_t *self, FILE *out);

@@ -269,7 +269,7 @@ static void test_attention_matches_its_loop_twin_across_block_edges(void **state
 {
     (void)state;
     /* T below, at, and not a multiple of the query block; several heads and clips. */
-    static const int shapes[][4] = {{1, 1, 1, 1}, {2, 5, 3, 4}, {1, 64, 2, 8},
+    static const int shapes[][4] = {{1, 1, 1, 1}, {2, 5, 3, 4}, {1, 128, 2, 8},
                                     {2, 131, 3, 5}, {1, 300, 1, 16}};
     wisp_rng_t r;
     wisp_rng_seed(&r, 3);
@@ -695,6 +695,27 @@ static void test_crossentropy_matches_double_precision_with_and_without_class_we
     wisp_free(x), wisp_free(cw);
 }
 
+static void test_crossentropy_ignores_rows_with_labels_out_of_range(void **state)
+{
+    (void)state;
+    enum { B = 3, NC = 4 };
+    const float x[B * NC] = {0.5f, -1, 2, 0.25f, 1, 1, -0.5f, 3, -2, 0, 0.75f, 1.5f};
+    const float cw[NC] = {0.5f, 2, 1, 1.5f};
+    const int y[B] = {2, -100, 3}, y_kept[2] = {2, 3};
+    const float x_kept[2 * NC] = {0.5f, -1, 2, 0.25f, -2, 0, 0.75f, 1.5f};
+    float probs[B * NC], probs_kept[2 * NC], dx[B * NC] = {0}, dx_kept[2 * NC] = {0};
+    double ws, ws_kept;
+    double loss = nn_crossentropy_forward(probs, &ws, x, y, cw, B, NC);
+    double loss_kept = nn_crossentropy_forward(probs_kept, &ws_kept, x_kept, y_kept, cw, 2, NC);
+    assert_true(loss == loss_kept && ws == ws_kept && ws == 2.5);
+    nn_crossentropy_backward(dx, probs, y, cw, 1.0f, B, NC);
+    nn_crossentropy_backward(dx_kept, probs_kept, y_kept, cw, 1.0f, 2, NC);
+    for (int c = 0; c < NC; c++) {
+        assert_true(dx[NC + c] == 0.0f); /* the ignored row gets no gradient */
+        assert_true(dx[c] == dx_kept[c] && dx[2 * NC + c] == dx_kept[NC + c]);
+    }
+}
+
 typedef struct {
     double *x, *s, *R;
     int N, C;
@@ -1051,6 +1072,7 @@ int main(void)
         cmocka_unit_test(test_meanpool_forward_and_backward_match_double_precision),
         cmocka_unit_test(test_wsum_forward_and_backward_match_double_precision),
         cmocka_unit_test(test_crossentropy_matches_double_precision_with_and_without_class_weights),
+        cmocka_unit_test(test_crossentropy_ignores_rows_with_labels_out_of_range),
         cmocka_unit_test(test_colscale_forward_and_backward_match_double_precision),
         cmocka_unit_test(test_vector_helpers_compute_what_they_say),
         cmocka_unit_test(test_vector_exp_is_within_2_ulp_of_double_on_a_dense_grid),

@@ -12,6 +12,7 @@
 
 #include "commands.h"
 #include "report.h"
+#include "results.h"
 #include "util.h"
 
 /* The fixture: N = 9 rows, C = 3 classes.
@@ -303,6 +304,76 @@ static void test_malformed_results_files_give_errors_naming_the_file(void **stat
     s_expect_error(path, WISP_ERR_NOTFOUND, "cannot open");
 }
 
+/* The same fixture through the project's result writer (common/results.h), with
+ * row 4 never produced: the report reads what the writer writes. */
+static void test_file_from_the_result_writer_reads_back_with_missing_rows(void **state)
+{
+    (void)state;
+    char path[512];
+    snprintf(path, sizeof path, "%s/writer.h5", wisp_test_tmpdir());
+    wisp_results_opts_t o = wisp_results_default_opts();
+    o.path = path;
+    o.n_rows = N;
+    o.n_classes = C;
+    o.classes = (const char *const *)s_classes;
+    o.has_true_label = 1;
+    o.fingerprint = "test";
+    wisp_results_attr_t attrs[1] = {{"model_sha256", "abc123"}};
+    o.attrs = attrs;
+    o.n_attrs = 1;
+    wisp_error_t e = {0};
+    wisp_results_t *w = wisp_results_open(&o, &e);
+    if (!w)
+        fail_msg("%s", e.msg);
+    float probs[C] = {0.2f, 0.3f, 0.5f};
+    char pbuf[N][24];
+    for (int i = 0; i < N; i++) {
+        if (i == 4)
+            continue;
+        snprintf(pbuf[i], sizeof pbuf[i], "clips/%d.wav", i);
+        wisp_result_row_t row = {0};
+        row.index = (size_t)i;
+        row.path = pbuf[i];
+        row.label = s_label[i];
+        row.score = s_score[i];
+        row.probs = s_status[i] ? NULL : probs;
+        row.logits = s_status[i] ? NULL : probs;
+        row.duration = 2.0f;
+        row.status = (int8_t)(s_status[i] ? WISP_ERR_AUDIO : 0);
+        row.error = s_status[i] ? "clips/7.wav: not audio" : NULL;
+        row.true_label = s_true[i];
+        assert_int_equal(wisp_results_put(w, &row, &e), WISP_OK);
+    }
+    if (wisp_results_finish(w, "{\"files\":9,\"files_per_s\":42.5}",
+                            WISP_RESULTS_FINISH_ALLOW_MISSING, &e) != WISP_OK)
+        fail_msg("%s", e.msg);
+    wisp_results_destroy(&w);
+
+    wisp_report_results_t *r = wisp_report_results_load(path, &e);
+    if (!r)
+        fail_msg("%s", e.msg);
+    /* Row 4 (true 1, predicted 2) is gone from the scored rows: 6 scored, 5 correct. */
+    assert_int_equal(r->n_ok, 7);
+    assert_int_equal(r->n_error, 2);
+    assert_int_equal(r->n_missing, 1);
+    assert_int_equal(r->n_scored, 6);
+    assert_int_equal(r->n_correct, 5);
+    assert_int_equal(r->file_confusion, 1); /* the writer's matrix agrees with ours */
+    assert_true(fabs(r->recall[1] - 1.0) < 1e-12);
+    assert_true(fabs(r->total_duration - 14.0) < 1e-9);
+    assert_non_null(r->summary_json);
+    FILE *out = tmpfile();
+    wisp_report_results_print(r, out, 0);
+    rewind(out);
+    char text[8192] = {0};
+    assert_true(fread(text, 1, sizeof text - 1, out) > 0);
+    fclose(out);
+    assert_non_null(strstr(text, "1 missing"));
+    assert_non_null(strstr(text, "files_per_s=42.5"));
+    assert_non_null(strstr(text, "model_sha256 = abc123"));
+    wisp_report_results_destroy(&r);
+}
+
 /* ---- training directory ---- */
 
 static const char *s_train_dir(const char *name, const char *metrics, const char *adapter,
@@ -495,6 +566,7 @@ int main(void)
         cmocka_unit_test(test_results_without_true_labels_report_no_accuracy),
         cmocka_unit_test(test_results_summary_prints_accuracy_table_confusion_and_errors),
         cmocka_unit_test(test_malformed_results_files_give_errors_naming_the_file),
+        cmocka_unit_test(test_file_from_the_result_writer_reads_back_with_missing_rows),
         cmocka_unit_test(test_training_directory_curves_evals_and_labels),
         cmocka_unit_test(test_malformed_training_files_give_errors_naming_file_and_line),
         cmocka_unit_test(test_training_directory_without_configs_still_reports),

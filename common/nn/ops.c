@@ -14,11 +14,12 @@
 #include <string.h>
 #include <strings.h>
 
-/* Query rows per attention block: S_blk (ATTN_BLOCK, T) stays in L2 for the
- * T = 1500 of Whisper (64 x 1500 floats = 375 KB) while the products are still
- * large enough for sgemm to run near peak. Measured in bench/bench_ops.c. */
+/* Query rows per attention block. At T = 1500, hd = 64 (whisper-base) 128 rows
+ * beat 64 by ~10% (the products have K = hd or K = block, and OpenBLAS is more
+ * efficient with larger panels) and match 256 while the (128, T) blocks (750 KB
+ * each) still fit in L2; measured with bench/bench_ops.c (-DATTN_BLOCK=n). */
 #ifndef ATTN_BLOCK
-#define ATTN_BLOCK 64
+#define ATTN_BLOCK 128
 #endif
 
 /* ---- Vector math --------------------------------------------------------- */
