@@ -866,8 +866,13 @@ int wisp_trainer_run(wisp_trainer_t *self, const wisp_trainer_item_t *train, int
             double eta = steps_done_here ? el / steps_done_here * (double)(total - st.step) : 0;
             s_progress(st.step, total, &s, rate, eta);
         } else {
-            WISP_LOGD("step %ld loss=%.5f acc=%.3f lr=%.3g grad_norm=%.4g", st.step, s.loss,
-                      s.acc, s.lr, s.grad_norm);
+            /* Not a terminal (batch job logs): about 20 lines over the run. */
+            long every = total / 20 > 0 ? total / 20 : 1;
+            if (st.step % every == 0 || st.step == total)
+                WISP_LOGI("step %ld/%ld epoch %ld loss=%.5f acc=%.3f lr=%.3g grad_norm=%.4g "
+                          "clips_per_s=%.1f",
+                          st.step, total, st.epoch, s.loss, s.acc, s.lr, s.grad_norm,
+                          s.seconds > 0 ? (double)s.items / s.seconds : 0.0);
         }
         int interrupted = ro->stop && *ro->stop;
         int stop = (ro->stop_after >= 0 && st.step >= ro->stop_after) || interrupted;
