@@ -11,8 +11,11 @@
 
 /* Parses a JSON file (size limit 16 MiB); errors give file, line and column. */
 cJSON *wisp_json_load(const char *path, wisp_error_t *err);
-/* Writes pretty JSON atomically. */
+/* Writes pretty JSON atomically, formatted like Python's json.dump(indent=2):
+ * keys in the object's order, integral numbers without a fraction. */
 int wisp_json_save(const char *path, const cJSON *json, wisp_error_t *err);
+/* The same text as a malloc'd string (free() it), NULL when out of memory. */
+char *wisp_json_print(const cJSON *json);
 
 /* ---- Hugging Face Whisper config.json ---------------------------------- */
 typedef struct {
@@ -77,9 +80,17 @@ typedef struct {
 /* From an adapters-library config dict (the "config" value of adapter_config.json,
  * or a user's JSON). Fields wisp does not implement at a non-default value
  * (ln_before, use_gating, phm_layer, prefix tuning, ...) are refused naming the field;
- * unknown fields are refused too. `where` names the source in messages. */
+ * unknown fields are refused too. `where` names the source in messages.
+ * cfg is overwritten (release a previous one with _free first); cfg->name is set
+ * to "adapter" (load_dir and presets set the real name). Missing fields take the
+ * library's class defaults (BnConfig / LoRAConfig), so cfg->full is the dict the
+ * library's to_dict() would give. Accepted but ignored (no effect on inference):
+ * init_weights_seed (wisp seeds its own init), phm_* sub-options while phm_layer is
+ * false, inv_adapter_reduction_factor while inv_adapter is null. */
 int wisp_adapter_config_parse(wisp_adapter_config_t *cfg, const cJSON *config_dict,
                               const char *where, wisp_error_t *err);
+/* "bottleneck", "lora", "ia3" or "none". */
+const char *wisp_adapter_kind_name(wisp_adapter_kind_t kind);
 /* Presets: seq_bn, double_seq_bn, par_bn, lora, ia3 (the adapters library v1.2 defaults). */
 int wisp_adapter_config_preset(wisp_adapter_config_t *cfg, const char *preset, wisp_error_t *err);
 /* Reads DIR/adapter_config.json (keys config, hidden_size, model_class, model_name,
@@ -89,7 +100,9 @@ int wisp_adapter_config_load_dir(wisp_adapter_config_t *cfg, const char *dir, in
 /* Writes DIR/adapter_config.json as the adapters library does. */
 int wisp_adapter_config_save_dir(const wisp_adapter_config_t *cfg, const char *dir,
                                  int hidden_size, const char *model_name, wisp_error_t *err);
-/* Bottleneck width at layer i for hidden size d: max(1, floor(d / rf)). */
+/* Bottleneck width at layer i for hidden size d: max(1, floor(d / rf)) with
+ * Python's float floor division (the library computes int(d // rf)); -1 when a
+ * per-layer reduction_factor map has neither this layer nor "default". */
 int wisp_adapter_config_bottleneck_dim(const wisp_adapter_config_t *cfg, int layer, int d);
 void wisp_adapter_config_free(wisp_adapter_config_t *cfg);
 
@@ -105,6 +118,9 @@ typedef struct {
 
 int wisp_head_config_load(wisp_head_config_t *cfg, const char *path, wisp_error_t *err);
 int wisp_head_config_save(const wisp_head_config_t *cfg, const char *path, wisp_error_t *err);
+/* A head config matching a Whisper config's classification keys (deep copy of
+ * id2label). 0 or WISP_ERR_NOMEM. */
+int wisp_head_config_from_whisper(wisp_head_config_t *head, const wisp_whisper_config_t *cfg);
 /* Index of a label name, or -1. */
 int wisp_head_config_label_id(const wisp_head_config_t *cfg, const char *label);
 void wisp_head_config_free(wisp_head_config_t *cfg);

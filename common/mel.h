@@ -37,4 +37,17 @@ void wisp_mel_compute(wisp_mel_t *self, const float *samples, size_t n, int trun
 /* The (n_mels, 201) Slaney filterbank (librosa.filters.mel, norm="slaney"). */
 const float *wisp_mel_filters(const wisp_mel_t *self);
 
+/* Working length in samples: 480000 in padded mode; in truncated mode n rounded up to
+ * a multiple of 320 (at least 320, at most 480000). frames = length / 160. */
+size_t wisp_mel_padded_length(size_t n, int truncate);
+
+/* Steps 2-4 only: the power spectra |X_k|^2 of every kept frame, power (frames, 201)
+ * row-major. For tests and benchmarks. */
+void wisp_mel_power(wisp_mel_t *self, const float *samples, size_t n, int truncate,
+                    float *power);
+
+/* Steps 5-6 from power (frames, 201) with the dense filterbank through cblas_sgemm:
+ * the plain twin of the banded kernel inside wisp_mel_compute. out (n_mels, frames). */
+void wisp_mel_apply_dense(const wisp_mel_t *self, const float *power, int frames, float *out);
+
 #endif

@@ -88,4 +88,11 @@ int wisp_model_forward_backward(wisp_model_t *self, const float *mel, int B, int
 /* Peak bytes of planned buffers (activations + scratch + parameters + gradients). */
 size_t wisp_model_planned_bytes(const wisp_model_t *self);
 
+/* The same figure without a checkpoint, for choosing a batch size: what
+ * wisp_model_planned_bytes() would report for a model of `cfg` with `opts`, the
+ * adapter (NULL: none) and the head (NULL: none). 0 for an invalid config. */
+size_t wisp_model_plan_bytes(const wisp_whisper_config_t *cfg, const wisp_model_opts_t *opts,
+                             const wisp_adapter_config_t *adapter,
+                             const wisp_head_config_t *head);
+
 #endif

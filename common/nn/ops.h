@@ -110,7 +110,9 @@ void nn_wsum_backward(float *const *dhidden, float *dw, const float *dout,
 /* Cross-entropy like torch.nn.functional.cross_entropy with optional class
  * weights (NULL = all 1). Writes probs (B, NC); returns the SUM over the batch of
  * w[y_b] * -log p_b[y_b] and sets *weight_sum = sum of w[y_b], so a caller forms
- * the mean over any (global) batch by dividing. */
+ * the mean over any (global) batch by dividing. A label outside [0, NC) marks an
+ * ignored row (like torch's ignore_index): probs are written, no loss, no weight,
+ * no gradient. */
 double nn_crossentropy_forward(float *probs, double *weight_sum, const float *logits,
                                const int *labels, const float *class_weights, int B, int NC);
 /* dlogits (B, NC) += scale * w[y_b] * (probs_b - onehot(y_b)); scale = 1 / global weight sum. */

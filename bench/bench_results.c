@@ -1,0 +1,148 @@
+/* Throughput of the data-I/O side of a classify run: manifest parsing, result rows
+ * through the journaled HDF5 writer (put + periodic commit with fsync + finish), and
+ * the resume replay. Prints key=value lines.
+ *
+ * Rows arrive as shards of 64 contiguous rows in a shuffled shard order, like the
+ * coordinator receives them. The coordinator target is >= 20 000 items/s overall, so
+ * the writer must be well above that. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "h5util.h"
+#include "log.h"
+#include "manifest.h"
+#include "results.h"
+#include "util.h"
+
+#define SHARD 64
+
+static double s_write(const char *path, size_t n, int c, int p, size_t stop_after,
+                      int resume)
+{
+    const char *cls[64];
+    char names[64][8];
+    for (int k = 0; k < c; k++) {
+        snprintf(names[k], sizeof names[k], "c%d", k);
+        cls[k] = names[k];
+    }
+    wisp_results_opts_t o = wisp_results_default_opts();
+    o.path = path;
+    o.n_rows = n;
+    o.n_classes = c;
+    o.classes = cls;
+    o.embed_dim = p;
+    o.has_true_label = 1;
+    o.fingerprint = "bench";
+    o.resume = resume;
+    o.max_pending_rows = 4096;
+    wisp_error_t e = {0};
+    float *v = malloc(sizeof(float) * (size_t)(2 * c + p));
+    for (int k = 0; k < 2 * c + p; k++)
+        v[k] = 1.0f / (float)(k + 1);
+    size_t n_shards = (n + SHARD - 1) / SHARD;
+    size_t *order = malloc(n_shards * sizeof *order);
+    wisp_rng_t g;
+    wisp_rng_seed(&g, 5);
+    for (size_t s = 0; s < n_shards; s++)
+        order[s] = s;
+    for (size_t s = n_shards - 1; s > 0; s--) {
+        size_t j = (size_t)(wisp_rng_u64(&g) % (s + 1)), t = order[s];
+        order[s] = order[j];
+        order[j] = t;
+    }
+    double t0 = wisp_now();
+    wisp_results_t *r = wisp_results_open(&o, &e);
+    if (!r) {
+        fprintf(stderr, "open: %s\n", e.msg);
+        exit(1);
+    }
+    double t_open = wisp_now() - t0;
+    size_t done = 0;
+    char path_buf[64];
+    for (size_t s = 0; s < n_shards && done < stop_after; s++) {
+        for (size_t i = order[s] * SHARD; i < n && i < (order[s] + 1) * SHARD; i++) {
+            snprintf(path_buf, sizeof path_buf, "/data/set/clip_%07zu.flac", i);
+            wisp_result_row_t row = {.index = i, .path = path_buf, .label = (int)(i % c),
+                                     .score = 0.5f, .probs = v, .logits = v + c,
+                                     .embedding = p ? v + 2 * c : NULL, .duration = 10,
+                                     .true_label = (int)(i % 3)};
+            int rc = wisp_results_put(r, &row, &e);
+            if (rc < 0) {
+                fprintf(stderr, "put: %s\n", e.msg);
+                exit(1);
+            }
+            done++;
+        }
+    }
+    if (stop_after < n) {
+        wisp_results_commit(r, &e);
+        wisp_results_destroy(&r); /* "crash" after a commit */
+    } else if (wisp_results_finish(r, NULL, 0, &e) != 0) {
+        fprintf(stderr, "finish: %s\n", e.msg);
+        exit(1);
+    }
+    wisp_results_destroy(&r);
+    free(v);
+    free(order);
+    double t = wisp_now() - t0;
+    return resume ? t_open : t;
+}
+
+int main(void)
+{
+    wisp_log_init('L', 0, WISP_LOG_WARN);
+    wisp_h5_quiet();
+    char dir[] = "/tmp/wisp-bench-XXXXXX";
+    if (!mkdtemp(dir))
+        return 1;
+    char path[256], csv[256];
+
+    /* Manifest: 200k CSV lines with labels and durations. */
+    snprintf(csv, sizeof csv, "%s/m.csv", dir);
+    FILE *f = fopen(csv, "w");
+    fprintf(f, "path,label,duration\n");
+    size_t n_man = 200000;
+    for (size_t i = 0; i < n_man; i++)
+        fprintf(f, "audio/spk%03zu/clip_%07zu.flac,class_%zu,%.2f\n", i % 500, i, i % 7,
+                3.0 + (double)(i % 11));
+    fclose(f);
+    wisp_manifest_t m;
+    wisp_error_t e = {0};
+    double t0 = wisp_now();
+    if (wisp_manifest_load(&m, csv, NULL, 0, &e) != 0) {
+        fprintf(stderr, "%s\n", e.msg);
+        return 1;
+    }
+    double t_man = wisp_now() - t0;
+    wisp_shard_t *sh;
+    size_t n_sh;
+    t0 = wisp_now();
+    wisp_manifest_shards(&m, 600, 256, &sh, &n_sh, &e);
+    double t_sh = wisp_now() - t0;
+    printf("manifest_csv_rows=%zu\nmanifest_csv_rows_per_s=%.0f\n", n_man, n_man / t_man);
+    printf("shard_plan_items_per_s=%.0f\nshards=%zu\n", n_man / t_sh, n_sh);
+    free(sh);
+    wisp_manifest_free(&m);
+
+    size_t n = 100000;
+    snprintf(path, sizeof path, "%s/r10.h5", dir);
+    double t = s_write(path, n, 10, 0, n, 0);
+    printf("results_c10_rows=%zu\nresults_c10_items_per_s=%.0f\n", n, n / t);
+
+    size_t n2 = 20000;
+    snprintf(path, sizeof path, "%s/r384.h5", dir);
+    t = s_write(path, n2, 10, 384, n2, 0);
+    printf("results_c10_emb384_rows=%zu\nresults_c10_emb384_items_per_s=%.0f\n", n2, n2 / t);
+
+    /* Crash at half, then time the resume (journal replay + HDF5 rebuild). */
+    snprintf(path, sizeof path, "%s/rr.h5", dir);
+    s_write(path, n, 10, 0, n / 2, 0);
+    t = s_write(path, n, 10, 0, 0, 1);
+    printf("resume_replay_rows=%zu\nresume_replay_rows_per_s=%.0f\n", n / 2, (n / 2) / t);
+
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : 1;
+}

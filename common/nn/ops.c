@@ -1,0 +1,791 @@
+/* nn/ops.c: fp32 kernels of the encoder and head (see ops.h for the contracts).
+ *
+ * Matrix products go to OpenBLAS (cblas_sgemm) over all B*T rows at once; the
+ * rest are simple loops over contiguous rows, written so the compiler can
+ * vectorise them (restrict pointers, no calls in the inner loops where we can
+ * avoid it). Every BLAS-backed kernel has a plain-loop twin (_ref) that the
+ * tests compare against.
+ */
+#include "ops.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+#include <strings.h>
+
+/* Query rows per attention block: S_blk (ATTN_BLOCK, T) stays in L2 for the
+ * T = 1500 of Whisper (64 x 1500 floats = 375 KB) while the products are still
+ * large enough for sgemm to run near peak. Measured in bench/bench_ops.c. */
+#define ATTN_BLOCK 64
+
+/* ---- Linear ------------------------------------------------------------- */
+
+void nn_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
+                       int N, int C, int OC)
+{
+    if (N <= 0 || OC <= 0)
+        return;
+    if (C <= 0) {
+        for (int i = 0; i < N; i++)
+            for (int o = 0; o < OC; o++)
+                out[(size_t)i * OC + o] = bias ? bias[o] : 0.0f;
+        return;
+    }
+    float beta = 0.0f;
+    if (bias) {
+        /* Bias first, then accumulate the product: one pass less than adding after. */
+        for (int i = 0; i < N; i++)
+            memcpy(out + (size_t)i * OC, bias, (size_t)OC * sizeof *out);
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, weight, C, beta,
+                out, OC);
+}
+
+void nn_linear_forward_add(float *out, const float *inp, const float *weight, float alpha,
+                           int N, int C, int OC)
+{
+    if (N <= 0 || OC <= 0 || C <= 0)
+        return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, alpha, inp, C, weight, C, 1.0f,
+                out, OC);
+}
+
+void nn_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                        const float *inp, const float *weight, float alpha, int N, int C, int OC)
+{
+    if (N <= 0 || OC <= 0)
+        return;
+    if (dinp && C > 0) /* dinp (N, C) += alpha * dout (N, OC) @ weight (OC, C) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, alpha, dout, OC, weight,
+                    C, 1.0f, dinp, C);
+    if (dweight && C > 0) /* dweight (OC, C) += alpha * dout^T (OC, N) @ inp (N, C) */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, alpha, dout, OC, inp, C,
+                    1.0f, dweight, C);
+    if (dbias) {
+        for (int i = 0; i < N; i++) {
+            const float *restrict d = dout + (size_t)i * OC;
+            float *restrict db = dbias;
+            for (int o = 0; o < OC; o++)
+                db[o] += alpha * d[o];
+        }
+    }
+}
+
+void nn_linear_forward_ref(float *out, const float *inp, const float *weight, const float *bias,
+                           int N, int C, int OC)
+{
+    for (int i = 0; i < N; i++) {
+        for (int o = 0; o < OC; o++) {
+            float acc = bias ? bias[o] : 0.0f;
+            for (int c = 0; c < C; c++)
+                acc += inp[(size_t)i * C + c] * weight[(size_t)o * C + c];
+            out[(size_t)i * OC + o] = acc;
+        }
+    }
+}
+
+void nn_linear_backward_ref(float *dinp, float *dweight, float *dbias, const float *dout,
+                            const float *inp, const float *weight, float alpha, int N, int C,
+                            int OC)
+{
+    for (int i = 0; i < N; i++) {
+        for (int o = 0; o < OC; o++) {
+            float d = alpha * dout[(size_t)i * OC + o];
+            if (dbias)
+                dbias[o] += d;
+            for (int c = 0; c < C; c++) {
+                if (dinp)
+                    dinp[(size_t)i * C + c] += d * weight[(size_t)o * C + c];
+                if (dweight)
+                    dweight[(size_t)o * C + c] += d * inp[(size_t)i * C + c];
+            }
+        }
+    }
+}
+
+/* ---- LayerNorm ---------------------------------------------------------- */
+
+/* Mean and 1/sqrt(var + eps) of one row (biased variance, like torch). */
+static void s_row_stats(const float *restrict x, int C, float *m_out, float *rs_out)
+{
+    float s = 0.0f;
+    for (int c = 0; c < C; c++)
+        s += x[c];
+    float m = s / (float)C;
+    float v = 0.0f;
+    for (int c = 0; c < C; c++) {
+        float d = x[c] - m;
+        v += d * d;
+    }
+    v /= (float)C;
+    *m_out = m;
+    *rs_out = 1.0f / sqrtf(v + 1e-5f);
+}
+
+void nn_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                          const float *weight, const float *bias, int N, int C)
+{
+    for (int i = 0; i < N; i++) {
+        const float *restrict x = inp + (size_t)i * C;
+        float *restrict y = out + (size_t)i * C;
+        float m, rs;
+        s_row_stats(x, C, &m, &rs);
+        for (int c = 0; c < C; c++)
+            y[c] = (x[c] - m) * rs * weight[c] + bias[c];
+        if (mean)
+            mean[i] = m;
+        if (rstd)
+            rstd[i] = rs;
+    }
+}
+
+void nn_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                           const float *inp, const float *weight, const float *mean,
+                           const float *rstd, int N, int C)
+{
+    for (int i = 0; i < N; i++) {
+        const float *restrict x = inp + (size_t)i * C;
+        const float *restrict dy = dout + (size_t)i * C;
+        float m, rs;
+        if (mean && rstd) {
+            m = mean[i];
+            rs = rstd[i];
+        } else {
+            s_row_stats(x, C, &m, &rs); /* not saved: recompute (cheap next to the rest) */
+        }
+        if (dweight || dbias) {
+            float *restrict dw = dweight, *restrict db = dbias;
+            for (int c = 0; c < C; c++) {
+                if (dw)
+                    dw[c] += (x[c] - m) * rs * dy[c];
+                if (db)
+                    db[c] += dy[c];
+            }
+        }
+        if (dinp) {
+            /* dx = rs * (g - mean(g) - xhat * mean(g * xhat)), g = w * dy */
+            float sg = 0.0f, sgx = 0.0f;
+            for (int c = 0; c < C; c++) {
+                float g = weight[c] * dy[c];
+                sg += g;
+                sgx += g * (x[c] - m) * rs;
+            }
+            sg /= (float)C;
+            sgx /= (float)C;
+            float *restrict dx = dinp + (size_t)i * C;
+            for (int c = 0; c < C; c++) {
+                float xhat = (x[c] - m) * rs;
+                dx[c] += rs * (weight[c] * dy[c] - sg - xhat * sgx);
+            }
+        }
+    }
+}
+
+/* ---- Activations -------------------------------------------------------- */
+
+static const struct {
+    const char *name;
+    nn_act_t act;
+} s_act_names[] = {
+    {"linear", NN_ACT_IDENTITY}, {"identity", NN_ACT_IDENTITY}, {"relu", NN_ACT_RELU},
+    {"swish", NN_ACT_SILU},      {"silu", NN_ACT_SILU},         {"gelu", NN_ACT_GELU},
+    {"gelu_new", NN_ACT_GELU_TANH}, {"tanh", NN_ACT_TANH},      {"sigmoid", NN_ACT_SIGMOID},
+    {"leakyrelu", NN_ACT_LEAKYRELU},
+};
+
+int nn_act_parse(const char *name)
+{
+    if (!name)
+        return -1;
+    /* The adapters library lower-cases non_linearity before matching. */
+    for (size_t i = 0; i < sizeof s_act_names / sizeof s_act_names[0]; i++)
+        if (strcasecmp(name, s_act_names[i].name) == 0)
+            return (int)s_act_names[i].act;
+    return -1;
+}
+
+const char *nn_act_name(nn_act_t act)
+{
+    switch (act) {
+    case NN_ACT_IDENTITY: return "identity";
+    case NN_ACT_RELU: return "relu";
+    case NN_ACT_SILU: return "silu";
+    case NN_ACT_GELU: return "gelu";
+    case NN_ACT_GELU_TANH: return "gelu_new";
+    case NN_ACT_TANH: return "tanh";
+    case NN_ACT_SIGMOID: return "sigmoid";
+    case NN_ACT_LEAKYRELU: return "leakyrelu";
+    }
+    return "unknown";
+}
+
+#define S_SQRT1_2 0.70710678118654752440f
+#define S_INV_SQRT_2PI 0.39894228040143267794f
+#define S_SQRT_2_PI 0.79788456080286535588f
+#define S_GELU_C 0.044715f
+
+static inline float s_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+void nn_act_forward(float *out, const float *inp, size_t n, nn_act_t act)
+{
+    /* out may alias inp: no restrict here, element i only reads inp[i]. */
+    switch (act) {
+    case NN_ACT_IDENTITY:
+        if (out != inp)
+            memmove(out, inp, n * sizeof *out);
+        break;
+    case NN_ACT_RELU:
+        for (size_t i = 0; i < n; i++)
+            out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
+        break;
+    case NN_ACT_LEAKYRELU:
+        for (size_t i = 0; i < n; i++)
+            out[i] = inp[i] > 0.0f ? inp[i] : 0.01f * inp[i];
+        break;
+    case NN_ACT_SILU:
+        for (size_t i = 0; i < n; i++)
+            out[i] = inp[i] * s_sigmoid(inp[i]);
+        break;
+    case NN_ACT_SIGMOID:
+        for (size_t i = 0; i < n; i++)
+            out[i] = s_sigmoid(inp[i]);
+        break;
+    case NN_ACT_TANH:
+        for (size_t i = 0; i < n; i++)
+            out[i] = tanhf(inp[i]);
+        break;
+    case NN_ACT_GELU:
+        for (size_t i = 0; i < n; i++)
+            out[i] = 0.5f * inp[i] * (1.0f + erff(inp[i] * S_SQRT1_2));
+        break;
+    case NN_ACT_GELU_TANH:
+        for (size_t i = 0; i < n; i++) {
+            float x = inp[i];
+            out[i] = 0.5f * x * (1.0f + tanhf(S_SQRT_2_PI * (x + S_GELU_C * x * x * x)));
+        }
+        break;
+    }
+}
+
+void nn_act_backward(float *dinp, const float *dout, const float *inp, size_t n, nn_act_t act)
+{
+    switch (act) {
+    case NN_ACT_IDENTITY:
+        for (size_t i = 0; i < n; i++)
+            dinp[i] += dout[i];
+        break;
+    case NN_ACT_RELU:
+        for (size_t i = 0; i < n; i++)
+            dinp[i] += inp[i] > 0.0f ? dout[i] : 0.0f;
+        break;
+    case NN_ACT_LEAKYRELU: /* torch: slope applies at x <= 0 */
+        for (size_t i = 0; i < n; i++)
+            dinp[i] += inp[i] > 0.0f ? dout[i] : 0.01f * dout[i];
+        break;
+    case NN_ACT_SILU:
+        for (size_t i = 0; i < n; i++) {
+            float s = s_sigmoid(inp[i]);
+            dinp[i] += dout[i] * s * (1.0f + inp[i] * (1.0f - s));
+        }
+        break;
+    case NN_ACT_SIGMOID:
+        for (size_t i = 0; i < n; i++) {
+            float s = s_sigmoid(inp[i]);
+            dinp[i] += dout[i] * s * (1.0f - s);
+        }
+        break;
+    case NN_ACT_TANH:
+        for (size_t i = 0; i < n; i++) {
+            float t = tanhf(inp[i]);
+            dinp[i] += dout[i] * (1.0f - t * t);
+        }
+        break;
+    case NN_ACT_GELU:
+        for (size_t i = 0; i < n; i++) {
+            float x = inp[i];
+            float cdf = 0.5f * (1.0f + erff(x * S_SQRT1_2));
+            float pdf = S_INV_SQRT_2PI * expf(-0.5f * x * x);
+            dinp[i] += dout[i] * (cdf + x * pdf);
+        }
+        break;
+    case NN_ACT_GELU_TANH:
+        for (size_t i = 0; i < n; i++) {
+            float x = inp[i];
+            float t = tanhf(S_SQRT_2_PI * (x + S_GELU_C * x * x * x));
+            float du = S_SQRT_2_PI * (1.0f + 3.0f * S_GELU_C * x * x);
+            dinp[i] += dout[i] * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du);
+        }
+        break;
+    }
+}
+
+/* ---- Convolution front end ---------------------------------------------- */
+
+size_t nn_conv1d_k3_scratch_floats(int Tout, int Cin)
+{
+    return (size_t)(Tout > 0 ? Tout : 0) * (size_t)(Cin > 0 ? Cin : 0) * 3;
+}
+
+void nn_conv1d_k3_forward(float *out, float *col, const float *inp, const float *weight,
+                          const float *bias, int Tin, int Cin, int Cout, int stride)
+{
+    if (Tin <= 0 || Cout <= 0 || stride <= 0)
+        return;
+    int Tout = (Tin - 1) / stride + 1;
+    int K = Cin * 3;
+    /* im2col: col[t, c*3 + k] = inp[t*stride + k - 1, c], zero outside [0, Tin). This
+     * matches the torch weight layout (Cout, Cin, 3) read as (Cout, Cin*3). */
+    for (int t = 0; t < Tout; t++) {
+        float *restrict row = col + (size_t)t * K;
+        for (int k = 0; k < 3; k++) {
+            int ti = t * stride + k - 1;
+            if (ti < 0 || ti >= Tin) {
+                for (int c = 0; c < Cin; c++)
+                    row[c * 3 + k] = 0.0f;
+            } else {
+                const float *restrict x = inp + (size_t)ti * Cin;
+                for (int c = 0; c < Cin; c++)
+                    row[c * 3 + k] = x[c];
+            }
+        }
+    }
+    nn_linear_forward(out, col, weight, bias, Tout, K, Cout);
+}
+
+void nn_conv1d_k3_forward_ref(float *out, const float *inp, const float *weight,
+                              const float *bias, int Tin, int Cin, int Cout, int stride)
+{
+    if (Tin <= 0 || stride <= 0)
+        return;
+    int Tout = (Tin - 1) / stride + 1;
+    for (int t = 0; t < Tout; t++) {
+        for (int o = 0; o < Cout; o++) {
+            float acc = bias ? bias[o] : 0.0f;
+            for (int c = 0; c < Cin; c++) {
+                for (int k = 0; k < 3; k++) {
+                    int ti = t * stride + k - 1;
+                    if (ti >= 0 && ti < Tin)
+                        acc += weight[((size_t)o * Cin + c) * 3 + k] * inp[(size_t)ti * Cin + c];
+                }
+            }
+            out[(size_t)t * Cout + o] = acc;
+        }
+    }
+}
+
+/* ---- Attention ---------------------------------------------------------- */
+
+size_t nn_attention_scratch_floats(int T, int hd)
+{
+    (void)hd;
+    if (T <= 0)
+        return 0;
+    size_t bq = (size_t)(T < ATTN_BLOCK ? T : ATTN_BLOCK);
+    /* Forward: S/P (bq, T). Backward: P (bq, T), dP/dS (bq, T), D (bq). */
+    return 2 * bq * (size_t)T + bq;
+}
+
+/* In-place softmax of the rows of S (rows, T); writes lse[r] = max + log(sum) when
+ * lse is not NULL. */
+static void s_softmax_rows(float *S, float *lse, int rows, int T)
+{
+    for (int r = 0; r < rows; r++) {
+        float *restrict s = S + (size_t)r * T;
+        float mx = -INFINITY;
+        for (int j = 0; j < T; j++)
+            mx = s[j] > mx ? s[j] : mx;
+        float sum = 0.0f;
+        for (int j = 0; j < T; j++) {
+            float e = expf(s[j] - mx);
+            s[j] = e;
+            sum += e;
+        }
+        float inv = 1.0f / sum;
+        for (int j = 0; j < T; j++)
+            s[j] *= inv;
+        if (lse)
+            lse[r] = mx + logf(sum);
+    }
+}
+
+void nn_attention_forward(float *out, float *lse, const float *q, const float *k,
+                          const float *v, float *scratch, int B, int T, int NH, int hd)
+{
+    if (B <= 0 || T <= 0 || NH <= 0 || hd <= 0)
+        return;
+    const int C = NH * hd;
+    float *S = scratch; /* (bq, T) */
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            const float *kb = k + (size_t)b * T * C + (size_t)h * hd;
+            const float *vb = v + (size_t)b * T * C + (size_t)h * hd;
+            for (int i0 = 0; i0 < T; i0 += ATTN_BLOCK) {
+                int bq = T - i0 < ATTN_BLOCK ? T - i0 : ATTN_BLOCK;
+                size_t row0 = (size_t)b * T + (size_t)i0;
+                const float *qb = q + row0 * C + (size_t)h * hd;
+                float *ob = out + row0 * C + (size_t)h * hd;
+                /* S (bq, T) = Q_blk (bq, hd) @ K^T (hd, T) */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, T, hd, 1.0f, qb, C, kb,
+                            C, 0.0f, S, T);
+                s_softmax_rows(S, lse ? lse + ((size_t)b * NH + h) * T + i0 : NULL, bq, T);
+                /* O_blk (bq, hd) = P (bq, T) @ V (T, hd) */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, hd, T, 1.0f, S, T, vb,
+                            C, 0.0f, ob, C);
+            }
+        }
+    }
+}
+
+void nn_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out,
+                           const float *lse, const float *q, const float *k, const float *v,
+                           float *scratch, int B, int T, int NH, int hd)
+{
+    if (B <= 0 || T <= 0 || NH <= 0 || hd <= 0 || (!dq && !dk && !dv))
+        return;
+    const int C = NH * hd;
+    const int bqmax = T < ATTN_BLOCK ? T : ATTN_BLOCK;
+    float *P = scratch;                          /* (bq, T) */
+    float *dS = scratch + (size_t)bqmax * T;     /* (bq, T) */
+    float *D = scratch + 2 * (size_t)bqmax * T;  /* (bq) */
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            size_t hoff = (size_t)b * T * C + (size_t)h * hd;
+            const float *kb = k + hoff, *vb = v + hoff;
+            for (int i0 = 0; i0 < T; i0 += ATTN_BLOCK) {
+                int bq = T - i0 < ATTN_BLOCK ? T - i0 : ATTN_BLOCK;
+                size_t boff = hoff + (size_t)i0 * C;
+                const float *qb = q + boff, *dob = dout + boff, *ob = out + boff;
+                /* Recompute P (bq, T) = exp(Q_blk K^T - lse). */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, T, hd, 1.0f, qb, C, kb,
+                            C, 0.0f, P, T);
+                if (lse) {
+                    const float *l = lse + ((size_t)b * NH + h) * T + i0;
+                    for (int r = 0; r < bq; r++) {
+                        float *restrict p = P + (size_t)r * T;
+                        float lr = l[r];
+                        for (int j = 0; j < T; j++)
+                            p[j] = expf(p[j] - lr);
+                    }
+                } else {
+                    s_softmax_rows(P, NULL, bq, T);
+                }
+                /* dV (T, hd) += P^T (T, bq) @ dO_blk (bq, hd) */
+                if (dv)
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, bq, 1.0f, P, T,
+                                dob, C, 1.0f, dv + hoff, C);
+                if (!dq && !dk)
+                    continue;
+                /* D_i = sum_d dO_id O_id */
+                for (int r = 0; r < bq; r++) {
+                    const float *restrict a = dob + (size_t)r * C, *restrict o = ob + (size_t)r * C;
+                    float s = 0.0f;
+                    for (int d = 0; d < hd; d++)
+                        s += a[d] * o[d];
+                    D[r] = s;
+                }
+                /* dP (bq, T) = dO_blk (bq, hd) @ V^T (hd, T); dS = P * (dP - D) */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, T, hd, 1.0f, dob, C, vb,
+                            C, 0.0f, dS, T);
+                for (int r = 0; r < bq; r++) {
+                    float *restrict ds = dS + (size_t)r * T;
+                    const float *restrict p = P + (size_t)r * T;
+                    float Dr = D[r];
+                    for (int j = 0; j < T; j++)
+                        ds[j] = p[j] * (ds[j] - Dr);
+                }
+                /* dQ_blk (bq, hd) += dS (bq, T) @ K (T, hd) */
+                if (dq)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, hd, T, 1.0f, dS, T,
+                                kb, C, 1.0f, dq + boff, C);
+                /* dK (T, hd) += dS^T (T, bq) @ Q_blk (bq, hd) */
+                if (dk)
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, bq, 1.0f, dS, T,
+                                qb, C, 1.0f, dk + hoff, C);
+            }
+        }
+    }
+}
+
+void nn_attention_forward_ref(float *out, float *lse, const float *q, const float *k,
+                              const float *v, int B, int T, int NH, int hd)
+{
+    const int C = NH * hd;
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            for (int i = 0; i < T; i++) {
+                const float *qi = q + ((size_t)b * T + i) * C + (size_t)h * hd;
+                float mx = -INFINITY;
+                for (int j = 0; j < T; j++) {
+                    const float *kj = k + ((size_t)b * T + j) * C + (size_t)h * hd;
+                    float s = 0.0f;
+                    for (int d = 0; d < hd; d++)
+                        s += qi[d] * kj[d];
+                    mx = s > mx ? s : mx;
+                }
+                float sum = 0.0f;
+                float *oi = out + ((size_t)b * T + i) * C + (size_t)h * hd;
+                for (int d = 0; d < hd; d++)
+                    oi[d] = 0.0f;
+                for (int j = 0; j < T; j++) {
+                    const float *kj = k + ((size_t)b * T + j) * C + (size_t)h * hd;
+                    const float *vj = v + ((size_t)b * T + j) * C + (size_t)h * hd;
+                    float s = 0.0f;
+                    for (int d = 0; d < hd; d++)
+                        s += qi[d] * kj[d];
+                    float e = expf(s - mx);
+                    sum += e;
+                    for (int d = 0; d < hd; d++)
+                        oi[d] += e * vj[d];
+                }
+                for (int d = 0; d < hd; d++)
+                    oi[d] /= sum;
+                if (lse)
+                    lse[((size_t)b * NH + h) * T + i] = mx + logf(sum);
+            }
+        }
+    }
+}
+
+void nn_attention_backward_ref(float *dq, float *dk, float *dv, const float *dout,
+                               const float *out, const float *lse, const float *q,
+                               const float *k, const float *v, int B, int T, int NH, int hd)
+{
+    const int C = NH * hd;
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            for (int i = 0; i < T; i++) {
+                size_t ri = ((size_t)b * T + i) * C + (size_t)h * hd;
+                float l = lse[((size_t)b * NH + h) * T + i];
+                float Di = 0.0f;
+                for (int d = 0; d < hd; d++)
+                    Di += dout[ri + d] * out[ri + d];
+                for (int j = 0; j < T; j++) {
+                    size_t rj = ((size_t)b * T + j) * C + (size_t)h * hd;
+                    float s = 0.0f, dp = 0.0f;
+                    for (int d = 0; d < hd; d++) {
+                        s += q[ri + d] * k[rj + d];
+                        dp += dout[ri + d] * v[rj + d];
+                    }
+                    float p = expf(s - l);
+                    float ds = p * (dp - Di);
+                    for (int d = 0; d < hd; d++) {
+                        if (dv)
+                            dv[rj + d] += p * dout[ri + d];
+                        if (dq)
+                            dq[ri + d] += ds * k[rj + d];
+                        if (dk)
+                            dk[rj + d] += ds * q[ri + d];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* ---- Head pieces -------------------------------------------------------- */
+
+void nn_meanpool_forward(float *out, const float *inp, int B, int T, int C)
+{
+    float inv = T > 0 ? 1.0f / (float)T : 0.0f;
+    for (int b = 0; b < B; b++) {
+        float *restrict o = out + (size_t)b * C;
+        for (int c = 0; c < C; c++)
+            o[c] = 0.0f;
+        for (int t = 0; t < T; t++) {
+            const float *restrict x = inp + ((size_t)b * T + t) * C;
+            for (int c = 0; c < C; c++)
+                o[c] += x[c];
+        }
+        for (int c = 0; c < C; c++)
+            o[c] *= inv;
+    }
+}
+
+void nn_meanpool_backward(float *dinp, const float *dout, int B, int T, int C)
+{
+    if (T <= 0)
+        return;
+    float inv = 1.0f / (float)T;
+    for (int b = 0; b < B; b++) {
+        const float *restrict g = dout + (size_t)b * C;
+        for (int t = 0; t < T; t++) {
+            float *restrict dx = dinp + ((size_t)b * T + t) * C;
+            for (int c = 0; c < C; c++)
+                dx[c] += g[c] * inv;
+        }
+    }
+}
+
+void nn_softmax_forward(float *out, const float *inp, int N, int C)
+{
+    for (int i = 0; i < N; i++) {
+        const float *x = inp + (size_t)i * C;
+        float *y = out + (size_t)i * C;
+        float mx = -INFINITY;
+        for (int c = 0; c < C; c++)
+            mx = x[c] > mx ? x[c] : mx;
+        float sum = 0.0f;
+        for (int c = 0; c < C; c++) {
+            y[c] = expf(x[c] - mx);
+            sum += y[c];
+        }
+        float inv = 1.0f / sum;
+        for (int c = 0; c < C; c++)
+            y[c] *= inv;
+    }
+}
+
+void nn_softmax_backward(float *dinp, const float *dout, const float *out, int N, int C)
+{
+    for (int i = 0; i < N; i++) {
+        const float *restrict g = dout + (size_t)i * C;
+        const float *restrict p = out + (size_t)i * C;
+        float *restrict dx = dinp + (size_t)i * C;
+        float s = 0.0f;
+        for (int c = 0; c < C; c++)
+            s += g[c] * p[c];
+        for (int c = 0; c < C; c++)
+            dx[c] += p[c] * (g[c] - s);
+    }
+}
+
+void nn_wsum_forward(float *out, const float *const *hidden, const float *w, int K, size_t n)
+{
+    if (K <= 0) {
+        memset(out, 0, n * sizeof *out);
+        return;
+    }
+    {
+        const float *restrict h0 = hidden[0];
+        float w0 = w[0];
+        for (size_t i = 0; i < n; i++)
+            out[i] = w0 * h0[i];
+    }
+    for (int kk = 1; kk < K; kk++) {
+        const float *restrict hk = hidden[kk];
+        float wk = w[kk];
+        float *restrict o = out;
+        for (size_t i = 0; i < n; i++)
+            o[i] += wk * hk[i];
+    }
+}
+
+void nn_wsum_backward(float *const *dhidden, float *dw, const float *dout,
+                      const float *const *hidden, const float *w, int K, size_t n)
+{
+    for (int kk = 0; kk < K; kk++) {
+        if (dhidden && dhidden[kk]) {
+            float *restrict dh = dhidden[kk];
+            const float *restrict g = dout;
+            float wk = w[kk];
+            for (size_t i = 0; i < n; i++)
+                dh[i] += wk * g[i];
+        }
+        if (dw) {
+            /* Summed in double: n is B*T*C, up to millions of terms. */
+            const float *restrict hk = hidden[kk];
+            double s = 0.0;
+            for (size_t i = 0; i < n; i++)
+                s += (double)dout[i] * (double)hk[i];
+            dw[kk] += (float)s;
+        }
+    }
+}
+
+double nn_crossentropy_forward(float *probs, double *weight_sum, const float *logits,
+                               const int *labels, const float *class_weights, int B, int NC)
+{
+    double loss = 0.0, wsum = 0.0;
+    for (int b = 0; b < B; b++) {
+        const float *x = logits + (size_t)b * NC;
+        float *p = probs + (size_t)b * NC;
+        float mx = -INFINITY;
+        for (int c = 0; c < NC; c++)
+            mx = x[c] > mx ? x[c] : mx;
+        double sum = 0.0;
+        for (int c = 0; c < NC; c++) {
+            float e = expf(x[c] - mx);
+            p[c] = e;
+            sum += e;
+        }
+        float inv = (float)(1.0 / sum);
+        for (int c = 0; c < NC; c++)
+            p[c] *= inv;
+        int y = labels[b];
+        if (y < 0 || y >= NC)
+            continue; /* ignored row (torch's ignore_index): no loss, no weight */
+        double wy = class_weights ? class_weights[y] : 1.0;
+        /* -log p_y = log(sum) + mx - x_y, in double (no log of a rounded probability). */
+        loss += wy * (log(sum) + (double)mx - (double)x[y]);
+        wsum += wy;
+    }
+    if (weight_sum)
+        *weight_sum = wsum;
+    return loss;
+}
+
+void nn_crossentropy_backward(float *dlogits, const float *probs, const int *labels,
+                              const float *class_weights, float scale, int B, int NC)
+{
+    for (int b = 0; b < B; b++) {
+        int y = labels[b];
+        if (y < 0 || y >= NC)
+            continue;
+        float g = scale * (class_weights ? class_weights[y] : 1.0f);
+        const float *p = probs + (size_t)b * NC;
+        float *d = dlogits + (size_t)b * NC;
+        for (int c = 0; c < NC; c++)
+            d[c] += g * p[c];
+        d[y] -= g;
+    }
+}
+
+/* ---- Small vector helpers ----------------------------------------------- */
+
+void nn_add(float *out, const float *a, const float *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = a[i] + b[i];
+}
+
+void nn_axpy(float *y, float alpha, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        y[i] += alpha * x[i];
+}
+
+void nn_scale(float *x, float alpha, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] *= alpha;
+}
+
+void nn_colscale_forward(float *out, const float *inp, const float *s, int N, int C)
+{
+    for (int i = 0; i < N; i++) {
+        const float *x = inp + (size_t)i * C;
+        float *y = out + (size_t)i * C;
+        for (int c = 0; c < C; c++)
+            y[c] = x[c] * s[c];
+    }
+}
+
+void nn_colscale_backward(float *dinp, float *ds, const float *dout, const float *inp,
+                          const float *s, int N, int C)
+{
+    for (int i = 0; i < N; i++) {
+        const float *restrict g = dout + (size_t)i * C;
+        if (dinp) {
+            float *restrict dx = dinp + (size_t)i * C;
+            for (int c = 0; c < C; c++)
+                dx[c] += g[c] * s[c];
+        }
+        if (ds) {
+            const float *restrict x = inp + (size_t)i * C;
+            float *restrict d = ds;
+            for (int c = 0; c < C; c++)
+                d[c] += g[c] * x[c];
+        }
+    }
+}

@@ -1,0 +1,357 @@
+/* Tests of common/manifest: CSV, JSONL and audiofolder manifests, labels, errors,
+ * duration probing and the shard plan. */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <sndfile.h>
+
+#include "err.h"
+#include "manifest.h"
+#include "util.h"
+
+static char *s_fixture(const char *name)
+{
+    static char p[512];
+    snprintf(p, sizeof p, "%s/manifest/%s", wisp_test_data_dir(), name);
+    return p;
+}
+
+/* Writes text to tmpdir/name and returns the path (static buffer). */
+static const char *s_write_tmp(const char *name, const char *text)
+{
+    static char p[512];
+    snprintf(p, sizeof p, "%s/%s", wisp_test_tmpdir(), name);
+    FILE *f = fopen(p, "wb");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    return p;
+}
+
+/* A mono 16-bit file of `frames` samples at `rate` Hz (format from the extension). */
+static void s_write_audio(const char *path, int frames, int rate, int format)
+{
+    SF_INFO info = {.samplerate = rate, .channels = 1, .format = format};
+    SNDFILE *sf = sf_open(path, SFM_WRITE, &info);
+    assert_non_null(sf);
+    short *buf = calloc((size_t)frames, sizeof *buf);
+    for (int i = 0; i < frames; i++)
+        buf[i] = (short)((i * 37) % 2000 - 1000);
+    assert_int_equal(sf_write_short(sf, buf, frames), frames);
+    sf_close(sf);
+    free(buf);
+}
+
+static void test_csv_quoting_and_relative_paths_resolve_against_the_manifest_dir(void **state)
+{
+    (void)state;
+    wisp_manifest_t m;
+    wisp_error_t e = {0};
+    assert_int_equal(wisp_manifest_load(&m, s_fixture("quoted.csv"), NULL, 0, &e), WISP_OK);
+    assert_int_equal(m.kind, WISP_MANIFEST_CSV);
+    assert_int_equal(m.n_items, 5);
+    char want[512];
+    snprintf(want, sizeof want, "%s/manifest/a.wav", wisp_test_data_dir());
+    assert_string_equal(m.items[0].path, want);
+    snprintf(want, sizeof want, "%s/manifest/dir/b, with comma.wav", wisp_test_data_dir());
+    assert_string_equal(m.items[1].path, want);
+    snprintf(want, sizeof want, "%s/manifest/c \"q\".wav", wisp_test_data_dir());
+    assert_string_equal(m.items[2].path, want);
+    assert_string_equal(m.items[3].path, "/abs/d.wav");
+    snprintf(want, sizeof want, "%s/manifest/multi\nline.wav", wisp_test_data_dir());
+    assert_string_equal(m.items[4].path, want);
+    /* Classes are the sorted unique names. */
+    assert_int_equal(m.n_classes, 3);
+    assert_string_equal(m.classes[0], "bird");
+    assert_string_equal(m.classes[1], "cat");
+    assert_string_equal(m.classes[2], "dog");
+    int labels[5] = {1, 2, 1, 0, 2};
+    double durs[5] = {1.5, 2, -1, 0.5, 1};
+    int lines[5] = {2, 3, 4, 5, 7};
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(m.items[i].label, labels[i]);
+        assert_string_equal(m.items[i].label_name, m.classes[labels[i]]);
+        assert_true(m.items[i].duration == durs[i]);
+        assert_int_equal(m.items[i].line, lines[i]);
+    }
+    assert_int_equal(m.n_labeled, 5);
+    assert_int_equal(m.n_duration_known, 4);
+    assert_true(m.total_duration == 5.0);
+    wisp_manifest_free(&m);
+    assert_null(m.items);
+}
+
+static void test_csv_with_bom_crlf_and_blank_padded_fields_reads_integer_labels(void **state)
+{
+    (void)state;
+    wisp_manifest_t m;
+    wisp_error_t e = {0};
+    assert_int_equal(wisp_manifest_load(&m, s_fixture("crlf_bom.csv"), NULL, 0, &e), WISP_OK);
+    assert_int_equal(m.n_items, 3);
+    assert_string_equal(m.items[0].path, "/abs/p.wav");
+    assert_string_equal(m.items[2].path, "/abs/r.wav");
+    /* All labels are integers: classes "0".."K-1", label = the integer. */
+    assert_int_equal(m.n_classes, 2);
+    assert_string_equal(m.classes[0], "0");
+    assert_string_equal(m.classes[1], "1");
+    assert_int_equal(m.items[0].label, 1);
+    assert_int_equal(m.items[1].label, 0);
+    assert_int_equal(m.items[2].label, -1);
+    assert_null(m.items[2].label_name);
+    assert_int_equal(m.n_labeled, 2);
+    wisp_manifest_free(&m);
+}
+
+static void test_jsonl_reads_integer_and_null_labels_and_durations(void **state)
+{
+    (void)state;
+    wisp_manifest_t m;
+    wisp_error_t e = {0};
+    assert_int_equal(wisp_manifest_load(&m, s_fixture("items.jsonl"), NULL, 0, &e), WISP_OK);
+    assert_int_equal(m.kind, WISP_MANIFEST_JSONL);
+    assert_int_equal(m.n_items, 3);
+    char want[512];
+    snprintf(want, sizeof want, "%s/manifest/sub/y.flac", wisp_test_data_dir());
+    assert_string_equal(m.items[1].path, want);
+    assert_int_equal(m.n_classes, 3);
+    assert_string_equal(m.classes[2], "2");
+    assert_int_equal(m.items[0].label, 2);
+    assert_int_equal(m.items[1].label, 0);
+    assert_int_equal(m.items[2].label, -1);
+    assert_true(m.items[1].duration == 3.25);
+    assert_true(m.items[0].duration == -1);
+    assert_int_equal(m.items[2].line, 4);
+    wisp_manifest_free(&m);
+}
+
+static void test_given_classes_map_names_and_integer_ids(void **state)
+{
+    (void)state;
+    const char *classes[] = {"dog", "cat", "bird", "fish"};
+    wisp_manifest_t m;
+    wisp_error_t e = {0};
+    assert_int_equal(wisp_manifest_load(&m, s_fixture("quoted.csv"), classes, 4, &e), WISP_OK);
+    assert_int_equal(m.n_classes, 4);
+    assert_string_equal(m.classes[3], "fish");
+    int labels[5] = {1, 0, 1, 2, 0};
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(m.items[i].label, labels[i]);
+    wisp_manifest_free(&m);
+
+    /* Integer labels index the given classes. */
+    const char *abc[] = {"a", "b", "c"};
+    assert_int_equal(wisp_manifest_load(&m, s_fixture("items.jsonl"), abc, 3, &e), WISP_OK);
+    assert_int_equal(m.items[0].label, 2);
+    assert_string_equal(m.items[0].label_name, "c");
+    assert_string_equal(m.items[1].label_name, "a");
+    assert_int_equal(wisp_manifest_class_index(&m, "b"), 1);
+    assert_int_equal(wisp_manifest_class_index(&m, "zz"), -1);
+    wisp_manifest_free(&m);
+}
+
+static void test_unknown_label_is_an_error_naming_file_line_and_label(void **state)
+{
+    (void)state;
+    const char *classes[] = {"cat", "dog"};
+    wisp_manifest_t m;
+    wisp_error_t e = {0};
+    assert_int_equal(wisp_manifest_load(&m, s_fixture("quoted.csv"), classes, 2, &e),
+                     WISP_ERR_NOTFOUND);
+    assert_non_null(strstr(e.msg, "quoted.csv:5:"));
+    assert_non_null(strstr(e.msg, "'bird'"));
+    assert_int_equal(m.n_items, 0);
+    assert_null(m.items);
+    /* An integer past the class list is unknown too. */
+    wisp_error_clear(&e);
+    const char *two[] = {"a", "b"};
+    assert_int_equal(wisp_manifest_load(&m, s_fixture("items.jsonl"), two, 2, &e),
+                     WISP_ERR_NOTFOUND);
+    assert_non_null(strstr(e.msg, "items.jsonl:1:"));
+}
+
+static void test_each_malformed_manifest_is_a_clear_error(void **state)
+{
+    (void)state;
+    struct {
+        const char *name, *text, *want;
+        int code;
+    } cases[] = {
+        {"empty.csv", "", "empty manifest", WISP_ERR_FORMAT},
+        {"header_only.csv", "path,label\n\n", "empty manifest", WISP_ERR_FORMAT},
+        {"nopath.csv", "file,label\na.wav,x\n", "nopath.csv:1: header has no 'path' column",
+         WISP_ERR_FORMAT},
+        {"unterminated.csv", "path,label\na.wav,x\n\"b.wav,y\nc.wav,z\n", "unterminated.csv:3:"
+         " unterminated quote", WISP_ERR_FORMAT},
+        {"afterquote.csv", "path\n\"a\"b.wav\n", "afterquote.csv:2:", WISP_ERR_FORMAT},
+        {"emptypath.csv", "path,label\n,x\n", "emptypath.csv:2: empty path", WISP_ERR_FORMAT},
+        {"baddur.csv", "path,duration\na.wav,abc\n", "baddur.csv:2: bad duration",
+         WISP_ERR_FORMAT},
+        {"bad.jsonl", "{\"path\": \"a.wav\"}\n{\"path\": \"b.wav\",\n", "bad.jsonl:2: not a "
+         "JSON object", WISP_ERR_FORMAT},
+        {"nopath.jsonl", "{\"file\": \"a.wav\"}\n", "nopath.jsonl:1: no string \"path\"",
+         WISP_ERR_FORMAT},
+        {"badlabel.jsonl", "{\"path\": \"a.wav\", \"label\": 1.5}\n", "badlabel.jsonl:1:",
+         WISP_ERR_FORMAT},
+        {"blank.jsonl", "\n  \n", "empty manifest", WISP_ERR_FORMAT},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const char *p = s_write_tmp(cases[k].name, cases[k].text);
+        wisp_manifest_t m;
+        wisp_error_t e = {0};
+        int rc = wisp_manifest_load(&m, p, NULL, 0, &e);
+        if (rc == WISP_OK || !strstr(e.msg, cases[k].name) ||
+            !strstr(e.msg, cases[k].want) || rc != cases[k].code)
+            fail_msg("%s: rc=%d msg='%s' (want '%s')", cases[k].name, rc, e.msg,
+                     cases[k].want);
+        assert_null(m.items);
+    }
+    /* Missing manifest. */
+    wisp_manifest_t m;
+    wisp_error_t e = {0};
+    assert_int_equal(wisp_manifest_load(&m, "/nonexistent/m.csv", NULL, 0, &e),
+                     WISP_ERR_NOTFOUND);
+    assert_non_null(strstr(e.msg, "/nonexistent/m.csv"));
+}
+
+static void test_audiofolder_is_sorted_labeled_by_directory_and_probed(void **state)
+{
+    (void)state;
+    char root[512], p[600];
+    snprintf(root, sizeof root, "%s/folder", wisp_test_tmpdir());
+    snprintf(p, sizeof p, "%s/cat", root);
+    assert_int_equal(wisp_mkdir_p(p, NULL), WISP_OK);
+    snprintf(p, sizeof p, "%s/dog/deeper", root);
+    assert_int_equal(wisp_mkdir_p(p, NULL), WISP_OK);
+    snprintf(p, sizeof p, "%s/dog/b.wav", root);
+    s_write_audio(p, 4000, 16000, SF_FORMAT_WAV | SF_FORMAT_PCM_16);
+    snprintf(p, sizeof p, "%s/cat/c.WAV", root);
+    s_write_audio(p, 8000, 8000, SF_FORMAT_WAV | SF_FORMAT_PCM_16);
+    snprintf(p, sizeof p, "%s/cat/a.flac", root);
+    s_write_audio(p, 24000, 16000, SF_FORMAT_FLAC | SF_FORMAT_PCM_16);
+    snprintf(p, sizeof p, "%s/root.wav", root);
+    s_write_audio(p, 1600, 16000, SF_FORMAT_WAV | SF_FORMAT_PCM_16);
+    /* Not inputs: text file, hidden file, file two levels down. */
+    snprintf(p, sizeof p, "%s/cat/notes.txt", root);
+    FILE *f = fopen(p, "w");
+    fputs("x", f);
+    fclose(f);
+    snprintf(p, sizeof p, "%s/cat/.hidden.wav", root);
+    s_write_audio(p, 100, 16000, SF_FORMAT_WAV | SF_FORMAT_PCM_16);
+    snprintf(p, sizeof p, "%s/dog/deeper/x.wav", root);
+    s_write_audio(p, 100, 16000, SF_FORMAT_WAV | SF_FORMAT_PCM_16);
+    /* A corrupt "audio" file is an item (it becomes an error row later). */
+    snprintf(p, sizeof p, "%s/dog/z.wav", root);
+    f = fopen(p, "w");
+    fputs("not audio", f);
+    fclose(f);
+
+    wisp_manifest_opts_t o = wisp_manifest_default_opts();
+    o.probe_durations = 1;
+    wisp_manifest_t m;
+    wisp_error_t e = {0};
+    assert_int_equal(wisp_manifest_load_opts(&m, root, &o, &e), WISP_OK);
+    assert_int_equal(m.kind, WISP_MANIFEST_AUDIOFOLDER);
+    assert_int_equal(m.n_items, 5);
+    const char *rel[5] = {"cat/a.flac", "cat/c.WAV", "dog/b.wav", "dog/z.wav", "root.wav"};
+    int labels[5] = {0, 0, 1, 1, -1};
+    double durs[5] = {1.5, 1.0, 0.25, -1, 0.1};
+    for (int i = 0; i < 5; i++) {
+        snprintf(p, sizeof p, "%s/%s", root, rel[i]);
+        assert_string_equal(m.items[i].path, p);
+        assert_int_equal(m.items[i].label, labels[i]);
+        if (!(m.items[i].duration == durs[i]))
+            fail_msg("item %d: duration %g, want %g", i, m.items[i].duration, durs[i]);
+    }
+    assert_int_equal(m.n_classes, 2);
+    assert_string_equal(m.classes[0], "cat");
+    assert_string_equal(m.classes[1], "dog");
+    assert_int_equal(m.n_duration_known, 4);
+    wisp_manifest_free(&m);
+
+    /* Without probing the files are not opened: durations unknown. */
+    assert_int_equal(wisp_manifest_load(&m, root, NULL, 0, &e), WISP_OK);
+    assert_true(m.items[0].duration == -1);
+    assert_int_equal(m.n_duration_known, 0);
+    /* A class list without "dog" refuses the dog directory. */
+    wisp_manifest_free(&m);
+    const char *cats[] = {"cat"};
+    assert_int_equal(wisp_manifest_load(&m, root, cats, 1, &e), WISP_ERR_NOTFOUND);
+    assert_non_null(strstr(e.msg, "'dog'"));
+}
+
+/* Checks the plan covers every item once, in order, and returns the shard count. */
+static size_t s_check_plan(const wisp_manifest_t *m, const wisp_shard_t *s, size_t n)
+{
+    size_t next = 0;
+    for (size_t k = 0; k < n; k++) {
+        assert_int_equal(s[k].begin, next);
+        assert_true(s[k].end > s[k].begin);
+        next = s[k].end;
+    }
+    assert_int_equal(next, m->n_items);
+    return n;
+}
+
+static void test_shards_cut_by_duration_and_fall_back_to_count(void **state)
+{
+    (void)state;
+    /* Durations 10,10,10,50,5,5,5,5,unknown(mean 12.5),10 with a 20 s target. */
+    const char *p = s_write_tmp("durs.csv", "path,duration\n"
+                                           "a,10\nb,10\nc,10\nd,50\ne,5\nf,5\ng,5\nh,5\ni,\nj,10\n");
+    wisp_manifest_t m;
+    wisp_error_t e = {0};
+    assert_int_equal(wisp_manifest_load(&m, p, NULL, 0, &e), WISP_OK);
+    wisp_shard_t *s;
+    size_t n;
+    assert_int_equal(wisp_manifest_shards(&m, 20, 100, &s, &n, &e), WISP_OK);
+    s_check_plan(&m, s, n);
+    /* [a b] 20 | [c] 10 (d would overshoot by 40) | [d] 50 | [e f g h] 20 |
+     * [i j] 110/9 + 10 (i counts as the mean of the 9 known durations) */
+    size_t want_end[] = {2, 3, 4, 8, 10};
+    double want_sec[] = {20, 10, 50, 20, 110.0 / 9 + 10};
+    assert_int_equal(n, 5);
+    for (size_t k = 0; k < n; k++) {
+        assert_int_equal(s[k].end, want_end[k]);
+        assert_true(fabs(s[k].seconds - want_sec[k]) < 1e-9);
+    }
+    free(s);
+    /* max_items caps a shard. */
+    assert_int_equal(wisp_manifest_shards(&m, 1000, 3, &s, &n, &e), WISP_OK);
+    assert_int_equal(s_check_plan(&m, s, n), 4);
+    assert_int_equal(s[3].end - s[3].begin, 1);
+    free(s);
+    /* Bad arguments. */
+    assert_int_equal(wisp_manifest_shards(&m, 20, 0, &s, &n, &e), WISP_ERR_ARG);
+    wisp_manifest_free(&m);
+
+    /* No durations known: count only. */
+    p = s_write_tmp("nodur.csv", "path\na\nb\nc\nd\ne\nf\ng\n");
+    assert_int_equal(wisp_manifest_load(&m, p, NULL, 0, &e), WISP_OK);
+    assert_int_equal(m.n_classes, 0);
+    assert_int_equal(wisp_manifest_shards(&m, 20, 3, &s, &n, &e), WISP_OK);
+    assert_int_equal(s_check_plan(&m, s, n), 3);
+    assert_int_equal(s[0].end, 3);
+    assert_int_equal(s[1].end, 6);
+    free(s);
+    wisp_manifest_free(&m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_csv_quoting_and_relative_paths_resolve_against_the_manifest_dir),
+        cmocka_unit_test(test_csv_with_bom_crlf_and_blank_padded_fields_reads_integer_labels),
+        cmocka_unit_test(test_jsonl_reads_integer_and_null_labels_and_durations),
+        cmocka_unit_test(test_given_classes_map_names_and_integer_ids),
+        cmocka_unit_test(test_unknown_label_is_an_error_naming_file_line_and_label),
+        cmocka_unit_test(test_each_malformed_manifest_is_a_clear_error),
+        cmocka_unit_test(test_audiofolder_is_sorted_labeled_by_directory_and_probed),
+        cmocka_unit_test(test_shards_cut_by_duration_and_fall_back_to_count),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
