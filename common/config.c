@@ -641,34 +641,6 @@ static const struct {
      "\"attn_matrices\":[\"k\",\"v\"],\"composition_mode\":\"scale\",\"init_weights\":\"ia3\"}"},
 };
 
-/* non_linearity names (lower-cased, as the library resolves them) -> nn_act_t.
- * Kept here rather than calling nn_act_parse so config parsing does not depend on
- * the kernels; the names are those of NUMERICS.md section 3. */
-static const struct {
-    const char *name;
-    int act;
-} s_acts[] = {
-    {"relu", NN_ACT_RELU},       {"swish", NN_ACT_SILU},         {"silu", NN_ACT_SILU},
-    {"gelu", NN_ACT_GELU},       {"gelu_python", NN_ACT_GELU},   {"gelu_new", NN_ACT_GELU_TANH},
-    {"gelu_pytorch_tanh", NN_ACT_GELU_TANH},                      {"tanh", NN_ACT_TANH},
-    {"sigmoid", NN_ACT_SIGMOID}, {"leakyrelu", NN_ACT_LEAKYRELU}, {"linear", NN_ACT_IDENTITY},
-    {"identity", NN_ACT_IDENTITY},
-};
-
-static int s_act_parse(const char *name)
-{
-    char low[32];
-    size_t n = strlen(name);
-    if (n >= sizeof low)
-        return -1;
-    for (size_t i = 0; i <= n; i++)
-        low[i] = (char)tolower((unsigned char)name[i]);
-    for (size_t i = 0; i < sizeof s_acts / sizeof s_acts[0]; i++)
-        if (strcmp(s_acts[i].name, low) == 0)
-            return s_acts[i].act;
-    return -1;
-}
-
 const char *wisp_adapter_kind_name(wisp_adapter_kind_t kind)
 {
     switch (kind) {
@@ -957,7 +929,7 @@ static int s_parse_bottleneck(wisp_adapter_config_t *cfg, const cJSON *user, con
         rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: missing or non-string field non_linearity", where);
         goto done;
     }
-    cfg->non_linearity = s_act_parse(nl->valuestring);
+    cfg->non_linearity = nn_act_parse(nl->valuestring); /* case-insensitive, like the library */
     if (cfg->non_linearity < 0) {
         rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED,
                             "%s: field non_linearity = \"%s\" is not supported (relu, swish, silu, gelu, gelu_new, "

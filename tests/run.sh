@@ -3,6 +3,14 @@
 # one line "N passed, N failed" (cmocka tests counted individually, each
 # integration script as one test). Exit status is non-zero when anything failed.
 BUILD=${BUILD:-build}
+# Sanitizer runs: Open MPI and OpenBLAS keep process-lifetime allocations.
+export LSAN_OPTIONS="suppressions=$(pwd)/tests/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+# mpirun on one machine, possibly as root, with more ranks than cores (see MISSION.md).
+if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
+export OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_plm_rsh_agent= OMPI_MCA_mpi_yield_when_idle=1
+export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
 passed=0
 failed=0
 failed_names=""

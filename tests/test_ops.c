@@ -748,6 +748,101 @@ static void test_vector_helpers_compute_what_they_say(void **state)
     wisp_assert_close(o, want_scale, 5, 0, 0, "nn_scale");
 }
 
+/* ---- vectorised exp and erf --------------------------------------------- */
+
+/* Spacing of floats at |x| (ulp), the denormal spacing for tiny values. */
+static double s_ulp(double x)
+{
+    float f = (float)fabs(x);
+    if (f < 0x1p-126f)
+        return 0x1p-149;
+    return (double)nextafterf(f, INFINITY) - (double)f;
+}
+
+static void test_vector_exp_is_within_2_ulp_of_double_on_a_dense_grid(void **state)
+{
+    (void)state;
+    enum { n = 1 << 20 };
+    float *x = s_zeros(n), *y = s_zeros(n);
+    for (int i = 0; i < n; i++) /* [-104, 89] in steps of ~1.8e-4, plus a few odd points */
+        x[i] = -104.0f + 193.0f * (float)i / (float)(n - 1);
+    nn_exp(y, x, n);
+    double worst = 0;
+    int worst_i = 0;
+    for (int i = 0; i < n; i++) {
+        double want = exp((double)x[i]);
+        if (want > 0x1.fffffep127) { /* beyond FLT_MAX: must overflow to +inf */
+            assert_true(isinf(y[i]) && y[i] > 0);
+            continue;
+        }
+        double e = fabs((double)y[i] - want) / s_ulp(want);
+        if (e > worst)
+            worst = e, worst_i = i;
+    }
+    if (worst > 2.0)
+        fail_msg("exp(%.9g) = %.9g, want %.9g: %.2f ulp", (double)x[worst_i], (double)y[worst_i],
+                 exp((double)x[worst_i]), worst);
+    float sx[5] = {0.0f, -INFINITY, INFINITY, NAN, -1e30f}, sy[5];
+    nn_exp(sy, sx, 5);
+    assert_true(sy[0] == 1.0f && sy[1] == 0.0f && isinf(sy[2]) && isnan(sy[3]) && sy[4] == 0.0f);
+    wisp_free(x), wisp_free(y);
+}
+
+static void test_vector_erf_is_within_1e_7_of_double_on_a_dense_grid(void **state)
+{
+    (void)state;
+    enum { n = 1 << 21 };
+    float *x = s_zeros(n), *y = s_zeros(n);
+    for (int i = 0; i < n; i++) /* [-6, 6] in steps of ~5.7e-6 (both branches, the cut, tails) */
+        x[i] = -6.0f + 12.0f * (float)i / (float)(n - 1);
+    nn_erf(y, x, n);
+    double worst = 0;
+    int worst_i = 0;
+    for (int i = 0; i < n; i++) {
+        double e = fabs((double)y[i] - erf((double)x[i]));
+        if (e > worst)
+            worst = e, worst_i = i;
+    }
+    if (worst > 1e-7)
+        fail_msg("erf(%.9g) = %.9g, want %.9g: abs err %.3g", (double)x[worst_i],
+                 (double)y[worst_i], erf((double)x[worst_i]), worst);
+    /* tiny arguments keep their relative accuracy (erf(x) ~ 1.128 x) */
+    for (int i = 0; i < 64; i++)
+        x[i] = ldexpf(1.0f + (float)i / 64.0f, -i * 2 - 1) * (i % 2 ? -1.0f : 1.0f);
+    nn_erf(y, x, 64);
+    for (int i = 0; i < 64; i++) {
+        double want = erf((double)x[i]);
+        if (fabs((double)y[i] - want) > 2 * s_ulp(want))
+            fail_msg("erf(%.9g) = %.9g, want %.9g", (double)x[i], (double)y[i], want);
+    }
+    wisp_free(x), wisp_free(y);
+}
+
+static void test_gelu_is_accurate_on_a_dense_grid_including_the_negative_tail(void **state)
+{
+    (void)state;
+    enum { n = 1 << 20 };
+    float *x = s_zeros(n), *y = s_zeros(n), *dy = s_zeros(n), *ones = s_zeros(n);
+    for (int i = 0; i < n; i++) {
+        x[i] = -12.0f + 24.0f * (float)i / (float)(n - 1);
+        ones[i] = 1.0f;
+    }
+    nn_act_forward(y, x, n, NN_ACT_GELU);
+    nn_act_backward(dy, ones, x, n, NN_ACT_GELU);
+    for (int i = 0; i < n; i++) {
+        double xd = x[i], cdf = 0.5 * erfc(-xd / sqrt(2.0));
+        double want = xd * cdf, dwant = cdf + xd * exp(-0.5 * xd * xd) / sqrt(2.0 * M_PI);
+        /* erf's 1e-7 scaled by 0.5 |x|, plus rounding of the result */
+        double tol = 0.5e-7 * fabs(xd) + 2 * s_ulp(want) + 1e-30;
+        if (!(fabs((double)y[i] - want) <= tol))
+            fail_msg("gelu(%.9g) = %.9g, want %.9g", xd, (double)y[i], want);
+        double dtol = 1e-7 * (1 + fabs(xd)) + 2 * s_ulp(dwant);
+        if (!(fabs((double)dy[i] - dwant) <= dtol))
+            fail_msg("gelu'(%.9g) = %.9g, want %.9g", xd, (double)dy[i], dwant);
+    }
+    wisp_free(x), wisp_free(y), wisp_free(dy), wisp_free(ones);
+}
+
 /* ---- 3. PyTorch goldens ------------------------------------------------- */
 
 static void test_linear_matches_pytorch(void **state)
@@ -958,6 +1053,9 @@ int main(void)
         cmocka_unit_test(test_crossentropy_matches_double_precision_with_and_without_class_weights),
         cmocka_unit_test(test_colscale_forward_and_backward_match_double_precision),
         cmocka_unit_test(test_vector_helpers_compute_what_they_say),
+        cmocka_unit_test(test_vector_exp_is_within_2_ulp_of_double_on_a_dense_grid),
+        cmocka_unit_test(test_vector_erf_is_within_1e_7_of_double_on_a_dense_grid),
+        cmocka_unit_test(test_gelu_is_accurate_on_a_dense_grid_including_the_negative_tail),
         cmocka_unit_test(test_linear_matches_pytorch),
         cmocka_unit_test(test_layernorm_matches_pytorch),
         cmocka_unit_test(test_every_activation_matches_pytorch),

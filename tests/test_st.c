@@ -281,6 +281,32 @@ static void test_malformed_headers_are_refused_naming_file_and_tensor(void **sta
     s_expect_open_error(s_tmp("missing.safetensors"), WISP_ERR_NOTFOUND, "missing.safetensors", NULL);
 }
 
+static void test_unaligned_f32_is_copied_not_misread(void **state)
+{
+    (void)state;
+    /* a third-party writer that does not pad the header: data starts at an odd offset */
+    const char *p = s_tmp("unaligned.safetensors");
+    FILE *f = fopen(p, "wb");
+    const char *hdr = "{\"t\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,12]}}";
+    uint64_t n = strlen(hdr);
+    assert_true((8 + n) % 4 != 0);
+    for (int i = 0; i < 8; i++)
+        fputc((int)((n >> (8 * i)) & 0xff), f);
+    fwrite(hdr, 1, n, f);
+    float v[3] = {1.5f, -2.25f, 1e-20f};
+    fwrite(v, 4, 3, f);
+    fclose(f);
+    wisp_st_t *st = wisp_st_open(p, NULL);
+    assert_non_null(st);
+    const float *got;
+    int64_t shape[1] = {3};
+    assert_int_equal(wisp_st_get_f32(st, "t", 1, shape, &got, NULL), 0);
+    assert_true(((uintptr_t)got & 3) == 0);
+    assert_ptr_not_equal(got, wisp_st_find(st, "t")->data);
+    wisp_assert_close(got, v, 3, 0, 0, "unaligned f32");
+    wisp_st_destroy(&st);
+}
+
 static void test_zero_sized_and_empty_checkpoints_open(void **state)
 {
     (void)state;
@@ -449,6 +475,7 @@ int main(void)
         cmocka_unit_test(test_written_file_reads_back_with_the_library_layout),
         cmocka_unit_test(test_shape_mismatch_names_file_tensor_and_both_shapes),
         cmocka_unit_test(test_malformed_headers_are_refused_naming_file_and_tensor),
+        cmocka_unit_test(test_unaligned_f32_is_copied_not_misread),
         cmocka_unit_test(test_zero_sized_and_empty_checkpoints_open),
         cmocka_unit_test(test_directories_resolve_single_file_index_and_lone_file),
         cmocka_unit_test(test_header_parser_survives_truncation_and_byte_flips),

@@ -10,6 +10,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
@@ -17,6 +18,195 @@
  * T = 1500 of Whisper (64 x 1500 floats = 375 KB) while the products are still
  * large enough for sgemm to run near peak. Measured in bench/bench_ops.c. */
 #define ATTN_BLOCK 64
+
+/* ---- Vector math --------------------------------------------------------- */
+/* The two transcendental hot spots of the encoder are exp in the attention
+ * softmax (T*T per head and layer, forward and backward) and erf in GELU (T*F per
+ * layer). glibc's scalar expf/erff cost 5-15 ns each, more than the GEMMs next to
+ * them, and -O2 does not vectorise loops with unknown trip counts. So these few
+ * loops are written with GCC vector extensions (16 floats) and compiled for
+ * AVX-512, AVX2 and baseline x86-64 (target_clones picks one at load time). The
+ * arithmetic is the same in every clone (no FMA contraction under -std=c11), so
+ * results do not depend on the CPU. Accuracy is tested in tests/test_ops.c over
+ * dense grids: exp within 2 ulp, erf within 1e-7 absolute of double precision. */
+#if defined(__GNUC__) && defined(__x86_64__)
+#define S_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define S_CLONES
+#endif
+
+/* The helpers below pass 64-byte vectors by value; they are static and always
+ * inlined, so the ABI note GCC gives for that (-Wpsabi) does not apply. */
+#pragma GCC diagnostic ignored "-Wpsabi"
+#define S_INLINE static inline __attribute__((always_inline))
+#define S_VW 16
+typedef float s_vf __attribute__((vector_size(S_VW * 4)));
+typedef int32_t s_vi __attribute__((vector_size(S_VW * 4)));
+
+S_INLINE s_vf s_vld(const float *p)
+{
+    s_vf v;
+    memcpy(&v, p, sizeof v); /* unaligned load */
+    return v;
+}
+S_INLINE void s_vst(float *p, s_vf v) { memcpy(p, &v, sizeof v); }
+S_INLINE s_vf s_vsplat(float x) { return (s_vf){0} + x; }
+/* m ? a : b, lane-wise (m is all ones or all zeros per lane). */
+S_INLINE s_vf s_vsel(s_vi m, s_vf a, s_vf b) { return (s_vf)((m & (s_vi)a) | (~m & (s_vi)b)); }
+S_INLINE s_vf s_vmax(s_vf a, s_vf b) { return s_vsel(a > b, a, b); }
+S_INLINE float s_hsum(s_vf v)
+{
+    float s = 0.0f;
+    for (int i = 0; i < S_VW; i++)
+        s += v[i];
+    return s;
+}
+S_INLINE float s_hmax(s_vf v)
+{
+    float m = v[0];
+    for (int i = 1; i < S_VW; i++)
+        m = v[i] > m ? v[i] : m;
+    return m;
+}
+/* Loads n < S_VW floats, the other lanes set to pad. */
+S_INLINE s_vf s_vld_part(const float *p, int n, float pad)
+{
+    float tmp[S_VW];
+    for (int i = 0; i < S_VW; i++)
+        tmp[i] = i < n ? p[i] : pad;
+    return s_vld(tmp);
+}
+S_INLINE void s_vst_part(float *p, s_vf v, int n)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = v[i];
+}
+
+/* exp(x): Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, Cephes' degree-6
+ * polynomial for e^r, and 2^n applied as two halves so gradual underflow (down to
+ * x ~ -104) and overflow to +inf (x > 88.72) come out right. */
+S_INLINE s_vf s_vexp(s_vf x)
+{
+    const s_vf magic = s_vsplat(0x1.8p23f); /* adding it rounds to an integer */
+    s_vf xc = s_vsel(x < -104.0f, s_vsplat(-104.0f), x);
+    xc = s_vsel(xc > 89.0f, s_vsplat(89.0f), xc);
+    s_vf t = xc * 1.44269504088896341f + magic;
+    s_vf n = t - magic;
+    s_vi ni = (s_vi)t - (s_vi)magic; /* the integer n, read from the mantissa bits */
+    s_vf r = xc - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    s_vf p = s_vsplat(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    s_vi n1 = ni >> 1, n2 = ni - n1;
+    s_vf y = p * (s_vf)((n1 + 127) << 23) * (s_vf)((n2 + 127) << 23);
+    return s_vsel(x != x, x, y); /* NaN stays NaN */
+}
+
+/* erf(z) and 1 + erf(z) (the latter without cancellation for z << 0, which GELU
+ * needs). For |z| < 0.875: erf(a) = a + a Q(a^2) (degree 6 fit); above:
+ * erfc(a) = exp(R(a)) (degree 8 fit of log erfc on [0.875, 3.92]); erfc(a) is
+ * taken as 0 beyond 3.92, where it is below half an ulp of 1. The coefficients
+ * are least-squares fits, see tests/reference/erf_fit.py. */
+S_INLINE void s_verf(s_vf z, s_vf *erf_out, s_vf *onep_out)
+{
+    s_vi neg = z < 0.0f;
+    s_vf a = s_vsel(neg, -z, z);
+    s_vf a2 = a * a;
+    s_vf q = s_vsplat(8.35702376e-05f);
+    q = q * a2 + -0.000813449034f;
+    q = q * a2 + 0.00519968849f;
+    q = q * a2 + -0.0268584825f;
+    q = q * a2 + 0.112836674f;
+    q = q * a2 + -0.376126289f;
+    q = q * a2 + 0.128379166f;
+    s_vf sm = a * q + a;
+    s_vf ac = s_vsel(a < 0.875f, s_vsplat(0.875f), a);
+    ac = s_vsel(ac > 3.92f, s_vsplat(3.92f), ac);
+    s_vf r = s_vsplat(-1.02358717e-06f);
+    r = r * ac + -7.21290462e-06f;
+    r = r * ac + 0.000353818439f;
+    r = r * ac + -0.00390894152f;
+    r = r * ac + 0.0245979372f;
+    r = r * ac + -0.10762962f;
+    r = r * ac + -0.633843839f;
+    r = r * ac + -1.12930226f;
+    r = r * ac + 0.000135614173f;
+    s_vf e = s_vexp(r);
+    e = s_vsel(a > 3.92f, s_vsplat(0.0f), e);
+    s_vi small = a < 0.875f;
+    s_vf erfa = s_vsel(small, sm, 1.0f - e);
+    if (erf_out)
+        *erf_out = s_vsel(neg, -erfa, erfa);
+    if (onep_out)
+        *onep_out = s_vsel(neg, s_vsel(small, 1.0f - sm, e), 1.0f + erfa);
+}
+
+S_CLONES void nn_exp(float *out, const float *inp, size_t n)
+{
+    size_t i = 0;
+    for (; i + S_VW <= n; i += S_VW)
+        s_vst(out + i, s_vexp(s_vld(inp + i)));
+    if (i < n)
+        s_vst_part(out + i, s_vexp(s_vld_part(inp + i, (int)(n - i), 0.0f)), (int)(n - i));
+}
+
+S_CLONES void nn_erf(float *out, const float *inp, size_t n)
+{
+    size_t i = 0;
+    s_vf y;
+    for (; i + S_VW <= n; i += S_VW) {
+        s_verf(s_vld(inp + i), &y, NULL);
+        s_vst(out + i, y);
+    }
+    if (i < n) {
+        s_verf(s_vld_part(inp + i, (int)(n - i), 0.0f), &y, NULL);
+        s_vst_part(out + i, y, (int)(n - i));
+    }
+}
+
+/* GELU (erf form): out = 0.5 x (1 + erf(x / sqrt 2)); out may alias inp. */
+S_CLONES static void s_gelu_forward(float *out, const float *inp, size_t n)
+{
+    size_t i = 0;
+    s_vf c;
+    for (; i + S_VW <= n; i += S_VW) {
+        s_vf x = s_vld(inp + i);
+        s_verf(x * 0.70710678118654752440f, NULL, &c);
+        s_vst(out + i, 0.5f * x * c);
+    }
+    if (i < n) {
+        s_vf x = s_vld_part(inp + i, (int)(n - i), 0.0f);
+        s_verf(x * 0.70710678118654752440f, NULL, &c);
+        s_vst_part(out + i, 0.5f * x * c, (int)(n - i));
+    }
+}
+
+/* dinp += dout * (Phi(x) + x phi(x)). */
+S_INLINE s_vf s_gelu_grad(s_vf x)
+{
+    s_vf c;
+    s_verf(x * 0.70710678118654752440f, NULL, &c);
+    s_vf pdf = 0.39894228040143267794f * s_vexp(-0.5f * x * x);
+    return 0.5f * c + x * pdf;
+}
+
+S_CLONES static void s_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n)
+{
+    size_t i = 0;
+    for (; i + S_VW <= n; i += S_VW)
+        s_vst(dinp + i, s_vld(dinp + i) + s_vld(dout + i) * s_gelu_grad(s_vld(inp + i)));
+    if (i < n) {
+        int m = (int)(n - i);
+        s_vf g = s_vld_part(dinp + i, m, 0.0f) +
+                 s_vld_part(dout + i, m, 0.0f) * s_gelu_grad(s_vld_part(inp + i, m, 0.0f));
+        s_vst_part(dinp + i, g, m);
+    }
+}
 
 /* ---- Linear ------------------------------------------------------------- */
 
@@ -220,8 +410,6 @@ const char *nn_act_name(nn_act_t act)
     return "unknown";
 }
 
-#define S_SQRT1_2 0.70710678118654752440f
-#define S_INV_SQRT_2PI 0.39894228040143267794f
 #define S_SQRT_2_PI 0.79788456080286535588f
 #define S_GELU_C 0.044715f
 
@@ -256,8 +444,7 @@ void nn_act_forward(float *out, const float *inp, size_t n, nn_act_t act)
             out[i] = tanhf(inp[i]);
         break;
     case NN_ACT_GELU:
-        for (size_t i = 0; i < n; i++)
-            out[i] = 0.5f * inp[i] * (1.0f + erff(inp[i] * S_SQRT1_2));
+        s_gelu_forward(out, inp, n);
         break;
     case NN_ACT_GELU_TANH:
         for (size_t i = 0; i < n; i++) {
@@ -302,12 +489,7 @@ void nn_act_backward(float *dinp, const float *dout, const float *inp, size_t n,
         }
         break;
     case NN_ACT_GELU:
-        for (size_t i = 0; i < n; i++) {
-            float x = inp[i];
-            float cdf = 0.5f * (1.0f + erff(x * S_SQRT1_2));
-            float pdf = S_INV_SQRT_2PI * expf(-0.5f * x * x);
-            dinp[i] += dout[i] * (cdf + x * pdf);
-        }
+        s_gelu_backward(dinp, dout, inp, n);
         break;
     case NN_ACT_GELU_TANH:
         for (size_t i = 0; i < n; i++) {
@@ -382,30 +564,66 @@ size_t nn_attention_scratch_floats(int T, int hd)
     if (T <= 0)
         return 0;
     size_t bq = (size_t)(T < ATTN_BLOCK ? T : ATTN_BLOCK);
-    /* Forward: S/P (bq, T). Backward: P (bq, T), dP/dS (bq, T), D (bq). */
+    /* Forward: E (bq, T), row max and sum (2 bq). Backward: P (bq, T), dP/dS (bq, T),
+     * D (bq). The backward need is the larger one. */
     return 2 * bq * (size_t)T + bq;
 }
 
-/* In-place softmax of the rows of S (rows, T); writes lse[r] = max + log(sum) when
- * lse is not NULL. */
-static void s_softmax_rows(float *S, float *lse, int rows, int T)
+/* Rows of S (rows, T) in place: s <- exp(s - max_j s); mx[r] = max, sum[r] = sum
+ * of the exponentials. One pass for the max, one for exp and sum. */
+S_CLONES static void s_exp_rows(float *S, float *mx, float *sum, int rows, int T)
 {
     for (int r = 0; r < rows; r++) {
-        float *restrict s = S + (size_t)r * T;
-        float mx = -INFINITY;
-        for (int j = 0; j < T; j++)
-            mx = s[j] > mx ? s[j] : mx;
-        float sum = 0.0f;
-        for (int j = 0; j < T; j++) {
-            float e = expf(s[j] - mx);
-            s[j] = e;
-            sum += e;
+        float *s = S + (size_t)r * T;
+        s_vf vm = s_vsplat(-INFINITY);
+        int j = 0;
+        for (; j + S_VW <= T; j += S_VW)
+            vm = s_vmax(vm, s_vld(s + j));
+        if (j < T)
+            vm = s_vmax(vm, s_vld_part(s + j, T - j, -INFINITY));
+        float m = s_hmax(vm);
+        s_vf vs = s_vsplat(0.0f);
+        for (j = 0; j + S_VW <= T; j += S_VW) {
+            s_vf e = s_vexp(s_vld(s + j) - m);
+            s_vst(s + j, e);
+            vs += e;
         }
-        float inv = 1.0f / sum;
-        for (int j = 0; j < T; j++)
-            s[j] *= inv;
-        if (lse)
-            lse[r] = mx + logf(sum);
+        if (j < T) {
+            s_vf e = s_vexp(s_vld_part(s + j, T - j, -INFINITY) - m); /* pad lanes -> 0 */
+            s_vst_part(s + j, e, T - j);
+            vs += e;
+        }
+        mx[r] = m;
+        sum[r] = s_hsum(vs);
+    }
+}
+
+/* P (rows, T) in place: p <- exp(p - lse[r]) (the normalised probabilities). */
+S_CLONES static void s_exp_shift_rows(float *P, const float *lse, int rows, int T)
+{
+    for (int r = 0; r < rows; r++) {
+        float *p = P + (size_t)r * T;
+        float l = lse[r];
+        int j = 0;
+        for (; j + S_VW <= T; j += S_VW)
+            s_vst(p + j, s_vexp(s_vld(p + j) - l));
+        if (j < T)
+            s_vst_part(p + j, s_vexp(s_vld_part(p + j, T - j, 0.0f) - l), T - j);
+    }
+}
+
+/* dS (rows, T) in place: ds <- p * (ds - D[r]). */
+S_CLONES static void s_dsoftmax_rows(float *dS, const float *P, const float *D, int rows, int T)
+{
+    for (int r = 0; r < rows; r++) {
+        float *ds = dS + (size_t)r * T;
+        const float *p = P + (size_t)r * T;
+        float d = D[r];
+        int j = 0;
+        for (; j + S_VW <= T; j += S_VW)
+            s_vst(ds + j, s_vld(p + j) * (s_vld(ds + j) - d));
+        for (; j < T; j++)
+            ds[j] = p[j] * (ds[j] - d);
     }
 }
 
@@ -415,7 +633,10 @@ void nn_attention_forward(float *out, float *lse, const float *q, const float *k
     if (B <= 0 || T <= 0 || NH <= 0 || hd <= 0)
         return;
     const int C = NH * hd;
-    float *S = scratch; /* (bq, T) */
+    const int bqmax = T < ATTN_BLOCK ? T : ATTN_BLOCK;
+    float *S = scratch;                             /* (bq, T) */
+    float *mx = scratch + (size_t)bqmax * T;        /* (bq) row max */
+    float *sum = mx + bqmax;                        /* (bq) row sum of exp */
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < NH; h++) {
             const float *kb = k + (size_t)b * T * C + (size_t)h * hd;
@@ -428,10 +649,22 @@ void nn_attention_forward(float *out, float *lse, const float *q, const float *k
                 /* S (bq, T) = Q_blk (bq, hd) @ K^T (hd, T) */
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, T, hd, 1.0f, qb, C, kb,
                             C, 0.0f, S, T);
-                s_softmax_rows(S, lse ? lse + ((size_t)b * NH + h) * T + i0 : NULL, bq, T);
-                /* O_blk (bq, hd) = P (bq, T) @ V (T, hd) */
+                s_exp_rows(S, mx, sum, bq, T);
+                /* O_blk (bq, hd) = E (bq, T) @ V (T, hd), then rows / sum: normalising
+                 * the (bq, hd) output is cheaper than the (bq, T) probabilities. */
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, hd, T, 1.0f, S, T, vb,
                             C, 0.0f, ob, C);
+                for (int r = 0; r < bq; r++) {
+                    float inv = 1.0f / sum[r];
+                    float *restrict o = ob + (size_t)r * C;
+                    for (int d = 0; d < hd; d++)
+                        o[d] *= inv;
+                }
+                if (lse) {
+                    float *l = lse + ((size_t)b * NH + h) * T + i0;
+                    for (int r = 0; r < bq; r++)
+                        l[r] = mx[r] + logf(sum[r]);
+                }
             }
         }
     }
@@ -460,15 +693,14 @@ void nn_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, T, hd, 1.0f, qb, C, kb,
                             C, 0.0f, P, T);
                 if (lse) {
-                    const float *l = lse + ((size_t)b * NH + h) * T + i0;
+                    s_exp_shift_rows(P, lse + ((size_t)b * NH + h) * T + i0, bq, T);
+                } else { /* not saved: the softmax again, D as scratch for max and sum */
+                    s_exp_rows(P, D, dS, bq, T);
                     for (int r = 0; r < bq; r++) {
-                        float *restrict p = P + (size_t)r * T;
-                        float lr = l[r];
-                        for (int j = 0; j < T; j++)
-                            p[j] = expf(p[j] - lr);
+                        float l = D[r] + logf(dS[r]);
+                        D[r] = l;
                     }
-                } else {
-                    s_softmax_rows(P, NULL, bq, T);
+                    s_exp_shift_rows(P, D, bq, T);
                 }
                 /* dV (T, hd) += P^T (T, bq) @ dO_blk (bq, hd) */
                 if (dv)
@@ -487,13 +719,7 @@ void nn_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
                 /* dP (bq, T) = dO_blk (bq, hd) @ V^T (hd, T); dS = P * (dP - D) */
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, T, hd, 1.0f, dob, C, vb,
                             C, 0.0f, dS, T);
-                for (int r = 0; r < bq; r++) {
-                    float *restrict ds = dS + (size_t)r * T;
-                    const float *restrict p = P + (size_t)r * T;
-                    float Dr = D[r];
-                    for (int j = 0; j < T; j++)
-                        ds[j] = p[j] * (ds[j] - Dr);
-                }
+                s_dsoftmax_rows(dS, P, D, bq, T);
                 /* dQ_blk (bq, hd) += dS (bq, T) @ K (T, hd) */
                 if (dq)
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, hd, T, 1.0f, dS, T,

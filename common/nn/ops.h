@@ -123,6 +123,11 @@ void nn_crossentropy_backward(float *dlogits, const float *probs, const int *lab
 void nn_add(float *out, const float *a, const float *b, size_t n);   /* out = a + b (may alias) */
 void nn_axpy(float *y, float alpha, const float *x, size_t n);       /* y += alpha * x */
 void nn_scale(float *x, float alpha, size_t n);                      /* x *= alpha */
+/* Vectorised exp and erf (the ones GELU and the attention softmax use), exposed so
+ * tests can check them: exp within 2 ulp of exp in double (gradual underflow below
+ * -87.3, +inf above 88.72), erf within 1e-7 absolute. out may alias inp. */
+void nn_exp(float *out, const float *inp, size_t n);
+void nn_erf(float *out, const float *inp, size_t n);
 /* Column scaling of (N, C) rows: out[i, j] = inp[i, j] * s[j]  (IA3; may alias). */
 void nn_colscale_forward(float *out, const float *inp, const float *s, int N, int C);
 /* dinp += dout * s[j]; ds[j] += sum_i dout[i, j] * inp[i, j]. Either may be NULL. */

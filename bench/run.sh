@@ -1,0 +1,74 @@
+#!/bin/sh
+# make bench: runs every benchmark binary (build/bench/bench_*) and, when
+# /usr/bin/python3 has torch, every PyTorch counterpart (bench/*_ref.py), in one
+# run on this machine, then writes docs/BENCHMARKS.md from their key=value lines.
+# Keys named ref_X are the PyTorch figures for key X; ratios are formed for every
+# such pair (speed-up: higher is better for *_per_s / *gflops keys, lower for times).
+BUILD=${BUILD:-build}
+PYTHON=${PYTHON:-/usr/bin/python3}
+out=$(mktemp)
+export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
+for b in "$BUILD"/bench/bench_*; do
+    [ -x "$b" ] || continue
+    echo "== $(basename "$b")" >&2
+    "$b" | tee -a "$out" >&2
+done
+if "$PYTHON" -c "import torch" 2>/dev/null; then
+    for p in bench/*_ref.py; do
+        [ -f "$p" ] || continue
+        echo "== $p" >&2
+        "$PYTHON" "$p" | tee -a "$out" >&2
+    done
+else
+    echo "bench: $PYTHON has no torch (apt-get install python3-torch): PyTorch ratios skipped" >&2
+fi
+"$PYTHON" - "$out" <<'PY' || sh -c 'cat "$1"' _ "$out"
+import sys, platform, subprocess, datetime
+vals = {}
+order = []
+for line in open(sys.argv[1]):
+    line = line.strip()
+    if "=" not in line or line.startswith("#"):
+        continue
+    k, v = line.split("=", 1)
+    k = k.strip()
+    try:
+        v = float(v)
+    except ValueError:
+        continue
+    if k not in vals:
+        order.append(k)
+    vals[k] = v
+def better_high(k):
+    return k.endswith("per_s") or "gflops" in k or k.endswith("_frac") or k.endswith("rate")
+cpu = "unknown"
+try:
+    for l in open("/proc/cpuinfo"):
+        if l.startswith("model name"):
+            cpu = l.split(":", 1)[1].strip(); break
+except OSError:
+    pass
+lines = ["# wisp benchmarks", "",
+         "Produced by `make bench` (bench/run.sh) in one run on this machine: %s, %s, %s." % (
+             cpu, platform.machine(), datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC")),
+         "Figures from a single run; PyTorch is Debian's python3-torch on the same machine.", "",
+         "## Paired figures (wisp vs PyTorch reference)", "",
+         "| metric | wisp | PyTorch | wisp speed-up |", "|---|---|---|---|"]
+for k in order:
+    if k.startswith("ref_") or "ref_" + k not in vals:
+        continue
+    a, r = vals[k], vals["ref_" + k]
+    sp = (a / r if better_high(k) else r / a) if a > 0 and r > 0 else float("nan")
+    lines.append("| %s | %.4g | %.4g | %.2fx |" % (k, a, r, sp))
+lines += ["", "## All figures", "", "| metric | value |", "|---|---|"]
+for k in order:
+    lines.append("| %s | %.6g |" % (k, vals[k]))
+try:
+    notes = open("docs/BENCHMARKS.notes.md").read()
+    lines += ["", notes.strip()]
+except OSError:
+    pass
+open("docs/BENCHMARKS.md", "w").write("\n".join(lines) + "\n")
+print("bench: wrote docs/BENCHMARKS.md (%d figures)" % len(order), file=sys.stderr)
+PY
+rm -f "$out"
