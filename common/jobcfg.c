@@ -45,6 +45,8 @@ static const s_key_t s_keys[] = {
     {"classify", T_OBJ, 0, 0, 0, 0, 0, NULL},
     {"classify.batch_size", T_INT, N(classify_batch_size), 1, 4096, 8, NULL},
     {"classify.embedding", T_BOOL, N(classify_embedding), 0, 1, 0, NULL},
+    {"classify.truncate", T_BOOL, N(classify_truncate), 0, 1, 0, NULL},
+    {"classify.probe_durations", T_BOOL, N(classify_probe_durations), 0, 1, 0, NULL},
     {"train", T_OBJ, 0, 0, 0, 0, 0, NULL},
     {"train.epochs", T_INT, N(train_epochs), 1, 1.0e6, 1, NULL},
     {"train.global_batch", T_INT, N(train_global_batch), 1, 1.0e6, 16, NULL},

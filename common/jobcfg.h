@@ -44,6 +44,8 @@ typedef struct {
     /* classify */
     int classify_batch_size;                     /* files per forward batch on a worker */
     int classify_embedding;                      /* write the pooled embedding column */
+    int classify_truncate;                       /* truncated mel instead of padded 30 s (faster, differs from HF) */
+    int classify_probe_durations;                /* open every file's header for its duration (shards by seconds) */
     /* train */
     int train_epochs;
     int train_global_batch;                      /* examples per optimizer step over all ranks */

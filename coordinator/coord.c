@@ -56,7 +56,8 @@ struct wisp_coord {
     volatile sig_atomic_t stop_req;
     /* counters */
     size_t items_total, items_done, items_resumed, errors;
-    double secs_total, secs_done;
+    double secs_total, secs_done; /* planned audio seconds (estimates where unknown) */
+    double secs_audio;            /* correction: decoded seconds minus planned, for committed shards */
     double stage_s[WISP_JOB_MAX_STAGES];
     uint64_t dropped, duplicates, requeued, workers_seen, workers_lost, results;
     double t_start, t_last_progress;
@@ -188,15 +189,15 @@ static int s_setup_curve(wisp_coord_t *self, wisp_error_t *err)
 
 /* ---- setup ---- */
 
-static int s_cut_shards(wisp_coord_t *self, wisp_shard_t **out, size_t *n_out, wisp_error_t *err)
+static int s_cut_shards(wisp_coord_t *self, wisp_lease_shard_t **out, size_t *n_out, wisp_error_t *err)
 {
     const wisp_job_plan_t *p = &self->plan;
     const wisp_jobcfg_t *cfg = self->cfg;
     size_t cap = 64, n = 0;
-    wisp_shard_t *sh = malloc(cap * sizeof *sh);
+    wisp_lease_shard_t *sh = malloc(cap * sizeof *sh);
     if (!sh)
         return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
-    wisp_shard_t cur = {0, 0, 0};
+    wisp_lease_shard_t cur = {0, 0, 0};
     for (size_t i = 0; i <= p->n_items; i++) {
         int end = i == p->n_items || (p->done && p->done[i]);
         double sec = (i < p->n_items && p->seconds) ? p->seconds[i] : 0;
@@ -205,7 +206,7 @@ static int s_cut_shards(wisp_coord_t *self, wisp_shard_t **out, size_t *n_out, w
             end = 2; /* close the current shard, then start a new one at i */
         if (end && cur.count > 0) {
             if (n == cap) {
-                wisp_shard_t *g = realloc(sh, 2 * cap * sizeof *sh);
+                wisp_lease_shard_t *g = realloc(sh, 2 * cap * sizeof *sh);
                 if (!g) {
                     free(sh);
                     return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
@@ -268,7 +269,7 @@ static int s_bind(wisp_coord_t *self, wisp_error_t *err)
 wisp_coord_t *wisp_coord_new(const wisp_jobcfg_t *cfg, const wisp_coord_params_t *params,
                              wisp_error_t *err)
 {
-    wisp_shard_t *shards = NULL;
+    wisp_lease_shard_t *shards = NULL;
     size_t n_shards = 0;
     int rc = WISP_OK;
     wisp_coord_t *self = calloc(1, sizeof *self);
@@ -391,7 +392,7 @@ static int s_dispatch(wisp_coord_t *self, int w, double now, wisp_error_t *err)
 {
     long s;
     while ((s = wisp_lease_next(self->lease, w, now)) >= 0) {
-        const wisp_shard_t *sh = wisp_lease_shard(self->lease, s);
+        const wisp_lease_shard_t *sh = wisp_lease_shard(self->lease, s);
         wisp_wbuf_reset(&self->wbuf);
         int rc = self->ops->coord_payload(self->job, sh->first, sh->count, &self->wbuf, err);
         if (rc == 0 && self->wbuf.failed)
@@ -489,7 +490,7 @@ static int s_hello(wisp_coord_t *self, const void *id, size_t id_len, const wisp
 static int s_result(wisp_coord_t *self, int w, const wisp_msg_t *m, double now, wisp_error_t *err)
 {
     wisp_error_t e = {0};
-    const wisp_shard_t *sh = wisp_lease_shard(self->lease, m->shard > (uint64_t)LONG_MAX ? -1 : (long)m->shard);
+    const wisp_lease_shard_t *sh = wisp_lease_shard(self->lease, m->shard > (uint64_t)LONG_MAX ? -1 : (long)m->shard);
     if (!sh || sh->first != m->first || sh->count != m->count) {
         s_drop(self, "RESULT for an unknown shard", NULL);
         return WISP_OK;
@@ -516,8 +517,9 @@ static int s_result(wisp_coord_t *self, int w, const wisp_msg_t *m, double now, 
         bad = r.failed || !isfinite(st[i]) || st[i] < 0;
     }
     uint32_t n_err = 0;
+    double audio = -1;
     int rc = bad ? wisp_error_set(&e, WISP_ERR_FORMAT, "bad stage timings")
-                 : self->ops->coord_commit(self->job, sh->first, sh->count, r.p, r.left, &n_err, &e);
+                 : self->ops->coord_commit(self->job, sh->first, sh->count, r.p, r.left, &n_err, &audio, &e);
     if (rc == WISP_ERR_FORMAT || rc == WISP_ERR_ARG) {
         wisp_lease_uncommit(self->lease, w, s);
         s_drop(self, "RESULT payload refused", &e);
@@ -528,6 +530,8 @@ static int s_result(wisp_coord_t *self, int w, const wisp_msg_t *m, double now, 
     self->results++;
     self->items_done += sh->count;
     self->secs_done += sh->seconds;
+    if (audio >= 0) /* the real durations replace the plan's estimate */
+        self->secs_audio += audio - sh->seconds;
     self->errors += n_err;
     for (uint32_t i = 0; i < nst; i++)
         self->stage_s[i] += st[i];
@@ -663,7 +667,7 @@ static void s_summary(wisp_coord_t *self, const char *status, double wall)
     cJSON *s = self->summary = cJSON_CreateObject();
     if (!s)
         return;
-    double audio = self->secs_done;
+    double audio = self->secs_done + self->secs_audio;
     cJSON_AddStringToObject(s, "job", self->cfg->kind);
     cJSON_AddStringToObject(s, "status", status);
     cJSON_AddNumberToObject(s, "items_total", (double)self->items_total);

@@ -21,7 +21,7 @@ typedef struct {
 } s_worker_t;
 
 struct wisp_lease {
-    wisp_shard_t *shards; /* n */
+    wisp_lease_shard_t *shards; /* n */
     s_state_t *st;        /* n */
     size_t n;
     size_t fresh;         /* next never-leased shard index candidate */
@@ -35,7 +35,7 @@ struct wisp_lease {
     int stopped;
 };
 
-wisp_lease_t *wisp_lease_new(const wisp_shard_t *shards, size_t n_shards, int credit, double timeout)
+wisp_lease_t *wisp_lease_new(const wisp_lease_shard_t *shards, size_t n_shards, int credit, double timeout)
 {
     if (credit < 1 || !(timeout > 0))
         return NULL;
@@ -233,7 +233,7 @@ void wisp_lease_stop(wisp_lease_t *self) { self->stopped = 1; }
 
 size_t wisp_lease_shard_count(const wisp_lease_t *self) { return self->n; }
 
-const wisp_shard_t *wisp_lease_shard(const wisp_lease_t *self, long s)
+const wisp_lease_shard_t *wisp_lease_shard(const wisp_lease_t *self, long s)
 {
     return (s >= 0 && (size_t)s < self->n) ? &self->shards[s] : NULL;
 }

@@ -21,7 +21,7 @@ typedef struct {
     uint64_t first;  /* first item id */
     uint32_t count;  /* items */
     double seconds;  /* audio seconds (0 when unknown) */
-} wisp_shard_t;
+} wisp_lease_shard_t;
 
 typedef enum {
     WISP_LEASE_COMMIT = 1,     /* first result: the caller commits it */
@@ -32,7 +32,7 @@ typedef enum {
 typedef struct wisp_lease wisp_lease_t;
 
 /* Copies the shard list. NULL on failure. credit >= 1, timeout > 0. */
-wisp_lease_t *wisp_lease_new(const wisp_shard_t *shards, size_t n_shards, int credit, double timeout);
+wisp_lease_t *wisp_lease_new(const wisp_lease_shard_t *shards, size_t n_shards, int credit, double timeout);
 void wisp_lease_destroy(wisp_lease_t **self);
 
 /* A new live worker slot (ids are never reused). Negative WISP_ERR_NOMEM on failure. */
@@ -68,7 +68,7 @@ size_t wisp_lease_expire(wisp_lease_t *self, double now, int *dead, size_t max_d
 void wisp_lease_stop(wisp_lease_t *self);
 
 size_t wisp_lease_shard_count(const wisp_lease_t *self);
-const wisp_shard_t *wisp_lease_shard(const wisp_lease_t *self, long s);
+const wisp_lease_shard_t *wisp_lease_shard(const wisp_lease_t *self, long s);
 size_t wisp_lease_done_count(const wisp_lease_t *self);
 /* 1 when shard s is done. */
 int wisp_lease_is_done(const wisp_lease_t *self, long s);

@@ -224,7 +224,9 @@ int wisp_cmd_run(int argc, char **argv)
 done:
     if (coord > 0)
         s_end(coord, 0);
-    s_end(mpi, 15);
+    /* After a clean end the workers have been told to stop: give them time to
+     * leave; after a coordinator failure nobody will tell them, so end them now. */
+    s_end(mpi, code == WISP_EXIT_OK || code == WISP_EXIT_PARTIAL ? 15 : 0.5);
     unlink(epfile);
     rmdir(tmp);
     free(cargv);

@@ -69,9 +69,10 @@ typedef struct {
                          wisp_error_t *err);
     /* Validates and stores one shard's results (the bytes worker_run wrote). A
      * malformed payload returns WISP_ERR_FORMAT and changes nothing. *n_errors
-     * counts items recorded as errors. */
+     * counts items recorded as errors; *audio_s is the audio seconds the shard
+     * really held (decoded durations), or negative when the plan's figure stands. */
     int (*coord_commit)(void *state, uint64_t first, uint32_t count, const uint8_t *p, size_t n,
-                        uint32_t *n_errors, wisp_error_t *err);
+                        uint32_t *n_errors, double *audio_s, wisp_error_t *err);
     /* Makes everything committed so far durable. */
     int (*coord_flush)(void *state, wisp_error_t *err);
     /* complete=1: writes the final output; 0: leaves resumable state. Adds
@@ -95,5 +96,6 @@ typedef struct {
 const wisp_job_ops_t *wisp_job_find(const char *kind);
 
 extern const wisp_job_ops_t wisp_job_null;
+extern const wisp_job_ops_t wisp_job_classify;
 
 #endif

@@ -183,10 +183,11 @@ static int s_coord_payload(void *state, uint64_t first, uint32_t count, wisp_wbu
 }
 
 static int s_coord_commit(void *state, uint64_t first, uint32_t count, const uint8_t *p, size_t n,
-                          uint32_t *n_errors, wisp_error_t *err)
+                          uint32_t *n_errors, double *audio_s, wisp_error_t *err)
 {
     s_coord_t *s = state;
     *n_errors = 0;
+    *audio_s = -1;
     if (first > s->n || count > s->n - first)
         return wisp_error_set(err, WISP_ERR_FORMAT, "null result: items %" PRIu64 "+%u outside 0..%zu",
                               first, count, s->n);

@@ -7,9 +7,9 @@
 
 static wisp_lease_t *s_make(size_t n, int credit, double timeout)
 {
-    wisp_shard_t sh[64];
+    wisp_lease_shard_t sh[64];
     for (size_t i = 0; i < n; i++)
-        sh[i] = (wisp_shard_t){i * 10, 10, 5.0};
+        sh[i] = (wisp_lease_shard_t){i * 10, 10, 5.0};
     wisp_lease_t *l = wisp_lease_new(sh, n, credit, timeout);
     assert_non_null(l);
     return l;
@@ -145,9 +145,9 @@ static void test_random_churn_commits_every_shard_exactly_once(void **state)
 {
     (void)state;
     enum { N = 50 };
-    wisp_shard_t sh[N];
+    wisp_lease_shard_t sh[N];
     for (int i = 0; i < N; i++)
-        sh[i] = (wisp_shard_t){(uint64_t)i, 1, 1};
+        sh[i] = (wisp_lease_shard_t){(uint64_t)i, 1, 1};
     wisp_lease_t *l = wisp_lease_new(sh, N, 3, 2.0);
     int commits[N] = {0};
     uint64_t x = 99;

@@ -54,7 +54,7 @@ rm -f "$T/out.tsv"
 start_coord c2
 start_workers
 wait_rows 300
-REAL=$(pgrep -P $CPID -x wisp-coordinat | head -n 1)
+REAL=$(pgrep -P $CPID -f wisp-coordinator | head -n 1)
 [ -n "$REAL" ] || REAL=$(pgrep -P $CPID | head -n 1)
 [ -n "$REAL" ] || fail "no coordinator process to kill"
 kill -9 "$REAL"
