@@ -455,8 +455,14 @@ static int s_scan_dir(s_raws_t *raws, const char *root, const char *sub, const s
     return rc;
 }
 
-static int s_load_folder(s_raws_t *raws, const char *root, wisp_error_t *err)
+static int s_load_folder(s_raws_t *raws, const char *root_arg, wisp_error_t *err)
 {
+    /* "root/" and "root" give the same item paths. */
+    char root[S_PATH_MAX];
+    if (snprintf(root, sizeof root, "%s", root_arg) >= (int)sizeof root)
+        return wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", root_arg);
+    for (size_t n = strlen(root); n > 1 && root[n - 1] == '/'; n--)
+        root[n - 1] = '\0';
     s_exts_t ex;
     s_exts_init(&ex);
     int rc = s_scan_dir(raws, root, NULL, &ex, err);

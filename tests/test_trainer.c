@@ -1,0 +1,492 @@
+/* Tests of jobs/trainer: the whole training step against PyTorch (train_ref.py), the
+ * local loop (overfitting a synthetic set, bitwise resume, gradient dump), and the
+ * contracts the distributed worker relies on (reduce hook, skipped files, data order). */
+#include "testutil.h"
+
+#include <math.h>
+#include <sndfile.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <hdf5.h>
+
+#include "commands.h"
+#include "log.h"
+#include "st.h"
+#include "trainer.h"
+#include "util.h"
+
+#include "train_fixtures.h"
+
+static void s_opts(wisp_trainer_opts_t *o)
+{
+    wisp_trainer_default_opts(o);
+    o->model_dir = s_model_dir();
+    o->preset = "seq_bn";
+    o->adapter_name = "wisp";
+    o->num_labels = NLAB;
+    o->proj_size = PROJ;
+    o->weighted_layer_sum = 1;
+    o->truncate = 1;
+    o->max_frames = 2 * TPOS;
+    o->micro_batch = 4;
+    o->threads = 1;
+}
+
+static wisp_trainer_t *s_new(const wisp_trainer_opts_t *o)
+{
+    wisp_error_t e = {0};
+    wisp_trainer_t *t = wisp_trainer_new(o, &e);
+    if (!t)
+        fail_msg("trainer: %s", e.msg);
+    return t;
+}
+
+/* ---- synthetic audio: 4 classes of tones and noise ----------------------- */
+#define N_CLIPS 16
+#define CLIP_SAMPLES 3200 /* 0.2 s: 20 frames, T = 10 */
+
+
+/* Class 0: 300 Hz tone, 1: 2 kHz tone, 2: loud noise, 3: faint noise; random phase,
+ * amplitude and a little jitter per clip. */
+static wisp_trainer_item_t *s_dataset(char paths[][1024])
+{
+    static wisp_trainer_item_t items[N_CLIPS];
+    float x[CLIP_SAMPLES];
+    wisp_rng_t r;
+    wisp_rng_seed(&r, 1234);
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/clips", wisp_test_tmpdir());
+    assert_int_equal(wisp_mkdir_p(dir, NULL), WISP_OK);
+    for (int i = 0; i < N_CLIPS; i++) {
+        int c = i % 4;
+        float amp = 0.3f + 0.4f * wisp_rng_uniform(&r);
+        float phase = 6.2831853f * wisp_rng_uniform(&r);
+        float f0 = (c == 0 ? 300.0f : 2000.0f) * (0.95f + 0.1f * wisp_rng_uniform(&r));
+        for (int t = 0; t < CLIP_SAMPLES; t++) {
+            float noise = 2.0f * wisp_rng_uniform(&r) - 1.0f;
+            if (c < 2)
+                x[t] = amp * sinf(6.2831853f * f0 * (float)t / 16000.0f + phase) + 0.01f * noise;
+            else
+                x[t] = (c == 2 ? amp : 0.02f * amp) * noise;
+        }
+        snprintf(paths[i], 1024, "%s/clip%02d_c%d.wav", dir, i, c);
+        s_write_wav(paths[i], x, CLIP_SAMPLES);
+        items[i].path = paths[i];
+        items[i].label = c;
+    }
+    return items;
+}
+
+static char s_paths[N_CLIPS][1024];
+
+/* ---- tests ------------------------------------------------------------------ */
+
+/* Sets every trainable tensor to its generated value (train_ref.py's initial state). */
+static void s_set_generated_trainables(wisp_model_t *m)
+{
+    float *p = wisp_model_params(m);
+    for (int i = 0; i < wisp_model_num_param_tensors(m); i++) {
+        const wisp_param_info_t *t = wisp_model_param_tensor(m, i);
+        float scale, offset;
+        s_gen_rule(t->name, t->ndim, t->shape, &scale, &offset);
+        s_gen(t->name, p + t->offset, t->numel, scale, offset);
+    }
+}
+
+static void test_five_adamw_steps_follow_the_pytorch_run(void **state)
+{
+    (void)state;
+    wisp_trainer_opts_t o;
+    s_opts(&o);
+    o.micro_batch = 3;
+    o.lr = 1e-2;
+    o.clip = 0.5;
+    o.schedule = WISP_SCHEDULE_LINEAR;
+    o.total_steps = 5;
+    wisp_trainer_t *t = s_new(&o);
+    wisp_model_t *m = wisp_trainer_model(t);
+    s_set_generated_trainables(m);
+
+    char path[1024];
+    snprintf(path, sizeof path, "%s/train/five_steps.f32", wisp_test_data_dir());
+    size_t count;
+    float *gold = wisp_test_read_f32(path, &count);
+    assert_int_equal(count, 10);
+    float mel[3 * NMELS * 20];
+    for (int s = 0; s < 5; s++) {
+        char name[64];
+        snprintf(name, sizeof name, "train.mel.%d", s);
+        s_gen(name, mel, 3 * NMELS * 20, 1.0f, 0.0f);
+        int labels[3] = {s % 4, (s + 2) % 4, (s + 4) % 4};
+        wisp_trainer_stats_t st;
+        wisp_error_t e = {0};
+        assert_int_equal(wisp_trainer_compute_grads_mel(t, mel, 3, 20, labels, &st, &e), WISP_OK);
+        wisp_trainer_apply(t, &st);
+        float loss = (float)st.loss, norm = (float)st.grad_norm;
+        snprintf(name, sizeof name, "loss of step %d", s + 1);
+        wisp_assert_close(&loss, gold + s, 1, 0.0, 1e-4, name);
+        snprintf(name, sizeof name, "grad norm of step %d", s + 1);
+        wisp_assert_close(&norm, gold + 5 + s, 1, 0.0, 1e-4, name);
+        assert_int_equal(st.step, s + 1);
+        assert_int_equal(st.items, 3);
+    }
+    free(gold);
+
+    snprintf(path, sizeof path, "%s/train/five_steps.params.safetensors", wisp_test_data_dir());
+    wisp_error_t e = {0};
+    wisp_st_t *st = wisp_st_open(path, &e);
+    assert_non_null(st);
+    assert_int_equal(wisp_st_count(st), wisp_model_num_param_tensors(m));
+    double worst = 0.0;
+    for (int i = 0; i < wisp_model_num_param_tensors(m); i++) {
+        const wisp_param_info_t *p = wisp_model_param_tensor(m, i);
+        const float *want;
+        if (wisp_st_get_f32(st, p->name, p->ndim, p->shape, &want, &e) != WISP_OK)
+            fail_msg("%s", e.msg);
+        /* 1e-5 relative to the tensor's largest weight. */
+        double scale = wisp_max_abs(want, p->numel);
+        double rel = wisp_max_abs_diff(wisp_model_params(m) + p->offset, want, p->numel) / scale;
+        worst = rel > worst ? rel : worst;
+        wisp_assert_close(wisp_model_params(m) + p->offset, want, p->numel, 1e-5 * scale, 0.0,
+                          p->name);
+    }
+    print_message("five steps: weights within %.2g of each tensor's max magnitude\n", worst);
+    wisp_st_destroy(&st);
+    wisp_trainer_destroy(&t);
+    assert_null(t);
+}
+
+static int s_double_reduce(void *ctx, float *data, size_t n, double *scalars, int ns)
+{
+    int *calls = ctx;
+    (*calls)++;
+    for (size_t i = 0; i < n; i++)
+        data[i] *= 2.0f;
+    for (int i = 0; i < ns; i++)
+        scalars[i] *= 2.0;
+    return WISP_OK;
+}
+
+static void test_reduce_hook_sees_weights_then_gradients_like_two_equal_ranks(void **state)
+{
+    (void)state;
+    wisp_trainer_opts_t o;
+    s_opts(&o);
+    wisp_trainer_t *a = s_new(&o), *b = s_new(&o);
+    int calls = 0;
+    wisp_trainer_set_reduce(b, s_double_reduce, &calls);
+    wisp_trainer_stats_t sa, sb;
+    wisp_error_t e = {0};
+    assert_int_equal(wisp_trainer_compute_grads(a, s_dataset(s_paths), 4, &sa, &e), WISP_OK);
+    assert_int_equal(wisp_trainer_compute_grads(b, s_dataset(s_paths), 4, &sb, &e), WISP_OK);
+    assert_int_equal(calls, 2);
+    /* Two identical ranks: the doubled sums give the same mean gradient and loss. */
+    size_t n = wisp_model_num_params(wisp_trainer_model(a));
+    wisp_assert_close(wisp_model_grads(wisp_trainer_model(b)),
+                      wisp_model_grads(wisp_trainer_model(a)), n, 1e-7, 1e-5, "grads");
+    assert_true(fabs(sa.loss - sb.loss) < 1e-6 * fabs(sa.loss));
+    assert_int_equal(sb.items, 2 * sa.items);
+    assert_true(wisp_max_abs(wisp_model_grads(wisp_trainer_model(a)), n) > 0.0);
+    wisp_trainer_destroy(&a);
+    wisp_trainer_destroy(&b);
+}
+
+static void test_unreadable_files_are_skipped_and_counted(void **state)
+{
+    (void)state;
+    wisp_trainer_opts_t o;
+    s_opts(&o);
+    wisp_trainer_t *t = s_new(&o);
+    wisp_trainer_item_t items[3];
+    memcpy(items, s_dataset(s_paths), 2 * sizeof items[0]);
+    char bad[1024];
+    snprintf(bad, sizeof bad, "%s/not_audio.wav", wisp_test_tmpdir());
+    FILE *f = fopen(bad, "w");
+    fputs("this is not audio", f);
+    fclose(f);
+    items[2].path = bad;
+    items[2].label = 1;
+    wisp_trainer_stats_t st;
+    wisp_error_t e = {0};
+    wisp_log_set_level(WISP_LOG_ERROR);
+    assert_int_equal(wisp_trainer_compute_grads(t, items, 3, &st, &e), WISP_OK);
+    assert_int_equal(st.items, 2);
+    assert_int_equal(st.failed, 1);
+    /* Nothing usable at all is an error, not a silent zero step. */
+    items[0] = items[2];
+    assert_int_equal(wisp_trainer_compute_grads(t, items, 1, &st, &e), WISP_ERR_ARG);
+    assert_non_null(strstr(e.msg, "no usable"));
+    wisp_log_set_level(WISP_LOG_WARN);
+    wisp_trainer_destroy(&t);
+}
+
+static void test_epoch_order_is_a_seeded_permutation(void **state)
+{
+    (void)state;
+    int a[50], b[50], c[50], seen[50] = {0};
+    wisp_trainer_epoch_order(7, 0, 50, a);
+    wisp_trainer_epoch_order(7, 0, 50, b);
+    wisp_trainer_epoch_order(7, 1, 50, c);
+    assert_memory_equal(a, b, sizeof a);
+    assert_memory_not_equal(a, c, sizeof a);
+    for (int i = 0; i < 50; i++)
+        seen[a[i]]++;
+    for (int i = 0; i < 50; i++)
+        assert_int_equal(seen[i], 1);
+}
+
+static void s_run(const wisp_trainer_opts_t *o, const char *outdir, long steps, long stop_after,
+                  int resume, wisp_trainer_t **keep)
+{
+    wisp_trainer_t *t = s_new(o);
+    wisp_trainer_run_opts_t ro;
+    wisp_trainer_default_run_opts(&ro);
+    ro.outdir = outdir;
+    ro.steps = steps;
+    ro.batch = 5; /* 16 clips: 4 steps per epoch, the last one partial */
+    ro.stop_after = stop_after;
+    ro.resume = resume;
+    wisp_error_t e = {0};
+    if (wisp_trainer_run(t, s_dataset(s_paths), N_CLIPS, NULL, 0, &ro, &e) != WISP_OK)
+        fail_msg("run: %s", e.msg);
+    if (keep)
+        *keep = t;
+    else
+        wisp_trainer_destroy(&t);
+}
+
+static void test_resuming_after_step_k_gives_bitwise_identical_weights(void **state)
+{
+    (void)state;
+    wisp_trainer_opts_t o;
+    s_opts(&o);
+    o.lr = 5e-3;
+    o.schedule = WISP_SCHEDULE_COSINE;
+    o.warmup_steps = 2;
+    char d1[1024], d2[1024];
+    snprintf(d1, sizeof d1, "%s/run_full", wisp_test_tmpdir());
+    snprintf(d2, sizeof d2, "%s/run_resumed", wisp_test_tmpdir());
+    wisp_trainer_t *full = NULL, *resumed = NULL;
+    s_run(&o, d1, 7, -1, 0, &full);
+    s_run(&o, d2, 7, 3, 0, NULL); /* stops after step 3, mid-epoch */
+    s_run(&o, d2, 7, -1, 1, &resumed);
+    wisp_model_t *a = wisp_trainer_model(full), *b = wisp_trainer_model(resumed);
+    size_t n = wisp_model_num_params(a);
+    assert_int_equal(wisp_trainer_steps(full), 7);
+    assert_int_equal(wisp_trainer_steps(resumed), 7);
+    assert_memory_equal(wisp_model_params(a), wisp_model_params(b), n * sizeof(float));
+    assert_memory_equal(wisp_adamw_m(wisp_trainer_optimizer(full)),
+                        wisp_adamw_m(wisp_trainer_optimizer(resumed)), n * sizeof(float));
+    /* The resumed run appended to the metrics log: 3 + 4 step lines. */
+    char path[1200], line[1024];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", d2);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    int steps = 0;
+    while (fgets(line, sizeof line, f))
+        steps += strstr(line, "\"type\":\"step\"") != NULL;
+    fclose(f);
+    assert_int_equal(steps, 7);
+    /* A resume with other settings is refused, naming the checkpoint. */
+    o.lr = 1e-3;
+    wisp_trainer_t *t = s_new(&o);
+    wisp_trainer_run_opts_t ro;
+    wisp_trainer_default_run_opts(&ro);
+    ro.outdir = d2;
+    ro.steps = 9;
+    ro.batch = 5;
+    ro.resume = 1;
+    wisp_error_t e = {0};
+    assert_int_equal(wisp_trainer_run(t, s_dataset(s_paths), N_CLIPS, NULL, 0, &ro, &e),
+                     WISP_ERR_STATE);
+    assert_non_null(strstr(e.msg, "state.json"));
+    wisp_trainer_destroy(&t);
+    wisp_trainer_destroy(&full);
+    wisp_trainer_destroy(&resumed);
+}
+
+static void test_dump_grads_with_zero_steps_writes_the_mean_gradient_only(void **state)
+{
+    (void)state;
+    wisp_trainer_opts_t o;
+    s_opts(&o);
+    char dir[1024], path[1200];
+    snprintf(dir, sizeof dir, "%s/dump_run", wisp_test_tmpdir());
+    snprintf(path, sizeof path, "%s/grads.safetensors", wisp_test_tmpdir());
+    wisp_trainer_t *t = s_new(&o);
+    size_t n = wisp_model_num_params(wisp_trainer_model(t));
+    float *before = malloc(n * sizeof(float));
+    memcpy(before, wisp_model_params(wisp_trainer_model(t)), n * sizeof(float));
+    wisp_trainer_run_opts_t ro;
+    wisp_trainer_default_run_opts(&ro);
+    ro.outdir = dir;
+    ro.steps = 0;
+    ro.batch = 4;
+    ro.dump_grads = path;
+    wisp_error_t e = {0};
+    wisp_trainer_item_t *items = s_dataset(s_paths);
+    assert_int_equal(wisp_trainer_run(t, items, N_CLIPS, NULL, 0, &ro, &e), WISP_OK);
+    assert_memory_equal(before, wisp_model_params(wisp_trainer_model(t)), n * sizeof(float));
+    assert_int_equal(wisp_trainer_steps(t), 0);
+    /* Same batch (epoch 0 order, first 4) through compute_grads gives the same file. */
+    int perm[N_CLIPS];
+    wisp_trainer_item_t batch[4];
+    wisp_trainer_epoch_order(o.seed, 0, N_CLIPS, perm);
+    for (int i = 0; i < 4; i++)
+        batch[i] = items[perm[i]];
+    wisp_trainer_stats_t st;
+    assert_int_equal(wisp_trainer_compute_grads(t, batch, 4, &st, &e), WISP_OK);
+    wisp_st_t *f = wisp_st_open(path, &e);
+    assert_non_null(f);
+    wisp_model_t *m = wisp_trainer_model(t);
+    assert_int_equal(wisp_st_count(f), wisp_model_num_param_tensors(m));
+    for (int i = 0; i < wisp_model_num_param_tensors(m); i++) {
+        const wisp_param_info_t *p = wisp_model_param_tensor(m, i);
+        const float *g;
+        assert_int_equal(wisp_st_get_f32(f, p->name, p->ndim, p->shape, &g, &e), WISP_OK);
+        wisp_assert_close(g, wisp_model_grads(m) + p->offset, p->numel, 0.0, 0.0, p->name);
+    }
+    wisp_st_destroy(&f);
+    free(before);
+    wisp_trainer_destroy(&t);
+}
+
+static void test_sixteen_synthetic_clips_are_overfit_to_full_accuracy(void **state)
+{
+    (void)state;
+    wisp_trainer_opts_t o;
+    s_opts(&o);
+    o.lr = 1e-2;
+    o.micro_batch = 16;
+    wisp_trainer_t *t = s_new(&o);
+    wisp_trainer_item_t *items = s_dataset(s_paths);
+    double acc = 0.0, acc0 = -1.0;
+    long steps = 0;
+    wisp_error_t e = {0};
+    /* Rounds of 5 steps until every clip is classified right (at most 300 steps). */
+    for (;;) {
+        double loss = 0, w = 0;
+        long correct = 0, count = 0, failed = 0;
+        assert_int_equal(
+            wisp_trainer_eval(t, items, N_CLIPS, &loss, &w, &correct, &count, &failed, &e),
+            WISP_OK);
+        assert_int_equal(count, N_CLIPS);
+        acc = (double)correct / (double)count;
+        if (acc0 < 0)
+            acc0 = acc;
+        if (acc == 1.0 || steps >= 300)
+            break;
+        for (int k = 0; k < 5; k++) {
+            wisp_trainer_stats_t st;
+            assert_int_equal(wisp_trainer_step(t, items, N_CLIPS, &st, &e), WISP_OK);
+        }
+        steps += 5;
+    }
+    print_message("overfit: accuracy %.3f at start, %.3f after %ld steps\n", acc0, acc, steps);
+    assert_true(acc0 < 0.5); /* the fresh head is not already right */
+    assert_true(acc == 1.0);
+    wisp_trainer_destroy(&t);
+}
+
+/* Reads an int8 column of a results file. */
+static void s_read_i8(const char *path, const char *name, int8_t *out)
+{
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_true(f >= 0);
+    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+    assert_true(d >= 0);
+    assert_true(H5Dread(d, H5T_NATIVE_INT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) >= 0);
+    H5Dclose(d);
+    H5Fclose(f);
+}
+
+static void test_train_and_classify_commands_run_end_to_end(void **state)
+{
+    (void)state;
+    static const char *names[4] = {"low", "high", "noise", "quiet"};
+    wisp_trainer_item_t *items = s_dataset(s_paths);
+    char csv[1024], out[1024], h5[1200], p[1300], bad[1024];
+    snprintf(csv, sizeof csv, "%s/cli_train.csv", wisp_test_tmpdir());
+    snprintf(out, sizeof out, "%s/cli_run", wisp_test_tmpdir());
+    snprintf(h5, sizeof h5, "%s/cli_out.h5", wisp_test_tmpdir());
+    snprintf(bad, sizeof bad, "%s/cli_bad.wav", wisp_test_tmpdir());
+    FILE *f = fopen(bad, "w");
+    fputs("not audio", f);
+    fclose(f);
+    f = fopen(csv, "w");
+    fprintf(f, "path,label\n");
+    for (int i = 0; i < N_CLIPS; i++)
+        fprintf(f, "%s,%s\n", items[i].path, names[items[i].label]);
+    fprintf(f, "%s,low\n", bad);
+    fclose(f);
+
+    char *usage[] = {"train", "--train", csv, "-o", out};
+    assert_int_equal(wisp_cmd_train((int)(sizeof usage / sizeof *usage), usage), WISP_EXIT_USAGE);
+    char *train[] = {"train", "--model", (char *)s_model_dir(), "--preset", "seq_bn",
+                     "--train", csv, "--val", csv, "-o", out, "--steps", "6", "--batch", "4",
+                     "--accum", "2", "--truncate", "--lr", "1e-2", "--schedule", "cosine",
+                     "--warmup", "2", "--threads", "1"};
+    wisp_log_set_level(WISP_LOG_ERROR);
+    assert_int_equal(wisp_cmd_train((int)(sizeof train / sizeof *train), train), WISP_EXIT_OK);
+    snprintf(p, sizeof p, "%s/adapter/adapter.safetensors", out);
+    assert_int_equal(access(p, R_OK), 0);
+    snprintf(p, sizeof p, "%s/head/head_config.json", out);
+    assert_int_equal(access(p, R_OK), 0);
+
+    /* Classify the same manifest with the trained adapter and head. */
+    char adapter[1100], head[1100];
+    snprintf(adapter, sizeof adapter, "%s/adapter", out);
+    snprintf(head, sizeof head, "%s/head", out);
+
+    /* Continue from the saved adapter and head with integer labels (ids of the head's
+     * classes), balanced class weights, 2 more steps into a new directory. */
+    char csv2[1024], out2[1024];
+    snprintf(csv2, sizeof csv2, "%s/cli_ids.csv", wisp_test_tmpdir());
+    snprintf(out2, sizeof out2, "%s/cli_run2", wisp_test_tmpdir());
+    f = fopen(csv2, "w");
+    fprintf(f, "path,label\n");
+    for (int i = 0; i < 8; i++)
+        fprintf(f, "%s,%d\n", items[i].path, items[i].label);
+    fclose(f);
+    char *more[] = {"train", "--model", (char *)s_model_dir(), "--adapter", adapter, "--head",
+                    head, "--train", csv2, "-o", out2, "--steps", "2", "--batch", "4",
+                    "--truncate", "--class-weights", "balanced", "--threads", "1"};
+    assert_int_equal(wisp_cmd_train((int)(sizeof more / sizeof *more), more), WISP_EXIT_OK);
+    char *badw[] = {"train", "--model", (char *)s_model_dir(), "--adapter", adapter, "--head",
+                    head, "--train", csv2, "-o", out2, "--steps", "2", "--truncate",
+                    "--class-weights", "1,2"};
+    assert_int_equal(wisp_cmd_train((int)(sizeof badw / sizeof *badw), badw),
+                     WISP_EXIT_FAILURE);
+    snprintf(p, sizeof p, "%s/head/model_head.safetensors", out2);
+    assert_int_equal(access(p, R_OK), 0);
+    char *classify[] = {"classify", "--model", (char *)s_model_dir(), "--adapter", adapter,
+                        "--head", head, "--truncate", "--batch", "3", "--threads", "1", "-o", h5,
+                        "--manifest", csv};
+    assert_int_equal(wisp_cmd_classify((int)(sizeof classify / sizeof *classify), classify), WISP_EXIT_PARTIAL);
+    int8_t status[N_CLIPS + 1];
+    s_read_i8(h5, "status", status);
+    for (int i = 0; i < N_CLIPS; i++)
+        assert_int_equal(status[i], 0);
+    assert_int_equal(status[N_CLIPS], WISP_ERR_AUDIO);
+    wisp_log_set_level(WISP_LOG_WARN);
+}
+
+int main(void)
+{
+    wisp_log_init('L', 0, WISP_LOG_WARN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_five_adamw_steps_follow_the_pytorch_run),
+        cmocka_unit_test(test_reduce_hook_sees_weights_then_gradients_like_two_equal_ranks),
+        cmocka_unit_test(test_unreadable_files_are_skipped_and_counted),
+        cmocka_unit_test(test_epoch_order_is_a_seeded_permutation),
+        cmocka_unit_test(test_resuming_after_step_k_gives_bitwise_identical_weights),
+        cmocka_unit_test(test_dump_grads_with_zero_steps_writes_the_mean_gradient_only),
+        cmocka_unit_test(test_sixteen_synthetic_clips_are_overfit_to_full_accuracy),
+        cmocka_unit_test(test_train_and_classify_commands_run_end_to_end),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
