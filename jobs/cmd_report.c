@@ -133,7 +133,7 @@ int wisp_cmd_report(int argc, char **argv)
         if (!wisp_report_have_gnuplot()) {
             printf("\nplots: gnuplot is not installed (apt-get install gnuplot-nox), no PNGs written\n");
         } else if (res && (!res->has_truth || res->n_scored == 0)) {
-            printf("\nplots: no true labels, no confusion plot\n");
+            printf("\nplots: no ok row with a known true label, no confusion plot\n");
         } else if (train && train->n_steps == 0 && train->n_evals == 0) {
             printf("\nplots: nothing logged yet, no curves\n");
         } else if (wisp_mkdir_p(dir, &err) != WISP_OK ||

@@ -1,10 +1,10 @@
 /* nn/ops.c: fp32 kernels of the encoder and head (see ops.h for the contracts).
  *
- * Matrix products go to OpenBLAS (cblas_sgemm) over all B*T rows at once; the
- * rest are simple loops over contiguous rows, written so the compiler can
- * vectorise them (restrict pointers, no calls in the inner loops where we can
- * avoid it). Every BLAS-backed kernel has a plain-loop twin (_ref) that the
- * tests compare against.
+ * Matrix products go to OpenBLAS (cblas_sgemm) over all B*T rows at once. The
+ * elementwise and row kernels on the encoder's hot path (GELU, the attention
+ * softmax, LayerNorm, residual adds) are explicit 16-float vector loops (see
+ * "Vector math"); the small head and adapter kernels are plain loops. Every
+ * BLAS-backed kernel has a plain-loop twin (_ref) that the tests compare against.
  */
 #include "ops.h"
 
@@ -29,9 +29,13 @@
  * them, and -O2 does not vectorise loops with unknown trip counts. So these few
  * loops are written with GCC vector extensions (16 floats) and compiled for
  * AVX-512, AVX2 and baseline x86-64 (target_clones picks one at load time). The
- * arithmetic is the same in every clone (no FMA contraction under -std=c11), so
- * results do not depend on the CPU. Accuracy is tested in tests/test_ops.c over
- * dense grids: exp within 2 ulp, erf within 1e-7 absolute of double precision. */
+ * arithmetic is the same in every clone (no FMA contraction: GCC does none under
+ * -std=c11, clang is told below), so these kernels give the same bits on every
+ * x86-64 CPU. Accuracy is tested in tests/test_ops.c over dense grids: exp within
+ * 2 ulp, erf within 1e-7 absolute of double precision. */
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
 #if defined(__GNUC__) && defined(__x86_64__)
 #define S_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
