@@ -65,6 +65,8 @@ static int s_resample(soxr_t rs, double ratio, const float *in, size_t n, s_buf_
         consumed += idone;
         if (in ? consumed >= n : odone == 0)
             return WISP_OK;
+        if (idone == 0 && odone == 0) /* never expected: soxr always makes progress */
+            return wisp_error_set(err, WISP_ERR_AUDIO, "%s: resampler made no progress", path);
     }
 }
 
@@ -111,7 +113,9 @@ int wisp_audio_load(const char *path, double max_seconds, wisp_audio_t *out, wis
     int channels = info.channels, rate = info.samplerate;
     /* libsndfile reports SF_COUNT_MAX when a stream's length is unknown */
     int frames_known = info.frames > 0 && info.frames < SF_COUNT_MAX;
-    sf_count_t limit = max_seconds > 0 ? (sf_count_t)ceil(max_seconds * rate) : SF_COUNT_MAX;
+    sf_count_t limit = SF_COUNT_MAX;
+    if (max_seconds > 0 && max_seconds * rate < 0x1p62)
+        limit = (sf_count_t)ceil(max_seconds * rate);
     sf_count_t to_read = frames_known && info.frames < limit ? info.frames : limit;
     double ratio = (double)WISP_SAMPLE_RATE / rate;
 

@@ -41,8 +41,8 @@ typedef struct {
     wisp_error_t *err;
 } s_h5_t;
 
-/* Opens a dataset; *exists says whether it is there (then 0 is returned with
- * *out = -1 when !required). */
+/* Opens a dataset into *out. An absent optional dataset is not an error: WISP_OK
+ * with *out = -1; an absent required one is WISP_ERR_FORMAT naming it. */
 static int s_open_dataset(s_h5_t *h, const char *name, int required, hid_t *out)
 {
     *out = -1;

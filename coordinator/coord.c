@@ -1,0 +1,801 @@
+#include "coord.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "job.h"
+#include "lease.h"
+#include "log.h"
+#include "proto.h"
+#include "util.h"
+
+#define S_HELLO_MAX 4096 /* bytes of a HELLO payload */
+#define S_LOG_DROPS 20   /* dropped messages logged one by one before sampling */
+
+typedef struct {
+    uint8_t id[256];   /* ROUTER routing id of the worker's DEALER */
+    size_t id_len;
+    int rank, size;    /* MPI rank and world size it announced */
+    long pid;
+    char host[64];
+} s_peer_t;
+
+struct wisp_coord {
+    const wisp_jobcfg_t *cfg;
+    const wisp_job_ops_t *ops;
+    void *job;                 /* plug-in state */
+    wisp_job_plan_t plan;
+    wisp_lease_t *lease;
+    s_peer_t *peers;           /* one per lease worker slot */
+    int cap_peers;
+    wisp_coord_params_t params;
+    void *ctx;
+    int own_ctx;
+    void *router;
+    char endpoint[256];
+    size_t max_payload;
+    char *cfg_text;            /* WELCOME payload */
+    wisp_wbuf_t wbuf;          /* shard payload scratch */
+    /* CURVE / ZAP */
+    void *zap;                 /* REP socket on inproc://zeromq.zap.01 (owned by the ZAP thread while it runs) */
+    pthread_t zap_thread;
+    int zap_running;
+    atomic_int zap_stop;
+    uint8_t (*allowed)[32];    /* allowed worker public keys */
+    int n_allowed;
+    atomic_int zap_denied;     /* handshakes refused */
+    /* stop */
+    volatile sig_atomic_t stop_req;
+    /* counters */
+    size_t items_total, items_done, items_resumed, errors;
+    double secs_total, secs_done; /* planned audio seconds (estimates where unknown) */
+    double secs_audio;            /* correction: decoded seconds minus planned, for committed shards */
+    double stage_s[WISP_JOB_MAX_STAGES];
+    uint64_t dropped, duplicates, requeued, workers_seen, workers_lost, results;
+    double t_start, t_last_progress;
+    size_t last_progress_items;
+    int tty;
+    int tty_dirty;
+    cJSON *summary;
+};
+
+void wisp_coord_default_params(wisp_coord_params_t *p)
+{
+    memset(p, 0, sizeof *p);
+    p->resume = 1;
+    p->progress_tty = -1;
+    p->summary_out = stdout;
+    p->linger = 1.0;
+}
+
+const char *wisp_coord_endpoint(const wisp_coord_t *self) { return self->endpoint; }
+const cJSON *wisp_coord_summary(const wisp_coord_t *self) { return self->summary; }
+void wisp_coord_request_stop(wisp_coord_t *self) { self->stop_req = 1; }
+
+static int s_stopping(const wisp_coord_t *self)
+{
+    return self->stop_req || (self->params.stop && *self->params.stop);
+}
+
+/* ---- dropped messages: logged, counted, never fatal ---- */
+
+static void s_drop(wisp_coord_t *self, const char *why, const wisp_error_t *e)
+{
+    self->dropped++;
+    if (self->dropped <= S_LOG_DROPS || self->dropped % 1000 == 0)
+        WISP_LOGW("dropped message #%" PRIu64 ": %s%s%s", self->dropped, why, e ? ": " : "",
+                  e ? e->msg : "");
+}
+
+/* ---- ZAP: CURVE client keys checked against the allowlist ---- */
+
+static void *s_zap_main(void *arg)
+{
+    wisp_coord_t *self = arg;
+    zmq_pollitem_t item = {self->zap, 0, ZMQ_POLLIN, 0};
+    while (!atomic_load(&self->zap_stop)) {
+        if (zmq_poll(&item, 1, 100) <= 0)
+            continue;
+        zmq_msg_t f[8];
+        int n = 0, more = 1;
+        while (more && n < 8) {
+            zmq_msg_init(&f[n]);
+            if (zmq_msg_recv(&f[n], self->zap, 0) < 0) {
+                zmq_msg_close(&f[n]);
+                break;
+            }
+            more = zmq_msg_more(&f[n]);
+            n++;
+        }
+        while (more) { /* a malformed request with too many frames: discard the rest */
+            zmq_msg_t x;
+            zmq_msg_init(&x);
+            if (zmq_msg_recv(&x, self->zap, 0) < 0)
+                more = 0;
+            else
+                more = zmq_msg_more(&x);
+            zmq_msg_close(&x);
+        }
+        /* version, request id, domain, address, identity, mechanism, credentials... */
+        int ok = 0;
+        if (n >= 7 && zmq_msg_size(&f[5]) == 5 && memcmp(zmq_msg_data(&f[5]), "CURVE", 5) == 0 &&
+            zmq_msg_size(&f[6]) == 32) {
+            for (int i = 0; i < self->n_allowed && !ok; i++)
+                ok = memcmp(self->allowed[i], zmq_msg_data(&f[6]), 32) == 0;
+        }
+        if (!ok) {
+            atomic_fetch_add(&self->zap_denied, 1);
+            WISP_LOGW("refused a worker connection: %s", n >= 7 ? "public key not in cluster.curve.client_keys"
+                                                               : "malformed ZAP request");
+        }
+        if (n >= 2) {
+            zmq_send(self->zap, "1.0", 3, ZMQ_SNDMORE);
+            zmq_send(self->zap, zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), ZMQ_SNDMORE);
+            zmq_send(self->zap, ok ? "200" : "400", 3, ZMQ_SNDMORE);
+            zmq_send(self->zap, ok ? "OK" : "unknown key", ok ? 2 : 11, ZMQ_SNDMORE);
+            zmq_send(self->zap, "", 0, ZMQ_SNDMORE);
+            zmq_send(self->zap, "", 0, 0);
+        }
+        for (int i = 0; i < n; i++)
+            zmq_msg_close(&f[i]);
+    }
+    zmq_close(self->zap);
+    self->zap = NULL;
+    return NULL;
+}
+
+static int s_setup_curve(wisp_coord_t *self, wisp_error_t *err)
+{
+    const wisp_jobcfg_t *cfg = self->cfg;
+    char z85[41];
+    int rc = wisp_proto_read_key(cfg->curve_server_secret, z85, err);
+    if (rc)
+        return rc;
+    self->allowed = calloc((size_t)cfg->n_client_keys, sizeof *self->allowed);
+    if (!self->allowed)
+        return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < cfg->n_client_keys; i++) {
+        char pub[41];
+        if ((rc = wisp_proto_read_key(cfg->client_keys[i], pub, err)) != 0)
+            return rc;
+        zmq_z85_decode(self->allowed[i], pub);
+        self->n_allowed++;
+    }
+    /* The ZAP handler must be bound before the ROUTER accepts connections. */
+    self->zap = zmq_socket(self->ctx, ZMQ_REP);
+    int linger = 0;
+    if (!self->zap || zmq_setsockopt(self->zap, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
+        zmq_bind(self->zap, "inproc://zeromq.zap.01") != 0)
+        return wisp_error_set(err, WISP_ERR_NET, "ZAP handler: %s", zmq_strerror(errno));
+    if (pthread_create(&self->zap_thread, NULL, s_zap_main, self) != 0)
+        return wisp_error_set(err, WISP_ERR_NET, "ZAP handler: cannot start its thread");
+    self->zap_running = 1;
+    int one = 1;
+    if (zmq_setsockopt(self->router, ZMQ_CURVE_SERVER, &one, sizeof one) != 0 ||
+        zmq_setsockopt(self->router, ZMQ_CURVE_SECRETKEY, z85, 41) != 0)
+        return wisp_error_set(err, WISP_ERR_NET, "%s: CURVE: %s", cfg->curve_server_secret,
+                              zmq_strerror(errno));
+    WISP_LOGI("CURVE on: %d allowed worker keys", self->n_allowed);
+    return WISP_OK;
+}
+
+/* ---- setup ---- */
+
+static int s_cut_shards(wisp_coord_t *self, wisp_lease_shard_t **out, size_t *n_out, wisp_error_t *err)
+{
+    const wisp_job_plan_t *p = &self->plan;
+    const wisp_jobcfg_t *cfg = self->cfg;
+    size_t cap = 64, n = 0;
+    wisp_lease_shard_t *sh = malloc(cap * sizeof *sh);
+    if (!sh)
+        return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
+    wisp_lease_shard_t cur = {0, 0, 0};
+    for (size_t i = 0; i <= p->n_items; i++) {
+        int end = i == p->n_items || (p->done && p->done[i]);
+        double sec = (i < p->n_items && p->seconds) ? p->seconds[i] : 0;
+        if (!end && cur.count > 0 &&
+            ((int)cur.count >= cfg->shard_size || (p->seconds && cur.seconds + sec > cfg->shard_seconds)))
+            end = 2; /* close the current shard, then start a new one at i */
+        if (end && cur.count > 0) {
+            if (n == cap) {
+                wisp_lease_shard_t *g = realloc(sh, 2 * cap * sizeof *sh);
+                if (!g) {
+                    free(sh);
+                    return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
+                }
+                sh = g;
+                cap *= 2;
+            }
+            sh[n++] = cur;
+            cur.count = 0;
+            cur.seconds = 0;
+        }
+        if (i == p->n_items)
+            break;
+        if (p->done && p->done[i]) {
+            self->items_resumed++;
+            self->secs_done += sec;
+            self->secs_total += sec;
+            continue;
+        }
+        if (cur.count == 0)
+            cur.first = i;
+        cur.count++;
+        cur.seconds += sec;
+        self->secs_total += sec;
+    }
+    *out = sh;
+    *n_out = n;
+    return WISP_OK;
+}
+
+static int s_bind(wisp_coord_t *self, wisp_error_t *err)
+{
+    const wisp_jobcfg_t *cfg = self->cfg;
+    char ep[300];
+    snprintf(ep, sizeof ep, "%s", cfg->endpoint);
+    size_t len = strlen(ep);
+    if (strncmp(ep, "tcp://", 6) == 0 && len > 2 && strcmp(ep + len - 2, ":0") == 0)
+        strcpy(ep + len - 1, "*"); /* ZeroMQ's spelling of an ephemeral port */
+    int one = 1, linger = 1000;
+    int hwm = 1000 + 4 * cfg->credit;
+    int64_t maxmsg = (int64_t)(cfg->max_message_mb * 1048576.0);
+    if (zmq_setsockopt(self->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one) != 0 ||
+        zmq_setsockopt(self->router, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
+        zmq_setsockopt(self->router, ZMQ_SNDHWM, &hwm, sizeof hwm) != 0 ||
+        zmq_setsockopt(self->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0)
+        return wisp_error_set(err, WISP_ERR_NET, "ROUTER options: %s", zmq_strerror(errno));
+    if (cfg->curve_server_secret[0]) {
+        int rc = s_setup_curve(self, err);
+        if (rc)
+            return rc;
+    }
+    if (zmq_bind(self->router, ep) != 0)
+        return wisp_error_set(err, WISP_ERR_NET, "bind %s: %s", ep, zmq_strerror(errno));
+    size_t sz = sizeof self->endpoint;
+    if (zmq_getsockopt(self->router, ZMQ_LAST_ENDPOINT, self->endpoint, &sz) != 0)
+        return wisp_error_set(err, WISP_ERR_NET, "ZMQ_LAST_ENDPOINT: %s", zmq_strerror(errno));
+    return WISP_OK;
+}
+
+wisp_coord_t *wisp_coord_new(const wisp_jobcfg_t *cfg, const wisp_coord_params_t *params,
+                             wisp_error_t *err)
+{
+    wisp_lease_shard_t *shards = NULL;
+    size_t n_shards = 0;
+    int rc = WISP_OK;
+    wisp_coord_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    self->cfg = cfg;
+    if (params)
+        self->params = *params;
+    else
+        wisp_coord_default_params(&self->params);
+    self->ops = wisp_job_find(cfg->kind);
+    if (!self->ops) {
+        rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED, "job kind '%s' is not built into this wisp", cfg->kind);
+        goto done;
+    }
+    if (self->ops->steps) {
+        rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED, "job kind '%s': step jobs are not supported by this coordinator",
+                            cfg->kind);
+        goto done;
+    }
+    self->max_payload = (size_t)(cfg->max_message_mb * 1048576.0) - WISP_PROTO_HEADER_SIZE;
+    self->cfg_text = wisp_jobcfg_to_string(cfg);
+    if (!self->cfg_text) {
+        rc = wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    if ((rc = self->ops->coord_open(&self->job, cfg, self->params.resume, &self->plan, err)) != 0)
+        goto done;
+    self->items_total = self->plan.n_items;
+    if ((rc = s_cut_shards(self, &shards, &n_shards, err)) != 0)
+        goto done;
+    self->lease = wisp_lease_new(shards, n_shards, cfg->credit, cfg->lease_timeout);
+    if (!self->lease) {
+        rc = wisp_error_set(err, WISP_ERR_NOMEM, "out of memory for %zu shards", n_shards);
+        goto done;
+    }
+    self->ctx = self->params.zmq_ctx;
+    if (!self->ctx) {
+        self->ctx = zmq_ctx_new();
+        self->own_ctx = 1;
+    }
+    self->router = self->ctx ? zmq_socket(self->ctx, ZMQ_ROUTER) : NULL;
+    if (!self->router) {
+        rc = wisp_error_set(err, WISP_ERR_NET, "ROUTER socket: %s", zmq_strerror(errno));
+        goto done;
+    }
+    if ((rc = s_bind(self, err)) != 0)
+        goto done;
+    if (self->params.endpoint_file &&
+        (rc = wisp_write_file_atomic(self->params.endpoint_file, self->endpoint, strlen(self->endpoint), err)) != 0)
+        goto done;
+    self->tty = self->params.progress_tty < 0 ? isatty(2) : self->params.progress_tty;
+    WISP_LOGI("job=%s endpoint=%s items=%zu resumed=%zu shards=%zu audio_s=%.1f credit=%d lease_timeout=%g",
+              cfg->kind, self->endpoint, self->items_total, self->items_resumed, n_shards, self->secs_total,
+              cfg->credit, cfg->lease_timeout);
+done:
+    free(shards);
+    if (rc) {
+        wisp_coord_destroy(&self);
+        return NULL;
+    }
+    return self;
+}
+
+void wisp_coord_destroy(wisp_coord_t **pself)
+{
+    if (!pself || !*pself)
+        return;
+    wisp_coord_t *self = *pself;
+    if (self->zap_running) {
+        atomic_store(&self->zap_stop, 1);
+        pthread_join(self->zap_thread, NULL);
+    } else if (self->zap) {
+        zmq_close(self->zap);
+    }
+    if (self->router)
+        zmq_close(self->router);
+    if (self->own_ctx && self->ctx)
+        zmq_ctx_term(self->ctx);
+    if (self->ops && self->job)
+        self->ops->coord_close(&self->job);
+    wisp_job_plan_free(&self->plan);
+    wisp_lease_destroy(&self->lease);
+    wisp_wbuf_free(&self->wbuf);
+    free(self->peers);
+    free(self->allowed);
+    free(self->cfg_text);
+    cJSON_Delete(self->summary);
+    free(self);
+    *pself = NULL;
+}
+
+/* ---- sending ---- */
+
+static int s_send(wisp_coord_t *self, int w, wisp_msg_t *m)
+{
+    m->worker = (uint32_t)w;
+    return wisp_proto_send(self->router, self->peers[w].id, self->peers[w].id_len, m, ZMQ_DONTWAIT);
+}
+
+static void s_send_stop(wisp_coord_t *self, int w, uint32_t why)
+{
+    wisp_msg_t m = {.type = WISP_MSG_STOP, .aux = why};
+    s_send(self, w, &m);
+}
+
+static void s_lost(wisp_coord_t *self, int w, const char *why)
+{
+    size_t n = wisp_lease_drop_worker(self->lease, w);
+    self->requeued += n;
+    self->workers_lost++;
+    WISP_LOGW("worker %d (rank %d pid %ld on %s) %s: %zu shards re-queued", w, self->peers[w].rank,
+              self->peers[w].pid, self->peers[w].host, why, n);
+}
+
+/* Fills w's credit with shards. Returns nonzero on a fatal plug-in error. */
+static int s_dispatch(wisp_coord_t *self, int w, double now, wisp_error_t *err)
+{
+    long s;
+    while ((s = wisp_lease_next(self->lease, w, now)) >= 0) {
+        const wisp_lease_shard_t *sh = wisp_lease_shard(self->lease, s);
+        wisp_wbuf_reset(&self->wbuf);
+        int rc = self->ops->coord_payload(self->job, sh->first, sh->count, &self->wbuf, err);
+        if (rc == 0 && self->wbuf.failed)
+            rc = wisp_error_set(err, WISP_ERR_NOMEM, "shard %ld: out of memory", s);
+        if (rc == 0 && self->wbuf.len > self->max_payload)
+            rc = wisp_error_set(err, WISP_ERR_ARG, "shard %ld: payload of %zu bytes exceeds cluster.max_message_mb",
+                                s, self->wbuf.len);
+        if (rc)
+            return rc;
+        wisp_msg_t m = {.type = WISP_MSG_SHARD, .shard = (uint64_t)s, .first = sh->first, .count = sh->count,
+                        .payload_len = (uint32_t)self->wbuf.len, .payload = self->wbuf.data};
+        if (s_send(self, w, &m) != 0) {
+            /* EHOSTUNREACH: the peer is gone; EAGAIN: it stopped reading. Either
+             * way its leases (this one included) go back to the queue. */
+            s_lost(self, w, errno == EHOSTUNREACH ? "is unreachable" : "stopped reading");
+            return WISP_OK;
+        }
+    }
+    return WISP_OK;
+}
+
+static int s_dispatch_all(wisp_coord_t *self, double now, wisp_error_t *err)
+{
+    int n = wisp_lease_worker_count(self->lease);
+    for (int w = 0; w < n; w++)
+        if (wisp_lease_worker_alive(self->lease, w) && wisp_lease_held(self->lease, w) < self->cfg->credit) {
+            int rc = s_dispatch(self, w, now, err);
+            if (rc)
+                return rc;
+        }
+    return WISP_OK;
+}
+
+/* ---- receiving ---- */
+
+static int s_hello(wisp_coord_t *self, const void *id, size_t id_len, const wisp_msg_t *m, double now,
+                   int finished, wisp_error_t *err)
+{
+    wisp_error_t e = {0};
+    if (m->worker != WISP_PROTO_NO_WORKER || m->payload_len > S_HELLO_MAX || id_len > 255) {
+        s_drop(self, "HELLO with a worker slot or an oversize payload", NULL);
+        return WISP_OK;
+    }
+    char text[S_HELLO_MAX + 1];
+    memcpy(text, m->payload ? (const char *)m->payload : "", m->payload_len);
+    text[m->payload_len] = '\0';
+    cJSON *j = cJSON_Parse(text);
+    cJSON *rank = cJSON_GetObjectItemCaseSensitive(j, "rank");
+    cJSON *size = cJSON_GetObjectItemCaseSensitive(j, "size");
+    cJSON *host = cJSON_GetObjectItemCaseSensitive(j, "host");
+    cJSON *pid = cJSON_GetObjectItemCaseSensitive(j, "pid");
+    if (!cJSON_IsObject(j) || !cJSON_IsNumber(rank) || !cJSON_IsNumber(size) || rank->valuedouble < 0 ||
+        size->valuedouble < 1 || rank->valuedouble >= size->valuedouble) {
+        cJSON_Delete(j);
+        wisp_error_set(&e, WISP_ERR_FORMAT, "HELLO payload is not {\"rank\",\"size\",...}");
+        s_drop(self, "bad HELLO", &e);
+        return WISP_OK;
+    }
+    int w = wisp_lease_add_worker(self->lease, now);
+    if (w < 0 || w >= self->cap_peers) {
+        int cap = self->cap_peers ? 2 * self->cap_peers : 16;
+        s_peer_t *p = w >= 0 ? realloc(self->peers, (size_t)cap * sizeof *p) : NULL;
+        if (!p) {
+            cJSON_Delete(j);
+            return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory for workers");
+        }
+        self->peers = p;
+        self->cap_peers = cap;
+    }
+    s_peer_t *peer = &self->peers[w];
+    memset(peer, 0, sizeof *peer);
+    memcpy(peer->id, id, id_len);
+    peer->id_len = id_len;
+    peer->rank = (int)rank->valuedouble;
+    peer->size = (int)size->valuedouble;
+    peer->pid = cJSON_IsNumber(pid) ? (long)pid->valuedouble : 0;
+    snprintf(peer->host, sizeof peer->host, "%s", cJSON_IsString(host) ? host->valuestring : "?");
+    cJSON_Delete(j);
+    self->workers_seen++;
+    if (finished || s_stopping(self)) {
+        s_send_stop(self, w, finished ? 0 : 1);
+        wisp_lease_drop_worker(self->lease, w);
+        return WISP_OK;
+    }
+    WISP_LOGI("worker %d joined: rank %d/%d pid %ld on %s", w, peer->rank, peer->size, peer->pid, peer->host);
+    wisp_msg_t welcome = {.type = WISP_MSG_WELCOME, .payload = (const uint8_t *)self->cfg_text,
+                          .payload_len = (uint32_t)strlen(self->cfg_text)};
+    if (s_send(self, w, &welcome) != 0) {
+        s_lost(self, w, "is unreachable");
+        return WISP_OK;
+    }
+    return s_dispatch(self, w, now, err);
+}
+
+static int s_result(wisp_coord_t *self, int w, const wisp_msg_t *m, double now, wisp_error_t *err)
+{
+    wisp_error_t e = {0};
+    const wisp_lease_shard_t *sh = wisp_lease_shard(self->lease, m->shard > (uint64_t)LONG_MAX ? -1 : (long)m->shard);
+    if (!sh || sh->first != m->first || sh->count != m->count) {
+        s_drop(self, "RESULT for an unknown shard", NULL);
+        return WISP_OK;
+    }
+    long s = (long)m->shard;
+    int verdict = wisp_lease_complete(self->lease, w, s);
+    if (verdict == WISP_LEASE_UNKNOWN) {
+        s_drop(self, "RESULT for a shard this worker does not hold", NULL);
+        return WISP_OK;
+    }
+    if (verdict == WISP_LEASE_DUPLICATE) {
+        self->duplicates++;
+        WISP_LOGD("duplicate result for shard %ld from worker %d dropped", s, w);
+        return s_dispatch(self, w, now, err);
+    }
+    /* Stats prefix written by every worker: u32 n, then n f64 stage seconds. */
+    wisp_rbuf_t r;
+    wisp_rbuf_init(&r, m->payload, m->payload_len);
+    uint32_t nst = wisp_rbuf_u32(&r);
+    double st[WISP_JOB_MAX_STAGES] = {0};
+    int bad = r.failed || nst > WISP_JOB_MAX_STAGES;
+    for (uint32_t i = 0; !bad && i < nst; i++) {
+        st[i] = wisp_rbuf_f64(&r);
+        bad = r.failed || !isfinite(st[i]) || st[i] < 0;
+    }
+    uint32_t n_err = 0;
+    double audio = -1;
+    int rc = bad ? wisp_error_set(&e, WISP_ERR_FORMAT, "bad stage timings")
+                 : self->ops->coord_commit(self->job, sh->first, sh->count, r.p, r.left, &n_err, &audio, &e);
+    if (rc == WISP_ERR_FORMAT || rc == WISP_ERR_ARG) {
+        wisp_lease_uncommit(self->lease, w, s);
+        s_drop(self, "RESULT payload refused", &e);
+        return s_dispatch(self, w, now, err);
+    }
+    if (rc)
+        return wisp_error_set(err, rc, "%s", e.msg);
+    self->results++;
+    self->items_done += sh->count;
+    self->secs_done += sh->seconds;
+    if (audio >= 0) /* the real durations replace the plan's estimate */
+        self->secs_audio += audio - sh->seconds;
+    self->errors += n_err;
+    for (uint32_t i = 0; i < nst; i++)
+        self->stage_s[i] += st[i];
+    return wisp_lease_worker_alive(self->lease, w) ? s_dispatch(self, w, now, err) : WISP_OK;
+}
+
+/* Handles one message. Returns nonzero only on a fatal error. */
+static int s_handle(wisp_coord_t *self, const void *id, size_t id_len, const void *buf, size_t len,
+                    double now, int finished, wisp_error_t *err)
+{
+    wisp_error_t e = {0};
+    wisp_msg_t m;
+    if (wisp_proto_decode(buf, len, self->max_payload, &m, &e) != 0) {
+        s_drop(self, "malformed", &e);
+        return WISP_OK;
+    }
+    if (!wisp_proto_is_worker_msg(m.type)) {
+        wisp_error_set(&e, WISP_ERR_FORMAT, "type %s", wisp_proto_type_name(m.type));
+        s_drop(self, "unexpected message from a worker", &e);
+        return WISP_OK;
+    }
+    if (m.type == WISP_MSG_HELLO)
+        return s_hello(self, id, id_len, &m, now, finished, err);
+    int w = (int)m.worker;
+    if (m.worker >= (uint32_t)wisp_lease_worker_count(self->lease) || self->peers[w].id_len != id_len ||
+        memcmp(self->peers[w].id, id, id_len) != 0) {
+        s_drop(self, "message from an unknown worker slot", NULL);
+        return WISP_OK;
+    }
+    int alive = wisp_lease_worker_alive(self->lease, w);
+    if (alive)
+        wisp_lease_touch(self->lease, w, now);
+    switch (m.type) {
+    case WISP_MSG_RESULT:
+        return s_result(self, w, &m, now, err);
+    case WISP_MSG_HEARTBEAT:
+        if (finished || s_stopping(self)) {
+            s_send_stop(self, w, finished ? 0 : 1);
+        } else if (!alive) {
+            s_send_stop(self, w, 2); /* declared dead earlier: rejoin with a fresh HELLO */
+        } else {
+            wisp_msg_t hb = {.type = WISP_MSG_HEARTBEAT};
+            if (s_send(self, w, &hb) != 0)
+                s_lost(self, w, "is unreachable");
+        }
+        return WISP_OK;
+    case WISP_MSG_BYE:
+        if (alive) {
+            size_t n = wisp_lease_drop_worker(self->lease, w);
+            self->requeued += n;
+            WISP_LOGI("worker %d left (%zu shards re-queued)", w, n);
+        }
+        return WISP_OK;
+    default:
+        s_drop(self, "message type not used by map jobs", NULL);
+        return WISP_OK;
+    }
+}
+
+/* Receives and handles every queued message (at most max). Returns the number
+ * handled, or a negative error. */
+static int s_drain(wisp_coord_t *self, int max, int finished, wisp_error_t *err)
+{
+    int handled = 0;
+    double now = wisp_now();
+    while (handled < max) {
+        zmq_msg_t id, body;
+        zmq_msg_init(&id);
+        if (zmq_msg_recv(&id, self->router, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&id);
+            break;
+        }
+        handled++;
+        if (!zmq_msg_more(&id)) {
+            zmq_msg_close(&id);
+            s_drop(self, "empty message", NULL);
+            continue;
+        }
+        zmq_msg_init(&body);
+        zmq_msg_recv(&body, self->router, 0);
+        int extra = 0;
+        while (zmq_msg_more(&body)) { /* more than one frame: not ours */
+            zmq_msg_close(&body);
+            zmq_msg_init(&body);
+            zmq_msg_recv(&body, self->router, 0);
+            extra = 1;
+        }
+        int rc = WISP_OK;
+        if (extra)
+            s_drop(self, "multi-frame message", NULL);
+        else
+            rc = s_handle(self, zmq_msg_data(&id), zmq_msg_size(&id), zmq_msg_data(&body),
+                          zmq_msg_size(&body), now, finished, err);
+        zmq_msg_close(&id);
+        zmq_msg_close(&body);
+        if (rc)
+            return rc;
+    }
+    return handled;
+}
+
+/* ---- progress and summary ---- */
+
+static void s_progress(wisp_coord_t *self, double now, int final)
+{
+    size_t done = self->items_done + self->items_resumed;
+    double el = now - self->t_start;
+    double dt = now - self->t_last_progress;
+    double rate = dt > 0 ? (double)(self->items_done - self->last_progress_items) / dt : 0;
+    double avg = el > 0 ? (double)self->items_done / el : 0;
+    double eta = avg > 0 ? (double)(self->items_total - done) / avg : -1;
+    int live = wisp_lease_live_workers(self->lease);
+    if (self->tty) {
+        char etas[32];
+        if (eta >= 0)
+            snprintf(etas, sizeof etas, "%d:%02d:%02d", (int)eta / 3600, (int)eta / 60 % 60, (int)eta % 60);
+        else
+            snprintf(etas, sizeof etas, "--:--:--");
+        fprintf(stderr, "\r%zu/%zu files (%.1f%%)  %.2f/%.2f audio h  %.0f files/s  ETA %s  workers %d  errors %zu\033[K%s",
+                done, self->items_total, self->items_total ? 100.0 * (double)done / (double)self->items_total : 100.0,
+                self->secs_done / 3600, self->secs_total / 3600, rate, etas, live, self->errors, final ? "\n" : "");
+        fflush(stderr);
+    } else {
+        WISP_LOGI("progress items=%zu/%zu audio_h=%.3f/%.3f rate=%.1f eta_s=%.0f workers=%d errors=%zu", done,
+                  self->items_total, self->secs_done / 3600, self->secs_total / 3600, rate, eta, live, self->errors);
+    }
+    self->t_last_progress = now;
+    self->last_progress_items = self->items_done;
+}
+
+static void s_summary(wisp_coord_t *self, const char *status, double wall)
+{
+    cJSON *s = self->summary = cJSON_CreateObject();
+    if (!s)
+        return;
+    double audio = self->secs_done + self->secs_audio;
+    cJSON_AddStringToObject(s, "job", self->cfg->kind);
+    cJSON_AddStringToObject(s, "status", status);
+    cJSON_AddNumberToObject(s, "items_total", (double)self->items_total);
+    cJSON_AddNumberToObject(s, "items_done", (double)(self->items_done + self->items_resumed));
+    cJSON_AddNumberToObject(s, "items_this_run", (double)self->items_done);
+    cJSON_AddNumberToObject(s, "items_resumed", (double)self->items_resumed);
+    cJSON_AddNumberToObject(s, "errors", (double)self->errors);
+    cJSON_AddNumberToObject(s, "shards", (double)wisp_lease_shard_count(self->lease));
+    cJSON_AddNumberToObject(s, "wall_s", wall);
+    cJSON_AddNumberToObject(s, "files_per_s", wall > 0 ? (double)self->items_done / wall : 0);
+    cJSON_AddNumberToObject(s, "audio_s", audio);
+    cJSON_AddNumberToObject(s, "audio_s_per_s", wall > 0 ? audio / wall : 0);
+    cJSON_AddNumberToObject(s, "real_time_factor", audio > 0 ? wall / audio : 0);
+    cJSON_AddNumberToObject(s, "workers_seen", (double)self->workers_seen);
+    cJSON_AddNumberToObject(s, "workers_lost", (double)self->workers_lost);
+    cJSON_AddNumberToObject(s, "shards_requeued", (double)self->requeued);
+    cJSON_AddNumberToObject(s, "duplicates_dropped", (double)self->duplicates);
+    cJSON_AddNumberToObject(s, "messages_dropped", (double)self->dropped);
+    cJSON_AddNumberToObject(s, "connections_refused", (double)atomic_load(&self->zap_denied));
+    cJSON *st = cJSON_AddObjectToObject(s, "stage_s");
+    for (int i = 0; st && i < WISP_JOB_MAX_STAGES && self->ops->stages[i]; i++)
+        cJSON_AddNumberToObject(st, self->ops->stages[i], self->stage_s[i]);
+}
+
+static void s_emit_summary(wisp_coord_t *self)
+{
+    if (!self->summary || !self->params.summary_out)
+        return;
+    char *text = cJSON_PrintUnformatted(self->summary);
+    if (text) {
+        fprintf(self->params.summary_out, "%s\n", text);
+        fflush(self->params.summary_out);
+    }
+    free(text);
+}
+
+/* Keeps answering for a moment so workers that were mid-shard or late to
+ * connect hear STOP instead of timing out. */
+static void s_linger(wisp_coord_t *self, double seconds, int finished)
+{
+    double end = wisp_now() + seconds;
+    zmq_pollitem_t item = {self->router, 0, ZMQ_POLLIN, 0};
+    wisp_error_t e = {0};
+    while (wisp_now() < end && wisp_lease_live_workers(self->lease) > 0) {
+        if (zmq_poll(&item, 1, 50) > 0 && s_drain(self, 1000, finished, &e) < 0)
+            break;
+    }
+}
+
+int wisp_coord_run(wisp_coord_t *self, wisp_error_t *err)
+{
+    const wisp_jobcfg_t *cfg = self->cfg;
+    int rc = WISP_OK;
+    double now = wisp_now();
+    self->t_start = self->t_last_progress = now;
+    double next_tick = now, next_progress = now + (self->tty ? 0.5 : cfg->progress_interval);
+    double next_commit = now + cfg->commit_interval;
+    double tick = fmin(0.25, cfg->lease_timeout / 4);
+    zmq_pollitem_t item = {self->router, 0, ZMQ_POLLIN, 0};
+    int interrupted = 0;
+    int dead[64];
+    while (!wisp_lease_all_done(self->lease)) {
+        if (s_stopping(self)) {
+            interrupted = 1;
+            break;
+        }
+        now = wisp_now();
+        long wait_ms = (long)(1000 * (next_tick - now));
+        if (wait_ms < 0)
+            wait_ms = 0;
+        int n = zmq_poll(&item, 1, wait_ms);
+        if (n < 0 && errno != EINTR) {
+            rc = wisp_error_set(err, WISP_ERR_NET, "zmq_poll: %s", zmq_strerror(errno));
+            break;
+        }
+        if (n > 0 && (rc = s_drain(self, 4096, 0, err)) < 0)
+            break;
+        rc = WISP_OK;
+        now = wisp_now();
+        if (now >= next_tick) {
+            next_tick = now + tick;
+            size_t nd = wisp_lease_expire(self->lease, now, dead, 64);
+            for (size_t i = 0; i < nd && i < 64; i++) {
+                self->workers_lost++;
+                WISP_LOGW("worker %d (rank %d pid %ld on %s) silent for over %g s: its shards are re-queued",
+                          dead[i], self->peers[dead[i]].rank, self->peers[dead[i]].pid, self->peers[dead[i]].host,
+                          cfg->lease_timeout);
+            }
+            if ((rc = s_dispatch_all(self, now, err)) != 0)
+                break;
+        }
+        if (now >= next_commit) {
+            next_commit = now + cfg->commit_interval;
+            if ((rc = self->ops->coord_flush(self->job, err)) != 0)
+                break;
+        }
+        if (now >= next_progress) {
+            next_progress = now + (self->tty ? 0.5 : cfg->progress_interval);
+            s_progress(self, now, 0);
+        }
+    }
+    if (rc == WISP_OK && interrupted) {
+        /* Stop leasing, commit what has already arrived, tell workers to go. */
+        wisp_lease_stop(self->lease);
+        s_drain(self, 1 << 20, 0, err);
+        WISP_LOGW("stop requested: %zu of %zu items committed; rerun to resume", self->items_done + self->items_resumed,
+                  self->items_total);
+    }
+    int finished = rc == WISP_OK && !interrupted;
+    int n = wisp_lease_worker_count(self->lease);
+    for (int w = 0; w < n; w++)
+        if (wisp_lease_worker_alive(self->lease, w))
+            s_send_stop(self, w, finished ? 0 : 1);
+    double wall = wisp_now() - self->t_start;
+    s_progress(self, wisp_now(), 1);
+    s_summary(self, finished ? "complete" : interrupted ? "interrupted" : "failed", wall);
+    if (rc == WISP_OK) {
+        wisp_error_t e = {0};
+        int frc = self->ops->coord_finish(self->job, finished, self->summary, &e);
+        if (frc)
+            rc = wisp_error_set(err, frc, "%s", e.msg);
+    } else {
+        self->ops->coord_finish(self->job, 0, self->summary, NULL);
+    }
+    s_emit_summary(self);
+    if (finished)
+        s_linger(self, self->params.linger, finished);
+    if (rc == WISP_OK && interrupted)
+        rc = WISP_ERR_INTERRUPTED;
+    return rc;
+}

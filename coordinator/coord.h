@@ -1,0 +1,53 @@
+/* coord.h: the coordinator — the job's single brain and single writer.
+ *
+ * Binds a ZeroMQ ROUTER (loopback by default; port 0 = ephemeral, the bound
+ * endpoint is reported), answers HELLO with WELCOME (the effective job config),
+ * hands shards to workers under a credit limit, tracks leases and heartbeats
+ * (coordinator/lease.h), commits each shard's first result through the job
+ * plug-in, flushes the commit log periodically, prints progress, and ends with
+ * a JSON summary. Optional CURVE with a ZAP allowlist of worker public keys.
+ *
+ * Shutdown: wisp_coord_request_stop() (async-signal-safe: it only sets a flag)
+ * stops leasing, commits what has arrived, tells workers to exit and leaves
+ * the plug-in's resumable state. */
+#ifndef WISP_COORD_H
+#define WISP_COORD_H
+
+#include <signal.h>
+#include <stdio.h>
+
+#include <cjson/cJSON.h>
+
+#include "err.h"
+#include "jobcfg.h"
+
+typedef struct {
+    int resume;                  /* 1: continue from an earlier run's committed state (default) */
+    const char *endpoint_file;   /* when set, the bound endpoint is written there atomically */
+    void *zmq_ctx;               /* shared ZeroMQ context (inproc tests/bench), NULL = own */
+    volatile sig_atomic_t *stop; /* external stop flag (signal handler), may be NULL */
+    int progress_tty;            /* 1 redraw a progress line, 0 key=value log lines, -1 auto (isatty) */
+    FILE *summary_out;           /* where the final JSON summary goes (NULL: nowhere) */
+    double linger;               /* s to keep answering late workers with STOP after the end (default 1) */
+} wisp_coord_params_t;
+
+typedef struct wisp_coord wisp_coord_t;
+
+void wisp_coord_default_params(wisp_coord_params_t *p);
+
+/* Opens the job (manifest, output/resume) and binds the socket. NULL on failure
+ * with err filled. cfg must outlive the coordinator. */
+wisp_coord_t *wisp_coord_new(const wisp_jobcfg_t *cfg, const wisp_coord_params_t *params,
+                             wisp_error_t *err);
+/* The bound endpoint, e.g. "tcp://127.0.0.1:45123". */
+const char *wisp_coord_endpoint(const wisp_coord_t *self);
+/* Runs until every shard is committed (0), a stop request (WISP_ERR_INTERRUPTED,
+ * state left resumable) or a fatal error. */
+int wisp_coord_run(wisp_coord_t *self, wisp_error_t *err);
+/* Async-signal-safe and thread-safe stop request. */
+void wisp_coord_request_stop(wisp_coord_t *self);
+/* The final summary (owned by the coordinator; valid after run). */
+const cJSON *wisp_coord_summary(const wisp_coord_t *self);
+void wisp_coord_destroy(wisp_coord_t **self);
+
+#endif

@@ -1,0 +1,339 @@
+/* Tests of the coordinator and worker loop together, in one process: the
+ * coordinator runs in a thread on tcp loopback; workers and rogue clients are
+ * threads with their own sockets. Job kind null (no model needed). */
+#include "testutil.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "coord.h"
+#include "jobcfg.h"
+#include "log.h"
+#include "proto.h"
+#include "util.h"
+#include "worker.h"
+
+typedef struct {
+    wisp_coord_t *c;
+    int rc;
+    pthread_t t;
+} s_coord_run_t;
+
+typedef struct {
+    wisp_worker_params_t p;
+    wisp_worker_stats_t stats;
+    int rc;
+    pthread_t t;
+} s_worker_run_t;
+
+static void *s_coord_main(void *arg)
+{
+    s_coord_run_t *r = arg;
+    wisp_error_t e = {0};
+    r->rc = wisp_coord_run(r->c, &e);
+    return NULL;
+}
+
+static void *s_worker_main(void *arg)
+{
+    s_worker_run_t *r = arg;
+    wisp_error_t e = {0};
+    r->rc = wisp_worker_run(&r->p, &r->stats, &e);
+    return NULL;
+}
+
+static void s_cfg(wisp_jobcfg_t *cfg, const char *name, long items, char **extra, int n_extra)
+{
+    char json[1024];
+    snprintf(json, sizeof json,
+             "{\"kind\":\"null\",\"output\":\"%s/%s.tsv\",\"seed\":11,\"null\":{\"items\":%ld,\"fail_every\":97},"
+             "\"cluster\":{\"shard_size\":10,\"credit\":2,\"lease_timeout\":1,\"heartbeat\":0.1,"
+             "\"progress_interval\":60,\"commit_interval\":0.05}}",
+             wisp_test_tmpdir(), name, items);
+    wisp_error_t e = {0};
+    int rc = wisp_jobcfg_parse(cfg, json, NULL, "test", extra, n_extra, &e);
+    if (rc)
+        fail_msg("config: %s", e.msg);
+}
+
+static void s_start_coord(s_coord_run_t *r, const wisp_jobcfg_t *cfg, int resume)
+{
+    wisp_coord_params_t p;
+    wisp_coord_default_params(&p);
+    p.resume = resume;
+    p.summary_out = NULL;
+    p.progress_tty = 0;
+    p.linger = 0.5;
+    wisp_error_t e = {0};
+    r->c = wisp_coord_new(cfg, &p, &e);
+    if (!r->c)
+        fail_msg("coordinator: %s", e.msg);
+    assert_int_equal(pthread_create(&r->t, NULL, s_coord_main, r), 0);
+}
+
+static void s_start_curve_worker(s_worker_run_t *w, const char *endpoint, double timeout,
+                                 const char *server_pub, const char *key)
+{
+    memset(w, 0, sizeof *w);
+    wisp_worker_default_params(&w->p);
+    w->p.endpoint = endpoint;
+    w->p.timeout = timeout;
+    w->p.curve_server_public = server_pub;
+    w->p.curve_key = key;
+    assert_int_equal(pthread_create(&w->t, NULL, s_worker_main, w), 0);
+}
+
+static void s_start_worker(s_worker_run_t *w, const char *endpoint, double timeout)
+{
+    s_start_curve_worker(w, endpoint, timeout, NULL, NULL);
+}
+
+/* The output a correct run must produce: every item once, in order, with the
+ * null job's defining values, computed here independently of the workers. */
+static void s_check_output(const char *name, long items)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s.tsv", wisp_test_tmpdir(), name);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[128];
+    assert_non_null(fgets(line, sizeof line, f));
+    assert_string_equal(line, "item\tvalue\tstatus\n");
+    long i = 0;
+    while (fgets(line, sizeof line, f)) {
+        long item;
+        uint64_t value;
+        int status;
+        assert_int_equal(sscanf(line, "%ld\t%" SCNx64 "\t%d", &item, &value, &status), 3);
+        assert_int_equal(item, i);
+        int fail = i % 97 == 96;
+        wisp_rng_t r;
+        wisp_rng_seed(&r, 11ull ^ ((uint64_t)i * 0x9e3779b97f4a7c15ull));
+        assert_int_equal(status, fail);
+        assert_true(value == (fail ? 0 : wisp_rng_u64(&r)));
+        i++;
+    }
+    fclose(f);
+    assert_int_equal(i, items);
+    snprintf(path, sizeof path, "%s/%s.tsv.journal", wisp_test_tmpdir(), name);
+    assert_int_equal(access(path, F_OK), -1); /* the commit log is gone after completion */
+}
+
+static double s_num(const cJSON *j, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    assert_true(cJSON_IsNumber(v));
+    return v->valuedouble;
+}
+
+static void test_two_workers_commit_every_item_once_in_order(void **state)
+{
+    (void)state;
+    wisp_jobcfg_t cfg;
+    s_cfg(&cfg, "plain", 2000, NULL, 0);
+    s_coord_run_t c;
+    s_start_coord(&c, &cfg, 0);
+    s_worker_run_t w[2];
+    for (int i = 0; i < 2; i++)
+        s_start_worker(&w[i], wisp_coord_endpoint(c.c), 10);
+    pthread_join(c.t, NULL);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(w[i].t, NULL);
+        assert_int_equal(w[i].rc, 0);
+    }
+    assert_int_equal(c.rc, 0);
+    assert_int_equal(w[0].stats.items + w[1].stats.items, 2000);
+    const cJSON *s = wisp_coord_summary(c.c);
+    assert_true(s_num(s, "items_done") == 2000);
+    assert_true(s_num(s, "errors") == 2000 / 97);
+    assert_true(s_num(s, "messages_dropped") == 0);
+    s_check_output("plain", 2000);
+    wisp_coord_destroy(&c.c);
+    wisp_jobcfg_free(&cfg);
+}
+
+/* Sends one raw frame (optionally several) from a DEALER. */
+static void s_raw(void *sock, const void *p, size_t n, int more)
+{
+    assert_true(zmq_send(sock, p, n, more ? ZMQ_SNDMORE : 0) >= 0);
+}
+
+static void s_rogue_msg(void *sock, wisp_msg_t m, size_t pad)
+{
+    uint8_t *buf = calloc(1, WISP_PROTO_HEADER_SIZE + m.payload_len + pad);
+    wisp_proto_encode_header(buf, &m);
+    s_raw(sock, buf, WISP_PROTO_HEADER_SIZE + m.payload_len + pad, 0);
+    free(buf);
+}
+
+static void test_rogue_client_changes_nothing_in_the_output(void **state)
+{
+    (void)state;
+    char *extra[] = {"cluster.max_message_mb=0.05"};
+    wisp_jobcfg_t cfg;
+    s_cfg(&cfg, "rogue", 600, extra, 1);
+    s_coord_run_t c;
+    s_start_coord(&c, &cfg, 0);
+    void *ctx = zmq_ctx_new();
+    void *r = zmq_socket(ctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(r, ZMQ_LINGER, &linger, sizeof linger);
+    assert_int_equal(zmq_connect(r, wisp_coord_endpoint(c.c)), 0);
+    /* garbage, a wrong version, an unknown type, a lying length, a multi-frame message */
+    s_raw(r, "garbage!", 8, 0);
+    s_rogue_msg(r, (wisp_msg_t){.version = 9, .type = WISP_MSG_HELLO, .worker = WISP_PROTO_NO_WORKER}, 0);
+    s_rogue_msg(r, (wisp_msg_t){.type = 77}, 0);
+    s_rogue_msg(r, (wisp_msg_t){.type = WISP_MSG_RESULT, .payload_len = 100}, 3);
+    s_raw(r, "a", 1, 1);
+    s_raw(r, "b", 1, 0);
+    /* results for shards nobody leased to it, from a slot that is not its own */
+    s_rogue_msg(r, (wisp_msg_t){.type = WISP_MSG_RESULT, .worker = 0, .shard = 3, .first = 30, .count = 10}, 0);
+    s_rogue_msg(r, (wisp_msg_t){.type = WISP_MSG_SHARD, .worker = 0}, 0);
+    /* a HELLO with nonsense, then a proper one: it gets a slot and leases */
+    const char *bad = "{\"rank\":5,\"size\":2}";
+    s_rogue_msg(r, (wisp_msg_t){.type = WISP_MSG_HELLO, .worker = WISP_PROTO_NO_WORKER,
+                                .payload = (const uint8_t *)bad, .payload_len = (uint32_t)strlen(bad)}, 0);
+    /* (payload bytes are not copied by s_rogue_msg: the length lies, which is refused too) */
+    const char *hello = "{\"rank\":0,\"size\":1}";
+    wisp_msg_t h = {.type = WISP_MSG_HELLO, .worker = WISP_PROTO_NO_WORKER, .payload = (const uint8_t *)hello,
+                    .payload_len = (uint32_t)strlen(hello)};
+    assert_int_equal(wisp_proto_send(r, NULL, 0, &h, 0), 0);
+    /* read WELCOME and its shards, answer one with a malformed payload, one for a
+     * shard it does not hold, and send a huge frame */
+    zmq_pollitem_t it = {r, 0, ZMQ_POLLIN, 0};
+    uint32_t slot = WISP_PROTO_NO_WORKER;
+    int got_shards = 0;
+    while (got_shards < 2 && zmq_poll(&it, 1, 3000) > 0) {
+        zmq_msg_t f;
+        zmq_msg_init(&f);
+        zmq_msg_recv(&f, r, 0);
+        wisp_msg_t m;
+        assert_int_equal(wisp_proto_decode(zmq_msg_data(&f), zmq_msg_size(&f), 1 << 20, &m, NULL), 0);
+        if (m.type == WISP_MSG_WELCOME)
+            slot = m.worker;
+        if (m.type == WISP_MSG_SHARD) {
+            got_shards++;
+            wisp_msg_t res = {.type = WISP_MSG_RESULT, .worker = slot, .shard = m.shard, .first = m.first,
+                              .count = m.count, .payload = (const uint8_t *)"junkjunk", .payload_len = 8};
+            assert_int_equal(wisp_proto_send(r, NULL, 0, &res, 0), 0);
+            res.shard = m.shard + 5;
+            res.first = m.first + 50;
+            assert_int_equal(wisp_proto_send(r, NULL, 0, &res, 0), 0);
+        }
+        zmq_msg_close(&f);
+    }
+    assert_int_equal(got_shards, 2);
+    assert_true(slot != WISP_PROTO_NO_WORKER);
+    size_t huge = 1 << 20;
+    wisp_msg_t big = {.type = WISP_MSG_HEARTBEAT, .worker = slot, .payload_len = (uint32_t)huge};
+    s_rogue_msg(r, big, 0);
+    usleep(200000);
+    /* now an honest worker does the job; the rogue's leases expire */
+    s_worker_run_t w;
+    s_start_worker(&w, wisp_coord_endpoint(c.c), 10);
+    pthread_join(c.t, NULL);
+    pthread_join(w.t, NULL);
+    zmq_close(r);
+    zmq_ctx_term(ctx);
+    assert_int_equal(c.rc, 0);
+    assert_int_equal(w.rc, 0);
+    const cJSON *s = wisp_coord_summary(c.c);
+    assert_true(s_num(s, "messages_dropped") >= 10);
+    assert_true(s_num(s, "workers_lost") >= 1);
+    s_check_output("rogue", 600);
+    wisp_coord_destroy(&c.c);
+    wisp_jobcfg_free(&cfg);
+}
+
+static void test_curve_worker_with_an_unknown_key_gets_no_work(void **state)
+{
+    (void)state;
+    const char *d = wisp_test_tmpdir();
+    char server[600], good[600], bad[600], server_pub[700], good_pub[700], set1[800], set2[800];
+    snprintf(server, sizeof server, "%s/server", d);
+    snprintf(good, sizeof good, "%s/good", d);
+    snprintf(bad, sizeof bad, "%s/bad", d);
+    assert_int_equal(wisp_proto_keygen(server, NULL), 0);
+    assert_int_equal(wisp_proto_keygen(good, NULL), 0);
+    assert_int_equal(wisp_proto_keygen(bad, NULL), 0);
+    snprintf(server_pub, sizeof server_pub, "%s.public", server);
+    snprintf(good_pub, sizeof good_pub, "%s.public", good);
+    snprintf(set1, sizeof set1, "cluster.curve.server_secret=%s.secret", server);
+    snprintf(set2, sizeof set2, "cluster.curve.client_keys=%s", good_pub);
+    char *extra[] = {set1, set2};
+    wisp_jobcfg_t cfg;
+    s_cfg(&cfg, "curve", 300, extra, 2);
+    s_coord_run_t c;
+    s_start_coord(&c, &cfg, 0);
+    s_worker_run_t wb, wg, wn;
+    s_start_curve_worker(&wb, wisp_coord_endpoint(c.c), 1.5, server_pub, bad);
+    s_start_worker(&wn, wisp_coord_endpoint(c.c), 1.5); /* and one without CURVE at all */
+    usleep(300000);
+    s_start_curve_worker(&wg, wisp_coord_endpoint(c.c), 10, server_pub, good);
+    pthread_join(c.t, NULL);
+    pthread_join(wg.t, NULL);
+    pthread_join(wb.t, NULL);
+    pthread_join(wn.t, NULL);
+    assert_int_equal(c.rc, 0);
+    assert_int_equal(wg.rc, 0);
+    assert_int_equal(wg.stats.items, 300);
+    assert_int_equal(wb.rc, WISP_ERR_NET); /* never heard from the coordinator */
+    assert_int_equal(wb.stats.items, 0);
+    assert_int_equal(wn.rc, WISP_ERR_NET);
+    assert_int_equal(wn.stats.items, 0);
+    assert_true(s_num(wisp_coord_summary(c.c), "connections_refused") >= 1);
+    assert_true(s_num(wisp_coord_summary(c.c), "workers_seen") == 1);
+    s_check_output("curve", 300);
+    wisp_coord_destroy(&c.c);
+    wisp_jobcfg_free(&cfg);
+}
+
+static void test_stop_leaves_state_that_a_rerun_resumes(void **state)
+{
+    (void)state;
+    char *extra[] = {"null.work_ms=0.5"};
+    wisp_jobcfg_t cfg;
+    s_cfg(&cfg, "resume", 1500, extra, 1);
+    s_coord_run_t c;
+    s_start_coord(&c, &cfg, 0);
+    s_worker_run_t w;
+    s_start_worker(&w, wisp_coord_endpoint(c.c), 10);
+    usleep(300000);
+    wisp_coord_request_stop(c.c);
+    pthread_join(c.t, NULL);
+    pthread_join(w.t, NULL);
+    assert_int_equal(c.rc, WISP_ERR_INTERRUPTED);
+    assert_int_equal(w.rc, WISP_ERR_INTERRUPTED);
+    double first = s_num(wisp_coord_summary(c.c), "items_done");
+    assert_true(first > 0 && first < 1500);
+    wisp_coord_destroy(&c.c);
+    /* rerun: resumes from the commit log, computes only the rest */
+    s_start_coord(&c, &cfg, 1);
+    s_start_worker(&w, wisp_coord_endpoint(c.c), 10);
+    pthread_join(c.t, NULL);
+    pthread_join(w.t, NULL);
+    assert_int_equal(c.rc, 0);
+    const cJSON *s = wisp_coord_summary(c.c);
+    assert_true(s_num(s, "items_resumed") == first);
+    assert_true(s_num(s, "items_this_run") == 1500 - first);
+    s_check_output("resume", 1500);
+    wisp_coord_destroy(&c.c);
+    wisp_jobcfg_free(&cfg);
+}
+
+int main(void)
+{
+    wisp_log_init('T', 0, getenv("WISP_TEST_VERBOSE") ? WISP_LOG_INFO : WISP_LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_two_workers_commit_every_item_once_in_order),
+        cmocka_unit_test(test_rogue_client_changes_nothing_in_the_output),
+        cmocka_unit_test(test_curve_worker_with_an_unknown_key_gets_no_work),
+        cmocka_unit_test(test_stop_leaves_state_that_a_rerun_resumes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

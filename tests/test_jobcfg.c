@@ -1,0 +1,134 @@
+/* Tests of common/jobcfg: defaults, paths, --set overrides, refusals naming the key. */
+#include "testutil.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "jobcfg.h"
+
+static void test_defaults_fill_what_the_file_leaves_out(void **state)
+{
+    (void)state;
+    wisp_jobcfg_t c;
+    assert_int_equal(wisp_jobcfg_parse(&c, "{\"kind\":\"null\",\"output\":\"/o\"}", "/base", "t", NULL, 0, NULL), 0);
+    assert_string_equal(c.kind, "null");
+    assert_string_equal(c.endpoint, "tcp://127.0.0.1:0");
+    assert_int_equal(c.credit, 2);
+    assert_int_equal(c.shard_size, 64);
+    assert_true(c.lease_timeout == 60);
+    assert_true(c.null_items == 1000);
+    wisp_jobcfg_free(&c);
+}
+
+static void test_relative_paths_resolve_against_the_config_directory(void **state)
+{
+    (void)state;
+    wisp_jobcfg_t c;
+    const char *j = "{\"kind\":\"classify\",\"model\":\"m/tiny\",\"manifest\":\"/abs/data.csv\",\"output\":\"out.h5\"}";
+    assert_int_equal(wisp_jobcfg_parse(&c, j, "/jobs/x", "t", NULL, 0, NULL), 0);
+    assert_string_equal(c.model, "/jobs/x/m/tiny");
+    assert_string_equal(c.manifest, "/abs/data.csv");
+    assert_string_equal(c.output, "/jobs/x/out.h5");
+    /* the effective JSON carries the absolute paths (what workers receive) */
+    char *text = wisp_jobcfg_to_string(&c);
+    assert_non_null(strstr(text, "\"/jobs/x/m/tiny\""));
+    wisp_jobcfg_t w;
+    assert_int_equal(wisp_jobcfg_parse(&w, text, "/elsewhere", "welcome", NULL, 0, NULL), 0);
+    assert_string_equal(w.model, "/jobs/x/m/tiny");
+    free(text);
+    wisp_jobcfg_free(&w);
+    wisp_jobcfg_free(&c);
+}
+
+static void test_set_overrides_dotted_keys_and_creates_sections(void **state)
+{
+    (void)state;
+    wisp_jobcfg_t c;
+    char *sets[] = {"cluster.credit=5", "null.items=42", "output=/x/y", "classify.embedding=true",
+                    "cluster.endpoint=tcp://0.0.0.0:5555"};
+    assert_int_equal(wisp_jobcfg_parse(&c, "{\"kind\":\"null\",\"output\":\"a\",\"cluster\":{\"credit\":3}}", "/b",
+                                       "t", sets, 5, NULL), 0);
+    assert_int_equal(c.credit, 5);
+    assert_true(c.null_items == 42);
+    assert_string_equal(c.output, "/x/y");
+    assert_int_equal(c.classify_embedding, 1);
+    assert_string_equal(c.endpoint, "tcp://0.0.0.0:5555");
+    assert_int_equal(wisp_jobcfg_set(&c, "cluster.shard_size=7", NULL), 0);
+    assert_int_equal(c.shard_size, 7);
+    assert_int_equal(c.credit, 5);
+    wisp_jobcfg_free(&c);
+}
+
+static void test_unknown_keys_are_refused_naming_the_key(void **state)
+{
+    (void)state;
+    wisp_jobcfg_t c;
+    wisp_error_t e = {0};
+    assert_int_equal(wisp_jobcfg_parse(&c, "{\"kind\":\"null\",\"output\":\"a\",\"cluster\":{\"credits\":3}}", "/",
+                                       "job.json", NULL, 0, &e), WISP_ERR_ARG);
+    assert_non_null(strstr(e.msg, "job.json"));
+    assert_non_null(strstr(e.msg, "cluster.credits"));
+    char *sets[] = {"cluster.bogus=1"};
+    wisp_error_clear(&e);
+    assert_int_equal(wisp_jobcfg_parse(&c, "{\"kind\":\"null\",\"output\":\"a\"}", "/", "t", sets, 1, &e), WISP_ERR_ARG);
+    assert_non_null(strstr(e.msg, "cluster.bogus"));
+}
+
+static void test_bad_values_are_refused_with_the_range(void **state)
+{
+    (void)state;
+    wisp_jobcfg_t c;
+    wisp_error_t e = {0};
+    char *sets[] = {"cluster.credit=0"};
+    assert_int_equal(wisp_jobcfg_parse(&c, "{\"kind\":\"null\",\"output\":\"a\"}", "/", "t", sets, 1, &e), WISP_ERR_ARG);
+    assert_non_null(strstr(e.msg, "cluster.credit"));
+    wisp_error_clear(&e);
+    char *sets2[] = {"cluster.credit=two"};
+    assert_int_equal(wisp_jobcfg_parse(&c, "{\"kind\":\"null\",\"output\":\"a\"}", "/", "t", sets2, 1, &e), WISP_ERR_ARG);
+    assert_non_null(strstr(e.msg, "not a number"));
+    wisp_error_clear(&e);
+    assert_int_equal(wisp_jobcfg_parse(&c, "{\"kind\":\"null\",\"output\":\"a\",\"seed\":1.5}", "/", "t", NULL, 0, &e),
+                     WISP_ERR_ARG);
+    assert_non_null(strstr(e.msg, "integer"));
+    wisp_error_clear(&e);
+    assert_int_equal(wisp_jobcfg_parse(&c, "{\"kind\":\"fly\"}", "/", "t", NULL, 0, &e), WISP_ERR_ARG);
+    assert_non_null(strstr(e.msg, "fly"));
+    wisp_error_clear(&e);
+    assert_int_equal(wisp_jobcfg_parse(&c, "{\"kind\":\"classify\",\"output\":\"a\"}", "/", "t", NULL, 0, &e), WISP_ERR_ARG);
+    assert_non_null(strstr(e.msg, "manifest"));
+    wisp_error_clear(&e);
+    assert_int_equal(wisp_jobcfg_parse(&c, "{\"kind\":", "/", "cfg.json", NULL, 0, &e), WISP_ERR_FORMAT);
+    assert_non_null(strstr(e.msg, "cfg.json"));
+    /* CURVE without an allowlist would accept any key: refused */
+    wisp_error_clear(&e);
+    assert_int_equal(wisp_jobcfg_parse(&c, "{\"kind\":\"null\",\"output\":\"a\",\"cluster\":{\"curve\":{\"server_secret\":\"s\"}}}",
+                                       "/", "t", NULL, 0, &e), WISP_ERR_ARG);
+    assert_non_null(strstr(e.msg, "client_keys"));
+}
+
+static void test_curve_client_keys_list_resolves_paths(void **state)
+{
+    (void)state;
+    wisp_jobcfg_t c;
+    const char *j = "{\"kind\":\"null\",\"output\":\"a\",\"cluster\":{\"curve\":{\"server_secret\":\"keys/s.secret\","
+                    "\"client_keys\":[\"keys/w1.public\",\"/k/w2.public\"]}}}";
+    assert_int_equal(wisp_jobcfg_parse(&c, j, "/cfg", "t", NULL, 0, NULL), 0);
+    assert_int_equal(c.n_client_keys, 2);
+    assert_string_equal(c.client_keys[0], "/cfg/keys/w1.public");
+    assert_string_equal(c.client_keys[1], "/k/w2.public");
+    assert_string_equal(c.curve_server_secret, "/cfg/keys/s.secret");
+    wisp_jobcfg_free(&c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults_fill_what_the_file_leaves_out),
+        cmocka_unit_test(test_relative_paths_resolve_against_the_config_directory),
+        cmocka_unit_test(test_set_overrides_dotted_keys_and_creates_sections),
+        cmocka_unit_test(test_unknown_keys_are_refused_naming_the_key),
+        cmocka_unit_test(test_bad_values_are_refused_with_the_range),
+        cmocka_unit_test(test_curve_client_keys_list_resolves_paths),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

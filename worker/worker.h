@@ -1,0 +1,44 @@
+/* worker.h: one worker process's loop (a DEALER talking to the coordinator).
+ *
+ * Connects, announces itself (HELLO with rank, size, host, pid), receives the
+ * job config (WELCOME), then pulls shards: the coordinator pushes up to
+ * `credit` of them; the worker runs each through the job plug-in and returns a
+ * RESULT. Heartbeats go out between items and while idle, so a stuck worker
+ * falls silent and loses its leases. STOP ends the loop (aux 2: the coordinator
+ * declared this worker dead; it rejoins with a new HELLO). A coordinator silent
+ * for longer than the timeout ends the loop with WISP_ERR_NET.
+ *
+ * MPI is the caller's business (worker_main.c): the loop itself needs none,
+ * so tests and benchmarks run workers as threads. */
+#ifndef WISP_WORKER_H
+#define WISP_WORKER_H
+
+#include <signal.h>
+
+#include "err.h"
+
+typedef struct {
+    const char *endpoint;             /* coordinator, e.g. tcp://127.0.0.1:45123 */
+    void *zmq_ctx;                    /* shared context (inproc), NULL = own */
+    int rank, size;                   /* MPI rank and world size (0, 1 without MPI) */
+    void *mpi_comm;                   /* pointer to the workers' MPI_Comm, NULL without MPI */
+    const char *curve_server_public;  /* coordinator public key file; NULL = no CURVE */
+    const char *curve_key;            /* PREFIX of this worker's PREFIX.public / PREFIX.secret */
+    double timeout;                   /* s of coordinator silence before giving up (default 60) */
+    volatile sig_atomic_t *stop;      /* external stop flag (signal handler), may be NULL */
+    int set_blas_threads;             /* 1: apply cluster.threads_per_worker to OpenBLAS */
+} wisp_worker_params_t;
+
+typedef struct {
+    long shards;      /* shards completed */
+    long items;       /* items completed */
+    double busy_s;    /* time inside the job plug-in */
+} wisp_worker_stats_t;
+
+void wisp_worker_default_params(wisp_worker_params_t *p);
+
+/* Runs until STOP. 0 when the job is complete, WISP_ERR_INTERRUPTED when
+ * stopped early (signal or coordinator shutdown), another code on failure. */
+int wisp_worker_run(const wisp_worker_params_t *params, wisp_worker_stats_t *stats, wisp_error_t *err);
+
+#endif
