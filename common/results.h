@@ -55,7 +55,9 @@
  *     opts (fingerprint, n_rows, C, P, has_true_label, classes); any mismatch is
  *     WISP_ERR_STATE with a message naming the difference — runs are never mixed.
  *     The records are replayed in order; the first incomplete or corrupt record
- *     (a crash mid-append) ends the replay and the journal is truncated there. The
+ *     (a crash mid-append) ends the replay and the journal is truncated there (so
+ *     damage inside an older record, which a crash cannot cause, also drops the
+ *     records after it: their rows are redone, never wrong). The
  *     .partial file is then deleted and rebuilt from the replayed rows, so a killed
  *     or truncated .partial loses nothing committed, and the final file holds the
  *     same rows as an uninterrupted run. Cost of a resume: one sequential read of the

@@ -171,6 +171,9 @@ int wisp_cmd_classify(int argc, char **argv)
     size_t n = 0;
     double t0 = wisp_now();
 
+    /* Early, so an interrupt during loading also ends the run cleanly. */
+    signal(SIGINT, s_on_signal);
+    signal(SIGTERM, s_on_signal);
     wisp_classifier_opts_t co;
     wisp_classifier_default_opts(&co);
     co.model_dir = a.model;
@@ -259,7 +262,7 @@ int wisp_cmd_classify(int argc, char **argv)
     ro.attrs = attrs;
     ro.n_attrs = 4;
     res = wisp_results_open(&ro, &err);
-    if (!res)
+    if (!res || s_interrupted)
         goto done;
 
     size_t n_todo = 0;
@@ -279,8 +282,6 @@ int wisp_cmd_classify(int argc, char **argv)
         free(cpaths);
         goto nomem;
     }
-    signal(SIGINT, s_on_signal);
-    signal(SIGTERM, s_on_signal);
     int tty = isatty(2);
     size_t done_rows = 0;
     double t_run = wisp_now();
@@ -347,6 +348,10 @@ int wisp_cmd_classify(int argc, char **argv)
 nomem:
     wisp_error_set(&err, WISP_ERR_NOMEM, "out of memory");
 done:
+    if (s_interrupted && exit_code == WISP_EXIT_FAILURE && !err.code)
+        exit_code = WISP_EXIT_INTERRUPTED;
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
     if (err.code)
         fprintf(stderr, "wisp classify: %s\n", err.msg);
     wisp_results_destroy(&res);
