@@ -265,15 +265,20 @@ static int s_load_csv(s_raws_t *raws, const char *src, const char *dir, const ch
         if (c_path < 0) {
             header_line = start;
             n_cols = r.n;
+            int c_file_name = -1;
             for (int k = 0; k < r.n; k++) {
                 const char *h = s_rec_field(&r, k);
                 if (strcasecmp(h, "path") == 0 && c_path < 0)
                     c_path = k;
+                else if (strcasecmp(h, "file_name") == 0 && c_file_name < 0)
+                    c_file_name = k;
                 else if (strcasecmp(h, "label") == 0 && c_label < 0)
                     c_label = k;
                 else if (strcasecmp(h, "duration") == 0 && c_dur < 0)
                     c_dur = k;
             }
+            if (c_path < 0) /* Hugging Face audiofolder metadata.csv naming */
+                c_path = c_file_name;
             if (c_path < 0) {
                 rc = wisp_error_set(err, WISP_ERR_FORMAT,
                                     "%s:%d: header has no 'path' column (expected e.g. "

@@ -107,6 +107,19 @@ static void test_csv_with_bom_crlf_and_blank_padded_fields_reads_integer_labels(
     wisp_manifest_free(&m);
 }
 
+static void test_csv_accepts_the_hugging_face_file_name_column(void **state)
+{
+    (void)state;
+    const char *p = s_write_tmp("meta.csv", "File_Name,speaker,Label\n/a/x.wav,s1,yes\n");
+    wisp_manifest_t m;
+    wisp_error_t e = {0};
+    assert_int_equal(wisp_manifest_load(&m, p, NULL, 0, &e), WISP_OK);
+    assert_int_equal(m.n_items, 1);
+    assert_string_equal(m.items[0].path, "/a/x.wav");
+    assert_string_equal(m.items[0].label_name, "yes");
+    wisp_manifest_free(&m);
+}
+
 static void test_jsonl_reads_integer_and_null_labels_and_durations(void **state)
 {
     (void)state;
@@ -397,6 +410,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_csv_quoting_and_relative_paths_resolve_against_the_manifest_dir),
         cmocka_unit_test(test_csv_with_bom_crlf_and_blank_padded_fields_reads_integer_labels),
+        cmocka_unit_test(test_csv_accepts_the_hugging_face_file_name_column),
         cmocka_unit_test(test_jsonl_reads_integer_and_null_labels_and_durations),
         cmocka_unit_test(test_given_classes_map_names_and_integer_ids),
         cmocka_unit_test(test_unknown_label_is_an_error_naming_file_line_and_label),
