@@ -136,6 +136,8 @@ s_check_datasets labels.h5 "## Classify results" "N=$N C=$C P=$P" ""
 s_check_datasets dist_labels.h5 "## Classify results" "N=$N C=$C P=$P" "embedding"
 h5dump -H -d embedding dist_labels.h5 >/dev/null 2>&1 && fail "dist_labels.h5 has embeddings it was not asked for"
 s_check_datasets feats.h5 "## Features" "N=2 M=80 F=3000" ""
+grep -q '"connections_refused":[1-9]' curve_summary.json || fail "the CURVE example refused no intruder"
+s_check_datasets curve_labels.h5 "## Classify results" "N=$N C=$C P=$P" "embedding"
 h5dump -d num_frames feats.h5 | tr -d ' \n' | grep -q 'DATA{(0):3000,3000}' || fail "feats.h5: padded num_frames should be 3000"
 
 # Attributes of the classify table: names in the first column, types in the second.
@@ -242,6 +244,6 @@ sort -u "$tmp/opts.all" >"$tmp/opts"
 [ "$(wc -l <"$tmp/opts")" -ge 30 ] || fail "too few documented options found ($(wc -l <"$tmp/opts"))"
 while read -r cmd opt; do
     [ -f "$tmp/help/$cmd" ] || fail "docs use an unknown command: wisp $cmd $opt"
-    grep -q -- "$opt\\b" "$tmp/help/$cmd" || fail "docs use 'wisp $cmd $opt' but its --help has no $opt"
+    grep -q -- "$opt\\b" "$tmp/help/$cmd" || fail "docs use '$cmd $opt' but the --help of $cmd has no $opt"
 done <"$tmp/opts"
 echo "docs_examples: ok ($nblocks blocks, $nattr attributes, $(wc -l <"$tmp/opts") documented options checked)"
