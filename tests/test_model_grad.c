@@ -144,7 +144,7 @@ static double s_loss(wisp_model_t *m, const float *mel, int B, int frames, const
 static void test_gradients_agree_with_finite_differences(void **state)
 {
     (void)state;
-    const char *kinds[] = {"seq_bn", "double_seq_bn", "par_bn", "lora_all", "ia3", "seq_bn_rf"};
+    const char *kinds[] = {"seq_bn", "double_seq_bn", "par_bn", "lora_all", "ia3_all", "seq_bn_rf"};
     char dir[1024];
     int checked = 0;
     double worst = 0;
