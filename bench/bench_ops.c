@@ -67,7 +67,8 @@ int main(int argc, char **argv)
     openblas_set_num_threads(1);
     printf("blas_core=%s\n", openblas_get_corename());
     printf("sgemm_size=%d\n", n);
-    printf("sgemm_peak_gflops_1t=%.1f\n", s_sgemm_gflops(n, reps, s_cpu_now));
+    double peak1 = s_sgemm_gflops(n, reps, s_cpu_now);
+    printf("sgemm_peak_gflops_1t=%.1f\n", peak1);
     openblas_set_num_threads(2);
     printf("sgemm_peak_gflops_2t=%.1f\n", s_sgemm_gflops(n, reps, wisp_now));
     openblas_set_num_threads(1);
@@ -98,7 +99,7 @@ int main(int argc, char **argv)
     printf("attn_bwd_ms_base=%.2f\n", bwd * 1e3);
     printf("attn_fwd_gflops_base=%.1f\n", f_fl / fwd * 1e-9);
     printf("attn_bwd_gflops_base=%.1f\n", b_fl / bwd * 1e-9);
-    wisp_free(dq), wisp_free(dk), wisp_free(dv), wisp_free(scratch), wisp_free(dout);
+    wisp_free(dq), wisp_free(dk), wisp_free(dv), wisp_free(dout);
 
     /* GELU over the fc1 output (T, F) and LayerNorm over (T, d), single thread. */
     const int F = 2048;
@@ -145,8 +146,59 @@ int main(int argc, char **argv)
     printf("fc1_fwd_ms_base=%.2f\n", lin * 1e3);
     printf("fc1_fwd_gflops_base=%.1f\n", 2.0 * T * (double)C * F / lin * 1e-9);
 
+    /* One pre-LN encoder layer forward at base size out of these kernels (what
+     * nn/model.c does per layer, no adapters): the share of sgemm peak it reaches. */
+    {
+        float *x = s_buf(nq, &r, 1), *z = s_buf(nq, &r, 0), *a = s_buf(nq, &r, 0);
+        float *Wq = s_buf((size_t)C * C, &r, 0.05f), *Wk = s_buf((size_t)C * C, &r, 0.05f);
+        float *Wv = s_buf((size_t)C * C, &r, 0.05f), *Wo = s_buf((size_t)C * C, &r, 0.05f);
+        float *W2 = s_buf((size_t)F * C, &r, 0.05f);
+        double best = 1e30;
+        for (int i = 0; i < reps; i++) {
+            double t0 = s_cpu_now();
+            nn_layernorm_forward(z, NULL, NULL, x, w, bias, T, C);
+            nn_linear_forward(q, z, Wq, bias, T, C, C);
+            nn_scale(q, 0.125f, nq);
+            nn_linear_forward(k, z, Wk, NULL, T, C, C);
+            nn_linear_forward(v, z, Wv, bias, T, C, C);
+            nn_attention_forward(a, NULL, q, k, v, scratch, B, T, NH, hd);
+            nn_linear_forward(z, a, Wo, bias, T, C, C);
+            nn_add(x, x, z, nq);
+            nn_layernorm_forward(z, NULL, NULL, x, w, bias, T, C);
+            nn_linear_forward(g, z, W1, b1, T, C, F);
+            nn_act_forward(g, g, nf, NN_ACT_GELU);
+            nn_linear_forward(z, g, W2, bias, T, F, C);
+            nn_add(x, x, z, nq);
+            double dt = s_cpu_now() - t0;
+            best = dt < best ? dt : best;
+        }
+        double fl = 2.0 * T * C * C * 4 + 2.0 * 2.0 * T * (double)C * F + f_fl;
+        printf("encoder_layer_fwd_ms_base=%.2f\n", best * 1e3);
+        printf("encoder_layer_fwd_gflops_base=%.1f\n", fl / best * 1e-9);
+        printf("encoder_layer_fwd_pct_of_sgemm_peak_1t=%.0f\n", 100.0 * fl / best * 1e-9 / peak1);
+        wisp_free(x), wisp_free(z), wisp_free(a), wisp_free(Wq), wisp_free(Wk), wisp_free(Wv);
+        wisp_free(Wo), wisp_free(W2);
+    }
+
+    /* conv2 of the front end: (3000, 512) -> (1500, 512), stride 2, im2col + sgemm. */
+    {
+        const int Tin = 2 * T;
+        float *xin = s_buf((size_t)Tin * C, &r, 1), *Wc = s_buf((size_t)C * C * 3, &r, 0.05f);
+        float *col = s_buf(nn_conv1d_k3_scratch_floats(T, C), &r, 0);
+        double best = 1e30;
+        for (int i = 0; i < reps; i++) {
+            double t0 = s_cpu_now();
+            nn_conv1d_k3_forward(out, col, xin, Wc, bias, Tin, C, C, 2);
+            double dt = s_cpu_now() - t0;
+            best = dt < best ? dt : best;
+        }
+        printf("conv2_fwd_ms_base=%.2f\n", best * 1e3);
+        printf("conv2_fwd_gflops_base=%.1f\n", 2.0 * T * (double)C * C * 3 / best * 1e-9);
+        wisp_free(xin), wisp_free(Wc), wisp_free(col);
+    }
+
     wisp_free(q), wisp_free(k), wisp_free(v), wisp_free(out), wisp_free(lse), wisp_free(h);
     wisp_free(g), wisp_free(dg), wisp_free(w), wisp_free(bias), wisp_free(mean), wisp_free(rstd);
-    wisp_free(W1), wisp_free(b1);
+    wisp_free(W1), wisp_free(b1), wisp_free(scratch);
     return 0;
 }

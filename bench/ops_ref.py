@@ -97,6 +97,36 @@ def main():
     print(f"ref_fc1_fwd_ms_base={tl * 1e3:.2f}")
     print(f"ref_fc1_fwd_gflops_base={2.0 * T * C * F_ / tl * 1e-9:.1f}")
 
+    # One pre-LN encoder layer forward (as bench_ops composes it from the kernels).
+    def lin(n_out, n_in):
+        return torch.rand(n_out, n_in, generator=g) * 0.1 - 0.05
+
+    Wq, Wk, Wv, Wo, W2 = lin(C, C), lin(C, C), lin(C, C), lin(C, C), lin(C, F_)
+    xl = torch.rand(T, C, generator=g) * 2 - 1
+
+    def layer():
+        with torch.no_grad():
+            z = F.layer_norm(xl, (C,), w, bias, 1e-5)
+            qh = (F.linear(z, Wq, bias) * 0.125).view(T, NH, hd).transpose(0, 1)
+            kh = F.linear(z, Wk).view(T, NH, hd).transpose(0, 1)
+            vh = F.linear(z, Wv, bias).view(T, NH, hd).transpose(0, 1)
+            a = (torch.softmax(qh @ kh.transpose(-1, -2), -1) @ vh).transpose(0, 1).reshape(T, C)
+            hres = xl + F.linear(a, Wo, bias)
+            z = F.layer_norm(hres, (C,), w, bias, 1e-5)
+            return hres + F.linear(F.gelu(F.linear(z, W1, b1)), W2, bias)
+
+    tl = best(layer, reps)
+    fl = 2.0 * T * C * C * 4 + 2.0 * 2.0 * T * C * F_ + 2.0 * 2.0 * T * T * hd * NH
+    print(f"ref_encoder_layer_fwd_ms_base={tl * 1e3:.2f}")
+    print(f"ref_encoder_layer_fwd_gflops_base={fl / tl * 1e-9:.1f}")
+
+    xin = torch.rand(1, C, 2 * T, generator=g) * 2 - 1
+    Wc = torch.rand(C, C, 3, generator=g) * 0.1 - 0.05
+    with torch.no_grad():
+        tc = best(lambda: F.conv1d(xin, Wc, bias, stride=2, padding=1), reps)
+    print(f"ref_conv2_fwd_ms_base={tc * 1e3:.2f}")
+    print(f"ref_conv2_fwd_gflops_base={2.0 * T * C * C * 3 / tc * 1e-9:.1f}")
+
 
 if __name__ == "__main__":
     main()

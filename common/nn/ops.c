@@ -1,10 +1,10 @@
 /* nn/ops.c: fp32 kernels of the encoder and head (see ops.h for the contracts).
  *
- * Matrix products go to OpenBLAS (cblas_sgemm) over all B*T rows at once; the
- * rest are simple loops over contiguous rows, written so the compiler can
- * vectorise them (restrict pointers, no calls in the inner loops where we can
- * avoid it). Every BLAS-backed kernel has a plain-loop twin (_ref) that the
- * tests compare against.
+ * Matrix products go to OpenBLAS (cblas_sgemm) over all B*T rows at once. The
+ * elementwise and row kernels on the encoder's hot path (GELU, the attention
+ * softmax, LayerNorm, residual adds) are explicit 16-float vector loops (see
+ * "Vector math"); the small head and adapter kernels are plain loops. Every
+ * BLAS-backed kernel has a plain-loop twin (_ref) that the tests compare against.
  */
 #include "ops.h"
 
@@ -29,9 +29,13 @@
  * them, and -O2 does not vectorise loops with unknown trip counts. So these few
  * loops are written with GCC vector extensions (16 floats) and compiled for
  * AVX-512, AVX2 and baseline x86-64 (target_clones picks one at load time). The
- * arithmetic is the same in every clone (no FMA contraction under -std=c11), so
- * results do not depend on the CPU. Accuracy is tested in tests/test_ops.c over
- * dense grids: exp within 2 ulp, erf within 1e-7 absolute of double precision. */
+ * arithmetic is the same in every clone (no FMA contraction: GCC does none under
+ * -std=c11, clang is told below), so these kernels give the same bits on every
+ * x86-64 CPU. Accuracy is tested in tests/test_ops.c over dense grids: exp within
+ * 2 ulp, erf within 1e-7 absolute of double precision. */
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
 #if defined(__GNUC__) && defined(__x86_64__)
 #define S_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
@@ -696,16 +700,14 @@ void nn_conv1d_k3_forward(float *out, float *col, const float *inp, const float 
      * matches the torch weight layout (Cout, Cin, 3) read as (Cout, Cin*3). */
     for (int t = 0; t < Tout; t++) {
         float *restrict row = col + (size_t)t * K;
-        for (int k = 0; k < 3; k++) {
-            int ti = t * stride + k - 1;
-            if (ti < 0 || ti >= Tin) {
-                for (int c = 0; c < Cin; c++)
-                    row[c * 3 + k] = 0.0f;
-            } else {
-                const float *restrict x = inp + (size_t)ti * Cin;
-                for (int c = 0; c < Cin; c++)
-                    row[c * 3 + k] = x[c];
-            }
+        int t0 = t * stride - 1; /* the three input rows t0, t0+1, t0+2 (t0+1 < Tin always) */
+        const float *x1 = inp + (size_t)(t0 + 1) * Cin;
+        const float *x0 = t0 >= 0 ? x1 - Cin : NULL;
+        const float *x2 = t0 + 2 < Tin ? x1 + Cin : NULL;
+        for (int c = 0; c < Cin; c++) { /* sequential stores, three streaming reads */
+            row[c * 3 + 0] = x0 ? x0[c] : 0.0f;
+            row[c * 3 + 1] = x1[c];
+            row[c * 3 + 2] = x2 ? x2[c] : 0.0f;
         }
     }
     nn_linear_forward(out, col, weight, bias, Tout, K, Cout);
