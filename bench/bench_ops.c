@@ -2,18 +2,30 @@
  * whisper-base size (T = 1500, d = 512, NH = 8, hd = 64, F = 2048), printing
  * key=value lines. bench/ops_ref.py prints the PyTorch counterparts (ref_*).
  *
- * Every figure is the best of a few repetitions (the machine is shared, the best
- * run is the least disturbed one). Usage: bench_ops [reps] (default 5).
+ * Every figure is the best of a few repetitions. Single-thread figures are the
+ * calling thread's CPU time (OpenBLAS pinned to 1 thread runs in the caller), so
+ * other work on a shared machine inflates them less; sgemm_peak_gflops_2t is wall
+ * time. bench/ops_ref.py measures the same way. Usage: bench_ops [reps] (default 5).
+ *
+ * OpenBLAS picks its kernels by CPU model unless OPENBLAS_CORETYPE forces a core;
+ * blas_core shows which it runs (on an AVX-512 CPU, Haswell kernels reach about
+ * half of what SkylakeX/Cooperlake kernels do).
  */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "ops.h"
 #include "util.h"
 
-/* OpenBLAS extension (declared in its cblas.h, repeated for other headers). */
-void openblas_set_num_threads(int num_threads);
+/* CPU time of the calling thread, seconds. */
+static double s_cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 static float *s_buf(size_t n, wisp_rng_t *r, float scale)
 {
@@ -27,7 +39,7 @@ static float *s_buf(size_t n, wisp_rng_t *r, float scale)
     return x;
 }
 
-static double s_sgemm_gflops(int n, int reps)
+static double s_sgemm_gflops(int n, int reps, double (*now)(void))
 {
     wisp_rng_t r;
     wisp_rng_seed(&r, 1);
@@ -36,10 +48,10 @@ static double s_sgemm_gflops(int n, int reps)
     double best = 1e30;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
     for (int i = 0; i < reps; i++) {
-        double t0 = wisp_now();
+        double t0 = now();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c,
                     n);
-        double dt = wisp_now() - t0;
+        double dt = now() - t0;
         best = dt < best ? dt : best;
     }
     wisp_free(a), wisp_free(b), wisp_free(c);
@@ -53,10 +65,12 @@ int main(int argc, char **argv)
         reps = 1;
     const int n = 2048;
     openblas_set_num_threads(1);
+    printf("blas_core=%s\n", openblas_get_corename());
     printf("sgemm_size=%d\n", n);
-    printf("sgemm_peak_gflops_1t=%.1f\n", s_sgemm_gflops(n, reps));
+    double peak1 = s_sgemm_gflops(n, reps, s_cpu_now);
+    printf("sgemm_peak_gflops_1t=%.1f\n", peak1);
     openblas_set_num_threads(2);
-    printf("sgemm_peak_gflops_2t=%.1f\n", s_sgemm_gflops(n, reps));
+    printf("sgemm_peak_gflops_2t=%.1f\n", s_sgemm_gflops(n, reps, wisp_now));
     openblas_set_num_threads(1);
 
     /* Attention core at whisper-base size, one clip, single thread. */
@@ -65,16 +79,17 @@ int main(int argc, char **argv)
     wisp_rng_t r;
     wisp_rng_seed(&r, 2);
     float *q = s_buf(nq, &r, 0.125f), *k = s_buf(nq, &r, 1), *v = s_buf(nq, &r, 1);
-    float *dout = s_buf(nq, &r, 1), *out = s_buf(nq, &r, 0), *lse = s_buf((size_t)B * NH * T, &r, 0);
+    float *dout = s_buf(nq, &r, 1), *out = s_buf(nq, &r, 0);
+    float *lse = s_buf((size_t)B * NH * T, &r, 0);
     float *dq = s_buf(nq, &r, 0), *dk = s_buf(nq, &r, 0), *dv = s_buf(nq, &r, 0);
     float *scratch = s_buf(nn_attention_scratch_floats(T, hd), &r, 0);
     double fwd = 1e30, bwd = 1e30;
     for (int i = 0; i < reps; i++) {
-        double t0 = wisp_now();
+        double t0 = s_cpu_now();
         nn_attention_forward(out, lse, q, k, v, scratch, B, T, NH, hd);
-        double t1 = wisp_now();
+        double t1 = s_cpu_now();
         nn_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, scratch, B, T, NH, hd);
-        double t2 = wisp_now();
+        double t2 = s_cpu_now();
         fwd = t1 - t0 < fwd ? t1 - t0 : fwd;
         bwd = t2 - t1 < bwd ? t2 - t1 : bwd;
     }
@@ -84,7 +99,7 @@ int main(int argc, char **argv)
     printf("attn_bwd_ms_base=%.2f\n", bwd * 1e3);
     printf("attn_fwd_gflops_base=%.1f\n", f_fl / fwd * 1e-9);
     printf("attn_bwd_gflops_base=%.1f\n", b_fl / bwd * 1e-9);
-    wisp_free(dq), wisp_free(dk), wisp_free(dv), wisp_free(scratch), wisp_free(dout);
+    wisp_free(dq), wisp_free(dk), wisp_free(dv), wisp_free(dout);
 
     /* GELU over the fc1 output (T, F) and LayerNorm over (T, d), single thread. */
     const int F = 2048;
@@ -92,11 +107,11 @@ int main(int argc, char **argv)
     float *h = s_buf(nf, &r, 4), *g = s_buf(nf, &r, 0), *dg = s_buf(nf, &r, 1);
     double gf = 1e30, gb = 1e30;
     for (int i = 0; i < reps; i++) {
-        double t0 = wisp_now();
+        double t0 = s_cpu_now();
         nn_act_forward(g, h, nf, NN_ACT_GELU);
-        double t1 = wisp_now();
+        double t1 = s_cpu_now();
         nn_act_backward(g, dg, h, nf, NN_ACT_GELU);
-        double t2 = wisp_now();
+        double t2 = s_cpu_now();
         gf = t1 - t0 < gf ? t1 - t0 : gf;
         gb = t2 - t1 < gb ? t2 - t1 : gb;
     }
@@ -108,11 +123,11 @@ int main(int argc, char **argv)
     float *rstd = s_buf(T, &r, 0);
     double lf = 1e30, lb = 1e30;
     for (int i = 0; i < reps; i++) {
-        double t0 = wisp_now();
+        double t0 = s_cpu_now();
         nn_layernorm_forward(out, mean, rstd, k, w, bias, T, C);
-        double t1 = wisp_now();
+        double t1 = s_cpu_now();
         nn_layernorm_backward(q, NULL, NULL, dout, k, w, mean, rstd, T, C);
-        double t2 = wisp_now();
+        double t2 = s_cpu_now();
         lf = t1 - t0 < lf ? t1 - t0 : lf;
         lb = t2 - t1 < lb ? t2 - t1 : lb;
     }
@@ -123,16 +138,67 @@ int main(int argc, char **argv)
     float *W1 = s_buf((size_t)F * C, &r, 0.05f), *b1 = s_buf(F, &r, 1);
     double lin = 1e30;
     for (int i = 0; i < reps; i++) {
-        double t0 = wisp_now();
+        double t0 = s_cpu_now();
         nn_linear_forward(g, out, W1, b1, T, C, F);
-        double dt = wisp_now() - t0;
+        double dt = s_cpu_now() - t0;
         lin = dt < lin ? dt : lin;
     }
     printf("fc1_fwd_ms_base=%.2f\n", lin * 1e3);
     printf("fc1_fwd_gflops_base=%.1f\n", 2.0 * T * (double)C * F / lin * 1e-9);
 
+    /* One pre-LN encoder layer forward at base size out of these kernels (what
+     * nn/model.c does per layer, no adapters): the share of sgemm peak it reaches. */
+    {
+        float *x = s_buf(nq, &r, 1), *z = s_buf(nq, &r, 0), *a = s_buf(nq, &r, 0);
+        float *Wq = s_buf((size_t)C * C, &r, 0.05f), *Wk = s_buf((size_t)C * C, &r, 0.05f);
+        float *Wv = s_buf((size_t)C * C, &r, 0.05f), *Wo = s_buf((size_t)C * C, &r, 0.05f);
+        float *W2 = s_buf((size_t)F * C, &r, 0.05f);
+        double best = 1e30;
+        for (int i = 0; i < reps; i++) {
+            double t0 = s_cpu_now();
+            nn_layernorm_forward(z, NULL, NULL, x, w, bias, T, C);
+            nn_linear_forward(q, z, Wq, bias, T, C, C);
+            nn_scale(q, 0.125f, nq);
+            nn_linear_forward(k, z, Wk, NULL, T, C, C);
+            nn_linear_forward(v, z, Wv, bias, T, C, C);
+            nn_attention_forward(a, NULL, q, k, v, scratch, B, T, NH, hd);
+            nn_linear_forward(z, a, Wo, bias, T, C, C);
+            nn_add(x, x, z, nq);
+            nn_layernorm_forward(z, NULL, NULL, x, w, bias, T, C);
+            nn_linear_forward(g, z, W1, b1, T, C, F);
+            nn_act_forward(g, g, nf, NN_ACT_GELU);
+            nn_linear_forward(z, g, W2, bias, T, F, C);
+            nn_add(x, x, z, nq);
+            double dt = s_cpu_now() - t0;
+            best = dt < best ? dt : best;
+        }
+        double fl = 2.0 * T * C * C * 4 + 2.0 * 2.0 * T * (double)C * F + f_fl;
+        printf("encoder_layer_fwd_ms_base=%.2f\n", best * 1e3);
+        printf("encoder_layer_fwd_gflops_base=%.1f\n", fl / best * 1e-9);
+        printf("encoder_layer_fwd_pct_of_sgemm_peak_1t=%.0f\n", 100.0 * fl / best * 1e-9 / peak1);
+        wisp_free(x), wisp_free(z), wisp_free(a), wisp_free(Wq), wisp_free(Wk), wisp_free(Wv);
+        wisp_free(Wo), wisp_free(W2);
+    }
+
+    /* conv2 of the front end: (3000, 512) -> (1500, 512), stride 2, im2col + sgemm. */
+    {
+        const int Tin = 2 * T;
+        float *xin = s_buf((size_t)Tin * C, &r, 1), *Wc = s_buf((size_t)C * C * 3, &r, 0.05f);
+        float *col = s_buf(nn_conv1d_k3_scratch_floats(T, C), &r, 0);
+        double best = 1e30;
+        for (int i = 0; i < reps; i++) {
+            double t0 = s_cpu_now();
+            nn_conv1d_k3_forward(out, col, xin, Wc, bias, Tin, C, C, 2);
+            double dt = s_cpu_now() - t0;
+            best = dt < best ? dt : best;
+        }
+        printf("conv2_fwd_ms_base=%.2f\n", best * 1e3);
+        printf("conv2_fwd_gflops_base=%.1f\n", 2.0 * T * (double)C * C * 3 / best * 1e-9);
+        wisp_free(xin), wisp_free(Wc), wisp_free(col);
+    }
+
     wisp_free(q), wisp_free(k), wisp_free(v), wisp_free(out), wisp_free(lse), wisp_free(h);
     wisp_free(g), wisp_free(dg), wisp_free(w), wisp_free(bias), wisp_free(mean), wisp_free(rstd);
-    wisp_free(W1), wisp_free(b1);
+    wisp_free(W1), wisp_free(b1), wisp_free(scratch);
     return 0;
 }

@@ -22,7 +22,7 @@ static double s_write(const char *path, size_t n, int c, int p, size_t stop_afte
                       int resume)
 {
     const char *cls[64];
-    char names[64][8];
+    char names[64][16];
     for (int k = 0; k < c; k++) {
         snprintf(names[k], sizeof names[k], "c%d", k);
         cls[k] = names[k];

@@ -65,6 +65,8 @@ static int s_resample(soxr_t rs, double ratio, const float *in, size_t n, s_buf_
         consumed += idone;
         if (in ? consumed >= n : odone == 0)
             return WISP_OK;
+        if (idone == 0 && odone == 0) /* never expected: soxr always makes progress */
+            return wisp_error_set(err, WISP_ERR_AUDIO, "%s: resampler made no progress", path);
     }
 }
 
@@ -111,7 +113,9 @@ int wisp_audio_load(const char *path, double max_seconds, wisp_audio_t *out, wis
     int channels = info.channels, rate = info.samplerate;
     /* libsndfile reports SF_COUNT_MAX when a stream's length is unknown */
     int frames_known = info.frames > 0 && info.frames < SF_COUNT_MAX;
-    sf_count_t limit = max_seconds > 0 ? (sf_count_t)ceil(max_seconds * rate) : SF_COUNT_MAX;
+    sf_count_t limit = SF_COUNT_MAX;
+    if (max_seconds > 0 && max_seconds * rate < 0x1p62)
+        limit = (sf_count_t)ceil(max_seconds * rate);
     sf_count_t to_read = frames_known && info.frames < limit ? info.frames : limit;
     double ratio = (double)WISP_SAMPLE_RATE / rate;
 
@@ -136,8 +140,23 @@ int wisp_audio_load(const char *path, double max_seconds, wisp_audio_t *out, wis
     }
 
     sf_count_t total = 0;
+    int direct = !rs && channels == 1;
     while (total < to_read) {
         sf_count_t want = to_read - total < block_frames ? to_read - total : block_frames;
+        if (direct) { /* mono at 16 kHz: decode straight into the output */
+            if (s_buf_reserve(&buf, (size_t)want) != WISP_OK) {
+                rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
+                goto done;
+            }
+            sf_count_t got = sf_readf_float(sf, buf.data + buf.n, want);
+            if (got <= 0)
+                break;
+            buf.n += (size_t)got;
+            total += got;
+            if (got < want)
+                break;
+            continue;
+        }
         sf_count_t got = sf_readf_float(sf, block, want);
         if (got <= 0)
             break;
@@ -173,8 +192,8 @@ int wisp_audio_load(const char *path, double max_seconds, wisp_audio_t *out, wis
     /* A decoder error (corrupt or truncated stream) or fewer frames than the header
      * promised means the file is damaged: refuse it rather than return partial audio. */
     if (sf_error(sf) != SF_ERR_NO_ERROR) {
-        rc = wisp_error_set(err, WISP_ERR_AUDIO, "%s: truncated or corrupt: decode error after %lld frames: %s",
-                            path,
+        rc = wisp_error_set(err, WISP_ERR_AUDIO,
+                            "%s: truncated or corrupt: decode error after %lld frames: %s", path,
                             (long long)total, sf_strerror(sf));
         goto done;
     }

@@ -353,8 +353,9 @@ int wisp_ckpt_load(const char *dir, const char *expect_fingerprint, wisp_ckpt_st
     if (expect_fingerprint && strcmp(expect_fingerprint, st.fingerprint) != 0)
         return wisp_error_set(err, WISP_ERR_STATE,
                               "%s: checkpoint of a different run configuration (fingerprint "
-                              "%.12s..., this run %.12s...); use another output directory or "
-                              "the same settings",
+                              "%.12s..., this run %.12s...): model, adapter, head, optimiser "
+                              "settings, steps, batch, seed and data must all match to resume; "
+                              "use the same settings or another output directory",
                               path, st.fingerprint, expect_fingerprint);
     if ((size_t)num_params != wisp_model_num_params(model) ||
         wisp_adamw_size(opt) != wisp_model_num_params(model))

@@ -463,13 +463,10 @@ static int s_whisper_validate(const wisp_whisper_config_t *c, const char *where,
     return 0;
 }
 
-int wisp_whisper_config_load(wisp_whisper_config_t *cfg, const char *path, wisp_error_t *err)
+int wisp_whisper_config_parse(wisp_whisper_config_t *cfg, const cJSON *root, const char *path, wisp_error_t *err)
 {
     memset(cfg, 0, sizeof *cfg);
     int rc = 0;
-    cJSON *root = s_load(path, err, &rc);
-    if (!root)
-        return rc;
     if (!cJSON_IsObject(root)) {
         rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: not a JSON object", path);
         goto done;
@@ -502,9 +499,20 @@ int wisp_whisper_config_load(wisp_whisper_config_t *cfg, const char *path, wisp_
         goto done;
     rc = s_parse_labels(root, n_hint, &cfg->id2label, &cfg->num_labels, path, err);
 done:
-    cJSON_Delete(root);
     if (rc != 0)
         wisp_whisper_config_free(cfg);
+    return rc;
+}
+
+int wisp_whisper_config_load(wisp_whisper_config_t *cfg, const char *path, wisp_error_t *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    int rc = 0;
+    cJSON *root = s_load(path, err, &rc);
+    if (!root)
+        return rc;
+    rc = wisp_whisper_config_parse(cfg, root, path, err);
+    cJSON_Delete(root);
     return rc;
 }
 

@@ -35,6 +35,9 @@ typedef struct {
 
 /* Loads and validates (positive sizes, divisibility, activation "gelu"). */
 int wisp_whisper_config_load(wisp_whisper_config_t *cfg, const char *path, wisp_error_t *err);
+/* The same from a parsed object; `where` names its source in messages. */
+int wisp_whisper_config_parse(wisp_whisper_config_t *cfg, const cJSON *config_json, const char *where,
+                              wisp_error_t *err);
 /* Named sizes for init-model and benchmarks: tiny, base, small, medium, large, large-v3. */
 int wisp_whisper_config_preset(wisp_whisper_config_t *cfg, const char *size, wisp_error_t *err);
 /* An HF config.json object (architectures, model_type, every key above, plus

@@ -286,7 +286,7 @@ int wisp_h5_write_rows(hid_t dset, hid_t mtype, size_t row0, size_t n, const voi
                        const char *file, const char *name, wisp_error_t *err)
 {
     int rc = WISP_OK;
-    hid_t fspace = -1, mspace = -1;
+    hid_t fspace = -1, mspace = -1, dxpl = H5P_DEFAULT;
     hsize_t dims[2] = {0, 1};
     char what[160];
     snprintf(what, sizeof what, "writing rows %zu..%zu of '%s'", row0, row0 + n, name);
@@ -306,12 +306,25 @@ int wisp_h5_write_rows(hid_t dset, hid_t mtype, size_t row0, size_t n, const voi
                             (unsigned long long)dims[0]);
         goto done;
     }
+    /* Variable-length strings go through HDF5's type conversion, which callocs a
+     * conversion and a background buffer of the transfer size (1 MB by default) on
+     * every write: size them to this write instead (16-byte file elements). */
+    if (H5Tis_variable_str(mtype) > 0) {
+        size_t bytes = n * 32 < 4096 ? 4096 : n * 32;
+        if ((dxpl = H5Pcreate(H5P_DATASET_XFER)) < 0 ||
+            H5Pset_buffer(dxpl, bytes, NULL, NULL) < 0) {
+            rc = wisp_h5_fail(err, file, what);
+            goto done;
+        }
+    }
     hsize_t start[2] = {row0, 0}, count[2] = {n, rank == 2 ? dims[1] : 1};
     if (H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
         (mspace = H5Screate_simple(rank, count, NULL)) < 0 ||
-        H5Dwrite(dset, mtype, mspace, fspace, H5P_DEFAULT, buf) < 0)
+        H5Dwrite(dset, mtype, mspace, fspace, dxpl, buf) < 0)
         rc = wisp_h5_fail(err, file, what);
 done:
+    if (dxpl != H5P_DEFAULT)
+        H5Pclose(dxpl);
     if (mspace >= 0)
         H5Sclose(mspace);
     if (fspace >= 0)

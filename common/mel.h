@@ -46,6 +46,10 @@ size_t wisp_mel_padded_length(size_t n, int truncate);
 void wisp_mel_power(wisp_mel_t *self, const float *samples, size_t n, int truncate,
                     float *power);
 
+/* x = log10(x) in place for positive normal floats, within a few ulp of log10f: a
+ * branch-free form the compiler vectorises (scalar log10f was a third of the time). */
+void wisp_mel_log10(float *x, size_t n);
+
 /* Steps 5-6 from power (frames, 201) with the dense filterbank through cblas_sgemm:
  * the plain twin of the banded kernel inside wisp_mel_compute. out (n_mels, frames). */
 void wisp_mel_apply_dense(const wisp_mel_t *self, const float *power, int frames, float *out);

@@ -64,7 +64,9 @@ const char *wisp_st_metadata(const wisp_st_t *self, const char *key);
 /* An fp32 view of tensor `name`, checking its shape against (ndim, shape):
  * F32 data is returned in place when 4-byte aligned (no copy); F16/BF16 (and
  * unaligned F32) are converted once and cached inside self. Errors name the file,
- * the tensor and the expected vs stored shape. */
+ * the tensor and the expected vs stored shape. ndim < 0 skips the shape check.
+ * The cache makes this call not thread-safe: fetch tensors from one thread (at
+ * load time); the returned pointers stay valid until wisp_st_destroy. */
 int wisp_st_get_f32(wisp_st_t *self, const char *name, int ndim, const int64_t *shape,
                     const float **out, wisp_error_t *err);
 

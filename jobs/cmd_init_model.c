@@ -48,7 +48,8 @@ static void s_usage(FILE *out)
             "\n"
             "options:\n"
             "  --size NAME        tiny | base | small | medium | large | large-v3\n"
-            "  --config FILE      an HF config.json giving the dimensions instead\n"
+            "  --config FILE      an HF config.json giving the dimensions instead (or the JSON\n"
+            "                     text itself when it starts with '{')\n"
             "  -o, --output DIR   output directory (created)\n"
             "  --dtype T          f32 (default) | f16 | bf16\n"
             "  --seed S           random seed (default 0)\n"
@@ -60,7 +61,9 @@ static void s_usage(FILE *out)
             "examples:\n"
             "  wisp init-model --size tiny -o models/tiny-random\n"
             "  wisp init-model --size base --dtype f16 --seed 7 --num-labels 10 -o /tmp/base16\n"
-            "  wisp init-model --config my_small_config.json -o /tmp/custom\n");
+            "  wisp init-model --config my_small_config.json -o /tmp/custom\n"
+            "  wisp init-model -o /tmp/mini --config '{\"model_type\": \"whisper\", \"d_model\": 64,\n"
+            "      \"encoder_layers\": 2, \"encoder_attention_heads\": 4, \"encoder_ffn_dim\": 256}'\n");
 }
 
 /* FNV-1a of a name, mixed with the seed: one generator per tensor. */
@@ -356,8 +359,18 @@ int wisp_cmd_init_model(int argc, char **argv)
     double t0 = wisp_now();
     char st_path[4096], cfg_path[4096];
 
-    int rc = o.size ? wisp_whisper_config_preset(&cfg, o.size, &err)
-                    : wisp_whisper_config_load(&cfg, o.config_path, &err);
+    int rc;
+    if (o.size) {
+        rc = wisp_whisper_config_preset(&cfg, o.size, &err);
+    } else if (o.config_path[0] == '{') {
+        /* inline JSON: --config '{"model_type": "whisper", "d_model": 64, ...}' */
+        cJSON *inline_cfg = cJSON_Parse(o.config_path);
+        rc = inline_cfg ? wisp_whisper_config_parse(&cfg, inline_cfg, "--config", &err)
+                        : wisp_error_set(&err, WISP_ERR_ARG, "--config: the inline JSON does not parse");
+        cJSON_Delete(inline_cfg);
+    } else {
+        rc = wisp_whisper_config_load(&cfg, o.config_path, &err);
+    }
     if (rc != 0) {
         if (rc == WISP_ERR_ARG)
             exit_code = WISP_EXIT_USAGE;

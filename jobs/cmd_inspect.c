@@ -134,10 +134,16 @@ static void s_tensors(s_ctx_t *c, const wisp_st_t *st)
     printf("\n");
 }
 
-/* Opens the safetensors of a directory or file and prints them. */
-static wisp_st_t *s_open_weights(s_ctx_t *c, const char *path)
+/* Opens the safetensors of a directory or file and prints them. In a directory,
+ * `preferred` (e.g. adapter.safetensors) is used when it exists, so an adapter and a
+ * head saved side by side are told apart. */
+static wisp_st_t *s_open_weights(s_ctx_t *c, const char *path, const char *preferred)
 {
     wisp_error_t err = {0};
+    char pref[4096];
+    struct stat sb;
+    if (preferred && wisp_path_join(pref, sizeof pref, path, preferred) == 0 && stat(pref, &sb) == 0)
+        path = pref;
     wisp_st_t *st = wisp_st_open(path, &err);
     if (!st) {
         s_problem(c, "%s", err.msg);
@@ -283,7 +289,7 @@ static void s_checkpoint(s_ctx_t *c, const char *dir, const char *cfg_path)
     } else {
         s_problem(c, "%s", err.msg);
     }
-    wisp_st_t *st = s_open_weights(c, dir);
+    wisp_st_t *st = s_open_weights(c, dir, NULL);
     if (st) {
         if (have_cfg)
             s_check_encoder(c, st, &cfg);
@@ -334,7 +340,7 @@ static void s_adapter(s_ctx_t *c, const char *dir)
         }
         wisp_adapter_config_free(&a);
     }
-    wisp_st_t *st = s_open_weights(c, dir);
+    wisp_st_t *st = s_open_weights(c, dir, "adapter.safetensors");
     if (st)
         s_tensors(c, st);
     wisp_st_destroy(&st);
@@ -352,7 +358,7 @@ static void s_head(s_ctx_t *c, const char *dir, const char *cfg_path)
                h.num_hidden_layers, h.classifier_proj_size, h.use_weighted_layer_sum ? "true" : "false");
         s_labels((const char *const *)h.id2label, h.num_labels);
     }
-    wisp_st_t *st = s_open_weights(c, dir);
+    wisp_st_t *st = s_open_weights(c, dir, "model_head.safetensors");
     if (st) {
         if (err.code == 0) {
             s_expect(c, st, "projector.weight", 2, h.classifier_proj_size, h.d_model, 0);
@@ -400,7 +406,7 @@ int wisp_cmd_inspect(int argc, char **argv)
     }
     if (!S_ISDIR(sb.st_mode)) {
         printf("file: %s\n", path);
-        wisp_st_t *st = s_open_weights(&c, path);
+        wisp_st_t *st = s_open_weights(&c, path, NULL);
         if (st)
             s_tensors(&c, st);
         wisp_st_destroy(&st);
@@ -427,7 +433,7 @@ int wisp_cmd_inspect(int argc, char **argv)
         }
         if (!found) {
             printf("directory: %s (no config.json, adapter_config.json or head_config.json)\n", path);
-            wisp_st_t *st = s_open_weights(&c, path);
+            wisp_st_t *st = s_open_weights(&c, path, NULL);
             if (st)
                 s_tensors(&c, st);
             wisp_st_destroy(&st);

@@ -1,6 +1,7 @@
 /* wisp train: train an adapter + classification head on a manifest, in one process. */
 #include <getopt.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,14 @@
 #include "manifest.h"
 #include "trainer.h"
 #include "util.h"
+
+static volatile int s_stop = 0;
+
+static void s_on_signal(int sig)
+{
+    (void)sig;
+    s_stop = 1;
+}
 
 static void s_usage(FILE *out)
 {
@@ -28,6 +37,7 @@ static void s_usage(FILE *out)
             "  --preset NAME          seq_bn | double_seq_bn | par_bn | lora | ia3\n"
             "  --adapter-config JSON  adapters-library config dict (or adapter_config.json)\n"
             "  --adapter DIR          start from this adapter instead of a fresh one\n"
+            "  --adapter-name NAME    name of a fresh adapter (in its tensor keys)\n"
             "  --head DIR             start from this head (its labels map the manifest's)\n"
             "  --proj-size N          fresh head: classifier_proj_size (default: config.json)\n"
             "  --weighted-layer-sum   fresh head: softmax-weighted sum of all hidden states\n"
@@ -67,7 +77,7 @@ static void s_usage(FILE *out)
 
 typedef struct {
     const char *model, *preset, *adapter_config, *adapter, *head, *train, *val, *output;
-    const char *dump_grads, *class_weights, *schedule;
+    const char *dump_grads, *class_weights, *schedule, *adapter_name;
     long epochs, steps, warmup, checkpoint_every, stop_after;
     int batch, accum, threads, keep, truncate, resume, proj_size, wls;
     double lr, wd, clip;
@@ -77,7 +87,7 @@ typedef struct {
 enum {
     O_MODEL = 256, O_PRESET, O_ACFG, O_ADAPTER, O_HEAD, O_TRAIN, O_VAL, O_EPOCHS, O_STEPS,
     O_BATCH, O_ACCUM, O_LR, O_WD, O_WARMUP, O_SCHED, O_CLIP, O_SEED, O_TRUNC, O_RESUME,
-    O_DUMP, O_CKPT, O_KEEP, O_THREADS, O_CW, O_STOP, O_PROJ, O_WLS, O_HELP
+    O_DUMP, O_CKPT, O_KEEP, O_THREADS, O_CW, O_STOP, O_PROJ, O_WLS, O_HELP, O_ANAME
 };
 
 static int s_num(const char *opt, const char *v, double lo, double hi, double *out)
@@ -109,7 +119,8 @@ static int s_parse(int argc, char **argv, s_args_t *a)
         {"keep", 1, 0, O_KEEP},          {"threads", 1, 0, O_THREADS},
         {"class-weights", 1, 0, O_CW},   {"stop-after", 1, 0, O_STOP},
         {"proj-size", 1, 0, O_PROJ},     {"weighted-layer-sum", 0, 0, O_WLS},
-        {"help", 0, 0, O_HELP},          {0, 0, 0, 0},
+        {"help", 0, 0, O_HELP},          {"adapter-name", 1, 0, O_ANAME},
+        {0, 0, 0, 0},
     };
     memset(a, 0, sizeof *a);
     a->epochs = 3;
@@ -134,6 +145,7 @@ static int s_parse(int argc, char **argv, s_args_t *a)
         case O_ACFG: a->adapter_config = optarg; break;
         case O_ADAPTER: a->adapter = optarg; break;
         case O_HEAD: a->head = optarg; break;
+        case O_ANAME: a->adapter_name = optarg; break;
         case O_TRAIN: a->train = optarg; break;
         case O_VAL: a->val = optarg; break;
         case 'o': a->output = optarg; break;
@@ -256,6 +268,9 @@ int wisp_cmd_train(int argc, char **argv)
     if (rc)
         return rc < 0 ? WISP_EXIT_OK : rc;
 
+    /* Early, so an interrupt while loading still ends with a checkpoint or cleanly. */
+    signal(SIGINT, s_on_signal);
+    signal(SIGTERM, s_on_signal);
     int exit_code = WISP_EXIT_FAILURE;
     wisp_error_t err = {0};
     wisp_manifest_t train, val;
@@ -315,6 +330,7 @@ int wisp_cmd_train(int argc, char **argv)
     o.adapter_config = a.adapter_config;
     o.preset = a.preset;
     o.adapter_dir = a.adapter;
+    o.adapter_name = a.adapter_name;
     o.head_dir = a.head;
     o.num_labels = train.n_classes;
     o.class_names = (const char *const *)train.classes;
@@ -363,10 +379,20 @@ int wisp_cmd_train(int argc, char **argv)
         }
     }
     ro.fingerprint_extra = data_id;
-    if (wisp_trainer_run(tr, titems, nt, vitems, nv, &ro, &err) != WISP_OK)
+    ro.stop = &s_stop;
+    rc = wisp_trainer_run(tr, titems, nt, vitems, nv, &ro, &err);
+    if (rc == WISP_ERR_INTERRUPTED) {
+        fprintf(stderr, "wisp train: %s; rerun with --resume to continue\n", err.msg);
+        wisp_error_clear(&err);
+        exit_code = WISP_EXIT_INTERRUPTED;
+        goto done;
+    }
+    if (rc != WISP_OK)
         goto done;
     exit_code = WISP_EXIT_OK;
 done:
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
     if (err.code)
         fprintf(stderr, "wisp train: %s\n", err.msg);
     wisp_trainer_destroy(&tr);

@@ -41,8 +41,8 @@ typedef struct {
     wisp_error_t *err;
 } s_h5_t;
 
-/* Opens a dataset; *exists says whether it is there (then 0 is returned with
- * *out = -1 when !required). */
+/* Opens a dataset into *out. An absent optional dataset is not an error: WISP_OK
+ * with *out = -1; an absent required one is WISP_ERR_FORMAT naming it. */
 static int s_open_dataset(s_h5_t *h, const char *name, int required, hid_t *out)
 {
     *out = -1;
@@ -90,7 +90,10 @@ static int s_check_class(s_h5_t *h, hid_t d, const char *name, H5T_class_t want,
                           name, what);
 }
 
-/* A 1-D numeric dataset of length n (n == 0: any length, returned in *len) read
+/* Length argument of the readers meaning "any length" (returned in *len). */
+#define S_ANY_LEN ((size_t)-1)
+
+/* A 1-D numeric dataset of length n (S_ANY_LEN: any length, returned in *len) read
  * as int or double. Optional datasets that are absent leave *out NULL. */
 static int s_read_1d(s_h5_t *h, const char *name, int required, size_t n, int as_int, void **out,
                      size_t *len)
@@ -103,7 +106,7 @@ static int s_read_1d(s_h5_t *h, const char *name, int required, size_t n, int as
         return rc;
     if ((rc = s_dims(h, d, name, 1, dims)) != WISP_OK)
         goto done;
-    if (n && dims[0] != n) {
+    if (n != S_ANY_LEN && dims[0] != n) {
         rc = wisp_error_set(h->err, WISP_ERR_SHAPE, "%s: dataset '%s' has %llu rows, expected %zu",
                             h->file, name, (unsigned long long)dims[0], n);
         goto done;
@@ -207,7 +210,7 @@ static int s_read_strings(s_h5_t *h, const char *name, int required, size_t n, c
         return rc;
     if ((rc = s_dims(h, d, name, 1, dims)) != WISP_OK)
         goto done;
-    if (n && dims[0] != n) {
+    if (n != S_ANY_LEN && dims[0] != n) {
         rc = wisp_error_set(h->err, WISP_ERR_SHAPE, "%s: dataset '%s' has %llu rows, expected %zu",
                             h->file, name, (unsigned long long)dims[0], n);
         goto done;
@@ -424,7 +427,7 @@ wisp_report_results_t *wisp_report_results_load(const char *path, wisp_error_t *
     }
     s_h5_t h = {path, fid, err};
 
-    if ((rc = s_read_strings(&h, "classes", 1, 0, &r->classes, &n_classes)) != WISP_OK)
+    if ((rc = s_read_strings(&h, "classes", 1, S_ANY_LEN, &r->classes, &n_classes)) != WISP_OK)
         goto done;
     if (n_classes == 0 || n_classes > 1000000) {
         rc = wisp_error_set(err, WISP_ERR_SHAPE, "%s: dataset 'classes' has %zu entries", path,
@@ -432,7 +435,7 @@ wisp_report_results_t *wisp_report_results_load(const char *path, wisp_error_t *
         goto done;
     }
     r->n_classes = (int)n_classes;
-    if ((rc = s_read_1d(&h, "label", 1, 0, 1, (void **)&label, &n)) != WISP_OK)
+    if ((rc = s_read_1d(&h, "label", 1, S_ANY_LEN, 1, (void **)&label, &n)) != WISP_OK)
         goto done;
     r->n = n;
     if ((rc = s_read_1d(&h, "status", 1, n, 1, (void **)&status, NULL)) != WISP_OK ||

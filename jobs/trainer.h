@@ -14,7 +14,9 @@
  *   4. reduce hook on the flat gradient buffer + loss/accuracy sums (MPI_Allreduce);
  *   5. global-norm clipping, learning rate from the schedule, AdamW update.
  * The global batch gradient is therefore the mean over all samples of all ranks
- * (NUMERICS.md 5), and a one-process run with the same items computes the same step. */
+ * (NUMERICS.md 5), and a one-process run with the same items computes the same step.
+ * Memory: the features of all n items of a step are held at once (n x n_mels x frames
+ * floats, ~1 MB per padded 80-mel clip) besides the model's plan for micro_batch clips. */
 #ifndef WISP_TRAINER_H
 #define WISP_TRAINER_H
 
@@ -112,6 +114,10 @@ int wisp_trainer_compute_grads(wisp_trainer_t *self, const wisp_trainer_item_t *
 int wisp_trainer_compute_grads_mel(wisp_trainer_t *self, const float *mel, int B, int frames,
                                    const int *labels, wisp_trainer_stats_t *stats,
                                    wisp_error_t *err);
+/* The same for clips of different lengths: mel[i] (n_mels, frames[i]), labels (n). */
+int wisp_trainer_compute_grads_clips(wisp_trainer_t *self, const float *const *mel,
+                                     const int *frames, const int *labels, int n,
+                                     wisp_trainer_stats_t *stats, wisp_error_t *err);
 /* Step 5 on the gradients left by compute_grads: clip, AdamW at the scheduled lr. */
 void wisp_trainer_apply(wisp_trainer_t *self, wisp_trainer_stats_t *stats);
 /* compute_grads + apply. */
@@ -167,6 +173,9 @@ typedef struct {
     const char *dump_grads;   /* write the first step's gradients here (or NULL) */
     int progress;             /* \r progress line on stderr */
     const char *fingerprint_extra; /* mixed into the fingerprint (manifest identity) */
+    const volatile int *stop;  /* when it becomes non-zero (a signal handler), the run
+                                  checkpoints after the current step and returns
+                                  WISP_ERR_INTERRUPTED; NULL: not watched */
 } wisp_trainer_run_opts_t;
 
 void wisp_trainer_default_run_opts(wisp_trainer_run_opts_t *opts);

@@ -521,6 +521,59 @@ static void test_head_config_round_trips_and_maps_labels(void **state)
     s_assert_contains(e.msg, "head_config.json: missing key \"classifier_proj_size\"");
 }
 
+/* Seeded byte flips of a valid adapter_config.json and config.json: every load
+ * either succeeds or fails with a message, never crashes (run under ASan). */
+static void test_config_loaders_survive_random_byte_flips(void **state)
+{
+    (void)state;
+    const char *src[2] = {s_data("adapter_seq_bn/adapter_config.json"), s_data("whisper_cls.json")};
+    wisp_rng_t rng;
+    wisp_rng_seed(&rng, 99);
+    int ok = 0, refused = 0;
+    for (int f = 0; f < 2; f++) {
+        char *text;
+        size_t len;
+        assert_int_equal(wisp_read_file(src[f], 1 << 20, &text, &len, NULL), 0);
+        char *buf = malloc(len);
+        const char *dir = s_tmp("fuzz_dir");
+        assert_int_equal(wisp_mkdir_p(dir, NULL), 0);
+        char path[1200];
+        snprintf(path, sizeof path, "%s/%s", dir, f == 0 ? "adapter_config.json" : "config.json");
+        for (int it = 0; it < 300; it++) {
+            memcpy(buf, text, len);
+            int flips = 1 + (int)(wisp_rng_u64(&rng) % 3);
+            static const char alphabet[] = " {}[]\":,0123456789.-etrufalsn\\x";
+            for (int k = 0; k < flips; k++)
+                buf[wisp_rng_u64(&rng) % len] = alphabet[wisp_rng_u64(&rng) % (sizeof alphabet - 1)];
+            FILE *fp = fopen(path, "wb");
+            fwrite(buf, 1, len, fp);
+            fclose(fp);
+            wisp_error_t e = {0};
+            int rc;
+            if (f == 0) {
+                wisp_adapter_config_t a;
+                rc = wisp_adapter_config_load_dir(&a, dir, NULL, &e);
+                if (rc == 0)
+                    wisp_adapter_config_free(&a);
+            } else {
+                wisp_whisper_config_t c;
+                rc = wisp_whisper_config_load(&c, path, &e);
+                if (rc == 0)
+                    wisp_whisper_config_free(&c);
+            }
+            if (rc == 0) {
+                ok++;
+            } else {
+                assert_true(rc < 0 && strstr(e.msg, dir));
+                refused++;
+            }
+        }
+        free(buf);
+        free(text);
+    }
+    assert_true(ok > 0 && refused > 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -538,6 +591,7 @@ int main(void)
         cmocka_unit_test(test_saved_adapter_dir_matches_the_library_layout_and_reloads),
         cmocka_unit_test(test_adapter_dir_for_another_model_is_refused),
         cmocka_unit_test(test_head_config_round_trips_and_maps_labels),
+        cmocka_unit_test(test_config_loaders_survive_random_byte_flips),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

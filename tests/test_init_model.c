@@ -213,6 +213,24 @@ static void test_init_model_with_decoder_adds_decoder_tensors_only(void **state)
     wisp_st_destroy(&sb);
 }
 
+static void test_init_model_accepts_inline_json_config(void **state)
+{
+    (void)state;
+    const char *dir = s_tmp("m_inline");
+    char *args[] = {"init-model", "-o", (char *)dir, "--config",
+                    "{\"model_type\": \"whisper\", \"d_model\": 8, \"encoder_layers\": 1, "
+                    "\"encoder_attention_heads\": 2, \"encoder_ffn_dim\": 16, \"num_mel_bins\": 4, "
+                    "\"max_source_positions\": 6}",
+                    NULL};
+    assert_int_equal(s_run(wisp_cmd_init_model, NULL, args), WISP_EXIT_OK);
+    wisp_st_t *st = wisp_st_open(dir, NULL);
+    assert_non_null(st);
+    assert_int_equal(wisp_st_count(st), 5 + 15 + 2);
+    s_get(st, "model.encoder.embed_positions.weight", 2, 6, 8, 0);
+    s_get(st, "model.encoder.layers.0.fc1.weight", 2, 16, 8, 0);
+    wisp_st_destroy(&st);
+}
+
 static void test_init_model_refuses_bad_arguments_and_existing_output(void **state)
 {
     (void)state;
@@ -228,6 +246,8 @@ static void test_init_model_refuses_bad_arguments_and_existing_output(void **sta
     assert_int_equal(s_run(wisp_cmd_init_model, NULL, both), WISP_EXIT_USAGE);
     char *no_out[] = {"init-model", "--size", "tiny", NULL};
     assert_int_equal(s_run(wisp_cmd_init_model, NULL, no_out), WISP_EXIT_USAGE);
+    char *bad_inline[] = {"init-model", "--config", "{\"model_type\": \"whisper\"", "-o", (char *)s_tmp("x"), NULL};
+    assert_int_equal(s_run(wisp_cmd_init_model, NULL, bad_inline), WISP_EXIT_USAGE);
     char *help[] = {"init-model", "--help", NULL};
     assert_int_equal(s_run(wisp_cmd_init_model, NULL, help), WISP_EXIT_OK);
 }
@@ -347,6 +367,7 @@ int main(void)
         cmocka_unit_test(test_init_model_writes_every_encoder_tensor_with_hf_names_and_shapes),
         cmocka_unit_test(test_init_model_is_deterministic_per_seed_and_dtype_rounds_the_same_values),
         cmocka_unit_test(test_init_model_with_decoder_adds_decoder_tensors_only),
+        cmocka_unit_test(test_init_model_accepts_inline_json_config),
         cmocka_unit_test(test_init_model_refuses_bad_arguments_and_existing_output),
         cmocka_unit_test(test_inspect_reports_counts_and_names_each_problem),
         cmocka_unit_test(test_inspect_reads_adapter_and_head_dirs),

@@ -237,15 +237,78 @@ static void test_audio_past_30_seconds_is_ignored(void **state)
         wisp_mel_compute(mel, x, 480000, trunc, b);
         assert_memory_equal(a, b, sizeof(float) * count);
     }
-    /* and the padded mode of a short clip is its zero-padded 30 s version */
-    memset(x + 1000, 0, sizeof(float) * (480000 - 1000));
-    wisp_mel_compute(mel, x, 1000, 0, a);
-    wisp_mel_compute(mel, x, 480000, 0, b);
-    assert_memory_equal(a, b, sizeof(float) * count);
     wisp_free(a);
     wisp_free(b);
     wisp_mel_destroy(&mel);
     free(x);
+}
+
+/* Padded mode skips the FFT of frames that only see zeros: the result must be bit for bit
+ * that of the explicitly zero-padded 30 s signal, for lengths around frame and block
+ * boundaries. */
+static void test_padded_short_clips_equal_their_zero_padded_30_seconds(void **state)
+{
+    (void)state;
+    static const size_t lengths[] = {1, 159, 160, 161, 2360, 2361, 2400, 2560, 2561,
+                                     100000, 479799, 479800, 479801};
+    float *x = s_make_input("mix", 21, WISP_N_SAMPLES);
+    float *z = calloc(WISP_N_SAMPLES, sizeof(float));
+    wisp_mel_t *mel = wisp_mel_new(80, NULL);
+    size_t count = (size_t)80 * WISP_N_FRAMES;
+    float *a = wisp_alloc(sizeof(float) * count), *b = wisp_alloc(sizeof(float) * count);
+    for (size_t i = 0; i < sizeof lengths / sizeof lengths[0]; i++) {
+        size_t n = lengths[i];
+        memcpy(z, x, sizeof(float) * n);
+        wisp_mel_compute(mel, x, n, 0, a);
+        wisp_mel_compute(mel, z, WISP_N_SAMPLES, 0, b);
+        if (memcmp(a, b, sizeof(float) * count) != 0)
+            fail_msg("n = %zu: short clip differs from its zero-padded version", n);
+        memset(z, 0, sizeof(float) * n);
+    }
+    wisp_free(a);
+    wisp_free(b);
+    wisp_mel_destroy(&mel);
+    free(x);
+    free(z);
+}
+
+static void test_vectorised_log10_is_as_accurate_as_libm(void **state)
+{
+    (void)state;
+    enum { N = 200000 };
+    float *x = malloc(sizeof(float) * N), *y = malloc(sizeof(float) * N);
+    float *want = malloc(sizeof(float) * N);
+    wisp_rng_t r;
+    wisp_rng_seed(&r, 3);
+    for (int i = 0; i < N; i++) {
+        x[i] = (float)pow(10.0, -10.0 + 20.0 * wisp_rng_uniform(&r)); /* the 1e-10 floor up */
+        want[i] = (float)log10((double)x[i]);
+    }
+    memcpy(y, x, sizeof(float) * N);
+    wisp_mel_log10(y, N);
+    /* within 2 ulp of the correctly rounded value (glibc's log10f is within 1 ulp) */
+    wisp_assert_close(y, want, N, 1e-7, 2.4e-7, "log10 sweep");
+    float exact[4] = {1e-10f, 1.0f, 10.0f, 1e4f};
+    wisp_mel_log10(exact, 4);
+    assert_true(exact[0] == -10.0f && exact[1] == 0.0f && exact[2] == 1.0f && exact[3] == 4.0f);
+    free(x);
+    free(y);
+    free(want);
+}
+
+static void test_silence_is_exactly_minus_one_and_a_half(void **state)
+{
+    (void)state;
+    float zeros[1000] = {0};
+    wisp_mel_t *mel = wisp_mel_new(80, NULL);
+    size_t count = (size_t)80 * WISP_N_FRAMES;
+    float *out = wisp_alloc(sizeof(float) * count);
+    wisp_mel_compute(mel, zeros, 1000, 0, out);
+    for (size_t i = 0; i < count; i++)
+        if (out[i] != -1.5f) /* (log10(1e-10) + 4) / 4 */
+            fail_msg("silence: out[%zu] = %.9g", i, (double)out[i]);
+    wisp_free(out);
+    wisp_mel_destroy(&mel);
 }
 
 static void test_other_mel_counts_are_refused(void **state)
@@ -358,6 +421,9 @@ int main(void)
         cmocka_unit_test(test_features_match_the_pytorch_reference),
         cmocka_unit_test(test_banded_kernel_matches_the_dense_sgemm_twin),
         cmocka_unit_test(test_audio_past_30_seconds_is_ignored),
+        cmocka_unit_test(test_padded_short_clips_equal_their_zero_padded_30_seconds),
+        cmocka_unit_test(test_vectorised_log10_is_as_accurate_as_libm),
+        cmocka_unit_test(test_silence_is_exactly_minus_one_and_a_half),
         cmocka_unit_test(test_other_mel_counts_are_refused),
         cmocka_unit_test(test_objects_in_concurrent_threads_give_identical_results),
         cmocka_unit_test(test_jfk_flac_matches_the_reference_end_to_end),

@@ -201,6 +201,28 @@ static void test_adapter_inits_follow_the_library_schemes(void **state)
         }
     }
     free(first);
+    /* houlsby: truncated N(0, 0.01) in [-0.02, 0.02]; mam_adapter: down U(+-1/sqrt(d)), up 0 */
+    const char *kinds[] = {"bn_custom", "par_bn"};
+    for (int q = 0; q < 2; q++) {
+        mf_adapter_cfg(&ac, kinds[q]);
+        assert_int_equal(wisp_model_set_adapter(m, &ac, 9, &err), 0);
+        wisp_adapter_config_free(&ac);
+        p = wisp_model_params(m);
+        for (int k = 0; k < wisp_model_num_param_tensors(m); k++) {
+            const wisp_param_info_t *t = wisp_model_param_tensor(m, k);
+            double mx = wisp_max_abs(p + t->offset, t->numel);
+            if (!strstr(t->name, "adapters."))
+                continue;
+            if (mf_ends(t->name, "bias"))
+                assert_true(mx == 0.0);
+            else if (q == 0)
+                assert_true(mx > 0.015 && mx <= 0.02);
+            else if (mf_ends(t->name, "adapter_up.weight"))
+                assert_true(mx == 0.0);
+            else
+                assert_true(mx > 0.8 / sqrt(32.0) && mx <= 1.0 / sqrt(32.0));
+        }
+    }
     wisp_model_destroy(&m);
 }
 
@@ -227,6 +249,73 @@ static void test_adapter_and_head_survive_a_save_load_round_trip(void **state)
     float logits[15];
     assert_int_equal(wisp_model_forward(m, mel, 3, 20, logits, NULL), 0);
     s_check_logits(logits, cs->name, 15);
+    free(mel);
+    wisp_model_destroy(&m);
+}
+
+/* Rewrites dir/adapter.safetensors from m's adapter tensors with each name prefixed by
+ * `prefix`, skipping tensor `skip` (-1: none) and adding `extra` (NULL: none). */
+static void s_write_adapter_tensors(wisp_model_t *m, const char *dir, const char *prefix, int skip,
+                                    const char *extra)
+{
+    char path[1100], name[600];
+    wisp_error_t err = {0};
+    wisp_st_writer_t *w = wisp_st_writer_new();
+    const float *p = wisp_model_params(m);
+    for (int k = 0; k < wisp_model_num_param_tensors(m); k++) {
+        const wisp_param_info_t *t = wisp_model_param_tensor(m, k);
+        if (k == skip || strncmp(t->name, "encoder.", 8) != 0)
+            continue;
+        snprintf(name, sizeof name, "%s%s", prefix, t->name);
+        assert_int_equal(wisp_st_writer_add_f32(w, name, WISP_DT_F32, t->ndim, t->shape,
+                                                p + t->offset),
+                         0);
+    }
+    if (extra) {
+        int64_t shape[1] = {4};
+        float v[4] = {0};
+        assert_int_equal(wisp_st_writer_add_f32(w, extra, WISP_DT_F32, 1, shape, v), 0);
+    }
+    snprintf(path, sizeof path, "%s/adapter.safetensors", dir);
+    assert_int_equal(wisp_st_writer_save(w, path, &err), 0);
+    wisp_st_writer_destroy(&w);
+}
+
+static void test_adapter_files_are_read_by_name_under_both_prefixes_and_checked(void **state)
+{
+    (void)state;
+    char dir[1024], adir[1024];
+    const mf_case_t *cs = s_case("double_seq_bn_ws0_b3");
+    snprintf(dir, sizeof dir, "%s/ad_model", wisp_test_tmpdir());
+    snprintf(adir, sizeof adir, "%s/ad_adapter", wisp_test_tmpdir());
+    wisp_model_t *m = mf_case_model(cs, dir, 0);
+    wisp_error_t err = {0};
+    assert_int_equal(wisp_model_save_adapter(m, adir, &err), 0);
+    float *mel = mf_mel(3, 80, 20);
+    float logits[15];
+    /* WhisperAdapterModel naming: model.encoder.layers.{i}. */
+    s_write_adapter_tensors(m, adir, "model.", -1, NULL);
+    wisp_adapter_config_t none;
+    mf_adapter_cfg(&none, "par_bn"); /* something else first: load must replace it */
+    assert_int_equal(wisp_model_set_adapter(m, &none, 1, &err), 0);
+    wisp_adapter_config_free(&none);
+    if (wisp_model_load_adapter(m, adir, &err) < 0)
+        fail_msg("%s", err.msg);
+    assert_int_equal(wisp_model_forward(m, mel, 3, 20, logits, NULL), 0);
+    s_check_logits(logits, cs->name, 15);
+    /* a missing tensor and an unexplained tensor are refused by name */
+    const char *stray = "encoder.layers.0.output_adapters.adapters.other.adapter_up.bias";
+    s_write_adapter_tensors(m, adir, "", -1, stray);
+    wisp_error_clear(&err);
+    assert_true(wisp_model_load_adapter(m, adir, &err) < 0);
+    assert_non_null(strstr(err.msg, stray));
+    assert_null(wisp_model_adapter(m)); /* nothing half-loaded */
+    s_write_adapter_tensors(m, adir, "", -1, NULL); /* m has no adapter: writes nothing */
+    wisp_error_clear(&err);
+    assert_true(wisp_model_load_adapter(m, adir, &err) < 0);
+    assert_non_null(strstr(err.msg, "missing tensor encoder.layers.0.attention_adapters"));
+    /* the head is untouched: the forward still runs */
+    assert_int_equal(wisp_model_forward(m, mel, 3, 20, logits, NULL), 0);
     free(mel);
     wisp_model_destroy(&m);
 }
@@ -316,6 +405,7 @@ int main(void)
         cmocka_unit_test(test_fresh_zero_output_adapters_leave_the_logits_unchanged),
         cmocka_unit_test(test_adapter_inits_follow_the_library_schemes),
         cmocka_unit_test(test_adapter_and_head_survive_a_save_load_round_trip),
+        cmocka_unit_test(test_adapter_files_are_read_by_name_under_both_prefixes_and_checked),
         cmocka_unit_test(test_bad_checkpoints_and_inputs_are_refused_with_the_tensor_named),
         cmocka_unit_test(test_whisper_base_batch_8_training_plan_fits_well_under_4_gb),
     };

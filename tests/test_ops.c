@@ -104,6 +104,22 @@ static double s_dot(const double *a, const double *b, size_t n)
     return s;
 }
 
+/* Backward kernels accumulate: a second call onto the same buffers doubles them. */
+static float *s_dup(const float *x, size_t n)
+{
+    float *d = s_zeros(n);
+    memcpy(d, x, n * sizeof *d);
+    return d;
+}
+
+static void s_check_doubled(const float *after, float *before, size_t n, const char *label)
+{
+    for (size_t i = 0; i < n; i++)
+        before[i] *= 2.0f;
+    s_close_scaled(after, before, n, 1e-6, label); /* sums over rows round differently */
+    wisp_free(before);
+}
+
 /* ---- double-precision forwards ------------------------------------------ */
 
 static void d_linear(double *out, const double *inp, const double *w, const double *b,
@@ -269,7 +285,7 @@ static void test_attention_matches_its_loop_twin_across_block_edges(void **state
 {
     (void)state;
     /* T below, at, and not a multiple of the query block; several heads and clips. */
-    static const int shapes[][4] = {{1, 1, 1, 1}, {2, 5, 3, 4}, {1, 64, 2, 8},
+    static const int shapes[][4] = {{1, 1, 1, 1}, {2, 5, 3, 4}, {1, 128, 2, 8},
                                     {2, 131, 3, 5}, {1, 300, 1, 16}};
     wisp_rng_t r;
     wisp_rng_seed(&r, 3);
@@ -366,7 +382,7 @@ static double s_ln_loss(void *p)
 static void test_layernorm_forward_and_backward_match_double_precision(void **state)
 {
     (void)state;
-    const int N = 5, C = 11;
+    const int N = 5, C = 37; /* two full vectors and a tail */
     wisp_rng_t r;
     wisp_rng_seed(&r, 11);
     float *x = s_rand(&r, N * C, 2), *w = s_rand(&r, C, 1), *b = s_rand(&r, C, 1);
@@ -389,6 +405,15 @@ static void test_layernorm_forward_and_backward_match_double_precision(void **st
     s_check_fd(s_ln_loss, &c, c.x, N * C, dx, "layernorm dinp vs FD");
     s_check_fd(s_ln_loss, &c, c.w, C, dw, "layernorm dweight vs FD");
     s_check_fd(s_ln_loss, &c, c.b, C, db, "layernorm dbias vs FD");
+    {
+        float *dx0 = s_dup(dx, N * C), *dw0 = s_dup(dw, C), *db0 = s_dup(db, C);
+        nn_layernorm_backward(dx, dw, db, R, x, w, mean, rstd, N, C);
+        s_check_doubled(dx, dx0, N * C, "layernorm dinp accumulates");
+        s_check_doubled(dw, dw0, C, "layernorm dweight accumulates");
+        s_check_doubled(db, db0, C, "layernorm dbias accumulates");
+        for (int i = 0; i < N * C; i++) /* back to one gradient for the check below */
+            dx[i] *= 0.5f;
+    }
     /* without saved statistics the backward recomputes them */
     float *dx2 = s_zeros(N * C);
     nn_layernorm_backward(dx2, NULL, NULL, R, x, w, NULL, NULL, N, C);
@@ -442,6 +467,10 @@ static void test_every_activation_matches_double_precision_and_finite_difference
         s_act_ctx c = {s_to_double(x, n), s_to_double(R, n), n, (nn_act_t)a};
         snprintf(label, sizeof label, "%s backward vs FD", nn_act_name((nn_act_t)a));
         s_check_fd(s_act_loss, &c, c.x, n, dx, label);
+        float *dx0 = s_dup(dx, n);
+        nn_act_backward(dx, R, x, n, (nn_act_t)a);
+        snprintf(label, sizeof label, "%s backward accumulates", nn_act_name((nn_act_t)a));
+        s_check_doubled(dx, dx0, n, label);
         free(c.x), free(c.R);
     }
     wisp_free(x), wisp_free(R);
@@ -532,6 +561,9 @@ static void test_softmax_backward_matches_finite_differences(void **state)
     wisp_assert_close(out, want, N * C, 1e-7, 1e-5, "softmax out vs double");
     nn_softmax_backward(dx, R, out, N, C);
     s_check_fd(s_sm_loss, &c, c.x, N * C, dx, "softmax dinp vs FD");
+    float *dx0 = s_dup(dx, N * C);
+    nn_softmax_backward(dx, R, out, N, C);
+    s_check_doubled(dx, dx0, N * C, "softmax dinp accumulates");
     free(c.x), free(c.R);
     wisp_free(x), wisp_free(R);
 }
@@ -575,6 +607,9 @@ static void test_meanpool_forward_and_backward_match_double_precision(void **sta
     nn_meanpool_backward(dx, R, B, T, C);
     s_mp_ctx c = {s_to_double(x, B * T * C), s_to_double(R, B * C), B, T, C};
     s_check_fd(s_mp_loss, &c, c.x, B * T * C, dx, "meanpool dinp vs FD");
+    float *dx0 = s_dup(dx, B * T * C);
+    nn_meanpool_backward(dx, R, B, T, C);
+    s_check_doubled(dx, dx0, B * T * C, "meanpool dinp accumulates");
     free(c.x), free(c.R);
     wisp_free(x), wisp_free(R);
 }
@@ -624,6 +659,10 @@ static void test_wsum_forward_and_backward_match_double_precision(void **state)
         if (k != 2)
             s_check_fd(s_ws_loss, &c, c.h + k * n, n, dh + k * n, "wsum dhidden vs FD");
     s_check_fd(s_ws_loss, &c, c.w, K, dw, "wsum dw vs FD");
+    float *dh0 = s_dup(dh, K * n), *dw0 = s_dup(dw, K);
+    nn_wsum_backward(dhp, dw, R, hp, w, K, n);
+    s_check_doubled(dh, dh0, K * n, "wsum dhidden accumulates");
+    s_check_doubled(dw, dw0, K, "wsum dw accumulates");
     /* the NULL entry was left alone */
     for (int i = 0; i < n; i++)
         assert_true(dh[2 * n + i] == 0.0f);
@@ -683,16 +722,41 @@ static void test_crossentropy_matches_double_precision_with_and_without_class_we
         wisp_assert_close(probs, want, B * NC, 1e-7, 1e-5, "crossentropy probs vs double");
         nn_crossentropy_backward(dx, probs, y, weighted ? cw : NULL, 1.0f, B, NC);
         s_check_fd(s_ce_loss, &c, c.x, B * NC, dx,
-                   weighted ? "crossentropy dlogits (weighted) vs FD" : "crossentropy dlogits vs FD");
+                   weighted ? "crossentropy dlogits (weighted) vs FD"
+                            : "crossentropy dlogits vs FD");
         /* scale multiplies the gradient (the caller's 1 / global weight sum) */
         float dx2[B * NC] = {0};
         nn_crossentropy_backward(dx2, probs, y, weighted ? cw : NULL, 0.25f, B, NC);
         for (int i = 0; i < B * NC; i++)
             dx[i] *= 0.25f;
         wisp_assert_close(dx2, dx, B * NC, 1e-7, 1e-6, "crossentropy scale");
+        float *d0 = s_dup(dx2, B * NC);
+        nn_crossentropy_backward(dx2, probs, y, weighted ? cw : NULL, 0.25f, B, NC);
+        s_check_doubled(dx2, d0, B * NC, "crossentropy accumulates");
         free(c.x), free(c.cw);
     }
     wisp_free(x), wisp_free(cw);
+}
+
+static void test_crossentropy_ignores_rows_with_labels_out_of_range(void **state)
+{
+    (void)state;
+    enum { B = 3, NC = 4 };
+    const float x[B * NC] = {0.5f, -1, 2, 0.25f, 1, 1, -0.5f, 3, -2, 0, 0.75f, 1.5f};
+    const float cw[NC] = {0.5f, 2, 1, 1.5f};
+    const int y[B] = {2, -100, 3}, y_kept[2] = {2, 3};
+    const float x_kept[2 * NC] = {0.5f, -1, 2, 0.25f, -2, 0, 0.75f, 1.5f};
+    float probs[B * NC], probs_kept[2 * NC], dx[B * NC] = {0}, dx_kept[2 * NC] = {0};
+    double ws, ws_kept;
+    double loss = nn_crossentropy_forward(probs, &ws, x, y, cw, B, NC);
+    double loss_kept = nn_crossentropy_forward(probs_kept, &ws_kept, x_kept, y_kept, cw, 2, NC);
+    assert_true(loss == loss_kept && ws == ws_kept && ws == 2.5);
+    nn_crossentropy_backward(dx, probs, y, cw, 1.0f, B, NC);
+    nn_crossentropy_backward(dx_kept, probs_kept, y_kept, cw, 1.0f, 2, NC);
+    for (int c = 0; c < NC; c++) {
+        assert_true(dx[NC + c] == 0.0f); /* the ignored row gets no gradient */
+        assert_true(dx[c] == dx_kept[c] && dx[2 * NC + c] == dx_kept[NC + c]);
+    }
 }
 
 typedef struct {
@@ -713,7 +777,7 @@ static double s_cs_loss(void *p)
 static void test_colscale_forward_and_backward_match_double_precision(void **state)
 {
     (void)state;
-    enum { N = 5, C = 7 };
+    enum { N = 5, C = 21 }; /* a full vector and a tail */
     wisp_rng_t r;
     wisp_rng_seed(&r, 18);
     float *x = s_rand(&r, N * C, 1), *s = s_rand(&r, C, 1), *R = s_rand(&r, N * C, 1);
@@ -725,10 +789,18 @@ static void test_colscale_forward_and_backward_match_double_precision(void **sta
     s_cs_ctx c = {s_to_double(x, N * C), s_to_double(s, C), s_to_double(R, N * C), N, C};
     s_check_fd(s_cs_loss, &c, c.x, N * C, dx, "colscale dinp vs FD");
     s_check_fd(s_cs_loss, &c, c.s, C, ds, "colscale ds vs FD");
+    {
+        float *dx0 = s_dup(dx, N * C), *ds0 = s_dup(ds, C);
+        nn_colscale_backward(dx, ds, R, x, s, N, C);
+        s_check_doubled(dx, dx0, N * C, "colscale dinp accumulates");
+        s_check_doubled(ds, ds0, C, "colscale ds accumulates");
+        for (int i = 0; i < C; i++) /* back to one gradient for the check below */
+            ds[i] *= 0.5f;
+    }
     /* either gradient may be NULL */
     float ds2[C] = {0};
     nn_colscale_backward(NULL, ds2, R, x, s, N, C);
-    wisp_assert_close(ds2, ds, C, 0, 0, "colscale ds alone");
+    s_close_scaled(ds2, ds, C, 1e-6, "colscale ds alone");
     free(c.x), free(c.s), free(c.R);
     wisp_free(x), wisp_free(s), wisp_free(R);
 }
@@ -746,6 +818,18 @@ static void test_vector_helpers_compute_what_they_say(void **state)
     nn_scale(o, 0.5f, 5);
     float want_scale[5] = {1.25f, -0.5f, 4.5f, 2, 7};
     wisp_assert_close(o, want_scale, 5, 0, 0, "nn_scale");
+    /* past the vector width, in place, element for element as the plain loop */
+    enum { n = 37 };
+    wisp_rng_t r;
+    wisp_rng_seed(&r, 19);
+    float x[n], y[n], want[n];
+    s_sym(&r, x, n, 1), s_sym(&r, y, n, 1);
+    for (int i = 0; i < n; i++)
+        want[i] = ((x[i] + y[i]) + 0.75f * x[i]) * -1.5f;
+    nn_add(y, x, y, n);
+    nn_axpy(y, 0.75f, x, n);
+    nn_scale(y, -1.5f, n);
+    wisp_assert_close(y, want, n, 0, 0, "nn_add, nn_axpy, nn_scale on 37 floats");
 }
 
 /* ---- vectorised exp and erf --------------------------------------------- */
@@ -1051,6 +1135,7 @@ int main(void)
         cmocka_unit_test(test_meanpool_forward_and_backward_match_double_precision),
         cmocka_unit_test(test_wsum_forward_and_backward_match_double_precision),
         cmocka_unit_test(test_crossentropy_matches_double_precision_with_and_without_class_weights),
+        cmocka_unit_test(test_crossentropy_ignores_rows_with_labels_out_of_range),
         cmocka_unit_test(test_colscale_forward_and_backward_match_double_precision),
         cmocka_unit_test(test_vector_helpers_compute_what_they_say),
         cmocka_unit_test(test_vector_exp_is_within_2_ulp_of_double_on_a_dense_grid),

@@ -3,6 +3,7 @@
  * clear errors for malformed inputs. */
 #include "testutil.h"
 
+#include <ftw.h>
 #include <hdf5.h>
 #include <math.h>
 #include <stdio.h>
@@ -558,6 +559,20 @@ static void test_command_rejects_bad_usage_and_missing_inputs(void **state)
     assert_int_equal(wisp_cmd_report(3, bad_file), WISP_EXIT_FAILURE);
 }
 
+static int s_remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int s_teardown(void **state)
+{
+    (void)state;
+    return nftw(wisp_test_tmpdir(), s_remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -573,5 +588,5 @@ int main(void)
         cmocka_unit_test(test_plots_are_png_files_when_gnuplot_is_installed),
         cmocka_unit_test(test_command_rejects_bad_usage_and_missing_inputs),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, NULL, s_teardown);
 }

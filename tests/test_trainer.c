@@ -19,130 +19,7 @@
 #include "trainer.h"
 #include "util.h"
 
-/* ---- the tiny model of train_ref.py / gen_model_golden.py ---------------- */
-enum { D = 32, L = 2, H = 4, FF = 64, NMELS = 80, TPOS = 16, PROJ = 12, NLAB = 4 };
-
-static uint64_t s_fnv1a64(const char *s)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
-/* ref_model.gen_tensor: offset + scale * (2u - 1) in fp32, seed fnv1a64(name). */
-static void s_gen(const char *name, float *out, size_t n, float scale, float offset)
-{
-    wisp_rng_t r;
-    wisp_rng_seed(&r, s_fnv1a64(name));
-    for (size_t i = 0; i < n; i++) {
-        float v = (2.0f * wisp_rng_uniform(&r) - 1.0f) * scale;
-        out[i] = offset != 0.0f ? v + offset : v;
-    }
-}
-
-/* gen_model_golden.gen_rule (no IA3 here). */
-static void s_gen_rule(const char *name, int ndim, const int64_t *shape, float *scale,
-                       float *offset)
-{
-    size_t len = strlen(name);
-    *offset = 0.0f;
-    if (len >= 17 && strcmp(name + len - 17, "layer_norm.weight") == 0) {
-        *scale = 0.1f;
-        *offset = 1.0f;
-    } else if (len >= 5 && strcmp(name + len - 5, ".bias") == 0) {
-        *scale = 0.1f;
-    } else if (strstr(name, "embed_positions")) {
-        *scale = 0.5f;
-    } else if (strcmp(name, "layer_weights") == 0) {
-        *scale = 1.0f;
-    } else if (ndim == 3) {
-        *scale = (float)(1.0 / sqrt((double)(shape[1] * shape[2])));
-    } else {
-        *scale = (float)(1.0 / sqrt((double)shape[1]));
-    }
-}
-
-static void s_add_gen(wisp_st_writer_t *w, const char *name, int ndim, int64_t a, int64_t b,
-                      int64_t c)
-{
-    int64_t shape[3] = {a, b, c};
-    size_t n = (size_t)a * (ndim > 1 ? (size_t)b : 1) * (ndim > 2 ? (size_t)c : 1);
-    float *v = malloc(n * sizeof(float)), scale, offset;
-    s_gen_rule(name, ndim, shape, &scale, &offset);
-    s_gen(name, v, n, scale, offset);
-    assert_int_equal(wisp_st_writer_add_f32(w, name, WISP_DT_F32, ndim, shape, v), WISP_OK);
-    free(v);
-}
-
-/* A WhisperForAudioClassification-style checkpoint directory without head tensors. */
-static void s_write_tiny_model(const char *dir)
-{
-    char path[1024];
-    assert_int_equal(wisp_mkdir_p(dir, NULL), WISP_OK);
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fprintf(f,
-            "{\"model_type\": \"whisper\", \"architectures\": [\"WhisperForAudioClassification\"],"
-            " \"d_model\": %d, \"encoder_layers\": %d, \"encoder_attention_heads\": %d,"
-            " \"encoder_ffn_dim\": %d, \"num_mel_bins\": %d, \"max_source_positions\": %d,"
-            " \"activation_function\": \"gelu\", \"classifier_proj_size\": %d,"
-            " \"use_weighted_layer_sum\": true, \"decoder_layers\": 1,"
-            " \"decoder_attention_heads\": 4, \"decoder_ffn_dim\": 64}\n",
-            D, L, H, FF, NMELS, TPOS, PROJ);
-    fclose(f);
-    wisp_st_writer_t *w = wisp_st_writer_new();
-    s_add_gen(w, "encoder.conv1.weight", 3, D, NMELS, 3);
-    s_add_gen(w, "encoder.conv1.bias", 1, D, 0, 0);
-    s_add_gen(w, "encoder.conv2.weight", 3, D, D, 3);
-    s_add_gen(w, "encoder.conv2.bias", 1, D, 0, 0);
-    s_add_gen(w, "encoder.embed_positions.weight", 2, TPOS, D, 0);
-    s_add_gen(w, "encoder.layer_norm.weight", 1, D, 0, 0);
-    s_add_gen(w, "encoder.layer_norm.bias", 1, D, 0, 0);
-    for (int i = 0; i < L; i++) {
-        char n[256];
-        const char *m4[4] = {"q", "k", "v", "out"};
-        for (int k = 0; k < 4; k++) {
-            snprintf(n, sizeof n, "encoder.layers.%d.self_attn.%s_proj.weight", i, m4[k]);
-            s_add_gen(w, n, 2, D, D, 0);
-            if (k != 1) {
-                snprintf(n, sizeof n, "encoder.layers.%d.self_attn.%s_proj.bias", i, m4[k]);
-                s_add_gen(w, n, 1, D, 0, 0);
-            }
-        }
-        const char *lns[2] = {"self_attn_layer_norm", "final_layer_norm"};
-        for (int k = 0; k < 2; k++) {
-            snprintf(n, sizeof n, "encoder.layers.%d.%s.weight", i, lns[k]);
-            s_add_gen(w, n, 1, D, 0, 0);
-            snprintf(n, sizeof n, "encoder.layers.%d.%s.bias", i, lns[k]);
-            s_add_gen(w, n, 1, D, 0, 0);
-        }
-        snprintf(n, sizeof n, "encoder.layers.%d.fc1.weight", i);
-        s_add_gen(w, n, 2, FF, D, 0);
-        snprintf(n, sizeof n, "encoder.layers.%d.fc1.bias", i);
-        s_add_gen(w, n, 1, FF, 0, 0);
-        snprintf(n, sizeof n, "encoder.layers.%d.fc2.weight", i);
-        s_add_gen(w, n, 2, D, FF, 0);
-        snprintf(n, sizeof n, "encoder.layers.%d.fc2.bias", i);
-        s_add_gen(w, n, 1, D, 0, 0);
-    }
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    assert_int_equal(wisp_st_writer_save(w, path, NULL), WISP_OK);
-    wisp_st_writer_destroy(&w);
-}
-
-static const char *s_model_dir(void)
-{
-    static char dir[512];
-    if (!dir[0]) {
-        snprintf(dir, sizeof dir, "%s/tiny_model", wisp_test_tmpdir());
-        s_write_tiny_model(dir);
-    }
-    return dir;
-}
+#include "train_fixtures.h"
 
 static void s_opts(wisp_trainer_opts_t *o)
 {
@@ -172,15 +49,6 @@ static wisp_trainer_t *s_new(const wisp_trainer_opts_t *o)
 #define N_CLIPS 16
 #define CLIP_SAMPLES 3200 /* 0.2 s: 20 frames, T = 10 */
 
-static void s_write_wav(const char *path, const float *x, int n)
-{
-    SF_INFO info = {.samplerate = 16000, .channels = 1, .format = SF_FORMAT_WAV | SF_FORMAT_FLOAT};
-    SNDFILE *f = sf_open(path, SFM_WRITE, &info);
-    if (!f)
-        fail_msg("%s: %s", path, sf_strerror(NULL));
-    assert_int_equal(sf_writef_float(f, x, n), n);
-    sf_close(f);
-}
 
 /* Class 0: 300 Hz tone, 1: 2 kHz tone, 2: loud noise, 3: faint noise; random phase,
  * amplitude and a little jitter per clip. */
@@ -229,6 +97,33 @@ static void s_set_generated_trainables(wisp_model_t *m)
     }
 }
 
+/* Every trainable tensor against tests/data/train/<name>.params.safetensors, within
+ * 1e-5 of the tensor's largest weight. */
+static void s_compare_params(wisp_model_t *m, const char *name)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/train/%s.params.safetensors", wisp_test_data_dir(), name);
+    wisp_error_t e = {0};
+    wisp_st_t *st = wisp_st_open(path, &e);
+    if (!st)
+        fail_msg("%s", e.msg);
+    assert_int_equal(wisp_st_count(st), wisp_model_num_param_tensors(m));
+    double worst = 0.0;
+    for (int i = 0; i < wisp_model_num_param_tensors(m); i++) {
+        const wisp_param_info_t *p = wisp_model_param_tensor(m, i);
+        const float *want;
+        if (wisp_st_get_f32(st, p->name, p->ndim, p->shape, &want, &e) != WISP_OK)
+            fail_msg("%s", e.msg);
+        double scale = wisp_max_abs(want, p->numel);
+        double rel = wisp_max_abs_diff(wisp_model_params(m) + p->offset, want, p->numel) / scale;
+        worst = rel > worst ? rel : worst;
+        wisp_assert_close(wisp_model_params(m) + p->offset, want, p->numel, 1e-5 * scale, 0.0,
+                          p->name);
+    }
+    print_message("%s: weights within %.2g of each tensor's max magnitude\n", name, worst);
+    wisp_st_destroy(&st);
+}
+
 static void test_five_adamw_steps_follow_the_pytorch_run(void **state)
 {
     (void)state;
@@ -268,28 +163,58 @@ static void test_five_adamw_steps_follow_the_pytorch_run(void **state)
     }
     free(gold);
 
-    snprintf(path, sizeof path, "%s/train/five_steps.params.safetensors", wisp_test_data_dir());
-    wisp_error_t e = {0};
-    wisp_st_t *st = wisp_st_open(path, &e);
-    assert_non_null(st);
-    assert_int_equal(wisp_st_count(st), wisp_model_num_param_tensors(m));
-    double worst = 0.0;
-    for (int i = 0; i < wisp_model_num_param_tensors(m); i++) {
-        const wisp_param_info_t *p = wisp_model_param_tensor(m, i);
-        const float *want;
-        if (wisp_st_get_f32(st, p->name, p->ndim, p->shape, &want, &e) != WISP_OK)
-            fail_msg("%s", e.msg);
-        /* 1e-5 relative to the tensor's largest weight. */
-        double scale = wisp_max_abs(want, p->numel);
-        double rel = wisp_max_abs_diff(wisp_model_params(m) + p->offset, want, p->numel) / scale;
-        worst = rel > worst ? rel : worst;
-        wisp_assert_close(wisp_model_params(m) + p->offset, want, p->numel, 1e-5 * scale, 0.0,
-                          p->name);
-    }
-    print_message("five steps: weights within %.2g of each tensor's max magnitude\n", worst);
-    wisp_st_destroy(&st);
+    s_compare_params(m, "five_steps");
     wisp_trainer_destroy(&t);
     assert_null(t);
+}
+
+static void test_mixed_lengths_and_class_weights_follow_the_pytorch_run(void **state)
+{
+    (void)state;
+    wisp_trainer_opts_t o;
+    s_opts(&o);
+    o.preset = "lora";
+    o.weighted_layer_sum = 0;
+    o.micro_batch = 2; /* the 3 long clips take two calls, the 2 short ones one */
+    o.lr = 5e-3;
+    o.adamw.weight_decay = 0.1;
+    o.clip = 0.0;
+    o.schedule = WISP_SCHEDULE_COSINE;
+    o.warmup_steps = 1;
+    o.total_steps = 3;
+    const float cw[NLAB] = {1.0f, 0.5f, 2.0f, 1.5f};
+    o.class_weights = cw;
+    wisp_trainer_t *t = s_new(&o);
+    wisp_model_t *m = wisp_trainer_model(t);
+    s_set_generated_trainables(m);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/train/mixed.f32", wisp_test_data_dir());
+    size_t count;
+    float *gold = wisp_test_read_f32(path, &count);
+    assert_int_equal(count, 6);
+    float a[3 * NMELS * 20], b[2 * NMELS * 12];
+    for (int s = 0; s < 3; s++) {
+        char name[64];
+        snprintf(name, sizeof name, "mixed.mel.%d.a", s);
+        s_gen(name, a, sizeof a / sizeof *a, 1.0f, 0.0f);
+        snprintf(name, sizeof name, "mixed.mel.%d.b", s);
+        s_gen(name, b, sizeof b / sizeof *b, 1.0f, 0.0f);
+        /* Interleaved lengths: the trainer groups them itself. */
+        const float *mels[5] = {a, b, a + NMELS * 20, b + NMELS * 12, a + 2 * NMELS * 20};
+        int frames[5] = {20, 12, 20, 12, 20};
+        int labels[5] = {s % 4, (s + 3) % 4, (s + 1) % 4, s % 4, (s + 2) % 4};
+        wisp_trainer_stats_t st;
+        wisp_error_t e = {0};
+        assert_int_equal(
+            wisp_trainer_compute_grads_clips(t, mels, frames, labels, 5, &st, &e), WISP_OK);
+        wisp_trainer_apply(t, &st);
+        float loss = (float)st.loss, norm = (float)st.grad_norm;
+        wisp_assert_close(&loss, gold + s, 1, 0.0, 1e-4, "loss");
+        wisp_assert_close(&norm, gold + 3 + s, 1, 0.0, 1e-4, "grad norm");
+    }
+    free(gold);
+    s_compare_params(m, "mixed");
+    wisp_trainer_destroy(&t);
 }
 
 static int s_double_reduce(void *ctx, float *data, size_t n, double *scalars, int ns)
@@ -573,6 +498,28 @@ static void test_train_and_classify_commands_run_end_to_end(void **state)
     char adapter[1100], head[1100];
     snprintf(adapter, sizeof adapter, "%s/adapter", out);
     snprintf(head, sizeof head, "%s/head", out);
+
+    /* Continue from the saved adapter and head with integer labels (ids of the head's
+     * classes), balanced class weights, 2 more steps into a new directory. */
+    char csv2[1024], out2[1024];
+    snprintf(csv2, sizeof csv2, "%s/cli_ids.csv", wisp_test_tmpdir());
+    snprintf(out2, sizeof out2, "%s/cli_run2", wisp_test_tmpdir());
+    f = fopen(csv2, "w");
+    fprintf(f, "path,label\n");
+    for (int i = 0; i < 8; i++)
+        fprintf(f, "%s,%d\n", items[i].path, items[i].label);
+    fclose(f);
+    char *more[] = {"train", "--model", (char *)s_model_dir(), "--adapter", adapter, "--head",
+                    head, "--train", csv2, "-o", out2, "--steps", "2", "--batch", "4",
+                    "--truncate", "--class-weights", "balanced", "--threads", "1"};
+    assert_int_equal(wisp_cmd_train((int)(sizeof more / sizeof *more), more), WISP_EXIT_OK);
+    char *badw[] = {"train", "--model", (char *)s_model_dir(), "--adapter", adapter, "--head",
+                    head, "--train", csv2, "-o", out2, "--steps", "2", "--truncate",
+                    "--class-weights", "1,2"};
+    assert_int_equal(wisp_cmd_train((int)(sizeof badw / sizeof *badw), badw),
+                     WISP_EXIT_FAILURE);
+    snprintf(p, sizeof p, "%s/head/model_head.safetensors", out2);
+    assert_int_equal(access(p, R_OK), 0);
     char *classify[] = {"classify", "--model", (char *)s_model_dir(), "--adapter", adapter,
                         "--head", head, "--truncate", "--batch", "3", "--threads", "1", "-o", h5,
                         "--manifest", csv};
@@ -590,6 +537,7 @@ int main(void)
     wisp_log_init('L', 0, WISP_LOG_WARN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_five_adamw_steps_follow_the_pytorch_run),
+        cmocka_unit_test(test_mixed_lengths_and_class_weights_follow_the_pytorch_run),
         cmocka_unit_test(test_reduce_hook_sees_weights_then_gradients_like_two_equal_ranks),
         cmocka_unit_test(test_unreadable_files_are_skipped_and_counted),
         cmocka_unit_test(test_epoch_order_is_a_seeded_permutation),

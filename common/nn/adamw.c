@@ -48,7 +48,7 @@ void wisp_adamw_destroy(wisp_adamw_t **self)
 }
 
 /* torch's CPU kernels take Python scalars as fp32 (opmath of float is float) and
- * its vectorised add_(x, alpha) is a fused multiply-add; fmaf() reproduces that. */
+ * its vectorised add_(x, alpha) is a fused multiply-add. */
 void wisp_adamw_step(wisp_adamw_t *self, float *params, const float *grads, double lr)
 {
     const wisp_adamw_opts_t *o = &self->opts;
@@ -66,7 +66,10 @@ void wisp_adamw_step(wisp_adamw_t *self, float *params, const float *grads, doub
     for (size_t i = 0; i < self->n; i++) {
         float g = grads[i];
         float w = params[i] * decay;                 /* param.mul_(1 - lr*wd) */
-        m[i] = fmaf(g, one_minus_b1, m[i] * b1);     /* exp_avg.mul_(b1).add_(g, alpha=1-b1) */
+        /* exp_avg.mul_(b1).add_(g, alpha=1-b1), fused: the fp32 product is exact in
+         * double, so one rounding of the double sum equals fmaf (bar double rounding in
+         * rare ties) without a libm call per element. */
+        m[i] = (float)((double)g * (double)one_minus_b1 + (double)(m[i] * b1));
         v[i] = v[i] * b2 + one_minus_b2 * g * g;     /* exp_avg_sq.mul_(b2).addcmul_(g, g, 1-b2) */
         float denom = sqrtf(v[i]) / bc2_sqrt + eps;  /* (sqrt(v) / sqrt(bc2)).add_(eps) */
         params[i] = w + neg_step_size * m[i] / denom; /* addcdiv_: self + value*t1/t2 */

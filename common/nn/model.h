@@ -9,7 +9,9 @@
  * so the optimizer, the Allreduce and checkpoints each see one contiguous array.
  * All memory (activations saved for backward, scratch) is planned in
  * wisp_model_new() from (config, max_batch, max_frames); forward and backward
- * never allocate. */
+ * never allocate. With WISP_NAN_FILL=1 in the environment (or -DWISP_NAN_FILL) the
+ * activation arena is filled with NaN whenever it is planned, so a read of memory
+ * no kernel wrote shows up as NaN in a test. */
 #ifndef WISP_NN_MODEL_H
 #define WISP_NN_MODEL_H
 
@@ -47,7 +49,8 @@ void wisp_model_destroy(wisp_model_t **self);
 const wisp_whisper_config_t *wisp_model_config(const wisp_model_t *self);
 
 /* One active adapter at most. set_adapter initialises it freshly by its config's
- * init scheme from seed; load reads an adapters-library directory. */
+ * init scheme from seed; load reads an adapters-library directory (when the
+ * tensors do not match the config the model is left without an adapter). */
 int wisp_model_set_adapter(wisp_model_t *self, const wisp_adapter_config_t *cfg, uint64_t seed,
                            wisp_error_t *err);
 int wisp_model_load_adapter(wisp_model_t *self, const char *dir, wisp_error_t *err);
@@ -55,7 +58,8 @@ int wisp_model_save_adapter(const wisp_model_t *self, const char *dir, wisp_erro
 const wisp_adapter_config_t *wisp_model_adapter(const wisp_model_t *self); /* NULL: none */
 
 /* Head: fresh (HF init: normal(0, 0.02) weights, zero biases, layer_weights 1/(L+1)),
- * or from a head directory (head_config.json + model_head.safetensors). */
+ * or from a head directory (head_config.json + model_head.safetensors; when its
+ * tensors do not match its config the model is left without a head). */
 int wisp_model_init_head(wisp_model_t *self, const wisp_head_config_t *cfg, uint64_t seed,
                          wisp_error_t *err);
 int wisp_model_load_head(wisp_model_t *self, const char *dir, wisp_error_t *err);

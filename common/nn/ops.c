@@ -1,10 +1,10 @@
 /* nn/ops.c: fp32 kernels of the encoder and head (see ops.h for the contracts).
  *
- * Matrix products go to OpenBLAS (cblas_sgemm) over all B*T rows at once; the
- * rest are simple loops over contiguous rows, written so the compiler can
- * vectorise them (restrict pointers, no calls in the inner loops where we can
- * avoid it). Every BLAS-backed kernel has a plain-loop twin (_ref) that the
- * tests compare against.
+ * Matrix products go to OpenBLAS (cblas_sgemm) over all B*T rows at once. The
+ * elementwise and row kernels on the encoder's hot path (GELU, the attention
+ * softmax, LayerNorm, residual adds) are explicit 16-float vector loops (see
+ * "Vector math"); the small head and adapter kernels are plain loops. Every
+ * BLAS-backed kernel has a plain-loop twin (_ref) that the tests compare against.
  */
 #include "ops.h"
 
@@ -14,10 +14,13 @@
 #include <string.h>
 #include <strings.h>
 
-/* Query rows per attention block: S_blk (ATTN_BLOCK, T) stays in L2 for the
- * T = 1500 of Whisper (64 x 1500 floats = 375 KB) while the products are still
- * large enough for sgemm to run near peak. Measured in bench/bench_ops.c. */
-#define ATTN_BLOCK 64
+/* Query rows per attention block. At T = 1500, hd = 64 (whisper-base) 128 rows
+ * beat 64 by ~10% (the products have K = hd or K = block, and OpenBLAS is more
+ * efficient with larger panels) and match 256 while the (128, T) blocks (750 KB
+ * each) still fit in L2; measured with bench/bench_ops.c (-DATTN_BLOCK=n). */
+#ifndef ATTN_BLOCK
+#define ATTN_BLOCK 128
+#endif
 
 /* ---- Vector math --------------------------------------------------------- */
 /* The two transcendental hot spots of the encoder are exp in the attention
@@ -26,58 +29,70 @@
  * them, and -O2 does not vectorise loops with unknown trip counts. So these few
  * loops are written with GCC vector extensions (16 floats) and compiled for
  * AVX-512, AVX2 and baseline x86-64 (target_clones picks one at load time). The
- * arithmetic is the same in every clone (no FMA contraction under -std=c11), so
- * results do not depend on the CPU. Accuracy is tested in tests/test_ops.c over
- * dense grids: exp within 2 ulp, erf within 1e-7 absolute of double precision. */
+ * arithmetic is the same in every clone (no FMA contraction: GCC does none under
+ * -std=c11, clang is told below), so these kernels give the same bits on every
+ * x86-64 CPU. Accuracy is tested in tests/test_ops.c over dense grids: exp within
+ * 2 ulp, erf within 1e-7 absolute of double precision. */
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
 #if defined(__GNUC__) && defined(__x86_64__)
 #define S_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define S_CLONES
 #endif
 
-/* The helpers below pass 64-byte vectors by value; they are static and always
- * inlined, so the ABI note GCC gives for that (-Wpsabi) does not apply. */
-#pragma GCC diagnostic ignored "-Wpsabi"
+/* No helper passes or returns a vector by value: with 64-byte vectors that is an
+ * ABI note in GCC and an error in clang for the clones without AVX-512. Helpers
+ * take pointers and are wrapped in statement-expression macros, so call sites still
+ * read as expressions (each macro has its own local names: they nest). */
 #define S_INLINE static inline __attribute__((always_inline))
 #define S_VW 16
 typedef float s_vf __attribute__((vector_size(S_VW * 4)));
 typedef int32_t s_vi __attribute__((vector_size(S_VW * 4)));
 
-S_INLINE s_vf s_vld(const float *p)
-{
-    s_vf v;
-    memcpy(&v, p, sizeof v); /* unaligned load */
-    return v;
-}
-S_INLINE void s_vst(float *p, s_vf v) { memcpy(p, &v, sizeof v); }
-S_INLINE s_vf s_vsplat(float x) { return (s_vf){0} + x; }
+/* unaligned load and store */
+#define s_vld(p) ({ s_vf ld_; memcpy(&ld_, (p), sizeof ld_); ld_; })
+#define s_vst(p, v) ({ s_vf st_ = (v); memcpy((p), &st_, sizeof st_); })
+#define s_vsplat(x) ((s_vf){0} + (float)(x))
 /* m ? a : b, lane-wise (m is all ones or all zeros per lane). */
-S_INLINE s_vf s_vsel(s_vi m, s_vf a, s_vf b) { return (s_vf)((m & (s_vi)a) | (~m & (s_vi)b)); }
-S_INLINE s_vf s_vmax(s_vf a, s_vf b) { return s_vsel(a > b, a, b); }
-S_INLINE float s_hsum(s_vf v)
+#define s_vsel(m, a, b) \
+    ({ s_vi m_ = (m); (s_vf)((m_ & (s_vi)(a)) | (~m_ & (s_vi)(b))); })
+#define s_vmax(a, b) ({ s_vf a_ = (a), b_ = (b); s_vsel(a_ > b_, a_, b_); })
+#define s_hsum(v) ({ s_vf h_ = (v); s_hsum_p(&h_); })
+#define s_hmax(v) ({ s_vf h_ = (v); s_hmax_p(&h_); })
+#define s_vld_part(p, n, pad) ({ s_vf lp_; s_vld_part_p((p), (n), (pad), &lp_); lp_; })
+#define s_vst_part(p, v, n) ({ s_vf sp_ = (v); s_vst_part_p((p), &sp_, (n)); })
+#define s_vexp(x) ({ s_vf ex_ = (x), ey_; s_vexp_p(&ex_, &ey_); ey_; })
+#define s_verf(z, e, o) ({ s_vf ez_ = (z); s_verf_p(&ez_, (e), (o)); })
+#define s_gelu_grad(x) ({ s_vf gx_ = (x), gy_; s_gelu_grad_p(&gx_, &gy_); gy_; })
+S_INLINE float s_hsum_p(const s_vf *pv)
 {
+    s_vf v = *pv;
     float s = 0.0f;
     for (int i = 0; i < S_VW; i++)
         s += v[i];
     return s;
 }
-S_INLINE float s_hmax(s_vf v)
+S_INLINE float s_hmax_p(const s_vf *pv)
 {
+    s_vf v = *pv;
     float m = v[0];
     for (int i = 1; i < S_VW; i++)
         m = v[i] > m ? v[i] : m;
     return m;
 }
 /* Loads n < S_VW floats, the other lanes set to pad. */
-S_INLINE s_vf s_vld_part(const float *p, int n, float pad)
+S_INLINE void s_vld_part_p(const float *p, int n, float pad, s_vf *out)
 {
     float tmp[S_VW];
     for (int i = 0; i < S_VW; i++)
         tmp[i] = i < n ? p[i] : pad;
-    return s_vld(tmp);
+    memcpy(out, tmp, sizeof tmp);
 }
-S_INLINE void s_vst_part(float *p, s_vf v, int n)
+S_INLINE void s_vst_part_p(float *p, const s_vf *pv, int n)
 {
+    s_vf v = *pv;
     for (int i = 0; i < n; i++)
         p[i] = v[i];
 }
@@ -85,8 +100,9 @@ S_INLINE void s_vst_part(float *p, s_vf v, int n)
 /* exp(x): Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, Cephes' degree-6
  * polynomial for e^r, and 2^n applied as two halves so gradual underflow (down to
  * x ~ -104) and overflow to +inf (x > 88.72) come out right. */
-S_INLINE s_vf s_vexp(s_vf x)
+S_INLINE void s_vexp_p(const s_vf *px, s_vf *out)
 {
+    s_vf x = *px;
     const s_vf magic = s_vsplat(0x1.8p23f); /* adding it rounds to an integer */
     s_vf xc = s_vsel(x < -104.0f, s_vsplat(-104.0f), x);
     xc = s_vsel(xc > 89.0f, s_vsplat(89.0f), xc);
@@ -104,7 +120,7 @@ S_INLINE s_vf s_vexp(s_vf x)
     p = p * (r * r) + r + 1.0f;
     s_vi n1 = ni >> 1, n2 = ni - n1;
     s_vf y = p * (s_vf)((n1 + 127) << 23) * (s_vf)((n2 + 127) << 23);
-    return s_vsel(x != x, x, y); /* NaN stays NaN */
+    *out = s_vsel(x != x, x, y); /* NaN stays NaN */
 }
 
 /* erf(z) and 1 + erf(z) (the latter without cancellation for z << 0, which GELU
@@ -112,8 +128,9 @@ S_INLINE s_vf s_vexp(s_vf x)
  * erfc(a) = exp(R(a)) (degree 8 fit of log erfc on [0.875, 3.92]); erfc(a) is
  * taken as 0 beyond 3.92, where it is below half an ulp of 1. The coefficients
  * are least-squares fits, see tests/reference/erf_fit.py. */
-S_INLINE void s_verf(s_vf z, s_vf *erf_out, s_vf *onep_out)
+S_INLINE void s_verf_p(const s_vf *pz, s_vf *erf_out, s_vf *onep_out)
 {
+    s_vf z = *pz;
     s_vi neg = z < 0.0f;
     s_vf a = s_vsel(neg, -z, z);
     s_vf a2 = a * a;
@@ -146,7 +163,7 @@ S_INLINE void s_verf(s_vf z, s_vf *erf_out, s_vf *onep_out)
         *onep_out = s_vsel(neg, s_vsel(small, 1.0f - sm, e), 1.0f + erfa);
 }
 
-S_CLONES void nn_exp(float *out, const float *inp, size_t n)
+S_CLONES static void s_exp_impl(float *out, const float *inp, size_t n)
 {
     size_t i = 0;
     for (; i + S_VW <= n; i += S_VW)
@@ -155,7 +172,12 @@ S_CLONES void nn_exp(float *out, const float *inp, size_t n)
         s_vst_part(out + i, s_vexp(s_vld_part(inp + i, (int)(n - i), 0.0f)), (int)(n - i));
 }
 
-S_CLONES void nn_erf(float *out, const float *inp, size_t n)
+void nn_exp(float *out, const float *inp, size_t n)
+{
+    s_exp_impl(out, inp, n);
+}
+
+S_CLONES static void s_erf_impl(float *out, const float *inp, size_t n)
 {
     size_t i = 0;
     s_vf y;
@@ -167,6 +189,11 @@ S_CLONES void nn_erf(float *out, const float *inp, size_t n)
         s_verf(s_vld_part(inp + i, (int)(n - i), 0.0f), &y, NULL);
         s_vst_part(out + i, y, (int)(n - i));
     }
+}
+
+void nn_erf(float *out, const float *inp, size_t n)
+{
+    s_erf_impl(out, inp, n);
 }
 
 /* GELU (erf form): out = 0.5 x (1 + erf(x / sqrt 2)); out may alias inp. */
@@ -187,12 +214,13 @@ S_CLONES static void s_gelu_forward(float *out, const float *inp, size_t n)
 }
 
 /* dinp += dout * (Phi(x) + x phi(x)). */
-S_INLINE s_vf s_gelu_grad(s_vf x)
+S_INLINE void s_gelu_grad_p(const s_vf *px, s_vf *out)
 {
+    s_vf x = *px;
     s_vf c;
     s_verf(x * 0.70710678118654752440f, NULL, &c);
     s_vf pdf = 0.39894228040143267794f * s_vexp(-0.5f * x * x);
-    return 0.5f * c + x * pdf;
+    *out = 0.5f * c + x * pdf;
 }
 
 S_CLONES static void s_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n)
@@ -208,7 +236,130 @@ S_CLONES static void s_gelu_backward(float *dinp, const float *dout, const float
     }
 }
 
+/* Rows of C floats, vectorised: full vectors, then one padded vector for the tail
+ * (lanes past C loaded as pad, stored back only up to C). */
+#define S_ROW_LOOP(j, C, body_full, body_tail)                                              \
+    do {                                                                                   \
+        int j = 0;                                                                         \
+        for (; j + S_VW <= (C); j += S_VW) {                                               \
+            int rem_ = S_VW;                                                               \
+            (void)rem_;                                                                    \
+            body_full;                                                                     \
+        }                                                                                  \
+        if (j < (C)) {                                                                     \
+            int rem_ = (C)-j;                                                              \
+            (void)rem_;                                                                    \
+            body_tail;                                                                     \
+        }                                                                                  \
+    } while (0)
+
+/* Flat loops as rows of one long row: the same vector code, with size_t lengths
+ * split into int-sized pieces. */
+#define S_FLAT_LOOP(n, body_full, body_tail)                                               \
+    do {                                                                                   \
+        for (size_t base_ = 0; base_ < (n); base_ += (size_t)1 << 30) {                    \
+            int len_ = (n) - base_ < ((size_t)1 << 30) ? (int)((n) - base_) : 1 << 30;     \
+            S_ROW_LOOP(j_, len_, { size_t j = base_ + (size_t)j_; body_full; },            \
+                       { size_t j = base_ + (size_t)j_; body_tail; });                     \
+        }                                                                                  \
+    } while (0)
+
+/* ---- Small vector helpers ----------------------------------------------- */
+
+S_CLONES static void s_add_impl(float *out, const float *a, const float *b, size_t n)
+{
+    S_FLAT_LOOP(n, s_vst(out + j, s_vld(a + j) + s_vld(b + j)),
+                s_vst_part(out + j, s_vld_part(a + j, rem_, 0) + s_vld_part(b + j, rem_, 0), rem_));
+}
+
+void nn_add(float *out, const float *a, const float *b, size_t n)
+{
+    s_add_impl(out, a, b, n);
+}
+
+S_CLONES static void s_axpy_impl(float *y, float alpha, const float *x, size_t n)
+{
+    S_FLAT_LOOP(n, s_vst(y + j, s_vld(y + j) + alpha * s_vld(x + j)),
+                s_vst_part(y + j, s_vld_part(y + j, rem_, 0) + alpha * s_vld_part(x + j, rem_, 0),
+                           rem_));
+}
+
+void nn_axpy(float *y, float alpha, const float *x, size_t n)
+{
+    s_axpy_impl(y, alpha, x, n);
+}
+
+S_CLONES static void s_scale_impl(float *x, float alpha, size_t n)
+{
+    S_FLAT_LOOP(n, s_vst(x + j, s_vld(x + j) * alpha),
+                s_vst_part(x + j, s_vld_part(x + j, rem_, 0) * alpha, rem_));
+}
+
+void nn_scale(float *x, float alpha, size_t n)
+{
+    s_scale_impl(x, alpha, n);
+}
+
+S_CLONES static void s_colscale_forward_impl(float *out, const float *inp, const float *s, int N,
+                                             int C)
+{
+    for (int i = 0; i < N; i++) {
+        const float *x = inp + (size_t)i * C;
+        float *y = out + (size_t)i * C;
+        S_ROW_LOOP(j, C, s_vst(y + j, s_vld(x + j) * s_vld(s + j)),
+                   s_vst_part(y + j, s_vld_part(x + j, rem_, 0) * s_vld_part(s + j, rem_, 0),
+                              rem_));
+    }
+}
+
+void nn_colscale_forward(float *out, const float *inp, const float *s, int N, int C)
+{
+    s_colscale_forward_impl(out, inp, s, N, C);
+}
+
+S_CLONES static void s_colscale_backward_impl(float *dinp, float *ds, const float *dout,
+                                              const float *inp, const float *s, int N, int C)
+{
+    for (int i = 0; i < N; i++) {
+        const float *g = dout + (size_t)i * C;
+        if (dinp) {
+            float *dx = dinp + (size_t)i * C;
+            S_ROW_LOOP(j, C, s_vst(dx + j, s_vld(dx + j) + s_vld(g + j) * s_vld(s + j)),
+                       s_vst_part(dx + j,
+                                  s_vld_part(dx + j, rem_, 0) +
+                                      s_vld_part(g + j, rem_, 0) * s_vld_part(s + j, rem_, 0),
+                                  rem_));
+        }
+        if (ds) {
+            const float *x = inp + (size_t)i * C;
+            S_ROW_LOOP(j, C, s_vst(ds + j, s_vld(ds + j) + s_vld(g + j) * s_vld(x + j)),
+                       s_vst_part(ds + j,
+                                  s_vld_part(ds + j, rem_, 0) +
+                                      s_vld_part(g + j, rem_, 0) * s_vld_part(x + j, rem_, 0),
+                                  rem_));
+        }
+    }
+}
+
+void nn_colscale_backward(float *dinp, float *ds, const float *dout, const float *inp,
+                          const float *s, int N, int C)
+{
+    s_colscale_backward_impl(dinp, ds, dout, inp, s, N, C);
+}
+
 /* ---- Linear ------------------------------------------------------------- */
+
+/* db (C) += alpha * column sums of d (N, C). */
+S_CLONES static void s_colsum_add(float *db, const float *d, float alpha, int N, int C)
+{
+    for (int i = 0; i < N; i++) {
+        const float *r = d + (size_t)i * C;
+        S_ROW_LOOP(j, C, s_vst(db + j, s_vld(db + j) + alpha * s_vld(r + j)),
+                   s_vst_part(db + j,
+                              s_vld_part(db + j, rem_, 0) + alpha * s_vld_part(r + j, rem_, 0),
+                              rem_));
+    }
+}
 
 void nn_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
                        int N, int C, int OC)
@@ -252,14 +403,8 @@ void nn_linear_backward(float *dinp, float *dweight, float *dbias, const float *
     if (dweight && C > 0) /* dweight (OC, C) += alpha * dout^T (OC, N) @ inp (N, C) */
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, alpha, dout, OC, inp, C,
                     1.0f, dweight, C);
-    if (dbias) {
-        for (int i = 0; i < N; i++) {
-            const float *restrict d = dout + (size_t)i * OC;
-            float *restrict db = dbias;
-            for (int o = 0; o < OC; o++)
-                db[o] += alpha * d[o];
-        }
-    }
+    if (dbias)
+        s_colsum_add(dbias, dout, alpha, N, OC);
 }
 
 void nn_linear_forward_ref(float *out, const float *inp, const float *weight, const float *bias,
@@ -296,33 +441,35 @@ void nn_linear_backward_ref(float *dinp, float *dweight, float *dbias, const flo
 
 /* ---- LayerNorm ---------------------------------------------------------- */
 
-/* Mean and 1/sqrt(var + eps) of one row (biased variance, like torch). */
-static void s_row_stats(const float *restrict x, int C, float *m_out, float *rs_out)
+/* Mean and 1/sqrt(var + eps) of one row (biased variance, two passes, like torch). */
+S_INLINE void s_row_stats(const float *x, int C, float *m_out, float *rs_out)
 {
-    float s = 0.0f;
-    for (int c = 0; c < C; c++)
-        s += x[c];
-    float m = s / (float)C;
-    float v = 0.0f;
-    for (int c = 0; c < C; c++) {
-        float d = x[c] - m;
-        v += d * d;
-    }
-    v /= (float)C;
+    s_vf acc = s_vsplat(0.0f);
+    S_ROW_LOOP(j, C, acc += s_vld(x + j), acc += s_vld_part(x + j, rem_, 0.0f));
+    float m = s_hsum(acc) / (float)C;
+    s_vf vacc = s_vsplat(0.0f);
+    S_ROW_LOOP(j, C, { s_vf d = s_vld(x + j) - m; vacc += d * d; },
+               { s_vf d = s_vld_part(x + j, rem_, m) - m; vacc += d * d; });
     *m_out = m;
-    *rs_out = 1.0f / sqrtf(v + 1e-5f);
+    *rs_out = 1.0f / sqrtf(s_hsum(vacc) / (float)C + 1e-5f);
 }
 
-void nn_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
-                          const float *weight, const float *bias, int N, int C)
+S_CLONES static void s_layernorm_forward_impl(float *out, float *mean, float *rstd,
+                                              const float *inp, const float *weight,
+                                              const float *bias, int N, int C)
 {
     for (int i = 0; i < N; i++) {
-        const float *restrict x = inp + (size_t)i * C;
-        float *restrict y = out + (size_t)i * C;
+        const float *x = inp + (size_t)i * C;
+        float *y = out + (size_t)i * C;
         float m, rs;
         s_row_stats(x, C, &m, &rs);
-        for (int c = 0; c < C; c++)
-            y[c] = (x[c] - m) * rs * weight[c] + bias[c];
+        S_ROW_LOOP(j, C,
+                   s_vst(y + j, (s_vld(x + j) - m) * rs * s_vld(weight + j) + s_vld(bias + j)),
+                   s_vst_part(y + j,
+                              (s_vld_part(x + j, rem_, 0.0f) - m) * rs *
+                                      s_vld_part(weight + j, rem_, 0.0f) +
+                                  s_vld_part(bias + j, rem_, 0.0f),
+                              rem_));
         if (mean)
             mean[i] = m;
         if (rstd)
@@ -330,13 +477,20 @@ void nn_layernorm_forward(float *out, float *mean, float *rstd, const float *inp
     }
 }
 
-void nn_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                           const float *inp, const float *weight, const float *mean,
-                           const float *rstd, int N, int C)
+void nn_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                          const float *weight, const float *bias, int N, int C)
+{
+    s_layernorm_forward_impl(out, mean, rstd, inp, weight, bias, N, C);
+}
+
+S_CLONES static void s_layernorm_backward_impl(float *dinp, float *dweight, float *dbias,
+                                               const float *dout, const float *inp,
+                                               const float *weight, const float *mean,
+                                               const float *rstd, int N, int C)
 {
     for (int i = 0; i < N; i++) {
-        const float *restrict x = inp + (size_t)i * C;
-        const float *restrict dy = dout + (size_t)i * C;
+        const float *x = inp + (size_t)i * C;
+        const float *dy = dout + (size_t)i * C;
         float m, rs;
         if (mean && rstd) {
             m = mean[i];
@@ -344,32 +498,58 @@ void nn_layernorm_backward(float *dinp, float *dweight, float *dbias, const floa
         } else {
             s_row_stats(x, C, &m, &rs); /* not saved: recompute (cheap next to the rest) */
         }
-        if (dweight || dbias) {
-            float *restrict dw = dweight, *restrict db = dbias;
-            for (int c = 0; c < C; c++) {
-                if (dw)
-                    dw[c] += (x[c] - m) * rs * dy[c];
-                if (db)
-                    db[c] += dy[c];
-            }
-        }
+        if (dweight) /* dweight += xhat * dy */
+            S_ROW_LOOP(j, C,
+                       s_vst(dweight + j,
+                             s_vld(dweight + j) + (s_vld(x + j) - m) * rs * s_vld(dy + j)),
+                       s_vst_part(dweight + j,
+                                  s_vld_part(dweight + j, rem_, 0.0f) +
+                                      (s_vld_part(x + j, rem_, 0.0f) - m) * rs *
+                                          s_vld_part(dy + j, rem_, 0.0f),
+                                  rem_));
+        if (dbias)
+            S_ROW_LOOP(j, C, s_vst(dbias + j, s_vld(dbias + j) + s_vld(dy + j)),
+                       s_vst_part(dbias + j,
+                                  s_vld_part(dbias + j, rem_, 0.0f) +
+                                      s_vld_part(dy + j, rem_, 0.0f),
+                                  rem_));
         if (dinp) {
-            /* dx = rs * (g - mean(g) - xhat * mean(g * xhat)), g = w * dy */
-            float sg = 0.0f, sgx = 0.0f;
-            for (int c = 0; c < C; c++) {
-                float g = weight[c] * dy[c];
-                sg += g;
-                sgx += g * (x[c] - m) * rs;
-            }
-            sg /= (float)C;
-            sgx /= (float)C;
-            float *restrict dx = dinp + (size_t)i * C;
-            for (int c = 0; c < C; c++) {
-                float xhat = (x[c] - m) * rs;
-                dx[c] += rs * (weight[c] * dy[c] - sg - xhat * sgx);
-            }
+            /* dx = rs * (g - mean(g) - xhat * mean(g * xhat)), g = w * dy; padded lanes
+             * have dy = 0, so g = 0 there and they add nothing to the sums. */
+            s_vf vg = s_vsplat(0.0f), vgx = s_vsplat(0.0f);
+            S_ROW_LOOP(j, C,
+                       {
+                           s_vf g = s_vld(weight + j) * s_vld(dy + j);
+                           vg += g;
+                           vgx += g * ((s_vld(x + j) - m) * rs);
+                       },
+                       {
+                           s_vf g = s_vld_part(weight + j, rem_, 0.0f) *
+                                    s_vld_part(dy + j, rem_, 0.0f);
+                           vg += g;
+                           vgx += g * ((s_vld_part(x + j, rem_, 0.0f) - m) * rs);
+                       });
+            float sg = s_hsum(vg) / (float)C, sgx = s_hsum(vgx) / (float)C;
+            float *dx = dinp + (size_t)i * C;
+            S_ROW_LOOP(j, C,
+                       s_vst(dx + j, s_vld(dx + j) +
+                                         rs * (s_vld(weight + j) * s_vld(dy + j) - sg -
+                                               (s_vld(x + j) - m) * rs * sgx)),
+                       s_vst_part(dx + j,
+                                  s_vld_part(dx + j, rem_, 0.0f) +
+                                      rs * (s_vld_part(weight + j, rem_, 0.0f) *
+                                                s_vld_part(dy + j, rem_, 0.0f) -
+                                            sg - (s_vld_part(x + j, rem_, 0.0f) - m) * rs * sgx),
+                                  rem_));
         }
     }
+}
+
+void nn_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                           const float *inp, const float *weight, const float *mean,
+                           const float *rstd, int N, int C)
+{
+    s_layernorm_backward_impl(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
 }
 
 /* ---- Activations -------------------------------------------------------- */
@@ -520,16 +700,14 @@ void nn_conv1d_k3_forward(float *out, float *col, const float *inp, const float 
      * matches the torch weight layout (Cout, Cin, 3) read as (Cout, Cin*3). */
     for (int t = 0; t < Tout; t++) {
         float *restrict row = col + (size_t)t * K;
-        for (int k = 0; k < 3; k++) {
-            int ti = t * stride + k - 1;
-            if (ti < 0 || ti >= Tin) {
-                for (int c = 0; c < Cin; c++)
-                    row[c * 3 + k] = 0.0f;
-            } else {
-                const float *restrict x = inp + (size_t)ti * Cin;
-                for (int c = 0; c < Cin; c++)
-                    row[c * 3 + k] = x[c];
-            }
+        int t0 = t * stride - 1; /* the three input rows t0, t0+1, t0+2 (t0+1 < Tin always) */
+        const float *x1 = inp + (size_t)(t0 + 1) * Cin;
+        const float *x0 = t0 >= 0 ? x1 - Cin : NULL;
+        const float *x2 = t0 + 2 < Tin ? x1 + Cin : NULL;
+        for (int c = 0; c < Cin; c++) { /* sequential stores, three streaming reads */
+            row[c * 3 + 0] = x0 ? x0[c] : 0.0f;
+            row[c * 3 + 1] = x1[c];
+            row[c * 3 + 2] = x2 ? x2[c] : 0.0f;
         }
     }
     nn_linear_forward(out, col, weight, bias, Tout, K, Cout);
@@ -876,46 +1054,50 @@ void nn_softmax_backward(float *dinp, const float *dout, const float *out, int N
     }
 }
 
-void nn_wsum_forward(float *out, const float *const *hidden, const float *w, int K, size_t n)
+S_CLONES static void s_wsum_forward_impl(float *out, const float *const *hidden, const float *w,
+                                         int K, size_t n)
 {
     if (K <= 0) {
         memset(out, 0, n * sizeof *out);
         return;
     }
-    {
-        const float *restrict h0 = hidden[0];
-        float w0 = w[0];
-        for (size_t i = 0; i < n; i++)
-            out[i] = w0 * h0[i];
+    const float *h0 = hidden[0];
+    float w0 = w[0];
+    S_FLAT_LOOP(n, s_vst(out + j, w0 * s_vld(h0 + j)),
+                s_vst_part(out + j, w0 * s_vld_part(h0 + j, rem_, 0), rem_));
+    for (int k = 1; k < K; k++)
+        nn_axpy(out, w[k], hidden[k], n);
+}
+
+void nn_wsum_forward(float *out, const float *const *hidden, const float *w, int K, size_t n)
+{
+    s_wsum_forward_impl(out, hidden, w, K, n);
+}
+
+/* <a, b> over n floats: float vector partial sums over blocks of 4096, added up in
+ * double (n is B*T*C, millions of terms). */
+S_CLONES static double s_dot_long(const float *a, const float *b, size_t n)
+{
+    double total = 0.0;
+    for (size_t base = 0; base < n; base += 4096) {
+        int len = n - base < 4096 ? (int)(n - base) : 4096;
+        const float *x = a + base, *y = b + base;
+        s_vf acc = s_vsplat(0.0f);
+        S_ROW_LOOP(j, len, acc += s_vld(x + j) * s_vld(y + j),
+                   acc += s_vld_part(x + j, rem_, 0) * s_vld_part(y + j, rem_, 0));
+        total += (double)s_hsum(acc);
     }
-    for (int kk = 1; kk < K; kk++) {
-        const float *restrict hk = hidden[kk];
-        float wk = w[kk];
-        float *restrict o = out;
-        for (size_t i = 0; i < n; i++)
-            o[i] += wk * hk[i];
-    }
+    return total;
 }
 
 void nn_wsum_backward(float *const *dhidden, float *dw, const float *dout,
                       const float *const *hidden, const float *w, int K, size_t n)
 {
-    for (int kk = 0; kk < K; kk++) {
-        if (dhidden && dhidden[kk]) {
-            float *restrict dh = dhidden[kk];
-            const float *restrict g = dout;
-            float wk = w[kk];
-            for (size_t i = 0; i < n; i++)
-                dh[i] += wk * g[i];
-        }
-        if (dw) {
-            /* Summed in double: n is B*T*C, up to millions of terms. */
-            const float *restrict hk = hidden[kk];
-            double s = 0.0;
-            for (size_t i = 0; i < n; i++)
-                s += (double)dout[i] * (double)hk[i];
-            dw[kk] += (float)s;
-        }
+    for (int k = 0; k < K; k++) {
+        if (dhidden && dhidden[k])
+            nn_axpy(dhidden[k], w[k], dout, n);
+        if (dw)
+            dw[k] += (float)s_dot_long(dout, hidden[k], n);
     }
 }
 
@@ -964,54 +1146,5 @@ void nn_crossentropy_backward(float *dlogits, const float *probs, const int *lab
         for (int c = 0; c < NC; c++)
             d[c] += g * p[c];
         d[y] -= g;
-    }
-}
-
-/* ---- Small vector helpers ----------------------------------------------- */
-
-void nn_add(float *out, const float *a, const float *b, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        out[i] = a[i] + b[i];
-}
-
-void nn_axpy(float *y, float alpha, const float *x, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        y[i] += alpha * x[i];
-}
-
-void nn_scale(float *x, float alpha, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        x[i] *= alpha;
-}
-
-void nn_colscale_forward(float *out, const float *inp, const float *s, int N, int C)
-{
-    for (int i = 0; i < N; i++) {
-        const float *x = inp + (size_t)i * C;
-        float *y = out + (size_t)i * C;
-        for (int c = 0; c < C; c++)
-            y[c] = x[c] * s[c];
-    }
-}
-
-void nn_colscale_backward(float *dinp, float *ds, const float *dout, const float *inp,
-                          const float *s, int N, int C)
-{
-    for (int i = 0; i < N; i++) {
-        const float *restrict g = dout + (size_t)i * C;
-        if (dinp) {
-            float *restrict dx = dinp + (size_t)i * C;
-            for (int c = 0; c < C; c++)
-                dx[c] += g[c] * s[c];
-        }
-        if (ds) {
-            const float *restrict x = inp + (size_t)i * C;
-            float *restrict d = ds;
-            for (int c = 0; c < C; c++)
-                d[c] += g[c] * x[c];
-        }
     }
 }

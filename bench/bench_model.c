@@ -1,0 +1,281 @@
+/* bench_model: encoder + head forward per 30 s clip (padded, T = 1500) at whisper-tiny
+ * and whisper-base dimensions with random weights, 1 and 2 OpenBLAS threads; GFLOP/s
+ * (GEMMs + attention + convolutions) and the fraction of the sgemm peak measured in
+ * the same run (2048^3); truncated mode on a 1 s clip; a seq_bn training step
+ * (forward + backward) per clip; planned bytes. Prints key=value lines.
+ * Wall times are best-of-reps; *_cpu_s keys give the process CPU time of the same
+ * best run (all threads), a figure that survives a machine shared with other jobs.
+ * Counterpart: bench/model_ref.py (ref_* keys).
+ * Usage: bench_model [--quick] */
+#include <cblas.h>
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "model.h"
+#include "st.h"
+#include "util.h"
+
+static int s_reps = 2;
+
+static void s_fill(float *v, size_t n, wisp_rng_t *r, float scale, float offset)
+{
+    for (size_t i = 0; i < n; i++)
+        v[i] = offset + scale * (2.0f * wisp_rng_uniform(r) - 1.0f);
+}
+
+static int s_add(wisp_st_writer_t *w, wisp_rng_t *r, const char *name, int ndim, int64_t d0,
+                 int64_t d1, int64_t d2, float scale, float offset)
+{
+    int64_t shape[3] = {d0, d1, d2};
+    size_t n = (size_t)d0 * (size_t)(ndim > 1 ? d1 : 1) * (size_t)(ndim > 2 ? d2 : 1);
+    float *v = malloc(n * sizeof(float));
+    if (!v)
+        return -1;
+    s_fill(v, n, r, scale, offset);
+    int rc = wisp_st_writer_add_f32(w, name, WISP_DT_F32, ndim, shape, v);
+    free(v);
+    return rc;
+}
+
+/* A random checkpoint of the named size in dir (config.json + model.safetensors). */
+static int s_make_checkpoint(const char *dir, const char *size, wisp_whisper_config_t *cfg)
+{
+    wisp_error_t err = {0};
+    char path[1200], name[256];
+    if (wisp_whisper_config_preset(cfg, size, &err) < 0 || wisp_mkdir_p(dir, &err) < 0) {
+        fprintf(stderr, "bench_model: %s\n", err.msg);
+        return -1;
+    }
+    cJSON *j = wisp_whisper_config_to_json(cfg);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    if (!j || wisp_json_save(path, j, &err) < 0) {
+        fprintf(stderr, "bench_model: %s\n", err.msg);
+        cJSON_Delete(j);
+        return -1;
+    }
+    cJSON_Delete(j);
+    const int d = cfg->d_model, F = cfg->encoder_ffn_dim, nm = cfg->num_mel_bins;
+    wisp_rng_t r;
+    wisp_rng_seed(&r, 1234);
+    wisp_st_writer_t *w = wisp_st_writer_new();
+    int rc = 0;
+    float sd = 1.0f / sqrtf((float)d), sf = 1.0f / sqrtf((float)F);
+    rc |= s_add(w, &r, "encoder.conv1.weight", 3, d, nm, 3, 1.0f / sqrtf(3.0f * nm), 0);
+    rc |= s_add(w, &r, "encoder.conv1.bias", 1, d, 0, 0, 0.1f, 0);
+    rc |= s_add(w, &r, "encoder.conv2.weight", 3, d, d, 3, 1.0f / sqrtf(3.0f * d), 0);
+    rc |= s_add(w, &r, "encoder.conv2.bias", 1, d, 0, 0, 0.1f, 0);
+    rc |= s_add(w, &r, "encoder.embed_positions.weight", 2, cfg->max_source_positions, d, 0,
+                0.5f, 0);
+    rc |= s_add(w, &r, "encoder.layer_norm.weight", 1, d, 0, 0, 0.1f, 1.0f);
+    rc |= s_add(w, &r, "encoder.layer_norm.bias", 1, d, 0, 0, 0.1f, 0);
+    for (int i = 0; i < cfg->encoder_layers; i++) {
+        const char *pr[] = {"q", "k", "v", "out"};
+        for (int p = 0; p < 4; p++) {
+            snprintf(name, sizeof name, "encoder.layers.%d.self_attn.%s_proj.weight", i, pr[p]);
+            rc |= s_add(w, &r, name, 2, d, d, 0, sd, 0);
+            if (p != 1) {
+                snprintf(name, sizeof name, "encoder.layers.%d.self_attn.%s_proj.bias", i, pr[p]);
+                rc |= s_add(w, &r, name, 1, d, 0, 0, 0.1f, 0);
+            }
+        }
+        const char *ln[] = {"self_attn_layer_norm", "final_layer_norm"};
+        for (int p = 0; p < 2; p++) {
+            snprintf(name, sizeof name, "encoder.layers.%d.%s.weight", i, ln[p]);
+            rc |= s_add(w, &r, name, 1, d, 0, 0, 0.1f, 1.0f);
+            snprintf(name, sizeof name, "encoder.layers.%d.%s.bias", i, ln[p]);
+            rc |= s_add(w, &r, name, 1, d, 0, 0, 0.1f, 0);
+        }
+        snprintf(name, sizeof name, "encoder.layers.%d.fc1.weight", i);
+        rc |= s_add(w, &r, name, 2, F, d, 0, sd, 0);
+        snprintf(name, sizeof name, "encoder.layers.%d.fc1.bias", i);
+        rc |= s_add(w, &r, name, 1, F, 0, 0, 0.1f, 0);
+        snprintf(name, sizeof name, "encoder.layers.%d.fc2.weight", i);
+        rc |= s_add(w, &r, name, 2, d, F, 0, sf, 0);
+        snprintf(name, sizeof name, "encoder.layers.%d.fc2.bias", i);
+        rc |= s_add(w, &r, name, 1, d, 0, 0, 0.1f, 0);
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if (rc || wisp_st_writer_save(w, path, &err) < 0) {
+        fprintf(stderr, "bench_model: cannot write %s: %s\n", path, err.msg);
+        rc = -1;
+    }
+    wisp_st_writer_destroy(&w);
+    return rc;
+}
+
+/* FLOPs of one clip's forward: GEMMs, attention (QK^T and PV), convolutions. */
+static double s_flops(const wisp_whisper_config_t *c, int frames)
+{
+    double d = c->d_model, F = c->encoder_ffn_dim, T = frames / 2, nm = c->num_mel_bins;
+    double layer = 2.0 * T * (4.0 * d * d + 2.0 * d * F) + 4.0 * T * T * d;
+    return c->encoder_layers * layer + 2.0 * frames * d * 3.0 * nm + 2.0 * T * d * 3.0 * d;
+}
+
+static double s_cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* sgemm GFLOP/s at 2048^3, best of 3; *cpu_gflops from process CPU time. */
+static double s_sgemm_gflops(int threads, double *cpu_gflops)
+{
+    const int n = 2048;
+    float *a = wisp_alloc((size_t)n * n * sizeof(float));
+    float *b = wisp_alloc((size_t)n * n * sizeof(float));
+    float *c = wisp_alloc((size_t)n * n * sizeof(float));
+    wisp_rng_t r;
+    wisp_rng_seed(&r, 1);
+    s_fill(a, (size_t)n * n, &r, 1.0f, 0);
+    s_fill(b, (size_t)n * n, &r, 1.0f, 0);
+    openblas_set_num_threads(threads);
+    double best = 1e30, bcpu = 1e30;
+    for (int k = 0; k < 3; k++) {
+        double t0 = wisp_now(), c0 = s_cpu_now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c,
+                    n);
+        double t = wisp_now() - t0, cp = s_cpu_now() - c0;
+        best = t < best ? t : best;
+        bcpu = cp < bcpu ? cp : bcpu;
+    }
+    if (cpu_gflops)
+        *cpu_gflops = 2.0 * n * n * (double)n / bcpu * 1e-9;
+    wisp_free(a);
+    wisp_free(b);
+    wisp_free(c);
+    return 2.0 * n * n * (double)n / best * 1e-9;
+}
+
+/* Best-of-reps seconds per call of forward (training 0) or forward_backward: wall
+ * time returned, process CPU time of the best-CPU run in *cpu. */
+static double s_time(wisp_model_t *m, const float *mel, int B, int frames, int train,
+                     double *cpu)
+{
+    int labels[8] = {0, 1, 0, 1, 0, 1, 0, 1};
+    float logits[8 * 10];
+    double best = 1e30, bcpu = 1e30, ls, ws;
+    for (int k = 0; k < s_reps + 1; k++) { /* first run warms up */
+        double t0 = wisp_now(), c0 = s_cpu_now();
+        int rc = train ? wisp_model_forward_backward(m, mel, B, frames, labels, NULL, 1.0f / B,
+                                                     &ls, &ws, logits)
+                       : wisp_model_forward(m, mel, B, frames, logits, NULL);
+        double t = wisp_now() - t0, c = s_cpu_now() - c0;
+        if (rc < 0)
+            return -1;
+        if (k > 0 || s_reps == 0) {
+            best = t < best ? t : best;
+            bcpu = c < bcpu ? c : bcpu;
+        }
+    }
+    if (cpu)
+        *cpu = bcpu;
+    return best;
+}
+
+static wisp_model_t *s_model(const char *dir, const wisp_whisper_config_t *cfg, int training,
+                             int threads, int adapter)
+{
+    wisp_error_t err = {0};
+    wisp_model_opts_t o = {.max_batch = 1, .max_frames = 3000, .training = training,
+                           .threads = threads};
+    wisp_model_t *m = wisp_model_new(dir, &o, &err);
+    wisp_head_config_t hc = {.num_labels = 10, .classifier_proj_size = 256,
+                             .use_weighted_layer_sum = 1,
+                             .num_hidden_layers = cfg->encoder_layers, .d_model = cfg->d_model};
+    if (!m || wisp_model_init_head(m, &hc, 1, &err) < 0) {
+        fprintf(stderr, "bench_model: %s\n", err.msg);
+        wisp_model_destroy(&m);
+        return NULL;
+    }
+    if (adapter) {
+        wisp_adapter_config_t ac;
+        if (wisp_adapter_config_preset(&ac, "seq_bn", &err) < 0 ||
+            wisp_model_set_adapter(m, &ac, 1, &err) < 0) {
+            fprintf(stderr, "bench_model: %s\n", err.msg);
+            wisp_model_destroy(&m);
+        }
+        wisp_adapter_config_free(&ac);
+    }
+    return m;
+}
+
+int main(int argc, char **argv)
+{
+    int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
+    if (quick)
+        s_reps = 1;
+    const char *sizes[] = {"tiny", "base"};
+    double peak_cpu1;
+    double peak[3] = {0, s_sgemm_gflops(1, &peak_cpu1), s_sgemm_gflops(2, NULL)};
+    printf("sgemm_2048_gflops_1t=%.1f\n", peak[1]);
+    printf("sgemm_2048_gflops_1t_cpu=%.1f\n", peak_cpu1);
+    printf("sgemm_2048_gflops_2t=%.1f\n", peak[2]);
+    char tmpl[] = "/tmp/wisp-bench-model-XXXXXX";
+    char *root = mkdtemp(tmpl);
+    if (!root)
+        return 1;
+    float *mel = malloc((size_t)80 * 3000 * sizeof(float));
+    wisp_rng_t r;
+    wisp_rng_seed(&r, 7);
+    s_fill(mel, (size_t)80 * 3000, &r, 1.0f, 0);
+    for (int s = 0; s < 2; s++) {
+        char dir[1100];
+        wisp_whisper_config_t cfg;
+        snprintf(dir, sizeof dir, "%s/%s", root, sizes[s]);
+        if (s_make_checkpoint(dir, sizes[s], &cfg) < 0)
+            return 1;
+        double fl = s_flops(&cfg, 3000);
+        for (int th = 1; th <= 2; th++) {
+            wisp_model_t *m = s_model(dir, &cfg, 0, th, 0);
+            if (!m)
+                return 1;
+            double cpu, t = s_time(m, mel, 1, 3000, 0, &cpu);
+            printf("forward_%s_%dt_s=%.4f\n", sizes[s], th, t);
+            if (th == 1) { /* one thread: CPU time is the uncontended time */
+                printf("forward_%s_1t_cpu_s=%.4f\n", sizes[s], cpu);
+                printf("forward_%s_1t_cpu_peak_frac=%.3f\n", sizes[s],
+                       fl / cpu * 1e-9 / peak_cpu1);
+            }
+            printf("forward_%s_%dt_gflops=%.1f\n", sizes[s], th, fl / t * 1e-9);
+            printf("forward_%s_%dt_peak_frac=%.3f\n", sizes[s], th, fl / t * 1e-9 / peak[th]);
+            if (th == 2) {
+                /* truncated mode: a 1 s clip is 100 frames, T = 50 */
+                double tt = s_time(m, mel, 1, 100, 0, NULL);
+                printf("forward_%s_trunc1s_2t_s=%.5f\n", sizes[s], tt);
+                printf("forward_%s_trunc1s_speedup=%.1f\n", sizes[s], t / tt);
+                printf("planned_bytes_infer_%s_b1=%zu\n", sizes[s], wisp_model_planned_bytes(m));
+            }
+            wisp_model_destroy(&m);
+            /* seq_bn training step (forward + backward) on the same clip */
+            m = s_model(dir, &cfg, 1, th, 1);
+            if (!m)
+                return 1;
+            double trc, tr = s_time(m, mel, 1, 3000, 1, &trc);
+            printf("train_step_%s_%dt_s=%.4f\n", sizes[s], th, tr);
+            printf("train_over_forward_%s_%dt=%.2f\n", sizes[s], th, tr / t);
+            if (th == 1) { /* OpenBLAS threads spin: CPU time means little at 2t */
+                printf("train_step_%s_1t_cpu_s=%.4f\n", sizes[s], trc);
+                printf("train_over_forward_%s_1t_cpu=%.2f\n", sizes[s], trc / cpu);
+            } else {
+                printf("planned_bytes_train_%s_b1=%zu\n", sizes[s], wisp_model_planned_bytes(m));
+            }
+            wisp_model_destroy(&m);
+        }
+        wisp_whisper_config_free(&cfg);
+        char cmd[1200];
+        snprintf(cmd, sizeof cmd, "%s/model.safetensors", dir);
+        remove(cmd);
+        snprintf(cmd, sizeof cmd, "%s/config.json", dir);
+        remove(cmd);
+        remove(dir);
+    }
+    remove(root);
+    free(mel);
+    return 0;
+}
