@@ -60,7 +60,7 @@ static int s_run(const char *bin, const char *dir, int np, double *files_per_s, 
 
 int main(int argc, char **argv)
 {
-    int per_class = 24, padded = 0;
+    int per_class = 12, padded = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--clips-per-class") && i + 1 < argc)
             per_class = atoi(argv[++i]);

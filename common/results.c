@@ -17,9 +17,6 @@
 #include "log.h"
 #include "util.h"
 
-#ifndef WISP_VERSION
-#define WISP_VERSION "0.1.0"
-#endif
 
 #define S_JOURNAL_MAGIC "WISPRJ01"      /* 8 bytes at the start of the journal */
 #define S_BOM 0x01020304u               /* byte-order mark after the magic */

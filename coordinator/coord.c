@@ -364,10 +364,10 @@ void wisp_coord_destroy(wisp_coord_t **pself)
     if (self->ops && self->job)
         self->ops->coord_close(&self->job);
     wisp_job_plan_free(&self->plan);
-    wisp_lease_destroy(&self->lease);
-    wisp_wbuf_free(&self->wbuf);
     for (int w = 0; self->lease && w < wisp_lease_worker_count(self->lease); w++)
         free(self->peers[w].ready_payload);
+    wisp_lease_destroy(&self->lease);
+    wisp_wbuf_free(&self->wbuf);
     free(self->peers);
     for (int i = 0; i < self->n_step_bufs; i++)
         wisp_wbuf_free(&self->step_bufs[i]);

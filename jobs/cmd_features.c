@@ -31,9 +31,6 @@
 #include "mel.h"
 #include "util.h"
 
-#ifndef WISP_VERSION
-#define WISP_VERSION "0.1.0"
-#endif
 
 /* Decode a little past 30 s so the resampler's filter sees the audio around the cut
  * exactly as when the whole file is resampled. */

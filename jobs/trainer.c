@@ -586,23 +586,6 @@ void wisp_trainer_epoch_order(uint64_t seed, long epoch, int n, int *perm)
     }
 }
 
-/* Four FNV-1a 64 lanes with distinct offsets, each finished by the splitmix64
- * mixer: a 256-bit identity of a configuration string (not cryptographic; it
- * guards against resuming with other settings, not against an adversary). */
-static void s_hash256(const char *s, char out[65])
-{
-    for (int lane = 0; lane < 4; lane++) {
-        uint64_t h = 0xcbf29ce484222325ull ^ (0x9e3779b97f4a7c15ull * (uint64_t)(lane + 1));
-        for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-            h ^= *p;
-            h *= 0x100000001b3ull;
-        }
-        wisp_rng_t r;
-        wisp_rng_seed(&r, h);
-        snprintf(out + 16 * lane, 17, "%016" PRIx64, wisp_rng_u64(&r));
-    }
-}
-
 static void s_appendf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void s_appendf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
@@ -663,7 +646,8 @@ void wisp_trainer_fingerprint(const wisp_trainer_t *self, const char *extra, cha
         for (int i = 0; i < self->num_labels; i++)
             s_appendf(&s, &len, &cap, "cw%.9g,", self->class_weights[i]);
     s_appendf(&s, &len, &cap, ";extra %s", extra ? extra : "");
-    s_hash256(s ? s : "out of memory", out);
+    const char *desc = s ? s : "out of memory";
+    wisp_sha256_hex(desc, strlen(desc), out);
     free(s);
 }
 
