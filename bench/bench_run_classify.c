@@ -27,7 +27,7 @@ static int s_sh(const char *cmd)
     return rc;
 }
 
-static int s_run(const char *bin, const char *dir, int np, double *files_per_s, double *audio_per_s)
+static int s_run(const char *bin, const char *dir, int np, double *files_per_s, double *audio_per_s, double *steady)
 {
     static char cmd[16384], path[8192];
     snprintf(cmd, sizeof cmd,
@@ -48,12 +48,14 @@ static int s_run(const char *bin, const char *dir, int np, double *files_per_s, 
     free(text);
     cJSON *f = cJSON_GetObjectItemCaseSensitive(j, "files_per_s");
     cJSON *a = cJSON_GetObjectItemCaseSensitive(j, "audio_s_per_s");
-    if (!cJSON_IsNumber(f) || !cJSON_IsNumber(a)) {
+    cJSON *st = cJSON_GetObjectItemCaseSensitive(j, "steady_files_per_s");
+    if (!cJSON_IsNumber(f) || !cJSON_IsNumber(a) || !cJSON_IsNumber(st)) {
         cJSON_Delete(j);
         return -1;
     }
     *files_per_s = f->valuedouble;
     *audio_per_s = a->valuedouble;
+    *steady = st->valuedouble;
     cJSON_Delete(j);
     return 0;
 }
@@ -102,12 +104,14 @@ int main(int argc, char **argv)
              dir, padded ? "false" : "true");
     if (s_sh(cmd) != 0)
         return 1;
-    double f1 = 0, a1 = 0, f2 = 0, a2 = 0;
-    if (s_run(bin, dir, 1, &f1, &a1) != 0 || s_run(bin, dir, 2, &f2, &a2) != 0)
+    double f1 = 0, a1 = 0, s1 = 0, f2 = 0, a2 = 0, s2 = 0;
+    if (s_run(bin, dir, 1, &f1, &a1, &s1) != 0 || s_run(bin, dir, 2, &f2, &a2, &s2) != 0)
         return 1;
     printf("model=whisper-tiny features=%s clips=%d np1_files_per_s=%.2f np1_audio_s_per_s=%.1f "
-           "np2_files_per_s=%.2f np2_audio_s_per_s=%.1f scaling_efficiency=%.2f\n",
-           padded ? "padded30s" : "truncated", 4 * per_class, f1, a1, f2, a2, f1 > 0 ? f2 / (2 * f1) : 0);
+           "np1_steady_files_per_s=%.2f np2_files_per_s=%.2f np2_audio_s_per_s=%.1f np2_steady_files_per_s=%.2f "
+           "scaling_efficiency=%.2f steady_scaling_efficiency=%.2f\n",
+           padded ? "padded30s" : "truncated", 4 * per_class, f1, a1, s1, f2, a2, s2, f1 > 0 ? f2 / (2 * f1) : 0,
+           s1 > 0 ? s2 / (2 * s1) : 0);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     return s_sh(cmd) != 0;
 }

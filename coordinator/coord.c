@@ -66,6 +66,8 @@ struct wisp_coord {
     uint64_t dropped, duplicates, requeued, workers_seen, workers_lost, results;
     double t_start, t_last_progress;
     double t_first_worker;     /* first HELLO (0 before): rates exclude waiting for workers */
+    double t_first_result, t_last_result; /* commits: steady-state rate without model loading */
+    size_t items_first_result; /* items of the first committed shard */
     size_t last_progress_items;
     int tty;
     int tty_dirty;
@@ -705,6 +707,11 @@ static int s_result(wisp_coord_t *self, int w, const wisp_msg_t *m, double now, 
     if (rc)
         return wisp_error_set(err, rc, "%s", e.msg);
     self->results++;
+    if (self->t_first_result == 0) {
+        self->t_first_result = now;
+        self->items_first_result = sh->count;
+    }
+    self->t_last_result = now;
     self->items_done += sh->count;
     self->secs_done += sh->seconds;
     if (audio >= 0) /* the real durations replace the plan's estimate */
@@ -879,6 +886,11 @@ static void s_summary(wisp_coord_t *self, const char *status, double wall)
     cJSON_AddNumberToObject(s, "wall_s", wall);
     cJSON_AddNumberToObject(s, "workers_wall_s", busy);
     cJSON_AddNumberToObject(s, "files_per_s", busy > 0 ? (double)self->items_done / busy : 0);
+    /* Steady state: items after the first commit over the time to the last one
+     * (excludes mpirun startup and model loading). */
+    double steady = self->t_last_result - self->t_first_result;
+    cJSON_AddNumberToObject(s, "steady_files_per_s",
+                            steady > 0 ? (double)(self->items_done - self->items_first_result) / steady : 0);
     cJSON_AddNumberToObject(s, "audio_s", audio);
     cJSON_AddNumberToObject(s, "audio_s_per_s", busy > 0 ? audio / busy : 0);
     cJSON_AddNumberToObject(s, "real_time_factor", audio > 0 ? busy / audio : 0);
