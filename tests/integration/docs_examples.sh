@@ -62,11 +62,13 @@ for d in QUICKSTART OUTPUT FORMATS CLUSTER TROUBLESHOOTING CONFIG; do
         if [ "$line" = "#@@END" ]; then
             i=$((i + 1))
             nblocks=$((nblocks + 1))
+            t0=$(date +%s)
             if ! (cd "$work" && sh -e "$tmp/block.sh") >"$tmp/block.out" 2>&1; then
                 echo "---- block $i of docs/$d.md:"; cat "$tmp/block.sh"
                 echo "---- its output:"; tail -n 40 "$tmp/block.out"
                 fail "docs/$d.md block $i"
             fi
+            echo "docs_examples: docs/$d.md block $i: $(($(date +%s) - t0)) s"
             : >"$tmp/block.sh"
         else
             printf '%s\n' "$line" >>"$tmp/block.sh"
