@@ -138,6 +138,15 @@ s_check_datasets labels.h5 "## Classify results" "N=$N C=$C P=$P" ""
 s_check_datasets dist_labels.h5 "## Classify results" "N=$N C=$C P=$P" "embedding"
 h5dump -H -d embedding dist_labels.h5 >/dev/null 2>&1 && fail "dist_labels.h5 has embeddings it was not asked for"
 s_check_datasets feats.h5 "## Features" "N=2 M=80 F=3000" ""
+# Error rows as documented: classify -6 / label -1 / duration -1 / NaN score; features +6.
+"$bin/wisp" classify --model model --adapter run/adapter --head run/head --truncate -o bad.h5 nothere.wav >/dev/null 2>&1
+[ $? -eq 1 ] || fail "classify of a missing file should exit 1"
+for kv in status:-6 label:-1 duration:-1 score:nan; do
+    h5dump -d "${kv%%:*}" bad.h5 | tr -d ' \n' | grep -qi "DATA{(0):${kv#*:}}" || fail "bad.h5: ${kv%%:*} is not ${kv#*:}"
+done
+"$bin/wisp" features -q -o badf.h5 nothere.wav >/dev/null 2>&1
+[ $? -eq 1 ] || fail "features of a missing file should exit 1"
+h5dump -d status badf.h5 | tr -d ' \n' | grep -q 'DATA{(0):6}' || fail "badf.h5: features status is not 6"
 grep -q '"connections_refused":[1-9]' curve_summary.json || fail "the CURVE example refused no intruder"
 s_check_datasets curve_labels.h5 "## Classify results" "N=$N C=$C P=$P" "embedding"
 h5dump -d num_frames feats.h5 | tr -d ' \n' | grep -q 'DATA{(0):3000,3000}' || fail "feats.h5: padded num_frames should be 3000"
