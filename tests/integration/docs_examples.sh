@@ -63,7 +63,14 @@ for d in QUICKSTART OUTPUT FORMATS CLUSTER TROUBLESHOOTING CONFIG; do
             i=$((i + 1))
             nblocks=$((nblocks + 1))
             t0=$(date +%s)
-            if ! (cd "$work" && sh -e "$tmp/block.sh") >"$tmp/block.out" 2>&1; then
+            # timeout makes its own process group: on expiry, or afterwards for
+            # anything a failed block left in the background, the group is killed.
+            (cd "$work" && exec timeout 180 sh -e "$tmp/block.sh") >"$tmp/block.out" 2>&1 &
+            tpid=$!
+            wait "$tpid"
+            brc=$?
+            kill -KILL -- "-$tpid" 2>/dev/null
+            if [ "$brc" -ne 0 ]; then
                 echo "---- block $i of docs/$d.md:"; cat "$tmp/block.sh"
                 echo "---- its output:"; tail -n 40 "$tmp/block.out"
                 fail "docs/$d.md block $i"
