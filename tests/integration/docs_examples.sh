@@ -21,6 +21,9 @@ trap 'rm -rf "$tmp"' EXIT
 fail() { echo "docs_examples: FAIL: $*"; exit 1; }
 PATH="$bin:$PATH"
 export PATH
+for t in h5dump h5ls mpirun timeout; do
+    command -v "$t" >/dev/null 2>&1 || fail "$t not found (hdf5-tools, openmpi-bin, coreutils)"
+done
 if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 export OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_plm_rsh_agent= OMPI_MCA_mpi_yield_when_idle=1
 export OPENBLAS_NUM_THREADS=1
