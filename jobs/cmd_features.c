@@ -6,7 +6,7 @@
  *               rows are all zero
  *   num_frames  int32 [N]   valid frames of each row (0 for a failed row)
  *   path        variable-length UTF-8 strings [N], the inputs as given
- *   status      int8 [N]    0 = ok; otherwise the negated WISP_ERR_* code of the failure
+ *   status      int8 [N]    0 = ok; otherwise the (negative) WISP_ERR_* code of the failure
  *                           (2 I/O, e.g. a directory; 6 missing file; 8 undecodable audio)
  *   error       variable-length UTF-8 strings [N]: the one-line reason when status != 0;
  *               for an ok row "" or a note, currently only "truncated to 30 s (source is
@@ -54,7 +54,7 @@ static void s_help(FILE *out)
             "  -h, --help            this help\n"
             "\n"
             "datasets: features float32 [N, n_mels, frames], num_frames int32 [N],\n"
-            "  path, status int8 [N] (0 ok, else the negated wisp error code), error\n"
+            "  path, status int8 [N] (0 ok, else the negative wisp error code), error\n"
             "  (reason, or the note \"truncated to 30 s ...\" on ok rows longer than 30 s);\n"
             "  attributes n_mels, truncate, sample_rate, n_fft, hop_length, wisp_version.\n"
             "  Audio beyond 30 s is ignored in both modes.\n"
@@ -276,7 +276,7 @@ int wisp_cmd_features(int argc, char **argv)
         char note[128] = "";
         int rc = wisp_audio_load(paths[i], S_MAX_SECONDS, &audio, &aerr);
         if (rc != WISP_OK) {
-            status[i] = (int8_t)(rc < 0 ? -rc : 1);
+            status[i] = (int8_t)(rc < 0 ? rc : -1); /* the WISP_ERR_* code, as in classify files */
             errors[i] = strdup(aerr.msg);
             n_failed++;
             WISP_LOGW("%s", aerr.msg);

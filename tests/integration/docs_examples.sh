@@ -160,7 +160,7 @@ for kv in status:-6 label:-1 duration:-1 score:nan; do
 done
 "$bin/wisp" features -q -o badf.h5 nothere.wav >/dev/null 2>&1
 [ $? -eq 1 ] || fail "features of a missing file should exit 1"
-h5dump -d status badf.h5 | tr -d ' \n' | grep -q 'DATA{(0):6}' || fail "badf.h5: features status is not 6"
+h5dump -d status badf.h5 | tr -d ' \n' | grep -q 'DATA{(0):-6}' || fail "badf.h5: features status is not -6"
 grep -q '"connections_refused":[1-9]' curve_summary.json || fail "the CURVE example refused no intruder"
 s_check_datasets curve_labels.h5 "## Classify results" "N=$N C=$C P=$P" "embedding"
 h5dump -d num_frames feats.h5 | tr -d ' \n' | grep -q 'DATA{(0):3000,3000}' || fail "feats.h5: padded num_frames should be 3000"
