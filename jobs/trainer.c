@@ -736,6 +736,42 @@ void wisp_trainer_log_eval(FILE *f, long step, long epoch, double val_loss, doub
     fflush(f);
 }
 
+int wisp_trainer_metrics_open(const char *path, long keep_through_step, FILE **out,
+                              wisp_error_t *err)
+{
+    *out = NULL;
+    char *text = NULL;
+    size_t len = 0, kept = 0;
+    if (keep_through_step > 0) {
+        wisp_error_t e = {0};
+        int rc = wisp_read_file(path, (size_t)1 << 30, &text, &len, &e);
+        if (rc && rc != WISP_ERR_NOTFOUND)
+            return wisp_error_set(err, rc, "%s", e.msg);
+    }
+    /* Filter in place: kept lines are copied towards the front of text. */
+    char *save = NULL;
+    for (char *line = text ? strtok_r(text, "\n", &save) : NULL; line;
+         line = strtok_r(NULL, "\n", &save)) {
+        cJSON *j = cJSON_Parse(line);
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(j, "step");
+        if (cJSON_IsNumber(st) && st->valuedouble <= (double)keep_through_step) {
+            size_t n = strlen(line);
+            memmove(text + kept, line, n);
+            text[kept + n] = '\n';
+            kept += n + 1;
+        }
+        cJSON_Delete(j);
+    }
+    int rc = wisp_write_file_atomic(path, text ? text : "", kept, err);
+    free(text);
+    if (rc)
+        return rc;
+    *out = fopen(path, "a");
+    if (!*out)
+        return wisp_error_set(err, WISP_ERR_IO, "%s: %s", path, strerror(errno));
+    return WISP_OK;
+}
+
 /* ---- the local loop ----------------------------------------------------- */
 
 static void s_progress(long step, long total, const wisp_trainer_stats_t *s, double rate,
@@ -813,9 +849,8 @@ int wisp_trainer_run(wisp_trainer_t *self, const wisp_trainer_item_t *train, int
     }
     if (wisp_path_join(path, sizeof path, outdir, "metrics.jsonl") != WISP_OK)
         return wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", outdir);
-    metrics = fopen(path, resumed ? "a" : "w");
-    if (!metrics)
-        return wisp_error_set(err, WISP_ERR_IO, "%s: %s", path, strerror(errno));
+    if ((rc = wisp_trainer_metrics_open(path, resumed ? st.step : 0, &metrics, err)))
+        return rc;
     perm = malloc((size_t)n * sizeof(int));
     batch = malloc((size_t)ro->batch * sizeof *batch);
     if (!perm || !batch) {

@@ -158,6 +158,11 @@ int wisp_trainer_dump_grads(wisp_trainer_t *self, const char *path, wisp_error_t
  * {"type":"eval","step":N,"epoch":E,"val_loss":x,"val_acc":x} */
 void wisp_trainer_log_step(FILE *f, const wisp_trainer_stats_t *s, long epoch);
 void wisp_trainer_log_eval(FILE *f, long step, long epoch, double val_loss, double val_acc);
+/* Opens the metrics log for appending after keeping only the lines of steps
+ * <= keep_through_step (a resumed run redoes the steps after its checkpoint, so
+ * their old lines must go); keep_through_step 0 starts an empty log. */
+int wisp_trainer_metrics_open(const char *path, long keep_through_step, FILE **out,
+                              wisp_error_t *err);
 
 /* ---- The whole local loop (wisp train) --------------------------------- */
 typedef struct {

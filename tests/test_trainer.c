@@ -330,6 +330,15 @@ static void test_resuming_after_step_k_gives_bitwise_identical_weights(void **st
     wisp_trainer_t *full = NULL, *resumed = NULL;
     s_run(&o, d1, 7, -1, 0, &full);
     s_run(&o, d2, 7, 3, 0, NULL); /* stops after step 3, mid-epoch */
+    /* A run killed after logging steps its checkpoint does not hold leaves lines the
+     * resumed run must drop (it redoes those steps). */
+    char path[1200], line[1024];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", d2);
+    FILE *f = fopen(path, "a");
+    assert_non_null(f);
+    fputs("{\"type\":\"step\",\"step\":4,\"epoch\":0,\"loss\":9}\n"
+          "{\"type\":\"step\",\"step\":5,\"epoch\":1,\"loss\":9}\n", f);
+    fclose(f);
     s_run(&o, d2, 7, -1, 1, &resumed);
     wisp_model_t *a = wisp_trainer_model(full), *b = wisp_trainer_model(resumed);
     size_t n = wisp_model_num_params(a);
@@ -338,16 +347,24 @@ static void test_resuming_after_step_k_gives_bitwise_identical_weights(void **st
     assert_memory_equal(wisp_model_params(a), wisp_model_params(b), n * sizeof(float));
     assert_memory_equal(wisp_adamw_m(wisp_trainer_optimizer(full)),
                         wisp_adamw_m(wisp_trainer_optimizer(resumed)), n * sizeof(float));
-    /* The resumed run appended to the metrics log: 3 + 4 step lines. */
-    char path[1200], line[1024];
-    snprintf(path, sizeof path, "%s/metrics.jsonl", d2);
-    FILE *f = fopen(path, "r");
+    /* The metrics log holds steps 1..7 once each: 3 before the stop, 4 after. */
+    f = fopen(path, "r");
     assert_non_null(f);
-    int steps = 0;
-    while (fgets(line, sizeof line, f))
-        steps += strstr(line, "\"type\":\"step\"") != NULL;
+    int steps = 0, seen[8] = {0};
+    while (fgets(line, sizeof line, f)) {
+        const char *st = strstr(line, "\"step\":");
+        if (!strstr(line, "\"type\":\"step\"") || !st)
+            continue;
+        int k = atoi(st + 7);
+        assert_true(k >= 1 && k <= 7);
+        seen[k]++;
+        steps++;
+        assert_null(strstr(line, "\"loss\":9}")); /* the killed run's lines are gone */
+    }
     fclose(f);
     assert_int_equal(steps, 7);
+    for (int k = 1; k <= 7; k++)
+        assert_int_equal(seen[k], 1);
     /* A resume with other settings is refused, naming the checkpoint. */
     o.lr = 1e-3;
     wisp_trainer_t *t = s_new(&o);
