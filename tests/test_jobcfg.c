@@ -29,6 +29,12 @@ static void test_relative_paths_resolve_against_the_config_directory(void **stat
     assert_string_equal(c.model, "/jobs/x/m/tiny");
     assert_string_equal(c.manifest, "/abs/data.csv");
     assert_string_equal(c.output, "/jobs/x/out.h5");
+    wisp_jobcfg_free(&c);
+    const char *j2 = "{\"kind\":\"null\",\"output\":\"../runs/./a//b/../out.tsv\"}";
+    assert_int_equal(wisp_jobcfg_parse(&c, j2, "/jobs/x", "t", NULL, 0, NULL), 0);
+    assert_string_equal(c.output, "/jobs/runs/a/out.tsv");
+    wisp_jobcfg_free(&c);
+    assert_int_equal(wisp_jobcfg_parse(&c, j, "/jobs/x", "t", NULL, 0, NULL), 0);
     /* the effective JSON carries the absolute paths (what workers receive) */
     char *text = wisp_jobcfg_to_string(&c);
     assert_non_null(strstr(text, "\"/jobs/x/m/tiny\""));

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Distributed training (tiny random Whisper + seq_bn adapter, 136 clips, global batch 16):
-#  - np=1 and np=2 with the same global batch: step-1 gradients (train.dump_grads)
+#  - np=1 and np=2 (fixed-order reduction) with the same global batch: step-1 gradients (train.dump_grads)
 #    agree to 1e-5, final adapter and head to 1e-4;
 #  - np=1 equals the local `wisp train` with the same settings bitwise;
 #  - kill -9 of one worker mid-run: `wisp run` relaunches the workers, they resume
@@ -28,7 +28,7 @@ run() { # NP OUTDIR [extra --set]
     grep -q '"status":"complete"' "$T/$out.out" || fail "$out: not complete"
 }
 run 1 np1 --set train.dump_grads="$T/grads1.safetensors"
-run 2 np2 --set train.dump_grads="$T/grads2.safetensors"
+run 2 np2 --set train.dump_grads="$T/grads2.safetensors" --set train.fixed_order_reduce=true
 d=$(st_maxdiff "$T/grads1.safetensors" "$T/grads2.safetensors"); echo "step-1 gradients np1 vs np2: max abs diff $d"
 le "$d" 1e-5 || fail "gradients differ by $d"
 for f in adapter/adapter.safetensors head/model_head.safetensors; do
@@ -50,7 +50,7 @@ done
 echo "ok: np=1 is bitwise the local wisp train"
 
 # kill one worker after the checkpoint of step 4
-timeout 90 "$WISP" run "$T/train.json" -np 2 --no-progress --set output="$T/killed" >"$T/killed.out" 2>"$T/killed.err" &
+timeout 90 "$WISP" run "$T/train.json" -np 2 --no-progress --set output="$T/killed" --set train.fixed_order_reduce=true >"$T/killed.out" 2>"$T/killed.err" &
 RUN=$!
 i=0
 while [ ! -e "$T/killed/checkpoints/step-00000004" ]; do
