@@ -170,34 +170,11 @@ static int s_coord_open(void **state, const wisp_jobcfg_t *cfg, int resume, wisp
 /* Keeps the metrics lines of steps <= step (a resumed run redoes the rest). */
 static int s_metrics_rewind(s_coord_t *s, long step, wisp_error_t *err)
 {
-    char *text = NULL;
-    size_t len = 0;
     if (s->metrics) {
         fclose(s->metrics);
         s->metrics = NULL;
     }
-    wisp_wbuf_t keep = {0};
-    if (step > 0 && wisp_read_file(s->metrics_path, 1u << 30, &text, &len, NULL) == 0) {
-        char *save = NULL;
-        for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-            cJSON *j = cJSON_Parse(line);
-            cJSON *st = cJSON_GetObjectItemCaseSensitive(j, "step");
-            if (cJSON_IsNumber(st) && st->valuedouble <= (double)step) {
-                wisp_wbuf_bytes(&keep, line, strlen(line));
-                wisp_wbuf_bytes(&keep, "\n", 1);
-            }
-            cJSON_Delete(j);
-        }
-    }
-    free(text);
-    int rc = wisp_write_file_atomic(s->metrics_path, keep.data ? (const void *)keep.data : "", keep.len, err);
-    wisp_wbuf_free(&keep);
-    if (rc)
-        return rc;
-    s->metrics = fopen(s->metrics_path, "a");
-    if (!s->metrics)
-        return wisp_error_set(err, WISP_ERR_IO, "%s: %s", s->metrics_path, strerror(errno));
-    return WISP_OK;
+    return wisp_trainer_metrics_open(s->metrics_path, step, &s->metrics, err);
 }
 
 static int s_coord_resume(void *state, const uint8_t *p, size_t n, wisp_error_t *err)
