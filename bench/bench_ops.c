@@ -27,6 +27,27 @@ static double s_cpu_now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* CPU time of the whole process (all threads), seconds. */
+static double s_proc_cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* 1-minute load average (how shared the machine was), -1 if unknown. */
+static double s_loadavg(void)
+{
+    double l = -1;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &l) != 1)
+            l = -1;
+        fclose(f);
+    }
+    return l;
+}
+
 static float *s_buf(size_t n, wisp_rng_t *r, float scale)
 {
     float *x = wisp_alloc(n * sizeof *x);
@@ -65,6 +86,7 @@ int main(int argc, char **argv)
         reps = 1;
     const int n = 2048;
     openblas_set_num_threads(1);
+    printf("loadavg_1m_start=%.2f\n", s_loadavg());
     printf("blas_core=%s\n", openblas_get_corename());
     printf("sgemm_size=%d\n", n);
     double peak1 = s_sgemm_gflops(n, reps, s_cpu_now);
@@ -99,6 +121,63 @@ int main(int argc, char **argv)
     printf("attn_bwd_ms_base=%.2f\n", bwd * 1e3);
     printf("attn_fwd_gflops_base=%.1f\n", f_fl / fwd * 1e-9);
     printf("attn_bwd_gflops_base=%.1f\n", b_fl / bwd * 1e-9);
+
+    /* Wall time and process CPU time, best of 2 * reps rounds, the three ways
+     * interleaved round by round so a load swing on the shared machine hits all
+     * alike: (0) _1t_wall: the serial kernel, OpenBLAS on 1 thread; (1) _2t_blas:
+     * the serial kernel with OpenBLAS on 2 threads (how the model ran attention
+     * before nn_pool_t); (2) _2t: nn_attention_*_mt on a pool of 2 threads, each
+     * unit's sgemm on one OpenBLAS thread. */
+    {
+        nn_pool_t *pool = nn_pool_new(2);
+        float *scr2 = s_buf(nn_attention_scratch_floats_mt(T, hd, 2), &r, 0);
+        if (!pool) {
+            fprintf(stderr, "bench_ops: cannot start 2 threads\n");
+            return 1;
+        }
+        double w[3][2], c[3][2]; /* [mode][fwd, bwd] */
+        for (int m = 0; m < 3; m++)
+            w[m][0] = w[m][1] = c[m][0] = c[m][1] = 1e30;
+        for (int i = 0; i < 2 * reps; i++) {
+            for (int m = 0; m < 3; m++) {
+                openblas_set_num_threads(m == 1 ? 2 : 1);
+                double t0 = wisp_now(), c0 = s_proc_cpu_now();
+                if (m < 2)
+                    nn_attention_forward(out, lse, q, k, v, scratch, B, T, NH, hd);
+                else
+                    nn_attention_forward_mt(out, lse, q, k, v, scr2, B, T, NH, hd, pool);
+                double t1 = wisp_now(), c1 = s_proc_cpu_now();
+                if (m < 2)
+                    nn_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, scratch, B, T, NH,
+                                          hd);
+                else
+                    nn_attention_backward_mt(dq, dk, dv, dout, out, lse, q, k, v, scr2, B, T, NH,
+                                             hd, pool);
+                double t2 = wisp_now(), c2 = s_proc_cpu_now();
+                w[m][0] = t1 - t0 < w[m][0] ? t1 - t0 : w[m][0];
+                w[m][1] = t2 - t1 < w[m][1] ? t2 - t1 : w[m][1];
+                c[m][0] = c1 - c0 < c[m][0] ? c1 - c0 : c[m][0];
+                c[m][1] = c2 - c1 < c[m][1] ? c2 - c1 : c[m][1];
+            }
+        }
+        openblas_set_num_threads(1);
+        static const char *const mode[3] = {"1t_wall", "2t_blas", "2t"};
+        for (int m = 0; m < 3; m++) {
+            printf("attn_fwd_ms_base_%s=%.2f\n", mode[m], w[m][0] * 1e3);
+            printf("attn_bwd_ms_base_%s=%.2f\n", mode[m], w[m][1] * 1e3);
+            printf("attn_fwd_cpu_ms_base_%s=%.2f\n", mode[m], c[m][0] * 1e3);
+            printf("attn_bwd_cpu_ms_base_%s=%.2f\n", mode[m], c[m][1] * 1e3);
+            printf("attn_fwd_gflops_base_%s=%.1f\n", mode[m], f_fl / w[m][0] * 1e-9);
+            printf("attn_bwd_gflops_base_%s=%.1f\n", mode[m], b_fl / w[m][1] * 1e-9);
+        }
+        /* wall-time speedups over the 1-thread kernel, same rounds */
+        printf("attn_fwd_speedup_2t=%.2f\n", w[0][0] / w[2][0]);
+        printf("attn_bwd_speedup_2t=%.2f\n", w[0][1] / w[2][1]);
+        printf("attn_fwd_speedup_2t_blas=%.2f\n", w[0][0] / w[1][0]);
+        printf("attn_bwd_speedup_2t_blas=%.2f\n", w[0][1] / w[1][1]);
+        wisp_free(scr2);
+        nn_pool_destroy(&pool);
+    }
     wisp_free(dq), wisp_free(dk), wisp_free(dv), wisp_free(dout);
 
     /* GELU over the fc1 output (T, F) and LayerNorm over (T, d), single thread. */
@@ -200,5 +279,6 @@ int main(int argc, char **argv)
     wisp_free(q), wisp_free(k), wisp_free(v), wisp_free(out), wisp_free(lse), wisp_free(h);
     wisp_free(g), wisp_free(dg), wisp_free(w), wisp_free(bias), wisp_free(mean), wisp_free(rstd);
     wisp_free(W1), wisp_free(b1), wisp_free(scratch);
+    printf("loadavg_1m_end=%.2f\n", s_loadavg());
     return 0;
 }

@@ -12,6 +12,7 @@
  */
 #include "testutil.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -326,6 +327,89 @@ static void test_attention_matches_its_loop_twin_across_block_edges(void **state
         wisp_free(q), wisp_free(k), wisp_free(v), wisp_free(dout), wisp_free(scratch);
         wisp_free(o1), wisp_free(o2), wisp_free(l1), wisp_free(l2);
     }
+}
+
+/* Bitwise equality, reporting the first differing index. */
+static void s_same_bits(const float *got, const float *want, size_t n, const char *label)
+{
+    if (memcmp(got, want, n * sizeof *got) == 0)
+        return;
+    size_t i = 0;
+    while (i < n && memcmp(got + i, want + i, sizeof *got) == 0)
+        i++;
+    fail_msg("%s: not bitwise equal, first at %zu: %.9g vs %.9g", label, i, (double)got[i],
+             (double)want[i]);
+}
+
+static void test_threaded_attention_is_bitwise_equal_to_the_serial_kernel(void **state)
+{
+    (void)state;
+    /* Odd T across block edges, one unit only, more threads than (clip, head) pairs,
+     * several clips; pools of 1, 2, 3 and 5 threads and no pool. The serial kernel
+     * runs with OpenBLAS on one thread; the threaded one is called with OpenBLAS on
+     * two and must restore that setting. */
+    static const int shapes[][4] = {{1, 7, 1, 3}, {1, 131, 3, 5}, {2, 300, 2, 16},
+                                    {3, 257, 2, 8}};
+    static const int threads[] = {0, 1, 2, 3, 5};
+    wisp_rng_t r;
+    wisp_rng_seed(&r, 11);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int B = shapes[s][0], T = shapes[s][1], NH = shapes[s][2], hd = shapes[s][3];
+        size_t n = (size_t)B * T * NH * hd, nl = (size_t)B * NH * T;
+        float *q = s_rand(&r, n, 1.5f), *k = s_rand(&r, n, 1.5f), *v = s_rand(&r, n, 1);
+        float *dout = s_rand(&r, n, 1), *g0 = s_rand(&r, n, 1);
+        float *o1 = s_zeros(n), *l1 = s_zeros(nl), *o2 = s_zeros(n), *l2 = s_zeros(nl);
+        float *want[3], *got[3], *want1[3];
+        float *scratch = s_zeros(nn_attention_scratch_floats(T, hd));
+        openblas_set_num_threads(1);
+        nn_attention_forward(o1, l1, q, k, v, scratch, B, T, NH, hd);
+        for (int i = 0; i < 3; i++) {
+            want[i] = s_dup(g0, n), got[i] = s_zeros(n);
+            want1[i] = s_dup(g0, n);
+        }
+        nn_attention_backward(want[0], want[1], want[2], dout, o1, l1, q, k, v, scratch, B, T,
+                              NH, hd);
+        /* dq alone, without the saved lse (the recomputing branch) */
+        nn_attention_backward(want1[0], NULL, NULL, dout, o1, NULL, q, k, v, scratch, B, T, NH,
+                              hd);
+        wisp_free(scratch);
+        for (size_t t = 0; t < sizeof threads / sizeof threads[0]; t++) {
+            nn_pool_t *pool = threads[t] ? nn_pool_new(threads[t]) : NULL;
+            assert_true(!threads[t] || pool);
+            int nt = nn_pool_threads(pool);
+            assert_int_equal(nt, threads[t] ? threads[t] : 1);
+            scratch = s_zeros(nn_attention_scratch_floats_mt(T, hd, nt));
+            openblas_set_num_threads(2);
+            memset(o2, 0, n * sizeof *o2);
+            nn_attention_forward_mt(o2, l2, q, k, v, scratch, B, T, NH, hd, pool);
+            assert_int_equal(openblas_get_num_threads(), 2);
+            s_same_bits(o2, o1, n, "threaded attention out");
+            s_same_bits(l2, l1, nl, "threaded attention lse");
+            nn_attention_forward_mt(o2, NULL, q, k, v, scratch, B, T, NH, hd, pool);
+            s_same_bits(o2, o1, n, "threaded attention out without lse");
+            for (int i = 0; i < 3; i++)
+                memcpy(got[i], g0, n * sizeof *g0);
+            nn_attention_backward_mt(got[0], got[1], got[2], dout, o1, l1, q, k, v, scratch, B,
+                                     T, NH, hd, pool);
+            assert_int_equal(openblas_get_num_threads(), 2);
+            s_same_bits(got[0], want[0], n, "threaded attention dq");
+            s_same_bits(got[1], want[1], n, "threaded attention dk");
+            s_same_bits(got[2], want[2], n, "threaded attention dv");
+            memcpy(got[0], g0, n * sizeof *g0);
+            nn_attention_backward_mt(got[0], NULL, NULL, dout, o1, NULL, q, k, v, scratch, B, T,
+                                     NH, hd, pool);
+            s_same_bits(got[0], want1[0], n, "threaded attention dq alone without lse");
+            wisp_free(scratch);
+            nn_pool_destroy(&pool);
+            assert_null(pool);
+        }
+        for (int i = 0; i < 3; i++)
+            wisp_free(want[i]), wisp_free(got[i]), wisp_free(want1[i]);
+        wisp_free(q), wisp_free(k), wisp_free(v), wisp_free(dout), wisp_free(g0);
+        wisp_free(o1), wisp_free(o2), wisp_free(l1), wisp_free(l2);
+    }
+    nn_pool_destroy(NULL);
+    assert_int_equal(nn_pool_threads(NULL), 1);
 }
 
 /* ---- 2. finite differences ---------------------------------------------- */
@@ -1126,6 +1210,7 @@ int main(void)
         cmocka_unit_test(test_linear_matches_its_loop_twin_on_odd_shapes),
         cmocka_unit_test(test_conv1d_matches_its_loop_twin_for_both_strides),
         cmocka_unit_test(test_attention_matches_its_loop_twin_across_block_edges),
+        cmocka_unit_test(test_threaded_attention_is_bitwise_equal_to_the_serial_kernel),
         cmocka_unit_test(test_linear_backward_matches_finite_differences),
         cmocka_unit_test(test_layernorm_forward_and_backward_match_double_precision),
         cmocka_unit_test(test_every_activation_matches_double_precision_and_finite_differences),

@@ -92,6 +92,8 @@ struct wisp_model {
     wisp_st_t *st;             /* the checkpoint mapping; owns converted copies */
     wisp_model_opts_t opts;
     int plan_only;             /* wisp_model_plan_bytes: size the arena, allocate nothing */
+    int nthreads;              /* threads of the attention core (s_attn_threads) */
+    nn_pool_t *pool;           /* their pool; NULL for one thread (or plan_only) */
     int d, L, H, F, hd, n_mels, T_max;
 
     /* frozen */
@@ -435,7 +437,8 @@ static void s_carve(wisp_model_t *self, s_arena_t *a)
     self->mel_t = s_take(a, fr * nm);
     self->c1 = s_take(a, fr * d);
     self->col = s_take(a, colf > col2 ? colf : col2);
-    self->attn_scr = s_take(a, nn_attention_scratch_floats((int)Tm, self->hd));
+    self->attn_scr =
+        s_take(a, nn_attention_scratch_floats_mt((int)Tm, self->hd, self->nthreads));
     self->z = s_take(a, N * d);
     self->sf = s_take(a, N * d);
     self->zs = tr ? NULL : s_take(a, N * d);
@@ -635,6 +638,16 @@ static int s_load_tensor(wisp_model_t *self, wisp_st_t *st, const char *file,
     return wisp_error_set(err, WISP_ERR_NOTFOUND, "%s: missing tensor %s", file, p->name);
 }
 
+/* Threads for the attention core: opts.threads, or OpenBLAS's own count when the
+ * options leave OpenBLAS as is. The attention core splits (clip, head, query
+ * block) units over them, each unit's sgemm on one OpenBLAS thread, because its
+ * thin sgemms (128 x 1500 x 64) scale poorly inside OpenBLAS. */
+static int s_attn_threads(const wisp_model_opts_t *opts)
+{
+    int n = opts->threads > 0 ? opts->threads : openblas_get_num_threads();
+    return n < 1 ? 1 : n > 64 ? 64 : n;
+}
+
 wisp_model_t *wisp_model_new(const char *model_dir, const wisp_model_opts_t *opts,
                              wisp_error_t *err)
 {
@@ -655,6 +668,12 @@ wisp_model_t *wisp_model_new(const char *model_dir, const wisp_model_opts_t *opt
     self->opts = *opts;
     if (opts->threads > 0)
         openblas_set_num_threads(opts->threads);
+    self->nthreads = s_attn_threads(opts);
+    if (self->nthreads > 1 && !(self->pool = nn_pool_new(self->nthreads))) {
+        wisp_error_set(err, WISP_ERR_NOMEM, "%s: cannot start %d attention threads", model_dir,
+                       self->nthreads);
+        goto fail;
+    }
     self->model_dir = strdup(model_dir);
     if (!self->model_dir || wisp_path_join(path, sizeof path, model_dir, "config.json") < 0) {
         wisp_error_set(err, WISP_ERR_ARG, "%s: bad model directory", model_dir);
@@ -781,6 +800,7 @@ void wisp_model_destroy(wisp_model_t **pself)
     if (!pself || !*pself)
         return;
     wisp_model_t *self = *pself;
+    nn_pool_destroy(&self->pool);
     wisp_st_destroy(&self->st);
     if (self->has_adapter)
         s_adapter_free(&self->acfg);
@@ -1241,6 +1261,7 @@ size_t wisp_model_plan_bytes(const wisp_whisper_config_t *cfg, const wisp_model_
     memset(&m, 0, sizeof m);
     m.plan_only = 1;
     m.opts = *opts;
+    m.nthreads = s_attn_threads(opts);
     m.d = cfg->d_model;
     m.L = cfg->encoder_layers;
     m.H = cfg->encoder_attention_heads;
@@ -1343,8 +1364,8 @@ static void s_layer_forward(wisp_model_t *self, int i, int B, int T, const float
     nn_scale(A->q, 1.0f / sqrtf((float)self->hd), (size_t)N * d);
     s_lin_forward(self, i, S_LIN_K, A->k, self->z, w->k_w, NULL, N, d, d);
     s_lin_forward(self, i, S_LIN_V, A->v, self->z, w->v_w, w->v_b, N, d, d);
-    nn_attention_forward(A->att, A->lse, A->q, A->k, A->v, self->attn_scr, B, T, self->H,
-                         self->hd);
+    nn_attention_forward_mt(A->att, A->lse, A->q, A->k, A->v, self->attn_scr, B, T, self->H,
+                            self->hd, self->pool);
     nn_linear_forward(self->sf, A->att, w->o_w, w->o_b, N, d, d);
     s_site_forward(self, i, S_SITE_ATT, A->h, self->sf, x_in, N);
     nn_layernorm_forward(self->z, A->ln2_mean, A->ln2_rstd, A->h, w->ln2_w, w->ln2_b, N, d);
@@ -1584,8 +1605,8 @@ static void s_layer_backward(wisp_model_t *self, int i, int B, int T, const floa
     memset(self->dq, 0, n * sizeof(float));
     memset(self->dk, 0, n * sizeof(float));
     memset(self->dv, 0, n * sizeof(float));
-    nn_attention_backward(self->dq, self->dk, self->dv, datt, A->att, A->lse, A->q, A->k, A->v,
-                          self->attn_scr, B, T, self->H, self->hd);
+    nn_attention_backward_mt(self->dq, self->dk, self->dv, datt, A->att, A->lse, A->q, A->k,
+                             A->v, self->attn_scr, B, T, self->H, self->hd, self->pool);
     nn_scale(self->dq, 1.0f / sqrtf((float)self->hd), n);
     if (self->acfg.kind == WISP_ADAPTER_LORA &&
         (s_has_lin(self, i, S_LIN_Q) || s_has_lin(self, i, S_LIN_K) || s_has_lin(self, i, S_LIN_V)))

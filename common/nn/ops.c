@@ -10,7 +10,10 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -805,46 +808,110 @@ S_CLONES static void s_dsoftmax_rows(float *dS, const float *P, const float *D, 
     }
 }
 
+/* One forward work unit: query rows [i0, i0 + bq) of head h of clip b. S is
+ * (bq, T) scratch, mx and sum (bq). Units write disjoint rows/columns of out and
+ * disjoint entries of lse. */
+static void s_attn_fwd_block(float *out, float *lse, const float *q, const float *k,
+                             const float *v, float *S, float *mx, float *sum, int b, int h,
+                             int i0, int T, int NH, int hd)
+{
+    const int C = NH * hd;
+    const int bq = T - i0 < ATTN_BLOCK ? T - i0 : ATTN_BLOCK;
+    const float *kb = k + (size_t)b * T * C + (size_t)h * hd;
+    const float *vb = v + (size_t)b * T * C + (size_t)h * hd;
+    size_t row0 = (size_t)b * T + (size_t)i0;
+    const float *qb = q + row0 * C + (size_t)h * hd;
+    float *ob = out + row0 * C + (size_t)h * hd;
+    /* S (bq, T) = Q_blk (bq, hd) @ K^T (hd, T) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, T, hd, 1.0f, qb, C, kb, C, 0.0f, S,
+                T);
+    s_exp_rows(S, mx, sum, bq, T);
+    /* O_blk (bq, hd) = E (bq, T) @ V (T, hd), then rows / sum: normalising the
+     * (bq, hd) output is cheaper than the (bq, T) probabilities. */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, hd, T, 1.0f, S, T, vb, C, 0.0f, ob,
+                C);
+    for (int r = 0; r < bq; r++) {
+        float inv = 1.0f / sum[r];
+        float *restrict o = ob + (size_t)r * C;
+        for (int d = 0; d < hd; d++)
+            o[d] *= inv;
+    }
+    if (lse) {
+        float *l = lse + ((size_t)b * NH + h) * T + i0;
+        for (int r = 0; r < bq; r++)
+            l[r] = mx[r] + logf(sum[r]);
+    }
+}
+
 void nn_attention_forward(float *out, float *lse, const float *q, const float *k,
                           const float *v, float *scratch, int B, int T, int NH, int hd)
 {
     if (B <= 0 || T <= 0 || NH <= 0 || hd <= 0)
         return;
-    const int C = NH * hd;
     const int bqmax = T < ATTN_BLOCK ? T : ATTN_BLOCK;
     float *S = scratch;                             /* (bq, T) */
     float *mx = scratch + (size_t)bqmax * T;        /* (bq) row max */
     float *sum = mx + bqmax;                        /* (bq) row sum of exp */
-    for (int b = 0; b < B; b++) {
-        for (int h = 0; h < NH; h++) {
-            const float *kb = k + (size_t)b * T * C + (size_t)h * hd;
-            const float *vb = v + (size_t)b * T * C + (size_t)h * hd;
-            for (int i0 = 0; i0 < T; i0 += ATTN_BLOCK) {
-                int bq = T - i0 < ATTN_BLOCK ? T - i0 : ATTN_BLOCK;
-                size_t row0 = (size_t)b * T + (size_t)i0;
-                const float *qb = q + row0 * C + (size_t)h * hd;
-                float *ob = out + row0 * C + (size_t)h * hd;
-                /* S (bq, T) = Q_blk (bq, hd) @ K^T (hd, T) */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, T, hd, 1.0f, qb, C, kb,
-                            C, 0.0f, S, T);
-                s_exp_rows(S, mx, sum, bq, T);
-                /* O_blk (bq, hd) = E (bq, T) @ V (T, hd), then rows / sum: normalising
-                 * the (bq, hd) output is cheaper than the (bq, T) probabilities. */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, hd, T, 1.0f, S, T, vb,
-                            C, 0.0f, ob, C);
-                for (int r = 0; r < bq; r++) {
-                    float inv = 1.0f / sum[r];
-                    float *restrict o = ob + (size_t)r * C;
-                    for (int d = 0; d < hd; d++)
-                        o[d] *= inv;
-                }
-                if (lse) {
-                    float *l = lse + ((size_t)b * NH + h) * T + i0;
-                    for (int r = 0; r < bq; r++)
-                        l[r] = mx[r] + logf(sum[r]);
-                }
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int i0 = 0; i0 < T; i0 += ATTN_BLOCK)
+                s_attn_fwd_block(out, lse, q, k, v, S, mx, sum, b, h, i0, T, NH, hd);
+}
+
+/* One backward work unit: every query block of head h of clip b, in order (dK and
+ * dV of the head accumulate over the blocks). P and dS are (bqmax, T) scratch, D
+ * (bqmax). Units write disjoint columns of dq, dk and dv. */
+static void s_attn_bwd_head(float *dq, float *dk, float *dv, const float *dout,
+                            const float *out, const float *lse, const float *q, const float *k,
+                            const float *v, float *P, float *dS, float *D, int b, int h, int T,
+                            int NH, int hd)
+{
+    const int C = NH * hd;
+    size_t hoff = (size_t)b * T * C + (size_t)h * hd;
+    const float *kb = k + hoff, *vb = v + hoff;
+    for (int i0 = 0; i0 < T; i0 += ATTN_BLOCK) {
+        int bq = T - i0 < ATTN_BLOCK ? T - i0 : ATTN_BLOCK;
+        size_t boff = hoff + (size_t)i0 * C;
+        const float *qb = q + boff, *dob = dout + boff, *ob = out + boff;
+        /* Recompute P (bq, T) = exp(Q_blk K^T - lse). */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, T, hd, 1.0f, qb, C, kb, C, 0.0f,
+                    P, T);
+        if (lse) {
+            s_exp_shift_rows(P, lse + ((size_t)b * NH + h) * T + i0, bq, T);
+        } else { /* not saved: the softmax again, D as scratch for max and sum */
+            s_exp_rows(P, D, dS, bq, T);
+            for (int r = 0; r < bq; r++) {
+                float l = D[r] + logf(dS[r]);
+                D[r] = l;
             }
+            s_exp_shift_rows(P, D, bq, T);
         }
+        /* dV (T, hd) += P^T (T, bq) @ dO_blk (bq, hd) */
+        if (dv)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, bq, 1.0f, P, T, dob, C,
+                        1.0f, dv + hoff, C);
+        if (!dq && !dk)
+            continue;
+        /* D_i = sum_d dO_id O_id */
+        for (int r = 0; r < bq; r++) {
+            const float *restrict a = dob + (size_t)r * C, *restrict o = ob + (size_t)r * C;
+            float s = 0.0f;
+            for (int d = 0; d < hd; d++)
+                s += a[d] * o[d];
+            D[r] = s;
+        }
+        /* dP (bq, T) = dO_blk (bq, hd) @ V^T (hd, T); dS = P * (dP - D) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, T, hd, 1.0f, dob, C, vb, C, 0.0f,
+                    dS, T);
+        s_dsoftmax_rows(dS, P, D, bq, T);
+        /* dQ_blk (bq, hd) += dS (bq, T) @ K (T, hd) */
+        if (dq)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, hd, T, 1.0f, dS, T, kb, C,
+                        1.0f, dq + boff, C);
+        /* dK (T, hd) += dS^T (T, bq) @ Q_blk (bq, hd) */
+        if (dk)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, bq, 1.0f, dS, T, qb, C,
+                        1.0f, dk + hoff, C);
     }
 }
 
@@ -854,61 +921,236 @@ void nn_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
 {
     if (B <= 0 || T <= 0 || NH <= 0 || hd <= 0 || (!dq && !dk && !dv))
         return;
-    const int C = NH * hd;
     const int bqmax = T < ATTN_BLOCK ? T : ATTN_BLOCK;
     float *P = scratch;                          /* (bq, T) */
     float *dS = scratch + (size_t)bqmax * T;     /* (bq, T) */
     float *D = scratch + 2 * (size_t)bqmax * T;  /* (bq) */
-    for (int b = 0; b < B; b++) {
-        for (int h = 0; h < NH; h++) {
-            size_t hoff = (size_t)b * T * C + (size_t)h * hd;
-            const float *kb = k + hoff, *vb = v + hoff;
-            for (int i0 = 0; i0 < T; i0 += ATTN_BLOCK) {
-                int bq = T - i0 < ATTN_BLOCK ? T - i0 : ATTN_BLOCK;
-                size_t boff = hoff + (size_t)i0 * C;
-                const float *qb = q + boff, *dob = dout + boff, *ob = out + boff;
-                /* Recompute P (bq, T) = exp(Q_blk K^T - lse). */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, T, hd, 1.0f, qb, C, kb,
-                            C, 0.0f, P, T);
-                if (lse) {
-                    s_exp_shift_rows(P, lse + ((size_t)b * NH + h) * T + i0, bq, T);
-                } else { /* not saved: the softmax again, D as scratch for max and sum */
-                    s_exp_rows(P, D, dS, bq, T);
-                    for (int r = 0; r < bq; r++) {
-                        float l = D[r] + logf(dS[r]);
-                        D[r] = l;
-                    }
-                    s_exp_shift_rows(P, D, bq, T);
-                }
-                /* dV (T, hd) += P^T (T, bq) @ dO_blk (bq, hd) */
-                if (dv)
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, bq, 1.0f, P, T,
-                                dob, C, 1.0f, dv + hoff, C);
-                if (!dq && !dk)
-                    continue;
-                /* D_i = sum_d dO_id O_id */
-                for (int r = 0; r < bq; r++) {
-                    const float *restrict a = dob + (size_t)r * C, *restrict o = ob + (size_t)r * C;
-                    float s = 0.0f;
-                    for (int d = 0; d < hd; d++)
-                        s += a[d] * o[d];
-                    D[r] = s;
-                }
-                /* dP (bq, T) = dO_blk (bq, hd) @ V^T (hd, T); dS = P * (dP - D) */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, T, hd, 1.0f, dob, C, vb,
-                            C, 0.0f, dS, T);
-                s_dsoftmax_rows(dS, P, D, bq, T);
-                /* dQ_blk (bq, hd) += dS (bq, T) @ K (T, hd) */
-                if (dq)
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, hd, T, 1.0f, dS, T,
-                                kb, C, 1.0f, dq + boff, C);
-                /* dK (T, hd) += dS^T (T, bq) @ Q_blk (bq, hd) */
-                if (dk)
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, bq, 1.0f, dS, T,
-                                qb, C, 1.0f, dk + hoff, C);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            s_attn_bwd_head(dq, dk, dv, dout, out, lse, q, k, v, P, dS, D, b, h, T, NH, hd);
+}
+
+/* ---- Thread pool --------------------------------------------------------- */
+/* Workers sleep on a condition variable between jobs; a job is a function run once
+ * by every thread (the caller included) that takes work units from a shared atomic
+ * counter until none are left. Dynamic take-up keeps both cores busy on a shared
+ * machine where one thread may be descheduled for a while; which thread computes a
+ * unit never changes its bits. */
+struct nn_pool {
+    int n;                           /* threads, the caller included */
+    pthread_t *th;                   /* (n - 1) workers */
+    int started;                     /* workers actually started */
+    pthread_mutex_t mu;              /* guards everything below */
+    pthread_cond_t go;               /* a new job (gen changed) or quit */
+    pthread_cond_t done;             /* pending reached 0 */
+    unsigned long gen;               /* job generation */
+    int pending;                     /* workers still inside the current job */
+    int quit;                        /* set by nn_pool_destroy */
+    void (*fn)(void *arg, int tid);  /* current job */
+    void *arg;
+};
+
+typedef struct {
+    nn_pool_t *pool;
+    int tid;
+} s_worker_arg_t;
+
+static void *s_worker(void *varg)
+{
+    nn_pool_t *p = ((s_worker_arg_t *)varg)->pool;
+    int tid = ((s_worker_arg_t *)varg)->tid;
+    free(varg);
+    /* Generation 0 is "no job yet": a job posted before this thread got here must
+     * still be seen as new. */
+    unsigned long seen = 0;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->quit && p->gen == seen)
+            pthread_cond_wait(&p->go, &p->mu);
+        if (p->quit)
+            break;
+        seen = p->gen;
+        void (*fn)(void *, int) = p->fn;
+        void *arg = p->arg;
+        pthread_mutex_unlock(&p->mu);
+        fn(arg, tid);
+        pthread_mutex_lock(&p->mu);
+        if (--p->pending == 0)
+            pthread_cond_signal(&p->done);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+nn_pool_t *nn_pool_new(int nthreads)
+{
+    nn_pool_t *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->n = nthreads < 1 ? 1 : nthreads;
+    if (pthread_mutex_init(&p->mu, NULL) != 0) {
+        free(p);
+        return NULL;
+    }
+    if (pthread_cond_init(&p->go, NULL) != 0 || pthread_cond_init(&p->done, NULL) != 0) {
+        /* destroying a never-initialised cond is undefined: init both or neither */
+        pthread_mutex_destroy(&p->mu);
+        free(p);
+        return NULL;
+    }
+    if (p->n > 1) {
+        p->th = calloc((size_t)p->n - 1, sizeof *p->th);
+        if (!p->th)
+            goto fail;
+        for (int t = 1; t < p->n; t++) {
+            s_worker_arg_t *a = malloc(sizeof *a);
+            if (!a)
+                goto fail;
+            a->pool = p;
+            a->tid = t;
+            if (pthread_create(&p->th[t - 1], NULL, s_worker, a) != 0) {
+                free(a);
+                goto fail;
             }
+            p->started++;
         }
     }
+    return p;
+fail:
+    nn_pool_destroy(&p);
+    return NULL;
+}
+
+void nn_pool_destroy(nn_pool_t **pself)
+{
+    if (!pself || !*pself)
+        return;
+    nn_pool_t *p = *pself;
+    pthread_mutex_lock(&p->mu);
+    p->quit = 1;
+    pthread_cond_broadcast(&p->go);
+    pthread_mutex_unlock(&p->mu);
+    for (int t = 0; t < p->started; t++)
+        pthread_join(p->th[t], NULL);
+    pthread_cond_destroy(&p->go);
+    pthread_cond_destroy(&p->done);
+    pthread_mutex_destroy(&p->mu);
+    free(p->th);
+    free(p);
+    *pself = NULL;
+}
+
+int nn_pool_threads(const nn_pool_t *self) { return self ? self->n : 1; }
+
+/* Runs fn(arg, tid) on every thread of the pool (tid 0 is the caller) and returns
+ * when all have returned. */
+static void s_pool_run(nn_pool_t *p, void (*fn)(void *, int), void *arg)
+{
+    pthread_mutex_lock(&p->mu);
+    p->fn = fn;
+    p->arg = arg;
+    p->pending = p->n - 1;
+    p->gen++;
+    pthread_cond_broadcast(&p->go);
+    pthread_mutex_unlock(&p->mu);
+    fn(arg, 0);
+    pthread_mutex_lock(&p->mu);
+    while (p->pending > 0)
+        pthread_cond_wait(&p->done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* Per-thread scratch stride, rounded to 16 floats so threads' slices start on
+ * their own 64-byte lines. */
+static size_t s_attn_stride(int T, int hd)
+{
+    return (nn_attention_scratch_floats(T, hd) + 15) / 16 * 16;
+}
+
+size_t nn_attention_scratch_floats_mt(int T, int hd, int nthreads)
+{
+    return s_attn_stride(T, hd) * (size_t)(nthreads < 1 ? 1 : nthreads);
+}
+
+typedef struct {
+    float *out, *lse, *dq, *dk, *dv;     /* outputs */
+    const float *dout, *o, *q, *k, *v;   /* inputs (o: the forward output) */
+    const float *lse_in;                 /* backward: the saved lse (may be NULL) */
+    float *scratch;                      /* s_attn_stride floats per thread */
+    size_t stride;
+    int B, T, NH, hd, nblk, nunits;
+    atomic_int next;                     /* next unit to take */
+} s_attn_job_t;
+
+static void s_attn_fwd_job(void *varg, int tid)
+{
+    s_attn_job_t *j = varg;
+    const int bqmax = j->T < ATTN_BLOCK ? j->T : ATTN_BLOCK;
+    float *S = j->scratch + (size_t)tid * j->stride;
+    float *mx = S + (size_t)bqmax * j->T, *sum = mx + bqmax;
+    int u;
+    while ((u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->nunits) {
+        int blk = u % j->nblk, bh = u / j->nblk;
+        s_attn_fwd_block(j->out, j->lse, j->q, j->k, j->v, S, mx, sum, bh / j->NH, bh % j->NH,
+                         blk * ATTN_BLOCK, j->T, j->NH, j->hd);
+    }
+}
+
+static void s_attn_bwd_job(void *varg, int tid)
+{
+    s_attn_job_t *j = varg;
+    const int bqmax = j->T < ATTN_BLOCK ? j->T : ATTN_BLOCK;
+    float *P = j->scratch + (size_t)tid * j->stride;
+    float *dS = P + (size_t)bqmax * j->T, *D = dS + (size_t)bqmax * j->T;
+    int u;
+    while ((u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->nunits)
+        s_attn_bwd_head(j->dq, j->dk, j->dv, j->dout, j->o, j->lse_in, j->q, j->k, j->v, P, dS, D,
+                        u / j->NH, u % j->NH, j->T, j->NH, j->hd);
+}
+
+/* Runs the job on the pool, or on the caller alone, with OpenBLAS on one thread
+ * either way: the bits then do not depend on the pool size or on the OpenBLAS
+ * setting the caller left (OpenBLAS's threaded and serial sgemm may round
+ * differently). */
+static void s_attn_run(nn_pool_t *pool, void (*fn)(void *, int), s_attn_job_t *j)
+{
+    int blas_threads = openblas_get_num_threads();
+    if (blas_threads != 1)
+        openblas_set_num_threads(1);
+    if (pool && pool->n > 1 && j->nunits > 1)
+        s_pool_run(pool, fn, j);
+    else
+        fn(j, 0);
+    if (blas_threads != 1)
+        openblas_set_num_threads(blas_threads);
+}
+
+void nn_attention_forward_mt(float *out, float *lse, const float *q, const float *k,
+                             const float *v, float *scratch, int B, int T, int NH, int hd,
+                             nn_pool_t *pool)
+{
+    if (B <= 0 || T <= 0 || NH <= 0 || hd <= 0)
+        return;
+    s_attn_job_t j = {.out = out, .lse = lse, .q = q, .k = k, .v = v, .scratch = scratch,
+                      .stride = s_attn_stride(T, hd), .B = B, .T = T, .NH = NH, .hd = hd,
+                      .nblk = (T + ATTN_BLOCK - 1) / ATTN_BLOCK};
+    j.nunits = B * NH * j.nblk;
+    atomic_init(&j.next, 0);
+    s_attn_run(pool, s_attn_fwd_job, &j);
+}
+
+void nn_attention_backward_mt(float *dq, float *dk, float *dv, const float *dout,
+                              const float *out, const float *lse, const float *q,
+                              const float *k, const float *v, float *scratch, int B, int T,
+                              int NH, int hd, nn_pool_t *pool)
+{
+    if (B <= 0 || T <= 0 || NH <= 0 || hd <= 0 || (!dq && !dk && !dv))
+        return;
+    s_attn_job_t j = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .o = out, .lse_in = lse, .q = q,
+                      .k = k, .v = v, .scratch = scratch, .stride = s_attn_stride(T, hd),
+                      .B = B, .T = T, .NH = NH, .hd = hd, .nblk = 0, .nunits = B * NH};
+    atomic_init(&j.next, 0);
+    s_attn_run(pool, s_attn_bwd_job, &j);
 }
 
 void nn_attention_forward_ref(float *out, float *lse, const float *q, const float *k,

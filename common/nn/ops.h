@@ -91,6 +91,39 @@ void nn_attention_backward_ref(float *dq, float *dk, float *dv, const float *dou
                                const float *out, const float *lse, const float *q,
                                const float *k, const float *v, int B, int T, int NH, int hd);
 
+/* ---- Threads for the attention core ------------------------------------ */
+/* A small pool of worker threads, owned by the caller (the model creates one in
+ * wisp_model_new from opts.threads and destroys it with the model). The calling
+ * thread is worker 0, so a pool of n threads starts n - 1 pthreads; n <= 1 gives a
+ * pool that runs everything in the caller. nn_pool_new returns NULL when a thread
+ * or the memory cannot be had; nn_pool_destroy accepts NULL and nulls *pself. */
+typedef struct nn_pool nn_pool_t;
+nn_pool_t *nn_pool_new(int nthreads);
+void nn_pool_destroy(nn_pool_t **pself);
+/* Threads of the pool (1 for NULL). */
+int nn_pool_threads(const nn_pool_t *self);
+
+/* The attention core split over the pool's threads, bitwise identical to
+ * nn_attention_forward / nn_attention_backward run with OpenBLAS on one thread:
+ * every work unit does exactly the serial kernel's arithmetic on its own scratch.
+ * Forward units are (clip, head, 128-row query block); backward units are whole
+ * (clip, head) pairs, because dK and dV of a head accumulate over its query blocks
+ * in order and no two threads may write the same columns. Each unit's sgemm runs
+ * single-threaded: while the pool works, OpenBLAS is set to 1 thread (a process-
+ * global setting, restored on return), so the pool must not be shared by threads
+ * calling BLAS concurrently. scratch is nn_attention_scratch_floats_mt(T, hd, n)
+ * floats for a pool of n threads. pool NULL (or 1 thread) runs the units in order
+ * on the caller (OpenBLAS still on 1 thread, so the bits never depend on the
+ * thread count). Never fails. */
+void nn_attention_forward_mt(float *out, float *lse, const float *q, const float *k,
+                             const float *v, float *scratch, int B, int T, int NH, int hd,
+                             nn_pool_t *pool);
+void nn_attention_backward_mt(float *dq, float *dk, float *dv, const float *dout,
+                              const float *out, const float *lse, const float *q,
+                              const float *k, const float *v, float *scratch, int B, int T,
+                              int NH, int hd, nn_pool_t *pool);
+size_t nn_attention_scratch_floats_mt(int T, int hd, int nthreads);
+
 /* ---- Head pieces -------------------------------------------------------- */
 /* out (B, C) = mean over T of inp (B, T, C); backward: dinp += dout / T. */
 void nn_meanpool_forward(float *out, const float *inp, int B, int T, int C);
