@@ -178,7 +178,7 @@ int main(int argc, char **argv)
         wisp_free(scr2);
         nn_pool_destroy(&pool);
     }
-    wisp_free(dq), wisp_free(dk), wisp_free(dv), wisp_free(dout);
+    wisp_free(dq), wisp_free(dk), wisp_free(dv); /* dout is reused by the LayerNorm bench */
 
     /* GELU over the fc1 output (T, F) and LayerNorm over (T, d), single thread. */
     const int F = 2048;
@@ -278,7 +278,7 @@ int main(int argc, char **argv)
 
     wisp_free(q), wisp_free(k), wisp_free(v), wisp_free(out), wisp_free(lse), wisp_free(h);
     wisp_free(g), wisp_free(dg), wisp_free(w), wisp_free(bias), wisp_free(mean), wisp_free(rstd);
-    wisp_free(W1), wisp_free(b1), wisp_free(scratch);
+    wisp_free(W1), wisp_free(b1), wisp_free(scratch), wisp_free(dout);
     printf("loadavg_1m_end=%.2f\n", s_loadavg());
     return 0;
 }

@@ -8,6 +8,7 @@ BUILD=${BUILD:-build}
 PYTHON=${PYTHON:-/usr/bin/python3}
 out=$(mktemp)
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
+. configs/local_mpi_env.sh
 for b in "$BUILD"/bench/bench_*; do
     [ -x "$b" ] || continue
     echo "== $(basename "$b")" >&2

@@ -8,9 +8,7 @@ export LSAN_OPTIONS="suppressions=$(pwd)/tests/lsan.supp:print_suppressions=0${L
 # (no ASAN_OPTIONS here: leak detection is on by default, and wisp-worker turns it
 # off for itself through __asan_default_options because Open MPI never frees its state)
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
-# mpirun on one machine, possibly as root, with more ranks than cores (see MISSION.md).
-if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
-export OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_plm_rsh_agent= OMPI_MCA_mpi_yield_when_idle=1
+. configs/local_mpi_env.sh
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
 passed=0
 failed=0
