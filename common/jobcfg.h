@@ -54,7 +54,14 @@ typedef struct {
     int64_t train_max_steps;                     /* 0: epochs decide */
     int train_checkpoint_every;                  /* steps between checkpoints */
     int train_checksum_every;                    /* steps between cross-rank parameter checksums */
-    int train_fixed_order_reduce;                /* sum gradients in rank order (bitwise across world sizes) */
+    int train_fixed_order_reduce;                /* allgather gradients and sum them in rank order */
+    int train_micro_batch;                       /* clips per forward/backward call on a rank */
+    int train_truncate;                          /* truncated mel instead of padded 30 s */
+    char train_schedule[16];                     /* constant | linear | cosine */
+    int64_t train_warmup;                        /* warmup steps */
+    double train_clip;                           /* max global gradient norm, 0 off */
+    int train_keep;                              /* checkpoints kept */
+    char train_dump_grads[WISP_JOBCFG_PATH_MAX]; /* rank 0 writes the first step's gradients here */
     /* cluster */
     char endpoint[256];                          /* coordinator bind address; port 0 = ephemeral */
     double shard_seconds;                        /* audio seconds per shard (when durations are known) */

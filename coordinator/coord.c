@@ -26,6 +26,10 @@ typedef struct {
     int rank, size;    /* MPI rank and world size it announced */
     long pid;
     char host[64];
+    char world[32];    /* id of its mpirun (step jobs) */
+    int ready;         /* step jobs: READY received */
+    uint8_t *ready_payload; /* rank's READY payload (malloc'd) */
+    size_t ready_len;
 } s_peer_t;
 
 struct wisp_coord {
@@ -65,6 +69,16 @@ struct wisp_coord {
     int tty;
     int tty_dirty;
     cJSON *summary;
+    /* step jobs */
+    int active;                /* a complete world is running steps */
+    char active_world[32];
+    int active_size;
+    int *rank_slot;            /* active_size: worker slot of each rank */
+    int in_flight;             /* steps issued and not reported by rank 0 */
+    int final_done;            /* the FINAL step was reported */
+    wisp_wbuf_t *step_bufs;    /* active_size payload buffers */
+    int n_step_bufs;
+    long worlds;               /* worlds activated */
 };
 
 void wisp_coord_default_params(wisp_coord_params_t *p)
@@ -287,11 +301,6 @@ wisp_coord_t *wisp_coord_new(const wisp_jobcfg_t *cfg, const wisp_coord_params_t
         rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED, "job kind '%s' is not built into this wisp", cfg->kind);
         goto done;
     }
-    if (self->ops->steps) {
-        rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED, "job kind '%s': step jobs are not supported by this coordinator",
-                            cfg->kind);
-        goto done;
-    }
     self->max_payload = (size_t)(cfg->max_message_mb * 1048576.0) - WISP_PROTO_HEADER_SIZE;
     self->cfg_text = wisp_jobcfg_to_string(cfg);
     if (!self->cfg_text) {
@@ -356,7 +365,13 @@ void wisp_coord_destroy(wisp_coord_t **pself)
     wisp_job_plan_free(&self->plan);
     wisp_lease_destroy(&self->lease);
     wisp_wbuf_free(&self->wbuf);
+    for (int w = 0; self->lease && w < wisp_lease_worker_count(self->lease); w++)
+        free(self->peers[w].ready_payload);
     free(self->peers);
+    for (int i = 0; i < self->n_step_bufs; i++)
+        wisp_wbuf_free(&self->step_bufs[i]);
+    free(self->step_bufs);
+    free(self->rank_slot);
     free(self->allowed);
     free(self->cfg_text);
     cJSON_Delete(self->summary);
@@ -378,6 +393,8 @@ static void s_send_stop(wisp_coord_t *self, int w, uint32_t why)
     s_send(self, w, &m);
 }
 
+static void s_world_check(wisp_coord_t *self);
+
 static void s_lost(wisp_coord_t *self, int w, const char *why)
 {
     size_t n = wisp_lease_drop_worker(self->lease, w);
@@ -385,6 +402,7 @@ static void s_lost(wisp_coord_t *self, int w, const char *why)
     self->workers_lost++;
     WISP_LOGW("worker %d (rank %d pid %ld on %s) %s: %zu shards re-queued", w, self->peers[w].rank,
               self->peers[w].pid, self->peers[w].host, why, n);
+    s_world_check(self);
 }
 
 /* Fills w's credit with shards. Returns nonzero on a fatal plug-in error. */
@@ -424,6 +442,157 @@ static int s_dispatch_all(wisp_coord_t *self, double now, wisp_error_t *err)
                 return rc;
         }
     return WISP_OK;
+}
+
+/* ---- step jobs: one complete world at a time ---- */
+
+/* Drops the active world when one of its ranks is gone (under Open MPI the
+ * others die with it anyway); a relaunched world resumes from a checkpoint. */
+static void s_world_check(wisp_coord_t *self)
+{
+    if (!self->active)
+        return;
+    int lost = 0;
+    for (int r = 0; r < self->active_size; r++)
+        lost |= !wisp_lease_worker_alive(self->lease, self->rank_slot[r]);
+    if (!lost)
+        return;
+    for (int r = 0; r < self->active_size; r++) {
+        int w = self->rank_slot[r];
+        self->peers[w].ready = 0;
+        if (wisp_lease_worker_alive(self->lease, w)) {
+            s_send_stop(self, w, 1);
+            wisp_lease_drop_worker(self->lease, w);
+        }
+    }
+    self->active = 0;
+    self->in_flight = 0;
+    if (self->final_done)
+        return; /* the ranks leave after the end: nothing lost */
+    self->workers_lost++;
+    WISP_LOGW("lost a rank of world %s: waiting for relaunched workers (they resume from the newest checkpoint)",
+              self->active_world);
+}
+
+/* Issues steps to the active world up to the credit. */
+static int s_pump_steps(wisp_coord_t *self, wisp_error_t *err)
+{
+    while (self->active && self->in_flight < self->cfg->credit) {
+        uint64_t step = 0;
+        uint32_t flags = 0;
+        int r = self->ops->coord_step(self->job, self->active_size, &step, &flags, self->step_bufs, err);
+        if (r < 0)
+            return r;
+        if (r == 0)
+            break;
+        for (int k = 0; k < self->active_size; k++) {
+            if (self->step_bufs[k].failed)
+                return wisp_error_set(err, WISP_ERR_NOMEM, "step %" PRIu64 ": out of memory", step);
+            wisp_msg_t m = {.type = WISP_MSG_STEP, .shard = step, .aux = flags,
+                            .payload = self->step_bufs[k].data, .payload_len = (uint32_t)self->step_bufs[k].len};
+            if (s_send(self, self->rank_slot[k], &m) != 0) {
+                s_lost(self, self->rank_slot[k], "is unreachable");
+                return WISP_OK;
+            }
+        }
+        self->in_flight++;
+    }
+    return WISP_OK;
+}
+
+static int s_try_activate(wisp_coord_t *self, wisp_error_t *err)
+{
+    if (self->active || self->final_done || s_stopping(self))
+        return WISP_OK;
+    int n = wisp_lease_worker_count(self->lease);
+    for (int w0 = 0; w0 < n; w0++) {
+        s_peer_t *p0 = &self->peers[w0];
+        if (!wisp_lease_worker_alive(self->lease, w0) || !p0->ready || p0->rank != 0)
+            continue;
+        int size = p0->size, found = 0;
+        int *slots = malloc((size_t)size * sizeof *slots);
+        if (!slots)
+            return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
+        for (int r = 0; r < size; r++)
+            slots[r] = -1;
+        for (int w = 0; w < n; w++) {
+            s_peer_t *p = &self->peers[w];
+            if (wisp_lease_worker_alive(self->lease, w) && p->ready && !strcmp(p->world, p0->world) &&
+                p->size == size && p->rank < size) {
+                found += slots[p->rank] < 0;
+                slots[p->rank] = w;
+            }
+        }
+        if (found < size) {
+            free(slots);
+            continue;
+        }
+        if (self->n_step_bufs < size) {
+            wisp_wbuf_t *b = realloc(self->step_bufs, (size_t)size * sizeof *b);
+            if (!b) {
+                free(slots);
+                return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
+            }
+            memset(b + self->n_step_bufs, 0, (size_t)(size - self->n_step_bufs) * sizeof *b);
+            self->step_bufs = b;
+            self->n_step_bufs = size;
+        }
+        free(self->rank_slot);
+        self->rank_slot = slots;
+        self->active_size = size;
+        snprintf(self->active_world, sizeof self->active_world, "%s", p0->world);
+        int rc = self->ops->coord_resume(self->job, p0->ready_payload, p0->ready_len, err);
+        if (rc)
+            return rc;
+        self->active = 1;
+        self->in_flight = 0;
+        self->worlds++;
+        WISP_LOGI("world %s of %d ranks is running", self->active_world, size);
+        return s_pump_steps(self, err);
+    }
+    return WISP_OK;
+}
+
+static int s_step_done(wisp_coord_t *self, int w, const wisp_msg_t *m, wisp_error_t *err)
+{
+    s_peer_t *p = &self->peers[w];
+    if (m->aux & WISP_STEP_READY) {
+        free(p->ready_payload);
+        p->ready_payload = malloc(m->payload_len ? m->payload_len : 1);
+        if (!p->ready_payload)
+            return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
+        if (m->payload_len)
+            memcpy(p->ready_payload, m->payload, m->payload_len);
+        p->ready_len = m->payload_len;
+        p->ready = 1;
+        return s_try_activate(self, err);
+    }
+    if (!self->active || strcmp(p->world, self->active_world) != 0 || self->rank_slot[p->rank] != w) {
+        s_drop(self, "STEP_DONE from a worker outside the running world", NULL);
+        return WISP_OK;
+    }
+    if (p->rank != 0)
+        return WISP_OK; /* the other ranks' reports only prove they are alive */
+    wisp_error_t e = {0};
+    int rc = self->ops->coord_step_done(self->job, m->shard, m->aux, m->payload, m->payload_len, &e);
+    if (rc == WISP_ERR_FORMAT) {
+        s_drop(self, "bad STEP_DONE", &e);
+        return WISP_OK;
+    }
+    if (rc)
+        return wisp_error_set(err, rc, "%s", e.msg);
+    self->in_flight--;
+    self->results++;
+    long done = 0, total = 0;
+    double loss = 0;
+    self->ops->coord_progress(self->job, &done, &total, &loss);
+    if (self->in_flight == 0) {
+        rc = s_pump_steps(self, err);
+        if (rc == 0 && self->in_flight == 0)
+            self->final_done = 1; /* nothing more to issue and everything reported */
+        return rc;
+    }
+    return s_pump_steps(self, err);
 }
 
 /* ---- receiving ---- */
@@ -470,6 +639,11 @@ static int s_hello(wisp_coord_t *self, const void *id, size_t id_len, const wisp
     peer->size = (int)size->valuedouble;
     peer->pid = cJSON_IsNumber(pid) ? (long)pid->valuedouble : 0;
     snprintf(peer->host, sizeof peer->host, "%s", cJSON_IsString(host) ? host->valuestring : "?");
+    cJSON *world = cJSON_GetObjectItemCaseSensitive(j, "world");
+    if (cJSON_IsString(world))
+        snprintf(peer->world, sizeof peer->world, "%s", world->valuestring);
+    else
+        snprintf(peer->world, sizeof peer->world, "slot%d", w);
     cJSON_Delete(j);
     self->workers_seen++;
     if (finished || s_stopping(self)) {
@@ -484,7 +658,7 @@ static int s_hello(wisp_coord_t *self, const void *id, size_t id_len, const wisp
         s_lost(self, w, "is unreachable");
         return WISP_OK;
     }
-    return s_dispatch(self, w, now, err);
+    return self->ops->steps ? WISP_OK : s_dispatch(self, w, now, err);
 }
 
 static int s_result(wisp_coord_t *self, int w, const wisp_msg_t *m, double now, wisp_error_t *err)
@@ -583,7 +757,13 @@ static int s_handle(wisp_coord_t *self, const void *id, size_t id_len, const voi
             size_t n = wisp_lease_drop_worker(self->lease, w);
             self->requeued += n;
             WISP_LOGI("worker %d left (%zu shards re-queued)", w, n);
+            s_world_check(self);
         }
+        return WISP_OK;
+    case WISP_MSG_STEP_DONE:
+        if (self->ops->steps && alive)
+            return s_step_done(self, w, &m, err);
+        s_drop(self, "STEP_DONE for a map job or from a dropped worker", NULL);
         return WISP_OK;
     default:
         s_drop(self, "message type not used by map jobs", NULL);
@@ -644,6 +824,18 @@ static void s_progress(wisp_coord_t *self, double now, int final)
     double avg = el > 0 ? (double)self->items_done / el : 0;
     double eta = avg > 0 ? (double)(self->items_total - done) / avg : -1;
     int live = wisp_lease_live_workers(self->lease);
+    if (self->ops->steps) {
+        long sd = 0, st = 0;
+        double loss = 0;
+        self->ops->coord_progress(self->job, &sd, &st, &loss);
+        if (self->tty)
+            fprintf(stderr, "\rstep %ld/%ld  loss %.4f  workers %d%s\033[K%s", sd, st, loss, live,
+                    self->active ? "" : " (waiting for a complete world)", final ? "\n" : "");
+        else
+            WISP_LOGI("progress steps=%ld/%ld loss=%.5f workers=%d running=%d", sd, st, loss, live, self->active);
+        self->t_last_progress = now;
+        return;
+    }
     if (self->tty) {
         char etas[32];
         if (eta >= 0)
@@ -687,6 +879,8 @@ static void s_summary(wisp_coord_t *self, const char *status, double wall)
     cJSON_AddNumberToObject(s, "duplicates_dropped", (double)self->duplicates);
     cJSON_AddNumberToObject(s, "messages_dropped", (double)self->dropped);
     cJSON_AddNumberToObject(s, "connections_refused", (double)atomic_load(&self->zap_denied));
+    if (self->ops->steps)
+        cJSON_AddNumberToObject(s, "worlds", (double)self->worlds);
     cJSON *st = cJSON_AddObjectToObject(s, "stage_s");
     for (int i = 0; st && i < WISP_JOB_MAX_STAGES && self->ops->stages[i]; i++)
         cJSON_AddNumberToObject(st, self->ops->stages[i], self->stage_s[i]);
@@ -729,7 +923,7 @@ int wisp_coord_run(wisp_coord_t *self, wisp_error_t *err)
     zmq_pollitem_t item = {self->router, 0, ZMQ_POLLIN, 0};
     int interrupted = 0;
     int dead[64];
-    while (!wisp_lease_all_done(self->lease)) {
+    while (self->ops->steps ? !self->final_done : !wisp_lease_all_done(self->lease)) {
         if (s_stopping(self)) {
             interrupted = 1;
             break;
@@ -756,7 +950,9 @@ int wisp_coord_run(wisp_coord_t *self, wisp_error_t *err)
                           dead[i], self->peers[dead[i]].rank, self->peers[dead[i]].pid, self->peers[dead[i]].host,
                           cfg->lease_timeout);
             }
-            if ((rc = s_dispatch_all(self, now, err)) != 0)
+            if (nd)
+                s_world_check(self);
+            if ((rc = self->ops->steps ? s_try_activate(self, err) : s_dispatch_all(self, now, err)) != 0)
                 break;
         }
         if (now >= next_commit) {

@@ -214,7 +214,10 @@ int wisp_cmd_run(int argc, char **argv)
             coord = -1;
             break;
         }
-        if (s_signalled && !forwarded) {
+        if ((s_signalled || (mpi < 0 && launches > restarts)) && !forwarded) {
+            if (!s_signalled)
+                WISP_LOGE("workers keep exiting (%d launches): stopping the coordinator (state stays resumable)",
+                          launches);
             kill(coord, SIGTERM);
             forwarded = 1;
         }

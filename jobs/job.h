@@ -90,12 +90,43 @@ typedef struct {
                       wisp_wbuf_t *out, double *stage_seconds, const wisp_job_progress_t *progress,
                       wisp_error_t *err);
     void (*worker_close)(void **state);
+
+    /* ---- step jobs (steps = 1) ----
+     * The coordinator waits for every rank of one mpirun world (HELLO carries
+     * the world id and size), each rank opens the job (loading the newest
+     * checkpoint when there is one) and reports READY (STEP_DONE with aux
+     * WISP_STEP_READY and worker_ready's payload). With the world complete,
+     * coord_resume gets rank 0's READY payload (where the run continues); then
+     * coord_step issues steps, each with one payload per rank, up to `credit`
+     * ahead; every rank runs worker_step (collectives inside) and rank 0's
+     * STEP_DONE goes to coord_step_done. If any rank of the world is lost the
+     * world is dropped (Open MPI ends it anyway); a relaunched world resumes
+     * from the newest checkpoint through the same READY/coord_resume path. */
+    int (*coord_resume)(void *state, const uint8_t *ready, size_t n, wisp_error_t *err);
+    /* Fills out[0..size), step and flags; returns 1 when a step was issued, 0
+     * when the run is complete (after the step flagged WISP_STEP_F_FINAL). */
+    int (*coord_step)(void *state, int size, uint64_t *step, uint32_t *flags, wisp_wbuf_t *out,
+                      wisp_error_t *err);
+    int (*coord_step_done)(void *state, uint64_t step, uint32_t flags, const uint8_t *p, size_t n,
+                           wisp_error_t *err);
+    /* Progress figures: steps done and total. */
+    void (*coord_progress)(void *state, long *done, long *total, double *loss);
+    int (*worker_ready)(void *state, wisp_wbuf_t *out, wisp_error_t *err);
+    int (*worker_step)(void *state, uint64_t step, uint32_t flags, const uint8_t *p, size_t n,
+                       wisp_wbuf_t *out, uint32_t *out_flags, wisp_error_t *err);
 } wisp_job_ops_t;
+
+#define WISP_STEP_READY 0x100u       /* STEP_DONE aux: set up, payload = resume point */
+#define WISP_STEP_CHECKPOINTED 0x1u  /* STEP_DONE aux: rank 0 wrote a checkpoint after the step */
+#define WISP_STEP_F_CHECKPOINT 0x1u  /* STEP aux: checkpoint after this step */
+#define WISP_STEP_F_EVAL 0x2u        /* STEP aux: evaluate the validation set before the step */
+#define WISP_STEP_F_FINAL 0x4u       /* STEP aux: no training; final eval, write the outputs */
 
 /* The plug-in for a config "kind", or NULL. */
 const wisp_job_ops_t *wisp_job_find(const char *kind);
 
 extern const wisp_job_ops_t wisp_job_null;
 extern const wisp_job_ops_t wisp_job_classify;
+extern const wisp_job_ops_t wisp_job_train;
 
 #endif

@@ -55,8 +55,8 @@ static int s_hello(s_worker_t *w)
 {
     char host[64] = "?", text[256];
     gethostname(host, sizeof host - 1);
-    snprintf(text, sizeof text, "{\"rank\":%d,\"size\":%d,\"host\":\"%.60s\",\"pid\":%ld}", w->p->rank,
-             w->p->size, host, (long)getpid());
+    snprintf(text, sizeof text, "{\"rank\":%d,\"size\":%d,\"host\":\"%.60s\",\"pid\":%ld,\"world\":\"%016llx\"}",
+             w->p->rank, w->p->size, host, (long)getpid(), (unsigned long long)w->p->world);
     w->welcomed = 0;
     wisp_msg_t m = {.type = WISP_MSG_HELLO, .payload = (const uint8_t *)text, .payload_len = (uint32_t)strlen(text)};
     return s_send(w, &m);
@@ -97,6 +97,18 @@ static int s_welcome(s_worker_t *w, const wisp_msg_t *m)
     rc = w->ops->worker_open(&w->job, &w->cfg, &env, w->err);
     if (rc == 0)
         WISP_LOGI("joined as worker %u: job %s, %d BLAS threads", w->slot, w->cfg.kind, w->cfg.threads_per_worker);
+    if (rc == 0 && w->ops->steps) {
+        /* Step jobs: say where this rank stands (its checkpoint) once set up. */
+        wisp_wbuf_reset(&w->out);
+        rc = w->ops->worker_ready(w->job, &w->out, w->err);
+        if (rc == 0 && w->out.failed)
+            rc = wisp_error_set(w->err, WISP_ERR_NOMEM, "out of memory");
+        if (rc == 0) {
+            wisp_msg_t ready = {.type = WISP_MSG_STEP_DONE, .aux = WISP_STEP_READY, .payload = w->out.data,
+                                .payload_len = (uint32_t)w->out.len};
+            rc = s_send(w, &ready);
+        }
+    }
     return rc;
 }
 
@@ -118,6 +130,11 @@ static int s_on_frame(s_worker_t *w, zmq_msg_t *frame)
         rc = s_welcome(w, &m);
         break;
     case WISP_MSG_SHARD:
+    case WISP_MSG_STEP:
+        if ((m.type == WISP_MSG_STEP) != (w->ops && w->ops->steps)) {
+            WISP_LOGW("dropped %s: not for this job kind", wisp_proto_type_name(m.type));
+            break;
+        }
         if (!w->welcomed || w->q_len == S_QUEUE) {
             WISP_LOGW("dropped SHARD %llu (%s)", (unsigned long long)m.shard, w->welcomed ? "queue full" : "not welcomed");
             break;
@@ -127,7 +144,7 @@ static int s_on_frame(s_worker_t *w, zmq_msg_t *frame)
         w->q_len++;
         return WISP_OK;
     case WISP_MSG_STOP:
-        if (m.aux == 2) {
+        if (m.aux == 2 && !(w->ops && w->ops->steps)) {
             WISP_LOGW("the coordinator declared this worker dead: rejoining");
             s_clear_queue(w);
             rc = s_hello(w);
@@ -186,7 +203,23 @@ static int s_run_shard(s_worker_t *w, wisp_worker_stats_t *stats)
     wisp_error_t e = {0};
     int rc = wisp_proto_decode(zmq_msg_data(f), zmq_msg_size(f), S_MAX_RECV, &m, &e);
     double st[WISP_JOB_MAX_STAGES] = {0};
-    if (rc == 0) {
+    if (rc == 0 && m.type == WISP_MSG_STEP) {
+        wisp_wbuf_reset(&w->out);
+        double t0 = wisp_now();
+        uint32_t flags = 0;
+        rc = w->ops->worker_step(w->job, m.shard, m.aux, m.payload, m.payload_len, &w->out, &flags, w->err);
+        stats->busy_s += wisp_now() - t0;
+        if (rc == 0 && w->out.failed)
+            rc = wisp_error_set(w->err, WISP_ERR_NOMEM, "step %llu: out of memory", (unsigned long long)m.shard);
+        if (rc == 0) {
+            wisp_msg_t r = {.type = WISP_MSG_STEP_DONE, .shard = m.shard, .aux = flags, .payload = w->out.data,
+                            .payload_len = (uint32_t)w->out.len};
+            rc = s_send(w, &r);
+            if (rc)
+                wisp_error_set(w->err, rc, "sending STEP_DONE: %s", zmq_strerror(errno));
+            stats->shards++;
+        }
+    } else if (rc == 0) {
         wisp_wbuf_reset(&w->out);
         double t0 = wisp_now();
         wisp_job_progress_t prog = {s_progress, w};

@@ -14,6 +14,7 @@
 #define WISP_WORKER_H
 
 #include <signal.h>
+#include <stdint.h>
 
 #include "err.h"
 
@@ -27,6 +28,7 @@ typedef struct {
     double timeout;                   /* s of coordinator silence before giving up (default 60) */
     volatile sig_atomic_t *stop;      /* external stop flag (signal handler), may be NULL */
     int set_blas_threads;             /* 1: apply cluster.threads_per_worker to OpenBLAS */
+    uint64_t world;                   /* id shared by the ranks of one mpirun (step jobs group by it) */
 } wisp_worker_params_t;
 
 typedef struct {

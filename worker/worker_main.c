@@ -107,6 +107,19 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     MPI_Comm comm = MPI_COMM_WORLD;
+    /* One id for the ranks of this mpirun: step jobs need the whole world. */
+    unsigned long long world = 0;
+    if (rank == 0) {
+        wisp_rng_t r;
+        wisp_rng_seed(&r, (uint64_t)getpid() ^ (uint64_t)(wisp_now() * 1e9));
+        world = wisp_rng_u64(&r);
+    }
+    if (MPI_Bcast(&world, 1, MPI_UNSIGNED_LONG_LONG, 0, comm) != MPI_SUCCESS) {
+        fprintf(stderr, "wisp-worker[%d]: MPI_Bcast of the world id failed\n", rank);
+        code = WISP_EXIT_FAILURE;
+        goto done;
+    }
+    p.world = world;
     p.endpoint = endpoint;
     p.rank = rank;
     p.size = size;
