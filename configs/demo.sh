@@ -135,11 +135,17 @@ printf '\n==== summary ====\n'
 awk -v acc="$ACC" -v n="$N_TEST" -v c="$CLASSES" 'BEGIN {
     printf "test accuracy     %.1f %% on %d held-out clips (chance %.1f %%)\n", 100 * acc, n, 100 / c }'
 [ -n "$VAL_ACC" ] && awk -v v="$VAL_ACC" 'BEGIN { printf "validation acc.   %.1f %% (last epoch)\n", 100 * v }'
-awk -v steps="$STEPS" -v clips="$CLIPS" -v n="$N_TRAIN" -v s="$TRAIN_S" -v np="$NP" 'BEGIN {
-    printf "training          %d clips, %d steps, %d clip passes in %.1f s on %d ranks = %.0f clips/s end to end\n",
-           n, steps, clips, s, np, clips / s }'
-awk -v f="$(json_num "$CJ" files_per_s)" -v a="$(json_num "$CJ" audio_s_per_s)" -v w="$(json_num "$CJ" wall_s)" 'BEGIN {
-    printf "classification    %.0f files/s, %.0f s of audio per second (coordinator wall %.1f s, incl. start-up)\n", f, a, w }'
+# Step throughput: clips per second of step wall time, from metrics.jsonl.
+STEP_RATE=$(awk -F'"clips_per_s":' '/"type":"step"/ { split($2, a, ","); s += a[1]; n++ }
+    END { if (n) printf "%.0f", s / n; else print 0 }' "$OUT/train/metrics.jsonl")
+awk -v steps="$STEPS" -v clips="$CLIPS" -v n="$N_TRAIN" -v s="$TRAIN_S" -v np="$NP" -v r="$STEP_RATE" 'BEGIN {
+    printf "training          %d clips x %d epochs = %d clip passes in %d steps of 16 on %d ranks:\n", n, clips / n, clips, steps, np
+    printf "                  %s clips/s per step (decode + log-mel + forward + backward + AdamW),\n", r
+    printf "                  %.0f clips/s end to end (%.1f s incl. MPI start-up and validation)\n", clips / s, s }'
+awk -v n="$N_TEST" -v busy="$(json_num "$CJ" classify)" -v a="$(json_num "$CJ" audio_s)" -v w="$(json_num "$CJ" wall_s)" \
+    -v np="$NP" 'BEGIN {
+    printf "classification    %d files (%.0f s of audio) in %.2f s of worker time = %.0f files/s per rank;\n", n, a, busy, n / busy
+    printf "                  %.1f s wall incl. MPI start-up and model load (%.0f files/s)\n", w, n / w }'
 printf 'total             %s s (without the build)\n' "$(elapsed "$START")"
 cat <<EOF
 
@@ -160,9 +166,10 @@ cat <<EOF
 next steps:
   $WISP report $OUT/test_results.h5
   /usr/bin/python3 -c "import h5py; f = h5py.File('$OUT/test_results.h5'); print(f['label'][:10], f['probs'][:3])"
-  $WISP run configs/demo_train.json -np 2 --set train.epochs=10      # train longer
+  $WISP run configs/demo_train.json -np 2 --fresh --set train.epochs=10   # train longer
 EOF
 
 awk -v acc="$ACC" -v min="$MIN_ACC" 'BEGIN { exit !(acc >= min) }' \
     || die "test accuracy $ACC is below $MIN_ACC"
-printf '\nwisp demo OK: test accuracy %s (chance %s)\n' "$ACC" "$(awk -v c=$CLASSES 'BEGIN { printf "%.2f", 1 / c }')"
+awk -v acc="$ACC" -v c="$CLASSES" -v t="$(elapsed "$START")" 'BEGIN {
+    printf "\nwisp demo OK: test accuracy %.3f (chance %.3f), %.0f s\n", acc, 1 / c, t }'
