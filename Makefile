@@ -6,6 +6,7 @@
 #   tests/test_*.c (+ tests/testutil.c) -> build/tests/test_*   (cmocka)
 #   bench/bench_*.c                    -> build/bench/bench_*
 CC ?= cc
+WISP_VERSION := 0.1.0
 BUILD ?= build
 PYTHON ?= /usr/bin/python3
 
@@ -20,7 +21,7 @@ PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 OPT ?= -O2
 SAN ?=
 CFLAGS := -std=c11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -fno-math-errno \
-          -Icommon -Icommon/nn -Ijobs -Icoordinator -Iworker $(PKG_CFLAGS) $(SAN) $(EXTRA_CFLAGS)
+          -DWISP_VERSION='"$(WISP_VERSION)"' -Icommon -Icommon/nn -Ijobs -Icoordinator -Iworker $(PKG_CFLAGS) $(SAN) $(EXTRA_CFLAGS)
 LDFLAGS := $(SAN)
 LDLIBS := $(PKG_LIBS) -lm -lpthread
 

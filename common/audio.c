@@ -140,8 +140,23 @@ int wisp_audio_load(const char *path, double max_seconds, wisp_audio_t *out, wis
     }
 
     sf_count_t total = 0;
+    int direct = !rs && channels == 1;
     while (total < to_read) {
         sf_count_t want = to_read - total < block_frames ? to_read - total : block_frames;
+        if (direct) { /* mono at 16 kHz: decode straight into the output */
+            if (s_buf_reserve(&buf, (size_t)want) != WISP_OK) {
+                rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
+                goto done;
+            }
+            sf_count_t got = sf_readf_float(sf, buf.data + buf.n, want);
+            if (got <= 0)
+                break;
+            buf.n += (size_t)got;
+            total += got;
+            if (got < want)
+                break;
+            continue;
+        }
         sf_count_t got = sf_readf_float(sf, block, want);
         if (got <= 0)
             break;
@@ -177,8 +192,8 @@ int wisp_audio_load(const char *path, double max_seconds, wisp_audio_t *out, wis
     /* A decoder error (corrupt or truncated stream) or fewer frames than the header
      * promised means the file is damaged: refuse it rather than return partial audio. */
     if (sf_error(sf) != SF_ERR_NO_ERROR) {
-        rc = wisp_error_set(err, WISP_ERR_AUDIO, "%s: truncated or corrupt: decode error after %lld frames: %s",
-                            path,
+        rc = wisp_error_set(err, WISP_ERR_AUDIO,
+                            "%s: truncated or corrupt: decode error after %lld frames: %s", path,
                             (long long)total, sf_strerror(sf));
         goto done;
     }

@@ -114,9 +114,51 @@ static void s_defaults(wisp_jobcfg_t *cfg)
     }
 }
 
+static int s_abspath_raw(char *dst, size_t n, const char *dir, const char *p);
+
+/* Lexical clean-up of an absolute path in place: "//", "/./" and "name/.."
+ * go (symlinks are not resolved: the file may not exist yet). */
+static void s_normalize(char *path)
+{
+    char *out = path, *seg = path;
+    size_t len = 0;
+    while (*seg) {
+        while (*seg == '/')
+            seg++;
+        char *end = seg;
+        while (*end && *end != '/')
+            end++;
+        size_t sl = (size_t)(end - seg);
+        if (sl == 0 || (sl == 1 && seg[0] == '.')) {
+            /* skip */
+        } else if (sl == 2 && seg[0] == '.' && seg[1] == '.') {
+            while (len > 0 && out[len - 1] != '/')
+                len--;
+            if (len > 0)
+                len--; /* the slash before the removed name */
+        } else {
+            out[len++] = '/';
+            memmove(out + len, seg, sl);
+            len += sl;
+        }
+        seg = end;
+    }
+    if (len == 0)
+        out[len++] = '/';
+    out[len] = '\0';
+}
+
 /* Absolute form of p: against dir when relative (dir itself made absolute
- * against the current directory). */
+ * against the current directory), normalised. */
 static int s_abspath(char *dst, size_t n, const char *dir, const char *p)
+{
+    int rc = s_abspath_raw(dst, n, dir, p);
+    if (rc == 0 && dst[0] == '/')
+        s_normalize(dst);
+    return rc;
+}
+
+static int s_abspath_raw(char *dst, size_t n, const char *dir, const char *p)
 {
     char cwd[PATH_MAX], d[2 * PATH_MAX];
     if (p[0] == '/' || p[0] == '\0')

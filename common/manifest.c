@@ -136,6 +136,16 @@ static char *s_rec_field(s_record_t *r, int i)
     return s;
 }
 
+/* The field being read holds only blanks so far (its bytes are not yet
+ * NUL-terminated). */
+static int s_rec_field_blank(const s_record_t *r)
+{
+    for (size_t k = r->off[r->n - 1]; k < r->len; k++)
+        if (r->buf[k] != ' ' && r->buf[k] != '\t')
+            return 0;
+    return 1;
+}
+
 /* Reads the record starting at *pos (RFC 4180). *line is the current 1-based line,
  * advanced past the record. Returns 1 for a record, 0 at the end of input, negative
  * on error (unterminated quote, reported with the line of the opening quote). */
@@ -163,8 +173,7 @@ static int s_csv_next(const char *s, size_t len, size_t *pos, int *line, s_recor
             if (s_rec_putc(r, '\0') < 0 || s_rec_new_field(r) < 0)
                 goto nomem;
             i++;
-        } else if (c == '"' && !r->quoted[r->n - 1] &&
-                   strspn(r->buf + r->off[r->n - 1], " \t") == r->len - r->off[r->n - 1]) {
+        } else if (c == '"' && !r->quoted[r->n - 1] && s_rec_field_blank(r)) {
             /* Opening quote (only blanks before it in this field): drop the blanks. */
             int qline = *line;
             r->len = r->off[r->n - 1];
@@ -256,15 +265,20 @@ static int s_load_csv(s_raws_t *raws, const char *src, const char *dir, const ch
         if (c_path < 0) {
             header_line = start;
             n_cols = r.n;
+            int c_file_name = -1;
             for (int k = 0; k < r.n; k++) {
                 const char *h = s_rec_field(&r, k);
                 if (strcasecmp(h, "path") == 0 && c_path < 0)
                     c_path = k;
+                else if (strcasecmp(h, "file_name") == 0 && c_file_name < 0)
+                    c_file_name = k;
                 else if (strcasecmp(h, "label") == 0 && c_label < 0)
                     c_label = k;
                 else if (strcasecmp(h, "duration") == 0 && c_dur < 0)
                     c_dur = k;
             }
+            if (c_path < 0) /* Hugging Face audiofolder metadata.csv naming */
+                c_path = c_file_name;
             if (c_path < 0) {
                 rc = wisp_error_set(err, WISP_ERR_FORMAT,
                                     "%s:%d: header has no 'path' column (expected e.g. "

@@ -12,7 +12,9 @@
  *     optional; other keys ignored; blank lines skipped.
  *   - anything else: CSV (RFC 4180: "quoted, fields", "" escapes a quote, quoted
  *     newlines allowed; CRLF or LF; a UTF-8 BOM is skipped). The first record is the
- *     header and must have a "path" column; "label" and "duration" columns are used
+ *     header and must have a "path" column (or "file_name", the Hugging Face
+ *     audiofolder metadata name; header names are case-insensitive); "label" and
+ *     "duration" columns are used
  *     when present, other columns ignored; blank lines skipped.
  * Relative paths resolve against the manifest file's directory (for audiofolder:
  * against root). Absolute paths are kept as written.

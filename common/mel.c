@@ -336,8 +336,41 @@ static void s_log_normalize(float *out, size_t count, float vmax)
 
 /* o[b] = max(sum_k f[k] |X_k(b)|^2, 1e-10) for the S_BLOCK frames b of a block, over
  * one mel row's band of len bins; spec points at the band's first bin, bin-major and
- * interleaved, so re^2 and im^2 are accumulated in separate lanes by one contiguous
- * (vectorised) loop and paired at the end. */
+ * interleaved, so re^2 and im^2 are accumulated in separate lanes of one contiguous
+ * loop and paired at the end. With GCC the 32 accumulators are written as four 8-wide
+ * vectors so they stay in registers across the band (as a plain array they go through
+ * memory on every bin); the plain loop is the fallback and defines the arithmetic:
+ * both sum each lane over k in order, so they give identical bits. */
+#if defined(__GNUC__) && !defined(__clang__) && S_BLOCK == 16
+typedef float s_v8 __attribute__((vector_size(32)));
+typedef int s_i8 __attribute__((vector_size(32)));
+
+S_VECTOR_CLONES
+static void s_band_sums(const float *restrict f, int len, const float *restrict spec,
+                        float *restrict o)
+{
+    s_v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}; /* 4 x 8 = 2 * S_BLOCK lanes */
+    for (int k = 0; k < len; k++) {
+        const float *c = spec + (size_t)k * 2 * S_BLOCK;
+        s_v8 c0, c1, c2, c3;
+        memcpy(&c0, c, sizeof c0);
+        memcpy(&c1, c + 8, sizeof c1);
+        memcpy(&c2, c + 16, sizeof c2);
+        memcpy(&c3, c + 24, sizeof c3);
+        a0 += f[k] * (c0 * c0);
+        a1 += f[k] * (c1 * c1);
+        a2 += f[k] * (c2 * c2);
+        a3 += f[k] * (c3 * c3);
+    }
+    const s_i8 even = {0, 2, 4, 6, 8, 10, 12, 14}, odd = {1, 3, 5, 7, 9, 11, 13, 15};
+    s_v8 lo = __builtin_shuffle(a0, a1, even) + __builtin_shuffle(a0, a1, odd);
+    s_v8 hi = __builtin_shuffle(a2, a3, even) + __builtin_shuffle(a2, a3, odd);
+    memcpy(o, &lo, sizeof lo);
+    memcpy(o + 8, &hi, sizeof hi);
+    for (int b = 0; b < S_BLOCK; b++)
+        o[b] = o[b] > 1e-10f ? o[b] : 1e-10f;
+}
+#else
 S_VECTOR_CLONES
 static void s_band_sums(const float *restrict f, int len, const float *restrict spec,
                         float *restrict o)
@@ -353,6 +386,7 @@ static void s_band_sums(const float *restrict f, int len, const float *restrict 
         o[b] = v > 1e-10f ? v : 1e-10f;
     }
 }
+#endif
 
 void wisp_mel_compute(wisp_mel_t *self, const float *samples, size_t n, int truncate, float *out)
 {

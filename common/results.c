@@ -17,9 +17,6 @@
 #include "log.h"
 #include "util.h"
 
-#ifndef WISP_VERSION
-#define WISP_VERSION "0.1.0"
-#endif
 
 #define S_JOURNAL_MAGIC "WISPRJ01"      /* 8 bytes at the start of the journal */
 #define S_BOM 0x01020304u               /* byte-order mark after the magic */
@@ -705,8 +702,8 @@ static int s_journal_replay(wisp_results_t *r, wisp_error_t *err)
         n_records++;
     }
     if (why) {
-        WISP_LOGW("%s: %s at byte %llu (a crash during a commit); the %llu byte(s) after the "
-                  "last complete commit are dropped",
+        WISP_LOGW("%s: %s at byte %llu (a crash during a commit, or damage); the %llu "
+                  "byte(s) from there on are dropped",
                   r->journal, why, (unsigned long long)pos, (unsigned long long)(fsize - pos));
     }
     WISP_LOGI("%s: resumed %zu of %zu rows from %zu commit(s)", r->path, r->n_done, r->n_rows,

@@ -14,6 +14,8 @@
  *                               WISP_RESULTS_STATUS_MISSING for a row never produced
  *                               (only possible with WISP_RESULTS_FINISH_ALLOW_MISSING)
  *   error       [N]    UTF-8 string   "" when ok, the error message otherwise
+ *   (a missing row: path "", label/true_label -1, NaN values, duration -1, status
+ *   WISP_RESULTS_STATUS_MISSING, error "missing")
  *   true_label  [N]    int32    only when has_true_label; -1 unknown
  *   classes     [C]    UTF-8 strings  class names, index = class id
  *   With has_true_label, computed in wisp_results_finish over the rows with status 0
@@ -55,7 +57,9 @@
  *     opts (fingerprint, n_rows, C, P, has_true_label, classes); any mismatch is
  *     WISP_ERR_STATE with a message naming the difference — runs are never mixed.
  *     The records are replayed in order; the first incomplete or corrupt record
- *     (a crash mid-append) ends the replay and the journal is truncated there. The
+ *     (a crash mid-append) ends the replay and the journal is truncated there (so
+ *     damage inside an older record, which a crash cannot cause, also drops the
+ *     records after it: their rows are redone, never wrong). The
  *     .partial file is then deleted and rebuilt from the replayed rows, so a killed
  *     or truncated .partial loses nothing committed, and the final file holds the
  *     same rows as an uninterrupted run. Cost of a resume: one sequential read of the
@@ -75,7 +79,14 @@
  * (late duplicate results from a re-leased shard, or rows already committed before
  * a resume) are ignored and return WISP_RESULTS_DUPLICATE (> 0).
  *
- * Not thread-safe: one thread owns a wisp_results_t. */
+ * One writer per output: the journal is flock'd while a writer has it open; a
+ * second open of the same output (any process) fails with WISP_ERR_STATE.
+ * Not thread-safe: one thread owns a wisp_results_t.
+ *
+ * Throughput (bench/bench_results.c, loaded 2-core machine, 64-row shards in
+ * random order, commits of 4096 rows): ~90-150k rows/s at C = 10 without
+ * embeddings, ~20-30k rows/s with 384-float embeddings (I/O bound: every value is
+ * written twice, journal + HDF5); resume replays ~100-200k rows/s. */
 #ifndef WISP_RESULTS_H
 #define WISP_RESULTS_H
 

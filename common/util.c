@@ -217,10 +217,43 @@ static void s_sha256_update(s_sha256_t *c, const uint8_t *p, size_t n)
     }
 }
 
+static void s_sha256_init(s_sha256_t *c)
+{
+    static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    memcpy(c->h, h0, sizeof h0);
+    c->bits = 0;
+    c->fill = 0;
+}
+
+static void s_sha256_final(s_sha256_t *c, char hex[65])
+{
+    uint64_t bits = c->bits;
+    uint8_t pad = 0x80;
+    s_sha256_update(c, &pad, 1);
+    pad = 0;
+    while (c->fill != 56)
+        s_sha256_update(c, &pad, 1);
+    uint8_t len[8];
+    for (int i = 0; i < 8; i++)
+        len[i] = (uint8_t)(bits >> (56 - 8 * i));
+    s_sha256_update(c, len, 8);
+    for (int i = 0; i < 8; i++)
+        snprintf(hex + 8 * i, 9, "%08x", c->h[i]);
+}
+
+void wisp_sha256_hex(const void *data, size_t len, char hex[65])
+{
+    s_sha256_t c;
+    s_sha256_init(&c);
+    s_sha256_update(&c, data, len);
+    s_sha256_final(&c, hex);
+}
+
 int wisp_sha256_file(const char *path, char hex[65], wisp_error_t *err)
 {
-    s_sha256_t c = {{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c,
-                     0x1f83d9ab, 0x5be0cd19}, 0, {0}, 0};
+    s_sha256_t c;
+    s_sha256_init(&c);
     FILE *f = fopen(path, "rb");
     if (!f)
         return wisp_error_set(err, WISP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
@@ -232,18 +265,7 @@ int wisp_sha256_file(const char *path, char hex[65], wisp_error_t *err)
     fclose(f);
     if (bad)
         return wisp_error_set(err, WISP_ERR_IO, "%s: read error", path);
-    uint64_t bits = c.bits;
-    uint8_t pad = 0x80;
-    s_sha256_update(&c, &pad, 1);
-    pad = 0;
-    while (c.fill != 56)
-        s_sha256_update(&c, &pad, 1);
-    uint8_t len[8];
-    for (int i = 0; i < 8; i++)
-        len[i] = (uint8_t)(bits >> (56 - 8 * i));
-    s_sha256_update(&c, len, 8);
-    for (int i = 0; i < 8; i++)
-        snprintf(hex + 8 * i, 9, "%08x", c.h[i]);
+    s_sha256_final(&c, hex);
     return WISP_OK;
 }
 

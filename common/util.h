@@ -38,6 +38,8 @@ int wisp_mkdir_p(const char *path, wisp_error_t *err);
 /* Lowercase hex SHA-256 of a file (65 bytes incl. NUL) — used for model/adapter
  * identities in result files. */
 int wisp_sha256_file(const char *path, char hex[65], wisp_error_t *err);
+/* Lowercase hex SHA-256 of a memory buffer (run fingerprints). Cannot fail. */
+void wisp_sha256_hex(const void *data, size_t len, char hex[65]);
 
 /* splitmix64: the one seeded generator of the project (deterministic, portable). */
 typedef struct { uint64_t s; } wisp_rng_t;

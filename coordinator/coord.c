@@ -65,6 +65,9 @@ struct wisp_coord {
     double stage_s[WISP_JOB_MAX_STAGES];
     uint64_t dropped, duplicates, requeued, workers_seen, workers_lost, results;
     double t_start, t_last_progress;
+    double t_first_worker;     /* first HELLO (0 before): rates exclude waiting for workers */
+    double t_first_result, t_last_result; /* commits: steady-state rate without model loading */
+    size_t items_first_result; /* items of the first committed shard */
     size_t last_progress_items;
     int tty;
     int tty_dirty;
@@ -363,10 +366,10 @@ void wisp_coord_destroy(wisp_coord_t **pself)
     if (self->ops && self->job)
         self->ops->coord_close(&self->job);
     wisp_job_plan_free(&self->plan);
-    wisp_lease_destroy(&self->lease);
-    wisp_wbuf_free(&self->wbuf);
     for (int w = 0; self->lease && w < wisp_lease_worker_count(self->lease); w++)
         free(self->peers[w].ready_payload);
+    wisp_lease_destroy(&self->lease);
+    wisp_wbuf_free(&self->wbuf);
     free(self->peers);
     for (int i = 0; i < self->n_step_bufs; i++)
         wisp_wbuf_free(&self->step_bufs[i]);
@@ -646,6 +649,8 @@ static int s_hello(wisp_coord_t *self, const void *id, size_t id_len, const wisp
         snprintf(peer->world, sizeof peer->world, "slot%d", w);
     cJSON_Delete(j);
     self->workers_seen++;
+    if (self->t_first_worker == 0)
+        self->t_first_worker = now;
     if (finished || s_stopping(self)) {
         s_send_stop(self, w, finished ? 0 : 1);
         wisp_lease_drop_worker(self->lease, w);
@@ -702,6 +707,11 @@ static int s_result(wisp_coord_t *self, int w, const wisp_msg_t *m, double now, 
     if (rc)
         return wisp_error_set(err, rc, "%s", e.msg);
     self->results++;
+    if (self->t_first_result == 0) {
+        self->t_first_result = now;
+        self->items_first_result = sh->count;
+    }
+    self->t_last_result = now;
     self->items_done += sh->count;
     self->secs_done += sh->seconds;
     if (audio >= 0) /* the real durations replace the plan's estimate */
@@ -860,6 +870,11 @@ static void s_summary(wisp_coord_t *self, const char *status, double wall)
     if (!s)
         return;
     double audio = self->secs_done + self->secs_audio;
+    /* Rates over the time workers were there (startup of mpirun and model loads
+     * before the first HELLO are not the pipeline's speed). */
+    double busy = self->t_first_worker > 0 ? wisp_now() - self->t_first_worker : wall;
+    if (busy > wall)
+        busy = wall;
     cJSON_AddStringToObject(s, "job", self->cfg->kind);
     cJSON_AddStringToObject(s, "status", status);
     cJSON_AddNumberToObject(s, "items_total", (double)self->items_total);
@@ -869,10 +884,16 @@ static void s_summary(wisp_coord_t *self, const char *status, double wall)
     cJSON_AddNumberToObject(s, "errors", (double)self->errors);
     cJSON_AddNumberToObject(s, "shards", (double)wisp_lease_shard_count(self->lease));
     cJSON_AddNumberToObject(s, "wall_s", wall);
-    cJSON_AddNumberToObject(s, "files_per_s", wall > 0 ? (double)self->items_done / wall : 0);
+    cJSON_AddNumberToObject(s, "workers_wall_s", busy);
+    cJSON_AddNumberToObject(s, "files_per_s", busy > 0 ? (double)self->items_done / busy : 0);
+    /* Steady state: items after the first commit over the time to the last one
+     * (excludes mpirun startup and model loading). */
+    double steady = self->t_last_result - self->t_first_result;
+    cJSON_AddNumberToObject(s, "steady_files_per_s",
+                            steady > 0 ? (double)(self->items_done - self->items_first_result) / steady : 0);
     cJSON_AddNumberToObject(s, "audio_s", audio);
-    cJSON_AddNumberToObject(s, "audio_s_per_s", wall > 0 ? audio / wall : 0);
-    cJSON_AddNumberToObject(s, "real_time_factor", audio > 0 ? wall / audio : 0);
+    cJSON_AddNumberToObject(s, "audio_s_per_s", busy > 0 ? audio / busy : 0);
+    cJSON_AddNumberToObject(s, "real_time_factor", audio > 0 ? busy / audio : 0);
     cJSON_AddNumberToObject(s, "workers_seen", (double)self->workers_seen);
     cJSON_AddNumberToObject(s, "workers_lost", (double)self->workers_lost);
     cJSON_AddNumberToObject(s, "shards_requeued", (double)self->requeued);

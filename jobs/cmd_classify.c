@@ -77,21 +77,6 @@ static void s_dir_sha(const char *dir, const char *const *names, char hex[65])
     }
 }
 
-/* Four FNV-1a lanes: a 256-bit identity of the run description (see trainer.c). */
-static void s_hash256(const char *s, char out[65])
-{
-    for (int lane = 0; lane < 4; lane++) {
-        uint64_t h = 0xcbf29ce484222325ull ^ (0x9e3779b97f4a7c15ull * (uint64_t)(lane + 1));
-        for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-            h ^= *p;
-            h *= 0x100000001b3ull;
-        }
-        wisp_rng_t r;
-        wisp_rng_seed(&r, h);
-        snprintf(out + 16 * lane, 17, "%016" PRIx64, wisp_rng_u64(&r));
-    }
-}
-
 typedef struct {
     const char *model, *adapter, *head, *manifest, *output;
     int truncate, embeddings, batch, threads, resume;
@@ -171,6 +156,9 @@ int wisp_cmd_classify(int argc, char **argv)
     size_t n = 0;
     double t0 = wisp_now();
 
+    /* Early, so an interrupt during loading also ends the run cleanly. */
+    signal(SIGINT, s_on_signal);
+    signal(SIGTERM, s_on_signal);
     wisp_classifier_opts_t co;
     wisp_classifier_default_opts(&co);
     co.model_dir = a.model;
@@ -240,7 +228,7 @@ int wisp_cmd_classify(int argc, char **argv)
         size_t off = (size_t)k;
         for (size_t i = 0; i < n; i++)
             off += (size_t)snprintf(all + off, len - off, "%s\n", paths[i]);
-        s_hash256(all, fingerprint);
+        wisp_sha256_hex(all, strlen(all), fingerprint);
         free(all);
     }
     wisp_results_attr_t attrs[4] = {{"config", desc},
@@ -259,7 +247,7 @@ int wisp_cmd_classify(int argc, char **argv)
     ro.attrs = attrs;
     ro.n_attrs = 4;
     res = wisp_results_open(&ro, &err);
-    if (!res)
+    if (!res || s_interrupted)
         goto done;
 
     size_t n_todo = 0;
@@ -279,8 +267,6 @@ int wisp_cmd_classify(int argc, char **argv)
         free(cpaths);
         goto nomem;
     }
-    signal(SIGINT, s_on_signal);
-    signal(SIGTERM, s_on_signal);
     int tty = isatty(2);
     size_t done_rows = 0;
     double t_run = wisp_now();
@@ -347,6 +333,10 @@ int wisp_cmd_classify(int argc, char **argv)
 nomem:
     wisp_error_set(&err, WISP_ERR_NOMEM, "out of memory");
 done:
+    if (s_interrupted && exit_code == WISP_EXIT_FAILURE && !err.code)
+        exit_code = WISP_EXIT_INTERRUPTED;
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
     if (err.code)
         fprintf(stderr, "wisp classify: %s\n", err.msg);
     wisp_results_destroy(&res);

@@ -11,8 +11,8 @@
  *   error       variable-length UTF-8 strings [N]: the one-line reason when status != 0;
  *               for an ok row "" or a note, currently only "truncated to 30 s (source is
  *               X s)" for inputs longer than 30 s (the row is valid: Whisper reads 30 s)
- *   attributes  n_mels (int32), truncate (int32 0/1), sample_rate (int32, 16000),
- *               n_fft (400), hop_length (160), wisp_version (string)
+ *   attributes  n_mels, truncate (0/1), sample_rate (16000), n_fft (400),
+ *               hop_length (160) as int64; wisp_version (string)
  * The file is written as OUT.tmp and renamed to OUT when complete, so OUT is never
  * partial. Exit codes: 0 all inputs ok, 1 some failed (rows with status != 0), 2 usage
  * error, 3 fatal (e.g. cannot write OUT). */
@@ -26,13 +26,11 @@
 
 #include "audio.h"
 #include "commands.h"
+#include "h5util.h"
 #include "log.h"
 #include "mel.h"
 #include "util.h"
 
-#ifndef WISP_VERSION
-#define WISP_VERSION "0.1.0"
-#endif
 
 /* Decode a little past 30 s so the resampler's filter sees the audio around the cut
  * exactly as when the whole file is resampled. */
@@ -99,13 +97,13 @@ static int s_create(s_out_t *o, const char *tmp, int n, int n_mels, int truncate
     dcpl = H5Pcreate(H5P_DATASET_CREATE);
     if (space < 0 || dcpl < 0 || H5Pset_chunk(dcpl, 3, chunk) < 0 ||
         H5Pset_fill_value(dcpl, H5T_NATIVE_FLOAT, &zero) < 0) {
-        rc = wisp_error_set(err, WISP_ERR_HDF5, "%s: cannot set up the features dataset", tmp);
+        rc = wisp_h5_fail(err, tmp, "cannot set up the features dataset");
         goto done;
     }
     o->features = H5Dcreate2(o->file, "features", H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl,
                              H5P_DEFAULT);
     if (o->features < 0)
-        rc = wisp_error_set(err, WISP_ERR_HDF5, "%s: cannot create the features dataset", tmp);
+        rc = wisp_h5_fail(err, tmp, "cannot create the features dataset");
 done:
     if (space >= 0)
         H5Sclose(space);
@@ -123,7 +121,7 @@ static int s_write_row(s_out_t *o, int i, const float *feat, int frames, const c
     if (frames > o->frames) {
         hsize_t dims[3] = {(hsize_t)o->n, (hsize_t)o->n_mels, (hsize_t)frames};
         if (H5Dset_extent(o->features, dims) < 0)
-            return wisp_error_set(err, WISP_ERR_HDF5, "%s: cannot extend features", tmp);
+            return wisp_h5_fail(err, tmp, "cannot extend the features dataset");
         o->frames = frames;
     }
     hsize_t start[3] = {(hsize_t)i, 0, 0};
@@ -133,7 +131,7 @@ static int s_write_row(s_out_t *o, int i, const float *feat, int frames, const c
     if (fspace < 0 || mspace < 0 ||
         H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
         H5Dwrite(o->features, H5T_NATIVE_FLOAT, mspace, fspace, H5P_DEFAULT, feat) < 0)
-        rc = wisp_error_set(err, WISP_ERR_HDF5, "%s: cannot write features row %d", tmp, i);
+        rc = wisp_h5_fail(err, tmp, "cannot write a features row");
     if (fspace >= 0)
         H5Sclose(fspace);
     if (mspace >= 0)
@@ -157,55 +155,30 @@ static int s_write_column(hid_t file, const char *name, hid_t ftype, hid_t mtype
     return rc;
 }
 
-static int s_attr_int(hid_t obj, const char *name, int value)
-{
-    hid_t space = H5Screate(H5S_SCALAR);
-    if (space < 0)
-        return -1;
-    hid_t a = H5Acreate2(obj, name, H5T_STD_I32LE, space, H5P_DEFAULT, H5P_DEFAULT);
-    int rc = a < 0 || H5Awrite(a, H5T_NATIVE_INT, &value) < 0 ? -1 : 0;
-    if (a >= 0)
-        H5Aclose(a);
-    H5Sclose(space);
-    return rc;
-}
-
-static int s_attr_str(hid_t obj, hid_t str_type, const char *name, const char *value)
-{
-    hid_t space = H5Screate(H5S_SCALAR);
-    if (space < 0)
-        return -1;
-    hid_t a = H5Acreate2(obj, name, str_type, space, H5P_DEFAULT, H5P_DEFAULT);
-    int rc = a < 0 || H5Awrite(a, str_type, &value) < 0 ? -1 : 0;
-    if (a >= 0)
-        H5Aclose(a);
-    H5Sclose(space);
-    return rc;
-}
-
 /* The per-row columns and the attributes, once every row is known. */
 static int s_write_columns(s_out_t *o, char **paths, char **errors, const int8_t *status,
                            const int32_t *num_frames, int truncate, const char *tmp,
                            wisp_error_t *err)
 {
-    hid_t str = H5Tcopy(H5T_C_S1);
-    int bad = str < 0 || H5Tset_size(str, H5T_VARIABLE) < 0 ||
-              H5Tset_cset(str, H5T_CSET_UTF8) < 0;
-    bad = bad || s_write_column(o->file, "path", str, str, o->n, paths) < 0;
-    bad = bad || s_write_column(o->file, "status", H5T_STD_I8LE, H5T_NATIVE_INT8, o->n, status) < 0;
-    bad = bad || s_write_column(o->file, "error", str, str, o->n, errors) < 0;
-    bad = bad || s_write_column(o->file, "num_frames", H5T_STD_I32LE, H5T_NATIVE_INT32, o->n,
-                                num_frames) < 0;
-    bad = bad || s_attr_int(o->file, "n_mels", o->n_mels) < 0;
-    bad = bad || s_attr_int(o->file, "truncate", truncate) < 0;
-    bad = bad || s_attr_int(o->file, "sample_rate", WISP_SAMPLE_RATE) < 0;
-    bad = bad || s_attr_int(o->file, "n_fft", WISP_N_FFT) < 0;
-    bad = bad || s_attr_int(o->file, "hop_length", WISP_HOP) < 0;
-    bad = bad || s_attr_str(o->file, str, "wisp_version", WISP_VERSION) < 0;
-    if (str >= 0)
-        H5Tclose(str);
-    return bad ? wisp_error_set(err, WISP_ERR_HDF5, "%s: cannot write the per-row columns", tmp)
-               : WISP_OK;
+    if (wisp_h5_write_strings(o->file, "path", (const char *const *)paths, (size_t)o->n, tmp,
+                              err) != WISP_OK ||
+        wisp_h5_write_strings(o->file, "error", (const char *const *)errors, (size_t)o->n, tmp,
+                              err) != WISP_OK)
+        return WISP_ERR_HDF5;
+    if (s_write_column(o->file, "status", H5T_STD_I8LE, H5T_NATIVE_INT8, o->n, status) < 0 ||
+        s_write_column(o->file, "num_frames", H5T_STD_I32LE, H5T_NATIVE_INT32, o->n,
+                       num_frames) < 0)
+        return wisp_h5_fail(err, tmp, "cannot write the status and num_frames columns");
+    const struct {
+        const char *name;
+        int64_t value;
+    } attrs[] = {{"n_mels", o->n_mels},          {"truncate", truncate},
+                 {"sample_rate", WISP_SAMPLE_RATE}, {"n_fft", WISP_N_FFT},
+                 {"hop_length", WISP_HOP}};
+    for (size_t i = 0; i < sizeof attrs / sizeof attrs[0]; i++)
+        if (wisp_h5_attr_set_i64(o->file, attrs[i].name, attrs[i].value, tmp, err) != WISP_OK)
+            return WISP_ERR_HDF5;
+    return wisp_h5_attr_set_str(o->file, "wisp_version", WISP_VERSION, tmp, err);
 }
 
 /* Closes everything; returns an error if the final flush fails (the file is then
@@ -218,8 +191,7 @@ static int s_close(s_out_t *o, const char *tmp, wisp_error_t *err)
     if (o->file >= 0 && H5Fclose(o->file) < 0)
         bad = 1;
     o->features = o->file = -1;
-    return bad ? wisp_error_set(err, WISP_ERR_HDF5, "%s: cannot flush the HDF5 file", tmp)
-               : WISP_OK;
+    return bad ? wisp_h5_fail(err, tmp, "cannot flush the HDF5 file") : WISP_OK;
 }
 
 int wisp_cmd_features(int argc, char **argv)
@@ -287,7 +259,7 @@ int wisp_cmd_features(int argc, char **argv)
         exit_code = WISP_EXIT_USAGE;
         goto done;
     }
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* errors are reported by us, once */
+    wisp_h5_quiet(); /* errors are reported by us, once */
     mel = wisp_mel_new(n_mels, &err);
     feat = wisp_alloc(sizeof(float) * (size_t)n_mels * WISP_N_FRAMES);
     if (!mel || !feat || !errors || !status || !num_frames) {

@@ -268,6 +268,9 @@ int wisp_cmd_train(int argc, char **argv)
     if (rc)
         return rc < 0 ? WISP_EXIT_OK : rc;
 
+    /* Early, so an interrupt while loading still ends with a checkpoint or cleanly. */
+    signal(SIGINT, s_on_signal);
+    signal(SIGTERM, s_on_signal);
     int exit_code = WISP_EXIT_FAILURE;
     wisp_error_t err = {0};
     wisp_manifest_t train, val;
@@ -377,11 +380,7 @@ int wisp_cmd_train(int argc, char **argv)
     }
     ro.fingerprint_extra = data_id;
     ro.stop = &s_stop;
-    signal(SIGINT, s_on_signal);
-    signal(SIGTERM, s_on_signal);
     rc = wisp_trainer_run(tr, titems, nt, vitems, nv, &ro, &err);
-    signal(SIGINT, SIG_DFL);
-    signal(SIGTERM, SIG_DFL);
     if (rc == WISP_ERR_INTERRUPTED) {
         fprintf(stderr, "wisp train: %s; rerun with --resume to continue\n", err.msg);
         wisp_error_clear(&err);
@@ -392,6 +391,8 @@ int wisp_cmd_train(int argc, char **argv)
         goto done;
     exit_code = WISP_EXIT_OK;
 done:
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
     if (err.code)
         fprintf(stderr, "wisp train: %s\n", err.msg);
     wisp_trainer_destroy(&tr);

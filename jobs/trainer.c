@@ -441,32 +441,55 @@ int wisp_trainer_compute_grads(wisp_trainer_t *self, const wisp_trainer_item_t *
     return rc;
 }
 
-int wisp_trainer_compute_grads_mel(wisp_trainer_t *self, const float *mel, int B, int frames,
-                                   const int *labels, wisp_trainer_stats_t *stats,
-                                   wisp_error_t *err)
+int wisp_trainer_compute_grads_clips(wisp_trainer_t *self, const float *const *mel,
+                                     const int *frames, const int *labels, int n,
+                                     wisp_trainer_stats_t *stats, wisp_error_t *err)
 {
-    if (B < 0 || frames < 2 || frames % 2 || frames > self->max_frames)
-        return wisp_error_set(err, WISP_ERR_ARG, "trainer: bad features (B %d, frames %d)", B,
-                              frames);
-    int rc = s_reserve_clips(self, B > 0 ? B : 1, err);
+    int rc = s_reserve_clips(self, n > 0 ? n : 1, err);
     if (rc)
         return rc;
     int nc = 0;
     long failed = 0;
-    for (int b = 0; b < B; b++) {
+    for (int b = 0; b < n; b++) {
         if (labels[b] < 0)
             continue;
-        if (labels[b] >= self->num_labels) {
-            WISP_LOGW("skipping clip %d: label %d out of range", b, labels[b]);
+        if (labels[b] >= self->num_labels || frames[b] < 2 || frames[b] % 2 ||
+            frames[b] > self->max_frames) {
+            /* Counted, not returned: the reductions that follow are collective. */
+            WISP_LOGW("skipping clip %d: label %d / %d frames out of range", b, labels[b],
+                      frames[b]);
             failed++;
             continue;
         }
-        self->clips[nc].mel = mel + (size_t)b * self->n_mels * frames;
-        self->clips[nc].frames = frames;
+        self->clips[nc].mel = mel[b];
+        self->clips[nc].frames = frames[b];
         self->clips[nc].label = labels[b];
         nc++;
     }
     return s_accumulate(self, self->clips, nc, failed, stats, err);
+}
+
+int wisp_trainer_compute_grads_mel(wisp_trainer_t *self, const float *mel, int B, int frames,
+                                   const int *labels, wisp_trainer_stats_t *stats,
+                                   wisp_error_t *err)
+{
+    if (B < 0 || B > 1 << 20)
+        return wisp_error_set(err, WISP_ERR_ARG, "trainer: bad batch size %d", B);
+    const float **mels = malloc((size_t)(B > 0 ? B : 1) * sizeof *mels);
+    int *fr = malloc((size_t)(B > 0 ? B : 1) * sizeof *fr);
+    int rc;
+    if (!mels || !fr) {
+        rc = wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
+    } else {
+        for (int b = 0; b < B; b++) {
+            mels[b] = mel + (size_t)b * self->n_mels * frames;
+            fr[b] = frames;
+        }
+        rc = wisp_trainer_compute_grads_clips(self, mels, fr, labels, B, stats, err);
+    }
+    free(mels);
+    free(fr);
+    return rc;
 }
 
 void wisp_trainer_apply(wisp_trainer_t *self, wisp_trainer_stats_t *stats)
@@ -563,23 +586,6 @@ void wisp_trainer_epoch_order(uint64_t seed, long epoch, int n, int *perm)
     }
 }
 
-/* Four FNV-1a 64 lanes with distinct offsets, each finished by the splitmix64
- * mixer: a 256-bit identity of a configuration string (not cryptographic; it
- * guards against resuming with other settings, not against an adversary). */
-static void s_hash256(const char *s, char out[65])
-{
-    for (int lane = 0; lane < 4; lane++) {
-        uint64_t h = 0xcbf29ce484222325ull ^ (0x9e3779b97f4a7c15ull * (uint64_t)(lane + 1));
-        for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-            h ^= *p;
-            h *= 0x100000001b3ull;
-        }
-        wisp_rng_t r;
-        wisp_rng_seed(&r, h);
-        snprintf(out + 16 * lane, 17, "%016" PRIx64, wisp_rng_u64(&r));
-    }
-}
-
 static void s_appendf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void s_appendf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
@@ -640,7 +646,8 @@ void wisp_trainer_fingerprint(const wisp_trainer_t *self, const char *extra, cha
         for (int i = 0; i < self->num_labels; i++)
             s_appendf(&s, &len, &cap, "cw%.9g,", self->class_weights[i]);
     s_appendf(&s, &len, &cap, ";extra %s", extra ? extra : "");
-    s_hash256(s ? s : "out of memory", out);
+    const char *desc = s ? s : "out of memory";
+    wisp_sha256_hex(desc, strlen(desc), out);
     free(s);
 }
 

@@ -114,6 +114,10 @@ int wisp_trainer_compute_grads(wisp_trainer_t *self, const wisp_trainer_item_t *
 int wisp_trainer_compute_grads_mel(wisp_trainer_t *self, const float *mel, int B, int frames,
                                    const int *labels, wisp_trainer_stats_t *stats,
                                    wisp_error_t *err);
+/* The same for clips of different lengths: mel[i] (n_mels, frames[i]), labels (n). */
+int wisp_trainer_compute_grads_clips(wisp_trainer_t *self, const float *const *mel,
+                                     const int *frames, const int *labels, int n,
+                                     wisp_trainer_stats_t *stats, wisp_error_t *err);
 /* Step 5 on the gradients left by compute_grads: clip, AdamW at the scheduled lr. */
 void wisp_trainer_apply(wisp_trainer_t *self, wisp_trainer_stats_t *stats);
 /* compute_grads + apply. */

@@ -22,7 +22,8 @@
 #include "testutil.h"
 #include "util.h"
 
-/* The tiny dims of the golden cases (gen_model_golden.py TINY). */
+/* Adapter kinds of the golden cases: none seq_bn seq_bn_rf double_seq_bn par_bn
+ * lora_qv lora_all ia3 ia3_all bn_custom (see mf_adapter_cfg). The tiny dims of the golden cases (gen_model_golden.py TINY). */
 typedef struct {
     int d, L, H, F, n_mels, T_max, P, NL;
 } mf_dims_t;
@@ -32,7 +33,7 @@ static const mf_dims_t MF_WHISPER_TINY = {384, 4, 6, 1536, 80, 1500, 256, 5};
 
 typedef struct {
     const char *name;    /* golden file stem */
-    const char *adapter; /* none seq_bn seq_bn_rf double_seq_bn par_bn lora_qv lora_all ia3 */
+    const char *adapter; /* an adapter kind (above) */
     int wsum;            /* use_weighted_layer_sum */
     int n_mels;
     wisp_dtype_t dtype;  /* base checkpoint dtype */
@@ -62,6 +63,8 @@ static const mf_case_t MF_CASES[] = {
     MF_KIND_CASES("lora_qv"),
     MF_KIND_CASES("lora_all"),
     MF_KIND_CASES("ia3"),
+    MF_KIND_CASES("ia3_all"),
+    MF_KIND_CASES("bn_custom"),
     {"seq_bn_ws1_m128_f16_b1", "seq_bn", 1, 128, WISP_DT_F16, 1, 24, 0, 0},
     {"lora_qv_ws0_m128_bf16_b3", "lora_qv", 0, 128, WISP_DT_BF16, 3, 0, 0, 0},
     {"ia3_ws1_bf16_b1", "ia3", 1, 80, WISP_DT_BF16, 1, 16, 0, 0},
@@ -258,6 +261,10 @@ static inline int mf_adapter_cfg(wisp_adapter_config_t *c, const char *kind)
         preset = "seq_bn";
     else if (strncmp(kind, "lora", 4) == 0)
         preset = "lora";
+    else if (strcmp(kind, "ia3_all") == 0)
+        preset = "ia3";
+    else if (strcmp(kind, "bn_custom") == 0)
+        preset = "double_seq_bn";
     if (wisp_adapter_config_preset(&pre, preset, &err) < 0)
         fail_msg("%s", err.msg);
     cJSON *full = cJSON_Duplicate(pre.full, 1);
@@ -277,6 +284,21 @@ static inline int mf_adapter_cfg(wisp_adapter_config_t *c, const char *kind)
         cJSON_ReplaceItemInObject(full, "intermediate_lora", cJSON_CreateBool(1));
         cJSON_ReplaceItemInObject(full, "output_lora", cJSON_CreateBool(1));
         cJSON_ReplaceItemInObject(full, "leave_out", cJSON_CreateIntArray(&zero, 1));
+    } else if (strcmp(kind, "bn_custom") == 0) {
+        int one = 1;
+        cJSON_ReplaceItemInObject(full, "residual_before_ln", cJSON_CreateBool(0));
+        cJSON_ReplaceItemInObject(full, "original_ln_before", cJSON_CreateBool(1));
+        cJSON_ReplaceItemInObject(full, "original_ln_after", cJSON_CreateBool(0));
+        cJSON_ReplaceItemInObject(full, "non_linearity", cJSON_CreateString("tanh"));
+        cJSON_ReplaceItemInObject(full, "scaling", cJSON_CreateNumber(0.5));
+        cJSON_ReplaceItemInObject(full, "reduction_factor", cJSON_CreateNumber(4));
+        cJSON_ReplaceItemInObject(full, "init_weights", cJSON_CreateString("houlsby"));
+        cJSON_ReplaceItemInObject(full, "leave_out", cJSON_CreateIntArray(&one, 1));
+    } else if (strcmp(kind, "ia3_all") == 0) {
+        const char *qkv[] = {"q", "k", "v"};
+        cJSON_ReplaceItemInObject(full, "alpha", cJSON_CreateNumber(2));
+        cJSON_ReplaceItemInObject(full, "attn_matrices", cJSON_CreateStringArray(qkv, 3));
+        cJSON_ReplaceItemInObject(full, "output_lora", cJSON_CreateBool(1));
     }
     if (wisp_adapter_config_parse(c, full, kind, &err) < 0)
         fail_msg("%s: %s", kind, err.msg);

@@ -29,6 +29,12 @@ static void test_relative_paths_resolve_against_the_config_directory(void **stat
     assert_string_equal(c.model, "/jobs/x/m/tiny");
     assert_string_equal(c.manifest, "/abs/data.csv");
     assert_string_equal(c.output, "/jobs/x/out.h5");
+    wisp_jobcfg_free(&c);
+    const char *j2 = "{\"kind\":\"null\",\"output\":\"../runs/./a//b/../out.tsv\"}";
+    assert_int_equal(wisp_jobcfg_parse(&c, j2, "/jobs/x", "t", NULL, 0, NULL), 0);
+    assert_string_equal(c.output, "/jobs/runs/a/out.tsv");
+    wisp_jobcfg_free(&c);
+    assert_int_equal(wisp_jobcfg_parse(&c, j, "/jobs/x", "t", NULL, 0, NULL), 0);
     /* the effective JSON carries the absolute paths (what workers receive) */
     char *text = wisp_jobcfg_to_string(&c);
     assert_non_null(strstr(text, "\"/jobs/x/m/tiny\""));
@@ -120,6 +126,27 @@ static void test_curve_client_keys_list_resolves_paths(void **state)
     wisp_jobcfg_free(&c);
 }
 
+static void test_train_keys_parse_with_their_defaults(void **state)
+{
+    (void)state;
+    wisp_jobcfg_t c;
+    const char *j = "{\"kind\":\"train\",\"model\":\"m\",\"train_manifest\":\"t.csv\",\"output\":\"run\","
+                    "\"adapter_config\":\"lora\",\"train\":{\"epochs\":2,\"global_batch\":32,\"schedule\":\"cosine\"}}";
+    char *sets[] = {"train.fixed_order_reduce=true", "train.dump_grads=g.safetensors"};
+    assert_int_equal(wisp_jobcfg_parse(&c, j, "/r", "t", sets, 2, NULL), 0);
+    assert_int_equal(c.train_epochs, 2);
+    assert_int_equal(c.train_global_batch, 32);
+    assert_string_equal(c.train_schedule, "cosine");
+    assert_string_equal(c.adapter_config, "lora");
+    assert_int_equal(c.train_fixed_order_reduce, 1);
+    assert_int_equal(c.train_micro_batch, 8);
+    assert_true(c.train_clip == 1.0);
+    assert_int_equal(c.train_keep, 2);
+    assert_int_equal(c.train_dump_grads[0], '/'); /* --set paths resolve against the current directory */
+    assert_string_equal(c.train_manifest, "/r/t.csv");
+    wisp_jobcfg_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -129,6 +156,7 @@ int main(void)
         cmocka_unit_test(test_unknown_keys_are_refused_naming_the_key),
         cmocka_unit_test(test_bad_values_are_refused_with_the_range),
         cmocka_unit_test(test_curve_client_keys_list_resolves_paths),
+        cmocka_unit_test(test_train_keys_parse_with_their_defaults),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -107,6 +107,19 @@ static void test_csv_with_bom_crlf_and_blank_padded_fields_reads_integer_labels(
     wisp_manifest_free(&m);
 }
 
+static void test_csv_accepts_the_hugging_face_file_name_column(void **state)
+{
+    (void)state;
+    const char *p = s_write_tmp("meta.csv", "File_Name,speaker,Label\n/a/x.wav,s1,yes\n");
+    wisp_manifest_t m;
+    wisp_error_t e = {0};
+    assert_int_equal(wisp_manifest_load(&m, p, NULL, 0, &e), WISP_OK);
+    assert_int_equal(m.n_items, 1);
+    assert_string_equal(m.items[0].path, "/a/x.wav");
+    assert_string_equal(m.items[0].label_name, "yes");
+    wisp_manifest_free(&m);
+}
+
 static void test_jsonl_reads_integer_and_null_labels_and_durations(void **state)
 {
     (void)state;
@@ -345,17 +358,66 @@ static void test_shards_cut_by_duration_and_fall_back_to_count(void **state)
     wisp_manifest_free(&m);
 }
 
+static void test_damaged_manifests_never_crash_the_parsers(void **state)
+{
+    (void)state;
+    /* Valid manifests with 1-4 bytes replaced by syntax characters, or truncated. */
+    static const char *const seeds[2] = {
+        "path,label,duration\na.wav,cat,1.5\n\"b, c.wav\",\"dog\",2\n\"x \"\"q\"\".wav\",cat,\n"
+        "/abs/d.wav,7,0.5\n\n\"multi\nline.wav\",dog,1\n",
+        "{\"path\": \"x.wav\", \"label\": 2}\n{\"path\": \"y.flac\", \"label\": \"a\", "
+        "\"duration\": 3.25}\n\n{\"path\": \"z.wav\", \"label\": null}\n"};
+    static const char alphabet[] = "\",\n\r {}:[]\\0-.e\xc3";
+    wisp_rng_t g;
+    wisp_rng_seed(&g, 11);
+    int ok = 0, failed = 0;
+    for (int it = 0; it < 300; it++) {
+        const char *seed = seeds[it % 2];
+        size_t n = strlen(seed);
+        char text[256];
+        memcpy(text, seed, n + 1);
+        if (it % 5 == 4) {
+            text[wisp_rng_u64(&g) % n] = '\0';
+        } else {
+            int k = 1 + (int)(wisp_rng_u64(&g) % 4);
+            while (k-- > 0)
+                text[wisp_rng_u64(&g) % n] = alphabet[wisp_rng_u64(&g) % (sizeof alphabet - 1)];
+        }
+        const char *name = it % 2 ? "fuzz.jsonl" : "fuzz.csv";
+        const char *p = s_write_tmp(name, text);
+        wisp_manifest_t m;
+        wisp_error_t e = {0};
+        int rc = wisp_manifest_load(&m, p, NULL, 0, &e);
+        if (rc == WISP_OK) {
+            assert_true(m.n_items > 0);
+            for (size_t i = 0; i < m.n_items; i++)
+                assert_true(m.items[i].label >= -1 && m.items[i].label < m.n_classes);
+            ok++;
+        } else {
+            assert_true(rc < 0);
+            assert_non_null(strstr(e.msg, name));
+            assert_null(m.items);
+            failed++;
+        }
+        wisp_manifest_free(&m);
+    }
+    if (!(ok > 20 && failed > 20))
+        fail_msg("ok=%d failed=%d: the inputs do not reach both outcomes", ok, failed);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_csv_quoting_and_relative_paths_resolve_against_the_manifest_dir),
         cmocka_unit_test(test_csv_with_bom_crlf_and_blank_padded_fields_reads_integer_labels),
+        cmocka_unit_test(test_csv_accepts_the_hugging_face_file_name_column),
         cmocka_unit_test(test_jsonl_reads_integer_and_null_labels_and_durations),
         cmocka_unit_test(test_given_classes_map_names_and_integer_ids),
         cmocka_unit_test(test_unknown_label_is_an_error_naming_file_line_and_label),
         cmocka_unit_test(test_each_malformed_manifest_is_a_clear_error),
         cmocka_unit_test(test_audiofolder_is_sorted_labeled_by_directory_and_probed),
         cmocka_unit_test(test_shards_cut_by_duration_and_fall_back_to_count),
+        cmocka_unit_test(test_damaged_manifests_never_crash_the_parsers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

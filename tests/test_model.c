@@ -201,6 +201,28 @@ static void test_adapter_inits_follow_the_library_schemes(void **state)
         }
     }
     free(first);
+    /* houlsby: truncated N(0, 0.01) in [-0.02, 0.02]; mam_adapter: down U(+-1/sqrt(d)), up 0 */
+    const char *kinds[] = {"bn_custom", "par_bn"};
+    for (int q = 0; q < 2; q++) {
+        mf_adapter_cfg(&ac, kinds[q]);
+        assert_int_equal(wisp_model_set_adapter(m, &ac, 9, &err), 0);
+        wisp_adapter_config_free(&ac);
+        p = wisp_model_params(m);
+        for (int k = 0; k < wisp_model_num_param_tensors(m); k++) {
+            const wisp_param_info_t *t = wisp_model_param_tensor(m, k);
+            double mx = wisp_max_abs(p + t->offset, t->numel);
+            if (!strstr(t->name, "adapters."))
+                continue;
+            if (mf_ends(t->name, "bias"))
+                assert_true(mx == 0.0);
+            else if (q == 0)
+                assert_true(mx > 0.015 && mx <= 0.02);
+            else if (mf_ends(t->name, "adapter_up.weight"))
+                assert_true(mx == 0.0);
+            else
+                assert_true(mx > 0.8 / sqrt(32.0) && mx <= 1.0 / sqrt(32.0));
+        }
+    }
     wisp_model_destroy(&m);
 }
 

@@ -144,11 +144,12 @@ static double s_loss(wisp_model_t *m, const float *mel, int B, int frames, const
 static void test_gradients_agree_with_finite_differences(void **state)
 {
     (void)state;
-    const char *kinds[] = {"seq_bn", "double_seq_bn", "par_bn", "lora_all", "ia3", "seq_bn_rf"};
+    const char *kinds[] = {"seq_bn",  "double_seq_bn", "par_bn",   "lora_all",
+                           "ia3_all", "seq_bn_rf",     "bn_custom"};
     char dir[1024];
     int checked = 0;
     double worst = 0;
-    for (int kk = 0; kk < 6; kk++) {
+    for (int kk = 0; kk < 7; kk++) {
         mf_case_t cs = {kinds[kk], kinds[kk], 1, 80, WISP_DT_F32, 2, 12, 1, 0};
         snprintf(dir, sizeof dir, "%s/fd_%s", wisp_test_tmpdir(), kinds[kk]);
         wisp_model_t *m = mf_case_model(&cs, dir, 1);

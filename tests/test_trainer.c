@@ -97,6 +97,33 @@ static void s_set_generated_trainables(wisp_model_t *m)
     }
 }
 
+/* Every trainable tensor against tests/data/train/<name>.params.safetensors, within
+ * 1e-5 of the tensor's largest weight. */
+static void s_compare_params(wisp_model_t *m, const char *name)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/train/%s.params.safetensors", wisp_test_data_dir(), name);
+    wisp_error_t e = {0};
+    wisp_st_t *st = wisp_st_open(path, &e);
+    if (!st)
+        fail_msg("%s", e.msg);
+    assert_int_equal(wisp_st_count(st), wisp_model_num_param_tensors(m));
+    double worst = 0.0;
+    for (int i = 0; i < wisp_model_num_param_tensors(m); i++) {
+        const wisp_param_info_t *p = wisp_model_param_tensor(m, i);
+        const float *want;
+        if (wisp_st_get_f32(st, p->name, p->ndim, p->shape, &want, &e) != WISP_OK)
+            fail_msg("%s", e.msg);
+        double scale = wisp_max_abs(want, p->numel);
+        double rel = wisp_max_abs_diff(wisp_model_params(m) + p->offset, want, p->numel) / scale;
+        worst = rel > worst ? rel : worst;
+        wisp_assert_close(wisp_model_params(m) + p->offset, want, p->numel, 1e-5 * scale, 0.0,
+                          p->name);
+    }
+    print_message("%s: weights within %.2g of each tensor's max magnitude\n", name, worst);
+    wisp_st_destroy(&st);
+}
+
 static void test_five_adamw_steps_follow_the_pytorch_run(void **state)
 {
     (void)state;
@@ -136,28 +163,58 @@ static void test_five_adamw_steps_follow_the_pytorch_run(void **state)
     }
     free(gold);
 
-    snprintf(path, sizeof path, "%s/train/five_steps.params.safetensors", wisp_test_data_dir());
-    wisp_error_t e = {0};
-    wisp_st_t *st = wisp_st_open(path, &e);
-    assert_non_null(st);
-    assert_int_equal(wisp_st_count(st), wisp_model_num_param_tensors(m));
-    double worst = 0.0;
-    for (int i = 0; i < wisp_model_num_param_tensors(m); i++) {
-        const wisp_param_info_t *p = wisp_model_param_tensor(m, i);
-        const float *want;
-        if (wisp_st_get_f32(st, p->name, p->ndim, p->shape, &want, &e) != WISP_OK)
-            fail_msg("%s", e.msg);
-        /* 1e-5 relative to the tensor's largest weight. */
-        double scale = wisp_max_abs(want, p->numel);
-        double rel = wisp_max_abs_diff(wisp_model_params(m) + p->offset, want, p->numel) / scale;
-        worst = rel > worst ? rel : worst;
-        wisp_assert_close(wisp_model_params(m) + p->offset, want, p->numel, 1e-5 * scale, 0.0,
-                          p->name);
-    }
-    print_message("five steps: weights within %.2g of each tensor's max magnitude\n", worst);
-    wisp_st_destroy(&st);
+    s_compare_params(m, "five_steps");
     wisp_trainer_destroy(&t);
     assert_null(t);
+}
+
+static void test_mixed_lengths_and_class_weights_follow_the_pytorch_run(void **state)
+{
+    (void)state;
+    wisp_trainer_opts_t o;
+    s_opts(&o);
+    o.preset = "lora";
+    o.weighted_layer_sum = 0;
+    o.micro_batch = 2; /* the 3 long clips take two calls, the 2 short ones one */
+    o.lr = 5e-3;
+    o.adamw.weight_decay = 0.1;
+    o.clip = 0.0;
+    o.schedule = WISP_SCHEDULE_COSINE;
+    o.warmup_steps = 1;
+    o.total_steps = 3;
+    const float cw[NLAB] = {1.0f, 0.5f, 2.0f, 1.5f};
+    o.class_weights = cw;
+    wisp_trainer_t *t = s_new(&o);
+    wisp_model_t *m = wisp_trainer_model(t);
+    s_set_generated_trainables(m);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/train/mixed.f32", wisp_test_data_dir());
+    size_t count;
+    float *gold = wisp_test_read_f32(path, &count);
+    assert_int_equal(count, 6);
+    float a[3 * NMELS * 20], b[2 * NMELS * 12];
+    for (int s = 0; s < 3; s++) {
+        char name[64];
+        snprintf(name, sizeof name, "mixed.mel.%d.a", s);
+        s_gen(name, a, sizeof a / sizeof *a, 1.0f, 0.0f);
+        snprintf(name, sizeof name, "mixed.mel.%d.b", s);
+        s_gen(name, b, sizeof b / sizeof *b, 1.0f, 0.0f);
+        /* Interleaved lengths: the trainer groups them itself. */
+        const float *mels[5] = {a, b, a + NMELS * 20, b + NMELS * 12, a + 2 * NMELS * 20};
+        int frames[5] = {20, 12, 20, 12, 20};
+        int labels[5] = {s % 4, (s + 3) % 4, (s + 1) % 4, s % 4, (s + 2) % 4};
+        wisp_trainer_stats_t st;
+        wisp_error_t e = {0};
+        assert_int_equal(
+            wisp_trainer_compute_grads_clips(t, mels, frames, labels, 5, &st, &e), WISP_OK);
+        wisp_trainer_apply(t, &st);
+        float loss = (float)st.loss, norm = (float)st.grad_norm;
+        wisp_assert_close(&loss, gold + s, 1, 0.0, 1e-4, "loss");
+        wisp_assert_close(&norm, gold + 3 + s, 1, 0.0, 1e-4, "grad norm");
+    }
+    free(gold);
+    s_compare_params(m, "mixed");
+    wisp_trainer_destroy(&t);
 }
 
 static int s_double_reduce(void *ctx, float *data, size_t n, double *scalars, int ns)
@@ -480,6 +537,7 @@ int main(void)
     wisp_log_init('L', 0, WISP_LOG_WARN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_five_adamw_steps_follow_the_pytorch_run),
+        cmocka_unit_test(test_mixed_lengths_and_class_weights_follow_the_pytorch_run),
         cmocka_unit_test(test_reduce_hook_sees_weights_then_gradients_like_two_equal_ranks),
         cmocka_unit_test(test_unreadable_files_are_skipped_and_counted),
         cmocka_unit_test(test_epoch_order_is_a_seeded_permutation),

@@ -22,6 +22,18 @@ static void test_sha256_matches_the_standard_digest(void **state)
     assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
+static void test_sha256_of_buffers_matches_the_standard_digests(void **state)
+{
+    (void)state;
+    char hex[65];
+    wisp_sha256_hex("", 0, hex);
+    assert_string_equal(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    /* 56 bytes: the padding spills into a second block */
+    const char *two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    wisp_sha256_hex(two, strlen(two), hex);
+    assert_string_equal(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+}
+
 static void test_first_error_wins_and_names_the_file(void **state)
 {
     (void)state;
@@ -88,6 +100,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sha256_matches_the_standard_digest),
+        cmocka_unit_test(test_sha256_of_buffers_matches_the_standard_digests),
         cmocka_unit_test(test_first_error_wins_and_names_the_file),
         cmocka_unit_test(test_atomic_write_then_read_round_trips),
         cmocka_unit_test(test_rng_is_deterministic_and_well_spread),

@@ -20,13 +20,17 @@
  * A z (N,r), IA3's unscaled projection (N,out). LayerNorm outputs and GELU / phi
  * outputs are recomputed from the saved statistics / pre-activations; attention
  * probabilities are never stored (the kernel recomputes them from q, k, lse).
+ * Planned totals: whisper-base, B = 8, T = 1500, seq_bn, training: 2051 MB
+ * (inference: 466 MB); one clip: 287 MB training, 77 MB inference.
  *
  * Head: mean pooling commutes with the (linear) weighted sum and projector, so
  * p = W_proj (sum_k w_k mean_t(hidden_k)) + b_proj: the projector runs on (B,d)
  * rows instead of (B*T,d), and backward broadcasts d(mean) over T.
  *
- * Backward stops at the lowest layer holding a trainable tensor: below it no
- * gradient is needed (NUMERICS 5; nothing under layer 0 is differentiated). */
+ * Backward stops at the lowest layer holding a trainable tensor, and inside that
+ * layer below its lowest trainable site: below it no gradient is needed (NUMERICS
+ * 5; nothing under layer 0 is differentiated). With only a head, the encoder is
+ * not differentiated at all. */
 #include "model.h"
 
 #include <cblas.h>

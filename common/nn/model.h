@@ -9,7 +9,9 @@
  * so the optimizer, the Allreduce and checkpoints each see one contiguous array.
  * All memory (activations saved for backward, scratch) is planned in
  * wisp_model_new() from (config, max_batch, max_frames); forward and backward
- * never allocate. */
+ * never allocate. With WISP_NAN_FILL=1 in the environment (or -DWISP_NAN_FILL) the
+ * activation arena is filled with NaN whenever it is planned, so a read of memory
+ * no kernel wrote shows up as NaN in a test. */
 #ifndef WISP_NN_MODEL_H
 #define WISP_NN_MODEL_H
 

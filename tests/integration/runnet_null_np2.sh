@@ -3,7 +3,7 @@
 # exactly once in order; exit 1 (finished with item errors); summary counts agree.
 set -e
 . "$(dirname "$0")/runnet_lib.inc"
-null_config "$T/job.json" 3000 0
+null_config "$T/job.json" 3000 2   # 2 ms per item: both ranks join before the end
 set +e
 timeout 60 "$WISP" run "$T/job.json" -np 2 --no-progress >"$T/stdout" 2>"$T/stderr"
 rc=$?

@@ -49,6 +49,15 @@ def adapter_cfg(kind):
         return dict(architecture="lora", r=1, alpha=1, attn_matrices=["k", "v"],
                     selfattn_lora=True, intermediate_lora=True, output_lora=False,
                     composition_mode="scale", init_weights="ia3", leave_out=[])
+    if kind == "bn_custom":  # the general site formula: no residual before LN, no LN after
+        c = dict(R.BOTTLENECK_PRESETS["double_seq_bn"], architecture="bottleneck", leave_out=[1])
+        c.update(residual_before_ln=False, original_ln_before=True, original_ln_after=False,
+                 non_linearity="tanh", scaling=0.5, reduction_factor=4, init_weights="houlsby")
+        return c
+    if kind == "ia3_all":  # IA3 on q, k, v, fc1, fc2 with alpha 2
+        return dict(architecture="lora", r=1, alpha=2, attn_matrices=["q", "k", "v"],
+                    selfattn_lora=True, intermediate_lora=True, output_lora=True,
+                    composition_mode="scale", init_weights="ia3", leave_out=[])
     raise ValueError(kind)
 
 
@@ -116,7 +125,7 @@ CLASS_WEIGHTS = [1.0, 0.5, 2.0, 1.5, 0.25]
 # grads, class weights   -- mirrored in tests/test_model.c
 CASES = []
 for kind in ("none", "seq_bn", "seq_bn_rf", "double_seq_bn", "par_bn", "lora_qv", "lora_all",
-             "ia3"):
+             "ia3", "ia3_all", "bn_custom"):
     for ws in (0, 1):
         CASES.append((f"{kind}_ws{ws}_b3", kind, ws, 80, "F32", 3, 20, False, False))
         CASES.append((f"{kind}_ws{ws}_pad_b2", kind, ws, 80, "F32", 2, 0, True, ws == 1))

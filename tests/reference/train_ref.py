@@ -8,6 +8,7 @@ C test rebuilds exactly the same model and inputs; only the results are committe
                                                step's batch, before the update),
                                                grad_norm[5] (before clipping)
   tests/data/train/five_steps.params.safetensors  trainable tensors after step 5 (F32)
+  tests/data/train/mixed.f32, mixed.params.safetensors   the same for the "mixed" case
 The model runs in float64 (the C code is checked against the exact result).
 
 Setup (mirrored in tests/test_trainer.c, keep in sync):
@@ -18,8 +19,17 @@ Setup (mirrored in tests/test_trainer.c, keep in sync):
   torch.optim.AdamW(lr 1e-2, betas (0.9, 0.999), eps 1e-8, weight_decay 0.01),
   clip_grad_norm_(0.5), lr schedule linear, no warmup, 5 total steps (HF lambda).
 
+Case "mixed" (clips of two lengths in one step, class weights, LoRA, no clipping):
+  adapter lora_qv (r 8, alpha 8, q and v) named "wisp", weighted layer sum off;
+  step s (3 steps): 3 clips gen_tensor("mixed.mel.<s>.a", (3, 80, 20)) with labels
+  (s + k) % 4, and 2 clips gen_tensor("mixed.mel.<s>.b", (2, 80, 12)) with labels
+  (s + 3) % 4, s % 4; loss = sum of w[y] CE over the 5 clips / sum of w[y],
+  class weights (1, 0.5, 2, 1.5); AdamW(lr 5e-3, weight_decay 0.1), cosine schedule
+  with 1 warmup step over 3 steps; no clipping (norm still reported).
+
 Usage: /usr/bin/python3 tests/reference/train_ref.py
 """
+import math
 import os
 import sys
 
@@ -41,6 +51,40 @@ def linear_lambda(step, warmup=0, total=STEPS):
     if step < warmup:
         return float(step) / float(max(1, warmup))
     return max(0.0, float(total - step) / float(max(1, total - warmup)))
+
+
+def cosine_lambda(step, warmup=1, total=3):
+    if step < warmup:
+        return float(step) / float(max(1, warmup))
+    progress = float(step - warmup) / float(max(1, total - warmup))
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * 0.5 * 2.0 * progress)))
+
+
+def mixed(out):
+    cfg = dict(CFG)
+    cw = [1.0, 0.5, 2.0, 1.5]
+    m = G.build(cfg, "lora_qv", 0, "F32").to(torch.float64)
+    params = m.params()
+    opt = torch.optim.AdamW(params, lr=5e-3, weight_decay=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_lambda)
+    losses, norms = [], []
+    for s in range(3):
+        a = torch.tensor(R.gen_tensor(f"mixed.mel.{s}.a", (3, 80, 20), 1.0), dtype=torch.float64)
+        b = torch.tensor(R.gen_tensor(f"mixed.mel.{s}.b", (2, 80, 12), 1.0), dtype=torch.float64)
+        la = [(s + k) % 4 for k in range(3)]
+        lb = [(s + 3) % 4, s % 4]
+        opt.zero_grad()
+        loss_a, wa = R.ce_loss(m.forward(a), la, cw)
+        loss_b, wb = R.ce_loss(m.forward(b), lb, cw)
+        ((loss_a + loss_b) / (wa + wb)).backward()
+        norms.append(torch.nn.utils.clip_grad_norm_(params, float("inf")).item())
+        losses.append((loss_a.item() + loss_b.item()) / (wa + wb))
+        opt.step()
+        sched.step()
+    np.array(losses + norms, dtype="<f4").tofile(os.path.join(out, "mixed.f32"))
+    R.st_save(os.path.join(out, "mixed.params.safetensors"),
+              {k: p.detach().numpy().astype(np.float32) for k, p in zip(m.trainable, params)})
+    print("mixed losses", losses, "norms", norms)
 
 
 def main():
@@ -69,6 +113,7 @@ def main():
     print("losses", losses)
     print("grad norms", norms)
     print("trainables", m.trainable)
+    mixed(out)
 
 
 if __name__ == "__main__":
