@@ -5,9 +5,10 @@
 #  - every output exists with the documented shape: the dataset manifests, the
 #    checkpoint (config.json with the demo's init_std), the adapter and head
 #    directories, metrics.jsonl (one step line per step, one eval line per epoch),
-#    the logs, and test_results.h5 with N = the test manifest's rows: path, label,
-#    score, status, true_label [N], probs and logits [N, 4], embedding [N, 256],
-#    classes [4], confusion [4, 4];
+#    the logs, and test_results.h5 with N = 24 test clips + 4 corrupt files: path,
+#    label, score, status, true_label [N], probs and logits [N, 4], embedding
+#    [N, 256], classes [4], confusion [4, 4]; the corrupt files are the last 4
+#    rows, with status != 0 and an error message naming the file;
 #  - the (seeded, deterministic) test accuracy is at least 0.5, twice chance;
 #  - a failing step makes the script exit non-zero with a message.
 set -e
@@ -23,7 +24,7 @@ if ! BUILD="$BUILD" WISP_DEMO_OUT="$OUT" WISP_DEMO_PER_CLASS=40 WISP_DEMO_EPOCHS
     fail "demo.sh failed"
 fi
 for s in "1/5 synthesize" "2/5 make a small random" "3/5 train a seq_bn adapter + head on 2 worker ranks" \
-    "4/5 classify the held-out test set" "5/5 results" "==== summary ====" "where everything is" \
+    "4/5 classify the held-out test set + 4 corrupt files" "5/5 results" "==== summary ====" "where everything is" \
     "wisp demo OK: test accuracy"; do
     grep -q "$s" "$T/log" || fail "no '$s' in the output"
 done
@@ -42,8 +43,9 @@ grep -q '"use_weighted_layer_sum": true' "$OUT/model/config.json" || fail "confi
 [ "$(grep -c '"type":"step"' "$OUT/train/metrics.jsonl")" = 21 ] || fail "expected 21 step lines in metrics.jsonl"
 [ "$(grep -c '"type":"eval"' "$OUT/train/metrics.jsonl")" = 3 ] || fail "expected 3 eval lines in metrics.jsonl"
 
-N=$(($(wc -l <"$OUT/data/test.csv") - 1))
-[ "$N" = 24 ] || fail "test.csv has $N rows, expected 24"
+NT=$(($(wc -l <"$OUT/data/test.csv") - 1))
+[ "$NT" = 24 ] || fail "test.csv has $NT rows, expected 24"
+N=$((NT + 4))
 h5ls -r "$OUT/test_results.h5" >"$T/h5ls" || fail "h5ls test_results.h5"
 for d in "path {$N}" "label {$N}" "score {$N}" "status {$N}" "true_label {$N}" "probs {$N, 4}" \
     "logits {$N, 4}" "embedding {$N, 256}" "classes {4}" "confusion {4, 4}"; do
@@ -52,10 +54,17 @@ for d in "path {$N}" "label {$N}" "score {$N}" "status {$N}" "true_label {$N}" "
     grep -q "^/$name  *Dataset $shape\$" "$T/h5ls" || fail "/$name is not Dataset $shape: $(grep "^/$name " "$T/h5ls")"
 done
 
+h5dump -d /status -y -w 0 "$OUT/test_results.h5" | tr -d ' \n' | grep -q 'DATA{\(0,\)\{24\}-[0-9]*,-[0-9]*,-[0-9]*,-[0-9]*}' \
+    || fail "status: expected 24 zeros then 4 errors: $(h5dump -d /status -y -w 0 "$OUT/test_results.h5")"
+for bad in bad_000_truncated.flac bad_001_text.wav bad_002_empty.wav bad_003_headeronly.wav; do
+    h5dump -d /error -y -w 0 "$OUT/test_results.h5" | grep -q "corrupt/$bad: " || fail "no error row naming $bad"
+done
+grep -q '"errors":4,' "$OUT/logs/classify_summary.txt" || fail "the classify summary does not count 4 errors"
+
 ACC=$(sed -n 's/.*"accuracy":\([0-9.eE+-]*\).*/\1/p' "$OUT/logs/classify_summary.txt" | head -n 1)
 [ -n "$ACC" ] || fail "no accuracy in the classify summary"
 awk -v a="$ACC" 'BEGIN { exit !(a >= 0.5) }' || fail "test accuracy $ACC < 0.5"
-echo "ok: quick demo: test accuracy $ACC on $N clips (chance 0.25), outputs as documented"
+echo "ok: quick demo: test accuracy $ACC on $NT clips (chance 0.25), 4 corrupt files as error rows, outputs as documented"
 
 # A failing step fails the demo with a message (here: no binaries).
 if BUILD="$T/nowhere" WISP_DEMO_OUT="$T/out2" sh configs/demo.sh >"$T/log2" 2>&1; then
