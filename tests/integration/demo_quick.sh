@@ -9,6 +9,8 @@
 #    label, score, status, true_label [N], probs and logits [N, 4], embedding
 #    [N, 256], classes [4], confusion [4, 4]; the corrupt files are the last 4
 #    rows, with status != 0 and an error message naming the file;
+#  - the checkpoint's weights really have the config's init_std (conv1.weight's
+#    sample standard deviation, read from model.safetensors with od);
 #  - the (seeded, deterministic) test accuracy is at least 0.5, twice chance;
 #  - a failing step makes the script exit non-zero with a message.
 set -e
@@ -38,6 +40,25 @@ for f in data/train.csv data/val.csv data/test.csv data/classes.txt model/config
 done
 grep -q '"init_std": 0.3' "$OUT/model/config.json" || fail "config.json does not carry the demo's init_std"
 grep -q '"use_weighted_layer_sum": true' "$OUT/model/config.json" || fail "config.json: use_weighted_layer_sum"
+
+# tensor_std FILE NAME: sample mean and standard deviation of an F32 tensor.
+tensor_std() {
+    hlen=$(od -An -tu8 -N8 "$1" | tr -d ' ')
+    offs=$(dd if="$1" bs=1 skip=8 count="$hlen" 2>/dev/null |
+        sed -n "s/.*\"$2\":{[^}]*\"data_offsets\":\[\([0-9]*\),\([0-9]*\)\].*/\1 \2/p")
+    [ -n "$offs" ] || fail "$1: no tensor $2"
+    set -- "$1" $offs
+    od -An -tf4 -v -j $((8 + hlen + $2)) -N $(($3 - $2)) "$1" |
+        awk '{ for (i = 1; i <= NF; i++) { s += $i; q += $i * $i; n++ } } END { print s / n, sqrt(q / n - (s / n) ^ 2) }'
+}
+STD=$(tensor_std "$OUT/model/model.safetensors" 'model\.encoder\.conv1\.weight')
+awk -v m="${STD% *}" -v sd="${STD#* }" 'BEGIN { exit !(sd > 0.29 && sd < 0.31 && m > -0.01 && m < 0.01) }' \
+    || fail "conv1.weight: mean and std $STD, expected 0 and 0.3 (init_std)"
+"$BUILD/bin/wisp" init-model --config configs/demo_model.json --init-std 0.02 -o "$T/m002" >/dev/null ||
+    fail "init-model --init-std 0.02"
+STD=$(tensor_std "$T/m002/model.safetensors" 'model\.encoder\.conv1\.weight')
+awk -v sd="${STD#* }" 'BEGIN { exit !(sd > 0.0193 && sd < 0.0207) }' || fail "--init-std 0.02: std ${STD#* }"
+grep -q '"init_std": 0.02' "$T/m002/config.json" || fail "--init-std is not written to config.json"
 
 # 4 x 40 clips: 28 train, 6 val, 6 test a class; 112 / 16 -> 7 steps an epoch.
 [ "$(grep -c '"type":"step"' "$OUT/train/metrics.jsonl")" = 21 ] || fail "expected 21 step lines in metrics.jsonl"
