@@ -5,8 +5,12 @@
  * Names follow WhisperForConditionalGeneration's state dict (`model.encoder.*`,
  * `model.decoder.*`); NUMERICS.md section 6 lists the encoder tensors. The
  * initialisation is HF's _init_weights: Linear/Conv1d weights and embeddings
- * N(0, init_std = 0.02), biases 0, LayerNorm weight 1 and bias 0, and the encoder's
- * embed_positions = Whisper sinusoids. Every tensor draws from its own generator,
+ * N(0, init_std), biases 0, LayerNorm weight 1 and bias 0, and the encoder's
+ * embed_positions = Whisper sinusoids. init_std is the HF config key of that name
+ * (0.02 when absent, as in transformers' WhisperConfig), or --init-std; the value
+ * used is written to config.json. A larger init_std gives a random model whose
+ * convolution features are not drowned by the unit-scale sinusoid positions (what
+ * a trained model's are like), which the demo relies on. Every tensor draws from its own generator,
  * seeded from (seed, tensor name), so a tensor's values do not depend on which
  * other tensors are written. */
 #include <errno.h>
@@ -31,6 +35,7 @@ typedef struct {
     wisp_dtype_t dtype;       /* --dtype */
     uint64_t seed;            /* --seed */
     int num_labels;           /* --num-labels, 0 = keep */
+    double init_std;          /* --init-std, 0 = from the config (HF default 0.02) */
     int with_decoder;         /* --with-decoder */
     int force;                /* --force */
 } s_opts_t;
@@ -43,8 +48,9 @@ static void s_usage(FILE *out)
             "Writes a randomly initialised Whisper checkpoint in Hugging Face layout:\n"
             "DIR/config.json (WhisperForAudioClassification) and DIR/model.safetensors with\n"
             "tensors named model.encoder.* (as in openai/whisper-* checkpoints).\n"
-            "Weights ~ N(0, 0.02), biases 0, LayerNorms 1/0, encoder positions = Whisper\n"
-            "sinusoids; deterministic for a given seed.\n"
+            "Weights ~ N(0, init_std) (the config's init_std, HF default 0.02), biases 0,\n"
+            "LayerNorms 1/0, encoder positions = Whisper sinusoids; deterministic for a\n"
+            "given seed.\n"
             "\n"
             "options:\n"
             "  --size NAME        tiny | base | small | medium | large | large-v3\n"
@@ -54,6 +60,8 @@ static void s_usage(FILE *out)
             "  --dtype T          f32 (default) | f16 | bf16\n"
             "  --seed S           random seed (default 0)\n"
             "  --num-labels K     classification labels in config.json (LABEL_0..; default 2)\n"
+            "  --init-std X       standard deviation of the weights (default: the config's\n"
+            "                     init_std, else 0.02); written to config.json\n"
             "  --with-decoder     also write model.decoder.* (skipped by default: wisp runs\n"
             "                     only the encoder, and the decoder roughly doubles the file)\n"
             "  --force            overwrite an existing DIR/model.safetensors\n"
@@ -98,6 +106,7 @@ static void s_sinusoids(float *out, int length, int channels)
 typedef struct {
     wisp_st_writer_t *w;
     const s_opts_t *o;
+    float std;         /* init_std in effect */
     float *buf;        /* scratch, as large as the largest tensor */
     size_t buf_len;
     int64_t nparams;
@@ -122,7 +131,7 @@ static int s_add(s_ctx_t *c, const char *name, s_init_t init, int ndim, int64_t 
     switch (init) {
     case S_INIT_NORMAL:
         for (size_t i = 0; i < n; i++)
-            c->buf[i] = 0.02f * wisp_rng_normal(&rng);
+            c->buf[i] = c->std * wisp_rng_normal(&rng);
         break;
     case S_INIT_ZERO:
         memset(c->buf, 0, n * sizeof(float));
@@ -308,6 +317,15 @@ static int s_parse_args(int argc, char **argv, s_opts_t *o)
                 return -1;
             }
             o->num_labels = (int)k;
+        } else if (strcmp(a, "--init-std") == 0) {
+            i++;
+            char *end = NULL;
+            double x = strtod(v, &end);
+            if (!v[0] || *end || !(x > 0.0 && x <= 10.0)) {
+                fprintf(stderr, "wisp init-model: --init-std must be a number in (0, 10] (got '%s')\n", v);
+                return -1;
+            }
+            o->init_std = x;
         } else {
             fprintf(stderr, "wisp init-model: unknown option '%s' (see --help)\n", a);
             return -1;
@@ -360,22 +378,36 @@ int wisp_cmd_init_model(int argc, char **argv)
     char st_path[4096], cfg_path[4096];
 
     int rc;
+    double init_std = 0.02; /* transformers' WhisperConfig default */
     if (o.size) {
         rc = wisp_whisper_config_preset(&cfg, o.size, &err);
-    } else if (o.config_path[0] == '{') {
-        /* inline JSON: --config '{"model_type": "whisper", "d_model": 64, ...}' */
-        cJSON *inline_cfg = cJSON_Parse(o.config_path);
-        rc = inline_cfg ? wisp_whisper_config_parse(&cfg, inline_cfg, "--config", &err)
-                        : wisp_error_set(&err, WISP_ERR_ARG, "--config: the inline JSON does not parse");
-        cJSON_Delete(inline_cfg);
     } else {
-        rc = wisp_whisper_config_load(&cfg, o.config_path, &err);
+        /* inline JSON: --config '{"model_type": "whisper", "d_model": 64, ...}' */
+        int is_inline = o.config_path[0] == '{';
+        const char *where = is_inline ? "--config" : o.config_path;
+        cJSON *src = is_inline ? cJSON_Parse(o.config_path) : wisp_json_load(o.config_path, &err);
+        if (!src)
+            rc = is_inline ? wisp_error_set(&err, WISP_ERR_ARG, "--config: the inline JSON does not parse")
+                           : (err.code ? err.code : WISP_ERR_IO);
+        else
+            rc = wisp_whisper_config_parse(&cfg, src, where, &err);
+        const cJSON *std_item = src ? cJSON_GetObjectItemCaseSensitive(src, "init_std") : NULL;
+        if (rc == 0 && std_item) {
+            if (!cJSON_IsNumber(std_item) || !(std_item->valuedouble > 0.0 && std_item->valuedouble <= 10.0))
+                rc = wisp_error_set(&err, WISP_ERR_ARG, "%s: 'init_std' must be a number in (0, 10]", where);
+            else
+                init_std = std_item->valuedouble;
+        }
+        cJSON_Delete(src);
     }
     if (rc != 0) {
         if (rc == WISP_ERR_ARG)
             exit_code = WISP_EXIT_USAGE;
         goto done;
     }
+    if (o.init_std > 0.0)
+        init_std = o.init_std;
+    c.std = (float)init_std;
     if (cfg.d_model % 2 != 0) {
         wisp_error_set(&err, WISP_ERR_UNSUPPORTED, "init-model: d_model %d must be even (sinusoid positions)",
                        cfg.d_model);
@@ -417,14 +449,16 @@ int wisp_cmd_init_model(int argc, char **argv)
     }
     const char *dt = o.dtype == WISP_DT_F16 ? "float16" : o.dtype == WISP_DT_BF16 ? "bfloat16" : "float32";
     cJSON_ReplaceItemInObjectCaseSensitive(json, "torch_dtype", cJSON_CreateString(dt));
+    cJSON_ReplaceItemInObjectCaseSensitive(json, "init_std", cJSON_CreateNumber(init_std));
     /* weights first: a config.json without its weights would look like a checkpoint */
     if (wisp_st_writer_save(c.w, st_path, &err) != 0 || wisp_json_save(cfg_path, json, &err) != 0)
         goto done;
     printf("wrote %s: %d tensors, %lld parameters (%s), d_model=%d layers=%d heads=%d ffn=%d mels=%d%s, "
-           "seed=%llu, %.1f s\n",
+           "init_std=%g, seed=%llu, %.1f s\n",
            o.out_dir, c.ntensors, (long long)c.nparams, wisp_dtype_name(o.dtype), cfg.d_model, cfg.encoder_layers,
            cfg.encoder_attention_heads, cfg.encoder_ffn_dim, cfg.num_mel_bins,
-           o.with_decoder ? ", with decoder" : ", encoder only", (unsigned long long)o.seed, wisp_now() - t0);
+           o.with_decoder ? ", with decoder" : ", encoder only", init_std, (unsigned long long)o.seed,
+           wisp_now() - t0);
     exit_code = WISP_EXIT_OK;
 done:
     if (exit_code != WISP_EXIT_OK && err.code)
