@@ -115,7 +115,7 @@ bench: check-deps
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) sh bench/run.sh
 
 demo: check-deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory -j2 $(LIB) $(BINS)
 	@BUILD=$(BUILD) sh configs/demo.sh
 
 format-check:

@@ -244,8 +244,12 @@ typedef struct {
 
 uint64_t wisp_synth_clip_seed(uint64_t seed, int cls, int j)
 {
+    /* Hash the dataset seed first: XOR-ing the raw seed with the clip index made
+     * clip j of seed s the same as clip j ^ s ^ s' of seed s'. */
     wisp_rng_t r;
-    wisp_rng_seed(&r, seed ^ ((uint64_t)(cls + 1) << 40) ^ (uint64_t)j);
+    wisp_rng_seed(&r, seed);
+    uint64_t dataset_key = wisp_rng_u64(&r);
+    wisp_rng_seed(&r, dataset_key ^ ((uint64_t)(cls + 1) << 40) ^ (uint64_t)j);
     wisp_rng_u64(&r);
     return wisp_rng_u64(&r);
 }
