@@ -27,19 +27,30 @@ fi
 import sys, platform, subprocess, datetime
 vals = {}
 order = []
+def num(v):
+    try:
+        return float(v)
+    except ValueError:
+        return None
 for line in open(sys.argv[1]):
     line = line.strip()
     if "=" not in line or line.startswith("#"):
         continue
-    k, v = line.split("=", 1)
-    k = k.strip()
-    try:
-        v = float(v)
-    except ValueError:
-        continue
-    if k not in vals:
-        order.append(k)
-    vals[k] = v
+    toks = [t.split("=", 1) for t in line.split() if "=" in t]
+    if len(toks) == 1:
+        pairs = [(toks[0][0], num(toks[0][1]))]
+    else:
+        # one record per line (bench_dispatch, bench_run_classify): its text fields and
+        # shard size name the record, e.g. tcp_shard64_items_per_s
+        ctx = [v for k, v in toks if num(v) is None and k != "status"]
+        ctx += ["shard%s" % v for k, v in toks if k == "shard_size"]
+        pairs = [("_".join(ctx + [k]), num(v)) for k, v in toks if num(v) is not None]
+    for k, v in pairs:
+        if v is None:
+            continue
+        if k not in vals:
+            order.append(k)
+        vals[k] = v
 def better_high(k):
     return k.endswith("per_s") or "gflops" in k or k.endswith("_frac") or k.endswith("rate")
 cpu = "unknown"
