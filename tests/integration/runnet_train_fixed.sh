@@ -3,7 +3,8 @@
 # random Whisper + seq_bn adapter trained for one epoch with the same config, seed and
 # global batch on np=1, np=2 and np=3 (uneven slices of the global batch) must write
 # byte-identical adapter and head files (cmp), and the default (MPI_Allreduce) np=2
-# run must stay within fp32 tolerance of them.
+# run must stay within fp32 tolerance of them; a global batch whose per-item gradients
+# would not fit in 2 GiB is refused with an error naming the keys.
 set -e
 . "$(dirname "$0")/runnet_lib.inc"
 cat >"$T/tiny.json" <<JSON
@@ -38,4 +39,11 @@ for f in adapter/adapter.safetensors head/model_head.safetensors; do
     d=$(st_maxdiff "$T/np1/$f" "$T/np2sum/$f"); echo "$f fixed vs default np=2: max abs diff $d"
     le "$d" 1e-4 || fail "$f: default reduction differs by $d"
 done
+# too many per-item gradients for memory: refused up front, naming the keys to change
+rc=0
+timeout 60 "$WISP" run "$T/train.json" -np 1 --no-progress --set output="$T/big" \
+    --set train.global_batch=1000000 --restarts 0 >"$T/big.out" 2>"$T/big.err" || rc=$?
+[ "$rc" -ne 0 ] || { tail -5 "$T/big.err"; fail "a 1000000-item fixed-order batch was accepted"; }
+grep -q "train.fixed_order_reduce.*GiB per rank.*train.global_batch" "$T/big.err" "$T/big.out" ||
+    { tail -5 "$T/big.err"; fail "no clear refusal of the fixed-order memory"; }
 echo "ok: np=1, np=2 and np=3 give byte-identical adapter and head with train.fixed_order_reduce"
