@@ -11,7 +11,23 @@
 
 #include "util.h"
 
-typedef enum { T_OBJ, T_STR, T_PATH, T_INT, T_I64, T_DBL, T_BOOL, T_PATHLIST } s_type_t;
+/* T_PRESET: a preset name kept as is (s_presets), anything else a path (made absolute like T_PATH). */
+typedef enum { T_OBJ, T_STR, T_PATH, T_PRESET, T_INT, T_I64, T_DBL, T_BOOL, T_PATHLIST } s_type_t;
+
+static const char *const s_presets[] = {"seq_bn", "double_seq_bn", "par_bn", "lora", "ia3", NULL};
+
+/* Whether a string value of a key of this type is a path to make absolute. */
+static int s_is_path(s_type_t type, const char *v)
+{
+    if (type == T_PATH)
+        return 1;
+    if (type != T_PRESET)
+        return 0;
+    for (int i = 0; s_presets[i]; i++)
+        if (strcmp(v, s_presets[i]) == 0)
+            return 0;
+    return 1;
+}
 
 typedef struct {
     const char *name; /* dotted key */
@@ -31,7 +47,7 @@ static const s_key_t s_keys[] = {
     {"model", T_PATH, F(model), 0, 0, 0, ""},
     {"adapter", T_PATH, F(adapter), 0, 0, 0, ""},
     {"head", T_PATH, F(head), 0, 0, 0, ""},
-    {"adapter_config", T_STR, F(adapter_config), 0, 0, 0, ""},
+    {"adapter_config", T_PRESET, F(adapter_config), 0, 0, 0, ""},
     {"manifest", T_PATH, F(manifest), 0, 0, 0, ""},
     {"train_manifest", T_PATH, F(train_manifest), 0, 0, 0, ""},
     {"val_manifest", T_PATH, F(val_manifest), 0, 0, 0, ""},
@@ -55,6 +71,10 @@ static const s_key_t s_keys[] = {
     {"train.max_steps", T_I64, N(train_max_steps), 0, 1.0e12, 0, NULL},
     {"train.checkpoint_every", T_INT, N(train_checkpoint_every), 0, 1.0e9, 0, NULL},
     {"train.checksum_every", T_INT, N(train_checksum_every), 1, 1.0e9, 10, NULL},
+    /* fixed_order_reduce: per-item gradients (B = 1, micro_batch ignored: slower) gathered
+     * in global item order on every rank, bitwise-identical across world sizes; memory
+     * global_batch x (4 x trainable params + 32) bytes per rank (x2 with > 1 rank),
+     * refused above 2 GiB (job_train.c). */
     {"train.fixed_order_reduce", T_BOOL, N(train_fixed_order_reduce), 0, 1, 0, NULL},
     {"train.micro_batch", T_INT, N(train_micro_batch), 1, 4096, 8, NULL},
     {"train.truncate", T_BOOL, N(train_truncate), 0, 1, 0, NULL},
@@ -104,7 +124,8 @@ static void s_defaults(wisp_jobcfg_t *cfg)
         char *base = (char *)cfg + k->off;
         switch (k->type) {
         case T_STR:
-        case T_PATH: snprintf(base, k->size, "%s", k->sdef ? k->sdef : ""); break;
+        case T_PATH:
+        case T_PRESET: snprintf(base, k->size, "%s", k->sdef ? k->sdef : ""); break;
         case T_INT:
         case T_BOOL: *(int *)base = (int)k->def; break;
         case T_I64: *(int64_t *)base = (int64_t)k->def; break;
@@ -226,8 +247,13 @@ static int s_apply_set(cJSON *root, const char *assignment, wisp_error_t *err)
     switch (k->type) {
     case T_OBJ:
         return wisp_error_set(err, WISP_ERR_ARG, "--set: '%s' is a section, set its keys", name);
-    case T_STR: value = cJSON_CreateString(v); break;
-    case T_PATH: {
+    case T_STR:
+    case T_PATH:
+    case T_PRESET: {
+        if (!s_is_path(k->type, v)) {
+            value = cJSON_CreateString(v);
+            break;
+        }
         char abs[WISP_JOBCFG_PATH_MAX];
         if (s_abspath(abs, sizeof abs, NULL, v) != 0)
             return wisp_error_set(err, WISP_ERR_ARG, "--set %s: path too long", name);
@@ -298,9 +324,10 @@ static int s_walk(wisp_jobcfg_t *cfg, cJSON *obj, const char *prefix, const char
             break;
         case T_STR:
         case T_PATH:
+        case T_PRESET:
             if (!cJSON_IsString(it))
                 return wisp_error_set(err, WISP_ERR_ARG, "%s: '%s' must be a string", where, name);
-            if (k->type == T_PATH) {
+            if (s_is_path(k->type, it->valuestring)) {
                 char abs[WISP_JOBCFG_PATH_MAX];
                 if (s_abspath(abs, sizeof abs, base_dir, it->valuestring) != 0)
                     return wisp_error_set(err, WISP_ERR_ARG, "%s: '%s' path too long", where, name);

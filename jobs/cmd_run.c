@@ -30,7 +30,12 @@ static void s_usage(FILE *out)
     fprintf(out, "usage: wisp run JOB.json [-np N] [--set key=value ...] [--fresh] [--restarts R]\n"
                  "                [--mpirun PATH] [--no-progress]\n"
                  "Runs the coordinator and N MPI worker ranks on this machine (default N=1).\n"
-                 "An mpirun that dies while work remains is relaunched up to R times (default 3).\n");
+                 "An mpirun that dies while work remains is relaunched up to R times (default 3).\n"
+                 "\n"
+                 "examples:\n"
+                 "  wisp run classify.json -np 4\n"
+                 "  wisp run train.json -np 2 --set train.lr=3e-4 --set output=runs/lr3e-4\n"
+                 "  wisp run classify.json -np 4 --fresh --no-progress   # discard earlier results\n");
 }
 
 static pid_t s_spawn(char *const argv[])

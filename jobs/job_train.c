@@ -333,8 +333,9 @@ typedef struct {
     wisp_trainer_t *tr;
     MPI_Comm comm;
     int have_mpi, rank, size;
-    float *gather;              /* size * num_params (fixed-order reduce) */
-    size_t gather_n;
+    unsigned char *gather;      /* records of all ranks (fixed-order reduce) */
+    size_t gather_cap;          /* bytes */
+    int *counts, *displs;       /* (size) records per rank, offsets */
     wisp_trainer_item_t *batch; /* global_batch */
     wisp_ckpt_state_t st;
     char root[WISP_JOBCFG_PATH_MAX + 32];
@@ -344,27 +345,10 @@ typedef struct {
 static int s_reduce(void *ctx, float *data, size_t n, double *scalars, int n_scalars)
 {
     s_worker_t *w = ctx;
-    if (w->cfg->train_fixed_order_reduce && n > 0) {
-        if (w->gather_n < n * (size_t)w->size) {
-            free(w->gather);
-            w->gather = malloc(n * (size_t)w->size * sizeof(float));
-            w->gather_n = w->gather ? n * (size_t)w->size : 0;
-            if (!w->gather)
-                return WISP_ERR_NOMEM;
-        }
-        if (MPI_Allgather(data, (int)n, MPI_FLOAT, w->gather, (int)n, MPI_FLOAT, w->comm) != MPI_SUCCESS)
-            return WISP_ERR_MPI;
-        for (size_t i = 0; i < n; i++) {
-            float acc = w->gather[i];
-            for (int r = 1; r < w->size; r++)
-                acc += w->gather[(size_t)r * n + i];
-            data[i] = acc;
-        }
-    } else if (n > 0 && MPI_Allreduce(MPI_IN_PLACE, data, (int)n, MPI_FLOAT, MPI_SUM, w->comm) != MPI_SUCCESS) {
+    if (n > 0 && MPI_Allreduce(MPI_IN_PLACE, data, (int)n, MPI_FLOAT, MPI_SUM, w->comm) != MPI_SUCCESS)
         return WISP_ERR_MPI;
-    }
     if (n_scalars > 0) {
-        /* scalars in rank order too, so both modes agree on the loss sums */
+        /* scalars summed in rank order: the loss sums do not depend on MPI's reduction tree */
         double all[64 * 8];
         if (n_scalars > 8 || w->size > 64) {
             if (MPI_Allreduce(MPI_IN_PLACE, scalars, n_scalars, MPI_DOUBLE, MPI_SUM, w->comm) != MPI_SUCCESS)
@@ -383,6 +367,47 @@ static int s_reduce(void *ctx, float *data, size_t n, double *scalars, int n_sca
     return WISP_OK;
 }
 
+/* wisp_trainer_gather_fn: every rank's records in rank order (= global item order,
+ * the coordinator slices a step's items consecutively by rank). Counts in records
+ * through a contiguous datatype, so large records do not overflow int byte counts. */
+static int s_gather_items(void *ctx, const void *mine, size_t n_mine, size_t rec, const void **all,
+                          size_t *n_all)
+{
+    s_worker_t *w = ctx;
+    int mine_n = (int)n_mine, rc = WISP_OK;
+    if (!w->counts) {
+        w->counts = calloc((size_t)w->size, sizeof(int));
+        w->displs = calloc((size_t)w->size, sizeof(int));
+        if (!w->counts || !w->displs)
+            return WISP_ERR_NOMEM;
+    }
+    if (MPI_Allgather(&mine_n, 1, MPI_INT, w->counts, 1, MPI_INT, w->comm) != MPI_SUCCESS)
+        return WISP_ERR_MPI;
+    size_t total = 0;
+    for (int r = 0; r < w->size; r++) {
+        w->displs[r] = (int)total;
+        total += (size_t)w->counts[r];
+    }
+    /* Every rank allocates the same sizes, so a failure here is (almost surely) shared;
+     * a lone failing rank still ends the run through the worker's error path. */
+    if (total * rec > w->gather_cap) {
+        free(w->gather);
+        w->gather = malloc(total * rec);
+        w->gather_cap = w->gather ? total * rec : 0;
+        if (!w->gather)
+            return WISP_ERR_NOMEM;
+    }
+    MPI_Datatype t;
+    if (MPI_Type_contiguous((int)rec, MPI_BYTE, &t) != MPI_SUCCESS || MPI_Type_commit(&t) != MPI_SUCCESS)
+        return WISP_ERR_MPI;
+    if (MPI_Allgatherv(mine, mine_n, t, w->gather, w->counts, w->displs, t, w->comm) != MPI_SUCCESS)
+        rc = WISP_ERR_MPI;
+    MPI_Type_free(&t);
+    *all = w->gather;
+    *n_all = total;
+    return rc;
+}
+
 static void s_worker_close(void **state)
 {
     s_worker_t *w = state ? *state : NULL;
@@ -391,6 +416,8 @@ static void s_worker_close(void **state)
     wisp_trainer_destroy(&w->tr);
     s_data_free(&w->d);
     free(w->gather);
+    free(w->counts);
+    free(w->displs);
     free(w->batch);
     free(w);
     *state = NULL;
@@ -454,9 +481,23 @@ static int s_worker_open(void **state, const wisp_jobcfg_t *cfg, const wisp_job_
         rc = w->tr ? wisp_error_set(err, WISP_ERR_NOMEM, "out of memory") : (err && err->code ? err->code : WISP_ERR_ARG);
         goto fail;
     }
-    if (w->size > 1)
-        wisp_trainer_set_reduce(w->tr, s_reduce, w);
     wisp_model_t *m = wisp_trainer_model(w->tr);
+    if (cfg->train_fixed_order_reduce) {
+        /* The gathered per-item records of a whole global batch live in every rank. */
+        double bytes = (double)cfg->train_global_batch * (double)wisp_trainer_item_record_bytes(w->tr) *
+                       (w->size > 1 ? 2.0 : 1.0);
+        if (bytes > 2.0 * 1024 * 1024 * 1024) {
+            rc = wisp_error_set(err, WISP_ERR_ARG,
+                                "train.fixed_order_reduce: %d items x %zu trainable parameters of per-item "
+                                "gradients need %.1f GiB per rank (limit 2 GiB); lower train.global_batch, "
+                                "use a smaller adapter (adapter_config) or set train.fixed_order_reduce=false",
+                                cfg->train_global_batch, wisp_model_num_params(m), bytes / (1024.0 * 1024 * 1024));
+            goto fail;
+        }
+        wisp_trainer_set_per_item(w->tr, w->have_mpi && w->size > 1 ? s_gather_items : NULL, w);
+    } else if (w->size > 1) {
+        wisp_trainer_set_reduce(w->tr, s_reduce, w);
+    }
     /* Every rank starts from rank 0's weights. */
     if (w->have_mpi && w->size > 1 &&
         MPI_Bcast(wisp_model_params(m), (int)wisp_model_num_params(m), MPI_FLOAT, 0, w->comm) != MPI_SUCCESS) {

@@ -26,6 +26,16 @@ typedef struct {
     int label;
 } s_clip_t;
 
+/* Per-item record of the fixed-order mode: 4 doubles (loss, weight, correct, 0) then
+ * the item's gradient (num_params floats), padded to a multiple of 8 bytes so the
+ * doubles of every record in a concatenation stay aligned. */
+#define ITEM_HDR 4
+static size_t s_item_rec_bytes(size_t num_params)
+{
+    size_t b = ITEM_HDR * sizeof(double) + num_params * sizeof(float);
+    return (b + 7) & ~(size_t)7;
+}
+
 struct wisp_trainer {
     wisp_trainer_opts_t opts;  /* copy; string members are not used after _new */
     wisp_model_t *model;
@@ -41,6 +51,11 @@ struct wisp_trainer {
     char **class_names;        /* (num_labels) owned copies given to a fresh head */
     wisp_trainer_reduce_fn reduce;
     void *reduce_ctx;
+    int per_item;              /* fixed-order mode (wisp_trainer_set_per_item) */
+    wisp_trainer_gather_fn gather; /* its exchange (NULL: this process only) */
+    void *gather_ctx;
+    unsigned char *item_rec;   /* (cap_item_rec) bytes: this process's item records */
+    size_t cap_item_rec;
     /* Per-step scratch, grown on demand (decoding dominates its cost). */
     float *clip_mel;           /* (cap_clips, n_mels, max_frames) decoded features */
     s_clip_t *clips;           /* (cap_clips) */
@@ -260,6 +275,7 @@ void wisp_trainer_destroy(wisp_trainer_t **pself)
     wisp_free(self->batch_mel);
     free(self->batch_labels);
     free(self->logits);
+    free(self->item_rec);
     free(self);
     *pself = NULL;
 }
@@ -268,6 +284,18 @@ void wisp_trainer_set_reduce(wisp_trainer_t *self, wisp_trainer_reduce_fn fn, vo
 {
     self->reduce = fn;
     self->reduce_ctx = ctx;
+}
+
+void wisp_trainer_set_per_item(wisp_trainer_t *self, wisp_trainer_gather_fn fn, void *ctx)
+{
+    self->per_item = 1;
+    self->gather = fn;
+    self->gather_ctx = ctx;
+}
+
+size_t wisp_trainer_item_record_bytes(const wisp_trainer_t *self)
+{
+    return s_item_rec_bytes(wisp_model_num_params(self->model));
 }
 
 wisp_model_t *wisp_trainer_model(wisp_trainer_t *self) { return self->model; }
@@ -336,9 +364,14 @@ static int s_argmax(const float *v, int n)
 
 /* Steps 2-4 of trainer.h over decoded clips: weight sum (reduced), grouped
  * forward_backward with grad_scale = 1/global weight sum, gradient reduction. */
+static int s_accumulate_items(wisp_trainer_t *self, const s_clip_t *clips, int nc, long failed,
+                              wisp_trainer_stats_t *stats, wisp_error_t *err);
+
 static int s_accumulate(wisp_trainer_t *self, const s_clip_t *clips, int nc, long failed,
                         wisp_trainer_stats_t *stats, wisp_error_t *err)
 {
+    if (self->per_item)
+        return s_accumulate_items(self, clips, nc, failed, stats, err);
     double t0 = wisp_now();
     double wsum_local = 0.0;
     for (int i = 0; i < nc; i++)
@@ -407,6 +440,109 @@ static int s_accumulate(wisp_trainer_t *self, const s_clip_t *clips, int nc, lon
     stats->acc = post[3] > 0.0 ? post[2] / post[3] : 0.0;
     stats->items = (long)post[3];
     stats->failed = (long)post[4];
+    stats->seconds = wisp_now() - t0;
+    return WISP_OK;
+}
+
+/* Gathers n_mine records of rec bytes from every process in rank order (which is the
+ * global item order: ranks hold consecutive slices of the step's items). */
+static int s_gather(wisp_trainer_t *self, const void *mine, size_t n_mine, size_t rec,
+                    const void **all, size_t *n_all)
+{
+    if (!self->gather) {
+        *all = mine;
+        *n_all = n_mine;
+        return WISP_OK;
+    }
+    return self->gather(self->gather_ctx, mine, n_mine, rec, all, n_all);
+}
+
+/* The fixed-order variant of s_accumulate: every item's gradient is computed alone
+ * (B = 1 into zeroed gradients, so it does not depend on which items share a process
+ * or a micro-batch), all items' gradients are gathered in global item order and
+ * summed in that order, and so are the weights, losses and hits. The sum is then
+ * the same bits for any number of processes. */
+static int s_accumulate_items(wisp_trainer_t *self, const s_clip_t *clips, int nc, long failed,
+                              wisp_trainer_stats_t *stats, wisp_error_t *err)
+{
+    double t0 = wisp_now();
+    size_t np = wisp_model_num_params(self->model);
+    size_t rec = s_item_rec_bytes(np);
+    size_t nl = (size_t)nc + (size_t)failed; /* phase 1 records (2 doubles each) */
+    size_t need = (size_t)nc * rec > nl * 2 * sizeof(double) ? (size_t)nc * rec : nl * 2 * sizeof(double);
+    if (need > self->cap_item_rec) {
+        free(self->item_rec);
+        self->item_rec = malloc(need ? need : 1);
+        self->cap_item_rec = self->item_rec ? need : 0;
+        if (!self->item_rec)
+            return wisp_error_set(err, WISP_ERR_NOMEM,
+                                  "trainer: out of memory for %d per-item gradients (%zu bytes)", nc, need);
+    }
+    /* 1. Weight sum in global item order: records (weight, failed) per labeled item. */
+    double *wr = (double *)self->item_rec;
+    for (int i = 0; i < nc; i++) {
+        wr[2 * i] = s_weight(self, clips[i].label);
+        wr[2 * i + 1] = 0.0;
+    }
+    for (long f = 0; f < failed; f++) { /* a zero weight leaves the sum's bits alone */
+        wr[2 * (nc + f)] = 0.0;
+        wr[2 * (nc + f) + 1] = 1.0;
+    }
+    const void *all;
+    size_t n_all;
+    if (s_gather(self, wr, nl, 2 * sizeof(double), &all, &n_all) != WISP_OK)
+        return wisp_error_set(err, WISP_ERR_MPI, "trainer: exchange of the item weights failed");
+    double wsum = 0.0;
+    long failed_all = 0;
+    for (size_t i = 0; i < n_all; i++) {
+        wsum += ((const double *)all)[2 * i];
+        failed_all += ((const double *)all)[2 * i + 1] != 0.0;
+    }
+    /* Every process computed the same wsum, so all of them stop here together. */
+    if (!(wsum > 0.0))
+        return wisp_error_set(err, WISP_ERR_ARG,
+                              "trainer: no usable labeled clip in the batch (%ld failed)", failed_all);
+    float grad_scale = (float)(1.0 / wsum);
+
+    /* 2. One forward_backward per item into its own record. */
+    float *g = wisp_model_grads(self->model);
+    for (int i = 0; i < nc; i++) {
+        unsigned char *r = self->item_rec + (size_t)i * rec;
+        double *hdr = (double *)r;
+        double ls = 0.0, ws = 0.0;
+        int label = clips[i].label;
+        wisp_model_zero_grads(self->model);
+        int rc = wisp_model_forward_backward(self->model, clips[i].mel, 1, clips[i].frames, &label,
+                                             self->class_weights, grad_scale, &ls, &ws, self->logits);
+        if (rc != WISP_OK)
+            return wisp_error_set(err, rc, "trainer: forward/backward failed (%s)", wisp_strerror(rc));
+        hdr[0] = ls;
+        hdr[1] = ws;
+        hdr[2] = s_argmax(self->logits, self->num_labels) == label;
+        hdr[3] = 0.0;
+        memcpy(r + ITEM_HDR * sizeof(double), g, np * sizeof(float));
+    }
+    /* 3. All records in global item order, summed in that order. */
+    if (s_gather(self, self->item_rec, (size_t)nc, rec, &all, &n_all) != WISP_OK)
+        return wisp_error_set(err, WISP_ERR_MPI, "trainer: exchange of the per-item gradients failed");
+    wisp_model_zero_grads(self->model);
+    double loss_sum = 0.0, weight_sum = 0.0, correct = 0.0;
+    for (size_t i = 0; i < n_all; i++) {
+        const unsigned char *r = (const unsigned char *)all + i * rec;
+        const double *hdr = (const double *)r;
+        const float *gi = (const float *)(r + ITEM_HDR * sizeof(double));
+        loss_sum += hdr[0];
+        weight_sum += hdr[1];
+        correct += hdr[2];
+        for (size_t j = 0; j < np; j++)
+            g[j] += gi[j];
+    }
+    memset(stats, 0, sizeof *stats);
+    stats->step = wisp_adamw_steps(self->opt);
+    stats->loss = weight_sum > 0.0 ? loss_sum / weight_sum : 0.0;
+    stats->acc = n_all > 0 ? correct / (double)n_all : 0.0;
+    stats->items = (long)n_all;
+    stats->failed = failed_all;
     stats->seconds = wisp_now() - t0;
     return WISP_OK;
 }

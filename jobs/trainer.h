@@ -78,6 +78,13 @@ typedef int (*wisp_trainer_reduce_fn)(void *ctx, float *data, size_t n, double *
 
 typedef struct wisp_trainer wisp_trainer_t;
 
+/* Concatenates records across all processes in rank order: this process gives
+ * n_mine records of rec bytes at mine; *all (owned by the hook, valid until its next
+ * call) receives every process's records, *n_all of them. Collective. 0 or a
+ * negative WISP_ERR_*. */
+typedef int (*wisp_trainer_gather_fn)(void *ctx, const void *mine, size_t n_mine, size_t rec,
+                                      const void **all, size_t *n_all);
+
 /* Loads the model, sets up the adapter (fresh from adapter_config/preset with the
  * seed, or adapter_dir) and the head (fresh or head_dir), the optimizer and the
  * feature extractor. NULL on failure (err says why). */
@@ -85,6 +92,18 @@ wisp_trainer_t *wisp_trainer_new(const wisp_trainer_opts_t *opts, wisp_error_t *
 void wisp_trainer_destroy(wisp_trainer_t **self);
 
 void wisp_trainer_set_reduce(wisp_trainer_t *self, wisp_trainer_reduce_fn fn, void *ctx);
+
+/* Fixed-order mode (bitwise-identical steps for any number of processes holding
+ * consecutive slices of the global batch, in rank order): each item's gradient is
+ * computed alone (forward_backward with B = 1, so micro_batch is ignored), the
+ * per-item gradients and loss sums of all processes are gathered through fn in
+ * global item order and summed in that order; the reduce hook is then not used.
+ * fn NULL: one process. Costs one record (wisp_trainer_item_record_bytes(), about
+ * 4 x num_params bytes) per item of the global batch in every process, plus the
+ * local items' records, and loses the micro-batch BLAS efficiency. Bitwise equality
+ * also needs the same BLAS thread count in every run. */
+void wisp_trainer_set_per_item(wisp_trainer_t *self, wisp_trainer_gather_fn fn, void *ctx);
+size_t wisp_trainer_item_record_bytes(const wisp_trainer_t *self);
 
 wisp_model_t *wisp_trainer_model(wisp_trainer_t *self);
 wisp_adamw_t *wisp_trainer_optimizer(wisp_trainer_t *self);

@@ -1,8 +1,10 @@
 /* Tests of common/jobcfg: defaults, paths, --set overrides, refusals naming the key. */
 #include "testutil.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "jobcfg.h"
 
@@ -147,6 +149,50 @@ static void test_train_keys_parse_with_their_defaults(void **state)
     wisp_jobcfg_free(&c);
 }
 
+static void test_adapter_config_is_a_preset_name_or_a_path_resolved_like_the_others(void **state)
+{
+    (void)state;
+    wisp_jobcfg_t c;
+/* the keys a train config needs besides adapter_config */
+#define TRAIN_KEYS                                                                                 \
+    "\"kind\":\"train\",\"model\":\"m\",\"train_manifest\":\"t.csv\",\"output\":\"o\""
+    const char *presets[] = {"seq_bn", "double_seq_bn", "par_bn", "lora", "ia3"};
+    for (int i = 0; i < 5; i++) {
+        char j[256];
+        snprintf(j, sizeof j, "{" TRAIN_KEYS ",\"adapter_config\":\"%s\"}", presets[i]);
+        assert_int_equal(wisp_jobcfg_parse(&c, j, "/jobs/x", "t", NULL, 0, NULL), 0);
+        assert_string_equal(c.adapter_config, presets[i]);
+        wisp_jobcfg_free(&c);
+    }
+    /* not a preset: a file, against the config's directory like every other path */
+    const char *j = "{" TRAIN_KEYS ",\"adapter_config\":\"../cfg/my_adapter.json\"}";
+    assert_int_equal(wisp_jobcfg_parse(&c, j, "/jobs/x", "t", NULL, 0, NULL), 0);
+    assert_string_equal(c.adapter_config, "/jobs/cfg/my_adapter.json");
+    char *text = wisp_jobcfg_to_string(&c); /* what workers receive: already absolute */
+    assert_non_null(strstr(text, "\"/jobs/cfg/my_adapter.json\""));
+    free(text);
+    wisp_jobcfg_free(&c);
+    /* a name that merely resembles a preset is a file too */
+    assert_int_equal(wisp_jobcfg_parse(&c, "{" TRAIN_KEYS ",\"adapter_config\":\"lora2\"}",
+                                       "/jobs/x", "t", NULL, 0, NULL),
+                     0);
+    assert_string_equal(c.adapter_config, "/jobs/x/lora2");
+    wisp_jobcfg_free(&c);
+    /* --set: presets stay names, files resolve against the current directory */
+    char *sets[] = {"adapter_config=par_bn"};
+    assert_int_equal(wisp_jobcfg_parse(&c, "{" TRAIN_KEYS "}", "/jobs/x", "t", sets, 1, NULL), 0);
+    assert_string_equal(c.adapter_config, "par_bn");
+    wisp_jobcfg_free(&c);
+    char *sets2[] = {"adapter_config=a.json"};
+    assert_int_equal(wisp_jobcfg_parse(&c, "{" TRAIN_KEYS "}", "/jobs/x", "t", sets2, 1, NULL), 0);
+    char cwd[4096], want[4200];
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    snprintf(want, sizeof want, "%s/a.json", cwd);
+    assert_string_equal(c.adapter_config, want);
+    wisp_jobcfg_free(&c);
+#undef TRAIN_KEYS
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -157,6 +203,7 @@ int main(void)
         cmocka_unit_test(test_bad_values_are_refused_with_the_range),
         cmocka_unit_test(test_curve_client_keys_list_resolves_paths),
         cmocka_unit_test(test_train_keys_parse_with_their_defaults),
+        cmocka_unit_test(test_adapter_config_is_a_preset_name_or_a_path_resolved_like_the_others),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -252,6 +252,106 @@ static void test_reduce_hook_sees_weights_then_gradients_like_two_equal_ranks(vo
     wisp_trainer_destroy(&b);
 }
 
+/* A pretend second process for the fixed-order mode: the gather hook of one trainer
+ * returns its own records placed among records another trainer made, as the MPI
+ * gather of two ranks would. Call 0 gathers weights, call 1 per-item gradients. */
+typedef struct {
+    int call;
+    int first;                        /* this process is rank 0 (else rank 1) */
+    const unsigned char *other[2];    /* the other rank's records per call */
+    size_t n_other[2];
+    unsigned char *out;               /* the concatenation handed back */
+    unsigned char *mine_copy;         /* call 1: this process's records */
+    size_t n_mine_copy;
+} s_fake_rank_t;
+
+static int s_fake_gather(void *ctx, const void *mine, size_t n_mine, size_t rec, const void **all,
+                         size_t *n_all)
+{
+    s_fake_rank_t *f = ctx;
+    int k = f->call++;
+    assert_true(k < 2);
+    size_t n = n_mine + f->n_other[k];
+    free(f->out);
+    f->out = malloc(n * rec + 1);
+    assert_non_null(f->out);
+    size_t off_mine = f->first ? 0 : f->n_other[k] * rec;
+    size_t off_other = f->first ? n_mine * rec : 0;
+    memcpy(f->out + off_mine, mine, n_mine * rec);
+    if (f->n_other[k])
+        memcpy(f->out + off_other, f->other[k], f->n_other[k] * rec);
+    if (k == 1) {
+        f->mine_copy = malloc(n_mine * rec + 1);
+        assert_non_null(f->mine_copy);
+        memcpy(f->mine_copy, mine, n_mine * rec);
+        f->n_mine_copy = n_mine;
+    }
+    *all = f->out;
+    *n_all = n;
+    return WISP_OK;
+}
+
+static void test_fixed_order_mode_gives_the_same_bits_for_any_split_and_micro_batch(void **state)
+{
+    (void)state;
+    wisp_trainer_opts_t o;
+    s_opts(&o);
+    const float cw[NLAB] = {1.0f, 0.5f, 2.0f, 1.5f};
+    o.class_weights = cw;
+    float a[3 * NMELS * 20], b[2 * NMELS * 12];
+    s_gen("fixed.a", a, sizeof a / sizeof *a, 1.0f, 0.0f);
+    s_gen("fixed.b", b, sizeof b / sizeof *b, 1.0f, 0.0f);
+    const float *mels[5] = {a, b, a + NMELS * 20, b + NMELS * 12, a + 2 * NMELS * 20};
+    int frames[5] = {20, 12, 20, 12, 20};
+    int labels[5] = {0, 3, 1, 2, 2};
+    wisp_trainer_stats_t st1, st, sd;
+    wisp_error_t e = {0};
+
+    /* one process, micro_batch 4 (ignored in this mode) */
+    wisp_trainer_t *one = s_new(&o);
+    wisp_trainer_set_per_item(one, NULL, NULL);
+    assert_int_equal(wisp_trainer_compute_grads_clips(one, mels, frames, labels, 5, &st1, &e), WISP_OK);
+    /* the default mode agrees to fp32 tolerance */
+    wisp_trainer_t *def = s_new(&o);
+    assert_int_equal(wisp_trainer_compute_grads_clips(def, mels, frames, labels, 5, &sd, &e), WISP_OK);
+    size_t n = wisp_model_num_params(wisp_trainer_model(one));
+    const float *g1 = wisp_model_grads(wisp_trainer_model(one));
+    wisp_assert_close(g1, wisp_model_grads(wisp_trainer_model(def)), n, 1e-7, 1e-5, "grads");
+    assert_true(wisp_max_abs(g1, n) > 0.0);
+    assert_true(fabs(st1.loss - sd.loss) < 1e-6 * fabs(sd.loss));
+    assert_int_equal(st1.items, 5);
+
+    /* two "ranks": items 0-1 and 2-4, micro_batch 1; rank 1 runs first for its records */
+    o.micro_batch = 1;
+    double w0[4] = {cw[labels[0]], 0, cw[labels[1]], 0};
+    double w1[6] = {cw[labels[2]], 0, cw[labels[3]], 0, cw[labels[4]], 0};
+    s_fake_rank_t r1 = {.first = 0, .other = {(unsigned char *)w0, NULL}, .n_other = {2, 0}};
+    wisp_trainer_t *t1 = s_new(&o);
+    wisp_trainer_set_per_item(t1, s_fake_gather, &r1);
+    assert_int_equal(wisp_trainer_compute_grads_clips(t1, mels + 2, frames + 2, labels + 2, 3, &st, &e), WISP_OK);
+    assert_int_equal(r1.n_mine_copy, 3);
+    s_fake_rank_t r0 = {.first = 1, .other = {(unsigned char *)w1, r1.mine_copy}, .n_other = {3, 3}};
+    wisp_trainer_t *t0 = s_new(&o);
+    wisp_trainer_set_per_item(t0, s_fake_gather, &r0);
+    assert_int_equal(wisp_trainer_compute_grads_clips(t0, mels, frames, labels, 2, &st, &e), WISP_OK);
+    assert_int_equal(r0.call, 2);
+    assert_int_equal(st.items, 5);
+    assert_memory_equal(wisp_model_grads(wisp_trainer_model(t0)), g1, n * sizeof(float));
+    assert_memory_equal(&st.loss, &st1.loss, sizeof st.loss);
+    wisp_trainer_apply(t0, &st);
+    wisp_trainer_apply(one, &st1);
+    assert_memory_equal(wisp_model_params(wisp_trainer_model(t0)), wisp_model_params(wisp_trainer_model(one)),
+                        n * sizeof(float));
+    free(r0.out);
+    free(r0.mine_copy);
+    free(r1.out);
+    free(r1.mine_copy);
+    wisp_trainer_destroy(&one);
+    wisp_trainer_destroy(&def);
+    wisp_trainer_destroy(&t0);
+    wisp_trainer_destroy(&t1);
+}
+
 static void test_unreadable_files_are_skipped_and_counted(void **state)
 {
     (void)state;
@@ -556,6 +656,7 @@ int main(void)
         cmocka_unit_test(test_five_adamw_steps_follow_the_pytorch_run),
         cmocka_unit_test(test_mixed_lengths_and_class_weights_follow_the_pytorch_run),
         cmocka_unit_test(test_reduce_hook_sees_weights_then_gradients_like_two_equal_ranks),
+        cmocka_unit_test(test_fixed_order_mode_gives_the_same_bits_for_any_split_and_micro_batch),
         cmocka_unit_test(test_unreadable_files_are_skipped_and_counted),
         cmocka_unit_test(test_epoch_order_is_a_seeded_permutation),
         cmocka_unit_test(test_resuming_after_step_k_gives_bitwise_identical_weights),

@@ -36,7 +36,13 @@ static void s_usage(FILE *out)
     fprintf(out, "usage: mpirun -np N wisp-worker --coordinator tcp://HOST:PORT [--coordinator-file FILE]\n"
                  "                   [--curve-server SERVER.public --curve-key PREFIX] [--timeout S]\n"
                  "                   [--log-level debug|info|warn|error]\n"
-                 "--coordinator-file waits for FILE (written by wisp-coordinator --endpoint-file).\n");
+                 "--coordinator-file waits for FILE (written by wisp-coordinator --endpoint-file).\n"
+                 "\n"
+                 "examples:\n"
+                 "  mpirun -np 8 wisp-worker --coordinator-file /shared/run1/endpoint\n"
+                 "  mpirun -np 4 --hostfile hosts wisp-worker --coordinator tcp://node0:5555 --timeout 60\n"
+                 "  mpirun -np 8 wisp-worker --coordinator-file /shared/run1/endpoint \\\n"
+                 "      --curve-server /shared/keys/coordinator.public --curve-key /shared/keys/worker\n");
 }
 
 /* Waits up to timeout s for the endpoint file to appear. */

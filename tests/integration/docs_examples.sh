@@ -1,6 +1,6 @@
 #!/bin/sh
 # The documentation's examples, run for real (in a temporary directory, tiny sizes):
-#  1. the README quick start's fast commands and every command's --help;
+#  1. the README quick start's fast commands and every command's --help (usage line, 2+ examples);
 #  2. every shell block of docs/*.md marked with a preceding `<!-- test -->` line, in
 #     the order QUICKSTART, OUTPUT, FORMATS, CLUSTER, TROUBLESHOOTING, CONFIG (later
 #     blocks use the files earlier ones made), each under `sh -e`;
@@ -40,10 +40,16 @@ cmds=$(awk '/^commands:/ {on = 1; next} on && /^  [a-z]/ {print $1} on && /^$/ {
 for c in $cmds; do
     wisp "$c" --help >"$tmp/help/$c" 2>&1 || fail "wisp $c --help exit status"
     grep -q "usage" "$tmp/help/$c" || fail "wisp $c --help has no usage line"
-    grep -q "examples:" "$tmp/help/$c" || echo "docs_examples: note: wisp $c --help shows no examples"
+    grep -q "^examples:" "$tmp/help/$c" || fail "wisp $c --help shows no examples"
 done
 wisp-coordinator --help >"$tmp/help/wisp-coordinator" 2>&1 || fail "wisp-coordinator --help"
 wisp-worker --help >"$tmp/help/wisp-worker" 2>&1 || fail "wisp-worker --help"
+# Every --help shows two or more example command lines.
+for h in $cmds wisp-coordinator wisp-worker; do
+    grep -q "^examples:" "$tmp/help/$h" || fail "$h --help shows no examples"
+    n=$(awk '/^examples:/ {on = 1; next} on && /^  [a-z]/ {n++} END {print n + 0}' "$tmp/help/$h")
+    [ "$n" -ge 2 ] || fail "$h --help shows $n examples, want 2 or more"
+done
 wisp no-such-command >/dev/null 2>&1
 [ $? -eq 2 ] || fail "an unknown command should exit 2"
 
