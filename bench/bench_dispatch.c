@@ -40,11 +40,12 @@ static int s_run(int workers, long items, int shard_size, int credit, int inproc
     if (!mkdtemp(dir))
         return 1;
     char json[1024];
-    snprintf(json, sizeof json,
-             "{\"kind\":\"null\",\"output\":\"%s/out.tsv\",\"null\":{\"items\":%ld},"
-             "\"cluster\":{\"endpoint\":\"%s\",\"shard_size\":%d,\"credit\":%d,\"lease_timeout\":30,"
-             "\"heartbeat\":1,\"progress_interval\":1000,\"commit_interval\":1}}",
-             dir, items, inproc ? "inproc://wisp-bench" : "tcp://127.0.0.1:0", shard_size, credit);
+    snprintf(
+        json, sizeof json,
+        "{\"kind\":\"null\",\"output\":\"%s/out.tsv\",\"null\":{\"items\":%ld},"
+        "\"cluster\":{\"endpoint\":\"%s\",\"shard_size\":%d,\"credit\":%d,\"lease_timeout\":30,"
+        "\"heartbeat\":1,\"progress_interval\":1000,\"commit_interval\":1}}",
+        dir, items, inproc ? "inproc://wisp-bench" : "tcp://127.0.0.1:0", shard_size, credit);
     wisp_jobcfg_t cfg;
     wisp_error_t e = {0};
     if (wisp_jobcfg_parse(&cfg, json, NULL, "bench", NULL, 0, &e) != 0) {
@@ -83,8 +84,8 @@ static int s_run(int workers, long items, int shard_size, int credit, int inproc
     double wall = cJSON_GetObjectItemCaseSensitive(s, "wall_s")->valuedouble;
     printf("transport=%s workers=%d items=%ld shard_size=%d credit=%d wall_s=%.3f items_per_s=%.0f "
            "shards_per_s=%.0f status=%s\n",
-           inproc ? "inproc" : "tcp", workers, items, shard_size, credit, wall, (double)items / wall,
-           shards / wall, rc ? "failed" : "ok");
+           inproc ? "inproc" : "tcp", workers, items, shard_size, credit, wall,
+           (double)items / wall, shards / wall, rc ? "failed" : "ok");
     wisp_coord_destroy(&c);
     if (ctx)
         zmq_ctx_term(ctx);
@@ -114,7 +115,8 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--inproc"))
             inproc = 1;
         else {
-            fprintf(stderr, "usage: bench_dispatch [--workers N] [--items N] [--shard-size N] [--credit K] [--inproc]\n");
+            fprintf(stderr, "usage: bench_dispatch [--workers N] [--items N] [--shard-size N] "
+                            "[--credit K] [--inproc]\n");
             return 2;
         }
     }

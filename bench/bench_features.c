@@ -65,7 +65,7 @@ static int s_write(const char *path, int format, int rate, int channels)
 }
 
 typedef struct {
-    const char *path;   /* NULL: mel only, on `samples` */
+    const char *path; /* NULL: mel only, on `samples` */
     wisp_mel_t *mel;
     const float *samples;
     float *out;

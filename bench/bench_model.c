@@ -69,8 +69,8 @@ static int s_make_checkpoint(const char *dir, const char *size, wisp_whisper_con
     rc |= s_add(w, &r, "encoder.conv1.bias", 1, d, 0, 0, 0.1f, 0);
     rc |= s_add(w, &r, "encoder.conv2.weight", 3, d, d, 3, 1.0f / sqrtf(3.0f * d), 0);
     rc |= s_add(w, &r, "encoder.conv2.bias", 1, d, 0, 0, 0.1f, 0);
-    rc |= s_add(w, &r, "encoder.embed_positions.weight", 2, cfg->max_source_positions, d, 0,
-                0.5f, 0);
+    rc |=
+        s_add(w, &r, "encoder.embed_positions.weight", 2, cfg->max_source_positions, d, 0, 0.5f, 0);
     rc |= s_add(w, &r, "encoder.layer_norm.weight", 1, d, 0, 0, 0.1f, 1.0f);
     rc |= s_add(w, &r, "encoder.layer_norm.bias", 1, d, 0, 0, 0.1f, 0);
     for (int i = 0; i < cfg->encoder_layers; i++) {
@@ -151,8 +151,7 @@ static double s_sgemm_gflops(int threads, double *cpu_gflops)
     double best = 1e30, bcpu = 1e30;
     for (int k = 0; k < 6; k++) { /* best of 6: a shared machine steals whole calls */
         double t0 = wisp_now(), c0 = s_cpu_now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c,
-                    n);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
         double t = wisp_now() - t0, cp = s_cpu_now() - c0;
         best = t < best ? t : best;
         bcpu = cp < bcpu ? cp : bcpu;
@@ -167,16 +166,15 @@ static double s_sgemm_gflops(int threads, double *cpu_gflops)
 
 /* Best-of-reps seconds per call of forward (training 0) or forward_backward: wall
  * time returned, process CPU time of the best-CPU run in *cpu. */
-static double s_time(wisp_model_t *m, const float *mel, int B, int frames, int train,
-                     double *cpu)
+static double s_time(wisp_model_t *m, const float *mel, int B, int frames, int train, double *cpu)
 {
     int labels[8] = {0, 1, 0, 1, 0, 1, 0, 1};
     float logits[8 * 10];
     double best = 1e30, bcpu = 1e30, ls, ws;
     for (int k = 0; k < s_reps + 1; k++) { /* first run warms up */
         double t0 = wisp_now(), c0 = s_cpu_now();
-        int rc = train ? wisp_model_forward_backward(m, mel, B, frames, labels, NULL, 1.0f / B,
-                                                     &ls, &ws, logits)
+        int rc = train ? wisp_model_forward_backward(m, mel, B, frames, labels, NULL, 1.0f / B, &ls,
+                                                     &ws, logits)
                        : wisp_model_forward(m, mel, B, frames, logits, NULL);
         double t = wisp_now() - t0, c = s_cpu_now() - c0;
         if (rc < 0)
@@ -195,12 +193,14 @@ static wisp_model_t *s_model(const char *dir, const wisp_whisper_config_t *cfg, 
                              int threads, int adapter)
 {
     wisp_error_t err = {0};
-    wisp_model_opts_t o = {.max_batch = 1, .max_frames = 3000, .training = training,
-                           .threads = threads};
+    wisp_model_opts_t o = {
+        .max_batch = 1, .max_frames = 3000, .training = training, .threads = threads};
     wisp_model_t *m = wisp_model_new(dir, &o, &err);
-    wisp_head_config_t hc = {.num_labels = 10, .classifier_proj_size = 256,
+    wisp_head_config_t hc = {.num_labels = 10,
+                             .classifier_proj_size = 256,
                              .use_weighted_layer_sum = 1,
-                             .num_hidden_layers = cfg->encoder_layers, .d_model = cfg->d_model};
+                             .num_hidden_layers = cfg->encoder_layers,
+                             .d_model = cfg->d_model};
     if (!m || wisp_model_init_head(m, &hc, 1, &err) < 0) {
         fprintf(stderr, "bench_model: %s\n", err.msg);
         wisp_model_destroy(&m);
@@ -256,8 +256,7 @@ int main(int argc, char **argv)
              * on a loaded machine mostly shows the load */
             printf("forward_%s_%dt_cpu_s=%.4f\n", sizes[s], th, cpu);
             if (th == 1)
-                printf("forward_%s_1t_cpu_peak_frac=%.3f\n", sizes[s],
-                       fl / cpu * 1e-9 / peak_cpu1);
+                printf("forward_%s_1t_cpu_peak_frac=%.3f\n", sizes[s], fl / cpu * 1e-9 / peak_cpu1);
             printf("forward_%s_%dt_gflops=%.1f\n", sizes[s], th, fl / t * 1e-9);
             printf("forward_%s_%dt_peak_frac=%.3f\n", sizes[s], th, fl / t * 1e-9 / peak[th]);
             if (th == 2) {

@@ -18,8 +18,7 @@
 
 #define SHARD 64
 
-static double s_write(const char *path, size_t n, int c, int p, size_t stop_after,
-                      int resume)
+static double s_write(const char *path, size_t n, int c, int p, size_t stop_after, int resume)
 {
     const char *cls[64];
     char names[64][16];
@@ -64,9 +63,14 @@ static double s_write(const char *path, size_t n, int c, int p, size_t stop_afte
     for (size_t s = 0; s < n_shards && done < stop_after; s++) {
         for (size_t i = order[s] * SHARD; i < n && i < (order[s] + 1) * SHARD; i++) {
             snprintf(path_buf, sizeof path_buf, "/data/set/clip_%07zu.flac", i);
-            wisp_result_row_t row = {.index = i, .path = path_buf, .label = (int)(i % c),
-                                     .score = 0.5f, .probs = v, .logits = v + c,
-                                     .embedding = p ? v + 2 * c : NULL, .duration = 10,
+            wisp_result_row_t row = {.index = i,
+                                     .path = path_buf,
+                                     .label = (int)(i % c),
+                                     .score = 0.5f,
+                                     .probs = v,
+                                     .logits = v + c,
+                                     .embedding = p ? v + 2 * c : NULL,
+                                     .duration = 10,
                                      .true_label = (int)(i % 3)};
             int rc = wisp_results_put(r, &row, &e);
             if (rc < 0) {

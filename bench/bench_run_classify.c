@@ -27,7 +27,8 @@ static int s_sh(const char *cmd)
     return rc;
 }
 
-static int s_run(const char *bin, const char *dir, int np, double *files_per_s, double *audio_per_s, double *steady)
+static int s_run(const char *bin, const char *dir, int np, double *files_per_s, double *audio_per_s,
+                 double *steady)
 {
     static char cmd[16384], path[8192];
     snprintf(cmd, sizeof cmd,
@@ -36,7 +37,8 @@ static int s_run(const char *bin, const char *dir, int np, double *files_per_s, 
              bin, dir, np, dir, np, dir, np, dir, np);
     int rc = system(cmd);
     if (rc != 0 && WEXITSTATUS(rc) != 1) {
-        fprintf(stderr, "bench_run_classify: wisp run -np %d failed (see %s/run%d.log)\n", np, dir, np);
+        fprintf(stderr, "bench_run_classify: wisp run -np %d failed (see %s/run%d.log)\n", np, dir,
+                np);
         return -1;
     }
     snprintf(path, sizeof path, "%s/run%d.json", dir, np);
@@ -88,18 +90,22 @@ int main(int argc, char **argv)
     static char cmd[65536];
     snprintf(cmd, sizeof cmd,
              "%s/wisp init-model --size tiny --num-labels 4 -o %s/model >/dev/null 2>&1 && "
-             "%s/wisp synth -o %s/data --classes 4 --per-class %d --formats wav --max-seconds 4 -q >/dev/null 2>&1 && "
-             "%s/wisp train --model %s/model --preset seq_bn --train %s/data/train.csv --truncate -o %s/trained "
+             "%s/wisp synth -o %s/data --classes 4 --per-class %d --formats wav --max-seconds 4 -q "
+             ">/dev/null 2>&1 && "
+             "%s/wisp train --model %s/model --preset seq_bn --train %s/data/train.csv --truncate "
+             "-o %s/trained "
              "--steps 1 --threads 1 >/dev/null 2>&1",
              bin, dir, bin, dir, per_class, bin, dir, dir, dir);
     if (s_sh(cmd) != 0)
         return 1;
     snprintf(cmd, sizeof cmd,
              "cat > %s/job.json <<'EOF'\n"
-             "{\"kind\": \"classify\", \"model\": \"model\", \"adapter\": \"trained/adapter\", \"head\": \"trained/head\",\n"
+             "{\"kind\": \"classify\", \"model\": \"model\", \"adapter\": \"trained/adapter\", "
+             "\"head\": \"trained/head\",\n"
              " \"manifest\": \"data/all.csv\", \"output\": \"out.h5\",\n"
              " \"classify\": {\"batch_size\": 8, \"truncate\": %s},\n"
-             " \"cluster\": {\"shard_size\": 8, \"credit\": 2, \"lease_timeout\": 300, \"threads_per_worker\": 1}}\n"
+             " \"cluster\": {\"shard_size\": 8, \"credit\": 2, \"lease_timeout\": 300, "
+             "\"threads_per_worker\": 1}}\n"
              "EOF",
              dir, padded ? "false" : "true");
     if (s_sh(cmd) != 0)
@@ -108,10 +114,11 @@ int main(int argc, char **argv)
     if (s_run(bin, dir, 1, &f1, &a1, &s1) != 0 || s_run(bin, dir, 2, &f2, &a2, &s2) != 0)
         return 1;
     printf("model=whisper-tiny features=%s clips=%d np1_files_per_s=%.2f np1_audio_s_per_s=%.1f "
-           "np1_steady_files_per_s=%.2f np2_files_per_s=%.2f np2_audio_s_per_s=%.1f np2_steady_files_per_s=%.2f "
+           "np1_steady_files_per_s=%.2f np2_files_per_s=%.2f np2_audio_s_per_s=%.1f "
+           "np2_steady_files_per_s=%.2f "
            "scaling_efficiency=%.2f steady_scaling_efficiency=%.2f\n",
-           padded ? "padded30s" : "truncated", 4 * per_class, f1, a1, s1, f2, a2, s2, f1 > 0 ? f2 / (2 * f1) : 0,
-           s1 > 0 ? s2 / (2 * s1) : 0);
+           padded ? "padded30s" : "truncated", 4 * per_class, f1, a1, s1, f2, a2, s2,
+           f1 > 0 ? f2 / (2 * f1) : 0, s1 > 0 ? s2 / (2 * s1) : 0);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     return s_sh(cmd) != 0;
 }

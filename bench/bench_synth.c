@@ -34,7 +34,8 @@ int main(void)
         reps++;
     } while (wisp_now() - t0 < 0.5);
     double dt = wisp_now() - t0;
-    printf("synth_clip_msamples_per_s=%.2f\n", (double)reps * WISP_SYNTH_NUM_CLASSES * n / dt / 1e6);
+    printf("synth_clip_msamples_per_s=%.2f\n",
+           (double)reps * WISP_SYNTH_NUM_CLASSES * n / dt / 1e6);
     wisp_free(x);
 
     char dir[] = "/tmp/wisp-bench-synth-XXXXXX";

@@ -71,8 +71,8 @@ static int s_checkpoint(const char *dir)
     rc |= s_add(w, &r, "encoder.layer_norm.weight", 1, d, 0, 0, 0.1f, 1.0f);
     rc |= s_add(w, &r, "encoder.layer_norm.bias", 1, d, 0, 0, 0.1f, 0);
     for (int i = 0; i < c.encoder_layers; i++) {
-        const char *pr[] = {"q", "k", "v", "out"}, *ln[] = {"self_attn_layer_norm",
-                                                            "final_layer_norm"};
+        const char *pr[] = {"q", "k", "v", "out"},
+                   *ln[] = {"self_attn_layer_norm", "final_layer_norm"};
         for (int p = 0; p < 4; p++) {
             snprintf(name, sizeof name, "encoder.layers.%d.self_attn.%s_proj.weight", i, pr[p]);
             rc |= s_add(w, &r, name, 2, d, d, 0, 1.0f / sqrtf((float)d), 0);

@@ -15,10 +15,10 @@
 
 #include "util.h"
 
-#define S_BLOCK_SAMPLES 65536   /* interleaved samples read per sf_readf_float call */
-#define S_MAX_CHANNELS 1024     /* more is a corrupt header, not a recording */
-#define S_MIN_RATE 1000         /* Hz; outside [S_MIN_RATE, S_MAX_RATE] is a bad header */
-#define S_MAX_RATE 1000000
+#define S_BLOCK_SAMPLES 65536 /* interleaved samples read per sf_readf_float call */
+#define S_MAX_CHANNELS  1024  /* more is a corrupt header, not a recording */
+#define S_MIN_RATE      1000  /* Hz; outside [S_MIN_RATE, S_MAX_RATE] is a bad header */
+#define S_MAX_RATE      1000000
 
 /* Growable 16 kHz output buffer. */
 typedef struct {
@@ -97,8 +97,8 @@ int wisp_audio_load(const char *path, double max_seconds, wisp_audio_t *out, wis
         return wisp_error_set(err, WISP_ERR_AUDIO, "%s: not a readable audio file: %s", path,
                               sf_strerror(NULL));
     if (info.channels <= 0 || info.channels > S_MAX_CHANNELS) {
-        rc = wisp_error_set(err, WISP_ERR_AUDIO, "%s: invalid channel count %d in the header",
-                            path, info.channels);
+        rc = wisp_error_set(err, WISP_ERR_AUDIO, "%s: invalid channel count %d in the header", path,
+                            info.channels);
         goto done;
     }
     if (info.samplerate < S_MIN_RATE || info.samplerate > S_MAX_RATE) {
@@ -123,7 +123,8 @@ int wisp_audio_load(const char *path, double max_seconds, wisp_audio_t *out, wis
     block = wisp_alloc(sizeof(float) * (size_t)block_frames * channels);
     mono = wisp_alloc(sizeof(float) * (size_t)block_frames);
     if (!block || !mono ||
-        (frames_known && s_buf_reserve(&buf, (size_t)((double)to_read * ratio) + 4096) != WISP_OK)) {
+        (frames_known &&
+         s_buf_reserve(&buf, (size_t)((double)to_read * ratio) + 4096) != WISP_OK)) {
         rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
         goto done;
     }
@@ -133,8 +134,8 @@ int wisp_audio_load(const char *path, double max_seconds, wisp_audio_t *out, wis
         soxr_quality_spec_t q = soxr_quality_spec(SOXR_HQ, 0);
         rs = soxr_create(rate, WISP_SAMPLE_RATE, 1, &e, &io, &q, NULL);
         if (!rs || e) {
-            rc = wisp_error_set(err, WISP_ERR_AUDIO, "%s: cannot resample %d Hz to %d Hz: %s",
-                                path, rate, WISP_SAMPLE_RATE, e ? e : "soxr_create failed");
+            rc = wisp_error_set(err, WISP_ERR_AUDIO, "%s: cannot resample %d Hz to %d Hz: %s", path,
+                                rate, WISP_SAMPLE_RATE, e ? e : "soxr_create failed");
             goto done;
         }
     }
@@ -204,7 +205,8 @@ int wisp_audio_load(const char *path, double max_seconds, wisp_audio_t *out, wis
     if (frames_known && total < to_read) {
         rc = wisp_error_set(err, WISP_ERR_AUDIO,
                             "%s: truncated or corrupt: decoded %lld of the %lld frames in the "
-                            "header", path, (long long)total, (long long)info.frames);
+                            "header",
+                            path, (long long)total, (long long)info.frames);
         goto done;
     }
     if (rs) {

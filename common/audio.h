@@ -11,11 +11,11 @@
 #define WISP_SAMPLE_RATE 16000
 
 typedef struct {
-    float *samples;       /* n mono samples at 16 kHz (wisp_alloc'd) */
+    float *samples; /* n mono samples at 16 kHz (wisp_alloc'd) */
     size_t n;
-    double duration;      /* seconds of the whole source (from the header when it gives the
-                           * length, even when max_seconds stopped decoding early) */
-    int source_rate;      /* Hz */
+    double duration; /* seconds of the whole source (from the header when it gives the
+                      * length, even when max_seconds stopped decoding early) */
+    int source_rate; /* Hz */
     int source_channels;
 } wisp_audio_t;
 

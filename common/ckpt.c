@@ -17,8 +17,8 @@
 #include "st.h"
 #include "util.h"
 
-#define CKPT_FORMAT "wisp-checkpoint"
-#define CKPT_VERSION 1
+#define CKPT_FORMAT    "wisp-checkpoint"
+#define CKPT_VERSION   1
 #define CKPT_MAX_STATE (1u << 20)
 
 static int s_rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
@@ -70,8 +70,7 @@ static int s_save_tensors(const char *path, wisp_model_t *model, const float *ba
         rc = wisp_st_writer_add_f32(w, name, WISP_DT_F32, p->ndim, p->shape, base + p->offset);
         if (rc == WISP_OK && base2) {
             snprintf(name, sizeof name, "%s%s", prefix2, p->name);
-            rc = wisp_st_writer_add_f32(w, name, WISP_DT_F32, p->ndim, p->shape,
-                                        base2 + p->offset);
+            rc = wisp_st_writer_add_f32(w, name, WISP_DT_F32, p->ndim, p->shape, base2 + p->offset);
         }
     }
     if (rc != WISP_OK)
@@ -119,8 +118,8 @@ int wisp_ckpt_save(const char *root, const wisp_ckpt_state_t *state, wisp_model_
     char name[64], final[4096], tmp[4096], path[4096];
     int rc;
     if (wisp_adamw_size(opt) != wisp_model_num_params(model))
-        return wisp_error_set(err, WISP_ERR_ARG, "%s: optimizer holds %zu values, model %zu",
-                              root, wisp_adamw_size(opt), wisp_model_num_params(model));
+        return wisp_error_set(err, WISP_ERR_ARG, "%s: optimizer holds %zu values, model %zu", root,
+                              wisp_adamw_size(opt), wisp_model_num_params(model));
     if ((rc = wisp_mkdir_p(root, err)) != WISP_OK)
         return rc;
     snprintf(name, sizeof name, "step-%08ld", state->step);
@@ -144,20 +143,19 @@ int wisp_ckpt_save(const char *root, const wisp_ckpt_state_t *state, wisp_model_
         return rc;
     if (wisp_model_adapter(model)) {
         if ((rc = s_join(path, sizeof path, tmp, "adapter", err)))
-        return rc;
+            return rc;
         if ((rc = wisp_model_save_adapter(model, path, err)))
             return rc;
     }
     if (wisp_model_head(model)) {
         if ((rc = s_join(path, sizeof path, tmp, "head", err)))
-        return rc;
+            return rc;
         if ((rc = wisp_model_save_head(model, path, err)))
             return rc;
     }
     if ((rc = s_join(path, sizeof path, tmp, "state.json", err)))
         return rc;
-    if ((rc = s_write_state(path, state, wisp_adamw_steps(opt), wisp_model_num_params(model),
-                            err)))
+    if ((rc = s_write_state(path, state, wisp_adamw_steps(opt), wisp_model_num_params(model), err)))
         return rc;
     s_fsync_dir(tmp);
 
@@ -224,8 +222,8 @@ int wisp_ckpt_latest(const char *root, char *dir, size_t dir_size, wisp_error_t 
     } else {
         struct stat st;
         if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-            rc = wisp_error_set(err, WISP_ERR_NOTFOUND, "%s: names %s, which does not exist",
-                                path, dir);
+            rc = wisp_error_set(err, WISP_ERR_NOTFOUND, "%s: names %s, which does not exist", path,
+                                dir);
     }
     free(text);
     return rc;
@@ -259,8 +257,8 @@ static int s_get_u64(const cJSON *j, const char *key, uint64_t *out, const char 
                           "%s: key \"%s\" missing or not a 16-digit hex string", path, key);
 }
 
-static int s_read_state(const char *path, wisp_ckpt_state_t *st, long *opt_steps,
-                        long *num_params, wisp_error_t *err)
+static int s_read_state(const char *path, wisp_ckpt_state_t *st, long *opt_steps, long *num_params,
+                        wisp_error_t *err)
 {
     char *text = NULL;
     int rc = wisp_read_file(path, CKPT_MAX_STATE, &text, NULL, err);
@@ -324,8 +322,8 @@ static int s_load_tensors(const char *path, wisp_model_t *model, float *base, co
             if (!t) {
                 rc = wisp_error_set(err, WISP_ERR_NOTFOUND, "%s: tensor %s missing", path, name);
             } else if (t->dtype != WISP_DT_F32) {
-                rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: tensor %s is %s, expected F32",
-                                    path, name, wisp_dtype_name(t->dtype));
+                rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: tensor %s is %s, expected F32", path,
+                                    name, wisp_dtype_name(t->dtype));
             } else if ((rc = wisp_st_get_f32(st, name, p->ndim, p->shape, &data, err)) == 0) {
                 memcpy(dst + p->offset, data, p->numel * sizeof(float));
             }
@@ -360,8 +358,8 @@ int wisp_ckpt_load(const char *dir, const char *expect_fingerprint, wisp_ckpt_st
     if ((size_t)num_params != wisp_model_num_params(model) ||
         wisp_adamw_size(opt) != wisp_model_num_params(model))
         return wisp_error_set(err, WISP_ERR_STATE,
-                              "%s: %ld trainable parameters, the model has %zu", path,
-                              num_params, wisp_model_num_params(model));
+                              "%s: %ld trainable parameters, the model has %zu", path, num_params,
+                              wisp_model_num_params(model));
     if ((rc = s_join(path, sizeof path, dir, "params.safetensors", err)))
         return rc;
     if ((rc = s_load_tensors(path, model, wisp_model_params(model), "", NULL, NULL, err)))

@@ -54,7 +54,8 @@ cJSON *wisp_json_load(const char *path, wisp_error_t *err)
         for (size_t i = off; i < len && n < 16 && text[i] != '\n'; i++)
             near[n++] = isprint((unsigned char)text[i]) ? text[i] : '?';
         near[n] = 0;
-        wisp_error_set(err, WISP_ERR_FORMAT, "%s:%d:%d: invalid JSON near '%s'", path, line, col, near);
+        wisp_error_set(err, WISP_ERR_FORMAT, "%s:%d:%d: invalid JSON near '%s'", path, line, col,
+                       near);
         free(text);
         return NULL;
     }
@@ -63,8 +64,8 @@ cJSON *wisp_json_load(const char *path, wisp_error_t *err)
         if (!isspace((unsigned char)*p)) {
             int line, col;
             s_line_col(text, (size_t)(p - text), &line, &col);
-            wisp_error_set(err, WISP_ERR_FORMAT, "%s:%d:%d: unexpected text after the JSON value", path,
-                           line, col);
+            wisp_error_set(err, WISP_ERR_FORMAT, "%s:%d:%d: unexpected text after the JSON value",
+                           path, line, col);
             cJSON_Delete(root);
             free(text);
             return NULL;
@@ -74,10 +75,10 @@ cJSON *wisp_json_load(const char *path, wisp_error_t *err)
 }
 
 typedef struct {
-    char *buf;   /* NUL-terminated */
+    char *buf; /* NUL-terminated */
     size_t len;
     size_t cap;
-    int oom;     /* an allocation failed; result is unusable */
+    int oom; /* an allocation failed; result is unusable */
 } s_sb_t;
 
 static void s_sb_put(s_sb_t *sb, const char *s, size_t n)
@@ -268,12 +269,13 @@ static cJSON *s_load(const char *path, wisp_error_t *err, int *rc)
 
 static int s_is_int(const cJSON *j)
 {
-    return cJSON_IsNumber(j) && floor(j->valuedouble) == j->valuedouble && fabs(j->valuedouble) < 2e9;
+    return cJSON_IsNumber(j) && floor(j->valuedouble) == j->valuedouble &&
+           fabs(j->valuedouble) < 2e9;
 }
 
 /* Integer key `key` of obj into *out; when absent, *out = def (def < -1000 means required). */
-static int s_get_int(const cJSON *obj, const char *key, int def, int min, int *out, const char *where,
-                     wisp_error_t *err)
+static int s_get_int(const cJSON *obj, const char *key, int def, int min, int *out,
+                     const char *where, wisp_error_t *err)
 {
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(obj, key);
     if (!j || cJSON_IsNull(j)) {
@@ -283,7 +285,8 @@ static int s_get_int(const cJSON *obj, const char *key, int def, int min, int *o
         return 0;
     }
     if (!s_is_int(j) || (int)j->valuedouble < min)
-        return wisp_error_set(err, WISP_ERR_FORMAT, "%s: key \"%s\" must be an integer >= %d", where, key, min);
+        return wisp_error_set(err, WISP_ERR_FORMAT, "%s: key \"%s\" must be an integer >= %d",
+                              where, key, min);
     *out = (int)j->valuedouble;
     return 0;
 }
@@ -297,7 +300,8 @@ static int s_get_bool(const cJSON *obj, const char *key, int def, int *out, cons
         return 0;
     }
     if (!cJSON_IsBool(j))
-        return wisp_error_set(err, WISP_ERR_FORMAT, "%s: key \"%s\" must be true or false", where, key);
+        return wisp_error_set(err, WISP_ERR_FORMAT, "%s: key \"%s\" must be true or false", where,
+                              key);
     *out = cJSON_IsTrue(j);
     return 0;
 }
@@ -322,13 +326,15 @@ static int s_parse_labels(const cJSON *obj, int n_hint, char ***labels, int *n, 
     int count;
     if (id2label && !cJSON_IsNull(id2label)) {
         if (!cJSON_IsObject(id2label))
-            return wisp_error_set(err, WISP_ERR_FORMAT, "%s: \"id2label\" must be an object", where);
+            return wisp_error_set(err, WISP_ERR_FORMAT, "%s: \"id2label\" must be an object",
+                                  where);
         count = cJSON_GetArraySize(id2label);
         if (count < 1)
             return wisp_error_set(err, WISP_ERR_FORMAT, "%s: \"id2label\" is empty", where);
         if (n_hint >= 0 && n_hint != count)
-            return wisp_error_set(err, WISP_ERR_FORMAT, "%s: num_labels is %d but id2label has %d entries",
-                                  where, n_hint, count);
+            return wisp_error_set(err, WISP_ERR_FORMAT,
+                                  "%s: num_labels is %d but id2label has %d entries", where, n_hint,
+                                  count);
     } else {
         count = n_hint >= 0 ? n_hint : 2;
         if (count < 1)
@@ -347,15 +353,18 @@ static int s_parse_labels(const cJSON *obj, int n_hint, char ***labels, int *n, 
             long id = strtol(k, &endp, 10);
             if (!k[0] || *endp || id < 0 || id >= count) {
                 rc = wisp_error_set(err, WISP_ERR_FORMAT,
-                                    "%s: id2label key \"%s\" is not an id in 0..%d", where, k, count - 1);
+                                    "%s: id2label key \"%s\" is not an id in 0..%d", where, k,
+                                    count - 1);
                 goto done;
             }
             if (!cJSON_IsString(kv)) {
-                rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: id2label[\"%s\"] must be a string", where, k);
+                rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: id2label[\"%s\"] must be a string",
+                                    where, k);
                 goto done;
             }
             if (out[id]) {
-                rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: id2label has id %ld twice", where, id);
+                rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: id2label has id %ld twice", where,
+                                    id);
                 goto done;
             }
             out[id] = strdup(kv->valuestring);
@@ -378,14 +387,14 @@ static int s_parse_labels(const cJSON *obj, int n_hint, char ***labels, int *n, 
     for (int i = 0; i < count; i++)
         for (int k = 0; k < i; k++)
             if (strcmp(out[i], out[k]) == 0) {
-                rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: label \"%s\" appears twice in id2label", where,
-                                    out[i]);
+                rc = wisp_error_set(err, WISP_ERR_FORMAT,
+                                    "%s: label \"%s\" appears twice in id2label", where, out[i]);
                 goto done;
             }
     if (label2id && !cJSON_IsNull(label2id)) {
         if (!cJSON_IsObject(label2id) || cJSON_GetArraySize(label2id) != count) {
-            rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: \"label2id\" must be an object with %d entries",
-                                where, count);
+            rc = wisp_error_set(err, WISP_ERR_FORMAT,
+                                "%s: \"label2id\" must be an object with %d entries", where, count);
             goto done;
         }
         for (int i = 0; i < count; i++) {
@@ -398,7 +407,8 @@ static int s_parse_labels(const cJSON *obj, int n_hint, char ***labels, int *n, 
                 id = strtol(v->valuestring, NULL, 10);
             if (id != i) {
                 rc = wisp_error_set(err, WISP_ERR_FORMAT,
-                                    "%s: label2id[\"%s\"] disagrees with id2label (expected %d)", where, out[i], i);
+                                    "%s: label2id[\"%s\"] disagrees with id2label (expected %d)",
+                                    where, out[i], i);
                 goto done;
             }
         }
@@ -451,19 +461,22 @@ static char **s_copy_labels(char *const *labels, int n)
 static int s_whisper_validate(const wisp_whisper_config_t *c, const char *where, wisp_error_t *err)
 {
     if (strcmp(c->model_type, "whisper") != 0)
-        return wisp_error_set(err, WISP_ERR_UNSUPPORTED, "%s: model_type is \"%s\", wisp needs \"whisper\"",
-                              where, c->model_type);
+        return wisp_error_set(err, WISP_ERR_UNSUPPORTED,
+                              "%s: model_type is \"%s\", wisp needs \"whisper\"", where,
+                              c->model_type);
     if (c->encoder_attention_heads < 1 || c->d_model % c->encoder_attention_heads != 0)
         return wisp_error_set(err, WISP_ERR_FORMAT,
-                              "%s: d_model %d is not divisible by encoder_attention_heads %d", where, c->d_model,
-                              c->encoder_attention_heads);
+                              "%s: d_model %d is not divisible by encoder_attention_heads %d",
+                              where, c->d_model, c->encoder_attention_heads);
     if (c->encoder_layers > WISP_MAX_LAYERS)
-        return wisp_error_set(err, WISP_ERR_UNSUPPORTED, "%s: encoder_layers %d exceeds wisp's limit of %d",
-                              where, c->encoder_layers, WISP_MAX_LAYERS);
+        return wisp_error_set(err, WISP_ERR_UNSUPPORTED,
+                              "%s: encoder_layers %d exceeds wisp's limit of %d", where,
+                              c->encoder_layers, WISP_MAX_LAYERS);
     return 0;
 }
 
-int wisp_whisper_config_parse(wisp_whisper_config_t *cfg, const cJSON *root, const char *path, wisp_error_t *err)
+int wisp_whisper_config_parse(wisp_whisper_config_t *cfg, const cJSON *root, const char *path,
+                              wisp_error_t *err)
 {
     memset(cfg, 0, sizeof *cfg);
     int rc = 0;
@@ -473,26 +486,34 @@ int wisp_whisper_config_parse(wisp_whisper_config_t *cfg, const cJSON *root, con
     }
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
     if (!cJSON_IsString(mt)) {
-        rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: missing key \"model_type\" (expected \"whisper\")", path);
+        rc = wisp_error_set(err, WISP_ERR_FORMAT,
+                            "%s: missing key \"model_type\" (expected \"whisper\")", path);
         goto done;
     }
     snprintf(cfg->model_type, sizeof cfg->model_type, "%s", mt->valuestring);
     const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "activation_function");
     if (act && (!cJSON_IsString(act) || strcmp(act->valuestring, "gelu") != 0)) {
-        rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED, "%s: activation_function %s%s%s is not supported (only \"gelu\")",
-                            path, cJSON_IsString(act) ? "\"" : "", cJSON_IsString(act) ? act->valuestring : "(not a string)",
+        rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED,
+                            "%s: activation_function %s%s%s is not supported (only \"gelu\")", path,
+                            cJSON_IsString(act) ? "\"" : "",
+                            cJSON_IsString(act) ? act->valuestring : "(not a string)",
                             cJSON_IsString(act) ? "\"" : "");
         goto done;
     }
     int n_hint = -1;
     if ((rc = s_get_int(root, "d_model", -9999, 1, &cfg->d_model, path, err)) != 0 ||
         (rc = s_get_int(root, "encoder_layers", -9999, 1, &cfg->encoder_layers, path, err)) != 0 ||
-        (rc = s_get_int(root, "encoder_attention_heads", -9999, 1, &cfg->encoder_attention_heads, path, err)) != 0 ||
-        (rc = s_get_int(root, "encoder_ffn_dim", -9999, 1, &cfg->encoder_ffn_dim, path, err)) != 0 ||
+        (rc = s_get_int(root, "encoder_attention_heads", -9999, 1, &cfg->encoder_attention_heads,
+                        path, err)) != 0 ||
+        (rc = s_get_int(root, "encoder_ffn_dim", -9999, 1, &cfg->encoder_ffn_dim, path, err)) !=
+            0 ||
         (rc = s_get_int(root, "num_mel_bins", 80, 1, &cfg->num_mel_bins, path, err)) != 0 ||
-        (rc = s_get_int(root, "max_source_positions", 1500, 1, &cfg->max_source_positions, path, err)) != 0 ||
-        (rc = s_get_int(root, "classifier_proj_size", 256, 1, &cfg->classifier_proj_size, path, err)) != 0 ||
-        (rc = s_get_bool(root, "use_weighted_layer_sum", 0, &cfg->use_weighted_layer_sum, path, err)) != 0 ||
+        (rc = s_get_int(root, "max_source_positions", 1500, 1, &cfg->max_source_positions, path,
+                        err)) != 0 ||
+        (rc = s_get_int(root, "classifier_proj_size", 256, 1, &cfg->classifier_proj_size, path,
+                        err)) != 0 ||
+        (rc = s_get_bool(root, "use_weighted_layer_sum", 0, &cfg->use_weighted_layer_sum, path,
+                         err)) != 0 ||
         (rc = s_get_int(root, "num_labels", -1, 1, &n_hint, path, err)) != 0)
         goto done;
     if ((rc = s_whisper_validate(cfg, path, err)) != 0)
@@ -520,9 +541,9 @@ static const struct {
     const char *name;
     int d, layers, heads, ffn, mels;
 } s_sizes[] = {
-    {"tiny", 384, 4, 6, 1536, 80},      {"base", 512, 6, 8, 2048, 80},
-    {"small", 768, 12, 12, 3072, 80},   {"medium", 1024, 24, 16, 4096, 80},
-    {"large", 1280, 32, 20, 5120, 80},  {"large-v3", 1280, 32, 20, 5120, 128},
+    {"tiny", 384, 4, 6, 1536, 80},     {"base", 512, 6, 8, 2048, 80},
+    {"small", 768, 12, 12, 3072, 80},  {"medium", 1024, 24, 16, 4096, 80},
+    {"large", 1280, 32, 20, 5120, 80}, {"large-v3", 1280, 32, 20, 5120, 128},
 };
 
 int wisp_whisper_config_preset(wisp_whisper_config_t *cfg, const char *size, wisp_error_t *err)
@@ -543,7 +564,8 @@ int wisp_whisper_config_preset(wisp_whisper_config_t *cfg, const char *size, wis
         return s_parse_labels(NULL, 2, &cfg->id2label, &cfg->num_labels, size, err);
     }
     return wisp_error_set(err, WISP_ERR_ARG,
-                          "unknown model size \"%s\" (tiny, base, small, medium, large, large-v3)", size);
+                          "unknown model size \"%s\" (tiny, base, small, medium, large, large-v3)",
+                          size);
 }
 
 cJSON *wisp_whisper_config_to_json(const wisp_whisper_config_t *cfg)
@@ -554,7 +576,8 @@ cJSON *wisp_whisper_config_to_json(const wisp_whisper_config_t *cfg)
     int ok = 1;
     int v3 = cfg->num_mel_bins == 128; /* large-v3 adds one language token */
     cJSON *arch = cJSON_AddArrayToObject(o, "architectures");
-    ok = ok && arch && cJSON_AddItemToArray(arch, cJSON_CreateString("WhisperForAudioClassification"));
+    ok = ok && arch &&
+         cJSON_AddItemToArray(arch, cJSON_CreateString("WhisperForAudioClassification"));
     /* Token ids and the spec-augment / generation keys of openai/whisper-* configs;
      * they do not affect the encoder but let transformers load the file unchanged. */
     cJSON *bst = cJSON_AddArrayToObject(o, "begin_suppress_tokens");
@@ -562,7 +585,8 @@ cJSON *wisp_whisper_config_to_json(const wisp_whisper_config_t *cfg)
          cJSON_AddItemToArray(bst, cJSON_CreateNumber(50257));
     ok = ok && cJSON_AddNumberToObject(o, "activation_dropout", 0.0) &&
          cJSON_AddStringToObject(o, "activation_function", "gelu") &&
-         cJSON_AddFalseToObject(o, "apply_spec_augment") && cJSON_AddNumberToObject(o, "attention_dropout", 0.0) &&
+         cJSON_AddFalseToObject(o, "apply_spec_augment") &&
+         cJSON_AddNumberToObject(o, "attention_dropout", 0.0) &&
          cJSON_AddNumberToObject(o, "bos_token_id", 50257) &&
          cJSON_AddNumberToObject(o, "classifier_proj_size", cfg->classifier_proj_size) &&
          cJSON_AddNumberToObject(o, "d_model", cfg->d_model) &&
@@ -570,24 +594,32 @@ cJSON *wisp_whisper_config_to_json(const wisp_whisper_config_t *cfg)
          cJSON_AddNumberToObject(o, "decoder_ffn_dim", cfg->encoder_ffn_dim) &&
          cJSON_AddNumberToObject(o, "decoder_layerdrop", 0.0) &&
          cJSON_AddNumberToObject(o, "decoder_layers", cfg->encoder_layers) &&
-         cJSON_AddNumberToObject(o, "decoder_start_token_id", 50258) && cJSON_AddNumberToObject(o, "dropout", 0.0) &&
+         cJSON_AddNumberToObject(o, "decoder_start_token_id", 50258) &&
+         cJSON_AddNumberToObject(o, "dropout", 0.0) &&
          cJSON_AddNumberToObject(o, "encoder_attention_heads", cfg->encoder_attention_heads) &&
          cJSON_AddNumberToObject(o, "encoder_ffn_dim", cfg->encoder_ffn_dim) &&
          cJSON_AddNumberToObject(o, "encoder_layerdrop", 0.0) &&
          cJSON_AddNumberToObject(o, "encoder_layers", cfg->encoder_layers) &&
-         cJSON_AddNumberToObject(o, "eos_token_id", 50257) && cJSON_AddNumberToObject(o, "init_std", 0.02) &&
-         cJSON_AddTrueToObject(o, "is_encoder_decoder") && cJSON_AddNumberToObject(o, "mask_feature_length", 10) &&
+         cJSON_AddNumberToObject(o, "eos_token_id", 50257) &&
+         cJSON_AddNumberToObject(o, "init_std", 0.02) &&
+         cJSON_AddTrueToObject(o, "is_encoder_decoder") &&
+         cJSON_AddNumberToObject(o, "mask_feature_length", 10) &&
          cJSON_AddNumberToObject(o, "mask_feature_min_masks", 0) &&
-         cJSON_AddNumberToObject(o, "mask_feature_prob", 0.0) && cJSON_AddNumberToObject(o, "mask_time_length", 10) &&
-         cJSON_AddNumberToObject(o, "mask_time_min_masks", 2) && cJSON_AddNumberToObject(o, "mask_time_prob", 0.05) &&
+         cJSON_AddNumberToObject(o, "mask_feature_prob", 0.0) &&
+         cJSON_AddNumberToObject(o, "mask_time_length", 10) &&
+         cJSON_AddNumberToObject(o, "mask_time_min_masks", 2) &&
+         cJSON_AddNumberToObject(o, "mask_time_prob", 0.05) &&
          cJSON_AddNumberToObject(o, "max_length", 448) &&
          cJSON_AddNumberToObject(o, "max_source_positions", cfg->max_source_positions) &&
          cJSON_AddNumberToObject(o, "max_target_positions", 448) &&
-         cJSON_AddNumberToObject(o, "median_filter_width", 7) && cJSON_AddStringToObject(o, "model_type", "whisper") &&
+         cJSON_AddNumberToObject(o, "median_filter_width", 7) &&
+         cJSON_AddStringToObject(o, "model_type", "whisper") &&
          cJSON_AddNumberToObject(o, "num_hidden_layers", cfg->encoder_layers) &&
          cJSON_AddNumberToObject(o, "num_mel_bins", cfg->num_mel_bins) &&
-         cJSON_AddNumberToObject(o, "pad_token_id", 50257) && cJSON_AddFalseToObject(o, "scale_embedding") &&
-         cJSON_AddStringToObject(o, "torch_dtype", "float32") && cJSON_AddTrueToObject(o, "use_cache") &&
+         cJSON_AddNumberToObject(o, "pad_token_id", 50257) &&
+         cJSON_AddFalseToObject(o, "scale_embedding") &&
+         cJSON_AddStringToObject(o, "torch_dtype", "float32") &&
+         cJSON_AddTrueToObject(o, "use_cache") &&
          cJSON_AddBoolToObject(o, "use_weighted_layer_sum", cfg->use_weighted_layer_sum) &&
          cJSON_AddNumberToObject(o, "vocab_size", v3 ? 51866 : 51865);
     if (ok && cfg->id2label)
@@ -614,18 +646,23 @@ void wisp_whisper_config_free(wisp_whisper_config_t *cfg)
  * BnConfig requires (mh_adapter, output_adapter, reduction_factor, non_linearity)
  * come from the subclass tables. */
 static const char *s_bn_defaults =
-    "{\"original_ln_before\":false,\"original_ln_after\":true,\"ln_before\":false,\"ln_after\":false,"
+    "{\"original_ln_before\":false,\"original_ln_after\":true,\"ln_before\":false,\"ln_after\":"
+    "false,"
     "\"init_weights\":\"bert\",\"init_weights_seed\":null,\"is_parallel\":false,\"scaling\":1.0,"
     "\"use_gating\":false,\"residual_before_ln\":true,\"adapter_residual_before_ln\":false,"
-    "\"inv_adapter\":null,\"inv_adapter_reduction_factor\":null,\"cross_adapter\":false,\"leave_out\":[],"
-    "\"dropout\":0.0,\"phm_layer\":false,\"phm_dim\":4,\"factorized_phm_W\":true,\"shared_W_phm\":false,"
+    "\"inv_adapter\":null,\"inv_adapter_reduction_factor\":null,\"cross_adapter\":false,\"leave_"
+    "out\":[],"
+    "\"dropout\":0.0,\"phm_layer\":false,\"phm_dim\":4,\"factorized_phm_W\":true,\"shared_W_phm\":"
+    "false,"
     "\"shared_phm_rule\":true,\"factorized_phm_rule\":false,\"phm_c_init\":\"normal\","
     "\"phm_init_range\":0.0001,\"learn_phm\":true,\"hypercomplex_nonlinearity\":\"glorot-uniform\","
     "\"phm_rank\":1,\"phm_bias\":true,\"stochastic_depth\":0.0}";
 static const char *s_lora_defaults =
-    "{\"architecture\":\"lora\",\"selfattn_lora\":true,\"intermediate_lora\":false,\"output_lora\":false,"
+    "{\"architecture\":\"lora\",\"selfattn_lora\":true,\"intermediate_lora\":false,\"output_lora\":"
+    "false,"
     "\"leave_out\":[],\"r\":8,\"alpha\":8,\"dropout\":0.0,\"attn_matrices\":[\"q\",\"v\"],"
-    "\"composition_mode\":\"add\",\"init_weights\":\"lora\",\"init_weights_seed\":null,\"use_gating\":false,"
+    "\"composition_mode\":\"add\",\"init_weights\":\"lora\",\"init_weights_seed\":null,\"use_"
+    "gating\":false,"
     "\"vera_d\":null,\"vera_b\":null,\"dtype\":null}";
 
 static const struct {
@@ -635,13 +672,17 @@ static const struct {
 } s_presets[] = {
     {"seq_bn", NULL,
      "{\"original_ln_before\":true,\"original_ln_after\":true,\"residual_before_ln\":true,"
-     "\"mh_adapter\":false,\"output_adapter\":true,\"non_linearity\":\"relu\",\"reduction_factor\":16}"},
+     "\"mh_adapter\":false,\"output_adapter\":true,\"non_linearity\":\"relu\",\"reduction_factor\":"
+     "16}"},
     {"double_seq_bn", NULL,
      "{\"original_ln_before\":false,\"original_ln_after\":true,\"residual_before_ln\":true,"
-     "\"mh_adapter\":true,\"output_adapter\":true,\"non_linearity\":\"swish\",\"reduction_factor\":16}"},
+     "\"mh_adapter\":true,\"output_adapter\":true,\"non_linearity\":\"swish\",\"reduction_factor\":"
+     "16}"},
     {"par_bn", NULL,
-     "{\"original_ln_before\":false,\"original_ln_after\":true,\"mh_adapter\":false,\"output_adapter\":true,"
-     "\"non_linearity\":\"relu\",\"reduction_factor\":2,\"init_weights\":\"mam_adapter\",\"is_parallel\":true,"
+     "{\"original_ln_before\":false,\"original_ln_after\":true,\"mh_adapter\":false,\"output_"
+     "adapter\":true,"
+     "\"non_linearity\":\"relu\",\"reduction_factor\":2,\"init_weights\":\"mam_adapter\",\"is_"
+     "parallel\":true,"
      "\"scaling\":4.0}"},
     {"lora", "lora", "{}"},
     {"ia3", "lora",
@@ -671,13 +712,13 @@ static void s_value_text(const cJSON *j, char *buf, size_t size)
 
 /* How a field is handled. */
 typedef enum {
-    S_F_BOOL,       /* read into an int */
-    S_F_ONLY,       /* accepted only when equal to the default (JSON equality) */
-    S_F_ANY_BOOL,   /* ignored by wisp for a stated reason, any bool */
-    S_F_ANY_NUM,    /* any number or null */
-    S_F_ANY_INT,    /* any integer or null */
-    S_F_ANY_STR,    /* any string or null */
-    S_F_SPECIAL,    /* handled in code */
+    S_F_BOOL,     /* read into an int */
+    S_F_ONLY,     /* accepted only when equal to the default (JSON equality) */
+    S_F_ANY_BOOL, /* ignored by wisp for a stated reason, any bool */
+    S_F_ANY_NUM,  /* any number or null */
+    S_F_ANY_INT,  /* any integer or null */
+    S_F_ANY_STR,  /* any string or null */
+    S_F_SPECIAL,  /* handled in code */
 } s_ftype_t;
 
 typedef struct {
@@ -784,35 +825,40 @@ static cJSON *s_merge(const cJSON *defaults, const cJSON *user)
     return full;
 }
 
-static int s_leave_out(wisp_adapter_config_t *cfg, const cJSON *j, const char *where, wisp_error_t *err)
+static int s_leave_out(wisp_adapter_config_t *cfg, const cJSON *j, const char *where,
+                       wisp_error_t *err)
 {
     if (!cJSON_IsArray(j))
-        return wisp_error_set(err, WISP_ERR_FORMAT, "%s: field leave_out must be a list of layer indices", where);
+        return wisp_error_set(err, WISP_ERR_FORMAT,
+                              "%s: field leave_out must be a list of layer indices", where);
     const cJSON *e;
     cJSON_ArrayForEach(e, j)
     {
         if (!s_is_int(e) || e->valuedouble < 0 || e->valuedouble >= WISP_MAX_LAYERS)
             return wisp_error_set(err, WISP_ERR_FORMAT,
-                                  "%s: field leave_out must hold layer indices 0..%d", where, WISP_MAX_LAYERS - 1);
+                                  "%s: field leave_out must hold layer indices 0..%d", where,
+                                  WISP_MAX_LAYERS - 1);
         cfg->leave_out[(int)e->valuedouble] = 1;
     }
     return 0;
 }
 
-static int s_bool_field(const cJSON *full, const char *key, int *out, const char *where, wisp_error_t *err)
+static int s_bool_field(const cJSON *full, const char *key, int *out, const char *where,
+                        wisp_error_t *err)
 {
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(full, key);
     if (!j)
         return wisp_error_set(err, WISP_ERR_FORMAT, "%s: missing field %s", where, key);
     if (!cJSON_IsBool(j))
-        return wisp_error_set(err, WISP_ERR_FORMAT, "%s: field %s must be true or false", where, key);
+        return wisp_error_set(err, WISP_ERR_FORMAT, "%s: field %s must be true or false", where,
+                              key);
     *out = cJSON_IsTrue(j);
     return 0;
 }
 
 /* Checks every key of `user` against the class's field table and defaults. */
-static int s_check_fields(const cJSON *user, const cJSON *defaults, const s_field_t *fields, const char *arch,
-                          const char *where, wisp_error_t *err)
+static int s_check_fields(const cJSON *user, const cJSON *defaults, const s_field_t *fields,
+                          const char *arch, const char *where, wisp_error_t *err)
 {
     const cJSON *kv;
     cJSON_ArrayForEach(kv, user)
@@ -821,8 +867,8 @@ static int s_check_fields(const cJSON *user, const cJSON *defaults, const s_fiel
         const s_field_t *f = s_find_field(fields, key);
         char val[96];
         if (!f)
-            return wisp_error_set(err, WISP_ERR_UNSUPPORTED, "%s: unknown field %s for a %s adapter config", where,
-                                  key, arch);
+            return wisp_error_set(err, WISP_ERR_UNSUPPORTED,
+                                  "%s: unknown field %s for a %s adapter config", where, key, arch);
         switch (f->type) {
         case S_F_ONLY: {
             const cJSON *def = cJSON_GetObjectItemCaseSensitive(defaults, key);
@@ -832,29 +878,32 @@ static int s_check_fields(const cJSON *user, const cJSON *defaults, const s_fiel
                 s_value_text(kv, val, sizeof val);
                 s_value_text(def, want, sizeof want);
                 return wisp_error_set(err, WISP_ERR_UNSUPPORTED,
-                                      "%s: field %s = %s is not supported by wisp (%s; only %s)", where, key, val,
-                                      f->why, def ? want : "null");
+                                      "%s: field %s = %s is not supported by wisp (%s; only %s)",
+                                      where, key, val, f->why, def ? want : "null");
             }
             break;
         }
         case S_F_ANY_BOOL:
             if (!cJSON_IsBool(kv) && !cJSON_IsNull(kv))
-                return wisp_error_set(err, WISP_ERR_FORMAT, "%s: field %s must be true or false", where, key);
+                return wisp_error_set(err, WISP_ERR_FORMAT, "%s: field %s must be true or false",
+                                      where, key);
             break;
         case S_F_ANY_NUM:
             if (!cJSON_IsNumber(kv) && !cJSON_IsNull(kv))
-                return wisp_error_set(err, WISP_ERR_FORMAT, "%s: field %s must be a number or null", where, key);
+                return wisp_error_set(err, WISP_ERR_FORMAT, "%s: field %s must be a number or null",
+                                      where, key);
             break;
         case S_F_ANY_INT:
             if (!s_is_int(kv) && !cJSON_IsNull(kv))
-                return wisp_error_set(err, WISP_ERR_FORMAT, "%s: field %s must be an integer or null", where, key);
+                return wisp_error_set(err, WISP_ERR_FORMAT,
+                                      "%s: field %s must be an integer or null", where, key);
             break;
         case S_F_ANY_STR:
             if (!cJSON_IsString(kv) && !cJSON_IsNull(kv))
-                return wisp_error_set(err, WISP_ERR_FORMAT, "%s: field %s must be a string or null", where, key);
+                return wisp_error_set(err, WISP_ERR_FORMAT, "%s: field %s must be a string or null",
+                                      where, key);
             break;
-        default:
-            break;
+        default: break;
         }
     }
     return 0;
@@ -880,7 +929,8 @@ static int s_parse_bottleneck(wisp_adapter_config_t *cfg, const cJSON *user, con
     cfg->kind = WISP_ADAPTER_BOTTLENECK;
     if ((rc = s_bool_field(full, "mh_adapter", &cfg->mh_adapter, where, err)) != 0 ||
         (rc = s_bool_field(full, "output_adapter", &cfg->output_adapter, where, err)) != 0 ||
-        (rc = s_bool_field(full, "original_ln_before", &cfg->original_ln_before, where, err)) != 0 ||
+        (rc = s_bool_field(full, "original_ln_before", &cfg->original_ln_before, where, err)) !=
+            0 ||
         (rc = s_bool_field(full, "original_ln_after", &cfg->original_ln_after, where, err)) != 0 ||
         (rc = s_bool_field(full, "is_parallel", &cfg->is_parallel, where, err)) != 0)
         goto done;
@@ -893,7 +943,8 @@ static int s_parse_bottleneck(wisp_adapter_config_t *cfg, const cJSON *user, con
     }
     if (cJSON_IsNumber(rf)) {
         if (!(rf->valuedouble > 0)) {
-            rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: field reduction_factor must be > 0", where);
+            rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: field reduction_factor must be > 0",
+                                where);
             goto done;
         }
         for (int i = 0; i < WISP_MAX_LAYERS; i++)
@@ -908,12 +959,14 @@ static int s_parse_bottleneck(wisp_adapter_config_t *cfg, const cJSON *user, con
             int is_default = strcmp(kv->string, "default") == 0;
             if (!is_default && (!kv->string[0] || *endp || layer < 0 || layer >= WISP_MAX_LAYERS)) {
                 rc = wisp_error_set(err, WISP_ERR_FORMAT,
-                                    "%s: field reduction_factor has key \"%s\" (expected a layer index or \"default\")",
+                                    "%s: field reduction_factor has key \"%s\" (expected a layer "
+                                    "index or \"default\")",
                                     where, kv->string);
                 goto done;
             }
             if (!cJSON_IsNumber(kv) || !(kv->valuedouble > 0)) {
-                rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: field reduction_factor[\"%s\"] must be a number > 0",
+                rc = wisp_error_set(err, WISP_ERR_FORMAT,
+                                    "%s: field reduction_factor[\"%s\"] must be a number > 0",
                                     where, kv->string);
                 goto done;
             }
@@ -923,34 +976,40 @@ static int s_parse_bottleneck(wisp_adapter_config_t *cfg, const cJSON *user, con
             snprintf(key, sizeof key, "%d", i);
             const cJSON *v = cJSON_GetObjectItemCaseSensitive(rf, key);
             /* 0 marks "no factor for this layer": bottleneck_dim reports it */
-            cfg->reduction_factor[i] = v ? (float)v->valuedouble : def ? (float)def->valuedouble : 0.0f;
+            cfg->reduction_factor[i] = v     ? (float)v->valuedouble
+                                       : def ? (float)def->valuedouble
+                                             : 0.0f;
         }
     } else {
         rc = wisp_error_set(err, WISP_ERR_FORMAT,
-                            "%s: field reduction_factor must be a number or a {\"<layer>\": rf, \"default\": rf} map",
+                            "%s: field reduction_factor must be a number or a {\"<layer>\": rf, "
+                            "\"default\": rf} map",
                             where);
         goto done;
     }
 
     const cJSON *nl = cJSON_GetObjectItemCaseSensitive(full, "non_linearity");
     if (!cJSON_IsString(nl)) {
-        rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: missing or non-string field non_linearity", where);
+        rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: missing or non-string field non_linearity",
+                            where);
         goto done;
     }
     cfg->non_linearity = nn_act_parse(nl->valuestring); /* case-insensitive, like the library */
     if (cfg->non_linearity < 0) {
-        rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED,
-                            "%s: field non_linearity = \"%s\" is not supported (relu, swish, silu, gelu, gelu_new, "
-                            "tanh, sigmoid, leakyrelu, linear)",
-                            where, nl->valuestring);
+        rc = wisp_error_set(
+            err, WISP_ERR_UNSUPPORTED,
+            "%s: field non_linearity = \"%s\" is not supported (relu, swish, silu, gelu, gelu_new, "
+            "tanh, sigmoid, leakyrelu, linear)",
+            where, nl->valuestring);
         goto done;
     }
 
     const cJSON *sc = cJSON_GetObjectItemCaseSensitive(full, "scaling");
     if (cJSON_IsString(sc)) {
-        rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED,
-                            "%s: field scaling = \"%s\" is not supported by wisp (learned scaling; only a number)",
-                            where, sc->valuestring);
+        rc = wisp_error_set(
+            err, WISP_ERR_UNSUPPORTED,
+            "%s: field scaling = \"%s\" is not supported by wisp (learned scaling; only a number)",
+            where, sc->valuestring);
         goto done;
     }
     if (!cJSON_IsNumber(sc)) {
@@ -963,34 +1022,41 @@ static int s_parse_bottleneck(wisp_adapter_config_t *cfg, const cJSON *user, con
     if (cJSON_IsString(rbl)) {
         /* "post_add" picks the residual after the add but before the original LayerNorm;
          * Whisper's adapter sites pass no LayerNorm, where the library leaves it undefined. */
-        rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED,
-                            "%s: field residual_before_ln = \"%s\" is not supported by wisp (Whisper adapter sites "
-                            "have no LayerNorm; only true or false)",
-                            where, rbl->valuestring);
+        rc = wisp_error_set(
+            err, WISP_ERR_UNSUPPORTED,
+            "%s: field residual_before_ln = \"%s\" is not supported by wisp (Whisper adapter sites "
+            "have no LayerNorm; only true or false)",
+            where, rbl->valuestring);
         goto done;
     }
     if (!cJSON_IsBool(rbl)) {
-        rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: field residual_before_ln must be true or false", where);
+        rc = wisp_error_set(err, WISP_ERR_FORMAT,
+                            "%s: field residual_before_ln must be true or false", where);
         goto done;
     }
     cfg->residual_before_ln = cJSON_IsTrue(rbl);
 
     const cJSON *iw = cJSON_GetObjectItemCaseSensitive(full, "init_weights");
-    if (!cJSON_IsString(iw) || (strcmp(iw->valuestring, "bert") != 0 && strcmp(iw->valuestring, "mam_adapter") != 0 &&
-                                strcmp(iw->valuestring, "houlsby") != 0)) {
+    if (!cJSON_IsString(iw) ||
+        (strcmp(iw->valuestring, "bert") != 0 && strcmp(iw->valuestring, "mam_adapter") != 0 &&
+         strcmp(iw->valuestring, "houlsby") != 0)) {
         char val[64];
         s_value_text(iw, val, sizeof val);
-        rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED,
-                            "%s: field init_weights = %s is not supported (bert, mam_adapter, houlsby)", where, val);
+        rc = wisp_error_set(
+            err, WISP_ERR_UNSUPPORTED,
+            "%s: field init_weights = %s is not supported (bert, mam_adapter, houlsby)", where,
+            val);
         goto done;
     }
     snprintf(cfg->init_weights, sizeof cfg->init_weights, "%s", iw->valuestring);
-    if ((rc = s_leave_out(cfg, cJSON_GetObjectItemCaseSensitive(full, "leave_out"), where, err)) != 0)
+    if ((rc = s_leave_out(cfg, cJSON_GetObjectItemCaseSensitive(full, "leave_out"), where, err)) !=
+        0)
         goto done;
     if (!cfg->mh_adapter && !cfg->output_adapter) {
-        rc = wisp_error_set(err, WISP_ERR_FORMAT,
-                            "%s: fields mh_adapter and output_adapter are both false: the adapter would do nothing",
-                            where);
+        rc = wisp_error_set(
+            err, WISP_ERR_FORMAT,
+            "%s: fields mh_adapter and output_adapter are both false: the adapter would do nothing",
+            where);
         goto done;
     }
 done:
@@ -998,7 +1064,8 @@ done:
     return rc;
 }
 
-static int s_parse_lora(wisp_adapter_config_t *cfg, const cJSON *user, const char *where, wisp_error_t *err)
+static int s_parse_lora(wisp_adapter_config_t *cfg, const cJSON *user, const char *where,
+                        wisp_error_t *err)
 {
     int rc = 0;
     cJSON *defaults = s_parse_builtin(s_lora_defaults);
@@ -1013,11 +1080,13 @@ static int s_parse_lora(wisp_adapter_config_t *cfg, const cJSON *user, const cha
     }
     const cJSON *full = cfg->full;
     const cJSON *cm = cJSON_GetObjectItemCaseSensitive(full, "composition_mode");
-    if (!cJSON_IsString(cm) || (strcmp(cm->valuestring, "add") != 0 && strcmp(cm->valuestring, "scale") != 0)) {
+    if (!cJSON_IsString(cm) ||
+        (strcmp(cm->valuestring, "add") != 0 && strcmp(cm->valuestring, "scale") != 0)) {
         char val[64];
         s_value_text(cm, val, sizeof val);
-        rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED, "%s: field composition_mode = %s is not supported (add, scale)",
-                            where, val);
+        rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED,
+                            "%s: field composition_mode = %s is not supported (add, scale)", where,
+                            val);
         goto done;
     }
     int scale = strcmp(cm->valuestring, "scale") == 0;
@@ -1035,9 +1104,10 @@ static int s_parse_lora(wisp_adapter_config_t *cfg, const cJSON *user, const cha
     }
     cfg->r = (int)r->valuedouble;
     if (scale && cfg->r != 1) {
-        rc = wisp_error_set(err, WISP_ERR_FORMAT,
-                            "%s: field r = %d with composition_mode \"scale\" (IA3 needs r = 1, as in the library)",
-                            where, cfg->r);
+        rc = wisp_error_set(
+            err, WISP_ERR_FORMAT,
+            "%s: field r = %d with composition_mode \"scale\" (IA3 needs r = 1, as in the library)",
+            where, cfg->r);
         goto done;
     }
     const cJSON *alpha = cJSON_GetObjectItemCaseSensitive(full, "alpha");
@@ -1049,8 +1119,8 @@ static int s_parse_lora(wisp_adapter_config_t *cfg, const cJSON *user, const cha
 
     const cJSON *am = cJSON_GetObjectItemCaseSensitive(full, "attn_matrices");
     if (!cJSON_IsArray(am)) {
-        rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: field attn_matrices must be a list of \"q\", \"k\", \"v\"",
-                            where);
+        rc = wisp_error_set(err, WISP_ERR_FORMAT,
+                            "%s: field attn_matrices must be a list of \"q\", \"k\", \"v\"", where);
         goto done;
     }
     const cJSON *e;
@@ -1067,7 +1137,8 @@ static int s_parse_lora(wisp_adapter_config_t *cfg, const cJSON *user, const cha
             char val[64];
             s_value_text(e, val, sizeof val);
             rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED,
-                                "%s: field attn_matrices holds %s (only \"q\", \"k\", \"v\")", where, val);
+                                "%s: field attn_matrices holds %s (only \"q\", \"k\", \"v\")",
+                                where, val);
             goto done;
         }
     }
@@ -1077,33 +1148,40 @@ static int s_parse_lora(wisp_adapter_config_t *cfg, const cJSON *user, const cha
     cfg->attn_v = selfattn && v;
 
     const cJSON *iw = cJSON_GetObjectItemCaseSensitive(full, "init_weights");
-    int iw_ok = cJSON_IsString(iw) && (scale ? strcmp(iw->valuestring, "ia3") == 0
-                                             : (strcmp(iw->valuestring, "lora") == 0 ||
-                                                strcmp(iw->valuestring, "bert") == 0));
+    int iw_ok =
+        cJSON_IsString(iw) &&
+        (scale ? strcmp(iw->valuestring, "ia3") == 0
+               : (strcmp(iw->valuestring, "lora") == 0 || strcmp(iw->valuestring, "bert") == 0));
     if (!iw_ok) {
         char val[64];
         s_value_text(iw, val, sizeof val);
-        rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED, "%s: field init_weights = %s is not supported for %s (%s)",
-                            where, val, scale ? "composition_mode \"scale\"" : "LoRA",
+        rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED,
+                            "%s: field init_weights = %s is not supported for %s (%s)", where, val,
+                            scale ? "composition_mode \"scale\"" : "LoRA",
                             scale ? "ia3" : "lora, bert");
         goto done;
     }
     snprintf(cfg->init_weights, sizeof cfg->init_weights, "%s", iw->valuestring);
 
     const cJSON *dt = cJSON_GetObjectItemCaseSensitive(full, "dtype");
-    if (dt && !cJSON_IsNull(dt) && !(cJSON_IsString(dt) && strcmp(dt->valuestring, "float32") == 0)) {
+    if (dt && !cJSON_IsNull(dt) &&
+        !(cJSON_IsString(dt) && strcmp(dt->valuestring, "float32") == 0)) {
         char val[64];
         s_value_text(dt, val, sizeof val);
-        rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED,
-                            "%s: field dtype = %s is not supported by wisp (adapters run in fp32; only null)", where,
-                            val);
+        rc = wisp_error_set(
+            err, WISP_ERR_UNSUPPORTED,
+            "%s: field dtype = %s is not supported by wisp (adapters run in fp32; only null)",
+            where, val);
         goto done;
     }
-    if ((rc = s_leave_out(cfg, cJSON_GetObjectItemCaseSensitive(full, "leave_out"), where, err)) != 0)
+    if ((rc = s_leave_out(cfg, cJSON_GetObjectItemCaseSensitive(full, "leave_out"), where, err)) !=
+        0)
         goto done;
-    if (!cfg->attn_q && !cfg->attn_k && !cfg->attn_v && !cfg->intermediate_lora && !cfg->output_lora) {
-        rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: the config adapts no matrix (attn_matrices, selfattn_lora, "
-                                                  "intermediate_lora and output_lora select nothing)",
+    if (!cfg->attn_q && !cfg->attn_k && !cfg->attn_v && !cfg->intermediate_lora &&
+        !cfg->output_lora) {
+        rc = wisp_error_set(err, WISP_ERR_FORMAT,
+                            "%s: the config adapts no matrix (attn_matrices, selfattn_lora, "
+                            "intermediate_lora and output_lora select nothing)",
                             where);
         goto done;
     }
@@ -1112,27 +1190,30 @@ done:
     return rc;
 }
 
-int wisp_adapter_config_parse(wisp_adapter_config_t *cfg, const cJSON *config_dict, const char *where,
-                              wisp_error_t *err)
+int wisp_adapter_config_parse(wisp_adapter_config_t *cfg, const cJSON *config_dict,
+                              const char *where, wisp_error_t *err)
 {
     memset(cfg, 0, sizeof *cfg);
     snprintf(cfg->name, sizeof cfg->name, "adapter");
     if (!where)
         where = "adapter config";
     if (!cJSON_IsObject(config_dict))
-        return wisp_error_set(err, WISP_ERR_FORMAT, "%s: the adapter config must be a JSON object", where);
+        return wisp_error_set(err, WISP_ERR_FORMAT, "%s: the adapter config must be a JSON object",
+                              where);
     const cJSON *arch = cJSON_GetObjectItemCaseSensitive(config_dict, "architecture");
     int rc;
-    if (!arch || cJSON_IsNull(arch) || (cJSON_IsString(arch) && strcmp(arch->valuestring, "bottleneck") == 0)) {
+    if (!arch || cJSON_IsNull(arch) ||
+        (cJSON_IsString(arch) && strcmp(arch->valuestring, "bottleneck") == 0)) {
         rc = s_parse_bottleneck(cfg, config_dict, where, err);
     } else if (cJSON_IsString(arch) && strcmp(arch->valuestring, "lora") == 0) {
         rc = s_parse_lora(cfg, config_dict, where, err);
     } else {
         char val[64];
         s_value_text(arch, val, sizeof val);
-        rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED,
-                            "%s: field architecture = %s is not supported by wisp (bottleneck or lora only)", where,
-                            val);
+        rc = wisp_error_set(
+            err, WISP_ERR_UNSUPPORTED,
+            "%s: field architecture = %s is not supported by wisp (bottleneck or lora only)", where,
+            val);
     }
     if (rc != 0)
         wisp_adapter_config_free(cfg);
@@ -1160,8 +1241,9 @@ int wisp_adapter_config_preset(wisp_adapter_config_t *cfg, const char *preset, w
             snprintf(cfg->name, sizeof cfg->name, "%s", preset);
         return rc;
     }
-    return wisp_error_set(err, WISP_ERR_ARG, "unknown adapter preset \"%s\" (seq_bn, double_seq_bn, par_bn, lora, ia3)",
-                          preset);
+    return wisp_error_set(
+        err, WISP_ERR_ARG,
+        "unknown adapter preset \"%s\" (seq_bn, double_seq_bn, par_bn, lora, ia3)", preset);
 }
 
 int wisp_adapter_config_load_dir(wisp_adapter_config_t *cfg, const char *dir, int *hidden_size,
@@ -1180,11 +1262,13 @@ int wisp_adapter_config_load_dir(wisp_adapter_config_t *cfg, const char *dir, in
         goto done;
     }
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
-    if (mt && !cJSON_IsNull(mt) && !(cJSON_IsString(mt) && strcmp(mt->valuestring, "whisper") == 0)) {
+    if (mt && !cJSON_IsNull(mt) &&
+        !(cJSON_IsString(mt) && strcmp(mt->valuestring, "whisper") == 0)) {
         char val[64];
         s_value_text(mt, val, sizeof val);
-        rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED, "%s: model_type is %s; wisp loads adapters made for \"whisper\"",
-                            path, val);
+        rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED,
+                            "%s: model_type is %s; wisp loads adapters made for \"whisper\"", path,
+                            val);
         goto done;
     }
     const cJSON *conf = cJSON_GetObjectItemCaseSensitive(root, "config");
@@ -1199,9 +1283,10 @@ int wisp_adapter_config_load_dir(wisp_adapter_config_t *cfg, const char *dir, in
         goto done;
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(root, "name");
     if (name && !cJSON_IsNull(name)) {
-        if (!cJSON_IsString(name) || !name->valuestring[0] || strlen(name->valuestring) >= sizeof cfg->name ||
-            strchr(name->valuestring, '.')) {
-            rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: \"name\" must be a non-empty string without dots", path);
+        if (!cJSON_IsString(name) || !name->valuestring[0] ||
+            strlen(name->valuestring) >= sizeof cfg->name || strchr(name->valuestring, '.')) {
+            rc = wisp_error_set(err, WISP_ERR_FORMAT,
+                                "%s: \"name\" must be a non-empty string without dots", path);
             goto done;
         }
         snprintf(cfg->name, sizeof cfg->name, "%s", name->valuestring);
@@ -1218,11 +1303,13 @@ done:
 /* The library's float-typed fields: json.dump writes 1.0 where cJSON would give 1. */
 static int s_floatify(cJSON *full)
 {
-    static const char *keys[] = {"scaling", "dropout", "phm_init_range", "stochastic_depth",
-                                 "inv_adapter_reduction_factor", "vera_d", "vera_b"};
+    static const char *keys[] = {
+        "scaling", "dropout", "phm_init_range", "stochastic_depth", "inv_adapter_reduction_factor",
+        "vera_d",  "vera_b"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         cJSON *v = cJSON_GetObjectItemCaseSensitive(full, keys[i]);
-        if (!cJSON_IsNumber(v) || floor(v->valuedouble) != v->valuedouble || fabs(v->valuedouble) > 1e15)
+        if (!cJSON_IsNumber(v) || floor(v->valuedouble) != v->valuedouble ||
+            fabs(v->valuedouble) > 1e15)
             continue;
         char num[40];
         snprintf(num, sizeof num, "%.1f", v->valuedouble);
@@ -1255,7 +1342,8 @@ int wisp_adapter_config_save_dir(const wisp_adapter_config_t *cfg, const char *d
          cJSON_AddStringToObject(root, "model_class", "WhisperForAudioClassification") &&
          (model_name ? cJSON_AddStringToObject(root, "model_name", model_name) != NULL
                      : cJSON_AddNullToObject(root, "model_name") != NULL) &&
-         cJSON_AddStringToObject(root, "model_type", "whisper") && cJSON_AddStringToObject(root, "name", cfg->name) &&
+         cJSON_AddStringToObject(root, "model_type", "whisper") &&
+         cJSON_AddStringToObject(root, "name", cfg->name) &&
          cJSON_AddStringToObject(root, "version", S_ADAPTERS_VERSION);
     if (!ok || s_sort_keys(root) != 0)
         rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
@@ -1311,9 +1399,12 @@ int wisp_head_config_load(wisp_head_config_t *cfg, const char *path, wisp_error_
         goto done;
     }
     if ((rc = s_get_int(root, "num_labels", -9999, 1, &n_hint, path, err)) != 0 ||
-        (rc = s_get_int(root, "classifier_proj_size", -9999, 1, &cfg->classifier_proj_size, path, err)) != 0 ||
-        (rc = s_get_bool(root, "use_weighted_layer_sum", 0, &cfg->use_weighted_layer_sum, path, err)) != 0 ||
-        (rc = s_get_int(root, "num_hidden_layers", -9999, 1, &cfg->num_hidden_layers, path, err)) != 0 ||
+        (rc = s_get_int(root, "classifier_proj_size", -9999, 1, &cfg->classifier_proj_size, path,
+                        err)) != 0 ||
+        (rc = s_get_bool(root, "use_weighted_layer_sum", 0, &cfg->use_weighted_layer_sum, path,
+                         err)) != 0 ||
+        (rc = s_get_int(root, "num_hidden_layers", -9999, 1, &cfg->num_hidden_layers, path, err)) !=
+            0 ||
         (rc = s_get_int(root, "d_model", -9999, 1, &cfg->d_model, path, err)) != 0)
         goto done;
     rc = s_parse_labels(root, n_hint, &cfg->id2label, &cfg->num_labels, path, err);

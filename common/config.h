@@ -19,12 +19,12 @@ char *wisp_json_print(const cJSON *json);
 
 /* ---- Hugging Face Whisper config.json ---------------------------------- */
 typedef struct {
-    int d_model;                /* hidden size d */
-    int encoder_layers;         /* L */
-    int encoder_attention_heads;/* H; d % H == 0 */
-    int encoder_ffn_dim;        /* F */
-    int num_mel_bins;           /* 80 or 128 */
-    int max_source_positions;   /* 1500 */
+    int d_model;                 /* hidden size d */
+    int encoder_layers;          /* L */
+    int encoder_attention_heads; /* H; d % H == 0 */
+    int encoder_ffn_dim;         /* F */
+    int num_mel_bins;            /* 80 or 128 */
+    int max_source_positions;    /* 1500 */
     /* Classification head keys (WhisperForAudioClassification); defaults when absent. */
     int num_labels;             /* from num_labels or id2label size; 2 when neither */
     int classifier_proj_size;   /* default 256 */
@@ -36,8 +36,8 @@ typedef struct {
 /* Loads and validates (positive sizes, divisibility, activation "gelu"). */
 int wisp_whisper_config_load(wisp_whisper_config_t *cfg, const char *path, wisp_error_t *err);
 /* The same from a parsed object; `where` names its source in messages. */
-int wisp_whisper_config_parse(wisp_whisper_config_t *cfg, const cJSON *config_json, const char *where,
-                              wisp_error_t *err);
+int wisp_whisper_config_parse(wisp_whisper_config_t *cfg, const cJSON *config_json,
+                              const char *where, wisp_error_t *err);
 /* Named sizes for init-model and benchmarks: tiny, base, small, medium, large, large-v3. */
 int wisp_whisper_config_preset(wisp_whisper_config_t *cfg, const char *size, wisp_error_t *err);
 /* An HF config.json object (architectures, model_type, every key above, plus
@@ -57,27 +57,28 @@ typedef enum {
 
 typedef struct {
     wisp_adapter_kind_t kind;
-    char name[128];              /* adapter name (keys use it: ...adapters.<name>...) */
+    char name[128]; /* adapter name (keys use it: ...adapters.<name>...) */
     /* bottleneck */
-    int mh_adapter;              /* adapter at the attention site */
-    int output_adapter;          /* adapter at the output (FFN) site */
-    float reduction_factor[WISP_MAX_LAYERS]; /* per layer, from a number or a {"<i>"|"default": rf} map */
-    int non_linearity;           /* nn_act_t */
-    float scaling;               /* numeric "scaling" */
+    int mh_adapter;                          /* adapter at the attention site */
+    int output_adapter;                      /* adapter at the output (FFN) site */
+    float reduction_factor[WISP_MAX_LAYERS]; /* per layer, from a number or a {"<i>"|"default": rf}
+                                                map */
+    int non_linearity;                       /* nn_act_t */
+    float scaling;                           /* numeric "scaling" */
     int is_parallel;
     int original_ln_before;
     int original_ln_after;
     int residual_before_ln;
-    char init_weights[32];       /* bert | mam_adapter | houlsby (bottleneck); lora | ia3 */
+    char init_weights[32]; /* bert | mam_adapter | houlsby (bottleneck); lora | ia3 */
     /* lora / ia3 */
     int r;
     float alpha;
-    int attn_q, attn_k, attn_v;  /* attn_matrices */
-    int intermediate_lora;       /* fc1 */
-    int output_lora;             /* fc2 */
+    int attn_q, attn_k, attn_v; /* attn_matrices */
+    int intermediate_lora;      /* fc1 */
+    int output_lora;            /* fc2 */
     /* both */
     int leave_out[WISP_MAX_LAYERS]; /* 1 = no adapter in this layer */
-    cJSON *full;                 /* the full config dict, as written to adapter_config.json */
+    cJSON *full;                    /* the full config dict, as written to adapter_config.json */
 } wisp_adapter_config_t;
 
 /* From an adapters-library config dict (the "config" value of adapter_config.json,
@@ -101,8 +102,8 @@ int wisp_adapter_config_preset(wisp_adapter_config_t *cfg, const char *preset, w
 int wisp_adapter_config_load_dir(wisp_adapter_config_t *cfg, const char *dir, int *hidden_size,
                                  wisp_error_t *err);
 /* Writes DIR/adapter_config.json as the adapters library does. */
-int wisp_adapter_config_save_dir(const wisp_adapter_config_t *cfg, const char *dir,
-                                 int hidden_size, const char *model_name, wisp_error_t *err);
+int wisp_adapter_config_save_dir(const wisp_adapter_config_t *cfg, const char *dir, int hidden_size,
+                                 const char *model_name, wisp_error_t *err);
 /* Bottleneck width at layer i for hidden size d: max(1, floor(d / rf)) with
  * Python's float floor division (the library computes int(d // rf)); -1 when a
  * per-layer reduction_factor map has neither this layer nor "default". */
@@ -114,9 +115,9 @@ typedef struct {
     int num_labels;
     int classifier_proj_size;
     int use_weighted_layer_sum;
-    int num_hidden_layers;       /* encoder layers L (layer_weights has L+1 entries) */
+    int num_hidden_layers; /* encoder layers L (layer_weights has L+1 entries) */
     int d_model;
-    char **id2label;             /* num_labels strings */
+    char **id2label; /* num_labels strings */
 } wisp_head_config_t;
 
 int wisp_head_config_load(wisp_head_config_t *cfg, const char *path, wisp_error_t *err);

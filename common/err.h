@@ -11,19 +11,19 @@
 
 typedef enum {
     WISP_OK = 0,
-    WISP_ERR_NOMEM = -1,       /* allocation failed */
-    WISP_ERR_IO = -2,          /* open/read/write/mmap failed */
-    WISP_ERR_FORMAT = -3,      /* malformed file or message content */
-    WISP_ERR_ARG = -4,         /* invalid argument or option value */
-    WISP_ERR_UNSUPPORTED = -5, /* valid input that wisp does not implement */
-    WISP_ERR_NOTFOUND = -6,    /* missing file, tensor, key or label */
-    WISP_ERR_SHAPE = -7,       /* tensor shape/size disagrees with the config */
-    WISP_ERR_AUDIO = -8,       /* audio could not be decoded or resampled */
-    WISP_ERR_NET = -9,         /* ZeroMQ failure */
-    WISP_ERR_MPI = -10,        /* MPI failure */
-    WISP_ERR_STATE = -11,      /* resume state or fingerprint mismatch */
-    WISP_ERR_INTERRUPTED = -12,/* stopped by a signal */
-    WISP_ERR_HDF5 = -13,       /* HDF5 library call failed */
+    WISP_ERR_NOMEM = -1,        /* allocation failed */
+    WISP_ERR_IO = -2,           /* open/read/write/mmap failed */
+    WISP_ERR_FORMAT = -3,       /* malformed file or message content */
+    WISP_ERR_ARG = -4,          /* invalid argument or option value */
+    WISP_ERR_UNSUPPORTED = -5,  /* valid input that wisp does not implement */
+    WISP_ERR_NOTFOUND = -6,     /* missing file, tensor, key or label */
+    WISP_ERR_SHAPE = -7,        /* tensor shape/size disagrees with the config */
+    WISP_ERR_AUDIO = -8,        /* audio could not be decoded or resampled */
+    WISP_ERR_NET = -9,          /* ZeroMQ failure */
+    WISP_ERR_MPI = -10,         /* MPI failure */
+    WISP_ERR_STATE = -11,       /* resume state or fingerprint mismatch */
+    WISP_ERR_INTERRUPTED = -12, /* stopped by a signal */
+    WISP_ERR_HDF5 = -13,        /* HDF5 library call failed */
 } wisp_err_t;
 
 /* Static, never NULL; "unknown error" for codes outside the enum. */
@@ -33,8 +33,8 @@ const char *wisp_strerror(int code);
 
 /* One error with its human-readable details. Zero-initialise before use. */
 typedef struct {
-    int code;                      /* WISP_OK or a WISP_ERR_* */
-    char msg[WISP_ERROR_MSG_MAX];  /* "path: what went wrong", no trailing newline */
+    int code;                     /* WISP_OK or a WISP_ERR_* */
+    char msg[WISP_ERROR_MSG_MAX]; /* "path: what went wrong", no trailing newline */
 } wisp_error_t;
 
 /* Records code and a printf-style message into err (when err is NULL the message

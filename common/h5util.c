@@ -4,7 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-void wisp_h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+void wisp_h5_quiet(void)
+{
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}
 
 /* H5Ewalk2 visits the innermost entry first with H5E_WALK_UPWARD: that one says
  * what really failed ("unable to open file: ... errno = 2"). */
@@ -38,8 +41,8 @@ hid_t wisp_h5_str_type(void)
 }
 
 /* Creates (replacing) a scalar attribute of the given file/memory type. */
-static int s_attr_write(hid_t obj, const char *name, hid_t ftype, hid_t mtype,
-                        const void *buf, const char *file, wisp_error_t *err)
+static int s_attr_write(hid_t obj, const char *name, hid_t ftype, hid_t mtype, const void *buf,
+                        const char *file, wisp_error_t *err)
 {
     int rc = WISP_OK;
     hid_t space = -1, a = -1;
@@ -200,8 +203,8 @@ void wisp_h5_free_strings(char **s, size_t n)
     free(s);
 }
 
-int wisp_h5_read_strings(hid_t loc, const char *name, char ***out, size_t *n_out,
-                         const char *file, wisp_error_t *err)
+int wisp_h5_read_strings(hid_t loc, const char *name, char ***out, size_t *n_out, const char *file,
+                         wisp_error_t *err)
 {
     int rc = WISP_OK;
     hid_t d = -1, t = -1, space = -1;
@@ -212,8 +215,8 @@ int wisp_h5_read_strings(hid_t loc, const char *name, char ***out, size_t *n_out
     *out = NULL;
     *n_out = 0;
     if ((d = H5Dopen2(loc, name, H5P_DEFAULT)) < 0 || (space = H5Dget_space(d)) < 0 ||
-        H5Sget_simple_extent_ndims(space) != 1 ||
-        H5Sget_simple_extent_dims(space, &n, NULL) < 0 || (t = wisp_h5_str_type()) < 0) {
+        H5Sget_simple_extent_ndims(space) != 1 || H5Sget_simple_extent_dims(space, &n, NULL) < 0 ||
+        (t = wisp_h5_str_type()) < 0) {
         rc = wisp_h5_fail(err, file, what);
         goto done;
     }
@@ -253,9 +256,8 @@ done:
     return rc;
 }
 
-hid_t wisp_h5_create_rows(hid_t loc, const char *name, hid_t type, int rank,
-                          const hsize_t *dims, hsize_t chunk_rows, const void *fill,
-                          const char *file, wisp_error_t *err)
+hid_t wisp_h5_create_rows(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *dims,
+                          hsize_t chunk_rows, const void *fill, const char *file, wisp_error_t *err)
 {
     hid_t space = -1, dcpl = -1, d = -1;
     char what[160];

@@ -44,8 +44,8 @@ int wisp_h5_write_strings(hid_t loc, const char *name, const char *const *s, siz
 
 /* Reads a 1-D string dataset into a malloc'd array of n malloc'd strings
  * (free with wisp_h5_free_strings). */
-int wisp_h5_read_strings(hid_t loc, const char *name, char ***out, size_t *n,
-                         const char *file, wisp_error_t *err);
+int wisp_h5_read_strings(hid_t loc, const char *name, char ***out, size_t *n, const char *file,
+                         wisp_error_t *err);
 void wisp_h5_free_strings(char **s, size_t n);
 
 /* Creates a chunked dataset of rank 1 or 2 (dims[0] rows, chunk_rows rows per
@@ -55,9 +55,9 @@ void wisp_h5_free_strings(char **s, size_t n);
  * element and free it again on every overwrite (slow, and it bloats the file).
  * Returns the
  * dataset id (H5Dclose it) or a negative WISP_ERR_*. */
-hid_t wisp_h5_create_rows(hid_t loc, const char *name, hid_t type, int rank,
-                          const hsize_t *dims, hsize_t chunk_rows, const void *fill,
-                          const char *file, wisp_error_t *err);
+hid_t wisp_h5_create_rows(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *dims,
+                          hsize_t chunk_rows, const void *fill, const char *file,
+                          wisp_error_t *err);
 
 /* Writes rows [row0, row0 + n) of a rank-1/2 dataset from buf (memory type mtype,
  * row-major, n x dims[1]). */

@@ -11,7 +11,8 @@
 
 #include "util.h"
 
-/* T_PRESET: a preset name kept as is (s_presets), anything else a path (made absolute like T_PATH). */
+/* T_PRESET: a preset name kept as is (s_presets), anything else a path (made absolute like T_PATH).
+ */
 typedef enum { T_OBJ, T_STR, T_PATH, T_PRESET, T_INT, T_I64, T_DBL, T_BOOL, T_PATHLIST } s_type_t;
 
 static const char *const s_presets[] = {"seq_bn", "double_seq_bn", "par_bn", "lora", "ia3", NULL};
@@ -340,7 +341,8 @@ static int s_walk(wisp_jobcfg_t *cfg, cJSON *obj, const char *prefix, const char
             break;
         case T_BOOL:
             if (!cJSON_IsBool(it))
-                return wisp_error_set(err, WISP_ERR_ARG, "%s: '%s' must be true or false", where, name);
+                return wisp_error_set(err, WISP_ERR_ARG, "%s: '%s' must be true or false", where,
+                                      name);
             *(int *)base = cJSON_IsTrue(it);
             break;
         case T_INT:
@@ -353,7 +355,8 @@ static int s_walk(wisp_jobcfg_t *cfg, cJSON *obj, const char *prefix, const char
                 return wisp_error_set(err, WISP_ERR_ARG, "%s: '%s' = %g is outside [%g, %g]", where,
                                       name, d, k->lo, k->hi);
             if (k->type != T_DBL && d != floor(d))
-                return wisp_error_set(err, WISP_ERR_ARG, "%s: '%s' must be an integer", where, name);
+                return wisp_error_set(err, WISP_ERR_ARG, "%s: '%s' must be an integer", where,
+                                      name);
             if (k->type == T_INT)
                 *(int *)base = (int)d;
             else if (k->type == T_I64)
@@ -364,16 +367,18 @@ static int s_walk(wisp_jobcfg_t *cfg, cJSON *obj, const char *prefix, const char
         }
         case T_PATHLIST: {
             if (!cJSON_IsArray(it))
-                return wisp_error_set(err, WISP_ERR_ARG, "%s: '%s' must be a list of files", where, name);
+                return wisp_error_set(err, WISP_ERR_ARG, "%s: '%s' must be a list of files", where,
+                                      name);
             cfg->n_client_keys = 0;
             cJSON *e;
             cJSON_ArrayForEach(e, it)
             {
                 if (!cJSON_IsString(e))
-                    return wisp_error_set(err, WISP_ERR_ARG, "%s: '%s' entries must be strings", where, name);
+                    return wisp_error_set(err, WISP_ERR_ARG, "%s: '%s' entries must be strings",
+                                          where, name);
                 if (cfg->n_client_keys >= WISP_JOBCFG_MAX_CLIENT_KEYS)
-                    return wisp_error_set(err, WISP_ERR_ARG, "%s: '%s' lists more than %d keys", where,
-                                          name, WISP_JOBCFG_MAX_CLIENT_KEYS);
+                    return wisp_error_set(err, WISP_ERR_ARG, "%s: '%s' lists more than %d keys",
+                                          where, name, WISP_JOBCFG_MAX_CLIENT_KEYS);
                 char *dst = cfg->client_keys[cfg->n_client_keys++];
                 if (s_abspath(dst, WISP_JOBCFG_PATH_MAX, base_dir, e->valuestring) != 0)
                     return wisp_error_set(err, WISP_ERR_ARG, "%s: '%s' path too long", where, name);
@@ -395,23 +400,28 @@ static int s_check(const wisp_jobcfg_t *cfg, const char *where, wisp_error_t *er
     } else if (!strcmp(cfg->kind, "classify")) {
         if (!cfg->model[0] || !cfg->manifest[0] || !cfg->output[0])
             return wisp_error_set(err, WISP_ERR_ARG,
-                                  "%s: kind 'classify' needs 'model', 'manifest' and 'output'", where);
+                                  "%s: kind 'classify' needs 'model', 'manifest' and 'output'",
+                                  where);
     } else if (!strcmp(cfg->kind, "train")) {
         if (!cfg->model[0] || !cfg->train_manifest[0] || !cfg->output[0])
             return wisp_error_set(err, WISP_ERR_ARG,
-                                  "%s: kind 'train' needs 'model', 'train_manifest' and 'output'", where);
+                                  "%s: kind 'train' needs 'model', 'train_manifest' and 'output'",
+                                  where);
     } else {
-        return wisp_error_set(err, WISP_ERR_ARG, "%s: 'kind' must be null, classify or train (got '%s')",
-                              where, cfg->kind);
+        return wisp_error_set(err, WISP_ERR_ARG,
+                              "%s: 'kind' must be null, classify or train (got '%s')", where,
+                              cfg->kind);
     }
     if (strncmp(cfg->endpoint, "tcp://", 6) != 0 && strncmp(cfg->endpoint, "ipc://", 6) != 0 &&
         strncmp(cfg->endpoint, "inproc://", 9) != 0)
-        return wisp_error_set(err, WISP_ERR_ARG, "%s: 'cluster.endpoint' '%s' is not tcp://, ipc:// or inproc://",
+        return wisp_error_set(err, WISP_ERR_ARG,
+                              "%s: 'cluster.endpoint' '%s' is not tcp://, ipc:// or inproc://",
                               where, cfg->endpoint);
     if (cfg->curve_server_secret[0] && cfg->n_client_keys == 0)
-        return wisp_error_set(err, WISP_ERR_ARG,
-                              "%s: 'cluster.curve.server_secret' needs 'cluster.curve.client_keys' (the allowlist)",
-                              where);
+        return wisp_error_set(
+            err, WISP_ERR_ARG,
+            "%s: 'cluster.curve.server_secret' needs 'cluster.curve.client_keys' (the allowlist)",
+            where);
     return WISP_OK;
 }
 
@@ -428,7 +438,8 @@ int wisp_jobcfg_parse(wisp_jobcfg_t *cfg, const char *text, const char *base_dir
     }
     int rc = WISP_OK;
     if (!cJSON_IsObject(root)) {
-        rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: the job config must be a JSON object", where);
+        rc =
+            wisp_error_set(err, WISP_ERR_FORMAT, "%s: the job config must be a JSON object", where);
         goto done;
     }
     for (int i = 0; i < n_sets; i++)

@@ -19,9 +19,15 @@ void wisp_log_init(char role, int rank, wisp_log_level_t threshold)
     s_log.threshold = threshold;
 }
 
-void wisp_log_set_level(wisp_log_level_t threshold) { s_log.threshold = threshold; }
+void wisp_log_set_level(wisp_log_level_t threshold)
+{
+    s_log.threshold = threshold;
+}
 
-wisp_log_level_t wisp_log_level(void) { return s_log.threshold; }
+wisp_log_level_t wisp_log_level(void)
+{
+    return s_log.threshold;
+}
 
 int wisp_log_parse_level(const char *name)
 {
@@ -41,10 +47,10 @@ void wisp_log_write(wisp_log_level_t level, const char *func, const char *fmt, .
     struct tm tm;
     gmtime_r(&ts.tv_sec, &tm);
     char line[2048];
-    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %c%d %c %s: ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000, s_log.role, s_log.rank, "DIWE"[level],
-                     func);
+    int n = snprintf(line, sizeof line,
+                     "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %c%d %c %s: ", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     ts.tv_nsec / 1000000, s_log.role, s_log.rank, "DIWE"[level], func);
     va_list ap;
     va_start(ap, fmt);
     if (n > 0 && (size_t)n < sizeof line)

@@ -26,10 +26,10 @@ int wisp_log_parse_level(const char *name);
 void wisp_log_write(wisp_log_level_t level, const char *func, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-#define WISP_LOG_AT(lvl, ...)                                   \
-    do {                                                        \
-        if ((lvl) >= wisp_log_level())                          \
-            wisp_log_write((lvl), __func__, __VA_ARGS__);       \
+#define WISP_LOG_AT(lvl, ...)                                                                      \
+    do {                                                                                           \
+        if ((lvl) >= wisp_log_level())                                                             \
+            wisp_log_write((lvl), __func__, __VA_ARGS__);                                          \
     } while (0)
 #define WISP_LOGD(...) WISP_LOG_AT(WISP_LOG_DEBUG, __VA_ARGS__)
 #define WISP_LOGI(...) WISP_LOG_AT(WISP_LOG_INFO, __VA_ARGS__)

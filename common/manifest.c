@@ -21,8 +21,8 @@
 
 /* One entry as read, before labels are resolved. */
 typedef struct {
-    char *path;     /* resolved path */
-    char *label;    /* label text as written, NULL when unlabeled */
+    char *path;  /* resolved path */
+    char *label; /* label text as written, NULL when unlabeled */
     double duration;
     int line;
 } s_raw_t;
@@ -181,8 +181,8 @@ static int s_csv_next(const char *s, size_t len, size_t *pos, int *line, s_recor
             i++;
             for (;;) {
                 if (i >= len)
-                    return wisp_error_set(err, WISP_ERR_FORMAT,
-                                          "%s:%d: unterminated quote", src, qline);
+                    return wisp_error_set(err, WISP_ERR_FORMAT, "%s:%d: unterminated quote", src,
+                                          qline);
                 if (s[i] == '"') {
                     if (i + 1 < len && s[i + 1] == '"') {
                         if (s_rec_putc(r, '"') < 0)
@@ -204,8 +204,8 @@ static int s_csv_next(const char *s, size_t len, size_t *pos, int *line, s_recor
                 i++;
             if (i < len && s[i] != ',' && s[i] != '\n' && s[i] != '\r')
                 return wisp_error_set(err, WISP_ERR_FORMAT,
-                                      "%s:%d: unexpected character after closing quote",
-                                      src, *line);
+                                      "%s:%d: unexpected character after closing quote", src,
+                                      *line);
         } else {
             if (s_rec_putc(r, c) < 0)
                 goto nomem;
@@ -282,15 +282,16 @@ static int s_load_csv(s_raws_t *raws, const char *src, const char *dir, const ch
             if (c_path < 0) {
                 rc = wisp_error_set(err, WISP_ERR_FORMAT,
                                     "%s:%d: header has no 'path' column (expected e.g. "
-                                    "'path,label')", src, start);
+                                    "'path,label')",
+                                    src, start);
                 goto done;
             }
             continue;
         }
         (void)n_cols;
         if (c_path >= r.n) {
-            rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s:%d: %d field(s), no path column",
-                                src, start, r.n);
+            rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s:%d: %d field(s), no path column", src,
+                                start, r.n);
             goto done;
         }
         const char *p = s_rec_field(&r, c_path);
@@ -347,22 +348,20 @@ static int s_load_jsonl(s_raws_t *raws, const char *src, const char *dir, const 
         const cJSON *jl = cJSON_GetObjectItemCaseSensitive(o, "label");
         const cJSON *jd = cJSON_GetObjectItemCaseSensitive(o, "duration");
         if (!cJSON_IsString(jp)) {
-            rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s:%d: no string \"path\" key", src,
-                                line);
+            rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s:%d: no string \"path\" key", src, line);
         } else if (jl && cJSON_IsString(jl)) {
             label = jl->valuestring;
         } else if (jl && cJSON_IsNumber(jl)) {
             double v = jl->valuedouble;
             if (v < 0 || v != (double)(int)v || v > INT_MAX)
                 rc = wisp_error_set(err, WISP_ERR_FORMAT,
-                                    "%s:%d: label %g is not a class id (integer >= 0)", src,
-                                    line, v);
+                                    "%s:%d: label %g is not a class id (integer >= 0)", src, line,
+                                    v);
             snprintf(num, sizeof num, "%d", (int)v);
             label = num;
         } else if (jl && !cJSON_IsNull(jl)) {
             rc = wisp_error_set(err, WISP_ERR_FORMAT,
-                                "%s:%d: \"label\" must be a string, an integer or null", src,
-                                line);
+                                "%s:%d: \"label\" must be a string, an integer or null", src, line);
         }
         if (rc == WISP_OK && jd && !cJSON_IsNull(jd)) {
             if (!cJSON_IsNumber(jd))
@@ -409,9 +408,9 @@ static void s_exts_init(s_exts_t *e)
         if (sf_command(NULL, SFC_GET_FORMAT_MAJOR, &info, sizeof info) == 0)
             s_exts_add(e, info.extension);
     }
-    static const char *const aliases[] = {"wav", "flac", "ogg", "oga", "opus", "mp3",
-                                          "aif", "aiff", "aifc", "au", "snd", "caf",
-                                          "w64", "rf64", "wave"};
+    static const char *const aliases[] = {"wav", "flac", "ogg",  "oga",  "opus",
+                                          "mp3", "aif",  "aiff", "aifc", "au",
+                                          "snd", "caf",  "w64",  "rf64", "wave"};
     for (size_t i = 0; i < sizeof aliases / sizeof aliases[0]; i++)
         s_exts_add(e, aliases[i]);
 }
@@ -532,8 +531,8 @@ static int s_lookup(const s_named_t *tab, int n, const char *name)
 }
 
 /* Builds m->classes and the items from the raw entries. */
-static int s_resolve(wisp_manifest_t *m, s_raws_t *raws, const char *const *classes,
-                     int n_classes, wisp_error_t *err)
+static int s_resolve(wisp_manifest_t *m, s_raws_t *raws, const char *const *classes, int n_classes,
+                     wisp_error_t *err)
 {
     int rc = WISP_OK;
     s_named_t *tab = NULL;
@@ -672,8 +671,8 @@ static void s_update_totals(wisp_manifest_t *m)
         }
 }
 
-int wisp_manifest_load_opts(wisp_manifest_t *m, const char *path,
-                            const wisp_manifest_opts_t *opts, wisp_error_t *err)
+int wisp_manifest_load_opts(wisp_manifest_t *m, const char *path, const wisp_manifest_opts_t *opts,
+                            wisp_error_t *err)
 {
     int rc = WISP_OK;
     s_raws_t raws = {0};

@@ -52,13 +52,13 @@ typedef enum {
 } wisp_manifest_kind_t;
 
 typedef struct {
-    char *path;        /* resolved path (manifest dir + relative path), malloc'd */
-    char *label_name;  /* class name of the label (classes[label]); NULL when unlabeled.
-                          malloc'd (a copy, valid as long as the manifest) */
-    int label;         /* class index in [0, n_classes), -1 when unlabeled */
-    double duration;   /* seconds: from a duration column/key, or probed from the
-                          libsndfile header (frames / samplerate); -1 when unknown */
-    int line;          /* 1-based line of the item in the manifest (0 for audiofolder) */
+    char *path;       /* resolved path (manifest dir + relative path), malloc'd */
+    char *label_name; /* class name of the label (classes[label]); NULL when unlabeled.
+                         malloc'd (a copy, valid as long as the manifest) */
+    int label;        /* class index in [0, n_classes), -1 when unlabeled */
+    double duration;  /* seconds: from a duration column/key, or probed from the
+                         libsndfile header (frames / samplerate); -1 when unknown */
+    int line;         /* 1-based line of the item in the manifest (0 for audiofolder) */
 } wisp_manifest_item_t;
 
 typedef struct {
@@ -66,20 +66,20 @@ typedef struct {
     char *source;                /* manifest path as given, malloc'd */
     wisp_manifest_item_t *items; /* (n_items) in manifest order; index = item id */
     size_t n_items;
-    char **classes;              /* (n_classes) class names, index = class id, malloc'd */
-    int n_classes;               /* 0 when no item is labeled and no classes were given */
-    size_t n_labeled;            /* items with label >= 0 */
-    size_t n_duration_known;     /* items with duration >= 0 */
-    double total_duration;       /* sum of the known durations, seconds */
+    char **classes;          /* (n_classes) class names, index = class id, malloc'd */
+    int n_classes;           /* 0 when no item is labeled and no classes were given */
+    size_t n_labeled;        /* items with label >= 0 */
+    size_t n_duration_known; /* items with duration >= 0 */
+    double total_duration;   /* sum of the known durations, seconds */
 } wisp_manifest_t;
 
 typedef struct {
     const char *const *classes; /* (n_classes) fixed class list, or NULL to derive */
     int n_classes;
-    int probe_durations;        /* 1: open every file whose duration is unknown with
-                                   libsndfile (header only) to read it; unreadable
-                                   files keep -1 (they become error rows later, they
-                                   are not a manifest error) */
+    int probe_durations; /* 1: open every file whose duration is unknown with
+                            libsndfile (header only) to read it; unreadable
+                            files keep -1 (they become error rows later, they
+                            are not a manifest error) */
 } wisp_manifest_opts_t;
 
 /* Zero-initialised options: derive classes, no probing. */
@@ -92,8 +92,8 @@ int wisp_manifest_load(wisp_manifest_t *m, const char *path, const char *const *
                        int n_classes, wisp_error_t *err);
 
 /* Same with options (probe_durations). */
-int wisp_manifest_load_opts(wisp_manifest_t *m, const char *path,
-                            const wisp_manifest_opts_t *opts, wisp_error_t *err);
+int wisp_manifest_load_opts(wisp_manifest_t *m, const char *path, const wisp_manifest_opts_t *opts,
+                            wisp_error_t *err);
 
 /* Probes the duration of every item whose duration is unknown (sf_open +
  * frames/samplerate; no decoding). Unreadable files keep -1. Updates
@@ -105,10 +105,10 @@ void wisp_manifest_free(wisp_manifest_t *m);
 
 /* A contiguous range of items [begin, end) in manifest order. */
 typedef struct {
-    size_t begin;    /* first item id */
-    size_t end;      /* one past the last item id */
-    double seconds;  /* audio seconds in the shard (unknown durations estimated as the
-                        mean of the known ones, or 0 when none is known) */
+    size_t begin;   /* first item id */
+    size_t end;     /* one past the last item id */
+    double seconds; /* audio seconds in the shard (unknown durations estimated as the
+                       mean of the known ones, or 0 when none is known) */
 } wisp_shard_t;
 
 /* Cuts the items into contiguous shards in manifest order, each holding about

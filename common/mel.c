@@ -24,10 +24,10 @@
 
 #include "util.h"
 
-#define S_N_BINS (WISP_N_FFT / 2 + 1) /* 201 */
-#define S_PAD (WISP_N_FFT / 2)        /* 200: centered frames */
-#define S_BLOCK 16                    /* frames per batched FFT */
-#define S_NYQUIST 8000.0              /* fmax of the filterbank: WISP_SAMPLE_RATE / 2 */
+#define S_N_BINS  (WISP_N_FFT / 2 + 1) /* 201 */
+#define S_PAD     (WISP_N_FFT / 2)     /* 200: centered frames */
+#define S_BLOCK   16                   /* frames per batched FFT */
+#define S_NYQUIST 8000.0               /* fmax of the filterbank: WISP_SAMPLE_RATE / 2 */
 
 /* The hot loops are compiled twice, for AVX2 and the x86-64 baseline, and picked at
  * load time: the Makefile builds for the baseline (SSE2), and 8-wide vectors cut these
@@ -44,14 +44,14 @@ static pthread_mutex_t s_fftw_lock = PTHREAD_MUTEX_INITIALIZER;
 
 struct wisp_mel {
     int n_mels;
-    float *filters;     /* (n_mels, 201) dense Slaney filterbank */
-    int *band_lo;       /* (n_mels) first non-zero bin of each filter */
-    int *band_len;      /* (n_mels) number of bins from band_lo (0 for an empty filter) */
-    float *window;      /* (400) periodic Hann */
-    float *edge;        /* (400) one frame assembled from padding and reflection */
-    float *frames;      /* (S_BLOCK, 400) windowed frames: FFT input */
-    fftwf_complex *spec;/* (201, S_BLOCK) FFT output, bin-major: spec[k * S_BLOCK + b] */
-    fftwf_plan plan;    /* S_BLOCK r2c transforms of size 400, frames -> spec */
+    float *filters;      /* (n_mels, 201) dense Slaney filterbank */
+    int *band_lo;        /* (n_mels) first non-zero bin of each filter */
+    int *band_len;       /* (n_mels) number of bins from band_lo (0 for an empty filter) */
+    float *window;       /* (400) periodic Hann */
+    float *edge;         /* (400) one frame assembled from padding and reflection */
+    float *frames;       /* (S_BLOCK, 400) windowed frames: FFT input */
+    fftwf_complex *spec; /* (201, S_BLOCK) FFT output, bin-major: spec[k * S_BLOCK + b] */
+    fftwf_plan plan;     /* S_BLOCK r2c transforms of size 400, frames -> spec */
 };
 
 /* Slaney mel scale as librosa.hz_to_mel / mel_to_hz with htk=False. */
@@ -175,9 +175,15 @@ void wisp_mel_destroy(wisp_mel_t **self_p)
     *self_p = NULL;
 }
 
-int wisp_mel_n_mels(const wisp_mel_t *self) { return self->n_mels; }
+int wisp_mel_n_mels(const wisp_mel_t *self)
+{
+    return self->n_mels;
+}
 
-const float *wisp_mel_filters(const wisp_mel_t *self) { return self->filters; }
+const float *wisp_mel_filters(const wisp_mel_t *self)
+{
+    return self->filters;
+}
 
 size_t wisp_mel_padded_length(size_t n, int truncate)
 {
@@ -240,8 +246,7 @@ static void s_block_fft(wisp_mel_t *self, const s_signal_t *sig, int t0, int nb)
     fftwf_execute_dft_r2c(self->plan, self->frames, self->spec);
 }
 
-void wisp_mel_power(wisp_mel_t *self, const float *samples, size_t n, int truncate,
-                    float *power)
+void wisp_mel_power(wisp_mel_t *self, const float *samples, size_t n, int truncate, float *power)
 {
     size_t len = wisp_mel_padded_length(n, truncate);
     s_signal_t sig = {samples, n < len ? n : len, len};
@@ -282,7 +287,8 @@ static inline float s_log10(float x)
     float f = m - 1.0f; /* exact */
     float s = f / (2.0f + f);
     float z = s * s;
-    float ln_m = 2.0f * s * (1.0f + z * (1.0f / 3 + z * (1.0f / 5 + z * (1.0f / 7 + z * (1.0f / 9)))));
+    float ln_m =
+        2.0f * s * (1.0f + z * (1.0f / 3 + z * (1.0f / 5 + z * (1.0f / 7 + z * (1.0f / 9)))));
     return (float)e * log10_2_hi + ((float)e * log10_2_lo + ln_m * log10e);
 }
 

@@ -11,10 +11,10 @@
 
 #include "err.h"
 
-#define WISP_N_FFT 400
-#define WISP_HOP 160
+#define WISP_N_FFT     400
+#define WISP_HOP       160
 #define WISP_N_SAMPLES 480000 /* 30 s at 16 kHz */
-#define WISP_N_FRAMES 3000
+#define WISP_N_FRAMES  3000
 
 typedef struct wisp_mel wisp_mel_t;
 
@@ -43,8 +43,7 @@ size_t wisp_mel_padded_length(size_t n, int truncate);
 
 /* Steps 2-4 only: the power spectra |X_k|^2 of every kept frame, power (frames, 201)
  * row-major. For tests and benchmarks. */
-void wisp_mel_power(wisp_mel_t *self, const float *samples, size_t n, int truncate,
-                    float *power);
+void wisp_mel_power(wisp_mel_t *self, const float *samples, size_t n, int truncate, float *power);
 
 /* x = log10(x) in place for positive normal floats, within a few ulp of log10f: a
  * branch-free form the compiler vectorises (scalar log10f was a third of the time). */

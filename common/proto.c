@@ -40,12 +40,39 @@ int wisp_proto_is_coord_msg(int type)
            type == WISP_MSG_STOP || type == WISP_MSG_STEP;
 }
 
-static void s_put16(uint8_t *p, uint16_t v) { v = htole16(v); memcpy(p, &v, 2); }
-static void s_put32(uint8_t *p, uint32_t v) { v = htole32(v); memcpy(p, &v, 4); }
-static void s_put64(uint8_t *p, uint64_t v) { v = htole64(v); memcpy(p, &v, 8); }
-static uint16_t s_get16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return le16toh(v); }
-static uint32_t s_get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return le32toh(v); }
-static uint64_t s_get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return le64toh(v); }
+static void s_put16(uint8_t *p, uint16_t v)
+{
+    v = htole16(v);
+    memcpy(p, &v, 2);
+}
+static void s_put32(uint8_t *p, uint32_t v)
+{
+    v = htole32(v);
+    memcpy(p, &v, 4);
+}
+static void s_put64(uint8_t *p, uint64_t v)
+{
+    v = htole64(v);
+    memcpy(p, &v, 8);
+}
+static uint16_t s_get16(const uint8_t *p)
+{
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return le16toh(v);
+}
+static uint32_t s_get32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return le32toh(v);
+}
+static uint64_t s_get64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return le64toh(v);
+}
 
 void wisp_proto_encode_header(uint8_t out[WISP_PROTO_HEADER_SIZE], const wisp_msg_t *m)
 {
@@ -66,8 +93,9 @@ int wisp_proto_decode(const void *buf, size_t len, size_t max_payload, wisp_msg_
     const uint8_t *p = buf;
     memset(out, 0, sizeof *out);
     if (len < WISP_PROTO_HEADER_SIZE)
-        return wisp_error_set(err, WISP_ERR_FORMAT, "frame of %zu bytes is shorter than the %d-byte header",
-                              len, WISP_PROTO_HEADER_SIZE);
+        return wisp_error_set(err, WISP_ERR_FORMAT,
+                              "frame of %zu bytes is shorter than the %d-byte header", len,
+                              WISP_PROTO_HEADER_SIZE);
     uint32_t magic = s_get32(p);
     if (magic != WISP_PROTO_MAGIC)
         return wisp_error_set(err, WISP_ERR_FORMAT, "bad magic 0x%08x", magic);
@@ -94,8 +122,7 @@ int wisp_proto_decode(const void *buf, size_t len, size_t max_payload, wisp_msg_
     return WISP_OK;
 }
 
-int wisp_proto_send(void *sock, const void *ident, size_t ident_len, const wisp_msg_t *m,
-                    int flags)
+int wisp_proto_send(void *sock, const void *ident, size_t ident_len, const wisp_msg_t *m, int flags)
 {
     zmq_msg_t frame;
     size_t n = WISP_PROTO_HEADER_SIZE + (size_t)m->payload_len;
@@ -163,9 +190,20 @@ void wisp_wbuf_bytes(wisp_wbuf_t *b, const void *p, size_t n)
     b->len += n;
 }
 
-void wisp_wbuf_u32(wisp_wbuf_t *b, uint32_t v) { v = htole32(v); wisp_wbuf_bytes(b, &v, 4); }
-void wisp_wbuf_i32(wisp_wbuf_t *b, int32_t v) { wisp_wbuf_u32(b, (uint32_t)v); }
-void wisp_wbuf_u64(wisp_wbuf_t *b, uint64_t v) { v = htole64(v); wisp_wbuf_bytes(b, &v, 8); }
+void wisp_wbuf_u32(wisp_wbuf_t *b, uint32_t v)
+{
+    v = htole32(v);
+    wisp_wbuf_bytes(b, &v, 4);
+}
+void wisp_wbuf_i32(wisp_wbuf_t *b, int32_t v)
+{
+    wisp_wbuf_u32(b, (uint32_t)v);
+}
+void wisp_wbuf_u64(wisp_wbuf_t *b, uint64_t v)
+{
+    v = htole64(v);
+    wisp_wbuf_bytes(b, &v, 8);
+}
 
 void wisp_wbuf_f32(wisp_wbuf_t *b, float v)
 {
@@ -225,7 +263,10 @@ uint32_t wisp_rbuf_u32(wisp_rbuf_t *r)
     return le32toh(v);
 }
 
-int32_t wisp_rbuf_i32(wisp_rbuf_t *r) { return (int32_t)wisp_rbuf_u32(r); }
+int32_t wisp_rbuf_i32(wisp_rbuf_t *r)
+{
+    return (int32_t)wisp_rbuf_u32(r);
+}
 
 uint64_t wisp_rbuf_u64(wisp_rbuf_t *r)
 {
@@ -289,7 +330,8 @@ int wisp_proto_read_key(const char *path, char z85[41], wisp_error_t *err)
     uint8_t bin[32];
     if (len != 40 || !zmq_z85_decode(bin, text)) {
         free(text);
-        return wisp_error_set(err, WISP_ERR_FORMAT, "%s: not a Z85 CURVE key (expected 40 characters)", path);
+        return wisp_error_set(err, WISP_ERR_FORMAT,
+                              "%s: not a Z85 CURVE key (expected 40 characters)", path);
     }
     memcpy(z85, text, 41);
     free(text);
@@ -314,8 +356,8 @@ int wisp_proto_keygen(const char *prefix, wisp_error_t *err)
 {
     char pub[41], sec[41], path[4096];
     if (zmq_curve_keypair(pub, sec) != 0)
-        return wisp_error_set(err, WISP_ERR_UNSUPPORTED, "zmq_curve_keypair: %s (libzmq without CURVE?)",
-                              zmq_strerror(errno));
+        return wisp_error_set(err, WISP_ERR_UNSUPPORTED,
+                              "zmq_curve_keypair: %s (libzmq without CURVE?)", zmq_strerror(errno));
     snprintf(path, sizeof path, "%s.secret", prefix);
     int rc = s_write_key(path, sec, 0600, err);
     if (rc)

@@ -28,24 +28,26 @@
 
 #include "err.h"
 
-#define WISP_PROTO_MAGIC 0x31505357u /* bytes "WSP1" */
-#define WISP_PROTO_VERSION 1
+#define WISP_PROTO_MAGIC       0x31505357u /* bytes "WSP1" */
+#define WISP_PROTO_VERSION     1
 #define WISP_PROTO_HEADER_SIZE 40
-#define WISP_PROTO_NO_WORKER 0xffffffffu
+#define WISP_PROTO_NO_WORKER   0xffffffffu
 
 typedef enum {
     /* worker -> coordinator */
-    WISP_MSG_HELLO = 1,     /* payload: JSON {"rank","size","host","pid","gen"}; aux = credit wanted */
-    WISP_MSG_RESULT = 2,    /* shard, first, count; aux = items with errors; payload: stats + job results */
-    WISP_MSG_HEARTBEAT = 3, /* either way; aux = items done of the current shard (worker side) */
-    WISP_MSG_BYE = 4,       /* worker leaves cleanly; its shards are re-leased at once */
-    WISP_MSG_STEP_DONE = 5, /* training: step = shard; payload: job-specific (loss sums) */
-    WISP_MSG_CHECKPOINT = 6,/* training: rank 0 wrote a checkpoint for step = shard */
+    WISP_MSG_HELLO = 1, /* payload: JSON {"rank","size","host","pid","gen"}; aux = credit wanted */
+    WISP_MSG_RESULT =
+        2, /* shard, first, count; aux = items with errors; payload: stats + job results */
+    WISP_MSG_HEARTBEAT = 3,  /* either way; aux = items done of the current shard (worker side) */
+    WISP_MSG_BYE = 4,        /* worker leaves cleanly; its shards are re-leased at once */
+    WISP_MSG_STEP_DONE = 5,  /* training: step = shard; payload: job-specific (loss sums) */
+    WISP_MSG_CHECKPOINT = 6, /* training: rank 0 wrote a checkpoint for step = shard */
     /* coordinator -> worker */
-    WISP_MSG_WELCOME = 16,  /* worker = assigned slot; payload: the job config JSON */
-    WISP_MSG_SHARD = 17,    /* shard, first, count; payload: job-specific item description */
-    WISP_MSG_STOP = 18,     /* finish the current item and exit; aux = 0 done, 1 interrupted, 2 refused */
-    WISP_MSG_STEP = 19,     /* training: shard = step, payload: job-specific micro-batch */
+    WISP_MSG_WELCOME = 16, /* worker = assigned slot; payload: the job config JSON */
+    WISP_MSG_SHARD = 17,   /* shard, first, count; payload: job-specific item description */
+    WISP_MSG_STOP =
+        18, /* finish the current item and exit; aux = 0 done, 1 interrupted, 2 refused */
+    WISP_MSG_STEP = 19, /* training: shard = step, payload: job-specific micro-batch */
 } wisp_msg_type_t;
 
 /* One decoded message. payload points into the received frame (not owned). */
@@ -98,10 +100,10 @@ int wisp_proto_keygen(const char *prefix, wisp_error_t *err);
  * allocation failure latches `failed` and later appends are no-ops, so callers
  * check once at the end. */
 typedef struct {
-    uint8_t *data;  /* len bytes used of cap */
+    uint8_t *data; /* len bytes used of cap */
     size_t len;
     size_t cap;
-    int failed;     /* 1 after an allocation failure */
+    int failed; /* 1 after an allocation failure */
 } wisp_wbuf_t;
 
 void wisp_wbuf_reset(wisp_wbuf_t *b);

@@ -17,18 +17,17 @@
 #include "log.h"
 #include "util.h"
 
-
-#define S_JOURNAL_MAGIC "WISPRJ01"      /* 8 bytes at the start of the journal */
-#define S_BOM 0x01020304u               /* byte-order mark after the magic */
-#define S_RECORD_MAGIC 0x5257524Au      /* "JRWR" little-endian: one commit record */
-#define S_FRAME_BYTES 24                /* magic u32, n u32, payload_len u64, seq u64 */
-#define S_ROW_FIXED 36                  /* serialized row without strings and floats */
+#define S_JOURNAL_MAGIC   "WISPRJ01"  /* 8 bytes at the start of the journal */
+#define S_BOM             0x01020304u /* byte-order mark after the magic */
+#define S_RECORD_MAGIC    0x5257524Au /* "JRWR" little-endian: one commit record */
+#define S_FRAME_BYTES     24          /* magic u32, n u32, payload_len u64, seq u64 */
+#define S_ROW_FIXED       36          /* serialized row without strings and floats */
 #define S_DEFAULT_PENDING 4096
-#define S_MAX_PENDING (1u << 20)
-#define S_CHUNK_ROWS 1024
-#define S_CHUNK_BYTES (1u << 20)
-#define S_CACHE_BYTES ((size_t)16 << 20) /* chunk cache per dataset */
-#define S_CACHE_SLOTS 4099
+#define S_MAX_PENDING     (1u << 20)
+#define S_CHUNK_ROWS      1024
+#define S_CHUNK_BYTES     (1u << 20)
+#define S_CACHE_BYTES     ((size_t)16 << 20) /* chunk cache per dataset */
+#define S_CACHE_SLOTS     4099
 
 /* One row as the HDF5 writer and the journal see it. Pointers are either owned
  * copies (pending rows) or views into a journal record (replay); floats may be
@@ -45,27 +44,38 @@ typedef struct {
     const void *vals; /* (2C + P) floats: probs, logits, embedding */
 } s_row_t;
 
-enum { S_COL_PATH, S_COL_LABEL, S_COL_SCORE, S_COL_PROBS, S_COL_LOGITS, S_COL_EMB,
-       S_COL_DURATION, S_COL_STATUS, S_COL_ERROR, S_COL_TRUE, S_NCOLS };
+enum {
+    S_COL_PATH,
+    S_COL_LABEL,
+    S_COL_SCORE,
+    S_COL_PROBS,
+    S_COL_LOGITS,
+    S_COL_EMB,
+    S_COL_DURATION,
+    S_COL_STATUS,
+    S_COL_ERROR,
+    S_COL_TRUE,
+    S_NCOLS
+};
 
-static const char *const s_col_names[S_NCOLS] = {
-    "path", "label", "score", "probs", "logits", "embedding",
-    "duration", "status", "error", "true_label"};
+static const char *const s_col_names[S_NCOLS] = {"path",   "label",     "score",    "probs",
+                                                 "logits", "embedding", "duration", "status",
+                                                 "error",  "true_label"};
 
 struct wisp_results {
-    char *path;          /* final OUT.h5 */
-    char *partial;       /* OUT.h5.partial */
-    char *journal;       /* OUT.h5.commit */
-    size_t n_rows;       /* N */
-    int C;               /* classes */
-    int P;               /* embedding size, 0 = none */
-    int has_true;        /* true_label column + metrics */
+    char *path;    /* final OUT.h5 */
+    char *partial; /* OUT.h5.partial */
+    char *journal; /* OUT.h5.commit */
+    size_t n_rows; /* N */
+    int C;         /* classes */
+    int P;         /* embedding size, 0 = none */
+    int has_true;  /* true_label column + metrics */
     char *fingerprint;
-    char **classes;      /* (C) */
-    char **attr_keys;    /* (n_attrs) */
+    char **classes;   /* (C) */
+    char **attr_keys; /* (n_attrs) */
     char **attr_vals;
     int n_attrs;
-    char created[32];    /* ISO 8601 UTC, from the journal header on resume */
+    char created[32]; /* ISO 8601 UTC, from the journal header on resume */
     int64_t n_resumes;
 
     uint8_t *state;      /* (N) 0 not received, 1 pending, 2 committed */
@@ -75,20 +85,20 @@ struct wisp_results {
     size_t n_done;       /* committed rows */
     size_t n_err;        /* received rows with status != 0 */
 
-    s_row_t *pend;       /* (max_pending) received, not yet committed */
-    float *pend_vals;    /* (max_pending, 2C + P) */
+    s_row_t *pend;    /* (max_pending) received, not yet committed */
+    float *pend_vals; /* (max_pending, 2C + P) */
     size_t n_pend, max_pend;
 
-    int jfd;             /* journal, opened for appending, flock'd */
-    uint64_t jsize;      /* journal bytes known good */
-    uint64_t seq;        /* next record sequence number */
+    int jfd;        /* journal, opened for appending, flock'd */
+    uint64_t jsize; /* journal bytes known good */
+    uint64_t seq;   /* next record sequence number */
 
     hid_t file;
     hid_t dset[S_NCOLS]; /* -1 for absent columns */
     hid_t str_type;
-    int h5_stale;        /* a commit reached the journal but not the HDF5 file */
+    int h5_stale; /* a commit reached the journal but not the HDF5 file */
     int finished;
-    double seconds;      /* time spent in this module */
+    double seconds; /* time spent in this module */
 };
 
 /* ---------------------------------------------------------------- small helpers */
@@ -104,7 +114,10 @@ static uint64_t s_fnv(uint64_t h, const void *data, size_t n)
 }
 #define S_FNV_INIT 0xcbf29ce484222325ull
 
-static size_t s_row_floats(const wisp_results_t *r) { return 2 * (size_t)r->C + (size_t)r->P; }
+static size_t s_row_floats(const wisp_results_t *r)
+{
+    return 2 * (size_t)r->C + (size_t)r->P;
+}
 
 static char *s_strcat2(const char *a, const char *b)
 {
@@ -237,12 +250,30 @@ static int s_h5_create(wisp_results_t *r, wisp_error_t *err)
         size_t width = 1;
         switch (c) {
         /* Strings get no fill value (see wisp_h5_create_rows): unwritten = "". */
-        case S_COL_PATH: case S_COL_ERROR: type = r->str_type; fill = NULL; break;
-        case S_COL_LABEL: case S_COL_TRUE: type = H5T_NATIVE_INT32; fill = &minus1; break;
-        case S_COL_STATUS: type = H5T_NATIVE_INT8; fill = &st_missing; break;
+        case S_COL_PATH:
+        case S_COL_ERROR:
+            type = r->str_type;
+            fill = NULL;
+            break;
+        case S_COL_LABEL:
+        case S_COL_TRUE:
+            type = H5T_NATIVE_INT32;
+            fill = &minus1;
+            break;
+        case S_COL_STATUS:
+            type = H5T_NATIVE_INT8;
+            fill = &st_missing;
+            break;
         case S_COL_DURATION: fill = &minus1f; break;
-        case S_COL_PROBS: case S_COL_LOGITS: rank = 2; width = (size_t)r->C; break;
-        case S_COL_EMB: rank = 2; width = (size_t)r->P; break;
+        case S_COL_PROBS:
+        case S_COL_LOGITS:
+            rank = 2;
+            width = (size_t)r->C;
+            break;
+        case S_COL_EMB:
+            rank = 2;
+            width = (size_t)r->P;
+            break;
         default: break;
         }
         dims[1] = width;
@@ -327,8 +358,8 @@ static int s_h5_write(wisp_results_t *r, const s_row_t *rows, size_t n, wisp_err
         const char *f = r->partial;
         rc = wisp_h5_write_rows(r->dset[S_COL_PATH], r->str_type, row0, m, paths, f, "path", err);
         if (rc == WISP_OK)
-            rc = wisp_h5_write_rows(r->dset[S_COL_ERROR], r->str_type, row0, m, errs, f,
-                                    "error", err);
+            rc = wisp_h5_write_rows(r->dset[S_COL_ERROR], r->str_type, row0, m, errs, f, "error",
+                                    err);
         if (rc == WISP_OK)
             rc = wisp_h5_write_rows(r->dset[S_COL_LABEL], H5T_NATIVE_INT32, row0, m, lab, f,
                                     "label", err);
@@ -345,8 +376,8 @@ static int s_h5_write(wisp_results_t *r, const s_row_t *rows, size_t n, wisp_err
             rc = wisp_h5_write_rows(r->dset[S_COL_PROBS], H5T_NATIVE_FLOAT, row0, m, probs, f,
                                     "probs", err);
         if (rc == WISP_OK)
-            rc = wisp_h5_write_rows(r->dset[S_COL_LOGITS], H5T_NATIVE_FLOAT, row0, m, logits,
-                                    f, "logits", err);
+            rc = wisp_h5_write_rows(r->dset[S_COL_LOGITS], H5T_NATIVE_FLOAT, row0, m, logits, f,
+                                    "logits", err);
         if (rc == WISP_OK && P)
             rc = wisp_h5_write_rows(r->dset[S_COL_EMB], H5T_NATIVE_FLOAT, row0, m, emb, f,
                                     "embedding", err);
@@ -451,8 +482,7 @@ static int s_journal_append(wisp_results_t *r, uint32_t n, const s_buf_t *payloa
         int e = errno;
         if (ftruncate(r->jfd, (off_t)r->jsize) != 0)
             WISP_LOGE("%s: cannot cut back a failed commit: %s", r->journal, strerror(errno));
-        return wisp_error_set(err, WISP_ERR_IO, "%s: commit failed: %s", r->journal,
-                              strerror(e));
+        return wisp_error_set(err, WISP_ERR_IO, "%s: commit failed: %s", r->journal, strerror(e));
     }
     r->jsize += sizeof fr + payload->n + sizeof h;
     r->seq++;
@@ -549,8 +579,8 @@ static int s_journal_check_header(wisp_results_t *r, FILE *fp, wisp_error_t *err
     const cJSON *ht = cJSON_GetObjectItemCaseSensitive(o, "has_true_label");
     const cJSON *cr = cJSON_GetObjectItemCaseSensitive(o, "created");
     const cJSON *cl = cJSON_GetObjectItemCaseSensitive(o, "classes");
-    if (!cJSON_IsString(fp_) || !cJSON_IsNumber(nr) || !cJSON_IsNumber(nc) ||
-        !cJSON_IsNumber(ed) || !cJSON_IsBool(ht) || !cJSON_IsString(cr) || !cJSON_IsArray(cl)) {
+    if (!cJSON_IsString(fp_) || !cJSON_IsNumber(nr) || !cJSON_IsNumber(nc) || !cJSON_IsNumber(ed) ||
+        !cJSON_IsBool(ht) || !cJSON_IsString(cr) || !cJSON_IsArray(cl)) {
         rc = wisp_error_set(err, WISP_ERR_STATE, "%s: incomplete journal header", j);
         goto done;
     }
@@ -562,8 +592,8 @@ static int s_journal_check_header(wisp_results_t *r, FILE *fp, wisp_error_t *err
                             j, fp_->valuestring, r->fingerprint);
         goto done;
     }
-    if ((size_t)nr->valuedouble != r->n_rows || nc->valueint != r->C ||
-        ed->valueint != r->P || cJSON_IsTrue(ht) != !!r->has_true) {
+    if ((size_t)nr->valuedouble != r->n_rows || nc->valueint != r->C || ed->valueint != r->P ||
+        cJSON_IsTrue(ht) != !!r->has_true) {
         rc = wisp_error_set(err, WISP_ERR_STATE,
                             "%s: shape differs (journal rows=%.0f classes=%d embed=%d labels=%d,"
                             " this run rows=%zu classes=%d embed=%d labels=%d)",
@@ -578,8 +608,8 @@ static int s_journal_check_header(wisp_results_t *r, FILE *fp, wisp_error_t *err
     for (int c = 0; c < r->C; c++) {
         const cJSON *e = cJSON_GetArrayItem(cl, c);
         if (!cJSON_IsString(e) || strcmp(e->valuestring, r->classes[c]) != 0) {
-            rc = wisp_error_set(err, WISP_ERR_STATE, "%s: class %d differs ('%s' vs '%s')", j,
-                                c, cJSON_IsString(e) ? e->valuestring : "?", r->classes[c]);
+            rc = wisp_error_set(err, WISP_ERR_STATE, "%s: class %d differs ('%s' vs '%s')", j, c,
+                                cJSON_IsString(e) ? e->valuestring : "?", r->classes[c]);
             goto done;
         }
     }
@@ -774,17 +804,16 @@ static int s_check_opts(const wisp_results_opts_t *o, wisp_error_t *err)
     if (o->n_attrs < 0 || (o->n_attrs > 0 && !o->attrs))
         return wisp_error_set(err, WISP_ERR_ARG, "%s: bad attribute list", p);
     static const char *const reserved[] = {
-        "fingerprint", "wisp_version", "created", "finished", "n_rows", "n_ok", "n_error",
-        "n_missing", "n_classes", "embed_dim", "n_resumes", "writer_seconds", "summary",
-        "accuracy", "n_evaluated"};
+        "fingerprint", "wisp_version",   "created",   "finished",  "n_rows",
+        "n_ok",        "n_error",        "n_missing", "n_classes", "embed_dim",
+        "n_resumes",   "writer_seconds", "summary",   "accuracy",  "n_evaluated"};
     for (int a = 0; a < o->n_attrs; a++) {
         if (!o->attrs[a].key || !o->attrs[a].key[0])
             return wisp_error_set(err, WISP_ERR_ARG, "%s: attribute %d has no name", p, a);
         for (size_t k = 0; k < sizeof reserved / sizeof reserved[0]; k++)
             if (strcmp(o->attrs[a].key, reserved[k]) == 0)
-                return wisp_error_set(err, WISP_ERR_ARG,
-                                      "%s: attribute '%s' is set by the writer", p,
-                                      o->attrs[a].key);
+                return wisp_error_set(err, WISP_ERR_ARG, "%s: attribute '%s' is set by the writer",
+                                      p, o->attrs[a].key);
     }
     return WISP_OK;
 }
@@ -826,9 +855,9 @@ wisp_results_t *wisp_results_open(const wisp_results_opts_t *opts, wisp_error_t 
     r->true_label = malloc(r->n_rows * sizeof *r->true_label);
     r->pend = calloc(r->max_pend, sizeof *r->pend);
     r->pend_vals = malloc(r->max_pend * s_row_floats(r) * sizeof(float) + 1);
-    if (!r->path || !r->partial || !r->journal || !r->fingerprint || !r->classes ||
-        !r->attr_keys || !r->attr_vals || !r->state || !r->label || !r->status ||
-        !r->true_label || !r->pend || !r->pend_vals)
+    if (!r->path || !r->partial || !r->journal || !r->fingerprint || !r->classes || !r->attr_keys ||
+        !r->attr_vals || !r->state || !r->label || !r->status || !r->true_label || !r->pend ||
+        !r->pend_vals)
         goto nomem;
     for (int c = 0; c < r->C; c++)
         if (!(r->classes[c] = strdup(opts->classes[c])))
@@ -852,8 +881,7 @@ wisp_results_t *wisp_results_open(const wisp_results_opts_t *opts, wisp_error_t 
         goto fail;
     if (!resuming) {
         if (access(r->journal, F_OK) == 0 || access(r->partial, F_OK) == 0)
-            WISP_LOGW("%s: starting over, removing the partial results of an earlier run",
-                      r->path);
+            WISP_LOGW("%s: starting over, removing the partial results of an earlier run", r->path);
         if ((rc = s_unlink_quiet(r->journal, err)) != WISP_OK ||
             (rc = s_unlink_quiet(r->partial, err)) != WISP_OK ||
             (rc = s_journal_create(r, err)) != WISP_OK)
@@ -899,13 +927,12 @@ int wisp_results_put(wisp_results_t *r, const wisp_result_row_t *row, wisp_error
     if (r->finished)
         return wisp_error_set(err, WISP_ERR_ARG, "%s: put after finish", r->path);
     if (row->index >= r->n_rows)
-        return wisp_error_set(err, WISP_ERR_ARG, "%s: row %zu out of range (%zu rows)",
-                              r->path, row->index, r->n_rows);
+        return wisp_error_set(err, WISP_ERR_ARG, "%s: row %zu out of range (%zu rows)", r->path,
+                              row->index, r->n_rows);
     if (r->state[row->index] != 0)
         return WISP_RESULTS_DUPLICATE;
-    if (row->status == 0 &&
-        (row->label < 0 || row->label >= r->C || !row->probs || !row->logits ||
-         (r->P > 0 && !row->embedding)))
+    if (row->status == 0 && (row->label < 0 || row->label >= r->C || !row->probs || !row->logits ||
+                             (r->P > 0 && !row->embedding)))
         return wisp_error_set(err, WISP_ERR_ARG,
                               "%s: row %zu: status ok needs a label in [0, %d), probs, logits%s",
                               r->path, row->index, r->C, r->P ? " and an embedding" : "");
@@ -913,8 +940,8 @@ int wisp_results_put(wisp_results_t *r, const wisp_result_row_t *row, wisp_error
         return wisp_error_set(err, WISP_ERR_ARG, "%s: row %zu: status %d is not a wisp error",
                               r->path, row->index, row->status);
     if (r->has_true && (row->true_label < -1 || row->true_label >= r->C))
-        return wisp_error_set(err, WISP_ERR_ARG, "%s: row %zu: true_label %d out of range",
-                              r->path, row->index, row->true_label);
+        return wisp_error_set(err, WISP_ERR_ARG, "%s: row %zu: true_label %d out of range", r->path,
+                              row->index, row->true_label);
     if (r->n_pend == r->max_pend) {
         int rc = wisp_results_commit(r, err);
         if (rc != WISP_OK)
@@ -994,7 +1021,8 @@ int wisp_results_commit(wisp_results_t *r, wisp_error_t *err)
     if (!r->h5_stale && (rc = s_h5_write(r, r->pend, r->n_pend, err)) != WISP_OK) {
         r->h5_stale = 1;
         WISP_LOGE("%s: rows are safe in %s but the HDF5 file could not be updated; "
-                  "reopen with resume to rebuild it", r->partial, r->journal);
+                  "reopen with resume to rebuild it",
+                  r->partial, r->journal);
     }
     s_pend_clear(r);
 done:
@@ -1003,7 +1031,10 @@ done:
     return rc;
 }
 
-size_t wisp_results_done_count(const wisp_results_t *r) { return r->n_done; }
+size_t wisp_results_done_count(const wisp_results_t *r)
+{
+    return r->n_done;
+}
 
 int wisp_results_row_done(const wisp_results_t *r, size_t i)
 {
@@ -1015,7 +1046,10 @@ int wisp_results_row_received(const wisp_results_t *r, size_t i)
     return i < r->n_rows && r->state[i] != 0;
 }
 
-size_t wisp_results_error_count(const wisp_results_t *r) { return r->n_err; }
+size_t wisp_results_error_count(const wisp_results_t *r)
+{
+    return r->n_err;
+}
 
 /* Metrics over the evaluated rows (committed, status 0, known true label). */
 static int s_write_metrics(wisp_results_t *r, wisp_error_t *err)
@@ -1048,24 +1082,24 @@ static int s_write_metrics(wisp_results_t *r, wisp_error_t *err)
         rec[c] = tru ? (float)((double)tp / (double)tru) : 0.0f;
     }
     hsize_t dims[2] = {C, C};
-    if ((d = wisp_h5_create_rows(r->file, "confusion", H5T_STD_I64LE, 2, dims, C, NULL, f,
-                                 err)) < 0) {
+    if ((d = wisp_h5_create_rows(r->file, "confusion", H5T_STD_I64LE, 2, dims, C, NULL, f, err)) <
+        0) {
         rc = WISP_ERR_HDF5;
         goto done;
     }
     if ((rc = wisp_h5_write_rows(d, H5T_NATIVE_INT64, 0, C, conf, f, "confusion", err)) != 0)
         goto done;
     H5Dclose(d);
-    if ((d = wisp_h5_create_rows(r->file, "precision", H5T_IEEE_F32LE, 1, dims, C, NULL, f,
-                                 err)) < 0) {
+    if ((d = wisp_h5_create_rows(r->file, "precision", H5T_IEEE_F32LE, 1, dims, C, NULL, f, err)) <
+        0) {
         rc = WISP_ERR_HDF5;
         goto done;
     }
     if ((rc = wisp_h5_write_rows(d, H5T_NATIVE_FLOAT, 0, C, prec, f, "precision", err)) != 0)
         goto done;
     H5Dclose(d);
-    if ((d = wisp_h5_create_rows(r->file, "recall", H5T_IEEE_F32LE, 1, dims, C, NULL, f,
-                                 err)) < 0) {
+    if ((d = wisp_h5_create_rows(r->file, "recall", H5T_IEEE_F32LE, 1, dims, C, NULL, f, err)) <
+        0) {
         rc = WISP_ERR_HDF5;
         goto done;
     }
@@ -1122,7 +1156,8 @@ int wisp_results_finish(wisp_results_t *r, const char *summary_json, unsigned fl
     if (r->h5_stale)
         return wisp_error_set(err, WISP_ERR_STATE,
                               "%s: the HDF5 file missed a commit; reopen with resume to "
-                              "rebuild it from %s", r->partial, r->journal);
+                              "rebuild it from %s",
+                              r->partial, r->journal);
     size_t missing = r->n_rows - r->n_done;
     if (missing > 0 && !(flags & WISP_RESULTS_FINISH_ALLOW_MISSING)) {
         size_t first = 0;

@@ -110,19 +110,19 @@ typedef struct {
 } wisp_results_attr_t;
 
 typedef struct {
-    const char *path;            /* output file OUT.h5 (the final name) */
-    size_t n_rows;               /* N, number of manifest items (>= 1) */
-    int n_classes;               /* C (>= 1) */
-    const char *const *classes;  /* (C) class names, index = class id */
-    int embed_dim;               /* P, 0 for no embedding column */
-    int has_true_label;          /* 1: write true_label and the metrics */
-    const char *fingerprint;     /* identity of the run: config + model + adapter +
-                                    head + manifest, e.g. a sha256 hex. Required. */
-    int resume;                  /* 1: continue from OUT.h5.commit when present */
+    const char *path;                 /* output file OUT.h5 (the final name) */
+    size_t n_rows;                    /* N, number of manifest items (>= 1) */
+    int n_classes;                    /* C (>= 1) */
+    const char *const *classes;       /* (C) class names, index = class id */
+    int embed_dim;                    /* P, 0 for no embedding column */
+    int has_true_label;               /* 1: write true_label and the metrics */
+    const char *fingerprint;          /* identity of the run: config + model + adapter +
+                                         head + manifest, e.g. a sha256 hex. Required. */
+    int resume;                       /* 1: continue from OUT.h5.commit when present */
     const wisp_results_attr_t *attrs; /* (n_attrs) string attributes for the root */
     int n_attrs;
-    size_t max_pending_rows;     /* put commits automatically once this many rows are
-                                    pending (bounds memory); 0 = 4096, at most 2^20 */
+    size_t max_pending_rows; /* put commits automatically once this many rows are
+                                pending (bounds memory); 0 = 4096, at most 2^20 */
 } wisp_results_opts_t;
 
 /* Zeroed options (max_pending_rows 0 = default). */
@@ -130,17 +130,17 @@ wisp_results_opts_t wisp_results_default_opts(void);
 
 /* One result row. Arrays are read during put only (copied). */
 typedef struct {
-    size_t index;             /* row = manifest item id, < n_rows */
-    const char *path;         /* input path (NULL stored as "") */
-    int32_t label;            /* predicted class id, -1 on error */
-    float score;              /* max prob */
-    const float *probs;       /* (C); NULL stores NaN (error rows) */
-    const float *logits;      /* (C); NULL stores NaN */
-    const float *embedding;   /* (P) when embed_dim > 0; NULL stores NaN */
-    float duration;           /* seconds, -1 unknown */
-    int8_t status;            /* 0 ok, else a negative wisp_err_t */
-    const char *error;        /* message when status != 0 (NULL stored as "") */
-    int32_t true_label;       /* when has_true_label: class id or -1 unknown */
+    size_t index;           /* row = manifest item id, < n_rows */
+    const char *path;       /* input path (NULL stored as "") */
+    int32_t label;          /* predicted class id, -1 on error */
+    float score;            /* max prob */
+    const float *probs;     /* (C); NULL stores NaN (error rows) */
+    const float *logits;    /* (C); NULL stores NaN */
+    const float *embedding; /* (P) when embed_dim > 0; NULL stores NaN */
+    float duration;         /* seconds, -1 unknown */
+    int8_t status;          /* 0 ok, else a negative wisp_err_t */
+    const char *error;      /* message when status != 0 (NULL stored as "") */
+    int32_t true_label;     /* when has_true_label: class id or -1 unknown */
 } wisp_result_row_t;
 
 typedef struct wisp_results wisp_results_t;

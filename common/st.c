@@ -38,9 +38,9 @@ static const struct {
     const char *name;
     size_t size;
 } s_dtypes[] = {
-    [WISP_DT_F32] = {"F32", 4}, [WISP_DT_F16] = {"F16", 2}, [WISP_DT_BF16] = {"BF16", 2},
-    [WISP_DT_F64] = {"F64", 8}, [WISP_DT_I64] = {"I64", 8}, [WISP_DT_I32] = {"I32", 4},
-    [WISP_DT_I16] = {"I16", 2}, [WISP_DT_I8] = {"I8", 1},   [WISP_DT_U8] = {"U8", 1},
+    [WISP_DT_F32] = {"F32", 4},   [WISP_DT_F16] = {"F16", 2}, [WISP_DT_BF16] = {"BF16", 2},
+    [WISP_DT_F64] = {"F64", 8},   [WISP_DT_I64] = {"I64", 8}, [WISP_DT_I32] = {"I32", 4},
+    [WISP_DT_I16] = {"I16", 2},   [WISP_DT_I8] = {"I8", 1},   [WISP_DT_U8] = {"U8", 1},
     [WISP_DT_BOOL] = {"BOOL", 1},
 };
 #define S_NDTYPES ((int)(sizeof s_dtypes / sizeof s_dtypes[0]))
@@ -117,9 +117,9 @@ uint16_t wisp_f32_to_f16(float f)
         /* below 2^-14: subnormal result, value = round(|f| * 2^24) units of 2^-24 */
         if (a < 0x33000000u) /* < 2^-25: rounds to zero (2^-25 itself ties to even 0) */
             return sign;
-        uint32_t e = a >> 23;               /* 102..112 */
+        uint32_t e = a >> 23; /* 102..112 */
         uint32_t m = (a & 0x7fffffu) | 0x800000u;
-        uint32_t shift = 126u - e;          /* 14..24: |f| * 2^24 = m >> shift */
+        uint32_t shift = 126u - e; /* 14..24: |f| * 2^24 = m >> shift */
         uint32_t q = m >> shift;
         uint32_t rem = m & ((1u << shift) - 1u);
         uint32_t half = 1u << (shift - 1u);
@@ -144,19 +144,19 @@ uint16_t wisp_f32_to_bf16(float f)
 
 /* ---- reader ---------------------------------------------------------------- */
 typedef struct {
-    char *path;           /* file path as opened */
-    void *map;            /* whole-file mapping (NULL for an empty data section) */
-    size_t map_len;       /* file size */
-    cJSON *meta;          /* "__metadata__" object, or NULL */
+    char *path;     /* file path as opened */
+    void *map;      /* whole-file mapping (NULL for an empty data section) */
+    size_t map_len; /* file size */
+    cJSON *meta;    /* "__metadata__" object, or NULL */
 } s_shard_t;
 
 struct wisp_st {
-    char *path;               /* what the caller opened (file or directory) */
-    s_shard_t *shards;        /* nshards mapped files */
+    char *path;        /* what the caller opened (file or directory) */
+    s_shard_t *shards; /* nshards mapped files */
     int nshards;
-    wisp_st_tensor_t *tensors;/* ntensors, sorted by name (bsearch in find) */
+    wisp_st_tensor_t *tensors; /* ntensors, sorted by name (bsearch in find) */
     int ntensors;
-    float **cache;            /* per tensor: converted fp32 copy, or NULL */
+    float **cache; /* per tensor: converted fp32 copy, or NULL */
 };
 
 static int s_cmp_tensor_name(const void *a, const void *b)
@@ -251,9 +251,10 @@ static int s_load_shard(wisp_st_t *self, const char *path, int *cap, wisp_error_
     }
     size_t fsize = (size_t)st.st_size;
     if (fsize < 8) {
-        rc = wisp_error_set(err, WISP_ERR_FORMAT,
-                            "%s: not a safetensors file (%zu bytes, shorter than the 8-byte header length)",
-                            path, fsize);
+        rc = wisp_error_set(
+            err, WISP_ERR_FORMAT,
+            "%s: not a safetensors file (%zu bytes, shorter than the 8-byte header length)", path,
+            fsize);
         goto done;
     }
     sh->map = mmap(NULL, fsize, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -268,15 +269,16 @@ static int s_load_shard(wisp_st_t *self, const char *path, int *cap, wisp_error_
     for (int i = 7; i >= 0; i--)
         hlen = (hlen << 8) | base[i];
     if (hlen > S_MAX_HEADER) {
-        rc = wisp_error_set(err, WISP_ERR_FORMAT,
-                            "%s: header length %llu is absurd (limit %u bytes); not a safetensors file?",
-                            path, (unsigned long long)hlen, S_MAX_HEADER);
+        rc = wisp_error_set(
+            err, WISP_ERR_FORMAT,
+            "%s: header length %llu is absurd (limit %u bytes); not a safetensors file?", path,
+            (unsigned long long)hlen, S_MAX_HEADER);
         goto done;
     }
     if (hlen > fsize - 8) {
         rc = wisp_error_set(err, WISP_ERR_FORMAT,
-                            "%s: header length %llu runs past the end of the file (%zu bytes)", path,
-                            (unsigned long long)hlen, fsize);
+                            "%s: header length %llu runs past the end of the file (%zu bytes)",
+                            path, (unsigned long long)hlen, fsize);
         goto done;
     }
     const char *hdr = (const char *)base + 8;
@@ -285,8 +287,9 @@ static int s_load_shard(wisp_st_t *self, const char *path, int *cap, wisp_error_
     const char *end_ptr = NULL;
     root = cJSON_ParseWithLengthOpts(hdr, (size_t)hlen, &end_ptr, 0);
     if (!root) {
-        rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: header is not valid JSON (near byte %zu of %llu)",
-                            path, 8 + s_err_offset(hdr, (size_t)hlen, end_ptr), (unsigned long long)hlen);
+        rc = wisp_error_set(err, WISP_ERR_FORMAT,
+                            "%s: header is not valid JSON (near byte %zu of %llu)", path,
+                            8 + s_err_offset(hdr, (size_t)hlen, end_ptr), (unsigned long long)hlen);
         goto done;
     }
     if (!cJSON_IsObject(root)) {
@@ -296,8 +299,9 @@ static int s_load_shard(wisp_st_t *self, const char *path, int *cap, wisp_error_
     /* Trailing bytes after the JSON object must be the library's space padding. */
     for (const char *p = end_ptr ? end_ptr : hdr + hlen; p < hdr + hlen; p++)
         if (*p != ' ' && *p != '\n' && *p != '\t' && *p != '\r' && *p != '\0') {
-            rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: garbage after the header JSON at byte %zu",
-                                path, (size_t)(p - (const char *)base));
+            rc = wisp_error_set(err, WISP_ERR_FORMAT,
+                                "%s: garbage after the header JSON at byte %zu", path,
+                                (size_t)(p - (const char *)base));
             goto done;
         }
 
@@ -314,15 +318,17 @@ static int s_load_shard(wisp_st_t *self, const char *path, int *cap, wisp_error_
         const char *name = ent->string ? ent->string : "";
         if (strcmp(name, "__metadata__") == 0) {
             if (!cJSON_IsObject(ent)) {
-                rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: __metadata__ is not an object", path);
+                rc =
+                    wisp_error_set(err, WISP_ERR_FORMAT, "%s: __metadata__ is not an object", path);
                 goto done;
             }
             const cJSON *kv;
             cJSON_ArrayForEach(kv, ent)
             {
                 if (!cJSON_IsString(kv)) {
-                    rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: __metadata__ value '%s' is not a string",
-                                        path, kv->string ? kv->string : "");
+                    rc = wisp_error_set(err, WISP_ERR_FORMAT,
+                                        "%s: __metadata__ value '%s' is not a string", path,
+                                        kv->string ? kv->string : "");
                     goto done;
                 }
             }
@@ -334,28 +340,31 @@ static int s_load_shard(wisp_st_t *self, const char *path, int *cap, wisp_error_
             continue;
         }
         if (!cJSON_IsObject(ent)) {
-            rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: tensor %s: entry is not an object", path, name);
+            rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: tensor %s: entry is not an object", path,
+                                name);
             goto done;
         }
         const cJSON *jd = cJSON_GetObjectItemCaseSensitive(ent, "dtype");
         const cJSON *js = cJSON_GetObjectItemCaseSensitive(ent, "shape");
         const cJSON *jo = cJSON_GetObjectItemCaseSensitive(ent, "data_offsets");
         if (!cJSON_IsString(jd) || !cJSON_IsArray(js) || !cJSON_IsArray(jo)) {
-            rc = wisp_error_set(err, WISP_ERR_FORMAT,
-                                "%s: tensor %s: needs string \"dtype\", array \"shape\" and array \"data_offsets\"",
-                                path, name);
+            rc = wisp_error_set(
+                err, WISP_ERR_FORMAT,
+                "%s: tensor %s: needs string \"dtype\", array \"shape\" and array \"data_offsets\"",
+                path, name);
             goto done;
         }
         int dt = s_dtype_parse(jd->valuestring);
         if (dt < 0) {
-            rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED, "%s: tensor %s: unknown dtype \"%s\"", path, name,
-                                jd->valuestring);
+            rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED, "%s: tensor %s: unknown dtype \"%s\"",
+                                path, name, jd->valuestring);
             goto done;
         }
         int ndim = cJSON_GetArraySize(js);
         if (ndim > WISP_ST_MAX_DIMS) {
-            rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED, "%s: tensor %s: %d dimensions (at most %d)", path,
-                                name, ndim, WISP_ST_MAX_DIMS);
+            rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED,
+                                "%s: tensor %s: %d dimensions (at most %d)", path, name, ndim,
+                                WISP_ST_MAX_DIMS);
             goto done;
         }
         wisp_st_tensor_t t = {0};
@@ -366,8 +375,9 @@ static int s_load_shard(wisp_st_t *self, const char *path, int *cap, wisp_error_
         for (int d = 0; d < ndim; d++) {
             size_t v;
             if (s_json_uint(cJSON_GetArrayItem(js, d), &v) != 0) {
-                rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: tensor %s: shape[%d] is not a non-negative integer",
-                                    path, name, d);
+                rc = wisp_error_set(err, WISP_ERR_FORMAT,
+                                    "%s: tensor %s: shape[%d] is not a non-negative integer", path,
+                                    name, d);
                 goto done;
             }
             t.shape[d] = (int64_t)v;
@@ -378,21 +388,24 @@ static int s_load_shard(wisp_st_t *self, const char *path, int *cap, wisp_error_
         }
         size_t esz = s_dtypes[dt].size;
         if (overflow || numel > SIZE_MAX / esz) {
-            rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: tensor %s: shape is absurdly large", path, name);
+            rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: tensor %s: shape is absurdly large",
+                                path, name);
             goto done;
         }
         size_t b, e;
         if (cJSON_GetArraySize(jo) != 2 || s_json_uint(cJSON_GetArrayItem(jo, 0), &b) != 0 ||
             s_json_uint(cJSON_GetArrayItem(jo, 1), &e) != 0 || b > e) {
-            rc = wisp_error_set(err, WISP_ERR_FORMAT,
-                                "%s: tensor %s: data_offsets must be [begin, end] integers with begin <= end",
-                                path, name);
+            rc = wisp_error_set(
+                err, WISP_ERR_FORMAT,
+                "%s: tensor %s: data_offsets must be [begin, end] integers with begin <= end", path,
+                name);
             goto done;
         }
         if (e > data_len) {
-            rc = wisp_error_set(err, WISP_ERR_FORMAT,
-                                "%s: tensor %s: data_offsets [%zu, %zu] out of range (data section is %zu bytes)",
-                                path, name, b, e, data_len);
+            rc = wisp_error_set(
+                err, WISP_ERR_FORMAT,
+                "%s: tensor %s: data_offsets [%zu, %zu] out of range (data section is %zu bytes)",
+                path, name, b, e, data_len);
             goto done;
         }
         if (e - b != numel * esz) {
@@ -402,9 +415,10 @@ static int s_load_shard(wisp_st_t *self, const char *path, int *cap, wisp_error_
             for (int d = 0; d < ndim && n < (int)sizeof sh_txt - 24; d++)
                 n += snprintf(sh_txt + n, sizeof sh_txt - (size_t)n, "%s%lld", d ? "," : "",
                               (long long)t.shape[d]);
-            rc = wisp_error_set(err, WISP_ERR_FORMAT,
-                                "%s: tensor %s: shape [%s] x %s needs %zu bytes but data_offsets span %zu", path,
-                                name, sh_txt, s_dtypes[dt].name, numel * esz, e - b);
+            rc = wisp_error_set(
+                err, WISP_ERR_FORMAT,
+                "%s: tensor %s: shape [%s] x %s needs %zu bytes but data_offsets span %zu", path,
+                name, sh_txt, s_dtypes[dt].name, numel * esz, e - b);
             goto done;
         }
         t.numel = numel;
@@ -429,8 +443,9 @@ static int s_load_shard(wisp_st_t *self, const char *path, int *cap, wisp_error_
         if (spans[i].begin == spans[i].end)
             continue;
         if (prev_name && spans[i].begin < prev_end) {
-            rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: tensors %s and %s overlap in the data section",
-                                path, prev_name, spans[i].name);
+            rc = wisp_error_set(err, WISP_ERR_FORMAT,
+                                "%s: tensors %s and %s overlap in the data section", path,
+                                prev_name, spans[i].name);
             goto done;
         }
         prev_end = spans[i].end;
@@ -524,14 +539,14 @@ static int s_load_index(wisp_st_t *self, const char *dir, const char *index_path
     cJSON_ArrayForEach(kv, wm)
     {
         wisp_st_tensor_t key = {.name = kv->string};
-        const wisp_st_tensor_t *t =
-            self->ntensors == 0
-                ? NULL
-                : bsearch(&key, self->tensors, (size_t)self->ntensors, sizeof key, s_cmp_tensor_name);
+        const wisp_st_tensor_t *t = self->ntensors == 0
+                                        ? NULL
+                                        : bsearch(&key, self->tensors, (size_t)self->ntensors,
+                                                  sizeof key, s_cmp_tensor_name);
         if (!t || !s_has_suffix(t->file, kv->valuestring) ||
             t->file[strlen(t->file) - strlen(kv->valuestring) - 1] != '/') {
-            rc = wisp_error_set(err, WISP_ERR_NOTFOUND, "%s: tensor %s is missing from shard %s", index_path,
-                                kv->string, kv->valuestring);
+            rc = wisp_error_set(err, WISP_ERR_NOTFOUND, "%s: tensor %s is missing from shard %s",
+                                index_path, kv->string, kv->valuestring);
             goto done;
         }
     }
@@ -563,13 +578,14 @@ static int s_find_single(const char *dir, char *out, size_t out_size, wisp_error
     }
     closedir(d);
     if (count == 0)
-        return wisp_error_set(err, WISP_ERR_NOTFOUND,
-                              "%s: no model.safetensors, model.safetensors.index.json or *.safetensors file",
-                              dir);
+        return wisp_error_set(
+            err, WISP_ERR_NOTFOUND,
+            "%s: no model.safetensors, model.safetensors.index.json or *.safetensors file", dir);
     if (count > 1)
-        return wisp_error_set(err, WISP_ERR_FORMAT,
-                              "%s: several .safetensors files (%s, %s%s) and no model.safetensors.index.json",
-                              dir, first, second, count > 2 ? ", ..." : "");
+        return wisp_error_set(
+            err, WISP_ERR_FORMAT,
+            "%s: several .safetensors files (%s, %s%s) and no model.safetensors.index.json", dir,
+            first, second, count > 2 ? ", ..." : "");
     if (wisp_path_join(out, out_size, dir, first) != 0)
         return wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", dir);
     return 0;
@@ -622,8 +638,9 @@ wisp_st_t *wisp_st_open(const char *path, wisp_error_t *err)
         qsort(self->tensors, (size_t)self->ntensors, sizeof *self->tensors, s_cmp_tensor_name);
     for (int i = 1; i < self->ntensors; i++)
         if (strcmp(self->tensors[i - 1].name, self->tensors[i].name) == 0) {
-            rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: tensor %s appears twice (%s and %s)", path,
-                                self->tensors[i].name, self->tensors[i - 1].file, self->tensors[i].file);
+            rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: tensor %s appears twice (%s and %s)",
+                                path, self->tensors[i].name, self->tensors[i - 1].file,
+                                self->tensors[i].file);
             goto done;
         }
     self->cache = calloc((size_t)(self->ntensors > 0 ? self->ntensors : 1), sizeof *self->cache);
@@ -717,8 +734,8 @@ int wisp_st_get_f32(wisp_st_t *self, const char *name, int ndim, const int64_t *
             char got[160], want[160];
             s_shape_str(got, sizeof got, t->ndim, t->shape);
             s_shape_str(want, sizeof want, ndim, shape);
-            return wisp_error_set(err, WISP_ERR_SHAPE, "%s: tensor %s has shape %s, expected %s", t->file, name,
-                                  got, want);
+            return wisp_error_set(err, WISP_ERR_SHAPE, "%s: tensor %s has shape %s, expected %s",
+                                  t->file, name, got, want);
         }
     }
     if (t->dtype == WISP_DT_F32 && ((uintptr_t)t->data & 3u) == 0) {
@@ -727,14 +744,15 @@ int wisp_st_get_f32(wisp_st_t *self, const char *name, int ndim, const int64_t *
     }
     if (t->dtype != WISP_DT_F32 && t->dtype != WISP_DT_F16 && t->dtype != WISP_DT_BF16 &&
         t->dtype != WISP_DT_F64)
-        return wisp_error_set(err, WISP_ERR_UNSUPPORTED, "%s: tensor %s has dtype %s, not a float type",
-                              t->file, name, wisp_dtype_name(t->dtype));
+        return wisp_error_set(err, WISP_ERR_UNSUPPORTED,
+                              "%s: tensor %s has dtype %s, not a float type", t->file, name,
+                              wisp_dtype_name(t->dtype));
     size_t idx = (size_t)(t - self->tensors);
     if (!self->cache[idx]) {
         float *buf = wisp_alloc(t->numel * sizeof(float));
         if (!buf)
-            return wisp_error_set(err, WISP_ERR_NOMEM, "%s: tensor %s: out of memory (%zu floats)", t->file,
-                                  name, t->numel);
+            return wisp_error_set(err, WISP_ERR_NOMEM, "%s: tensor %s: out of memory (%zu floats)",
+                                  t->file, name, t->numel);
         const unsigned char *src = t->data;
         for (size_t i = 0; i < t->numel; i++) {
             switch (t->dtype) {
@@ -756,9 +774,7 @@ int wisp_st_get_f32(wisp_st_t *self, const char *name, int ndim, const int64_t *
                 buf[i] = (float)v;
                 break;
             }
-            default:
-                memcpy(&buf[i], src + 4 * i, 4);
-                break;
+            default: memcpy(&buf[i], src + 4 * i, 4); break;
             }
         }
         self->cache[idx] = buf;
@@ -769,18 +785,18 @@ int wisp_st_get_f32(wisp_st_t *self, const char *name, int ndim, const int64_t *
 
 /* ---- writer ---------------------------------------------------------------- */
 typedef struct {
-    char *name;                   /* tensor name */
-    wisp_dtype_t dtype;           /* F32, F16 or BF16 */
+    char *name;         /* tensor name */
+    wisp_dtype_t dtype; /* F32, F16 or BF16 */
     int ndim;
     int64_t shape[WISP_ST_MAX_DIMS];
     size_t nbytes;
-    void *bytes;                  /* converted data, nbytes */
+    void *bytes; /* converted data, nbytes */
 } s_wentry_t;
 
 struct wisp_st_writer {
-    s_wentry_t *ents;   /* n entries in insertion order */
+    s_wentry_t *ents; /* n entries in insertion order */
     int n, cap;
-    cJSON *meta;        /* "__metadata__" object; {"format":"pt"} unless set */
+    cJSON *meta; /* "__metadata__" object; {"format":"pt"} unless set */
 };
 
 wisp_st_writer_t *wisp_st_writer_new(void)
@@ -818,13 +834,15 @@ int wisp_st_writer_add_f32(wisp_st_writer_t *self, const char *name, wisp_dtype_
     if (!self || !name || !name[0] || strcmp(name, "__metadata__") == 0)
         return wisp_error_set(NULL, WISP_ERR_ARG, "safetensors writer: invalid tensor name");
     if (dtype != WISP_DT_F32 && dtype != WISP_DT_F16 && dtype != WISP_DT_BF16)
-        return wisp_error_set(NULL, WISP_ERR_ARG, "safetensors writer: %s: dtype %s not writable", name,
-                              wisp_dtype_name(dtype));
+        return wisp_error_set(NULL, WISP_ERR_ARG, "safetensors writer: %s: dtype %s not writable",
+                              name, wisp_dtype_name(dtype));
     if (ndim < 0 || ndim > WISP_ST_MAX_DIMS)
-        return wisp_error_set(NULL, WISP_ERR_ARG, "safetensors writer: %s: %d dimensions", name, ndim);
+        return wisp_error_set(NULL, WISP_ERR_ARG, "safetensors writer: %s: %d dimensions", name,
+                              ndim);
     for (int i = 0; i < self->n; i++)
         if (strcmp(self->ents[i].name, name) == 0)
-            return wisp_error_set(NULL, WISP_ERR_ARG, "safetensors writer: tensor %s added twice", name);
+            return wisp_error_set(NULL, WISP_ERR_ARG, "safetensors writer: tensor %s added twice",
+                                  name);
     size_t numel = 1;
     for (int d = 0; d < ndim; d++) {
         if (shape[d] < 0 || (shape[d] > 0 && numel > SIZE_MAX / 8 / (size_t)shape[d]))

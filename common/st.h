@@ -37,14 +37,14 @@ const char *wisp_dtype_name(wisp_dtype_t dt);
 size_t wisp_dtype_size(wisp_dtype_t dt);
 
 typedef struct {
-    const char *name;              /* tensor name as stored */
-    wisp_dtype_t dtype;            /* stored dtype */
-    int ndim;                      /* 0..WISP_ST_MAX_DIMS */
+    const char *name;   /* tensor name as stored */
+    wisp_dtype_t dtype; /* stored dtype */
+    int ndim;           /* 0..WISP_ST_MAX_DIMS */
     int64_t shape[WISP_ST_MAX_DIMS];
-    size_t numel;                  /* product of shape */
-    size_t nbytes;                 /* numel * dtype size */
-    const void *data;              /* into the mapping (may be unaligned) */
-    const char *file;              /* the shard file holding it */
+    size_t numel;     /* product of shape */
+    size_t nbytes;    /* numel * dtype size */
+    const void *data; /* into the mapping (may be unaligned) */
+    const char *file; /* the shard file holding it */
 } wisp_st_tensor_t;
 
 typedef struct wisp_st wisp_st_t;

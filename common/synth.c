@@ -11,7 +11,7 @@
 
 #include "util.h"
 
-#define S_PI 3.14159265358979323846
+#define S_PI           3.14159265358979323846
 #define S_FADE_SECONDS 0.010
 
 static const char *const s_class_names[WISP_SYNTH_NUM_CLASSES] = {
@@ -46,7 +46,10 @@ static double s_log_uniform(wisp_rng_t *r, double lo, double hi)
     return exp(s_uniform(r, log(lo), log(hi)));
 }
 
-static double s_cap(double f, int rate) { return f < 0.4 * rate ? f : 0.4 * rate; }
+static double s_cap(double f, int rate)
+{
+    return f < 0.4 * rate ? f : 0.4 * rate;
+}
 
 static void s_tone(wisp_rng_t *r, int rate, float *out, size_t n)
 {
@@ -99,7 +102,10 @@ static void s_noise_band(wisp_rng_t *r, int rate, float *out, size_t n)
         double x1 = 0, x2 = 0, y1 = 0, y2 = 0;
         for (size_t i = 0; i < n; i++) {
             double x = out[i], y = b0 * x + b2 * x2 - a1 * y1 - a2 * y2;
-            x2 = x1; x1 = x; y2 = y1; y1 = y;
+            x2 = x1;
+            x1 = x;
+            y2 = y1;
+            y1 = y;
             out[i] = (float)y;
         }
     }
@@ -151,8 +157,7 @@ static void s_clicks(wisp_rng_t *r, int rate, float *out, size_t n)
 
 int wisp_synth_clip(int cls, uint64_t seed, int rate, float *out, size_t n)
 {
-    if (cls < 0 || cls >= WISP_SYNTH_NUM_CLASSES || rate < 4000 || rate > 192000 || n == 0 ||
-        !out)
+    if (cls < 0 || cls >= WISP_SYNTH_NUM_CLASSES || rate < 4000 || rate > 192000 || n == 0 || !out)
         return WISP_ERR_ARG;
     /* The class is mixed into the stream so two classes with the same seed differ. */
     wisp_rng_t r;
@@ -231,15 +236,15 @@ wisp_synth_params_t wisp_synth_default_params(void)
 
 /* One planned clip: everything but the samples, decided before any file is written. */
 typedef struct {
-    int cls;          /* class index */
-    int index;        /* j within the class */
-    uint64_t seed;    /* wisp_synth_clip seed */
-    int format;       /* wisp_synth_format_t */
-    int rate;         /* Hz */
-    int channels;     /* 1 or 2 */
-    double seconds;   /* duration */
-    int split;        /* 0 train, 1 val, 2 test */
-    char path[96];    /* relative to the dataset directory */
+    int cls;        /* class index */
+    int index;      /* j within the class */
+    uint64_t seed;  /* wisp_synth_clip seed */
+    int format;     /* wisp_synth_format_t */
+    int rate;       /* Hz */
+    int channels;   /* 1 or 2 */
+    double seconds; /* duration */
+    int split;      /* 0 train, 1 val, 2 test */
+    char path[96];  /* relative to the dataset directory */
 } s_clip_t;
 
 uint64_t wisp_synth_clip_seed(uint64_t seed, int cls, int j)
@@ -283,8 +288,8 @@ static void s_text_printf(s_text_t *t, const char *fmt, ...)
     for (;;) {
         va_list ap;
         va_start(ap, fmt);
-        int need = vsnprintf(t->data ? t->data + t->len : NULL, t->data ? t->cap - t->len : 0,
-                             fmt, ap);
+        int need =
+            vsnprintf(t->data ? t->data + t->len : NULL, t->data ? t->cap - t->len : 0, fmt, ap);
         va_end(ap);
         if (need < 0) {
             t->failed = 1;
@@ -394,8 +399,7 @@ static int s_write_corrupt(const char *path, int kind, uint64_t seed, uint64_t *
         uint64_t full = 0;
         rc = s_write_audio(path, samples, n, &c, NULL, &full, err);
         if (rc == WISP_OK && truncate(path, (off_t)(full / 3)) != 0)
-            rc = wisp_error_set(err, WISP_ERR_IO, "%s: truncate failed: %s", path,
-                                strerror(errno));
+            rc = wisp_error_set(err, WISP_ERR_IO, "%s: truncate failed: %s", path, strerror(errno));
         *bytes += full / 3;
         break;
     }
@@ -405,9 +409,7 @@ static int s_write_corrupt(const char *path, int kind, uint64_t seed, uint64_t *
         *bytes += sizeof text - 1;
         break;
     }
-    case S_BAD_EMPTY_WAV:
-        rc = s_write_bytes(path, "", 0, err);
-        break;
+    case S_BAD_EMPTY_WAV: rc = s_write_bytes(path, "", 0, err); break;
     case S_BAD_HEADER_ONLY_WAV: {
         /* RIFF/WAVE header announcing 1 s of 16 kHz 16-bit mono, and no data. */
         uint8_t h[44];
@@ -434,8 +436,8 @@ static int s_write_corrupt(const char *path, int kind, uint64_t seed, uint64_t *
 
 static const char *const s_split_names[3] = {"train", "val", "test"};
 
-int wisp_synth_dataset(const char *dir, const wisp_synth_params_t *p,
-                       wisp_synth_summary_t *summary, wisp_error_t *err)
+int wisp_synth_dataset(const char *dir, const wisp_synth_params_t *p, wisp_synth_summary_t *summary,
+                       wisp_error_t *err)
 {
     int rc = WISP_OK;
     s_clip_t *clips = NULL;
@@ -449,8 +451,7 @@ int wisp_synth_dataset(const char *dir, const wisp_synth_params_t *p,
                               WISP_SYNTH_NUM_CLASSES);
     if (p->per_class < 1 || p->per_class > 1000000)
         return wisp_error_set(err, WISP_ERR_ARG, "synth: per-class must be 1..1000000");
-    if (!(p->min_seconds >= 0.05) || !(p->max_seconds >= p->min_seconds) ||
-        p->max_seconds > 600)
+    if (!(p->min_seconds >= 0.05) || !(p->max_seconds >= p->min_seconds) || p->max_seconds > 600)
         return wisp_error_set(err, WISP_ERR_ARG,
                               "synth: need 0.05 <= min-seconds <= max-seconds <= 600");
     if (p->corrupt < 0 || p->corrupt > 1000000)
@@ -630,9 +631,9 @@ int wisp_synth_dataset(const char *dir, const wisp_synth_params_t *p,
         s_text_printf(&csv[cl->split], "%s,%s\n", cl->path, label);
         s_text_printf(&all, "%s,%s\n", cl->path, label);
         s_text_printf(&mixed, "%s,%s\n", cl->path, label);
-        s_text_printf(&meta, "%s,%s,%s,%s,%d,%d,%.6f\n", cl->path, label,
-                      s_split_names[cl->split], s_formats[cl->format].name, cl->rate,
-                      cl->channels, (double)llround(cl->seconds * cl->rate) / cl->rate);
+        s_text_printf(&meta, "%s,%s,%s,%s,%d,%d,%.6f\n", cl->path, label, s_split_names[cl->split],
+                      s_formats[cl->format].name, cl->rate, cl->channels,
+                      (double)llround(cl->seconds * cl->rate) / cl->rate);
         if (cl->split == 0)
             sum.train++;
         else if (cl->split == 1)

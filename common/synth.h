@@ -77,14 +77,14 @@ typedef enum {
 const char *wisp_synth_format_name(int fmt);
 
 typedef struct {
-    int classes;          /* K: the first K classes of wisp_synth_class_t, 1..8 */
-    int per_class;        /* clips per class, >= 1 */
-    uint64_t seed;        /* everything is derived from this */
-    int mixed_formats;    /* 1: formats, rates 8k-48k, mono/stereo vary per clip;
-                             0: every clip is 16 kHz mono 16-bit WAV */
-    double min_seconds;   /* clip duration drawn uniformly from [min, max] */
+    int classes;        /* K: the first K classes of wisp_synth_class_t, 1..8 */
+    int per_class;      /* clips per class, >= 1 */
+    uint64_t seed;      /* everything is derived from this */
+    int mixed_formats;  /* 1: formats, rates 8k-48k, mono/stereo vary per clip;
+                           0: every clip is 16 kHz mono 16-bit WAV */
+    double min_seconds; /* clip duration drawn uniformly from [min, max] */
     double max_seconds;
-    int corrupt;          /* number of corrupt files to add (0: none) */
+    int corrupt; /* number of corrupt files to add (0: none) */
     /* Called after each file when non-NULL (done of total); for progress display. */
     void (*progress)(void *ctx, size_t done, size_t total);
     void *progress_ctx;
@@ -94,11 +94,11 @@ typedef struct {
 wisp_synth_params_t wisp_synth_default_params(void);
 
 typedef struct {
-    size_t clips;                            /* good clips written */
-    size_t train, val, test;                 /* rows per split */
-    size_t corrupt;                          /* corrupt files written */
-    double seconds;                          /* total duration of the good clips */
-    uint64_t bytes;                          /* bytes of audio written (good + corrupt) */
+    size_t clips;                              /* good clips written */
+    size_t train, val, test;                   /* rows per split */
+    size_t corrupt;                            /* corrupt files written */
+    double seconds;                            /* total duration of the good clips */
+    uint64_t bytes;                            /* bytes of audio written (good + corrupt) */
     size_t per_format[WISP_SYNTH_NUM_FORMATS]; /* good clips per format */
 } wisp_synth_summary_t;
 

@@ -21,7 +21,7 @@
  * Per-clip buffers (a 30 s clip is 1.9 MB) stay below the threshold: the heap
  * recycles them, where a fresh mapping per clip would fault every page each time. */
 #define S_MAP_THRESHOLD ((size_t)16 << 20)
-#define S_ALLOC_MAGIC 0x77697370u /* "wisp" */
+#define S_ALLOC_MAGIC   0x77697370u /* "wisp" */
 
 typedef struct {
     size_t total;    /* bytes of the whole block, header included */
@@ -210,18 +210,19 @@ typedef struct {
 } s_sha256_t;
 
 static const uint32_t s_k[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
-    0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
-    0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
-    0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
-    0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
-    0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
-    0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
-    0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
-    0xc67178f2};
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
 
-static uint32_t s_ror(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+static uint32_t s_ror(uint32_t x, int n)
+{
+    return (x >> n) | (x << (32 - n));
+}
 
 static void s_sha256_block(s_sha256_t *c, const uint8_t *b)
 {
@@ -237,13 +238,27 @@ static void s_sha256_block(s_sha256_t *c, const uint8_t *b)
     uint32_t a = c->h[0], bb = c->h[1], cc = c->h[2], d = c->h[3], e = c->h[4], f = c->h[5],
              g = c->h[6], h = c->h[7];
     for (int i = 0; i < 64; i++) {
-        uint32_t t1 = h + (s_ror(e, 6) ^ s_ror(e, 11) ^ s_ror(e, 25)) + ((e & f) ^ (~e & g)) +
-                      s_k[i] + w[i];
-        uint32_t t2 = (s_ror(a, 2) ^ s_ror(a, 13) ^ s_ror(a, 22)) + ((a & bb) ^ (a & cc) ^ (bb & cc));
-        h = g; g = f; f = e; e = d + t1; d = cc; cc = bb; bb = a; a = t1 + t2;
+        uint32_t t1 =
+            h + (s_ror(e, 6) ^ s_ror(e, 11) ^ s_ror(e, 25)) + ((e & f) ^ (~e & g)) + s_k[i] + w[i];
+        uint32_t t2 =
+            (s_ror(a, 2) ^ s_ror(a, 13) ^ s_ror(a, 22)) + ((a & bb) ^ (a & cc) ^ (bb & cc));
+        h = g;
+        g = f;
+        f = e;
+        e = d + t1;
+        d = cc;
+        cc = bb;
+        bb = a;
+        a = t1 + t2;
     }
-    c->h[0] += a; c->h[1] += bb; c->h[2] += cc; c->h[3] += d;
-    c->h[4] += e; c->h[5] += f; c->h[6] += g; c->h[7] += h;
+    c->h[0] += a;
+    c->h[1] += bb;
+    c->h[2] += cc;
+    c->h[3] += d;
+    c->h[4] += e;
+    c->h[5] += f;
+    c->h[6] += g;
+    c->h[7] += h;
 }
 
 static void s_sha256_update(s_sha256_t *c, const uint8_t *p, size_t n)
@@ -314,7 +329,10 @@ int wisp_sha256_file(const char *path, char hex[65], wisp_error_t *err)
     return WISP_OK;
 }
 
-void wisp_rng_seed(wisp_rng_t *r, uint64_t seed) { r->s = seed; }
+void wisp_rng_seed(wisp_rng_t *r, uint64_t seed)
+{
+    r->s = seed;
+}
 
 uint64_t wisp_rng_u64(wisp_rng_t *r)
 {
@@ -324,7 +342,10 @@ uint64_t wisp_rng_u64(wisp_rng_t *r)
     return z ^ (z >> 31);
 }
 
-float wisp_rng_uniform(wisp_rng_t *r) { return (float)(wisp_rng_u64(r) >> 40) * 0x1.0p-24f; }
+float wisp_rng_uniform(wisp_rng_t *r)
+{
+    return (float)(wisp_rng_u64(r) >> 40) * 0x1.0p-24f;
+}
 
 float wisp_rng_normal(wisp_rng_t *r)
 {

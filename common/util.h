@@ -42,7 +42,9 @@ int wisp_sha256_file(const char *path, char hex[65], wisp_error_t *err);
 void wisp_sha256_hex(const void *data, size_t len, char hex[65]);
 
 /* splitmix64: the one seeded generator of the project (deterministic, portable). */
-typedef struct { uint64_t s; } wisp_rng_t;
+typedef struct {
+    uint64_t s;
+} wisp_rng_t;
 void wisp_rng_seed(wisp_rng_t *r, uint64_t seed);
 uint64_t wisp_rng_u64(wisp_rng_t *r);
 /* Uniform in [0, 1) with 24 bits. */

@@ -21,13 +21,13 @@
 #define S_LOG_DROPS 20   /* dropped messages logged one by one before sampling */
 
 typedef struct {
-    uint8_t id[256];   /* ROUTER routing id of the worker's DEALER */
+    uint8_t id[256]; /* ROUTER routing id of the worker's DEALER */
     size_t id_len;
-    int rank, size;    /* MPI rank and world size it announced */
+    int rank, size; /* MPI rank and world size it announced */
     long pid;
     char host[64];
-    char world[32];    /* id of its mpirun (step jobs) */
-    int ready;         /* step jobs: READY received */
+    char world[32];         /* id of its mpirun (step jobs) */
+    int ready;              /* step jobs: READY received */
     uint8_t *ready_payload; /* rank's READY payload (malloc'd) */
     size_t ready_len;
 } s_peer_t;
@@ -35,10 +35,10 @@ typedef struct {
 struct wisp_coord {
     const wisp_jobcfg_t *cfg;
     const wisp_job_ops_t *ops;
-    void *job;                 /* plug-in state */
+    void *job; /* plug-in state */
     wisp_job_plan_t plan;
     wisp_lease_t *lease;
-    s_peer_t *peers;           /* one per lease worker slot */
+    s_peer_t *peers; /* one per lease worker slot */
     int cap_peers;
     wisp_coord_params_t params;
     void *ctx;
@@ -46,42 +46,42 @@ struct wisp_coord {
     void *router;
     char endpoint[256];
     size_t max_payload;
-    char *cfg_text;            /* WELCOME payload */
-    wisp_wbuf_t wbuf;          /* shard payload scratch */
+    char *cfg_text;   /* WELCOME payload */
+    wisp_wbuf_t wbuf; /* shard payload scratch */
     /* CURVE / ZAP */
-    void *zap;                 /* REP socket on inproc://zeromq.zap.01 (owned by the ZAP thread while it runs) */
+    void *zap; /* REP socket on inproc://zeromq.zap.01 (owned by the ZAP thread while it runs) */
     pthread_t zap_thread;
     int zap_running;
     atomic_int zap_stop;
-    uint8_t (*allowed)[32];    /* allowed worker public keys */
+    uint8_t (*allowed)[32]; /* allowed worker public keys */
     int n_allowed;
-    atomic_int zap_denied;     /* handshakes refused */
+    atomic_int zap_denied; /* handshakes refused */
     /* stop */
     volatile sig_atomic_t stop_req;
     /* counters */
     size_t items_total, items_done, items_resumed, errors;
     double secs_total, secs_done; /* planned audio seconds (estimates where unknown) */
-    double secs_audio;            /* correction: decoded seconds minus planned, for committed shards */
+    double secs_audio; /* correction: decoded seconds minus planned, for committed shards */
     double stage_s[WISP_JOB_MAX_STAGES];
     uint64_t dropped, duplicates, requeued, workers_seen, workers_lost, results;
     double t_start, t_last_progress;
-    double t_first_worker;     /* first HELLO (0 before): rates exclude waiting for workers */
+    double t_first_worker; /* first HELLO (0 before): rates exclude waiting for workers */
     double t_first_result, t_last_result; /* commits: steady-state rate without model loading */
-    size_t items_first_result; /* items of the first committed shard */
+    size_t items_first_result;            /* items of the first committed shard */
     size_t last_progress_items;
     int tty;
     int tty_dirty;
     cJSON *summary;
     /* step jobs */
-    int active;                /* a complete world is running steps */
+    int active; /* a complete world is running steps */
     char active_world[32];
     int active_size;
-    int *rank_slot;            /* active_size: worker slot of each rank */
-    int in_flight;             /* steps issued and not reported by rank 0 */
-    int final_done;            /* the FINAL step was reported */
-    wisp_wbuf_t *step_bufs;    /* active_size payload buffers */
+    int *rank_slot;         /* active_size: worker slot of each rank */
+    int in_flight;          /* steps issued and not reported by rank 0 */
+    int final_done;         /* the FINAL step was reported */
+    wisp_wbuf_t *step_bufs; /* active_size payload buffers */
     int n_step_bufs;
-    long worlds;               /* worlds activated */
+    long worlds; /* worlds activated */
 };
 
 void wisp_coord_default_params(wisp_coord_params_t *p)
@@ -93,9 +93,18 @@ void wisp_coord_default_params(wisp_coord_params_t *p)
     p->linger = 1.0;
 }
 
-const char *wisp_coord_endpoint(const wisp_coord_t *self) { return self->endpoint; }
-const cJSON *wisp_coord_summary(const wisp_coord_t *self) { return self->summary; }
-void wisp_coord_request_stop(wisp_coord_t *self) { self->stop_req = 1; }
+const char *wisp_coord_endpoint(const wisp_coord_t *self)
+{
+    return self->endpoint;
+}
+const cJSON *wisp_coord_summary(const wisp_coord_t *self)
+{
+    return self->summary;
+}
+void wisp_coord_request_stop(wisp_coord_t *self)
+{
+    self->stop_req = 1;
+}
 
 static int s_stopping(const wisp_coord_t *self)
 {
@@ -150,8 +159,9 @@ static void *s_zap_main(void *arg)
         }
         if (!ok) {
             atomic_fetch_add(&self->zap_denied, 1);
-            WISP_LOGW("refused a worker connection: %s", n >= 7 ? "public key not in cluster.curve.client_keys"
-                                                               : "malformed ZAP request");
+            WISP_LOGW("refused a worker connection: %s",
+                      n >= 7 ? "public key not in cluster.curve.client_keys"
+                             : "malformed ZAP request");
         }
         if (n >= 2) {
             zmq_send(self->zap, "1.0", 3, ZMQ_SNDMORE);
@@ -206,7 +216,8 @@ static int s_setup_curve(wisp_coord_t *self, wisp_error_t *err)
 
 /* ---- setup ---- */
 
-static int s_cut_shards(wisp_coord_t *self, wisp_lease_shard_t **out, size_t *n_out, wisp_error_t *err)
+static int s_cut_shards(wisp_coord_t *self, wisp_lease_shard_t **out, size_t *n_out,
+                        wisp_error_t *err)
 {
     const wisp_job_plan_t *p = &self->plan;
     const wisp_jobcfg_t *cfg = self->cfg;
@@ -219,7 +230,8 @@ static int s_cut_shards(wisp_coord_t *self, wisp_lease_shard_t **out, size_t *n_
         int end = i == p->n_items || (p->done && p->done[i]);
         double sec = (i < p->n_items && p->seconds) ? p->seconds[i] : 0;
         if (!end && cur.count > 0 &&
-            ((int)cur.count >= cfg->shard_size || (p->seconds && cur.seconds + sec > cfg->shard_seconds)))
+            ((int)cur.count >= cfg->shard_size ||
+             (p->seconds && cur.seconds + sec > cfg->shard_seconds)))
             end = 2; /* close the current shard, then start a new one at i */
         if (end && cur.count > 0) {
             if (n == cap) {
@@ -301,7 +313,8 @@ wisp_coord_t *wisp_coord_new(const wisp_jobcfg_t *cfg, const wisp_coord_params_t
         wisp_coord_default_params(&self->params);
     self->ops = wisp_job_find(cfg->kind);
     if (!self->ops) {
-        rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED, "job kind '%s' is not built into this wisp", cfg->kind);
+        rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED, "job kind '%s' is not built into this wisp",
+                            cfg->kind);
         goto done;
     }
     self->max_payload = (size_t)(cfg->max_message_mb * 1048576.0) - WISP_PROTO_HEADER_SIZE;
@@ -333,12 +346,14 @@ wisp_coord_t *wisp_coord_new(const wisp_jobcfg_t *cfg, const wisp_coord_params_t
     if ((rc = s_bind(self, err)) != 0)
         goto done;
     if (self->params.endpoint_file &&
-        (rc = wisp_write_file_atomic(self->params.endpoint_file, self->endpoint, strlen(self->endpoint), err)) != 0)
+        (rc = wisp_write_file_atomic(self->params.endpoint_file, self->endpoint,
+                                     strlen(self->endpoint), err)) != 0)
         goto done;
     self->tty = self->params.progress_tty < 0 ? isatty(2) : self->params.progress_tty;
-    WISP_LOGI("job=%s endpoint=%s items=%zu resumed=%zu shards=%zu audio_s=%.1f credit=%d lease_timeout=%g",
-              cfg->kind, self->endpoint, self->items_total, self->items_resumed, n_shards, self->secs_total,
-              cfg->credit, cfg->lease_timeout);
+    WISP_LOGI("job=%s endpoint=%s items=%zu resumed=%zu shards=%zu audio_s=%.1f credit=%d "
+              "lease_timeout=%g",
+              cfg->kind, self->endpoint, self->items_total, self->items_resumed, n_shards,
+              self->secs_total, cfg->credit, cfg->lease_timeout);
 done:
     free(shards);
     if (rc) {
@@ -419,12 +434,17 @@ static int s_dispatch(wisp_coord_t *self, int w, double now, wisp_error_t *err)
         if (rc == 0 && self->wbuf.failed)
             rc = wisp_error_set(err, WISP_ERR_NOMEM, "shard %ld: out of memory", s);
         if (rc == 0 && self->wbuf.len > self->max_payload)
-            rc = wisp_error_set(err, WISP_ERR_ARG, "shard %ld: payload of %zu bytes exceeds cluster.max_message_mb",
-                                s, self->wbuf.len);
+            rc = wisp_error_set(err, WISP_ERR_ARG,
+                                "shard %ld: payload of %zu bytes exceeds cluster.max_message_mb", s,
+                                self->wbuf.len);
         if (rc)
             return rc;
-        wisp_msg_t m = {.type = WISP_MSG_SHARD, .shard = (uint64_t)s, .first = sh->first, .count = sh->count,
-                        .payload_len = (uint32_t)self->wbuf.len, .payload = self->wbuf.data};
+        wisp_msg_t m = {.type = WISP_MSG_SHARD,
+                        .shard = (uint64_t)s,
+                        .first = sh->first,
+                        .count = sh->count,
+                        .payload_len = (uint32_t)self->wbuf.len,
+                        .payload = self->wbuf.data};
         if (s_send(self, w, &m) != 0) {
             /* EHOSTUNREACH: the peer is gone; EAGAIN: it stopped reading. Either
              * way its leases (this one included) go back to the queue. */
@@ -439,7 +459,8 @@ static int s_dispatch_all(wisp_coord_t *self, double now, wisp_error_t *err)
 {
     int n = wisp_lease_worker_count(self->lease);
     for (int w = 0; w < n; w++)
-        if (wisp_lease_worker_alive(self->lease, w) && wisp_lease_held(self->lease, w) < self->cfg->credit) {
+        if (wisp_lease_worker_alive(self->lease, w) &&
+            wisp_lease_held(self->lease, w) < self->cfg->credit) {
             int rc = s_dispatch(self, w, now, err);
             if (rc)
                 return rc;
@@ -473,7 +494,8 @@ static void s_world_check(wisp_coord_t *self)
     if (self->final_done)
         return; /* the ranks leave after the end: nothing lost */
     self->workers_lost++;
-    WISP_LOGW("lost a rank of world %s: waiting for relaunched workers (they resume from the newest checkpoint)",
+    WISP_LOGW("lost a rank of world %s: waiting for relaunched workers (they resume from the "
+              "newest checkpoint)",
               self->active_world);
 }
 
@@ -483,7 +505,8 @@ static int s_pump_steps(wisp_coord_t *self, wisp_error_t *err)
     while (self->active && self->in_flight < self->cfg->credit) {
         uint64_t step = 0;
         uint32_t flags = 0;
-        int r = self->ops->coord_step(self->job, self->active_size, &step, &flags, self->step_bufs, err);
+        int r = self->ops->coord_step(self->job, self->active_size, &step, &flags, self->step_bufs,
+                                      err);
         if (r < 0)
             return r;
         if (r == 0)
@@ -491,8 +514,11 @@ static int s_pump_steps(wisp_coord_t *self, wisp_error_t *err)
         for (int k = 0; k < self->active_size; k++) {
             if (self->step_bufs[k].failed)
                 return wisp_error_set(err, WISP_ERR_NOMEM, "step %" PRIu64 ": out of memory", step);
-            wisp_msg_t m = {.type = WISP_MSG_STEP, .shard = step, .aux = flags,
-                            .payload = self->step_bufs[k].data, .payload_len = (uint32_t)self->step_bufs[k].len};
+            wisp_msg_t m = {.type = WISP_MSG_STEP,
+                            .shard = step,
+                            .aux = flags,
+                            .payload = self->step_bufs[k].data,
+                            .payload_len = (uint32_t)self->step_bufs[k].len};
             if (s_send(self, self->rank_slot[k], &m) != 0) {
                 s_lost(self, self->rank_slot[k], "is unreachable");
                 return WISP_OK;
@@ -520,8 +546,8 @@ static int s_try_activate(wisp_coord_t *self, wisp_error_t *err)
             slots[r] = -1;
         for (int w = 0; w < n; w++) {
             s_peer_t *p = &self->peers[w];
-            if (wisp_lease_worker_alive(self->lease, w) && p->ready && !strcmp(p->world, p0->world) &&
-                p->size == size && p->rank < size) {
+            if (wisp_lease_worker_alive(self->lease, w) && p->ready &&
+                !strcmp(p->world, p0->world) && p->size == size && p->rank < size) {
                 found += slots[p->rank] < 0;
                 slots[p->rank] = w;
             }
@@ -570,14 +596,16 @@ static int s_step_done(wisp_coord_t *self, int w, const wisp_msg_t *m, wisp_erro
         p->ready = 1;
         return s_try_activate(self, err);
     }
-    if (!self->active || strcmp(p->world, self->active_world) != 0 || self->rank_slot[p->rank] != w) {
+    if (!self->active || strcmp(p->world, self->active_world) != 0 ||
+        self->rank_slot[p->rank] != w) {
         s_drop(self, "STEP_DONE from a worker outside the running world", NULL);
         return WISP_OK;
     }
     if (p->rank != 0)
         return WISP_OK; /* the other ranks' reports only prove they are alive */
     wisp_error_t e = {0};
-    int rc = self->ops->coord_step_done(self->job, m->shard, m->aux, m->payload, m->payload_len, &e);
+    int rc =
+        self->ops->coord_step_done(self->job, m->shard, m->aux, m->payload, m->payload_len, &e);
     if (rc == WISP_ERR_FORMAT) {
         s_drop(self, "bad STEP_DONE", &e);
         return WISP_OK;
@@ -600,8 +628,8 @@ static int s_step_done(wisp_coord_t *self, int w, const wisp_msg_t *m, wisp_erro
 
 /* ---- receiving ---- */
 
-static int s_hello(wisp_coord_t *self, const void *id, size_t id_len, const wisp_msg_t *m, double now,
-                   int finished, wisp_error_t *err)
+static int s_hello(wisp_coord_t *self, const void *id, size_t id_len, const wisp_msg_t *m,
+                   double now, int finished, wisp_error_t *err)
 {
     wisp_error_t e = {0};
     if (m->worker != WISP_PROTO_NO_WORKER || m->payload_len > S_HELLO_MAX || id_len > 255) {
@@ -616,8 +644,8 @@ static int s_hello(wisp_coord_t *self, const void *id, size_t id_len, const wisp
     cJSON *size = cJSON_GetObjectItemCaseSensitive(j, "size");
     cJSON *host = cJSON_GetObjectItemCaseSensitive(j, "host");
     cJSON *pid = cJSON_GetObjectItemCaseSensitive(j, "pid");
-    if (!cJSON_IsObject(j) || !cJSON_IsNumber(rank) || !cJSON_IsNumber(size) || rank->valuedouble < 0 ||
-        size->valuedouble < 1 || rank->valuedouble >= size->valuedouble) {
+    if (!cJSON_IsObject(j) || !cJSON_IsNumber(rank) || !cJSON_IsNumber(size) ||
+        rank->valuedouble < 0 || size->valuedouble < 1 || rank->valuedouble >= size->valuedouble) {
         cJSON_Delete(j);
         wisp_error_set(&e, WISP_ERR_FORMAT, "HELLO payload is not {\"rank\",\"size\",...}");
         s_drop(self, "bad HELLO", &e);
@@ -656,8 +684,10 @@ static int s_hello(wisp_coord_t *self, const void *id, size_t id_len, const wisp
         wisp_lease_drop_worker(self->lease, w);
         return WISP_OK;
     }
-    WISP_LOGI("worker %d joined: rank %d/%d pid %ld on %s", w, peer->rank, peer->size, peer->pid, peer->host);
-    wisp_msg_t welcome = {.type = WISP_MSG_WELCOME, .payload = (const uint8_t *)self->cfg_text,
+    WISP_LOGI("worker %d joined: rank %d/%d pid %ld on %s", w, peer->rank, peer->size, peer->pid,
+              peer->host);
+    wisp_msg_t welcome = {.type = WISP_MSG_WELCOME,
+                          .payload = (const uint8_t *)self->cfg_text,
                           .payload_len = (uint32_t)strlen(self->cfg_text)};
     if (s_send(self, w, &welcome) != 0) {
         s_lost(self, w, "is unreachable");
@@ -669,7 +699,8 @@ static int s_hello(wisp_coord_t *self, const void *id, size_t id_len, const wisp
 static int s_result(wisp_coord_t *self, int w, const wisp_msg_t *m, double now, wisp_error_t *err)
 {
     wisp_error_t e = {0};
-    const wisp_lease_shard_t *sh = wisp_lease_shard(self->lease, m->shard > (uint64_t)LONG_MAX ? -1 : (long)m->shard);
+    const wisp_lease_shard_t *sh =
+        wisp_lease_shard(self->lease, m->shard > (uint64_t)LONG_MAX ? -1 : (long)m->shard);
     if (!sh || sh->first != m->first || sh->count != m->count) {
         s_drop(self, "RESULT for an unknown shard", NULL);
         return WISP_OK;
@@ -698,7 +729,8 @@ static int s_result(wisp_coord_t *self, int w, const wisp_msg_t *m, double now, 
     uint32_t n_err = 0;
     double audio = -1;
     int rc = bad ? wisp_error_set(&e, WISP_ERR_FORMAT, "bad stage timings")
-                 : self->ops->coord_commit(self->job, sh->first, sh->count, r.p, r.left, &n_err, &audio, &e);
+                 : self->ops->coord_commit(self->job, sh->first, sh->count, r.p, r.left, &n_err,
+                                           &audio, &e);
     if (rc == WISP_ERR_FORMAT || rc == WISP_ERR_ARG) {
         wisp_lease_uncommit(self->lease, w, s);
         s_drop(self, "RESULT payload refused", &e);
@@ -740,8 +772,8 @@ static int s_handle(wisp_coord_t *self, const void *id, size_t id_len, const voi
     if (m.type == WISP_MSG_HELLO)
         return s_hello(self, id, id_len, &m, now, finished, err);
     int w = (int)m.worker;
-    if (m.worker >= (uint32_t)wisp_lease_worker_count(self->lease) || self->peers[w].id_len != id_len ||
-        memcmp(self->peers[w].id, id, id_len) != 0) {
+    if (m.worker >= (uint32_t)wisp_lease_worker_count(self->lease) ||
+        self->peers[w].id_len != id_len || memcmp(self->peers[w].id, id, id_len) != 0) {
         s_drop(self, "message from an unknown worker slot", NULL);
         return WISP_OK;
     }
@@ -749,8 +781,7 @@ static int s_handle(wisp_coord_t *self, const void *id, size_t id_len, const voi
     if (alive)
         wisp_lease_touch(self->lease, w, now);
     switch (m.type) {
-    case WISP_MSG_RESULT:
-        return s_result(self, w, &m, now, err);
+    case WISP_MSG_RESULT: return s_result(self, w, &m, now, err);
     case WISP_MSG_HEARTBEAT:
         if (finished || s_stopping(self)) {
             s_send_stop(self, w, finished ? 0 : 1);
@@ -775,9 +806,7 @@ static int s_handle(wisp_coord_t *self, const void *id, size_t id_len, const voi
             return s_step_done(self, w, &m, err);
         s_drop(self, "STEP_DONE for a map job or from a dropped worker", NULL);
         return WISP_OK;
-    default:
-        s_drop(self, "message type not used by map jobs", NULL);
-        return WISP_OK;
+    default: s_drop(self, "message type not used by map jobs", NULL); return WISP_OK;
     }
 }
 
@@ -842,23 +871,31 @@ static void s_progress(wisp_coord_t *self, double now, int final)
             fprintf(stderr, "\rstep %ld/%ld  loss %.4f  workers %d%s\033[K%s", sd, st, loss, live,
                     self->active ? "" : " (waiting for a complete world)", final ? "\n" : "");
         else
-            WISP_LOGI("progress steps=%ld/%ld loss=%.5f workers=%d running=%d", sd, st, loss, live, self->active);
+            WISP_LOGI("progress steps=%ld/%ld loss=%.5f workers=%d running=%d", sd, st, loss, live,
+                      self->active);
         self->t_last_progress = now;
         return;
     }
     if (self->tty) {
         char etas[32];
         if (eta >= 0)
-            snprintf(etas, sizeof etas, "%d:%02d:%02d", (int)eta / 3600, (int)eta / 60 % 60, (int)eta % 60);
+            snprintf(etas, sizeof etas, "%d:%02d:%02d", (int)eta / 3600, (int)eta / 60 % 60,
+                     (int)eta % 60);
         else
             snprintf(etas, sizeof etas, "--:--:--");
-        fprintf(stderr, "\r%zu/%zu files (%.1f%%)  %.2f/%.2f audio h  %.0f files/s  ETA %s  workers %d  errors %zu\033[K%s",
-                done, self->items_total, self->items_total ? 100.0 * (double)done / (double)self->items_total : 100.0,
-                self->secs_done / 3600, self->secs_total / 3600, rate, etas, live, self->errors, final ? "\n" : "");
+        fprintf(stderr,
+                "\r%zu/%zu files (%.1f%%)  %.2f/%.2f audio h  %.0f files/s  ETA %s  workers %d  "
+                "errors %zu\033[K%s",
+                done, self->items_total,
+                self->items_total ? 100.0 * (double)done / (double)self->items_total : 100.0,
+                self->secs_done / 3600, self->secs_total / 3600, rate, etas, live, self->errors,
+                final ? "\n" : "");
         fflush(stderr);
     } else {
-        WISP_LOGI("progress items=%zu/%zu audio_h=%.3f/%.3f rate=%.1f eta_s=%.0f workers=%d errors=%zu", done,
-                  self->items_total, self->secs_done / 3600, self->secs_total / 3600, rate, eta, live, self->errors);
+        WISP_LOGI(
+            "progress items=%zu/%zu audio_h=%.3f/%.3f rate=%.1f eta_s=%.0f workers=%d errors=%zu",
+            done, self->items_total, self->secs_done / 3600, self->secs_total / 3600, rate, eta,
+            live, self->errors);
     }
     self->t_last_progress = now;
     self->last_progress_items = self->items_done;
@@ -889,8 +926,9 @@ static void s_summary(wisp_coord_t *self, const char *status, double wall)
     /* Steady state: items after the first commit over the time to the last one
      * (excludes mpirun startup and model loading). */
     double steady = self->t_last_result - self->t_first_result;
-    cJSON_AddNumberToObject(s, "steady_files_per_s",
-                            steady > 0 ? (double)(self->items_done - self->items_first_result) / steady : 0);
+    cJSON_AddNumberToObject(
+        s, "steady_files_per_s",
+        steady > 0 ? (double)(self->items_done - self->items_first_result) / steady : 0);
     cJSON_AddNumberToObject(s, "audio_s", audio);
     cJSON_AddNumberToObject(s, "audio_s_per_s", busy > 0 ? audio / busy : 0);
     cJSON_AddNumberToObject(s, "real_time_factor", audio > 0 ? busy / audio : 0);
@@ -967,13 +1005,15 @@ int wisp_coord_run(wisp_coord_t *self, wisp_error_t *err)
             size_t nd = wisp_lease_expire(self->lease, now, dead, 64);
             for (size_t i = 0; i < nd && i < 64; i++) {
                 self->workers_lost++;
-                WISP_LOGW("worker %d (rank %d pid %ld on %s) silent for over %g s: its shards are re-queued",
-                          dead[i], self->peers[dead[i]].rank, self->peers[dead[i]].pid, self->peers[dead[i]].host,
-                          cfg->lease_timeout);
+                WISP_LOGW("worker %d (rank %d pid %ld on %s) silent for over %g s: its shards are "
+                          "re-queued",
+                          dead[i], self->peers[dead[i]].rank, self->peers[dead[i]].pid,
+                          self->peers[dead[i]].host, cfg->lease_timeout);
             }
             if (nd)
                 s_world_check(self);
-            if ((rc = self->ops->steps ? s_try_activate(self, err) : s_dispatch_all(self, now, err)) != 0)
+            if ((rc = self->ops->steps ? s_try_activate(self, err)
+                                       : s_dispatch_all(self, now, err)) != 0)
                 break;
         }
         if (now >= next_commit) {
@@ -990,8 +1030,8 @@ int wisp_coord_run(wisp_coord_t *self, wisp_error_t *err)
         /* Stop leasing, commit what has already arrived, tell workers to go. */
         wisp_lease_stop(self->lease);
         s_drain(self, 1 << 20, 0, err);
-        WISP_LOGW("stop requested: %zu of %zu items committed; rerun to resume", self->items_done + self->items_resumed,
-                  self->items_total);
+        WISP_LOGW("stop requested: %zu of %zu items committed; rerun to resume",
+                  self->items_done + self->items_resumed, self->items_total);
     }
     int finished = rc == WISP_OK && !interrupted;
     int n = wisp_lease_worker_count(self->lease);

@@ -26,9 +26,9 @@ typedef struct {
     const char *endpoint_file;   /* when set, the bound endpoint is written there atomically */
     void *zmq_ctx;               /* shared ZeroMQ context (inproc tests/bench), NULL = own */
     volatile sig_atomic_t *stop; /* external stop flag (signal handler), may be NULL */
-    int progress_tty;            /* 1 redraw a progress line, 0 key=value log lines, -1 auto (isatty) */
-    FILE *summary_out;           /* where the final JSON summary goes (NULL: nowhere) */
-    double linger;               /* s to keep answering late workers with STOP after the end (default 1) */
+    int progress_tty;  /* 1 redraw a progress line, 0 key=value log lines, -1 auto (isatty) */
+    FILE *summary_out; /* where the final JSON summary goes (NULL: nowhere) */
+    double linger;     /* s to keep answering late workers with STOP after the end (default 1) */
 } wisp_coord_params_t;
 
 typedef struct wisp_coord wisp_coord_t;

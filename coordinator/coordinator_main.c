@@ -23,20 +23,21 @@ static void s_on_signal(int sig)
 
 static void s_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: wisp-coordinator JOB.json [--set key=value ...] [--endpoint-file FILE]\n"
-            "                        [--fresh] [--no-progress] [--log-level debug|info|warn|error]\n"
-            "       wisp-coordinator --keygen PREFIX   write a CURVE keypair PREFIX.public/.secret\n"
-            "       wisp-coordinator --keys            list the job config keys\n"
-            "A rerun of the same job resumes from its committed results; --fresh discards them.\n"
-            "The bound endpoint is printed as 'endpoint=tcp://HOST:PORT' on stdout, then the\n"
-            "final JSON summary. Exit: 0 done, 1 done with item errors, 3 failure, 130 interrupted.\n"
-            "\n"
-            "examples:\n"
-            "  wisp-coordinator job.json --endpoint-file /shared/run1/endpoint --no-progress\n"
-            "  wisp-coordinator train.json --set cluster.endpoint=tcp://0.0.0.0:5555 \\\n"
-            "      --set train.global_batch=64 --log-level debug\n"
-            "  wisp-coordinator --keygen /shared/keys/coordinator   # CURVE keypair\n");
+    fprintf(
+        out,
+        "usage: wisp-coordinator JOB.json [--set key=value ...] [--endpoint-file FILE]\n"
+        "                        [--fresh] [--no-progress] [--log-level debug|info|warn|error]\n"
+        "       wisp-coordinator --keygen PREFIX   write a CURVE keypair PREFIX.public/.secret\n"
+        "       wisp-coordinator --keys            list the job config keys\n"
+        "A rerun of the same job resumes from its committed results; --fresh discards them.\n"
+        "The bound endpoint is printed as 'endpoint=tcp://HOST:PORT' on stdout, then the\n"
+        "final JSON summary. Exit: 0 done, 1 done with item errors, 3 failure, 130 interrupted.\n"
+        "\n"
+        "examples:\n"
+        "  wisp-coordinator job.json --endpoint-file /shared/run1/endpoint --no-progress\n"
+        "  wisp-coordinator train.json --set cluster.endpoint=tcp://0.0.0.0:5555 \\\n"
+        "      --set train.global_batch=64 --log-level debug\n"
+        "  wisp-coordinator --keygen /shared/keys/coordinator   # CURVE keypair\n");
 }
 
 int main(int argc, char **argv)

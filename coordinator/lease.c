@@ -8,10 +8,10 @@
 enum { S_PENDING = 0, S_LEASED = 1, S_DONE = 2 };
 
 typedef struct {
-    uint8_t state;   /* S_* */
-    int holder;      /* worker holding the lease (-1 none); may outlive DONE until its result returns */
-    int prev;        /* the worker that held it before a re-lease (-1 none) */
-    uint8_t queued;  /* 1 while an entry for it sits in the re-queue ring */
+    uint8_t state; /* S_* */
+    int holder; /* worker holding the lease (-1 none); may outlive DONE until its result returns */
+    int prev;   /* the worker that held it before a re-lease (-1 none) */
+    uint8_t queued; /* 1 while an entry for it sits in the re-queue ring */
 } s_state_t;
 
 typedef struct {
@@ -22,10 +22,10 @@ typedef struct {
 
 struct wisp_lease {
     wisp_lease_shard_t *shards; /* n */
-    s_state_t *st;        /* n */
+    s_state_t *st;              /* n */
     size_t n;
-    size_t fresh;         /* next never-leased shard index candidate */
-    long *requeue;        /* FIFO ring of re-queued shard indices (n slots) */
+    size_t fresh;  /* next never-leased shard index candidate */
+    long *requeue; /* FIFO ring of re-queued shard indices (n slots) */
     size_t rq_head, rq_len;
     size_t done;
     s_worker_t *workers;
@@ -35,7 +35,8 @@ struct wisp_lease {
     int stopped;
 };
 
-wisp_lease_t *wisp_lease_new(const wisp_lease_shard_t *shards, size_t n_shards, int credit, double timeout)
+wisp_lease_t *wisp_lease_new(const wisp_lease_shard_t *shards, size_t n_shards, int credit,
+                             double timeout)
 {
     if (credit < 1 || !(timeout > 0))
         return NULL;
@@ -87,14 +88,20 @@ int wisp_lease_add_worker(wisp_lease_t *self, double now)
     return self->n_workers++;
 }
 
-int wisp_lease_worker_count(const wisp_lease_t *self) { return self->n_workers; }
+int wisp_lease_worker_count(const wisp_lease_t *self)
+{
+    return self->n_workers;
+}
 
 int wisp_lease_worker_alive(const wisp_lease_t *self, int w)
 {
     return w >= 0 && w < self->n_workers && self->workers[w].alive;
 }
 
-int wisp_lease_live_workers(const wisp_lease_t *self) { return self->live; }
+int wisp_lease_live_workers(const wisp_lease_t *self)
+{
+    return self->live;
+}
 
 int wisp_lease_held(const wisp_lease_t *self, int w)
 {
@@ -229,20 +236,32 @@ size_t wisp_lease_expire(wisp_lease_t *self, double now, int *dead, size_t max_d
     return n;
 }
 
-void wisp_lease_stop(wisp_lease_t *self) { self->stopped = 1; }
+void wisp_lease_stop(wisp_lease_t *self)
+{
+    self->stopped = 1;
+}
 
-size_t wisp_lease_shard_count(const wisp_lease_t *self) { return self->n; }
+size_t wisp_lease_shard_count(const wisp_lease_t *self)
+{
+    return self->n;
+}
 
 const wisp_lease_shard_t *wisp_lease_shard(const wisp_lease_t *self, long s)
 {
     return (s >= 0 && (size_t)s < self->n) ? &self->shards[s] : NULL;
 }
 
-size_t wisp_lease_done_count(const wisp_lease_t *self) { return self->done; }
+size_t wisp_lease_done_count(const wisp_lease_t *self)
+{
+    return self->done;
+}
 
 int wisp_lease_is_done(const wisp_lease_t *self, long s)
 {
     return s >= 0 && (size_t)s < self->n && self->st[s].state == S_DONE;
 }
 
-int wisp_lease_all_done(const wisp_lease_t *self) { return self->done == self->n; }
+int wisp_lease_all_done(const wisp_lease_t *self)
+{
+    return self->done == self->n;
+}

@@ -18,21 +18,22 @@
 #include <stdint.h>
 
 typedef struct {
-    uint64_t first;  /* first item id */
-    uint32_t count;  /* items */
-    double seconds;  /* audio seconds (0 when unknown) */
+    uint64_t first; /* first item id */
+    uint32_t count; /* items */
+    double seconds; /* audio seconds (0 when unknown) */
 } wisp_lease_shard_t;
 
 typedef enum {
-    WISP_LEASE_COMMIT = 1,     /* first result: the caller commits it */
-    WISP_LEASE_DUPLICATE = 2,  /* shard already done: drop */
-    WISP_LEASE_UNKNOWN = 3,    /* no such shard, or never leased to this worker: drop */
+    WISP_LEASE_COMMIT = 1,    /* first result: the caller commits it */
+    WISP_LEASE_DUPLICATE = 2, /* shard already done: drop */
+    WISP_LEASE_UNKNOWN = 3,   /* no such shard, or never leased to this worker: drop */
 } wisp_lease_verdict_t;
 
 typedef struct wisp_lease wisp_lease_t;
 
 /* Copies the shard list. NULL on failure. credit >= 1, timeout > 0. */
-wisp_lease_t *wisp_lease_new(const wisp_lease_shard_t *shards, size_t n_shards, int credit, double timeout);
+wisp_lease_t *wisp_lease_new(const wisp_lease_shard_t *shards, size_t n_shards, int credit,
+                             double timeout);
 void wisp_lease_destroy(wisp_lease_t **self);
 
 /* A new live worker slot (ids are never reused). Negative WISP_ERR_NOMEM on failure. */

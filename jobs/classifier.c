@@ -19,14 +19,14 @@ struct wisp_classifier {
     wisp_model_t *model;
     wisp_mel_t *mel;
     int n_mels;
-    int num_labels;    /* C */
-    int embed_dim;     /* P */
-    int max_frames;    /* longest clip in frames: min(3000, 2 * max_source_positions) */
-    float *clip_mel;   /* (batch, n_mels, 3000) decoded features of the current chunk */
-    int *frames;       /* (batch) frame count of each decoded clip, 0: failed */
-    float *batch_mel;  /* (batch, n_mels, 3000) one equal-length forward batch */
-    float *logits;     /* (batch, C) */
-    float *embed;      /* (batch, P) */
+    int num_labels;   /* C */
+    int embed_dim;    /* P */
+    int max_frames;   /* longest clip in frames: min(3000, 2 * max_source_positions) */
+    float *clip_mel;  /* (batch, n_mels, 3000) decoded features of the current chunk */
+    int *frames;      /* (batch) frame count of each decoded clip, 0: failed */
+    float *batch_mel; /* (batch, n_mels, 3000) one equal-length forward batch */
+    float *logits;    /* (batch, C) */
+    float *embed;     /* (batch, P) */
 };
 
 void wisp_classifier_default_opts(wisp_classifier_opts_t *o)
@@ -55,8 +55,8 @@ wisp_classifier_t *wisp_classifier_new(const wisp_classifier_opts_t *opts, wisp_
     if (wisp_path_join(cpath, sizeof cpath, opts->model_dir, "config.json") != WISP_OK ||
         wisp_whisper_config_load(&wc, cpath, err) != WISP_OK)
         goto fail;
-    self->max_frames = 2 * wc.max_source_positions < WISP_N_FRAMES ? 2 * wc.max_source_positions
-                                                                    : WISP_N_FRAMES;
+    self->max_frames =
+        2 * wc.max_source_positions < WISP_N_FRAMES ? 2 * wc.max_source_positions : WISP_N_FRAMES;
     wisp_whisper_config_free(&wc);
     if (!opts->truncate && self->max_frames < WISP_N_FRAMES) {
         wisp_error_set(err, WISP_ERR_UNSUPPORTED,
@@ -96,8 +96,7 @@ wisp_classifier_t *wisp_classifier_new(const wisp_classifier_opts_t *opts, wisp_
     self->frames = calloc(B, sizeof(int));
     self->logits = calloc(B * (size_t)self->num_labels, sizeof(float));
     self->embed = calloc(B * (size_t)self->embed_dim, sizeof(float));
-    if (!self->clip_mel || !self->batch_mel || !self->frames || !self->logits ||
-        !self->embed) {
+    if (!self->clip_mel || !self->batch_mel || !self->frames || !self->logits || !self->embed) {
         wisp_error_set(err, WISP_ERR_NOMEM, "classifier: out of memory");
         goto fail;
     }
@@ -124,7 +123,10 @@ void wisp_classifier_destroy(wisp_classifier_t **pself)
     *pself = NULL;
 }
 
-int wisp_classifier_num_classes(const wisp_classifier_t *self) { return self->num_labels; }
+int wisp_classifier_num_classes(const wisp_classifier_t *self)
+{
+    return self->num_labels;
+}
 
 const char *wisp_classifier_class_name(const wisp_classifier_t *self, int i)
 {
@@ -134,8 +136,14 @@ const char *wisp_classifier_class_name(const wisp_classifier_t *self, int i)
     return hc->id2label[i];
 }
 
-int wisp_classifier_embed_dim(const wisp_classifier_t *self) { return self->embed_dim; }
-wisp_model_t *wisp_classifier_model(wisp_classifier_t *self) { return self->model; }
+int wisp_classifier_embed_dim(const wisp_classifier_t *self)
+{
+    return self->embed_dim;
+}
+wisp_model_t *wisp_classifier_model(wisp_classifier_t *self)
+{
+    return self->model;
+}
 
 static void s_fill_nan(float *v, size_t n)
 {
@@ -190,8 +198,7 @@ int wisp_classifier_run(wisp_classifier_t *self, const char *const *paths, int n
                 r->score = NAN;
                 r->duration = -1.0;
                 r->status = rc;
-                snprintf(r->error, sizeof r->error, "%s",
-                         e.msg[0] ? e.msg : wisp_strerror(rc));
+                snprintf(r->error, sizeof r->error, "%s", e.msg[0] ? e.msg : wisp_strerror(rc));
                 s_fill_nan(probs + (size_t)i * C, (size_t)C);
                 s_fill_nan(logits + (size_t)i * C, (size_t)C);
                 if (emb_out)

@@ -28,38 +28,39 @@ static void s_on_signal(int sig)
 
 static void s_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: wisp classify --model DIR [--adapter DIR] [--head DIR] [--truncate]\n"
-            "                     [--embeddings] [--batch N] [--threads N] [--resume]\n"
-            "                     -o OUT.h5 (AUDIO... | --manifest FILE)\n"
-            "\n"
-            "Labels audio files with a Whisper encoder + adapter + classification head and\n"
-            "writes one HDF5 file, one row per input in input order: path, label, score,\n"
-            "probs, logits, [embedding], duration, status, error, [true_label], classes.\n"
-            "\n"
-            "  --model DIR      Hugging Face Whisper checkpoint directory\n"
-            "  --adapter DIR    adapter in the adapters-library layout (adapter_config.json)\n"
-            "  --head DIR       classification head (head_config.json + model_head.safetensors);\n"
-            "                   default: the checkpoint's own head (WhisperForAudioClassification)\n"
-            "  --truncate       features of the clip's own length instead of padding to 30 s\n"
-            "                   (much faster for short clips; results differ from HF by design)\n"
-            "  --embeddings     also store the pooled projector output [N, P]\n"
-            "  --batch N        clips per forward pass (default 8)\n"
-            "  --threads N      OpenBLAS threads (default: all cores)\n"
-            "  --manifest FILE  CSV (path[,label]), JSONL or audiofolder directory; labels\n"
-            "                   become the true_label column and accuracy metrics\n"
-            "  --resume         continue an interrupted run writing the same OUT.h5\n"
-            "  -o, --output F   the HDF5 file to write\n"
-            "\n"
-            "Exit status: 0 all files classified, 1 some files failed (see status/error),\n"
-            "2 usage error, 3 could not run.\n"
-            "\n"
-            "examples:\n"
-            "  wisp classify --model whisper-tiny --adapter out/adapter --head out/head \\\n"
-            "      -o labels.h5 --manifest data/test.csv\n"
-            "  wisp classify --model my-classifier --truncate -o out.h5 a.wav b.flac\n"
-            "  python3 -c \"import h5py, pandas as pd; f = h5py.File('out.h5');\n"
-            "      print(pd.DataFrame({k: f[k][:] for k in ('path', 'label', 'score')}))\"\n");
+    fprintf(
+        out,
+        "usage: wisp classify --model DIR [--adapter DIR] [--head DIR] [--truncate]\n"
+        "                     [--embeddings] [--batch N] [--threads N] [--resume]\n"
+        "                     -o OUT.h5 (AUDIO... | --manifest FILE)\n"
+        "\n"
+        "Labels audio files with a Whisper encoder + adapter + classification head and\n"
+        "writes one HDF5 file, one row per input in input order: path, label, score,\n"
+        "probs, logits, [embedding], duration, status, error, [true_label], classes.\n"
+        "\n"
+        "  --model DIR      Hugging Face Whisper checkpoint directory\n"
+        "  --adapter DIR    adapter in the adapters-library layout (adapter_config.json)\n"
+        "  --head DIR       classification head (head_config.json + model_head.safetensors);\n"
+        "                   default: the checkpoint's own head (WhisperForAudioClassification)\n"
+        "  --truncate       features of the clip's own length instead of padding to 30 s\n"
+        "                   (much faster for short clips; results differ from HF by design)\n"
+        "  --embeddings     also store the pooled projector output [N, P]\n"
+        "  --batch N        clips per forward pass (default 8)\n"
+        "  --threads N      OpenBLAS threads (default: all cores)\n"
+        "  --manifest FILE  CSV (path[,label]), JSONL or audiofolder directory; labels\n"
+        "                   become the true_label column and accuracy metrics\n"
+        "  --resume         continue an interrupted run writing the same OUT.h5\n"
+        "  -o, --output F   the HDF5 file to write\n"
+        "\n"
+        "Exit status: 0 all files classified, 1 some files failed (see status/error),\n"
+        "2 usage error, 3 could not run.\n"
+        "\n"
+        "examples:\n"
+        "  wisp classify --model whisper-tiny --adapter out/adapter --head out/head \\\n"
+        "      -o labels.h5 --manifest data/test.csv\n"
+        "  wisp classify --model my-classifier --truncate -o out.h5 a.wav b.flac\n"
+        "  python3 -c \"import h5py, pandas as pd; f = h5py.File('out.h5');\n"
+        "      print(pd.DataFrame({k: f[k][:] for k in ('path', 'label', 'score')}))\"\n");
 }
 
 /* sha256 of the first existing file among DIR/name[i]; "" when none. */
@@ -223,8 +224,8 @@ int wisp_cmd_classify(int argc, char **argv)
         char *all = malloc(len);
         if (!all)
             goto nomem;
-        int k = snprintf(all, len, "%s|%s|%s|%d|%d|", model_sha, adapter_sha, head_sha,
-                         a.truncate, a.embeddings);
+        int k = snprintf(all, len, "%s|%s|%s|%d|%d|", model_sha, adapter_sha, head_sha, a.truncate,
+                         a.embeddings);
         size_t off = (size_t)k;
         for (size_t i = 0; i < n; i++)
             off += (size_t)snprintf(all + off, len - off, "%s\n", paths[i]);
@@ -303,8 +304,8 @@ int wisp_cmd_classify(int argc, char **argv)
             double el = wisp_now() - t_run, rate = el > 0 ? done_rows / el : 0;
             double eta = rate > 0 ? (double)(n_todo - done_rows) / rate : 0;
             fprintf(stderr, "\r%zu/%zu files  %.1f files/s  %zu failed  ETA %d:%02d   ",
-                    n - n_todo + done_rows, n, rate, wisp_results_error_count(res),
-                    (int)(eta / 60), (int)eta % 60);
+                    n - n_todo + done_rows, n, rate, wisp_results_error_count(res), (int)(eta / 60),
+                    (int)eta % 60);
         }
     }
     free(cpaths);
@@ -326,8 +327,7 @@ int wisp_cmd_classify(int argc, char **argv)
              n - failed, failed, secs, done_rows / (wisp_now() - t_run + 1e-9));
     if (wisp_results_finish(res, summary, 0, &err) != WISP_OK)
         goto done;
-    WISP_LOGI("%zu files: %zu ok, %zu failed, %.1f s -> %s", n, n - failed, failed, secs,
-              a.output);
+    WISP_LOGI("%zu files: %zu ok, %zu failed, %.1f s -> %s", n, n - failed, failed, secs, a.output);
     exit_code = failed ? WISP_EXIT_PARTIAL : WISP_EXIT_OK;
     goto done;
 nomem:

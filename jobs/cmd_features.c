@@ -31,10 +31,9 @@
 #include "mel.h"
 #include "util.h"
 
-
 /* Decode a little past 30 s so the resampler's filter sees the audio around the cut
  * exactly as when the whole file is resampled. */
-#define S_MAX_SECONDS 30.5
+#define S_MAX_SECONDS        30.5
 #define S_TRUNC_CHUNK_FRAMES 100 /* chunk width in truncated mode: little waste per row */
 
 static void s_help(FILE *out)
@@ -70,14 +69,13 @@ static void s_help(FILE *out)
 /* The HDF5 side of the command: file, the features dataset and the per-row columns. */
 typedef struct {
     hid_t file;
-    hid_t features;     /* float32 [N, n_mels, frames] */
-    int n;              /* N */
+    hid_t features; /* float32 [N, n_mels, frames] */
+    int n;          /* N */
     int n_mels;
-    int frames;         /* current extent of the frame axis */
+    int frames; /* current extent of the frame axis */
 } s_out_t;
 
-static int s_create(s_out_t *o, const char *tmp, int n, int n_mels, int truncate,
-                    wisp_error_t *err)
+static int s_create(s_out_t *o, const char *tmp, int n, int n_mels, int truncate, wisp_error_t *err)
 {
     int rc = WISP_OK;
     hid_t space = -1, dcpl = -1;
@@ -100,8 +98,8 @@ static int s_create(s_out_t *o, const char *tmp, int n, int n_mels, int truncate
         rc = wisp_h5_fail(err, tmp, "cannot set up the features dataset");
         goto done;
     }
-    o->features = H5Dcreate2(o->file, "features", H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl,
-                             H5P_DEFAULT);
+    o->features =
+        H5Dcreate2(o->file, "features", H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     if (o->features < 0)
         rc = wisp_h5_fail(err, tmp, "cannot create the features dataset");
 done:
@@ -166,14 +164,16 @@ static int s_write_columns(s_out_t *o, char **paths, char **errors, const int8_t
                               err) != WISP_OK)
         return WISP_ERR_HDF5;
     if (s_write_column(o->file, "status", H5T_STD_I8LE, H5T_NATIVE_INT8, o->n, status) < 0 ||
-        s_write_column(o->file, "num_frames", H5T_STD_I32LE, H5T_NATIVE_INT32, o->n,
-                       num_frames) < 0)
+        s_write_column(o->file, "num_frames", H5T_STD_I32LE, H5T_NATIVE_INT32, o->n, num_frames) <
+            0)
         return wisp_h5_fail(err, tmp, "cannot write the status and num_frames columns");
     const struct {
         const char *name;
         int64_t value;
-    } attrs[] = {{"n_mels", o->n_mels},          {"truncate", truncate},
-                 {"sample_rate", WISP_SAMPLE_RATE}, {"n_fft", WISP_N_FFT},
+    } attrs[] = {{"n_mels", o->n_mels},
+                 {"truncate", truncate},
+                 {"sample_rate", WISP_SAMPLE_RATE},
+                 {"n_fft", WISP_N_FFT},
                  {"hop_length", WISP_HOP}};
     for (size_t i = 0; i < sizeof attrs / sizeof attrs[0]; i++)
         if (wisp_h5_attr_set_i64(o->file, attrs[i].name, attrs[i].value, tmp, err) != WISP_OK)
@@ -206,9 +206,7 @@ int wisp_cmd_features(int argc, char **argv)
     optind = 0; /* GNU getopt: full re-initialisation, so the command can run twice */
     while ((c = getopt_long(argc, argv, "o:m:tqh", opts, NULL)) != -1) {
         switch (c) {
-        case 'o':
-            output = optarg;
-            break;
+        case 'o': output = optarg; break;
         case 'm': {
             char *end;
             long v = strtol(optarg, &end, 10);
@@ -219,23 +217,18 @@ int wisp_cmd_features(int argc, char **argv)
             n_mels = (int)v;
             break;
         }
-        case 't':
-            truncate = 1;
-            break;
-        case 'q':
-            wisp_log_set_level(WISP_LOG_ERROR);
-            break;
-        case 'h':
-            s_help(stdout);
-            return WISP_EXIT_OK;
+        case 't': truncate = 1; break;
+        case 'q': wisp_log_set_level(WISP_LOG_ERROR); break;
+        case 'h': s_help(stdout); return WISP_EXIT_OK;
         default:
             fprintf(stderr, "wisp features: try 'wisp features --help'\n");
             return WISP_EXIT_USAGE;
         }
     }
     if (!output || optind >= argc) {
-        fprintf(stderr, "wisp features: %s\nusage: wisp features [--n-mels 80|128] [--truncate] "
-                        "-o OUT.h5 AUDIO...   (wisp features --help)\n",
+        fprintf(stderr,
+                "wisp features: %s\nusage: wisp features [--n-mels 80|128] [--truncate] "
+                "-o OUT.h5 AUDIO...   (wisp features --help)\n",
                 !output ? "missing -o OUT.h5" : "no AUDIO files given");
         return WISP_EXIT_USAGE;
     }

@@ -29,49 +29,51 @@
 typedef enum { S_INIT_NORMAL, S_INIT_ZERO, S_INIT_ONE, S_INIT_SINUSOID } s_init_t;
 
 typedef struct {
-    const char *out_dir;      /* -o */
-    const char *size;         /* --size */
-    const char *config_path;  /* --config */
-    wisp_dtype_t dtype;       /* --dtype */
-    uint64_t seed;            /* --seed */
-    int num_labels;           /* --num-labels, 0 = keep */
-    double init_std;          /* --init-std, 0 = from the config (HF default 0.02) */
-    int with_decoder;         /* --with-decoder */
-    int force;                /* --force */
+    const char *out_dir;     /* -o */
+    const char *size;        /* --size */
+    const char *config_path; /* --config */
+    wisp_dtype_t dtype;      /* --dtype */
+    uint64_t seed;           /* --seed */
+    int num_labels;          /* --num-labels, 0 = keep */
+    double init_std;         /* --init-std, 0 = from the config (HF default 0.02) */
+    int with_decoder;        /* --with-decoder */
+    int force;               /* --force */
 } s_opts_t;
 
 static void s_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: wisp init-model (--size NAME | --config CONFIG.json) -o DIR [options]\n"
-            "\n"
-            "Writes a randomly initialised Whisper checkpoint in Hugging Face layout:\n"
-            "DIR/config.json (WhisperForAudioClassification) and DIR/model.safetensors with\n"
-            "tensors named model.encoder.* (as in openai/whisper-* checkpoints).\n"
-            "Weights ~ N(0, init_std) (the config's init_std, HF default 0.02), biases 0,\n"
-            "LayerNorms 1/0, encoder positions = Whisper sinusoids; deterministic for a\n"
-            "given seed.\n"
-            "\n"
-            "options:\n"
-            "  --size NAME        tiny | base | small | medium | large | large-v3\n"
-            "  --config FILE      an HF config.json giving the dimensions instead (or the JSON\n"
-            "                     text itself when it starts with '{')\n"
-            "  -o, --output DIR   output directory (created)\n"
-            "  --dtype T          f32 (default) | f16 | bf16\n"
-            "  --seed S           random seed (default 0)\n"
-            "  --num-labels K     classification labels in config.json (LABEL_0..; default 2)\n"
-            "  --init-std X       standard deviation of the weights (default: the config's\n"
-            "                     init_std, else 0.02); written to config.json\n"
-            "  --with-decoder     also write model.decoder.* (skipped by default: wisp runs\n"
-            "                     only the encoder, and the decoder roughly doubles the file)\n"
-            "  --force            overwrite an existing DIR/model.safetensors\n"
-            "\n"
-            "examples:\n"
-            "  wisp init-model --size tiny -o models/tiny-random\n"
-            "  wisp init-model --size base --dtype f16 --seed 7 --num-labels 10 -o /tmp/base16\n"
-            "  wisp init-model --config my_small_config.json -o /tmp/custom\n"
-            "  wisp init-model -o /tmp/mini --config '{\"model_type\": \"whisper\", \"d_model\": 64,\n"
-            "      \"encoder_layers\": 2, \"encoder_attention_heads\": 4, \"encoder_ffn_dim\": 256}'\n");
+    fprintf(
+        out,
+        "usage: wisp init-model (--size NAME | --config CONFIG.json) -o DIR [options]\n"
+        "\n"
+        "Writes a randomly initialised Whisper checkpoint in Hugging Face layout:\n"
+        "DIR/config.json (WhisperForAudioClassification) and DIR/model.safetensors with\n"
+        "tensors named model.encoder.* (as in openai/whisper-* checkpoints).\n"
+        "Weights ~ N(0, init_std) (the config's init_std, HF default 0.02), biases 0,\n"
+        "LayerNorms 1/0, encoder positions = Whisper sinusoids; deterministic for a\n"
+        "given seed.\n"
+        "\n"
+        "options:\n"
+        "  --size NAME        tiny | base | small | medium | large | large-v3\n"
+        "  --config FILE      an HF config.json giving the dimensions instead (or the JSON\n"
+        "                     text itself when it starts with '{')\n"
+        "  -o, --output DIR   output directory (created)\n"
+        "  --dtype T          f32 (default) | f16 | bf16\n"
+        "  --seed S           random seed (default 0)\n"
+        "  --num-labels K     classification labels in config.json (LABEL_0..; default 2)\n"
+        "  --init-std X       standard deviation of the weights (default: the config's\n"
+        "                     init_std, else 0.02); written to config.json\n"
+        "  --with-decoder     also write model.decoder.* (skipped by default: wisp runs\n"
+        "                     only the encoder, and the decoder roughly doubles the file)\n"
+        "  --force            overwrite an existing DIR/model.safetensors\n"
+        "\n"
+        "examples:\n"
+        "  wisp init-model --size tiny -o models/tiny-random\n"
+        "  wisp init-model --size base --dtype f16 --seed 7 --num-labels 10 -o /tmp/base16\n"
+        "  wisp init-model --config my_small_config.json -o /tmp/custom\n"
+        "  wisp init-model -o /tmp/mini --config '{\"model_type\": \"whisper\", \"d_model\": 64,\n"
+        "      \"encoder_layers\": 2, \"encoder_attention_heads\": 4, \"encoder_ffn_dim\": "
+        "256}'\n");
 }
 
 /* FNV-1a of a name, mixed with the seed: one generator per tensor. */
@@ -106,14 +108,15 @@ static void s_sinusoids(float *out, int length, int channels)
 typedef struct {
     wisp_st_writer_t *w;
     const s_opts_t *o;
-    float std;         /* init_std in effect */
-    float *buf;        /* scratch, as large as the largest tensor */
+    float std;  /* init_std in effect */
+    float *buf; /* scratch, as large as the largest tensor */
     size_t buf_len;
     int64_t nparams;
     int ntensors;
 } s_ctx_t;
 
-static int s_add(s_ctx_t *c, const char *name, s_init_t init, int ndim, int64_t d0, int64_t d1, int64_t d2)
+static int s_add(s_ctx_t *c, const char *name, s_init_t init, int ndim, int64_t d0, int64_t d1,
+                 int64_t d2)
 {
     int64_t shape[3] = {d0, d1, d2};
     size_t n = 1;
@@ -124,7 +127,8 @@ static int s_add(s_ctx_t *c, const char *name, s_init_t init, int ndim, int64_t 
         c->buf = wisp_alloc(n * sizeof(float));
         c->buf_len = c->buf ? n : 0;
         if (!c->buf)
-            return wisp_error_set(NULL, WISP_ERR_NOMEM, "init-model: out of memory for %s (%zu floats)", name, n);
+            return wisp_error_set(NULL, WISP_ERR_NOMEM,
+                                  "init-model: out of memory for %s (%zu floats)", name, n);
     }
     wisp_rng_t rng;
     wisp_rng_seed(&rng, s_tensor_seed(c->o->seed, name));
@@ -133,16 +137,12 @@ static int s_add(s_ctx_t *c, const char *name, s_init_t init, int ndim, int64_t 
         for (size_t i = 0; i < n; i++)
             c->buf[i] = c->std * wisp_rng_normal(&rng);
         break;
-    case S_INIT_ZERO:
-        memset(c->buf, 0, n * sizeof(float));
-        break;
+    case S_INIT_ZERO: memset(c->buf, 0, n * sizeof(float)); break;
     case S_INIT_ONE:
         for (size_t i = 0; i < n; i++)
             c->buf[i] = 1.0f;
         break;
-    case S_INIT_SINUSOID:
-        s_sinusoids(c->buf, (int)d0, (int)d1);
-        break;
+    case S_INIT_SINUSOID: s_sinusoids(c->buf, (int)d0, (int)d1); break;
     }
     int rc = wisp_st_writer_add_f32(c->w, name, c->o->dtype, ndim, shape, c->buf);
     if (rc == 0) {
@@ -194,12 +194,13 @@ static int s_encoder(s_ctx_t *c, const wisp_whisper_config_t *cfg)
 {
     int64_t d = cfg->d_model, f = cfg->encoder_ffn_dim;
     int rc;
-    if ((rc = s_add(c, "model.encoder.conv1.weight", S_INIT_NORMAL, 3, d, cfg->num_mel_bins, 3)) != 0 ||
+    if ((rc = s_add(c, "model.encoder.conv1.weight", S_INIT_NORMAL, 3, d, cfg->num_mel_bins, 3)) !=
+            0 ||
         (rc = s_add(c, "model.encoder.conv1.bias", S_INIT_ZERO, 1, d, 0, 0)) != 0 ||
         (rc = s_add(c, "model.encoder.conv2.weight", S_INIT_NORMAL, 3, d, d, 3)) != 0 ||
         (rc = s_add(c, "model.encoder.conv2.bias", S_INIT_ZERO, 1, d, 0, 0)) != 0 ||
-        (rc = s_add(c, "model.encoder.embed_positions.weight", S_INIT_SINUSOID, 2, cfg->max_source_positions, d,
-                    0)) != 0)
+        (rc = s_add(c, "model.encoder.embed_positions.weight", S_INIT_SINUSOID, 2,
+                    cfg->max_source_positions, d, 0)) != 0)
         return rc;
     for (int l = 0; l < cfg->encoder_layers; l++) {
         char p[128], q[160];
@@ -300,20 +301,23 @@ static int s_parse_args(int argc, char **argv, s_opts_t *o)
             else if (strcmp(v, "bf16") == 0)
                 o->dtype = WISP_DT_BF16;
             else {
-                fprintf(stderr, "wisp init-model: --dtype must be f32, f16 or bf16 (got '%s')\n", v);
+                fprintf(stderr, "wisp init-model: --dtype must be f32, f16 or bf16 (got '%s')\n",
+                        v);
                 return -1;
             }
         } else if (strcmp(a, "--seed") == 0) {
             i++;
             if (s_parse_u64(v, &o->seed) != 0) {
-                fprintf(stderr, "wisp init-model: --seed must be a non-negative integer (got '%s')\n", v);
+                fprintf(stderr,
+                        "wisp init-model: --seed must be a non-negative integer (got '%s')\n", v);
                 return -1;
             }
         } else if (strcmp(a, "--num-labels") == 0) {
             i++;
             uint64_t k;
             if (s_parse_u64(v, &k) != 0 || k < 1 || k > 1000000) {
-                fprintf(stderr, "wisp init-model: --num-labels must be a positive integer (got '%s')\n", v);
+                fprintf(stderr,
+                        "wisp init-model: --num-labels must be a positive integer (got '%s')\n", v);
                 return -1;
             }
             o->num_labels = (int)k;
@@ -322,7 +326,8 @@ static int s_parse_args(int argc, char **argv, s_opts_t *o)
             char *end = NULL;
             double x = strtod(v, &end);
             if (!v[0] || *end || !(x > 0.0 && x <= 10.0)) {
-                fprintf(stderr, "wisp init-model: --init-std must be a number in (0, 10] (got '%s')\n", v);
+                fprintf(stderr,
+                        "wisp init-model: --init-std must be a number in (0, 10] (got '%s')\n", v);
                 return -1;
             }
             o->init_std = x;
@@ -332,7 +337,9 @@ static int s_parse_args(int argc, char **argv, s_opts_t *o)
         }
     }
     if (!o->out_dir || (!o->size == !o->config_path)) {
-        fprintf(stderr, "wisp init-model: need -o DIR and exactly one of --size or --config (see --help)\n");
+        fprintf(
+            stderr,
+            "wisp init-model: need -o DIR and exactly one of --size or --config (see --help)\n");
         return -1;
     }
     return 0;
@@ -387,14 +394,17 @@ int wisp_cmd_init_model(int argc, char **argv)
         const char *where = is_inline ? "--config" : o.config_path;
         cJSON *src = is_inline ? cJSON_Parse(o.config_path) : wisp_json_load(o.config_path, &err);
         if (!src)
-            rc = is_inline ? wisp_error_set(&err, WISP_ERR_ARG, "--config: the inline JSON does not parse")
+            rc = is_inline ? wisp_error_set(&err, WISP_ERR_ARG,
+                                            "--config: the inline JSON does not parse")
                            : (err.code ? err.code : WISP_ERR_IO);
         else
             rc = wisp_whisper_config_parse(&cfg, src, where, &err);
         const cJSON *std_item = src ? cJSON_GetObjectItemCaseSensitive(src, "init_std") : NULL;
         if (rc == 0 && std_item) {
-            if (!cJSON_IsNumber(std_item) || !(std_item->valuedouble > 0.0 && std_item->valuedouble <= 10.0))
-                rc = wisp_error_set(&err, WISP_ERR_ARG, "%s: 'init_std' must be a number in (0, 10]", where);
+            if (!cJSON_IsNumber(std_item) ||
+                !(std_item->valuedouble > 0.0 && std_item->valuedouble <= 10.0))
+                rc = wisp_error_set(&err, WISP_ERR_ARG,
+                                    "%s: 'init_std' must be a number in (0, 10]", where);
             else
                 init_std = std_item->valuedouble;
         }
@@ -409,8 +419,8 @@ int wisp_cmd_init_model(int argc, char **argv)
         init_std = o.init_std;
     c.std = (float)init_std;
     if (cfg.d_model % 2 != 0) {
-        wisp_error_set(&err, WISP_ERR_UNSUPPORTED, "init-model: d_model %d must be even (sinusoid positions)",
-                       cfg.d_model);
+        wisp_error_set(&err, WISP_ERR_UNSUPPORTED,
+                       "init-model: d_model %d must be even (sinusoid positions)", cfg.d_model);
         goto done;
     }
     if (o.num_labels > 0 && s_set_labels(&cfg, o.num_labels) != 0) {
@@ -424,7 +434,8 @@ int wisp_cmd_init_model(int argc, char **argv)
     }
     struct stat sb;
     if (!o.force && (stat(st_path, &sb) == 0 || stat(cfg_path, &sb) == 0)) {
-        wisp_error_set(&err, WISP_ERR_ARG, "%s: already holds a checkpoint (use --force to overwrite)", o.out_dir);
+        wisp_error_set(&err, WISP_ERR_ARG,
+                       "%s: already holds a checkpoint (use --force to overwrite)", o.out_dir);
         exit_code = WISP_EXIT_USAGE;
         goto done;
     }
@@ -439,7 +450,8 @@ int wisp_cmd_init_model(int argc, char **argv)
     snprintf(seed_txt, sizeof seed_txt, "%llu", (unsigned long long)o.seed);
     wisp_st_writer_add_meta(c.w, "wisp_init_seed", seed_txt);
     if (s_encoder(&c, &cfg) != 0 || (o.with_decoder && s_decoder(&c, &cfg) != 0)) {
-        wisp_error_set(&err, WISP_ERR_NOMEM, "init-model: could not build the tensors (out of memory?)");
+        wisp_error_set(&err, WISP_ERR_NOMEM,
+                       "init-model: could not build the tensors (out of memory?)");
         goto done;
     }
     json = wisp_whisper_config_to_json(&cfg);
@@ -447,18 +459,21 @@ int wisp_cmd_init_model(int argc, char **argv)
         wisp_error_set(&err, WISP_ERR_NOMEM, "init-model: out of memory");
         goto done;
     }
-    const char *dt = o.dtype == WISP_DT_F16 ? "float16" : o.dtype == WISP_DT_BF16 ? "bfloat16" : "float32";
+    const char *dt = o.dtype == WISP_DT_F16    ? "float16"
+                     : o.dtype == WISP_DT_BF16 ? "bfloat16"
+                                               : "float32";
     cJSON_ReplaceItemInObjectCaseSensitive(json, "torch_dtype", cJSON_CreateString(dt));
     cJSON_ReplaceItemInObjectCaseSensitive(json, "init_std", cJSON_CreateNumber(init_std));
     /* weights first: a config.json without its weights would look like a checkpoint */
     if (wisp_st_writer_save(c.w, st_path, &err) != 0 || wisp_json_save(cfg_path, json, &err) != 0)
         goto done;
-    printf("wrote %s: %d tensors, %lld parameters (%s), d_model=%d layers=%d heads=%d ffn=%d mels=%d%s, "
+    printf("wrote %s: %d tensors, %lld parameters (%s), d_model=%d layers=%d heads=%d ffn=%d "
+           "mels=%d%s, "
            "init_std=%g, seed=%llu, %.1f s\n",
-           o.out_dir, c.ntensors, (long long)c.nparams, wisp_dtype_name(o.dtype), cfg.d_model, cfg.encoder_layers,
-           cfg.encoder_attention_heads, cfg.encoder_ffn_dim, cfg.num_mel_bins,
-           o.with_decoder ? ", with decoder" : ", encoder only", init_std, (unsigned long long)o.seed,
-           wisp_now() - t0);
+           o.out_dir, c.ntensors, (long long)c.nparams, wisp_dtype_name(o.dtype), cfg.d_model,
+           cfg.encoder_layers, cfg.encoder_attention_heads, cfg.encoder_ffn_dim, cfg.num_mel_bins,
+           o.with_decoder ? ", with decoder" : ", encoder only", init_std,
+           (unsigned long long)o.seed, wisp_now() - t0);
     exit_code = WISP_EXIT_OK;
 done:
     if (exit_code != WISP_EXIT_OK && err.code)

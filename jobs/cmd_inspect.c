@@ -20,26 +20,27 @@ typedef struct {
 
 static void s_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: wisp inspect [--summary] PATH\n"
-            "\n"
-            "Shows what PATH holds and whether wisp can load it:\n"
-            "  checkpoint dir  config.json + model.safetensors (or a sharded index)\n"
-            "  adapter dir     adapter_config.json + adapter.safetensors (adapters library layout)\n"
-            "  head dir        head_config.json + model_head.safetensors\n"
-            "  file            any .safetensors file\n"
-            "Prints the configuration, each tensor (name, dtype, shape) and parameter counts\n"
-            "(total, encoder, decoder, head, adapter). Exit status 0 when everything loads,\n"
-            "3 when a problem was found (each one is printed).\n"
-            "\n"
-            "options:\n"
-            "  --summary   skip the tensor table\n"
-            "\n"
-            "examples:\n"
-            "  wisp inspect models/whisper-tiny\n"
-            "  wisp inspect runs/exp1/adapter\n"
-            "  wisp inspect --summary runs/exp1/head\n"
-            "  wisp inspect model.safetensors\n");
+    fprintf(
+        out,
+        "usage: wisp inspect [--summary] PATH\n"
+        "\n"
+        "Shows what PATH holds and whether wisp can load it:\n"
+        "  checkpoint dir  config.json + model.safetensors (or a sharded index)\n"
+        "  adapter dir     adapter_config.json + adapter.safetensors (adapters library layout)\n"
+        "  head dir        head_config.json + model_head.safetensors\n"
+        "  file            any .safetensors file\n"
+        "Prints the configuration, each tensor (name, dtype, shape) and parameter counts\n"
+        "(total, encoder, decoder, head, adapter). Exit status 0 when everything loads,\n"
+        "3 when a problem was found (each one is printed).\n"
+        "\n"
+        "options:\n"
+        "  --summary   skip the tensor table\n"
+        "\n"
+        "examples:\n"
+        "  wisp inspect models/whisper-tiny\n"
+        "  wisp inspect runs/exp1/adapter\n"
+        "  wisp inspect --summary runs/exp1/head\n"
+        "  wisp inspect model.safetensors\n");
 }
 
 static void s_problem(s_ctx_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -142,7 +143,8 @@ static wisp_st_t *s_open_weights(s_ctx_t *c, const char *path, const char *prefe
     wisp_error_t err = {0};
     char pref[4096];
     struct stat sb;
-    if (preferred && wisp_path_join(pref, sizeof pref, path, preferred) == 0 && stat(pref, &sb) == 0)
+    if (preferred && wisp_path_join(pref, sizeof pref, path, preferred) == 0 &&
+        stat(pref, &sb) == 0)
         path = pref;
     wisp_st_t *st = wisp_st_open(path, &err);
     if (!st) {
@@ -172,7 +174,8 @@ static wisp_st_t *s_open_weights(s_ctx_t *c, const char *path, const char *prefe
 }
 
 /* Checks a tensor's presence and shape; returns 1 when fine. */
-static int s_expect(s_ctx_t *c, const wisp_st_t *st, const char *name, int ndim, int64_t a, int64_t b, int64_t d2)
+static int s_expect(s_ctx_t *c, const wisp_st_t *st, const char *name, int ndim, int64_t a,
+                    int64_t b, int64_t d2)
 {
     const wisp_st_tensor_t *t = wisp_st_find(st, name);
     if (!t) {
@@ -194,8 +197,10 @@ static int s_expect(s_ctx_t *c, const wisp_st_t *st, const char *name, int ndim,
         printf("  PROBLEM: tensor %s has shape %s, the config implies %s\n", name, got, exp);
         return 0;
     }
-    if (t->dtype != WISP_DT_F32 && t->dtype != WISP_DT_F16 && t->dtype != WISP_DT_BF16 && t->dtype != WISP_DT_F64) {
-        s_problem(c, "tensor %s has dtype %s (wisp needs a float type)", name, wisp_dtype_name(t->dtype));
+    if (t->dtype != WISP_DT_F32 && t->dtype != WISP_DT_F16 && t->dtype != WISP_DT_BF16 &&
+        t->dtype != WISP_DT_F64) {
+        s_problem(c, "tensor %s has dtype %s (wisp needs a float type)", name,
+                  wisp_dtype_name(t->dtype));
         return 0;
     }
     return 1;
@@ -210,18 +215,19 @@ static void s_check_encoder(s_ctx_t *c, const wisp_st_t *st, const wisp_whisper_
     else if (wisp_st_find(st, "encoder.conv1.weight"))
         prefix = "encoder.";
     if (!prefix) {
-        s_problem(c, "no encoder tensors (neither model.encoder.conv1.weight nor encoder.conv1.weight)");
+        s_problem(
+            c, "no encoder tensors (neither model.encoder.conv1.weight nor encoder.conv1.weight)");
         return;
     }
     printf("  encoder prefix: %s\n", prefix);
     int64_t d = cfg->d_model, f = cfg->encoder_ffn_dim;
     int checked = 0, good = 0;
     char n[256];
-#define S_CHECK(ndim, a, b, c3, ...)                                                                               \
-    do {                                                                                                           \
-        snprintf(n, sizeof n, __VA_ARGS__);                                                                        \
-        good += s_expect(c, st, n, ndim, a, b, c3);                                                                \
-        checked++;                                                                                                 \
+#define S_CHECK(ndim, a, b, c3, ...)                                                               \
+    do {                                                                                           \
+        snprintf(n, sizeof n, __VA_ARGS__);                                                        \
+        good += s_expect(c, st, n, ndim, a, b, c3);                                                \
+        checked++;                                                                                 \
     } while (0)
     S_CHECK(3, d, cfg->num_mel_bins, 3, "%sconv1.weight", prefix);
     S_CHECK(1, d, 0, 0, "%sconv1.bias", prefix);
@@ -250,15 +256,18 @@ static void s_check_encoder(s_ctx_t *c, const wisp_st_t *st, const wisp_whisper_
     snprintf(n, sizeof n, "%slayers.%d.fc1.weight", prefix, cfg->encoder_layers);
     if (wisp_st_find(st, n)) {
         c->problems++;
-        printf("  PROBLEM: the checkpoint has more encoder layers than encoder_layers=%d in config.json\n",
+        printf("  PROBLEM: the checkpoint has more encoder layers than encoder_layers=%d in "
+               "config.json\n",
                cfg->encoder_layers);
     }
-    printf("  encoder check: %d of %d expected tensors present with the right shape\n", good, checked);
+    printf("  encoder check: %d of %d expected tensors present with the right shape\n", good,
+           checked);
     if (wisp_st_find(st, "projector.weight")) {
         const wisp_st_tensor_t *p = wisp_st_find(st, "projector.weight");
         const wisp_st_tensor_t *k = wisp_st_find(st, "classifier.weight");
         printf("  classification head in the checkpoint: projector %lldx%lld, classifier %s\n",
-               (long long)p->shape[0], p->ndim > 1 ? (long long)p->shape[1] : 0LL, k ? "present" : "MISSING");
+               (long long)p->shape[0], p->ndim > 1 ? (long long)p->shape[1] : 0LL,
+               k ? "present" : "MISSING");
     }
 }
 
@@ -279,12 +288,13 @@ static void s_checkpoint(s_ctx_t *c, const char *dir, const char *cfg_path)
     wisp_error_t err = {0};
     int have_cfg = wisp_whisper_config_load(&cfg, cfg_path, &err) == 0;
     if (have_cfg) {
-        printf("  config.json: whisper d_model=%d encoder_layers=%d encoder_attention_heads=%d encoder_ffn_dim=%d "
+        printf("  config.json: whisper d_model=%d encoder_layers=%d encoder_attention_heads=%d "
+               "encoder_ffn_dim=%d "
                "num_mel_bins=%d max_source_positions=%d\n",
-               cfg.d_model, cfg.encoder_layers, cfg.encoder_attention_heads, cfg.encoder_ffn_dim, cfg.num_mel_bins,
-               cfg.max_source_positions);
-        printf("  head config: classifier_proj_size=%d use_weighted_layer_sum=%s\n", cfg.classifier_proj_size,
-               cfg.use_weighted_layer_sum ? "true" : "false");
+               cfg.d_model, cfg.encoder_layers, cfg.encoder_attention_heads, cfg.encoder_ffn_dim,
+               cfg.num_mel_bins, cfg.max_source_positions);
+        printf("  head config: classifier_proj_size=%d use_weighted_layer_sum=%s\n",
+               cfg.classifier_proj_size, cfg.use_weighted_layer_sum ? "true" : "false");
         s_labels((const char *const *)cfg.id2label, cfg.num_labels);
     } else {
         s_problem(c, "%s", err.msg);
@@ -309,24 +319,28 @@ static void s_adapter(s_ctx_t *c, const char *dir)
     if (wisp_adapter_config_load_dir(&a, dir, &hs, &err) != 0) {
         s_problem(c, "%s", err.msg);
     } else {
-        printf("  name: %s, kind: %s, hidden_size: %d\n", a.name, wisp_adapter_kind_name(a.kind), hs);
+        printf("  name: %s, kind: %s, hidden_size: %d\n", a.name, wisp_adapter_kind_name(a.kind),
+               hs);
         if (a.kind == WISP_ADAPTER_BOTTLENECK) {
-            printf("  sites:%s%s%s, non_linearity=%s, scaling=%g, original_ln_before=%d original_ln_after=%d "
+            printf("  sites:%s%s%s, non_linearity=%s, scaling=%g, original_ln_before=%d "
+                   "original_ln_after=%d "
                    "residual_before_ln=%d, init=%s\n",
                    a.mh_adapter ? " attention" : "", a.output_adapter ? " output" : "",
                    a.is_parallel ? " (parallel)" : "",
-                   cJSON_GetStringValue(cJSON_GetObjectItem(a.full, "non_linearity")), (double)a.scaling,
-                   a.original_ln_before, a.original_ln_after, a.residual_before_ln, a.init_weights);
+                   cJSON_GetStringValue(cJSON_GetObjectItem(a.full, "non_linearity")),
+                   (double)a.scaling, a.original_ln_before, a.original_ln_after,
+                   a.residual_before_ln, a.init_weights);
             if (hs > 0) {
                 printf("  bottleneck width per layer:");
                 for (int l = 0; l < 8; l++)
-                    printf(" %d", a.leave_out[l] ? 0 : wisp_adapter_config_bottleneck_dim(&a, l, hs));
+                    printf(" %d",
+                           a.leave_out[l] ? 0 : wisp_adapter_config_bottleneck_dim(&a, l, hs));
                 printf(" ... (0 = left out)\n");
             }
         } else {
-            printf("  r=%d alpha=%g matrices:%s%s%s%s%s init=%s\n", a.r, (double)a.alpha, a.attn_q ? " q" : "",
-                   a.attn_k ? " k" : "", a.attn_v ? " v" : "", a.intermediate_lora ? " fc1" : "",
-                   a.output_lora ? " fc2" : "", a.init_weights);
+            printf("  r=%d alpha=%g matrices:%s%s%s%s%s init=%s\n", a.r, (double)a.alpha,
+                   a.attn_q ? " q" : "", a.attn_k ? " k" : "", a.attn_v ? " v" : "",
+                   a.intermediate_lora ? " fc1" : "", a.output_lora ? " fc2" : "", a.init_weights);
         }
         int nleft = 0;
         for (int l = 0; l < WISP_MAX_LAYERS; l++)
@@ -354,8 +368,10 @@ static void s_head(s_ctx_t *c, const char *dir, const char *cfg_path)
     if (wisp_head_config_load(&h, cfg_path, &err) != 0) {
         s_problem(c, "%s", err.msg);
     } else {
-        printf("  d_model=%d num_hidden_layers=%d classifier_proj_size=%d use_weighted_layer_sum=%s\n", h.d_model,
-               h.num_hidden_layers, h.classifier_proj_size, h.use_weighted_layer_sum ? "true" : "false");
+        printf(
+            "  d_model=%d num_hidden_layers=%d classifier_proj_size=%d use_weighted_layer_sum=%s\n",
+            h.d_model, h.num_hidden_layers, h.classifier_proj_size,
+            h.use_weighted_layer_sum ? "true" : "false");
         s_labels((const char *const *)h.id2label, h.num_labels);
     }
     wisp_st_t *st = s_open_weights(c, dir, "model_head.safetensors");
@@ -432,7 +448,8 @@ int wisp_cmd_inspect(int argc, char **argv)
             found = 1;
         }
         if (!found) {
-            printf("directory: %s (no config.json, adapter_config.json or head_config.json)\n", path);
+            printf("directory: %s (no config.json, adapter_config.json or head_config.json)\n",
+                   path);
             wisp_st_t *st = s_open_weights(&c, path, NULL);
             if (st)
                 s_tensors(&c, st);

@@ -73,8 +73,8 @@ int wisp_cmd_report(int argc, char **argv)
             errno = 0;
             max_errors = strtol(v, &end, 10);
             if (errno || end == v || *end || max_errors < 0) {
-                fprintf(stderr, "wisp report: --max-errors must be a non-negative integer, got '%s'\n",
-                        v);
+                fprintf(stderr,
+                        "wisp report: --max-errors must be a non-negative integer, got '%s'\n", v);
                 return WISP_EXIT_USAGE;
             }
         } else if (a[0] == '-' && a[1]) {
@@ -131,7 +131,8 @@ int wisp_cmd_report(int argc, char **argv)
         }
         wisp_error_clear(&err);
         if (!wisp_report_have_gnuplot()) {
-            printf("\nplots: gnuplot is not installed (apt-get install gnuplot-nox), no PNGs written\n");
+            printf("\nplots: gnuplot is not installed (apt-get install gnuplot-nox), no PNGs "
+                   "written\n");
         } else if (res && (!res->has_truth || res->n_scored == 0)) {
             printf("\nplots: no ok row with a known true label, no confusion plot\n");
         } else if (train && train->n_steps == 0 && train->n_evals == 0) {

@@ -23,19 +23,23 @@
 
 static volatile sig_atomic_t s_signalled;
 
-static void s_on_signal(int sig) { s_signalled = sig; }
+static void s_on_signal(int sig)
+{
+    s_signalled = sig;
+}
 
 static void s_usage(FILE *out)
 {
-    fprintf(out, "usage: wisp run JOB.json [-np N] [--set key=value ...] [--fresh] [--restarts R]\n"
-                 "                [--mpirun PATH] [--no-progress]\n"
-                 "Runs the coordinator and N MPI worker ranks on this machine (default N=1).\n"
-                 "An mpirun that dies while work remains is relaunched up to R times (default 3).\n"
-                 "\n"
-                 "examples:\n"
-                 "  wisp run classify.json -np 4\n"
-                 "  wisp run train.json -np 2 --set train.lr=3e-4 --set output=runs/lr3e-4\n"
-                 "  wisp run classify.json -np 4 --fresh --no-progress   # discard earlier results\n");
+    fprintf(out,
+            "usage: wisp run JOB.json [-np N] [--set key=value ...] [--fresh] [--restarts R]\n"
+            "                [--mpirun PATH] [--no-progress]\n"
+            "Runs the coordinator and N MPI worker ranks on this machine (default N=1).\n"
+            "An mpirun that dies while work remains is relaunched up to R times (default 3).\n"
+            "\n"
+            "examples:\n"
+            "  wisp run classify.json -np 4\n"
+            "  wisp run train.json -np 2 --set train.lr=3e-4 --set output=runs/lr3e-4\n"
+            "  wisp run classify.json -np 4 --fresh --no-progress   # discard earlier results\n");
 }
 
 static pid_t s_spawn(char *const argv[])
@@ -126,8 +130,9 @@ int wisp_cmd_run(int argc, char **argv)
     }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     if ((long)np * cfg.threads_per_worker > cores)
-        WISP_LOGW("%d ranks x %d threads exceeds the %ld cores here (set cluster.threads_per_worker)", np,
-                  cfg.threads_per_worker, cores);
+        WISP_LOGW(
+            "%d ranks x %d threads exceeds the %ld cores here (set cluster.threads_per_worker)", np,
+            cfg.threads_per_worker, cores);
     wisp_jobcfg_free(&cfg);
 
     char self[PATH_MAX], dir[PATH_MAX], coord_bin[PATH_MAX + 32], worker_bin[PATH_MAX + 32];
@@ -180,7 +185,8 @@ int wisp_cmd_run(int argc, char **argv)
     /* The coordinator writes its bound endpoint once it listens. */
     for (;;) {
         char *text = NULL;
-        if (access(epfile, R_OK) == 0 && wisp_read_file(epfile, sizeof endpoint - 1, &text, NULL, NULL) == 0) {
+        if (access(epfile, R_OK) == 0 &&
+            wisp_read_file(epfile, sizeof endpoint - 1, &text, NULL, NULL) == 0) {
             snprintf(endpoint, sizeof endpoint, "%s", text);
             free(text);
             break;
@@ -209,7 +215,8 @@ int wisp_cmd_run(int argc, char **argv)
     while (coord > 0) {
         if (mpi < 0 && launches <= restarts && !s_signalled) {
             if (launches)
-                WISP_LOGW("workers exited while the job is running: relaunching (%d of %d)", launches, restarts);
+                WISP_LOGW("workers exited while the job is running: relaunching (%d of %d)",
+                          launches, restarts);
             mpi = s_spawn(margv);
             launches++;
         }
@@ -221,7 +228,8 @@ int wisp_cmd_run(int argc, char **argv)
         }
         if ((s_signalled || (mpi < 0 && launches > restarts)) && !forwarded) {
             if (!s_signalled)
-                WISP_LOGE("workers keep exiting (%d launches): stopping the coordinator (state stays resumable)",
+                WISP_LOGE("workers keep exiting (%d launches): stopping the coordinator (state "
+                          "stays resumable)",
                           launches);
             kill(coord, SIGTERM);
             forwarded = 1;

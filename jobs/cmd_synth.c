@@ -83,9 +83,9 @@ static int s_parse_double(const char *s, double *out)
 }
 
 typedef struct {
-    int tty;         /* progress is drawn only on a terminal */
-    double started;  /* wisp_now() at the start */
-    double last;     /* last redraw */
+    int tty;        /* progress is drawn only on a terminal */
+    double started; /* wisp_now() at the start */
+    double last;    /* last redraw */
 } s_progress_t;
 
 static void s_progress(void *ctx, size_t done, size_t total)
@@ -115,7 +115,8 @@ int wisp_cmd_synth(int argc, char **argv)
             return WISP_EXIT_OK;
         } else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
             quiet = 1;
-        } else if ((v = s_value(argc, argv, &i, "-o")) || (v = s_value(argc, argv, &i, "--output"))) {
+        } else if ((v = s_value(argc, argv, &i, "-o")) ||
+                   (v = s_value(argc, argv, &i, "--output"))) {
             if (!*v)
                 goto missing;
             out_dir = v;
@@ -128,7 +129,8 @@ int wisp_cmd_synth(int argc, char **argv)
             p.classes = (int)n;
         } else if ((v = s_value(argc, argv, &i, "--per-class"))) {
             if (s_parse_long(v, 1, 1000000, &n) != 0) {
-                fprintf(stderr, "wisp synth: --per-class must be an integer 1..1000000, got '%s'\n", v);
+                fprintf(stderr, "wisp synth: --per-class must be an integer 1..1000000, got '%s'\n",
+                        v);
                 return WISP_EXIT_USAGE;
             }
             p.per_class = (int)n;
@@ -152,7 +154,8 @@ int wisp_cmd_synth(int argc, char **argv)
             }
         } else if ((v = s_value(argc, argv, &i, "--min-seconds"))) {
             if (s_parse_double(v, &p.min_seconds) != 0 || !(p.min_seconds >= 0.05)) {
-                fprintf(stderr, "wisp synth: --min-seconds must be a number >= 0.05, got '%s'\n", v);
+                fprintf(stderr, "wisp synth: --min-seconds must be a number >= 0.05, got '%s'\n",
+                        v);
                 return WISP_EXIT_USAGE;
             }
         } else if ((v = s_value(argc, argv, &i, "--max-seconds"))) {
@@ -162,7 +165,8 @@ int wisp_cmd_synth(int argc, char **argv)
             }
         } else if ((v = s_value(argc, argv, &i, "--corrupt"))) {
             if (s_parse_long(v, 0, 1000000, &n) != 0) {
-                fprintf(stderr, "wisp synth: --corrupt must be an integer 0..1000000, got '%s'\n", v);
+                fprintf(stderr, "wisp synth: --corrupt must be an integer 0..1000000, got '%s'\n",
+                        v);
                 return WISP_EXIT_USAGE;
             }
             p.corrupt = (int)n;

@@ -85,9 +85,35 @@ typedef struct {
 } s_args_t;
 
 enum {
-    O_MODEL = 256, O_PRESET, O_ACFG, O_ADAPTER, O_HEAD, O_TRAIN, O_VAL, O_EPOCHS, O_STEPS,
-    O_BATCH, O_ACCUM, O_LR, O_WD, O_WARMUP, O_SCHED, O_CLIP, O_SEED, O_TRUNC, O_RESUME,
-    O_DUMP, O_CKPT, O_KEEP, O_THREADS, O_CW, O_STOP, O_PROJ, O_WLS, O_HELP, O_ANAME
+    O_MODEL = 256,
+    O_PRESET,
+    O_ACFG,
+    O_ADAPTER,
+    O_HEAD,
+    O_TRAIN,
+    O_VAL,
+    O_EPOCHS,
+    O_STEPS,
+    O_BATCH,
+    O_ACCUM,
+    O_LR,
+    O_WD,
+    O_WARMUP,
+    O_SCHED,
+    O_CLIP,
+    O_SEED,
+    O_TRUNC,
+    O_RESUME,
+    O_DUMP,
+    O_CKPT,
+    O_KEEP,
+    O_THREADS,
+    O_CW,
+    O_STOP,
+    O_PROJ,
+    O_WLS,
+    O_HELP,
+    O_ANAME
 };
 
 static int s_num(const char *opt, const char *v, double lo, double hi, double *out)
@@ -105,21 +131,36 @@ static int s_num(const char *opt, const char *v, double lo, double hi, double *o
 static int s_parse(int argc, char **argv, s_args_t *a)
 {
     static const struct option longs[] = {
-        {"model", 1, 0, O_MODEL},        {"preset", 1, 0, O_PRESET},
-        {"adapter-config", 1, 0, O_ACFG}, {"adapter", 1, 0, O_ADAPTER},
-        {"head", 1, 0, O_HEAD},          {"train", 1, 0, O_TRAIN},
-        {"val", 1, 0, O_VAL},            {"output", 1, 0, 'o'},
-        {"epochs", 1, 0, O_EPOCHS},      {"steps", 1, 0, O_STEPS},
-        {"batch", 1, 0, O_BATCH},        {"accum", 1, 0, O_ACCUM},
-        {"lr", 1, 0, O_LR},              {"weight-decay", 1, 0, O_WD},
-        {"warmup", 1, 0, O_WARMUP},      {"schedule", 1, 0, O_SCHED},
-        {"clip", 1, 0, O_CLIP},          {"seed", 1, 0, O_SEED},
-        {"truncate", 0, 0, O_TRUNC},     {"resume", 0, 0, O_RESUME},
-        {"dump-grads", 1, 0, O_DUMP},    {"checkpoint-every", 1, 0, O_CKPT},
-        {"keep", 1, 0, O_KEEP},          {"threads", 1, 0, O_THREADS},
-        {"class-weights", 1, 0, O_CW},   {"stop-after", 1, 0, O_STOP},
-        {"proj-size", 1, 0, O_PROJ},     {"weighted-layer-sum", 0, 0, O_WLS},
-        {"help", 0, 0, O_HELP},          {"adapter-name", 1, 0, O_ANAME},
+        {"model", 1, 0, O_MODEL},
+        {"preset", 1, 0, O_PRESET},
+        {"adapter-config", 1, 0, O_ACFG},
+        {"adapter", 1, 0, O_ADAPTER},
+        {"head", 1, 0, O_HEAD},
+        {"train", 1, 0, O_TRAIN},
+        {"val", 1, 0, O_VAL},
+        {"output", 1, 0, 'o'},
+        {"epochs", 1, 0, O_EPOCHS},
+        {"steps", 1, 0, O_STEPS},
+        {"batch", 1, 0, O_BATCH},
+        {"accum", 1, 0, O_ACCUM},
+        {"lr", 1, 0, O_LR},
+        {"weight-decay", 1, 0, O_WD},
+        {"warmup", 1, 0, O_WARMUP},
+        {"schedule", 1, 0, O_SCHED},
+        {"clip", 1, 0, O_CLIP},
+        {"seed", 1, 0, O_SEED},
+        {"truncate", 0, 0, O_TRUNC},
+        {"resume", 0, 0, O_RESUME},
+        {"dump-grads", 1, 0, O_DUMP},
+        {"checkpoint-every", 1, 0, O_CKPT},
+        {"keep", 1, 0, O_KEEP},
+        {"threads", 1, 0, O_THREADS},
+        {"class-weights", 1, 0, O_CW},
+        {"stop-after", 1, 0, O_STOP},
+        {"proj-size", 1, 0, O_PROJ},
+        {"weighted-layer-sum", 0, 0, O_WLS},
+        {"help", 0, 0, O_HELP},
+        {"adapter-name", 1, 0, O_ANAME},
         {0, 0, 0, 0},
     };
     memset(a, 0, sizeof *a);
@@ -155,19 +196,71 @@ static int s_parse(int argc, char **argv, s_args_t *a)
         case O_TRUNC: a->truncate = 1; break;
         case O_RESUME: a->resume = 1; break;
         case O_WLS: a->wls = 1; break;
-        case O_EPOCHS: if (s_num("epochs", optarg, 1, 1e9, &x)) return WISP_EXIT_USAGE; a->epochs = (long)x; break;
-        case O_STEPS: if (s_num("steps", optarg, 0, 1e12, &x)) return WISP_EXIT_USAGE; a->steps = (long)x; break;
-        case O_BATCH: if (s_num("batch", optarg, 1, 4096, &x)) return WISP_EXIT_USAGE; a->batch = (int)x; break;
-        case O_ACCUM: if (s_num("accum", optarg, 1, 65536, &x)) return WISP_EXIT_USAGE; a->accum = (int)x; break;
-        case O_LR: if (s_num("lr", optarg, 0, 10, &x)) return WISP_EXIT_USAGE; a->lr = x; break;
-        case O_WD: if (s_num("weight-decay", optarg, 0, 10, &x)) return WISP_EXIT_USAGE; a->wd = x; break;
-        case O_WARMUP: if (s_num("warmup", optarg, 0, 1e12, &x)) return WISP_EXIT_USAGE; a->warmup = (long)x; break;
-        case O_CLIP: if (s_num("clip", optarg, 0, 1e12, &x)) return WISP_EXIT_USAGE; a->clip = x; break;
-        case O_CKPT: if (s_num("checkpoint-every", optarg, 0, 1e12, &x)) return WISP_EXIT_USAGE; a->checkpoint_every = (long)x; break;
-        case O_KEEP: if (s_num("keep", optarg, 1, 1e6, &x)) return WISP_EXIT_USAGE; a->keep = (int)x; break;
-        case O_THREADS: if (s_num("threads", optarg, 0, 4096, &x)) return WISP_EXIT_USAGE; a->threads = (int)x; break;
-        case O_STOP: if (s_num("stop-after", optarg, 0, 1e12, &x)) return WISP_EXIT_USAGE; a->stop_after = (long)x; break;
-        case O_PROJ: if (s_num("proj-size", optarg, 1, 1 << 20, &x)) return WISP_EXIT_USAGE; a->proj_size = (int)x; break;
+        case O_EPOCHS:
+            if (s_num("epochs", optarg, 1, 1e9, &x))
+                return WISP_EXIT_USAGE;
+            a->epochs = (long)x;
+            break;
+        case O_STEPS:
+            if (s_num("steps", optarg, 0, 1e12, &x))
+                return WISP_EXIT_USAGE;
+            a->steps = (long)x;
+            break;
+        case O_BATCH:
+            if (s_num("batch", optarg, 1, 4096, &x))
+                return WISP_EXIT_USAGE;
+            a->batch = (int)x;
+            break;
+        case O_ACCUM:
+            if (s_num("accum", optarg, 1, 65536, &x))
+                return WISP_EXIT_USAGE;
+            a->accum = (int)x;
+            break;
+        case O_LR:
+            if (s_num("lr", optarg, 0, 10, &x))
+                return WISP_EXIT_USAGE;
+            a->lr = x;
+            break;
+        case O_WD:
+            if (s_num("weight-decay", optarg, 0, 10, &x))
+                return WISP_EXIT_USAGE;
+            a->wd = x;
+            break;
+        case O_WARMUP:
+            if (s_num("warmup", optarg, 0, 1e12, &x))
+                return WISP_EXIT_USAGE;
+            a->warmup = (long)x;
+            break;
+        case O_CLIP:
+            if (s_num("clip", optarg, 0, 1e12, &x))
+                return WISP_EXIT_USAGE;
+            a->clip = x;
+            break;
+        case O_CKPT:
+            if (s_num("checkpoint-every", optarg, 0, 1e12, &x))
+                return WISP_EXIT_USAGE;
+            a->checkpoint_every = (long)x;
+            break;
+        case O_KEEP:
+            if (s_num("keep", optarg, 1, 1e6, &x))
+                return WISP_EXIT_USAGE;
+            a->keep = (int)x;
+            break;
+        case O_THREADS:
+            if (s_num("threads", optarg, 0, 4096, &x))
+                return WISP_EXIT_USAGE;
+            a->threads = (int)x;
+            break;
+        case O_STOP:
+            if (s_num("stop-after", optarg, 0, 1e12, &x))
+                return WISP_EXIT_USAGE;
+            a->stop_after = (long)x;
+            break;
+        case O_PROJ:
+            if (s_num("proj-size", optarg, 1, 1 << 20, &x))
+                return WISP_EXIT_USAGE;
+            a->proj_size = (int)x;
+            break;
         case O_SEED: {
             char *end = NULL;
             a->seed = strtoull(optarg, &end, 0);
@@ -182,8 +275,10 @@ static int s_parse(int argc, char **argv, s_args_t *a)
         default: s_usage(stderr); return WISP_EXIT_USAGE;
         }
     }
-    const char *missing = !a->model ? "--model" : !a->train ? "--train MANIFEST"
-                          : !a->output ? "-o OUTDIR" : NULL;
+    const char *missing = !a->model    ? "--model"
+                          : !a->train  ? "--train MANIFEST"
+                          : !a->output ? "-o OUTDIR"
+                                       : NULL;
     if (missing) {
         fprintf(stderr, "wisp train: %s is required (wisp train --help)\n", missing);
         return WISP_EXIT_USAGE;
@@ -227,8 +322,8 @@ static int s_class_weights(const char *spec, const wisp_manifest_t *m, int C, fl
         char *end = NULL;
         double x = strtod(p, &end);
         if (end == p || !(x >= 0) || !isfinite(x))
-            return wisp_error_set(err, WISP_ERR_ARG, "--class-weights: bad weight %d in '%s'",
-                                  c, spec);
+            return wisp_error_set(err, WISP_ERR_ARG, "--class-weights: bad weight %d in '%s'", c,
+                                  spec);
         w[c] = (float)x;
         p = end;
         if (c + 1 < C) {
@@ -240,8 +335,8 @@ static int s_class_weights(const char *spec, const wisp_manifest_t *m, int C, fl
         }
     }
     if (*p)
-        return wisp_error_set(err, WISP_ERR_ARG, "--class-weights: more than %d weights in '%s'",
-                              C, spec);
+        return wisp_error_set(err, WISP_ERR_ARG, "--class-weights: more than %d weights in '%s'", C,
+                              spec);
     return WISP_OK;
 }
 

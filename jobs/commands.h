@@ -6,10 +6,10 @@
 #ifndef WISP_COMMANDS_H
 #define WISP_COMMANDS_H
 
-#define WISP_EXIT_OK 0       /* everything succeeded */
-#define WISP_EXIT_PARTIAL 1  /* finished, but some inputs failed (see the status column) */
-#define WISP_EXIT_USAGE 2    /* invalid command line */
-#define WISP_EXIT_FAILURE 3  /* could not run (bad model, unwritable output, ...) */
+#define WISP_EXIT_OK          0 /* everything succeeded */
+#define WISP_EXIT_PARTIAL     1 /* finished, but some inputs failed (see the status column) */
+#define WISP_EXIT_USAGE       2 /* invalid command line */
+#define WISP_EXIT_FAILURE     3 /* could not run (bad model, unwritable output, ...) */
 #define WISP_EXIT_INTERRUPTED 130
 
 int wisp_cmd_features(int argc, char **argv);

@@ -32,17 +32,17 @@
 
 /* What a worker's plug-in knows about its process. */
 typedef struct {
-    int rank;        /* MPI rank (0 without MPI) */
-    int size;        /* MPI world size (1 without MPI) */
-    void *mpi_comm;  /* pointer to the MPI_Comm of the worker ranks, NULL without MPI */
-    int threads;     /* BLAS threads this rank may use */
+    int rank;       /* MPI rank (0 without MPI) */
+    int size;       /* MPI world size (1 without MPI) */
+    void *mpi_comm; /* pointer to the MPI_Comm of the worker ranks, NULL without MPI */
+    int threads;    /* BLAS threads this rank may use */
 } wisp_job_env_t;
 
 /* The coordinator's view of a map job's items, filled by coord_open. */
 typedef struct {
-    size_t n_items;     /* items, ids 0..n_items-1 in manifest order */
-    double *seconds;    /* n_items audio durations (malloc'd), or NULL when unknown */
-    uint8_t *done;      /* n_items flags, 1 = committed by an earlier run (malloc'd), or NULL */
+    size_t n_items;  /* items, ids 0..n_items-1 in manifest order */
+    double *seconds; /* n_items audio durations (malloc'd), or NULL when unknown */
+    uint8_t *done;   /* n_items flags, 1 = committed by an earlier run (malloc'd), or NULL */
 } wisp_job_plan_t;
 
 void wisp_job_plan_free(wisp_job_plan_t *plan);
@@ -116,11 +116,11 @@ typedef struct {
                        wisp_wbuf_t *out, uint32_t *out_flags, wisp_error_t *err);
 } wisp_job_ops_t;
 
-#define WISP_STEP_READY 0x100u       /* STEP_DONE aux: set up, payload = resume point */
-#define WISP_STEP_CHECKPOINTED 0x1u  /* STEP_DONE aux: rank 0 wrote a checkpoint after the step */
-#define WISP_STEP_F_CHECKPOINT 0x1u  /* STEP aux: checkpoint after this step */
-#define WISP_STEP_F_EVAL 0x2u        /* STEP aux: evaluate the validation set before the step */
-#define WISP_STEP_F_FINAL 0x4u       /* STEP aux: no training; final eval, write the outputs */
+#define WISP_STEP_READY        0x100u /* STEP_DONE aux: set up, payload = resume point */
+#define WISP_STEP_CHECKPOINTED 0x1u   /* STEP_DONE aux: rank 0 wrote a checkpoint after the step */
+#define WISP_STEP_F_CHECKPOINT 0x1u   /* STEP aux: checkpoint after this step */
+#define WISP_STEP_F_EVAL       0x2u   /* STEP aux: evaluate the validation set before the step */
+#define WISP_STEP_F_FINAL      0x4u   /* STEP aux: no training; final eval, write the outputs */
 
 /* The plug-in for a config "kind", or NULL. */
 const wisp_job_ops_t *wisp_job_find(const char *kind);

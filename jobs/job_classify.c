@@ -29,11 +29,11 @@
 typedef struct {
     wisp_manifest_t man;
     wisp_results_t *res;
-    int C, P;             /* classes, embedding width written (0: no column) */
-    char **classes;       /* C names */
-    int32_t *pred;        /* n: predicted label of rows committed this run (-2 none) */
-    float *scratch;       /* (2C + P) row buffer */
-    char *desc;           /* config JSON attribute */
+    int C, P;       /* classes, embedding width written (0: no column) */
+    char **classes; /* C names */
+    int32_t *pred;  /* n: predicted label of rows committed this run (-2 none) */
+    float *scratch; /* (2C + P) row buffer */
+    char *desc;     /* config JSON attribute */
     char output[WISP_JOBCFG_PATH_MAX];
 } s_coord_t;
 
@@ -175,13 +175,15 @@ static int s_coord_open(void **state, const wisp_jobcfg_t *cfg, int resume, wisp
         rc = wisp_error_set(err, WISP_ERR_NOMEM, "out of memory for %zu items", n);
         goto done;
     }
-    size_t off = (size_t)snprintf(all, len, "%s|%s|%s|%d|%d|%d|", msha, asha, hsha, cfg->classify_truncate,
-                                  s->P, s->C);
+    size_t off = (size_t)snprintf(all, len, "%s|%s|%s|%d|%d|%d|", msha, asha, hsha,
+                                  cfg->classify_truncate, s->P, s->C);
     for (size_t i = 0; i < n; i++)
         off += (size_t)snprintf(all + off, len - off, "%s\n", s->man.items[i].path);
     s_hash256(all, fp);
-    wisp_results_attr_t attrs[4] = {
-        {"config", s->desc}, {"model_sha256", msha}, {"adapter_sha256", asha}, {"head_sha256", hsha}};
+    wisp_results_attr_t attrs[4] = {{"config", s->desc},
+                                    {"model_sha256", msha},
+                                    {"adapter_sha256", asha},
+                                    {"head_sha256", hsha}};
     wisp_results_opts_t ro = wisp_results_default_opts();
     ro.path = cfg->output;
     ro.n_rows = n;
@@ -200,7 +202,8 @@ static int s_coord_open(void **state, const wisp_jobcfg_t *cfg, int resume, wisp
     }
     /* Durations: known ones as given, unknown ones as the mean of the known (a
      * shard plan by seconds), or none at all (a plan by count). */
-    double mean = s->man.n_duration_known ? s->man.total_duration / (double)s->man.n_duration_known : 0;
+    double mean =
+        s->man.n_duration_known ? s->man.total_duration / (double)s->man.n_duration_known : 0;
     for (size_t i = 0; i < n; i++) {
         s->pred[i] = -2;
         plan->done[i] = (uint8_t)wisp_results_row_done(s->res, i);
@@ -255,9 +258,10 @@ static int s_coord_commit(void *state, uint64_t first, uint32_t count, const uin
             wisp_rbuf_str(&r, msg, sizeof msg);
             if (status == 0)
                 wisp_rbuf_f32s(&r, s->scratch, (size_t)(2 * C + P));
-            if (r.failed || label < -1 || label >= C || status > 0 || status < -127 || (status == 0 && label < 0))
-                return wisp_error_set(err, WISP_ERR_FORMAT, "classify result: bad row for item %" PRIu64,
-                                      first + i);
+            if (r.failed || label < -1 || label >= C || status > 0 || status < -127 ||
+                (status == 0 && label < 0))
+                return wisp_error_set(err, WISP_ERR_FORMAT,
+                                      "classify result: bad row for item %" PRIu64, first + i);
             if (pass == 0)
                 continue;
             size_t item = (size_t)(first + i);
@@ -283,7 +287,8 @@ static int s_coord_commit(void *state, uint64_t first, uint32_t count, const uin
             *n_errors += status != 0;
         }
         if (r.left)
-            return wisp_error_set(err, WISP_ERR_FORMAT, "classify result: %zu trailing bytes", r.left);
+            return wisp_error_set(err, WISP_ERR_FORMAT, "classify result: %zu trailing bytes",
+                                  r.left);
     }
     return WISP_OK;
 }
@@ -405,8 +410,8 @@ static int s_worker_open(void **state, const wisp_jobcfg_t *cfg, const wisp_job_
 }
 
 static int s_worker_run(void *state, uint64_t first, uint32_t count, const uint8_t *p, size_t n,
-                        wisp_wbuf_t *out, double *stage_seconds, const wisp_job_progress_t *progress,
-                        wisp_error_t *err)
+                        wisp_wbuf_t *out, double *stage_seconds,
+                        const wisp_job_progress_t *progress, wisp_error_t *err)
 {
     s_worker_t *w = state;
     wisp_rbuf_t r;
@@ -414,7 +419,8 @@ static int s_worker_run(void *state, uint64_t first, uint32_t count, const uint8
     uint32_t C = wisp_rbuf_u32(&r), P = wisp_rbuf_u32(&r);
     if (r.failed || (int)C != w->C || (P != 0 && (int)P != w->P) || (P != 0) != (w->embed != 0))
         return wisp_error_set(err, WISP_ERR_SHAPE,
-                              "shard %" PRIu64 ": the coordinator expects %u classes and embedding %u, "
+                              "shard %" PRIu64
+                              ": the coordinator expects %u classes and embedding %u, "
                               "this worker's model has %d and %d",
                               first, C, P, w->C, w->embed ? w->P : 0);
     for (uint32_t done = 0; done < count;) {
@@ -423,7 +429,8 @@ static int s_worker_run(void *state, uint64_t first, uint32_t count, const uint8
         int k = count - done < (uint32_t)w->batch ? (int)(count - done) : w->batch;
         for (int j = 0; j < k; j++) {
             if (wisp_rbuf_str(&r, w->pathbuf[j], sizeof w->pathbuf[j]) != 0)
-                return wisp_error_set(err, WISP_ERR_FORMAT, "shard %" PRIu64 ": malformed path list", first);
+                return wisp_error_set(err, WISP_ERR_FORMAT,
+                                      "shard %" PRIu64 ": malformed path list", first);
             w->paths[j] = w->pathbuf[j];
         }
         double t0 = wisp_now();

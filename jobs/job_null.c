@@ -26,9 +26,9 @@
 
 typedef struct {
     size_t n;
-    uint64_t *value;   /* n */
-    int32_t *status;   /* n */
-    uint8_t *have;     /* n */
+    uint64_t *value; /* n */
+    int32_t *status; /* n */
+    uint8_t *have;   /* n */
     FILE *journal;
     char output[WISP_JOBCFG_PATH_MAX];
     char journal_path[WISP_JOBCFG_PATH_MAX + 16];
@@ -76,7 +76,9 @@ static int s_resume(s_coord_t *s, size_t *n_done, wisp_error_t *err)
     FILE *f = fopen(s->journal_path, "rb");
     *n_done = 0;
     if (!f)
-        return errno == ENOENT ? WISP_OK : wisp_error_set(err, WISP_ERR_IO, "%s: %s", s->journal_path, strerror(errno));
+        return errno == ENOENT
+                   ? WISP_OK
+                   : wisp_error_set(err, WISP_ERR_IO, "%s: %s", s->journal_path, strerror(errno));
     char hdr[S_HDR + 1] = {0};
     char want[S_HDR + 1];
     snprintf(want, sizeof want, "WISPNULL1 fp=%016" PRIx64 "%*s\n", s->fp, S_HDR - 30, "");
@@ -89,7 +91,8 @@ static int s_resume(s_coord_t *s, size_t *n_done, wisp_error_t *err)
         fclose(f);
         return wisp_error_set(err, WISP_ERR_STATE,
                               "%s: written by a run with a different config (seed, items); "
-                              "remove it or run with --fresh", s->journal_path);
+                              "remove it or run with --fresh",
+                              s->journal_path);
     }
     uint8_t rec[S_REC];
     long good = S_HDR;
@@ -114,7 +117,8 @@ static int s_resume(s_coord_t *s, size_t *n_done, wisp_error_t *err)
     }
     fclose(f);
     if (truncate(s->journal_path, good) != 0)
-        return wisp_error_set(err, WISP_ERR_IO, "%s: truncate: %s", s->journal_path, strerror(errno));
+        return wisp_error_set(err, WISP_ERR_IO, "%s: truncate: %s", s->journal_path,
+                              strerror(errno));
     return WISP_OK;
 }
 
@@ -145,7 +149,8 @@ static int s_coord_open(void **state, const wisp_jobcfg_t *cfg, int resume, wisp
         unlink(s->journal_path);
     else if ((rc = s_resume(s, &n_done, err)) != 0)
         goto done;
-    s->journal = fopen(s->journal_path, n_done || access(s->journal_path, F_OK) == 0 ? "r+b" : "w+b");
+    s->journal =
+        fopen(s->journal_path, n_done || access(s->journal_path, F_OK) == 0 ? "r+b" : "w+b");
     if (!s->journal) {
         rc = wisp_error_set(err, WISP_ERR_IO, "%s: %s", s->journal_path, strerror(errno));
         goto done;
@@ -160,7 +165,8 @@ static int s_coord_open(void **state, const wisp_jobcfg_t *cfg, int resume, wisp
         fprintf(s->journal, "WISPNULL1 fp=%016" PRIx64 "%*s\n", s->fp, S_HDR - 30, "");
     }
     if (n_done)
-        WISP_LOGI("resuming: %zu of %zu items already committed in %s", n_done, s->n, s->journal_path);
+        WISP_LOGI("resuming: %zu of %zu items already committed in %s", n_done, s->n,
+                  s->journal_path);
     plan->n_items = s->n;
     for (size_t i = 0; i < s->n; i++) {
         plan->seconds[i] = cfg->null_item_seconds;
@@ -189,10 +195,12 @@ static int s_coord_commit(void *state, uint64_t first, uint32_t count, const uin
     *n_errors = 0;
     *audio_s = -1;
     if (first > s->n || count > s->n - first)
-        return wisp_error_set(err, WISP_ERR_FORMAT, "null result: items %" PRIu64 "+%u outside 0..%zu",
-                              first, count, s->n);
+        return wisp_error_set(err, WISP_ERR_FORMAT,
+                              "null result: items %" PRIu64 "+%u outside 0..%zu", first, count,
+                              s->n);
     if (n != (size_t)count * 12)
-        return wisp_error_set(err, WISP_ERR_FORMAT, "null result: %zu bytes for %u items", n, count);
+        return wisp_error_set(err, WISP_ERR_FORMAT, "null result: %zu bytes for %u items", n,
+                              count);
     wisp_rbuf_t r;
     wisp_rbuf_init(&r, p, n);
     for (uint32_t i = 0; i < count; i++) {
@@ -214,7 +222,8 @@ static int s_coord_commit(void *state, uint64_t first, uint32_t count, const uin
         memcpy(rec + 8, &s->value[item], 8);
         memcpy(rec + 16, &s->status[item], 4);
         if (fwrite(rec, 1, S_REC, s->journal) != S_REC)
-            return wisp_error_set(err, WISP_ERR_IO, "%s: write: %s", s->journal_path, strerror(errno));
+            return wisp_error_set(err, WISP_ERR_IO, "%s: write: %s", s->journal_path,
+                                  strerror(errno));
     }
     return WISP_OK;
 }
@@ -242,7 +251,8 @@ static int s_coord_finish(void *state, int complete, cJSON *summary, wisp_error_
             wisp_wbuf_free(&b);
             return wisp_error_set(err, WISP_ERR_STATE, "%s: item %zu has no result", s->output, i);
         }
-        int k = snprintf(line, sizeof line, "%zu\t%016" PRIx64 "\t%d\n", i, s->value[i], s->status[i]);
+        int k =
+            snprintf(line, sizeof line, "%zu\t%016" PRIx64 "\t%d\n", i, s->value[i], s->status[i]);
         wisp_wbuf_bytes(&b, line, (size_t)k);
         errors += s->status[i] != 0;
     }
@@ -277,8 +287,8 @@ static int s_worker_open(void **state, const wisp_jobcfg_t *cfg, const wisp_job_
 }
 
 static int s_worker_run(void *state, uint64_t first, uint32_t count, const uint8_t *p, size_t n,
-                        wisp_wbuf_t *out, double *stage_seconds, const wisp_job_progress_t *progress,
-                        wisp_error_t *err)
+                        wisp_wbuf_t *out, double *stage_seconds,
+                        const wisp_job_progress_t *progress, wisp_error_t *err)
 {
     (void)p, (void)n, (void)err;
     s_worker_t *w = state;
@@ -288,10 +298,12 @@ static int s_worker_run(void *state, uint64_t first, uint32_t count, const uint8
             return WISP_ERR_INTERRUPTED;
         uint64_t item = first + i;
         if (w->work_ms > 0) {
-            struct timespec ts = {(time_t)(w->work_ms / 1000), (long)(fmod(w->work_ms, 1000.0) * 1e6)};
+            struct timespec ts = {(time_t)(w->work_ms / 1000),
+                                  (long)(fmod(w->work_ms, 1000.0) * 1e6)};
             nanosleep(&ts, NULL);
         }
-        int failed = w->fail_every > 0 && item % (uint64_t)w->fail_every == (uint64_t)w->fail_every - 1;
+        int failed =
+            w->fail_every > 0 && item % (uint64_t)w->fail_every == (uint64_t)w->fail_every - 1;
         wisp_wbuf_u64(out, failed ? 0 : s_item_value(w->seed, item));
         wisp_wbuf_i32(out, failed);
     }

@@ -106,7 +106,8 @@ static int s_data_load(s_data_t *d, const wisp_jobcfg_t *cfg, wisp_error_t *err)
 static long s_total_steps(const wisp_jobcfg_t *cfg, int n)
 {
     long per_epoch = (n + cfg->train_global_batch - 1) / cfg->train_global_batch;
-    return cfg->train_max_steps > 0 ? (long)cfg->train_max_steps : (long)cfg->train_epochs * per_epoch;
+    return cfg->train_max_steps > 0 ? (long)cfg->train_max_steps
+                                    : (long)cfg->train_epochs * per_epoch;
 }
 
 /* ---- coordinator ---- */
@@ -114,11 +115,11 @@ static long s_total_steps(const wisp_jobcfg_t *cfg, int n)
 typedef struct {
     const wisp_jobcfg_t *cfg;
     s_data_t d;
-    int *perm;              /* n: order of the current epoch */
-    long step, epoch, pos;  /* after the last issued step */
+    int *perm;             /* n: order of the current epoch */
+    long step, epoch, pos; /* after the last issued step */
     long total, ckpt_every;
     int final_issued;
-    long done_steps;        /* steps reported by rank 0 */
+    long done_steps; /* steps reported by rank 0 */
     double last_loss;
     long last_ckpt;
     FILE *metrics;
@@ -182,7 +183,8 @@ static int s_coord_resume(void *state, const uint8_t *p, size_t n, wisp_error_t 
     s_coord_t *s = state;
     wisp_rbuf_t r;
     wisp_rbuf_init(&r, p, n);
-    long step = (long)wisp_rbuf_u64(&r), epoch = (long)wisp_rbuf_u64(&r), pos = (long)wisp_rbuf_u64(&r);
+    long step = (long)wisp_rbuf_u64(&r), epoch = (long)wisp_rbuf_u64(&r),
+         pos = (long)wisp_rbuf_u64(&r);
     if (r.failed || step < 0 || step > s->total || pos < 0 || pos > s->d.n || epoch < 0)
         return wisp_error_set(err, WISP_ERR_FORMAT, "train: READY with an impossible resume point");
     s->step = step;
@@ -193,7 +195,8 @@ static int s_coord_resume(void *state, const uint8_t *p, size_t n, wisp_error_t 
     s->final_issued = 0;
     wisp_trainer_epoch_order((uint64_t)s->cfg->seed, s->epoch, s->d.n, s->perm);
     if (step)
-        WISP_LOGI("train: the workers resume from the checkpoint of step %ld (epoch %ld, item %ld)", step, epoch, pos);
+        WISP_LOGI("train: the workers resume from the checkpoint of step %ld (epoch %ld, item %ld)",
+                  step, epoch, pos);
     return s_metrics_rewind(s, step, err);
 }
 
@@ -232,7 +235,8 @@ static int s_coord_step(void *state, int size, uint64_t *step, uint32_t *flags, 
         s->pos = 0;
         wisp_trainer_epoch_order((uint64_t)s->cfg->seed, s->epoch, s->d.n, s->perm);
     }
-    int k = (int)(s->d.n - s->pos < s->cfg->train_global_batch ? s->d.n - s->pos : s->cfg->train_global_batch);
+    int k = (int)(s->d.n - s->pos < s->cfg->train_global_batch ? s->d.n - s->pos
+                                                               : s->cfg->train_global_batch);
     s->pos += k;
     s->step++;
     if (s->step % s->ckpt_every == 0 || s->step == s->total)
@@ -262,9 +266,11 @@ static int s_coord_step_done(void *state, uint64_t step, uint32_t flags, const u
     double vloss = wisp_rbuf_f64(&r), vacc = wisp_rbuf_f64(&r);
     long eval_epoch = (long)wisp_rbuf_u64(&r);
     if (r.failed || r.left)
-        return wisp_error_set(err, WISP_ERR_FORMAT, "train: malformed STEP_DONE for step %" PRIu64, step);
+        return wisp_error_set(err, WISP_ERR_FORMAT, "train: malformed STEP_DONE for step %" PRIu64,
+                              step);
     if (sflags & WISP_STEP_F_EVAL && s->metrics)
-        wisp_trainer_log_eval(s->metrics, (long)step - 1, eval_epoch, vloss, vacc); /* before this step */
+        wisp_trainer_log_eval(s->metrics, (long)step - 1, eval_epoch, vloss,
+                              vacc); /* before this step */
     if (!(sflags & WISP_STEP_F_FINAL)) {
         if (s->metrics)
             wisp_trainer_log_step(s->metrics, &st, epoch);
@@ -303,7 +309,8 @@ static int s_coord_finish(void *state, int complete, cJSON *summary, wisp_error_
 }
 
 /* Map-job callbacks a step job does not use. */
-static int s_no_payload(void *state, uint64_t first, uint32_t count, wisp_wbuf_t *out, wisp_error_t *err)
+static int s_no_payload(void *state, uint64_t first, uint32_t count, wisp_wbuf_t *out,
+                        wisp_error_t *err)
 {
     (void)state, (void)first, (void)count, (void)out;
     return wisp_error_set(err, WISP_ERR_UNSUPPORTED, "train is a step job");
@@ -339,23 +346,26 @@ typedef struct {
     wisp_trainer_item_t *batch; /* global_batch */
     wisp_ckpt_state_t st;
     char root[WISP_JOBCFG_PATH_MAX + 32];
-    long epoch;                 /* epoch of the last step */
+    long epoch; /* epoch of the last step */
 } s_worker_t;
 
 static int s_reduce(void *ctx, float *data, size_t n, double *scalars, int n_scalars)
 {
     s_worker_t *w = ctx;
-    if (n > 0 && MPI_Allreduce(MPI_IN_PLACE, data, (int)n, MPI_FLOAT, MPI_SUM, w->comm) != MPI_SUCCESS)
+    if (n > 0 &&
+        MPI_Allreduce(MPI_IN_PLACE, data, (int)n, MPI_FLOAT, MPI_SUM, w->comm) != MPI_SUCCESS)
         return WISP_ERR_MPI;
     if (n_scalars > 0) {
         /* scalars summed in rank order: the loss sums do not depend on MPI's reduction tree */
         double all[64 * 8];
         if (n_scalars > 8 || w->size > 64) {
-            if (MPI_Allreduce(MPI_IN_PLACE, scalars, n_scalars, MPI_DOUBLE, MPI_SUM, w->comm) != MPI_SUCCESS)
+            if (MPI_Allreduce(MPI_IN_PLACE, scalars, n_scalars, MPI_DOUBLE, MPI_SUM, w->comm) !=
+                MPI_SUCCESS)
                 return WISP_ERR_MPI;
             return WISP_OK;
         }
-        if (MPI_Allgather(scalars, n_scalars, MPI_DOUBLE, all, n_scalars, MPI_DOUBLE, w->comm) != MPI_SUCCESS)
+        if (MPI_Allgather(scalars, n_scalars, MPI_DOUBLE, all, n_scalars, MPI_DOUBLE, w->comm) !=
+            MPI_SUCCESS)
             return WISP_ERR_MPI;
         for (int k = 0; k < n_scalars; k++) {
             double acc = all[k];
@@ -398,7 +408,8 @@ static int s_gather_items(void *ctx, const void *mine, size_t n_mine, size_t rec
             return WISP_ERR_NOMEM;
     }
     MPI_Datatype t;
-    if (MPI_Type_contiguous((int)rec, MPI_BYTE, &t) != MPI_SUCCESS || MPI_Type_commit(&t) != MPI_SUCCESS)
+    if (MPI_Type_contiguous((int)rec, MPI_BYTE, &t) != MPI_SUCCESS ||
+        MPI_Type_commit(&t) != MPI_SUCCESS)
         return WISP_ERR_MPI;
     if (MPI_Allgatherv(mine, mine_n, t, w->gather, w->counts, w->displs, t, w->comm) != MPI_SUCCESS)
         rc = WISP_ERR_MPI;
@@ -438,7 +449,8 @@ static int s_worker_open(void **state, const wisp_jobcfg_t *cfg, const wisp_job_
         w->comm = *(MPI_Comm *)env->mpi_comm;
     else if (env->size > 1) {
         free(w);
-        return wisp_error_set(err, WISP_ERR_ARG, "train: %d ranks without an MPI communicator", env->size);
+        return wisp_error_set(err, WISP_ERR_ARG, "train: %d ranks without an MPI communicator",
+                              env->size);
     }
     if ((rc = s_data_load(&w->d, cfg, err)) != 0)
         goto fail;
@@ -447,12 +459,14 @@ static int s_worker_open(void **state, const wisp_jobcfg_t *cfg, const wisp_job_
     for (int i = 0; presets[i]; i++)
         is_preset |= strcmp(cfg->adapter_config, presets[i]) == 0;
     if (!cfg->adapter[0] && !cfg->adapter_config[0]) {
-        rc = wisp_error_set(err, WISP_ERR_ARG, "train: set 'adapter_config' (a preset or a JSON file) or 'adapter'");
+        rc = wisp_error_set(err, WISP_ERR_ARG,
+                            "train: set 'adapter_config' (a preset or a JSON file) or 'adapter'");
         goto fail;
     }
     int sched = wisp_adamw_schedule_parse(cfg->train_schedule);
     if (sched < 0) {
-        rc = wisp_error_set(err, WISP_ERR_ARG, "train.schedule: '%s' is not constant, linear or cosine",
+        rc = wisp_error_set(err, WISP_ERR_ARG,
+                            "train.schedule: '%s' is not constant, linear or cosine",
                             cfg->train_schedule);
         goto fail;
     }
@@ -478,20 +492,22 @@ static int s_worker_open(void **state, const wisp_jobcfg_t *cfg, const wisp_job_
     w->tr = wisp_trainer_new(&o, err);
     w->batch = malloc((size_t)cfg->train_global_batch * sizeof *w->batch);
     if (!w->tr || !w->batch) {
-        rc = w->tr ? wisp_error_set(err, WISP_ERR_NOMEM, "out of memory") : (err && err->code ? err->code : WISP_ERR_ARG);
+        rc = w->tr ? wisp_error_set(err, WISP_ERR_NOMEM, "out of memory")
+                   : (err && err->code ? err->code : WISP_ERR_ARG);
         goto fail;
     }
     wisp_model_t *m = wisp_trainer_model(w->tr);
     if (cfg->train_fixed_order_reduce) {
         /* The gathered per-item records of a whole global batch live in every rank. */
-        double bytes = (double)cfg->train_global_batch * (double)wisp_trainer_item_record_bytes(w->tr) *
-                       (w->size > 1 ? 2.0 : 1.0);
+        double bytes = (double)cfg->train_global_batch *
+                       (double)wisp_trainer_item_record_bytes(w->tr) * (w->size > 1 ? 2.0 : 1.0);
         if (bytes > 2.0 * 1024 * 1024 * 1024) {
-            rc = wisp_error_set(err, WISP_ERR_ARG,
-                                "train.fixed_order_reduce: %d items x %zu trainable parameters of per-item "
-                                "gradients need %.1f GiB per rank (limit 2 GiB); lower train.global_batch, "
-                                "use a smaller adapter (adapter_config) or set train.fixed_order_reduce=false",
-                                cfg->train_global_batch, wisp_model_num_params(m), bytes / (1024.0 * 1024 * 1024));
+            rc = wisp_error_set(
+                err, WISP_ERR_ARG,
+                "train.fixed_order_reduce: %d items x %zu trainable parameters of per-item "
+                "gradients need %.1f GiB per rank (limit 2 GiB); lower train.global_batch, "
+                "use a smaller adapter (adapter_config) or set train.fixed_order_reduce=false",
+                cfg->train_global_batch, wisp_model_num_params(m), bytes / (1024.0 * 1024 * 1024));
             goto fail;
         }
         wisp_trainer_set_per_item(w->tr, w->have_mpi && w->size > 1 ? s_gather_items : NULL, w);
@@ -500,7 +516,8 @@ static int s_worker_open(void **state, const wisp_jobcfg_t *cfg, const wisp_job_
     }
     /* Every rank starts from rank 0's weights. */
     if (w->have_mpi && w->size > 1 &&
-        MPI_Bcast(wisp_model_params(m), (int)wisp_model_num_params(m), MPI_FLOAT, 0, w->comm) != MPI_SUCCESS) {
+        MPI_Bcast(wisp_model_params(m), (int)wisp_model_num_params(m), MPI_FLOAT, 0, w->comm) !=
+            MPI_SUCCESS) {
         rc = wisp_error_set(err, WISP_ERR_MPI, "train: MPI_Bcast of the initial weights failed");
         goto fail;
     }
@@ -519,7 +536,8 @@ static int s_worker_open(void **state, const wisp_jobcfg_t *cfg, const wisp_job_
         *p = '\0';
         wisp_trainer_fingerprint(w->tr, s, data_id);
         free(s);
-        snprintf(extra, sizeof extra, "batch=%d n=%d data=%s", cfg->train_global_batch, w->d.n, data_id);
+        snprintf(extra, sizeof extra, "batch=%d n=%d data=%s", cfg->train_global_batch, w->d.n,
+                 data_id);
         wisp_trainer_fingerprint(w->tr, extra, w->st.fingerprint);
     }
     w->st.data_seed = (uint64_t)cfg->seed;
@@ -570,21 +588,25 @@ static int s_checksum(s_worker_t *w, long step, wisp_error_t *err)
         MPI_Allreduce(&h, &hi, 1, MPI_UINT64_T, MPI_MAX, w->comm) != MPI_SUCCESS)
         return wisp_error_set(err, WISP_ERR_MPI, "train: parameter checksum exchange failed");
     if (lo != hi)
-        return wisp_error_set(err, WISP_ERR_STATE, "train: parameters differ across ranks after step %ld", step);
+        return wisp_error_set(err, WISP_ERR_STATE,
+                              "train: parameters differ across ranks after step %ld", step);
     return WISP_OK;
 }
 
 static int s_eval(s_worker_t *w, double *vloss, double *vacc, wisp_error_t *err)
 {
-    int b = (int)((long)w->d.nv * w->rank / w->size), e = (int)((long)w->d.nv * (w->rank + 1) / w->size);
+    int b = (int)((long)w->d.nv * w->rank / w->size),
+        e = (int)((long)w->d.nv * (w->rank + 1) / w->size);
     double sums[4] = {0, 0, 0, 0}; /* loss, weight, correct, count */
     long correct = 0, count = 0, failed = 0;
-    int rc = wisp_trainer_eval(w->tr, w->d.vitems + b, e - b, &sums[0], &sums[1], &correct, &count, &failed, err);
+    int rc = wisp_trainer_eval(w->tr, w->d.vitems + b, e - b, &sums[0], &sums[1], &correct, &count,
+                               &failed, err);
     if (rc)
         return rc;
     sums[2] = (double)correct;
     sums[3] = (double)count;
-    if (w->size > 1 && MPI_Allreduce(MPI_IN_PLACE, sums, 4, MPI_DOUBLE, MPI_SUM, w->comm) != MPI_SUCCESS)
+    if (w->size > 1 &&
+        MPI_Allreduce(MPI_IN_PLACE, sums, 4, MPI_DOUBLE, MPI_SUM, w->comm) != MPI_SUCCESS)
         return wisp_error_set(err, WISP_ERR_MPI, "train: evaluation reduce failed");
     *vloss = sums[1] > 0 ? sums[0] / sums[1] : NAN;
     *vacc = sums[3] > 0 ? sums[2] / sums[3] : NAN;
@@ -604,7 +626,8 @@ static int s_worker_step(void *state, uint64_t step, uint32_t flags, const uint8
     for (uint32_t i = 0; i < k; i++) {
         uint32_t id = wisp_rbuf_u32(&r);
         if (r.failed || id >= (uint32_t)w->d.n)
-            return wisp_error_set(err, WISP_ERR_FORMAT, "train: STEP %" PRIu64 " names item %u of %d", step, id, w->d.n);
+            return wisp_error_set(err, WISP_ERR_FORMAT,
+                                  "train: STEP %" PRIu64 " names item %u of %d", step, id, w->d.n);
         w->batch[i] = w->d.items[id];
     }
     *out_flags = 0;
@@ -631,11 +654,13 @@ static int s_worker_step(void *state, uint64_t step, uint32_t flags, const uint8
         w->st.epoch = epoch;
         w->st.pos = pos_after;
         w->epoch = epoch;
-        if (w->size > 1 && w->cfg->train_checksum_every > 0 && step % (uint64_t)w->cfg->train_checksum_every == 0 &&
+        if (w->size > 1 && w->cfg->train_checksum_every > 0 &&
+            step % (uint64_t)w->cfg->train_checksum_every == 0 &&
             (rc = s_checksum(w, (long)step, err)) != 0)
             return rc;
         if (flags & WISP_STEP_F_CHECKPOINT && w->rank == 0) {
-            if ((rc = wisp_trainer_save_checkpoint(w->tr, w->root, &w->st, w->cfg->train_keep, err)) != 0)
+            if ((rc = wisp_trainer_save_checkpoint(w->tr, w->root, &w->st, w->cfg->train_keep,
+                                                   err)) != 0)
                 return rc;
             *out_flags |= WISP_STEP_CHECKPOINTED;
         }
@@ -660,10 +685,12 @@ static int s_worker_step(void *state, uint64_t step, uint32_t flags, const uint8
     return WISP_OK;
 }
 
-static int s_no_run(void *state, uint64_t first, uint32_t count, const uint8_t *p, size_t n, wisp_wbuf_t *out,
-                    double *stage_seconds, const wisp_job_progress_t *progress, wisp_error_t *err)
+static int s_no_run(void *state, uint64_t first, uint32_t count, const uint8_t *p, size_t n,
+                    wisp_wbuf_t *out, double *stage_seconds, const wisp_job_progress_t *progress,
+                    wisp_error_t *err)
 {
-    (void)state, (void)first, (void)count, (void)p, (void)n, (void)out, (void)stage_seconds, (void)progress;
+    (void)state, (void)first, (void)count, (void)p, (void)n, (void)out, (void)stage_seconds,
+        (void)progress;
     return wisp_error_set(err, WISP_ERR_UNSUPPORTED, "train is a step job");
 }
 

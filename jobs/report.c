@@ -13,7 +13,7 @@
 #include "util.h"
 
 #define S_MAX_JSONL_BYTES ((size_t)1 << 30)
-#define S_ATTR_TEXT_MAX 100
+#define S_ATTR_TEXT_MAX   100
 
 static char *s_strdup(const char *s)
 {
@@ -65,8 +65,9 @@ static int s_dims(s_h5_t *h, hid_t d, const char *name, int rank, hsize_t *dims)
     int r = sp >= 0 ? H5Sget_simple_extent_ndims(sp) : -1;
     int rc = WISP_OK;
     if (r != rank)
-        rc = wisp_error_set(h->err, WISP_ERR_SHAPE, "%s: dataset '%s' has %d dimensions, expected %d",
-                            h->file, name, r, rank);
+        rc = wisp_error_set(h->err, WISP_ERR_SHAPE,
+                            "%s: dataset '%s' has %d dimensions, expected %d", h->file, name, r,
+                            rank);
     else if (H5Sget_simple_extent_dims(sp, dims, NULL) < 0)
         rc = wisp_error_set(h->err, WISP_ERR_HDF5, "%s: cannot read the shape of '%s'", h->file,
                             name);
@@ -112,12 +113,13 @@ static int s_read_1d(s_h5_t *h, const char *name, int required, size_t n, int as
         goto done;
     }
     if ((rc = s_check_class(h, d, name, as_int ? H5T_INTEGER : H5T_FLOAT,
-                             as_int ? H5T_NO_CLASS : H5T_INTEGER)) != WISP_OK)
+                            as_int ? H5T_NO_CLASS : H5T_INTEGER)) != WISP_OK)
         goto done;
     size_t elem = as_int ? sizeof(int) : sizeof(double);
     void *buf = malloc(dims[0] ? dims[0] * elem : 1);
     if (!buf) {
-        rc = wisp_error_set(h->err, WISP_ERR_NOMEM, "%s: out of memory reading '%s'", h->file, name);
+        rc =
+            wisp_error_set(h->err, WISP_ERR_NOMEM, "%s: out of memory reading '%s'", h->file, name);
         goto done;
     }
     if (dims[0] && H5Dread(d, as_int ? H5T_NATIVE_INT : H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL,
@@ -145,7 +147,8 @@ static int s_read_string_buf(s_h5_t *h, const char *name, hid_t obj, int is_attr
     char *fixed = NULL;
     char **vl = NULL;
     if (!v || mt < 0) {
-        rc = wisp_error_set(h->err, WISP_ERR_NOMEM, "%s: out of memory reading '%s'", h->file, name);
+        rc =
+            wisp_error_set(h->err, WISP_ERR_NOMEM, "%s: out of memory reading '%s'", h->file, name);
         goto done;
     }
     H5Tset_cset(mt, H5Tget_cset(ftype));
@@ -154,12 +157,16 @@ static int s_read_string_buf(s_h5_t *h, const char *name, hid_t obj, int is_attr
         H5Tset_size(mt, H5T_VARIABLE);
         vl = calloc(n ? n : 1, sizeof *vl);
         if (!vl) {
-            rc = wisp_error_set(h->err, WISP_ERR_NOMEM, "%s: out of memory reading '%s'", h->file, name);
+            rc = wisp_error_set(h->err, WISP_ERR_NOMEM, "%s: out of memory reading '%s'", h->file,
+                                name);
             goto done;
         }
-        st = n == 0 ? 0 : is_attr ? H5Aread(obj, mt, vl) : H5Dread(obj, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, vl);
+        st = n == 0    ? 0
+             : is_attr ? H5Aread(obj, mt, vl)
+                       : H5Dread(obj, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, vl);
         if (st < 0) {
-            rc = wisp_error_set(h->err, WISP_ERR_HDF5, "%s: cannot read strings of '%s'", h->file, name);
+            rc = wisp_error_set(h->err, WISP_ERR_HDF5, "%s: cannot read strings of '%s'", h->file,
+                                name);
             goto done;
         }
         for (size_t i = 0; i < n && rc == WISP_OK; i++)
@@ -174,12 +181,16 @@ static int s_read_string_buf(s_h5_t *h, const char *name, hid_t obj, int is_attr
         H5Tset_strpad(mt, H5T_STR_NULLTERM);
         fixed = calloc(n ? n : 1, w);
         if (!fixed) {
-            rc = wisp_error_set(h->err, WISP_ERR_NOMEM, "%s: out of memory reading '%s'", h->file, name);
+            rc = wisp_error_set(h->err, WISP_ERR_NOMEM, "%s: out of memory reading '%s'", h->file,
+                                name);
             goto done;
         }
-        st = n == 0 ? 0 : is_attr ? H5Aread(obj, mt, fixed) : H5Dread(obj, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, fixed);
+        st = n == 0    ? 0
+             : is_attr ? H5Aread(obj, mt, fixed)
+                       : H5Dread(obj, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, fixed);
         if (st < 0) {
-            rc = wisp_error_set(h->err, WISP_ERR_HDF5, "%s: cannot read strings of '%s'", h->file, name);
+            rc = wisp_error_set(h->err, WISP_ERR_HDF5, "%s: cannot read strings of '%s'", h->file,
+                                name);
             goto done;
         }
         for (size_t i = 0; i < n && rc == WISP_OK; i++)
@@ -329,7 +340,10 @@ static herr_t s_attr_cb(hid_t loc, const char *name, const H5A_info_t *info, voi
     return 0;
 }
 
-static double s_div(double a, double b) { return b > 0 ? a / b : NAN; }
+static double s_div(double a, double b)
+{
+    return b > 0 ? a / b : NAN;
+}
 
 /* Derived numbers: accuracy, confusion, per-class precision/recall/F1. */
 static int s_compute(wisp_report_results_t *r, const int *label, const int *status,
@@ -343,8 +357,8 @@ static int s_compute(wisp_report_results_t *r, const int *label, const int *stat
             continue;
         if (label[i] < 0 || label[i] >= C)
             return wisp_error_set(err, WISP_ERR_FORMAT,
-                                  "%s: row %zu has status ok but label %d outside 0..%d",
-                                  r->file, i, label[i], C - 1);
+                                  "%s: row %zu has status ok but label %d outside 0..%d", r->file,
+                                  i, label[i], C - 1);
         r->predicted[label[i]]++;
         if (score)
             score_sum += score[i];
@@ -500,7 +514,8 @@ wisp_report_results_t *wisp_report_results_load(const char *path, wisp_error_t *
         (cd = H5Dopen2(fid, "confusion", H5P_DEFAULT)) >= 0) {
         file_conf = calloc(C * C, sizeof *file_conf);
         r->file_confusion = 1;
-        if (file_conf && H5Dread(cd, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, file_conf) >= 0 &&
+        if (file_conf &&
+            H5Dread(cd, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, file_conf) >= 0 &&
             memcmp(file_conf, r->confusion, C * C * sizeof *file_conf) != 0)
             r->file_confusion = -1;
         H5Dclose(cd);
@@ -597,8 +612,8 @@ void wisp_report_results_print(const wisp_report_results_t *r, FILE *out, size_t
         name_w = l > name_w ? l : name_w;
     }
     name_w = name_w > 24 ? 24 : name_w;
-    fprintf(out, "\nper class:\n  %3s %-*s %9s %9s %9s %9s %9s\n", "#", name_w, "class",
-            "support", "predicted", "precision", "recall", "f1");
+    fprintf(out, "\nper class:\n  %3s %-*s %9s %9s %9s %9s %9s\n", "#", name_w, "class", "support",
+            "predicted", "precision", "recall", "f1");
     for (int c = 0; c < C; c++) {
         fprintf(out, "  %3d %-*.*s %9zu %9zu", c, name_w, name_w, r->classes[c], r->support[c],
                 r->predicted[c]);
@@ -617,8 +632,8 @@ void wisp_report_results_print(const wisp_report_results_t *r, FILE *out, size_t
                 w = digits + 1 > w ? digits + 1 : w;
             }
         if (C <= 40) {
-            fprintf(out, "\nconfusion (rows: true class, columns: predicted class #):\n  %3s %-*s", "#",
-                    name_w, "");
+            fprintf(out, "\nconfusion (rows: true class, columns: predicted class #):\n  %3s %-*s",
+                    "#", name_w, "");
             for (int p = 0; p < C; p++)
                 fprintf(out, " %*d", w, p);
             fputc('\n', out);
@@ -632,8 +647,9 @@ void wisp_report_results_print(const wisp_report_results_t *r, FILE *out, size_t
             fprintf(out, "\nconfusion: %d classes, too many to print (see the plot)\n", C);
         }
         if (r->file_confusion < 0)
-            fprintf(out, "warning: the file's own 'confusion' dataset differs from the one computed "
-                         "from label and true_label\n");
+            fprintf(out,
+                    "warning: the file's own 'confusion' dataset differs from the one computed "
+                    "from label and true_label\n");
     }
 
     if (r->n_error > 0) {
@@ -785,8 +801,9 @@ static int s_parse_metrics(wisp_report_train_t *t, const char *path, char *text,
         double step = s_num(j, "step");
         if ((strcmp(ty, "step") == 0 || strcmp(ty, "eval") == 0) &&
             (isnan(step) || step < 0 || step > 9e15)) {
-            rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s:%zu: \"%s\" line without a numeric \"step\"",
-                                path, line_no, ty);
+            rc =
+                wisp_error_set(err, WISP_ERR_FORMAT,
+                               "%s:%zu: \"%s\" line without a numeric \"step\"", path, line_no, ty);
         } else if (strcmp(ty, "step") == 0) {
             while (t->n_steps > 0 && t->steps[t->n_steps - 1].step >= (int64_t)step) {
                 t->n_steps--;
@@ -802,9 +819,9 @@ static int s_parse_metrics(wisp_report_train_t *t, const char *path, char *text,
             }
             if (rc == WISP_OK)
                 t->steps[t->n_steps++] = (wisp_report_step_t){
-                    (int64_t)step,      s_num(j, "epoch"), s_num(j, "loss"),     s_num(j, "lr"),
-                    s_num(j, "acc"),    s_num(j, "clips_per_s"), s_num(j, "grad_norm"),
-                    s_num(j, "failed")};
+                    (int64_t)step,         s_num(j, "epoch"), s_num(j, "loss"),
+                    s_num(j, "lr"),        s_num(j, "acc"),   s_num(j, "clips_per_s"),
+                    s_num(j, "grad_norm"), s_num(j, "failed")};
         } else if (strcmp(ty, "eval") == 0) {
             while (t->n_evals > 0 && t->evals[t->n_evals - 1].step >= (int64_t)step) {
                 t->n_evals--;
@@ -919,8 +936,9 @@ static void s_print_series(FILE *out, const char *name, const wisp_report_step_t
 #define S_V(i) (*(const double *)((const char *)&s[i] + off))
     /* Smoothed ends: the mean of the first and last tenth of the run. */
     size_t tenth = n / 10 ? n / 10 : 1;
-    fprintf(out, "  %-10s first %.4g (step %lld), last %.4g (step %lld), %s %.4g (step %lld); "
-                 "mean of first/last 10%%: %.4g -> %.4g\n",
+    fprintf(out,
+            "  %-10s first %.4g (step %lld), last %.4g (step %lld), %s %.4g (step %lld); "
+            "mean of first/last 10%%: %.4g -> %.4g\n",
             name, S_V(first), (long long)s[first].step, S_V(last), (long long)s[last].step,
             best_is_max ? "max" : "min", S_V(best), (long long)s[best].step,
             s_mean(s, 0, tenth, off), s_mean(s, n - tenth, n, off));
@@ -1001,8 +1019,8 @@ void wisp_report_train_print(const wisp_report_train_t *t, FILE *out)
      * epoch of the last step logged at or before it (so both 0- and 1-based and
      * fractional epoch conventions line up). */
     if (n > 0 && !isnan(s[0].epoch)) {
-        fprintf(out, "\nper epoch:\n  %6s %7s %10s %10s %10s %10s %10s\n", "epoch", "steps",
-                "loss", "train_acc", "clips/s", "val_loss", "val_acc");
+        fprintf(out, "\nper epoch:\n  %6s %7s %10s %10s %10s %10s %10s\n", "epoch", "steps", "loss",
+                "train_acc", "clips/s", "val_loss", "val_acc");
         size_t a = 0, shown = 0;
         while (a < n) {
             double e = floor(s[a].epoch);
@@ -1114,9 +1132,10 @@ static FILE *s_gp_open(const char *png_path, int width, int height, wisp_error_t
         return NULL;
     }
     /* pngcairo draws antialiased text; plain png (libgd) is the fallback. */
-    fprintf(gp, "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) "
-                "{ set terminal pngcairo size %d,%d noenhanced font ',10' } "
-                "else { set terminal png size %d,%d noenhanced }\n",
+    fprintf(gp,
+            "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) "
+            "{ set terminal pngcairo size %d,%d noenhanced font ',10' } "
+            "else { set terminal png size %d,%d noenhanced }\n",
             width, height, width, height);
     fprintf(gp, "set output ");
     s_gp_quote(gp, png_path);
@@ -1148,10 +1167,11 @@ int wisp_report_plot_confusion(const wisp_report_results_t *r, const char *png_p
         return err ? err->code : WISP_ERR_IO;
     fprintf(gp, "set title 'Confusion matrix (rows normalised), accuracy %.3f on %zu clips'\n",
             r->accuracy, r->n_scored);
-    fprintf(gp, "set xlabel 'predicted'\nset ylabel 'true'\nset size ratio -1\n"
-                "set xrange [-0.5:%d.5]\nset yrange [%d.5:-0.5]\nset cbrange [0:1]\n"
-                "set palette defined (0 'white', 1 '#08519c')\nset tics scale 0\n"
-                "set xtics rotate by 45 right\n",
+    fprintf(gp,
+            "set xlabel 'predicted'\nset ylabel 'true'\nset size ratio -1\n"
+            "set xrange [-0.5:%d.5]\nset yrange [%d.5:-0.5]\nset cbrange [0:1]\n"
+            "set palette defined (0 'white', 1 '#08519c')\nset tics scale 0\n"
+            "set xtics rotate by 45 right\n",
             C - 1, C - 1);
     fprintf(gp, "set xtics (");
     for (int c = 0; c < C; c++) {

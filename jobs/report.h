@@ -73,7 +73,7 @@ typedef struct {
 } wisp_report_step_t;
 
 typedef struct {
-    int64_t step;    /* step after which the evaluation ran */
+    int64_t step; /* step after which the evaluation ran */
     double epoch;
     double val_loss; /* NAN when absent */
     double val_acc;  /* NAN when absent */
@@ -85,11 +85,11 @@ typedef struct {
     size_t n_steps;
     wisp_report_eval_t *evals; /* [n_evals] in file order */
     size_t n_evals;
-    size_t n_other;            /* lines with another "type" (ignored) */
-    size_t n_superseded;       /* lines replaced by a resumed run re-logging their steps */
-    cJSON *adapter_config;     /* adapter/adapter_config.json; NULL when absent */
-    cJSON *head_config;        /* head/head_config.json; NULL when absent */
-    char **labels;             /* [n_labels] from the head config (labels or id2label) */
+    size_t n_other;        /* lines with another "type" (ignored) */
+    size_t n_superseded;   /* lines replaced by a resumed run re-logging their steps */
+    cJSON *adapter_config; /* adapter/adapter_config.json; NULL when absent */
+    cJSON *head_config;    /* head/head_config.json; NULL when absent */
+    char **labels;         /* [n_labels] from the head config (labels or id2label) */
     int n_labels;
 } wisp_report_train_t;
 

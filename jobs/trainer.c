@@ -37,33 +37,33 @@ static size_t s_item_rec_bytes(size_t num_params)
 }
 
 struct wisp_trainer {
-    wisp_trainer_opts_t opts;  /* copy; string members are not used after _new */
+    wisp_trainer_opts_t opts; /* copy; string members are not used after _new */
     wisp_model_t *model;
     wisp_adamw_t *opt;
-    wisp_mel_t *mel;           /* feature extractor (this thread's) */
+    wisp_mel_t *mel; /* feature extractor (this thread's) */
     int n_mels;
     int num_labels;
-    int max_frames;            /* planned frames per clip */
-    int micro_batch;           /* planned clips per forward_backward */
-    float *class_weights;      /* (num_labels) or NULL */
-    size_t *seg_sizes;         /* (n_seg) element counts of the trainable tensors */
+    int max_frames;       /* planned frames per clip */
+    int micro_batch;      /* planned clips per forward_backward */
+    float *class_weights; /* (num_labels) or NULL */
+    size_t *seg_sizes;    /* (n_seg) element counts of the trainable tensors */
     int n_seg;
-    char **class_names;        /* (num_labels) owned copies given to a fresh head */
+    char **class_names; /* (num_labels) owned copies given to a fresh head */
     wisp_trainer_reduce_fn reduce;
     void *reduce_ctx;
-    int per_item;              /* fixed-order mode (wisp_trainer_set_per_item) */
+    int per_item;                  /* fixed-order mode (wisp_trainer_set_per_item) */
     wisp_trainer_gather_fn gather; /* its exchange (NULL: this process only) */
     void *gather_ctx;
-    unsigned char *item_rec;   /* (cap_item_rec) bytes: this process's item records */
+    unsigned char *item_rec; /* (cap_item_rec) bytes: this process's item records */
     size_t cap_item_rec;
     /* Per-step scratch, grown on demand (decoding dominates its cost). */
-    float *clip_mel;           /* (cap_clips, n_mels, max_frames) decoded features */
-    s_clip_t *clips;           /* (cap_clips) */
-    int *order;                /* (cap_clips) clip indices sorted by frame count */
+    float *clip_mel; /* (cap_clips, n_mels, max_frames) decoded features */
+    s_clip_t *clips; /* (cap_clips) */
+    int *order;      /* (cap_clips) clip indices sorted by frame count */
     int cap_clips;
-    float *batch_mel;          /* (micro_batch, n_mels, max_frames) */
-    int *batch_labels;         /* (micro_batch) */
-    float *logits;             /* (micro_batch, num_labels) */
+    float *batch_mel;  /* (micro_batch, n_mels, max_frames) */
+    int *batch_labels; /* (micro_batch) */
+    float *logits;     /* (micro_batch, num_labels) */
 };
 
 void wisp_trainer_default_opts(wisp_trainer_opts_t *o)
@@ -145,7 +145,8 @@ static int s_setup_head(wisp_trainer_t *self, const wisp_trainer_opts_t *o, wisp
     for (int i = 0; i < o->num_labels; i++) {
         char buf[32];
         snprintf(buf, sizeof buf, "LABEL_%d", i);
-        self->class_names[i] = strdup(o->class_names && o->class_names[i] ? o->class_names[i] : buf);
+        self->class_names[i] =
+            strdup(o->class_names && o->class_names[i] ? o->class_names[i] : buf);
         if (!self->class_names[i])
             return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
     }
@@ -186,8 +187,8 @@ wisp_trainer_t *wisp_trainer_new(const wisp_trainer_opts_t *opts, wisp_error_t *
     if (wisp_path_join(cpath, sizeof cpath, opts->model_dir, "config.json") != WISP_OK ||
         wisp_whisper_config_load(&wc, cpath, err) != WISP_OK)
         goto fail;
-    int limit = 2 * wc.max_source_positions < WISP_N_FRAMES ? 2 * wc.max_source_positions
-                                                             : WISP_N_FRAMES;
+    int limit =
+        2 * wc.max_source_positions < WISP_N_FRAMES ? 2 * wc.max_source_positions : WISP_N_FRAMES;
     wisp_whisper_config_free(&wc);
     self->max_frames = opts->max_frames > 0 && opts->max_frames < limit ? opts->max_frames : limit;
     if (self->max_frames % 2)
@@ -216,8 +217,8 @@ wisp_trainer_t *wisp_trainer_new(const wisp_trainer_opts_t *opts, wisp_error_t *
     self->opt = wisp_adamw_new(wisp_model_num_params(self->model), &opts->adamw);
     self->n_seg = wisp_model_num_param_tensors(self->model);
     self->seg_sizes = calloc((size_t)self->n_seg + 1, sizeof(size_t));
-    self->batch_mel = wisp_alloc((size_t)self->micro_batch * self->n_mels * self->max_frames *
-                                 sizeof(float));
+    self->batch_mel =
+        wisp_alloc((size_t)self->micro_batch * self->n_mels * self->max_frames * sizeof(float));
     self->batch_labels = calloc((size_t)self->micro_batch, sizeof(int));
     self->logits = calloc((size_t)self->micro_batch * self->num_labels, sizeof(float));
     if (!self->opt || !self->seg_sizes || !self->batch_mel || !self->batch_labels ||
@@ -298,10 +299,22 @@ size_t wisp_trainer_item_record_bytes(const wisp_trainer_t *self)
     return s_item_rec_bytes(wisp_model_num_params(self->model));
 }
 
-wisp_model_t *wisp_trainer_model(wisp_trainer_t *self) { return self->model; }
-wisp_adamw_t *wisp_trainer_optimizer(wisp_trainer_t *self) { return self->opt; }
-int wisp_trainer_num_labels(const wisp_trainer_t *self) { return self->num_labels; }
-long wisp_trainer_steps(const wisp_trainer_t *self) { return wisp_adamw_steps(self->opt); }
+wisp_model_t *wisp_trainer_model(wisp_trainer_t *self)
+{
+    return self->model;
+}
+wisp_adamw_t *wisp_trainer_optimizer(wisp_trainer_t *self)
+{
+    return self->opt;
+}
+int wisp_trainer_num_labels(const wisp_trainer_t *self)
+{
+    return self->num_labels;
+}
+long wisp_trainer_steps(const wisp_trainer_t *self)
+{
+    return wisp_adamw_steps(self->opt);
+}
 
 /* ---- one step ----------------------------------------------------------- */
 
@@ -417,9 +430,9 @@ static int s_accumulate(wisp_trainer_t *self, const s_clip_t *clips, int nc, lon
             B++;
         }
         double ls = 0.0, ws = 0.0;
-        int rc = wisp_model_forward_backward(self->model, self->batch_mel, B, frames,
-                                             self->batch_labels, self->class_weights, grad_scale,
-                                             &ls, &ws, self->logits);
+        int rc =
+            wisp_model_forward_backward(self->model, self->batch_mel, B, frames, self->batch_labels,
+                                        self->class_weights, grad_scale, &ls, &ws, self->logits);
         if (rc != WISP_OK)
             return wisp_error_set(err, rc, "trainer: forward/backward failed (%s)",
                                   wisp_strerror(rc));
@@ -469,14 +482,16 @@ static int s_accumulate_items(wisp_trainer_t *self, const s_clip_t *clips, int n
     size_t np = wisp_model_num_params(self->model);
     size_t rec = s_item_rec_bytes(np);
     size_t nl = (size_t)nc + (size_t)failed; /* phase 1 records (2 doubles each) */
-    size_t need = (size_t)nc * rec > nl * 2 * sizeof(double) ? (size_t)nc * rec : nl * 2 * sizeof(double);
+    size_t need =
+        (size_t)nc * rec > nl * 2 * sizeof(double) ? (size_t)nc * rec : nl * 2 * sizeof(double);
     if (need > self->cap_item_rec) {
         free(self->item_rec);
         self->item_rec = malloc(need ? need : 1);
         self->cap_item_rec = self->item_rec ? need : 0;
         if (!self->item_rec)
             return wisp_error_set(err, WISP_ERR_NOMEM,
-                                  "trainer: out of memory for %d per-item gradients (%zu bytes)", nc, need);
+                                  "trainer: out of memory for %d per-item gradients (%zu bytes)",
+                                  nc, need);
     }
     /* 1. Weight sum in global item order: records (weight, failed) per labeled item. */
     double *wr = (double *)self->item_rec;
@@ -501,7 +516,8 @@ static int s_accumulate_items(wisp_trainer_t *self, const s_clip_t *clips, int n
     /* Every process computed the same wsum, so all of them stop here together. */
     if (!(wsum > 0.0))
         return wisp_error_set(err, WISP_ERR_ARG,
-                              "trainer: no usable labeled clip in the batch (%ld failed)", failed_all);
+                              "trainer: no usable labeled clip in the batch (%ld failed)",
+                              failed_all);
     float grad_scale = (float)(1.0 / wsum);
 
     /* 2. One forward_backward per item into its own record. */
@@ -512,10 +528,12 @@ static int s_accumulate_items(wisp_trainer_t *self, const s_clip_t *clips, int n
         double ls = 0.0, ws = 0.0;
         int label = clips[i].label;
         wisp_model_zero_grads(self->model);
-        int rc = wisp_model_forward_backward(self->model, clips[i].mel, 1, clips[i].frames, &label,
-                                             self->class_weights, grad_scale, &ls, &ws, self->logits);
+        int rc =
+            wisp_model_forward_backward(self->model, clips[i].mel, 1, clips[i].frames, &label,
+                                        self->class_weights, grad_scale, &ls, &ws, self->logits);
         if (rc != WISP_OK)
-            return wisp_error_set(err, rc, "trainer: forward/backward failed (%s)", wisp_strerror(rc));
+            return wisp_error_set(err, rc, "trainer: forward/backward failed (%s)",
+                                  wisp_strerror(rc));
         hdr[0] = ls;
         hdr[1] = ws;
         hdr[2] = s_argmax(self->logits, self->num_labels) == label;
@@ -524,7 +542,8 @@ static int s_accumulate_items(wisp_trainer_t *self, const s_clip_t *clips, int n
     }
     /* 3. All records in global item order, summed in that order. */
     if (s_gather(self, self->item_rec, (size_t)nc, rec, &all, &n_all) != WISP_OK)
-        return wisp_error_set(err, WISP_ERR_MPI, "trainer: exchange of the per-item gradients failed");
+        return wisp_error_set(err, WISP_ERR_MPI,
+                              "trainer: exchange of the per-item gradients failed");
     wisp_model_zero_grads(self->model);
     double loss_sum = 0.0, weight_sum = 0.0, correct = 0.0;
     for (size_t i = 0; i < n_all; i++) {
@@ -760,9 +779,8 @@ void wisp_trainer_fingerprint(const wisp_trainer_t *self, const char *extra, cha
     const wisp_trainer_opts_t *o = &self->opts;
     if (s)
         s[0] = '\0';
-    s_appendf(&s, &len, &cap, "model d=%d L=%d H=%d F=%d mels=%d;", mc->d_model,
-              mc->encoder_layers, mc->encoder_attention_heads, mc->encoder_ffn_dim,
-              mc->num_mel_bins);
+    s_appendf(&s, &len, &cap, "model d=%d L=%d H=%d F=%d mels=%d;", mc->d_model, mc->encoder_layers,
+              mc->encoder_attention_heads, mc->encoder_ffn_dim, mc->num_mel_bins);
     if (ac && ac->full) {
         char *j = cJSON_PrintUnformatted(ac->full);
         s_appendf(&s, &len, &cap, "adapter %s %s;", ac->name, j ? j : "?");
@@ -930,8 +948,8 @@ static int s_evaluate(wisp_trainer_t *self, const wisp_trainer_item_t *val, int 
     double vl = wsum > 0 ? loss / wsum : NAN, va = count > 0 ? (double)correct / count : NAN;
     if (progress)
         fprintf(stderr, "\n");
-    WISP_LOGI("epoch %ld step %ld: val_acc=%.4f val_loss=%.4f (%ld clips, %ld failed)", epoch,
-              step, va, vl, count, failed);
+    WISP_LOGI("epoch %ld step %ld: val_acc=%.4f val_loss=%.4f (%ld clips, %ld failed)", epoch, step,
+              va, vl, count, failed);
     wisp_trainer_log_eval(metrics, step, epoch, vl, va);
     return WISP_OK;
 }
@@ -947,8 +965,8 @@ int wisp_trainer_run(wisp_trainer_t *self, const wisp_trainer_item_t *train, int
     char root[4096], path[4096], extra[1024];
     const char *outdir = ro->outdir ? ro->outdir : ".";
     if (n <= 0 || ro->batch < 1)
-        return wisp_error_set(err, WISP_ERR_ARG, "train: %s", n <= 0 ? "no training items"
-                                                                     : "batch size < 1");
+        return wisp_error_set(err, WISP_ERR_ARG, "train: %s",
+                              n <= 0 ? "no training items" : "batch size < 1");
     long per_epoch = (n + ro->batch - 1) / ro->batch;
     long total = ro->steps >= 0 ? ro->steps : ro->epochs * per_epoch;
     if (self->opts.total_steps <= 0)
@@ -1013,8 +1031,8 @@ int wisp_trainer_run(wisp_trainer_t *self, const wisp_trainer_item_t *train, int
     long steps_done_here = 0;
     while (st.step < total) {
         if (st.pos >= n) { /* epoch boundary */
-            if (nv > 0 && (rc = s_evaluate(self, val, nv, st.step, st.epoch, metrics,
-                                           ro->progress, err)))
+            if (nv > 0 &&
+                (rc = s_evaluate(self, val, nv, st.step, st.epoch, metrics, ro->progress, err)))
                 goto done;
             st.epoch++;
             st.pos = 0;

@@ -37,19 +37,19 @@ typedef struct {
 
 typedef struct {
     /* Model. */
-    const char *model_dir;      /* HF checkpoint directory */
-    const char *adapter_config; /* JSON file: an adapter config dict or adapter_config.json */
-    const char *preset;         /* seq_bn | double_seq_bn | par_bn | lora | ia3 (or NULL) */
-    const char *adapter_dir;    /* start from this adapter instead of a fresh one (or NULL) */
-    const char *head_dir;       /* start from this head (or NULL: fresh head) */
-    int num_labels;             /* fresh head: number of classes (> 1) */
+    const char *model_dir;          /* HF checkpoint directory */
+    const char *adapter_config;     /* JSON file: an adapter config dict or adapter_config.json */
+    const char *preset;             /* seq_bn | double_seq_bn | par_bn | lora | ia3 (or NULL) */
+    const char *adapter_dir;        /* start from this adapter instead of a fresh one (or NULL) */
+    const char *head_dir;           /* start from this head (or NULL: fresh head) */
+    int num_labels;                 /* fresh head: number of classes (> 1) */
     const char *const *class_names; /* fresh head: id2label (num_labels), NULL: "LABEL_i" */
-    int proj_size;              /* fresh head: classifier_proj_size, 0: from config.json */
-    int weighted_layer_sum;     /* fresh head: -1 from config.json, 0 off, 1 on */
+    int proj_size;                  /* fresh head: classifier_proj_size, 0: from config.json */
+    int weighted_layer_sum;         /* fresh head: -1 from config.json, 0 off, 1 on */
     /* Data. */
-    int truncate;               /* truncated mel (NUMERICS 1.7) instead of padded 30 s */
-    int max_frames;             /* plan memory for clips up to this many frames (0: 3000) */
-    int micro_batch;            /* clips per forward_backward call (memory bound), >= 1 */
+    int truncate;    /* truncated mel (NUMERICS 1.7) instead of padded 30 s */
+    int max_frames;  /* plan memory for clips up to this many frames (0: 3000) */
+    int micro_batch; /* clips per forward_backward call (memory bound), >= 1 */
     /* Optimisation. */
     double lr;                  /* base learning rate (default 1e-3) */
     wisp_adamw_opts_t adamw;    /* betas, eps, weight decay (torch defaults) */
@@ -185,21 +185,21 @@ int wisp_trainer_metrics_open(const char *path, long keep_through_step, FILE **o
 
 /* ---- The whole local loop (wisp train) --------------------------------- */
 typedef struct {
-    const char *outdir;       /* metrics.jsonl, checkpoints/, adapter/, head/ */
-    long epochs;              /* default 1 (ignored when steps >= 0) */
-    long steps;               /* total optimizer steps, -1: epochs * steps per epoch */
-    int batch;                /* clips per optimizer step (micro_batch * accum) */
-    long checkpoint_every;    /* steps between checkpoints (0: only at the end) */
-    int keep_checkpoints;     /* newest checkpoints kept (default 2) */
-    int resume;               /* continue from OUTDIR/checkpoints/LATEST */
-    long stop_after;          /* stop (with a checkpoint) after this many steps in total,
-                                 -1: run to the end (tests of resume) */
-    const char *dump_grads;   /* write the first step's gradients here (or NULL) */
-    int progress;             /* \r progress line on stderr */
+    const char *outdir;            /* metrics.jsonl, checkpoints/, adapter/, head/ */
+    long epochs;                   /* default 1 (ignored when steps >= 0) */
+    long steps;                    /* total optimizer steps, -1: epochs * steps per epoch */
+    int batch;                     /* clips per optimizer step (micro_batch * accum) */
+    long checkpoint_every;         /* steps between checkpoints (0: only at the end) */
+    int keep_checkpoints;          /* newest checkpoints kept (default 2) */
+    int resume;                    /* continue from OUTDIR/checkpoints/LATEST */
+    long stop_after;               /* stop (with a checkpoint) after this many steps in total,
+                                      -1: run to the end (tests of resume) */
+    const char *dump_grads;        /* write the first step's gradients here (or NULL) */
+    int progress;                  /* \r progress line on stderr */
     const char *fingerprint_extra; /* mixed into the fingerprint (manifest identity) */
-    const volatile int *stop;  /* when it becomes non-zero (a signal handler), the run
-                                  checkpoints after the current step and returns
-                                  WISP_ERR_INTERRUPTED; NULL: not watched */
+    const volatile int *stop;      /* when it becomes non-zero (a signal handler), the run
+                                      checkpoints after the current step and returns
+                                      WISP_ERR_INTERRUPTED; NULL: not watched */
 } wisp_trainer_run_opts_t;
 
 void wisp_trainer_default_run_opts(wisp_trainer_run_opts_t *opts);

@@ -28,7 +28,8 @@ static const s_command_t s_commands[] = {
     {"inspect", wisp_cmd_inspect, "show what a checkpoint, adapter or head directory holds"},
 #endif
 #ifdef WISP_HAVE_CMD_INIT_MODEL
-    {"init-model", wisp_cmd_init_model, "write a randomly initialised Whisper checkpoint (HF layout)"},
+    {"init-model", wisp_cmd_init_model,
+     "write a randomly initialised Whisper checkpoint (HF layout)"},
 #endif
 #ifdef WISP_HAVE_CMD_SYNTH
     {"synth", wisp_cmd_synth, "write a labeled synthetic audio dataset with manifests"},
@@ -41,7 +42,8 @@ static const s_command_t s_commands[] = {
 
 static void s_usage(FILE *out)
 {
-    fprintf(out, "usage: wisp COMMAND [options]   (wisp COMMAND --help for details)\n\ncommands:\n");
+    fprintf(out,
+            "usage: wisp COMMAND [options]   (wisp COMMAND --help for details)\n\ncommands:\n");
     for (const s_command_t *c = s_commands; c->name; c++)
         fprintf(out, "  %-11s %s\n", c->name, c->summary);
     fprintf(out, "\nDistributed runs: wisp-coordinator JOB.json, mpirun -np N wisp-worker.\n"

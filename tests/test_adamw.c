@@ -10,7 +10,7 @@
 #include "adamw.h"
 #include "util.h"
 
-#define N 37
+#define N     37
 #define STEPS 6
 static const size_t s_sizes[2] = {20, 17};
 

@@ -199,8 +199,7 @@ static void test_every_libsndfile_format_decodes_to_16k_mono(void **state)
             fail_msg("%s: %zu samples for 1 s", cases[c].name, a.n);
         double rms = s_sine_rms_error(&a, 800);
         if (!(rms <= cases[c].max_rms))
-            fail_msg("%s: rms error %.3g vs the sine > %.3g", cases[c].name, rms,
-                     cases[c].max_rms);
+            fail_msg("%s: rms error %.3g vs the sine > %.3g", cases[c].name, rms, cases[c].max_rms);
         wisp_audio_free(&a);
     }
 }

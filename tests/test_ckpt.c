@@ -94,8 +94,11 @@ static wisp_model_t *s_model(const char *preset, uint64_t seed)
     assert_int_equal(wisp_model_set_adapter(m, &ac, 1, &e), WISP_OK);
     wisp_adapter_config_free(&ac);
     char *names[3] = {"a", "b", "c"};
-    wisp_head_config_t hc = {.num_labels = 3, .classifier_proj_size = 4,
-                             .use_weighted_layer_sum = 1, .num_hidden_layers = 1, .d_model = D,
+    wisp_head_config_t hc = {.num_labels = 3,
+                             .classifier_proj_size = 4,
+                             .use_weighted_layer_sum = 1,
+                             .num_hidden_layers = 1,
+                             .d_model = D,
                              .id2label = names};
     assert_int_equal(wisp_model_init_head(m, &hc, 2, &e), WISP_OK);
     wisp_rng_t r;
@@ -122,8 +125,11 @@ static wisp_adamw_t *s_opt(wisp_model_t *m, uint64_t seed, long steps)
 
 static wisp_ckpt_state_t s_state(long step)
 {
-    wisp_ckpt_state_t st = {.step = step, .epoch = 3, .pos = 40,
-                            .data_seed = 0xfedcba9876543210ull, .rng_state = 0x0123456789abcdefull};
+    wisp_ckpt_state_t st = {.step = step,
+                            .epoch = 3,
+                            .pos = 40,
+                            .data_seed = 0xfedcba9876543210ull,
+                            .rng_state = 0x0123456789abcdefull};
     snprintf(st.fingerprint, sizeof st.fingerprint, "%064d", 7);
     return st;
 }

@@ -32,9 +32,12 @@ static void s_adapter_and_head(char *adapter, char *head, size_t n)
     assert_int_equal(wisp_model_set_adapter(m, &ac, 3, &e), WISP_OK);
     wisp_adapter_config_free(&ac);
     char *names[NLAB] = {"a", "b", "c", "d"};
-    wisp_head_config_t hc = {.num_labels = NLAB, .classifier_proj_size = PROJ,
-                             .use_weighted_layer_sum = 1, .num_hidden_layers = L,
-                             .d_model = D, .id2label = names};
+    wisp_head_config_t hc = {.num_labels = NLAB,
+                             .classifier_proj_size = PROJ,
+                             .use_weighted_layer_sum = 1,
+                             .num_hidden_layers = L,
+                             .d_model = D,
+                             .id2label = names};
     assert_int_equal(wisp_model_init_head(m, &hc, 4, &e), WISP_OK);
     /* Larger head weights than the init so the classes differ clearly. */
     float *p = wisp_model_params(m);

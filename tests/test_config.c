@@ -60,11 +60,13 @@ static void test_bad_json_names_file_line_and_column(void **state)
 static void test_json_is_written_like_python_json_dump(void **state)
 {
     (void)state;
-    cJSON *o = cJSON_Parse("{\"b\":[1,2.5,\"x\\n\"],\"a\":{},\"c\":[],\"d\":{\"e\":null,\"f\":true,\"g\":0.0001}}");
+    cJSON *o = cJSON_Parse(
+        "{\"b\":[1,2.5,\"x\\n\"],\"a\":{},\"c\":[],\"d\":{\"e\":null,\"f\":true,\"g\":0.0001}}");
     assert_non_null(o);
     char *text = wisp_json_print(o);
-    assert_string_equal(text, "{\n  \"b\": [\n    1,\n    2.5,\n    \"x\\n\"\n  ],\n  \"a\": {},\n  \"c\": [],\n"
-                              "  \"d\": {\n    \"e\": null,\n    \"f\": true,\n    \"g\": 0.0001\n  }\n}\n");
+    assert_string_equal(
+        text, "{\n  \"b\": [\n    1,\n    2.5,\n    \"x\\n\"\n  ],\n  \"a\": {},\n  \"c\": [],\n"
+              "  \"d\": {\n    \"e\": null,\n    \"f\": true,\n    \"g\": 0.0001\n  }\n}\n");
     free(text);
     const char *p = s_tmp("w.json");
     assert_int_equal(wisp_json_save(p, o, NULL), 0);
@@ -144,9 +146,12 @@ static void test_whisper_config_refuses_what_wisp_cannot_run(void **state)
     s_expect_whisper_refused("encoder_layers", "\"four\"", "\"encoder_layers\"");
     s_expect_whisper_refused("id2label", "{\"0\": \"a\", \"2\": \"b\"}", "id2label key \"2\"");
     s_expect_whisper_refused("id2label", "{\"0\": \"a\", \"1\": \"a\"}", "appears twice");
-    s_expect_whisper_refused_in("whisper_cls.json", "num_labels", "5", "num_labels is 5 but id2label has 3");
-    s_expect_whisper_refused_in("whisper_cls.json", "label2id", "{\"dog\": 0}", "\"label2id\" must be");
-    s_expect_whisper_refused("label2id", "{\"LABEL_0\": 1, \"LABEL_1\": 0}", "label2id[\"LABEL_0\"]");
+    s_expect_whisper_refused_in("whisper_cls.json", "num_labels", "5",
+                                "num_labels is 5 but id2label has 3");
+    s_expect_whisper_refused_in("whisper_cls.json", "label2id", "{\"dog\": 0}",
+                                "\"label2id\" must be");
+    s_expect_whisper_refused("label2id", "{\"LABEL_0\": 1, \"LABEL_1\": 0}",
+                             "label2id[\"LABEL_0\"]");
 }
 
 static void test_num_labels_alone_gives_generic_label_names(void **state)
@@ -171,8 +176,9 @@ static void test_size_presets_have_the_published_dimensions(void **state)
         const char *name;
         int d, l, h, f, m;
     } want[] = {
-        {"tiny", 384, 4, 6, 1536, 80},     {"base", 512, 6, 8, 2048, 80},     {"small", 768, 12, 12, 3072, 80},
-        {"medium", 1024, 24, 16, 4096, 80}, {"large", 1280, 32, 20, 5120, 80}, {"large-v3", 1280, 32, 20, 5120, 128},
+        {"tiny", 384, 4, 6, 1536, 80},     {"base", 512, 6, 8, 2048, 80},
+        {"small", 768, 12, 12, 3072, 80},  {"medium", 1024, 24, 16, 4096, 80},
+        {"large", 1280, 32, 20, 5120, 80}, {"large-v3", 1280, 32, 20, 5120, 128},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         wisp_whisper_config_t c;
@@ -202,7 +208,8 @@ static void test_config_json_round_trips_with_hf_keys(void **state)
     assert_int_equal(wisp_json_save(p, j, NULL), 0);
     assert_string_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "architectures"), 0)->valuestring,
                         "WhisperForAudioClassification");
-    assert_int_equal(cJSON_GetObjectItem(j, "vocab_size")->valueint, 51866); /* 128 mels: large-v3 */
+    assert_int_equal(cJSON_GetObjectItem(j, "vocab_size")->valueint,
+                     51866); /* 128 mels: large-v3 */
     assert_int_equal(cJSON_GetObjectItem(j, "decoder_layers")->valueint, 4);
     assert_int_equal(cJSON_GetObjectItem(j, "decoder_ffn_dim")->valueint, 1536);
     assert_int_equal(cJSON_GetObjectItem(j, "max_target_positions")->valueint, 448);
@@ -228,7 +235,8 @@ static void test_config_json_round_trips_with_hf_keys(void **state)
     assert_int_equal(wisp_whisper_config_preset(&t, "tiny", NULL), 0);
     j = wisp_whisper_config_to_json(&t);
     assert_int_equal(cJSON_GetObjectItem(j, "vocab_size")->valueint, 51865);
-    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "id2label"), "1")->valuestring, "LABEL_1");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "id2label"), "1")->valuestring,
+                        "LABEL_1");
     cJSON_Delete(j);
     wisp_whisper_config_free(&t);
     wisp_whisper_config_free(&c);
@@ -315,7 +323,9 @@ static void s_expect_adapter_refused(const char *json, const char *needle)
     s_assert_contains(e.msg, needle);
 }
 
-#define S_BN "\"mh_adapter\":false,\"output_adapter\":true,\"reduction_factor\":16,\"non_linearity\":\"relu\""
+#define S_BN                                                                                       \
+    "\"mh_adapter\":false,\"output_adapter\":true,\"reduction_factor\":16,\"non_linearity\":"      \
+    "\"relu\""
 
 static void test_unsupported_adapter_fields_are_refused_by_name(void **state)
 {
@@ -326,31 +336,42 @@ static void test_unsupported_adapter_fields_are_refused_by_name(void **state)
     s_expect_adapter_refused("{" S_BN ",\"scaling\":\"learned\"}", "field scaling = \"learned\"");
     s_expect_adapter_refused("{" S_BN ",\"scaling\":\"channel\"}", "field scaling = \"channel\"");
     s_expect_adapter_refused("{" S_BN ",\"colour\":\"blue\"}", "unknown field colour");
-    s_expect_adapter_refused("{" S_BN ",\"residual_before_ln\":\"post_add\"}", "field residual_before_ln");
+    s_expect_adapter_refused("{" S_BN ",\"residual_before_ln\":\"post_add\"}",
+                             "field residual_before_ln");
     s_expect_adapter_refused("{" S_BN ",\"dropout\":0.1}", "field dropout = 0.1");
     s_expect_adapter_refused("{" S_BN ",\"inv_adapter\":\"nice\"}", "field inv_adapter");
     s_expect_adapter_refused("{" S_BN ",\"cross_adapter\":true}", "field cross_adapter");
     s_expect_adapter_refused("{" S_BN ",\"stochastic_depth\":0.1}", "field stochastic_depth");
     s_expect_adapter_refused("{" S_BN ",\"leave_out\":[\"x\"]}", "field leave_out");
     s_expect_adapter_refused("{" S_BN ",\"init_weights\":\"xavier\"}", "field init_weights");
-    s_expect_adapter_refused("{\"mh_adapter\":false,\"output_adapter\":true,\"reduction_factor\":16,"
-                             "\"non_linearity\":\"mish\"}",
-                             "field non_linearity = \"mish\"");
-    s_expect_adapter_refused("{\"output_adapter\":true,\"reduction_factor\":16,\"non_linearity\":\"relu\"}",
-                             "missing field mh_adapter");
-    s_expect_adapter_refused("{" S_BN ",\"reduction_factor\":{\"x\":8}}", "reduction_factor has key \"x\"");
+    s_expect_adapter_refused(
+        "{\"mh_adapter\":false,\"output_adapter\":true,\"reduction_factor\":16,"
+        "\"non_linearity\":\"mish\"}",
+        "field non_linearity = \"mish\"");
+    s_expect_adapter_refused(
+        "{\"output_adapter\":true,\"reduction_factor\":16,\"non_linearity\":\"relu\"}",
+        "missing field mh_adapter");
+    s_expect_adapter_refused("{" S_BN ",\"reduction_factor\":{\"x\":8}}",
+                             "reduction_factor has key \"x\"");
     s_expect_adapter_refused("{" S_BN ",\"reduction_factor\":0}", "field reduction_factor");
-    s_expect_adapter_refused("{\"architecture\":\"prefix_tuning\"}", "field architecture = \"prefix_tuning\"");
+    s_expect_adapter_refused("{\"architecture\":\"prefix_tuning\"}",
+                             "field architecture = \"prefix_tuning\"");
     s_expect_adapter_refused("{\"architecture\":\"union\",\"configs\":[]}", "field architecture");
-    s_expect_adapter_refused("{\"architecture\":\"lora\",\"attn_matrices\":[\"q\",\"o\"]}", "attn_matrices holds \"o\"");
-    s_expect_adapter_refused("{\"architecture\":\"lora\",\"dropout\":0.05}", "field dropout = 0.05");
+    s_expect_adapter_refused("{\"architecture\":\"lora\",\"attn_matrices\":[\"q\",\"o\"]}",
+                             "attn_matrices holds \"o\"");
+    s_expect_adapter_refused("{\"architecture\":\"lora\",\"dropout\":0.05}",
+                             "field dropout = 0.05");
     s_expect_adapter_refused("{\"architecture\":\"lora\",\"use_gating\":true}", "field use_gating");
     s_expect_adapter_refused("{\"architecture\":\"lora\",\"vera_d\":0.1}", "field vera_d");
-    s_expect_adapter_refused("{\"architecture\":\"lora\",\"composition_mode\":\"scale\"}", "field r = 8");
-    s_expect_adapter_refused("{\"architecture\":\"lora\",\"composition_mode\":\"mul\"}", "field composition_mode");
+    s_expect_adapter_refused("{\"architecture\":\"lora\",\"composition_mode\":\"scale\"}",
+                             "field r = 8");
+    s_expect_adapter_refused("{\"architecture\":\"lora\",\"composition_mode\":\"mul\"}",
+                             "field composition_mode");
     s_expect_adapter_refused("{\"architecture\":\"lora\",\"dtype\":\"bfloat16\"}", "field dtype");
-    s_expect_adapter_refused("{\"architecture\":\"lora\",\"selfattn_lora\":false}", "adapts no matrix");
-    s_expect_adapter_refused("{\"architecture\":\"lora\",\"mh_adapter\":true}", "unknown field mh_adapter");
+    s_expect_adapter_refused("{\"architecture\":\"lora\",\"selfattn_lora\":false}",
+                             "adapts no matrix");
+    s_expect_adapter_refused("{\"architecture\":\"lora\",\"mh_adapter\":true}",
+                             "unknown field mh_adapter");
     s_expect_adapter_refused("[1]", "JSON object");
 }
 
@@ -395,8 +416,9 @@ static void test_accepted_variants_parse_to_the_right_values(void **state)
     assert_int_equal(wisp_adapter_config_bottleneck_dim(&a, 0, 64), 1); /* at least 1 */
     wisp_adapter_config_free(&a);
 
-    o = cJSON_Parse("{\"architecture\":\"lora\",\"r\":4,\"alpha\":16,\"attn_matrices\":[\"q\",\"k\",\"v\"],"
-                    "\"intermediate_lora\":true,\"output_lora\":true,\"leave_out\":[1]}");
+    o = cJSON_Parse(
+        "{\"architecture\":\"lora\",\"r\":4,\"alpha\":16,\"attn_matrices\":[\"q\",\"k\",\"v\"],"
+        "\"intermediate_lora\":true,\"output_lora\":true,\"leave_out\":[1]}");
     assert_int_equal(wisp_adapter_config_parse(&a, o, "user.json", NULL), 0);
     cJSON_Delete(o);
     assert_int_equal(a.kind, WISP_ADAPTER_LORA);
@@ -453,12 +475,14 @@ static void test_saved_adapter_dir_matches_the_library_layout_and_reloads(void *
     assert_int_equal(wisp_adapter_config_save_dir(&a, dir, 384, "openai/whisper-tiny", NULL), 0);
     wisp_adapter_config_free(&a);
 
-    /* byte-identical to the Python-written fixture (apart from json.dump's missing final newline) */
+    /* byte-identical to the Python-written fixture (apart from json.dump's missing final newline)
+     */
     char path[1200], *mine, *py;
     size_t n1, n2;
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
     assert_int_equal(wisp_read_file(path, 1 << 20, &mine, &n1, NULL), 0);
-    assert_int_equal(wisp_read_file(s_data("adapter_seq_bn/adapter_config.json"), 1 << 20, &py, &n2, NULL), 0);
+    assert_int_equal(
+        wisp_read_file(s_data("adapter_seq_bn/adapter_config.json"), 1 << 20, &py, &n2, NULL), 0);
     assert_int_equal(n1, n2 + 1);
     assert_memory_equal(mine, py, n2);
     cJSON *a_json = cJSON_Parse(mine), *b_json = cJSON_Parse(py);
@@ -483,7 +507,8 @@ static void test_adapter_dir_for_another_model_is_refused(void **state)
     assert_int_equal(wisp_mkdir_p(dir, NULL), 0);
     char path[1200];
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-    const char *text = "{\"config\": {\"architecture\": \"lora\"}, \"model_type\": \"bert\", \"name\": \"x\"}";
+    const char *text =
+        "{\"config\": {\"architecture\": \"lora\"}, \"model_type\": \"bert\", \"name\": \"x\"}";
     assert_int_equal(wisp_write_file_atomic(path, text, strlen(text), NULL), 0);
     wisp_adapter_config_t a;
     wisp_error_t e = {0};
@@ -514,7 +539,8 @@ static void test_head_config_round_trips_and_maps_labels(void **state)
     assert_int_equal(wisp_head_config_label_id(&b, "snow"), -1);
     wisp_head_config_free(&b);
 
-    const char *bad = "{\"num_labels\": 2, \"id2label\": {\"0\": \"a\", \"1\": \"b\"}, \"d_model\": 8}";
+    const char *bad =
+        "{\"num_labels\": 2, \"id2label\": {\"0\": \"a\", \"1\": \"b\"}, \"d_model\": 8}";
     assert_int_equal(wisp_write_file_atomic(p, bad, strlen(bad), NULL), 0);
     wisp_error_t e = {0};
     assert_int_equal(wisp_head_config_load(&b, p, &e), WISP_ERR_FORMAT);
@@ -544,7 +570,8 @@ static void test_config_loaders_survive_random_byte_flips(void **state)
             int flips = 1 + (int)(wisp_rng_u64(&rng) % 3);
             static const char alphabet[] = " {}[]\":,0123456789.-etrufalsn\\x";
             for (int k = 0; k < flips; k++)
-                buf[wisp_rng_u64(&rng) % len] = alphabet[wisp_rng_u64(&rng) % (sizeof alphabet - 1)];
+                buf[wisp_rng_u64(&rng) % len] =
+                    alphabet[wisp_rng_u64(&rng) % (sizeof alphabet - 1)];
             FILE *fp = fopen(path, "wb");
             fwrite(buf, 1, len, fp);
             fclose(fp);

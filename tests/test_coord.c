@@ -51,7 +51,8 @@ static void s_cfg(wisp_jobcfg_t *cfg, const char *name, long items, char **extra
 {
     char json[1024];
     snprintf(json, sizeof json,
-             "{\"kind\":\"null\",\"output\":\"%s/%s.tsv\",\"seed\":11,\"null\":{\"items\":%ld,\"fail_every\":97},"
+             "{\"kind\":\"null\",\"output\":\"%s/"
+             "%s.tsv\",\"seed\":11,\"null\":{\"items\":%ld,\"fail_every\":97},"
              "\"cluster\":{\"shard_size\":10,\"credit\":2,\"lease_timeout\":1,\"heartbeat\":0.1,"
              "\"progress_interval\":60,\"commit_interval\":0.05}}",
              wisp_test_tmpdir(), name, items);
@@ -186,21 +187,30 @@ static void test_rogue_client_changes_nothing_in_the_output(void **state)
     assert_int_equal(zmq_connect(r, wisp_coord_endpoint(c.c)), 0);
     /* garbage, a wrong version, an unknown type, a lying length, a multi-frame message */
     s_raw(r, "garbage!", 8, 0);
-    s_rogue_msg(r, (wisp_msg_t){.version = 9, .type = WISP_MSG_HELLO, .worker = WISP_PROTO_NO_WORKER}, 0);
+    s_rogue_msg(
+        r, (wisp_msg_t){.version = 9, .type = WISP_MSG_HELLO, .worker = WISP_PROTO_NO_WORKER}, 0);
     s_rogue_msg(r, (wisp_msg_t){.type = 77}, 0);
     s_rogue_msg(r, (wisp_msg_t){.type = WISP_MSG_RESULT, .payload_len = 100}, 3);
     s_raw(r, "a", 1, 1);
     s_raw(r, "b", 1, 0);
     /* results for shards nobody leased to it, from a slot that is not its own */
-    s_rogue_msg(r, (wisp_msg_t){.type = WISP_MSG_RESULT, .worker = 0, .shard = 3, .first = 30, .count = 10}, 0);
+    s_rogue_msg(
+        r, (wisp_msg_t){.type = WISP_MSG_RESULT, .worker = 0, .shard = 3, .first = 30, .count = 10},
+        0);
     s_rogue_msg(r, (wisp_msg_t){.type = WISP_MSG_SHARD, .worker = 0}, 0);
     /* a HELLO with nonsense, then a proper one: it gets a slot and leases */
     const char *bad = "{\"rank\":5,\"size\":2}";
-    s_rogue_msg(r, (wisp_msg_t){.type = WISP_MSG_HELLO, .worker = WISP_PROTO_NO_WORKER,
-                                .payload = (const uint8_t *)bad, .payload_len = (uint32_t)strlen(bad)}, 0);
+    s_rogue_msg(r,
+                (wisp_msg_t){.type = WISP_MSG_HELLO,
+                             .worker = WISP_PROTO_NO_WORKER,
+                             .payload = (const uint8_t *)bad,
+                             .payload_len = (uint32_t)strlen(bad)},
+                0);
     /* (payload bytes are not copied by s_rogue_msg: the length lies, which is refused too) */
     const char *hello = "{\"rank\":0,\"size\":1}";
-    wisp_msg_t h = {.type = WISP_MSG_HELLO, .worker = WISP_PROTO_NO_WORKER, .payload = (const uint8_t *)hello,
+    wisp_msg_t h = {.type = WISP_MSG_HELLO,
+                    .worker = WISP_PROTO_NO_WORKER,
+                    .payload = (const uint8_t *)hello,
                     .payload_len = (uint32_t)strlen(hello)};
     assert_int_equal(wisp_proto_send(r, NULL, 0, &h, 0), 0);
     /* read WELCOME and its shards, answer one with a malformed payload, one for a
@@ -213,13 +223,19 @@ static void test_rogue_client_changes_nothing_in_the_output(void **state)
         zmq_msg_init(&f);
         zmq_msg_recv(&f, r, 0);
         wisp_msg_t m;
-        assert_int_equal(wisp_proto_decode(zmq_msg_data(&f), zmq_msg_size(&f), 1 << 20, &m, NULL), 0);
+        assert_int_equal(wisp_proto_decode(zmq_msg_data(&f), zmq_msg_size(&f), 1 << 20, &m, NULL),
+                         0);
         if (m.type == WISP_MSG_WELCOME)
             slot = m.worker;
         if (m.type == WISP_MSG_SHARD) {
             got_shards++;
-            wisp_msg_t res = {.type = WISP_MSG_RESULT, .worker = slot, .shard = m.shard, .first = m.first,
-                              .count = m.count, .payload = (const uint8_t *)"junkjunk", .payload_len = 8};
+            wisp_msg_t res = {.type = WISP_MSG_RESULT,
+                              .worker = slot,
+                              .shard = m.shard,
+                              .first = m.first,
+                              .count = m.count,
+                              .payload = (const uint8_t *)"junkjunk",
+                              .payload_len = 8};
             assert_int_equal(wisp_proto_send(r, NULL, 0, &res, 0), 0);
             res.shard = m.shard + 5;
             res.first = m.first + 50;

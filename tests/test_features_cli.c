@@ -124,8 +124,8 @@ static void test_bad_inputs_fail_alone_and_good_rows_hold_exact_features(void **
     float *x31 = s_noise(3, 496000);
     s_write(s_tmp(2, "long31.wav"), SF_FORMAT_WAV | SF_FORMAT_FLOAT, 16000, 1, x31, 496000);
     /* bad inputs, each with the word its error must contain */
-    static const char *reasons[] = {"no such file", "empty file", "not a readable audio file",
-                                    "no audio frames", "truncated", "is a directory"};
+    static const char *reasons[] = {"no such file",    "empty file", "not a readable audio file",
+                                    "no audio frames", "truncated",  "is a directory"};
     s_tmp(3, "missing.wav");
     s_write_text(s_tmp(4, "empty.wav"), "");
     s_write_text(s_tmp(5, "text.wav"), "just some text in a file named .wav\n");
@@ -139,9 +139,9 @@ static void test_bad_inputs_fail_alone_and_good_rows_hold_exact_features(void **
     assert_int_equal(mkdir(s_tmp(8, "dir.wav"), 0755), 0);
     const char *out = s_tmp(9, "feats.h5");
 
-    const char *argv[] = {"features", "-q", "-o", out, s_paths[0], s_paths[3], s_paths[1],
-                          s_paths[4], s_paths[5], s_paths[2], s_paths[6], s_paths[7],
-                          s_paths[8]};
+    const char *argv[] = {"features", "-q",       "-o",       out,        s_paths[0],
+                          s_paths[3], s_paths[1], s_paths[4], s_paths[5], s_paths[2],
+                          s_paths[6], s_paths[7], s_paths[8]};
     int n = 9;
     assert_int_equal(s_run(13, argv), WISP_EXIT_PARTIAL);
 
@@ -215,8 +215,8 @@ static void test_truncated_mode_zero_fills_rows_shorter_than_the_longest(void **
     s_write(s_tmp(0, "t_a.wav"), SF_FORMAT_WAV | SF_FORMAT_FLOAT, 16000, 1, a, 16000);
     s_write(s_tmp(1, "t_b.ogg"), SF_FORMAT_OGG | SF_FORMAT_VORBIS, 22050, 1, b, 3 * 22050);
     const char *out = s_tmp(2, "trunc.h5");
-    const char *argv[] = {"features", "-q", "--truncate", "--n-mels", "128", "-o", out,
-                          s_paths[0], s_paths[1]};
+    const char *argv[] = {"features", "-q", "--truncate", "--n-mels", "128",
+                          "-o",       out,  s_paths[0],   s_paths[1]};
     assert_int_equal(s_run(9, argv), WISP_EXIT_OK);
     hid_t f = H5Fopen(out, H5F_ACC_RDONLY, H5P_DEFAULT);
     assert_true(f >= 0);

@@ -60,14 +60,18 @@ static int s_run(int (*cmd)(int, char **), const char *capture, char **args)
 
 static int s_init(const char *out, const char *seed, const char *dtype, int decoder)
 {
-    char *args[16] = {"init-model", "--config", (char *)s_small_config(), "-o", (char *)out, "--seed",
-                      (char *)seed, "--num-labels", "3", "--dtype", (char *)dtype, "--force", NULL};
+    char *args[16] = {"init-model", "--config",     (char *)s_small_config(),
+                      "-o",         (char *)out,    "--seed",
+                      (char *)seed, "--num-labels", "3",
+                      "--dtype",    (char *)dtype,  "--force",
+                      NULL};
     if (decoder)
         args[12] = "--with-decoder";
     return s_run(wisp_cmd_init_model, NULL, args);
 }
 
-static const float *s_get(wisp_st_t *st, const char *name, int ndim, int64_t a, int64_t b, int64_t c)
+static const float *s_get(wisp_st_t *st, const char *name, int ndim, int64_t a, int64_t b,
+                          int64_t c)
 {
     int64_t shape[3] = {a, b, c};
     const float *p = NULL;
@@ -141,8 +145,10 @@ static void test_init_model_writes_every_encoder_tensor_with_hf_names_and_shapes
         snprintf(n, sizeof n, "model.encoder.layers.%d.fc2.bias", l);
         s_assert_all(s_get(st, n, 1, D, 0, 0), D, 0.0f, n);
     }
-    s_assert_all(s_get(st, "model.encoder.layer_norm.weight", 1, D, 0, 0), D, 1.0f, "layer_norm.weight");
-    s_assert_all(s_get(st, "model.encoder.layer_norm.bias", 1, D, 0, 0), D, 0.0f, "layer_norm.bias");
+    s_assert_all(s_get(st, "model.encoder.layer_norm.weight", 1, D, 0, 0), D, 1.0f,
+                 "layer_norm.weight");
+    s_assert_all(s_get(st, "model.encoder.layer_norm.bias", 1, D, 0, 0), D, 0.0f,
+                 "layer_norm.bias");
     assert_string_equal(wisp_st_metadata(st, "format"), "pt");
     wisp_st_destroy(&st);
 
@@ -217,7 +223,10 @@ static void test_init_model_accepts_inline_json_config(void **state)
 {
     (void)state;
     const char *dir = s_tmp("m_inline");
-    char *args[] = {"init-model", "-o", (char *)dir, "--config",
+    char *args[] = {"init-model",
+                    "-o",
+                    (char *)dir,
+                    "--config",
                     "{\"model_type\": \"whisper\", \"d_model\": 8, \"encoder_layers\": 1, "
                     "\"encoder_attention_heads\": 2, \"encoder_ffn_dim\": 16, \"num_mel_bins\": 4, "
                     "\"max_source_positions\": 6}",
@@ -238,15 +247,18 @@ static void test_init_model_refuses_bad_arguments_and_existing_output(void **sta
     assert_int_equal(s_init(dir, "1", "f32", 0), WISP_EXIT_OK);
     char *again[] = {"init-model", "--config", (char *)s_small_config(), "-o", (char *)dir, NULL};
     assert_int_equal(s_run(wisp_cmd_init_model, NULL, again), WISP_EXIT_USAGE);
-    char *bad_dtype[] = {"init-model", "--size", "tiny", "-o", (char *)s_tmp("x"), "--dtype", "f8", NULL};
+    char *bad_dtype[] = {"init-model",       "--size",  "tiny", "-o",
+                         (char *)s_tmp("x"), "--dtype", "f8",   NULL};
     assert_int_equal(s_run(wisp_cmd_init_model, NULL, bad_dtype), WISP_EXIT_USAGE);
     char *bad_size[] = {"init-model", "--size", "gigantic", "-o", (char *)s_tmp("x"), NULL};
     assert_int_equal(s_run(wisp_cmd_init_model, NULL, bad_size), WISP_EXIT_USAGE);
-    char *both[] = {"init-model", "--size", "tiny", "--config", "c.json", "-o", (char *)s_tmp("x"), NULL};
+    char *both[] = {"init-model", "--size",           "tiny", "--config", "c.json",
+                    "-o",         (char *)s_tmp("x"), NULL};
     assert_int_equal(s_run(wisp_cmd_init_model, NULL, both), WISP_EXIT_USAGE);
     char *no_out[] = {"init-model", "--size", "tiny", NULL};
     assert_int_equal(s_run(wisp_cmd_init_model, NULL, no_out), WISP_EXIT_USAGE);
-    char *bad_inline[] = {"init-model", "--config", "{\"model_type\": \"whisper\"", "-o", (char *)s_tmp("x"), NULL};
+    char *bad_inline[] = {"init-model", "--config",         "{\"model_type\": \"whisper\"",
+                          "-o",         (char *)s_tmp("x"), NULL};
     assert_int_equal(s_run(wisp_cmd_init_model, NULL, bad_inline), WISP_EXIT_USAGE);
     char *help[] = {"init-model", "--help", NULL};
     assert_int_equal(s_run(wisp_cmd_init_model, NULL, help), WISP_EXIT_OK);
@@ -289,7 +301,8 @@ static void test_inspect_reports_counts_and_names_each_problem(void **state)
     cJSON_Delete(cfg);
     assert_int_equal(s_run(wisp_cmd_inspect, out, ok_args), WISP_EXIT_FAILURE);
     text = s_slurp(out);
-    if (!strstr(text, "PROBLEM: tensor model.encoder.layers.0.fc1.weight has shape [32, 16], the config implies [64, 16]"))
+    if (!strstr(text, "PROBLEM: tensor model.encoder.layers.0.fc1.weight has shape [32, 16], the "
+                      "config implies [64, 16]"))
         fail_msg("inspect output lacks the shape problem:\n%s", text);
     free(text);
 
@@ -321,8 +334,10 @@ static void test_inspect_reads_adapter_and_head_dirs(void **state)
     wisp_st_writer_t *w = wisp_st_writer_new();
     float zeros[8 * D] = {0};
     int64_t sa[2] = {8, D}, sb[2] = {D, 8};
-    wisp_st_writer_add_f32(w, "encoder.layers.0.self_attn.q_proj.loras.lora.lora_A", WISP_DT_F32, 2, sa, zeros);
-    wisp_st_writer_add_f32(w, "encoder.layers.0.self_attn.q_proj.loras.lora.lora_B", WISP_DT_F32, 2, sb, zeros);
+    wisp_st_writer_add_f32(w, "encoder.layers.0.self_attn.q_proj.loras.lora.lora_A", WISP_DT_F32, 2,
+                           sa, zeros);
+    wisp_st_writer_add_f32(w, "encoder.layers.0.self_attn.q_proj.loras.lora.lora_B", WISP_DT_F32, 2,
+                           sb, zeros);
     char p[1100];
     snprintf(p, sizeof p, "%s/adapter.safetensors", dir);
     assert_int_equal(wisp_st_writer_save(w, p, NULL), 0);
@@ -339,7 +354,10 @@ static void test_inspect_reads_adapter_and_head_dirs(void **state)
     const char *hdir = s_tmp("head_dir");
     assert_int_equal(wisp_mkdir_p(hdir, NULL), 0);
     char *labels[] = {"a", "b"};
-    wisp_head_config_t h = {.num_labels = 2, .classifier_proj_size = 4, .num_hidden_layers = L, .d_model = D,
+    wisp_head_config_t h = {.num_labels = 2,
+                            .classifier_proj_size = 4,
+                            .num_hidden_layers = L,
+                            .d_model = D,
                             .id2label = labels};
     snprintf(p, sizeof p, "%s/head_config.json", hdir);
     assert_int_equal(wisp_head_config_save(&h, p, NULL), 0);
@@ -355,7 +373,8 @@ static void test_inspect_reads_adapter_and_head_dirs(void **state)
     char *hargs[] = {"inspect", (char *)hdir, NULL};
     assert_int_equal(s_run(wisp_cmd_inspect, out, hargs), WISP_EXIT_FAILURE);
     text = s_slurp(out);
-    if (!strstr(text, "PROBLEM: tensor classifier.weight has shape [3, 4], the config implies [2, 4]"))
+    if (!strstr(text,
+                "PROBLEM: tensor classifier.weight has shape [3, 4], the config implies [2, 4]"))
         fail_msg("inspect output lacks the classifier problem:\n%s", text);
     assert_non_null(strstr(text, "head 83")); /* 4*16+4 + 3*4+3 */
     free(text);
@@ -365,7 +384,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_init_model_writes_every_encoder_tensor_with_hf_names_and_shapes),
-        cmocka_unit_test(test_init_model_is_deterministic_per_seed_and_dtype_rounds_the_same_values),
+        cmocka_unit_test(
+            test_init_model_is_deterministic_per_seed_and_dtype_rounds_the_same_values),
         cmocka_unit_test(test_init_model_with_decoder_adds_decoder_tensors_only),
         cmocka_unit_test(test_init_model_accepts_inline_json_config),
         cmocka_unit_test(test_init_model_refuses_bad_arguments_and_existing_output),

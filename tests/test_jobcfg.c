@@ -12,7 +12,9 @@ static void test_defaults_fill_what_the_file_leaves_out(void **state)
 {
     (void)state;
     wisp_jobcfg_t c;
-    assert_int_equal(wisp_jobcfg_parse(&c, "{\"kind\":\"null\",\"output\":\"/o\"}", "/base", "t", NULL, 0, NULL), 0);
+    assert_int_equal(
+        wisp_jobcfg_parse(&c, "{\"kind\":\"null\",\"output\":\"/o\"}", "/base", "t", NULL, 0, NULL),
+        0);
     assert_string_equal(c.kind, "null");
     assert_string_equal(c.endpoint, "tcp://127.0.0.1:0");
     assert_int_equal(c.credit, 2);
@@ -26,7 +28,8 @@ static void test_relative_paths_resolve_against_the_config_directory(void **stat
 {
     (void)state;
     wisp_jobcfg_t c;
-    const char *j = "{\"kind\":\"classify\",\"model\":\"m/tiny\",\"manifest\":\"/abs/data.csv\",\"output\":\"out.h5\"}";
+    const char *j = "{\"kind\":\"classify\",\"model\":\"m/tiny\",\"manifest\":\"/abs/"
+                    "data.csv\",\"output\":\"out.h5\"}";
     assert_int_equal(wisp_jobcfg_parse(&c, j, "/jobs/x", "t", NULL, 0, NULL), 0);
     assert_string_equal(c.model, "/jobs/x/m/tiny");
     assert_string_equal(c.manifest, "/abs/data.csv");
@@ -54,8 +57,10 @@ static void test_set_overrides_dotted_keys_and_creates_sections(void **state)
     wisp_jobcfg_t c;
     char *sets[] = {"cluster.credit=5", "null.items=42", "output=/x/y", "classify.embedding=true",
                     "cluster.endpoint=tcp://0.0.0.0:5555"};
-    assert_int_equal(wisp_jobcfg_parse(&c, "{\"kind\":\"null\",\"output\":\"a\",\"cluster\":{\"credit\":3}}", "/b",
-                                       "t", sets, 5, NULL), 0);
+    assert_int_equal(
+        wisp_jobcfg_parse(&c, "{\"kind\":\"null\",\"output\":\"a\",\"cluster\":{\"credit\":3}}",
+                          "/b", "t", sets, 5, NULL),
+        0);
     assert_int_equal(c.credit, 5);
     assert_true(c.null_items == 42);
     assert_string_equal(c.output, "/x/y");
@@ -72,13 +77,17 @@ static void test_unknown_keys_are_refused_naming_the_key(void **state)
     (void)state;
     wisp_jobcfg_t c;
     wisp_error_t e = {0};
-    assert_int_equal(wisp_jobcfg_parse(&c, "{\"kind\":\"null\",\"output\":\"a\",\"cluster\":{\"credits\":3}}", "/",
-                                       "job.json", NULL, 0, &e), WISP_ERR_ARG);
+    assert_int_equal(
+        wisp_jobcfg_parse(&c, "{\"kind\":\"null\",\"output\":\"a\",\"cluster\":{\"credits\":3}}",
+                          "/", "job.json", NULL, 0, &e),
+        WISP_ERR_ARG);
     assert_non_null(strstr(e.msg, "job.json"));
     assert_non_null(strstr(e.msg, "cluster.credits"));
     char *sets[] = {"cluster.bogus=1"};
     wisp_error_clear(&e);
-    assert_int_equal(wisp_jobcfg_parse(&c, "{\"kind\":\"null\",\"output\":\"a\"}", "/", "t", sets, 1, &e), WISP_ERR_ARG);
+    assert_int_equal(
+        wisp_jobcfg_parse(&c, "{\"kind\":\"null\",\"output\":\"a\"}", "/", "t", sets, 1, &e),
+        WISP_ERR_ARG);
     assert_non_null(strstr(e.msg, "cluster.bogus"));
 }
 
@@ -88,29 +97,41 @@ static void test_bad_values_are_refused_with_the_range(void **state)
     wisp_jobcfg_t c;
     wisp_error_t e = {0};
     char *sets[] = {"cluster.credit=0"};
-    assert_int_equal(wisp_jobcfg_parse(&c, "{\"kind\":\"null\",\"output\":\"a\"}", "/", "t", sets, 1, &e), WISP_ERR_ARG);
+    assert_int_equal(
+        wisp_jobcfg_parse(&c, "{\"kind\":\"null\",\"output\":\"a\"}", "/", "t", sets, 1, &e),
+        WISP_ERR_ARG);
     assert_non_null(strstr(e.msg, "cluster.credit"));
     wisp_error_clear(&e);
     char *sets2[] = {"cluster.credit=two"};
-    assert_int_equal(wisp_jobcfg_parse(&c, "{\"kind\":\"null\",\"output\":\"a\"}", "/", "t", sets2, 1, &e), WISP_ERR_ARG);
+    assert_int_equal(
+        wisp_jobcfg_parse(&c, "{\"kind\":\"null\",\"output\":\"a\"}", "/", "t", sets2, 1, &e),
+        WISP_ERR_ARG);
     assert_non_null(strstr(e.msg, "not a number"));
     wisp_error_clear(&e);
-    assert_int_equal(wisp_jobcfg_parse(&c, "{\"kind\":\"null\",\"output\":\"a\",\"seed\":1.5}", "/", "t", NULL, 0, &e),
+    assert_int_equal(wisp_jobcfg_parse(&c, "{\"kind\":\"null\",\"output\":\"a\",\"seed\":1.5}", "/",
+                                       "t", NULL, 0, &e),
                      WISP_ERR_ARG);
     assert_non_null(strstr(e.msg, "integer"));
     wisp_error_clear(&e);
-    assert_int_equal(wisp_jobcfg_parse(&c, "{\"kind\":\"fly\"}", "/", "t", NULL, 0, &e), WISP_ERR_ARG);
+    assert_int_equal(wisp_jobcfg_parse(&c, "{\"kind\":\"fly\"}", "/", "t", NULL, 0, &e),
+                     WISP_ERR_ARG);
     assert_non_null(strstr(e.msg, "fly"));
     wisp_error_clear(&e);
-    assert_int_equal(wisp_jobcfg_parse(&c, "{\"kind\":\"classify\",\"output\":\"a\"}", "/", "t", NULL, 0, &e), WISP_ERR_ARG);
+    assert_int_equal(
+        wisp_jobcfg_parse(&c, "{\"kind\":\"classify\",\"output\":\"a\"}", "/", "t", NULL, 0, &e),
+        WISP_ERR_ARG);
     assert_non_null(strstr(e.msg, "manifest"));
     wisp_error_clear(&e);
-    assert_int_equal(wisp_jobcfg_parse(&c, "{\"kind\":", "/", "cfg.json", NULL, 0, &e), WISP_ERR_FORMAT);
+    assert_int_equal(wisp_jobcfg_parse(&c, "{\"kind\":", "/", "cfg.json", NULL, 0, &e),
+                     WISP_ERR_FORMAT);
     assert_non_null(strstr(e.msg, "cfg.json"));
     /* CURVE without an allowlist would accept any key: refused */
     wisp_error_clear(&e);
-    assert_int_equal(wisp_jobcfg_parse(&c, "{\"kind\":\"null\",\"output\":\"a\",\"cluster\":{\"curve\":{\"server_secret\":\"s\"}}}",
-                                       "/", "t", NULL, 0, &e), WISP_ERR_ARG);
+    assert_int_equal(wisp_jobcfg_parse(&c,
+                                       "{\"kind\":\"null\",\"output\":\"a\",\"cluster\":{\"curve\":"
+                                       "{\"server_secret\":\"s\"}}}",
+                                       "/", "t", NULL, 0, &e),
+                     WISP_ERR_ARG);
     assert_non_null(strstr(e.msg, "client_keys"));
 }
 
@@ -118,7 +139,8 @@ static void test_curve_client_keys_list_resolves_paths(void **state)
 {
     (void)state;
     wisp_jobcfg_t c;
-    const char *j = "{\"kind\":\"null\",\"output\":\"a\",\"cluster\":{\"curve\":{\"server_secret\":\"keys/s.secret\","
+    const char *j = "{\"kind\":\"null\",\"output\":\"a\",\"cluster\":{\"curve\":{\"server_secret\":"
+                    "\"keys/s.secret\","
                     "\"client_keys\":[\"keys/w1.public\",\"/k/w2.public\"]}}}";
     assert_int_equal(wisp_jobcfg_parse(&c, j, "/cfg", "t", NULL, 0, NULL), 0);
     assert_int_equal(c.n_client_keys, 2);
@@ -132,8 +154,10 @@ static void test_train_keys_parse_with_their_defaults(void **state)
 {
     (void)state;
     wisp_jobcfg_t c;
-    const char *j = "{\"kind\":\"train\",\"model\":\"m\",\"train_manifest\":\"t.csv\",\"output\":\"run\","
-                    "\"adapter_config\":\"lora\",\"train\":{\"epochs\":2,\"global_batch\":32,\"schedule\":\"cosine\"}}";
+    const char *j =
+        "{\"kind\":\"train\",\"model\":\"m\",\"train_manifest\":\"t.csv\",\"output\":\"run\","
+        "\"adapter_config\":\"lora\",\"train\":{\"epochs\":2,\"global_batch\":32,\"schedule\":"
+        "\"cosine\"}}";
     char *sets[] = {"train.fixed_order_reduce=true", "train.dump_grads=g.safetensors"};
     assert_int_equal(wisp_jobcfg_parse(&c, j, "/r", "t", sets, 2, NULL), 0);
     assert_int_equal(c.train_epochs, 2);
@@ -144,7 +168,8 @@ static void test_train_keys_parse_with_their_defaults(void **state)
     assert_int_equal(c.train_micro_batch, 8);
     assert_true(c.train_clip == 1.0);
     assert_int_equal(c.train_keep, 2);
-    assert_int_equal(c.train_dump_grads[0], '/'); /* --set paths resolve against the current directory */
+    assert_int_equal(c.train_dump_grads[0],
+                     '/'); /* --set paths resolve against the current directory */
     assert_string_equal(c.train_manifest, "/r/t.csv");
     wisp_jobcfg_free(&c);
 }

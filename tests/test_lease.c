@@ -63,7 +63,7 @@ static void test_late_duplicate_result_is_dropped_and_first_commit_wins(void **s
     int dead[2];
     assert_int_equal(wisp_lease_expire(l, 10, dead, 2), 1); /* a is slow, declared dead */
     int b = wisp_lease_add_worker(l, 10);
-    assert_int_equal(wisp_lease_next(l, b, 10), 0);        /* re-leased to b */
+    assert_int_equal(wisp_lease_next(l, b, 10), 0); /* re-leased to b */
     /* a's late answer arrives first: it commits (first commit wins) */
     assert_int_equal(wisp_lease_complete(l, a, 0), WISP_LEASE_COMMIT);
     assert_int_equal(wisp_lease_done_count(l), 1);
@@ -104,7 +104,7 @@ static void test_worker_death_re_leases_all_its_shards(void **state)
     assert_int_equal(wisp_lease_complete(l, a, 1), WISP_LEASE_COMMIT);
     assert_int_equal(wisp_lease_drop_worker(l, a), 2); /* shards 0 and 2 */
     assert_int_equal(wisp_lease_live_workers(l), 1);
-    assert_int_equal(wisp_lease_next(l, a, 1), -1);    /* dead slots get nothing */
+    assert_int_equal(wisp_lease_next(l, a, 1), -1); /* dead slots get nothing */
     assert_int_equal(wisp_lease_next(l, b, 1), 0);
     assert_int_equal(wisp_lease_next(l, b, 1), 2);
     assert_int_equal(wisp_lease_next(l, b, 1), 3);

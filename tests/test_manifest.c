@@ -198,18 +198,21 @@ static void test_each_malformed_manifest_is_a_clear_error(void **state)
         {"header_only.csv", "path,label\n\n", "empty manifest", WISP_ERR_FORMAT},
         {"nopath.csv", "file,label\na.wav,x\n", "nopath.csv:1: header has no 'path' column",
          WISP_ERR_FORMAT},
-        {"unterminated.csv", "path,label\na.wav,x\n\"b.wav,y\nc.wav,z\n", "unterminated.csv:3:"
-         " unterminated quote", WISP_ERR_FORMAT},
+        {"unterminated.csv", "path,label\na.wav,x\n\"b.wav,y\nc.wav,z\n",
+         "unterminated.csv:3:"
+         " unterminated quote",
+         WISP_ERR_FORMAT},
         {"afterquote.csv", "path\n\"a\"b.wav\n", "afterquote.csv:2:", WISP_ERR_FORMAT},
         {"emptypath.csv", "path,label\n,x\n", "emptypath.csv:2: empty path", WISP_ERR_FORMAT},
-        {"baddur.csv", "path,duration\na.wav,abc\n", "baddur.csv:2: bad duration",
+        {"baddur.csv", "path,duration\na.wav,abc\n", "baddur.csv:2: bad duration", WISP_ERR_FORMAT},
+        {"bad.jsonl", "{\"path\": \"a.wav\"}\n{\"path\": \"b.wav\",\n",
+         "bad.jsonl:2: not a "
+         "JSON object",
          WISP_ERR_FORMAT},
-        {"bad.jsonl", "{\"path\": \"a.wav\"}\n{\"path\": \"b.wav\",\n", "bad.jsonl:2: not a "
-         "JSON object", WISP_ERR_FORMAT},
         {"nopath.jsonl", "{\"file\": \"a.wav\"}\n", "nopath.jsonl:1: no string \"path\"",
          WISP_ERR_FORMAT},
-        {"badlabel.jsonl", "{\"path\": \"a.wav\", \"label\": 1.5}\n", "badlabel.jsonl:1:",
-         WISP_ERR_FORMAT},
+        {"badlabel.jsonl", "{\"path\": \"a.wav\", \"label\": 1.5}\n",
+         "badlabel.jsonl:1:", WISP_ERR_FORMAT},
         {"blank.jsonl", "\n  \n", "empty manifest", WISP_ERR_FORMAT},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
@@ -217,17 +220,15 @@ static void test_each_malformed_manifest_is_a_clear_error(void **state)
         wisp_manifest_t m;
         wisp_error_t e = {0};
         int rc = wisp_manifest_load(&m, p, NULL, 0, &e);
-        if (rc == WISP_OK || !strstr(e.msg, cases[k].name) ||
-            !strstr(e.msg, cases[k].want) || rc != cases[k].code)
-            fail_msg("%s: rc=%d msg='%s' (want '%s')", cases[k].name, rc, e.msg,
-                     cases[k].want);
+        if (rc == WISP_OK || !strstr(e.msg, cases[k].name) || !strstr(e.msg, cases[k].want) ||
+            rc != cases[k].code)
+            fail_msg("%s: rc=%d msg='%s' (want '%s')", cases[k].name, rc, e.msg, cases[k].want);
         assert_null(m.items);
     }
     /* Missing manifest. */
     wisp_manifest_t m;
     wisp_error_t e = {0};
-    assert_int_equal(wisp_manifest_load(&m, "/nonexistent/m.csv", NULL, 0, &e),
-                     WISP_ERR_NOTFOUND);
+    assert_int_equal(wisp_manifest_load(&m, "/nonexistent/m.csv", NULL, 0, &e), WISP_ERR_NOTFOUND);
     assert_non_null(strstr(e.msg, "/nonexistent/m.csv"));
 }
 
@@ -318,8 +319,9 @@ static void test_shards_cut_by_duration_and_fall_back_to_count(void **state)
 {
     (void)state;
     /* Durations 10,10,10,50,5,5,5,5,unknown(mean 12.5),10 with a 20 s target. */
-    const char *p = s_write_tmp("durs.csv", "path,duration\n"
-                                           "a,10\nb,10\nc,10\nd,50\ne,5\nf,5\ng,5\nh,5\ni,\nj,10\n");
+    const char *p =
+        s_write_tmp("durs.csv", "path,duration\n"
+                                "a,10\nb,10\nc,10\nd,50\ne,5\nf,5\ng,5\nh,5\ni,\nj,10\n");
     wisp_manifest_t m;
     wisp_error_t e = {0};
     assert_int_equal(wisp_manifest_load(&m, p, NULL, 0, &e), WISP_OK);

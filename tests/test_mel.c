@@ -182,8 +182,8 @@ static void test_features_match_the_pytorch_reference(void **state)
         unsigned long long seed;
         size_t n;
         int n_mels, trunc;
-        assert_int_equal(sscanf(line, "%63s %31s %llu %zu %d %d", name, kind, &seed, &n, &n_mels,
-                                &trunc), 6);
+        assert_int_equal(
+            sscanf(line, "%63s %31s %llu %zu %d %d", name, kind, &seed, &n, &n_mels, &trunc), 6);
         float *x = s_make_input(kind, seed, n);
         wisp_mel_t *mel = wisp_mel_new(n_mels, NULL);
         assert_non_null(mel);
@@ -249,8 +249,8 @@ static void test_audio_past_30_seconds_is_ignored(void **state)
 static void test_padded_short_clips_equal_their_zero_padded_30_seconds(void **state)
 {
     (void)state;
-    static const size_t lengths[] = {1, 159, 160, 161, 2360, 2361, 2400, 2560, 2561,
-                                     100000, 479799, 479800, 479801};
+    static const size_t lengths[] = {1,    159,  160,    161,    2360,   2361,  2400,
+                                     2560, 2561, 100000, 479799, 479800, 479801};
     float *x = s_make_input("mix", 21, WISP_N_SAMPLES);
     float *z = calloc(WISP_N_SAMPLES, sizeof(float));
     wisp_mel_t *mel = wisp_mel_new(80, NULL);

@@ -63,8 +63,10 @@ static void test_whisper_tiny_dimensions_padded_forward_matches_the_reference(vo
     mf_adapter_cfg(&ac, "seq_bn");
     assert_int_equal(wisp_model_set_adapter(m, &ac, 7, &err), 0);
     wisp_adapter_config_free(&ac);
-    wisp_head_config_t hc = {.num_labels = dm.NL, .classifier_proj_size = dm.P,
-                             .use_weighted_layer_sum = 1, .num_hidden_layers = dm.L,
+    wisp_head_config_t hc = {.num_labels = dm.NL,
+                             .classifier_proj_size = dm.P,
+                             .use_weighted_layer_sum = 1,
+                             .num_hidden_layers = dm.L,
                              .d_model = dm.d};
     assert_int_equal(wisp_model_init_head(m, &hc, 7, &err), 0);
     mf_fill_trainables(m);
@@ -170,7 +172,8 @@ static void test_adapter_inits_follow_the_library_schemes(void **state)
     for (int k = 0; k < wisp_model_num_param_tensors(m); k++) {
         const wisp_param_info_t *t = wisp_model_param_tensor(m, k);
         if (mf_ends(t->name, "lora_A")) {
-            double bound = 1.0 / sqrt((double)t->shape[1]), mx = wisp_max_abs(p + t->offset, t->numel);
+            double bound = 1.0 / sqrt((double)t->shape[1]),
+                   mx = wisp_max_abs(p + t->offset, t->numel);
             assert_true(mx <= bound && mx > 0.8 * bound);
             n_a++;
         } else if (mf_ends(t->name, "lora_B")) {
@@ -267,9 +270,8 @@ static void s_write_adapter_tensors(wisp_model_t *m, const char *dir, const char
         if (k == skip || strncmp(t->name, "encoder.", 8) != 0)
             continue;
         snprintf(name, sizeof name, "%s%s", prefix, t->name);
-        assert_int_equal(wisp_st_writer_add_f32(w, name, WISP_DT_F32, t->ndim, t->shape,
-                                                p + t->offset),
-                         0);
+        assert_int_equal(
+            wisp_st_writer_add_f32(w, name, WISP_DT_F32, t->ndim, t->shape, p + t->offset), 0);
     }
     if (extra) {
         int64_t shape[1] = {4};
@@ -309,7 +311,7 @@ static void test_adapter_files_are_read_by_name_under_both_prefixes_and_checked(
     wisp_error_clear(&err);
     assert_true(wisp_model_load_adapter(m, adir, &err) < 0);
     assert_non_null(strstr(err.msg, stray));
-    assert_null(wisp_model_adapter(m)); /* nothing half-loaded */
+    assert_null(wisp_model_adapter(m));             /* nothing half-loaded */
     s_write_adapter_tensors(m, adir, "", -1, NULL); /* m has no adapter: writes nothing */
     wisp_error_clear(&err);
     assert_true(wisp_model_load_adapter(m, adir, &err) < 0);
@@ -380,8 +382,10 @@ static void test_whisper_base_batch_8_training_plan_fits_well_under_4_gb(void **
     assert_int_equal(wisp_whisper_config_preset(&cfg, "base", &err), 0);
     wisp_adapter_config_t ac;
     mf_adapter_cfg(&ac, "seq_bn");
-    wisp_head_config_t hc = {.num_labels = 10, .classifier_proj_size = 256,
-                             .use_weighted_layer_sum = 1, .num_hidden_layers = cfg.encoder_layers,
+    wisp_head_config_t hc = {.num_labels = 10,
+                             .classifier_proj_size = 256,
+                             .use_weighted_layer_sum = 1,
+                             .num_hidden_layers = cfg.encoder_layers,
                              .d_model = cfg.d_model};
     wisp_model_opts_t o = {.max_batch = 8, .max_frames = 3000, .training = 1};
     size_t train = wisp_model_plan_bytes(&cfg, &o, &ac, &hc);

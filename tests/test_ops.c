@@ -77,7 +77,7 @@ static float *s_golden(const char *name, size_t n)
 /* Finite differences: perturbs x[i] (double) by +-h and calls loss(ctx); compares
  * (L+ - L-) / 2h with the analytic gradient (fp32) to rel * max|fd|. */
 typedef double (*s_loss_fn)(void *ctx);
-#define FD_H 1e-4
+#define FD_H   1e-4
 #define FD_TOL 1e-3
 
 static void s_check_fd(s_loss_fn loss, void *ctx, double *x, size_t n, const float *analytic,
@@ -123,8 +123,8 @@ static void s_check_doubled(const float *after, float *before, size_t n, const c
 
 /* ---- double-precision forwards ------------------------------------------ */
 
-static void d_linear(double *out, const double *inp, const double *w, const double *b,
-                     double alpha, int N, int C, int OC)
+static void d_linear(double *out, const double *inp, const double *w, const double *b, double alpha,
+                     int N, int C, int OC)
 {
     for (int i = 0; i < N; i++)
         for (int o = 0; o < OC; o++) {
@@ -286,8 +286,8 @@ static void test_attention_matches_its_loop_twin_across_block_edges(void **state
 {
     (void)state;
     /* T below, at, and not a multiple of the query block; several heads and clips. */
-    static const int shapes[][4] = {{1, 1, 1, 1}, {2, 5, 3, 4}, {1, 128, 2, 8},
-                                    {2, 131, 3, 5}, {1, 300, 1, 16}};
+    static const int shapes[][4] = {
+        {1, 1, 1, 1}, {2, 5, 3, 4}, {1, 128, 2, 8}, {2, 131, 3, 5}, {1, 300, 1, 16}};
     wisp_rng_t r;
     wisp_rng_seed(&r, 3);
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
@@ -348,8 +348,7 @@ static void test_threaded_attention_is_bitwise_equal_to_the_serial_kernel(void *
      * several clips; pools of 1, 2, 3 and 5 threads and no pool. The serial kernel
      * runs with OpenBLAS on one thread; the threaded one is called with OpenBLAS on
      * two and must restore that setting. */
-    static const int shapes[][4] = {{1, 7, 1, 3}, {1, 131, 3, 5}, {2, 300, 2, 16},
-                                    {3, 257, 2, 8}};
+    static const int shapes[][4] = {{1, 7, 1, 3}, {1, 131, 3, 5}, {2, 300, 2, 16}, {3, 257, 2, 8}};
     static const int threads[] = {0, 1, 2, 3, 5};
     wisp_rng_t r;
     wisp_rng_seed(&r, 11);
@@ -367,11 +366,10 @@ static void test_threaded_attention_is_bitwise_equal_to_the_serial_kernel(void *
             want[i] = s_dup(g0, n), got[i] = s_zeros(n);
             want1[i] = s_dup(g0, n);
         }
-        nn_attention_backward(want[0], want[1], want[2], dout, o1, l1, q, k, v, scratch, B, T,
-                              NH, hd);
-        /* dq alone, without the saved lse (the recomputing branch) */
-        nn_attention_backward(want1[0], NULL, NULL, dout, o1, NULL, q, k, v, scratch, B, T, NH,
+        nn_attention_backward(want[0], want[1], want[2], dout, o1, l1, q, k, v, scratch, B, T, NH,
                               hd);
+        /* dq alone, without the saved lse (the recomputing branch) */
+        nn_attention_backward(want1[0], NULL, NULL, dout, o1, NULL, q, k, v, scratch, B, T, NH, hd);
         wisp_free(scratch);
         for (size_t t = 0; t < sizeof threads / sizeof threads[0]; t++) {
             nn_pool_t *pool = threads[t] ? nn_pool_new(threads[t]) : NULL;
@@ -389,15 +387,15 @@ static void test_threaded_attention_is_bitwise_equal_to_the_serial_kernel(void *
             s_same_bits(o2, o1, n, "threaded attention out without lse");
             for (int i = 0; i < 3; i++)
                 memcpy(got[i], g0, n * sizeof *g0);
-            nn_attention_backward_mt(got[0], got[1], got[2], dout, o1, l1, q, k, v, scratch, B,
-                                     T, NH, hd, pool);
+            nn_attention_backward_mt(got[0], got[1], got[2], dout, o1, l1, q, k, v, scratch, B, T,
+                                     NH, hd, pool);
             assert_int_equal(openblas_get_num_threads(), 2);
             s_same_bits(got[0], want[0], n, "threaded attention dq");
             s_same_bits(got[1], want[1], n, "threaded attention dk");
             s_same_bits(got[2], want[2], n, "threaded attention dv");
             memcpy(got[0], g0, n * sizeof *g0);
-            nn_attention_backward_mt(got[0], NULL, NULL, dout, o1, NULL, q, k, v, scratch, B, T,
-                                     NH, hd, pool);
+            nn_attention_backward_mt(got[0], NULL, NULL, dout, o1, NULL, q, k, v, scratch, B, T, NH,
+                                     hd, pool);
             s_same_bits(got[0], want1[0], n, "threaded attention dq alone without lse");
             wisp_free(scratch);
             nn_pool_destroy(&pool);
@@ -440,8 +438,15 @@ static void test_linear_backward_matches_finite_differences(void **state)
         float *dx = s_zeros(N * C), *dw = s_zeros(OC * C), *db = s_zeros(OC);
         nn_linear_backward(dx, dw, db, R, x, w, alphas[a], N, C, OC);
         double outd[N * OC];
-        s_lin_ctx c = {s_to_double(x, N * C), s_to_double(w, OC * C), s_to_double(b, OC),
-                       s_to_double(R, N * OC), outd, alphas[a], N, C, OC};
+        s_lin_ctx c = {s_to_double(x, N * C),
+                       s_to_double(w, OC * C),
+                       s_to_double(b, OC),
+                       s_to_double(R, N * OC),
+                       outd,
+                       alphas[a],
+                       N,
+                       C,
+                       OC};
         s_check_fd(s_lin_loss, &c, c.x, N * C, dx, "linear dinp vs FD");
         s_check_fd(s_lin_loss, &c, c.w, OC * C, dw, "linear dweight vs FD");
         s_check_fd(s_lin_loss, &c, c.b, OC, db, "linear dbias vs FD");
@@ -476,8 +481,13 @@ static void test_layernorm_forward_and_backward_match_double_precision(void **st
     float *out = s_zeros(N * C), *mean = s_zeros(N), *rstd = s_zeros(N);
     nn_layernorm_forward(out, mean, rstd, x, w, b, N, C);
     double outd[N * C];
-    s_ln_ctx c = {s_to_double(x, N * C), s_to_double(w, C), s_to_double(b, C),
-                  s_to_double(R, N * C), outd, N, C};
+    s_ln_ctx c = {s_to_double(x, N * C),
+                  s_to_double(w, C),
+                  s_to_double(b, C),
+                  s_to_double(R, N * C),
+                  outd,
+                  N,
+                  C};
     d_layernorm(outd, c.x, c.w, c.b, N, C);
     float want[N * C];
     for (int i = 0; i < N * C; i++)
@@ -599,8 +609,15 @@ static void test_attention_backward_matches_finite_differences(void **state)
     float *scratch = s_zeros(nn_attention_scratch_floats(T, hd));
     nn_attention_forward(out, lse, q, k, v, scratch, B, T, NH, hd);
     double *outd = malloc(n * sizeof *outd);
-    s_attn_ctx c = {s_to_double(q, n), s_to_double(k, n), s_to_double(v, n), s_to_double(R, n),
-                    outd, B, T, NH, hd};
+    s_attn_ctx c = {s_to_double(q, n),
+                    s_to_double(k, n),
+                    s_to_double(v, n),
+                    s_to_double(R, n),
+                    outd,
+                    B,
+                    T,
+                    NH,
+                    hd};
     d_attention(outd, c.q, c.k, c.v, B, T, NH, hd);
     float *want = s_zeros(n);
     for (size_t i = 0; i < n; i++)

@@ -20,8 +20,14 @@ static void test_header_round_trips_every_field(void **state)
     (void)state;
     uint8_t buf[128];
     const char *pl = "hello";
-    wisp_msg_t m = {.type = WISP_MSG_RESULT, .worker = 7, .count = 1234, .shard = 0x1122334455667788ull,
-                    .first = 99999999999ull, .aux = 42, .payload = (const uint8_t *)pl, .payload_len = 5};
+    wisp_msg_t m = {.type = WISP_MSG_RESULT,
+                    .worker = 7,
+                    .count = 1234,
+                    .shard = 0x1122334455667788ull,
+                    .first = 99999999999ull,
+                    .aux = 42,
+                    .payload = (const uint8_t *)pl,
+                    .payload_len = 5};
     size_t n = s_encode(buf, &m);
     wisp_msg_t d;
     assert_int_equal(wisp_proto_decode(buf, n, 1000, &d, NULL), WISP_OK);
@@ -108,7 +114,8 @@ static void test_directions_separate_worker_and_coordinator_messages(void **stat
     assert_false(wisp_proto_is_worker_msg(WISP_MSG_SHARD));
     assert_true(wisp_proto_is_coord_msg(WISP_MSG_SHARD));
     assert_false(wisp_proto_is_coord_msg(WISP_MSG_HELLO));
-    assert_true(wisp_proto_is_worker_msg(WISP_MSG_HEARTBEAT) && wisp_proto_is_coord_msg(WISP_MSG_HEARTBEAT));
+    assert_true(wisp_proto_is_worker_msg(WISP_MSG_HEARTBEAT) &&
+                wisp_proto_is_coord_msg(WISP_MSG_HEARTBEAT));
     assert_string_equal(wisp_proto_type_name(WISP_MSG_STOP), "STOP");
     assert_string_equal(wisp_proto_type_name(12345), "?");
 }

@@ -64,8 +64,8 @@ static void s_write_strings(hid_t f, const char *name, const char *const *v, siz
     H5Tclose(t);
 }
 
-static void s_write_array(hid_t f, const char *name, hid_t ftype, hid_t mtype, int rank,
-                          hsize_t d0, hsize_t d1, const void *data)
+static void s_write_array(hid_t f, const char *name, hid_t ftype, hid_t mtype, int rank, hsize_t d0,
+                          hsize_t d1, const void *data)
 {
     hsize_t dims[2] = {d0, d1};
     hid_t sp = H5Screate_simple(rank, dims, NULL);
@@ -396,8 +396,8 @@ static const char *s_train_dir(const char *name, const char *metrics, const char
         snprintf(path, sizeof path, "%s/%s", dir, files[i].rel);
         remove(path);
         if (files[i].text)
-            assert_int_equal(wisp_write_file_atomic(path, files[i].text, strlen(files[i].text), NULL),
-                             WISP_OK);
+            assert_int_equal(
+                wisp_write_file_atomic(path, files[i].text, strlen(files[i].text), NULL), WISP_OK);
     }
     return dir;
 }
@@ -452,8 +452,10 @@ static void test_training_directory_curves_evals_and_labels(void **state)
     assert_non_null(strstr(text, "best val_acc 0.8000 (step 4)"));
     assert_non_null(strstr(text, "throughput mean 25.0 clips/s"));
     /* Epoch rows: epoch 0 = steps 1-2 (mean loss 1.75, val 0.6); epoch 1 = steps 3-4. */
-    assert_non_null(strstr(text, "       0       2      1.750      0.375       15.0      1.400      0.600"));
-    assert_non_null(strstr(text, "       1       2      0.750      0.875       35.0      0.900      0.800"));
+    assert_non_null(
+        strstr(text, "       0       2      1.750      0.375       15.0      1.400      0.600"));
+    assert_non_null(
+        strstr(text, "       1       2      0.750      0.875       35.0      0.900      0.800"));
     assert_non_null(strstr(text, "reduction_factor=16"));
     assert_non_null(strstr(text, "labels (3): 0=tone 1=noise 2=chirp_up"));
     wisp_report_train_destroy(&t);
@@ -472,9 +474,9 @@ static void s_expect_train_error(const char *dir, int code, const char *needle)
 static void test_malformed_training_files_give_errors_naming_file_and_line(void **state)
 {
     (void)state;
-    s_expect_train_error(s_train_dir("bad_json", "{\"type\":\"step\",\"step\":1}\n\n{\"type\":\n",
-                                     NULL, NULL),
-                         WISP_ERR_FORMAT, "metrics.jsonl:3: invalid JSON");
+    s_expect_train_error(
+        s_train_dir("bad_json", "{\"type\":\"step\",\"step\":1}\n\n{\"type\":\n", NULL, NULL),
+        WISP_ERR_FORMAT, "metrics.jsonl:3: invalid JSON");
     s_expect_train_error(s_train_dir("not_object", "[1,2]\n", NULL, NULL), WISP_ERR_FORMAT,
                          "metrics.jsonl:1: not a JSON object");
     s_expect_train_error(s_train_dir("no_step", "{\"type\":\"step\",\"loss\":1}\n", NULL, NULL),
@@ -483,9 +485,9 @@ static void test_malformed_training_files_give_errors_naming_file_and_line(void 
                          "no metrics.jsonl");
     s_expect_train_error(s_train_dir("bad_adapter", s_metrics, "{\"config\": ", s_head),
                          WISP_ERR_FORMAT, "adapter/adapter_config.json:1: invalid JSON");
-    s_expect_train_error(s_train_dir("bad_head", s_metrics, s_adapter,
-                                     "{\"id2label\":{\"0\":\"a\",\"5\":\"b\"}}"),
-                         WISP_ERR_FORMAT, "head_config.json: id2label key '5'");
+    s_expect_train_error(
+        s_train_dir("bad_head", s_metrics, s_adapter, "{\"id2label\":{\"0\":\"a\",\"5\":\"b\"}}"),
+        WISP_ERR_FORMAT, "head_config.json: id2label key '5'");
 }
 
 static void test_training_directory_without_configs_still_reports(void **state)
@@ -524,7 +526,8 @@ static void test_plots_are_png_files_when_gnuplot_is_installed(void **state)
         skip();
     s_opts_t o = {0};
     wisp_report_results_t *r = wisp_report_results_load(s_write_results("plot.h5", &o), NULL);
-    wisp_report_train_t *t = wisp_report_train_load(s_train_dir("plot_train", s_metrics, NULL, NULL), NULL);
+    wisp_report_train_t *t =
+        wisp_report_train_load(s_train_dir("plot_train", s_metrics, NULL, NULL), NULL);
     assert_non_null(r);
     assert_non_null(t);
     char png[512];

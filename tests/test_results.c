@@ -72,11 +72,17 @@ static int s_put(wisp_results_t *r, size_t i, wisp_error_t *e)
 {
     s_want_t w;
     s_want(i, &w);
-    wisp_result_row_t row = {
-        .index = i, .path = w.path, .label = w.label, .score = w.score,
-        .probs = w.status ? NULL : w.probs, .logits = w.status ? NULL : w.logits,
-        .embedding = w.status ? NULL : w.emb, .duration = w.duration, .status = w.status,
-        .error = w.status ? w.error : NULL, .true_label = w.true_label};
+    wisp_result_row_t row = {.index = i,
+                             .path = w.path,
+                             .label = w.label,
+                             .score = w.score,
+                             .probs = w.status ? NULL : w.probs,
+                             .logits = w.status ? NULL : w.logits,
+                             .embedding = w.status ? NULL : w.emb,
+                             .duration = w.duration,
+                             .status = w.status,
+                             .error = w.status ? w.error : NULL,
+                             .true_label = w.true_label};
     return wisp_results_put(r, &row, e);
 }
 
@@ -111,7 +117,10 @@ static const char *s_tmp(const char *name)
     return p[k];
 }
 
-static int s_exists(const char *path) { return access(path, F_OK) == 0; }
+static int s_exists(const char *path)
+{
+    return access(path, F_OK) == 0;
+}
 
 /* Permutation of 0..N-1 (deterministic). */
 static void s_perm(size_t *idx, uint64_t seed)
@@ -295,11 +304,11 @@ static void s_check_file(const char *path, const int *present)
 static void s_check_same(const char *a, const char *b)
 {
     static const char *const names[] = {"path", "error", "classes"};
-    static const char *const num[] = {"label", "true_label", "status", "score", "duration",
-                                      "probs", "logits", "embedding", "confusion",
-                                      "precision", "recall"};
-    hid_t fa = H5Fopen(a, H5F_ACC_RDONLY, H5P_DEFAULT), fb = H5Fopen(b, H5F_ACC_RDONLY,
-                                                                     H5P_DEFAULT);
+    static const char *const num[] = {"label",     "true_label", "status", "score",
+                                      "duration",  "probs",      "logits", "embedding",
+                                      "confusion", "precision",  "recall"};
+    hid_t fa = H5Fopen(a, H5F_ACC_RDONLY, H5P_DEFAULT),
+          fb = H5Fopen(b, H5F_ACC_RDONLY, H5P_DEFAULT);
     assert_true(fa >= 0 && fb >= 0);
     for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
         char **sa, **sb;
@@ -329,8 +338,9 @@ static void s_check_same(const char *a, const char *b)
         H5Dclose(da);
         H5Dclose(db);
     }
-    static const char *const sattrs[] = {"config", "model_sha256", "adapter_sha256",
-                                         "fingerprint", "wisp_version", "created", "summary"};
+    static const char *const sattrs[] = {"config",      "model_sha256", "adapter_sha256",
+                                         "fingerprint", "wisp_version", "created",
+                                         "summary"};
     for (size_t k = 0; k < sizeof sattrs / sizeof sattrs[0]; k++) {
         char *x, *y;
         assert_int_equal(wisp_h5_attr_get_str(fa, sattrs[k], &x, a, NULL), WISP_OK);
@@ -340,7 +350,7 @@ static void s_check_same(const char *a, const char *b)
         free(x);
         free(y);
     }
-    static const char *const iattrs[] = {"n_rows", "n_ok", "n_error", "n_missing",
+    static const char *const iattrs[] = {"n_rows",      "n_ok",      "n_error",  "n_missing",
                                          "n_evaluated", "n_classes", "embed_dim"};
     for (size_t k = 0; k < sizeof iattrs / sizeof iattrs[0]; k++)
         assert_int_equal(s_attr_i64(fa, iattrs[k]), s_attr_i64(fb, iattrs[k]));
@@ -380,8 +390,13 @@ static void test_duplicate_rows_are_ignored_and_the_first_commit_wins(void **sta
     wisp_results_t *r = wisp_results_open(&o, &e);
     assert_non_null(r);
     float other[P + 2 * C] = {9, 9, 9, 9, 9, 9, 9, 9, 9, 9};
-    wisp_result_row_t late = {.index = 5, .path = "late.wav", .label = 0, .score = 9,
-                              .probs = other, .logits = other, .embedding = other,
+    wisp_result_row_t late = {.index = 5,
+                              .path = "late.wav",
+                              .label = 0,
+                              .score = 9,
+                              .probs = other,
+                              .logits = other,
+                              .embedding = other,
                               .true_label = 0};
     for (size_t i = 0; i < N; i++) {
         assert_int_equal(s_put(r, i, &e), WISP_OK);
@@ -651,8 +666,7 @@ static void test_finish_refuses_missing_rows_unless_allowed(void **state)
     assert_non_null(strstr(e.msg, "first: row 1"));
     assert_false(s_exists(path));
     wisp_error_clear(&e);
-    assert_int_equal(wisp_results_finish(r, NULL, WISP_RESULTS_FINISH_ALLOW_MISSING, &e),
-                     WISP_OK);
+    assert_int_equal(wisp_results_finish(r, NULL, WISP_RESULTS_FINISH_ALLOW_MISSING, &e), WISP_OK);
     wisp_results_destroy(&r);
     s_check_file(path, present);
     assert_false(wisp_results_is_complete(path, "fp-A")); /* rows missing */

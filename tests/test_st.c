@@ -45,15 +45,16 @@ static void s_write_bytes(const char *path, const void *data, size_t len)
 }
 
 /* Opening must fail with `code` and a message containing both needles. */
-static void s_expect_open_error(const char *path, int code, const char *needle1, const char *needle2)
+static void s_expect_open_error(const char *path, int code, const char *needle1,
+                                const char *needle2)
 {
     wisp_error_t e = {0};
     wisp_st_t *st = wisp_st_open(path, &e);
     if (st)
         fail_msg("%s opened but should have failed (%s)", path, needle2);
     if (e.code != code || !strstr(e.msg, needle1) || (needle2 && !strstr(e.msg, needle2)))
-        fail_msg("%s: got code %d message '%s', wanted code %d with '%s' and '%s'", path, e.code, e.msg,
-                 code, needle1, needle2 ? needle2 : "");
+        fail_msg("%s: got code %d message '%s', wanted code %d with '%s' and '%s'", path, e.code,
+                 e.msg, code, needle1, needle2 ? needle2 : "");
 }
 
 static void test_conversions_match_the_torch_table(void **state)
@@ -144,7 +145,8 @@ static void test_written_file_reads_back_with_the_library_layout(void **state)
     float a[6], b[4], c[3];
     s_write_sample(path, a, b, c);
 
-    /* Raw layout: 8-byte length multiple of 8, header padded with spaces, sorted by dtype then name. */
+    /* Raw layout: 8-byte length multiple of 8, header padded with spaces, sorted by dtype then
+     * name. */
     char *raw;
     size_t len;
     assert_int_equal(wisp_read_file(path, 1 << 20, &raw, &len, NULL), 0);
@@ -153,10 +155,11 @@ static void test_written_file_reads_back_with_the_library_layout(void **state)
         n = (n << 8) | (unsigned char)raw[i];
     assert_int_equal(n % 8, 0);
     assert_int_equal(len, 8 + n + 6 * 4 + 4 * 2 + 3 * 2);
-    const char *want = "{\"__metadata__\":{\"format\":\"pt\",\"wisp_note\":\"hello\"},"
-                       "\"z.weight\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"
-                       "\"a.brain\":{\"dtype\":\"BF16\",\"shape\":[1,3,1],\"data_offsets\":[24,30]},"
-                       "\"b.half\":{\"dtype\":\"F16\",\"shape\":[4],\"data_offsets\":[30,38]}}";
+    const char *want =
+        "{\"__metadata__\":{\"format\":\"pt\",\"wisp_note\":\"hello\"},"
+        "\"z.weight\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"
+        "\"a.brain\":{\"dtype\":\"BF16\",\"shape\":[1,3,1],\"data_offsets\":[24,30]},"
+        "\"b.half\":{\"dtype\":\"F16\",\"shape\":[4],\"data_offsets\":[30,38]}}";
     assert_int_equal(memcmp(raw + 8, want, strlen(want)), 0);
     for (size_t i = strlen(want); i < n; i++)
         assert_int_equal(raw[8 + i], ' ');
@@ -198,7 +201,8 @@ static void test_written_file_reads_back_with_the_library_layout(void **state)
     int64_t sc[3] = {1, 3, 1};
     assert_int_equal(wisp_st_get_f32(st, "a.brain", 3, sc, &p, &e), 0);
     wisp_assert_close(p, c, 3, 0, 1e-2, "bf16 close to the original");
-    assert_true(p[0] == 1000.0f && p[1] == 1000.0f && p[2] == 1000.0f); /* bf16 has 8 bits of mantissa */
+    assert_true(p[0] == 1000.0f && p[1] == 1000.0f &&
+                p[2] == 1000.0f); /* bf16 has 8 bits of mantissa */
     wisp_st_destroy(&st);
     assert_null(st);
 }
@@ -287,7 +291,8 @@ static void test_malformed_headers_are_refused_naming_file_and_tensor(void **sta
                 "\"data_offsets\":[0,8]}}",
                 8);
     s_expect_open_error(p, WISP_ERR_FORMAT, "tensor t", "absurdly large");
-    s_expect_open_error(s_tmp("missing.safetensors"), WISP_ERR_NOTFOUND, "missing.safetensors", NULL);
+    s_expect_open_error(s_tmp("missing.safetensors"), WISP_ERR_NOTFOUND, "missing.safetensors",
+                        NULL);
 }
 
 static void test_unaligned_f32_is_copied_not_misread(void **state)
@@ -320,8 +325,9 @@ static void test_zero_sized_and_empty_checkpoints_open(void **state)
 {
     (void)state;
     const char *p = s_tmp("empty.safetensors");
-    s_write_raw(p, "{\"e\":{\"dtype\":\"F16\",\"shape\":[0,3],\"data_offsets\":[0,0]},"
-                   "\"s\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,4]}}",
+    s_write_raw(p,
+                "{\"e\":{\"dtype\":\"F16\",\"shape\":[0,3],\"data_offsets\":[0,0]},"
+                "\"s\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,4]}}",
                 4);
     wisp_st_t *st = wisp_st_open(p, NULL);
     assert_non_null(st);

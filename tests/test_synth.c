@@ -275,8 +275,8 @@ static void test_same_seed_gives_identical_files(void **state)
     snprintf(dir2, sizeof dir2, "%s/ds_same2", wisp_test_tmpdir());
     s_make_dataset(dir, 8, 8, 4, 1);
     s_make_dataset(dir2, 8, 8, 4, 1);
-    const char *texts[] = {"train.csv", "val.csv", "test.csv", "all.csv", "meta.csv",
-                           "classes.txt", "corrupt.csv", "all_with_corrupt.csv"};
+    const char *texts[] = {"train.csv", "val.csv",     "test.csv",    "all.csv",
+                           "meta.csv",  "classes.txt", "corrupt.csv", "all_with_corrupt.csv"};
     for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
         char *a = s_slurp(dir, texts[i]), *b = s_slurp(dir2, texts[i]);
         assert_string_equal(a, b);
@@ -421,7 +421,8 @@ static void test_manifests_load_with_the_project_manifest_reader(void **state)
             /* The label is the directory the clip sits in (or cycles for corrupt files). */
             const char *rel = m.items[k].path + strlen(dir) + 1;
             if (strncmp(rel, "corrupt/", 8) != 0)
-                assert_int_equal(strncmp(rel, classes[m.items[k].label], strlen(classes[m.items[k].label])), 0);
+                assert_int_equal(
+                    strncmp(rel, classes[m.items[k].label], strlen(classes[m.items[k].label])), 0);
         }
         wisp_manifest_free(&m);
     }
@@ -492,8 +493,7 @@ static void test_dataset_rejects_bad_parameters_with_a_message(void **state)
     p = wisp_synth_default_params();
     p.per_class = 1;
     wisp_error_clear(&e);
-    assert_int_equal(wisp_synth_dataset("/proc/wisp_cannot_write_here", &p, NULL, &e),
-                     WISP_ERR_IO);
+    assert_int_equal(wisp_synth_dataset("/proc/wisp_cannot_write_here", &p, NULL, &e), WISP_ERR_IO);
     assert_non_null(strstr(e.msg, "/proc/wisp_cannot_write_here"));
 }
 

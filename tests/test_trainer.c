@@ -46,9 +46,8 @@ static wisp_trainer_t *s_new(const wisp_trainer_opts_t *o)
 }
 
 /* ---- synthetic audio: 4 classes of tones and noise ----------------------- */
-#define N_CLIPS 16
+#define N_CLIPS      16
 #define CLIP_SAMPLES 3200 /* 0.2 s: 20 frames, T = 10 */
-
 
 /* Class 0: 300 Hz tone, 1: 2 kHz tone, 2: loud noise, 3: faint noise; random phase,
  * amplitude and a little jitter per clip. */
@@ -205,8 +204,8 @@ static void test_mixed_lengths_and_class_weights_follow_the_pytorch_run(void **s
         int labels[5] = {s % 4, (s + 3) % 4, (s + 1) % 4, s % 4, (s + 2) % 4};
         wisp_trainer_stats_t st;
         wisp_error_t e = {0};
-        assert_int_equal(
-            wisp_trainer_compute_grads_clips(t, mels, frames, labels, 5, &st, &e), WISP_OK);
+        assert_int_equal(wisp_trainer_compute_grads_clips(t, mels, frames, labels, 5, &st, &e),
+                         WISP_OK);
         wisp_trainer_apply(t, &st);
         float loss = (float)st.loss, norm = (float)st.grad_norm;
         wisp_assert_close(&loss, gold + s, 1, 0.0, 1e-4, "loss");
@@ -257,11 +256,11 @@ static void test_reduce_hook_sees_weights_then_gradients_like_two_equal_ranks(vo
  * gather of two ranks would. Call 0 gathers weights, call 1 per-item gradients. */
 typedef struct {
     int call;
-    int first;                        /* this process is rank 0 (else rank 1) */
-    const unsigned char *other[2];    /* the other rank's records per call */
+    int first;                     /* this process is rank 0 (else rank 1) */
+    const unsigned char *other[2]; /* the other rank's records per call */
     size_t n_other[2];
-    unsigned char *out;               /* the concatenation handed back */
-    unsigned char *mine_copy;         /* call 1: this process's records */
+    unsigned char *out;       /* the concatenation handed back */
+    unsigned char *mine_copy; /* call 1: this process's records */
     size_t n_mine_copy;
 } s_fake_rank_t;
 
@@ -310,10 +309,12 @@ static void test_fixed_order_mode_gives_the_same_bits_for_any_split_and_micro_ba
     /* one process, micro_batch 4 (ignored in this mode) */
     wisp_trainer_t *one = s_new(&o);
     wisp_trainer_set_per_item(one, NULL, NULL);
-    assert_int_equal(wisp_trainer_compute_grads_clips(one, mels, frames, labels, 5, &st1, &e), WISP_OK);
+    assert_int_equal(wisp_trainer_compute_grads_clips(one, mels, frames, labels, 5, &st1, &e),
+                     WISP_OK);
     /* the default mode agrees to fp32 tolerance */
     wisp_trainer_t *def = s_new(&o);
-    assert_int_equal(wisp_trainer_compute_grads_clips(def, mels, frames, labels, 5, &sd, &e), WISP_OK);
+    assert_int_equal(wisp_trainer_compute_grads_clips(def, mels, frames, labels, 5, &sd, &e),
+                     WISP_OK);
     size_t n = wisp_model_num_params(wisp_trainer_model(one));
     const float *g1 = wisp_model_grads(wisp_trainer_model(one));
     wisp_assert_close(g1, wisp_model_grads(wisp_trainer_model(def)), n, 1e-7, 1e-5, "grads");
@@ -328,20 +329,24 @@ static void test_fixed_order_mode_gives_the_same_bits_for_any_split_and_micro_ba
     s_fake_rank_t r1 = {.first = 0, .other = {(unsigned char *)w0, NULL}, .n_other = {2, 0}};
     wisp_trainer_t *t1 = s_new(&o);
     wisp_trainer_set_per_item(t1, s_fake_gather, &r1);
-    assert_int_equal(wisp_trainer_compute_grads_clips(t1, mels + 2, frames + 2, labels + 2, 3, &st, &e), WISP_OK);
+    assert_int_equal(
+        wisp_trainer_compute_grads_clips(t1, mels + 2, frames + 2, labels + 2, 3, &st, &e),
+        WISP_OK);
     assert_int_equal(r1.n_mine_copy, 3);
-    s_fake_rank_t r0 = {.first = 1, .other = {(unsigned char *)w1, r1.mine_copy}, .n_other = {3, 3}};
+    s_fake_rank_t r0 = {
+        .first = 1, .other = {(unsigned char *)w1, r1.mine_copy}, .n_other = {3, 3}};
     wisp_trainer_t *t0 = s_new(&o);
     wisp_trainer_set_per_item(t0, s_fake_gather, &r0);
-    assert_int_equal(wisp_trainer_compute_grads_clips(t0, mels, frames, labels, 2, &st, &e), WISP_OK);
+    assert_int_equal(wisp_trainer_compute_grads_clips(t0, mels, frames, labels, 2, &st, &e),
+                     WISP_OK);
     assert_int_equal(r0.call, 2);
     assert_int_equal(st.items, 5);
     assert_memory_equal(wisp_model_grads(wisp_trainer_model(t0)), g1, n * sizeof(float));
     assert_memory_equal(&st.loss, &st1.loss, sizeof st.loss);
     wisp_trainer_apply(t0, &st);
     wisp_trainer_apply(one, &st1);
-    assert_memory_equal(wisp_model_params(wisp_trainer_model(t0)), wisp_model_params(wisp_trainer_model(one)),
-                        n * sizeof(float));
+    assert_memory_equal(wisp_model_params(wisp_trainer_model(t0)),
+                        wisp_model_params(wisp_trainer_model(one)), n * sizeof(float));
     free(r0.out);
     free(r0.mine_copy);
     free(r1.out);
@@ -437,7 +442,8 @@ static void test_resuming_after_step_k_gives_bitwise_identical_weights(void **st
     FILE *f = fopen(path, "a");
     assert_non_null(f);
     fputs("{\"type\":\"step\",\"step\":4,\"epoch\":0,\"loss\":9}\n"
-          "{\"type\":\"step\",\"step\":5,\"epoch\":1,\"loss\":9}\n", f);
+          "{\"type\":\"step\",\"step\":5,\"epoch\":1,\"loss\":9}\n",
+          f);
     fclose(f);
     s_run(&o, d2, 7, -1, 1, &resumed);
     wisp_model_t *a = wisp_trainer_model(full), *b = wisp_trainer_model(resumed);
@@ -600,10 +606,15 @@ static void test_train_and_classify_commands_run_end_to_end(void **state)
 
     char *usage[] = {"train", "--train", csv, "-o", out};
     assert_int_equal(wisp_cmd_train((int)(sizeof usage / sizeof *usage), usage), WISP_EXIT_USAGE);
-    char *train[] = {"train", "--model", (char *)s_model_dir(), "--preset", "seq_bn",
-                     "--train", csv, "--val", csv, "-o", out, "--steps", "6", "--batch", "4",
-                     "--accum", "2", "--truncate", "--lr", "1e-2", "--schedule", "cosine",
-                     "--warmup", "2", "--threads", "1"};
+    char *train[] = {"train",     "--model",  (char *)s_model_dir(),
+                     "--preset",  "seq_bn",   "--train",
+                     csv,         "--val",    csv,
+                     "-o",        out,        "--steps",
+                     "6",         "--batch",  "4",
+                     "--accum",   "2",        "--truncate",
+                     "--lr",      "1e-2",     "--schedule",
+                     "cosine",    "--warmup", "2",
+                     "--threads", "1"};
     wisp_log_set_level(WISP_LOG_ERROR);
     assert_int_equal(wisp_cmd_train((int)(sizeof train / sizeof *train), train), WISP_EXIT_OK);
     snprintf(p, sizeof p, "%s/adapter/adapter.safetensors", out);
@@ -626,21 +637,44 @@ static void test_train_and_classify_commands_run_end_to_end(void **state)
     for (int i = 0; i < 8; i++)
         fprintf(f, "%s,%d\n", items[i].path, items[i].label);
     fclose(f);
-    char *more[] = {"train", "--model", (char *)s_model_dir(), "--adapter", adapter, "--head",
-                    head, "--train", csv2, "-o", out2, "--steps", "2", "--batch", "4",
-                    "--truncate", "--class-weights", "balanced", "--threads", "1"};
+    char *more[] = {"train",
+                    "--model",
+                    (char *)s_model_dir(),
+                    "--adapter",
+                    adapter,
+                    "--head",
+                    head,
+                    "--train",
+                    csv2,
+                    "-o",
+                    out2,
+                    "--steps",
+                    "2",
+                    "--batch",
+                    "4",
+                    "--truncate",
+                    "--class-weights",
+                    "balanced",
+                    "--threads",
+                    "1"};
     assert_int_equal(wisp_cmd_train((int)(sizeof more / sizeof *more), more), WISP_EXIT_OK);
-    char *badw[] = {"train", "--model", (char *)s_model_dir(), "--adapter", adapter, "--head",
-                    head, "--train", csv2, "-o", out2, "--steps", "2", "--truncate",
-                    "--class-weights", "1,2"};
-    assert_int_equal(wisp_cmd_train((int)(sizeof badw / sizeof *badw), badw),
-                     WISP_EXIT_FAILURE);
+    char *badw[] = {"train",     "--model",    (char *)s_model_dir(),
+                    "--adapter", adapter,      "--head",
+                    head,        "--train",    csv2,
+                    "-o",        out2,         "--steps",
+                    "2",         "--truncate", "--class-weights",
+                    "1,2"};
+    assert_int_equal(wisp_cmd_train((int)(sizeof badw / sizeof *badw), badw), WISP_EXIT_FAILURE);
     snprintf(p, sizeof p, "%s/head/model_head.safetensors", out2);
     assert_int_equal(access(p, R_OK), 0);
-    char *classify[] = {"classify", "--model", (char *)s_model_dir(), "--adapter", adapter,
-                        "--head", head, "--truncate", "--batch", "3", "--threads", "1", "-o", h5,
-                        "--manifest", csv};
-    assert_int_equal(wisp_cmd_classify((int)(sizeof classify / sizeof *classify), classify), WISP_EXIT_PARTIAL);
+    char *classify[] = {"classify",  "--model",    (char *)s_model_dir(),
+                        "--adapter", adapter,      "--head",
+                        head,        "--truncate", "--batch",
+                        "3",         "--threads",  "1",
+                        "-o",        h5,           "--manifest",
+                        csv};
+    assert_int_equal(wisp_cmd_classify((int)(sizeof classify / sizeof *classify), classify),
+                     WISP_EXIT_PARTIAL);
     int8_t status[N_CLIPS + 1];
     s_read_i8(h5, "status", status);
     for (int i = 0; i < N_CLIPS; i++)

@@ -41,7 +41,7 @@ static inline void s_gen(const char *name, float *out, size_t n, float scale, fl
 
 /* gen_model_golden.gen_rule (no IA3 here). */
 static inline void s_gen_rule(const char *name, int ndim, const int64_t *shape, float *scale,
-                       float *offset)
+                              float *offset)
 {
     size_t len = strlen(name);
     *offset = 0.0f;
@@ -62,7 +62,7 @@ static inline void s_gen_rule(const char *name, int ndim, const int64_t *shape, 
 }
 
 static inline void s_add_gen(wisp_st_writer_t *w, const char *name, int ndim, int64_t a, int64_t b,
-                      int64_t c)
+                             int64_t c)
 {
     int64_t shape[3] = {a, b, c};
     size_t n = (size_t)a * (ndim > 1 ? (size_t)b : 1) * (ndim > 2 ? (size_t)c : 1);
@@ -139,7 +139,6 @@ static inline const char *s_model_dir(void)
     }
     return dir;
 }
-
 
 static inline void s_write_wav(const char *path, const float *x, int n)
 {

@@ -14,16 +14,16 @@
 #include "proto.h"
 #include "util.h"
 
-#define S_QUEUE 128            /* shards held locally (credit is at most 64) */
-#define S_MAX_RECV (1u << 30)  /* ZMQ_MAXMSGSIZE before the config is known */
+#define S_QUEUE    128        /* shards held locally (credit is at most 64) */
+#define S_MAX_RECV (1u << 30) /* ZMQ_MAXMSGSIZE before the config is known */
 
 typedef struct {
     const wisp_worker_params_t *p;
     void *sock;
-    uint32_t slot;             /* from WELCOME */
+    uint32_t slot; /* from WELCOME */
     int welcomed;
-    int stop;                  /* 0 running, 1 STOP done, 2 STOP interrupted */
-    zmq_msg_t queue[S_QUEUE];  /* SHARD frames waiting, ring */
+    int stop;                 /* 0 running, 1 STOP done, 2 STOP interrupted */
+    zmq_msg_t queue[S_QUEUE]; /* SHARD frames waiting, ring */
     int q_head, q_len;
     double last_heard, last_sent, heartbeat;
     wisp_jobcfg_t cfg;
@@ -31,7 +31,7 @@ typedef struct {
     const wisp_job_ops_t *ops;
     void *job;
     wisp_wbuf_t out;
-    int fatal;                 /* a fatal error recorded in err */
+    int fatal; /* a fatal error recorded in err */
     wisp_error_t *err;
 } s_worker_t;
 
@@ -55,10 +55,13 @@ static int s_hello(s_worker_t *w)
 {
     char host[64] = "?", text[256];
     gethostname(host, sizeof host - 1);
-    snprintf(text, sizeof text, "{\"rank\":%d,\"size\":%d,\"host\":\"%.60s\",\"pid\":%ld,\"world\":\"%016llx\"}",
+    snprintf(text, sizeof text,
+             "{\"rank\":%d,\"size\":%d,\"host\":\"%.60s\",\"pid\":%ld,\"world\":\"%016llx\"}",
              w->p->rank, w->p->size, host, (long)getpid(), (unsigned long long)w->p->world);
     w->welcomed = 0;
-    wisp_msg_t m = {.type = WISP_MSG_HELLO, .payload = (const uint8_t *)text, .payload_len = (uint32_t)strlen(text)};
+    wisp_msg_t m = {.type = WISP_MSG_HELLO,
+                    .payload = (const uint8_t *)text,
+                    .payload_len = (uint32_t)strlen(text)};
     return s_send(w, &m);
 }
 
@@ -90,13 +93,15 @@ static int s_welcome(s_worker_t *w, const wisp_msg_t *m)
     w->heartbeat = w->cfg.heartbeat;
     w->ops = wisp_job_find(w->cfg.kind);
     if (!w->ops)
-        return wisp_error_set(w->err, WISP_ERR_UNSUPPORTED, "job kind '%s' is not built into this worker", w->cfg.kind);
+        return wisp_error_set(w->err, WISP_ERR_UNSUPPORTED,
+                              "job kind '%s' is not built into this worker", w->cfg.kind);
     if (w->p->set_blas_threads)
         openblas_set_num_threads(w->cfg.threads_per_worker);
     wisp_job_env_t env = {w->p->rank, w->p->size, w->p->mpi_comm, w->cfg.threads_per_worker};
     rc = w->ops->worker_open(&w->job, &w->cfg, &env, w->err);
     if (rc == 0)
-        WISP_LOGI("joined as worker %u: job %s, %d BLAS threads", w->slot, w->cfg.kind, w->cfg.threads_per_worker);
+        WISP_LOGI("joined as worker %u: job %s, %d BLAS threads", w->slot, w->cfg.kind,
+                  w->cfg.threads_per_worker);
     if (rc == 0 && w->ops->steps) {
         /* Step jobs: say where this rank stands (its checkpoint) once set up. */
         wisp_wbuf_reset(&w->out);
@@ -104,7 +109,9 @@ static int s_welcome(s_worker_t *w, const wisp_msg_t *m)
         if (rc == 0 && w->out.failed)
             rc = wisp_error_set(w->err, WISP_ERR_NOMEM, "out of memory");
         if (rc == 0) {
-            wisp_msg_t ready = {.type = WISP_MSG_STEP_DONE, .aux = WISP_STEP_READY, .payload = w->out.data,
+            wisp_msg_t ready = {.type = WISP_MSG_STEP_DONE,
+                                .aux = WISP_STEP_READY,
+                                .payload = w->out.data,
                                 .payload_len = (uint32_t)w->out.len};
             rc = s_send(w, &ready);
         }
@@ -121,14 +128,13 @@ static int s_on_frame(s_worker_t *w, zmq_msg_t *frame)
     w->last_heard = wisp_now();
     if (wisp_proto_decode(zmq_msg_data(frame), zmq_msg_size(frame), S_MAX_RECV, &m, &e) != 0 ||
         !wisp_proto_is_coord_msg(m.type)) {
-        WISP_LOGW("dropped a message from the coordinator: %s", e.code ? e.msg : wisp_proto_type_name(m.type));
+        WISP_LOGW("dropped a message from the coordinator: %s",
+                  e.code ? e.msg : wisp_proto_type_name(m.type));
         zmq_msg_close(frame);
         return WISP_OK;
     }
     switch (m.type) {
-    case WISP_MSG_WELCOME:
-        rc = s_welcome(w, &m);
-        break;
+    case WISP_MSG_WELCOME: rc = s_welcome(w, &m); break;
     case WISP_MSG_SHARD:
     case WISP_MSG_STEP:
         if ((m.type == WISP_MSG_STEP) != (w->ops && w->ops->steps)) {
@@ -136,7 +142,8 @@ static int s_on_frame(s_worker_t *w, zmq_msg_t *frame)
             break;
         }
         if (!w->welcomed || w->q_len == S_QUEUE) {
-            WISP_LOGW("dropped SHARD %llu (%s)", (unsigned long long)m.shard, w->welcomed ? "queue full" : "not welcomed");
+            WISP_LOGW("dropped SHARD %llu (%s)", (unsigned long long)m.shard,
+                      w->welcomed ? "queue full" : "not welcomed");
             break;
         }
         zmq_msg_init(&w->queue[(w->q_head + w->q_len) % S_QUEUE]);
@@ -152,8 +159,7 @@ static int s_on_frame(s_worker_t *w, zmq_msg_t *frame)
             w->stop = m.aux == 0 ? 1 : 2;
         }
         break;
-    default: /* HEARTBEAT: last_heard is all it is for */
-        break;
+    default: /* HEARTBEAT: last_heard is all it is for */ break;
     }
     zmq_msg_close(frame);
     return rc;
@@ -207,12 +213,17 @@ static int s_run_shard(s_worker_t *w, wisp_worker_stats_t *stats)
         wisp_wbuf_reset(&w->out);
         double t0 = wisp_now();
         uint32_t flags = 0;
-        rc = w->ops->worker_step(w->job, m.shard, m.aux, m.payload, m.payload_len, &w->out, &flags, w->err);
+        rc = w->ops->worker_step(w->job, m.shard, m.aux, m.payload, m.payload_len, &w->out, &flags,
+                                 w->err);
         stats->busy_s += wisp_now() - t0;
         if (rc == 0 && w->out.failed)
-            rc = wisp_error_set(w->err, WISP_ERR_NOMEM, "step %llu: out of memory", (unsigned long long)m.shard);
+            rc = wisp_error_set(w->err, WISP_ERR_NOMEM, "step %llu: out of memory",
+                                (unsigned long long)m.shard);
         if (rc == 0) {
-            wisp_msg_t r = {.type = WISP_MSG_STEP_DONE, .shard = m.shard, .aux = flags, .payload = w->out.data,
+            wisp_msg_t r = {.type = WISP_MSG_STEP_DONE,
+                            .shard = m.shard,
+                            .aux = flags,
+                            .payload = w->out.data,
                             .payload_len = (uint32_t)w->out.len};
             rc = s_send(w, &r);
             if (rc)
@@ -226,15 +237,21 @@ static int s_run_shard(s_worker_t *w, wisp_worker_stats_t *stats)
         wisp_wbuf_u32(&w->out, WISP_JOB_MAX_STAGES);
         for (int i = 0; i < WISP_JOB_MAX_STAGES; i++)
             wisp_wbuf_f64(&w->out, 0); /* patched below */
-        rc = w->ops->worker_run(w->job, m.first, m.count, m.payload, m.payload_len, &w->out, st, &prog, w->err);
+        rc = w->ops->worker_run(w->job, m.first, m.count, m.payload, m.payload_len, &w->out, st,
+                                &prog, w->err);
         stats->busy_s += wisp_now() - t0;
         if (rc == 0 && w->out.failed)
-            rc = wisp_error_set(w->err, WISP_ERR_NOMEM, "shard %llu: out of memory", (unsigned long long)m.shard);
+            rc = wisp_error_set(w->err, WISP_ERR_NOMEM, "shard %llu: out of memory",
+                                (unsigned long long)m.shard);
         if (rc == 0) {
             for (int i = 0; i < WISP_JOB_MAX_STAGES; i++)
                 memcpy(w->out.data + 4 + 8 * i, &st[i], 8);
-            wisp_msg_t r = {.type = WISP_MSG_RESULT, .shard = m.shard, .first = m.first, .count = m.count,
-                            .payload = w->out.data, .payload_len = (uint32_t)w->out.len};
+            wisp_msg_t r = {.type = WISP_MSG_RESULT,
+                            .shard = m.shard,
+                            .first = m.first,
+                            .count = m.count,
+                            .payload = w->out.data,
+                            .payload_len = (uint32_t)w->out.len};
             rc = s_send(w, &r);
             if (rc)
                 wisp_error_set(w->err, rc, "sending RESULT: %s", zmq_strerror(errno));
@@ -248,7 +265,8 @@ static int s_run_shard(s_worker_t *w, wisp_worker_stats_t *stats)
     return rc;
 }
 
-int wisp_worker_run(const wisp_worker_params_t *params, wisp_worker_stats_t *stats, wisp_error_t *err)
+int wisp_worker_run(const wisp_worker_params_t *params, wisp_worker_stats_t *stats,
+                    wisp_error_t *err)
 {
     wisp_worker_stats_t local = {0};
     if (!stats)
@@ -284,7 +302,8 @@ int wisp_worker_run(const wisp_worker_params_t *params, wisp_worker_stats_t *sta
         }
     }
     if (zmq_connect(w.sock, params->endpoint) != 0) {
-        rc = wisp_error_set(err, WISP_ERR_NET, "connect %s: %s", params->endpoint, zmq_strerror(errno));
+        rc = wisp_error_set(err, WISP_ERR_NET, "connect %s: %s", params->endpoint,
+                            zmq_strerror(errno));
         goto done;
     }
     w.last_heard = wisp_now();
@@ -302,8 +321,8 @@ int wisp_worker_run(const wisp_worker_params_t *params, wisp_worker_stats_t *sta
         }
         double now = wisp_now();
         if (now - w.last_heard > params->timeout) {
-            rc = wisp_error_set(err, WISP_ERR_NET, "%s: no word from the coordinator for %.0f s", params->endpoint,
-                                now - w.last_heard);
+            rc = wisp_error_set(err, WISP_ERR_NET, "%s: no word from the coordinator for %.0f s",
+                                params->endpoint, now - w.last_heard);
             break;
         }
         if (w.welcomed && now - w.last_sent >= w.heartbeat) {
@@ -328,7 +347,8 @@ int wisp_worker_run(const wisp_worker_params_t *params, wisp_worker_stats_t *sta
         wisp_msg_t bye = {.type = WISP_MSG_BYE};
         s_send(&w, &bye);
     }
-    WISP_LOGI("worker done: shards=%ld items=%ld busy_s=%.3f", stats->shards, stats->items, stats->busy_s);
+    WISP_LOGI("worker done: shards=%ld items=%ld busy_s=%.3f", stats->shards, stats->items,
+              stats->busy_s);
 done:
     s_clear_queue(&w);
     if (w.job)

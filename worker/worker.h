@@ -19,28 +19,29 @@
 #include "err.h"
 
 typedef struct {
-    const char *endpoint;             /* coordinator, e.g. tcp://127.0.0.1:45123 */
-    void *zmq_ctx;                    /* shared context (inproc), NULL = own */
-    int rank, size;                   /* MPI rank and world size (0, 1 without MPI) */
-    void *mpi_comm;                   /* pointer to the workers' MPI_Comm, NULL without MPI */
-    const char *curve_server_public;  /* coordinator public key file; NULL = no CURVE */
-    const char *curve_key;            /* PREFIX of this worker's PREFIX.public / PREFIX.secret */
-    double timeout;                   /* s of coordinator silence before giving up (default 60) */
-    volatile sig_atomic_t *stop;      /* external stop flag (signal handler), may be NULL */
-    int set_blas_threads;             /* 1: apply cluster.threads_per_worker to OpenBLAS */
-    uint64_t world;                   /* id shared by the ranks of one mpirun (step jobs group by it) */
+    const char *endpoint;            /* coordinator, e.g. tcp://127.0.0.1:45123 */
+    void *zmq_ctx;                   /* shared context (inproc), NULL = own */
+    int rank, size;                  /* MPI rank and world size (0, 1 without MPI) */
+    void *mpi_comm;                  /* pointer to the workers' MPI_Comm, NULL without MPI */
+    const char *curve_server_public; /* coordinator public key file; NULL = no CURVE */
+    const char *curve_key;           /* PREFIX of this worker's PREFIX.public / PREFIX.secret */
+    double timeout;                  /* s of coordinator silence before giving up (default 60) */
+    volatile sig_atomic_t *stop;     /* external stop flag (signal handler), may be NULL */
+    int set_blas_threads;            /* 1: apply cluster.threads_per_worker to OpenBLAS */
+    uint64_t world; /* id shared by the ranks of one mpirun (step jobs group by it) */
 } wisp_worker_params_t;
 
 typedef struct {
-    long shards;      /* shards completed */
-    long items;       /* items completed */
-    double busy_s;    /* time inside the job plug-in */
+    long shards;   /* shards completed */
+    long items;    /* items completed */
+    double busy_s; /* time inside the job plug-in */
 } wisp_worker_stats_t;
 
 void wisp_worker_default_params(wisp_worker_params_t *p);
 
 /* Runs until STOP. 0 when the job is complete, WISP_ERR_INTERRUPTED when
  * stopped early (signal or coordinator shutdown), another code on failure. */
-int wisp_worker_run(const wisp_worker_params_t *params, wisp_worker_stats_t *stats, wisp_error_t *err);
+int wisp_worker_run(const wisp_worker_params_t *params, wisp_worker_stats_t *stats,
+                    wisp_error_t *err);
 
 #endif

@@ -23,7 +23,10 @@ static volatile sig_atomic_t s_stop_flag;
  * itself runs in-process in tests/test_coord.c. Without sanitizers this hook is
  * never called. */
 const char *__asan_default_options(void);
-const char *__asan_default_options(void) { return "detect_leaks=0"; }
+const char *__asan_default_options(void)
+{
+    return "detect_leaks=0";
+}
 
 static void s_on_signal(int sig)
 {
@@ -33,16 +36,18 @@ static void s_on_signal(int sig)
 
 static void s_usage(FILE *out)
 {
-    fprintf(out, "usage: mpirun -np N wisp-worker --coordinator tcp://HOST:PORT [--coordinator-file FILE]\n"
-                 "                   [--curve-server SERVER.public --curve-key PREFIX] [--timeout S]\n"
-                 "                   [--log-level debug|info|warn|error]\n"
-                 "--coordinator-file waits for FILE (written by wisp-coordinator --endpoint-file).\n"
-                 "\n"
-                 "examples:\n"
-                 "  mpirun -np 8 wisp-worker --coordinator-file /shared/run1/endpoint\n"
-                 "  mpirun -np 4 --hostfile hosts wisp-worker --coordinator tcp://node0:5555 --timeout 60\n"
-                 "  mpirun -np 8 wisp-worker --coordinator-file /shared/run1/endpoint \\\n"
-                 "      --curve-server /shared/keys/coordinator.public --curve-key /shared/keys/worker\n");
+    fprintf(
+        out,
+        "usage: mpirun -np N wisp-worker --coordinator tcp://HOST:PORT [--coordinator-file FILE]\n"
+        "                   [--curve-server SERVER.public --curve-key PREFIX] [--timeout S]\n"
+        "                   [--log-level debug|info|warn|error]\n"
+        "--coordinator-file waits for FILE (written by wisp-coordinator --endpoint-file).\n"
+        "\n"
+        "examples:\n"
+        "  mpirun -np 8 wisp-worker --coordinator-file /shared/run1/endpoint\n"
+        "  mpirun -np 4 --hostfile hosts wisp-worker --coordinator tcp://node0:5555 --timeout 60\n"
+        "  mpirun -np 8 wisp-worker --coordinator-file /shared/run1/endpoint \\\n"
+        "      --curve-server /shared/keys/coordinator.public --curve-key /shared/keys/worker\n");
 }
 
 /* Waits up to timeout s for the endpoint file to appear. */
@@ -107,8 +112,10 @@ int main(int argc, char **argv)
             goto usage;
         }
     }
-    if (!endpoint[0] && endpoint_file && s_read_endpoint(endpoint_file, p.timeout, endpoint, sizeof endpoint) != 0) {
-        fprintf(stderr, "wisp-worker: %s: no coordinator endpoint after %.0f s\n", endpoint_file, p.timeout);
+    if (!endpoint[0] && endpoint_file &&
+        s_read_endpoint(endpoint_file, p.timeout, endpoint, sizeof endpoint) != 0) {
+        fprintf(stderr, "wisp-worker: %s: no coordinator endpoint after %.0f s\n", endpoint_file,
+                p.timeout);
         code = WISP_EXIT_FAILURE;
         goto done;
     }

@@ -65,22 +65,37 @@ void wisp_adamw_step(wisp_adamw_t *self, float *params, const float *grads, doub
     float *m = self->m, *v = self->v;
     for (size_t i = 0; i < self->n; i++) {
         float g = grads[i];
-        float w = params[i] * decay;                 /* param.mul_(1 - lr*wd) */
+        float w = params[i] * decay; /* param.mul_(1 - lr*wd) */
         /* exp_avg.mul_(b1).add_(g, alpha=1-b1), fused: the fp32 product is exact in
          * double, so one rounding of the double sum equals fmaf (bar double rounding in
          * rare ties) without a libm call per element. */
         m[i] = (float)((double)g * (double)one_minus_b1 + (double)(m[i] * b1));
-        v[i] = v[i] * b2 + one_minus_b2 * g * g;     /* exp_avg_sq.mul_(b2).addcmul_(g, g, 1-b2) */
-        float denom = sqrtf(v[i]) / bc2_sqrt + eps;  /* (sqrt(v) / sqrt(bc2)).add_(eps) */
+        v[i] = v[i] * b2 + one_minus_b2 * g * g;      /* exp_avg_sq.mul_(b2).addcmul_(g, g, 1-b2) */
+        float denom = sqrtf(v[i]) / bc2_sqrt + eps;   /* (sqrt(v) / sqrt(bc2)).add_(eps) */
         params[i] = w + neg_step_size * m[i] / denom; /* addcdiv_: self + value*t1/t2 */
     }
 }
 
-size_t wisp_adamw_size(const wisp_adamw_t *self) { return self->n; }
-long wisp_adamw_steps(const wisp_adamw_t *self) { return self->t; }
-float *wisp_adamw_m(wisp_adamw_t *self) { return self->m; }
-float *wisp_adamw_v(wisp_adamw_t *self) { return self->v; }
-void wisp_adamw_set_steps(wisp_adamw_t *self, long t) { self->t = t; }
+size_t wisp_adamw_size(const wisp_adamw_t *self)
+{
+    return self->n;
+}
+long wisp_adamw_steps(const wisp_adamw_t *self)
+{
+    return self->t;
+}
+float *wisp_adamw_m(wisp_adamw_t *self)
+{
+    return self->m;
+}
+float *wisp_adamw_v(wisp_adamw_t *self)
+{
+    return self->v;
+}
+void wisp_adamw_set_steps(wisp_adamw_t *self, long t)
+{
+    self->t = t;
+}
 
 /* Per tensor: torch.norm in fp32 (accumulated wider, rounded to fp32); then the
  * norm of the stacked norms; clip_coef = max_norm / (total + 1e-6) in fp32. */
@@ -139,15 +154,14 @@ const char *wisp_adamw_schedule_name(wisp_schedule_t s)
 
 /* transformers.optimization: get_constant_schedule_with_warmup,
  * get_linear_schedule_with_warmup, get_cosine_schedule_with_warmup (num_cycles 0.5). */
-double wisp_adamw_lr(wisp_schedule_t schedule, double base_lr, long warmup_steps,
-                     long total_steps, long step)
+double wisp_adamw_lr(wisp_schedule_t schedule, double base_lr, long warmup_steps, long total_steps,
+                     long step)
 {
     if (step < warmup_steps)
         return base_lr * (double)step / (double)(warmup_steps > 1 ? warmup_steps : 1);
     double span = (double)(total_steps - warmup_steps > 1 ? total_steps - warmup_steps : 1);
     switch (schedule) {
-    case WISP_SCHEDULE_CONSTANT:
-        return base_lr;
+    case WISP_SCHEDULE_CONSTANT: return base_lr;
     case WISP_SCHEDULE_LINEAR: {
         double f = (double)(total_steps - step) / span;
         return base_lr * (f > 0.0 ? f : 0.0);

@@ -66,7 +66,7 @@ const char *wisp_adamw_schedule_name(wisp_schedule_t s);
 
 /* Learning rate of the optimizer step that follows `step` completed steps
  * (HF's LambdaLR: base_lr * lambda(step); the first update uses step 0). */
-double wisp_adamw_lr(wisp_schedule_t schedule, double base_lr, long warmup_steps,
-                     long total_steps, long step);
+double wisp_adamw_lr(wisp_schedule_t schedule, double base_lr, long warmup_steps, long total_steps,
+                     long step);
 
 #endif

@@ -53,14 +53,14 @@ static const char *const s_lin_key[S_NLIN] = {"self_attn.q_proj", "self_attn.k_p
 
 /* Frozen weights of one encoder layer (fp32 views into the checkpoint). */
 typedef struct {
-    const float *ln1_w, *ln1_b;   /* self_attn_layer_norm (d) */
-    const float *q_w, *q_b;       /* (d, d), (d) */
-    const float *k_w;             /* (d, d), no bias */
-    const float *v_w, *v_b;       /* (d, d), (d) */
-    const float *o_w, *o_b;       /* out_proj (d, d), (d) */
-    const float *ln2_w, *ln2_b;   /* final_layer_norm (d) */
-    const float *fc1_w, *fc1_b;   /* (F, d), (F) */
-    const float *fc2_w, *fc2_b;   /* (d, F), (d) */
+    const float *ln1_w, *ln1_b; /* self_attn_layer_norm (d) */
+    const float *q_w, *q_b;     /* (d, d), (d) */
+    const float *k_w;           /* (d, d), no bias */
+    const float *v_w, *v_b;     /* (d, d), (d) */
+    const float *o_w, *o_b;     /* out_proj (d, d), (d) */
+    const float *ln2_w, *ln2_b; /* final_layer_norm (d) */
+    const float *fc1_w, *fc1_b; /* (F, d), (F) */
+    const float *fc2_w, *fc2_b; /* (d, F), (d) */
 } s_layer_w_t;
 
 /* Where a layer's trainable tensors are in the spec table (-1: absent). */
@@ -91,9 +91,9 @@ struct wisp_model {
     char *model_dir;           /* as given (adapter_config.json model_name) */
     wisp_st_t *st;             /* the checkpoint mapping; owns converted copies */
     wisp_model_opts_t opts;
-    int plan_only;             /* wisp_model_plan_bytes: size the arena, allocate nothing */
-    int nthreads;              /* threads of the attention core (s_attn_threads) */
-    nn_pool_t *pool;           /* their pool; NULL for one thread (or plan_only) */
+    int plan_only;   /* wisp_model_plan_bytes: size the arena, allocate nothing */
+    int nthreads;    /* threads of the attention core (s_attn_threads) */
+    nn_pool_t *pool; /* their pool; NULL for one thread (or plan_only) */
     int d, L, H, F, hd, n_mels, T_max;
 
     /* frozen */
@@ -111,30 +111,30 @@ struct wisp_model {
     int nspec;
     wisp_param_info_t *spec;
     size_t nparams;
-    float *params, *grads; /* (nparams) each, 64-byte aligned */
-    s_layer_a_t *la;       /* (L) */
-    int head_p;            /* spec index of projector.weight (then bias, classifier w, b,
-                              layer_weights when used); -1 without head */
-    int lowest;            /* lowest layer holding trainables (L: none) */
-    int lay_ia3, lay_r;    /* adapter kind IA3 / LoRA rank of the current layout */
-    int lay_P, lay_NL;     /* head sizes of the current layout (1 without head) */
+    float *params, *grads;         /* (nparams) each, 64-byte aligned */
+    s_layer_a_t *la;               /* (L) */
+    int head_p;                    /* spec index of projector.weight (then bias, classifier w, b,
+                                      layer_weights when used); -1 without head */
+    int lowest;                    /* lowest layer holding trainables (L: none) */
+    int lay_ia3, lay_r;            /* adapter kind IA3 / LoRA rank of the current layout */
+    int lay_P, lay_NL;             /* head sizes of the current layout (1 without head) */
     int max_m, max_r, max_ia3_out; /* widths for scratch planning */
 
     /* activation arena */
     float *arena;
-    size_t arena_floats; /* planned (what planned_bytes reports) */
-    size_t arena_cap;    /* allocated; only grows, so relayouts rarely reallocate */
-    int unusable;        /* the last plan failed (out of memory): forward refuses */
-    s_acts_t *acts;  /* (L) */
-    float **x;       /* (L+1) layer inputs / final output, (N, d) each */
+    size_t arena_floats;        /* planned (what planned_bytes reports) */
+    size_t arena_cap;           /* allocated; only grows, so relayouts rarely reallocate */
+    int unusable;               /* the last plan failed (out of memory): forward refuses */
+    s_acts_t *acts;             /* (L) */
+    float **x;                  /* (L+1) layer inputs / final output, (N, d) each */
     float *lnf_mean, *lnf_rstd; /* (N) */
-    float *xf;       /* (N, d) final LayerNorm output */
-    float *xm;       /* (L+1, B, d) means over T of the hidden states */
-    float *sw;       /* (L+1) softmax(layer_weights) */
-    float *hmean;    /* (B, d) pooled (weighted) hidden state */
-    float *pooled;   /* (B, P) */
-    float *logits;   /* (B, NL) */
-    float *probs;    /* (B, NL) */
+    float *xf;                  /* (N, d) final LayerNorm output */
+    float *xm;                  /* (L+1, B, d) means over T of the hidden states */
+    float *sw;                  /* (L+1) softmax(layer_weights) */
+    float *hmean;               /* (B, d) pooled (weighted) hidden state */
+    float *pooled;              /* (B, P) */
+    float *logits;              /* (B, NL) */
+    float *probs;               /* (B, NL) */
     /* scratch */
     float *mel_t;    /* (max_frames, n_mels) one clip, time-major */
     float *c1;       /* (max_frames, d) conv1 output of one clip */
@@ -150,15 +150,15 @@ struct wisp_model {
     float *svec2;    /* (max(d, F)) IA3 d(scale) */
     /* backward scratch (training) */
     float *dx, *dxp, *dh, *df, *dz, *dq, *dk, *dv; /* (N, d) */
-    float *dg;       /* (N, F) */
-    float *dlin;     /* (N, max_ia3_out) IA3 d(W z + b) */
-    float *dbott, *dpre; /* (N, max_m) */
-    float *dt;       /* (N, max_r) */
-    float *dlogits;  /* (B, NL) */
-    float *dpooled;  /* (B, P) */
-    float *dhmean;   /* (B, d) */
-    float *dtmp;     /* (B, d) */
-    float *dsw;      /* (L+1) */
+    float *dg;                                     /* (N, F) */
+    float *dlin;                                   /* (N, max_ia3_out) IA3 d(W z + b) */
+    float *dbott, *dpre;                           /* (N, max_m) */
+    float *dt;                                     /* (N, max_r) */
+    float *dlogits;                                /* (B, NL) */
+    float *dpooled;                                /* (B, P) */
+    float *dhmean;                                 /* (B, d) */
+    float *dtmp;                                   /* (B, d) */
+    float *dsw;                                    /* (L+1) */
 };
 
 /* ------------------------------------------------------------------ helpers */
@@ -272,8 +272,8 @@ static int s_spec_add(s_specvec_t *sv, const char *name, int ndim, int64_t d0, i
 /* Builds the trainable-tensor table for (adapter, head) and the per-layer index
  * tables. The one place that knows names and shapes of trainables. */
 static int s_spec_build(wisp_model_t *self, const wisp_adapter_config_t *a,
-                        const wisp_head_config_t *hc, s_specvec_t *sv, s_layer_a_t *la,
-                        int *head_p, wisp_error_t *err)
+                        const wisp_head_config_t *hc, s_specvec_t *sv, s_layer_a_t *la, int *head_p,
+                        wisp_error_t *err)
 {
     const int d = self->d, F = self->F, L = self->L;
     char name[512];
@@ -310,8 +310,7 @@ static int s_spec_build(wisp_model_t *self, const wisp_adapter_config_t *a,
                     if (la[i].site_p[s] < 0 || s_spec_add(sv, name, 1, m, 0) < 0)
                         return wisp_error_set(err, WISP_ERR_NOMEM, "model: out of memory");
                     snprintf(name, sizeof name,
-                             "encoder.layers.%d.%s.adapters.%s.adapter_up.weight", i, pre,
-                             a->name);
+                             "encoder.layers.%d.%s.adapters.%s.adapter_up.weight", i, pre, a->name);
                     if (s_spec_add(sv, name, 2, d, m) < 0)
                         return wisp_error_set(err, WISP_ERR_NOMEM, "model: out of memory");
                     snprintf(name, sizeof name, "encoder.layers.%d.%s.adapters.%s.adapter_up.bias",
@@ -437,8 +436,7 @@ static void s_carve(wisp_model_t *self, s_arena_t *a)
     self->mel_t = s_take(a, fr * nm);
     self->c1 = s_take(a, fr * d);
     self->col = s_take(a, colf > col2 ? colf : col2);
-    self->attn_scr =
-        s_take(a, nn_attention_scratch_floats_mt((int)Tm, self->hd, self->nthreads));
+    self->attn_scr = s_take(a, nn_attention_scratch_floats_mt((int)Tm, self->hd, self->nthreads));
     self->z = s_take(a, N * d);
     self->sf = s_take(a, N * d);
     self->zs = tr ? NULL : s_take(a, N * d);
@@ -613,8 +611,8 @@ static int s_get(wisp_model_t *self, const char *prefix, const char *fmt, int la
     snprintf(name, sizeof name, "%s%s", prefix, suffix);
     int64_t shape[3] = {d0, d1, d2};
     if (!wisp_st_find(self->st, name))
-        return wisp_error_set(err, WISP_ERR_NOTFOUND, "%s: missing tensor %s",
-                              self->model_dir, name);
+        return wisp_error_set(err, WISP_ERR_NOTFOUND, "%s: missing tensor %s", self->model_dir,
+                              name);
     return wisp_st_get_f32(self->st, name, ndim, shape, out, err);
 }
 
@@ -730,8 +728,8 @@ wisp_model_t *wisp_model_new(const char *model_dir, const wisp_model_opts_t *opt
     if (!rc)
         rc = s_get(self, prefix, "conv2.bias", 0, 1, d, 0, 0, &self->conv2_b, err);
     if (!rc)
-        rc = s_get(self, prefix, "embed_positions.weight", 0, 2, self->T_max, d, 0, &self->pos,
-                   err);
+        rc =
+            s_get(self, prefix, "embed_positions.weight", 0, 2, self->T_max, d, 0, &self->pos, err);
     if (!rc)
         rc = s_get(self, prefix, "layer_norm.weight", 0, 1, d, 0, 0, &self->lnf_w, err);
     if (!rc)
@@ -820,7 +818,10 @@ void wisp_model_destroy(wisp_model_t **pself)
     *pself = NULL;
 }
 
-const wisp_whisper_config_t *wisp_model_config(const wisp_model_t *self) { return &self->cfg; }
+const wisp_whisper_config_t *wisp_model_config(const wisp_model_t *self)
+{
+    return &self->cfg;
+}
 
 /* ------------------------------------------------------------------ adapters */
 
@@ -828,8 +829,7 @@ static int s_check_adapter(const wisp_model_t *self, const wisp_adapter_config_t
                            const char *where, wisp_error_t *err)
 {
     if (cfg->kind == WISP_ADAPTER_NONE)
-        return wisp_error_set(err, WISP_ERR_ARG, "%s: adapter config has no architecture",
-                              where);
+        return wisp_error_set(err, WISP_ERR_ARG, "%s: adapter config has no architecture", where);
     if (!cfg->name[0] || strchr(cfg->name, '.'))
         return wisp_error_set(err, WISP_ERR_ARG, "%s: bad adapter name '%s'", where, cfg->name);
     if (cfg->kind == WISP_ADAPTER_BOTTLENECK) {
@@ -839,16 +839,16 @@ static int s_check_adapter(const wisp_model_t *self, const wisp_adapter_config_t
             if (!cfg->leave_out[i] && (cfg->mh_adapter || cfg->output_adapter) &&
                 wisp_adapter_config_bottleneck_dim(cfg, i, self->d) < 1)
                 return wisp_error_set(err, WISP_ERR_ARG,
-                                      "%s: reduction_factor of layer %d gives no bottleneck",
-                                      where, i);
+                                      "%s: reduction_factor of layer %d gives no bottleneck", where,
+                                      i);
         }
     } else {
         if (cfg->r < 1)
             return wisp_error_set(err, WISP_ERR_ARG, "%s: r = %d", where, cfg->r);
         if (cfg->kind == WISP_ADAPTER_IA3 && cfg->r != 1)
             return wisp_error_set(err, WISP_ERR_UNSUPPORTED,
-                                  "%s: composition_mode 'scale' (IA3) needs r = 1, not %d",
-                                  where, cfg->r);
+                                  "%s: composition_mode 'scale' (IA3) needs r = 1, not %d", where,
+                                  cfg->r);
     }
     return 0;
 }
@@ -998,8 +998,8 @@ int wisp_model_load_adapter(wisp_model_t *self, const char *dir, wisp_error_t *e
         return rc;
     if (hidden && hidden != self->d) {
         rc = wisp_error_set(err, WISP_ERR_SHAPE,
-                            "%s/adapter_config.json: hidden_size %d, the model has d_model %d",
-                            dir, hidden, self->d);
+                            "%s/adapter_config.json: hidden_size %d, the model has d_model %d", dir,
+                            hidden, self->d);
         goto done;
     }
     if ((rc = s_install_adapter(self, &cfg, dir, err)) < 0)
@@ -1232,10 +1232,22 @@ const wisp_head_config_t *wisp_model_head(const wisp_model_t *self)
 
 /* ------------------------------------------------------------------ params */
 
-size_t wisp_model_num_params(const wisp_model_t *self) { return self->nparams; }
-float *wisp_model_params(wisp_model_t *self) { return self->params; }
-float *wisp_model_grads(wisp_model_t *self) { return self->grads; }
-int wisp_model_num_param_tensors(const wisp_model_t *self) { return self->nspec; }
+size_t wisp_model_num_params(const wisp_model_t *self)
+{
+    return self->nparams;
+}
+float *wisp_model_params(wisp_model_t *self)
+{
+    return self->params;
+}
+float *wisp_model_grads(wisp_model_t *self)
+{
+    return self->grads;
+}
+int wisp_model_num_param_tensors(const wisp_model_t *self)
+{
+    return self->nspec;
+}
 
 const wisp_param_info_t *wisp_model_param_tensor(const wisp_model_t *self, int i)
 {
@@ -1253,8 +1265,7 @@ size_t wisp_model_planned_bytes(const wisp_model_t *self)
 }
 
 size_t wisp_model_plan_bytes(const wisp_whisper_config_t *cfg, const wisp_model_opts_t *opts,
-                             const wisp_adapter_config_t *adapter,
-                             const wisp_head_config_t *head)
+                             const wisp_adapter_config_t *adapter, const wisp_head_config_t *head)
 {
     wisp_model_t m;
     size_t bytes = 0;
@@ -1382,8 +1393,7 @@ static int s_check_input(const wisp_model_t *self, const float *mel, int B, int 
         return WISP_ERR_NOMEM;
     }
     if (!self->has_head) {
-        WISP_LOGE("%s: the model has no classification head (init or load one)",
-                  self->model_dir);
+        WISP_LOGE("%s: the model has no classification head (init or load one)", self->model_dir);
         return WISP_ERR_ARG;
     }
     if (!mel || B < 1 || B > self->opts.max_batch || frames < 2 || frames % 2 ||
@@ -1405,8 +1415,8 @@ static void s_forward(wisp_model_t *self, const float *mel, int B, int frames)
         for (int c = 0; c < nm; c++)
             for (int t = 0; t < frames; t++)
                 self->mel_t[(size_t)t * nm + c] = mb[(size_t)c * frames + t];
-        nn_conv1d_k3_forward(self->c1, self->col, self->mel_t, self->conv1_w, self->conv1_b,
-                             frames, nm, d, 1);
+        nn_conv1d_k3_forward(self->c1, self->col, self->mel_t, self->conv1_w, self->conv1_b, frames,
+                             nm, d, 1);
         nn_act_forward(self->c1, self->c1, (size_t)frames * d, NN_ACT_GELU);
         float *xb = self->x[0] + (size_t)b * T * d;
         nn_conv1d_k3_forward(xb, self->col, self->c1, self->conv2_w, self->conv2_b, frames, d, d,
@@ -1434,8 +1444,8 @@ static void s_forward(wisp_model_t *self, const float *mel, int B, int frames)
         memcpy(self->hmean, self->xm + (size_t)L * B * d, (size_t)B * d * sizeof(float));
     }
     nn_linear_forward(self->pooled, self->hmean, s_param(self, k), s_param(self, k + 1), B, d, P);
-    nn_linear_forward(self->logits, self->pooled, s_param(self, k + 2), s_param(self, k + 3), B,
-                      P, NL);
+    nn_linear_forward(self->logits, self->pooled, s_param(self, k + 2), s_param(self, k + 3), B, P,
+                      NL);
 }
 
 int wisp_model_forward(wisp_model_t *self, const float *mel, int B, int frames, float *logits,
@@ -1486,8 +1496,8 @@ static void s_lin_backward(wisp_model_t *self, int i, int j, float *dinp, const 
         /* out += c B t, t = A z:  dt = c dout B, dB += c dout^T t; then dA, dz */
         nn_linear_backward(self->dt, s_grad(self, k + 1), NULL, dout, A->lin_t[j],
                            s_param(self, k + 1), self->acfg.alpha / (float)r, N, r, OC);
-        nn_linear_backward(dinp, s_grad(self, k), NULL, self->dt, inp, s_param(self, k), 1.0f, N,
-                           C, r);
+        nn_linear_backward(dinp, s_grad(self, k), NULL, self->dt, inp, s_param(self, k), 1.0f, N, C,
+                           r);
     }
     if (dinp)
         nn_linear_backward(dinp, NULL, NULL, dout, NULL, W, 1.0f, N, C, OC);
@@ -1546,7 +1556,10 @@ static void s_site_backward(wisp_model_t *self, int i, int s, float *df, float *
     }
 }
 
-static int s_has_lin(const wisp_model_t *self, int i, int j) { return self->la[i].lin_p[j] >= 0; }
+static int s_has_lin(const wisp_model_t *self, int i, int j)
+{
+    return self->la[i].lin_p[j] >= 0;
+}
 
 /* Layer i backward: dx_out (N, d) is the gradient of the layer output; writes the
  * gradient of the layer input into dx_in when dx_in is not NULL. */
@@ -1587,12 +1600,11 @@ static void s_layer_backward(wisp_model_t *self, int i, int B, int T, const floa
         nn_layernorm_forward(self->z, NULL, NULL, A->h, w->ln2_w, w->ln2_b, N, d);
     if (need_att)
         memset(self->dz, 0, n * sizeof(float));
-    s_lin_backward(self, i, S_LIN_FC1, need_att ? self->dz : NULL, du, self->z, w->fc1_w, N, d,
-                   F);
+    s_lin_backward(self, i, S_LIN_FC1, need_att ? self->dz : NULL, du, self->z, w->fc1_w, N, d, F);
     if (!need_att)
         return;
-    nn_layernorm_backward(self->dh, NULL, NULL, self->dz, A->h, w->ln2_w, A->ln2_mean,
-                          A->ln2_rstd, N, d);
+    nn_layernorm_backward(self->dh, NULL, NULL, self->dz, A->h, w->ln2_w, A->ln2_mean, A->ln2_rstd,
+                          N, d);
     /* h = site_attn(a, x) */
     memset(self->df, 0, n * sizeof(float));
     if (dx_in)
@@ -1605,8 +1617,8 @@ static void s_layer_backward(wisp_model_t *self, int i, int B, int T, const floa
     memset(self->dq, 0, n * sizeof(float));
     memset(self->dk, 0, n * sizeof(float));
     memset(self->dv, 0, n * sizeof(float));
-    nn_attention_backward_mt(self->dq, self->dk, self->dv, datt, A->att, A->lse, A->q, A->k,
-                             A->v, self->attn_scr, B, T, self->H, self->hd, self->pool);
+    nn_attention_backward_mt(self->dq, self->dk, self->dv, datt, A->att, A->lse, A->q, A->k, A->v,
+                             self->attn_scr, B, T, self->H, self->hd, self->pool);
     nn_scale(self->dq, 1.0f / sqrtf((float)self->hd), n);
     if (self->acfg.kind == WISP_ADAPTER_LORA &&
         (s_has_lin(self, i, S_LIN_Q) || s_has_lin(self, i, S_LIN_K) || s_has_lin(self, i, S_LIN_V)))
@@ -1646,8 +1658,8 @@ int wisp_model_forward_backward(wisp_model_t *self, const float *mel, int B, int
     const int k = self->head_p, P = self->head.classifier_proj_size;
     const int wsum = self->head.use_weighted_layer_sum;
     double ws = 0.0;
-    double loss = nn_crossentropy_forward(self->probs, &ws, self->logits, labels, class_weights,
-                                          B, NL);
+    double loss =
+        nn_crossentropy_forward(self->probs, &ws, self->logits, labels, class_weights, B, NL);
     if (loss_sum)
         *loss_sum = loss;
     if (weight_sum)

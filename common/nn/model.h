@@ -29,11 +29,11 @@ typedef struct {
 } wisp_model_opts_t;
 
 typedef struct {
-    const char *name;  /* checkpoint key, e.g. "encoder.layers.0.output_adapters.adapters.
-                          NAME.adapter_down.0.weight", "projector.weight", "layer_weights" */
+    const char *name; /* checkpoint key, e.g. "encoder.layers.0.output_adapters.adapters.
+                         NAME.adapter_down.0.weight", "projector.weight", "layer_weights" */
     int ndim;
     int64_t shape[4];
-    size_t offset;     /* in floats, into wisp_model_params() / wisp_model_grads() */
+    size_t offset; /* in floats, into wisp_model_params() / wisp_model_grads() */
     size_t numel;
 } wisp_param_info_t;
 
@@ -96,7 +96,6 @@ size_t wisp_model_planned_bytes(const wisp_model_t *self);
  * wisp_model_planned_bytes() would report for a model of `cfg` with `opts`, the
  * adapter (NULL: none) and the head (NULL: none). 0 for an invalid config. */
 size_t wisp_model_plan_bytes(const wisp_whisper_config_t *cfg, const wisp_model_opts_t *opts,
-                             const wisp_adapter_config_t *adapter,
-                             const wisp_head_config_t *head);
+                             const wisp_adapter_config_t *adapter, const wisp_head_config_t *head);
 
 #endif

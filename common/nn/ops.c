@@ -50,25 +50,72 @@
  * take pointers and are wrapped in statement-expression macros, so call sites still
  * read as expressions (each macro has its own local names: they nest). */
 #define S_INLINE static inline __attribute__((always_inline))
-#define S_VW 16
+#define S_VW     16
 typedef float s_vf __attribute__((vector_size(S_VW * 4)));
 typedef int32_t s_vi __attribute__((vector_size(S_VW * 4)));
 
 /* unaligned load and store */
-#define s_vld(p) ({ s_vf ld_; memcpy(&ld_, (p), sizeof ld_); ld_; })
-#define s_vst(p, v) ({ s_vf st_ = (v); memcpy((p), &st_, sizeof st_); })
+#define s_vld(p)                                                                                   \
+    ({                                                                                             \
+        s_vf ld_;                                                                                  \
+        memcpy(&ld_, (p), sizeof ld_);                                                             \
+        ld_;                                                                                       \
+    })
+#define s_vst(p, v)                                                                                \
+    ({                                                                                             \
+        s_vf st_ = (v);                                                                            \
+        memcpy((p), &st_, sizeof st_);                                                             \
+    })
 #define s_vsplat(x) ((s_vf){0} + (float)(x))
 /* m ? a : b, lane-wise (m is all ones or all zeros per lane). */
-#define s_vsel(m, a, b) \
-    ({ s_vi m_ = (m); (s_vf)((m_ & (s_vi)(a)) | (~m_ & (s_vi)(b))); })
-#define s_vmax(a, b) ({ s_vf a_ = (a), b_ = (b); s_vsel(a_ > b_, a_, b_); })
-#define s_hsum(v) ({ s_vf h_ = (v); s_hsum_p(&h_); })
-#define s_hmax(v) ({ s_vf h_ = (v); s_hmax_p(&h_); })
-#define s_vld_part(p, n, pad) ({ s_vf lp_; s_vld_part_p((p), (n), (pad), &lp_); lp_; })
-#define s_vst_part(p, v, n) ({ s_vf sp_ = (v); s_vst_part_p((p), &sp_, (n)); })
-#define s_vexp(x) ({ s_vf ex_ = (x), ey_; s_vexp_p(&ex_, &ey_); ey_; })
-#define s_verf(z, e, o) ({ s_vf ez_ = (z); s_verf_p(&ez_, (e), (o)); })
-#define s_gelu_grad(x) ({ s_vf gx_ = (x), gy_; s_gelu_grad_p(&gx_, &gy_); gy_; })
+#define s_vsel(m, a, b)                                                                            \
+    ({                                                                                             \
+        s_vi m_ = (m);                                                                             \
+        (s_vf)((m_ & (s_vi)(a)) | (~m_ & (s_vi)(b)));                                              \
+    })
+#define s_vmax(a, b)                                                                               \
+    ({                                                                                             \
+        s_vf a_ = (a), b_ = (b);                                                                   \
+        s_vsel(a_ > b_, a_, b_);                                                                   \
+    })
+#define s_hsum(v)                                                                                  \
+    ({                                                                                             \
+        s_vf h_ = (v);                                                                             \
+        s_hsum_p(&h_);                                                                             \
+    })
+#define s_hmax(v)                                                                                  \
+    ({                                                                                             \
+        s_vf h_ = (v);                                                                             \
+        s_hmax_p(&h_);                                                                             \
+    })
+#define s_vld_part(p, n, pad)                                                                      \
+    ({                                                                                             \
+        s_vf lp_;                                                                                  \
+        s_vld_part_p((p), (n), (pad), &lp_);                                                       \
+        lp_;                                                                                       \
+    })
+#define s_vst_part(p, v, n)                                                                        \
+    ({                                                                                             \
+        s_vf sp_ = (v);                                                                            \
+        s_vst_part_p((p), &sp_, (n));                                                              \
+    })
+#define s_vexp(x)                                                                                  \
+    ({                                                                                             \
+        s_vf ex_ = (x), ey_;                                                                       \
+        s_vexp_p(&ex_, &ey_);                                                                      \
+        ey_;                                                                                       \
+    })
+#define s_verf(z, e, o)                                                                            \
+    ({                                                                                             \
+        s_vf ez_ = (z);                                                                            \
+        s_verf_p(&ez_, (e), (o));                                                                  \
+    })
+#define s_gelu_grad(x)                                                                             \
+    ({                                                                                             \
+        s_vf gx_ = (x), gy_;                                                                       \
+        s_gelu_grad_p(&gx_, &gy_);                                                                 \
+        gy_;                                                                                       \
+    })
 S_INLINE float s_hsum_p(const s_vf *pv)
 {
     s_vf v = *pv;
@@ -241,30 +288,38 @@ S_CLONES static void s_gelu_backward(float *dinp, const float *dout, const float
 
 /* Rows of C floats, vectorised: full vectors, then one padded vector for the tail
  * (lanes past C loaded as pad, stored back only up to C). */
-#define S_ROW_LOOP(j, C, body_full, body_tail)                                              \
-    do {                                                                                   \
-        int j = 0;                                                                         \
-        for (; j + S_VW <= (C); j += S_VW) {                                               \
-            int rem_ = S_VW;                                                               \
-            (void)rem_;                                                                    \
-            body_full;                                                                     \
-        }                                                                                  \
-        if (j < (C)) {                                                                     \
-            int rem_ = (C)-j;                                                              \
-            (void)rem_;                                                                    \
-            body_tail;                                                                     \
-        }                                                                                  \
+#define S_ROW_LOOP(j, C, body_full, body_tail)                                                     \
+    do {                                                                                           \
+        int j = 0;                                                                                 \
+        for (; j + S_VW <= (C); j += S_VW) {                                                       \
+            int rem_ = S_VW;                                                                       \
+            (void)rem_;                                                                            \
+            body_full;                                                                             \
+        }                                                                                          \
+        if (j < (C)) {                                                                             \
+            int rem_ = (C)-j;                                                                      \
+            (void)rem_;                                                                            \
+            body_tail;                                                                             \
+        }                                                                                          \
     } while (0)
 
 /* Flat loops as rows of one long row: the same vector code, with size_t lengths
  * split into int-sized pieces. */
-#define S_FLAT_LOOP(n, body_full, body_tail)                                               \
-    do {                                                                                   \
-        for (size_t base_ = 0; base_ < (n); base_ += (size_t)1 << 30) {                    \
-            int len_ = (n) - base_ < ((size_t)1 << 30) ? (int)((n) - base_) : 1 << 30;     \
-            S_ROW_LOOP(j_, len_, { size_t j = base_ + (size_t)j_; body_full; },            \
-                       { size_t j = base_ + (size_t)j_; body_tail; });                     \
-        }                                                                                  \
+#define S_FLAT_LOOP(n, body_full, body_tail)                                                       \
+    do {                                                                                           \
+        for (size_t base_ = 0; base_ < (n); base_ += (size_t)1 << 30) {                            \
+            int len_ = (n)-base_ < ((size_t)1 << 30) ? (int)((n)-base_) : 1 << 30;                 \
+            S_ROW_LOOP(                                                                            \
+                j_, len_,                                                                          \
+                {                                                                                  \
+                    size_t j = base_ + (size_t)j_;                                                 \
+                    body_full;                                                                     \
+                },                                                                                 \
+                {                                                                                  \
+                    size_t j = base_ + (size_t)j_;                                                 \
+                    body_tail;                                                                     \
+                });                                                                                \
+        }                                                                                          \
     } while (0)
 
 /* ---- Small vector helpers ----------------------------------------------- */
@@ -282,9 +337,9 @@ void nn_add(float *out, const float *a, const float *b, size_t n)
 
 S_CLONES static void s_axpy_impl(float *y, float alpha, const float *x, size_t n)
 {
-    S_FLAT_LOOP(n, s_vst(y + j, s_vld(y + j) + alpha * s_vld(x + j)),
-                s_vst_part(y + j, s_vld_part(y + j, rem_, 0) + alpha * s_vld_part(x + j, rem_, 0),
-                           rem_));
+    S_FLAT_LOOP(
+        n, s_vst(y + j, s_vld(y + j) + alpha * s_vld(x + j)),
+        s_vst_part(y + j, s_vld_part(y + j, rem_, 0) + alpha * s_vld_part(x + j, rem_, 0), rem_));
 }
 
 void nn_axpy(float *y, float alpha, const float *x, size_t n)
@@ -309,9 +364,9 @@ S_CLONES static void s_colscale_forward_impl(float *out, const float *inp, const
     for (int i = 0; i < N; i++) {
         const float *x = inp + (size_t)i * C;
         float *y = out + (size_t)i * C;
-        S_ROW_LOOP(j, C, s_vst(y + j, s_vld(x + j) * s_vld(s + j)),
-                   s_vst_part(y + j, s_vld_part(x + j, rem_, 0) * s_vld_part(s + j, rem_, 0),
-                              rem_));
+        S_ROW_LOOP(
+            j, C, s_vst(y + j, s_vld(x + j) * s_vld(s + j)),
+            s_vst_part(y + j, s_vld_part(x + j, rem_, 0) * s_vld_part(s + j, rem_, 0), rem_));
     }
 }
 
@@ -364,8 +419,8 @@ S_CLONES static void s_colsum_add(float *db, const float *d, float alpha, int N,
     }
 }
 
-void nn_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
-                       int N, int C, int OC)
+void nn_linear_forward(float *out, const float *inp, const float *weight, const float *bias, int N,
+                       int C, int OC)
 {
     if (N <= 0 || OC <= 0)
         return;
@@ -386,8 +441,8 @@ void nn_linear_forward(float *out, const float *inp, const float *weight, const 
                 out, OC);
 }
 
-void nn_linear_forward_add(float *out, const float *inp, const float *weight, float alpha,
-                           int N, int C, int OC)
+void nn_linear_forward_add(float *out, const float *inp, const float *weight, float alpha, int N,
+                           int C, int OC)
 {
     if (N <= 0 || OC <= 0 || C <= 0)
         return;
@@ -401,8 +456,8 @@ void nn_linear_backward(float *dinp, float *dweight, float *dbias, const float *
     if (N <= 0 || OC <= 0)
         return;
     if (dinp && C > 0) /* dinp (N, C) += alpha * dout (N, OC) @ weight (OC, C) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, alpha, dout, OC, weight,
-                    C, 1.0f, dinp, C);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, alpha, dout, OC, weight, C,
+                    1.0f, dinp, C);
     if (dweight && C > 0) /* dweight (OC, C) += alpha * dout^T (OC, N) @ inp (N, C) */
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, alpha, dout, OC, inp, C,
                     1.0f, dweight, C);
@@ -451,8 +506,16 @@ S_INLINE void s_row_stats(const float *x, int C, float *m_out, float *rs_out)
     S_ROW_LOOP(j, C, acc += s_vld(x + j), acc += s_vld_part(x + j, rem_, 0.0f));
     float m = s_hsum(acc) / (float)C;
     s_vf vacc = s_vsplat(0.0f);
-    S_ROW_LOOP(j, C, { s_vf d = s_vld(x + j) - m; vacc += d * d; },
-               { s_vf d = s_vld_part(x + j, rem_, m) - m; vacc += d * d; });
+    S_ROW_LOOP(
+        j, C,
+        {
+            s_vf d = s_vld(x + j) - m;
+            vacc += d * d;
+        },
+        {
+            s_vf d = s_vld_part(x + j, rem_, m) - m;
+            vacc += d * d;
+        });
     *m_out = m;
     *rs_out = 1.0f / sqrtf(s_hsum(vacc) / (float)C + 1e-5f);
 }
@@ -502,42 +565,41 @@ S_CLONES static void s_layernorm_backward_impl(float *dinp, float *dweight, floa
             s_row_stats(x, C, &m, &rs); /* not saved: recompute (cheap next to the rest) */
         }
         if (dweight) /* dweight += xhat * dy */
-            S_ROW_LOOP(j, C,
-                       s_vst(dweight + j,
-                             s_vld(dweight + j) + (s_vld(x + j) - m) * rs * s_vld(dy + j)),
-                       s_vst_part(dweight + j,
-                                  s_vld_part(dweight + j, rem_, 0.0f) +
-                                      (s_vld_part(x + j, rem_, 0.0f) - m) * rs *
-                                          s_vld_part(dy + j, rem_, 0.0f),
-                                  rem_));
+            S_ROW_LOOP(
+                j, C,
+                s_vst(dweight + j, s_vld(dweight + j) + (s_vld(x + j) - m) * rs * s_vld(dy + j)),
+                s_vst_part(dweight + j,
+                           s_vld_part(dweight + j, rem_, 0.0f) +
+                               (s_vld_part(x + j, rem_, 0.0f) - m) * rs *
+                                   s_vld_part(dy + j, rem_, 0.0f),
+                           rem_));
         if (dbias)
-            S_ROW_LOOP(j, C, s_vst(dbias + j, s_vld(dbias + j) + s_vld(dy + j)),
-                       s_vst_part(dbias + j,
-                                  s_vld_part(dbias + j, rem_, 0.0f) +
-                                      s_vld_part(dy + j, rem_, 0.0f),
-                                  rem_));
+            S_ROW_LOOP(
+                j, C, s_vst(dbias + j, s_vld(dbias + j) + s_vld(dy + j)),
+                s_vst_part(dbias + j,
+                           s_vld_part(dbias + j, rem_, 0.0f) + s_vld_part(dy + j, rem_, 0.0f),
+                           rem_));
         if (dinp) {
             /* dx = rs * (g - mean(g) - xhat * mean(g * xhat)), g = w * dy; padded lanes
              * have dy = 0, so g = 0 there and they add nothing to the sums. */
             s_vf vg = s_vsplat(0.0f), vgx = s_vsplat(0.0f);
-            S_ROW_LOOP(j, C,
-                       {
-                           s_vf g = s_vld(weight + j) * s_vld(dy + j);
-                           vg += g;
-                           vgx += g * ((s_vld(x + j) - m) * rs);
-                       },
-                       {
-                           s_vf g = s_vld_part(weight + j, rem_, 0.0f) *
-                                    s_vld_part(dy + j, rem_, 0.0f);
-                           vg += g;
-                           vgx += g * ((s_vld_part(x + j, rem_, 0.0f) - m) * rs);
-                       });
+            S_ROW_LOOP(
+                j, C,
+                {
+                    s_vf g = s_vld(weight + j) * s_vld(dy + j);
+                    vg += g;
+                    vgx += g * ((s_vld(x + j) - m) * rs);
+                },
+                {
+                    s_vf g = s_vld_part(weight + j, rem_, 0.0f) * s_vld_part(dy + j, rem_, 0.0f);
+                    vg += g;
+                    vgx += g * ((s_vld_part(x + j, rem_, 0.0f) - m) * rs);
+                });
             float sg = s_hsum(vg) / (float)C, sgx = s_hsum(vgx) / (float)C;
             float *dx = dinp + (size_t)i * C;
             S_ROW_LOOP(j, C,
-                       s_vst(dx + j, s_vld(dx + j) +
-                                         rs * (s_vld(weight + j) * s_vld(dy + j) - sg -
-                                               (s_vld(x + j) - m) * rs * sgx)),
+                       s_vst(dx + j, s_vld(dx + j) + rs * (s_vld(weight + j) * s_vld(dy + j) - sg -
+                                                           (s_vld(x + j) - m) * rs * sgx)),
                        s_vst_part(dx + j,
                                   s_vld_part(dx + j, rem_, 0.0f) +
                                       rs * (s_vld_part(weight + j, rem_, 0.0f) *
@@ -561,9 +623,9 @@ static const struct {
     const char *name;
     nn_act_t act;
 } s_act_names[] = {
-    {"linear", NN_ACT_IDENTITY}, {"identity", NN_ACT_IDENTITY}, {"relu", NN_ACT_RELU},
-    {"swish", NN_ACT_SILU},      {"silu", NN_ACT_SILU},         {"gelu", NN_ACT_GELU},
-    {"gelu_new", NN_ACT_GELU_TANH}, {"tanh", NN_ACT_TANH},      {"sigmoid", NN_ACT_SIGMOID},
+    {"linear", NN_ACT_IDENTITY},     {"identity", NN_ACT_IDENTITY}, {"relu", NN_ACT_RELU},
+    {"swish", NN_ACT_SILU},          {"silu", NN_ACT_SILU},         {"gelu", NN_ACT_GELU},
+    {"gelu_new", NN_ACT_GELU_TANH},  {"tanh", NN_ACT_TANH},         {"sigmoid", NN_ACT_SIGMOID},
     {"leakyrelu", NN_ACT_LEAKYRELU},
 };
 
@@ -594,9 +656,12 @@ const char *nn_act_name(nn_act_t act)
 }
 
 #define S_SQRT_2_PI 0.79788456080286535588f
-#define S_GELU_C 0.044715f
+#define S_GELU_C    0.044715f
 
-static inline float s_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+static inline float s_sigmoid(float x)
+{
+    return 1.0f / (1.0f + expf(-x));
+}
 
 void nn_act_forward(float *out, const float *inp, size_t n, nn_act_t act)
 {
@@ -626,9 +691,7 @@ void nn_act_forward(float *out, const float *inp, size_t n, nn_act_t act)
         for (size_t i = 0; i < n; i++)
             out[i] = tanhf(inp[i]);
         break;
-    case NN_ACT_GELU:
-        s_gelu_forward(out, inp, n);
-        break;
+    case NN_ACT_GELU: s_gelu_forward(out, inp, n); break;
     case NN_ACT_GELU_TANH:
         for (size_t i = 0; i < n; i++) {
             float x = inp[i];
@@ -671,9 +734,7 @@ void nn_act_backward(float *dinp, const float *dout, const float *inp, size_t n,
             dinp[i] += dout[i] * (1.0f - t * t);
         }
         break;
-    case NN_ACT_GELU:
-        s_gelu_backward(dinp, dout, inp, n);
-        break;
+    case NN_ACT_GELU: s_gelu_backward(dinp, dout, inp, n); break;
     case NN_ACT_GELU_TANH:
         for (size_t i = 0; i < n; i++) {
             float x = inp[i];
@@ -716,8 +777,8 @@ void nn_conv1d_k3_forward(float *out, float *col, const float *inp, const float 
     nn_linear_forward(out, col, weight, bias, Tout, K, Cout);
 }
 
-void nn_conv1d_k3_forward_ref(float *out, const float *inp, const float *weight,
-                              const float *bias, int Tin, int Cin, int Cout, int stride)
+void nn_conv1d_k3_forward_ref(float *out, const float *inp, const float *weight, const float *bias,
+                              int Tin, int Cin, int Cout, int stride)
 {
     if (Tin <= 0 || stride <= 0)
         return;
@@ -811,9 +872,9 @@ S_CLONES static void s_dsoftmax_rows(float *dS, const float *P, const float *D, 
 /* One forward work unit: query rows [i0, i0 + bq) of head h of clip b. S is
  * (bq, T) scratch, mx and sum (bq). Units write disjoint rows/columns of out and
  * disjoint entries of lse. */
-static void s_attn_fwd_block(float *out, float *lse, const float *q, const float *k,
-                             const float *v, float *S, float *mx, float *sum, int b, int h,
-                             int i0, int T, int NH, int hd)
+static void s_attn_fwd_block(float *out, float *lse, const float *q, const float *k, const float *v,
+                             float *S, float *mx, float *sum, int b, int h, int i0, int T, int NH,
+                             int hd)
 {
     const int C = NH * hd;
     const int bq = T - i0 < ATTN_BLOCK ? T - i0 : ATTN_BLOCK;
@@ -823,8 +884,7 @@ static void s_attn_fwd_block(float *out, float *lse, const float *q, const float
     const float *qb = q + row0 * C + (size_t)h * hd;
     float *ob = out + row0 * C + (size_t)h * hd;
     /* S (bq, T) = Q_blk (bq, hd) @ K^T (hd, T) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, T, hd, 1.0f, qb, C, kb, C, 0.0f, S,
-                T);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, T, hd, 1.0f, qb, C, kb, C, 0.0f, S, T);
     s_exp_rows(S, mx, sum, bq, T);
     /* O_blk (bq, hd) = E (bq, T) @ V (T, hd), then rows / sum: normalising the
      * (bq, hd) output is cheaper than the (bq, T) probabilities. */
@@ -843,15 +903,15 @@ static void s_attn_fwd_block(float *out, float *lse, const float *q, const float
     }
 }
 
-void nn_attention_forward(float *out, float *lse, const float *q, const float *k,
-                          const float *v, float *scratch, int B, int T, int NH, int hd)
+void nn_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
+                          float *scratch, int B, int T, int NH, int hd)
 {
     if (B <= 0 || T <= 0 || NH <= 0 || hd <= 0)
         return;
     const int bqmax = T < ATTN_BLOCK ? T : ATTN_BLOCK;
-    float *S = scratch;                             /* (bq, T) */
-    float *mx = scratch + (size_t)bqmax * T;        /* (bq) row max */
-    float *sum = mx + bqmax;                        /* (bq) row sum of exp */
+    float *S = scratch;                      /* (bq, T) */
+    float *mx = scratch + (size_t)bqmax * T; /* (bq) row max */
+    float *sum = mx + bqmax;                 /* (bq) row sum of exp */
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++)
             for (int i0 = 0; i0 < T; i0 += ATTN_BLOCK)
@@ -861,10 +921,9 @@ void nn_attention_forward(float *out, float *lse, const float *q, const float *k
 /* One backward work unit: every query block of head h of clip b, in order (dK and
  * dV of the head accumulate over the blocks). P and dS are (bqmax, T) scratch, D
  * (bqmax). Units write disjoint columns of dq, dk and dv. */
-static void s_attn_bwd_head(float *dq, float *dk, float *dv, const float *dout,
-                            const float *out, const float *lse, const float *q, const float *k,
-                            const float *v, float *P, float *dS, float *D, int b, int h, int T,
-                            int NH, int hd)
+static void s_attn_bwd_head(float *dq, float *dk, float *dv, const float *dout, const float *out,
+                            const float *lse, const float *q, const float *k, const float *v,
+                            float *P, float *dS, float *D, int b, int h, int T, int NH, int hd)
 {
     const int C = NH * hd;
     size_t hoff = (size_t)b * T * C + (size_t)h * hd;
@@ -874,8 +933,8 @@ static void s_attn_bwd_head(float *dq, float *dk, float *dv, const float *dout,
         size_t boff = hoff + (size_t)i0 * C;
         const float *qb = q + boff, *dob = dout + boff, *ob = out + boff;
         /* Recompute P (bq, T) = exp(Q_blk K^T - lse). */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, T, hd, 1.0f, qb, C, kb, C, 0.0f,
-                    P, T);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, T, hd, 1.0f, qb, C, kb, C, 0.0f, P,
+                    T);
         if (lse) {
             s_exp_shift_rows(P, lse + ((size_t)b * NH + h) * T + i0, bq, T);
         } else { /* not saved: the softmax again, D as scratch for max and sum */
@@ -922,9 +981,9 @@ void nn_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
     if (B <= 0 || T <= 0 || NH <= 0 || hd <= 0 || (!dq && !dk && !dv))
         return;
     const int bqmax = T < ATTN_BLOCK ? T : ATTN_BLOCK;
-    float *P = scratch;                          /* (bq, T) */
-    float *dS = scratch + (size_t)bqmax * T;     /* (bq, T) */
-    float *D = scratch + 2 * (size_t)bqmax * T;  /* (bq) */
+    float *P = scratch;                         /* (bq, T) */
+    float *dS = scratch + (size_t)bqmax * T;    /* (bq, T) */
+    float *D = scratch + 2 * (size_t)bqmax * T; /* (bq) */
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++)
             s_attn_bwd_head(dq, dk, dv, dout, out, lse, q, k, v, P, dS, D, b, h, T, NH, hd);
@@ -937,16 +996,16 @@ void nn_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
  * machine where one thread may be descheduled for a while; which thread computes a
  * unit never changes its bits. */
 struct nn_pool {
-    int n;                           /* threads, the caller included */
-    pthread_t *th;                   /* (n - 1) workers */
-    int started;                     /* workers actually started */
-    pthread_mutex_t mu;              /* guards everything below */
-    pthread_cond_t go;               /* a new job (gen changed) or quit */
-    pthread_cond_t done;             /* pending reached 0 */
-    unsigned long gen;               /* job generation */
-    int pending;                     /* workers still inside the current job */
-    int quit;                        /* set by nn_pool_destroy */
-    void (*fn)(void *arg, int tid);  /* current job */
+    int n;                          /* threads, the caller included */
+    pthread_t *th;                  /* (n - 1) workers */
+    int started;                    /* workers actually started */
+    pthread_mutex_t mu;             /* guards everything below */
+    pthread_cond_t go;              /* a new job (gen changed) or quit */
+    pthread_cond_t done;            /* pending reached 0 */
+    unsigned long gen;              /* job generation */
+    int pending;                    /* workers still inside the current job */
+    int quit;                       /* set by nn_pool_destroy */
+    void (*fn)(void *arg, int tid); /* current job */
     void *arg;
 };
 
@@ -1040,7 +1099,10 @@ void nn_pool_destroy(nn_pool_t **pself)
     *pself = NULL;
 }
 
-int nn_pool_threads(const nn_pool_t *self) { return self ? self->n : 1; }
+int nn_pool_threads(const nn_pool_t *self)
+{
+    return self ? self->n : 1;
+}
 
 /* Runs fn(arg, tid) on every thread of the pool (tid 0 is the caller) and returns
  * when all have returned. */
@@ -1073,13 +1135,13 @@ size_t nn_attention_scratch_floats_mt(int T, int hd, int nthreads)
 }
 
 typedef struct {
-    float *out, *lse, *dq, *dk, *dv;     /* outputs */
-    const float *dout, *o, *q, *k, *v;   /* inputs (o: the forward output) */
-    const float *lse_in;                 /* backward: the saved lse (may be NULL) */
-    float *scratch;                      /* s_attn_stride floats per thread */
+    float *out, *lse, *dq, *dk, *dv;   /* outputs */
+    const float *dout, *o, *q, *k, *v; /* inputs (o: the forward output) */
+    const float *lse_in;               /* backward: the saved lse (may be NULL) */
+    float *scratch;                    /* s_attn_stride floats per thread */
     size_t stride;
     int B, T, NH, hd, nblk, nunits;
-    atomic_int next;                     /* next unit to take */
+    atomic_int next; /* next unit to take */
 } s_attn_job_t;
 
 static void s_attn_fwd_job(void *varg, int tid)
@@ -1125,30 +1187,51 @@ static void s_attn_run(nn_pool_t *pool, void (*fn)(void *, int), s_attn_job_t *j
         openblas_set_num_threads(blas_threads);
 }
 
-void nn_attention_forward_mt(float *out, float *lse, const float *q, const float *k,
-                             const float *v, float *scratch, int B, int T, int NH, int hd,
-                             nn_pool_t *pool)
+void nn_attention_forward_mt(float *out, float *lse, const float *q, const float *k, const float *v,
+                             float *scratch, int B, int T, int NH, int hd, nn_pool_t *pool)
 {
     if (B <= 0 || T <= 0 || NH <= 0 || hd <= 0)
         return;
-    s_attn_job_t j = {.out = out, .lse = lse, .q = q, .k = k, .v = v, .scratch = scratch,
-                      .stride = s_attn_stride(T, hd), .B = B, .T = T, .NH = NH, .hd = hd,
+    s_attn_job_t j = {.out = out,
+                      .lse = lse,
+                      .q = q,
+                      .k = k,
+                      .v = v,
+                      .scratch = scratch,
+                      .stride = s_attn_stride(T, hd),
+                      .B = B,
+                      .T = T,
+                      .NH = NH,
+                      .hd = hd,
                       .nblk = (T + ATTN_BLOCK - 1) / ATTN_BLOCK};
     j.nunits = B * NH * j.nblk;
     atomic_init(&j.next, 0);
     s_attn_run(pool, s_attn_fwd_job, &j);
 }
 
-void nn_attention_backward_mt(float *dq, float *dk, float *dv, const float *dout,
-                              const float *out, const float *lse, const float *q,
-                              const float *k, const float *v, float *scratch, int B, int T,
-                              int NH, int hd, nn_pool_t *pool)
+void nn_attention_backward_mt(float *dq, float *dk, float *dv, const float *dout, const float *out,
+                              const float *lse, const float *q, const float *k, const float *v,
+                              float *scratch, int B, int T, int NH, int hd, nn_pool_t *pool)
 {
     if (B <= 0 || T <= 0 || NH <= 0 || hd <= 0 || (!dq && !dk && !dv))
         return;
-    s_attn_job_t j = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .o = out, .lse_in = lse, .q = q,
-                      .k = k, .v = v, .scratch = scratch, .stride = s_attn_stride(T, hd),
-                      .B = B, .T = T, .NH = NH, .hd = hd, .nblk = 0, .nunits = B * NH};
+    s_attn_job_t j = {.dq = dq,
+                      .dk = dk,
+                      .dv = dv,
+                      .dout = dout,
+                      .o = out,
+                      .lse_in = lse,
+                      .q = q,
+                      .k = k,
+                      .v = v,
+                      .scratch = scratch,
+                      .stride = s_attn_stride(T, hd),
+                      .B = B,
+                      .T = T,
+                      .NH = NH,
+                      .hd = hd,
+                      .nblk = 0,
+                      .nunits = B * NH};
     atomic_init(&j.next, 0);
     s_attn_run(pool, s_attn_bwd_job, &j);
 }
@@ -1193,9 +1276,9 @@ void nn_attention_forward_ref(float *out, float *lse, const float *q, const floa
     }
 }
 
-void nn_attention_backward_ref(float *dq, float *dk, float *dv, const float *dout,
-                               const float *out, const float *lse, const float *q,
-                               const float *k, const float *v, int B, int T, int NH, int hd)
+void nn_attention_backward_ref(float *dq, float *dk, float *dv, const float *dout, const float *out,
+                               const float *lse, const float *q, const float *k, const float *v,
+                               int B, int T, int NH, int hd)
 {
     const int C = NH * hd;
     for (int b = 0; b < B; b++) {

@@ -19,11 +19,11 @@
 
 /* ---- Linear ------------------------------------------------------------- */
 /* out (N, OC) = inp (N, C) @ weight^T (OC, C) + bias (OC); bias may be NULL. */
-void nn_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
-                       int N, int C, int OC);
+void nn_linear_forward(float *out, const float *inp, const float *weight, const float *bias, int N,
+                       int C, int OC);
 /* out (N, OC) += alpha * inp (N, C) @ weight^T (OC, C). (LoRA's B(A z) term.) */
-void nn_linear_forward_add(float *out, const float *inp, const float *weight, float alpha,
-                           int N, int C, int OC);
+void nn_linear_forward_add(float *out, const float *inp, const float *weight, float alpha, int N,
+                           int C, int OC);
 /* dinp (N, C) += dout @ weight; dweight (OC, C) += dout^T @ inp; dbias (OC) += colsum(dout).
  * dout is scaled by alpha first (1 for a plain linear, LoRA's alpha/r otherwise). */
 void nn_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
@@ -46,12 +46,12 @@ void nn_layernorm_backward(float *dinp, float *dweight, float *dbias, const floa
 typedef enum {
     NN_ACT_IDENTITY = 0, /* "linear", "identity" */
     NN_ACT_RELU,
-    NN_ACT_SILU,         /* "swish", "silu": x * sigmoid(x) */
-    NN_ACT_GELU,         /* exact erf form, torch.nn.functional.gelu */
-    NN_ACT_GELU_TANH,    /* "gelu_new": tanh approximation */
+    NN_ACT_SILU,      /* "swish", "silu": x * sigmoid(x) */
+    NN_ACT_GELU,      /* exact erf form, torch.nn.functional.gelu */
+    NN_ACT_GELU_TANH, /* "gelu_new": tanh approximation */
     NN_ACT_TANH,
     NN_ACT_SIGMOID,
-    NN_ACT_LEAKYRELU,    /* negative slope 0.01 */
+    NN_ACT_LEAKYRELU, /* negative slope 0.01 */
 } nn_act_t;
 /* Parses an adapters-library non_linearity name; returns -1 when unknown. */
 int nn_act_parse(const char *name);
@@ -69,8 +69,8 @@ void nn_act_backward(float *dinp, const float *dout, const float *inp, size_t n,
 void nn_conv1d_k3_forward(float *out, float *col, const float *inp, const float *weight,
                           const float *bias, int Tin, int Cin, int Cout, int stride);
 size_t nn_conv1d_k3_scratch_floats(int Tout, int Cin);
-void nn_conv1d_k3_forward_ref(float *out, const float *inp, const float *weight,
-                              const float *bias, int Tin, int Cin, int Cout, int stride);
+void nn_conv1d_k3_forward_ref(float *out, const float *inp, const float *weight, const float *bias,
+                              int Tin, int Cin, int Cout, int stride);
 
 /* ---- Multi-head self-attention core ------------------------------------- */
 /* Softmax(q k^T) v per head, no mask, no scaling (the caller pre-scales q).
@@ -78,8 +78,8 @@ void nn_conv1d_k3_forward_ref(float *out, const float *inp, const float *weight,
  * lse (B, NH, T): per-row log-sum-exp of the scores, saved for backward (may be
  * NULL in inference). Blocked over query rows so the full (T, T) matrix is never
  * stored; scratch is nn_attention_scratch_floats(T, hd) floats. */
-void nn_attention_forward(float *out, float *lse, const float *q, const float *k,
-                          const float *v, float *scratch, int B, int T, int NH, int hd);
+void nn_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
+                          float *scratch, int B, int T, int NH, int hd);
 /* dq, dk, dv (B, T, C) += gradients; probabilities are recomputed from q, k, lse. */
 void nn_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out,
                            const float *lse, const float *q, const float *k, const float *v,
@@ -87,9 +87,9 @@ void nn_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
 size_t nn_attention_scratch_floats(int T, int hd);
 void nn_attention_forward_ref(float *out, float *lse, const float *q, const float *k,
                               const float *v, int B, int T, int NH, int hd);
-void nn_attention_backward_ref(float *dq, float *dk, float *dv, const float *dout,
-                               const float *out, const float *lse, const float *q,
-                               const float *k, const float *v, int B, int T, int NH, int hd);
+void nn_attention_backward_ref(float *dq, float *dk, float *dv, const float *dout, const float *out,
+                               const float *lse, const float *q, const float *k, const float *v,
+                               int B, int T, int NH, int hd);
 
 /* ---- Threads for the attention core ------------------------------------ */
 /* A small pool of worker threads, owned by the caller (the model creates one in
@@ -115,13 +115,11 @@ int nn_pool_threads(const nn_pool_t *self);
  * floats for a pool of n threads. pool NULL (or 1 thread) runs the units in order
  * on the caller (OpenBLAS still on 1 thread, so the bits never depend on the
  * thread count). Never fails. */
-void nn_attention_forward_mt(float *out, float *lse, const float *q, const float *k,
-                             const float *v, float *scratch, int B, int T, int NH, int hd,
-                             nn_pool_t *pool);
-void nn_attention_backward_mt(float *dq, float *dk, float *dv, const float *dout,
-                              const float *out, const float *lse, const float *q,
-                              const float *k, const float *v, float *scratch, int B, int T,
-                              int NH, int hd, nn_pool_t *pool);
+void nn_attention_forward_mt(float *out, float *lse, const float *q, const float *k, const float *v,
+                             float *scratch, int B, int T, int NH, int hd, nn_pool_t *pool);
+void nn_attention_backward_mt(float *dq, float *dk, float *dv, const float *dout, const float *out,
+                              const float *lse, const float *q, const float *k, const float *v,
+                              float *scratch, int B, int T, int NH, int hd, nn_pool_t *pool);
 size_t nn_attention_scratch_floats_mt(int T, int hd, int nthreads);
 
 /* ---- Head pieces -------------------------------------------------------- */
@@ -153,9 +151,9 @@ void nn_crossentropy_backward(float *dlogits, const float *probs, const int *lab
                               const float *class_weights, float scale, int B, int NC);
 
 /* ---- Small vector helpers ----------------------------------------------- */
-void nn_add(float *out, const float *a, const float *b, size_t n);   /* out = a + b (may alias) */
-void nn_axpy(float *y, float alpha, const float *x, size_t n);       /* y += alpha * x */
-void nn_scale(float *x, float alpha, size_t n);                      /* x *= alpha */
+void nn_add(float *out, const float *a, const float *b, size_t n); /* out = a + b (may alias) */
+void nn_axpy(float *y, float alpha, const float *x, size_t n);     /* y += alpha * x */
+void nn_scale(float *x, float alpha, size_t n);                    /* x *= alpha */
 /* Vectorised exp and erf (the ones GELU and the attention softmax use), exposed so
  * tests can check them: exp within 2 ulp of exp in double (gradual underflow below
  * -87.3, +inf above 88.72), erf within 1e-7 absolute. out may alias inp. */

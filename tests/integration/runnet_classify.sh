@@ -49,26 +49,37 @@ if h5diff -d 1e-5 "$T/local.h5" "$T/dist.h5" /probs /logits >/dev/null 2>&1; the
 grep -q '"errors":8,' "$T/run1.out" || fail "expected 8 error rows in the summary"
 echo "ok: distributed classify equals local classify (200 rows, 8 error rows)"
 
-# kill -9 the coordinator once rows are committed, then rerun to resume
-rm -f "$T/dist.h5"
-timeout 60 "$WISP" run "$T/job.json" -np 2 --no-progress >"$T/run2.out" 2>"$T/run2.err" &
+# kill -9 the coordinator once rows are committed, then rerun to resume. On an idle
+# machine the 200-file run ends within a second, so this part runs a manifest of the
+# same files listed 8 times (1600 rows): long enough to be caught mid-run.
+M8="$T/data/all_x8.csv"
+head -n 1 "$M" >"$M8"
+for k in 1 2 3 4 5 6 7 8; do tail -n +2 "$M" >>"$M8"; done
+set +e
+timeout 120 "$WISP" classify --model "$T/model" --adapter "$T/trained/adapter" --head "$T/trained/head" \
+    --truncate --threads 1 --manifest "$M8" -o "$T/local8.h5" >/dev/null 2>&1
+set -e
+sed -e 's/all_with_corrupt.csv/all_x8.csv/' -e 's/"dist.h5"/"dist8.h5"/' "$T/job.json" >"$T/job8.json"
+timeout 120 "$WISP" run "$T/job8.json" -np 2 --no-progress >"$T/run2.out" 2>"$T/run2.err" &
 RUN=$!
 i=0
-while [ "$(stat -c %s "$T/dist.h5.commit" 2>/dev/null || echo 0)" -lt 3000 ]; do
-    sleep 0.02; i=$((i + 1)); [ $i -lt 3000 ] || fail "no commit journal"
+while [ "$(stat -c %s "$T/dist8.h5.commit" 2>/dev/null || echo 0)" -lt 3000 ]; do
+    sleep 0.01; i=$((i + 1)); [ $i -lt 6000 ] || fail "no commit journal"
 done
 LAUNCHER=$(pgrep -P $RUN | head -n 1)
 COORD_PID=$(pgrep -P "$LAUNCHER" -f wisp-coordinator | head -n 1)
-[ -n "$COORD_PID" ] || fail "no coordinator process"
+[ -n "$COORD_PID" ] || fail "no coordinator process (the run ended before the kill)"
 stamp "killing coordinator $COORD_PID"
 kill -9 "$COORD_PID"
 wait $RUN || true
-[ ! -e "$T/dist.h5" ] || fail "a killed run must not leave a final file"
+[ ! -e "$T/dist8.h5" ] || fail "a killed run must not leave a final file"
 set +e
-timeout 60 "$WISP" run "$T/job.json" -np 2 --no-progress >"$T/run3.out" 2>"$T/run3.err"
+timeout 120 "$WISP" run "$T/job8.json" -np 2 --no-progress >"$T/run3.out" 2>"$T/run3.err"
 rc=$?
 set -e
 [ $rc -eq 1 ] || { tail -20 "$T/run3.err"; fail "resumed run exit $rc"; }
 grep -q '"items_resumed":0,' "$T/run3.out" && fail "nothing was resumed"
-compare "$T/dist.h5"
+for d in path label score probs logits duration status error true_label classes; do
+    h5diff -d 1e-5 "$T/local8.h5" "$T/dist8.h5" /$d /$d >/dev/null || fail "resumed: /$d differs from local classify"
+done
 echo "ok: coordinator killed mid-run; the resumed file equals local classify"
