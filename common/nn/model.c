@@ -1053,18 +1053,20 @@ done:
     return rc;
 }
 
-int wisp_model_save_adapter(const wisp_model_t *self, const char *dir, wisp_error_t *err)
+/* Writes the trainable tensors spec[k0, k1) as F32 to DIR/FILE (mkdir -p DIR). */
+static int s_save_tensors(const wisp_model_t *self, int k0, int k1, const char *dir,
+                          const char *file, wisp_error_t *err)
 {
     char path[4096];
     int rc;
-    if (!self->has_adapter)
-        return wisp_error_set(err, WISP_ERR_ARG, "%s: the model has no adapter to save", dir);
     if ((rc = wisp_mkdir_p(dir, err)) < 0)
         return rc;
+    if (wisp_path_join(path, sizeof path, dir, file) < 0)
+        return wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", dir);
     wisp_st_writer_t *w = wisp_st_writer_new();
     if (!w)
         return wisp_error_set(err, WISP_ERR_NOMEM, "model: out of memory");
-    for (int k = 0; k < self->nspec && (self->head_p < 0 || k < self->head_p); k++) {
+    for (int k = k0; k < k1; k++) {
         const wisp_param_info_t *p = &self->spec[k];
         rc = wisp_st_writer_add_f32(w, p->name, WISP_DT_F32, p->ndim, p->shape,
                                     self->params + p->offset);
@@ -1073,16 +1075,22 @@ int wisp_model_save_adapter(const wisp_model_t *self, const char *dir, wisp_erro
             goto done;
         }
     }
-    if ((rc = wisp_path_join(path, sizeof path, dir, "adapter.safetensors")) < 0) {
-        rc = wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", dir);
-        goto done;
-    }
-    if ((rc = wisp_st_writer_save(w, path, err)) < 0)
-        goto done;
-    rc = wisp_adapter_config_save_dir(&self->acfg, dir, self->d, self->model_dir, err);
+    rc = wisp_st_writer_save(w, path, err);
 done:
     wisp_st_writer_destroy(&w);
     return rc;
+}
+
+int wisp_model_save_adapter(const wisp_model_t *self, const char *dir, wisp_error_t *err)
+{
+    if (!self->has_adapter)
+        return wisp_error_set(err, WISP_ERR_ARG, "%s: the model has no adapter to save", dir);
+    /* adapter tensors come first in the spec, the head's (if any) from head_p on */
+    int end = self->head_p < 0 ? self->nspec : self->head_p;
+    int rc = s_save_tensors(self, 0, end, dir, "adapter.safetensors", err);
+    if (rc < 0)
+        return rc;
+    return wisp_adapter_config_save_dir(&self->acfg, dir, self->d, self->model_dir, err);
 }
 
 const wisp_adapter_config_t *wisp_model_adapter(const wisp_model_t *self)
@@ -1192,37 +1200,14 @@ done:
 int wisp_model_save_head(const wisp_model_t *self, const char *dir, wisp_error_t *err)
 {
     char path[4096];
-    int rc;
     if (!self->has_head)
         return wisp_error_set(err, WISP_ERR_ARG, "%s: the model has no head to save", dir);
-    if ((rc = wisp_mkdir_p(dir, err)) < 0)
+    int rc = s_save_tensors(self, self->head_p, self->nspec, dir, "model_head.safetensors", err);
+    if (rc < 0)
         return rc;
-    wisp_st_writer_t *w = wisp_st_writer_new();
-    if (!w)
-        return wisp_error_set(err, WISP_ERR_NOMEM, "model: out of memory");
-    for (int k = self->head_p; k < self->nspec; k++) {
-        const wisp_param_info_t *p = &self->spec[k];
-        rc = wisp_st_writer_add_f32(w, p->name, WISP_DT_F32, p->ndim, p->shape,
-                                    self->params + p->offset);
-        if (rc < 0) {
-            rc = wisp_error_set(err, rc, "%s: cannot add tensor %s", dir, p->name);
-            goto done;
-        }
-    }
-    if (wisp_path_join(path, sizeof path, dir, "model_head.safetensors") < 0) {
-        rc = wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", dir);
-        goto done;
-    }
-    if ((rc = wisp_st_writer_save(w, path, err)) < 0)
-        goto done;
-    if (wisp_path_join(path, sizeof path, dir, "head_config.json") < 0) {
-        rc = wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", dir);
-        goto done;
-    }
-    rc = wisp_head_config_save(&self->head, path, err);
-done:
-    wisp_st_writer_destroy(&w);
-    return rc;
+    if (wisp_path_join(path, sizeof path, dir, "head_config.json") < 0)
+        return wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", dir);
+    return wisp_head_config_save(&self->head, path, err);
 }
 
 const wisp_head_config_t *wisp_model_head(const wisp_model_t *self)
