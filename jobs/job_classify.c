@@ -121,21 +121,6 @@ static void s_sha(const char *dir, const char *name, char hex[65])
         wisp_sha256_file(path, hex, NULL);
 }
 
-/* A 256-bit identity of the run (four seeded FNV-1a lanes). */
-static void s_hash256(const char *text, char out[65])
-{
-    for (int lane = 0; lane < 4; lane++) {
-        uint64_t h = 0xcbf29ce484222325ull ^ (0x9e3779b97f4a7c15ull * (uint64_t)(lane + 1));
-        for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
-            h ^= *p;
-            h *= 0x100000001b3ull;
-        }
-        wisp_rng_t r;
-        wisp_rng_seed(&r, h);
-        snprintf(out + 16 * lane, 17, "%016" PRIx64, wisp_rng_u64(&r));
-    }
-}
-
 static int s_coord_open(void **state, const wisp_jobcfg_t *cfg, int resume, wisp_job_plan_t *plan,
                         wisp_error_t *err)
 {
@@ -179,7 +164,7 @@ static int s_coord_open(void **state, const wisp_jobcfg_t *cfg, int resume, wisp
                                   cfg->classify_truncate, s->P, s->C);
     for (size_t i = 0; i < n; i++)
         off += (size_t)snprintf(all + off, len - off, "%s\n", s->man.items[i].path);
-    s_hash256(all, fp);
+    wisp_sha256_hex(all, strlen(all), fp);
     wisp_results_attr_t attrs[4] = {{"config", s->desc},
                                     {"model_sha256", msha},
                                     {"adapter_sha256", asha},
