@@ -1,17 +1,18 @@
 /* mel.c: Whisper log-mel features (NUMERICS.md section 1) with FFTW.
  *
- * Per clip, for blocks of S_BLOCK frames: assemble each frame (read in place from the
- * samples; only frames touching an edge are built from zero padding and reflection),
- * window (periodic Hann) -> batched r2c FFT -> |X|^2 -> mel filterbank; then log10,
- * the max - 8 floor and (x + 4) / 4 over the whole matrix.
+ * Per clip, for blocks of S_BLOCK frames: window (periodic Hann) each frame (read in
+ * place from the samples; only frames touching an edge are built from zero padding and
+ * reflection), two frames per complex FFT (real + i imaginary; the two spectra are
+ * separated exactly by the conjugate symmetry of real signals) -> |X|^2 -> mel
+ * filterbank; then log10, the max - 8 floor and (x + 4) / 4 over the whole matrix.
  *
  * The filterbank is applied through its band structure: Slaney triangles overlap only
  * their neighbours, so the (n_mels x 201) matrix has ~390 non-zeros (391 for 80 mels,
  * 394 for 128) instead of 16 080 / 25 728; summing just those is ~40x less work than
  * the dense (n_mels x 201) x (201 x frames) GEMM and gives the same sums up to float
  * rounding. wisp_mel_apply_dense() keeps the dense cblas_sgemm form as the twin the
- * tests compare against. 30 s clip, one core: ~1.8 ms (80 mels), of which ~0.9 ms is
- * FFTW. */
+ * tests compare against. 30 s clip, one core: ~0.85 ms (80 mels), of which ~0.4 ms is
+ * FFTW (docs/BENCHMARKS.md). */
 #include "mel.h"
 
 #include <cblas.h>
@@ -27,16 +28,8 @@
 #define S_N_BINS  (WISP_N_FFT / 2 + 1) /* 201 */
 #define S_PAD     (WISP_N_FFT / 2)     /* 200: centered frames */
 #define S_BLOCK   16                   /* frames per batched FFT */
+#define S_PAIRS   (S_BLOCK / 2)        /* complex transforms per block: two frames each */
 #define S_NYQUIST 8000.0               /* fmax of the filterbank: WISP_SAMPLE_RATE / 2 */
-
-/* The hot loops are compiled twice, for AVX2 and the x86-64 baseline, and picked at
- * load time: the Makefile builds for the baseline (SSE2), and 8-wide vectors cut these
- * loops' time in half. */
-#if defined(__x86_64__) && defined(__GNUC__)
-#define S_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define S_VECTOR_CLONES
-#endif
 
 /* FFTW's planner (and plan destruction) is not thread-safe; fftwf_execute is. This one
  * process-wide lock is the only shared state of the module. */
@@ -48,10 +41,12 @@ struct wisp_mel {
     int *band_lo;        /* (n_mels) first non-zero bin of each filter */
     int *band_len;       /* (n_mels) number of bins from band_lo (0 for an empty filter) */
     float *window;       /* (400) periodic Hann */
-    float *edge;         /* (400) one frame assembled from padding and reflection */
-    float *frames;       /* (S_BLOCK, 400) windowed frames: FFT input */
-    fftwf_complex *spec; /* (201, S_BLOCK) FFT output, bin-major: spec[k * S_BLOCK + b] */
-    fftwf_plan plan;     /* S_BLOCK r2c transforms of size 400, frames -> spec */
+    float *edge;         /* (2, 400) frames assembled from padding and reflection */
+    float *zeros;        /* (400) the frame past the end of a clip */
+    fftwf_complex *pack; /* (S_PAIRS, 400) frame 2p windowed + i * frame 2p+1 windowed */
+    fftwf_complex *spec; /* (S_PAIRS, 400) their complex DFTs */
+    float *power;        /* (201, S_BLOCK) |X_k|^2, bin-major: power[k * S_BLOCK + b] */
+    fftwf_plan plan;     /* S_PAIRS complex transforms of size 400, pack -> spec */
 };
 
 /* Slaney mel scale as librosa.hz_to_mel / mel_to_hz with htk=False. */
@@ -111,11 +106,13 @@ wisp_mel_t *wisp_mel_new(int n_mels, wisp_error_t *err)
     self->band_lo = wisp_alloc(sizeof(int) * (size_t)n_mels);
     self->band_len = wisp_alloc(sizeof(int) * (size_t)n_mels);
     self->window = wisp_alloc(sizeof(float) * WISP_N_FFT);
-    self->edge = wisp_alloc(sizeof(float) * WISP_N_FFT);
-    self->frames = wisp_alloc(sizeof(float) * S_BLOCK * WISP_N_FFT);
-    self->spec = wisp_alloc(sizeof(fftwf_complex) * S_BLOCK * S_N_BINS);
+    self->edge = wisp_alloc(sizeof(float) * 2 * WISP_N_FFT);
+    self->zeros = wisp_alloc(sizeof(float) * WISP_N_FFT); /* zeroed by wisp_alloc */
+    self->pack = wisp_alloc(sizeof(fftwf_complex) * S_PAIRS * WISP_N_FFT);
+    self->spec = wisp_alloc(sizeof(fftwf_complex) * S_PAIRS * WISP_N_FFT);
+    self->power = wisp_alloc(sizeof(float) * S_N_BINS * S_BLOCK);
     if (!self->filters || !self->band_lo || !self->band_len || !self->window || !self->edge ||
-        !self->frames || !self->spec)
+        !self->zeros || !self->pack || !self->spec || !self->power)
         goto nomem;
 
     s_slaney_filters(n_mels, self->filters);
@@ -133,14 +130,15 @@ wisp_mel_t *wisp_mel_new(int n_mels, wisp_error_t *err)
     for (int n = 0; n < WISP_N_FFT; n++)
         self->window[n] = (float)(0.5 - 0.5 * cos(2.0 * M_PI * n / WISP_N_FFT));
 
-    /* FFTW_ESTIMATE: deterministic plan choice (same bits on every run and rank), and on
-     * this size it is as fast as a measured plan. Input frames are contiguous; output is
-     * bin-major (stride S_BLOCK between bins of a frame, 1 between frames), which costs
-     * FFTW nothing at S_BLOCK = 16 and makes the band sums contiguous. */
+    /* Two real frames per complex transform: FFTW's complex size-400 codelets are SIMD
+     * throughout and run ~2.7x faster here than its size-400 r2c, so a pair costs less
+     * than one r2c frame (s_unpack_power separates the two spectra). FFTW_ESTIMATE:
+     * deterministic plan choice (same bits on every run and rank); a measured plan is
+     * within 10% on this size. */
     int size = WISP_N_FFT;
     pthread_mutex_lock(&s_fftw_lock);
-    self->plan = fftwf_plan_many_dft_r2c(1, &size, S_BLOCK, self->frames, NULL, 1, WISP_N_FFT,
-                                         self->spec, NULL, S_BLOCK, 1, FFTW_ESTIMATE);
+    self->plan = fftwf_plan_many_dft(1, &size, S_PAIRS, self->pack, NULL, 1, WISP_N_FFT, self->spec,
+                                     NULL, 1, WISP_N_FFT, FFTW_FORWARD, FFTW_ESTIMATE);
     pthread_mutex_unlock(&s_fftw_lock);
     if (!self->plan) {
         wisp_error_set(err, WISP_ERR_UNSUPPORTED, "mel: FFTW could not plan a size-400 r2c FFT");
@@ -169,8 +167,10 @@ void wisp_mel_destroy(wisp_mel_t **self_p)
     wisp_free(self->band_len);
     wisp_free(self->window);
     wisp_free(self->edge);
-    wisp_free(self->frames);
+    wisp_free(self->zeros);
+    wisp_free(self->pack);
     wisp_free(self->spec);
+    wisp_free(self->power);
     wisp_free(self);
     *self_p = NULL;
 }
@@ -218,32 +218,94 @@ static float s_signal_at(const s_signal_t *sig, long i)
     return (size_t)i < sig->copy ? sig->samples[i] : 0.0f;
 }
 
-/* Windows frames t0 .. t0+nb-1 and transforms them into self->spec. Frames inside the
- * clip are read in place; only the few touching an edge are assembled first. */
-static void s_block_fft(wisp_mel_t *self, const s_signal_t *sig, int t0, int nb)
+/* Start of frame t of the clip: in place when the frame lies inside the samples,
+ * otherwise assembled in edge from padding and reflection. */
+static const float *s_frame(const s_signal_t *sig, int t, float *edge)
 {
-    /* restrict: the buffers never overlap, which lets the compiler vectorise */
-    const float *restrict window = self->window;
-    for (int b = 0; b < S_BLOCK; b++) {
-        float *restrict dst = self->frames + (size_t)b * WISP_N_FFT;
-        if (b >= nb) { /* tail of the last block: transformed, never used */
-            memset(dst, 0, WISP_N_FFT * sizeof(float));
-            continue;
-        }
-        long start = (long)(t0 + b) * WISP_HOP - S_PAD; /* first signal index of the frame */
-        const float *restrict src;
-        if (start >= 0 && start + WISP_N_FFT <= (long)sig->copy) {
-            src = sig->samples + start;
-        } else {
-            for (int i = 0; i < WISP_N_FFT; i++)
-                self->edge[i] = s_signal_at(sig, start + i);
-            src = self->edge;
-        }
-#pragma GCC ivdep
-        for (int i = 0; i < WISP_N_FFT; i++)
-            dst[i] = src[i] * window[i];
+    long start = (long)t * WISP_HOP - S_PAD; /* first signal index of the frame */
+    if (start >= 0 && start + WISP_N_FFT <= (long)sig->copy)
+        return sig->samples + start;
+    for (int i = 0; i < WISP_N_FFT; i++)
+        edge[i] = s_signal_at(sig, start + i);
+    return edge;
+}
+
+/* z = window * (frame a + i frame b), interleaved complex. */
+WISP_VECTOR_CLONES
+static void s_window_pair(const float *restrict window, const float *restrict a,
+                          const float *restrict b, float *restrict z)
+{
+    for (int i = 0; i < WISP_N_FFT; i++) {
+        z[2 * i] = a[i] * window[i];
+        z[2 * i + 1] = b[i] * window[i];
     }
-    fftwf_execute_dft_r2c(self->plan, self->frames, self->spec);
+}
+
+/* Separates the two real spectra packed in one complex DFT Z = DFT(a + i b), bins k and
+ * j = (400 - k) mod 400:  A_k = (Z_k + conj Z_j) / 2,  B_k = (Z_k - conj Z_j) / 2i, so
+ *   |A_k|^2 = ((Re Z_k + Re Z_j)^2 + (Im Z_k - Im Z_j)^2) / 4
+ *   |B_k|^2 = ((Im Z_k + Im Z_j)^2 + (Re Z_k - Re Z_j)^2) / 4
+ * and writes them to pw[k * S_BLOCK] and pw[k * S_BLOCK + 1] for k = 0 .. 200. */
+static inline void s_unpack_bin(const float *restrict z, int k, float *restrict pw)
+{
+    int j = (WISP_N_FFT - k) % WISP_N_FFT;
+    float sr = z[2 * k] + z[2 * j], di = z[2 * k + 1] - z[2 * j + 1];
+    float si = z[2 * k + 1] + z[2 * j + 1], dr = z[2 * k] - z[2 * j];
+    pw[(size_t)k * S_BLOCK] = 0.25f * (sr * sr + di * di);
+    pw[(size_t)k * S_BLOCK + 1] = 0.25f * (si * si + dr * dr);
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+typedef float s_v8 __attribute__((vector_size(32)));
+typedef int s_i8 __attribute__((vector_size(32)));
+
+/* s_unpack_bin for bins 1 .. 196 four at a time (same arithmetic, same bits): the
+ * partners 400 - k .. 397 - k are one 8-float load, pair-reversed. */
+WISP_VECTOR_CLONES
+static void s_unpack_power(const float *restrict z, float *restrict pw)
+{
+    const s_i8 rev = {6, 7, 4, 5, 2, 3, 0, 1}, swap = {1, 0, 3, 2, 5, 4, 7, 6};
+    const s_i8 even_odd = {0, 9, 2, 11, 4, 13, 6, 15}; /* even lanes of a, odd of b */
+    s_unpack_bin(z, 0, pw);
+    int k = 1;
+    for (; k + 4 <= S_N_BINS - 1; k += 4) {
+        s_v8 c, d;
+        memcpy(&c, z + 2 * k, sizeof c);
+        memcpy(&d, z + 2 * (WISP_N_FFT - k - 3), sizeof d);
+        d = __builtin_shuffle(d, rev);
+        s_v8 s2 = (c + d) * (c + d), t2 = (c - d) * (c - d);
+        s_v8 u = __builtin_shuffle(s2, t2, even_odd); /* (sr^2, di^2) per bin */
+        s_v8 v = __builtin_shuffle(t2, s2, even_odd); /* (dr^2, si^2) per bin */
+        s_v8 w = 0.25f * __builtin_shuffle(u + __builtin_shuffle(u, swap),
+                                           __builtin_shuffle(v, swap) + v, even_odd);
+        for (int m = 0; m < 4; m++)
+            memcpy(pw + (size_t)(k + m) * S_BLOCK, (const float *)&w + 2 * m, 2 * sizeof(float));
+    }
+    for (; k < S_N_BINS; k++)
+        s_unpack_bin(z, k, pw);
+}
+#else
+static void s_unpack_power(const float *restrict z, float *restrict pw)
+{
+    for (int k = 0; k < S_N_BINS; k++)
+        s_unpack_bin(z, k, pw);
+}
+#endif
+
+/* Windows frames t0 .. t0+nb-1, transforms them in pairs and leaves |X_k|^2 of each
+ * in self->power (bin-major). */
+static void s_block_power(wisp_mel_t *self, const s_signal_t *sig, int t0, int nb)
+{
+    for (int p = 0; p < S_PAIRS; p++) {
+        /* frames past nb (the tail of the last block) are transformed, never used */
+        const float *a = 2 * p < nb ? s_frame(sig, t0 + 2 * p, self->edge) : self->zeros;
+        const float *b =
+            2 * p + 1 < nb ? s_frame(sig, t0 + 2 * p + 1, self->edge + WISP_N_FFT) : self->zeros;
+        s_window_pair(self->window, a, b, (float *)(self->pack + (size_t)p * WISP_N_FFT));
+    }
+    fftwf_execute_dft(self->plan, self->pack, self->spec);
+    for (int p = 0; p < S_PAIRS; p++)
+        s_unpack_power((const float *)(self->spec + (size_t)p * WISP_N_FFT), self->power + 2 * p);
 }
 
 void wisp_mel_power(wisp_mel_t *self, const float *samples, size_t n, int truncate, float *power)
@@ -253,15 +315,10 @@ void wisp_mel_power(wisp_mel_t *self, const float *samples, size_t n, int trunca
     int frames = (int)(len / WISP_HOP);
     for (int t0 = 0; t0 < frames; t0 += S_BLOCK) {
         int nb = frames - t0 < S_BLOCK ? frames - t0 : S_BLOCK;
-        s_block_fft(self, &sig, t0, nb);
-        /* interleaved (re, im): fftwf_complex is float[2] or float _Complex depending on
-         * whether <complex.h> (pulled in by OpenBLAS's cblas.h) came first */
-        const float *x = (const float *)self->spec;
+        s_block_power(self, &sig, t0, nb);
         for (int b = 0; b < nb; b++)
-            for (int k = 0; k < S_N_BINS; k++) {
-                const float *c = x + 2 * ((size_t)k * S_BLOCK + b);
-                power[(size_t)(t0 + b) * S_N_BINS + k] = c[0] * c[0] + c[1] * c[1];
-            }
+            for (int k = 0; k < S_N_BINS; k++)
+                power[(size_t)(t0 + b) * S_N_BINS + k] = self->power[(size_t)k * S_BLOCK + b];
     }
 }
 
@@ -292,7 +349,7 @@ static inline float s_log10(float x)
     return (float)e * log10_2_hi + ((float)e * log10_2_lo + ln_m * log10e);
 }
 
-S_VECTOR_CLONES
+WISP_VECTOR_CLONES
 void wisp_mel_log10(float *x, size_t n)
 {
     /* fixed inner trip count: GCC's -O2 cost model vectorises this, not an open loop */
@@ -305,7 +362,7 @@ void wisp_mel_log10(float *x, size_t n)
 }
 
 /* max of x[0..n-1], n >= 1; eight running maxima so the loop becomes packed maxps */
-S_VECTOR_CLONES
+WISP_VECTOR_CLONES
 static float s_max(const float *x, size_t n)
 {
     float mx[8];
@@ -324,7 +381,7 @@ static float s_max(const float *x, size_t n)
 }
 
 /* (max(x, vmax - 8) + 4) / 4 over the whole matrix: the last steps of NUMERICS 1.6. */
-S_VECTOR_CLONES
+WISP_VECTOR_CLONES
 static void s_log_normalize(float *out, size_t count, float vmax)
 {
     float floor_v = vmax - 8.0f;
@@ -341,56 +398,39 @@ static void s_log_normalize(float *out, size_t count, float vmax)
 }
 
 /* o[b] = max(sum_k f[k] |X_k(b)|^2, 1e-10) for the S_BLOCK frames b of a block, over
- * one mel row's band of len bins; spec points at the band's first bin, bin-major and
- * interleaved, so re^2 and im^2 are accumulated in separate lanes of one contiguous
- * loop and paired at the end. With GCC the 32 accumulators are written as four 8-wide
- * vectors so they stay in registers across the band (as a plain array they go through
- * memory on every bin); the plain loop is the fallback and defines the arithmetic:
- * both sum each lane over k in order, so they give identical bits. */
+ * one mel row's band of len bins; pw points at the band's first bin, bin-major. With GCC
+ * the 16 accumulators are two 8-wide vectors that stay in registers across the band;
+ * the plain loop is the fallback with the same arithmetic (each lane summed over k in
+ * order), so both give identical bits. */
 #if defined(__GNUC__) && !defined(__clang__) && S_BLOCK == 16
-typedef float s_v8 __attribute__((vector_size(32)));
-typedef int s_i8 __attribute__((vector_size(32)));
-
-S_VECTOR_CLONES
-static void s_band_sums(const float *restrict f, int len, const float *restrict spec,
+WISP_VECTOR_CLONES
+static void s_band_sums(const float *restrict f, int len, const float *restrict pw,
                         float *restrict o)
 {
-    s_v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}; /* 4 x 8 = 2 * S_BLOCK lanes */
+    s_v8 a0 = {0}, a1 = {0};
     for (int k = 0; k < len; k++) {
-        const float *c = spec + (size_t)k * 2 * S_BLOCK;
-        s_v8 c0, c1, c2, c3;
-        memcpy(&c0, c, sizeof c0);
-        memcpy(&c1, c + 8, sizeof c1);
-        memcpy(&c2, c + 16, sizeof c2);
-        memcpy(&c3, c + 24, sizeof c3);
-        a0 += f[k] * (c0 * c0);
-        a1 += f[k] * (c1 * c1);
-        a2 += f[k] * (c2 * c2);
-        a3 += f[k] * (c3 * c3);
+        s_v8 p0, p1;
+        memcpy(&p0, pw + (size_t)k * S_BLOCK, sizeof p0);
+        memcpy(&p1, pw + (size_t)k * S_BLOCK + 8, sizeof p1);
+        a0 += f[k] * p0;
+        a1 += f[k] * p1;
     }
-    const s_i8 even = {0, 2, 4, 6, 8, 10, 12, 14}, odd = {1, 3, 5, 7, 9, 11, 13, 15};
-    s_v8 lo = __builtin_shuffle(a0, a1, even) + __builtin_shuffle(a0, a1, odd);
-    s_v8 hi = __builtin_shuffle(a2, a3, even) + __builtin_shuffle(a2, a3, odd);
-    memcpy(o, &lo, sizeof lo);
-    memcpy(o + 8, &hi, sizeof hi);
+    memcpy(o, &a0, sizeof a0);
+    memcpy(o + 8, &a1, sizeof a1);
     for (int b = 0; b < S_BLOCK; b++)
         o[b] = o[b] > 1e-10f ? o[b] : 1e-10f;
 }
 #else
-S_VECTOR_CLONES
-static void s_band_sums(const float *restrict f, int len, const float *restrict spec,
+WISP_VECTOR_CLONES
+static void s_band_sums(const float *restrict f, int len, const float *restrict pw,
                         float *restrict o)
 {
-    float acc[2 * S_BLOCK] = {0};
-    for (int k = 0; k < len; k++) {
-        const float *restrict c = spec + (size_t)k * 2 * S_BLOCK;
-        for (int j = 0; j < 2 * S_BLOCK; j++)
-            acc[j] += f[k] * (c[j] * c[j]);
-    }
-    for (int b = 0; b < S_BLOCK; b++) {
-        float v = acc[2 * b] + acc[2 * b + 1];
-        o[b] = v > 1e-10f ? v : 1e-10f;
-    }
+    float acc[S_BLOCK] = {0};
+    for (int k = 0; k < len; k++)
+        for (int b = 0; b < S_BLOCK; b++)
+            acc[b] += f[k] * pw[(size_t)k * S_BLOCK + b];
+    for (int b = 0; b < S_BLOCK; b++)
+        o[b] = acc[b] > 1e-10f ? acc[b] : 1e-10f;
 }
 #endif
 
@@ -414,10 +454,10 @@ void wisp_mel_compute(wisp_mel_t *self, const float *samples, size_t n, int trun
                     out[(size_t)m * frames + t0 + b] = 1e-10f;
             continue;
         }
-        s_block_fft(self, &sig, t0, nb);
+        s_block_power(self, &sig, t0, nb);
         for (int m = 0; m < n_mels; m++) {
             const float *f = self->filters + (size_t)m * S_N_BINS + self->band_lo[m];
-            const float *pw = (const float *)self->spec + (size_t)self->band_lo[m] * 2 * S_BLOCK;
+            const float *pw = self->power + (size_t)self->band_lo[m] * S_BLOCK;
             float *o = out + (size_t)m * frames + t0;
             if (nb == S_BLOCK) {
                 s_band_sums(f, self->band_len[m], pw, o);

@@ -161,6 +161,48 @@ static void test_channels_are_mixed_by_the_arithmetic_mean(void **state)
     wisp_audio_free(&a);
 }
 
+/* The 16-bit PCM fast path (sf_readf_short + our conversion) returns the very bits of
+ * libsndfile's own float conversion, for every 16-bit value, mono and mixed stereo. */
+static void test_16_bit_pcm_decodes_to_the_bits_of_libsndfiles_float_read(void **state)
+{
+    (void)state;
+    enum { N = 65536 + 13 }; /* every value, and a tail that is not a multiple of 8 */
+    int *pcm = malloc(sizeof(int) * 2 * N);
+    float *ref = malloc(sizeof(float) * 2 * N), *want = malloc(sizeof(float) * N);
+    assert_non_null(pcm);
+    assert_non_null(ref);
+    assert_non_null(want);
+    for (int i = 0; i < 2 * N; i++) /* 16-bit values, left-justified for sf_writef_int */
+        pcm[i] = ((int)(((unsigned)i * 40503u) % 65536u) - 32768) * 65536;
+    const int formats[] = {SF_FORMAT_WAV | SF_FORMAT_PCM_16, SF_FORMAT_AIFF | SF_FORMAT_PCM_16};
+    for (int f = 0; f < 2; f++)
+        for (int channels = 1; channels <= 2; channels++) {
+            char path[512];
+            s_tmp_path(path, sizeof path, f ? "pcm16.aiff" : "pcm16.wav");
+            sf_count_t frames = channels == 1 ? 2 * N : N;
+            s_write_int(path, formats[f], 16000, channels, pcm, frames);
+            SF_INFO info = {0};
+            SNDFILE *sf = sf_open(path, SFM_READ, &info);
+            assert_non_null(sf);
+            assert_int_equal(sf_readf_float(sf, ref, frames), frames);
+            sf_close(sf);
+            float *expect = ref;
+            if (channels == 2) {
+                for (sf_count_t i = 0; i < frames; i++)
+                    want[i] = (ref[2 * i] + ref[2 * i + 1]) * 0.5f;
+                expect = want;
+            }
+            wisp_audio_t a;
+            assert_int_equal(wisp_audio_load(path, 0, &a, NULL), WISP_OK);
+            assert_int_equal(a.n, (size_t)frames);
+            assert_memory_equal(a.samples, expect, sizeof(float) * (size_t)frames);
+            wisp_audio_free(&a);
+        }
+    free(pcm);
+    free(ref);
+    free(want);
+}
+
 /* Each container/codec libsndfile reads, at rates that need resampling or not. */
 static void test_every_libsndfile_format_decodes_to_16k_mono(void **state)
 {
@@ -380,6 +422,7 @@ int main(void)
         cmocka_unit_test(test_float_wav_at_16k_decodes_bit_exactly_and_is_never_clipped),
         cmocka_unit_test(test_24_bit_wav_keeps_24_bit_resolution),
         cmocka_unit_test(test_channels_are_mixed_by_the_arithmetic_mean),
+        cmocka_unit_test(test_16_bit_pcm_decodes_to_the_bits_of_libsndfiles_float_read),
         cmocka_unit_test(test_every_libsndfile_format_decodes_to_16k_mono),
         cmocka_unit_test(test_resampling_44k_to_16k_is_high_quality_and_length_exact),
         cmocka_unit_test(test_max_seconds_stops_decoding_early_but_reports_the_full_duration),
