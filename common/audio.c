@@ -35,7 +35,7 @@ static int s_buf_reserve(s_buf_t *b, size_t more)
     size_t cap = b->cap ? b->cap : 16384;
     while (cap < b->n + more)
         cap *= 2;
-    float *p = wisp_alloc(cap * sizeof(float));
+    float *p = wisp_alloc_raw(cap * sizeof(float)); /* only [0, n) is ever read */
     if (!p)
         return WISP_ERR_NOMEM;
     if (b->n)
@@ -148,10 +148,12 @@ int wisp_audio_load(const char *path, double max_seconds, wisp_audio_t *out, wis
     sf_count_t block_frames = S_BLOCK_SAMPLES / channels > 0 ? S_BLOCK_SAMPLES / channels : 1;
     /* 16-bit PCM (WAV, AIFF, ...): libsndfile hands the integers over with a plain copy */
     int pcm16 = (info.format & SF_FORMAT_SUBMASK) == SF_FORMAT_PCM_16;
-    block = wisp_alloc(sizeof(float) * (size_t)block_frames * channels);
-    mono = wisp_alloc(sizeof(float) * (size_t)block_frames);
-    raw = pcm16 ? wisp_alloc(sizeof(short) * (size_t)block_frames * channels) : NULL;
-    if (!block || !mono || (pcm16 && !raw) ||
+    int direct = rate == WISP_SAMPLE_RATE && channels == 1; /* decode straight to the output */
+    /* scratch, always written before read */
+    block = direct ? NULL : wisp_alloc_raw(sizeof(float) * (size_t)block_frames * channels);
+    mono = direct || channels == 1 ? NULL : wisp_alloc_raw(sizeof(float) * (size_t)block_frames);
+    raw = pcm16 ? wisp_alloc_raw(sizeof(short) * (size_t)block_frames * channels) : NULL;
+    if ((!direct && !block) || (!direct && channels > 1 && !mono) || (pcm16 && !raw) ||
         (frames_known &&
          s_buf_reserve(&buf, (size_t)((double)to_read * ratio) + 4096) != WISP_OK)) {
         rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
@@ -170,7 +172,6 @@ int wisp_audio_load(const char *path, double max_seconds, wisp_audio_t *out, wis
     }
 
     sf_count_t total = 0;
-    int direct = !rs && channels == 1;
     while (total < to_read) {
         sf_count_t want = to_read - total < block_frames ? to_read - total : block_frames;
         if (direct) { /* mono at 16 kHz: decode straight into the output */

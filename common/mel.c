@@ -361,25 +361,6 @@ void wisp_mel_log10(float *x, size_t n)
         x[i] = s_log10(x[i]);
 }
 
-/* max of x[0..n-1], n >= 1; eight running maxima so the loop becomes packed maxps */
-WISP_VECTOR_CLONES
-static float s_max(const float *x, size_t n)
-{
-    float mx[8];
-    for (int j = 0; j < 8; j++)
-        mx[j] = x[0];
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++)
-            mx[j] = x[i + j] > mx[j] ? x[i + j] : mx[j];
-    for (; i < n; i++)
-        mx[0] = x[i] > mx[0] ? x[i] : mx[0];
-    float v = mx[0];
-    for (int j = 1; j < 8; j++)
-        v = mx[j] > v ? mx[j] : v;
-    return v;
-}
-
 /* (max(x, vmax - 8) + 4) / 4 over the whole matrix: the last steps of NUMERICS 1.6. */
 WISP_VECTOR_CLONES
 static void s_log_normalize(float *out, size_t count, float vmax)
@@ -397,15 +378,53 @@ static void s_log_normalize(float *out, size_t count, float vmax)
     }
 }
 
-/* o[b] = max(sum_k f[k] |X_k(b)|^2, 1e-10) for the S_BLOCK frames b of a block, over
- * one mel row's band of len bins; pw points at the band's first bin, bin-major. With GCC
+/* o[b] = log10(max(sum_k f[k] |X_k(b)|^2, 1e-10)) for the S_BLOCK frames b of a block,
+ * over one mel row's band of len bins (the log while the sums are in registers, not in
+ * a later pass over the whole matrix); pw points at the band's first bin, bin-major. With GCC
  * the 16 accumulators are two 8-wide vectors that stay in registers across the band;
  * the plain loop is the fallback with the same arithmetic (each lane summed over k in
  * order), so both give identical bits. */
 #if defined(__GNUC__) && !defined(__clang__) && S_BLOCK == 16
+/* Lane-wise max(a, b) and s_log10, the same operations in the same order as the
+ * scalar forms (so the same bits), written for 8-wide vectors. */
+#define S_INLINE static inline __attribute__((always_inline))
+
+/* *a = max(*a, *b) lane-wise (vectors through pointers: by value changes the ABI) */
+S_INLINE void s_vmax(s_v8 *a, const s_v8 *b)
+{
+    s_i8 ai, bi, take_a = *a > *b;
+    memcpy(&ai, a, sizeof ai);
+    memcpy(&bi, b, sizeof bi);
+    s_i8 ri = (ai & take_a) | (bi & ~take_a);
+    memcpy(a, &ri, sizeof ri);
+}
+
+/* *xp = s_log10(*xp) lane-wise */
+S_INLINE void s_log10_v8(s_v8 *xp)
+{
+    s_v8 x = *xp;
+    const int sqrt_half = 0x3f3504f3;
+    const float log10_2_hi = 0x1.344p-2f, log10_2_lo = 4.6050390e-06f;
+    const float log10e = 0.434294481903252f;
+    s_i8 bits;
+    memcpy(&bits, &x, sizeof bits);
+    bits += 0x3f800000 - sqrt_half;
+    s_i8 e = (bits >> 23) - 127;
+    s_i8 mbits = (bits & 0x007fffff) + sqrt_half;
+    s_v8 m;
+    memcpy(&m, &mbits, sizeof m);
+    s_v8 f = m - 1.0f;
+    s_v8 sv = f / (2.0f + f);
+    s_v8 z = sv * sv;
+    s_v8 ln_m =
+        2.0f * sv * (1.0f + z * (1.0f / 3 + z * (1.0f / 5 + z * (1.0f / 7 + z * (1.0f / 9)))));
+    s_v8 ef = __builtin_convertvector(e, s_v8);
+    *xp = ef * log10_2_hi + (ef * log10_2_lo + ln_m * log10e);
+}
+
 WISP_VECTOR_CLONES
 static void s_band_sums(const float *restrict f, int len, const float *restrict pw,
-                        float *restrict o)
+                        float *restrict o, float *restrict running)
 {
     s_v8 a0 = {0}, a1 = {0};
     for (int k = 0; k < len; k++) {
@@ -415,22 +434,35 @@ static void s_band_sums(const float *restrict f, int len, const float *restrict 
         a0 += f[k] * p0;
         a1 += f[k] * p1;
     }
+    const s_v8 tiny = {1e-10f, 1e-10f, 1e-10f, 1e-10f, 1e-10f, 1e-10f, 1e-10f, 1e-10f};
+    s_vmax(&a0, &tiny);
+    s_vmax(&a1, &tiny);
+    s_log10_v8(&a0);
+    s_log10_v8(&a1);
     memcpy(o, &a0, sizeof a0);
     memcpy(o + 8, &a1, sizeof a1);
-    for (int b = 0; b < S_BLOCK; b++)
-        o[b] = o[b] > 1e-10f ? o[b] : 1e-10f;
+    if (running) {
+        s_v8 r;
+        memcpy(&r, running, sizeof r);
+        s_vmax(&r, &a0);
+        s_vmax(&r, &a1);
+        memcpy(running, &r, sizeof r);
+    }
 }
+
 #else
 WISP_VECTOR_CLONES
 static void s_band_sums(const float *restrict f, int len, const float *restrict pw,
-                        float *restrict o)
+                        float *restrict o, float *restrict running)
 {
     float acc[S_BLOCK] = {0};
     for (int k = 0; k < len; k++)
         for (int b = 0; b < S_BLOCK; b++)
             acc[b] += f[k] * pw[(size_t)k * S_BLOCK + b];
     for (int b = 0; b < S_BLOCK; b++)
-        o[b] = acc[b] > 1e-10f ? acc[b] : 1e-10f;
+        o[b] = s_log10(acc[b] > 1e-10f ? acc[b] : 1e-10f);
+    for (int b = 0; running && b < S_BLOCK; b++)
+        running[b % 8] = o[b] > running[b % 8] ? o[b] : running[b % 8];
 }
 #endif
 
@@ -442,7 +474,8 @@ void wisp_mel_compute(wisp_mel_t *self, const float *samples, size_t n, int trun
     int n_mels = self->n_mels;
     /* A short clip in padded mode is mostly zeros: frames that start past the last
      * sample (and whose right reflection only mirrors zeros) have |X|^2 = 0 exactly, so
-     * their mel is the 1e-10 floor without any FFT. */
+     * their log-mel is log10 of the 1e-10 floor, -10, without any FFT. */
+    float running[8] = {-10.0f, -10.0f, -10.0f, -10.0f, -10.0f, -10.0f, -10.0f, -10.0f};
     int silent_from = frames;
     if (sig.copy + S_PAD + 1 <= len)
         silent_from = (int)((sig.copy + S_PAD + WISP_HOP - 1) / WISP_HOP);
@@ -451,7 +484,7 @@ void wisp_mel_compute(wisp_mel_t *self, const float *samples, size_t n, int trun
         if (t0 >= silent_from) {
             for (int m = 0; m < n_mels; m++)
                 for (int b = 0; b < nb; b++)
-                    out[(size_t)m * frames + t0 + b] = 1e-10f;
+                    out[(size_t)m * frames + t0 + b] = -10.0f;
             continue;
         }
         s_block_power(self, &sig, t0, nb);
@@ -460,17 +493,20 @@ void wisp_mel_compute(wisp_mel_t *self, const float *samples, size_t n, int trun
             const float *pw = self->power + (size_t)self->band_lo[m] * S_BLOCK;
             float *o = out + (size_t)m * frames + t0;
             if (nb == S_BLOCK) {
-                s_band_sums(f, self->band_len[m], pw, o);
+                s_band_sums(f, self->band_len[m], pw, o, running);
             } else {
                 float tail[S_BLOCK];
-                s_band_sums(f, self->band_len[m], pw, tail);
+                s_band_sums(f, self->band_len[m], pw, tail, NULL);
                 memcpy(o, tail, sizeof(float) * nb);
+                for (int b = 0; b < nb; b++)
+                    running[0] = tail[b] > running[0] ? tail[b] : running[0];
             }
         }
     }
-    size_t count = (size_t)n_mels * frames;
-    wisp_mel_log10(out, count);
-    s_log_normalize(out, count, s_max(out, count));
+    float vmax = running[0]; /* every log-mel value is >= log10(1e-10) = -10 */
+    for (int j = 1; j < 8; j++)
+        vmax = running[j] > vmax ? running[j] : vmax;
+    s_log_normalize(out, (size_t)n_mels * frames, vmax);
 }
 
 void wisp_mel_apply_dense(const wisp_mel_t *self, const float *power, int frames, float *out)

@@ -29,7 +29,7 @@ typedef struct {
     uint32_t mapped; /* 1: mmap'd, 0: aligned_alloc'd */
 } s_alloc_header_t;
 
-void *wisp_alloc(size_t n)
+static void *s_alloc(size_t n, int zero)
 {
     if (n > SIZE_MAX - 2 * WISP_ALIGN)
         return NULL;
@@ -45,13 +45,26 @@ void *wisp_alloc(size_t n)
         block = aligned_alloc(WISP_ALIGN, total);
         if (!block)
             return NULL;
-        memset(block, 0, total);
+        if (zero)
+            memset(block, 0, total);
+        else
+            memset(block, 0, WISP_ALIGN); /* the header's padding */
     }
     s_alloc_header_t *h = (s_alloc_header_t *)block;
     h->total = total;
     h->magic = S_ALLOC_MAGIC;
     h->mapped = (uint32_t)mapped;
     return block + WISP_ALIGN;
+}
+
+void *wisp_alloc(size_t n)
+{
+    return s_alloc(n, 1);
+}
+
+void *wisp_alloc_raw(size_t n)
+{
+    return s_alloc(n, 0);
 }
 
 void wisp_free(void *p)

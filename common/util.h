@@ -24,6 +24,10 @@
 void *wisp_alloc(size_t n);
 void wisp_free(void *p);
 
+/* wisp_alloc without the zero fill below the mmap threshold, for buffers that are
+ * written before they are read (zeroing megabytes per decoded clip is measurable). */
+void *wisp_alloc_raw(size_t n);
+
 /* Monotonic seconds, for timings. */
 double wisp_now(void);
 
