@@ -107,9 +107,9 @@ int main(int argc, char **argv)
     double fwd = 1e30, bwd = 1e30;
     for (int i = 0; i < reps; i++) {
         double t0 = s_cpu_now();
-        nn_attention_forward(out, lse, q, k, v, scratch, B, T, NH, hd);
+        nn_attention_forward(out, lse, NULL, q, k, v, scratch, B, T, NH, hd);
         double t1 = s_cpu_now();
-        nn_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, scratch, B, T, NH, hd);
+        nn_attention_backward(dq, dk, dv, dout, out, lse, NULL, q, k, v, scratch, B, T, NH, hd);
         double t2 = s_cpu_now();
         fwd = t1 - t0 < fwd ? t1 - t0 : fwd;
         bwd = t2 - t1 < bwd ? t2 - t1 : bwd;
@@ -142,16 +142,16 @@ int main(int argc, char **argv)
                 openblas_set_num_threads(m == 1 ? 2 : 1);
                 double t0 = wisp_now(), c0 = s_proc_cpu_now();
                 if (m < 2)
-                    nn_attention_forward(out, lse, q, k, v, scratch, B, T, NH, hd);
+                    nn_attention_forward(out, lse, NULL, q, k, v, scratch, B, T, NH, hd);
                 else
-                    nn_attention_forward_mt(out, lse, q, k, v, scr2, B, T, NH, hd, pool);
+                    nn_attention_forward_mt(out, lse, NULL, q, k, v, scr2, B, T, NH, hd, pool);
                 double t1 = wisp_now(), c1 = s_proc_cpu_now();
                 if (m < 2)
-                    nn_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, scratch, B, T, NH,
-                                          hd);
+                    nn_attention_backward(dq, dk, dv, dout, out, lse, NULL, q, k, v, scratch, B, T,
+                                          NH, hd);
                 else
-                    nn_attention_backward_mt(dq, dk, dv, dout, out, lse, q, k, v, scr2, B, T, NH,
-                                             hd, pool);
+                    nn_attention_backward_mt(dq, dk, dv, dout, out, lse, NULL, q, k, v, scr2, B, T,
+                                             NH, hd, pool);
                 double t2 = wisp_now(), c2 = s_proc_cpu_now();
                 w[m][0] = t1 - t0 < w[m][0] ? t1 - t0 : w[m][0];
                 w[m][1] = t2 - t1 < w[m][1] ? t2 - t1 : w[m][1];
@@ -239,7 +239,7 @@ int main(int argc, char **argv)
             nn_scale(q, 0.125f, nq);
             nn_linear_forward(k, z, Wk, NULL, T, C, C);
             nn_linear_forward(v, z, Wv, bias, T, C, C);
-            nn_attention_forward(a, NULL, q, k, v, scratch, B, T, NH, hd);
+            nn_attention_forward(a, NULL, NULL, q, k, v, scratch, B, T, NH, hd);
             nn_linear_forward(z, a, Wo, bias, T, C, C);
             nn_add(x, x, z, nq);
             nn_layernorm_forward(z, NULL, NULL, x, w, bias, T, C);

@@ -66,6 +66,9 @@ static void s_usage(FILE *out)
             "  --dump-grads FILE      write the first step's mean gradients (safetensors);\n"
             "                         with --steps 0 nothing is trained\n"
             "  --threads N            OpenBLAS threads\n"
+            "  --attn-keep-mb N       memory for attention probabilities kept from the\n"
+            "                         forward, sparing the backward their recomputation\n"
+            "                         (default 1024; 0 = always recompute, least memory)\n"
             "\n"
             "examples:\n"
             "  wisp train --model whisper-tiny --preset seq_bn --train data/train.csv \\\n"
@@ -79,7 +82,7 @@ typedef struct {
     const char *model, *preset, *adapter_config, *adapter, *head, *train, *val, *output;
     const char *dump_grads, *class_weights, *schedule, *adapter_name;
     long epochs, steps, warmup, checkpoint_every, stop_after;
-    int batch, accum, threads, keep, truncate, resume, proj_size, wls;
+    int batch, accum, threads, keep, truncate, resume, proj_size, wls, attn_keep_mb;
     double lr, wd, clip;
     unsigned long long seed;
 } s_args_t;
@@ -108,6 +111,7 @@ enum {
     O_CKPT,
     O_KEEP,
     O_THREADS,
+    O_ATTN_KEEP,
     O_CW,
     O_STOP,
     O_PROJ,
@@ -155,6 +159,7 @@ static int s_parse(int argc, char **argv, s_args_t *a)
         {"checkpoint-every", 1, 0, O_CKPT},
         {"keep", 1, 0, O_KEEP},
         {"threads", 1, 0, O_THREADS},
+        {"attn-keep-mb", 1, 0, O_ATTN_KEEP},
         {"class-weights", 1, 0, O_CW},
         {"stop-after", 1, 0, O_STOP},
         {"proj-size", 1, 0, O_PROJ},
@@ -250,6 +255,11 @@ static int s_parse(int argc, char **argv, s_args_t *a)
             if (s_num("threads", optarg, 0, 4096, &x))
                 return WISP_EXIT_USAGE;
             a->threads = (int)x;
+            break;
+        case O_ATTN_KEEP:
+            if (s_num("attn-keep-mb", optarg, 0, 1 << 30, &x))
+                return WISP_EXIT_USAGE;
+            a->attn_keep_mb = x > 0 ? (int)x : -1; /* the model's "never" is negative */
             break;
         case O_STOP:
             if (s_num("stop-after", optarg, 0, 1e12, &x))
@@ -441,6 +451,7 @@ int wisp_cmd_train(int argc, char **argv)
     o.class_weights = cw;
     o.seed = a.seed;
     o.threads = a.threads;
+    o.attn_keep_mb = a.attn_keep_mb;
     tr = wisp_trainer_new(&o, &err);
     if (!tr)
         goto done;

@@ -203,7 +203,8 @@ wisp_trainer_t *wisp_trainer_new(const wisp_trainer_opts_t *opts, wisp_error_t *
     wisp_model_opts_t mo = {.max_batch = self->micro_batch,
                             .max_frames = self->max_frames,
                             .training = 1,
-                            .threads = opts->threads};
+                            .threads = opts->threads,
+                            .attn_keep_mb = opts->attn_keep_mb};
     self->model = wisp_model_new(opts->model_dir, &mo, err);
     if (!self->model)
         goto fail;

@@ -325,13 +325,18 @@ static inline void mf_fill_trainables(wisp_model_t *m)
 
 /* Model of a golden case: checkpoint written to dir, adapter + head set, trainables
  * generated. */
-static wisp_model_t *mf_case_model(const mf_case_t *cs, const char *dir, int training)
+/* attn_keep_mb as wisp_model_opts_t's: 0 the default (probabilities kept), -1 never */
+static wisp_model_t *mf_case_model_keep(const mf_case_t *cs, const char *dir, int training,
+                                        int attn_keep_mb)
 {
     mf_dims_t dm = MF_TINY;
     dm.n_mels = cs->n_mels;
     mf_write_checkpoint(dir, &dm, cs->dtype, "encoder.", 0, cs->wsum);
     wisp_error_t err = {0};
-    wisp_model_opts_t o = {.max_batch = 3, .max_frames = 2 * dm.T_max, .training = training};
+    wisp_model_opts_t o = {.max_batch = 3,
+                           .max_frames = 2 * dm.T_max,
+                           .training = training,
+                           .attn_keep_mb = attn_keep_mb};
     wisp_model_t *m = wisp_model_new(dir, &o, &err);
     if (!m)
         fail_msg("%s: %s", cs->name, err.msg);
@@ -350,6 +355,11 @@ static wisp_model_t *mf_case_model(const mf_case_t *cs, const char *dir, int tra
         fail_msg("%s: %s", cs->name, err.msg);
     mf_fill_trainables(m);
     return m;
+}
+
+static wisp_model_t *mf_case_model(const mf_case_t *cs, const char *dir, int training)
+{
+    return mf_case_model_keep(cs, dir, training, 0);
 }
 
 static inline int mf_frames(const mf_case_t *cs)

@@ -389,12 +389,18 @@ static void test_whisper_base_batch_8_training_plan_fits_well_under_4_gb(void **
                              .d_model = cfg.d_model};
     wisp_model_opts_t o = {.max_batch = 8, .max_frames = 3000, .training = 1};
     size_t train = wisp_model_plan_bytes(&cfg, &o, &ac, &hc);
+    o.attn_keep_mb = -1; /* attention probabilities always recomputed */
+    size_t lean = wisp_model_plan_bytes(&cfg, &o, &ac, &hc);
     o.training = 0;
     size_t infer = wisp_model_plan_bytes(&cfg, &o, &ac, &hc);
-    printf("# whisper-base B=8 T=1500 planned: training %.0f MB, inference %.0f MB\n",
-           (double)train / 1048576.0, (double)infer / 1048576.0);
+    printf("# whisper-base B=8 T=1500 planned: training %.0f MB (%.0f MB with no attention "
+           "probabilities kept), inference %.0f MB\n",
+           (double)train / 1048576.0, (double)lean / 1048576.0, (double)infer / 1048576.0);
     assert_true(train > infer);
     assert_true(train < (size_t)3 << 30);
+    /* the default keeps one layer's probabilities here: B H T^2 floats within 1024 MiB */
+    size_t one_layer = (size_t)8 * cfg.encoder_attention_heads * 1500 * 1500 * sizeof(float);
+    assert_int_equal(train - lean, one_layer);
     wisp_adapter_config_free(&ac);
     wisp_whisper_config_free(&cfg);
 }

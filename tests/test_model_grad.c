@@ -15,20 +15,24 @@ static double s_ws(const int *labels, int B, int cw)
     return ws;
 }
 
+/* Every case twice: with the attention probabilities kept from the forward (the
+ * default) and recomputed in the backward (attn_keep_mb < 0). */
 static void test_gradients_match_autograd_for_every_adapter_kind(void **state)
 {
     (void)state;
     char dir[1024], path[1100];
     double worst = 0.0;
-    char worst_name[512] = "";
+    char worst_name[600] = "";
     int ncases = 0, ntensors = 0;
-    for (int c = 0; c < MF_NCASES; c++) {
-        const mf_case_t *cs = &MF_CASES[c];
+    for (int run = 0; run < 2 * MF_NCASES; run++) {
+        const mf_case_t *cs = &MF_CASES[run % MF_NCASES];
+        const int keep_mb = run < MF_NCASES ? 0 : -1;
+        const char *mode = keep_mb < 0 ? "recomputed" : "kept";
         if (!cs->grads)
             continue;
         ncases++;
-        snprintf(dir, sizeof dir, "%s/grad_%s", wisp_test_tmpdir(), cs->name);
-        wisp_model_t *m = mf_case_model(cs, dir, 1);
+        snprintf(dir, sizeof dir, "%s/grad_%s_%s", wisp_test_tmpdir(), cs->name, mode);
+        wisp_model_t *m = mf_case_model_keep(cs, dir, 1, keep_mb);
         int frames = mf_frames(cs), labels[3];
         float *mel = mf_mel(cs->B, cs->n_mels, frames);
         mf_labels(labels, cs->B, MF_TINY.NL);
@@ -71,10 +75,11 @@ static void test_gradients_match_autograd_for_every_adapter_kind(void **state)
             double rel = wisp_max_abs_diff(got, g, t->numel) / (scale > 0 ? scale : 1.0);
             if (rel > worst) {
                 worst = rel;
-                snprintf(worst_name, sizeof worst_name, "%s: %s", cs->name, t->name);
+                snprintf(worst_name, sizeof worst_name, "%s, probabilities %s: %s", cs->name, mode,
+                         t->name);
             }
-            char label[512];
-            snprintf(label, sizeof label, "%s: d/d %s", cs->name, t->name);
+            char label[600];
+            snprintf(label, sizeof label, "%s (probabilities %s): d/d %s", cs->name, mode, t->name);
             assert_true(scale > 0.0); /* every golden gradient is informative */
             wisp_assert_close(got, g, t->numel, GRAD_RTOL * scale, 0.0, label);
             ntensors++;
@@ -83,7 +88,7 @@ static void test_gradients_match_autograd_for_every_adapter_kind(void **state)
         free(mel);
         wisp_model_destroy(&m);
     }
-    printf("# %d cases, %d gradient tensors; worst %.2e of the tensor's max (%s)\n", ncases,
+    printf("# %d case runs, %d gradient tensors; worst %.2e of the tensor's max (%s)\n", ncases,
            ntensors, worst, worst_name);
 }
 

@@ -297,7 +297,7 @@ static void test_attention_matches_its_loop_twin_across_block_edges(void **state
         float *dout = s_rand(&r, n, 1);
         float *scratch = s_zeros(nn_attention_scratch_floats(T, hd));
         float *o1 = s_zeros(n), *o2 = s_zeros(n), *l1 = s_zeros(nl), *l2 = s_zeros(nl);
-        nn_attention_forward(o1, l1, q, k, v, scratch, B, T, NH, hd);
+        nn_attention_forward(o1, l1, NULL, q, k, v, scratch, B, T, NH, hd);
         nn_attention_forward_ref(o2, l2, q, k, v, B, T, NH, hd);
         s_close_scaled(o1, o2, n, 1e-5, "attention out");
         s_close_scaled(l1, l2, nl, 1e-5, "attention lse");
@@ -307,21 +307,60 @@ static void test_attention_matches_its_loop_twin_across_block_edges(void **state
             g2[i] = s_zeros(n);
             memcpy(g2[i], g1[i], n * sizeof *g2[i]);
         }
-        nn_attention_backward(g1[0], g1[1], g1[2], dout, o1, l1, q, k, v, scratch, B, T, NH, hd);
+        nn_attention_backward(g1[0], g1[1], g1[2], dout, o1, l1, NULL, q, k, v, scratch, B, T, NH,
+                              hd);
         nn_attention_backward_ref(g2[0], g2[1], g2[2], dout, o2, l2, q, k, v, B, T, NH, hd);
         s_close_scaled(g1[0], g2[0], n, 1e-5, "attention dq");
         s_close_scaled(g1[1], g2[1], n, 1e-5, "attention dk");
         s_close_scaled(g1[2], g2[2], n, 1e-5, "attention dv");
         /* dv alone (q, k frozen upstream) still matches; dq alone too */
-        nn_attention_backward(NULL, NULL, g1[2], dout, o1, l1, q, k, v, scratch, B, T, NH, hd);
+        nn_attention_backward(NULL, NULL, g1[2], dout, o1, l1, NULL, q, k, v, scratch, B, T, NH,
+                              hd);
         nn_attention_backward_ref(NULL, NULL, g2[2], dout, o2, l2, q, k, v, B, T, NH, hd);
         s_close_scaled(g1[2], g2[2], n, 1e-5, "attention dv alone");
-        nn_attention_backward(g1[0], NULL, NULL, dout, o1, l1, q, k, v, scratch, B, T, NH, hd);
+        nn_attention_backward(g1[0], NULL, NULL, dout, o1, l1, NULL, q, k, v, scratch, B, T, NH,
+                              hd);
         nn_attention_backward_ref(g2[0], NULL, NULL, dout, o2, l2, q, k, v, B, T, NH, hd);
         s_close_scaled(g1[0], g2[0], n, 1e-5, "attention dq alone");
         /* inference: lse NULL gives the same output */
-        nn_attention_forward(o1, NULL, q, k, v, scratch, B, T, NH, hd);
+        nn_attention_forward(o1, NULL, NULL, q, k, v, scratch, B, T, NH, hd);
         s_close_scaled(o1, o2, n, 1e-5, "attention out without lse");
+        /* probabilities kept by the forward: out and lse the very same bits, every row a
+         * distribution equal to exp(S - lse), and a backward on them that matches */
+        size_t np = (size_t)B * NH * T * T;
+        float *probs = s_zeros(np), *o3 = s_zeros(n), *l3 = s_zeros(nl);
+        nn_attention_forward(o3, l3, probs, q, k, v, scratch, B, T, NH, hd);
+        nn_attention_forward(o1, l1, NULL, q, k, v, scratch, B, T, NH, hd);
+        assert_memory_equal(o3, o1, n * sizeof *o1);
+        assert_memory_equal(l3, l1, nl * sizeof *l1);
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < NH; h++)
+                for (int i = 0; i < T; i++) {
+                    const float *pr = probs + (((size_t)b * NH + h) * T + i) * T;
+                    const float *qi = q + ((size_t)b * T + i) * NH * hd + (size_t)h * hd;
+                    double rowsum = 0;
+                    for (int j = 0; j < T; j++) {
+                        const float *kj = k + ((size_t)b * T + j) * NH * hd + (size_t)h * hd;
+                        double sij = 0;
+                        for (int e = 0; e < hd; e++)
+                            sij += (double)qi[e] * kj[e];
+                        double want = exp(sij - l1[((size_t)b * NH + h) * T + i]);
+                        if (fabs(pr[j] - want) > 1e-6 + 1e-5 * want)
+                            fail_msg("kept probability (%d,%d,%d,%d): %.9g, want %.9g", b, h, i, j,
+                                     (double)pr[j], want);
+                        rowsum += pr[j];
+                    }
+                    assert_true(fabs(rowsum - 1.0) < 1e-5);
+                }
+        for (int i = 0; i < 3; i++)
+            memcpy(g1[i], g2[i], n * sizeof *g1[i]); /* both start where the reference is */
+        nn_attention_backward(g1[0], g1[1], g1[2], dout, o1, l1, probs, q, k, v, scratch, B, T, NH,
+                              hd);
+        nn_attention_backward_ref(g2[0], g2[1], g2[2], dout, o2, l2, q, k, v, B, T, NH, hd);
+        s_close_scaled(g1[0], g2[0], n, 1e-5, "attention dq from kept probabilities");
+        s_close_scaled(g1[1], g2[1], n, 1e-5, "attention dk from kept probabilities");
+        s_close_scaled(g1[2], g2[2], n, 1e-5, "attention dv from kept probabilities");
+        wisp_free(probs), wisp_free(o3), wisp_free(l3);
         for (int i = 0; i < 3; i++)
             wisp_free(g1[i]), wisp_free(g2[i]);
         wisp_free(q), wisp_free(k), wisp_free(v), wisp_free(dout), wisp_free(scratch);
@@ -361,15 +400,24 @@ static void test_threaded_attention_is_bitwise_equal_to_the_serial_kernel(void *
         float *want[3], *got[3], *want1[3];
         float *scratch = s_zeros(nn_attention_scratch_floats(T, hd));
         openblas_set_num_threads(1);
-        nn_attention_forward(o1, l1, q, k, v, scratch, B, T, NH, hd);
+        nn_attention_forward(o1, l1, NULL, q, k, v, scratch, B, T, NH, hd);
         for (int i = 0; i < 3; i++) {
             want[i] = s_dup(g0, n), got[i] = s_zeros(n);
             want1[i] = s_dup(g0, n);
         }
-        nn_attention_backward(want[0], want[1], want[2], dout, o1, l1, q, k, v, scratch, B, T, NH,
-                              hd);
+        nn_attention_backward(want[0], want[1], want[2], dout, o1, l1, NULL, q, k, v, scratch, B, T,
+                              NH, hd);
         /* dq alone, without the saved lse (the recomputing branch) */
-        nn_attention_backward(want1[0], NULL, NULL, dout, o1, NULL, q, k, v, scratch, B, T, NH, hd);
+        nn_attention_backward(want1[0], NULL, NULL, dout, o1, NULL, NULL, q, k, v, scratch, B, T,
+                              NH, hd);
+        /* from kept probabilities */
+        float *probs1 = s_zeros((size_t)B * NH * T * T), *wantp[3], *o4 = s_zeros(n);
+        nn_attention_forward(o4, NULL, probs1, q, k, v, scratch, B, T, NH, hd);
+        for (int i = 0; i < 3; i++)
+            wantp[i] = s_dup(g0, n);
+        nn_attention_backward(wantp[0], wantp[1], wantp[2], dout, o1, l1, probs1, q, k, v, scratch,
+                              B, T, NH, hd);
+        wisp_free(o4);
         wisp_free(scratch);
         for (size_t t = 0; t < sizeof threads / sizeof threads[0]; t++) {
             nn_pool_t *pool = threads[t] ? nn_pool_new(threads[t]) : NULL;
@@ -379,30 +427,43 @@ static void test_threaded_attention_is_bitwise_equal_to_the_serial_kernel(void *
             scratch = s_zeros(nn_attention_scratch_floats_mt(T, hd, nt));
             openblas_set_num_threads(2);
             memset(o2, 0, n * sizeof *o2);
-            nn_attention_forward_mt(o2, l2, q, k, v, scratch, B, T, NH, hd, pool);
+            nn_attention_forward_mt(o2, l2, NULL, q, k, v, scratch, B, T, NH, hd, pool);
             assert_int_equal(openblas_get_num_threads(), 2);
             s_same_bits(o2, o1, n, "threaded attention out");
             s_same_bits(l2, l1, nl, "threaded attention lse");
-            nn_attention_forward_mt(o2, NULL, q, k, v, scratch, B, T, NH, hd, pool);
+            nn_attention_forward_mt(o2, NULL, NULL, q, k, v, scratch, B, T, NH, hd, pool);
             s_same_bits(o2, o1, n, "threaded attention out without lse");
             for (int i = 0; i < 3; i++)
                 memcpy(got[i], g0, n * sizeof *g0);
-            nn_attention_backward_mt(got[0], got[1], got[2], dout, o1, l1, q, k, v, scratch, B, T,
-                                     NH, hd, pool);
+            nn_attention_backward_mt(got[0], got[1], got[2], dout, o1, l1, NULL, q, k, v, scratch,
+                                     B, T, NH, hd, pool);
             assert_int_equal(openblas_get_num_threads(), 2);
             s_same_bits(got[0], want[0], n, "threaded attention dq");
             s_same_bits(got[1], want[1], n, "threaded attention dk");
             s_same_bits(got[2], want[2], n, "threaded attention dv");
             memcpy(got[0], g0, n * sizeof *g0);
-            nn_attention_backward_mt(got[0], NULL, NULL, dout, o1, NULL, q, k, v, scratch, B, T, NH,
-                                     hd, pool);
+            nn_attention_backward_mt(got[0], NULL, NULL, dout, o1, NULL, NULL, q, k, v, scratch, B,
+                                     T, NH, hd, pool);
             s_same_bits(got[0], want1[0], n, "threaded attention dq alone without lse");
+            /* with kept probabilities */
+            float *pm = s_zeros((size_t)B * NH * T * T);
+            nn_attention_forward_mt(o2, l2, pm, q, k, v, scratch, B, T, NH, hd, pool);
+            s_same_bits(pm, probs1, (size_t)B * NH * T * T, "threaded kept probabilities");
+            for (int i = 0; i < 3; i++)
+                memcpy(got[i], g0, n * sizeof *g0);
+            nn_attention_backward_mt(got[0], got[1], got[2], dout, o1, l1, pm, q, k, v, scratch, B,
+                                     T, NH, hd, pool);
+            s_same_bits(got[0], wantp[0], n, "threaded attention dq, kept probabilities");
+            s_same_bits(got[1], wantp[1], n, "threaded attention dk, kept probabilities");
+            s_same_bits(got[2], wantp[2], n, "threaded attention dv, kept probabilities");
+            wisp_free(pm);
             wisp_free(scratch);
             nn_pool_destroy(&pool);
             assert_null(pool);
         }
         for (int i = 0; i < 3; i++)
-            wisp_free(want[i]), wisp_free(got[i]), wisp_free(want1[i]);
+            wisp_free(want[i]), wisp_free(got[i]), wisp_free(want1[i]), wisp_free(wantp[i]);
+        wisp_free(probs1);
         wisp_free(q), wisp_free(k), wisp_free(v), wisp_free(dout), wisp_free(g0);
         wisp_free(o1), wisp_free(o2), wisp_free(l1), wisp_free(l2);
     }
@@ -607,7 +668,7 @@ static void test_attention_backward_matches_finite_differences(void **state)
     float *R = s_rand(&r, n, 1);
     float *out = s_zeros(n), *lse = s_zeros((size_t)B * NH * T);
     float *scratch = s_zeros(nn_attention_scratch_floats(T, hd));
-    nn_attention_forward(out, lse, q, k, v, scratch, B, T, NH, hd);
+    nn_attention_forward(out, lse, NULL, q, k, v, scratch, B, T, NH, hd);
     double *outd = malloc(n * sizeof *outd);
     s_attn_ctx c = {s_to_double(q, n),
                     s_to_double(k, n),
@@ -624,10 +685,19 @@ static void test_attention_backward_matches_finite_differences(void **state)
         want[i] = (float)outd[i];
     s_close_scaled(out, want, n, 1e-5, "attention out vs double");
     float *dq = s_zeros(n), *dk = s_zeros(n), *dv = s_zeros(n);
-    nn_attention_backward(dq, dk, dv, R, out, lse, q, k, v, scratch, B, T, NH, hd);
+    nn_attention_backward(dq, dk, dv, R, out, lse, NULL, q, k, v, scratch, B, T, NH, hd);
     s_check_fd(s_attn_loss, &c, c.q, n, dq, "attention dq vs FD");
     s_check_fd(s_attn_loss, &c, c.k, n, dk, "attention dk vs FD");
     s_check_fd(s_attn_loss, &c, c.v, n, dv, "attention dv vs FD");
+    /* the backward on probabilities kept by the forward */
+    float *probs = s_zeros((size_t)B * NH * T * T);
+    nn_attention_forward(out, lse, probs, q, k, v, scratch, B, T, NH, hd);
+    memset(dq, 0, n * sizeof *dq), memset(dk, 0, n * sizeof *dk), memset(dv, 0, n * sizeof *dv);
+    nn_attention_backward(dq, dk, dv, R, out, lse, probs, q, k, v, scratch, B, T, NH, hd);
+    s_check_fd(s_attn_loss, &c, c.q, n, dq, "attention dq (kept probabilities) vs FD");
+    s_check_fd(s_attn_loss, &c, c.k, n, dk, "attention dk (kept probabilities) vs FD");
+    s_check_fd(s_attn_loss, &c, c.v, n, dv, "attention dv (kept probabilities) vs FD");
+    wisp_free(probs);
     free(c.q), free(c.k), free(c.v), free(c.R), free(outd);
     wisp_free(q), wisp_free(k), wisp_free(v), wisp_free(R), wisp_free(out), wisp_free(lse);
     wisp_free(scratch), wisp_free(want), wisp_free(dq), wisp_free(dk), wisp_free(dv);
@@ -1120,8 +1190,8 @@ static void test_attention_matches_pytorch(void **state)
     s_sym(&r, q, n, 1.5f), s_sym(&r, k, n, 1.5f), s_sym(&r, v, n, 1.5f), s_sym(&r, R, n, 1);
     float *scratch = s_zeros(nn_attention_scratch_floats(T, hd));
     float *g = s_golden("attention", 4 * n + nl);
-    nn_attention_forward(out, lse, q, k, v, scratch, B, T, NH, hd);
-    nn_attention_backward(dq, dk, dv, R, out, lse, q, k, v, scratch, B, T, NH, hd);
+    nn_attention_forward(out, lse, NULL, q, k, v, scratch, B, T, NH, hd);
+    nn_attention_backward(dq, dk, dv, R, out, lse, NULL, q, k, v, scratch, B, T, NH, hd);
     const float *p = g;
     s_close_scaled(out, p, n, 1e-5, "attention out vs torch"), p += n;
     s_close_scaled(lse, p, nl, 1e-5, "attention lse vs torch"), p += nl;

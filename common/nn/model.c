@@ -18,10 +18,13 @@
  * lse (B,H,T), h after the attention site (N,d), fc1 output u (N,F), and for
  * adapters: each site's input z (N,d) and bottleneck pre-activation (N,m), LoRA's
  * A z (N,r), IA3's unscaled projection (N,out). LayerNorm outputs and GELU / phi
- * outputs are recomputed from the saved statistics / pre-activations; attention
- * probabilities are never stored (the kernel recomputes them from q, k, lse).
- * Planned totals: whisper-base, B = 8, T = 1500, seq_bn, training: 2051 MB
- * (inference: 466 MB); one clip: 287 MB training, 77 MB inference.
+ * outputs are recomputed from the saved statistics / pre-activations. Attention
+ * probabilities (B, H, T, T) per layer are kept from the forward for as many of the
+ * differentiated layers as opts.attn_keep_mb allows (default 1024 MiB, top layers
+ * first), which spares the backward one of its five (T, T) GEMMs per head and the
+ * exps; the other layers recompute them from q, k and lse.
+ * Planned totals: whisper-base, B = 8, T = 1500, seq_bn, training: 2603 MB with the
+ * default (one layer kept), 2054 MB keeping none (inference: 468 MB).
  *
  * Head: mean pooling commutes with the (linear) weighted sum and projector, so
  * p = W_proj (sum_k w_k mean_t(hidden_k)) + b_proj: the projector runs on (B,d)
@@ -77,6 +80,8 @@ typedef struct {
     float *q, *k, *v;           /* (N, d) as fed to attention (q pre-scaled by hd^-0.5) */
     float *att;                 /* (N, d) attention output before out_proj */
     float *lse;                 /* (B, H, T) log-sum-exp of the score rows (training) */
+    float *probs;               /* (B, H, T, T) attention probabilities kept for backward
+                                   (training, within opts.attn_keep_mb; else NULL) */
     float *h;                   /* (N, d) output of the attention site */
     float *ln2_mean, *ln2_rstd; /* (N) */
     float *u;                   /* (N, F) fc1 output = GELU input */
@@ -116,6 +121,7 @@ struct wisp_model {
     int head_p;                    /* spec index of projector.weight (then bias, classifier w, b,
                                       layer_weights when used); -1 without head */
     int lowest;                    /* lowest layer holding trainables (L: none) */
+    int keeping_probs;             /* inside forward_backward: the forward keeps probs */
     int lay_ia3, lay_r;            /* adapter kind IA3 / LoRA rank of the current layout */
     int lay_P, lay_NL;             /* head sizes of the current layout (1 without head) */
     int max_m, max_r, max_ia3_out; /* widths for scratch planning */
@@ -374,6 +380,15 @@ static float *s_take(s_arena_t *a, size_t n)
 }
 
 /* Carves the arena (sizing pass when a->base is NULL). */
+/* Whether the backward of layer i goes through its attention core: for the dq, dk,
+ * dv of trainable q/k/v projections, or to pass the gradient below the layer. */
+static int s_needs_attention_grad(const wisp_model_t *self, int i)
+{
+    const s_layer_a_t *la = &self->la[i];
+    return i > self->lowest || la->lin_p[S_LIN_Q] >= 0 || la->lin_p[S_LIN_K] >= 0 ||
+           la->lin_p[S_LIN_V] >= 0;
+}
+
 static void s_carve(wisp_model_t *self, s_arena_t *a)
 {
     const int tr = self->opts.training;
@@ -388,6 +403,18 @@ static void s_carve(wisp_model_t *self, s_arena_t *a)
 
     for (size_t i = 0; i <= L; i++)
         self->x[i] = (tr || i < 2) ? s_take(a, N * d) : self->x[i % 2];
+    /* attention probabilities kept for backward: top layers first, within the budget */
+    const size_t per_layer = B * H * Tm * Tm;
+    const int keep_mb =
+        self->opts.attn_keep_mb ? self->opts.attn_keep_mb : WISP_MODEL_ATTN_KEEP_MB_DEFAULT;
+    size_t keep_left = tr && keep_mb > 0 ? ((size_t)keep_mb << 20) / sizeof(float) : 0;
+    for (int i = (int)L - 1; i >= 0; i--) {
+        self->acts[i].probs = NULL;
+        if (keep_left >= per_layer && s_needs_attention_grad(self, i)) {
+            self->acts[i].probs = s_take(a, per_layer);
+            keep_left -= per_layer;
+        }
+    }
     for (size_t i = 0; i < L; i++) {
         s_acts_t *s = &self->acts[i];
         if (!tr && i > 0) {
@@ -402,6 +429,7 @@ static void s_carve(wisp_model_t *self, s_arena_t *a)
         s->v = s_take(a, N * d);
         s->att = s_take(a, N * d);
         s->lse = tr ? s_take(a, B * H * Tm) : NULL;
+        /* s->probs: planned above */
         s->h = s_take(a, N * d);
         s->ln2_mean = s_take(a, N);
         s->ln2_rstd = s_take(a, N);
@@ -1360,8 +1388,8 @@ static void s_layer_forward(wisp_model_t *self, int i, int B, int T, const float
     nn_scale(A->q, 1.0f / sqrtf((float)self->hd), (size_t)N * d);
     s_lin_forward(self, i, S_LIN_K, A->k, self->z, w->k_w, NULL, N, d, d);
     s_lin_forward(self, i, S_LIN_V, A->v, self->z, w->v_w, w->v_b, N, d, d);
-    nn_attention_forward_mt(A->att, A->lse, A->q, A->k, A->v, self->attn_scr, B, T, self->H,
-                            self->hd, self->pool);
+    nn_attention_forward_mt(A->att, A->lse, self->keeping_probs ? A->probs : NULL, A->q, A->k, A->v,
+                            self->attn_scr, B, T, self->H, self->hd, self->pool);
     nn_linear_forward(self->sf, A->att, w->o_w, w->o_b, N, d, d);
     s_site_forward(self, i, S_SITE_ATT, A->h, self->sf, x_in, N);
     nn_layernorm_forward(self->z, A->ln2_mean, A->ln2_rstd, A->h, w->ln2_w, w->ln2_b, N, d);
@@ -1595,6 +1623,8 @@ static void s_layer_backward(wisp_model_t *self, int i, int B, int T, const floa
     if (dx_in)
         memset(dx_in, 0, n * sizeof(float));
     s_site_backward(self, i, S_SITE_ATT, self->df, dx_in, self->dh, N);
+    if (!s_needs_attention_grad(self, i))
+        return; /* an attention-site adapter was the lowest trainable */
     /* a = out_proj(att) */
     float *datt = self->dh; /* dh is consumed */
     memset(datt, 0, n * sizeof(float));
@@ -1602,8 +1632,8 @@ static void s_layer_backward(wisp_model_t *self, int i, int B, int T, const floa
     memset(self->dq, 0, n * sizeof(float));
     memset(self->dk, 0, n * sizeof(float));
     memset(self->dv, 0, n * sizeof(float));
-    nn_attention_backward_mt(self->dq, self->dk, self->dv, datt, A->att, A->lse, A->q, A->k, A->v,
-                             self->attn_scr, B, T, self->H, self->hd, self->pool);
+    nn_attention_backward_mt(self->dq, self->dk, self->dv, datt, A->att, A->lse, A->probs, A->q,
+                             A->k, A->v, self->attn_scr, B, T, self->H, self->hd, self->pool);
     nn_scale(self->dq, 1.0f / sqrtf((float)self->hd), n);
     if (self->acfg.kind == WISP_ADAPTER_LORA &&
         (s_has_lin(self, i, S_LIN_Q) || s_has_lin(self, i, S_LIN_K) || s_has_lin(self, i, S_LIN_V)))
@@ -1638,7 +1668,9 @@ int wisp_model_forward_backward(wisp_model_t *self, const float *mel, int B, int
             return WISP_ERR_ARG;
         }
     }
+    self->keeping_probs = 1; /* this forward fills acts[i].probs for the backward below */
     s_forward(self, mel, B, frames);
+    self->keeping_probs = 0;
     const int d = self->d, L = self->L, T = frames / 2, N = B * T;
     const int k = self->head_p, P = self->head.classifier_proj_size;
     const int wsum = self->head.use_weighted_layer_sum;

@@ -26,7 +26,15 @@ typedef struct {
     int max_frames; /* largest mel frame count (3000 in padded mode; even) */
     int training;   /* plan saved activations and gradients for backward */
     int threads;    /* OpenBLAS threads for this process (0: leave as is) */
+    /* Training: MiB the attention probabilities of the differentiated layers may take
+     * when kept from the forward, which spares the backward their recomputation (one
+     * of its five (T, T) GEMMs per head, and the exps). Layers are kept from the top
+     * down while they fit; the rest recompute. 0: WISP_MODEL_ATTN_KEEP_MB_DEFAULT;
+     * negative: recompute always (the least memory). */
+    int attn_keep_mb;
 } wisp_model_opts_t;
+
+#define WISP_MODEL_ATTN_KEEP_MB_DEFAULT 1024
 
 typedef struct {
     const char *name; /* checkpoint key, e.g. "encoder.layers.0.output_adapters.adapters.

@@ -869,12 +869,26 @@ S_CLONES static void s_dsoftmax_rows(float *dS, const float *P, const float *D, 
     }
 }
 
+/* P (rows, T) in place: p <- p * (1 / sum[r]) (exp rows to probabilities). */
+S_CLONES static void s_scale_rows(float *P, const float *sum, int rows, int T)
+{
+    for (int r = 0; r < rows; r++) {
+        float *p = P + (size_t)r * T;
+        float inv = 1.0f / sum[r];
+        int j = 0;
+        for (; j + S_VW <= T; j += S_VW)
+            s_vst(p + j, s_vld(p + j) * inv);
+        for (; j < T; j++)
+            p[j] *= inv;
+    }
+}
+
 /* One forward work unit: query rows [i0, i0 + bq) of head h of clip b. S is
  * (bq, T) scratch, mx and sum (bq). Units write disjoint rows/columns of out and
  * disjoint entries of lse. */
-static void s_attn_fwd_block(float *out, float *lse, const float *q, const float *k, const float *v,
-                             float *S, float *mx, float *sum, int b, int h, int i0, int T, int NH,
-                             int hd)
+static void s_attn_fwd_block(float *out, float *lse, float *probs, const float *q, const float *k,
+                             const float *v, float *S, float *mx, float *sum, int b, int h, int i0,
+                             int T, int NH, int hd)
 {
     const int C = NH * hd;
     const int bq = T - i0 < ATTN_BLOCK ? T - i0 : ATTN_BLOCK;
@@ -883,6 +897,8 @@ static void s_attn_fwd_block(float *out, float *lse, const float *q, const float
     size_t row0 = (size_t)b * T + (size_t)i0;
     const float *qb = q + row0 * C + (size_t)h * hd;
     float *ob = out + row0 * C + (size_t)h * hd;
+    if (probs) /* the block's rows of the stored probabilities serve as S */
+        S = probs + (((size_t)b * NH + h) * T + (size_t)i0) * T;
     /* S (bq, T) = Q_blk (bq, hd) @ K^T (hd, T) */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, T, hd, 1.0f, qb, C, kb, C, 0.0f, S, T);
     s_exp_rows(S, mx, sum, bq, T);
@@ -896,6 +912,8 @@ static void s_attn_fwd_block(float *out, float *lse, const float *q, const float
         for (int d = 0; d < hd; d++)
             o[d] *= inv;
     }
+    if (probs)
+        s_scale_rows(S, sum, bq, T);
     if (lse) {
         float *l = lse + ((size_t)b * NH + h) * T + i0;
         for (int r = 0; r < bq; r++)
@@ -903,8 +921,8 @@ static void s_attn_fwd_block(float *out, float *lse, const float *q, const float
     }
 }
 
-void nn_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
-                          float *scratch, int B, int T, int NH, int hd)
+void nn_attention_forward(float *out, float *lse, float *probs, const float *q, const float *k,
+                          const float *v, float *scratch, int B, int T, int NH, int hd)
 {
     if (B <= 0 || T <= 0 || NH <= 0 || hd <= 0)
         return;
@@ -915,15 +933,16 @@ void nn_attention_forward(float *out, float *lse, const float *q, const float *k
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++)
             for (int i0 = 0; i0 < T; i0 += ATTN_BLOCK)
-                s_attn_fwd_block(out, lse, q, k, v, S, mx, sum, b, h, i0, T, NH, hd);
+                s_attn_fwd_block(out, lse, probs, q, k, v, S, mx, sum, b, h, i0, T, NH, hd);
 }
 
 /* One backward work unit: every query block of head h of clip b, in order (dK and
  * dV of the head accumulate over the blocks). P and dS are (bqmax, T) scratch, D
  * (bqmax). Units write disjoint columns of dq, dk and dv. */
 static void s_attn_bwd_head(float *dq, float *dk, float *dv, const float *dout, const float *out,
-                            const float *lse, const float *q, const float *k, const float *v,
-                            float *P, float *dS, float *D, int b, int h, int T, int NH, int hd)
+                            const float *lse, const float *probs, const float *q, const float *k,
+                            const float *v, float *Pscr, float *dS, float *D, int b, int h, int T,
+                            int NH, int hd)
 {
     const int C = NH * hd;
     size_t hoff = (size_t)b * T * C + (size_t)h * hd;
@@ -932,18 +951,22 @@ static void s_attn_bwd_head(float *dq, float *dk, float *dv, const float *dout, 
         int bq = T - i0 < ATTN_BLOCK ? T - i0 : ATTN_BLOCK;
         size_t boff = hoff + (size_t)i0 * C;
         const float *qb = q + boff, *dob = dout + boff, *ob = out + boff;
-        /* Recompute P (bq, T) = exp(Q_blk K^T - lse). */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, T, hd, 1.0f, qb, C, kb, C, 0.0f, P,
-                    T);
-        if (lse) {
-            s_exp_shift_rows(P, lse + ((size_t)b * NH + h) * T + i0, bq, T);
-        } else { /* not saved: the softmax again, D as scratch for max and sum */
-            s_exp_rows(P, D, dS, bq, T);
-            for (int r = 0; r < bq; r++) {
-                float l = D[r] + logf(dS[r]);
-                D[r] = l;
+        const float *P = Pscr;
+        if (probs) {
+            P = probs + (((size_t)b * NH + h) * T + (size_t)i0) * T;
+        } else { /* recompute P (bq, T) = exp(Q_blk K^T - lse) */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, T, hd, 1.0f, qb, C, kb, C,
+                        0.0f, Pscr, T);
+            if (lse) {
+                s_exp_shift_rows(Pscr, lse + ((size_t)b * NH + h) * T + i0, bq, T);
+            } else { /* not saved: the softmax again, D as scratch for max and sum */
+                s_exp_rows(Pscr, D, dS, bq, T);
+                for (int r = 0; r < bq; r++) {
+                    float l = D[r] + logf(dS[r]);
+                    D[r] = l;
+                }
+                s_exp_shift_rows(Pscr, D, bq, T);
             }
-            s_exp_shift_rows(P, D, bq, T);
         }
         /* dV (T, hd) += P^T (T, bq) @ dO_blk (bq, hd) */
         if (dv)
@@ -975,8 +998,8 @@ static void s_attn_bwd_head(float *dq, float *dk, float *dv, const float *dout, 
 }
 
 void nn_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out,
-                           const float *lse, const float *q, const float *k, const float *v,
-                           float *scratch, int B, int T, int NH, int hd)
+                           const float *lse, const float *probs, const float *q, const float *k,
+                           const float *v, float *scratch, int B, int T, int NH, int hd)
 {
     if (B <= 0 || T <= 0 || NH <= 0 || hd <= 0 || (!dq && !dk && !dv))
         return;
@@ -986,7 +1009,7 @@ void nn_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
     float *D = scratch + 2 * (size_t)bqmax * T; /* (bq) */
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++)
-            s_attn_bwd_head(dq, dk, dv, dout, out, lse, q, k, v, P, dS, D, b, h, T, NH, hd);
+            s_attn_bwd_head(dq, dk, dv, dout, out, lse, probs, q, k, v, P, dS, D, b, h, T, NH, hd);
 }
 
 /* ---- Thread pool --------------------------------------------------------- */
@@ -1136,6 +1159,8 @@ size_t nn_attention_scratch_floats_mt(int T, int hd, int nthreads)
 
 typedef struct {
     float *out, *lse, *dq, *dk, *dv;   /* outputs */
+    float *probs;                      /* forward: probabilities to store (may be NULL) */
+    const float *probs_in;             /* backward: the stored probabilities (may be NULL) */
     const float *dout, *o, *q, *k, *v; /* inputs (o: the forward output) */
     const float *lse_in;               /* backward: the saved lse (may be NULL) */
     float *scratch;                    /* s_attn_stride floats per thread */
@@ -1153,8 +1178,8 @@ static void s_attn_fwd_job(void *varg, int tid)
     int u;
     while ((u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->nunits) {
         int blk = u % j->nblk, bh = u / j->nblk;
-        s_attn_fwd_block(j->out, j->lse, j->q, j->k, j->v, S, mx, sum, bh / j->NH, bh % j->NH,
-                         blk * ATTN_BLOCK, j->T, j->NH, j->hd);
+        s_attn_fwd_block(j->out, j->lse, j->probs, j->q, j->k, j->v, S, mx, sum, bh / j->NH,
+                         bh % j->NH, blk * ATTN_BLOCK, j->T, j->NH, j->hd);
     }
 }
 
@@ -1166,8 +1191,8 @@ static void s_attn_bwd_job(void *varg, int tid)
     float *dS = P + (size_t)bqmax * j->T, *D = dS + (size_t)bqmax * j->T;
     int u;
     while ((u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->nunits)
-        s_attn_bwd_head(j->dq, j->dk, j->dv, j->dout, j->o, j->lse_in, j->q, j->k, j->v, P, dS, D,
-                        u / j->NH, u % j->NH, j->T, j->NH, j->hd);
+        s_attn_bwd_head(j->dq, j->dk, j->dv, j->dout, j->o, j->lse_in, j->probs_in, j->q, j->k,
+                        j->v, P, dS, D, u / j->NH, u % j->NH, j->T, j->NH, j->hd);
 }
 
 /* Runs the job on the pool, or on the caller alone, with OpenBLAS on one thread
@@ -1187,13 +1212,15 @@ static void s_attn_run(nn_pool_t *pool, void (*fn)(void *, int), s_attn_job_t *j
         openblas_set_num_threads(blas_threads);
 }
 
-void nn_attention_forward_mt(float *out, float *lse, const float *q, const float *k, const float *v,
-                             float *scratch, int B, int T, int NH, int hd, nn_pool_t *pool)
+void nn_attention_forward_mt(float *out, float *lse, float *probs, const float *q, const float *k,
+                             const float *v, float *scratch, int B, int T, int NH, int hd,
+                             nn_pool_t *pool)
 {
     if (B <= 0 || T <= 0 || NH <= 0 || hd <= 0)
         return;
     s_attn_job_t j = {.out = out,
                       .lse = lse,
+                      .probs = probs,
                       .q = q,
                       .k = k,
                       .v = v,
@@ -1210,8 +1237,9 @@ void nn_attention_forward_mt(float *out, float *lse, const float *q, const float
 }
 
 void nn_attention_backward_mt(float *dq, float *dk, float *dv, const float *dout, const float *out,
-                              const float *lse, const float *q, const float *k, const float *v,
-                              float *scratch, int B, int T, int NH, int hd, nn_pool_t *pool)
+                              const float *lse, const float *probs, const float *q, const float *k,
+                              const float *v, float *scratch, int B, int T, int NH, int hd,
+                              nn_pool_t *pool)
 {
     if (B <= 0 || T <= 0 || NH <= 0 || hd <= 0 || (!dq && !dk && !dv))
         return;
@@ -1221,6 +1249,7 @@ void nn_attention_backward_mt(float *dq, float *dk, float *dv, const float *dout
                       .dout = dout,
                       .o = out,
                       .lse_in = lse,
+                      .probs_in = probs,
                       .q = q,
                       .k = k,
                       .v = v,

@@ -77,13 +77,17 @@ void nn_conv1d_k3_forward_ref(float *out, const float *inp, const float *weight,
  * q, k, v, out: (B, T, C), C = NH * hd, head h in columns [h*hd, (h+1)*hd).
  * lse (B, NH, T): per-row log-sum-exp of the scores, saved for backward (may be
  * NULL in inference). Blocked over query rows so the full (T, T) matrix is never
- * stored; scratch is nn_attention_scratch_floats(T, hd) floats. */
-void nn_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
-                          float *scratch, int B, int T, int NH, int hd);
-/* dq, dk, dv (B, T, C) += gradients; probabilities are recomputed from q, k, lse. */
+ * needed; scratch is nn_attention_scratch_floats(T, hd) floats. probs (B, NH, T, T),
+ * when not NULL, receives the probabilities for a backward that then skips their
+ * recomputation (a memory-for-time trade the caller makes). */
+void nn_attention_forward(float *out, float *lse, float *probs, const float *q, const float *k,
+                          const float *v, float *scratch, int B, int T, int NH, int hd);
+/* dq, dk, dv (B, T, C) += gradients. The probabilities are read from probs when it is
+ * not NULL (as the forward stored them), else recomputed from q, k and lse (or, with
+ * lse NULL too, by the softmax again). */
 void nn_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out,
-                           const float *lse, const float *q, const float *k, const float *v,
-                           float *scratch, int B, int T, int NH, int hd);
+                           const float *lse, const float *probs, const float *q, const float *k,
+                           const float *v, float *scratch, int B, int T, int NH, int hd);
 size_t nn_attention_scratch_floats(int T, int hd);
 void nn_attention_forward_ref(float *out, float *lse, const float *q, const float *k,
                               const float *v, int B, int T, int NH, int hd);
@@ -115,11 +119,13 @@ int nn_pool_threads(const nn_pool_t *self);
  * floats for a pool of n threads. pool NULL (or 1 thread) runs the units in order
  * on the caller (OpenBLAS still on 1 thread, so the bits never depend on the
  * thread count). Never fails. */
-void nn_attention_forward_mt(float *out, float *lse, const float *q, const float *k, const float *v,
-                             float *scratch, int B, int T, int NH, int hd, nn_pool_t *pool);
+void nn_attention_forward_mt(float *out, float *lse, float *probs, const float *q, const float *k,
+                             const float *v, float *scratch, int B, int T, int NH, int hd,
+                             nn_pool_t *pool);
 void nn_attention_backward_mt(float *dq, float *dk, float *dv, const float *dout, const float *out,
-                              const float *lse, const float *q, const float *k, const float *v,
-                              float *scratch, int B, int T, int NH, int hd, nn_pool_t *pool);
+                              const float *lse, const float *probs, const float *q, const float *k,
+                              const float *v, float *scratch, int B, int T, int NH, int hd,
+                              nn_pool_t *pool);
 size_t nn_attention_scratch_floats_mt(int T, int hd, int nthreads);
 
 /* ---- Head pieces -------------------------------------------------------- */
