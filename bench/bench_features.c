@@ -5,6 +5,8 @@
  * thread (OpenBLAS pinned to 1):
  *   features_*  decode + mix + resample + 80-bin log-mel, per 30 s clip
  *   decode_*    wisp_audio_load alone
+ *   sndfile_only_flac44k  sf_readf_float of the FLAC alone (libsndfile + libFLAC, no
+ *               mixing or resampling): the floor of the FLAC figures
  *   mel*        wisp_mel_compute alone on 480000 samples
  * Time is CPU time of this (single) thread: on a shared machine that is the one-core
  * cost, unaffected by waiting for a core; each figure is the best of several rounds.
@@ -70,7 +72,24 @@ typedef struct {
     const float *samples;
     float *out;
     int decode_only;
+    int sndfile_only; /* libsndfile's own decode (sf_readf_float) alone: the floor */
 } s_job_t;
+
+/* Reads every frame of path with sf_readf_float and nothing else: what libsndfile
+ * (and the codec library under it, libFLAC for FLAC) costs by itself. */
+static int s_sndfile_only(const char *path)
+{
+    SF_INFO info = {0};
+    SNDFILE *sf = sf_open(path, SFM_READ, &info);
+    if (!sf)
+        return -1;
+    static float block[65536];
+    sf_count_t per = (sf_count_t)(65536 / info.channels), got, total = 0;
+    while ((got = sf_readf_float(sf, block, per)) > 0)
+        total += got;
+    sf_close(sf);
+    return total == info.frames ? 0 : -1;
+}
 
 static int s_run_once(s_job_t *j)
 {
@@ -78,6 +97,8 @@ static int s_run_once(s_job_t *j)
         wisp_mel_compute(j->mel, j->samples, WISP_N_SAMPLES, 0, j->out);
         return 0;
     }
+    if (j->sndfile_only)
+        return s_sndfile_only(j->path);
     wisp_audio_t a;
     wisp_error_t e = {0};
     if (wisp_audio_load(j->path, S_SECONDS + 0.5, &a, &e) != WISP_OK) {
@@ -141,18 +162,20 @@ int main(void)
         wisp_audio_load(wav, 0, &clip, NULL) != WISP_OK)
         goto done;
 
-    s_job_t mel_job = {NULL, mel80, clip.samples, out, 0};
-    s_job_t mel128_job = {NULL, mel128, clip.samples, out, 0};
-    s_job_t wav_job = {wav, mel80, NULL, out, 0};
-    s_job_t flac_job = {flac, mel80, NULL, out, 0};
-    s_job_t flac_dec = {flac, mel80, NULL, out, 1};
+    s_job_t mel_job = {NULL, mel80, clip.samples, out, 0, 0};
+    s_job_t mel128_job = {NULL, mel128, clip.samples, out, 0, 0};
+    s_job_t wav_job = {wav, mel80, NULL, out, 0, 0};
+    s_job_t flac_job = {flac, mel80, NULL, out, 0, 0};
+    s_job_t flac_dec = {flac, mel80, NULL, out, 1, 0};
+    s_job_t flac_sndfile = {flac, mel80, NULL, out, 1, 1};
     s_timing_t t_mel = s_time(&mel_job, 7, 20);
     s_timing_t t_mel128 = s_time(&mel128_job, 5, 20);
     s_timing_t t_wav = s_time(&wav_job, 5, 10);
     s_timing_t t_flac = s_time(&flac_job, 5, 4);
     s_timing_t t_flac_dec = s_time(&flac_dec, 5, 4);
+    s_timing_t t_flac_sf = s_time(&flac_sndfile, 5, 4);
     if (isnan(t_mel.cpu) || isnan(t_mel128.cpu) || isnan(t_wav.cpu) || isnan(t_flac.cpu) ||
-        isnan(t_flac_dec.cpu))
+        isnan(t_flac_dec.cpu) || isnan(t_flac_sf.cpu))
         goto done;
     printf("mel_ms_per_clip=%.3f\n", t_mel.cpu * 1e3);
     printf("mel_clips_per_s=%.1f\n", 1.0 / t_mel.cpu);
@@ -162,6 +185,7 @@ int main(void)
     printf("features_flac44k_ms_per_clip=%.3f\n", t_flac.cpu * 1e3);
     printf("features_flac44k_clips_per_s=%.1f\n", 1.0 / t_flac.cpu);
     printf("decode_flac44k_ms_per_clip=%.3f\n", t_flac_dec.cpu * 1e3);
+    printf("sndfile_only_flac44k_ms_per_clip=%.3f\n", t_flac_sf.cpu * 1e3);
     printf("mel_wall_ms_per_clip=%.3f\n", t_mel.wall * 1e3);
     printf("features_wav16k_wall_ms_per_clip=%.3f\n", t_wav.wall * 1e3);
     printf("features_flac44k_wall_ms_per_clip=%.3f\n", t_flac.wall * 1e3);
