@@ -2,12 +2,11 @@
  * and whisper-base dimensions with random weights, 1 and 2 OpenBLAS threads; GFLOP/s
  * (GEMMs + attention + convolutions) and the fraction of the sgemm peak measured in
  * the same run (2048^3); truncated mode on a 1 s clip; a seq_bn training step
- * (forward + backward) per clip over the forward of the same seq_bn model
- * (train_over_forward_*); planned bytes. Prints key=value lines.
- * Wall times are best-of-reps; *_cpu_s keys give the process CPU time of the same
- * best run (all threads), a figure that survives a machine shared with other jobs.
- * Counterpart: bench/model_ref.py (ref_* keys).
- * Usage: bench_model [--quick] */
+ * (zero gradients, forward + backward, AdamW update) per clip over the forward of the same seq_bn
+ * model (train_over_forward_*); planned bytes. Prints key=value lines. Wall times are best-of-reps;
+ * *_cpu_s keys give the process CPU time of the same best run (all threads), a figure that survives
+ * a machine shared with other jobs. Counterpart: bench/model_ref.py (ref_* keys). Usage:
+ * bench_model [--quick] */
 #include <cblas.h>
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -16,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "adamw.h"
 #include "config.h"
 #include "model.h"
 #include "st.h"
@@ -169,22 +169,35 @@ static double s_sgemm_gflops(int threads, double *cpu_gflops)
  * time returned, process CPU time of the best-CPU run in *cpu. */
 static double s_time(wisp_model_t *m, const float *mel, int B, int frames, int train, double *cpu)
 {
+    /* a training step: zero the gradients, forward + backward, AdamW update */
+    wisp_adamw_t *opt = train ? wisp_adamw_new(wisp_model_num_params(m), NULL) : NULL;
+    if (train && !opt)
+        return -1;
     int labels[8] = {0, 1, 0, 1, 0, 1, 0, 1};
     float logits[8 * 10];
     double best = 1e30, bcpu = 1e30, ls, ws;
     for (int k = 0; k < s_reps + 1; k++) { /* first run warms up */
         double t0 = wisp_now(), c0 = s_cpu_now();
-        int rc = train ? wisp_model_forward_backward(m, mel, B, frames, labels, NULL, 1.0f / B, &ls,
-                                                     &ws, logits)
-                       : wisp_model_forward(m, mel, B, frames, logits, NULL);
+        int rc;
+        if (train) {
+            wisp_model_zero_grads(m);
+            rc = wisp_model_forward_backward(m, mel, B, frames, labels, NULL, 1.0f / B, &ls, &ws,
+                                             logits);
+            wisp_adamw_step(opt, wisp_model_params(m), wisp_model_grads(m), 1e-4);
+        } else {
+            rc = wisp_model_forward(m, mel, B, frames, logits, NULL);
+        }
         double t = wisp_now() - t0, c = s_cpu_now() - c0;
-        if (rc < 0)
+        if (rc < 0) {
+            wisp_adamw_destroy(&opt);
             return -1;
+        }
         if (k > 0 || s_reps == 0) {
             best = t < best ? t : best;
             bcpu = c < bcpu ? c : bcpu;
         }
     }
+    wisp_adamw_destroy(&opt);
     if (cpu)
         *cpu = bcpu;
     return best;

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """PyTorch counterpart of bench_model: the reference model (tests/reference/ref_model.py)
 forward per 30 s clip (padded, T = 1500) at whisper-tiny and whisper-base dims with
-random weights, 1 and 2 threads, and a seq_bn training step (forward + backward).
+random weights, 1 and 2 threads, and a seq_bn training step (forward + backward + AdamW).
 Prints ref_* key=value lines. Usage: model_ref.py [--quick]"""
 import os
 import sys
@@ -67,6 +67,7 @@ def main():
                     print(f"ref_forward_{size}_trunc1s_2t_s={tt:.5f}")
         mt = model(size, True)
         params = mt.params()
+        opt = torch.optim.AdamW(params, lr=1e-4)
         for th in (1, 2):
             torch.set_num_threads(th)
 
@@ -76,6 +77,7 @@ def main():
                 logits = mt.forward(mel)
                 loss, _ = R.ce_loss(logits, [1])
                 loss.backward()
+                opt.step()
             t, c = best(step, reps)
             print(f"ref_train_step_{size}_{th}t_s={t:.4f}")
             if th == 1:
