@@ -471,6 +471,40 @@ static void test_threaded_attention_is_bitwise_equal_to_the_serial_kernel(void *
     assert_int_equal(nn_pool_threads(NULL), 1);
 }
 
+static void test_threaded_elementwise_ops_are_bitwise_equal_to_the_serial_ones(void **state)
+{
+    (void)state;
+    /* below the threading threshold, just above it, and odd lengths across chunks */
+    static const size_t lengths[] = {1000, 65536, 100003, 1 << 20};
+    static const int threads[] = {1, 2, 3};
+    wisp_rng_t r;
+    wisp_rng_seed(&r, 17);
+    for (size_t l = 0; l < sizeof lengths / sizeof lengths[0]; l++) {
+        size_t n = lengths[l];
+        float *x = s_rand(&r, n, 4), *g = s_rand(&r, n, 1), *acc = s_rand(&r, n, 1);
+        float *want = s_zeros(n), *got = s_zeros(n);
+        for (size_t t = 0; t < sizeof threads / sizeof threads[0]; t++) {
+            nn_pool_t *pool = nn_pool_new(threads[t]);
+            assert_non_null(pool);
+            for (int a = NN_ACT_IDENTITY; a <= NN_ACT_LEAKYRELU; a++) {
+                nn_act_forward(want, x, n, (nn_act_t)a);
+                nn_act_forward_mt(got, x, n, (nn_act_t)a, pool);
+                s_same_bits(got, want, n, "threaded activation forward");
+                memcpy(want, acc, n * sizeof *acc);
+                memcpy(got, acc, n * sizeof *acc);
+                nn_act_backward(want, g, x, n, (nn_act_t)a);
+                nn_act_backward_mt(got, g, x, n, (nn_act_t)a, pool);
+                s_same_bits(got, want, n, "threaded activation backward");
+            }
+            nn_zero_mt(got, n, pool);
+            for (size_t i = 0; i < n; i++)
+                assert_true(got[i] == 0.0f);
+            nn_pool_destroy(&pool);
+        }
+        wisp_free(x), wisp_free(g), wisp_free(acc), wisp_free(want), wisp_free(got);
+    }
+}
+
 /* ---- 2. finite differences ---------------------------------------------- */
 
 typedef struct {
@@ -1298,6 +1332,7 @@ int main(void)
         cmocka_unit_test(test_conv1d_matches_its_loop_twin_for_both_strides),
         cmocka_unit_test(test_attention_matches_its_loop_twin_across_block_edges),
         cmocka_unit_test(test_threaded_attention_is_bitwise_equal_to_the_serial_kernel),
+        cmocka_unit_test(test_threaded_elementwise_ops_are_bitwise_equal_to_the_serial_ones),
         cmocka_unit_test(test_linear_backward_matches_finite_differences),
         cmocka_unit_test(test_layernorm_forward_and_backward_match_double_precision),
         cmocka_unit_test(test_every_activation_matches_double_precision_and_finite_differences),

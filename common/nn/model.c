@@ -1394,7 +1394,7 @@ static void s_layer_forward(wisp_model_t *self, int i, int B, int T, const float
     s_site_forward(self, i, S_SITE_ATT, A->h, self->sf, x_in, N);
     nn_layernorm_forward(self->z, A->ln2_mean, A->ln2_rstd, A->h, w->ln2_w, w->ln2_b, N, d);
     s_lin_forward(self, i, S_LIN_FC1, A->u, self->z, w->fc1_w, w->fc1_b, N, d, F);
-    nn_act_forward(self->g, A->u, (size_t)N * F, NN_ACT_GELU);
+    nn_act_forward_mt(self->g, A->u, (size_t)N * F, NN_ACT_GELU, self->pool);
     s_lin_forward(self, i, S_LIN_FC2, self->sf, self->g, w->fc2_w, w->fc2_b, N, F, d);
     s_site_forward(self, i, S_SITE_OUT, x_out, self->sf, A->h, N);
 }
@@ -1430,11 +1430,11 @@ static void s_forward(wisp_model_t *self, const float *mel, int B, int frames)
                 self->mel_t[(size_t)t * nm + c] = mb[(size_t)c * frames + t];
         nn_conv1d_k3_forward(self->c1, self->col, self->mel_t, self->conv1_w, self->conv1_b, frames,
                              nm, d, 1);
-        nn_act_forward(self->c1, self->c1, (size_t)frames * d, NN_ACT_GELU);
+        nn_act_forward_mt(self->c1, self->c1, (size_t)frames * d, NN_ACT_GELU, self->pool);
         float *xb = self->x[0] + (size_t)b * T * d;
         nn_conv1d_k3_forward(xb, self->col, self->c1, self->conv2_w, self->conv2_b, frames, d, d,
                              2);
-        nn_act_forward(xb, xb, (size_t)T * d, NN_ACT_GELU);
+        nn_act_forward_mt(xb, xb, (size_t)T * d, NN_ACT_GELU, self->pool);
         nn_add(xb, xb, self->pos, (size_t)T * d);
     }
     const int wsum = self->head.use_weighted_layer_sum;
@@ -1551,7 +1551,7 @@ static void s_site_backward(wisp_model_t *self, int i, int s, float *df, float *
     int need_dz = a->is_parallel ? dr != NULL : (df != NULL || (a->original_ln_before && dr));
     if (need_dz) {
         if (res_is_f)
-            memset(dzb, 0, n * sizeof(float));
+            nn_zero_mt(dzb, n, self->pool);
         else
             memcpy(dzb, dout, n * sizeof(float));
     }
@@ -1590,48 +1590,48 @@ static void s_layer_backward(wisp_model_t *self, int i, int B, int T, const floa
     const int need_fc1 = need_att || s_has_lin(self, i, S_LIN_FC1);
     const int need_ffn = need_fc1 || s_has_lin(self, i, S_LIN_FC2);
 
-    memset(self->dh, 0, n * sizeof(float));
-    memset(self->df, 0, n * sizeof(float));
+    nn_zero_mt(self->dh, n, self->pool);
+    nn_zero_mt(self->df, n, self->pool);
     s_site_backward(self, i, S_SITE_OUT, need_ffn ? self->df : NULL, need_att ? self->dh : NULL,
                     dx_out, N);
     if (!need_ffn)
         return;
     /* f = fc2(g), g = GELU(u) */
     if (s_has_lin(self, i, S_LIN_FC2) && self->acfg.kind == WISP_ADAPTER_LORA)
-        nn_act_forward(self->g, A->u, nf, NN_ACT_GELU);
+        nn_act_forward_mt(self->g, A->u, nf, NN_ACT_GELU, self->pool);
     if (need_fc1)
-        memset(self->dg, 0, nf * sizeof(float));
+        nn_zero_mt(self->dg, nf, self->pool);
     s_lin_backward(self, i, S_LIN_FC2, need_fc1 ? self->dg : NULL, self->df, self->g, w->fc2_w, N,
                    F, d);
     if (!need_fc1)
         return;
     float *du = self->g; /* g is free now */
-    memset(du, 0, nf * sizeof(float));
-    nn_act_backward(du, self->dg, A->u, nf, NN_ACT_GELU);
+    nn_zero_mt(du, nf, self->pool);
+    nn_act_backward_mt(du, self->dg, A->u, nf, NN_ACT_GELU, self->pool);
     /* u = fc1(LN2(h)) */
     if (s_has_lin(self, i, S_LIN_FC1) && self->acfg.kind == WISP_ADAPTER_LORA)
         nn_layernorm_forward(self->z, NULL, NULL, A->h, w->ln2_w, w->ln2_b, N, d);
     if (need_att)
-        memset(self->dz, 0, n * sizeof(float));
+        nn_zero_mt(self->dz, n, self->pool);
     s_lin_backward(self, i, S_LIN_FC1, need_att ? self->dz : NULL, du, self->z, w->fc1_w, N, d, F);
     if (!need_att)
         return;
     nn_layernorm_backward(self->dh, NULL, NULL, self->dz, A->h, w->ln2_w, A->ln2_mean, A->ln2_rstd,
                           N, d);
     /* h = site_attn(a, x) */
-    memset(self->df, 0, n * sizeof(float));
+    nn_zero_mt(self->df, n, self->pool);
     if (dx_in)
-        memset(dx_in, 0, n * sizeof(float));
+        nn_zero_mt(dx_in, n, self->pool);
     s_site_backward(self, i, S_SITE_ATT, self->df, dx_in, self->dh, N);
     if (!s_needs_attention_grad(self, i))
         return; /* an attention-site adapter was the lowest trainable */
     /* a = out_proj(att) */
     float *datt = self->dh; /* dh is consumed */
-    memset(datt, 0, n * sizeof(float));
+    nn_zero_mt(datt, n, self->pool);
     nn_linear_backward(datt, NULL, NULL, self->df, NULL, w->o_w, 1.0f, N, d, d);
-    memset(self->dq, 0, n * sizeof(float));
-    memset(self->dk, 0, n * sizeof(float));
-    memset(self->dv, 0, n * sizeof(float));
+    nn_zero_mt(self->dq, n, self->pool);
+    nn_zero_mt(self->dk, n, self->pool);
+    nn_zero_mt(self->dv, n, self->pool);
     nn_attention_backward_mt(self->dq, self->dk, self->dv, datt, A->att, A->lse, A->probs, A->q,
                              A->k, A->v, self->attn_scr, B, T, self->H, self->hd, self->pool);
     nn_scale(self->dq, 1.0f / sqrtf((float)self->hd), n);
@@ -1640,7 +1640,7 @@ static void s_layer_backward(wisp_model_t *self, int i, int B, int T, const floa
         nn_layernorm_forward(self->z, NULL, NULL, self->x[i], w->ln1_w, w->ln1_b, N, d);
     float *dz1 = dx_in ? self->dz : NULL;
     if (dz1)
-        memset(dz1, 0, n * sizeof(float));
+        nn_zero_mt(dz1, n, self->pool);
     s_lin_backward(self, i, S_LIN_Q, dz1, self->dq, self->z, w->q_w, N, d, d);
     s_lin_backward(self, i, S_LIN_K, dz1, self->dk, self->z, w->k_w, N, d, d);
     s_lin_backward(self, i, S_LIN_V, dz1, self->dv, self->z, w->v_w, N, d, d);
@@ -1710,9 +1710,9 @@ int wisp_model_forward_backward(wisp_model_t *self, const float *mel, int B, int
     memcpy(self->dtmp, self->dhmean, bd * sizeof(float));
     if (wsum)
         nn_scale(self->dtmp, self->sw[L], bd);
-    memset(self->z, 0, n * sizeof(float));
+    nn_zero_mt(self->z, n, self->pool);
     nn_meanpool_backward(self->z, self->dtmp, B, T, d);
-    memset(dx, 0, n * sizeof(float));
+    nn_zero_mt(dx, n, self->pool);
     nn_layernorm_backward(dx, NULL, NULL, self->z, self->x[L], self->lnf_w, self->lnf_mean,
                           self->lnf_rstd, N, d);
     for (int i = L - 1; i >= self->lowest; i--) {

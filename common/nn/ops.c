@@ -1145,6 +1145,73 @@ static void s_pool_run(nn_pool_t *p, void (*fn)(void *, int), void *arg)
     pthread_mutex_unlock(&p->mu);
 }
 
+/* ---- Elementwise work split over the pool --------------------------------- */
+/* Contiguous chunks of a length-n range, multiples of 64 floats (whole vectors, whole
+ * cache lines), taken from an atomic counter. The per-element arithmetic does not
+ * depend on where a chunk starts, so the result is bitwise the serial one. */
+typedef struct {
+    int kind; /* 0 zero, 1 act forward, 2 act backward */
+    float *out;
+    const float *a, *b;
+    nn_act_t act;
+    size_t n, chunk;
+    int nunits;
+    atomic_int next;
+} s_ew_job_t;
+
+static void s_ew_job(void *varg, int tid)
+{
+    (void)tid;
+    s_ew_job_t *j = varg;
+    int u;
+    while ((u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->nunits) {
+        size_t lo = (size_t)u * j->chunk, len = j->n - lo < j->chunk ? j->n - lo : j->chunk;
+        if (j->kind == 0)
+            memset(j->out + lo, 0, len * sizeof(float));
+        else if (j->kind == 1)
+            nn_act_forward(j->out + lo, j->a + lo, len, j->act);
+        else
+            nn_act_backward(j->out + lo, j->a + lo, j->b + lo, len, j->act);
+    }
+}
+
+/* Runs the job on the pool when it is worth it (>= 64K floats, >= 2 threads). */
+static int s_ew_run(nn_pool_t *pool, s_ew_job_t *j)
+{
+    const size_t min_chunk = 16384;
+    if (!pool || pool->n < 2 || j->n < 4 * min_chunk)
+        return 0;
+    size_t chunk = j->n / ((size_t)pool->n * 4);
+    chunk = chunk < min_chunk ? min_chunk : (chunk + 63) / 64 * 64;
+    j->chunk = chunk;
+    j->nunits = (int)((j->n + chunk - 1) / chunk);
+    atomic_init(&j->next, 0);
+    s_pool_run(pool, s_ew_job, j);
+    return 1;
+}
+
+void nn_zero_mt(float *x, size_t n, nn_pool_t *pool)
+{
+    s_ew_job_t j = {.kind = 0, .out = x, .n = n};
+    if (!s_ew_run(pool, &j))
+        memset(x, 0, n * sizeof *x);
+}
+
+void nn_act_forward_mt(float *out, const float *inp, size_t n, nn_act_t act, nn_pool_t *pool)
+{
+    s_ew_job_t j = {.kind = 1, .out = out, .a = inp, .act = act, .n = n};
+    if (!s_ew_run(pool, &j))
+        nn_act_forward(out, inp, n, act);
+}
+
+void nn_act_backward_mt(float *dinp, const float *dout, const float *inp, size_t n, nn_act_t act,
+                        nn_pool_t *pool)
+{
+    s_ew_job_t j = {.kind = 2, .out = dinp, .a = dout, .b = inp, .act = act, .n = n};
+    if (!s_ew_run(pool, &j))
+        nn_act_backward(dinp, dout, inp, n, act);
+}
+
 /* Per-thread scratch stride, rounded to 16 floats so threads' slices start on
  * their own 64-byte lines. */
 static size_t s_attn_stride(int T, int hd)

@@ -128,6 +128,14 @@ void nn_attention_backward_mt(float *dq, float *dk, float *dv, const float *dout
                               nn_pool_t *pool);
 size_t nn_attention_scratch_floats_mt(int T, int hd, int nthreads);
 
+/* Elementwise work split over the pool's threads in chunks, bitwise identical to the
+ * serial functions (each element's arithmetic is the same wherever a chunk starts):
+ * x = 0, nn_act_forward, nn_act_backward. Small n, or no pool, runs on the caller. */
+void nn_zero_mt(float *x, size_t n, nn_pool_t *pool);
+void nn_act_forward_mt(float *out, const float *inp, size_t n, nn_act_t act, nn_pool_t *pool);
+void nn_act_backward_mt(float *dinp, const float *dout, const float *inp, size_t n, nn_act_t act,
+                        nn_pool_t *pool);
+
 /* ---- Head pieces -------------------------------------------------------- */
 /* out (B, C) = mean over T of inp (B, T, C); backward: dinp += dout / T. */
 void nn_meanpool_forward(float *out, const float *inp, int B, int T, int C);
