@@ -58,6 +58,7 @@ typedef struct {
     int train_checksum_every;     /* steps between cross-rank parameter checksums */
     int train_fixed_order_reduce; /* allgather gradients and sum them in rank order */
     int train_micro_batch;        /* clips per forward/backward call on a rank */
+    int train_attn_keep_mb;       /* MiB of attention probabilities kept (0: recompute) */
     int train_truncate;           /* truncated mel instead of padded 30 s */
     char train_schedule[16];      /* constant | linear | cosine */
     int64_t train_warmup;         /* warmup steps */
