@@ -2,7 +2,8 @@
  * and whisper-base dimensions with random weights, 1 and 2 OpenBLAS threads; GFLOP/s
  * (GEMMs + attention + convolutions) and the fraction of the sgemm peak measured in
  * the same run (2048^3); truncated mode on a 1 s clip; a seq_bn training step
- * (zero gradients, forward + backward, AdamW update) per clip over the forward of the same seq_bn
+ * (zero gradients, forward + backward, AdamW update) per clip and the peak resident
+ * memory it adds (train_peak_rss_mb_*, one clip) over the forward of the same seq_bn
  * model (train_over_forward_*); planned bytes. Prints key=value lines. Wall times are best-of-reps;
  * *_cpu_s keys give the process CPU time of the same best run (all threads), a figure that survives
  * a machine shared with other jobs. Counterpart: bench/model_ref.py (ref_* keys). Usage:
@@ -122,6 +123,34 @@ static double s_cpu_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* A line of /proc/self/status in kB ("VmRSS", "VmHWM"), -1 if unknown. */
+static long s_status_kb(const char *key)
+{
+    char line[256];
+    long v = -1;
+    size_t n = strlen(key);
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, key, n) == 0 && line[n] == ':') {
+            v = atol(line + n + 1);
+            break;
+        }
+    fclose(f);
+    return v;
+}
+
+/* Resets the peak RSS (VmHWM) to the current RSS (Linux clear_refs 5); 0 on success. */
+static int s_reset_peak_rss(void)
+{
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (!f)
+        return -1;
+    int ok = fputs("5", f) >= 0;
+    return fclose(f) == 0 && ok ? 0 : -1;
 }
 
 /* 1-minute load average (how shared the machine was), -1 if unknown. */
@@ -289,11 +318,16 @@ int main(int argc, char **argv)
             double fsc, fs = s_time(m, mel, 1, 3000, 0, &fsc);
             printf("forward_seqbn_%s_%dt_s=%.4f\n", sizes[s], th, fs);
             wisp_model_destroy(&m);
-            /* seq_bn training step (forward + backward) on the same clip */
+            /* seq_bn training step (forward + backward) on the same clip; at one thread
+             * also the peak resident memory it adds (model mapping, plan, optimizer) */
+            long rss0 = th == 1 && s_reset_peak_rss() == 0 ? s_status_kb("VmRSS") : -1;
             m = s_model(dir, &cfg, 1, th, 1);
             if (!m)
                 return 1;
             double trc, tr = s_time(m, mel, 1, 3000, 1, &trc);
+            long hwm = rss0 >= 0 ? s_status_kb("VmHWM") : -1;
+            if (hwm >= 0)
+                printf("train_peak_rss_mb_%s_b1=%.1f\n", sizes[s], (double)(hwm - rss0) / 1024.0);
             printf("train_step_%s_%dt_s=%.4f\n", sizes[s], th, tr);
             printf("train_over_forward_%s_%dt=%.2f\n", sizes[s], th, tr / fs);
             printf("train_step_%s_%dt_cpu_s=%.4f\n", sizes[s], th, trc);

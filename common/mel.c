@@ -141,7 +141,7 @@ wisp_mel_t *wisp_mel_new(int n_mels, wisp_error_t *err)
                                      NULL, 1, WISP_N_FFT, FFTW_FORWARD, FFTW_ESTIMATE);
     pthread_mutex_unlock(&s_fftw_lock);
     if (!self->plan) {
-        wisp_error_set(err, WISP_ERR_UNSUPPORTED, "mel: FFTW could not plan a size-400 r2c FFT");
+        wisp_error_set(err, WISP_ERR_UNSUPPORTED, "mel: FFTW could not plan size-400 complex FFTs");
         wisp_mel_destroy(&self);
         return NULL;
     }

@@ -13,6 +13,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -869,18 +872,32 @@ S_CLONES static void s_dsoftmax_rows(float *dS, const float *P, const float *D, 
     }
 }
 
-/* P (rows, T) in place: p <- p * (1 / sum[r]) (exp rows to probabilities). */
-S_CLONES static void s_scale_rows(float *P, const float *sum, int rows, int T)
+/* dst (rows, T) = src * (1 / sum[r]): exp rows to probabilities, written with
+ * streaming (non-temporal) stores where aligned. The kept probabilities are read only
+ * by the backward, long after: streaming them out spares the read-for-ownership of
+ * every line and keeps the block being computed in cache. Same arithmetic as
+ * p * inv anywhere else. */
+static void s_stream_probs(float *dst, const float *src, const float *sum, int rows, int T)
 {
     for (int r = 0; r < rows; r++) {
-        float *p = P + (size_t)r * T;
+        float *d = dst + (size_t)r * T;
+        const float *p = src + (size_t)r * T;
         float inv = 1.0f / sum[r];
         int j = 0;
-        for (; j + S_VW <= T; j += S_VW)
-            s_vst(p + j, s_vld(p + j) * inv);
+#if defined(__x86_64__)
+        /* SSE (baseline x86-64) streaming stores: 16-byte aligned destinations */
+        for (; j < T && ((uintptr_t)(d + j) & 15); j++)
+            d[j] = p[j] * inv;
+        __m128 vinv = _mm_set1_ps(inv);
+        for (; j + 4 <= T; j += 4)
+            _mm_stream_ps(d + j, _mm_mul_ps(_mm_loadu_ps(p + j), vinv));
+#endif
         for (; j < T; j++)
-            p[j] *= inv;
+            d[j] = p[j] * inv;
     }
+#if defined(__x86_64__)
+    _mm_sfence(); /* order the streamed lines before anything that follows */
+#endif
 }
 
 /* One forward work unit: query rows [i0, i0 + bq) of head h of clip b. S is
@@ -897,8 +914,6 @@ static void s_attn_fwd_block(float *out, float *lse, float *probs, const float *
     size_t row0 = (size_t)b * T + (size_t)i0;
     const float *qb = q + row0 * C + (size_t)h * hd;
     float *ob = out + row0 * C + (size_t)h * hd;
-    if (probs) /* the block's rows of the stored probabilities serve as S */
-        S = probs + (((size_t)b * NH + h) * T + (size_t)i0) * T;
     /* S (bq, T) = Q_blk (bq, hd) @ K^T (hd, T) */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, T, hd, 1.0f, qb, C, kb, C, 0.0f, S, T);
     s_exp_rows(S, mx, sum, bq, T);
@@ -913,7 +928,7 @@ static void s_attn_fwd_block(float *out, float *lse, float *probs, const float *
             o[d] *= inv;
     }
     if (probs)
-        s_scale_rows(S, sum, bq, T);
+        s_stream_probs(probs + (((size_t)b * NH + h) * T + (size_t)i0) * T, S, sum, bq, T);
     if (lse) {
         float *l = lse + ((size_t)b * NH + h) * T + i0;
         for (int r = 0; r < bq; r++)
