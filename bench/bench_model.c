@@ -22,7 +22,7 @@
 #include "st.h"
 #include "util.h"
 
-static int s_reps = 3;
+static int s_reps = 5;
 
 static void s_fill(float *v, size_t n, wisp_rng_t *r, float scale, float offset)
 {
@@ -194,42 +194,65 @@ static double s_sgemm_gflops(int threads, double *cpu_gflops)
     return 2.0 * n * n * (double)n / best * 1e-9;
 }
 
-/* Best-of-reps seconds per call of forward (training 0) or forward_backward: wall
- * time returned, process CPU time of the best-CPU run in *cpu. */
-static double s_time(wisp_model_t *m, const float *mel, int B, int frames, int train, double *cpu)
+typedef struct {
+    double wall, cpu; /* best of the timed runs, each minimised on its own */
+} s_best_t;
+
+/* One call of forward (opt NULL) or of a training step (zero the gradients, forward +
+ * backward, AdamW update on opt); folds its times into *best. Returns rc < 0 on error. */
+static int s_run(wisp_model_t *m, const float *mel, int B, int frames, wisp_adamw_t *opt,
+                 s_best_t *best)
 {
-    /* a training step: zero the gradients, forward + backward, AdamW update */
-    wisp_adamw_t *opt = train ? wisp_adamw_new(wisp_model_num_params(m), NULL) : NULL;
-    if (train && !opt)
-        return -1;
     int labels[8] = {0, 1, 0, 1, 0, 1, 0, 1};
     float logits[8 * 10];
-    double best = 1e30, bcpu = 1e30, ls, ws;
-    for (int k = 0; k < s_reps + 1; k++) { /* first run warms up */
-        double t0 = wisp_now(), c0 = s_cpu_now();
-        int rc;
-        if (train) {
-            wisp_model_zero_grads(m);
-            rc = wisp_model_forward_backward(m, mel, B, frames, labels, NULL, 1.0f / B, &ls, &ws,
-                                             logits);
-            wisp_adamw_step(opt, wisp_model_params(m), wisp_model_grads(m), 1e-4);
-        } else {
-            rc = wisp_model_forward(m, mel, B, frames, logits, NULL);
-        }
-        double t = wisp_now() - t0, c = s_cpu_now() - c0;
-        if (rc < 0) {
-            wisp_adamw_destroy(&opt);
-            return -1;
-        }
-        if (k > 0 || s_reps == 0) {
-            best = t < best ? t : best;
-            bcpu = c < bcpu ? c : bcpu;
-        }
+    double ls, ws, t0 = wisp_now(), c0 = s_cpu_now();
+    int rc;
+    if (opt) {
+        wisp_model_zero_grads(m);
+        rc = wisp_model_forward_backward(m, mel, B, frames, labels, NULL, 1.0f / B, &ls, &ws,
+                                         logits);
+        wisp_adamw_step(opt, wisp_model_params(m), wisp_model_grads(m), 1e-4);
+    } else {
+        rc = wisp_model_forward(m, mel, B, frames, logits, NULL);
+    }
+    double t = wisp_now() - t0, c = s_cpu_now() - c0;
+    if (best) {
+        best->wall = t < best->wall ? t : best->wall;
+        best->cpu = c < best->cpu ? c : best->cpu;
+    }
+    return rc;
+}
+
+/* Best-of-reps seconds per forward call: wall time returned, the best process CPU
+ * time in *cpu. The first run warms up. */
+static double s_time(wisp_model_t *m, const float *mel, int B, int frames, double *cpu)
+{
+    s_best_t best = {1e30, 1e30};
+    int rc = 0;
+    for (int k = 0; rc >= 0 && k < s_reps + 1; k++)
+        rc = s_run(m, mel, B, frames, NULL, k > 0 || s_reps == 0 ? &best : NULL);
+    if (cpu)
+        *cpu = best.cpu;
+    return rc < 0 ? -1 : best.wall;
+}
+
+/* The forward of fwd and a training step of train, alternated run by run so that both
+ * minima come from the same stretch of time on a shared machine (their ratio is the
+ * figure that matters). */
+static int s_time_pair(wisp_model_t *fwd, wisp_model_t *train, const float *mel, s_best_t *f,
+                       s_best_t *t)
+{
+    wisp_adamw_t *opt = wisp_adamw_new(wisp_model_num_params(train), NULL);
+    *f = *t = (s_best_t){1e30, 1e30};
+    int rc = opt ? 0 : -1;
+    for (int k = 0; rc >= 0 && k < s_reps + 1; k++) {
+        int timed = k > 0 || s_reps == 0;
+        rc = s_run(fwd, mel, 1, 3000, NULL, timed ? f : NULL);
+        if (rc >= 0)
+            rc = s_run(train, mel, 1, 3000, opt, timed ? t : NULL);
     }
     wisp_adamw_destroy(&opt);
-    if (cpu)
-        *cpu = bcpu;
-    return best;
+    return rc;
 }
 
 static wisp_model_t *s_model(const char *dir, const wisp_whisper_config_t *cfg, int training,
@@ -292,7 +315,7 @@ int main(int argc, char **argv)
             wisp_model_t *m = s_model(dir, &cfg, 0, th, 0);
             if (!m)
                 return 1;
-            double cpu, t = s_time(m, mel, 1, 3000, 0, &cpu);
+            double cpu, t = s_time(m, mel, 1, 3000, &cpu);
             printf("forward_%s_%dt_s=%.4f\n", sizes[s], th, t);
             /* process CPU time (all threads): at 1 thread the uncontended time; at
              * 2 threads it shows how much CPU the threading costs, since wall time
@@ -304,34 +327,33 @@ int main(int argc, char **argv)
             printf("forward_%s_%dt_peak_frac=%.3f\n", sizes[s], th, fl / t * 1e-9 / peak[th]);
             if (th == 2) {
                 /* truncated mode: a 1 s clip is 100 frames, T = 50 */
-                double tt = s_time(m, mel, 1, 100, 0, NULL);
+                double tt = s_time(m, mel, 1, 100, NULL);
                 printf("forward_%s_trunc1s_2t_s=%.5f\n", sizes[s], tt);
                 printf("forward_%s_trunc1s_speedup=%.1f\n", sizes[s], t / tt);
                 printf("planned_bytes_infer_%s_b1=%zu\n", sizes[s], wisp_model_planned_bytes(m));
             }
             wisp_model_destroy(&m);
-            /* the forward of the model being trained (seq_bn adapters, planned for
-             * inference): what a training step is compared with */
-            m = s_model(dir, &cfg, 0, th, 1);
-            if (!m)
+            /* a seq_bn training step (zero gradients, forward + backward, AdamW) on the
+             * same clip, against the forward of the same seq_bn model planned for
+             * inference, alternated; at one thread also the peak resident memory the
+             * training model adds (mapping, plan, optimizer) */
+            wisp_model_t *fm = s_model(dir, &cfg, 0, th, 1);
+            if (!fm || s_run(fm, mel, 1, 3000, NULL, NULL) < 0) /* its pages in before the reset */
                 return 1;
-            double fsc, fs = s_time(m, mel, 1, 3000, 0, &fsc);
-            printf("forward_seqbn_%s_%dt_s=%.4f\n", sizes[s], th, fs);
-            wisp_model_destroy(&m);
-            /* seq_bn training step (forward + backward) on the same clip; at one thread
-             * also the peak resident memory it adds (model mapping, plan, optimizer) */
             long rss0 = th == 1 && s_reset_peak_rss() == 0 ? s_status_kb("VmRSS") : -1;
             m = s_model(dir, &cfg, 1, th, 1);
-            if (!m)
+            s_best_t fb, tb;
+            if (!m || s_time_pair(fm, m, mel, &fb, &tb) < 0)
                 return 1;
-            double trc, tr = s_time(m, mel, 1, 3000, 1, &trc);
             long hwm = rss0 >= 0 ? s_status_kb("VmHWM") : -1;
+            wisp_model_destroy(&fm);
             if (hwm >= 0)
                 printf("train_peak_rss_mb_%s_b1=%.1f\n", sizes[s], (double)(hwm - rss0) / 1024.0);
-            printf("train_step_%s_%dt_s=%.4f\n", sizes[s], th, tr);
-            printf("train_over_forward_%s_%dt=%.2f\n", sizes[s], th, tr / fs);
-            printf("train_step_%s_%dt_cpu_s=%.4f\n", sizes[s], th, trc);
-            printf("train_over_forward_%s_%dt_cpu=%.2f\n", sizes[s], th, trc / fsc);
+            printf("forward_seqbn_%s_%dt_s=%.4f\n", sizes[s], th, fb.wall);
+            printf("train_step_%s_%dt_s=%.4f\n", sizes[s], th, tb.wall);
+            printf("train_over_forward_%s_%dt=%.2f\n", sizes[s], th, tb.wall / fb.wall);
+            printf("train_step_%s_%dt_cpu_s=%.4f\n", sizes[s], th, tb.cpu);
+            printf("train_over_forward_%s_%dt_cpu=%.2f\n", sizes[s], th, tb.cpu / fb.cpu);
             if (th == 2) {
                 printf("planned_bytes_train_%s_b1=%zu\n", sizes[s], wisp_model_planned_bytes(m));
             }
