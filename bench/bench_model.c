@@ -1,13 +1,13 @@
 /* bench_model: encoder + head forward per 30 s clip (padded, T = 1500) at whisper-tiny
  * and whisper-base dimensions with random weights, 1 and 2 OpenBLAS threads; GFLOP/s
  * (GEMMs + attention + convolutions) and the fraction of the sgemm peak measured in
- * the same run (2048^3); truncated mode on a 1 s clip; a seq_bn training step
- * (zero gradients, forward + backward, AdamW update) per clip and the peak resident
- * memory it adds (train_peak_rss_mb_*, one clip) over the forward of the same seq_bn
- * model (train_over_forward_*); planned bytes. Prints key=value lines. Wall times are best-of-reps;
- * *_cpu_s keys give the process CPU time of the same best run (all threads), a figure that survives
- * a machine shared with other jobs. Counterpart: bench/model_ref.py (ref_* keys). Usage:
- * bench_model [--quick] */
+ * the same run (2048^3); truncated mode on a 1 s clip; a seq_bn training step (zero
+ * gradients, forward + backward, AdamW update) per clip over the forward of the same
+ * seq_bn model (train_over_forward_*) and the peak resident memory the training model
+ * adds (train_peak_rss_mb_*); planned bytes. Prints key=value lines.
+ * Wall times are best of 5; *_cpu_s keys give the process CPU time (all threads) of
+ * the best-CPU run, a figure that survives a machine shared with other jobs.
+ * Counterpart: bench/model_ref.py (ref_* keys). Usage: bench_model [--quick] */
 #include <cblas.h>
 #include <cjson/cJSON.h>
 #include <math.h>
