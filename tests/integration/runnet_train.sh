@@ -49,18 +49,23 @@ for f in adapter/adapter.safetensors head/model_head.safetensors; do
 done
 echo "ok: np=1 is bitwise the local wisp train"
 
-# kill one worker after the checkpoint of step 4
+# kill one worker after the first checkpoint (step 2). A step of this tiny model takes
+# a few ms, so the run could end before the worker is found: the whole run is frozen
+# first (timeout leads its own process group: one SIGSTOP stops launcher, coordinator,
+# mpirun and workers at once), the victim is found and killed, then the rest resumes.
 timeout 90 "$WISP" run "$T/train.json" -np 2 --no-progress --set output="$T/killed" --set train.fixed_order_reduce=true >"$T/killed.out" 2>"$T/killed.err" &
 RUN=$!
 i=0
-while [ ! -e "$T/killed/checkpoints/step-00000004" ]; do
-    sleep 0.02; i=$((i + 1)); [ $i -lt 3000 ] || fail "no checkpoint to resume from"
+while [ ! -e "$T/killed/checkpoints/step-00000002" ]; do
+    sleep 0.005; i=$((i + 1)); [ $i -lt 12000 ] || fail "no checkpoint to resume from"
 done
+kill -STOP -"$RUN"
 LAUNCHER=$(pgrep -P $RUN | head -n 1)
 MPIRUN=$(pgrep -P "$LAUNCHER" -x mpirun | head -n 1)
 VICTIM=$(pgrep -P "$MPIRUN" -x wisp-worker | tail -n 1)
-[ -n "$VICTIM" ] || fail "no worker to kill"
+[ -n "$VICTIM" ] || { kill -CONT -"$RUN"; fail "no worker to kill"; }
 kill -9 "$VICTIM"
+kill -CONT -"$RUN"
 wait $RUN || fail "killed run did not finish"
 grep -q '"status":"complete"' "$T/killed.out" || fail "killed run: not complete"
 grep -q '"worlds":2' "$T/killed.out" || fail "killed run: expected a relaunched world"
