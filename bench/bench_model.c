@@ -259,8 +259,11 @@ static wisp_model_t *s_model(const char *dir, const wisp_whisper_config_t *cfg, 
                              int threads, int adapter)
 {
     wisp_error_t err = {0};
-    wisp_model_opts_t o = {
-        .max_batch = 1, .max_frames = 3000, .training = training, .threads = threads};
+    wisp_model_opts_t o = {.max_batch = 1,
+                           .max_frames = 3000,
+                           .training = training,
+                           .threads = threads,
+                           .attn_keep_mb = WISP_MODEL_ATTN_KEEP_MB_DEFAULT};
     wisp_model_t *m = wisp_model_new(dir, &o, &err);
     wisp_head_config_t hc = {.num_labels = 10,
                              .classifier_proj_size = 256,

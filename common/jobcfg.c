@@ -78,6 +78,7 @@ static const s_key_t s_keys[] = {
      * refused above 2 GiB (job_train.c). */
     {"train.fixed_order_reduce", T_BOOL, N(train_fixed_order_reduce), 0, 1, 0, NULL},
     {"train.micro_batch", T_INT, N(train_micro_batch), 1, 4096, 8, NULL},
+    /* default: WISP_MODEL_ATTN_KEEP_MB_DEFAULT (nn/model.h; test_jobcfg checks they agree) */
     {"train.attn_keep_mb", T_INT, N(train_attn_keep_mb), 0, 1 << 30, 1024, NULL},
     {"train.truncate", T_BOOL, N(train_truncate), 0, 1, 0, NULL},
     {"train.schedule", T_STR, F(train_schedule), 0, 0, 0, "linear"},

@@ -178,6 +178,7 @@ static int s_parse(int argc, char **argv, s_args_t *a)
     a->clip = 1.0;
     a->seed = 42;
     a->keep = 2;
+    a->attn_keep_mb = WISP_MODEL_ATTN_KEEP_MB_DEFAULT;
     a->stop_after = -1;
     a->wls = -1;
     a->schedule = "linear";
@@ -259,7 +260,7 @@ static int s_parse(int argc, char **argv, s_args_t *a)
         case O_ATTN_KEEP:
             if (s_num("attn-keep-mb", optarg, 0, 1 << 30, &x))
                 return WISP_EXIT_USAGE;
-            a->attn_keep_mb = x > 0 ? (int)x : -1; /* the model's "never" is negative */
+            a->attn_keep_mb = (int)x;
             break;
         case O_STOP:
             if (s_num("stop-after", optarg, 0, 1e12, &x))

@@ -481,7 +481,7 @@ static int s_worker_open(void **state, const wisp_jobcfg_t *cfg, const wisp_job_
     o.class_names = (const char *const *)w->d.train.classes;
     o.truncate = cfg->train_truncate;
     o.micro_batch = cfg->train_micro_batch;
-    o.attn_keep_mb = cfg->train_attn_keep_mb > 0 ? cfg->train_attn_keep_mb : -1;
+    o.attn_keep_mb = cfg->train_attn_keep_mb;
     o.lr = cfg->train_lr;
     o.adamw.weight_decay = cfg->train_weight_decay;
     o.schedule = (wisp_schedule_t)sched;

@@ -76,6 +76,7 @@ void wisp_trainer_default_opts(wisp_trainer_opts_t *o)
     o->schedule = WISP_SCHEDULE_CONSTANT;
     o->clip = 1.0;
     o->seed = 42;
+    o->attn_keep_mb = WISP_MODEL_ATTN_KEEP_MB_DEFAULT;
 }
 
 void wisp_trainer_default_run_opts(wisp_trainer_run_opts_t *o)

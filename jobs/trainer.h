@@ -60,7 +60,7 @@ typedef struct {
     const float *class_weights; /* num_labels loss weights, or NULL (copied) */
     uint64_t seed;              /* adapter/head initialisation and data order */
     int threads;                /* OpenBLAS threads (0: leave as is) */
-    int attn_keep_mb;           /* wisp_model_opts_t.attn_keep_mb (0: default) */
+    int attn_keep_mb;           /* wisp_model_opts_t.attn_keep_mb (0: none kept) */
     const char *adapter_name;   /* fresh adapter: name in its tensor keys (NULL: the
                                    preset's / config's name) */
 } wisp_trainer_opts_t;

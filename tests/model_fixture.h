@@ -325,7 +325,7 @@ static inline void mf_fill_trainables(wisp_model_t *m)
 
 /* Model of a golden case: checkpoint written to dir, adapter + head set, trainables
  * generated. */
-/* attn_keep_mb as wisp_model_opts_t's: 0 the default (probabilities kept), -1 never */
+/* attn_keep_mb as wisp_model_opts_t's: MiB of attention probabilities kept, 0 none */
 static wisp_model_t *mf_case_model_keep(const mf_case_t *cs, const char *dir, int training,
                                         int attn_keep_mb)
 {
@@ -359,7 +359,7 @@ static wisp_model_t *mf_case_model_keep(const mf_case_t *cs, const char *dir, in
 
 static wisp_model_t *mf_case_model(const mf_case_t *cs, const char *dir, int training)
 {
-    return mf_case_model_keep(cs, dir, training, 0);
+    return mf_case_model_keep(cs, dir, training, WISP_MODEL_ATTN_KEEP_MB_DEFAULT);
 }
 
 static inline int mf_frames(const mf_case_t *cs)

@@ -83,7 +83,11 @@ static const char *s_model_dir(void)
 /* Model with a preset adapter and a fresh 3-class head; params filled from seed. */
 static wisp_model_t *s_model(const char *preset, uint64_t seed)
 {
-    wisp_model_opts_t mo = {.max_batch = 1, .max_frames = 2 * TPOS, .training = 1, .threads = 1};
+    wisp_model_opts_t mo = {.max_batch = 1,
+                            .max_frames = 2 * TPOS,
+                            .training = 1,
+                            .threads = 1,
+                            .attn_keep_mb = WISP_MODEL_ATTN_KEEP_MB_DEFAULT};
     wisp_error_t e = {0};
     wisp_model_t *m = wisp_model_new(s_model_dir(), &mo, &e);
     if (!m)

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "jobcfg.h"
+#include "model.h"
 
 static void test_defaults_fill_what_the_file_leaves_out(void **state)
 {
@@ -166,7 +167,7 @@ static void test_train_keys_parse_with_their_defaults(void **state)
     assert_string_equal(c.adapter_config, "lora");
     assert_int_equal(c.train_fixed_order_reduce, 1);
     assert_int_equal(c.train_micro_batch, 8);
-    assert_int_equal(c.train_attn_keep_mb, 1024);
+    assert_int_equal(c.train_attn_keep_mb, WISP_MODEL_ATTN_KEEP_MB_DEFAULT);
     assert_true(c.train_clip == 1.0);
     assert_int_equal(c.train_keep, 2);
     assert_int_equal(c.train_dump_grads[0],

@@ -387,9 +387,12 @@ static void test_whisper_base_batch_8_training_plan_fits_well_under_4_gb(void **
                              .use_weighted_layer_sum = 1,
                              .num_hidden_layers = cfg.encoder_layers,
                              .d_model = cfg.d_model};
-    wisp_model_opts_t o = {.max_batch = 8, .max_frames = 3000, .training = 1};
+    wisp_model_opts_t o = {.max_batch = 8,
+                           .max_frames = 3000,
+                           .training = 1,
+                           .attn_keep_mb = WISP_MODEL_ATTN_KEEP_MB_DEFAULT};
     size_t train = wisp_model_plan_bytes(&cfg, &o, &ac, &hc);
-    o.attn_keep_mb = -1; /* attention probabilities always recomputed */
+    o.attn_keep_mb = 0; /* attention probabilities always recomputed */
     size_t lean = wisp_model_plan_bytes(&cfg, &o, &ac, &hc);
     o.training = 0;
     size_t infer = wisp_model_plan_bytes(&cfg, &o, &ac, &hc);

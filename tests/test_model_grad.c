@@ -16,7 +16,7 @@ static double s_ws(const int *labels, int B, int cw)
 }
 
 /* Every case twice: with the attention probabilities kept from the forward (the
- * default) and recomputed in the backward (attn_keep_mb < 0). */
+ * trainers' default) and recomputed in the backward (attn_keep_mb 0). */
 static void test_gradients_match_autograd_for_every_adapter_kind(void **state)
 {
     (void)state;
@@ -26,8 +26,8 @@ static void test_gradients_match_autograd_for_every_adapter_kind(void **state)
     int ncases = 0, ntensors = 0;
     for (int run = 0; run < 2 * MF_NCASES; run++) {
         const mf_case_t *cs = &MF_CASES[run % MF_NCASES];
-        const int keep_mb = run < MF_NCASES ? 0 : -1;
-        const char *mode = keep_mb < 0 ? "recomputed" : "kept";
+        const int keep_mb = run < MF_NCASES ? WISP_MODEL_ATTN_KEEP_MB_DEFAULT : 0;
+        const char *mode = keep_mb ? "kept" : "recomputed";
         if (!cs->grads)
             continue;
         ncases++;

@@ -20,7 +20,7 @@
  * A z (N,r), IA3's unscaled projection (N,out). LayerNorm outputs and GELU / phi
  * outputs are recomputed from the saved statistics / pre-activations. Attention
  * probabilities (B, H, T, T) per layer are kept from the forward for as many of the
- * differentiated layers as opts.attn_keep_mb allows (default 1024 MiB, top layers
+ * differentiated layers as opts.attn_keep_mb allows (trainers: 1024 MiB, top layers
  * first), which spares the backward one of its five (T, T) GEMMs per head and the
  * exps; the other layers recompute them from q, k and lse.
  * Planned totals: whisper-base, B = 8, T = 1500, seq_bn, training: 2603 MB with the
@@ -405,8 +405,7 @@ static void s_carve(wisp_model_t *self, s_arena_t *a)
         self->x[i] = (tr || i < 2) ? s_take(a, N * d) : self->x[i % 2];
     /* attention probabilities kept for backward: top layers first, within the budget */
     const size_t per_layer = B * H * Tm * Tm;
-    const int keep_mb =
-        self->opts.attn_keep_mb ? self->opts.attn_keep_mb : WISP_MODEL_ATTN_KEEP_MB_DEFAULT;
+    const int keep_mb = self->opts.attn_keep_mb;
     size_t keep_left = tr && keep_mb > 0 ? ((size_t)keep_mb << 20) / sizeof(float) : 0;
     for (int i = (int)L - 1; i >= 0; i--) {
         self->acts[i].probs = NULL;

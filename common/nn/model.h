@@ -29,8 +29,8 @@ typedef struct {
     /* Training: MiB the attention probabilities of the differentiated layers may take
      * when kept from the forward, which spares the backward their recomputation (one
      * of its five (T, T) GEMMs per head, and the exps). Layers are kept from the top
-     * down while they fit; the rest recompute. 0: WISP_MODEL_ATTN_KEEP_MB_DEFAULT;
-     * negative: recompute always (the least memory). */
+     * down while they fit; the rest recompute. 0 (or negative): none kept, the least
+     * memory. Trainers default to WISP_MODEL_ATTN_KEEP_MB_DEFAULT. */
     int attn_keep_mb;
 } wisp_model_opts_t;
 
