@@ -1,6 +1,6 @@
 # wisp: one non-recursive Makefile. Sources are discovered by location:
-#   common/ common/nn/ jobs/ coordinator/ worker/  -> build/libwisp.a (every .c but *_main.c)
-#   jobs/wisp_main.c                   -> build/bin/wisp
+#   common/*/ jobs/*/ coordinator/ worker/  -> build/libwisp.a (every .c but *_main.c)
+#   jobs/cli/wisp_main.c               -> build/bin/wisp
 #   coordinator/coordinator_main.c     -> build/bin/wisp-coordinator
 #   worker/worker_main.c               -> build/bin/wisp-worker
 #   tests/test_*.c (+ tests/testutil.c) -> build/tests/test_*   (cmocka)
@@ -21,20 +21,20 @@ PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 OPT ?= -O2
 SAN ?=
 CFLAGS := -std=c11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -fno-math-errno \
-          -DWISP_VERSION='"$(WISP_VERSION)"' -Icommon -Icommon/nn -Ijobs -Icoordinator -Iworker $(PKG_CFLAGS) $(SAN) $(EXTRA_CFLAGS)
+          -DWISP_VERSION='"$(WISP_VERSION)"' -I. -Icommon -Ijobs $(PKG_CFLAGS) $(SAN) $(EXTRA_CFLAGS)
 LDFLAGS := $(SAN)
 LDLIBS := $(PKG_LIBS) -lm -lpthread
 
-# WISP_HAVE_CMD_<NAME> for every jobs/cmd_<name>.c (init_model -> INIT_MODEL).
-CMD_DEFS := $(foreach f,$(wildcard jobs/cmd_*.c),-DWISP_HAVE_$(shell echo $(basename $(notdir $(f))) | tr a-z A-Z))
+# WISP_HAVE_CMD_<NAME> for every jobs/cli/cmd_<name>.c (init_model -> INIT_MODEL).
+CMD_DEFS := $(foreach f,$(wildcard jobs/cli/cmd_*.c),-DWISP_HAVE_$(shell echo $(basename $(notdir $(f))) | tr a-z A-Z))
 CFLAGS += $(CMD_DEFS)
 
-LIB_SRCS := $(filter-out %_main.c,$(wildcard common/*.c common/nn/*.c jobs/*.c coordinator/*.c worker/*.c))
+LIB_SRCS := $(filter-out %_main.c,$(wildcard common/*/*.c jobs/*/*.c coordinator/*.c worker/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 LIB := $(BUILD)/libwisp.a
 
 # A binary is built once its main file exists.
-BINS := $(patsubst jobs/wisp_main.c,$(BUILD)/bin/wisp,$(wildcard jobs/wisp_main.c)) \
+BINS := $(patsubst jobs/cli/wisp_main.c,$(BUILD)/bin/wisp,$(wildcard jobs/cli/wisp_main.c)) \
         $(patsubst coordinator/coordinator_main.c,$(BUILD)/bin/wisp-coordinator,$(wildcard coordinator/coordinator_main.c)) \
         $(patsubst worker/worker_main.c,$(BUILD)/bin/wisp-worker,$(wildcard worker/worker_main.c))
 
@@ -77,8 +77,8 @@ $(LIB): $(LIB_OBJS)
 	@rm -f $@
 	$(Q)ar rcs $@ $^
 
-$(BUILD)/obj/jobs/wisp_main.o: $(wildcard jobs/cmd_*.c)
-$(BUILD)/bin/wisp: $(BUILD)/obj/jobs/wisp_main.o $(LIB)
+$(BUILD)/obj/jobs/cli/wisp_main.o: $(wildcard jobs/cli/cmd_*.c)
+$(BUILD)/bin/wisp: $(BUILD)/obj/jobs/cli/wisp_main.o $(LIB)
 $(BUILD)/bin/wisp-coordinator: $(BUILD)/obj/coordinator/coordinator_main.o $(LIB)
 $(BUILD)/bin/wisp-worker: $(BUILD)/obj/worker/worker_main.o $(LIB)
 $(BINS):
@@ -119,7 +119,7 @@ demo: check-deps
 	@BUILD=$(BUILD) sh configs/demo.sh
 
 format-check:
-	@clang-format --dry-run --Werror $(wildcard common/*.[ch] common/nn/*.[ch] jobs/*.[ch] coordinator/*.[ch] worker/*.[ch] tests/*.[ch] bench/*.[ch])
+	@clang-format --dry-run --Werror $(wildcard common/*/*.[ch] jobs/*/*.[ch] coordinator/*.[ch] worker/*.[ch] tests/*.[ch] bench/*.[ch])
 
 clean:
 	rm -rf build

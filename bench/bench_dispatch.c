@@ -12,11 +12,11 @@
 #include <string.h>
 #include <zmq.h>
 
-#include "coord.h"
-#include "jobcfg.h"
-#include "log.h"
-#include "util.h"
-#include "worker.h"
+#include "coordinator/coord.h"
+#include "formats/jobcfg.h"
+#include "base/log.h"
+#include "base/util.h"
+#include "worker/worker.h"
 
 typedef struct {
     wisp_worker_params_t p;

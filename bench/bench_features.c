@@ -22,9 +22,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "audio.h"
-#include "mel.h"
-#include "util.h"
+#include "audio/audio.h"
+#include "audio/mel.h"
+#include "base/util.h"
 
 #define S_SECONDS 30
 

@@ -16,11 +16,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "adamw.h"
-#include "config.h"
-#include "model.h"
-#include "st.h"
-#include "util.h"
+#include "nn/adamw.h"
+#include "formats/config.h"
+#include "nn/model.h"
+#include "formats/st.h"
+#include "base/util.h"
 
 static int s_reps = 5;
 

@@ -16,8 +16,8 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "ops.h"
-#include "util.h"
+#include "nn/ops.h"
+#include "base/util.h"
 
 /* CPU time of the calling thread, seconds. */
 static double s_cpu_now(void)

@@ -10,11 +10,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "h5util.h"
-#include "log.h"
-#include "manifest.h"
-#include "results.h"
-#include "util.h"
+#include "formats/h5util.h"
+#include "base/log.h"
+#include "formats/manifest.h"
+#include "formats/results.h"
+#include "base/util.h"
 
 #define SHARD 64
 

@@ -17,7 +17,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "util.h"
+#include "base/util.h"
 
 static int s_sh(const char *cmd)
 {

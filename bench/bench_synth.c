@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
-#include "synth.h"
-#include "util.h"
+#include "audio/synth.h"
+#include "base/util.h"
 
 static int s_remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {

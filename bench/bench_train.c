@@ -15,12 +15,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "adamw.h"
-#include "config.h"
-#include "model.h"
-#include "st.h"
-#include "trainer.h"
-#include "util.h"
+#include "nn/adamw.h"
+#include "formats/config.h"
+#include "nn/model.h"
+#include "formats/st.h"
+#include "train/trainer.h"
+#include "base/util.h"
 
 /* Thread CPU seconds: every measurement here runs on the calling thread (OpenBLAS
  * at 1 thread), so CPU time is robust to other processes sharing the cores. */

@@ -11,11 +11,11 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#include "job.h"
+#include "dist/job.h"
 #include "lease.h"
-#include "log.h"
-#include "proto.h"
-#include "util.h"
+#include "base/log.h"
+#include "dist/proto.h"
+#include "base/util.h"
 
 #define S_HELLO_MAX 4096 /* bytes of a HELLO payload */
 #define S_LOG_DROPS 20   /* dropped messages logged one by one before sampling */

@@ -18,8 +18,8 @@
 
 #include <cjson/cJSON.h>
 
-#include "err.h"
-#include "jobcfg.h"
+#include "base/err.h"
+#include "formats/jobcfg.h"
 
 typedef struct {
     int resume;                  /* 1: continue from an earlier run's committed state (default) */

@@ -7,11 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "commands.h"
+#include "base/exit.h"
 #include "coord.h"
-#include "jobcfg.h"
-#include "log.h"
-#include "proto.h"
+#include "formats/jobcfg.h"
+#include "base/log.h"
+#include "dist/proto.h"
 
 static volatile sig_atomic_t s_stop_flag;
 

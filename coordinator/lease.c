@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "err.h"
+#include "base/err.h"
 
 enum { S_PENDING = 0, S_LEASED = 1, S_DONE = 2 };
 

@@ -15,12 +15,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "model.h"
-#include "ops.h"
-#include "st.h"
+#include "formats/config.h"
+#include "nn/model.h"
+#include "nn/ops.h"
+#include "formats/st.h"
 #include "testutil.h"
-#include "util.h"
+#include "base/util.h"
 
 /* Adapter kinds of the golden cases: none seq_bn seq_bn_rf double_seq_bn par_bn
  * lora_qv lora_all ia3 ia3_all bn_custom (see mf_adapter_cfg). The tiny dims of the golden cases

@@ -1,7 +1,7 @@
 #!/bin/sh
-# Runs every cmocka test binary, then every integration script, and closes with
-# one line "N passed, N failed" (cmocka tests counted individually, each
-# integration script as one test). Exit status is non-zero when anything failed.
+# Runs every cmocka test binary, the source checks in tests/lint/, then every
+# integration script, and closes with one line "N passed, N failed" (cmocka tests
+# counted individually, each script as one test). Exit status is non-zero when anything failed.
 BUILD=${BUILD:-build}
 # Sanitizer runs: Open MPI and OpenBLAS keep process-lifetime allocations.
 export LSAN_OPTIONS="suppressions=$(pwd)/tests/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
@@ -28,6 +28,17 @@ for t in "$BUILD"/tests/test_*; do
         echo "---- $name (exit $status)"; cat "$log"
     else
         echo "ok   $name ($p tests)"
+    fi
+done
+# Source checks (layering, comment references, function length): each script one test.
+for s in tests/lint/*.sh; do
+    [ -f "$s" ] || continue
+    name=lint_$(basename "$s" .sh)
+    if sh "$s" >"$log" 2>&1; then
+        passed=$((passed + 1)); echo "ok   $name"
+    else
+        failed=$((failed + 1)); failed_names="$failed_names $name"
+        echo "---- $name"; cat "$log"
     fi
 done
 if [ -z "$WISP_SKIP_INTEGRATION" ]; then

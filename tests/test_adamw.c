@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "adamw.h"
-#include "util.h"
+#include "nn/adamw.h"
+#include "base/util.h"
 
 #define N     37
 #define STEPS 6

@@ -13,8 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "audio.h"
-#include "util.h"
+#include "audio/audio.h"
+#include "base/util.h"
 
 static void s_tmp_path(char *dst, size_t size, const char *name)
 {

@@ -9,10 +9,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "ckpt.h"
-#include "config.h"
-#include "st.h"
-#include "util.h"
+#include "nn/ckpt.h"
+#include "formats/config.h"
+#include "formats/st.h"
+#include "base/util.h"
 
 enum { D = 16, NMELS = 80, TPOS = 8, FF = 32 };
 

@@ -7,12 +7,12 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "audio.h"
-#include "classifier.h"
-#include "config.h"
-#include "log.h"
-#include "mel.h"
-#include "model.h"
+#include "audio/audio.h"
+#include "classify/classifier.h"
+#include "formats/config.h"
+#include "base/log.h"
+#include "audio/mel.h"
+#include "nn/model.h"
 
 #include "train_fixtures.h"
 

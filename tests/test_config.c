@@ -6,9 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
+#include "formats/config.h"
 #include "nn/ops.h"
-#include "util.h"
+#include "base/util.h"
 
 static const char *s_data(const char *name)
 {

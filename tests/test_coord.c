@@ -11,12 +11,12 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#include "coord.h"
-#include "jobcfg.h"
-#include "log.h"
-#include "proto.h"
-#include "util.h"
-#include "worker.h"
+#include "coordinator/coord.h"
+#include "formats/jobcfg.h"
+#include "base/log.h"
+#include "dist/proto.h"
+#include "base/util.h"
+#include "worker/worker.h"
 
 typedef struct {
     wisp_coord_t *c;

@@ -1,4 +1,4 @@
-/* Tests of `wisp features` (jobs/cmd_features.c), run in-process: the HDF5 layout, one
+/* Tests of `wisp features` (jobs/cli/cmd_features.c), run in-process: the HDF5 layout, one
  * row per input with bad inputs failing alone, the 30 s note, truncated mode's zero
  * fill, exit codes, and that the output appears only when complete. */
 #include "testutil.h"
@@ -11,10 +11,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "audio.h"
-#include "commands.h"
-#include "mel.h"
-#include "util.h"
+#include "audio/audio.h"
+#include "cli/commands.h"
+#include "audio/mel.h"
+#include "base/util.h"
 
 static char s_paths[12][512];
 

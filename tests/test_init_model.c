@@ -1,5 +1,5 @@
-/* Tests of `wisp init-model` and `wisp inspect` (jobs/cmd_init_model.c, jobs/cmd_inspect.c),
- * run in-process on a very small custom config. */
+/* Tests of `wisp init-model` and `wisp inspect` (jobs/cli/cmd_init_model.c,
+ * jobs/cli/cmd_inspect.c), run in-process on a very small custom config. */
 #include "testutil.h"
 
 #include <fcntl.h>
@@ -9,10 +9,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "commands.h"
-#include "config.h"
-#include "st.h"
-#include "util.h"
+#include "cli/commands.h"
+#include "formats/config.h"
+#include "formats/st.h"
+#include "base/util.h"
 
 enum { D = 16, L = 2, H = 2, F = 32, M = 8, T = 10 };
 

@@ -6,8 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "jobcfg.h"
-#include "model.h"
+#include "formats/jobcfg.h"
+#include "nn/model.h"
 
 static void test_defaults_fill_what_the_file_leaves_out(void **state)
 {

@@ -3,7 +3,7 @@
 
 #include <stdlib.h>
 
-#include "lease.h"
+#include "coordinator/lease.h"
 
 static wisp_lease_t *s_make(size_t n, int credit, double timeout)
 {

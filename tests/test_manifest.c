@@ -10,9 +10,9 @@
 
 #include <sndfile.h>
 
-#include "err.h"
-#include "manifest.h"
-#include "util.h"
+#include "base/err.h"
+#include "formats/manifest.h"
+#include "base/util.h"
 
 static char *s_fixture(const char *name)
 {

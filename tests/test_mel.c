@@ -18,9 +18,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "audio.h"
-#include "mel.h"
-#include "util.h"
+#include "audio/audio.h"
+#include "audio/mel.h"
+#include "base/util.h"
 
 #define N_BINS 201
 

@@ -18,8 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ops.h"
-#include "util.h"
+#include "nn/ops.h"
+#include "base/util.h"
 
 /* ---- helpers ------------------------------------------------------------ */
 

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proto.h"
+#include "dist/proto.h"
 
 static size_t s_encode(uint8_t *buf, const wisp_msg_t *m)
 {

@@ -11,10 +11,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "commands.h"
-#include "report.h"
-#include "results.h"
-#include "util.h"
+#include "cli/commands.h"
+#include "cli/report.h"
+#include "formats/results.h"
+#include "base/util.h"
 
 /* The fixture: N = 9 rows, C = 3 classes.
  *   row     0 1 2 3 4 5 6 7  8
@@ -305,7 +305,7 @@ static void test_malformed_results_files_give_errors_naming_the_file(void **stat
     s_expect_error(path, WISP_ERR_NOTFOUND, "cannot open");
 }
 
-/* The same fixture through the project's result writer (common/results.h), with
+/* The same fixture through the project's result writer (common/formats/results.h), with
  * row 4 never produced: the report reads what the writer writes. */
 static void test_file_from_the_result_writer_reads_back_with_missing_rows(void **state)
 {

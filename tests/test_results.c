@@ -14,10 +14,10 @@
 
 #include <hdf5.h>
 
-#include "err.h"
-#include "h5util.h"
-#include "results.h"
-#include "util.h"
+#include "base/err.h"
+#include "formats/h5util.h"
+#include "formats/results.h"
+#include "base/util.h"
 
 #define N 53
 #define C 3

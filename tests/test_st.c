@@ -7,8 +7,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "st.h"
-#include "util.h"
+#include "formats/st.h"
+#include "base/util.h"
 
 /* Writes an 8-byte length + header (exactly as given) + data_len bytes of pattern. */
 static void s_write_raw(const char *path, const char *header, size_t data_len)

@@ -9,10 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "audio.h"
-#include "manifest.h"
-#include "synth.h"
-#include "util.h"
+#include "audio/audio.h"
+#include "formats/manifest.h"
+#include "audio/synth.h"
+#include "base/util.h"
 
 /* Zero crossings per second over x[0..n). */
 static double s_zcr(const float *x, size_t n, int rate)
@@ -428,7 +428,7 @@ static void test_manifests_load_with_the_project_manifest_reader(void **state)
     }
 }
 
-/* Every clip of a mixed dataset goes through the project's decoder (common/audio.h)
+/* Every clip of a mixed dataset goes through the project's decoder (common/audio/audio.h)
  * at its stated duration, and every corrupt file is refused with a message. */
 static void test_audio_loader_decodes_every_clip_and_refuses_every_corrupt_file(void **state)
 {

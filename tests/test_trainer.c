@@ -13,11 +13,11 @@
 
 #include <hdf5.h>
 
-#include "commands.h"
-#include "log.h"
-#include "st.h"
-#include "trainer.h"
-#include "util.h"
+#include "cli/commands.h"
+#include "base/log.h"
+#include "formats/st.h"
+#include "train/trainer.h"
+#include "base/util.h"
 
 #include "train_fixtures.h"
 

@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "st.h"
+#include "formats/st.h"
 #include "testutil.h"
-#include "util.h"
+#include "base/util.h"
 
 /* ---- the tiny model of train_ref.py / gen_model_golden.py ---------------- */
 enum { D = 32, L = 2, H = 4, FF = 64, NMELS = 80, TPOS = 16, PROJ = 12, NLAB = 4 };

@@ -8,11 +8,11 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#include "job.h"
-#include "jobcfg.h"
-#include "log.h"
-#include "proto.h"
-#include "util.h"
+#include "dist/job.h"
+#include "formats/jobcfg.h"
+#include "base/log.h"
+#include "dist/proto.h"
+#include "base/util.h"
 
 #define S_QUEUE    128        /* shards held locally (credit is at most 64) */
 #define S_MAX_RECV (1u << 30) /* ZMQ_MAXMSGSIZE before the config is known */

@@ -16,7 +16,7 @@
 #include <signal.h>
 #include <stdint.h>
 
-#include "err.h"
+#include "base/err.h"
 
 typedef struct {
     const char *endpoint;            /* coordinator, e.g. tcp://127.0.0.1:45123 */

@@ -10,9 +10,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "commands.h"
-#include "log.h"
-#include "util.h"
+#include "base/exit.h"
+#include "base/log.h"
+#include "base/util.h"
 #include "worker.h"
 
 static volatile sig_atomic_t s_stop_flag;

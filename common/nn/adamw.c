@@ -1,11 +1,11 @@
 /* nn/adamw.c: torch.optim.AdamW, clip_grad_norm_ and HF learning-rate schedules. */
-#include "adamw.h"
+#include "nn/adamw.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "util.h"
+#include "base/util.h"
 
 struct wisp_adamw {
     wisp_adamw_opts_t opts; /* hyper-parameters except lr */

@@ -34,7 +34,7 @@
  * layer below its lowest trainable site: below it no gradient is needed (NUMERICS
  * 5; nothing under layer 0 is differentiated). With only a head, the encoder is
  * not differentiated at all. */
-#include "model.h"
+#include "nn/model.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -42,10 +42,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "log.h"
-#include "ops.h"
-#include "st.h"
-#include "util.h"
+#include "base/log.h"
+#include "nn/ops.h"
+#include "formats/st.h"
+#include "base/util.h"
 
 enum { S_SITE_ATT = 0, S_SITE_OUT, S_NSITE };
 enum { S_LIN_Q = 0, S_LIN_K, S_LIN_V, S_LIN_FC1, S_LIN_FC2, S_NLIN };

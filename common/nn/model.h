@@ -18,8 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
-#include "err.h"
+#include "formats/config.h"
+#include "base/err.h"
 
 typedef struct {
     int max_batch;  /* largest B passed to forward/backward */

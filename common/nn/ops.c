@@ -6,7 +6,7 @@
  * "Vector math"); the small head and adapter kernels are plain loops. Every
  * BLAS-backed kernel has a plain-loop twin (_ref) that the tests compare against.
  */
-#include "ops.h"
+#include "nn/ops.h"
 
 #include <cblas.h>
 #include <math.h>

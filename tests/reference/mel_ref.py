@@ -8,7 +8,7 @@ frame, |X|^2, Whisper's own filterbank from mel_filters.npz, log10 clamp at 1e-1
 max - 8 floor, (x + 4) / 4. fp32 throughout, like Whisper.
 
 Inputs are generated deterministically with splitmix64 -> 24-bit uniform floats
-(bit-exact in C: common/util.c wisp_rng_uniform), so only small summaries of the
+(bit-exact in C: common/base/util.c wisp_rng_uniform), so only small summaries of the
 outputs are committed. Run with /usr/bin/python3 (torch 1.13, numpy, scipy):
 
     /usr/bin/python3 tests/reference/mel_ref.py [--shared ../shared]

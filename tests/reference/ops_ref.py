@@ -2,7 +2,7 @@
 """PyTorch goldens for common/nn/ops.c (tests/test_ops.c reads them).
 
 Inputs are generated deterministically with splitmix64 -> 24-bit uniform floats in
-[-1, 1) (the same stream as wisp_rng_u64 / wisp_rng_uniform in common/util.c), so the C
+[-1, 1) (the same stream as wisp_rng_u64 / wisp_rng_uniform in common/base/util.c), so the C
 test regenerates them bit-exactly and only the results are stored. Each case writes one
 file tests/data/ops/<case>.f32: the float32 results concatenated in the order listed in
 CASES below. The loss for every backward is sum(R * out) with R drawn after the inputs,

@@ -6,7 +6,7 @@ WhisperForAudioClassification head. Weights are loaded BY NAME from safetensors 
 so the same module checks golden fixtures and wisp-saved adapter/head directories.
 
 Also holds the deterministic generators shared with the C tests:
-splitmix64 (common/util.c), name-keyed tensors (seed = fnv1a64(name) ^ seed).
+splitmix64 (common/base/util.c), name-keyed tensors (seed = fnv1a64(name) ^ seed).
 
 CLI (interop check): ref_model.py --model DIR [--adapter DIR] [--head DIR]
                      --mel FILE.f32 --frames N [--batch B] [--out logits.f32]

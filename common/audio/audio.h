@@ -1,0 +1,32 @@
+/* audio.h: any audio file libsndfile reads -> mono float at 16 kHz.
+ * Channels are mixed by the arithmetic mean; the rate is converted with libsoxr
+ * (high quality); samples stay float in [-1, 1] (never quantized to 16 bit). */
+#ifndef WISP_AUDIO_H
+#define WISP_AUDIO_H
+
+#include <stddef.h>
+
+#include "base/err.h"
+
+#define WISP_SAMPLE_RATE 16000
+
+typedef struct {
+    float *samples; /* n mono samples at 16 kHz (wisp_alloc'd) */
+    size_t n;
+    double duration; /* seconds of the whole source (from the header when it gives the
+                      * length, even when max_seconds stopped decoding early) */
+    int source_rate; /* Hz */
+    int source_channels;
+} wisp_audio_t;
+
+/* Decodes, mixes and resamples. max_seconds > 0 stops decoding past that much
+ * source audio (the rest is never read); 0 decodes everything. On failure the
+ * error names the file and the reason (missing, empty, not audio, truncated, ...)
+ * and *out is left empty. A decoder error or fewer frames than the header promises
+ * (a truncated FLAC) is a failure, never partial audio. Memory: the output plus one
+ * read block; the resampler streams (libsoxr SOXR_HQ, soxr_process). Thread-safe:
+ * no shared state. */
+int wisp_audio_load(const char *path, double max_seconds, wisp_audio_t *out, wisp_error_t *err);
+void wisp_audio_free(wisp_audio_t *audio);
+
+#endif

@@ -1,0 +1,66 @@
+#include "base/log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+/* Process-wide logging settings; written once by main() before threads start. */
+static struct {
+    char role;
+    int rank;
+    wisp_log_level_t threshold;
+} s_log = {'L', 0, WISP_LOG_INFO};
+
+void wisp_log_init(char role, int rank, wisp_log_level_t threshold)
+{
+    s_log.role = role;
+    s_log.rank = rank;
+    s_log.threshold = threshold;
+}
+
+void wisp_log_set_level(wisp_log_level_t threshold)
+{
+    s_log.threshold = threshold;
+}
+
+wisp_log_level_t wisp_log_level(void)
+{
+    return s_log.threshold;
+}
+
+int wisp_log_parse_level(const char *name)
+{
+    static const char *names[] = {"debug", "info", "warn", "error", "off"};
+    for (int i = 0; i < 5; i++)
+        if (name && strcmp(name, names[i]) == 0)
+            return i;
+    return -1;
+}
+
+void wisp_log_write(wisp_log_level_t level, const char *func, const char *fmt, ...)
+{
+    if (level < s_log.threshold)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char line[2048];
+    int n = snprintf(line, sizeof line,
+                     "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %c%d %c %s: ", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     ts.tv_nsec / 1000000, s_log.role, s_log.rank, "DIWE"[level], func);
+    va_list ap;
+    va_start(ap, fmt);
+    if (n > 0 && (size_t)n < sizeof line)
+        vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+    va_end(ap);
+    /* One fputs per line so concurrent ranks sharing stderr interleave by line. */
+    size_t len = strlen(line);
+    if (len + 1 < sizeof line) {
+        line[len] = '\n';
+        line[len + 1] = '\0';
+    }
+    fputs(line, stderr);
+}

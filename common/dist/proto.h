@@ -1,0 +1,141 @@
+/* proto.h: the coordinator <-> worker wire protocol (ZeroMQ ROUTER <-> DEALER).
+ *
+ * Every message is one ZeroMQ frame: a fixed 40-byte little-endian header, then
+ * payload_len bytes of type-specific payload (on the ROUTER side the frame is
+ * preceded by the peer's routing-id frame, added and removed by ZeroMQ).
+ *
+ *   off size field
+ *     0   4  magic    "WSP1" (0x31505357 little-endian)
+ *     4   2  version  WISP_PROTO_VERSION
+ *     6   2  type     wisp_msg_type_t
+ *     8   4  worker   slot given by WELCOME (WISP_PROTO_NO_WORKER before it)
+ *    12   4  count    number of items of the shard / micro-batch
+ *    16   8  shard    shard id (or training step)
+ *    24   8  first    first item id of the shard
+ *    32   4  aux      type-specific small integer (see the type list)
+ *    36   4  payload_len
+ *
+ * Validation is strict: a frame that is short, has a wrong magic or version,
+ * an unknown type, a length that disagrees with payload_len, or a payload over
+ * the configured limit is rejected by wisp_proto_decode() with a reason; the
+ * receiver logs it and drops the message. Nothing in a message is trusted
+ * beyond what decode checked: receivers check ids against their own state. */
+#ifndef WISP_PROTO_H
+#define WISP_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/err.h"
+
+#define WISP_PROTO_MAGIC       0x31505357u /* bytes "WSP1" */
+#define WISP_PROTO_VERSION     1
+#define WISP_PROTO_HEADER_SIZE 40
+#define WISP_PROTO_NO_WORKER   0xffffffffu
+
+typedef enum {
+    /* worker -> coordinator */
+    WISP_MSG_HELLO = 1, /* payload: JSON {"rank","size","host","pid","gen"}; aux = credit wanted */
+    WISP_MSG_RESULT =
+        2, /* shard, first, count; aux = items with errors; payload: stats + job results */
+    WISP_MSG_HEARTBEAT = 3,  /* either way; aux = items done of the current shard (worker side) */
+    WISP_MSG_BYE = 4,        /* worker leaves cleanly; its shards are re-leased at once */
+    WISP_MSG_STEP_DONE = 5,  /* training: step = shard; payload: job-specific (loss sums) */
+    WISP_MSG_CHECKPOINT = 6, /* training: rank 0 wrote a checkpoint for step = shard */
+    /* coordinator -> worker */
+    WISP_MSG_WELCOME = 16, /* worker = assigned slot; payload: the job config JSON */
+    WISP_MSG_SHARD = 17,   /* shard, first, count; payload: job-specific item description */
+    WISP_MSG_STOP =
+        18, /* finish the current item and exit; aux = 0 done, 1 interrupted, 2 refused */
+    WISP_MSG_STEP = 19, /* training: shard = step, payload: job-specific micro-batch */
+} wisp_msg_type_t;
+
+/* One decoded message. payload points into the received frame (not owned). */
+typedef struct {
+    uint16_t version;       /* WISP_PROTO_VERSION on encode */
+    uint16_t type;          /* wisp_msg_type_t */
+    uint32_t worker;        /* slot or WISP_PROTO_NO_WORKER */
+    uint32_t count;         /* items */
+    uint64_t shard;         /* shard id or step */
+    uint64_t first;         /* first item id */
+    uint32_t aux;           /* type-specific */
+    uint32_t payload_len;   /* bytes at payload */
+    const uint8_t *payload; /* payload_len bytes, or NULL when 0 */
+} wisp_msg_t;
+
+/* "HELLO", "RESULT", ...; "?" for unknown types. Never NULL. */
+const char *wisp_proto_type_name(int type);
+
+/* 1 when type is one the coordinator accepts from workers, 0 otherwise. */
+int wisp_proto_is_worker_msg(int type);
+/* 1 when type is one a worker accepts from the coordinator, 0 otherwise. */
+int wisp_proto_is_coord_msg(int type);
+
+/* Writes the 40-byte header of m (payload_len taken from m) into out. Cannot fail. */
+void wisp_proto_encode_header(uint8_t out[WISP_PROTO_HEADER_SIZE], const wisp_msg_t *m);
+
+/* Validates one frame of len bytes and fills out (payload pointing into buf).
+ * max_payload bounds payload_len. Returns 0, or WISP_ERR_FORMAT with the reason
+ * in err (which names no file: the caller adds the peer). Never reads past len. */
+int wisp_proto_decode(const void *buf, size_t len, size_t max_payload, wisp_msg_t *out,
+                      wisp_error_t *err);
+
+/* Sends m as one frame on a ZeroMQ socket, preceded by a routing-id frame when
+ * ident is not NULL (ROUTER side). flags are zmq_send flags (ZMQ_DONTWAIT).
+ * Returns 0, or WISP_ERR_NET with errno preserved from zmq (EAGAIN,
+ * EHOSTUNREACH) so the caller can tell a full or gone peer from a failure. */
+int wisp_proto_send(void *sock, const void *ident, size_t ident_len, const wisp_msg_t *m,
+                    int flags);
+
+/* ---- CURVE key files: one Z85 key (40 characters) per file, as zmq_curve_keypair makes ---- */
+
+/* Reads a Z85 key from path into z85 (NUL-terminated), checking it decodes to 32 bytes. */
+int wisp_proto_read_key(const char *path, char z85[41], wisp_error_t *err);
+/* Writes a fresh keypair: PREFIX.public and PREFIX.secret (mode 0600). */
+int wisp_proto_keygen(const char *prefix, wisp_error_t *err);
+
+/* ---- payload builder / reader: little-endian scalars and length-prefixed strings ---- */
+
+/* A growable byte buffer. Zero-initialise; release with wisp_wbuf_free(). An
+ * allocation failure latches `failed` and later appends are no-ops, so callers
+ * check once at the end. */
+typedef struct {
+    uint8_t *data; /* len bytes used of cap */
+    size_t len;
+    size_t cap;
+    int failed; /* 1 after an allocation failure */
+} wisp_wbuf_t;
+
+void wisp_wbuf_reset(wisp_wbuf_t *b);
+void wisp_wbuf_free(wisp_wbuf_t *b);
+void wisp_wbuf_bytes(wisp_wbuf_t *b, const void *p, size_t n);
+void wisp_wbuf_u32(wisp_wbuf_t *b, uint32_t v);
+void wisp_wbuf_i32(wisp_wbuf_t *b, int32_t v);
+void wisp_wbuf_u64(wisp_wbuf_t *b, uint64_t v);
+void wisp_wbuf_f32(wisp_wbuf_t *b, float v);
+void wisp_wbuf_f64(wisp_wbuf_t *b, double v);
+void wisp_wbuf_f32s(wisp_wbuf_t *b, const float *v, size_t n);
+/* u32 length then the bytes (no NUL). NULL is written as the empty string. */
+void wisp_wbuf_str(wisp_wbuf_t *b, const char *s);
+
+/* A bounds-checked reader. Any read past the end latches `failed` and returns
+ * zeros, so a parser reads everything and checks `failed` once. */
+typedef struct {
+    const uint8_t *p; /* next byte */
+    size_t left;      /* bytes remaining */
+    int failed;       /* 1 after a short read */
+} wisp_rbuf_t;
+
+void wisp_rbuf_init(wisp_rbuf_t *r, const void *p, size_t n);
+int wisp_rbuf_bytes(wisp_rbuf_t *r, void *dst, size_t n);
+uint32_t wisp_rbuf_u32(wisp_rbuf_t *r);
+int32_t wisp_rbuf_i32(wisp_rbuf_t *r);
+uint64_t wisp_rbuf_u64(wisp_rbuf_t *r);
+float wisp_rbuf_f32(wisp_rbuf_t *r);
+double wisp_rbuf_f64(wisp_rbuf_t *r);
+int wisp_rbuf_f32s(wisp_rbuf_t *r, float *dst, size_t n);
+/* Copies a length-prefixed string into dst (NUL-terminated). A string longer
+ * than dst_size-1 or running past the end fails the reader. */
+int wisp_rbuf_str(wisp_rbuf_t *r, char *dst, size_t dst_size);
+
+#endif

@@ -1,0 +1,130 @@
+/* Dataset manifests: the list of audio files (and optional labels) a job runs on.
+ *
+ * Three formats, chosen by wisp_manifest_load from the path:
+ *   - a directory: "audiofolder" layout root/<label>/<file> (labeled) and root/<file>
+ *     (unlabeled). Only files whose extension libsndfile reads (asked from libsndfile
+ *     itself, plus the usual aliases: wav flac ogg oga opus mp3 aif aiff au caf w64 ...;
+ *     case-insensitive) are taken; hidden entries (".*") are skipped; deeper
+ *     directories are not descended. Items are sorted by their path relative to root
+ *     (byte order), so the order — and thus the item ids — is deterministic.
+ *   - a file ending in ".jsonl" or ".ndjson": one JSON object per line,
+ *     {"path": "...", "label": "name" | 3, "duration": 1.5}; "label" and "duration"
+ *     optional; other keys ignored; blank lines skipped.
+ *   - anything else: CSV (RFC 4180: "quoted, fields", "" escapes a quote, quoted
+ *     newlines allowed; CRLF or LF; a UTF-8 BOM is skipped). The first record is the
+ *     header and must have a "path" column (or "file_name", the Hugging Face
+ *     audiofolder metadata name; header names are case-insensitive); "label" and
+ *     "duration" columns are used
+ *     when present, other columns ignored; blank lines skipped.
+ * Relative paths resolve against the manifest file's directory (for audiofolder:
+ * against root). Absolute paths are kept as written.
+ *
+ * Labels: a label is a class name or a non-negative integer id; an empty label (or a
+ * missing/null JSON label) means unlabeled (label = -1).
+ *   - With classes given (e.g. a head's id2label, index = class id): a label equal to a
+ *     class name maps to its index; otherwise an integer label in [0, n_classes) is
+ *     taken as the id; anything else is WISP_ERR_NOTFOUND naming file, line and label.
+ *   - Without classes: when every label is an integer, classes are "0".."K-1" with
+ *     K = max id + 1 (label = the integer); otherwise classes are the sorted (byte
+ *     order) unique label names and integers are treated as names.
+ *
+ * Item ids are the indices into items[] (manifest order): stable across runs, used
+ * by the shard plan, the result rows and resume.
+ *
+ * Errors (into err, naming file and line): manifest missing (WISP_ERR_NOTFOUND),
+ * empty manifest (no items; WISP_ERR_FORMAT), CSV without a "path" column, empty path,
+ * unterminated quote (line of the opening quote), bad JSON line, JSON without "path",
+ * label not in classes, bad duration value. The manifest is left empty on error.
+ *
+ * Nothing here opens the audio files unless asked (probe_durations), because that
+ * touches every file of possibly millions on a shared filesystem. */
+#ifndef WISP_MANIFEST_H
+#define WISP_MANIFEST_H
+
+#include <stddef.h>
+
+#include "base/err.h"
+
+typedef enum {
+    WISP_MANIFEST_CSV = 0,
+    WISP_MANIFEST_JSONL = 1,
+    WISP_MANIFEST_AUDIOFOLDER = 2,
+} wisp_manifest_kind_t;
+
+typedef struct {
+    char *path;       /* resolved path (manifest dir + relative path), malloc'd */
+    char *label_name; /* class name of the label (classes[label]); NULL when unlabeled.
+                         malloc'd (a copy, valid as long as the manifest) */
+    int label;        /* class index in [0, n_classes), -1 when unlabeled */
+    double duration;  /* seconds: from a duration column/key, or probed from the
+                         libsndfile header (frames / samplerate); -1 when unknown */
+    int line;         /* 1-based line of the item in the manifest (0 for audiofolder) */
+} wisp_manifest_item_t;
+
+typedef struct {
+    wisp_manifest_kind_t kind;   /* format that was read */
+    char *source;                /* manifest path as given, malloc'd */
+    wisp_manifest_item_t *items; /* (n_items) in manifest order; index = item id */
+    size_t n_items;
+    char **classes;          /* (n_classes) class names, index = class id, malloc'd */
+    int n_classes;           /* 0 when no item is labeled and no classes were given */
+    size_t n_labeled;        /* items with label >= 0 */
+    size_t n_duration_known; /* items with duration >= 0 */
+    double total_duration;   /* sum of the known durations, seconds */
+} wisp_manifest_t;
+
+typedef struct {
+    const char *const *classes; /* (n_classes) fixed class list, or NULL to derive */
+    int n_classes;
+    int probe_durations; /* 1: open every file whose duration is unknown with
+                            libsndfile (header only) to read it; unreadable
+                            files keep -1 (they become error rows later, they
+                            are not a manifest error) */
+} wisp_manifest_opts_t;
+
+/* Zero-initialised options: derive classes, no probing. */
+wisp_manifest_opts_t wisp_manifest_default_opts(void);
+
+/* Loads path (CSV, JSONL or directory, see above) into m (which the function first
+ * zeroes; the caller owns it and releases it with wisp_manifest_free). classes may be
+ * NULL (n_classes 0). Does not probe durations. Returns 0 or a WISP_ERR_*. */
+int wisp_manifest_load(wisp_manifest_t *m, const char *path, const char *const *classes,
+                       int n_classes, wisp_error_t *err);
+
+/* Same with options (probe_durations). */
+int wisp_manifest_load_opts(wisp_manifest_t *m, const char *path, const wisp_manifest_opts_t *opts,
+                            wisp_error_t *err);
+
+/* Probes the duration of every item whose duration is unknown (sf_open +
+ * frames/samplerate; no decoding). Unreadable files keep -1. Updates
+ * n_duration_known and total_duration. Never fails on audio; returns 0. */
+int wisp_manifest_probe_durations(wisp_manifest_t *m);
+
+/* Releases everything m holds and zeroes it. Accepts NULL and a zeroed manifest. */
+void wisp_manifest_free(wisp_manifest_t *m);
+
+/* A contiguous range of items [begin, end) in manifest order. */
+typedef struct {
+    size_t begin;   /* first item id */
+    size_t end;     /* one past the last item id */
+    double seconds; /* audio seconds in the shard (unknown durations estimated as the
+                       mean of the known ones, or 0 when none is known) */
+} wisp_shard_t;
+
+/* Cuts the items into contiguous shards in manifest order, each holding about
+ * target_seconds of audio and at most max_items items:
+ *   - a shard is closed once its duration reaches target_seconds or it holds
+ *     max_items items; it is closed before an item that would overshoot the target
+ *     by more than the shard falls short of it (so a very long item is alone);
+ *   - unknown durations count as the mean known duration; when no duration is known
+ *     (or target_seconds <= 0) the cut is by count alone: max_items per shard.
+ * max_items must be >= 1. Every item is in exactly one shard; shards are in order.
+ * *out is malloc'd (free()); *n_out is 0 and *out NULL for an empty manifest.
+ * Returns 0, WISP_ERR_ARG or WISP_ERR_NOMEM. */
+int wisp_manifest_shards(const wisp_manifest_t *m, double target_seconds, size_t max_items,
+                         wisp_shard_t **out, size_t *n_out, wisp_error_t *err);
+
+/* Index of name in m->classes, or -1. */
+int wisp_manifest_class_index(const wisp_manifest_t *m, const char *name);
+
+#endif

@@ -1,0 +1,465 @@
+/* cmd_inspect.c: `wisp inspect PATH` shows what a checkpoint, adapter or head
+ * directory (or a bare .safetensors file) holds: the configuration, every tensor
+ * with dtype and shape, parameter counts by part, and the problems a load would
+ * hit (missing or mis-shaped encoder tensors, refused config fields, bad files). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli/commands.h"
+#include "formats/config.h"
+#include "formats/st.h"
+#include "base/util.h"
+
+typedef struct {
+    int list_tensors; /* print the tensor table */
+    int problems;     /* count of problems found */
+} s_ctx_t;
+
+static void s_usage(FILE *out)
+{
+    fprintf(
+        out,
+        "usage: wisp inspect [--summary] PATH\n"
+        "\n"
+        "Shows what PATH holds and whether wisp can load it:\n"
+        "  checkpoint dir  config.json + model.safetensors (or a sharded index)\n"
+        "  adapter dir     adapter_config.json + adapter.safetensors (adapters library layout)\n"
+        "  head dir        head_config.json + model_head.safetensors\n"
+        "  file            any .safetensors file\n"
+        "Prints the configuration, each tensor (name, dtype, shape) and parameter counts\n"
+        "(total, encoder, decoder, head, adapter). Exit status 0 when everything loads,\n"
+        "3 when a problem was found (each one is printed).\n"
+        "\n"
+        "options:\n"
+        "  --summary   skip the tensor table\n"
+        "\n"
+        "examples:\n"
+        "  wisp inspect models/whisper-tiny\n"
+        "  wisp inspect runs/exp1/adapter\n"
+        "  wisp inspect --summary runs/exp1/head\n"
+        "  wisp inspect model.safetensors\n");
+}
+
+static void s_problem(s_ctx_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void s_problem(s_ctx_t *c, const char *fmt, ...)
+{
+    va_list ap;
+    c->problems++;
+    printf("  PROBLEM: ");
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    printf("\n");
+}
+
+static void s_human(char *buf, size_t size, long long n)
+{
+    if (n >= 1000000000LL)
+        snprintf(buf, size, "%lld (%.2fB)", n, (double)n / 1e9);
+    else if (n >= 1000000)
+        snprintf(buf, size, "%lld (%.2fM)", n, (double)n / 1e6);
+    else if (n >= 1000)
+        snprintf(buf, size, "%lld (%.1fK)", n, (double)n / 1e3);
+    else
+        snprintf(buf, size, "%lld", n);
+}
+
+static void s_shape(char *buf, size_t size, const wisp_st_tensor_t *t)
+{
+    size_t n = (size_t)snprintf(buf, size, "[");
+    for (int d = 0; d < t->ndim && n < size; d++)
+        n += (size_t)snprintf(buf + n, size - n, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
+    if (n < size)
+        snprintf(buf + n, size - n, "]");
+}
+
+/* Which part of a model a tensor belongs to. */
+static const char *s_part(const char *name)
+{
+    if (strstr(name, ".adapters.") || strstr(name, ".loras.") || strstr(name, "adapter_"))
+        return "adapter";
+    if (strncmp(name, "projector.", 10) == 0 || strncmp(name, "classifier.", 11) == 0 ||
+        strcmp(name, "layer_weights") == 0)
+        return "head";
+    if (strstr(name, "encoder."))
+        return "encoder";
+    if (strstr(name, "decoder.") || strcmp(name, "proj_out.weight") == 0)
+        return "decoder";
+    return "other";
+}
+
+/* Lists tensors and parameter counts of an opened checkpoint. */
+static void s_tensors(s_ctx_t *c, const wisp_st_t *st)
+{
+    static const char *parts[] = {"encoder", "decoder", "head", "adapter", "other"};
+    long long count[5] = {0}, total = 0;
+    int dtypes[16] = {0};
+    size_t width = 4;
+    for (int i = 0; i < wisp_st_count(st); i++) {
+        size_t n = strlen(wisp_st_at(st, i)->name);
+        width = n > width ? n : width;
+    }
+    if (c->list_tensors && wisp_st_count(st) > 0)
+        printf("  %-*s  %-5s  %s\n", (int)width, "name", "dtype", "shape");
+    for (int i = 0; i < wisp_st_count(st); i++) {
+        const wisp_st_tensor_t *t = wisp_st_at(st, i);
+        const char *part = s_part(t->name);
+        for (int p = 0; p < 5; p++)
+            if (strcmp(part, parts[p]) == 0)
+                count[p] += (long long)t->numel;
+        total += (long long)t->numel;
+        dtypes[t->dtype & 15]++;
+        if (c->list_tensors) {
+            char shape[160];
+            s_shape(shape, sizeof shape, t);
+            printf("  %-*s  %-5s  %s\n", (int)width, t->name, wisp_dtype_name(t->dtype), shape);
+        }
+    }
+    printf("  dtypes:");
+    for (int d = 0; d < 16; d++)
+        if (dtypes[d])
+            printf(" %s x%d", wisp_dtype_name((wisp_dtype_t)d), dtypes[d]);
+    printf("\n");
+    char buf[64];
+    s_human(buf, sizeof buf, total);
+    printf("  parameters: total %s", buf);
+    for (int p = 0; p < 5; p++)
+        if (count[p]) {
+            s_human(buf, sizeof buf, count[p]);
+            printf(", %s %s", parts[p], buf);
+        }
+    printf("\n");
+}
+
+/* Opens the safetensors of a directory or file and prints them. In a directory,
+ * `preferred` (e.g. adapter.safetensors) is used when it exists, so an adapter and a
+ * head saved side by side are told apart. */
+static wisp_st_t *s_open_weights(s_ctx_t *c, const char *path, const char *preferred)
+{
+    wisp_error_t err = {0};
+    char pref[4096];
+    struct stat sb;
+    if (preferred && wisp_path_join(pref, sizeof pref, path, preferred) == 0 &&
+        stat(pref, &sb) == 0)
+        path = pref;
+    wisp_st_t *st = wisp_st_open(path, &err);
+    if (!st) {
+        s_problem(c, "%s", err.msg);
+        return NULL;
+    }
+    int nfiles = 0;
+    const char *prev = NULL;
+    for (int i = 0; i < wisp_st_count(st); i++) {
+        const char *f = wisp_st_at(st, i)->file;
+        if (!prev || strcmp(prev, f) != 0) {
+            int seen = 0;
+            for (int k = 0; k < i && !seen; k++)
+                seen = strcmp(wisp_st_at(st, k)->file, f) == 0;
+            nfiles += !seen;
+        }
+        prev = f;
+    }
+    printf("  weights: %d tensors in %d file%s", wisp_st_count(st), nfiles, nfiles == 1 ? "" : "s");
+    if (nfiles == 1)
+        printf(" (%s)", wisp_st_at(st, 0)->file);
+    const char *fmt = wisp_st_metadata(st, "format");
+    if (fmt)
+        printf(", format=%s", fmt);
+    printf("\n");
+    return st;
+}
+
+/* Checks a tensor's presence and shape; returns 1 when fine. */
+static int s_expect(s_ctx_t *c, const wisp_st_t *st, const char *name, int ndim, int64_t a,
+                    int64_t b, int64_t d2)
+{
+    const wisp_st_tensor_t *t = wisp_st_find(st, name);
+    if (!t) {
+        s_problem(c, "tensor %s is missing", name);
+        return 0;
+    }
+    int64_t want[3] = {a, b, d2};
+    int ok = t->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++)
+        ok = t->shape[i] == want[i];
+    if (!ok) {
+        char got[160], exp[160];
+        s_shape(got, sizeof got, t);
+        wisp_st_tensor_t tmp = {.ndim = ndim};
+        for (int i = 0; i < ndim; i++)
+            tmp.shape[i] = want[i];
+        s_shape(exp, sizeof exp, &tmp);
+        c->problems++;
+        printf("  PROBLEM: tensor %s has shape %s, the config implies %s\n", name, got, exp);
+        return 0;
+    }
+    if (t->dtype != WISP_DT_F32 && t->dtype != WISP_DT_F16 && t->dtype != WISP_DT_BF16 &&
+        t->dtype != WISP_DT_F64) {
+        s_problem(c, "tensor %s has dtype %s (wisp needs a float type)", name,
+                  wisp_dtype_name(t->dtype));
+        return 0;
+    }
+    return 1;
+}
+
+/* Encoder tensors implied by config.json (NUMERICS.md section 6). */
+static void s_check_encoder(s_ctx_t *c, const wisp_st_t *st, const wisp_whisper_config_t *cfg)
+{
+    const char *prefix = NULL;
+    if (wisp_st_find(st, "model.encoder.conv1.weight"))
+        prefix = "model.encoder.";
+    else if (wisp_st_find(st, "encoder.conv1.weight"))
+        prefix = "encoder.";
+    if (!prefix) {
+        s_problem(
+            c, "no encoder tensors (neither model.encoder.conv1.weight nor encoder.conv1.weight)");
+        return;
+    }
+    printf("  encoder prefix: %s\n", prefix);
+    int64_t d = cfg->d_model, f = cfg->encoder_ffn_dim;
+    int checked = 0, good = 0;
+    char n[256];
+#define S_CHECK(ndim, a, b, c3, ...)                                                               \
+    do {                                                                                           \
+        snprintf(n, sizeof n, __VA_ARGS__);                                                        \
+        good += s_expect(c, st, n, ndim, a, b, c3);                                                \
+        checked++;                                                                                 \
+    } while (0)
+    S_CHECK(3, d, cfg->num_mel_bins, 3, "%sconv1.weight", prefix);
+    S_CHECK(1, d, 0, 0, "%sconv1.bias", prefix);
+    S_CHECK(3, d, d, 3, "%sconv2.weight", prefix);
+    S_CHECK(1, d, 0, 0, "%sconv2.bias", prefix);
+    S_CHECK(2, cfg->max_source_positions, d, 0, "%sembed_positions.weight", prefix);
+    for (int l = 0; l < cfg->encoder_layers; l++) {
+        static const char *proj[] = {"q_proj", "k_proj", "v_proj", "out_proj"};
+        for (int p = 0; p < 4; p++) {
+            S_CHECK(2, d, d, 0, "%slayers.%d.self_attn.%s.weight", prefix, l, proj[p]);
+            if (p != 1)
+                S_CHECK(1, d, 0, 0, "%slayers.%d.self_attn.%s.bias", prefix, l, proj[p]);
+        }
+        S_CHECK(1, d, 0, 0, "%slayers.%d.self_attn_layer_norm.weight", prefix, l);
+        S_CHECK(1, d, 0, 0, "%slayers.%d.self_attn_layer_norm.bias", prefix, l);
+        S_CHECK(2, f, d, 0, "%slayers.%d.fc1.weight", prefix, l);
+        S_CHECK(1, f, 0, 0, "%slayers.%d.fc1.bias", prefix, l);
+        S_CHECK(2, d, f, 0, "%slayers.%d.fc2.weight", prefix, l);
+        S_CHECK(1, d, 0, 0, "%slayers.%d.fc2.bias", prefix, l);
+        S_CHECK(1, d, 0, 0, "%slayers.%d.final_layer_norm.weight", prefix, l);
+        S_CHECK(1, d, 0, 0, "%slayers.%d.final_layer_norm.bias", prefix, l);
+    }
+    S_CHECK(1, d, 0, 0, "%slayer_norm.weight", prefix);
+    S_CHECK(1, d, 0, 0, "%slayer_norm.bias", prefix);
+#undef S_CHECK
+    snprintf(n, sizeof n, "%slayers.%d.fc1.weight", prefix, cfg->encoder_layers);
+    if (wisp_st_find(st, n)) {
+        c->problems++;
+        printf("  PROBLEM: the checkpoint has more encoder layers than encoder_layers=%d in "
+               "config.json\n",
+               cfg->encoder_layers);
+    }
+    printf("  encoder check: %d of %d expected tensors present with the right shape\n", good,
+           checked);
+    if (wisp_st_find(st, "projector.weight")) {
+        const wisp_st_tensor_t *p = wisp_st_find(st, "projector.weight");
+        const wisp_st_tensor_t *k = wisp_st_find(st, "classifier.weight");
+        printf("  classification head in the checkpoint: projector %lldx%lld, classifier %s\n",
+               (long long)p->shape[0], p->ndim > 1 ? (long long)p->shape[1] : 0LL,
+               k ? "present" : "MISSING");
+    }
+}
+
+static void s_labels(const char *const *labels, int n)
+{
+    printf("  labels (%d):", n);
+    for (int i = 0; i < n && i < 12; i++)
+        printf(" %d=%s", i, labels[i]);
+    if (n > 12)
+        printf(" ...");
+    printf("\n");
+}
+
+static void s_checkpoint(s_ctx_t *c, const char *dir, const char *cfg_path)
+{
+    printf("checkpoint: %s\n", dir);
+    wisp_whisper_config_t cfg;
+    wisp_error_t err = {0};
+    int have_cfg = wisp_whisper_config_load(&cfg, cfg_path, &err) == 0;
+    if (have_cfg) {
+        printf("  config.json: whisper d_model=%d encoder_layers=%d encoder_attention_heads=%d "
+               "encoder_ffn_dim=%d "
+               "num_mel_bins=%d max_source_positions=%d\n",
+               cfg.d_model, cfg.encoder_layers, cfg.encoder_attention_heads, cfg.encoder_ffn_dim,
+               cfg.num_mel_bins, cfg.max_source_positions);
+        printf("  head config: classifier_proj_size=%d use_weighted_layer_sum=%s\n",
+               cfg.classifier_proj_size, cfg.use_weighted_layer_sum ? "true" : "false");
+        s_labels((const char *const *)cfg.id2label, cfg.num_labels);
+    } else {
+        s_problem(c, "%s", err.msg);
+    }
+    wisp_st_t *st = s_open_weights(c, dir, NULL);
+    if (st) {
+        if (have_cfg)
+            s_check_encoder(c, st, &cfg);
+        s_tensors(c, st);
+    }
+    wisp_st_destroy(&st);
+    if (have_cfg)
+        wisp_whisper_config_free(&cfg);
+}
+
+static void s_adapter(s_ctx_t *c, const char *dir)
+{
+    printf("adapter: %s\n", dir);
+    wisp_adapter_config_t a;
+    wisp_error_t err = {0};
+    int hs = -1;
+    if (wisp_adapter_config_load_dir(&a, dir, &hs, &err) != 0) {
+        s_problem(c, "%s", err.msg);
+    } else {
+        printf("  name: %s, kind: %s, hidden_size: %d\n", a.name, wisp_adapter_kind_name(a.kind),
+               hs);
+        if (a.kind == WISP_ADAPTER_BOTTLENECK) {
+            printf("  sites:%s%s%s, non_linearity=%s, scaling=%g, original_ln_before=%d "
+                   "original_ln_after=%d "
+                   "residual_before_ln=%d, init=%s\n",
+                   a.mh_adapter ? " attention" : "", a.output_adapter ? " output" : "",
+                   a.is_parallel ? " (parallel)" : "",
+                   cJSON_GetStringValue(cJSON_GetObjectItem(a.full, "non_linearity")),
+                   (double)a.scaling, a.original_ln_before, a.original_ln_after,
+                   a.residual_before_ln, a.init_weights);
+            if (hs > 0) {
+                printf("  bottleneck width per layer:");
+                for (int l = 0; l < 8; l++)
+                    printf(" %d",
+                           a.leave_out[l] ? 0 : wisp_adapter_config_bottleneck_dim(&a, l, hs));
+                printf(" ... (0 = left out)\n");
+            }
+        } else {
+            printf("  r=%d alpha=%g matrices:%s%s%s%s%s init=%s\n", a.r, (double)a.alpha,
+                   a.attn_q ? " q" : "", a.attn_k ? " k" : "", a.attn_v ? " v" : "",
+                   a.intermediate_lora ? " fc1" : "", a.output_lora ? " fc2" : "", a.init_weights);
+        }
+        int nleft = 0;
+        for (int l = 0; l < WISP_MAX_LAYERS; l++)
+            nleft += a.leave_out[l];
+        if (nleft) {
+            printf("  leave_out:");
+            for (int l = 0; l < WISP_MAX_LAYERS; l++)
+                if (a.leave_out[l])
+                    printf(" %d", l);
+            printf("\n");
+        }
+        wisp_adapter_config_free(&a);
+    }
+    wisp_st_t *st = s_open_weights(c, dir, "adapter.safetensors");
+    if (st)
+        s_tensors(c, st);
+    wisp_st_destroy(&st);
+}
+
+static void s_head(s_ctx_t *c, const char *dir, const char *cfg_path)
+{
+    printf("head: %s\n", dir);
+    wisp_head_config_t h;
+    wisp_error_t err = {0};
+    if (wisp_head_config_load(&h, cfg_path, &err) != 0) {
+        s_problem(c, "%s", err.msg);
+    } else {
+        printf(
+            "  d_model=%d num_hidden_layers=%d classifier_proj_size=%d use_weighted_layer_sum=%s\n",
+            h.d_model, h.num_hidden_layers, h.classifier_proj_size,
+            h.use_weighted_layer_sum ? "true" : "false");
+        s_labels((const char *const *)h.id2label, h.num_labels);
+    }
+    wisp_st_t *st = s_open_weights(c, dir, "model_head.safetensors");
+    if (st) {
+        if (err.code == 0) {
+            s_expect(c, st, "projector.weight", 2, h.classifier_proj_size, h.d_model, 0);
+            s_expect(c, st, "projector.bias", 1, h.classifier_proj_size, 0, 0);
+            s_expect(c, st, "classifier.weight", 2, h.num_labels, h.classifier_proj_size, 0);
+            s_expect(c, st, "classifier.bias", 1, h.num_labels, 0, 0);
+            if (h.use_weighted_layer_sum)
+                s_expect(c, st, "layer_weights", 1, h.num_hidden_layers + 1, 0, 0);
+        }
+        s_tensors(c, st);
+    }
+    wisp_st_destroy(&st);
+    if (err.code == 0)
+        wisp_head_config_free(&h);
+}
+
+int wisp_cmd_inspect(int argc, char **argv)
+{
+    s_ctx_t c = {.list_tensors = 1};
+    const char *path = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            s_usage(stdout);
+            return WISP_EXIT_OK;
+        } else if (strcmp(argv[i], "--summary") == 0) {
+            c.list_tensors = 0;
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            fprintf(stderr, "wisp inspect: unknown option '%s' (see --help)\n", argv[i]);
+            return WISP_EXIT_USAGE;
+        } else if (path) {
+            fprintf(stderr, "wisp inspect: one PATH only (see --help)\n");
+            return WISP_EXIT_USAGE;
+        } else {
+            path = argv[i];
+        }
+    }
+    if (!path) {
+        s_usage(stderr);
+        return WISP_EXIT_USAGE;
+    }
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        fprintf(stderr, "wisp inspect: %s: no such file or directory\n", path);
+        return WISP_EXIT_FAILURE;
+    }
+    if (!S_ISDIR(sb.st_mode)) {
+        printf("file: %s\n", path);
+        wisp_st_t *st = s_open_weights(&c, path, NULL);
+        if (st)
+            s_tensors(&c, st);
+        wisp_st_destroy(&st);
+    } else {
+        char p_model[4096], p_adapter[4096], p_head[4096];
+        if (wisp_path_join(p_model, sizeof p_model, path, "config.json") != 0 ||
+            wisp_path_join(p_adapter, sizeof p_adapter, path, "adapter_config.json") != 0 ||
+            wisp_path_join(p_head, sizeof p_head, path, "head_config.json") != 0) {
+            fprintf(stderr, "wisp inspect: %s: path too long\n", path);
+            return WISP_EXIT_USAGE;
+        }
+        int found = 0;
+        if (stat(p_model, &sb) == 0) {
+            s_checkpoint(&c, path, p_model);
+            found = 1;
+        }
+        if (stat(p_adapter, &sb) == 0) {
+            s_adapter(&c, path);
+            found = 1;
+        }
+        if (stat(p_head, &sb) == 0) {
+            s_head(&c, path, p_head);
+            found = 1;
+        }
+        if (!found) {
+            printf("directory: %s (no config.json, adapter_config.json or head_config.json)\n",
+                   path);
+            wisp_st_t *st = s_open_weights(&c, path, NULL);
+            if (st)
+                s_tensors(&c, st);
+            wisp_st_destroy(&st);
+        }
+    }
+    if (c.problems) {
+        fprintf(stderr, "wisp inspect: %d problem%s found in %s (see PROBLEM lines)\n", c.problems,
+                c.problems == 1 ? "" : "s", path);
+        return WISP_EXIT_FAILURE;
+    }
+    return WISP_EXIT_OK;
+}

@@ -1,0 +1,251 @@
+/* wisp run JOB.json [-np N] [--set key=value ...] [--fresh] [--restarts R] [--mpirun PATH]
+ *
+ * The local default: starts wisp-coordinator on an ephemeral loopback port and
+ * `mpirun -np N wisp-worker --coordinator tcp://127.0.0.1:PORT`. The coordinator
+ * is a separate process that outlives the workers: under Open MPI one dead rank
+ * ends the whole mpirun, so when mpirun exits while the coordinator still has
+ * work, the launcher starts a fresh mpirun (up to R times) and the coordinator
+ * re-leases the lost shards. SIGINT/SIGTERM go to the coordinator, which stops
+ * cleanly and leaves resumable state. Exit status: the coordinator's. */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cli/commands.h"
+#include "formats/jobcfg.h"
+#include "base/log.h"
+#include "base/util.h"
+
+static volatile sig_atomic_t s_signalled;
+
+static void s_on_signal(int sig)
+{
+    s_signalled = sig;
+}
+
+static void s_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: wisp run JOB.json [-np N] [--set key=value ...] [--fresh] [--restarts R]\n"
+            "                [--mpirun PATH] [--no-progress]\n"
+            "Runs the coordinator and N MPI worker ranks on this machine (default N=1).\n"
+            "An mpirun that dies while work remains is relaunched up to R times (default 3).\n"
+            "\n"
+            "examples:\n"
+            "  wisp run classify.json -np 4\n"
+            "  wisp run train.json -np 2 --set train.lr=3e-4 --set output=runs/lr3e-4\n"
+            "  wisp run classify.json -np 4 --fresh --no-progress   # discard earlier results\n");
+}
+
+static pid_t s_spawn(char *const argv[])
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        execvp(argv[0], argv);
+        fprintf(stderr, "wisp run: cannot start %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Waits for pid up to timeout s; returns its exit code, or -1 if still running. */
+static int s_wait_for(pid_t pid, double timeout)
+{
+    double end = wisp_now() + timeout;
+    for (;;) {
+        int st;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+        if (r < 0 && errno != EINTR)
+            return 255;
+        if (wisp_now() >= end)
+            return -1;
+        usleep(20000);
+    }
+}
+
+static void s_end(pid_t pid, double grace)
+{
+    if (pid <= 0 || s_wait_for(pid, grace) >= 0)
+        return;
+    kill(pid, SIGTERM);
+    if (s_wait_for(pid, 5) >= 0)
+        return;
+    kill(pid, SIGKILL);
+    s_wait_for(pid, 5);
+}
+
+int wisp_cmd_run(int argc, char **argv)
+{
+    const char *job = NULL, *mpirun = "mpirun";
+    int np = 1, restarts = 3, fresh = 0, no_progress = 0;
+    char **sets = calloc((size_t)argc + 1, sizeof *sets);
+    int n_sets = 0;
+    if (!sets)
+        return WISP_EXIT_FAILURE;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            s_usage(stdout);
+            free(sets);
+            return WISP_EXIT_OK;
+        } else if ((!strcmp(argv[i], "-np") || !strcmp(argv[i], "-n")) && i + 1 < argc) {
+            np = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
+            sets[n_sets++] = argv[++i];
+        } else if (!strcmp(argv[i], "--restarts") && i + 1 < argc) {
+            restarts = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--mpirun") && i + 1 < argc) {
+            mpirun = argv[++i];
+        } else if (!strcmp(argv[i], "--fresh")) {
+            fresh = 1;
+        } else if (!strcmp(argv[i], "--no-progress")) {
+            no_progress = 1;
+        } else if (argv[i][0] != '-' && !job) {
+            job = argv[i];
+        } else {
+            fprintf(stderr, "wisp run: unexpected argument '%s'\n", argv[i]);
+            s_usage(stderr);
+            free(sets);
+            return WISP_EXIT_USAGE;
+        }
+    }
+    if (!job || np < 1 || restarts < 0) {
+        s_usage(stderr);
+        free(sets);
+        return WISP_EXIT_USAGE;
+    }
+    /* Validate the config here so mistakes surface before anything starts. */
+    wisp_jobcfg_t cfg;
+    wisp_error_t err = {0};
+    if (wisp_jobcfg_load(&cfg, job, sets, n_sets, &err) != 0) {
+        fprintf(stderr, "wisp run: %s\n", err.msg);
+        free(sets);
+        return WISP_EXIT_USAGE;
+    }
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if ((long)np * cfg.threads_per_worker > cores)
+        WISP_LOGW(
+            "%d ranks x %d threads exceeds the %ld cores here (set cluster.threads_per_worker)", np,
+            cfg.threads_per_worker, cores);
+    wisp_jobcfg_free(&cfg);
+
+    char self[PATH_MAX], dir[PATH_MAX], coord_bin[PATH_MAX + 32], worker_bin[PATH_MAX + 32];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) {
+        fprintf(stderr, "wisp run: cannot find my own binary\n");
+        free(sets);
+        return WISP_EXIT_FAILURE;
+    }
+    self[n] = '\0';
+    wisp_path_dirname(dir, sizeof dir, self);
+    snprintf(coord_bin, sizeof coord_bin, "%s/wisp-coordinator", dir);
+    snprintf(worker_bin, sizeof worker_bin, "%s/wisp-worker", dir);
+    char tmp[] = "/tmp/wisp-run-XXXXXX";
+    if (!mkdtemp(tmp)) {
+        fprintf(stderr, "wisp run: mkdtemp: %s\n", strerror(errno));
+        free(sets);
+        return WISP_EXIT_FAILURE;
+    }
+    char epfile[64], endpoint[512] = "";
+    snprintf(epfile, sizeof epfile, "%s/endpoint", tmp);
+
+    char **cargv = calloc((size_t)(2 * n_sets + 10), sizeof *cargv);
+    int k = 0;
+    cargv[k++] = coord_bin;
+    cargv[k++] = (char *)job;
+    cargv[k++] = "--endpoint-file";
+    cargv[k++] = epfile;
+    for (int i = 0; i < n_sets; i++) {
+        cargv[k++] = "--set";
+        cargv[k++] = sets[i];
+    }
+    if (fresh)
+        cargv[k++] = "--fresh";
+    if (no_progress)
+        cargv[k++] = "--no-progress";
+    cargv[k] = NULL;
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = s_on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    int code = WISP_EXIT_FAILURE;
+    pid_t mpi = -1;
+    pid_t coord = s_spawn(cargv);
+    if (coord < 0)
+        goto done;
+    /* The coordinator writes its bound endpoint once it listens. */
+    for (;;) {
+        char *text = NULL;
+        if (access(epfile, R_OK) == 0 &&
+            wisp_read_file(epfile, sizeof endpoint - 1, &text, NULL, NULL) == 0) {
+            snprintf(endpoint, sizeof endpoint, "%s", text);
+            free(text);
+            break;
+        }
+        int rc = s_wait_for(coord, 0.05);
+        if (rc >= 0) {
+            code = rc;
+            coord = -1;
+            goto done;
+        }
+    }
+    char np_s[16];
+    snprintf(np_s, sizeof np_s, "%d", np);
+    char *margv[16];
+    k = 0;
+    margv[k++] = (char *)mpirun;
+    margv[k++] = "-np";
+    margv[k++] = np_s;
+    if (np > cores)
+        margv[k++] = "--oversubscribe";
+    margv[k++] = worker_bin;
+    margv[k++] = "--coordinator";
+    margv[k++] = endpoint;
+    margv[k] = NULL;
+    int launches = 0, forwarded = 0;
+    while (coord > 0) {
+        if (mpi < 0 && launches <= restarts && !s_signalled) {
+            if (launches)
+                WISP_LOGW("workers exited while the job is running: relaunching (%d of %d)",
+                          launches, restarts);
+            mpi = s_spawn(margv);
+            launches++;
+        }
+        int rc = s_wait_for(coord, 0.1);
+        if (rc >= 0) {
+            code = rc;
+            coord = -1;
+            break;
+        }
+        if ((s_signalled || (mpi < 0 && launches > restarts)) && !forwarded) {
+            if (!s_signalled)
+                WISP_LOGE("workers keep exiting (%d launches): stopping the coordinator (state "
+                          "stays resumable)",
+                          launches);
+            kill(coord, SIGTERM);
+            forwarded = 1;
+        }
+        if (mpi > 0 && s_wait_for(mpi, 0) >= 0)
+            mpi = -1;
+    }
+done:
+    if (coord > 0)
+        s_end(coord, 0);
+    /* After a clean end the workers have been told to stop: give them time to
+     * leave; after a coordinator failure nobody will tell them, so end them now. */
+    s_end(mpi, code == WISP_EXIT_OK || code == WISP_EXIT_PARTIAL ? 15 : 0.5);
+    unlink(epfile);
+    rmdir(tmp);
+    free(cargv);
+    free(sets);
+    return code;
+}
