@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "formats/config.h"
+#include "nn/adapter_config.h"
 #include "nn/ops.h"
 #include "base/util.h"
 
@@ -28,6 +29,16 @@ static const char *s_tmp(const char *name)
     return p;
 }
 
+/* A JSON file that must parse. */
+static cJSON *s_json(const char *path)
+{
+    cJSON *j = NULL;
+    wisp_error_t e = {0};
+    if (wisp_json_load(path, &j, &e) != 0)
+        fail_msg("%s", e.msg);
+    return j;
+}
+
 static void s_assert_contains(const char *msg, const char *needle)
 {
     if (!strstr(msg, needle))
@@ -38,22 +49,26 @@ static void test_bad_json_names_file_line_and_column(void **state)
 {
     (void)state;
     wisp_error_t e = {0};
+    cJSON *j = NULL;
     const char *p = s_data("bad_syntax.json");
-    assert_null(wisp_json_load(p, &e));
+    assert_int_not_equal(wisp_json_load(p, &j, &e), 0);
+    assert_null(j);
     assert_int_equal(e.code, WISP_ERR_FORMAT);
     char want[1200];
     /* the missing comma after line 3 is detected at the start of line 4 */
     snprintf(want, sizeof want, "%s:4:3: invalid JSON", p);
     s_assert_contains(e.msg, want);
     wisp_error_clear(&e);
-    assert_null(wisp_json_load(s_data("absent.json"), &e));
+    assert_int_not_equal(wisp_json_load(s_data("absent.json"), &j, &e), 0);
+    assert_null(j);
     assert_int_equal(e.code, WISP_ERR_NOTFOUND);
     s_assert_contains(e.msg, "absent.json");
 
     const char *t = s_tmp("trailing.json");
     assert_int_equal(wisp_write_file_atomic(t, "{\"a\": 1}\n}", 10, NULL), 0);
     wisp_error_clear(&e);
-    assert_null(wisp_json_load(t, &e));
+    assert_int_not_equal(wisp_json_load(t, &j, &e), 0);
+    assert_null(j);
     s_assert_contains(e.msg, "trailing.json:2:1: unexpected text");
 }
 
@@ -70,7 +85,7 @@ static void test_json_is_written_like_python_json_dump(void **state)
     free(text);
     const char *p = s_tmp("w.json");
     assert_int_equal(wisp_json_save(p, o, NULL), 0);
-    cJSON *back = wisp_json_load(p, NULL);
+    cJSON *back = s_json(p);
     assert_true(cJSON_Compare(o, back, 1));
     cJSON_Delete(back);
     cJSON_Delete(o);
@@ -111,7 +126,7 @@ static void test_hf_tiny_config_loads_with_classification_defaults(void **state)
 static void s_expect_whisper_refused_in(const char *base, const char *key, const char *value_json,
                                         const char *needle)
 {
-    cJSON *o = wisp_json_load(s_data(base), NULL);
+    cJSON *o = s_json(s_data(base));
     assert_non_null(o);
     cJSON *v = cJSON_Parse(value_json);
     assert_non_null(v);
@@ -157,7 +172,7 @@ static void test_whisper_config_refuses_what_wisp_cannot_run(void **state)
 static void test_num_labels_alone_gives_generic_label_names(void **state)
 {
     (void)state;
-    cJSON *o = wisp_json_load(s_data("whisper_tiny.json"), NULL);
+    cJSON *o = s_json(s_data("whisper_tiny.json"));
     cJSON_AddNumberToObject(o, "num_labels", 4);
     const char *p = s_tmp("cfg_nl.json");
     assert_int_equal(wisp_json_save(p, o, NULL), 0);

@@ -11,6 +11,7 @@
 
 #include "cli/commands.h"
 #include "formats/config.h"
+#include "nn/adapter_config.h"
 #include "formats/st.h"
 #include "base/util.h"
 
@@ -295,7 +296,8 @@ static void test_inspect_reports_counts_and_names_each_problem(void **state)
     /* a config.json that disagrees with the weights */
     char cfg_path[1100];
     snprintf(cfg_path, sizeof cfg_path, "%s/config.json", dir);
-    cJSON *cfg = wisp_json_load(cfg_path, NULL);
+    cJSON *cfg = NULL;
+    assert_int_equal(wisp_json_load(cfg_path, &cfg, NULL), 0);
     cJSON_ReplaceItemInObject(cfg, "encoder_ffn_dim", cJSON_CreateNumber(64));
     assert_int_equal(wisp_json_save(cfg_path, cfg, NULL), 0);
     cJSON_Delete(cfg);

@@ -18,8 +18,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "formats/config.h"
 #include "base/err.h"
+#include "formats/config.h"
+#include "nn/adapter_config.h"
 
 typedef struct {
     int max_batch;  /* largest B passed to forward/backward */

@@ -392,12 +392,12 @@ int wisp_cmd_init_model(int argc, char **argv)
         /* inline JSON: --config '{"model_type": "whisper", "d_model": 64, ...}' */
         int is_inline = o.config_path[0] == '{';
         const char *where = is_inline ? "--config" : o.config_path;
-        cJSON *src = is_inline ? cJSON_Parse(o.config_path) : wisp_json_load(o.config_path, &err);
-        if (!src)
-            rc = is_inline ? wisp_error_set(&err, WISP_ERR_ARG,
-                                            "--config: the inline JSON does not parse")
-                           : (err.code ? err.code : WISP_ERR_IO);
-        else
+        cJSON *src = NULL;
+        rc = is_inline ? wisp_json_parse(o.config_path, strlen(o.config_path), where, &src, &err)
+                       : wisp_json_load(o.config_path, &src, &err);
+        if (rc != 0 && is_inline)
+            rc = WISP_ERR_ARG; /* a usage error (the message names the line and column) */
+        else if (rc == 0)
             rc = wisp_whisper_config_parse(&cfg, src, where, &err);
         const cJSON *std_item = src ? cJSON_GetObjectItemCaseSensitive(src, "init_std") : NULL;
         if (rc == 0 && std_item) {

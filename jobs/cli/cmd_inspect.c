@@ -10,6 +10,7 @@
 
 #include "cli/commands.h"
 #include "formats/config.h"
+#include "nn/adapter_config.h"
 #include "formats/st.h"
 #include "base/util.h"
 

@@ -12,6 +12,7 @@
 
 #include "audio/audio.h"
 #include "formats/config.h"
+#include "nn/adapter_config.h"
 #include "base/log.h"
 #include "audio/mel.h"
 #include "formats/st.h"
@@ -100,9 +101,8 @@ static int s_setup_adapter(wisp_trainer_t *self, const wisp_trainer_opts_t *o, w
     if (o->adapter_dir)
         return wisp_model_load_adapter(self->model, o->adapter_dir, err);
     if (o->adapter_config) {
-        json = wisp_json_load(o->adapter_config, err);
-        if (!json)
-            return err && err->code ? err->code : WISP_ERR_FORMAT;
+        if ((rc = wisp_json_load(o->adapter_config, &json, err)) != 0)
+            return rc;
         /* Either a bare config dict or a whole adapter_config.json ({"config": {...}}). */
         const cJSON *dict = cJSON_GetObjectItemCaseSensitive(json, "config");
         if (!cJSON_IsObject(dict))
