@@ -1,7 +1,7 @@
 /* nn/model.h: the Whisper encoder + adapters + classification head, forward and
  * backward, fp32, batched over B clips (GEMMs on B*T rows).
  *
- * Semantics: shared/docs/NUMERICS.md sections 2-5 (HF WhisperEncoder,
+ * Semantics: docs/NUMERICS.md sections 2-5 (HF WhisperEncoder,
  * adapters library v1.2, WhisperForAudioClassification). Base weights are frozen
  * and read from the checkpoint mapping; trainable tensors (adapter, projector,
  * classifier, layer_weights) live in one flat buffer described by a table of

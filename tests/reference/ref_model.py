@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""PyTorch reference of wisp's model (shared/docs/NUMERICS.md sections 2-6), written
+"""PyTorch reference of wisp's model (docs/NUMERICS.md sections 2-6), written
 from the spec, independent of the C code: Whisper encoder (HF WhisperEncoder), the
 adapters library's bottleneck / LoRA / IA3 semantics on Whisper, and the
 WhisperForAudioClassification head. Weights are loaded BY NAME from safetensors files,
