@@ -1,6 +1,6 @@
 /* Tests of common/nn/ops: the fp32 kernels of the encoder and head.
  *
- * Three levels (STYLE.md):
+ * Three levels (docs/STYLE.md):
  * 1. every BLAS-backed kernel against its plain-loop _ref twin on odd shapes
  *    (rtol 1e-5 relative to the tensor's largest magnitude);
  * 2. every backward against double-precision central finite differences of a

@@ -305,7 +305,7 @@ class RefModel:
         return a["scaling"] * (h @ self.w[q + "adapter_up.weight"].t() + self.w[q + "adapter_up.bias"])
 
     def _site(self, f, r, i, site):
-        """NUMERICS 3: site(f, r)."""
+        """docs/NUMERICS.md 3: site(f, r)."""
         a = self.acfg
         key = f"encoder.layers.{i}.{site}.adapters.{self.aname}.adapter_up.weight"
         if a is None or key not in self.w:
