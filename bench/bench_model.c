@@ -61,45 +61,21 @@ static int s_make_checkpoint(const char *dir, const char *size, wisp_whisper_con
         return -1;
     }
     cJSON_Delete(j);
-    const int d = cfg->d_model, F = cfg->encoder_ffn_dim, nm = cfg->num_mel_bins;
     wisp_rng_t r;
     wisp_rng_seed(&r, 1234);
     wisp_st_writer_t *w = wisp_st_writer_new();
     int rc = 0;
-    float sd = 1.0f / sqrtf((float)d), sf = 1.0f / sqrtf((float)F);
-    rc |= s_add(w, &r, "encoder.conv1.weight", 3, d, nm, 3, 1.0f / sqrtf(3.0f * nm), 0);
-    rc |= s_add(w, &r, "encoder.conv1.bias", 1, d, 0, 0, 0.1f, 0);
-    rc |= s_add(w, &r, "encoder.conv2.weight", 3, d, d, 3, 1.0f / sqrtf(3.0f * d), 0);
-    rc |= s_add(w, &r, "encoder.conv2.bias", 1, d, 0, 0, 0.1f, 0);
-    rc |=
-        s_add(w, &r, "encoder.embed_positions.weight", 2, cfg->max_source_positions, d, 0, 0.5f, 0);
-    rc |= s_add(w, &r, "encoder.layer_norm.weight", 1, d, 0, 0, 0.1f, 1.0f);
-    rc |= s_add(w, &r, "encoder.layer_norm.bias", 1, d, 0, 0, 0.1f, 0);
-    for (int i = 0; i < cfg->encoder_layers; i++) {
-        const char *pr[] = {"q", "k", "v", "out"};
-        for (int p = 0; p < 4; p++) {
-            snprintf(name, sizeof name, "encoder.layers.%d.self_attn.%s_proj.weight", i, pr[p]);
-            rc |= s_add(w, &r, name, 2, d, d, 0, sd, 0);
-            if (p != 1) {
-                snprintf(name, sizeof name, "encoder.layers.%d.self_attn.%s_proj.bias", i, pr[p]);
-                rc |= s_add(w, &r, name, 1, d, 0, 0, 0.1f, 0);
-            }
-        }
-        const char *ln[] = {"self_attn_layer_norm", "final_layer_norm"};
-        for (int p = 0; p < 2; p++) {
-            snprintf(name, sizeof name, "encoder.layers.%d.%s.weight", i, ln[p]);
-            rc |= s_add(w, &r, name, 1, d, 0, 0, 0.1f, 1.0f);
-            snprintf(name, sizeof name, "encoder.layers.%d.%s.bias", i, ln[p]);
-            rc |= s_add(w, &r, name, 1, d, 0, 0, 0.1f, 0);
-        }
-        snprintf(name, sizeof name, "encoder.layers.%d.fc1.weight", i);
-        rc |= s_add(w, &r, name, 2, F, d, 0, sd, 0);
-        snprintf(name, sizeof name, "encoder.layers.%d.fc1.bias", i);
-        rc |= s_add(w, &r, name, 1, F, 0, 0, 0.1f, 0);
-        snprintf(name, sizeof name, "encoder.layers.%d.fc2.weight", i);
-        rc |= s_add(w, &r, name, 2, d, F, 0, sf, 0);
-        snprintf(name, sizeof name, "encoder.layers.%d.fc2.bias", i);
-        rc |= s_add(w, &r, name, 1, d, 0, 0, 0.1f, 0);
+    wisp_model_base_t t;
+    for (int i = 0; wisp_model_base_at(cfg, i, &t) == 0; i++) {
+        float scale = 0.1f, offset = 0.0f;   /* biases */
+        if (t.init == WISP_BASE_INIT_NORMAL) /* 1 / sqrt(fan_in) */
+            scale = 1.0f / sqrtf((float)(t.ndim == 3 ? t.shape[1] * t.shape[2] : t.shape[1]));
+        else if (t.init == WISP_BASE_INIT_ONE)
+            offset = 1.0f;
+        else if (t.init == WISP_BASE_INIT_SINUSOID)
+            scale = 0.5f;
+        snprintf(name, sizeof name, "encoder.%s", t.name);
+        rc |= s_add(w, &r, name, t.ndim, t.shape[0], t.shape[1], t.shape[2], scale, offset);
     }
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     if (rc || wisp_st_writer_save(w, path, &err) < 0) {

@@ -49,31 +49,18 @@ static const char *s_model_dir(void)
     wisp_rng_t r;
     wisp_rng_seed(&r, 5);
     wisp_st_writer_t *w = wisp_st_writer_new();
-    s_add(w, &r, "encoder.conv1.weight", 3, D, NMELS, 3);
-    s_add(w, &r, "encoder.conv1.bias", 1, D, 0, 0);
-    s_add(w, &r, "encoder.conv2.weight", 3, D, D, 3);
-    s_add(w, &r, "encoder.conv2.bias", 1, D, 0, 0);
-    s_add(w, &r, "encoder.embed_positions.weight", 2, TPOS, D, 0);
-    s_add(w, &r, "encoder.layer_norm.weight", 1, D, 0, 0);
-    s_add(w, &r, "encoder.layer_norm.bias", 1, D, 0, 0);
-    const char *m4[4] = {"q", "k", "v", "out"};
-    char n[128];
-    for (int k = 0; k < 4; k++) {
-        snprintf(n, sizeof n, "encoder.layers.0.self_attn.%s_proj.weight", m4[k]);
-        s_add(w, &r, n, 2, D, D, 0);
-        if (k != 1) {
-            snprintf(n, sizeof n, "encoder.layers.0.self_attn.%s_proj.bias", m4[k]);
-            s_add(w, &r, n, 1, D, 0, 0);
-        }
+    /* a one-layer encoder of the model's table (nn/model.h) */
+    const wisp_whisper_config_t cfg = {.d_model = D,
+                                       .encoder_layers = 1,
+                                       .encoder_ffn_dim = FF,
+                                       .num_mel_bins = NMELS,
+                                       .max_source_positions = TPOS};
+    wisp_model_base_t t;
+    for (int i = 0; wisp_model_base_at(&cfg, i, &t) == 0; i++) {
+        char n[128];
+        snprintf(n, sizeof n, "encoder.%s", t.name);
+        s_add(w, &r, n, t.ndim, t.shape[0], t.shape[1], t.shape[2]);
     }
-    s_add(w, &r, "encoder.layers.0.self_attn_layer_norm.weight", 1, D, 0, 0);
-    s_add(w, &r, "encoder.layers.0.self_attn_layer_norm.bias", 1, D, 0, 0);
-    s_add(w, &r, "encoder.layers.0.final_layer_norm.weight", 1, D, 0, 0);
-    s_add(w, &r, "encoder.layers.0.final_layer_norm.bias", 1, D, 0, 0);
-    s_add(w, &r, "encoder.layers.0.fc1.weight", 2, FF, D, 0);
-    s_add(w, &r, "encoder.layers.0.fc1.bias", 1, FF, 0, 0);
-    s_add(w, &r, "encoder.layers.0.fc2.weight", 2, D, FF, 0);
-    s_add(w, &r, "encoder.layers.0.fc2.bias", 1, D, 0, 0);
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     assert_int_equal(wisp_st_writer_save(w, path, NULL), WISP_OK);
     wisp_st_writer_destroy(&w);

@@ -1,6 +1,6 @@
 /* Tests of common/nn/ops: the fp32 kernels of the encoder and head.
  *
- * Three levels (STYLE.md):
+ * Three levels (docs/STYLE.md):
  * 1. every BLAS-backed kernel against its plain-loop _ref twin on odd shapes
  *    (rtol 1e-5 relative to the tensor's largest magnitude);
  * 2. every backward against double-precision central finite differences of a
@@ -322,6 +322,15 @@ static void test_attention_matches_its_loop_twin_across_block_edges(void **state
                               hd);
         nn_attention_backward_ref(g2[0], NULL, NULL, dout, o2, l2, q, k, v, B, T, NH, hd);
         s_close_scaled(g1[0], g2[0], n, 1e-5, "attention dq alone");
+        /* neither lse nor probabilities passed: the backward redoes the forward's softmax */
+        for (int i = 0; i < 3; i++)
+            memcpy(g1[i], g2[i], n * sizeof *g1[i]);
+        nn_attention_backward(g1[0], g1[1], g1[2], dout, o1, NULL, NULL, q, k, v, scratch, B, T, NH,
+                              hd);
+        nn_attention_backward_ref(g2[0], g2[1], g2[2], dout, o2, l2, q, k, v, B, T, NH, hd);
+        s_close_scaled(g1[0], g2[0], n, 1e-5, "attention dq without lse");
+        s_close_scaled(g1[1], g2[1], n, 1e-5, "attention dk without lse");
+        s_close_scaled(g1[2], g2[2], n, 1e-5, "attention dv without lse");
         /* inference: lse NULL gives the same output */
         nn_attention_forward(o1, NULL, NULL, q, k, v, scratch, B, T, NH, hd);
         s_close_scaled(o1, o2, n, 1e-5, "attention out without lse");

@@ -1,5 +1,5 @@
 /* Tests of jobs/report: the numbers computed from a results file written here with
- * the HDF5 C API in the MISSION.md layout, the training-directory summary, and the
+ * the HDF5 C API in the docs/OUTPUT.md layout, the training-directory summary, and the
  * clear errors for malformed inputs. */
 #include "testutil.h"
 

@@ -1,7 +1,7 @@
 /* nn/model.h: the Whisper encoder + adapters + classification head, forward and
  * backward, fp32, batched over B clips (GEMMs on B*T rows).
  *
- * Semantics: shared/docs/NUMERICS.md sections 2-5 (HF WhisperEncoder,
+ * Semantics: docs/NUMERICS.md sections 2-6 (HF WhisperEncoder,
  * adapters library v1.2, WhisperForAudioClassification). Base weights are frozen
  * and read from the checkpoint mapping; trainable tensors (adapter, projector,
  * classifier, layer_weights) live in one flat buffer described by a table of
@@ -20,6 +20,7 @@
 
 #include "base/err.h"
 #include "formats/config.h"
+#include "formats/st.h"
 #include "nn/adapter_config.h"
 
 typedef struct {
@@ -106,5 +107,66 @@ size_t wisp_model_planned_bytes(const wisp_model_t *self);
  * adapter (NULL: none) and the head (NULL: none). 0 for an invalid config. */
 size_t wisp_model_plan_bytes(const wisp_whisper_config_t *cfg, const wisp_model_opts_t *opts,
                              const wisp_adapter_config_t *adapter, const wisp_head_config_t *head);
+
+/* ---- The frozen encoder tensors ------------------------------------------ */
+/* The one table of a Whisper checkpoint's encoder tensors, behind loading
+ * (wisp_model_new), writing random checkpoints (`wisp init-model`), checking them
+ * (`wisp inspect`) and the test and benchmark fixtures. Names are HF WhisperEncoder
+ * state-dict keys after the prefix (wisp_model_base_prefix), enumerated in HF's
+ * state-dict order: the stem (conv1, conv2, embed_positions), every layer's tensors,
+ * the final layer_norm (docs/NUMERICS.md 6). */
+typedef enum {
+    WISP_BASE_CONV1_W, /* (d, n_mels, 3) */
+    WISP_BASE_CONV1_B, /* (d) */
+    WISP_BASE_CONV2_W, /* (d, d, 3) */
+    WISP_BASE_CONV2_B, /* (d) */
+    WISP_BASE_POS,     /* embed_positions (max_source_positions, d) */
+    WISP_BASE_K_W,     /* layer: self_attn.k_proj.weight (d, d); k_proj has no bias */
+    WISP_BASE_V_W,     /* layer: (d, d) */
+    WISP_BASE_V_B,     /* layer: (d) */
+    WISP_BASE_Q_W,     /* layer: (d, d) */
+    WISP_BASE_Q_B,     /* layer: (d) */
+    WISP_BASE_O_W,     /* layer: self_attn.out_proj.weight (d, d) */
+    WISP_BASE_O_B,     /* layer: (d) */
+    WISP_BASE_LN1_W,   /* layer: self_attn_layer_norm (d) */
+    WISP_BASE_LN1_B,   /* layer: (d) */
+    WISP_BASE_FC1_W,   /* layer: (F, d) */
+    WISP_BASE_FC1_B,   /* layer: (F) */
+    WISP_BASE_FC2_W,   /* layer: (d, F) */
+    WISP_BASE_FC2_B,   /* layer: (d) */
+    WISP_BASE_LN2_W,   /* layer: final_layer_norm (d) */
+    WISP_BASE_LN2_B,   /* layer: (d) */
+    WISP_BASE_LNF_W,   /* the encoder's final layer_norm (d) */
+    WISP_BASE_LNF_B,   /* (d) */
+    WISP_BASE_N
+} wisp_base_id_t;
+
+/* How HF's _init_weights initialises the tensor (and `wisp init-model` with it). */
+typedef enum {
+    WISP_BASE_INIT_NORMAL,   /* Linear / Conv1d weight: normal(0, init_std) */
+    WISP_BASE_INIT_ZERO,     /* biases, LayerNorm bias */
+    WISP_BASE_INIT_ONE,      /* LayerNorm weight */
+    WISP_BASE_INIT_SINUSOID, /* embed_positions: Whisper's sinusoids */
+} wisp_base_init_t;
+
+typedef struct {
+    wisp_base_id_t id;
+    int layer; /* encoder layer; -1 for the stem and the final layer_norm */
+    wisp_base_init_t init;
+    int ndim;
+    int64_t shape[3]; /* unused dims 0 */
+    char name[64];    /* after the prefix: "conv1.weight", "layers.3.fc1.weight" */
+} wisp_model_base_t;
+
+/* Encoder tensors of a checkpoint of cfg: 5 + 15 * encoder_layers + 2. */
+int wisp_model_base_count(const wisp_whisper_config_t *cfg);
+/* The i-th encoder tensor of cfg in state-dict order; -1 when i is out of range. */
+int wisp_model_base_at(const wisp_whisper_config_t *cfg, int i, wisp_model_base_t *out);
+/* The name (after the prefix) of tensor id in encoder layer `layer` (ignored for the
+ * stem and final tensors); snprintf's return value. */
+int wisp_model_base_name(char *buf, size_t size, wisp_base_id_t id, int layer);
+/* "model.encoder." or "encoder.": the prefix under which st holds conv1.weight; NULL
+ * when it holds neither. */
+const char *wisp_model_base_prefix(const wisp_st_t *st);
 
 #endif

@@ -1,16 +1,17 @@
-/* nn/ops.c: fp32 kernels of the encoder and head (see ops.h for the contracts).
+/* nn/ops.c: fp32 kernels of the encoder and head (see ops.h for the contracts,
+ * docs/NUMERICS.md for the formulas).
  *
  * Matrix products go to OpenBLAS (cblas_sgemm) over all B*T rows at once. The
  * elementwise and row kernels on the encoder's hot path (GELU, the attention
- * softmax, LayerNorm, residual adds) are explicit 16-float vector loops (see
- * "Vector math"); the small head and adapter kernels are plain loops. Every
- * BLAS-backed kernel has a plain-loop twin (_ref) that the tests compare against.
+ * softmax, LayerNorm, residual adds) are 16-float vector loops on the private layer
+ * of nn/simd.h; the small head and adapter kernels are plain loops. Every BLAS- or
+ * SIMD-backed kernel has a plain-loop twin (_ref) or a double-precision check that
+ * the tests compare against. The thread pool the _mt kernels use is nn/pool.h.
  */
 #include "nn/ops.h"
 
 #include <cblas.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #if defined(__x86_64__)
@@ -20,6 +21,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "nn/simd.h"
+
 /* Query rows per attention block. At T = 1500, hd = 64 (whisper-base) 128 rows
  * beat 64 by ~10% (the products have K = hd or K = block, and OpenBLAS is more
  * efficient with larger panels) and match 256 while the (128, T) blocks (750 KB
@@ -28,201 +31,12 @@
 #define ATTN_BLOCK 128
 #endif
 
-/* ---- Vector math --------------------------------------------------------- */
-/* The two transcendental hot spots of the encoder are exp in the attention
- * softmax (T*T per head and layer, forward and backward) and erf in GELU (T*F per
- * layer). glibc's scalar expf/erff cost 5-15 ns each, more than the GEMMs next to
- * them, and -O2 does not vectorise loops with unknown trip counts. So these few
- * loops are written with GCC vector extensions (16 floats) and compiled for
- * AVX-512, AVX2 and baseline x86-64 (target_clones picks one at load time). The
- * arithmetic is the same in every clone (no FMA contraction: GCC does none under
- * -std=c11, clang is told below), so these kernels give the same bits on every
- * x86-64 CPU. Accuracy is tested in tests/test_ops.c over dense grids: exp within
- * 2 ulp, erf within 1e-7 absolute of double precision. */
-#ifdef __clang__
-#pragma STDC FP_CONTRACT OFF
-#endif
-#if defined(__GNUC__) && defined(__x86_64__)
-#define S_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define S_CLONES
-#endif
+/* ---- exp, erf, GELU ------------------------------------------------------- */
 
-/* No helper passes or returns a vector by value: with 64-byte vectors that is an
- * ABI note in GCC and an error in clang for the clones without AVX-512. Helpers
- * take pointers and are wrapped in statement-expression macros, so call sites still
- * read as expressions (each macro has its own local names: they nest). */
-#define S_INLINE static inline __attribute__((always_inline))
-#define S_VW     16
-typedef float s_vf __attribute__((vector_size(S_VW * 4)));
-typedef int32_t s_vi __attribute__((vector_size(S_VW * 4)));
-
-/* unaligned load and store */
-#define s_vld(p)                                                                                   \
-    ({                                                                                             \
-        s_vf ld_;                                                                                  \
-        memcpy(&ld_, (p), sizeof ld_);                                                             \
-        ld_;                                                                                       \
-    })
-#define s_vst(p, v)                                                                                \
-    ({                                                                                             \
-        s_vf st_ = (v);                                                                            \
-        memcpy((p), &st_, sizeof st_);                                                             \
-    })
-#define s_vsplat(x) ((s_vf){0} + (float)(x))
-/* m ? a : b, lane-wise (m is all ones or all zeros per lane). */
-#define s_vsel(m, a, b)                                                                            \
-    ({                                                                                             \
-        s_vi m_ = (m);                                                                             \
-        (s_vf)((m_ & (s_vi)(a)) | (~m_ & (s_vi)(b)));                                              \
-    })
-#define s_vmax(a, b)                                                                               \
-    ({                                                                                             \
-        s_vf a_ = (a), b_ = (b);                                                                   \
-        s_vsel(a_ > b_, a_, b_);                                                                   \
-    })
-#define s_hsum(v)                                                                                  \
-    ({                                                                                             \
-        s_vf h_ = (v);                                                                             \
-        s_hsum_p(&h_);                                                                             \
-    })
-#define s_hmax(v)                                                                                  \
-    ({                                                                                             \
-        s_vf h_ = (v);                                                                             \
-        s_hmax_p(&h_);                                                                             \
-    })
-#define s_vld_part(p, n, pad)                                                                      \
-    ({                                                                                             \
-        s_vf lp_;                                                                                  \
-        s_vld_part_p((p), (n), (pad), &lp_);                                                       \
-        lp_;                                                                                       \
-    })
-#define s_vst_part(p, v, n)                                                                        \
-    ({                                                                                             \
-        s_vf sp_ = (v);                                                                            \
-        s_vst_part_p((p), &sp_, (n));                                                              \
-    })
-#define s_vexp(x)                                                                                  \
-    ({                                                                                             \
-        s_vf ex_ = (x), ey_;                                                                       \
-        s_vexp_p(&ex_, &ey_);                                                                      \
-        ey_;                                                                                       \
-    })
-#define s_verf(z, e, o)                                                                            \
-    ({                                                                                             \
-        s_vf ez_ = (z);                                                                            \
-        s_verf_p(&ez_, (e), (o));                                                                  \
-    })
-#define s_gelu_grad(x)                                                                             \
-    ({                                                                                             \
-        s_vf gx_ = (x), gy_;                                                                       \
-        s_gelu_grad_p(&gx_, &gy_);                                                                 \
-        gy_;                                                                                       \
-    })
-S_INLINE float s_hsum_p(const s_vf *pv)
-{
-    s_vf v = *pv;
-    float s = 0.0f;
-    for (int i = 0; i < S_VW; i++)
-        s += v[i];
-    return s;
-}
-S_INLINE float s_hmax_p(const s_vf *pv)
-{
-    s_vf v = *pv;
-    float m = v[0];
-    for (int i = 1; i < S_VW; i++)
-        m = v[i] > m ? v[i] : m;
-    return m;
-}
-/* Loads n < S_VW floats, the other lanes set to pad. */
-S_INLINE void s_vld_part_p(const float *p, int n, float pad, s_vf *out)
-{
-    float tmp[S_VW];
-    for (int i = 0; i < S_VW; i++)
-        tmp[i] = i < n ? p[i] : pad;
-    memcpy(out, tmp, sizeof tmp);
-}
-S_INLINE void s_vst_part_p(float *p, const s_vf *pv, int n)
-{
-    s_vf v = *pv;
-    for (int i = 0; i < n; i++)
-        p[i] = v[i];
-}
-
-/* exp(x): Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, Cephes' degree-6
- * polynomial for e^r, and 2^n applied as two halves so gradual underflow (down to
- * x ~ -104) and overflow to +inf (x > 88.72) come out right. */
-S_INLINE void s_vexp_p(const s_vf *px, s_vf *out)
-{
-    s_vf x = *px;
-    const s_vf magic = s_vsplat(0x1.8p23f); /* adding it rounds to an integer */
-    s_vf xc = s_vsel(x < -104.0f, s_vsplat(-104.0f), x);
-    xc = s_vsel(xc > 89.0f, s_vsplat(89.0f), xc);
-    s_vf t = xc * 1.44269504088896341f + magic;
-    s_vf n = t - magic;
-    s_vi ni = (s_vi)t - (s_vi)magic; /* the integer n, read from the mantissa bits */
-    s_vf r = xc - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    s_vf p = s_vsplat(1.9875691500e-4f);
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r + 1.0f;
-    s_vi n1 = ni >> 1, n2 = ni - n1;
-    s_vf y = p * (s_vf)((n1 + 127) << 23) * (s_vf)((n2 + 127) << 23);
-    *out = s_vsel(x != x, x, y); /* NaN stays NaN */
-}
-
-/* erf(z) and 1 + erf(z) (the latter without cancellation for z << 0, which GELU
- * needs). For |z| < 0.875: erf(a) = a + a Q(a^2) (degree 6 fit); above:
- * erfc(a) = exp(R(a)) (degree 8 fit of log erfc on [0.875, 3.92]); erfc(a) is
- * taken as 0 beyond 3.92, where it is below half an ulp of 1. The coefficients
- * are least-squares fits, see tests/reference/erf_fit.py. */
-S_INLINE void s_verf_p(const s_vf *pz, s_vf *erf_out, s_vf *onep_out)
-{
-    s_vf z = *pz;
-    s_vi neg = z < 0.0f;
-    s_vf a = s_vsel(neg, -z, z);
-    s_vf a2 = a * a;
-    s_vf q = s_vsplat(8.35702376e-05f);
-    q = q * a2 + -0.000813449034f;
-    q = q * a2 + 0.00519968849f;
-    q = q * a2 + -0.0268584825f;
-    q = q * a2 + 0.112836674f;
-    q = q * a2 + -0.376126289f;
-    q = q * a2 + 0.128379166f;
-    s_vf sm = a * q + a;
-    s_vf ac = s_vsel(a < 0.875f, s_vsplat(0.875f), a);
-    ac = s_vsel(ac > 3.92f, s_vsplat(3.92f), ac);
-    s_vf r = s_vsplat(-1.02358717e-06f);
-    r = r * ac + -7.21290462e-06f;
-    r = r * ac + 0.000353818439f;
-    r = r * ac + -0.00390894152f;
-    r = r * ac + 0.0245979372f;
-    r = r * ac + -0.10762962f;
-    r = r * ac + -0.633843839f;
-    r = r * ac + -1.12930226f;
-    r = r * ac + 0.000135614173f;
-    s_vf e = s_vexp(r);
-    e = s_vsel(a > 3.92f, s_vsplat(0.0f), e);
-    s_vi small = a < 0.875f;
-    s_vf erfa = s_vsel(small, sm, 1.0f - e);
-    if (erf_out)
-        *erf_out = s_vsel(neg, -erfa, erfa);
-    if (onep_out)
-        *onep_out = s_vsel(neg, s_vsel(small, 1.0f - sm, e), 1.0f + erfa);
-}
-
+/* out (n) = exp(inp); out may alias inp. */
 S_CLONES static void s_exp_impl(float *out, const float *inp, size_t n)
 {
-    size_t i = 0;
-    for (; i + S_VW <= n; i += S_VW)
-        s_vst(out + i, s_vexp(s_vld(inp + i)));
-    if (i < n)
-        s_vst_part(out + i, s_vexp(s_vld_part(inp + i, (int)(n - i), 0.0f)), (int)(n - i));
+    S_FLAT_LOOP(n, S_ST(out + j, s_vexp(S_LD(inp + j))));
 }
 
 void nn_exp(float *out, const float *inp, size_t n)
@@ -230,18 +44,14 @@ void nn_exp(float *out, const float *inp, size_t n)
     s_exp_impl(out, inp, n);
 }
 
+/* out (n) = erf(inp); out may alias inp. */
 S_CLONES static void s_erf_impl(float *out, const float *inp, size_t n)
 {
-    size_t i = 0;
-    s_vf y;
-    for (; i + S_VW <= n; i += S_VW) {
-        s_verf(s_vld(inp + i), &y, NULL);
-        s_vst(out + i, y);
-    }
-    if (i < n) {
-        s_verf(s_vld_part(inp + i, (int)(n - i), 0.0f), &y, NULL);
-        s_vst_part(out + i, y, (int)(n - i));
-    }
+    S_FLAT_LOOP(n, {
+        s_vf y;
+        s_verf(S_LD(inp + j), &y, NULL);
+        S_ST(out + j, y);
+    });
 }
 
 void nn_erf(float *out, const float *inp, size_t n)
@@ -249,24 +59,24 @@ void nn_erf(float *out, const float *inp, size_t n)
     s_erf_impl(out, inp, n);
 }
 
-/* GELU (erf form): out = 0.5 x (1 + erf(x / sqrt 2)); out may alias inp. */
+/* GELU (erf form, torch.nn.functional.gelu): out = 0.5 x (1 + erf(x / sqrt 2)), with
+ * 1 + erf taken without cancellation for x << 0; out may alias inp. */
 S_CLONES static void s_gelu_forward(float *out, const float *inp, size_t n)
 {
-    size_t i = 0;
-    s_vf c;
-    for (; i + S_VW <= n; i += S_VW) {
-        s_vf x = s_vld(inp + i);
+    S_FLAT_LOOP(n, {
+        s_vf x = S_LD(inp + j), c;
         s_verf(x * 0.70710678118654752440f, NULL, &c);
-        s_vst(out + i, 0.5f * x * c);
-    }
-    if (i < n) {
-        s_vf x = s_vld_part(inp + i, (int)(n - i), 0.0f);
-        s_verf(x * 0.70710678118654752440f, NULL, &c);
-        s_vst_part(out + i, 0.5f * x * c, (int)(n - i));
-    }
+        S_ST(out + j, 0.5f * x * c);
+    });
 }
 
-/* dinp += dout * (Phi(x) + x phi(x)). */
+#define s_gelu_grad(x)                                                                             \
+    ({                                                                                             \
+        s_vf gx_ = (x), gy_;                                                                       \
+        s_gelu_grad_p(&gx_, &gy_);                                                                 \
+        gy_;                                                                                       \
+    })
+/* GELU'(x) = Phi(x) + x phi(x) = 0.5 (1 + erf(x / sqrt 2)) + x exp(-x^2 / 2) / sqrt(2 pi). */
 S_INLINE void s_gelu_grad_p(const s_vf *px, s_vf *out)
 {
     s_vf x = *px;
@@ -276,61 +86,17 @@ S_INLINE void s_gelu_grad_p(const s_vf *px, s_vf *out)
     *out = 0.5f * c + x * pdf;
 }
 
+/* dinp (n) += dout * GELU'(inp). */
 S_CLONES static void s_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n)
 {
-    size_t i = 0;
-    for (; i + S_VW <= n; i += S_VW)
-        s_vst(dinp + i, s_vld(dinp + i) + s_vld(dout + i) * s_gelu_grad(s_vld(inp + i)));
-    if (i < n) {
-        int m = (int)(n - i);
-        s_vf g = s_vld_part(dinp + i, m, 0.0f) +
-                 s_vld_part(dout + i, m, 0.0f) * s_gelu_grad(s_vld_part(inp + i, m, 0.0f));
-        s_vst_part(dinp + i, g, m);
-    }
+    S_FLAT_LOOP(n, S_ST(dinp + j, S_LD(dinp + j) + S_LD(dout + j) * s_gelu_grad(S_LD(inp + j))));
 }
-
-/* Rows of C floats, vectorised: full vectors, then one padded vector for the tail
- * (lanes past C loaded as pad, stored back only up to C). */
-#define S_ROW_LOOP(j, C, body_full, body_tail)                                                     \
-    do {                                                                                           \
-        int j = 0;                                                                                 \
-        for (; j + S_VW <= (C); j += S_VW) {                                                       \
-            int rem_ = S_VW;                                                                       \
-            (void)rem_;                                                                            \
-            body_full;                                                                             \
-        }                                                                                          \
-        if (j < (C)) {                                                                             \
-            int rem_ = (C)-j;                                                                      \
-            (void)rem_;                                                                            \
-            body_tail;                                                                             \
-        }                                                                                          \
-    } while (0)
-
-/* Flat loops as rows of one long row: the same vector code, with size_t lengths
- * split into int-sized pieces. */
-#define S_FLAT_LOOP(n, body_full, body_tail)                                                       \
-    do {                                                                                           \
-        for (size_t base_ = 0; base_ < (n); base_ += (size_t)1 << 30) {                            \
-            int len_ = (n)-base_ < ((size_t)1 << 30) ? (int)((n)-base_) : 1 << 30;                 \
-            S_ROW_LOOP(                                                                            \
-                j_, len_,                                                                          \
-                {                                                                                  \
-                    size_t j = base_ + (size_t)j_;                                                 \
-                    body_full;                                                                     \
-                },                                                                                 \
-                {                                                                                  \
-                    size_t j = base_ + (size_t)j_;                                                 \
-                    body_tail;                                                                     \
-                });                                                                                \
-        }                                                                                          \
-    } while (0)
 
 /* ---- Small vector helpers ----------------------------------------------- */
 
 S_CLONES static void s_add_impl(float *out, const float *a, const float *b, size_t n)
 {
-    S_FLAT_LOOP(n, s_vst(out + j, s_vld(a + j) + s_vld(b + j)),
-                s_vst_part(out + j, s_vld_part(a + j, rem_, 0) + s_vld_part(b + j, rem_, 0), rem_));
+    S_FLAT_LOOP(n, S_ST(out + j, S_LD(a + j) + S_LD(b + j)));
 }
 
 void nn_add(float *out, const float *a, const float *b, size_t n)
@@ -340,9 +106,7 @@ void nn_add(float *out, const float *a, const float *b, size_t n)
 
 S_CLONES static void s_axpy_impl(float *y, float alpha, const float *x, size_t n)
 {
-    S_FLAT_LOOP(
-        n, s_vst(y + j, s_vld(y + j) + alpha * s_vld(x + j)),
-        s_vst_part(y + j, s_vld_part(y + j, rem_, 0) + alpha * s_vld_part(x + j, rem_, 0), rem_));
+    S_FLAT_LOOP(n, S_ST(y + j, S_LD(y + j) + alpha * S_LD(x + j)));
 }
 
 void nn_axpy(float *y, float alpha, const float *x, size_t n)
@@ -352,8 +116,7 @@ void nn_axpy(float *y, float alpha, const float *x, size_t n)
 
 S_CLONES static void s_scale_impl(float *x, float alpha, size_t n)
 {
-    S_FLAT_LOOP(n, s_vst(x + j, s_vld(x + j) * alpha),
-                s_vst_part(x + j, s_vld_part(x + j, rem_, 0) * alpha, rem_));
+    S_FLAT_LOOP(n, S_ST(x + j, S_LD(x + j) * alpha));
 }
 
 void nn_scale(float *x, float alpha, size_t n)
@@ -361,15 +124,14 @@ void nn_scale(float *x, float alpha, size_t n)
     s_scale_impl(x, alpha, n);
 }
 
+/* out (N, C) = inp (N, C) * s (C) per column (IA3's scale). */
 S_CLONES static void s_colscale_forward_impl(float *out, const float *inp, const float *s, int N,
                                              int C)
 {
     for (int i = 0; i < N; i++) {
         const float *x = inp + (size_t)i * C;
         float *y = out + (size_t)i * C;
-        S_ROW_LOOP(
-            j, C, s_vst(y + j, s_vld(x + j) * s_vld(s + j)),
-            s_vst_part(y + j, s_vld_part(x + j, rem_, 0) * s_vld_part(s + j, rem_, 0), rem_));
+        S_ROW_LOOP(j, C, S_ST(y + j, S_LD(x + j) * S_LD(s + j)));
     }
 }
 
@@ -378,6 +140,7 @@ void nn_colscale_forward(float *out, const float *inp, const float *s, int N, in
     s_colscale_forward_impl(out, inp, s, N, C);
 }
 
+/* dinp (N, C) += dout * s; ds (C) += column sums of dout * inp, row by row in order. */
 S_CLONES static void s_colscale_backward_impl(float *dinp, float *ds, const float *dout,
                                               const float *inp, const float *s, int N, int C)
 {
@@ -385,19 +148,11 @@ S_CLONES static void s_colscale_backward_impl(float *dinp, float *ds, const floa
         const float *g = dout + (size_t)i * C;
         if (dinp) {
             float *dx = dinp + (size_t)i * C;
-            S_ROW_LOOP(j, C, s_vst(dx + j, s_vld(dx + j) + s_vld(g + j) * s_vld(s + j)),
-                       s_vst_part(dx + j,
-                                  s_vld_part(dx + j, rem_, 0) +
-                                      s_vld_part(g + j, rem_, 0) * s_vld_part(s + j, rem_, 0),
-                                  rem_));
+            S_ROW_LOOP(j, C, S_ST(dx + j, S_LD(dx + j) + S_LD(g + j) * S_LD(s + j)));
         }
         if (ds) {
             const float *x = inp + (size_t)i * C;
-            S_ROW_LOOP(j, C, s_vst(ds + j, s_vld(ds + j) + s_vld(g + j) * s_vld(x + j)),
-                       s_vst_part(ds + j,
-                                  s_vld_part(ds + j, rem_, 0) +
-                                      s_vld_part(g + j, rem_, 0) * s_vld_part(x + j, rem_, 0),
-                                  rem_));
+            S_ROW_LOOP(j, C, S_ST(ds + j, S_LD(ds + j) + S_LD(g + j) * S_LD(x + j)));
         }
     }
 }
@@ -410,18 +165,14 @@ void nn_colscale_backward(float *dinp, float *ds, const float *dout, const float
 
 /* ---- Linear ------------------------------------------------------------- */
 
-/* db (C) += alpha * column sums of d (N, C). */
+/* db (C) += alpha * column sums of d (N, C), row by row in order. */
 S_CLONES static void s_colsum_add(float *db, const float *d, float alpha, int N, int C)
 {
     for (int i = 0; i < N; i++) {
         const float *r = d + (size_t)i * C;
-        S_ROW_LOOP(j, C, s_vst(db + j, s_vld(db + j) + alpha * s_vld(r + j)),
-                   s_vst_part(db + j,
-                              s_vld_part(db + j, rem_, 0) + alpha * s_vld_part(r + j, rem_, 0),
-                              rem_));
+        S_ROW_LOOP(j, C, S_ST(db + j, S_LD(db + j) + alpha * S_LD(r + j)));
     }
 }
-
 void nn_linear_forward(float *out, const float *inp, const float *weight, const float *bias, int N,
                        int C, int OC)
 {
@@ -502,27 +253,23 @@ void nn_linear_backward_ref(float *dinp, float *dweight, float *dbias, const flo
 
 /* ---- LayerNorm ---------------------------------------------------------- */
 
-/* Mean and 1/sqrt(var + eps) of one row (biased variance, two passes, like torch). */
+/* Mean and 1/sqrt(var + eps) of one row of C (biased variance, two passes, eps 1e-5,
+ * as torch.nn.LayerNorm). The variance pass pads with m, so padded lanes add 0. */
 S_INLINE void s_row_stats(const float *x, int C, float *m_out, float *rs_out)
 {
     s_vf acc = s_vsplat(0.0f);
-    S_ROW_LOOP(j, C, acc += s_vld(x + j), acc += s_vld_part(x + j, rem_, 0.0f));
+    S_ROW_LOOP(j, C, acc += S_LD(x + j));
     float m = s_hsum(acc) / (float)C;
     s_vf vacc = s_vsplat(0.0f);
-    S_ROW_LOOP(
-        j, C,
-        {
-            s_vf d = s_vld(x + j) - m;
-            vacc += d * d;
-        },
-        {
-            s_vf d = s_vld_part(x + j, rem_, m) - m;
-            vacc += d * d;
-        });
+    S_ROW_LOOP(j, C, {
+        s_vf d = S_LDP(x + j, m) - m;
+        vacc += d * d;
+    });
     *m_out = m;
     *rs_out = 1.0f / sqrtf(s_hsum(vacc) / (float)C + 1e-5f);
 }
 
+/* out (N, C) = (x - mean) * rstd * weight + bias per row; mean, rstd (N) saved. */
 S_CLONES static void s_layernorm_forward_impl(float *out, float *mean, float *rstd,
                                               const float *inp, const float *weight,
                                               const float *bias, int N, int C)
@@ -532,13 +279,7 @@ S_CLONES static void s_layernorm_forward_impl(float *out, float *mean, float *rs
         float *y = out + (size_t)i * C;
         float m, rs;
         s_row_stats(x, C, &m, &rs);
-        S_ROW_LOOP(j, C,
-                   s_vst(y + j, (s_vld(x + j) - m) * rs * s_vld(weight + j) + s_vld(bias + j)),
-                   s_vst_part(y + j,
-                              (s_vld_part(x + j, rem_, 0.0f) - m) * rs *
-                                      s_vld_part(weight + j, rem_, 0.0f) +
-                                  s_vld_part(bias + j, rem_, 0.0f),
-                              rem_));
+        S_ROW_LOOP(j, C, S_ST(y + j, (S_LD(x + j) - m) * rs * S_LD(weight + j) + S_LD(bias + j)));
         if (mean)
             mean[i] = m;
         if (rstd)
@@ -552,6 +293,26 @@ void nn_layernorm_forward(float *out, float *mean, float *rstd, const float *inp
     s_layernorm_forward_impl(out, mean, rstd, inp, weight, bias, N, C);
 }
 
+/* dx (C) += rs * (g - mean(g) - xhat * mean(g * xhat)), g = w * dy, xhat = (x - m) rs:
+ * the LayerNorm input gradient of one row. Padded lanes have dy = 0, so g = 0 there
+ * and they add nothing to the sums. */
+S_INLINE void s_layernorm_dx_row(float *dx, const float *dy, const float *x, const float *weight,
+                                 float m, float rs, int C)
+{
+    s_vf vg = s_vsplat(0.0f), vgx = s_vsplat(0.0f);
+    S_ROW_LOOP(j, C, {
+        s_vf g = S_LD(weight + j) * S_LD(dy + j);
+        vg += g;
+        vgx += g * ((S_LD(x + j) - m) * rs);
+    });
+    float sg = s_hsum(vg) / (float)C, sgx = s_hsum(vgx) / (float)C;
+    S_ROW_LOOP(j, C,
+               S_ST(dx + j, S_LD(dx + j) + rs * (S_LD(weight + j) * S_LD(dy + j) - sg -
+                                                 (S_LD(x + j) - m) * rs * sgx)));
+}
+
+/* dweight (C) += xhat * dy and dbias (C) += dy over the rows in order; dinp (N, C) +=
+ * the input gradient. mean/rstd NULL: recomputed per row (cheap next to the rest). */
 S_CLONES static void s_layernorm_backward_impl(float *dinp, float *dweight, float *dbias,
                                                const float *dout, const float *inp,
                                                const float *weight, const float *mean,
@@ -565,51 +326,15 @@ S_CLONES static void s_layernorm_backward_impl(float *dinp, float *dweight, floa
             m = mean[i];
             rs = rstd[i];
         } else {
-            s_row_stats(x, C, &m, &rs); /* not saved: recompute (cheap next to the rest) */
+            s_row_stats(x, C, &m, &rs);
         }
-        if (dweight) /* dweight += xhat * dy */
+        if (dweight)
             S_ROW_LOOP(
-                j, C,
-                s_vst(dweight + j, s_vld(dweight + j) + (s_vld(x + j) - m) * rs * s_vld(dy + j)),
-                s_vst_part(dweight + j,
-                           s_vld_part(dweight + j, rem_, 0.0f) +
-                               (s_vld_part(x + j, rem_, 0.0f) - m) * rs *
-                                   s_vld_part(dy + j, rem_, 0.0f),
-                           rem_));
+                j, C, S_ST(dweight + j, S_LD(dweight + j) + (S_LD(x + j) - m) * rs * S_LD(dy + j)));
         if (dbias)
-            S_ROW_LOOP(
-                j, C, s_vst(dbias + j, s_vld(dbias + j) + s_vld(dy + j)),
-                s_vst_part(dbias + j,
-                           s_vld_part(dbias + j, rem_, 0.0f) + s_vld_part(dy + j, rem_, 0.0f),
-                           rem_));
-        if (dinp) {
-            /* dx = rs * (g - mean(g) - xhat * mean(g * xhat)), g = w * dy; padded lanes
-             * have dy = 0, so g = 0 there and they add nothing to the sums. */
-            s_vf vg = s_vsplat(0.0f), vgx = s_vsplat(0.0f);
-            S_ROW_LOOP(
-                j, C,
-                {
-                    s_vf g = s_vld(weight + j) * s_vld(dy + j);
-                    vg += g;
-                    vgx += g * ((s_vld(x + j) - m) * rs);
-                },
-                {
-                    s_vf g = s_vld_part(weight + j, rem_, 0.0f) * s_vld_part(dy + j, rem_, 0.0f);
-                    vg += g;
-                    vgx += g * ((s_vld_part(x + j, rem_, 0.0f) - m) * rs);
-                });
-            float sg = s_hsum(vg) / (float)C, sgx = s_hsum(vgx) / (float)C;
-            float *dx = dinp + (size_t)i * C;
-            S_ROW_LOOP(j, C,
-                       s_vst(dx + j, s_vld(dx + j) + rs * (s_vld(weight + j) * s_vld(dy + j) - sg -
-                                                           (s_vld(x + j) - m) * rs * sgx)),
-                       s_vst_part(dx + j,
-                                  s_vld_part(dx + j, rem_, 0.0f) +
-                                      rs * (s_vld_part(weight + j, rem_, 0.0f) *
-                                                s_vld_part(dy + j, rem_, 0.0f) -
-                                            sg - (s_vld_part(x + j, rem_, 0.0f) - m) * rs * sgx),
-                                  rem_));
-        }
+            S_ROW_LOOP(j, C, S_ST(dbias + j, S_LD(dbias + j) + S_LD(dy + j)));
+        if (dinp)
+            s_layernorm_dx_row(dinp + (size_t)i * C, dy, x, weight, m, rs, C);
     }
 }
 
@@ -815,29 +540,21 @@ size_t nn_attention_scratch_floats(int T, int hd)
 }
 
 /* Rows of S (rows, T) in place: s <- exp(s - max_j s); mx[r] = max, sum[r] = sum
- * of the exponentials. One pass for the max, one for exp and sum. */
+ * of the exponentials. One pass for the max (pad -inf), one for exp and sum (pad
+ * -inf again, so padded lanes add exp(-inf) = 0). */
 S_CLONES static void s_exp_rows(float *S, float *mx, float *sum, int rows, int T)
 {
     for (int r = 0; r < rows; r++) {
         float *s = S + (size_t)r * T;
         s_vf vm = s_vsplat(-INFINITY);
-        int j = 0;
-        for (; j + S_VW <= T; j += S_VW)
-            vm = s_vmax(vm, s_vld(s + j));
-        if (j < T)
-            vm = s_vmax(vm, s_vld_part(s + j, T - j, -INFINITY));
+        S_ROW_LOOP(j, T, vm = s_vmax(vm, S_LDP(s + j, -INFINITY)));
         float m = s_hmax(vm);
         s_vf vs = s_vsplat(0.0f);
-        for (j = 0; j + S_VW <= T; j += S_VW) {
-            s_vf e = s_vexp(s_vld(s + j) - m);
-            s_vst(s + j, e);
+        S_ROW_LOOP(j, T, {
+            s_vf e = s_vexp(S_LDP(s + j, -INFINITY) - m);
+            S_ST(s + j, e);
             vs += e;
-        }
-        if (j < T) {
-            s_vf e = s_vexp(s_vld_part(s + j, T - j, -INFINITY) - m); /* pad lanes -> 0 */
-            s_vst_part(s + j, e, T - j);
-            vs += e;
-        }
+        });
         mx[r] = m;
         sum[r] = s_hsum(vs);
     }
@@ -849,26 +566,30 @@ S_CLONES static void s_exp_shift_rows(float *P, const float *lse, int rows, int 
     for (int r = 0; r < rows; r++) {
         float *p = P + (size_t)r * T;
         float l = lse[r];
-        int j = 0;
-        for (; j + S_VW <= T; j += S_VW)
-            s_vst(p + j, s_vexp(s_vld(p + j) - l));
-        if (j < T)
-            s_vst_part(p + j, s_vexp(s_vld_part(p + j, T - j, 0.0f) - l), T - j);
+        S_ROW_LOOP(j, T, S_ST(p + j, s_vexp(S_LD(p + j) - l)));
     }
 }
 
-/* dS (rows, T) in place: ds <- p * (ds - D[r]). */
+/* P (rows, T) in place: p <- p * (1 / sum[r]), exponentials to probabilities with the
+ * arithmetic of s_stream_probs (so a backward that recomputes them gets the bits the
+ * forward kept). */
+S_CLONES static void s_norm_rows(float *P, const float *sum, int rows, int T)
+{
+    for (int r = 0; r < rows; r++) {
+        float *p = P + (size_t)r * T;
+        float inv = 1.0f / sum[r];
+        S_ROW_LOOP(j, T, S_ST(p + j, S_LD(p + j) * inv));
+    }
+}
+
+/* dS (rows, T) in place: ds <- p * (ds - D[r]), the softmax backward of one block. */
 S_CLONES static void s_dsoftmax_rows(float *dS, const float *P, const float *D, int rows, int T)
 {
     for (int r = 0; r < rows; r++) {
         float *ds = dS + (size_t)r * T;
         const float *p = P + (size_t)r * T;
         float d = D[r];
-        int j = 0;
-        for (; j + S_VW <= T; j += S_VW)
-            s_vst(ds + j, s_vld(p + j) * (s_vld(ds + j) - d));
-        for (; j < T; j++)
-            ds[j] = p[j] * (ds[j] - d);
+        S_ROW_LOOP(j, T, S_ST(ds + j, S_LD(p + j) * (S_LD(ds + j) - d)));
     }
 }
 
@@ -974,13 +695,9 @@ static void s_attn_bwd_head(float *dq, float *dk, float *dv, const float *dout, 
                         0.0f, Pscr, T);
             if (lse) {
                 s_exp_shift_rows(Pscr, lse + ((size_t)b * NH + h) * T + i0, bq, T);
-            } else { /* not saved: the softmax again, D as scratch for max and sum */
+            } else { /* not saved: the forward's softmax again, D and dS as max and sum */
                 s_exp_rows(Pscr, D, dS, bq, T);
-                for (int r = 0; r < bq; r++) {
-                    float l = D[r] + logf(dS[r]);
-                    D[r] = l;
-                }
-                s_exp_shift_rows(Pscr, D, bq, T);
+                s_norm_rows(Pscr, dS, bq, T);
             }
         }
         /* dV (T, hd) += P^T (T, bq) @ dO_blk (bq, hd) */
@@ -1027,139 +744,6 @@ void nn_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
             s_attn_bwd_head(dq, dk, dv, dout, out, lse, probs, q, k, v, P, dS, D, b, h, T, NH, hd);
 }
 
-/* ---- Thread pool --------------------------------------------------------- */
-/* Workers sleep on a condition variable between jobs; a job is a function run once
- * by every thread (the caller included) that takes work units from a shared atomic
- * counter until none are left. Dynamic take-up keeps both cores busy on a shared
- * machine where one thread may be descheduled for a while; which thread computes a
- * unit never changes its bits. */
-struct nn_pool {
-    int n;                          /* threads, the caller included */
-    pthread_t *th;                  /* (n - 1) workers */
-    int started;                    /* workers actually started */
-    pthread_mutex_t mu;             /* guards everything below */
-    pthread_cond_t go;              /* a new job (gen changed) or quit */
-    pthread_cond_t done;            /* pending reached 0 */
-    unsigned long gen;              /* job generation */
-    int pending;                    /* workers still inside the current job */
-    int quit;                       /* set by nn_pool_destroy */
-    void (*fn)(void *arg, int tid); /* current job */
-    void *arg;
-};
-
-typedef struct {
-    nn_pool_t *pool;
-    int tid;
-} s_worker_arg_t;
-
-static void *s_worker(void *varg)
-{
-    nn_pool_t *p = ((s_worker_arg_t *)varg)->pool;
-    int tid = ((s_worker_arg_t *)varg)->tid;
-    free(varg);
-    /* Generation 0 is "no job yet": a job posted before this thread got here must
-     * still be seen as new. */
-    unsigned long seen = 0;
-    pthread_mutex_lock(&p->mu);
-    for (;;) {
-        while (!p->quit && p->gen == seen)
-            pthread_cond_wait(&p->go, &p->mu);
-        if (p->quit)
-            break;
-        seen = p->gen;
-        void (*fn)(void *, int) = p->fn;
-        void *arg = p->arg;
-        pthread_mutex_unlock(&p->mu);
-        fn(arg, tid);
-        pthread_mutex_lock(&p->mu);
-        if (--p->pending == 0)
-            pthread_cond_signal(&p->done);
-    }
-    pthread_mutex_unlock(&p->mu);
-    return NULL;
-}
-
-nn_pool_t *nn_pool_new(int nthreads)
-{
-    nn_pool_t *p = calloc(1, sizeof *p);
-    if (!p)
-        return NULL;
-    p->n = nthreads < 1 ? 1 : nthreads;
-    if (pthread_mutex_init(&p->mu, NULL) != 0) {
-        free(p);
-        return NULL;
-    }
-    if (pthread_cond_init(&p->go, NULL) != 0 || pthread_cond_init(&p->done, NULL) != 0) {
-        /* destroying a never-initialised cond is undefined: init both or neither */
-        pthread_mutex_destroy(&p->mu);
-        free(p);
-        return NULL;
-    }
-    if (p->n > 1) {
-        p->th = calloc((size_t)p->n - 1, sizeof *p->th);
-        if (!p->th)
-            goto fail;
-        for (int t = 1; t < p->n; t++) {
-            s_worker_arg_t *a = malloc(sizeof *a);
-            if (!a)
-                goto fail;
-            a->pool = p;
-            a->tid = t;
-            if (pthread_create(&p->th[t - 1], NULL, s_worker, a) != 0) {
-                free(a);
-                goto fail;
-            }
-            p->started++;
-        }
-    }
-    return p;
-fail:
-    nn_pool_destroy(&p);
-    return NULL;
-}
-
-void nn_pool_destroy(nn_pool_t **pself)
-{
-    if (!pself || !*pself)
-        return;
-    nn_pool_t *p = *pself;
-    pthread_mutex_lock(&p->mu);
-    p->quit = 1;
-    pthread_cond_broadcast(&p->go);
-    pthread_mutex_unlock(&p->mu);
-    for (int t = 0; t < p->started; t++)
-        pthread_join(p->th[t], NULL);
-    pthread_cond_destroy(&p->go);
-    pthread_cond_destroy(&p->done);
-    pthread_mutex_destroy(&p->mu);
-    free(p->th);
-    free(p);
-    *pself = NULL;
-}
-
-int nn_pool_threads(const nn_pool_t *self)
-{
-    return self ? self->n : 1;
-}
-
-/* Runs fn(arg, tid) on every thread of the pool (tid 0 is the caller) and returns
- * when all have returned. */
-static void s_pool_run(nn_pool_t *p, void (*fn)(void *, int), void *arg)
-{
-    pthread_mutex_lock(&p->mu);
-    p->fn = fn;
-    p->arg = arg;
-    p->pending = p->n - 1;
-    p->gen++;
-    pthread_cond_broadcast(&p->go);
-    pthread_mutex_unlock(&p->mu);
-    fn(arg, 0);
-    pthread_mutex_lock(&p->mu);
-    while (p->pending > 0)
-        pthread_cond_wait(&p->done, &p->mu);
-    pthread_mutex_unlock(&p->mu);
-}
-
 /* ---- Elementwise work split over the pool --------------------------------- */
 /* Contiguous chunks of a length-n range, multiples of 64 floats (whole vectors, whole
  * cache lines), taken from an atomic counter. The per-element arithmetic does not
@@ -1194,14 +778,15 @@ static void s_ew_job(void *varg, int tid)
 static int s_ew_run(nn_pool_t *pool, s_ew_job_t *j)
 {
     const size_t min_chunk = 16384;
-    if (!pool || pool->n < 2 || j->n < 4 * min_chunk)
+    const int nt = nn_pool_threads(pool);
+    if (nt < 2 || j->n < 4 * min_chunk)
         return 0;
-    size_t chunk = j->n / ((size_t)pool->n * 4);
+    size_t chunk = j->n / ((size_t)nt * 4);
     chunk = chunk < min_chunk ? min_chunk : (chunk + 63) / 64 * 64;
     j->chunk = chunk;
     j->nunits = (int)((j->n + chunk - 1) / chunk);
     atomic_init(&j->next, 0);
-    s_pool_run(pool, s_ew_job, j);
+    nn_pool_run(pool, s_ew_job, j);
     return 1;
 }
 
@@ -1286,8 +871,8 @@ static void s_attn_run(nn_pool_t *pool, void (*fn)(void *, int), s_attn_job_t *j
     int blas_threads = openblas_get_num_threads();
     if (blas_threads != 1)
         openblas_set_num_threads(1);
-    if (pool && pool->n > 1 && j->nunits > 1)
-        s_pool_run(pool, fn, j);
+    if (nn_pool_threads(pool) > 1 && j->nunits > 1)
+        nn_pool_run(pool, fn, j);
     else
         fn(j, 0);
     if (blas_threads != 1)
@@ -1499,8 +1084,7 @@ S_CLONES static void s_wsum_forward_impl(float *out, const float *const *hidden,
     }
     const float *h0 = hidden[0];
     float w0 = w[0];
-    S_FLAT_LOOP(n, s_vst(out + j, w0 * s_vld(h0 + j)),
-                s_vst_part(out + j, w0 * s_vld_part(h0 + j, rem_, 0), rem_));
+    S_FLAT_LOOP(n, S_ST(out + j, w0 * S_LD(h0 + j)));
     for (int k = 1; k < K; k++)
         nn_axpy(out, w[k], hidden[k], n);
 }
@@ -1519,8 +1103,7 @@ S_CLONES static double s_dot_long(const float *a, const float *b, size_t n)
         int len = n - base < 4096 ? (int)(n - base) : 4096;
         const float *x = a + base, *y = b + base;
         s_vf acc = s_vsplat(0.0f);
-        S_ROW_LOOP(j, len, acc += s_vld(x + j) * s_vld(y + j),
-                   acc += s_vld_part(x + j, rem_, 0) * s_vld_part(y + j, rem_, 0));
+        S_ROW_LOOP(j, len, acc += S_LD(x + j) * S_LD(y + j));
         total += (double)s_hsum(acc);
     }
     return total;

@@ -1,7 +1,7 @@
 /* nn/ops.h: the stateless fp32 kernels of the encoder, classification head and
  * their backward passes, in the llm.c manner.
  *
- * Conventions (STYLE.md):
+ * Conventions (docs/STYLE.md):
  * - Row-major. Weights are (out, in) like torch.nn.Linear. Activations are
  *   (rows, channels); a batch of B clips of T positions is B*T rows.
  * - Argument order: outputs, saved tensors, inputs, weights, then dimensions.
@@ -16,6 +16,8 @@
 #define WISP_NN_OPS_H
 
 #include <stddef.h>
+
+#include "nn/pool.h"
 
 /* ---- Linear ------------------------------------------------------------- */
 /* out (N, OC) = inp (N, C) @ weight^T (OC, C) + bias (OC); bias may be NULL. */
@@ -95,18 +97,7 @@ void nn_attention_backward_ref(float *dq, float *dk, float *dv, const float *dou
                                const float *lse, const float *q, const float *k, const float *v,
                                int B, int T, int NH, int hd);
 
-/* ---- Threads for the attention core ------------------------------------ */
-/* A small pool of worker threads, owned by the caller (the model creates one in
- * wisp_model_new from opts.threads and destroys it with the model). The calling
- * thread is worker 0, so a pool of n threads starts n - 1 pthreads; n <= 1 gives a
- * pool that runs everything in the caller. nn_pool_new returns NULL when a thread
- * or the memory cannot be had; nn_pool_destroy accepts NULL and nulls *pself. */
-typedef struct nn_pool nn_pool_t;
-nn_pool_t *nn_pool_new(int nthreads);
-void nn_pool_destroy(nn_pool_t **pself);
-/* Threads of the pool (1 for NULL). */
-int nn_pool_threads(const nn_pool_t *self);
-
+/* ---- The attention core on the model's threads (nn/pool.h) -------------- */
 /* The attention core split over the pool's threads, bitwise identical to
  * nn_attention_forward / nn_attention_backward run with OpenBLAS on one thread:
  * every work unit does exactly the serial kernel's arithmetic on its own scratch.

@@ -25,8 +25,7 @@
 #include "base/log.h"
 #include "formats/st.h"
 #include "base/util.h"
-
-typedef enum { S_INIT_NORMAL, S_INIT_ZERO, S_INIT_ONE, S_INIT_SINUSOID } s_init_t;
+#include "nn/model.h"
 
 typedef struct {
     const char *out_dir;     /* -o */
@@ -115,8 +114,8 @@ typedef struct {
     int ntensors;
 } s_ctx_t;
 
-static int s_add(s_ctx_t *c, const char *name, s_init_t init, int ndim, int64_t d0, int64_t d1,
-                 int64_t d2)
+static int s_add(s_ctx_t *c, const char *name, wisp_base_init_t init, int ndim, int64_t d0,
+                 int64_t d1, int64_t d2)
 {
     int64_t shape[3] = {d0, d1, d2};
     size_t n = 1;
@@ -133,16 +132,16 @@ static int s_add(s_ctx_t *c, const char *name, s_init_t init, int ndim, int64_t 
     wisp_rng_t rng;
     wisp_rng_seed(&rng, s_tensor_seed(c->o->seed, name));
     switch (init) {
-    case S_INIT_NORMAL:
+    case WISP_BASE_INIT_NORMAL:
         for (size_t i = 0; i < n; i++)
             c->buf[i] = c->std * wisp_rng_normal(&rng);
         break;
-    case S_INIT_ZERO: memset(c->buf, 0, n * sizeof(float)); break;
-    case S_INIT_ONE:
+    case WISP_BASE_INIT_ZERO: memset(c->buf, 0, n * sizeof(float)); break;
+    case WISP_BASE_INIT_ONE:
         for (size_t i = 0; i < n; i++)
             c->buf[i] = 1.0f;
         break;
-    case S_INIT_SINUSOID: s_sinusoids(c->buf, (int)d0, (int)d1); break;
+    case WISP_BASE_INIT_SINUSOID: s_sinusoids(c->buf, (int)d0, (int)d1); break;
     }
     int rc = wisp_st_writer_add_f32(c->w, name, c->o->dtype, ndim, shape, c->buf);
     if (rc == 0) {
@@ -156,10 +155,10 @@ static int s_linear(s_ctx_t *c, const char *prefix, int64_t out, int64_t in, int
 {
     char name[256];
     snprintf(name, sizeof name, "%s.weight", prefix);
-    int rc = s_add(c, name, S_INIT_NORMAL, 2, out, in, 0);
+    int rc = s_add(c, name, WISP_BASE_INIT_NORMAL, 2, out, in, 0);
     if (rc == 0 && bias) {
         snprintf(name, sizeof name, "%s.bias", prefix);
-        rc = s_add(c, name, S_INIT_ZERO, 1, out, 0, 0);
+        rc = s_add(c, name, WISP_BASE_INIT_ZERO, 1, out, 0, 0);
     }
     return rc;
 }
@@ -168,10 +167,10 @@ static int s_layernorm(s_ctx_t *c, const char *prefix, int64_t d)
 {
     char name[256];
     snprintf(name, sizeof name, "%s.weight", prefix);
-    int rc = s_add(c, name, S_INIT_ONE, 1, d, 0, 0);
+    int rc = s_add(c, name, WISP_BASE_INIT_ONE, 1, d, 0, 0);
     if (rc == 0) {
         snprintf(name, sizeof name, "%s.bias", prefix);
-        rc = s_add(c, name, S_INIT_ZERO, 1, d, 0, 0);
+        rc = s_add(c, name, WISP_BASE_INIT_ZERO, 1, d, 0, 0);
     }
     return rc;
 }
@@ -190,38 +189,18 @@ static int s_attention(s_ctx_t *c, const char *prefix, int64_t d)
     return 0;
 }
 
+/* The encoder's tensors, in the model's table (nn/model.h) and HF's state-dict order. */
 static int s_encoder(s_ctx_t *c, const wisp_whisper_config_t *cfg)
 {
-    int64_t d = cfg->d_model, f = cfg->encoder_ffn_dim;
-    int rc;
-    if ((rc = s_add(c, "model.encoder.conv1.weight", S_INIT_NORMAL, 3, d, cfg->num_mel_bins, 3)) !=
-            0 ||
-        (rc = s_add(c, "model.encoder.conv1.bias", S_INIT_ZERO, 1, d, 0, 0)) != 0 ||
-        (rc = s_add(c, "model.encoder.conv2.weight", S_INIT_NORMAL, 3, d, d, 3)) != 0 ||
-        (rc = s_add(c, "model.encoder.conv2.bias", S_INIT_ZERO, 1, d, 0, 0)) != 0 ||
-        (rc = s_add(c, "model.encoder.embed_positions.weight", S_INIT_SINUSOID, 2,
-                    cfg->max_source_positions, d, 0)) != 0)
-        return rc;
-    for (int l = 0; l < cfg->encoder_layers; l++) {
-        char p[128], q[160];
-        snprintf(p, sizeof p, "model.encoder.layers.%d", l);
-        snprintf(q, sizeof q, "%s.self_attn", p);
-        if ((rc = s_attention(c, q, d)) != 0)
-            return rc;
-        snprintf(q, sizeof q, "%s.self_attn_layer_norm", p);
-        if ((rc = s_layernorm(c, q, d)) != 0)
-            return rc;
-        snprintf(q, sizeof q, "%s.fc1", p);
-        if ((rc = s_linear(c, q, f, d, 1)) != 0)
-            return rc;
-        snprintf(q, sizeof q, "%s.fc2", p);
-        if ((rc = s_linear(c, q, d, f, 1)) != 0)
-            return rc;
-        snprintf(q, sizeof q, "%s.final_layer_norm", p);
-        if ((rc = s_layernorm(c, q, d)) != 0)
+    wisp_model_base_t t;
+    for (int i = 0; wisp_model_base_at(cfg, i, &t) == 0; i++) {
+        char name[128];
+        snprintf(name, sizeof name, "model.encoder.%s", t.name);
+        int rc = s_add(c, name, t.init, t.ndim, t.shape[0], t.shape[1], t.shape[2]);
+        if (rc != 0)
             return rc;
     }
-    return s_layernorm(c, "model.encoder.layer_norm", d);
+    return 0;
 }
 
 /* The decoder mirrors the encoder's sizes (as the config.json written here says). */
@@ -230,8 +209,10 @@ static int s_decoder(s_ctx_t *c, const wisp_whisper_config_t *cfg)
     int64_t d = cfg->d_model, f = cfg->encoder_ffn_dim;
     int64_t vocab = cfg->num_mel_bins == 128 ? 51866 : 51865;
     int rc;
-    if ((rc = s_add(c, "model.decoder.embed_tokens.weight", S_INIT_NORMAL, 2, vocab, d, 0)) != 0 ||
-        (rc = s_add(c, "model.decoder.embed_positions.weight", S_INIT_NORMAL, 2, 448, d, 0)) != 0)
+    if ((rc = s_add(c, "model.decoder.embed_tokens.weight", WISP_BASE_INIT_NORMAL, 2, vocab, d,
+                    0)) != 0 ||
+        (rc = s_add(c, "model.decoder.embed_positions.weight", WISP_BASE_INIT_NORMAL, 2, 448, d,
+                    0)) != 0)
         return rc;
     for (int l = 0; l < cfg->encoder_layers; l++) {
         char p[128], q[160];

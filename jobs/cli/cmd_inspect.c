@@ -13,6 +13,7 @@
 #include "nn/adapter_config.h"
 #include "formats/st.h"
 #include "base/util.h"
+#include "nn/model.h"
 
 typedef struct {
     int list_tensors; /* print the tensor table */
@@ -207,54 +208,25 @@ static int s_expect(s_ctx_t *c, const wisp_st_t *st, const char *name, int ndim,
     return 1;
 }
 
-/* Encoder tensors implied by config.json (NUMERICS.md section 6). */
+/* Encoder tensors implied by config.json (docs/NUMERICS.md section 6). */
 static void s_check_encoder(s_ctx_t *c, const wisp_st_t *st, const wisp_whisper_config_t *cfg)
 {
-    const char *prefix = NULL;
-    if (wisp_st_find(st, "model.encoder.conv1.weight"))
-        prefix = "model.encoder.";
-    else if (wisp_st_find(st, "encoder.conv1.weight"))
-        prefix = "encoder.";
+    const char *prefix = wisp_model_base_prefix(st);
     if (!prefix) {
         s_problem(
             c, "no encoder tensors (neither model.encoder.conv1.weight nor encoder.conv1.weight)");
         return;
     }
     printf("  encoder prefix: %s\n", prefix);
-    int64_t d = cfg->d_model, f = cfg->encoder_ffn_dim;
     int checked = 0, good = 0;
-    char n[256];
-#define S_CHECK(ndim, a, b, c3, ...)                                                               \
-    do {                                                                                           \
-        snprintf(n, sizeof n, __VA_ARGS__);                                                        \
-        good += s_expect(c, st, n, ndim, a, b, c3);                                                \
-        checked++;                                                                                 \
-    } while (0)
-    S_CHECK(3, d, cfg->num_mel_bins, 3, "%sconv1.weight", prefix);
-    S_CHECK(1, d, 0, 0, "%sconv1.bias", prefix);
-    S_CHECK(3, d, d, 3, "%sconv2.weight", prefix);
-    S_CHECK(1, d, 0, 0, "%sconv2.bias", prefix);
-    S_CHECK(2, cfg->max_source_positions, d, 0, "%sembed_positions.weight", prefix);
-    for (int l = 0; l < cfg->encoder_layers; l++) {
-        static const char *proj[] = {"q_proj", "k_proj", "v_proj", "out_proj"};
-        for (int p = 0; p < 4; p++) {
-            S_CHECK(2, d, d, 0, "%slayers.%d.self_attn.%s.weight", prefix, l, proj[p]);
-            if (p != 1)
-                S_CHECK(1, d, 0, 0, "%slayers.%d.self_attn.%s.bias", prefix, l, proj[p]);
-        }
-        S_CHECK(1, d, 0, 0, "%slayers.%d.self_attn_layer_norm.weight", prefix, l);
-        S_CHECK(1, d, 0, 0, "%slayers.%d.self_attn_layer_norm.bias", prefix, l);
-        S_CHECK(2, f, d, 0, "%slayers.%d.fc1.weight", prefix, l);
-        S_CHECK(1, f, 0, 0, "%slayers.%d.fc1.bias", prefix, l);
-        S_CHECK(2, d, f, 0, "%slayers.%d.fc2.weight", prefix, l);
-        S_CHECK(1, d, 0, 0, "%slayers.%d.fc2.bias", prefix, l);
-        S_CHECK(1, d, 0, 0, "%slayers.%d.final_layer_norm.weight", prefix, l);
-        S_CHECK(1, d, 0, 0, "%slayers.%d.final_layer_norm.bias", prefix, l);
+    char n[256], rest[64];
+    wisp_model_base_t t;
+    for (int i = 0; wisp_model_base_at(cfg, i, &t) == 0; i++, checked++) {
+        snprintf(n, sizeof n, "%s%s", prefix, t.name);
+        good += s_expect(c, st, n, t.ndim, t.shape[0], t.shape[1], t.shape[2]);
     }
-    S_CHECK(1, d, 0, 0, "%slayer_norm.weight", prefix);
-    S_CHECK(1, d, 0, 0, "%slayer_norm.bias", prefix);
-#undef S_CHECK
-    snprintf(n, sizeof n, "%slayers.%d.fc1.weight", prefix, cfg->encoder_layers);
+    wisp_model_base_name(rest, sizeof rest, WISP_BASE_FC1_W, cfg->encoder_layers);
+    snprintf(n, sizeof n, "%s%s", prefix, rest);
     if (wisp_st_find(st, n)) {
         c->problems++;
         printf("  PROBLEM: the checkpoint has more encoder layers than encoder_layers=%d in "

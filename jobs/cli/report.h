@@ -1,5 +1,5 @@
 /* report.h: summaries people can read of a classify results file (HDF5, layout in
- * docs/MISSION.md) and of a training output directory (metrics.jsonl, adapter/,
+ * docs/OUTPUT.md) and of a training output directory (metrics.jsonl, adapter/,
  * head/), plus PNG plots drawn by gnuplot when it is installed. Used by
  * `wisp report` (jobs/cli/cmd_report.c) and by the tests.
  *

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Python interop check (issue 6): wisp's saved adapter + head, loaded BY THEIR SAVED
-NAMES into the PyTorch reference model (ref_model.py, written from NUMERICS.md in the
+NAMES into the PyTorch reference model (ref_model.py, written from docs/NUMERICS.md in the
 layout of the `adapters` library and WhisperForAudioClassification), reproduce the
 logits wisp wrote into a classify results file.
 

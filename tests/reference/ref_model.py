@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""PyTorch reference of wisp's model (shared/docs/NUMERICS.md sections 2-6), written
+"""PyTorch reference of wisp's model (docs/NUMERICS.md sections 2-6), written
 from the spec, independent of the C code: Whisper encoder (HF WhisperEncoder), the
 adapters library's bottleneck / LoRA / IA3 semantics on Whisper, and the
 WhisperForAudioClassification head. Weights are loaded BY NAME from safetensors files,
@@ -305,7 +305,7 @@ class RefModel:
         return a["scaling"] * (h @ self.w[q + "adapter_up.weight"].t() + self.w[q + "adapter_up.bias"])
 
     def _site(self, f, r, i, site):
-        """NUMERICS 3: site(f, r)."""
+        """docs/NUMERICS.md 3: site(f, r)."""
         a = self.acfg
         key = f"encoder.layers.{i}.{site}.adapters.{self.aname}.adapter_up.weight"
         if a is None or key not in self.w:
