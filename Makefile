@@ -5,6 +5,7 @@
 #   worker/worker_main.c               -> build/bin/wisp-worker
 #   tests/test_*.c (+ tests/testutil.c) -> build/tests/test_*   (cmocka)
 #   bench/bench_*.c                    -> build/bench/bench_*
+#   tests/fuzz/fuzz_*.c                -> build/fuzz/bin/fuzz_*     (make fuzz, clang libFuzzer)
 CC ?= cc
 WISP_VERSION := 0.1.0
 BUILD ?= build
@@ -45,7 +46,11 @@ TESTUTIL_OBJ := $(BUILD)/obj/tests/testutil.o
 BENCH_SRCS := $(wildcard bench/bench_*.c)
 BENCHES := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all test asan bench demo clean deps check-deps format-check unit integration
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/bin/%)
+
+.PHONY: all test asan bench demo clean deps check-deps format-check unit integration \
+        fuzz fuzz-long fuzz-bins
 all: $(LIB) $(BINS) $(TESTS) $(BENCHES)
 
 # Install the Debian packages when missing: as root with apt-get, otherwise print the line.
@@ -110,6 +115,38 @@ unit: check-deps
 asan:
 	$(MAKE) BUILD=build/asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" test
 
+# Fuzzing with clang's libFuzzer. The pattern, for any parser of untrusted bytes:
+#   tests/fuzz/fuzz_<name>.c   defines LLVMFuzzerTestOneInput (helpers: tests/fuzz/fuzz_util.h);
+#                              it is found by this wildcard, compiled with the library built
+#                              for fuzzing (build/fuzz/libwisp.a: clang, ASan + UBSan,
+#                              -fsanitize=fuzzer-no-link) and linked with -fsanitize=fuzzer;
+#                              an optional "FUZZ_MAX_LEN: N" line sets its input size;
+#   tests/fuzz/seeds_<name>.sh (optional) writes seed inputs into the directory $$1
+#                              (generated, never committed in bulk; may use $$BUILD/bin/wisp).
+# `make fuzz` runs each target FUZZ_SECONDS (default 20; FUZZ_TARGETS="st json" picks
+# some) through tests/fuzz/run.sh: -timeout=10 -rss_limit_mb=2048; `make fuzz-long` is
+# the 5-minute-per-target run. docs/TESTING.md has the details.
+FUZZ_CC ?= clang-14
+FUZZ_SECONDS ?= 20
+FUZZ_SAN := -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer \
+            -fno-sanitize-recover=all
+
+fuzz: check-deps
+	@$(MAKE) --no-print-directory -j2 $(BUILD)/bin/wisp
+	@$(MAKE) --no-print-directory -j2 BUILD=build/fuzz CC=$(FUZZ_CC) OPT=-O1 SAN="$(FUZZ_SAN)" fuzz-bins
+	@BUILD=$(BUILD) FUZZ_BUILD=build/fuzz FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_TARGETS="$(FUZZ_TARGETS)" \
+	  sh tests/fuzz/run.sh
+
+fuzz-long:
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=300
+
+fuzz-bins: $(FUZZ_BINS)
+
+$(BUILD)/bin/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(LIB)
+	@mkdir -p $(dir $@)
+	@$(if $(filter 1,$(V)),,echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+
 bench: check-deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) sh bench/run.sh
@@ -119,7 +156,7 @@ demo: check-deps
 	@BUILD=$(BUILD) sh configs/demo.sh
 
 format-check:
-	@clang-format --dry-run --Werror $(wildcard common/*/*.[ch] jobs/*/*.[ch] coordinator/*.[ch] worker/*.[ch] tests/*.[ch] bench/*.[ch])
+	@clang-format --dry-run --Werror $(wildcard common/*/*.[ch] jobs/*/*.[ch] coordinator/*.[ch] worker/*.[ch] tests/*.[ch] tests/fuzz/*.[ch] bench/*.[ch])
 
 clean:
 	rm -rf build

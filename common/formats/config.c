@@ -360,18 +360,13 @@ void wisp_whisper_config_free(wisp_whisper_config_t *cfg)
 
 /* ---- head_config.json ------------------------------------------------------------- */
 
-int wisp_head_config_load(wisp_head_config_t *cfg, const char *path, wisp_error_t *err)
+int wisp_head_config_parse(wisp_head_config_t *cfg, const cJSON *root, const char *path,
+                           wisp_error_t *err)
 {
     memset(cfg, 0, sizeof *cfg);
-    cJSON *root = NULL;
-    int rc = wisp_json_load(path, &root, err);
-    if (rc != 0)
-        return rc;
-    int n_hint = -1;
-    if (!cJSON_IsObject(root)) {
-        rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: not a JSON object", path);
-        goto done;
-    }
+    int n_hint = -1, rc = 0;
+    if (!cJSON_IsObject(root))
+        return wisp_error_set(err, WISP_ERR_FORMAT, "%s: not a JSON object", path);
     if ((rc = s_get_int(root, "num_labels", -9999, 1, &n_hint, path, err)) != 0 ||
         (rc = s_get_int(root, "classifier_proj_size", -9999, 1, &cfg->classifier_proj_size, path,
                         err)) != 0 ||
@@ -380,12 +375,18 @@ int wisp_head_config_load(wisp_head_config_t *cfg, const char *path, wisp_error_
         (rc = s_get_int(root, "num_hidden_layers", -9999, 1, &cfg->num_hidden_layers, path, err)) !=
             0 ||
         (rc = s_get_int(root, "d_model", -9999, 1, &cfg->d_model, path, err)) != 0)
-        goto done;
-    rc = s_parse_labels(root, n_hint, &cfg->id2label, &cfg->num_labels, path, err);
-done:
+        return rc;
+    return s_parse_labels(root, n_hint, &cfg->id2label, &cfg->num_labels, path, err);
+}
+
+int wisp_head_config_load(wisp_head_config_t *cfg, const char *path, wisp_error_t *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cJSON *root = NULL;
+    int rc = wisp_json_load(path, &root, err);
+    if (rc == 0)
+        rc = wisp_head_config_parse(cfg, root, path, err);
     cJSON_Delete(root);
-    if (rc != 0)
-        wisp_head_config_free(cfg);
     return rc;
 }
 

@@ -51,6 +51,9 @@ typedef struct {
 } wisp_head_config_t;
 
 int wisp_head_config_load(wisp_head_config_t *cfg, const char *path, wisp_error_t *err);
+/* The same from a parsed object (`where` names its source in messages). */
+int wisp_head_config_parse(wisp_head_config_t *cfg, const cJSON *root, const char *where,
+                           wisp_error_t *err);
 int wisp_head_config_save(const wisp_head_config_t *cfg, const char *path, wisp_error_t *err);
 /* A head config matching a Whisper config's classification keys (deep copy of
  * id2label). 0 or WISP_ERR_NOMEM. */

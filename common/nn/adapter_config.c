@@ -626,6 +626,43 @@ int wisp_adapter_config_preset(wisp_adapter_config_t *cfg, const char *preset, w
         "unknown adapter preset \"%s\" (seq_bn, double_seq_bn, par_bn, lora, ia3)", preset);
 }
 
+int wisp_adapter_config_parse_file(wisp_adapter_config_t *cfg, const cJSON *root, const char *path,
+                                   int *hidden_size, wisp_error_t *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    if (!cJSON_IsObject(root))
+        return wisp_error_set(err, WISP_ERR_FORMAT, "%s: not a JSON object", path);
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+    if (mt && !cJSON_IsNull(mt) &&
+        !(cJSON_IsString(mt) && strcmp(mt->valuestring, "whisper") == 0)) {
+        char val[64];
+        wisp_json_value_text(mt, val, sizeof val);
+        return wisp_error_set(err, WISP_ERR_UNSUPPORTED,
+                              "%s: model_type is %s; wisp loads adapters made for \"whisper\"",
+                              path, val);
+    }
+    const cJSON *conf = cJSON_GetObjectItemCaseSensitive(root, "config");
+    if (!cJSON_IsObject(conf))
+        return wisp_error_set(err, WISP_ERR_FORMAT, "%s: missing \"config\" object", path);
+    int64_t hs = -1, no_hs = -1;
+    int rc = wisp_json_key_int(root, "hidden_size", 1, INT_MAX, &no_hs, &hs, path, err);
+    if (rc != 0 || (rc = wisp_adapter_config_parse(cfg, conf, path, err)) != 0)
+        return rc;
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(root, "name");
+    if (name && !cJSON_IsNull(name)) {
+        if (!cJSON_IsString(name) || !name->valuestring[0] ||
+            strlen(name->valuestring) >= sizeof cfg->name || strchr(name->valuestring, '.')) {
+            wisp_adapter_config_free(cfg);
+            return wisp_error_set(err, WISP_ERR_FORMAT,
+                                  "%s: \"name\" must be a non-empty string without dots", path);
+        }
+        snprintf(cfg->name, sizeof cfg->name, "%s", name->valuestring);
+    }
+    if (hidden_size)
+        *hidden_size = (int)hs;
+    return 0;
+}
+
 int wisp_adapter_config_load_dir(wisp_adapter_config_t *cfg, const char *dir, int *hidden_size,
                                  wisp_error_t *err)
 {
@@ -635,48 +672,9 @@ int wisp_adapter_config_load_dir(wisp_adapter_config_t *cfg, const char *dir, in
         return wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", dir);
     cJSON *root = NULL;
     int rc = wisp_json_load(path, &root, err);
-    if (rc != 0)
-        return rc;
-    if (!cJSON_IsObject(root)) {
-        rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: not a JSON object", path);
-        goto done;
-    }
-    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
-    if (mt && !cJSON_IsNull(mt) &&
-        !(cJSON_IsString(mt) && strcmp(mt->valuestring, "whisper") == 0)) {
-        char val[64];
-        wisp_json_value_text(mt, val, sizeof val);
-        rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED,
-                            "%s: model_type is %s; wisp loads adapters made for \"whisper\"", path,
-                            val);
-        goto done;
-    }
-    const cJSON *conf = cJSON_GetObjectItemCaseSensitive(root, "config");
-    if (!cJSON_IsObject(conf)) {
-        rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: missing \"config\" object", path);
-        goto done;
-    }
-    int64_t hs = -1, no_hs = -1;
-    if ((rc = wisp_json_key_int(root, "hidden_size", 1, INT_MAX, &no_hs, &hs, path, err)) != 0)
-        goto done;
-    if ((rc = wisp_adapter_config_parse(cfg, conf, path, err)) != 0)
-        goto done;
-    const cJSON *name = cJSON_GetObjectItemCaseSensitive(root, "name");
-    if (name && !cJSON_IsNull(name)) {
-        if (!cJSON_IsString(name) || !name->valuestring[0] ||
-            strlen(name->valuestring) >= sizeof cfg->name || strchr(name->valuestring, '.')) {
-            rc = wisp_error_set(err, WISP_ERR_FORMAT,
-                                "%s: \"name\" must be a non-empty string without dots", path);
-            goto done;
-        }
-        snprintf(cfg->name, sizeof cfg->name, "%s", name->valuestring);
-    }
-    if (hidden_size)
-        *hidden_size = (int)hs;
-done:
+    if (rc == 0)
+        rc = wisp_adapter_config_parse_file(cfg, root, path, hidden_size, err);
     cJSON_Delete(root);
-    if (rc != 0)
-        wisp_adapter_config_free(cfg);
     return rc;
 }
 

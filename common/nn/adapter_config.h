@@ -62,6 +62,9 @@ int wisp_adapter_config_preset(wisp_adapter_config_t *cfg, const char *preset, w
  * model_type, name, version). */
 int wisp_adapter_config_load_dir(wisp_adapter_config_t *cfg, const char *dir, int *hidden_size,
                                  wisp_error_t *err);
+/* The same from the parsed file (`path` names it in messages). */
+int wisp_adapter_config_parse_file(wisp_adapter_config_t *cfg, const cJSON *root, const char *path,
+                                   int *hidden_size, wisp_error_t *err);
 /* Writes DIR/adapter_config.json as the adapters library does. */
 int wisp_adapter_config_save_dir(const wisp_adapter_config_t *cfg, const char *dir, int hidden_size,
                                  const char *model_name, wisp_error_t *err);

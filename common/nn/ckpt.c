@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "formats/json.h"
 #include "formats/st.h"
 #include "base/util.h"
 
@@ -257,17 +258,14 @@ static int s_get_u64(const cJSON *j, const char *key, uint64_t *out, const char 
                           "%s: key \"%s\" missing or not a 16-digit hex string", path, key);
 }
 
-static int s_read_state(const char *path, wisp_ckpt_state_t *st, long *opt_steps, long *num_params,
-                        wisp_error_t *err)
+int wisp_ckpt_state_parse(const char *text, size_t len, const char *path, wisp_ckpt_state_t *st,
+                          long *opt_steps, long *num_params, wisp_error_t *err)
 {
-    char *text = NULL;
-    int rc = wisp_read_file(path, CKPT_MAX_STATE, &text, NULL, err);
+    cJSON *j = NULL;
+    memset(st, 0, sizeof *st);
+    int rc = wisp_json_parse(text, len, path, &j, err);
     if (rc)
         return rc;
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    if (!j)
-        return wisp_error_set(err, WISP_ERR_FORMAT, "%s: not valid JSON", path);
     const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, "format");
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "version");
     const cJSON *fp = cJSON_GetObjectItemCaseSensitive(j, "fingerprint");
@@ -296,6 +294,19 @@ static int s_read_state(const char *path, wisp_ckpt_state_t *st, long *opt_steps
     if (rc == WISP_OK)
         snprintf(st->fingerprint, sizeof st->fingerprint, "%s", fp->valuestring);
     cJSON_Delete(j);
+    return rc;
+}
+
+static int s_read_state(const char *path, wisp_ckpt_state_t *st, long *opt_steps, long *num_params,
+                        wisp_error_t *err)
+{
+    char *text = NULL;
+    size_t len = 0;
+    int rc = wisp_read_file(path, CKPT_MAX_STATE, &text, &len, err);
+    if (rc)
+        return rc;
+    rc = wisp_ckpt_state_parse(text, len, path, st, opt_steps, num_params, err);
+    free(text);
     return rc;
 }
 

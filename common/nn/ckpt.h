@@ -48,4 +48,10 @@ int wisp_ckpt_latest(const char *root, char *dir, size_t dir_size, wisp_error_t 
 int wisp_ckpt_load(const char *dir, const char *expect_fingerprint, wisp_ckpt_state_t *state,
                    wisp_model_t *model, wisp_adamw_t *opt, wisp_error_t *err);
 
+/* Parses a state.json text (len bytes; `where` names it in messages) into *state and
+ * the optimizer step and trainable parameter counts. Every key is required and
+ * range-checked; the format and version must be this build's. */
+int wisp_ckpt_state_parse(const char *text, size_t len, const char *where, wisp_ckpt_state_t *state,
+                          long *opt_steps, long *num_params, wisp_error_t *err);
+
 #endif
