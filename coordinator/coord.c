@@ -28,7 +28,10 @@ typedef struct {
     int rank, size; /* MPI rank and world size it announced */
     long pid;
     char host[64];
-    char world[32];         /* id of its mpirun (step jobs) */
+    char world[32];         /* id of its mpirun ("slot<w>" when the HELLO has none) */
+    int has_world;          /* the HELLO named its world */
+    char nonce[24];         /* per-process id from the HELLO ("" when absent) */
+    double rejoin_asked;    /* time STOP(REJOIN) was last sent to this dead slot (0 never) */
     int ready;              /* step jobs: READY received */
     uint8_t *ready_payload; /* rank's READY payload (malloc'd) */
     size_t ready_len;
@@ -66,8 +69,9 @@ struct wisp_coord {
     double secs_audio; /* correction: decoded seconds minus planned, for committed shards */
     double stage_s[WISP_JOB_MAX_STAGES];
     uint64_t dropped, duplicates, requeued, workers_seen, workers_lost, results;
-    uint64_t workers_refused; /* HELLOs beyond max_workers */
-    int max_workers;          /* connected workers accepted at once (descriptor limit) */
+    uint64_t workers_refused;  /* HELLOs beyond max_workers */
+    uint64_t workers_rejoined; /* HELLOs of workers that had a slot (declared dead, rejoined) */
+    int max_workers;           /* connected workers accepted at once (descriptor limit) */
     double t_start, t_last_progress;
     double t_first_worker; /* first HELLO (0 before): rates exclude waiting for workers */
     double t_first_result, t_last_result; /* commits: steady-state rate without model loading */
@@ -676,19 +680,120 @@ static int s_step_done(wisp_coord_t *self, int w, const wisp_msg_t *m, wisp_erro
 
 /* A HELLO beyond max_workers: STOP(FULL) straight to its routing id (it gets no slot),
  * and a reason in the log (sampled like dropped messages). */
-static void s_refuse_full(wisp_coord_t *self, const void *id, size_t id_len, const cJSON *hello)
+static void s_refuse_full(wisp_coord_t *self, const void *id, size_t id_len, const s_peer_t *in)
 {
     self->workers_refused++;
-    const cJSON *host = cJSON_GetObjectItemCaseSensitive(hello, "host");
-    const cJSON *rank = cJSON_GetObjectItemCaseSensitive(hello, "rank");
     if (self->workers_refused <= S_LOG_DROPS || self->workers_refused % 1000 == 0)
-        WISP_LOGW("refused worker #%" PRIu64 " (rank %d on %s): %d workers connected, the most "
-                  "this coordinator's file descriptor limit allows (raise the hard ulimit -n, "
-                  "docs/CLUSTER.md)",
-                  self->workers_refused, (int)rank->valuedouble,
-                  cJSON_IsString(host) ? host->valuestring : "?", self->max_workers);
+        WISP_LOGW("refused worker #%" PRIu64 " (rank %d pid %ld on %s): %d workers connected, "
+                  "the most this coordinator's file descriptor limit allows (raise the hard "
+                  "ulimit -n, docs/CLUSTER.md)",
+                  self->workers_refused, in->rank, in->pid, in->host, self->max_workers);
     wisp_msg_t m = {.type = WISP_MSG_STOP, .aux = WISP_STOP_FULL, .worker = WISP_PROTO_NO_WORKER};
     wisp_proto_send(self->router, id, id_len, &m, ZMQ_DONTWAIT);
+}
+
+/* Parses a HELLO payload {"rank","size","host","pid","world","nonce"} into in (rank and
+ * size range-checked). 0, or WISP_ERR_FORMAT with e filled. */
+static int s_hello_parse(const wisp_msg_t *m, s_peer_t *in, wisp_error_t *e)
+{
+    char text[S_HELLO_MAX + 1];
+    memcpy(text, m->payload ? (const char *)m->payload : "", m->payload_len);
+    text[m->payload_len] = '\0';
+    cJSON *j = cJSON_Parse(text);
+    cJSON *rank = cJSON_GetObjectItemCaseSensitive(j, "rank");
+    cJSON *size = cJSON_GetObjectItemCaseSensitive(j, "size");
+    cJSON *host = cJSON_GetObjectItemCaseSensitive(j, "host");
+    cJSON *pid = cJSON_GetObjectItemCaseSensitive(j, "pid");
+    cJSON *world = cJSON_GetObjectItemCaseSensitive(j, "world");
+    cJSON *nonce = cJSON_GetObjectItemCaseSensitive(j, "nonce");
+    memset(in, 0, sizeof *in);
+    if (!cJSON_IsObject(j) || !cJSON_IsNumber(rank) || !cJSON_IsNumber(size) ||
+        !(rank->valuedouble >= 0) || !(size->valuedouble >= 1) || size->valuedouble > INT_MAX ||
+        rank->valuedouble >= size->valuedouble) {
+        cJSON_Delete(j);
+        return wisp_error_set(e, WISP_ERR_FORMAT, "HELLO payload is not {\"rank\",\"size\",...}");
+    }
+    in->rank = (int)rank->valuedouble;
+    in->size = (int)size->valuedouble;
+    in->pid = cJSON_IsNumber(pid) && fabs(pid->valuedouble) < 1e15 ? (long)pid->valuedouble : 0;
+    snprintf(in->host, sizeof in->host, "%s", cJSON_IsString(host) ? host->valuestring : "?");
+    if (cJSON_IsString(world))
+        snprintf(in->world, sizeof in->world, "%s", world->valuestring);
+    if (cJSON_IsString(nonce))
+        snprintf(in->nonce, sizeof in->nonce, "%s", nonce->valuestring);
+    cJSON_Delete(j);
+    return WISP_OK;
+}
+
+/* The slot this HELLO's sender already has, or -1: the same worker process says hello
+ * again after STOP(REJOIN) (same nonce, host and pid; a worker without a nonce is
+ * recognised by its routing id, i.e. the same connection). */
+static int s_find_peer(const wisp_coord_t *self, const void *id, size_t id_len, const s_peer_t *in)
+{
+    int n = wisp_lease_worker_count(self->lease);
+    for (int w = 0; w < n; w++) {
+        const s_peer_t *p = &self->peers[w];
+        if (in->nonce[0]
+                ? !strcmp(p->nonce, in->nonce) && p->pid == in->pid && !strcmp(p->host, in->host)
+                : !p->nonce[0] && p->id_len == id_len && !memcmp(p->id, id, id_len))
+            return w;
+    }
+    return -1;
+}
+
+/* A relaunched world: rank r of a new world on the host where rank r of another world
+ * (another process) still holds a live slot. Under Open MPI that world is gone (a dead
+ * rank ends it), so its shards are re-queued now instead of after the lease. A world
+ * still alive loses only time: its workers rejoin (STOP(REJOIN)) and late results
+ * count once. */
+static void s_take_over(wisp_coord_t *self, const s_peer_t *in)
+{
+    if (!in->world[0])
+        return;
+    int n = wisp_lease_worker_count(self->lease);
+    for (int w = 0; w < n; w++) {
+        const s_peer_t *p = &self->peers[w];
+        if (wisp_lease_worker_alive(self->lease, w) && p->has_world && p->rank == in->rank &&
+            p->pid != in->pid && strcmp(p->world, in->world) != 0 && !strcmp(p->host, in->host))
+            s_lost(self, w, "was replaced by the same rank of a relaunched world");
+    }
+}
+
+/* The slot for a HELLO: the sender's own slot when it rejoins (revived, no new slot;
+ * the shards it held are re-queued: it dropped its queue), else a new one. -1 when the
+ * sender is refused (capacity), a negative error on out of memory. */
+static int s_slot_for(wisp_coord_t *self, const void *id, size_t id_len, const s_peer_t *in,
+                      double now, wisp_error_t *err)
+{
+    int w = s_find_peer(self, id, id_len, in);
+    if (w >= 0) {
+        size_t n = wisp_lease_drop_worker(self->lease, w);
+        self->requeued += n;
+        wisp_lease_revive_worker(self->lease, w, now);
+        self->workers_rejoined++;
+        WISP_LOGI("worker %d rejoined as itself (rank %d pid %ld on %s; %zu shards re-queued)", w,
+                  in->rank, in->pid, in->host, n);
+        return w;
+    }
+    if (wisp_lease_live_workers(self->lease) >= self->max_workers) {
+        s_refuse_full(self, id, id_len, in);
+        return -1;
+    }
+    s_take_over(self, in);
+    w = wisp_lease_add_worker(self->lease, now);
+    if (w < 0 || w >= self->cap_peers) {
+        int cap = self->cap_peers ? 2 * self->cap_peers : 16;
+        s_peer_t *p = w >= 0 ? realloc(self->peers, (size_t)cap * sizeof *p) : NULL;
+        if (!p)
+            return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory for workers");
+        self->peers = p;
+        self->cap_peers = cap;
+    }
+    memset(&self->peers[w], 0, sizeof self->peers[w]);
+    self->workers_seen++;
+    WISP_LOGI("worker %d joined: rank %d/%d pid %ld on %s", w, in->rank, in->size, in->pid,
+              in->host);
+    return w;
 }
 
 static int s_hello(wisp_coord_t *self, const void *id, size_t id_len, const wisp_msg_t *m,
@@ -699,61 +804,33 @@ static int s_hello(wisp_coord_t *self, const void *id, size_t id_len, const wisp
         s_drop(self, "HELLO with a worker slot or an oversize payload", NULL);
         return WISP_OK;
     }
-    char text[S_HELLO_MAX + 1];
-    memcpy(text, m->payload ? (const char *)m->payload : "", m->payload_len);
-    text[m->payload_len] = '\0';
-    cJSON *j = cJSON_Parse(text);
-    cJSON *rank = cJSON_GetObjectItemCaseSensitive(j, "rank");
-    cJSON *size = cJSON_GetObjectItemCaseSensitive(j, "size");
-    cJSON *host = cJSON_GetObjectItemCaseSensitive(j, "host");
-    cJSON *pid = cJSON_GetObjectItemCaseSensitive(j, "pid");
-    if (!cJSON_IsObject(j) || !cJSON_IsNumber(rank) || !cJSON_IsNumber(size) ||
-        rank->valuedouble < 0 || size->valuedouble < 1 || rank->valuedouble >= size->valuedouble) {
-        cJSON_Delete(j);
-        wisp_error_set(&e, WISP_ERR_FORMAT, "HELLO payload is not {\"rank\",\"size\",...}");
+    s_peer_t in;
+    if (s_hello_parse(m, &in, &e) != 0) {
         s_drop(self, "bad HELLO", &e);
         return WISP_OK;
     }
-    if (wisp_lease_live_workers(self->lease) >= self->max_workers) {
-        s_refuse_full(self, id, id_len, j);
-        cJSON_Delete(j);
-        return WISP_OK;
-    }
-    int w = wisp_lease_add_worker(self->lease, now);
-    if (w < 0 || w >= self->cap_peers) {
-        int cap = self->cap_peers ? 2 * self->cap_peers : 16;
-        s_peer_t *p = w >= 0 ? realloc(self->peers, (size_t)cap * sizeof *p) : NULL;
-        if (!p) {
-            cJSON_Delete(j);
-            return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory for workers");
-        }
-        self->peers = p;
-        self->cap_peers = cap;
-    }
-    s_peer_t *peer = &self->peers[w];
-    memset(peer, 0, sizeof *peer);
-    memcpy(peer->id, id, id_len);
-    peer->id_len = id_len;
-    peer->rank = (int)rank->valuedouble;
-    peer->size = (int)size->valuedouble;
-    peer->pid = cJSON_IsNumber(pid) ? (long)pid->valuedouble : 0;
-    snprintf(peer->host, sizeof peer->host, "%s", cJSON_IsString(host) ? host->valuestring : "?");
-    cJSON *world = cJSON_GetObjectItemCaseSensitive(j, "world");
-    if (cJSON_IsString(world))
-        snprintf(peer->world, sizeof peer->world, "%s", world->valuestring);
-    else
-        snprintf(peer->world, sizeof peer->world, "slot%d", w);
-    cJSON_Delete(j);
-    self->workers_seen++;
     if (self->t_first_worker == 0)
         self->t_first_worker = now;
     if (finished || s_stopping(self)) {
-        s_send_stop(self, w, finished ? 0 : 1);
-        wisp_lease_drop_worker(self->lease, w);
+        wisp_msg_t stop = {.type = WISP_MSG_STOP,
+                           .aux = finished ? WISP_STOP_DONE : WISP_STOP_INTERRUPTED,
+                           .worker = WISP_PROTO_NO_WORKER};
+        wisp_proto_send(self->router, id, id_len, &stop, ZMQ_DONTWAIT);
         return WISP_OK;
     }
-    WISP_LOGI("worker %d joined: rank %d/%d pid %ld on %s", w, peer->rank, peer->size, peer->pid,
-              peer->host);
+    int w = s_slot_for(self, id, id_len, &in, now, err);
+    if (w < -1)
+        return w;
+    if (w < 0)
+        return WISP_OK;
+    s_peer_t *peer = &self->peers[w];
+    free(peer->ready_payload);
+    *peer = in;
+    memcpy(peer->id, id, id_len);
+    peer->id_len = id_len;
+    peer->has_world = in.world[0] != 0;
+    if (!peer->has_world)
+        snprintf(peer->world, sizeof peer->world, "slot%d", w);
     wisp_msg_t welcome = {.type = WISP_MSG_WELCOME,
                           .payload = (const uint8_t *)self->cfg_text,
                           .payload_len = (uint32_t)strlen(self->cfg_text)};
@@ -854,7 +931,13 @@ static int s_handle(wisp_coord_t *self, const void *id, size_t id_len, const voi
         if (finished || s_stopping(self)) {
             s_send_stop(self, w, finished ? 0 : 1);
         } else if (!alive) {
-            s_send_stop(self, w, 2); /* declared dead earlier: rejoin with a fresh HELLO */
+            /* Declared dead earlier: ask for one fresh HELLO. After a link cut longer than
+             * the lease every queued heartbeat arrives at once: asking once per lease
+             * keeps them from each starting a rejoin. */
+            if (now - self->peers[w].rejoin_asked > self->cfg->lease_timeout) {
+                self->peers[w].rejoin_asked = now;
+                s_send_stop(self, w, WISP_STOP_REJOIN);
+            }
         } else {
             wisp_msg_t hb = {.type = WISP_MSG_HEARTBEAT};
             if (s_send(self, w, &hb) != 0)
@@ -1004,6 +1087,7 @@ static void s_summary(wisp_coord_t *self, const char *status, double wall)
     cJSON_AddNumberToObject(s, "workers_seen", (double)self->workers_seen);
     cJSON_AddNumberToObject(s, "workers_lost", (double)self->workers_lost);
     cJSON_AddNumberToObject(s, "workers_refused", (double)self->workers_refused);
+    cJSON_AddNumberToObject(s, "workers_rejoined", (double)self->workers_rejoined);
     cJSON_AddNumberToObject(s, "shards_requeued", (double)self->requeued);
     cJSON_AddNumberToObject(s, "duplicates_dropped", (double)self->duplicates);
     cJSON_AddNumberToObject(s, "messages_dropped", (double)self->dropped);

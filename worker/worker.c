@@ -20,7 +20,8 @@
 typedef struct {
     const wisp_worker_params_t *p;
     void *sock;
-    uint32_t slot; /* from WELCOME */
+    uint32_t slot;  /* from WELCOME */
+    uint64_t nonce; /* identifies this worker in its HELLOs */
     int welcomed;
     int stop;                 /* 0 running, 1 STOP done, 2 STOP interrupted */
     zmq_msg_t queue[S_QUEUE]; /* SHARD frames waiting, ring */
@@ -55,9 +56,13 @@ static int s_hello(s_worker_t *w)
 {
     char host[64] = "?", text[256];
     gethostname(host, sizeof host - 1);
+    /* nonce: this worker (not just this process: tests run workers as threads), so a
+     * rejoin after STOP(REJOIN) is recognised as the same worker. */
     snprintf(text, sizeof text,
-             "{\"rank\":%d,\"size\":%d,\"host\":\"%.60s\",\"pid\":%ld,\"world\":\"%016llx\"}",
-             w->p->rank, w->p->size, host, (long)getpid(), (unsigned long long)w->p->world);
+             "{\"rank\":%d,\"size\":%d,\"host\":\"%.60s\",\"pid\":%ld,\"world\":\"%016llx\","
+             "\"nonce\":\"%016llx\"}",
+             w->p->rank, w->p->size, host, (long)getpid(), (unsigned long long)w->p->world,
+             (unsigned long long)w->nonce);
     w->welcomed = 0;
     wisp_msg_t m = {.type = WISP_MSG_HELLO,
                     .payload = (const uint8_t *)text,
@@ -275,6 +280,10 @@ int wisp_worker_run(const wisp_worker_params_t *params, wisp_worker_stats_t *sta
     if (!stats)
         stats = &local;
     s_worker_t w = {.p = params, .err = err, .heartbeat = 1.0};
+    wisp_rng_t nonce_rng;
+    wisp_rng_seed(&nonce_rng, (uint64_t)getpid() << 32 ^ (uint64_t)(uintptr_t)&w ^
+                                  (uint64_t)(wisp_now() * 1e9));
+    w.nonce = wisp_rng_u64(&nonce_rng);
     void *ctx = params->zmq_ctx ? params->zmq_ctx : zmq_ctx_new();
     int rc = WISP_OK;
     if (!ctx)
@@ -346,7 +355,9 @@ int wisp_worker_run(const wisp_worker_params_t *params, wisp_worker_stats_t *sta
             s_send(&w, &bye);
         }
         rc = WISP_ERR_INTERRUPTED;
-    } else if (rc == WISP_OK && w.welcomed) {
+    } else if (w.welcomed) {
+        /* Done, or failed (e.g. the job could not open its model): either way say
+         * goodbye, so shards already leased to us are re-leased at once. */
         wisp_msg_t bye = {.type = WISP_MSG_BYE};
         s_send(&w, &bye);
     }
