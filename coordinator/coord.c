@@ -15,6 +15,7 @@
 #include "lease.h"
 #include "base/log.h"
 #include "dist/proto.h"
+#include "nn/blas.h"
 #include "base/util.h"
 
 #define S_HELLO_MAX 4096 /* bytes of a HELLO payload */
@@ -914,6 +915,7 @@ static void s_summary(wisp_coord_t *self, const char *status, double wall)
         busy = wall;
     cJSON_AddStringToObject(s, "job", self->cfg->kind);
     cJSON_AddStringToObject(s, "status", status);
+    cJSON_AddStringToObject(s, "blas", wisp_blas_summary()); /* this process's; nn/blas.h */
     cJSON_AddNumberToObject(s, "items_total", (double)self->items_total);
     cJSON_AddNumberToObject(s, "items_done", (double)(self->items_done + self->items_resumed));
     cJSON_AddNumberToObject(s, "items_this_run", (double)self->items_done);
