@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "formats/h5util.h"
@@ -17,6 +18,22 @@
 #include "base/util.h"
 
 #define SHARD 64
+
+/* Resident memory in kB ("VmRSS" of /proc/self/status), -1 when unknown. */
+static long s_rss_kb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long v = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "VmRSS:", 6) == 0)
+            v = atol(line + 6);
+    if (f)
+        fclose(f);
+    return v;
+}
+
+static long s_peak_kb; /* highest VmRSS sampled by s_write (every 256 shards) */
 
 static double s_write(const char *path, size_t n, int c, int p, size_t stop_after, int resume)
 {
@@ -79,6 +96,10 @@ static double s_write(const char *path, size_t n, int c, int p, size_t stop_afte
             }
             done++;
         }
+        if (s % 256 == 0) {
+            long kb = s_rss_kb();
+            s_peak_kb = kb > s_peak_kb ? kb : s_peak_kb;
+        }
     }
     if (stop_after < n) {
         wisp_results_commit(r, &e);
@@ -92,6 +113,26 @@ static double s_write(const char *path, size_t n, int c, int p, size_t stop_afte
     free(order);
     double t = wisp_now() - t0;
     return resume ? t_open : t;
+}
+
+/* One writer run in a child process (so earlier runs' heap does not hide its growth):
+ * prints results_<key>_items_per_s and results_<key>_growth_mb. */
+static void s_mem_run(const char *path, size_t n, int p, const char *key)
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        long rss0 = s_rss_kb();
+        s_peak_kb = rss0;
+        double t = s_write(path, n, 10, p, n, 0);
+        printf("results_%s_items_per_s=%.0f\nresults_%s_growth_mb=%.0f\n", key, (double)n / t, key,
+               (double)(s_peak_kb - rss0) / 1024);
+        fflush(stdout);
+        _exit(0);
+    }
+    int st = 0;
+    if (pid > 0)
+        waitpid(pid, &st, 0);
 }
 
 int main(void)
@@ -139,6 +180,13 @@ int main(void)
     snprintf(path, sizeof path, "%s/r384.h5", dir);
     t = s_write(path, n2, 10, 384, n2, 0);
     printf("results_c10_emb384_rows=%zu\nresults_c10_emb384_items_per_s=%.0f\n", n2, n2 / t);
+
+    /* Memory of the writer with shuffled shards (partly written chunks stay in the
+     * chunk cache until evicted): RSS growth over the run, each in a fresh process. */
+    snprintf(path, sizeof path, "%s/rm.h5", dir);
+    s_mem_run(path, 1000000, 0, "c10_1e6");
+    snprintf(path, sizeof path, "%s/rme.h5", dir);
+    s_mem_run(path, 200000, 384, "emb384_2e5");
 
     /* Crash at half, then time the resume (journal replay + HDF5 rebuild). */
     snprintf(path, sizeof path, "%s/rr.h5", dir);

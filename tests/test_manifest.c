@@ -11,6 +11,7 @@
 #include <sndfile.h>
 
 #include "base/err.h"
+#include "formats/labels.h"
 #include "formats/manifest.h"
 #include "base/util.h"
 
@@ -407,6 +408,58 @@ static void test_damaged_manifests_never_crash_the_parsers(void **state)
         fail_msg("ok=%d failed=%d: the inputs do not reach both outcomes", ok, failed);
 }
 
+static void test_labels_derive_integer_or_sorted_name_classes_and_look_up_both(void **state)
+{
+    (void)state;
+    /* every label an integer: classes "0".."max" */
+    const char *ints[] = {"2", NULL, "0", ""};
+    wisp_labels_t *l = wisp_labels_new(ints, 4, NULL, 0, "t", NULL);
+    assert_non_null(l);
+    assert_int_equal(wisp_labels_n_classes(l), 3);
+    assert_string_equal(wisp_labels_name(l, 1), "1");
+    assert_null(wisp_labels_name(l, 3));
+    assert_null(wisp_labels_name(l, -1));
+    assert_int_equal(wisp_labels_find(l, "2"), 2);
+    assert_int_equal(wisp_labels_find(l, "3"), -1);
+    assert_int_equal(wisp_labels_find(l, ""), -1);
+    assert_int_equal(wisp_labels_find(l, NULL), -1);
+    wisp_labels_destroy(&l);
+    assert_null(l);
+    /* a name among them: sorted unique names, integers are names */
+    const char *mixed[] = {"dog", "10", "cat", "dog", "2"};
+    l = wisp_labels_new(mixed, 5, NULL, 0, "t", NULL);
+    assert_int_equal(wisp_labels_n_classes(l), 4);
+    const char *want[] = {"10", "2", "cat", "dog"};
+    for (int c = 0; c < 4; c++)
+        assert_string_equal(wisp_labels_name(l, c), want[c]);
+    assert_int_equal(wisp_labels_find(l, "cat"), 2);
+    assert_int_equal(wisp_labels_find(l, "2"), 1); /* the name "2", not id 2 */
+    assert_int_equal(wisp_labels_find(l, "3"), 3); /* an unknown integer falls back to the id */
+    assert_int_equal(wisp_labels_find(l, "cow"), -1);
+    wisp_labels_destroy(&l);
+    /* given classes: names first, then integer ids in range */
+    const char *cls[] = {"yes", "no"};
+    l = wisp_labels_new(mixed, 5, cls, 2, "t", NULL);
+    assert_int_equal(wisp_labels_n_classes(l), 2);
+    assert_int_equal(wisp_labels_find(l, "no"), 1);
+    assert_int_equal(wisp_labels_find(l, "1"), 1);
+    assert_int_equal(wisp_labels_find(l, "2"), -1);
+    wisp_labels_destroy(&l);
+    /* nothing labeled: no classes */
+    l = wisp_labels_new(NULL, 0, NULL, 0, "t", NULL);
+    assert_non_null(l);
+    assert_int_equal(wisp_labels_n_classes(l), 0);
+    assert_int_equal(wisp_labels_find(l, "0"), -1);
+    wisp_labels_destroy(&l);
+    wisp_error_t e = {0};
+    assert_null(wisp_labels_new(NULL, 3, NULL, 0, "t", &e));
+    assert_int_equal(e.code, WISP_ERR_ARG);
+    assert_int_equal(wisp_labels_parse_id("123456789"), 123456789);
+    assert_int_equal(wisp_labels_parse_id("1234567890"), -1);
+    assert_int_equal(wisp_labels_parse_id("-1"), -1);
+    assert_int_equal(wisp_labels_parse_id("1a"), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -420,6 +473,7 @@ int main(void)
         cmocka_unit_test(test_audiofolder_is_sorted_labeled_by_directory_and_probed),
         cmocka_unit_test(test_shards_cut_by_duration_and_fall_back_to_count),
         cmocka_unit_test(test_damaged_manifests_never_crash_the_parsers),
+        cmocka_unit_test(test_labels_derive_integer_or_sorted_name_classes_and_look_up_both),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

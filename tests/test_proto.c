@@ -218,9 +218,9 @@ static void test_header_fields_outside_their_type_rule_are_refused(void **state)
     assert_int_equal(s_decode_rc(res, &e), WISP_ERR_FORMAT);
     /* STOP with an unknown reason, HEARTBEAT/BYE/STOP with a payload */
     assert_int_equal(s_decode_rc(wisp_proto_stop(WISP_STOP_REJOIN), &e), WISP_OK);
-    assert_int_equal(s_decode_rc((wisp_msg_t){.type = WISP_MSG_STOP, .aux = 3}, &e),
+    assert_int_equal(s_decode_rc((wisp_msg_t){.type = WISP_MSG_STOP, .aux = 4}, &e),
                      WISP_ERR_FORMAT);
-    assert_non_null(strstr(e.msg, "STOP reason 3"));
+    assert_non_null(strstr(e.msg, "STOP reason 4"));
     uint8_t buf[WISP_PROTO_HEADER_SIZE + 4] = {0};
     wisp_msg_t d;
     int types[] = {WISP_MSG_HEARTBEAT, WISP_MSG_BYE, WISP_MSG_STOP};

@@ -167,6 +167,9 @@ static int s_on_frame(s_worker_t *w, zmq_msg_t *frame)
             else
                 rc = s_rejoin(w);
         } else {
+            if (m.aux == WISP_STOP_FULL)
+                WISP_LOGE("the coordinator refused this worker: it has as many workers as its "
+                          "file descriptor limit allows (docs/CLUSTER.md, sizing)");
             w->stop = m.aux == WISP_STOP_DONE ? 1 : 2;
         }
         break;

@@ -13,6 +13,7 @@
 #include "base/exit.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "nn/blas.h"
 #include "worker.h"
 
 static volatile sig_atomic_t s_stop_flag;
@@ -73,6 +74,7 @@ static int s_read_endpoint(const char *path, double timeout, char *ep, size_t n)
 int main(int argc, char **argv)
 {
     int provided = 0, rank = 0, size = 1;
+    wisp_blas_startup('W', argv); /* before MPI_Init: may re-execute (nn/blas.h) */
     if (MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
         fprintf(stderr, "wisp-worker: MPI_Init failed\n");
         return WISP_EXIT_FAILURE;

@@ -118,7 +118,7 @@ static int s_check_fields(const wisp_msg_t *m, wisp_error_t *err)
     case WISP_MSG_STOP:
     case WISP_MSG_HEARTBEAT:
     case WISP_MSG_BYE:
-        if (m->type == WISP_MSG_STOP && m->aux > WISP_STOP_REJOIN)
+        if (m->type == WISP_MSG_STOP && m->aux > WISP_STOP_FULL)
             return wisp_error_set(err, WISP_ERR_FORMAT, "STOP reason %u", m->aux);
         if (m->payload_len)
             return wisp_error_set(err, WISP_ERR_FORMAT, "%s with a payload of %u bytes", name,
@@ -320,7 +320,7 @@ wisp_msg_t wisp_proto_bye(void)
     return (wisp_msg_t){.type = WISP_MSG_BYE};
 }
 
-wisp_msg_t wisp_proto_stop(wisp_proto_stop_t why)
+wisp_msg_t wisp_proto_stop(wisp_stop_why_t why)
 {
     return (wisp_msg_t){.type = WISP_MSG_STOP, .aux = (uint32_t)why};
 }

@@ -66,16 +66,17 @@ typedef enum {
     /* coordinator -> worker */
     WISP_MSG_WELCOME = 16, /* worker = assigned slot; payload: the job config JSON (not empty) */
     WISP_MSG_SHARD = 17,   /* shard, first, 1 <= count <= MAX_SHARD_ITEMS; payload: job-specific */
-    WISP_MSG_STOP = 18,    /* no payload; aux = wisp_proto_stop_t */
+    WISP_MSG_STOP = 18,    /* no payload; aux = wisp_stop_why_t; finish the current item, exit */
     WISP_MSG_STEP = 19,    /* training: shard = step, aux = WISP_STEP_F_* flags; payload: job's */
 } wisp_msg_type_t;
 
-/* STOP's reason (aux). */
+/* STOP's aux: why the coordinator tells a worker to go. */
 typedef enum {
     WISP_STOP_DONE = 0,        /* the job is complete: exit 0 */
-    WISP_STOP_INTERRUPTED = 1, /* the job stops early: exit interrupted */
-    WISP_STOP_REJOIN = 2,      /* this slot was declared dead: rejoin with a fresh HELLO */
-} wisp_proto_stop_t;
+    WISP_STOP_INTERRUPTED = 1, /* the coordinator stops (state left resumable) */
+    WISP_STOP_REJOIN = 2,      /* declared dead earlier: send one fresh HELLO (map jobs) */
+    WISP_STOP_FULL = 3,        /* refused: as many workers as the descriptor limit allows */
+} wisp_stop_why_t;
 
 /* One decoded message. payload points into the received frame (not owned). */
 typedef struct {
@@ -156,7 +157,7 @@ int wisp_proto_result_read(const wisp_msg_t *m, double stage_s[WISP_PROTO_MAX_ST
 
 wisp_msg_t wisp_proto_heartbeat(uint32_t items_done);
 wisp_msg_t wisp_proto_bye(void);
-wisp_msg_t wisp_proto_stop(wisp_proto_stop_t why);
+wisp_msg_t wisp_proto_stop(wisp_stop_why_t why);
 
 /* STEP (coordinator) and STEP_DONE (worker): step, flags, the job's payload
  * (payload may be NULL for none). */

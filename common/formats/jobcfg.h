@@ -48,6 +48,11 @@ typedef struct {
     int classify_truncate;   /* truncated mel instead of padded 30 s (faster, differs from HF) */
     int classify_probe_durations; /* open every file's header for its duration (shards by seconds)
                                    */
+    double classify_window;       /* seconds per window of long audio, 0: no windows (the
+                                     first 30 s) */
+    double classify_hop;          /* seconds between window starts, 0: the window */
+    char classify_aggregate[8];   /* file row from its windows: mean | max */
+    int classify_top_k;           /* top_k_label/top_k_prob columns, 0: none */
     /* train */
     int train_epochs;
     int train_global_batch; /* examples per optimizer step over all ranks */

@@ -14,6 +14,7 @@
 #include <sndfile.h>
 
 #include "base/util.h"
+#include "formats/labels.h"
 
 #define S_PATH_MAX 4096
 /* A manifest is text; this bounds a corrupt or mistaken multi-GB input. */
@@ -497,111 +498,30 @@ static int s_load_folder(s_raws_t *raws, const char *root_arg, wisp_error_t *err
 
 /* ---------------------------------------------------------------- labels */
 
-/* Non-negative decimal integer that fits an int; -1 otherwise. */
-static int s_parse_id(const char *s)
-{
-    if (!s[0] || strlen(s) > 9)
-        return -1;
-    for (const char *p = s; *p; p++)
-        if (*p < '0' || *p > '9')
-            return -1;
-    return atoi(s);
-}
-
-typedef struct {
-    const char *name;
-    int idx;
-} s_named_t;
-
-static int s_cmp_named(const void *a, const void *b)
-{
-    return strcmp(((const s_named_t *)a)->name, ((const s_named_t *)b)->name);
-}
-
-static int s_cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-static int s_lookup(const s_named_t *tab, int n, const char *name)
-{
-    s_named_t key = {name, 0};
-    const s_named_t *hit = bsearch(&key, tab, (size_t)n, sizeof *tab, s_cmp_named);
-    return hit ? hit->idx : -1;
-}
-
-/* Builds m->classes and the items from the raw entries. */
+/* Builds m->classes and the items from the raw entries (label rules in labels.h). */
 static int s_resolve(wisp_manifest_t *m, s_raws_t *raws, const char *const *classes, int n_classes,
                      wisp_error_t *err)
 {
     int rc = WISP_OK;
-    s_named_t *tab = NULL;
-    const char **names = NULL;
-    int n_tab = 0;
+    wisp_labels_t *lab = NULL;
+    const char **texts = malloc((raws->n ? raws->n : 1) * sizeof *texts);
     m->items = calloc(raws->n, sizeof *m->items);
-    if (!m->items)
-        return wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", m->source);
-
-    int all_int = 1, max_id = -1;
-    for (size_t i = 0; i < raws->n; i++) {
-        if (!raws->v[i].label)
-            continue;
-        int id = s_parse_id(raws->v[i].label);
-        if (id < 0)
-            all_int = 0;
-        else if (id > max_id)
-            max_id = id;
+    if (!texts || !m->items)
+        goto nomem;
+    for (size_t i = 0; i < raws->n; i++)
+        texts[i] = raws->v[i].label;
+    if (!(lab = wisp_labels_new(texts, raws->n, classes, n_classes, m->source, err))) {
+        rc = err && err->code ? err->code : WISP_ERR_NOMEM;
+        goto done;
     }
-    if (classes && n_classes > 0) {
-        m->classes = calloc((size_t)n_classes, sizeof *m->classes);
-        if (!m->classes)
+    int n_cls = wisp_labels_n_classes(lab);
+    if (n_cls > 0) {
+        if (!(m->classes = calloc((size_t)n_cls, sizeof *m->classes)))
             goto nomem;
-        m->n_classes = n_classes;
-        for (int c = 0; c < n_classes; c++)
-            if (!(m->classes[c] = strdup(classes[c] ? classes[c] : "")))
+        m->n_classes = n_cls;
+        for (int c = 0; c < n_cls; c++)
+            if (!(m->classes[c] = strdup(wisp_labels_name(lab, c))))
                 goto nomem;
-    } else if (all_int && max_id >= 0) {
-        m->classes = calloc((size_t)max_id + 1, sizeof *m->classes);
-        if (!m->classes)
-            goto nomem;
-        m->n_classes = max_id + 1;
-        for (int c = 0; c <= max_id; c++) {
-            char b[16];
-            snprintf(b, sizeof b, "%d", c);
-            if (!(m->classes[c] = strdup(b)))
-                goto nomem;
-        }
-    } else if (max_id >= 0 || !all_int) {
-        names = malloc(raws->n * sizeof *names);
-        if (!names)
-            goto nomem;
-        size_t k = 0;
-        for (size_t i = 0; i < raws->n; i++)
-            if (raws->v[i].label)
-                names[k++] = raws->v[i].label;
-        qsort(names, k, sizeof *names, s_cmp_str);
-        size_t u = 0;
-        for (size_t i = 0; i < k; i++)
-            if (u == 0 || strcmp(names[u - 1], names[i]) != 0)
-                names[u++] = names[i];
-        if (u > INT_MAX)
-            goto nomem;
-        m->classes = calloc(u ? u : 1, sizeof *m->classes);
-        if (!m->classes)
-            goto nomem;
-        m->n_classes = (int)u;
-        for (size_t c = 0; c < u; c++)
-            if (!(m->classes[c] = strdup(names[c])))
-                goto nomem;
-    }
-    if (m->n_classes > 0) {
-        tab = malloc((size_t)m->n_classes * sizeof *tab);
-        if (!tab)
-            goto nomem;
-        for (int c = 0; c < m->n_classes; c++)
-            tab[c] = (s_named_t){m->classes[c], c};
-        n_tab = m->n_classes;
-        qsort(tab, (size_t)n_tab, sizeof *tab, s_cmp_named);
     }
 
     for (size_t i = 0; i < raws->n; i++) {
@@ -615,12 +535,7 @@ static int s_resolve(wisp_manifest_t *m, s_raws_t *raws, const char *const *clas
         m->n_items = i + 1;
         if (!r->label)
             continue;
-        int c = s_lookup(tab, n_tab, r->label);
-        if (c < 0) {
-            int id = s_parse_id(r->label);
-            if (id >= 0 && id < m->n_classes)
-                c = id;
-        }
+        int c = wisp_labels_find(lab, r->label);
         if (c < 0) {
             if (r->line > 0)
                 rc = wisp_error_set(err, WISP_ERR_NOTFOUND,
@@ -641,8 +556,8 @@ static int s_resolve(wisp_manifest_t *m, s_raws_t *raws, const char *const *clas
 nomem:
     rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", m->source);
 done:
-    free(tab);
-    free(names);
+    wisp_labels_destroy(&lab);
+    free(texts);
     return rc;
 }
 

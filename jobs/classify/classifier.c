@@ -6,18 +6,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "audio/audio.h"
+#include "audio/features.h"
 #include "formats/config.h"
 #include "base/log.h"
-#include "audio/mel.h"
+#include "audio/mel.h" /* WISP_N_FRAMES */
 #include "base/util.h"
-
-#define CLASSIFIER_MAX_SECONDS 30.0
 
 struct wisp_classifier {
     wisp_classifier_opts_t opts; /* copy; string members not used after _new */
     wisp_model_t *model;
-    wisp_mel_t *mel;
+    wisp_features_t *feat;
     int n_mels;
     int num_labels;   /* C */
     int embed_dim;    /* P */
@@ -86,8 +84,8 @@ wisp_classifier_t *wisp_classifier_new(const wisp_classifier_opts_t *opts, wisp_
     self->num_labels = hc->num_labels;
     self->embed_dim = hc->classifier_proj_size;
     self->n_mels = wisp_model_config(self->model)->num_mel_bins;
-    self->mel = wisp_mel_new(self->n_mels, err);
-    if (!self->mel)
+    self->feat = wisp_features_new(self->n_mels, opts->truncate, self->max_frames, err);
+    if (!self->feat)
         goto fail;
     size_t per_clip = (size_t)self->n_mels * self->max_frames;
     size_t B = (size_t)opts->batch;
@@ -113,7 +111,7 @@ void wisp_classifier_destroy(wisp_classifier_t **pself)
         return;
     wisp_classifier_t *self = *pself;
     wisp_model_destroy(&self->model);
-    wisp_mel_destroy(&self->mel);
+    wisp_features_destroy(&self->feat);
     wisp_free(self->clip_mel);
     wisp_free(self->batch_mel);
     free(self->frames);
@@ -180,19 +178,12 @@ int wisp_classifier_run(wisp_classifier_t *self, const char *const *paths, int n
         for (int k = 0; k < count; k++) {
             int i = start + k;
             wisp_classifier_result_t *r = &results[i];
-            wisp_audio_t audio;
+            wisp_features_info_t info;
             wisp_error_t e = {0};
-            memset(&audio, 0, sizeof audio);
             memset(r, 0, sizeof *r);
             self->frames[k] = 0;
-            int rc = wisp_audio_load(paths[i], CLASSIFIER_MAX_SECONDS, &audio, &e);
-            if (rc == WISP_OK &&
-                wisp_mel_num_frames(audio.n, self->opts.truncate) > self->max_frames) {
-                rc = wisp_error_set(&e, WISP_ERR_UNSUPPORTED,
-                                    "%s: %.2f s is longer than the model's %d positions allow",
-                                    paths[i], audio.duration, self->max_frames / 2);
-                wisp_audio_free(&audio);
-            }
+            int rc = wisp_features_file(self->feat, paths[i], self->clip_mel + (size_t)k * per_clip,
+                                        &info, &e);
             if (rc != WISP_OK) {
                 r->label = -1;
                 r->score = NAN;
@@ -206,11 +197,8 @@ int wisp_classifier_run(wisp_classifier_t *self, const char *const *paths, int n
                 WISP_LOGW("%s", r->error);
                 continue;
             }
-            r->duration = audio.duration;
-            self->frames[k] = wisp_mel_num_frames(audio.n, self->opts.truncate);
-            wisp_mel_compute(self->mel, audio.samples, audio.n, self->opts.truncate,
-                             self->clip_mel + (size_t)k * per_clip);
-            wisp_audio_free(&audio);
+            r->duration = info.duration;
+            self->frames[k] = info.frames;
         }
         /* Forward equal-length clips together (all of them in padded mode). */
         for (int k = 0; k < count; k++) {

@@ -16,6 +16,7 @@
 #include "base/log.h"
 #include "formats/manifest.h"
 #include "formats/results.h"
+#include "nn/blas.h"
 #include "base/util.h"
 
 static volatile sig_atomic_t s_interrupted = 0;
@@ -323,8 +324,10 @@ int wisp_cmd_classify(int argc, char **argv)
     char summary[512];
     double secs = wisp_now() - t0;
     snprintf(summary, sizeof summary,
-             "{\"files\":%zu,\"ok\":%zu,\"failed\":%zu,\"seconds\":%.3f,\"files_per_s\":%.3f}", n,
-             n - failed, failed, secs, done_rows / (wisp_now() - t_run + 1e-9));
+             "{\"files\":%zu,\"ok\":%zu,\"failed\":%zu,\"seconds\":%.3f,\"files_per_s\":%.3f,"
+             "\"blas\":\"%s\"}", /* nn/blas.h: no quote or backslash in it */
+             n, n - failed, failed, secs, done_rows / (wisp_now() - t_run + 1e-9),
+             wisp_blas_summary());
     if (wisp_results_finish(res, summary, 0, &err) != WISP_OK)
         goto done;
     WISP_LOGI("%zu files: %zu ok, %zu failed, %.1f s -> %s", n, n - failed, failed, secs, a.output);

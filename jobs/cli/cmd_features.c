@@ -24,16 +24,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "audio/audio.h"
+#include "audio/features.h"
 #include "cli/commands.h"
 #include "formats/h5util.h"
 #include "base/log.h"
 #include "audio/mel.h"
 #include "base/util.h"
 
-/* Decode a little past 30 s so the resampler's filter sees the audio around the cut
- * exactly as when the whole file is resampled. */
-#define S_MAX_SECONDS        30.5
 #define S_TRUNC_CHUNK_FRAMES 100 /* chunk width in truncated mode: little waste per row */
 
 static void s_help(FILE *out)
@@ -237,7 +234,7 @@ int wisp_cmd_features(int argc, char **argv)
 
     int exit_code = WISP_EXIT_FAILURE, n_failed = 0;
     wisp_error_t err = {0};
-    wisp_mel_t *mel = NULL;
+    wisp_features_t *fx = NULL;
     float *feat = NULL;
     char **errors = calloc((size_t)n, sizeof *errors);
     int8_t *status = calloc((size_t)n, sizeof *status);
@@ -253,9 +250,9 @@ int wisp_cmd_features(int argc, char **argv)
         goto done;
     }
     wisp_h5_quiet(); /* errors are reported by us, once */
-    mel = wisp_mel_new(n_mels, &err);
+    fx = wisp_features_new(n_mels, truncate, 0, &err);
     feat = wisp_alloc(sizeof(float) * (size_t)n_mels * WISP_N_FRAMES);
-    if (!mel || !feat || !errors || !status || !num_frames) {
+    if (!fx || !feat || !errors || !status || !num_frames) {
         wisp_error_set(&err, WISP_ERR_NOMEM, "features: out of memory");
         goto done;
     }
@@ -264,25 +261,23 @@ int wisp_cmd_features(int argc, char **argv)
         goto done;
 
     for (int i = 0; i < n; i++) {
-        wisp_audio_t audio;
+        wisp_features_info_t info;
         wisp_error_t aerr = {0};
         char note[128] = "";
-        int rc = wisp_audio_load(paths[i], S_MAX_SECONDS, &audio, &aerr);
+        int rc = wisp_features_file(fx, paths[i], feat, &info, &aerr);
         if (rc != WISP_OK) {
             status[i] = (int8_t)(rc < 0 ? rc : -1); /* the WISP_ERR_* code, as in classify files */
             errors[i] = strdup(aerr.msg);
             n_failed++;
             WISP_LOGW("%s", aerr.msg);
         } else {
-            int frames = wisp_mel_num_frames(audio.n, truncate);
-            wisp_mel_compute(mel, audio.samples, audio.n, truncate, feat);
+            int frames = info.frames;
             num_frames[i] = frames;
-            if (audio.duration > WISP_N_SAMPLES / (double)WISP_SAMPLE_RATE)
-                snprintf(note, sizeof note, "truncated to 30 s (source is %.2f s)", audio.duration);
+            if (info.capped)
+                snprintf(note, sizeof note, "truncated to 30 s (source is %.2f s)", info.duration);
             errors[i] = strdup(note);
-            WISP_LOGD("%s: %d Hz x %d ch, %.2f s -> %d frames%s%s", paths[i], audio.source_rate,
-                      audio.source_channels, audio.duration, frames, note[0] ? "; " : "", note);
-            wisp_audio_free(&audio);
+            WISP_LOGD("%s: %d Hz x %d ch, %.2f s -> %d frames%s%s", paths[i], info.source_rate,
+                      info.source_channels, info.duration, frames, note[0] ? "; " : "", note);
             if (s_write_row(&out, i, feat, frames, tmp, &err) != WISP_OK)
                 goto done;
         }
@@ -316,6 +311,6 @@ done:
     free(status);
     free(num_frames);
     wisp_free(feat);
-    wisp_mel_destroy(&mel);
+    wisp_features_destroy(&fx);
     return exit_code;
 }

@@ -10,15 +10,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "audio/audio.h"
+#include "audio/features.h"
 #include "formats/config.h"
 #include "nn/adapter_config.h"
 #include "base/log.h"
-#include "audio/mel.h"
+#include "audio/mel.h" /* WISP_N_FRAMES */
 #include "formats/st.h"
 #include "base/util.h"
-
-#define TRAINER_MAX_SECONDS 30.0
 
 /* One decoded clip of a step: its features and label. */
 typedef struct {
@@ -41,7 +39,7 @@ struct wisp_trainer {
     wisp_trainer_opts_t opts; /* copy; string members are not used after _new */
     wisp_model_t *model;
     wisp_adamw_t *opt;
-    wisp_mel_t *mel; /* feature extractor (this thread's) */
+    wisp_features_t *feat; /* feature extractor (this thread's) */
     int n_mels;
     int num_labels;
     int max_frames;       /* planned frames per clip */
@@ -213,8 +211,8 @@ wisp_trainer_t *wisp_trainer_new(const wisp_trainer_opts_t *opts, wisp_error_t *
         goto fail;
     self->num_labels = wisp_model_head(self->model)->num_labels;
     self->n_mels = wisp_model_config(self->model)->num_mel_bins;
-    self->mel = wisp_mel_new(self->n_mels, err);
-    if (!self->mel)
+    self->feat = wisp_features_new(self->n_mels, opts->truncate, self->max_frames, err);
+    if (!self->feat)
         goto fail;
     self->opt = wisp_adamw_new(wisp_model_num_params(self->model), &opts->adamw);
     self->n_seg = wisp_model_num_param_tensors(self->model);
@@ -265,7 +263,7 @@ void wisp_trainer_destroy(wisp_trainer_t **pself)
     wisp_trainer_t *self = *pself;
     wisp_model_destroy(&self->model);
     wisp_adamw_destroy(&self->opt);
-    wisp_mel_destroy(&self->mel);
+    wisp_features_destroy(&self->feat);
     free(self->class_weights);
     free(self->seg_sizes);
     if (self->class_names)
@@ -339,26 +337,16 @@ static int s_reserve_clips(wisp_trainer_t *self, int n, wisp_error_t *err)
 /* Decodes item into clip slot k; 0, or a negative code with the reason logged. */
 static int s_decode(wisp_trainer_t *self, const wisp_trainer_item_t *item, int k, s_clip_t *clip)
 {
-    wisp_audio_t audio;
     wisp_error_t e = {0};
-    memset(&audio, 0, sizeof audio);
-    int rc = wisp_audio_load(item->path, TRAINER_MAX_SECONDS, &audio, &e);
+    wisp_features_info_t info;
+    float *dst = self->clip_mel + (size_t)k * self->n_mels * self->max_frames;
+    int rc = wisp_features_file(self->feat, item->path, dst, &info, &e);
     if (rc != WISP_OK) {
         WISP_LOGW("skipping %s", e.msg[0] ? e.msg : item->path);
         return rc;
     }
-    int frames = wisp_mel_num_frames(audio.n, self->opts.truncate);
-    if (frames > self->max_frames) {
-        WISP_LOGW("skipping %s: %d frames, more than the %d planned", item->path, frames,
-                  self->max_frames);
-        wisp_audio_free(&audio);
-        return WISP_ERR_ARG;
-    }
-    float *dst = self->clip_mel + (size_t)k * self->n_mels * self->max_frames;
-    wisp_mel_compute(self->mel, audio.samples, audio.n, self->opts.truncate, dst);
-    wisp_audio_free(&audio);
     clip->mel = dst;
-    clip->frames = frames;
+    clip->frames = info.frames;
     clip->label = item->label;
     return WISP_OK;
 }
