@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -65,6 +66,8 @@ struct wisp_coord {
     double secs_audio; /* correction: decoded seconds minus planned, for committed shards */
     double stage_s[WISP_JOB_MAX_STAGES];
     uint64_t dropped, duplicates, requeued, workers_seen, workers_lost, results;
+    uint64_t workers_refused; /* HELLOs beyond max_workers */
+    int max_workers;          /* connected workers accepted at once (descriptor limit) */
     double t_start, t_last_progress;
     double t_first_worker; /* first HELLO (0 before): rates exclude waiting for workers */
     double t_first_result, t_last_result; /* commits: steady-state rate without model loading */
@@ -217,6 +220,34 @@ static int s_setup_curve(wisp_coord_t *self, wisp_error_t *err)
 
 /* ---- setup ---- */
 
+/* Every worker connection is a descriptor of this process, and beyond RLIMIT_NOFILE
+ * ZeroMQ cannot accept (it retries, spinning, and nothing reaches the coordinator):
+ * raise the soft limit to the hard one and accept at most limit - reserve workers, so
+ * the excess is refused by name at HELLO instead. Process-wide, hence logged. */
+static void s_fd_limit(wisp_coord_t *self)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        self->max_workers = self->params.max_workers > 0 ? self->params.max_workers : INT_MAX;
+        return;
+    }
+    rlim_t soft = rl.rlim_cur;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            rl.rlim_cur = soft;
+    }
+    long long lim =
+        rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > INT_MAX ? INT_MAX : (long long)rl.rlim_cur;
+    long long cap = lim > 2 * WISP_COORD_FD_RESERVE ? lim - WISP_COORD_FD_RESERVE : lim / 2;
+    self->max_workers = cap < 1 ? 1 : (int)cap;
+    if (self->params.max_workers > 0 && self->params.max_workers < self->max_workers)
+        self->max_workers = self->params.max_workers;
+    WISP_LOGI("file descriptors: limit %lld (soft was %lld, hard %lld): up to %d workers at once",
+              lim, soft == RLIM_INFINITY ? -1LL : (long long)soft,
+              rl.rlim_max == RLIM_INFINITY ? -1LL : (long long)rl.rlim_max, self->max_workers);
+}
+
 static int s_cut_shards(wisp_coord_t *self, wisp_lease_shard_t **out, size_t *n_out,
                         wisp_error_t *err)
 {
@@ -277,11 +308,17 @@ static int s_bind(wisp_coord_t *self, wisp_error_t *err)
         strcpy(ep + len - 1, "*"); /* ZeroMQ's spelling of an ephemeral port */
     int one = 1, linger = 1000;
     int hwm = 1000 + 4 * cfg->credit;
+    /* ZeroMQ's listen backlog is 100: when a whole world connects at once the SYNs
+     * beyond it are dropped and retried by the kernel after 1, 3, 7 ... s, so 1 000
+     * workers took tens of seconds to join. The kernel caps it at net.core.somaxconn. */
+    int backlog =
+        self->max_workers < 4096 ? (self->max_workers > 100 ? self->max_workers : 100) : 4096;
     int64_t maxmsg = (int64_t)(cfg->max_message_mb * 1048576.0);
     if (zmq_setsockopt(self->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one) != 0 ||
         zmq_setsockopt(self->router, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
         zmq_setsockopt(self->router, ZMQ_SNDHWM, &hwm, sizeof hwm) != 0 ||
-        zmq_setsockopt(self->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0)
+        zmq_setsockopt(self->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0 ||
+        zmq_setsockopt(self->router, ZMQ_BACKLOG, &backlog, sizeof backlog) != 0)
         return wisp_error_set(err, WISP_ERR_NET, "ROUTER options: %s", zmq_strerror(errno));
     if (cfg->curve_server_secret[0]) {
         int rc = s_setup_curve(self, err);
@@ -324,6 +361,14 @@ wisp_coord_t *wisp_coord_new(const wisp_jobcfg_t *cfg, const wisp_coord_params_t
         rc = wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
         goto done;
     }
+    /* A leftover endpoint file names an earlier run's port: remove it before the (maybe
+     * long) open and resume, so workers wait for this run's instead of connecting there. */
+    if (self->params.endpoint_file && unlink(self->params.endpoint_file) != 0 && errno != ENOENT) {
+        rc = wisp_error_set(err, WISP_ERR_IO, "%s: cannot remove the stale endpoint file: %s",
+                            self->params.endpoint_file, strerror(errno));
+        goto done;
+    }
+    s_fd_limit(self);
     if ((rc = self->ops->coord_open(&self->job, cfg, self->params.resume, &self->plan, err)) != 0)
         goto done;
     self->items_total = self->plan.n_items;
@@ -629,6 +674,23 @@ static int s_step_done(wisp_coord_t *self, int w, const wisp_msg_t *m, wisp_erro
 
 /* ---- receiving ---- */
 
+/* A HELLO beyond max_workers: STOP(FULL) straight to its routing id (it gets no slot),
+ * and a reason in the log (sampled like dropped messages). */
+static void s_refuse_full(wisp_coord_t *self, const void *id, size_t id_len, const cJSON *hello)
+{
+    self->workers_refused++;
+    const cJSON *host = cJSON_GetObjectItemCaseSensitive(hello, "host");
+    const cJSON *rank = cJSON_GetObjectItemCaseSensitive(hello, "rank");
+    if (self->workers_refused <= S_LOG_DROPS || self->workers_refused % 1000 == 0)
+        WISP_LOGW("refused worker #%" PRIu64 " (rank %d on %s): %d workers connected, the most "
+                  "this coordinator's file descriptor limit allows (raise the hard ulimit -n, "
+                  "docs/CLUSTER.md)",
+                  self->workers_refused, (int)rank->valuedouble,
+                  cJSON_IsString(host) ? host->valuestring : "?", self->max_workers);
+    wisp_msg_t m = {.type = WISP_MSG_STOP, .aux = WISP_STOP_FULL, .worker = WISP_PROTO_NO_WORKER};
+    wisp_proto_send(self->router, id, id_len, &m, ZMQ_DONTWAIT);
+}
+
 static int s_hello(wisp_coord_t *self, const void *id, size_t id_len, const wisp_msg_t *m,
                    double now, int finished, wisp_error_t *err)
 {
@@ -650,6 +712,11 @@ static int s_hello(wisp_coord_t *self, const void *id, size_t id_len, const wisp
         cJSON_Delete(j);
         wisp_error_set(&e, WISP_ERR_FORMAT, "HELLO payload is not {\"rank\",\"size\",...}");
         s_drop(self, "bad HELLO", &e);
+        return WISP_OK;
+    }
+    if (wisp_lease_live_workers(self->lease) >= self->max_workers) {
+        s_refuse_full(self, id, id_len, j);
+        cJSON_Delete(j);
         return WISP_OK;
     }
     int w = wisp_lease_add_worker(self->lease, now);
@@ -936,6 +1003,7 @@ static void s_summary(wisp_coord_t *self, const char *status, double wall)
     cJSON_AddNumberToObject(s, "real_time_factor", audio > 0 ? busy / audio : 0);
     cJSON_AddNumberToObject(s, "workers_seen", (double)self->workers_seen);
     cJSON_AddNumberToObject(s, "workers_lost", (double)self->workers_lost);
+    cJSON_AddNumberToObject(s, "workers_refused", (double)self->workers_refused);
     cJSON_AddNumberToObject(s, "shards_requeued", (double)self->requeued);
     cJSON_AddNumberToObject(s, "duplicates_dropped", (double)self->duplicates);
     cJSON_AddNumberToObject(s, "messages_dropped", (double)self->dropped);

@@ -21,6 +21,10 @@
 #include "base/err.h"
 #include "formats/jobcfg.h"
 
+/* File descriptors kept for the job's own files (output, journal, manifest, model),
+ * ZeroMQ's internal descriptors and the logs; the rest is for worker connections. */
+#define WISP_COORD_FD_RESERVE 64
+
 typedef struct {
     int resume;                  /* 1: continue from an earlier run's committed state (default) */
     const char *endpoint_file;   /* when set, the bound endpoint is written there atomically */
@@ -29,6 +33,8 @@ typedef struct {
     int progress_tty;  /* 1 redraw a progress line, 0 key=value log lines, -1 auto (isatty) */
     FILE *summary_out; /* where the final JSON summary goes (NULL: nowhere) */
     double linger;     /* s to keep answering late workers with STOP after the end (default 1) */
+    int max_workers;   /* connected workers accepted at once; 0 (default) = what the file
+                          descriptor limit allows (see wisp_coord_new) */
 } wisp_coord_params_t;
 
 typedef struct wisp_coord wisp_coord_t;
@@ -36,7 +42,14 @@ typedef struct wisp_coord wisp_coord_t;
 void wisp_coord_default_params(wisp_coord_params_t *p);
 
 /* Opens the job (manifest, output/resume) and binds the socket. NULL on failure
- * with err filled. cfg must outlive the coordinator. */
+ * with err filled. cfg must outlive the coordinator.
+ * Start-up order: a stale params->endpoint_file is removed first (so no worker reads
+ * an earlier run's endpoint while this one loads and replays), the endpoint file is
+ * written once bound. Every connected worker costs this process one file descriptor:
+ * the soft RLIMIT_NOFILE is raised to the hard limit (process-wide, logged) and the
+ * coordinator accepts at most limit - WISP_COORD_FD_RESERVE workers at once; a HELLO
+ * beyond that is refused with a logged reason and STOP (WISP_STOP_FULL), counted as
+ * workers_refused in the summary, instead of ZeroMQ failing to accept silently. */
 wisp_coord_t *wisp_coord_new(const wisp_jobcfg_t *cfg, const wisp_coord_params_t *params,
                              wisp_error_t *err);
 /* The bound endpoint, e.g. "tcp://127.0.0.1:45123". */

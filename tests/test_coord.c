@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -342,6 +344,111 @@ static void test_stop_leaves_state_that_a_rerun_resumes(void **state)
     wisp_jobcfg_free(&cfg);
 }
 
+/* A leftover endpoint file (a reused run directory) is removed before the coordinator
+ * binds: here the bind fails, and the stale endpoint must not be left for workers. */
+static void test_a_stale_endpoint_file_is_removed_at_start(void **state)
+{
+    (void)state;
+    char ep[600];
+    snprintf(ep, sizeof ep, "%s/stale.endpoint", wisp_test_tmpdir());
+    FILE *f = fopen(ep, "w");
+    assert_non_null(f);
+    fputs("tcp://127.0.0.1:1", f);
+    fclose(f);
+    char *extra[] = {"cluster.endpoint=tcp://192.0.2.1:0"}; /* TEST-NET: not this host's */
+    wisp_jobcfg_t cfg;
+    s_cfg(&cfg, "stale", 10, extra, 1);
+    wisp_coord_params_t p;
+    wisp_coord_default_params(&p);
+    p.resume = 0;
+    p.summary_out = NULL;
+    p.progress_tty = 0;
+    p.endpoint_file = ep;
+    wisp_error_t e = {0};
+    wisp_coord_t *c = wisp_coord_new(&cfg, &p, &e);
+    assert_null(c);
+    assert_int_equal(e.code, WISP_ERR_NET);
+    assert_int_equal(access(ep, F_OK), -1);
+    wisp_jobcfg_free(&cfg);
+}
+
+/* Workers beyond the coordinator's capacity (the descriptor limit; here forced to 2)
+ * are refused with STOP(FULL) and counted, never left half-connected; the job
+ * completes with the others. */
+static void test_workers_beyond_the_capacity_are_refused_and_counted(void **state)
+{
+    (void)state;
+    char *extra[] = {"null.work_ms=0.5"};
+    wisp_jobcfg_t cfg;
+    s_cfg(&cfg, "full", 2000, extra, 1);
+    wisp_coord_params_t p;
+    wisp_coord_default_params(&p);
+    p.resume = 0;
+    p.summary_out = NULL;
+    p.progress_tty = 0;
+    p.linger = 0.5;
+    p.max_workers = 2;
+    wisp_error_t e = {0};
+    s_coord_run_t c;
+    c.c = wisp_coord_new(&cfg, &p, &e);
+    assert_non_null(c.c);
+    assert_int_equal(pthread_create(&c.t, NULL, s_coord_main, &c), 0);
+    s_worker_run_t w[3];
+    for (int i = 0; i < 3; i++)
+        s_start_worker(&w[i], wisp_coord_endpoint(c.c), 10);
+    pthread_join(c.t, NULL);
+    int refused = 0;
+    long items = 0;
+    for (int i = 0; i < 3; i++) {
+        pthread_join(w[i].t, NULL);
+        refused += w[i].rc == WISP_ERR_INTERRUPTED && w[i].stats.items == 0;
+        items += (long)w[i].stats.items;
+    }
+    assert_int_equal(c.rc, 0);
+    assert_int_equal(refused, 1);
+    assert_int_equal(items, 2000);
+    const cJSON *s = wisp_coord_summary(c.c);
+    assert_true(s_num(s, "workers_refused") == 1);
+    assert_true(s_num(s, "workers_seen") == 2);
+    s_check_output("full", 2000);
+    wisp_coord_destroy(&c.c);
+    wisp_jobcfg_free(&cfg);
+}
+
+/* The coordinator raises its soft RLIMIT_NOFILE to the hard limit (in a child: the
+ * change is process-wide). */
+static void test_the_coordinator_raises_its_descriptor_limit(void **state)
+{
+    (void)state;
+    struct rlimit rl;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    if (rl.rlim_max <= 256)
+        skip();
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rlimit low = {256, rl.rlim_max};
+        wisp_jobcfg_t cfg;
+        s_cfg(&cfg, "fdlimit", 10, NULL, 0);
+        wisp_coord_params_t p;
+        wisp_coord_default_params(&p);
+        p.resume = 0;
+        p.summary_out = NULL;
+        wisp_error_t e = {0};
+        if (setrlimit(RLIMIT_NOFILE, &low) != 0)
+            _exit(3);
+        wisp_coord_t *c = wisp_coord_new(&cfg, &p, &e);
+        struct rlimit now;
+        int ok = c && getrlimit(RLIMIT_NOFILE, &now) == 0 && now.rlim_cur == rl.rlim_max;
+        wisp_coord_destroy(&c);
+        _exit(ok ? 0 : 1);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 int main(void)
 {
     wisp_log_init('T', 0, getenv("WISP_TEST_VERBOSE") ? WISP_LOG_INFO : WISP_LOG_ERROR);
@@ -350,6 +457,9 @@ int main(void)
         cmocka_unit_test(test_rogue_client_changes_nothing_in_the_output),
         cmocka_unit_test(test_curve_worker_with_an_unknown_key_gets_no_work),
         cmocka_unit_test(test_stop_leaves_state_that_a_rerun_resumes),
+        cmocka_unit_test(test_a_stale_endpoint_file_is_removed_at_start),
+        cmocka_unit_test(test_workers_beyond_the_capacity_are_refused_and_counted),
+        cmocka_unit_test(test_the_coordinator_raises_its_descriptor_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

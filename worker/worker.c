@@ -156,6 +156,9 @@ static int s_on_frame(s_worker_t *w, zmq_msg_t *frame)
             s_clear_queue(w);
             rc = s_hello(w);
         } else {
+            if (m.aux == WISP_STOP_FULL)
+                WISP_LOGE("the coordinator refused this worker: it has as many workers as its "
+                          "file descriptor limit allows (docs/CLUSTER.md, sizing)");
             w->stop = m.aux == 0 ? 1 : 2;
         }
         break;

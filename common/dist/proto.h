@@ -45,10 +45,17 @@ typedef enum {
     /* coordinator -> worker */
     WISP_MSG_WELCOME = 16, /* worker = assigned slot; payload: the job config JSON */
     WISP_MSG_SHARD = 17,   /* shard, first, count; payload: job-specific item description */
-    WISP_MSG_STOP =
-        18, /* finish the current item and exit; aux = 0 done, 1 interrupted, 2 refused */
-    WISP_MSG_STEP = 19, /* training: shard = step, payload: job-specific micro-batch */
+    WISP_MSG_STOP = 18,    /* finish the current item and exit; aux = a wisp_stop_why_t */
+    WISP_MSG_STEP = 19,    /* training: shard = step, payload: job-specific micro-batch */
 } wisp_msg_type_t;
+
+/* STOP's aux: why the coordinator tells a worker to go. */
+typedef enum {
+    WISP_STOP_DONE = 0,        /* the job is complete */
+    WISP_STOP_INTERRUPTED = 1, /* the coordinator stops (state left resumable) */
+    WISP_STOP_REJOIN = 2,      /* declared dead earlier: send one fresh HELLO (map jobs) */
+    WISP_STOP_FULL = 3,        /* refused: as many workers as the descriptor limit allows */
+} wisp_stop_why_t;
 
 /* One decoded message. payload points into the received frame (not owned). */
 typedef struct {

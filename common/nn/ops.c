@@ -21,6 +21,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "nn/attn_fused.h"
 #include "nn/simd.h"
 
 /* Query rows per attention block. At T = 1500, hd = 64 (whisper-base) 128 rows
@@ -530,13 +531,30 @@ void nn_conv1d_k3_forward_ref(float *out, const float *inp, const float *weight,
 
 size_t nn_attention_scratch_floats(int T, int hd)
 {
-    (void)hd;
     if (T <= 0)
         return 0;
+    if (nn_attn_fused_ok(hd))
+        return nn_attn_fused_scratch_floats(T);
     size_t bq = (size_t)(T < ATTN_BLOCK ? T : ATTN_BLOCK);
     /* Forward: E (bq, T), row max and sum (2 bq). Backward: P (bq, T), dP/dS (bq, T),
      * D (bq). The backward need is the larger one. */
     return 2 * bq * (size_t)T + bq;
+}
+
+/* Query rows per unit: the fused kernels' block, or the sgemm path's. */
+static int s_attn_bq(int hd)
+{
+    return nn_attn_fused_ok(hd) ? NN_ATTN_FUSED_BQ : ATTN_BLOCK;
+}
+
+size_t nn_attention_probs_index(int T, int hd, int i, int j)
+{
+    if (!nn_attn_fused_ok(hd))
+        return (size_t)i * T + j;
+    /* key-major blocks of NN_ATTN_FUSED_BQ query rows (the last one shorter) */
+    int i0 = i / NN_ATTN_FUSED_BQ * NN_ATTN_FUSED_BQ;
+    int bq = T - i0 < NN_ATTN_FUSED_BQ ? T - i0 : NN_ATTN_FUSED_BQ;
+    return (size_t)i0 * T + (size_t)j * bq + (size_t)(i - i0);
 }
 
 /* Rows of S (rows, T) in place: s <- exp(s - max_j s); mx[r] = max, sum[r] = sum
@@ -662,6 +680,13 @@ void nn_attention_forward(float *out, float *lse, float *probs, const float *q, 
 {
     if (B <= 0 || T <= 0 || NH <= 0 || hd <= 0)
         return;
+    if (nn_attn_fused_ok(hd)) {
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < NH; h++)
+                for (int i0 = 0; i0 < T; i0 += NN_ATTN_FUSED_BQ)
+                    nn_attn_fused_fwd_block(out, lse, probs, q, k, v, scratch, b, h, i0, T, NH);
+        return;
+    }
     const int bqmax = T < ATTN_BLOCK ? T : ATTN_BLOCK;
     float *S = scratch;                      /* (bq, T) */
     float *mx = scratch + (size_t)bqmax * T; /* (bq) row max */
@@ -735,6 +760,13 @@ void nn_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
 {
     if (B <= 0 || T <= 0 || NH <= 0 || hd <= 0 || (!dq && !dk && !dv))
         return;
+    if (nn_attn_fused_ok(hd)) {
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < NH; h++)
+                nn_attn_fused_bwd_head(dq, dk, dv, dout, out, lse, probs, q, k, v, scratch, b, h, T,
+                                       NH);
+        return;
+    }
     const int bqmax = T < ATTN_BLOCK ? T : ATTN_BLOCK;
     float *P = scratch;                         /* (bq, T) */
     float *dS = scratch + (size_t)bqmax * T;    /* (bq, T) */
@@ -833,6 +865,7 @@ typedef struct {
     float *scratch;                    /* s_attn_stride floats per thread */
     size_t stride;
     int B, T, NH, hd, nblk, nunits;
+    int fused;       /* the fused kernels (nn/attn_fused.h) run the units */
     atomic_int next; /* next unit to take */
 } s_attn_job_t;
 
@@ -845,8 +878,12 @@ static void s_attn_fwd_job(void *varg, int tid)
     int u;
     while ((u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->nunits) {
         int blk = u % j->nblk, bh = u / j->nblk;
-        s_attn_fwd_block(j->out, j->lse, j->probs, j->q, j->k, j->v, S, mx, sum, bh / j->NH,
-                         bh % j->NH, blk * ATTN_BLOCK, j->T, j->NH, j->hd);
+        if (j->fused)
+            nn_attn_fused_fwd_block(j->out, j->lse, j->probs, j->q, j->k, j->v, S, bh / j->NH,
+                                    bh % j->NH, blk * NN_ATTN_FUSED_BQ, j->T, j->NH);
+        else
+            s_attn_fwd_block(j->out, j->lse, j->probs, j->q, j->k, j->v, S, mx, sum, bh / j->NH,
+                             bh % j->NH, blk * ATTN_BLOCK, j->T, j->NH, j->hd);
     }
 }
 
@@ -858,8 +895,12 @@ static void s_attn_bwd_job(void *varg, int tid)
     float *dS = P + (size_t)bqmax * j->T, *D = dS + (size_t)bqmax * j->T;
     int u;
     while ((u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->nunits)
-        s_attn_bwd_head(j->dq, j->dk, j->dv, j->dout, j->o, j->lse_in, j->probs_in, j->q, j->k,
-                        j->v, P, dS, D, u / j->NH, u % j->NH, j->T, j->NH, j->hd);
+        if (j->fused)
+            nn_attn_fused_bwd_head(j->dq, j->dk, j->dv, j->dout, j->o, j->lse_in, j->probs_in, j->q,
+                                   j->k, j->v, P, u / j->NH, u % j->NH, j->T, j->NH);
+        else
+            s_attn_bwd_head(j->dq, j->dk, j->dv, j->dout, j->o, j->lse_in, j->probs_in, j->q, j->k,
+                            j->v, P, dS, D, u / j->NH, u % j->NH, j->T, j->NH, j->hd);
 }
 
 /* Runs the job on the pool, or on the caller alone, with OpenBLAS on one thread
@@ -897,7 +938,8 @@ void nn_attention_forward_mt(float *out, float *lse, float *probs, const float *
                       .T = T,
                       .NH = NH,
                       .hd = hd,
-                      .nblk = (T + ATTN_BLOCK - 1) / ATTN_BLOCK};
+                      .fused = nn_attn_fused_ok(hd),
+                      .nblk = (T + s_attn_bq(hd) - 1) / s_attn_bq(hd)};
     j.nunits = B * NH * j.nblk;
     atomic_init(&j.next, 0);
     s_attn_run(pool, s_attn_fwd_job, &j);
@@ -926,6 +968,7 @@ void nn_attention_backward_mt(float *dq, float *dk, float *dv, const float *dout
                       .T = T,
                       .NH = NH,
                       .hd = hd,
+                      .fused = nn_attn_fused_ok(hd),
                       .nblk = 0,
                       .nunits = B * NH};
     atomic_init(&j.next, 0);
