@@ -71,6 +71,9 @@ void wisp_lease_stop(wisp_lease_t *self);
 size_t wisp_lease_shard_count(const wisp_lease_t *self);
 const wisp_lease_shard_t *wisp_lease_shard(const wisp_lease_t *self, long s);
 size_t wisp_lease_done_count(const wisp_lease_t *self);
+/* Shards re-queued so far because their holder left, was dropped or expired
+ * (each re-queue counted once; shards_requeued in the summary). */
+size_t wisp_lease_requeued(const wisp_lease_t *self);
 /* 1 when shard s is done. */
 int wisp_lease_is_done(const wisp_lease_t *self, long s);
 /* 1 when every shard is done. */

@@ -28,7 +28,7 @@
 #include "formats/jobcfg.h"
 #include "dist/proto.h"
 
-#define WISP_JOB_MAX_STAGES 6
+#define WISP_JOB_MAX_STAGES WISP_PROTO_MAX_STAGES
 
 /* What a worker's plug-in knows about its process. */
 typedef struct {
