@@ -557,6 +557,11 @@ static void s_world_check(wisp_coord_t *self)
         lost |= !wisp_lease_worker_alive(self->lease, self->rank_slot[r]);
     if (!lost)
         return;
+    if (self->final_done) { /* the ranks leave after the end, told so by STOP(0) */
+        self->active = 0;
+        self->in_flight = 0;
+        return;
+    }
     for (int r = 0; r < self->active_size; r++) {
         int w = self->rank_slot[r];
         self->peers[w].ready = 0;
@@ -984,12 +989,16 @@ static void s_progress(wisp_coord_t *self, double now, int final)
         long sd = 0, st = 0;
         double loss = 0;
         self->ops->coord_progress(self->job, &sd, &st, &loss);
+        char note[128] = "";
+        if (self->ops->coord_progress_note)
+            self->ops->coord_progress_note(self->job, note, sizeof note);
         if (self->tty)
-            fprintf(stderr, "\rstep %ld/%ld  loss %.4f  workers %d%s\033[K%s", sd, st, loss, live,
+            fprintf(stderr, "\rstep %ld/%ld  loss %.4f  %s%sworkers %d%s\033[K%s", sd, st, loss,
+                    note, note[0] ? "  " : "", live,
                     self->active ? "" : " (waiting for a complete world)", final ? "\n" : "");
         else
-            WISP_LOGI("progress steps=%ld/%ld loss=%.5f workers=%d running=%d", sd, st, loss, live,
-                      self->active);
+            WISP_LOGI("progress steps=%ld/%ld loss=%.5f %s%sworkers=%d running=%d", sd, st, loss,
+                      note, note[0] ? " " : "", live, self->active);
         self->t_last_progress = now;
         return;
     }

@@ -79,6 +79,8 @@ static void s_clear_queue(s_worker_t *w)
     }
 }
 
+static int s_progress(void *ctx, uint32_t items_done);
+
 static int s_welcome(s_worker_t *w, const wisp_msg_t *m)
 {
     w->slot = m->worker;
@@ -102,7 +104,8 @@ static int s_welcome(s_worker_t *w, const wisp_msg_t *m)
                               "job kind '%s' is not built into this worker", w->cfg.kind);
     if (w->p->set_blas_threads)
         openblas_set_num_threads(w->cfg.threads_per_worker);
-    wisp_job_env_t env = {w->p->rank, w->p->size, w->p->mpi_comm, w->cfg.threads_per_worker};
+    wisp_job_env_t env = {
+        w->p->rank, w->p->size, w->p->mpi_comm, w->cfg.threads_per_worker, {s_progress, w}};
     rc = w->ops->worker_open(&w->job, &w->cfg, &env, w->err);
     if (rc == 0)
         WISP_LOGI("joined as worker %u: job %s, %d BLAS threads", w->slot, w->cfg.kind,
@@ -166,7 +169,7 @@ static int s_on_frame(s_worker_t *w, zmq_msg_t *frame)
                 w->rejoin = 1; /* the running shard's frame and w->out are in use */
             else
                 rc = s_rejoin(w);
-        } else {
+        } else if (w->stop != 1) { /* once told the job is done, a later STOP changes nothing */
             if (m.aux == WISP_STOP_FULL)
                 WISP_LOGE("the coordinator refused this worker: it has as many workers as its "
                           "file descriptor limit allows (docs/CLUSTER.md, sizing)");
@@ -349,6 +352,7 @@ int wisp_worker_run(const wisp_worker_params_t *params, wisp_worker_stats_t *sta
         goto done;
     }
     while (!s_stop_requested(&w)) {
+        stats->step_job = w.ops && w.ops->steps;
         if (w.q_len && w.welcomed) {
             if ((rc = s_run_shard(&w, stats)) != 0)
                 break;
