@@ -79,6 +79,8 @@ static void s_clear_queue(s_worker_t *w)
     }
 }
 
+static int s_progress(void *ctx, uint32_t items_done);
+
 static int s_welcome(s_worker_t *w, const wisp_msg_t *m)
 {
     w->slot = m->worker;
@@ -102,7 +104,8 @@ static int s_welcome(s_worker_t *w, const wisp_msg_t *m)
                               "job kind '%s' is not built into this worker", w->cfg.kind);
     if (w->p->set_blas_threads)
         openblas_set_num_threads(w->cfg.threads_per_worker);
-    wisp_job_env_t env = {w->p->rank, w->p->size, w->p->mpi_comm, w->cfg.threads_per_worker};
+    wisp_job_env_t env = {
+        w->p->rank, w->p->size, w->p->mpi_comm, w->cfg.threads_per_worker, {s_progress, w}};
     rc = w->ops->worker_open(&w->job, &w->cfg, &env, w->err);
     if (rc == 0)
         WISP_LOGI("joined as worker %u: job %s, %d BLAS threads", w->slot, w->cfg.kind,
@@ -166,7 +169,7 @@ static int s_on_frame(s_worker_t *w, zmq_msg_t *frame)
                 w->rejoin = 1; /* the running shard's frame and w->out are in use */
             else
                 rc = s_rejoin(w);
-        } else {
+        } else if (w->stop != 1) { /* once told the job is done, a later STOP changes nothing */
             if (m.aux == WISP_STOP_FULL)
                 WISP_LOGE("the coordinator refused this worker: it has as many workers as its "
                           "file descriptor limit allows (docs/CLUSTER.md, sizing)");
@@ -277,9 +280,10 @@ static int s_leave(s_worker_t *w, int rc, const wisp_worker_stats_t *stats)
 {
     if (rc == WISP_ERR_INTERRUPTED)
         rc = WISP_OK, w->stop = 2;
-    if (rc == WISP_OK && w->welcomed) {
-        /* Leaving early, say so: the coordinator re-leases our shards without
-         * waiting for the timeout. */
+    if (w->welcomed) {
+        /* Leaving, early or after a failure (e.g. the job could not open its model):
+         * say so, so the coordinator re-leases our shards without waiting for the
+         * lease to run out. */
         wisp_msg_t bye = wisp_proto_bye();
         s_send(w, &bye);
     }
@@ -316,7 +320,17 @@ int wisp_worker_run(const wisp_worker_params_t *params, wisp_worker_stats_t *sta
     w.sock = zmq_socket(ctx, ZMQ_DEALER);
     int linger = 2000;
     int64_t maxmsg = S_MAX_RECV;
+    /* Our own routing id (random per worker, not per process: tests run workers as
+     * threads; ZeroMQ reserves a leading 0 byte): the coordinator recognises this worker
+     * by it when it rejoins, also over a new connection. */
+    uint8_t rid[16] = {'w'};
+    wisp_rng_t g;
+    wisp_rng_seed(&g, (uint64_t)getpid() << 32 ^ (uint64_t)(uintptr_t)&w ^
+                          (uint64_t)(wisp_now() * 1e9));
+    for (int i = 1; i < 16; i++)
+        rid[i] = (uint8_t)wisp_rng_u64(&g);
     if (!w.sock || zmq_setsockopt(w.sock, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
+        zmq_setsockopt(w.sock, ZMQ_ROUTING_ID, rid, sizeof rid) != 0 ||
         zmq_setsockopt(w.sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0) {
         rc = wisp_error_set(err, WISP_ERR_NET, "DEALER socket: %s", zmq_strerror(errno));
         goto done;
@@ -349,6 +363,7 @@ int wisp_worker_run(const wisp_worker_params_t *params, wisp_worker_stats_t *sta
         goto done;
     }
     while (!s_stop_requested(&w)) {
+        stats->step_job = w.ops && w.ops->steps;
         if (w.q_len && w.welcomed) {
             if ((rc = s_run_shard(&w, stats)) != 0)
                 break;

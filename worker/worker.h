@@ -42,6 +42,8 @@ typedef struct {
     long shards;   /* shards completed */
     long items;    /* items completed */
     double busy_s; /* time inside the job plug-in */
+    int step_job;  /* the job was a step job: its ranks share collectives, so a rank that
+                      leaves early must take the world down (MPI_Abort), never Finalize */
 } wisp_worker_stats_t;
 
 void wisp_worker_default_params(wisp_worker_params_t *p);
