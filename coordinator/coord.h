@@ -19,6 +19,8 @@
 #include <cjson/cJSON.h>
 
 #include "base/err.h"
+#include "dist/job.h"
+#include "dist/proto.h"
 #include "formats/jobcfg.h"
 
 /* File descriptors kept for the job's own files (output, journal, manifest, model),
@@ -35,6 +37,12 @@ typedef struct {
     double linger;     /* s to keep answering late workers with STOP after the end (default 1) */
     int max_workers;   /* connected workers accepted at once; 0 (default) = what the file
                           descriptor limit allows (see wisp_coord_new) */
+    /* Tests and fuzzing: when send is set, no socket is created or bound, every
+     * outgoing message goes to send(send_ctx, routing id, message) (nonzero = the
+     * peer is unreachable) and frames come in through wisp_coord_handle(). */
+    int (*send)(void *send_ctx, const void *id, size_t id_len, const wisp_msg_t *m);
+    void *send_ctx;
+    const wisp_job_ops_t *ops; /* job plug-in to use instead of cfg->kind's (tests), or NULL */
 } wisp_coord_params_t;
 
 typedef struct wisp_coord wisp_coord_t;
@@ -57,6 +65,29 @@ const char *wisp_coord_endpoint(const wisp_coord_t *self);
 /* Runs until every shard is committed (0), a stop request (WISP_ERR_INTERRUPTED,
  * state left resumable) or a fatal error. */
 int wisp_coord_run(wisp_coord_t *self, wisp_error_t *err);
+/* Handles one frame received from routing id `id` at time `now` as the run loop
+ * does (the socket-less entry point of tests and fuzzing). A malformed or
+ * unexpected frame is dropped and counted; the return value is nonzero only for
+ * a fatal error (the plug-in could not commit, out of memory). */
+int wisp_coord_handle(wisp_coord_t *self, const void *id, size_t id_len, const void *frame,
+                      size_t len, double now, wisp_error_t *err);
+/* One periodic tick at time now: expires silent workers (their shards re-queued),
+ * starts a complete training world, fills credit. Nonzero only on a fatal error. */
+int wisp_coord_tick(wisp_coord_t *self, double now, wisp_error_t *err);
+/* What the summary reports about the message traffic, readable at any time. */
+typedef struct {
+    uint64_t dropped;      /* frames refused (malformed, unexpected, from unknown slots) */
+    uint64_t duplicates;   /* late copies of committed results */
+    uint64_t workers_seen; /* HELLOs accepted */
+    uint64_t workers_lost; /* slots dropped for silence or unreachability */
+    uint64_t requeued;     /* shards put back in the queue (shards_requeued) */
+    uint64_t results;      /* results or step reports committed */
+    int live_workers;
+    int active_world; /* step jobs: 1 while a complete world runs steps */
+} wisp_coord_counters_t;
+
+void wisp_coord_counters(const wisp_coord_t *self, wisp_coord_counters_t *out);
+
 /* Async-signal-safe and thread-safe stop request. */
 void wisp_coord_request_stop(wisp_coord_t *self);
 /* The final summary (owned by the coordinator; valid after run). */
