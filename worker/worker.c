@@ -98,7 +98,7 @@ static int s_welcome(s_worker_t *w, const wisp_msg_t *m)
         return rc;
     w->have_cfg = 1;
     w->heartbeat = w->cfg.heartbeat;
-    w->ops = wisp_job_find(w->cfg.kind);
+    w->ops = w->p->ops ? w->p->ops : wisp_job_find(w->cfg.kind);
     if (!w->ops)
         return wisp_error_set(w->err, WISP_ERR_UNSUPPORTED,
                               "job kind '%s' is not built into this worker", w->cfg.kind);

@@ -22,45 +22,25 @@
 #include <math.h>
 #include <string.h>
 
+#include "nn/simd.h"
+
 #define AF_BQ NN_ATTN_FUSED_BQ
 #ifndef AF_KC
 #define AF_KC 48 /* keys per L1 chunk (a multiple of the 6-key tiles; 36-48 measured best) */
 #endif
 #define AF_P (64 * AF_BQ)
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
+#if defined(S_HAVE_AVX512)
 
-#define AF_T      __attribute__((target("avx512f,fma")))
-#define AF_INLINE static inline __attribute__((always_inline)) AF_T
+#define AF_T      S_T512
+#define AF_INLINE S_INLINE512
 
 int nn_attn_fused_ok(int hd)
 {
     return hd == 64 && __builtin_cpu_supports("avx512f");
 }
 
-/* exp(x) for the softmax (x <= ~0): Cody-Waite reduction x = n ln2 + r, Cephes' degree-6
- * polynomial for e^r (the coefficients of nn/simd.h's s_vexp) in FMAs, and 2^n applied by
- * vscalefps, which rounds gradual underflow and overflow correctly, so no split of n is
- * needed. x is clamped below at -104 (exp is 0 in float there); NaN stays NaN (vmaxps
- * returns its second operand when either is NaN). */
-AF_INLINE __m512 af_exp(__m512 x)
-{
-    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r);
-    p = _mm512_add_ps(p, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
-}
+#define af_exp s_exp512
 
 /* k1 tile: St[r][lanes] = sum_d A[r*lda + d] * BT[d][lanes] for r < R (R <= 6 keys x 4
  * lane vectors = 24 accumulators); vmax (4 vectors, may be NULL) takes the lane-wise max. */
