@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include <sndfile.h>
 
 #include "base/util.h"
+#include "formats/json.h"
 #include "formats/labels.h"
 
 #define S_PATH_MAX 4096
@@ -236,7 +238,8 @@ static int s_parse_duration(const char *v, double *out)
     double d = strtod(v, &end);
     while (*end == ' ' || *end == '\t')
         end++;
-    if (end == v || *end || errno || d != d)
+    /* inf, nan and overflow (1e999) are not durations */
+    if (end == v || *end || errno || !isfinite(d))
         return -1;
     *out = d < 0 ? -1 : d;
     return 0;
@@ -250,6 +253,14 @@ static int s_load_csv(s_raws_t *raws, const char *src, const char *dir, const ch
     size_t pos = 0;
     int line = 1;
     int c_path = -1, c_label = -1, c_dur = -1, n_cols = 0, header_line = 0;
+    /* A NUL byte would end a field's C string early, silently cutting a path. */
+    const char *nul = memchr(text, '\0', len);
+    if (nul) {
+        int nl = 1;
+        for (const char *q = text; q < nul; q++)
+            nl += *q == '\n';
+        return wisp_error_set(err, WISP_ERR_FORMAT, "%s:%d: NUL byte in the text", src, nl);
+    }
     if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0)
         pos = 3;
     for (;;) {
@@ -336,38 +347,46 @@ static int s_load_jsonl(s_raws_t *raws, const char *src, const char *dir, const 
             k++;
         if (k == n)
             continue;
-        cJSON *o = cJSON_ParseWithLength(s, n);
-        if (!o || !cJSON_IsObject(o)) {
+        if (memchr(s, '\0', n))
+            return wisp_error_set(err, WISP_ERR_FORMAT, "%s:%d: NUL byte in the line", src, line);
+        /* Python's json semantics: the last of duplicate keys, nothing after the object */
+        cJSON *o = NULL;
+        wisp_error_t je = {0};
+        int rc = wisp_json_parse(s, n, "", &o, &je);
+        if (rc != WISP_OK) /* je is ":1:COL: what" within the line */
+            return wisp_error_set(err, rc, "%s:%d: not a JSON object: column %s", src, line,
+                                  strncmp(je.msg, ":1:", 3) == 0 ? je.msg + 3 : je.msg);
+        if (!cJSON_IsObject(o)) {
             cJSON_Delete(o);
             return wisp_error_set(err, WISP_ERR_FORMAT, "%s:%d: not a JSON object", src, line);
         }
-        int rc = WISP_OK;
         char num[32];
         const char *label = NULL;
         double d = -1;
         const cJSON *jp = cJSON_GetObjectItemCaseSensitive(o, "path");
         const cJSON *jl = cJSON_GetObjectItemCaseSensitive(o, "label");
         const cJSON *jd = cJSON_GetObjectItemCaseSensitive(o, "duration");
+        int64_t id = 0;
         if (!cJSON_IsString(jp)) {
             rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s:%d: no string \"path\" key", src, line);
         } else if (jl && cJSON_IsString(jl)) {
             label = jl->valuestring;
         } else if (jl && cJSON_IsNumber(jl)) {
-            double v = jl->valuedouble;
-            if (v < 0 || v != (double)(int)v || v > INT_MAX)
+            /* the range is checked on the double, before any cast */
+            if (wisp_json_int(jl, 0, INT_MAX, &id) != 0)
                 rc = wisp_error_set(err, WISP_ERR_FORMAT,
-                                    "%s:%d: label %g is not a class id (integer >= 0)", src, line,
-                                    v);
-            snprintf(num, sizeof num, "%d", (int)v);
+                                    "%s:%d: label %g is not a class id (integer in [0, %d])", src,
+                                    line, jl->valuedouble, INT_MAX);
+            snprintf(num, sizeof num, "%lld", (long long)id);
             label = num;
         } else if (jl && !cJSON_IsNull(jl)) {
             rc = wisp_error_set(err, WISP_ERR_FORMAT,
                                 "%s:%d: \"label\" must be a string, an integer or null", src, line);
         }
         if (rc == WISP_OK && jd && !cJSON_IsNull(jd)) {
-            if (!cJSON_IsNumber(jd))
-                rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s:%d: \"duration\" is not a number",
-                                    src, line);
+            if (!cJSON_IsNumber(jd) || !isfinite(jd->valuedouble))
+                rc = wisp_error_set(err, WISP_ERR_FORMAT,
+                                    "%s:%d: bad duration (not a finite number)", src, line);
             else
                 d = jd->valuedouble < 0 ? -1 : jd->valuedouble;
         }
@@ -482,7 +501,8 @@ static int s_load_folder(s_raws_t *raws, const char *root_arg, wisp_error_t *err
     int rc = s_scan_dir(raws, root, NULL, &ex, err);
     if (rc != WISP_OK)
         return rc;
-    qsort(raws->v, raws->n, sizeof *raws->v, s_cmp_raw_path);
+    if (raws->n > 1) /* v is NULL when nothing was found: qsort(NULL, 0) is undefined */
+        qsort(raws->v, raws->n, sizeof *raws->v, s_cmp_raw_path);
     for (size_t i = 0; i < raws->n; i++) {
         char full[S_PATH_MAX];
         if (wisp_path_join(full, sizeof full, root, raws->v[i].path) != WISP_OK)
