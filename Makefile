@@ -147,6 +147,20 @@ $(BUILD)/bin/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(LIB)
 	@$(if $(filter 1,$(V)),,echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
 
+# The long randomized fault campaign (tests/fault/campaign.py; the short fixed-seed one
+# runs in `make test` as tests/integration/fault_campaign.sh): FAULT_RUNS_CLASSIFY and
+# FAULT_RUNS_TRAIN faults, seed FAULT_SEED; the table goes to the terminal and to
+# ${BUILD}/fault-campaign.md (docs/TESTING.md, "Fault campaign"). Needs root for the
+# tmpfs of disk_full (skipped otherwise).
+FAULT_RUNS_CLASSIFY ?= 120
+FAULT_RUNS_TRAIN ?= 60
+FAULT_SEED ?= 1
+.PHONY: fault-long
+fault-long: all
+	@. configs/local_mpi_env.sh && b=$(BUILD) && BUILD=$$b /usr/bin/python3 tests/fault/campaign.py \
+	  --runs-classify $(FAULT_RUNS_CLASSIFY) --runs-train $(FAULT_RUNS_TRAIN) --seed $(FAULT_SEED) \
+	  --markdown $$b/fault-campaign.md
+
 bench: check-deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) sh bench/run.sh

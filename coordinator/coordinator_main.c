@@ -12,6 +12,7 @@
 #include "formats/jobcfg.h"
 #include "base/log.h"
 #include "dist/proto.h"
+#include "nn/blas.h"
 
 static volatile sig_atomic_t s_stop_flag;
 
@@ -43,6 +44,7 @@ static void s_usage(FILE *out)
 int main(int argc, char **argv)
 {
     wisp_log_init('C', 0, WISP_LOG_INFO);
+    wisp_blas_startup('C', argv); /* may re-execute with better BLAS kernels (nn/blas.h) */
     const char *job = NULL, *endpoint_file = NULL;
     char **sets = calloc((size_t)argc, sizeof *sets);
     int n_sets = 0, fresh = 0, no_progress = 0;

@@ -139,7 +139,7 @@ static void test_save_then_load_restores_everything_bit_for_bit(void **state)
     wisp_adamw_t *oa = s_opt(a, 12, 17), *ob = s_opt(b, 98, 0);
     wisp_ckpt_state_t st = s_state(17), got;
     wisp_error_t e = {0};
-    assert_int_equal(wisp_ckpt_save(root, &st, a, oa, 0, dir, sizeof dir, &e), WISP_OK);
+    assert_int_equal(wisp_ckpt_save(root, &st, a, oa, 0, NULL, 0, dir, sizeof dir, &e), WISP_OK);
     assert_non_null(strstr(dir, "step-00000017"));
     char latest[1024];
     assert_int_equal(wisp_ckpt_latest(root, latest, sizeof latest, &e), WISP_OK);
@@ -182,7 +182,7 @@ static void test_only_the_newest_checkpoints_are_kept(void **state)
     wisp_error_t e = {0};
     for (long s = 1; s <= 4; s++) {
         wisp_ckpt_state_t st = s_state(s);
-        assert_int_equal(wisp_ckpt_save(root, &st, m, o, 2, NULL, 0, &e), WISP_OK);
+        assert_int_equal(wisp_ckpt_save(root, &st, m, o, 2, NULL, 0, NULL, 0, &e), WISP_OK);
     }
     for (long s = 1; s <= 4; s++) {
         snprintf(p, sizeof p, "%s/step-%08ld", root, s);
@@ -201,7 +201,7 @@ static void test_loading_refuses_other_runs_and_damaged_files_naming_them(void *
     wisp_adamw_t *o = s_opt(m, 2, 5);
     wisp_ckpt_state_t st = s_state(5), got;
     wisp_error_t e = {0};
-    assert_int_equal(wisp_ckpt_save(root, &st, m, o, 0, dir, sizeof dir, &e), WISP_OK);
+    assert_int_equal(wisp_ckpt_save(root, &st, m, o, 0, NULL, 0, dir, sizeof dir, &e), WISP_OK);
 
     /* Another configuration's fingerprint. */
     assert_int_equal(wisp_ckpt_load(dir, "other", &got, m, o, &e), WISP_ERR_STATE);

@@ -693,6 +693,7 @@ static void test_bad_rows_and_options_are_refused(void **state)
     wisp_error_clear(&e);
     assert_null(wisp_results_open(&o, &e));
     assert_non_null(strstr(e.msg, "/nonexistent/dir/out.h5"));
+    assert_null(strstr(e.msg, ".commit")); /* never the internal journal's name */
     o = s_opts(path, "fp", 0);
     wisp_results_t *r = wisp_results_open(&o, &e);
     assert_non_null(r);
@@ -728,6 +729,259 @@ static void test_bad_rows_and_options_are_refused(void **state)
     r = wisp_results_open(&o, &e);
     assert_non_null(r);
     assert_int_equal(wisp_results_done_count(r), 0);
+    wisp_results_destroy(&r);
+}
+
+/* ---------------------------------------------------------------- top-k, segments */
+
+/* Segments of row i (ok rows only): i % 3 + 1 windows of 30 s with a 10 s hop; window
+ * k's probs are a rotation of the row's probs, so labels differ between windows. */
+static uint32_t s_want_segs(size_t i, wisp_result_segment_t *seg, float (*probs)[C])
+{
+    s_want_t w;
+    s_want(i, &w);
+    if (w.status)
+        return 0;
+    uint32_t n = (uint32_t)(i % 3) + 1;
+    for (uint32_t k = 0; k < n; k++) {
+        int best = 0;
+        for (int c = 0; c < C; c++) {
+            probs[k][c] = w.probs[(c + (int)k) % C];
+            if (probs[k][c] > probs[k][best])
+                best = c;
+        }
+        seg[k] = (wisp_result_segment_t){.start = 10.0 * k,
+                                         .end = 10.0 * k + 30.0,
+                                         .label = best,
+                                         .score = probs[k][best],
+                                         .probs = probs[k]};
+    }
+    return n;
+}
+
+static int s_put_seg(wisp_results_t *r, size_t i, wisp_error_t *e)
+{
+    s_want_t w;
+    s_want(i, &w);
+    wisp_result_segment_t seg[3];
+    float probs[3][C];
+    wisp_result_row_t row = {.index = i,
+                             .path = w.path,
+                             .label = w.label,
+                             .score = w.score,
+                             .probs = w.status ? NULL : w.probs,
+                             .logits = w.status ? NULL : w.logits,
+                             .embedding = w.status ? NULL : w.emb,
+                             .duration = w.duration,
+                             .status = w.status,
+                             .error = w.status ? w.error : NULL,
+                             .true_label = w.true_label,
+                             .segments = seg,
+                             .n_segments = s_want_segs(i, seg, probs)};
+    return wisp_results_put(r, &row, e);
+}
+
+static wisp_results_opts_t s_seg_opts(const char *path, int resume)
+{
+    wisp_results_opts_t o = s_opts(path, "fp-A", resume);
+    o.segments = 1;
+    o.top_k = 2;
+    return o;
+}
+
+/* Checks label_name, top_k_label/top_k_prob and the segments group of a finished file. */
+static void s_check_segments_file(const char *path)
+{
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_true(f >= 0);
+    int32_t topl[N][2];
+    float topp[N][2];
+    s_read(f, "top_k_label", H5T_NATIVE_INT32, topl, N, 2);
+    s_read(f, "top_k_prob", H5T_NATIVE_FLOAT, topp, N, 2);
+    char **names;
+    size_t nn;
+    assert_int_equal(wisp_h5_read_strings(f, "label_name", &names, &nn, path, NULL), WISP_OK);
+    assert_int_equal(nn, N);
+    size_t M = 0;
+    for (size_t i = 0; i < N; i++) {
+        s_want_t w;
+        s_want(i, &w);
+        wisp_result_segment_t seg[3];
+        float probs[3][C];
+        M += s_want_segs(i, seg, probs);
+        if (w.status) {
+            assert_string_equal(names[i], "");
+            assert_true(topl[i][0] == -1 && topl[i][1] == -1 && isnan(topp[i][0]));
+            continue;
+        }
+        assert_string_equal(names[i], s_classes[w.label]);
+        assert_int_equal(topl[i][0], w.label);
+        assert_true(topp[i][0] == w.probs[w.label]);
+        int second = -1;
+        for (int c = 0; c < C; c++)
+            if (c != w.label && (second < 0 || w.probs[c] > w.probs[second]))
+                second = c;
+        assert_int_equal(topl[i][1], second);
+        assert_true(topp[i][1] == w.probs[second]);
+    }
+    assert_true(M > N); /* rows with several windows are in the fixture */
+    assert_int_equal(s_attr_i64(f, "n_segments"), (int64_t)M);
+    int64_t *row = malloc(M * sizeof *row);
+    double *start = malloc(M * sizeof *start), *end = malloc(M * sizeof *end);
+    int32_t *label = malloc(M * sizeof *label);
+    float *score = malloc(M * sizeof *score), *sp = malloc(M * C * sizeof *sp);
+    s_read(f, "segments/row", H5T_NATIVE_INT64, row, M, 1);
+    s_read(f, "segments/start", H5T_NATIVE_DOUBLE, start, M, 1);
+    s_read(f, "segments/end", H5T_NATIVE_DOUBLE, end, M, 1);
+    s_read(f, "segments/label", H5T_NATIVE_INT32, label, M, 1);
+    s_read(f, "segments/score", H5T_NATIVE_FLOAT, score, M, 1);
+    s_read(f, "segments/probs", H5T_NATIVE_FLOAT, sp, M, C);
+    char **snames;
+    size_t ns;
+    assert_int_equal(wisp_h5_read_strings(f, "segments/label_name", &snames, &ns, path, NULL), 0);
+    assert_int_equal(ns, M);
+    size_t m = 0;
+    for (size_t i = 0; i < N; i++) {
+        wisp_result_segment_t seg[3];
+        float probs[3][C];
+        uint32_t n = s_want_segs(i, seg, probs);
+        for (uint32_t k = 0; k < n; k++, m++) {
+            assert_int_equal(row[m], (int64_t)i);
+            assert_true(start[m] == seg[k].start && end[m] == seg[k].end);
+            assert_int_equal(label[m], seg[k].label);
+            assert_string_equal(snames[m], s_classes[seg[k].label]);
+            assert_true(score[m] == seg[k].score);
+            assert_memory_equal(sp + m * C, probs[k], sizeof probs[k]);
+        }
+    }
+    assert_int_equal(m, M);
+    wisp_h5_free_strings(snames, ns);
+    wisp_h5_free_strings(names, nn);
+    free(row);
+    free(start);
+    free(end);
+    free(label);
+    free(score);
+    free(sp);
+    H5Fclose(f);
+}
+
+static void test_label_name_top_k_and_segments_are_written_sorted_by_row(void **state)
+{
+    (void)state;
+    const char *path = s_tmp("seg.h5");
+    wisp_error_t e = {0};
+    wisp_results_opts_t o = s_seg_opts(path, 0);
+    wisp_results_t *r = wisp_results_open(&o, &e);
+    assert_non_null(r);
+    size_t idx[N];
+    s_perm(idx, 5); /* segments arrive out of row order and must come out sorted */
+    for (size_t k = 0; k < N; k++)
+        assert_int_equal(s_put_seg(r, idx[k], &e), WISP_OK);
+    assert_int_equal(wisp_results_finish(r, NULL, 0, &e), WISP_OK);
+    wisp_results_destroy(&r);
+    s_check_segments_file(path);
+    s_check_file(path, NULL);
+}
+
+/* A killed writer's committed rows keep their segments, uncommitted rows lose theirs
+ * with the row, and the resumed file has every segment exactly once. */
+static void test_segments_are_committed_with_their_row_and_survive_a_killed_writer(void **state)
+{
+    (void)state;
+    const char *path = s_tmp("segcrash.h5");
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        wisp_error_t e = {0};
+        wisp_results_opts_t o = s_seg_opts(path, 0);
+        o.max_pending_rows = 1000;
+        wisp_results_t *r = wisp_results_open(&o, &e);
+        if (!r)
+            _exit(2);
+        size_t idx[N];
+        s_perm(idx, 99);
+        for (size_t k = 0; k < 30; k++)
+            if (s_put_seg(r, idx[k], &e) != 0)
+                _exit(3);
+        if (wisp_results_commit(r, &e) != 0)
+            _exit(4);
+        for (size_t k = 30; k < 35; k++)
+            if (s_put_seg(r, idx[k], &e) != 0)
+                _exit(5);
+        _exit(0);
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    wisp_error_t e = {0};
+    wisp_results_opts_t o = s_seg_opts(path, 1);
+    o.segments = 0; /* a run without segments must not resume this one */
+    assert_null(wisp_results_open(&o, &e));
+    assert_int_equal(e.code, WISP_ERR_STATE);
+    assert_non_null(strstr(e.msg, "segments"));
+    o = s_seg_opts(path, 1);
+    wisp_error_clear(&e);
+    wisp_results_t *r = wisp_results_open(&o, &e);
+    if (!r)
+        fail_msg("resume failed: %s", e.msg);
+    assert_int_equal(wisp_results_done_count(r), 30);
+    for (size_t i = 0; i < N; i++) {
+        int was_done = wisp_results_row_done(r, i);
+        assert_int_equal(s_put_seg(r, i, &e), was_done ? WISP_RESULTS_DUPLICATE : WISP_OK);
+    }
+    assert_int_equal(wisp_results_finish(r, NULL, 0, &e), WISP_OK);
+    wisp_results_destroy(&r);
+    s_check_segments_file(path);
+}
+
+static void test_bad_segments_are_refused(void **state)
+{
+    (void)state;
+    const char *path = s_tmp("badseg.h5");
+    wisp_error_t e = {0};
+    wisp_results_opts_t o = s_opts(path, "fp", 0);
+    o.top_k = C + 1;
+    assert_null(wisp_results_open(&o, &e));
+    assert_non_null(strstr(e.msg, "top_k"));
+    o.top_k = 0;
+    wisp_error_clear(&e);
+    wisp_results_t *r = wisp_results_open(&o, &e);
+    assert_non_null(r);
+    float v[2 * C + P] = {0.5f, 0.25f, 0.25f};
+    wisp_result_segment_t g = {.start = 0, .end = 30, .label = 0, .score = 0.5f, .probs = v};
+    wisp_result_row_t row = {.index = 0,
+                             .label = 0,
+                             .probs = v,
+                             .logits = v,
+                             .embedding = v,
+                             .true_label = -1,
+                             .segments = &g,
+                             .n_segments = 1};
+    assert_int_equal(wisp_results_put(r, &row, &e), WISP_ERR_ARG); /* no segments group */
+    assert_non_null(strstr(e.msg, "no segments group"));
+    wisp_results_destroy(&r);
+    o.segments = 1;
+    wisp_error_clear(&e);
+    r = wisp_results_open(&o, &e);
+    assert_non_null(r);
+    g.label = C;
+    assert_int_equal(wisp_results_put(r, &row, &e), WISP_ERR_ARG);
+    g.label = 0;
+    g.end = 0;
+    wisp_error_clear(&e);
+    assert_int_equal(wisp_results_put(r, &row, &e), WISP_ERR_ARG);
+    g.end = NAN;
+    wisp_error_clear(&e);
+    assert_int_equal(wisp_results_put(r, &row, &e), WISP_ERR_ARG);
+    g.end = 30;
+    row.status = -8;
+    row.probs = row.logits = row.embedding = NULL;
+    wisp_error_clear(&e);
+    assert_int_equal(wisp_results_put(r, &row, &e), WISP_ERR_ARG); /* error rows have none */
+    assert_false(wisp_results_row_received(r, 0));
+    row.n_segments = 0;
+    assert_int_equal(wisp_results_put(r, &row, &e), WISP_OK);
     wisp_results_destroy(&r);
 }
 
@@ -818,6 +1072,9 @@ int main(void)
         cmocka_unit_test(test_fingerprint_mismatch_refuses_to_mix_runs),
         cmocka_unit_test(test_finish_refuses_missing_rows_unless_allowed),
         cmocka_unit_test(test_bad_rows_and_options_are_refused),
+        cmocka_unit_test(test_label_name_top_k_and_segments_are_written_sorted_by_row),
+        cmocka_unit_test(test_segments_are_committed_with_their_row_and_survive_a_killed_writer),
+        cmocka_unit_test(test_bad_segments_are_refused),
         cmocka_unit_test(test_out_of_order_rows_keep_the_writer_memory_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

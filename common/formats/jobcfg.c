@@ -65,6 +65,12 @@ static const s_key_t s_keys[] = {
     {"classify.embedding", T_BOOL, N(classify_embedding), 0, 1, 0, NULL},
     {"classify.truncate", T_BOOL, N(classify_truncate), 0, 1, 0, NULL},
     {"classify.probe_durations", T_BOOL, N(classify_probe_durations), 0, 1, 0, NULL},
+    /* long audio: windows of classify.window seconds every classify.hop seconds (0: the
+     * window), file row = classify.aggregate (mean | max) of the windows; 0 = off */
+    {"classify.window", T_DBL, N(classify_window), 0, 30, 0, NULL},
+    {"classify.hop", T_DBL, N(classify_hop), 0, 30, 0, NULL},
+    {"classify.aggregate", T_STR, F(classify_aggregate), 0, 0, 0, "mean"},
+    {"classify.top_k", T_INT, N(classify_top_k), 0, 1000, 0, NULL},
     {"train", T_OBJ, 0, 0, 0, 0, 0, NULL},
     {"train.epochs", T_INT, N(train_epochs), 1, 1.0e6, 1, NULL},
     {"train.global_batch", T_INT, N(train_global_batch), 1, 1.0e6, 16, NULL},
@@ -86,6 +92,8 @@ static const s_key_t s_keys[] = {
     {"train.warmup", T_I64, N(train_warmup), 0, 1.0e12, 0, NULL},
     {"train.clip", T_DBL, N(train_clip), 0, 1.0e12, 1.0, NULL},
     {"train.keep", T_INT, N(train_keep), 0, 1000000, 2, NULL},
+    {"train.keep_best", T_BOOL, N(train_keep_best), 0, 1, 0, NULL},
+    {"train.patience", T_INT, N(train_patience), 0, 1000000, 0, NULL},
     {"train.dump_grads", T_PATH, F(train_dump_grads), 0, 0, 0, ""},
     {"cluster", T_OBJ, 0, 0, 0, 0, 0, NULL},
     {"cluster.endpoint", T_STR, F(endpoint), 0, 0, 0, "tcp://127.0.0.1:0"},

@@ -48,6 +48,11 @@ typedef struct {
     int classify_truncate;   /* truncated mel instead of padded 30 s (faster, differs from HF) */
     int classify_probe_durations; /* open every file's header for its duration (shards by seconds)
                                    */
+    double classify_window;       /* seconds per window of long audio, 0: no windows (the
+                                     first 30 s) */
+    double classify_hop;          /* seconds between window starts, 0: the window */
+    char classify_aggregate[8];   /* file row from its windows: mean | max */
+    int classify_top_k;           /* top_k_label/top_k_prob columns, 0: none */
     /* train */
     int train_epochs;
     int train_global_batch; /* examples per optimizer step over all ranks */
@@ -64,6 +69,8 @@ typedef struct {
     int64_t train_warmup;         /* warmup steps */
     double train_clip;            /* max global gradient norm, 0 off */
     int train_keep;               /* checkpoints kept */
+    int train_keep_best;          /* OUTDIR/best holds the weights of the best val_acc */
+    int train_patience;           /* early stopping after this many evaluations, 0 off */
     char train_dump_grads[WISP_JOBCFG_PATH_MAX]; /* rank 0 writes the first step's gradients here */
     /* cluster */
     char endpoint[256];       /* coordinator bind address; port 0 = ephemeral */

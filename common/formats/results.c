@@ -17,11 +17,12 @@
 #include "base/log.h"
 #include "base/util.h"
 
-#define S_JOURNAL_MAGIC   "WISPRJ01"  /* 8 bytes at the start of the journal */
+#define S_JOURNAL_MAGIC   "WISPRJ02"  /* 8 bytes at the start of the journal (02: segments) */
 #define S_BOM             0x01020304u /* byte-order mark after the magic */
 #define S_RECORD_MAGIC    0x5257524Au /* "JRWR" little-endian: one commit record */
 #define S_FRAME_BYTES     24          /* magic u32, n u32, payload_len u64, seq u64 */
-#define S_ROW_FIXED       36          /* serialized row without strings and floats */
+#define S_ROW_FIXED       40          /* serialized row without strings and floats */
+#define S_SEG_FIXED       24          /* serialized segment without its probs */
 #define S_DEFAULT_PENDING 4096
 #define S_MAX_PENDING     (1u << 20)
 #define S_CHUNK_ROWS      1024
@@ -42,6 +43,9 @@ typedef struct {
     const char *path;
     const char *error;
     const void *vals; /* (2C + P) floats: probs, logits, embedding */
+    uint32_t n_seg;   /* windows of the row */
+    const void *seg;  /* (n_seg) serialized segments: start f64, end f64, label i32,
+                         score f32, C floats (S_SEG_FIXED + 4C bytes each) */
 } s_row_t;
 
 enum {
@@ -55,12 +59,16 @@ enum {
     S_COL_STATUS,
     S_COL_ERROR,
     S_COL_TRUE,
+    S_COL_LABEL_NAME,
+    S_COL_TOPK_LABEL,
+    S_COL_TOPK_PROB,
+    S_COL_NOTE,
     S_NCOLS
 };
 
-static const char *const s_col_names[S_NCOLS] = {"path",   "label",     "score",    "probs",
-                                                 "logits", "embedding", "duration", "status",
-                                                 "error",  "true_label"};
+static const char *const s_col_names[S_NCOLS] = {
+    "path",   "label", "score",      "probs",      "logits",      "embedding",  "duration",
+    "status", "error", "true_label", "label_name", "top_k_label", "top_k_prob", "note"};
 
 struct wisp_results {
     char *path;    /* final OUT.h5 */
@@ -70,6 +78,8 @@ struct wisp_results {
     int C;         /* classes */
     int P;         /* embedding size, 0 = none */
     int has_true;  /* true_label column + metrics */
+    int K;         /* top_k columns, 0 none */
+    int has_seg;   /* rows carry segments */
     char *fingerprint;
     char **classes;   /* (C) */
     char **attr_keys; /* (n_attrs) */
@@ -84,6 +94,11 @@ struct wisp_results {
     int32_t *true_label; /* (N) */
     size_t n_done;       /* committed rows */
     size_t n_err;        /* received rows with status != 0 */
+
+    /* Segments of the committed rows, in commit order, until finish writes them
+     * sorted: each is the row index (u64) then a serialized segment. */
+    uint8_t *segs;
+    size_t n_segs, segs_bytes, segs_cap;
 
     s_row_t *pend;    /* (max_pending) received, not yet committed */
     float *pend_vals; /* (max_pending, 2C + P) */
@@ -243,7 +258,8 @@ static int s_h5_create(wisp_results_t *r, wisp_error_t *err)
     float nanf_ = NAN, minus1f = -1.0f;
     int8_t st_missing = WISP_RESULTS_STATUS_MISSING;
     for (int c = 0; c < S_NCOLS; c++) {
-        if ((c == S_COL_EMB && r->P == 0) || (c == S_COL_TRUE && !r->has_true))
+        if ((c == S_COL_EMB && r->P == 0) || (c == S_COL_TRUE && !r->has_true) ||
+            ((c == S_COL_TOPK_LABEL || c == S_COL_TOPK_PROB) && r->K == 0))
             continue;
         hsize_t dims[2] = {r->n_rows, 1};
         int rank = 1;
@@ -254,6 +270,8 @@ static int s_h5_create(wisp_results_t *r, wisp_error_t *err)
         /* Strings get no fill value (see wisp_h5_create_rows): unwritten = "". */
         case S_COL_PATH:
         case S_COL_ERROR:
+        case S_COL_LABEL_NAME:
+        case S_COL_NOTE:
             type = r->str_type;
             fill = NULL;
             break;
@@ -275,6 +293,16 @@ static int s_h5_create(wisp_results_t *r, wisp_error_t *err)
         case S_COL_EMB:
             rank = 2;
             width = (size_t)r->P;
+            break;
+        case S_COL_TOPK_LABEL:
+            type = H5T_NATIVE_INT32;
+            fill = &minus1;
+            rank = 2;
+            width = (size_t)r->K;
+            break;
+        case S_COL_TOPK_PROB:
+            rank = 2;
+            width = (size_t)r->K;
             break;
         default: break;
         }
@@ -316,6 +344,103 @@ static int s_cmp_row(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Column buffers for one contiguous run of rows (s_h5_write). */
+typedef struct {
+    const char **paths, **errs, **names, **notes;
+    int32_t *lab, *tru, *topl;
+    int8_t *st;
+    float *score, *dur, *probs, *logits, *emb, *topp;
+} s_cols_t;
+
+static void s_cols_free(s_cols_t *c)
+{
+    free(c->paths);
+    free(c->errs);
+    free(c->names);
+    free(c->notes);
+    free(c->lab);
+    free(c->tru);
+    free(c->topl);
+    free(c->st);
+    free(c->score);
+    free(c->dur);
+    free(c->probs);
+    free(c->logits);
+    free(c->emb);
+    free(c->topp);
+}
+
+/* Buffers for n rows (C classes, P embedding, K top classes; +1 keeps a zero width
+ * from being a NULL that reads as a failed allocation). */
+static int s_cols_alloc(s_cols_t *c, size_t n, size_t C, size_t P, size_t K)
+{
+    memset(c, 0, sizeof *c);
+    c->paths = malloc(n * sizeof *c->paths);
+    c->errs = malloc(n * sizeof *c->errs);
+    c->names = malloc(n * sizeof *c->names);
+    c->notes = malloc(n * sizeof *c->notes);
+    c->lab = malloc(n * sizeof *c->lab);
+    c->tru = malloc(n * sizeof *c->tru);
+    c->topl = malloc((n * K + 1) * sizeof *c->topl);
+    c->st = malloc(n);
+    c->score = malloc(n * sizeof *c->score);
+    c->dur = malloc(n * sizeof *c->dur);
+    c->probs = malloc(n * C * sizeof *c->probs);
+    c->logits = malloc(n * C * sizeof *c->logits);
+    c->emb = malloc((n * P + 1) * sizeof *c->emb);
+    c->topp = malloc((n * K + 1) * sizeof *c->topp);
+    return c->paths && c->errs && c->names && c->notes && c->lab && c->tru && c->topl && c->st &&
+                   c->score && c->dur && c->probs && c->logits && c->emb && c->topp
+               ? 0
+               : -1;
+}
+
+/* The K most probable classes of probs (C), most probable first, equal probabilities
+ * in class-id order (each pick is the best strictly after the previous one in that
+ * order: O(K C), no sort). Error rows (ok = 0) get -1 and NaN. */
+static void s_top_k(const float *probs, int C, int K, int ok, int32_t *ids, float *p)
+{
+    int prev = -1;
+    for (int k = 0; k < K; k++) {
+        int best = -1;
+        for (int c = 0; ok && c < C; c++) {
+            if (prev >= 0 && !(probs[c] < probs[prev] || (probs[c] == probs[prev] && c > prev)))
+                continue;
+            if (best < 0 || probs[c] > probs[best])
+                best = c;
+        }
+        ids[k] = best;
+        p[k] = best >= 0 ? probs[best] : NAN;
+        prev = best;
+    }
+}
+
+/* Gathers rows[0, m) into the column buffers. */
+static void s_cols_fill(const wisp_results_t *r, s_cols_t *c, const s_row_t *rows, size_t m)
+{
+    size_t C = (size_t)r->C, P = (size_t)r->P, K = (size_t)r->K;
+    for (size_t k = 0; k < m; k++) {
+        const s_row_t *w = &rows[k];
+        c->paths[k] = w->path;
+        /* One message slot per row: the error of a failed row, the note of an ok one. */
+        c->errs[k] = w->status ? w->error : "";
+        c->notes[k] = w->status ? "" : w->error;
+        c->names[k] = w->label >= 0 && w->label < r->C ? r->classes[w->label] : "";
+        c->lab[k] = w->label;
+        c->tru[k] = w->true_label;
+        c->st[k] = w->status;
+        c->score[k] = w->score;
+        c->dur[k] = w->duration;
+        const uint8_t *v = w->vals;
+        memcpy(c->probs + k * C, v, C * sizeof(float));
+        memcpy(c->logits + k * C, v + C * sizeof(float), C * sizeof(float));
+        if (P)
+            memcpy(c->emb + k * P, v + 2 * C * sizeof(float), P * sizeof(float));
+        if (K)
+            s_top_k(c->probs + k * C, r->C, r->K, w->status == 0, c->topl + k * K, c->topp + k * K);
+    }
+}
+
 /* Writes rows (sorted by index, no duplicates) into the HDF5 file: one block write
  * per column per contiguous index run, then a flush. */
 static int s_h5_write(wisp_results_t *r, const s_row_t *rows, size_t n, wisp_error_t *err)
@@ -323,93 +448,55 @@ static int s_h5_write(wisp_results_t *r, const s_row_t *rows, size_t n, wisp_err
     int rc = WISP_OK;
     if (n == 0)
         return WISP_OK;
-    size_t C = (size_t)r->C, P = (size_t)r->P;
-    const char **paths = malloc(n * sizeof *paths);
-    const char **errs = malloc(n * sizeof *errs);
-    int32_t *lab = malloc(n * sizeof *lab), *tru = malloc(n * sizeof *tru);
-    int8_t *st = malloc(n);
-    float *score = malloc(n * sizeof *score), *dur = malloc(n * sizeof *dur);
-    float *probs = malloc(n * C * sizeof *probs), *logits = malloc(n * C * sizeof *logits);
-    float *emb = P ? malloc(n * P * sizeof *emb) : NULL;
-    if (!paths || !errs || !lab || !tru || !st || !score || !dur || !probs || !logits ||
-        (P && !emb)) {
+    s_cols_t c;
+    if (s_cols_alloc(&c, n, (size_t)r->C, (size_t)r->P, (size_t)r->K) < 0) {
         rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", r->partial);
         goto done;
     }
+    const struct {
+        int col;
+        hid_t mtype;
+        const void *buf;
+    } cols[] = {
+        {S_COL_PATH, r->str_type, c.paths},          {S_COL_ERROR, r->str_type, c.errs},
+        {S_COL_LABEL, H5T_NATIVE_INT32, c.lab},      {S_COL_LABEL_NAME, r->str_type, c.names},
+        {S_COL_STATUS, H5T_NATIVE_INT8, c.st},       {S_COL_SCORE, H5T_NATIVE_FLOAT, c.score},
+        {S_COL_DURATION, H5T_NATIVE_FLOAT, c.dur},   {S_COL_PROBS, H5T_NATIVE_FLOAT, c.probs},
+        {S_COL_LOGITS, H5T_NATIVE_FLOAT, c.logits},  {S_COL_EMB, H5T_NATIVE_FLOAT, c.emb},
+        {S_COL_TRUE, H5T_NATIVE_INT32, c.tru},       {S_COL_TOPK_LABEL, H5T_NATIVE_INT32, c.topl},
+        {S_COL_TOPK_PROB, H5T_NATIVE_FLOAT, c.topp}, {S_COL_NOTE, r->str_type, c.notes},
+    };
     for (size_t i = 0; i < n && rc == WISP_OK;) {
         size_t j = i + 1;
         while (j < n && rows[j].index == rows[j - 1].index + 1)
             j++;
-        size_t m = j - i;
-        for (size_t k = 0; k < m; k++) {
-            const s_row_t *w = &rows[i + k];
-            paths[k] = w->path;
-            errs[k] = w->error;
-            lab[k] = w->label;
-            tru[k] = w->true_label;
-            st[k] = w->status;
-            score[k] = w->score;
-            dur[k] = w->duration;
-            const uint8_t *v = w->vals;
-            memcpy(probs + k * C, v, C * sizeof(float));
-            memcpy(logits + k * C, v + C * sizeof(float), C * sizeof(float));
-            if (P)
-                memcpy(emb + k * P, v + 2 * C * sizeof(float), P * sizeof(float));
-        }
-        size_t row0 = rows[i].index;
-        const char *f = r->partial;
-        rc = wisp_h5_write_rows(r->dset[S_COL_PATH], r->str_type, row0, m, paths, f, "path", err);
-        if (rc == WISP_OK)
-            rc = wisp_h5_write_rows(r->dset[S_COL_ERROR], r->str_type, row0, m, errs, f, "error",
-                                    err);
-        if (rc == WISP_OK)
-            rc = wisp_h5_write_rows(r->dset[S_COL_LABEL], H5T_NATIVE_INT32, row0, m, lab, f,
-                                    "label", err);
-        if (rc == WISP_OK)
-            rc = wisp_h5_write_rows(r->dset[S_COL_STATUS], H5T_NATIVE_INT8, row0, m, st, f,
-                                    "status", err);
-        if (rc == WISP_OK)
-            rc = wisp_h5_write_rows(r->dset[S_COL_SCORE], H5T_NATIVE_FLOAT, row0, m, score, f,
-                                    "score", err);
-        if (rc == WISP_OK)
-            rc = wisp_h5_write_rows(r->dset[S_COL_DURATION], H5T_NATIVE_FLOAT, row0, m, dur, f,
-                                    "duration", err);
-        if (rc == WISP_OK)
-            rc = wisp_h5_write_rows(r->dset[S_COL_PROBS], H5T_NATIVE_FLOAT, row0, m, probs, f,
-                                    "probs", err);
-        if (rc == WISP_OK)
-            rc = wisp_h5_write_rows(r->dset[S_COL_LOGITS], H5T_NATIVE_FLOAT, row0, m, logits, f,
-                                    "logits", err);
-        if (rc == WISP_OK && P)
-            rc = wisp_h5_write_rows(r->dset[S_COL_EMB], H5T_NATIVE_FLOAT, row0, m, emb, f,
-                                    "embedding", err);
-        if (rc == WISP_OK && r->has_true)
-            rc = wisp_h5_write_rows(r->dset[S_COL_TRUE], H5T_NATIVE_INT32, row0, m, tru, f,
-                                    "true_label", err);
+        s_cols_fill(r, &c, rows + i, j - i);
+        for (size_t k = 0; k < sizeof cols / sizeof cols[0] && rc == WISP_OK; k++)
+            if (r->dset[cols[k].col] >= 0)
+                rc = wisp_h5_write_rows(r->dset[cols[k].col], cols[k].mtype, rows[i].index, j - i,
+                                        cols[k].buf, r->partial, s_col_names[cols[k].col], err);
         i = j;
     }
     if (rc == WISP_OK && H5Fflush(r->file, H5F_SCOPE_GLOBAL) < 0)
         rc = wisp_h5_fail(err, r->partial, "flush");
 done:
-    free(paths);
-    free(errs);
-    free(lab);
-    free(tru);
-    free(st);
-    free(score);
-    free(dur);
-    free(probs);
-    free(logits);
-    free(emb);
+    s_cols_free(&c);
     return rc;
 }
 
 /* ---------------------------------------------------------------- journal */
 
+/* Bytes of one serialized segment. */
+static size_t s_seg_bytes(const wisp_results_t *r)
+{
+    return S_SEG_FIXED + (size_t)r->C * sizeof(float);
+}
+
 /* Serialized row: index u64, label i32, score f32, duration f32, true_label i32,
- * status i8, 3 pad bytes, path_len u32, error_len u32 (both with the NUL), then the
- * path, the error and the (2C + P) floats. Host byte order. */
-static int s_ser_row(s_buf_t *b, const s_row_t *w, size_t nfloats)
+ * status i8, 3 pad bytes, path_len u32, error_len u32 (both with the NUL), n_seg u32,
+ * then the path, the error, the (2C + P) floats and the n_seg segments (seg_bytes
+ * each, see s_row_t). Host byte order. */
+static int s_ser_row(s_buf_t *b, const s_row_t *w, size_t nfloats, size_t seg_bytes)
 {
     uint8_t fx[S_ROW_FIXED] = {0};
     uint64_t idx = w->index;
@@ -422,15 +509,18 @@ static int s_ser_row(s_buf_t *b, const s_row_t *w, size_t nfloats)
     memcpy(fx + 24, &w->status, 1);
     memcpy(fx + 28, &pl, 4);
     memcpy(fx + 32, &el, 4);
+    memcpy(fx + 36, &w->n_seg, 4);
     if (s_buf_put(b, fx, sizeof fx) < 0 || s_buf_put(b, w->path, pl) < 0 ||
-        s_buf_put(b, w->error, el) < 0 || s_buf_put(b, w->vals, nfloats * sizeof(float)) < 0)
+        s_buf_put(b, w->error, el) < 0 || s_buf_put(b, w->vals, nfloats * sizeof(float)) < 0 ||
+        (w->n_seg && s_buf_put(b, w->seg, (size_t)w->n_seg * seg_bytes) < 0))
         return -1;
     return 0;
 }
 
 /* Parses one serialized row at *off of a payload; views point into the payload.
  * Returns -1 when the bytes do not form a row. */
-static int s_deser_row(const uint8_t *p, size_t len, size_t *off, size_t nfloats, s_row_t *w)
+static int s_deser_row(const uint8_t *p, size_t len, size_t *off, size_t nfloats, size_t seg_bytes,
+                       s_row_t *w)
 {
     size_t o = *off;
     if (len - o < S_ROW_FIXED)
@@ -445,6 +535,7 @@ static int s_deser_row(const uint8_t *p, size_t len, size_t *off, size_t nfloats
     memcpy(&w->status, p + o + 24, 1);
     memcpy(&pl, p + o + 28, 4);
     memcpy(&el, p + o + 32, 4);
+    memcpy(&w->n_seg, p + o + 36, 4);
     o += S_ROW_FIXED;
     if (pl == 0 || el == 0 || len - o < (size_t)pl + el ||
         len - o - pl - el < nfloats * sizeof(float))
@@ -460,6 +551,12 @@ static int s_deser_row(const uint8_t *p, size_t len, size_t *off, size_t nfloats
     o += el;
     w->vals = p + o;
     o += nfloats * sizeof(float);
+    /* The count is checked against the bytes left before it sizes anything. */
+    if (w->n_seg > WISP_RESULTS_MAX_SEGMENTS || (len - o) / seg_bytes < w->n_seg ||
+        (w->n_seg && w->status != 0))
+        return -1;
+    w->seg = p + o;
+    o += (size_t)w->n_seg * seg_bytes;
     *off = o;
     return 0;
 }
@@ -501,6 +598,7 @@ static char *s_header_json(const wisp_results_t *r)
     cJSON_AddNumberToObject(o, "n_classes", r->C);
     cJSON_AddNumberToObject(o, "embed_dim", r->P);
     cJSON_AddBoolToObject(o, "has_true_label", r->has_true);
+    cJSON_AddBoolToObject(o, "segments", r->has_seg);
     cJSON_AddStringToObject(o, "created", r->created);
     cJSON *cl = cJSON_AddArrayToObject(o, "classes");
     for (int c = 0; cl && c < r->C; c++)
@@ -550,8 +648,11 @@ static int s_journal_check_header(wisp_results_t *r, FILE *fp, wisp_error_t *err
     const char *j = r->journal;
     if (fread(magic, 1, 8, fp) != 8 || memcmp(magic, S_JOURNAL_MAGIC, 8) != 0 ||
         fread(&bom, 4, 1, fp) != 1 || fread(&jl, 4, 1, fp) != 1) {
-        return wisp_error_set(err, WISP_ERR_STATE,
-                              "%s: not a wisp commit journal (remove it to start over)", j);
+        /* An older wisp's journal has the same first 6 bytes. */
+        return wisp_error_set(err, WISP_ERR_STATE, "%s: %s (remove it to start over)", j,
+                              memcmp(magic, S_JOURNAL_MAGIC, 6) == 0
+                                  ? "a commit journal of another wisp version"
+                                  : "not a wisp commit journal");
     }
     if (bom != S_BOM)
         return wisp_error_set(err, WISP_ERR_STATE,
@@ -581,8 +682,9 @@ static int s_journal_check_header(wisp_results_t *r, FILE *fp, wisp_error_t *err
     const cJSON *ht = cJSON_GetObjectItemCaseSensitive(o, "has_true_label");
     const cJSON *cr = cJSON_GetObjectItemCaseSensitive(o, "created");
     const cJSON *cl = cJSON_GetObjectItemCaseSensitive(o, "classes");
+    const cJSON *sg = cJSON_GetObjectItemCaseSensitive(o, "segments");
     if (!cJSON_IsString(fp_) || !cJSON_IsNumber(nr) || !cJSON_IsNumber(nc) || !cJSON_IsNumber(ed) ||
-        !cJSON_IsBool(ht) || !cJSON_IsString(cr) || !cJSON_IsArray(cl)) {
+        !cJSON_IsBool(ht) || !cJSON_IsString(cr) || !cJSON_IsArray(cl) || !cJSON_IsBool(sg)) {
         rc = wisp_error_set(err, WISP_ERR_STATE, "%s: incomplete journal header", j);
         goto done;
     }
@@ -595,12 +697,13 @@ static int s_journal_check_header(wisp_results_t *r, FILE *fp, wisp_error_t *err
         goto done;
     }
     if ((size_t)nr->valuedouble != r->n_rows || nc->valueint != r->C || ed->valueint != r->P ||
-        cJSON_IsTrue(ht) != !!r->has_true) {
+        cJSON_IsTrue(ht) != !!r->has_true || cJSON_IsTrue(sg) != !!r->has_seg) {
         rc = wisp_error_set(err, WISP_ERR_STATE,
-                            "%s: shape differs (journal rows=%.0f classes=%d embed=%d labels=%d,"
-                            " this run rows=%zu classes=%d embed=%d labels=%d)",
+                            "%s: shape differs (journal rows=%.0f classes=%d embed=%d labels=%d "
+                            "segments=%d, this run rows=%zu classes=%d embed=%d labels=%d "
+                            "segments=%d)",
                             j, nr->valuedouble, nc->valueint, ed->valueint, cJSON_IsTrue(ht),
-                            r->n_rows, r->C, r->P, r->has_true);
+                            cJSON_IsTrue(sg), r->n_rows, r->C, r->P, r->has_true, r->has_seg);
         goto done;
     }
     if (cJSON_GetArraySize(cl) != r->C) {
@@ -634,6 +737,39 @@ static void s_mark_committed(wisp_results_t *r, const s_row_t *w)
     r->label[i] = w->label;
     r->status[i] = w->status;
     r->true_label[i] = w->true_label;
+}
+
+/* Room for `rows` more segments in the store (u64 row + a serialized segment each). */
+static int s_segs_reserve(wisp_results_t *r, size_t segs)
+{
+    size_t each = 8 + s_seg_bytes(r);
+    if (segs > (SIZE_MAX - r->segs_bytes) / each)
+        return -1;
+    size_t need = r->segs_bytes + segs * each;
+    if (need <= r->segs_cap)
+        return 0;
+    size_t cap = r->segs_cap ? r->segs_cap : 65536;
+    while (cap < need)
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    uint8_t *q = realloc(r->segs, cap);
+    if (!q)
+        return -1;
+    r->segs = q;
+    r->segs_cap = cap;
+    return 0;
+}
+
+/* Appends a committed row's segments to the store (room reserved by the caller). */
+static void s_keep_segments(wisp_results_t *r, const s_row_t *w)
+{
+    size_t sb = s_seg_bytes(r);
+    uint64_t row = w->index;
+    for (uint32_t k = 0; k < w->n_seg; k++) {
+        memcpy(r->segs + r->segs_bytes, &row, 8);
+        memcpy(r->segs + r->segs_bytes + 8, (const uint8_t *)w->seg + k * sb, sb);
+        r->segs_bytes += 8 + sb;
+        r->n_segs++;
+    }
 }
 
 /* Replays the journal's records into the (fresh) HDF5 file; stops at the first
@@ -702,7 +838,8 @@ static int s_journal_replay(wisp_results_t *r, wisp_error_t *err)
         int bad = 0;
         for (uint32_t k = 0; k < n; k++) {
             s_row_t w;
-            if (s_deser_row(payload, plen, &off, nf, &w) < 0 || w.index >= r->n_rows) {
+            if (s_deser_row(payload, plen, &off, nf, s_seg_bytes(r), &w) < 0 ||
+                w.index >= r->n_rows || (w.n_seg && !r->has_seg)) {
                 bad = 1;
                 break;
             }
@@ -724,8 +861,18 @@ static int s_journal_replay(wisp_results_t *r, wisp_error_t *err)
         qsort(rows, m, sizeof *rows, s_cmp_row);
         if ((rc = s_h5_write(r, rows, m, err)) != WISP_OK)
             goto done;
+        size_t n_seg = 0;
         for (size_t k = 0; k < m; k++)
+            n_seg += rows[k].n_seg;
+        if (s_segs_reserve(r, n_seg) < 0) {
+            rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory for %zu segments",
+                                r->journal, n_seg);
+            goto done;
+        }
+        for (size_t k = 0; k < m; k++) {
             s_mark_committed(r, &rows[k]);
+            s_keep_segments(r, &rows[k]);
+        }
         if (n == 0)
             r->n_resumes++;
         pos += S_FRAME_BYTES + plen + 8;
@@ -779,6 +926,32 @@ static int s_check_unlocked(wisp_results_t *r, wisp_error_t *err)
     return rc;
 }
 
+/* The output's directory must exist and be writable: checked up front so that the
+ * message names the file the user asked for, not the journal's temporary file. */
+static int s_check_output_dir(const char *path, wisp_error_t *err)
+{
+    char dir[4096];
+    struct stat st;
+    if (wisp_path_dirname(dir, sizeof dir, path) != WISP_OK)
+        return wisp_error_set(err, WISP_ERR_ARG, "%s: output path too long", path);
+    if (stat(dir, &st) != 0)
+        return wisp_error_set(err, WISP_ERR_IO, "%s: cannot write the results: directory %s: %s",
+                              path, dir, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return wisp_error_set(err, WISP_ERR_IO,
+                              "%s: cannot write the results: %s is not a "
+                              "directory",
+                              path, dir);
+    if (access(dir, W_OK) != 0)
+        return wisp_error_set(err, WISP_ERR_IO, "%s: cannot write the results: directory %s: %s",
+                              path, dir, strerror(errno));
+    struct stat so;
+    if (stat(path, &so) == 0 && S_ISDIR(so.st_mode))
+        return wisp_error_set(err, WISP_ERR_IO, "%s: cannot write the results: it is a directory",
+                              path);
+    return WISP_OK;
+}
+
 /* ---------------------------------------------------------------- public */
 
 wisp_results_opts_t wisp_results_default_opts(void)
@@ -801,14 +974,17 @@ static int s_check_opts(const wisp_results_opts_t *o, wisp_error_t *err)
             return wisp_error_set(err, WISP_ERR_ARG, "%s: class %d has no name", p, c);
     if (o->embed_dim < 0)
         return wisp_error_set(err, WISP_ERR_ARG, "%s: negative embed_dim", p);
+    if (o->top_k < 0 || o->top_k > o->n_classes)
+        return wisp_error_set(err, WISP_ERR_ARG, "%s: top_k %d is outside [0, %d classes]", p,
+                              o->top_k, o->n_classes);
     if (!o->fingerprint || !o->fingerprint[0])
         return wisp_error_set(err, WISP_ERR_ARG, "%s: a fingerprint is required", p);
     if (o->n_attrs < 0 || (o->n_attrs > 0 && !o->attrs))
         return wisp_error_set(err, WISP_ERR_ARG, "%s: bad attribute list", p);
     static const char *const reserved[] = {
-        "fingerprint", "wisp_version",   "created",   "finished",  "n_rows",
-        "n_ok",        "n_error",        "n_missing", "n_classes", "embed_dim",
-        "n_resumes",   "writer_seconds", "summary",   "accuracy",  "n_evaluated"};
+        "fingerprint", "wisp_version", "created",     "finished",  "n_rows",    "n_ok",
+        "n_error",     "n_missing",    "n_classes",   "embed_dim", "n_resumes", "writer_seconds",
+        "summary",     "accuracy",     "n_evaluated", "n_segments"};
     for (int a = 0; a < o->n_attrs; a++) {
         if (!o->attrs[a].key || !o->attrs[a].key[0])
             return wisp_error_set(err, WISP_ERR_ARG, "%s: attribute %d has no name", p, a);
@@ -841,6 +1017,8 @@ wisp_results_t *wisp_results_open(const wisp_results_opts_t *opts, wisp_error_t 
     r->C = opts->n_classes;
     r->P = opts->embed_dim;
     r->has_true = !!opts->has_true_label;
+    r->K = opts->top_k;
+    r->has_seg = !!opts->segments;
     r->max_pend = opts->max_pending_rows ? opts->max_pending_rows : S_DEFAULT_PENDING;
     if (r->max_pend > S_MAX_PENDING)
         r->max_pend = S_MAX_PENDING;
@@ -879,7 +1057,8 @@ wisp_results_t *wisp_results_open(const wisp_results_opts_t *opts, wisp_error_t 
     s_iso_now(r->created);
 
     int resuming = opts->resume && access(r->journal, F_OK) == 0;
-    if ((rc = s_check_unlocked(r, err)) != WISP_OK)
+    if ((rc = s_check_output_dir(r->path, err)) != WISP_OK ||
+        (rc = s_check_unlocked(r, err)) != WISP_OK)
         goto fail;
     if (!resuming) {
         if (access(r->journal, F_OK) == 0 || access(r->partial, F_OK) == 0)
@@ -924,6 +1103,53 @@ fail:
     return NULL;
 }
 
+/* A row's segments: only with opts.segments, only on ok rows, each with a label in
+ * range, probs and finite start < end. */
+static int s_check_segments(const wisp_results_t *r, const wisp_result_row_t *row,
+                            wisp_error_t *err)
+{
+    if (row->n_segments == 0)
+        return WISP_OK;
+    if (!r->has_seg || row->status != 0 || !row->segments ||
+        row->n_segments > WISP_RESULTS_MAX_SEGMENTS)
+        return wisp_error_set(err, WISP_ERR_ARG, "%s: row %zu: %u segments (%s)", r->path,
+                              row->index, row->n_segments,
+                              !r->has_seg        ? "the file has no segments group"
+                              : row->status != 0 ? "an error row has none"
+                              : !row->segments   ? "no segment array"
+                                                 : "too many");
+    for (uint32_t k = 0; k < row->n_segments; k++) {
+        const wisp_result_segment_t *g = &row->segments[k];
+        if (g->label < 0 || g->label >= r->C || !g->probs || !isfinite(g->start) ||
+            !isfinite(g->end) || !(g->start >= 0 && g->start < g->end))
+            return wisp_error_set(err, WISP_ERR_ARG,
+                                  "%s: row %zu: segment %u needs a label in [0, %d), probs and "
+                                  "0 <= start < end (got %d, %g..%g)",
+                                  r->path, row->index, k, r->C, g->label, g->start, g->end);
+    }
+    return WISP_OK;
+}
+
+/* The row's segments serialized as in the journal (malloc'd; NULL when none or out
+ * of memory). */
+static uint8_t *s_ser_segments(const wisp_results_t *r, const wisp_result_row_t *row)
+{
+    size_t sb = s_seg_bytes(r), C = (size_t)r->C;
+    if (row->n_segments == 0)
+        return NULL;
+    uint8_t *p = malloc((size_t)row->n_segments * sb);
+    for (uint32_t k = 0; p && k < row->n_segments; k++) {
+        const wisp_result_segment_t *g = &row->segments[k];
+        uint8_t *q = p + k * sb;
+        memcpy(q, &g->start, 8);
+        memcpy(q + 8, &g->end, 8);
+        memcpy(q + 16, &g->label, 4);
+        memcpy(q + 20, &g->score, 4);
+        memcpy(q + S_SEG_FIXED, g->probs, C * sizeof(float));
+    }
+    return p;
+}
+
 int wisp_results_put(wisp_results_t *r, const wisp_result_row_t *row, wisp_error_t *err)
 {
     if (r->finished)
@@ -944,20 +1170,23 @@ int wisp_results_put(wisp_results_t *r, const wisp_result_row_t *row, wisp_error
     if (r->has_true && (row->true_label < -1 || row->true_label >= r->C))
         return wisp_error_set(err, WISP_ERR_ARG, "%s: row %zu: true_label %d out of range", r->path,
                               row->index, row->true_label);
-    if (r->n_pend == r->max_pend) {
-        int rc = wisp_results_commit(r, err);
-        if (rc != WISP_OK)
-            return rc;
-    }
+    int rc = s_check_segments(r, row, err);
+    if (rc != WISP_OK)
+        return rc;
+    if (r->n_pend == r->max_pend && (rc = wisp_results_commit(r, err)) != WISP_OK)
+        return rc;
     double t0 = wisp_now();
     size_t C = (size_t)r->C, P = (size_t)r->P, nf = s_row_floats(r);
     s_row_t *w = &r->pend[r->n_pend];
     float *v = r->pend_vals + r->n_pend * nf;
     char *path = strdup(row->path ? row->path : "");
-    char *msg = strdup(row->status != 0 && row->error ? row->error : "");
-    if (!path || !msg) {
+    const char *text = row->status != 0 ? row->error : row->note;
+    char *msg = strdup(text ? text : "");
+    uint8_t *seg = s_ser_segments(r, row);
+    if (!path || !msg || (row->n_segments && !seg)) {
         free(path);
         free(msg);
+        free(seg);
         return wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", r->path);
     }
     for (size_t k = 0; k < C; k++) {
@@ -976,6 +1205,8 @@ int wisp_results_put(wisp_results_t *r, const wisp_result_row_t *row, wisp_error
         .path = path,
         .error = msg,
         .vals = v,
+        .n_seg = row->n_segments,
+        .seg = seg,
     };
     r->state[row->index] = 1;
     if (row->status != 0)
@@ -990,6 +1221,7 @@ static void s_pend_clear(wisp_results_t *r)
     for (size_t k = 0; k < r->n_pend; k++) {
         free((char *)r->pend[k].path);
         free((char *)r->pend[k].error);
+        free((void *)r->pend[k].seg);
     }
     r->n_pend = 0;
 }
@@ -1003,14 +1235,22 @@ int wisp_results_commit(wisp_results_t *r, wisp_error_t *err)
     double t0 = wisp_now();
     int rc = WISP_OK;
     s_buf_t b = {0};
-    size_t nf = s_row_floats(r);
+    size_t nf = s_row_floats(r), n_seg = 0;
     /* Sorted rows: the journal replays in the same order the HDF5 file is written. */
     qsort(r->pend, r->n_pend, sizeof *r->pend, s_cmp_row);
-    for (size_t k = 0; k < r->n_pend; k++)
-        if (s_ser_row(&b, &r->pend[k], nf) < 0) {
+    for (size_t k = 0; k < r->n_pend; k++) {
+        n_seg += r->pend[k].n_seg;
+        if (s_ser_row(&b, &r->pend[k], nf, s_seg_bytes(r)) < 0) {
             rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", r->journal);
             goto done;
         }
+    }
+    /* Room for the segments first: once the record is durable nothing may fail. */
+    if (s_segs_reserve(r, n_seg) < 0) {
+        rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory for %zu segments", r->journal,
+                            n_seg);
+        goto done;
+    }
     if ((rc = s_journal_append(r, (uint32_t)r->n_pend, &b, err)) != WISP_OK)
         goto done;
     /* Durable from here on: the rows are committed whatever happens to the HDF5. */
@@ -1019,6 +1259,7 @@ int wisp_results_commit(wisp_results_t *r, wisp_error_t *err)
             r->n_err--; /* s_mark_committed counts it again */
         r->state[r->pend[k].index] = 0;
         s_mark_committed(r, &r->pend[k]);
+        s_keep_segments(r, &r->pend[k]);
     }
     if (!r->h5_stale && (rc = s_h5_write(r, r->pend, r->n_pend, err)) != WISP_OK) {
         r->h5_stale = 1;
@@ -1146,6 +1387,112 @@ static int s_write_missing(wisp_results_t *r, size_t missing, wisp_error_t *err)
     return rc;
 }
 
+/* A stored segment, for sorting by (row, start); ties keep commit order. */
+typedef struct {
+    uint64_t row;
+    double start;
+    size_t order;
+    const uint8_t *seg;
+} s_seg_ref_t;
+
+static int s_cmp_seg(const void *a, const void *b)
+{
+    const s_seg_ref_t *x = a, *y = b;
+    if (x->row != y->row)
+        return x->row < y->row ? -1 : 1;
+    if (x->start != y->start)
+        return x->start < y->start ? -1 : 1;
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+/* One dataset of the segments group: M rows (chunked), or an empty contiguous one
+ * (HDF5 refuses chunks larger than a fixed zero extent). */
+static int s_seg_dataset(hid_t g, const char *name, hid_t type, int width, size_t M,
+                         const void *buf, const char *f, wisp_error_t *err)
+{
+    hsize_t dims[2] = {M, (hsize_t)width};
+    int rank = width > 1 ? 2 : 1, rc = WISP_OK;
+    hid_t d;
+    if (M == 0) {
+        hid_t sp = H5Screate_simple(rank, dims, NULL);
+        d = sp < 0 ? -1 : H5Dcreate2(g, name, type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        if (sp >= 0)
+            H5Sclose(sp);
+        if (d < 0)
+            return wisp_h5_fail(err, f, name);
+        H5Dclose(d);
+        return WISP_OK;
+    }
+    hsize_t chunk = width > 1 ? S_CHUNK_BYTES / (4 * (size_t)width) : S_CHUNK_ROWS;
+    if ((d = wisp_h5_create_rows(g, name, type, rank, dims, chunk ? chunk : 1, NULL, f, err)) < 0)
+        return WISP_ERR_HDF5;
+    rc = wisp_h5_write_rows(d, type, 0, M, buf, f, name, err);
+    H5Dclose(d);
+    return rc;
+}
+
+/* The segments group (layout in results.h), sorted by (row, start). */
+static int s_write_segments(wisp_results_t *r, wisp_error_t *err)
+{
+    int rc = WISP_OK;
+    const size_t M = r->n_segs, C = (size_t)r->C, each = 8 + s_seg_bytes(r);
+    const char *f = r->partial;
+    s_seg_ref_t *ref = malloc((M + 1) * sizeof *ref);
+    int64_t *row = malloc((M + 1) * sizeof *row);
+    double *start = malloc((M + 1) * sizeof *start), *end = malloc((M + 1) * sizeof *end);
+    int32_t *label = malloc((M + 1) * sizeof *label);
+    float *score = malloc((M + 1) * sizeof *score), *probs = malloc((M * C + 1) * sizeof *probs);
+    const char **names = malloc((M + 1) * sizeof *names);
+    hid_t g = -1;
+    if (!ref || !row || !start || !end || !label || !score || !probs || !names) {
+        rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory for %zu segments", f, M);
+        goto done;
+    }
+    for (size_t k = 0; k < M; k++) {
+        const uint8_t *p = r->segs + k * each;
+        memcpy(&ref[k].row, p, 8);
+        memcpy(&ref[k].start, p + 8, 8);
+        ref[k].order = k;
+        ref[k].seg = p + 8;
+    }
+    qsort(ref, M, sizeof *ref, s_cmp_seg);
+    for (size_t k = 0; k < M; k++) {
+        const uint8_t *q = ref[k].seg;
+        row[k] = (int64_t)ref[k].row;
+        start[k] = ref[k].start;
+        memcpy(&end[k], q + 8, 8);
+        memcpy(&label[k], q + 16, 4);
+        memcpy(&score[k], q + 20, 4);
+        memcpy(probs + k * C, q + S_SEG_FIXED, C * sizeof(float));
+        names[k] = label[k] >= 0 && label[k] < r->C ? r->classes[label[k]] : "";
+    }
+    if ((g = H5Gcreate2(r->file, "segments", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0) {
+        rc = wisp_h5_fail(err, f, "creating group 'segments'");
+        goto done;
+    }
+    if ((rc = s_seg_dataset(g, "row", H5T_NATIVE_INT64, 1, M, row, f, err)) != 0 ||
+        (rc = s_seg_dataset(g, "start", H5T_NATIVE_DOUBLE, 1, M, start, f, err)) != 0 ||
+        (rc = s_seg_dataset(g, "end", H5T_NATIVE_DOUBLE, 1, M, end, f, err)) != 0 ||
+        (rc = s_seg_dataset(g, "label", H5T_NATIVE_INT32, 1, M, label, f, err)) != 0 ||
+        (rc = s_seg_dataset(g, "label_name", r->str_type, 1, M, names, f, err)) != 0 ||
+        (rc = s_seg_dataset(g, "score", H5T_NATIVE_FLOAT, 1, M, score, f, err)) != 0 ||
+        (rc = s_seg_dataset(g, "probs", H5T_NATIVE_FLOAT, (int)C, M, probs, f, err)) != 0)
+        goto done;
+    rc = wisp_h5_attr_set_i64(r->file, "n_segments", (int64_t)M, f, err);
+done:
+    if (g >= 0)
+        H5Gclose(g);
+    free(ref);
+    free(row);
+    free(start);
+    free(end);
+    free(label);
+    free(score);
+    free(probs);
+    free(names);
+    return rc;
+}
+
 int wisp_results_finish(wisp_results_t *r, const char *summary_json, unsigned flags,
                         wisp_error_t *err)
 {
@@ -1183,6 +1530,8 @@ int wisp_results_finish(wisp_results_t *r, const char *summary_json, unsigned fl
     if (missing > 0 && (rc = s_write_missing(r, missing, err)) != WISP_OK)
         return rc;
     if (r->has_true && (rc = s_write_metrics(r, err)) != WISP_OK)
+        return rc;
+    if (r->has_seg && (rc = s_write_segments(r, err)) != WISP_OK)
         return rc;
     if ((rc = wisp_h5_attr_set_i64(r->file, "n_ok", n_ok, f, err)) != WISP_OK ||
         (rc = wisp_h5_attr_set_i64(r->file, "n_error", n_error, f, err)) != WISP_OK ||
@@ -1274,6 +1623,7 @@ void wisp_results_destroy(wisp_results_t **rp)
     free(r->true_label);
     free(r->pend);
     free(r->pend_vals);
+    free(r->segs);
     free(r);
     *rp = NULL;
 }

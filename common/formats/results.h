@@ -5,6 +5,7 @@
  * read with h5py as `pd.DataFrame({k: f[k][:] for k in 1-D columns})`):
  *   path        [N]    UTF-8 variable-length string   input path as resolved
  *   label       [N]    int32    predicted class id, -1 on error
+ *   label_name  [N]    UTF-8 string   classes[label], "" on error
  *   score       [N]    float32  probability of the predicted class (max prob), NaN on error
  *   probs       [N,C]  float32  softmax of logits, NaN on error
  *   logits      [N,C]  float32  NaN on error
@@ -14,10 +15,26 @@
  *                               WISP_RESULTS_STATUS_MISSING for a row never produced
  *                               (only possible with WISP_RESULTS_FINISH_ALLOW_MISSING)
  *   error       [N]    UTF-8 string   "" when ok, the error message otherwise
+ *   note        [N]    UTF-8 string   "" or a remark on an ok row ("first 30 s of 45.0 s
+ *                                     classified ...": the rest of the file was not seen)
  *   (a missing row: path "", label/true_label -1, NaN values, duration -1, status
  *   WISP_RESULTS_STATUS_MISSING, error "missing")
  *   true_label  [N]    int32    only when has_true_label; -1 unknown
  *   classes     [C]    UTF-8 strings  class names, index = class id
+ *   top_k_label [N,K]  int32    only when top_k = K > 0: the K most probable class ids,
+ *                               most probable first (ties: the lower id first); -1 on error
+ *   top_k_prob  [N,K]  float32  their probabilities (probs[top_k_label]); NaN on error
+ *   segments/   group, only with opts.segments (windowed classification of long audio):
+ *               one row per window of every ok file, M rows sorted by (row, start):
+ *     row       [M]    int64    the file row (index into the columns above)
+ *     start     [M]    float64  window start in seconds of the source
+ *     end       [M]    float64  window end (seconds)
+ *     label     [M]    int32    argmax of the window's probs
+ *     label_name [M]   UTF-8 string   classes[label]
+ *     score     [M]    float32  probs[label]
+ *     probs     [M,C]  float32  the window's softmax
+ *     The group is written by finish (the segments of committed rows are held in
+ *     memory until then: M x (4C + 28) bytes), so a .partial peeked mid-run has none.
  *   With has_true_label, computed in wisp_results_finish over the rows with status 0
  *   and true_label >= 0 ("evaluated" rows):
  *   confusion   [C,C]  int64    rows = true class, columns = predicted class
@@ -38,13 +55,15 @@
  * file). Files: OUT.h5.partial (the HDF5 file being written) and OUT.h5.commit (the
  * commit journal). Design:
  *   - The JOURNAL is the source of truth. It starts with a header (magic, byte-order
- *     mark, n_rows, C, P, has_true_label, classes, fingerprint, created time; the
+ *     mark, n_rows, C, P, has_true_label, segments, classes, fingerprint, created time; the
  *     attrs are not in it: a resumed run writes the attrs its caller passes now),
  *     written to OUT.h5.commit.tmp, fsync'd and renamed, so it is never torn. Each
  *     commit appends ONE record holding the full data of every row received since
  *     the previous commit (index, path, label, score, duration, status, error,
  *     true_label, probs, logits, embedding), framed as
  *     [magic u32][n_rows u32][payload_len u64][seq u64][payload][checksum u64]
+ *     (a row's segments travel in the same record as the row: a row and its windows
+ *     are committed together or not at all)
  *     (checksum: FNV-1a 64 over the frame header and payload), then fsync's the
  *     journal. A row counts as committed exactly when its record is fully on disk
  *     with a valid checksum. The journal is host-endian (the byte-order mark refuses
@@ -54,7 +73,7 @@
  *     for peeking (HDF5's file locking needs HDF5_USE_FILE_LOCKING=FALSE in the
  *     reader while the writer runs), but it is never trusted after a crash.
  *   - Resume (opts.resume = 1 and the journal exists): the header is checked against
- *     opts (fingerprint, n_rows, C, P, has_true_label, classes); any mismatch is
+ *     opts (fingerprint, n_rows, C, P, has_true_label, segments, classes); any mismatch is
  *     WISP_ERR_STATE with a message naming the difference — runs are never mixed.
  *     The records are replayed in order; the first incomplete or corrupt record
  *     (a crash mid-append) ends the replay and the journal is truncated there (so
@@ -126,10 +145,23 @@ typedef struct {
     int n_attrs;
     size_t max_pending_rows; /* put commits automatically once this many rows are
                                 pending (bounds memory); 0 = 4096, at most 2^20 */
+    int top_k;               /* K: top_k_label/top_k_prob columns, 0 none, at most C */
+    int segments;            /* 1: rows carry window segments (the segments group) */
 } wisp_results_opts_t;
 
 /* Zeroed options (max_pending_rows 0 = default). */
 wisp_results_opts_t wisp_results_default_opts(void);
+
+/* One window of a file row (windowed classification). probs (C) is read during put. */
+typedef struct {
+    double start, end;  /* seconds of the source, 0 <= start < end */
+    int32_t label;      /* argmax of probs, in [0, C) */
+    float score;        /* probs[label] */
+    const float *probs; /* (C) */
+} wisp_result_segment_t;
+
+/* Most windows one row may carry (a 10-day recording in 30 s windows with a 1 s hop). */
+#define WISP_RESULTS_MAX_SEGMENTS (1u << 20)
 
 /* One result row. Arrays are read during put only (copied). */
 typedef struct {
@@ -143,7 +175,10 @@ typedef struct {
     float duration;         /* seconds, -1 unknown */
     int8_t status;          /* 0 ok, else a negative wisp_err_t */
     const char *error;      /* message when status != 0 (NULL stored as "") */
+    const char *note;       /* remark on an ok row, e.g. audio cut to 30 s (NULL: "") */
     int32_t true_label;     /* when has_true_label: class id or -1 unknown */
+    const wisp_result_segment_t *segments; /* (n_segments) with opts.segments, ok rows only */
+    uint32_t n_segments;
 } wisp_result_row_t;
 
 typedef struct wisp_results wisp_results_t;
@@ -156,7 +191,9 @@ wisp_results_t *wisp_results_open(const wisp_results_opts_t *opts, wisp_error_t 
 /* Stores a row (pending until the next commit). Returns 0 when stored,
  * WISP_RESULTS_DUPLICATE when the index was already received (row ignored), or a
  * negative WISP_ERR_*: WISP_ERR_ARG (index out of range, status 0 without probs or
- * logits, label out of range, after finish), or the error of an automatic commit. */
+ * logits, label out of range, segments without opts.segments or on an error row, more
+ * than WISP_RESULTS_MAX_SEGMENTS, a segment's label out of range or start/end not
+ * finite with start < end, after finish), or the error of an automatic commit. */
 int wisp_results_put(wisp_results_t *r, const wisp_result_row_t *row, wisp_error_t *err);
 
 /* Makes every pending row durable: journal append + fsync, then the .partial HDF5

@@ -7,7 +7,8 @@
  * pool (nn_attention_*_mt, nn_*_mt in ops.h) split their work into units taken from a
  * shared counter, so which thread computes a unit never changes its bits.
  *
- * A pool is driven by one thread at a time (nn_pool_run is not reentrant). */
+ * A pool is driven by one thread at a time (nn_pool_run is not reentrant). Its threads
+ * run with FTZ+DAZ (subnormals flushed, nn/blas.h); the caller's mode is the caller's. */
 #ifndef WISP_NN_POOL_H
 #define WISP_NN_POOL_H
 

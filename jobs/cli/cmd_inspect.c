@@ -13,6 +13,7 @@
 #include "nn/adapter_config.h"
 #include "formats/st.h"
 #include "base/util.h"
+#include "nn/blas.h"
 #include "nn/model.h"
 
 typedef struct {
@@ -429,6 +430,7 @@ int wisp_cmd_inspect(int argc, char **argv)
             wisp_st_destroy(&st);
         }
     }
+    printf("blas: %s\n", wisp_blas_summary()); /* the kernels a load here would run on */
     if (c.problems) {
         fprintf(stderr, "wisp inspect: %d problem%s found in %s (see PROBLEM lines)\n", c.problems,
                 c.problems == 1 ? "" : "s", path);

@@ -4,6 +4,7 @@
 
 #include "cli/commands.h"
 #include "base/log.h"
+#include "nn/blas.h"
 
 typedef struct {
     const char *name;
@@ -47,12 +48,14 @@ static void s_usage(FILE *out)
     for (const s_command_t *c = s_commands; c->name; c++)
         fprintf(out, "  %-11s %s\n", c->name, c->summary);
     fprintf(out, "\nDistributed runs: wisp-coordinator JOB.json, mpirun -np N wisp-worker.\n"
+                 "wisp --version prints the version and the BLAS kernels in use.\n"
                  "Exit codes: 0 ok, 1 some inputs failed, 2 usage error, 3 failure.\n");
 }
 
 int main(int argc, char **argv)
 {
     wisp_log_init('L', 0, WISP_LOG_INFO);
+    wisp_blas_startup('L', argv); /* may re-execute with better BLAS kernels (nn/blas.h) */
     if (argc < 2) {
         s_usage(stderr);
         return WISP_EXIT_USAGE;
@@ -60,6 +63,10 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {
         s_usage(stdout);
+        return WISP_EXIT_OK;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("wisp %s\nblas: %s\n", WISP_VERSION, wisp_blas_summary());
         return WISP_EXIT_OK;
     }
     for (const s_command_t *c = s_commands; c->name; c++)

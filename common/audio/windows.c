@@ -1,0 +1,156 @@
+/* windows.c: fixed windows over long audio and features.json (see windows.h). */
+#include "audio/windows.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "audio/audio.h"
+#include "audio/mel.h"
+#include "base/util.h"
+#include "formats/json.h"
+
+int wisp_windows_parse_aggregate(const char *name, wisp_windows_agg_t *out, wisp_error_t *err)
+{
+    if (name && strcmp(name, "mean") == 0)
+        *out = WISP_WINDOWS_MEAN;
+    else if (name && strcmp(name, "max") == 0)
+        *out = WISP_WINDOWS_MAX;
+    else
+        return wisp_error_set(err, WISP_ERR_ARG, "window aggregate '%s': use mean or max",
+                              name ? name : "");
+    return WISP_OK;
+}
+
+const char *wisp_windows_aggregate_name(wisp_windows_agg_t agg)
+{
+    return agg == WISP_WINDOWS_MAX ? "max" : "mean";
+}
+
+int wisp_windows_check(wisp_windows_opts_t *o, wisp_error_t *err)
+{
+    const double max_s = (double)WISP_N_SAMPLES / WISP_SAMPLE_RATE;
+    if (!(o->seconds >= 0 && o->seconds <= max_s))
+        return wisp_error_set(err, WISP_ERR_ARG,
+                              "window %g s: must be in (0, %g] (the encoder sees %g s), or 0 "
+                              "for none",
+                              o->seconds, max_s, max_s);
+    if (o->seconds == 0)
+        return WISP_OK;
+    if (o->seconds * WISP_SAMPLE_RATE < 1)
+        return wisp_error_set(err, WISP_ERR_ARG, "window %g s is shorter than one sample",
+                              o->seconds);
+    if (o->hop == 0)
+        o->hop = o->seconds;
+    if (!(o->hop * WISP_SAMPLE_RATE >= 1 && o->hop <= o->seconds))
+        return wisp_error_set(err, WISP_ERR_ARG,
+                              "window hop %g s: must be in (0, %g] (the window; a longer hop "
+                              "would leave audio between windows unlabelled)",
+                              o->hop, o->seconds);
+    if (o->aggregate != WISP_WINDOWS_MEAN && o->aggregate != WISP_WINDOWS_MAX)
+        return wisp_error_set(err, WISP_ERR_ARG, "window aggregate %d: use mean or max",
+                              (int)o->aggregate);
+    return WISP_OK;
+}
+
+size_t wisp_windows_samples(double seconds)
+{
+    double n = floor(seconds * WISP_SAMPLE_RATE + 0.5);
+    return n < 1 ? 1 : (size_t)n;
+}
+
+size_t wisp_windows_count(size_t n, size_t win, size_t hop)
+{
+    if (n <= win)
+        return 1;
+    return 1 + (n - win + hop - 1) / hop;
+}
+
+void wisp_windows_at(size_t n, size_t win, size_t hop, size_t k, size_t *start, size_t *len)
+{
+    if (n <= win) {
+        *start = 0;
+        *len = n;
+        return;
+    }
+    size_t last = wisp_windows_count(n, win, hop) - 1;
+    *start = k >= last ? n - win : k * hop;
+    *len = win;
+}
+
+size_t wisp_windows_random_start(size_t n, size_t win, uint64_t seed, uint64_t epoch, uint64_t item)
+{
+    if (n <= win)
+        return 0;
+    /* One generator per (seed, epoch, item): the start does not depend on the order in
+     * which items are visited, the rank that loads them or what was drawn before. */
+    wisp_rng_t g;
+    wisp_rng_seed(&g, seed ^ (epoch * 0x9e3779b97f4a7c15ull) ^ (item * 0xc2b2ae3d27d4eb4full));
+    return (size_t)(wisp_rng_u64(&g) % (uint64_t)(n - win + 1));
+}
+
+/* ---- features.json ---- */
+
+int wisp_feature_settings_save(const char *dir, const wisp_feature_settings_t *s, wisp_error_t *err)
+{
+    char path[4096];
+    if (wisp_path_join(path, sizeof path, dir, "features.json") != WISP_OK)
+        return wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", dir);
+    cJSON *o = cJSON_CreateObject();
+    int rc;
+    if (!o || !cJSON_AddBoolToObject(o, "truncate", s->truncate) ||
+        !cJSON_AddNumberToObject(o, "window_seconds", s->window_seconds))
+        rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
+    else
+        rc = wisp_json_save(path, o, err);
+    cJSON_Delete(o);
+    return rc;
+}
+
+int wisp_feature_settings_load(const char *dir, wisp_feature_settings_t *s, wisp_error_t *err)
+{
+    char path[4096];
+    memset(s, 0, sizeof *s);
+    if (wisp_path_join(path, sizeof path, dir, "features.json") != WISP_OK)
+        return wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", dir);
+    if (access(path, F_OK) != 0)
+        return 0;
+    cJSON *o = NULL;
+    int rc = wisp_json_load(path, &o, err);
+    if (rc == WISP_OK && !cJSON_IsObject(o))
+        rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: not a JSON object", path);
+    if (rc == WISP_OK)
+        rc = wisp_json_key_bool(o, "truncate", 0, &s->truncate, path, err);
+    if (rc == WISP_OK) {
+        const cJSON *w = cJSON_GetObjectItemCaseSensitive(o, "window_seconds");
+        if (w && !cJSON_IsNull(w)) {
+            if (!cJSON_IsNumber(w) || !(w->valuedouble >= 0 && w->valuedouble <= 30))
+                rc = wisp_error_set(err, WISP_ERR_FORMAT,
+                                    "%s: window_seconds must be a number in [0, 30]", path);
+            else
+                s->window_seconds = w->valuedouble;
+        }
+    }
+    cJSON_Delete(o);
+    return rc == WISP_OK ? 1 : rc;
+}
+
+int wisp_feature_settings_check(const char *dir, int truncate, wisp_error_t *err)
+{
+    wisp_feature_settings_t s;
+    if (!dir || !dir[0])
+        return WISP_OK;
+    int rc = wisp_feature_settings_load(dir, &s, err);
+    if (rc <= 0)
+        return rc;
+    if (!!s.truncate != !!truncate)
+        return wisp_error_set(err, WISP_ERR_STATE,
+                              "%s was trained on %s log-mel features (features.json) but this "
+                              "run uses %s ones: %s",
+                              dir, s.truncate ? "truncated" : "padded 30 s",
+                              truncate ? "truncated" : "padded 30 s",
+                              s.truncate ? "add --truncate (classify.truncate: true)"
+                                         : "drop --truncate (classify.truncate: false)");
+    return WISP_OK;
+}

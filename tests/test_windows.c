@@ -1,0 +1,158 @@
+/* Tests of common/audio/windows: window plans over long audio, the seeded training
+ * window, the options check and features.json beside a head. */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "audio/windows.h"
+#include "base/util.h"
+
+#define S 16000 /* samples per second */
+
+static void test_windows_match_the_documented_examples(void **state)
+{
+    (void)state;
+    size_t st, len;
+    assert_int_equal(wisp_windows_count(45 * S, 30 * S, 30 * S), 2);
+    wisp_windows_at(45 * S, 30 * S, 30 * S, 0, &st, &len);
+    assert_true(st == 0 && len == 30 * S);
+    wisp_windows_at(45 * S, 30 * S, 30 * S, 1, &st, &len);
+    assert_true(st == 15 * S && len == 30 * S); /* the last window ends at the end */
+    assert_int_equal(wisp_windows_count(70 * S, 30 * S, 20 * S), 3);
+    wisp_windows_at(70 * S, 30 * S, 20 * S, 1, &st, &len);
+    assert_int_equal(st, 20 * S);
+    wisp_windows_at(70 * S, 30 * S, 20 * S, 2, &st, &len);
+    assert_int_equal(st, 40 * S);
+    /* A short signal is one window: itself. */
+    assert_int_equal(wisp_windows_count(5 * S, 30 * S, 10 * S), 1);
+    wisp_windows_at(5 * S, 30 * S, 10 * S, 0, &st, &len);
+    assert_true(st == 0 && len == 5 * S);
+    assert_int_equal(wisp_windows_count(30 * S, 30 * S, 10 * S), 1);
+    assert_int_equal(wisp_windows_count(30 * S + 1, 30 * S, 10 * S), 2);
+}
+
+/* Every sample of every signal length is in some window, every window is full, starts
+ * increase and consecutive windows overlap or touch (never a gap). */
+static void test_windows_cover_every_sample_without_gaps(void **state)
+{
+    (void)state;
+    const size_t wins[] = {7, 10, 32}, hops[] = {1, 3, 7, 10};
+    for (size_t a = 0; a < 3; a++)
+        for (size_t b = 0; b < 4; b++) {
+            size_t win = wins[a], hop = hops[b];
+            if (hop > win)
+                continue;
+            for (size_t n = 1; n < 200; n++) {
+                size_t W = wisp_windows_count(n, win, hop), covered = 0, prev = 0;
+                for (size_t k = 0; k < W; k++) {
+                    size_t st, len;
+                    wisp_windows_at(n, win, hop, k, &st, &len);
+                    assert_true(st + len <= n);
+                    assert_int_equal(len, n < win ? n : win);
+                    if (k == 0)
+                        assert_int_equal(st, 0);
+                    else
+                        assert_true(st > prev && st <= covered);
+                    if (st + len > covered)
+                        covered = st + len;
+                    prev = st;
+                }
+                assert_int_equal(covered, n);
+                /* No window more than needed: without the last, coverage is short. */
+                if (W > 1) {
+                    size_t st, len;
+                    wisp_windows_at(n, win, hop, W - 2, &st, &len);
+                    assert_true(st + len < n);
+                }
+            }
+        }
+}
+
+static void test_random_training_window_is_seeded_uniform_and_in_range(void **state)
+{
+    (void)state;
+    const size_t n = 45 * S, win = 30 * S;
+    size_t lo = n, hi = 0, changed = 0;
+    for (uint64_t epoch = 0; epoch < 400; epoch++) {
+        size_t a = wisp_windows_random_start(n, win, 7, epoch, 3);
+        assert_int_equal(a, wisp_windows_random_start(n, win, 7, epoch, 3)); /* reproducible */
+        assert_true(a + win <= n);
+        lo = a < lo ? a : lo;
+        hi = a > hi ? a : hi;
+        changed += a != wisp_windows_random_start(n, win, 7, epoch, 4);
+    }
+    /* Spread over the whole range [0, 15 s], different per item. */
+    assert_true(lo < S && hi > 14 * S);
+    assert_true(changed > 390);
+    assert_int_equal(wisp_windows_random_start(win, win, 7, 1, 1), 0);
+    assert_int_equal(wisp_windows_random_start(10, win, 7, 1, 1), 0);
+    assert_true(
+        wisp_windows_random_start(n, win, 8, 0, 3) != wisp_windows_random_start(n, win, 7, 0, 3) ||
+        wisp_windows_random_start(n, win, 8, 1, 3) != wisp_windows_random_start(n, win, 7, 1, 3));
+}
+
+static void test_window_options_are_checked(void **state)
+{
+    (void)state;
+    wisp_error_t e = {0};
+    wisp_windows_opts_t o = {.seconds = 30};
+    assert_int_equal(wisp_windows_check(&o, &e), WISP_OK);
+    assert_true(o.hop == 30); /* hop 0 = the window */
+    o = (wisp_windows_opts_t){.seconds = 0};
+    assert_int_equal(wisp_windows_check(&o, &e), WISP_OK);
+    o = (wisp_windows_opts_t){.seconds = 31};
+    assert_int_equal(wisp_windows_check(&o, &e), WISP_ERR_ARG);
+    o = (wisp_windows_opts_t){.seconds = 10, .hop = 11};
+    wisp_error_clear(&e);
+    assert_int_equal(wisp_windows_check(&o, &e), WISP_ERR_ARG);
+    assert_non_null(strstr(e.msg, "hop"));
+    o = (wisp_windows_opts_t){.seconds = -1};
+    assert_int_equal(wisp_windows_check(&o, &e), WISP_ERR_ARG);
+    wisp_windows_agg_t agg;
+    assert_int_equal(wisp_windows_parse_aggregate("max", &agg, &e), WISP_OK);
+    assert_int_equal(agg, WISP_WINDOWS_MAX);
+    assert_string_equal(wisp_windows_aggregate_name(agg), "max");
+    wisp_error_clear(&e);
+    assert_int_equal(wisp_windows_parse_aggregate("median", &agg, &e), WISP_ERR_ARG);
+    assert_non_null(strstr(e.msg, "median"));
+    assert_int_equal(wisp_windows_samples(1.5), 24000);
+}
+
+static void test_feature_settings_round_trip_and_refuse_the_other_mode(void **state)
+{
+    (void)state;
+    const char *dir = wisp_test_tmpdir();
+    wisp_error_t e = {0};
+    wisp_feature_settings_t s = {0};
+    assert_int_equal(wisp_feature_settings_load(dir, &s, &e), 0); /* absent */
+    assert_int_equal(wisp_feature_settings_check(dir, 1, &e), WISP_OK);
+    wisp_feature_settings_t w = {.truncate = 1, .window_seconds = 20};
+    assert_int_equal(wisp_feature_settings_save(dir, &w, &e), WISP_OK);
+    assert_int_equal(wisp_feature_settings_load(dir, &s, &e), 1);
+    assert_true(s.truncate == 1 && s.window_seconds == 20);
+    assert_int_equal(wisp_feature_settings_check(dir, 1, &e), WISP_OK);
+    assert_int_equal(wisp_feature_settings_check(dir, 0, &e), WISP_ERR_STATE);
+    assert_non_null(strstr(e.msg, "--truncate"));
+    char path[4096];
+    wisp_path_join(path, sizeof path, dir, "features.json");
+    FILE *f = fopen(path, "w");
+    fputs("{\"truncate\": 1}", f);
+    fclose(f);
+    wisp_error_clear(&e);
+    assert_true(wisp_feature_settings_load(dir, &s, &e) < 0);
+    assert_non_null(strstr(e.msg, "truncate"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_windows_match_the_documented_examples),
+        cmocka_unit_test(test_windows_cover_every_sample_without_gaps),
+        cmocka_unit_test(test_random_training_window_is_seeded_uniform_and_in_range),
+        cmocka_unit_test(test_window_options_are_checked),
+        cmocka_unit_test(test_feature_settings_round_trip_and_refuse_the_other_mode),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
