@@ -81,8 +81,12 @@ AF_INLINE void af_k1_tile(float *St, const float *A, int lda, const float *BT, i
 AF_T static void af_k1(float *St, const float *A, int lda, const float *BT, int n, __m512 *vmax)
 {
     int j = 0;
-    for (; j + 6 <= n; j += 6)
+    for (; j + 6 <= n; j += 6) {
+        for (int r = 6; r < 12 && j + r < n; r++) /* the next tile's K or V rows */
+            for (int w = 0; w < 4; w++)
+                _mm_prefetch((const char *)(A + (size_t)(j + r) * lda + 16 * w), _MM_HINT_T0);
         af_k1_tile(St + (size_t)j * AF_BQ, A + (size_t)j * lda, lda, BT, 6, vmax);
+    }
     switch (n - j) {
     case 5: af_k1_tile(St + (size_t)j * AF_BQ, A + (size_t)j * lda, lda, BT, 5, vmax); break;
     case 4: af_k1_tile(St + (size_t)j * AF_BQ, A + (size_t)j * lda, lda, BT, 4, vmax); break;
@@ -126,9 +130,13 @@ AF_INLINE void af_k2_tile(float *OT, const float *A, int lda, const float *Et, i
                 _mm512_storeu_ps(OT + (d0 + r) * AF_BQ + w * 16, acc[r][w]);
 }
 
-/* k2 over n keys: OT (64, 64 lanes) += A (n, 64)^T @ Et (n, 64 lanes); d in tiles of 6. */
-AF_T static void af_k2(float *OT, const float *A, int lda, const float *Et, int n)
+/* k2 over n keys: OT (64, 64 lanes) += A (n, 64)^T @ Et (n, 64 lanes); d in tiles of 6.
+ * The next n rows of A (the next chunk's, when next is set) are prefetched meanwhile. */
+AF_T static void af_k2(float *OT, const float *A, int lda, const float *Et, int n, int next)
 {
+    for (int j = 0; j < next; j++)
+        for (int w = 0; w < 4; w++)
+            _mm_prefetch((const char *)(A + (size_t)(n + j) * lda + 16 * w), _MM_HINT_T1);
     for (int d0 = 0; d0 < 60; d0 += 6)
         af_k2_tile(OT, A, lda, Et, n, d0, 6);
     af_k2_tile(OT, A, lda, Et, n, 60, 4);
@@ -173,8 +181,14 @@ AF_INLINE void af_k3_tile(float *G, int ldg, const float *Et, const float *X, in
 AF_T static void af_k3(float *G, int ldg, const float *Et, const float *X, int ldx, int ni, int n)
 {
     int j = 0;
-    for (; j + 6 <= n; j += 6)
+    for (; j + 6 <= n; j += 6) {
+        /* G (dK, dV rows, stride C) is far from L1: fetch the next tile's rows now, the
+         * 24 x ni FMAs of this one hide the wait */
+        for (int r = 6; r < 12 && j + r < n; r++)
+            for (int w = 0; w < 4; w++)
+                _mm_prefetch((const char *)(G + (size_t)(j + r) * ldg + 16 * w), _MM_HINT_T0);
         af_k3_tile(G + (size_t)j * ldg, ldg, Et + (size_t)j * AF_BQ, X, ldx, ni, 6);
+    }
     for (; j < n; j++)
         af_k3_tile(G + (size_t)j * ldg, ldg, Et + (size_t)j * AF_BQ, X, ldx, ni, 1);
 }
@@ -218,7 +232,8 @@ AF_T static void af_fwd_exp_pv(float *OT, float *St, const float *vb, int C, int
                 vsum[w] = _mm512_add_ps(vsum[w], e);
             }
         }
-        af_k2(OT, vb + (size_t)j0 * C, C, St + (size_t)j0 * AF_BQ, nj);
+        int nx = T - j0 - nj < AF_KC ? T - j0 - nj : AF_KC;
+        af_k2(OT, vb + (size_t)j0 * C, C, St + (size_t)j0 * AF_BQ, nj, nx);
     }
 }
 
@@ -336,7 +351,7 @@ AF_T static void af_bwd_chunks(float *dQT, float *dkb, float *dvb, const float *
                 _mm512_storeu_ps(s, _mm512_mul_ps(p, _mm512_sub_ps(_mm512_loadu_ps(s), vd[w])));
             }
         if (want_dq)
-            af_k2(dQT, kb + (size_t)j0 * C, C, dSt, nj);
+            af_k2(dQT, kb + (size_t)j0 * C, C, dSt, nj, T - j0 - nj < AF_KC ? T - j0 - nj : AF_KC);
         if (want_dk)
             af_k3(dkb + (size_t)j0 * C, C, dSt, qb, C, bq, nj);
     }
