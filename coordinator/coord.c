@@ -928,6 +928,20 @@ static int s_result(wisp_coord_t *self, int w, const wisp_msg_t *m, double now, 
 }
 
 /* Handles one message. Returns nonzero only on a fatal error. */
+/* Step jobs: the ranks of the running world live and die together. A rank waiting in
+ * a collective for a slower one cannot send heartbeats, so word from any rank of the
+ * world renews every rank's lease; a world where no rank is heard from expires. */
+static void s_touch_world(wisp_coord_t *self, int w, double now)
+{
+    if (!self->ops->steps || !self->active || self->peers[w].world != self->active_world ||
+        self->peers[w].rank < 0 || self->peers[w].rank >= self->active_size ||
+        self->rank_slot[self->peers[w].rank] != w)
+        return;
+    for (int r = 0; r < self->active_size; r++)
+        if (wisp_lease_worker_alive(self->lease, self->rank_slot[r]))
+            wisp_lease_touch(self->lease, self->rank_slot[r], now);
+}
+
 static int s_handle(wisp_coord_t *self, const void *id, size_t id_len, const void *buf, size_t len,
                     double now, int finished, wisp_error_t *err)
 {
@@ -951,8 +965,10 @@ static int s_handle(wisp_coord_t *self, const void *id, size_t id_len, const voi
         return WISP_OK;
     }
     int alive = wisp_lease_worker_alive(self->lease, w);
-    if (alive)
+    if (alive) {
         wisp_lease_touch(self->lease, w, now);
+        s_touch_world(self, w, now);
+    }
     switch (m.type) {
     case WISP_MSG_RESULT: return s_result(self, w, &m, now, err);
     case WISP_MSG_HEARTBEAT:
