@@ -879,51 +879,88 @@ int wisp_manifest_class_index(const wisp_manifest_t *m, const char *name)
     return -1;
 }
 
-int wisp_manifest_shards(const wisp_manifest_t *m, double target_seconds, size_t max_items,
-                         wisp_shard_t **out, size_t *n_out, wisp_error_t *err)
+/* seconds[i] read through a byte stride (the manifest's items or a plain array). */
+static double s_sec(const double *seconds, size_t stride, size_t i)
+{
+    return *(const double *)((const char *)seconds + i * stride);
+}
+
+/* Appends a shard, growing *v (x2) as needed. */
+static int s_push_shard(wisp_shard_t **v, size_t *n, size_t *cap, wisp_shard_t sh)
+{
+    if (*n == *cap) {
+        size_t c = *cap ? 2 * *cap : 64;
+        wisp_shard_t *g = realloc(*v, c * sizeof *g);
+        if (!g)
+            return -1;
+        *v = g;
+        *cap = c;
+    }
+    (*v)[(*n)++] = sh;
+    return 0;
+}
+
+int wisp_manifest_cut(const double *seconds, size_t stride, const uint8_t *skip, size_t n_items,
+                      double target_seconds, size_t max_items, wisp_shard_t **out, size_t *n_out,
+                      wisp_error_t *err)
 {
     *out = NULL;
     *n_out = 0;
     if (max_items < 1)
         return wisp_error_set(err, WISP_ERR_ARG, "shards: max_items must be >= 1");
-    if (m->n_items == 0)
-        return WISP_OK;
+    if (!stride)
+        stride = sizeof *seconds;
     double known = 0;
     size_t n_known = 0;
-    for (size_t i = 0; i < m->n_items; i++)
-        if (m->items[i].duration >= 0) {
-            known += m->items[i].duration;
+    for (size_t i = 0; seconds && i < n_items; i++)
+        if (s_sec(seconds, stride, i) >= 0) {
+            known += s_sec(seconds, stride, i);
             n_known++;
         }
     double mean = n_known ? known / (double)n_known : 0;
     int by_time = n_known > 0 && target_seconds > 0;
-    /* Upper bound on the shard count: every item alone. Shrunk at the end. */
-    wisp_shard_t *v = malloc(m->n_items * sizeof *v);
-    if (!v)
-        return wisp_error_set(err, WISP_ERR_NOMEM, "shards: out of memory");
-    size_t n = 0, begin = 0;
+    wisp_shard_t *v = NULL;
+    size_t n = 0, cap = 0, begin = 0;
     double sec = 0;
-    for (size_t i = 0; i < m->n_items; i++) {
-        double d = m->items[i].duration >= 0 ? m->items[i].duration : mean;
+    for (size_t i = 0; i <= n_items; i++) {
+        if (i == n_items || (skip && skip[i])) { /* the end, or an item left out */
+            if (i > begin && s_push_shard(&v, &n, &cap, (wisp_shard_t){begin, i, sec}) < 0)
+                goto nomem;
+            begin = i + 1;
+            sec = 0;
+            continue;
+        }
+        double d = seconds && s_sec(seconds, stride, i) >= 0 ? s_sec(seconds, stride, i) : mean;
         /* Close the open shard first when this item would overshoot the target by
          * more than the shard now falls short of it (keeps shards near the target;
          * a very long item ends up alone). */
         if (by_time && i > begin && sec + d > target_seconds &&
             sec + d - target_seconds > target_seconds - sec) {
-            v[n++] = (wisp_shard_t){begin, i, sec};
+            if (s_push_shard(&v, &n, &cap, (wisp_shard_t){begin, i, sec}) < 0)
+                goto nomem;
             begin = i;
             sec = 0;
         }
         sec += d;
-        size_t count = i + 1 - begin;
-        if (count >= max_items || (by_time && sec >= target_seconds) || i + 1 == m->n_items) {
-            v[n++] = (wisp_shard_t){begin, i + 1, sec};
+        if (i + 1 - begin >= max_items || (by_time && sec >= target_seconds)) {
+            if (s_push_shard(&v, &n, &cap, (wisp_shard_t){begin, i + 1, sec}) < 0)
+                goto nomem;
             begin = i + 1;
             sec = 0;
         }
     }
-    wisp_shard_t *s = realloc(v, n * sizeof *v);
-    *out = s ? s : v;
+    wisp_shard_t *sh = n ? realloc(v, n * sizeof *v) : v;
+    *out = sh ? sh : v;
     *n_out = n;
     return WISP_OK;
+nomem:
+    free(v);
+    return wisp_error_set(err, WISP_ERR_NOMEM, "shards: out of memory");
+}
+
+int wisp_manifest_shards(const wisp_manifest_t *m, double target_seconds, size_t max_items,
+                         wisp_shard_t **out, size_t *n_out, wisp_error_t *err)
+{
+    return wisp_manifest_cut(m->n_items ? &m->items[0].duration : NULL, sizeof *m->items, NULL,
+                             m->n_items, target_seconds, max_items, out, n_out, err);
 }

@@ -51,6 +51,7 @@
 #define WISP_MANIFEST_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "base/err.h"
 
@@ -135,6 +136,16 @@ typedef struct {
  * Returns 0, WISP_ERR_ARG or WISP_ERR_NOMEM. */
 int wisp_manifest_shards(const wisp_manifest_t *m, double target_seconds, size_t max_items,
                          wisp_shard_t **out, size_t *n_out, wisp_error_t *err);
+
+/* The same cutter over plain arrays, for the coordinator's plan: seconds (n_items
+ * values read every `stride` bytes, 0 = sizeof(double); negative = unknown, counted
+ * as the mean known duration), or NULL to cut by count alone; skip (n_items flags)
+ * or NULL: an item with skip[i] != 0 (committed by an earlier run) is in no shard and
+ * ends the open one, so shards hold consecutive items only. The rules above apply
+ * to the runs between skipped items. *out is malloc'd (free()), NULL when no shard. */
+int wisp_manifest_cut(const double *seconds, size_t stride, const uint8_t *skip, size_t n_items,
+                      double target_seconds, size_t max_items, wisp_shard_t **out, size_t *n_out,
+                      wisp_error_t *err);
 
 /* Index of name in m->classes, or -1. */
 int wisp_manifest_class_index(const wisp_manifest_t *m, const char *name);
