@@ -198,7 +198,11 @@ wisp_classify_run_t *wisp_classify_run_open(const wisp_classify_run_opts_t *opts
         wisp_error_set(err, WISP_ERR_ARG, "classify: a model and an output are required");
         goto fail;
     }
-    if (wisp_windows_check(&o.window, err) != WISP_OK || s_classes(s, o.model, o.head, err) != 0)
+    /* The features mode a trained head expects: refused here, before any worker starts. */
+    if (wisp_windows_check(&o.window, err) != WISP_OK ||
+        wisp_feature_settings_check(o.head, o.truncate, err) != WISP_OK ||
+        wisp_feature_settings_check(o.adapter, o.truncate, err) != WISP_OK ||
+        s_classes(s, o.model, o.head, err) != 0)
         goto fail;
     if (o.top_k < 0 || o.top_k > s->C) {
         wisp_error_set(err, WISP_ERR_ARG, "top_k %d: the head has %d classes", o.top_k, s->C);

@@ -33,6 +33,31 @@ M="$T/mixed.csv"
 sed -i "2,\$ { /^\\//! s|^|$T/long/| }" "$M"
 [ "$(($(wc -l <"$M") - 1))" -eq 11 ] || fail "expected 11 files in the manifest"
 stamp "model, data and adapter ready"
+# wisp inspect reads wisp's own training run and checkpoint directories (exit 0), and
+# names a LATEST that points nowhere (exit 3).
+"$WISP" inspect --summary "$T/trained" >"$T/insp.out" 2>&1 || { cat "$T/insp.out"; fail "inspect of a run"; }
+grep -q "^training run: " "$T/insp.out" && grep -q "features.json: trained on truncated" "$T/insp.out" ||
+    fail "inspect of a run: $(cat "$T/insp.out")"
+CK="$T/trained/checkpoints/$(cat "$T/trained/checkpoints/LATEST")"
+"$WISP" inspect --summary "$CK" >"$T/insp.out" 2>&1 || { cat "$T/insp.out"; fail "inspect of a checkpoint"; }
+grep -q "^checkpoint: " "$T/insp.out" && grep -q "state.json: " "$T/insp.out" || fail "inspect of a checkpoint"
+cp -r "$T/trained" "$T/broken" && echo step-99999999 >"$T/broken/checkpoints/LATEST"
+set +e
+"$WISP" inspect --summary "$T/broken" >"$T/insp.out" 2>&1
+rc=$?
+set -e
+[ $rc -eq 3 ] && grep -q "LATEST names 'step-99999999'" "$T/insp.out" || fail "inspect of a broken LATEST: exit $rc"
+# The head was trained on truncated features (features.json): the padded mode is
+# refused, locally and by the coordinator, with the option to change.
+[ "$(sed -n 's/.*"truncate": *\([a-z]*\).*/\1/p' "$T/trained/head/features.json")" = true ] ||
+    fail "no features.json with truncate: true beside the trained head"
+set +e
+"$WISP" classify --model "$T/model" --adapter "$T/trained/adapter" --head "$T/trained/head" \
+    -o "$T/pad.h5" "$T/short/tone/tone_0000.wav" >/dev/null 2>"$T/pad.err"
+rc=$?
+set -e
+[ $rc -eq 3 ] && grep -q "trained on truncated.*add --truncate" "$T/pad.err" ||
+    { cat "$T/pad.err"; fail "padded classify with a truncated head: exit $rc"; }
 
 CL="$WISP classify --model $T/model --adapter $T/trained/adapter --head $T/trained/head --truncate --threads 1"
 set +e
@@ -123,6 +148,13 @@ compare() {
     done
 }
 compare "$T/local.h5" "$T/dist.h5"
+set +e
+timeout 60 "$WISP" run "$T/job.json" -np 2 --no-progress --set classify.truncate=false \
+    --set output=pad_dist.h5 >/dev/null 2>"$T/pad_dist.err"
+rc=$?
+set -e
+[ $rc -ne 0 ] && grep -q "trained on truncated" "$T/pad_dist.err" ||
+    { tail -5 "$T/pad_dist.err"; fail "distributed padded classify with a truncated head: exit $rc"; }
 if h5diff -d 1e-5 "$T/local.h5" "$T/dist.h5" /segments/start /segments/end >/dev/null 2>&1; then
     fail "h5diff control"
 fi
