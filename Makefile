@@ -49,7 +49,7 @@ BENCHES := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/bin/%)
 
-.PHONY: all test asan bench demo clean deps check-deps format-check unit integration \
+.PHONY: all test asan bench bench-deps demo clean deps check-deps format-check unit integration \
         fuzz fuzz-long fuzz-bins
 all: $(LIB) $(BINS) $(TESTS) $(BENCHES)
 
@@ -147,9 +147,23 @@ $(BUILD)/bin/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(LIB)
 	@$(if $(filter 1,$(V)),,echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
 
-bench: check-deps
+# The PyTorch references of make bench need Debian's torch, scipy (WAV reading) and sox
+# (FLAC decoding, as whisper's ffmpeg): installed as root when missing, else named.
+BENCH_APT_PKGS := python3-torch python3-scipy python3-numpy sox
+bench-deps:
+	@if ! $(PYTHON) -c "import torch, scipy, numpy" 2>/dev/null || ! command -v sox >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "wisp: installing the benchmark references' packages with apt-get"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(BENCH_APT_PKGS) || exit 1; \
+	  else \
+	    echo "wisp: the PyTorch references need, as root: apt-get install -y $(BENCH_APT_PKGS)"; \
+	    echo "wisp: running wisp's benchmarks without them"; \
+	  fi; \
+	fi
+
+bench: check-deps bench-deps
 	@$(MAKE) --no-print-directory all
-	@BUILD=$(BUILD) PYTHON=$(PYTHON) sh bench/run.sh
+	@BUILD=$(BUILD) PYTHON=$(PYTHON) BENCH_ONLY="$(BENCH_ONLY)" sh bench/run.sh
 
 demo: check-deps
 	@$(MAKE) --no-print-directory -j2 $(LIB) $(BINS)
