@@ -14,7 +14,7 @@ PYTHON ?= /usr/bin/python3
 PKGS := libzmq ompi-c openblas sndfile hdf5 cmocka soxr fftw3f libcjson
 APT_PKGS := build-essential pkg-config libzmq3-dev libopenmpi-dev openmpi-bin \
             libopenblas-dev libsndfile1-dev libhdf5-dev libcmocka-dev libsoxr-dev \
-            libfftw3-dev libcjson-dev hdf5-tools
+            libfftw3-dev libcjson-dev hdf5-tools libdnnl-dev
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -24,7 +24,8 @@ SAN ?=
 CFLAGS := -std=c11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -fno-math-errno \
           -DWISP_VERSION='"$(WISP_VERSION)"' -I. -Icommon -Ijobs $(PKG_CFLAGS) $(SAN) $(EXTRA_CFLAGS)
 LDFLAGS := $(SAN)
-LDLIBS := $(PKG_LIBS) -lm -lpthread
+# oneDNN (int8 linears, nn/qlinear.c) ships no pkg-config file in Debian 12
+LDLIBS := $(PKG_LIBS) -ldnnl -lm -lpthread
 
 # WISP_HAVE_CMD_<NAME> for every jobs/cli/cmd_<name>.c (init_model -> INIT_MODEL).
 CMD_DEFS := $(foreach f,$(wildcard jobs/cli/cmd_*.c),-DWISP_HAVE_$(shell echo $(basename $(notdir $(f))) | tr a-z A-Z))
@@ -57,6 +58,7 @@ all: $(LIB) $(BINS) $(TESTS) $(BENCHES)
 deps check-deps:
 	@missing=0; pkg-config --exists $(PKGS) 2>/dev/null || missing=1; \
 	command -v mpirun >/dev/null 2>&1 || missing=1; command -v cc >/dev/null 2>&1 || missing=1; \
+	[ -f /usr/include/oneapi/dnnl/dnnl.h ] || missing=1; \
 	if [ $$missing = 1 ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "wisp: installing build dependencies with apt-get"; \

@@ -327,17 +327,21 @@ static int s_bench_demo_ftz(const char *root)
         wisp_rng_seed(&r, 11);
         s_fill(mel, (size_t)B * cfg.num_mel_bins * frames, &r, 1.0f, 0);
         unsigned csr = _mm_getcsr();
-        double on_cpu = 0, off_cpu = 0;
+        /* alternated, best of 15 each: the two minima come from the same stretch of time */
+        s_best_t bon = {1e30, 1e30}, boff = {1e30, 1e30};
         openblas_set_num_threads(1);
-        _mm_setcsr(csr | 0x8040u);
-        double on = s_time(m, mel, B, frames, &on_cpu);
-        _mm_setcsr(csr & ~0x8040u);
-        double off = s_time(m, mel, B, frames, &off_cpu);
+        for (int k = 0; k < 16 && rc == 0; k++) {
+            _mm_setcsr(csr | 0x8040u);
+            rc = s_run(m, mel, B, frames, NULL, k ? &bon : NULL);
+            _mm_setcsr(csr & ~0x8040u);
+            rc = rc ? rc : s_run(m, mel, B, frames, NULL, k ? &boff : NULL);
+        }
         _mm_setcsr(csr);
+        double on_cpu = bon.cpu, off_cpu = boff.cpu;
         printf("demo_ftz_batch8_1t_cpu_s=%.5f\n", on_cpu);
         printf("demo_noftz_batch8_1t_cpu_s=%.5f\n", off_cpu);
         printf("demo_ftz_speedup=%.2f\n", off_cpu / on_cpu);
-        rc = on < 0 || off < 0 ? -1 : 0;
+        rc = rc < 0 ? -1 : 0;
     } else {
         fprintf(stderr, "bench_model: demo model: %s\n", err.msg[0] ? err.msg : "no memory");
         rc = -1;

@@ -17,6 +17,12 @@ out=$(mktemp)
 wanted() { [ -z "$BENCH_ONLY" ] && return 0; case " $BENCH_ONLY " in *" $1 "*) return 0 ;; esac; return 1; }
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
 . configs/local_mpi_env.sh
+# bench/features_ref.py reads Whisper's filterbank from ../shared/data (next to the
+# repository); from a git worktree, next to the main checkout
+if [ -z "$WISP_SHARED" ] && [ ! -d ../shared ]; then
+    common=$(git rev-parse --path-format=absolute --git-common-dir 2>/dev/null)
+    [ -n "$common" ] && [ -d "$common/../../shared" ] && export WISP_SHARED="$common/../../shared"
+fi
 "$BUILD"/bin/wisp --version 2>/dev/null | sed -n 's/^blas: /blas_decision=/p' | tr ' ' '_' >>"$out"
 core_note="as wisp chose it"
 if [ -z "$OPENBLAS_CORETYPE" ]; then
@@ -145,8 +151,12 @@ lines += ["## The machine and the kernels", "",
 # time (robust on a shared machine); 2 threads: wall time against twice the 1-thread peak.
 if fma1:
     lines += ["## Model against the machine", "",
-              "One 30 s clip. Fraction = GFLOP of the forward / time / FMA peak (x2 at two threads). "
-              "1 thread: process CPU time; 2 threads: wall time (on a shared machine a lower bound). "
+              "One 30 s clip. Fraction = GFLOP of the forward / time / FMA peak. 1 thread: process "
+              "CPU time against the 1-thread peak. 2 threads: wisp's process CPU time of both threads "
+              "against the 1-thread peak (= the fraction of twice the peak the two threads reach "
+              "while they run; this shared machine makes wall time meaningless), PyTorch's wall "
+              "time against twice the peak (its OpenMP threads spin, so its CPU time says nothing; "
+              "a lower bound), sgemm's wall time against twice the peak (a lower bound). "
               "Training steps: time relative to the forward of the same seq_bn model "
               "(`train_over_forward_*`); PyTorch: its step over its plain forward.", "",
               "| figure | wisp s | wisp frac of peak | PyTorch s | PyTorch frac of peak | sgemm frac of peak |",
@@ -157,22 +167,31 @@ if fma1:
         if not gf:
             continue
         for th in (1, 2):
-            key = "forward_%s_%dt%s" % (size, th, "_cpu_s" if th == 1 else "_s")
-            w, r = vals.get(key), vals.get("ref_" + key)
-            peak = fma1 * th
-            f = lambda t: "%.2f" % (gf / t / peak) if t else "-"
+            w = vals.get("forward_%s_%dt_cpu_s" % (size, th))
+            r = vals.get("ref_forward_%s_%dt%s" % (size, th, "_cpu_s" if th == 1 else "_s"))
+            f = lambda t, peak: "%.2f" % (gf / t / peak) if t else "-"
             lines.append("| forward %s %dt | %s | %s | %s | %s | %s |" % (
-                size, th, "%.3f" % w if w else "-", f(w), "%.3f" % r if r else "-", f(r),
-                "%.2f" % (sg[th] / peak) if sg[th] else "-"))
+                size, th, "%.3f" % w if w else "-", f(w, fma1), "%.3f" % r if r else "-",
+                f(r, fma1 * th), "%.2f" % (sg[th] / fma1 / th) if sg[th] else "-"))
         for th in (1, 2):
             suf = "_cpu_s" if th == 1 else "_s"
-            w = vals.get("train_step_%s_%dt%s" % (size, th, suf))
-            ratio = vals.get("train_over_forward_%s_%dt%s" % (size, th, "_cpu" if th == 1 else ""))
+            w = vals.get("train_step_%s_%dt_cpu_s" % (size, th))
+            ratio = vals.get("train_over_forward_%s_%dt_cpu" % (size, th))
             r = vals.get("ref_train_step_%s_%dt%s" % (size, th, suf))
             rf = vals.get("ref_forward_%s_%dt%s" % (size, th, suf))
             lines.append("| train step %s %dt | %s | %s x forward | %s | %s x forward | |" % (
                 size, th, "%.3f" % w if w else "-", "%.2f" % ratio if ratio else "-",
                 "%.3f" % r if r else "-", "%.2f" % (r / rf) if r and rf else "-"))
+    if "int8_forward_speedup_base_1t" in vals:
+        lines += ["", "int8 frozen linears (`classify.precision: int8`, bench_int8, whisper-base, 1 thread): "
+                  "forward of one 30 s clip %.3f s vs fp32 %.3f s (CPU): %.2fx; %d clips of varied "
+                  "audio in truncated mode: top-1 agreement with fp32 %.1f%%, logits relative RMS "
+                  "%.4f, classify CPU time %.2fx faster. Random weights have no outlier channels: "
+                  "check a real checkpoint with `wisp classify --precision int8 --compare-fp32 N`." % (
+                      vals["int8_forward_base_1t_cpu_s"], vals["fp32_forward_base_1t_cpu_s"],
+                      vals["int8_forward_speedup_base_1t"], vals.get("int8_clips", 0),
+                      100 * vals.get("int8_agree_top1_frac", 0), vals.get("int8_logits_rel_rms", 0),
+                      vals.get("int8_classify_speedup_trunc", 0))]
     if "demo_ftz_speedup" in vals:
         lines += ["", "Subnormals (the demo's model, `init_std` 0.3, batch of 8 x 1.9 s, 1 thread, "
                   "CPU s): FTZ+DAZ %.4f, without %.4f: %.2fx." % (

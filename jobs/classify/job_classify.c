@@ -370,6 +370,13 @@ static int s_worker_open(void **state, const wisp_jobcfg_t *cfg, const wisp_job_
     o.embeddings = cfg->classify_embedding;
     o.batch = cfg->classify_batch_size;
     o.threads = env->threads;
+    if (strcmp(cfg->classify_precision, "fp32") && strcmp(cfg->classify_precision, "int8")) {
+        free(w);
+        return wisp_error_set(err, WISP_ERR_ARG, "classify.precision: '%s' is not fp32 or int8",
+                              cfg->classify_precision);
+    }
+    o.precision =
+        strcmp(cfg->classify_precision, "int8") ? WISP_PRECISION_FP32 : WISP_PRECISION_INT8;
     w->batch = o.batch;
     w->embed = o.embeddings;
     w->cl = wisp_classifier_new(&o, err);
