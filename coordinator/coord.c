@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -15,19 +16,23 @@
 #include "lease.h"
 #include "base/log.h"
 #include "dist/proto.h"
+#include "formats/manifest.h"
 #include "nn/blas.h"
 #include "base/util.h"
 
-#define S_HELLO_MAX 4096 /* bytes of a HELLO payload */
-#define S_LOG_DROPS 20   /* dropped messages logged one by one before sampling */
+#define S_LOG_DROPS 20 /* dropped messages logged one by one before sampling */
+/* Worker slots are never reused (lease.h), so this caps what HELLOs can make the
+ * coordinator allocate: about 420 bytes each, 55 MB at the cap (docs/SECURITY.md). */
+#define S_MAX_SLOTS (1 << 17)
 
 typedef struct {
     uint8_t id[256]; /* ROUTER routing id of the worker's DEALER */
     size_t id_len;
-    int rank, size; /* MPI rank and world size it announced */
+    int rank, size; /* MPI rank and world size it announced: 0 <= rank < size <= MAX_RANKS */
     long pid;
-    char host[64];
-    char world[32];         /* id of its mpirun (step jobs) */
+    char host[WISP_PROTO_HOST_MAX];
+    uint64_t world;         /* id of its mpirun (0: none given) */
+    double rejoin_asked;    /* time STOP(REJOIN) was last sent to this dead slot (0 never) */
     int ready;              /* step jobs: READY received */
     uint8_t *ready_payload; /* rank's READY payload (malloc'd) */
     size_t ready_len;
@@ -64,7 +69,10 @@ struct wisp_coord {
     double secs_total, secs_done; /* planned audio seconds (estimates where unknown) */
     double secs_audio; /* correction: decoded seconds minus planned, for committed shards */
     double stage_s[WISP_JOB_MAX_STAGES];
-    uint64_t dropped, duplicates, requeued, workers_seen, workers_lost, results;
+    uint64_t dropped, duplicates, workers_seen, workers_lost, results;
+    uint64_t workers_refused;  /* HELLOs beyond max_workers */
+    uint64_t workers_rejoined; /* HELLOs of workers that had a slot (declared dead, rejoined) */
+    int max_workers;           /* connected workers accepted at once (descriptor limit) */
     double t_start, t_last_progress;
     double t_first_worker; /* first HELLO (0 before): rates exclude waiting for workers */
     double t_first_result, t_last_result; /* commits: steady-state rate without model loading */
@@ -75,7 +83,7 @@ struct wisp_coord {
     cJSON *summary;
     /* step jobs */
     int active; /* a complete world is running steps */
-    char active_world[32];
+    uint64_t active_world;
     int active_size;
     int *rank_slot;         /* active_size: worker slot of each rank */
     int in_flight;          /* steps issued and not reported by rank 0 */
@@ -102,6 +110,18 @@ const cJSON *wisp_coord_summary(const wisp_coord_t *self)
 {
     return self->summary;
 }
+void wisp_coord_counters(const wisp_coord_t *self, wisp_coord_counters_t *out)
+{
+    *out = (wisp_coord_counters_t){.dropped = self->dropped,
+                                   .duplicates = self->duplicates,
+                                   .workers_seen = self->workers_seen,
+                                   .workers_lost = self->workers_lost,
+                                   .requeued = wisp_lease_requeued(self->lease),
+                                   .results = self->results,
+                                   .live_workers = wisp_lease_live_workers(self->lease),
+                                   .active_world = self->active};
+}
+
 void wisp_coord_request_stop(wisp_coord_t *self)
 {
     self->stop_req = 1;
@@ -217,54 +237,79 @@ static int s_setup_curve(wisp_coord_t *self, wisp_error_t *err)
 
 /* ---- setup ---- */
 
+/* Every worker connection is a descriptor of this process, and beyond RLIMIT_NOFILE
+ * ZeroMQ cannot accept (it retries, spinning, and nothing reaches the coordinator):
+ * raise the soft limit to the hard one and accept at most limit - reserve workers, so
+ * the excess is refused by name at HELLO instead. Process-wide, hence logged. */
+static void s_fd_limit(wisp_coord_t *self)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        self->max_workers = self->params.max_workers > 0 ? self->params.max_workers : INT_MAX;
+        return;
+    }
+    rlim_t soft = rl.rlim_cur;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            rl.rlim_cur = soft;
+    }
+    long long lim =
+        rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > INT_MAX ? INT_MAX : (long long)rl.rlim_cur;
+    long long cap = lim > 2 * WISP_COORD_FD_RESERVE ? lim - WISP_COORD_FD_RESERVE : lim / 2;
+    self->max_workers = cap < 1 ? 1 : (int)cap;
+    if (self->params.max_workers > 0 && self->params.max_workers < self->max_workers)
+        self->max_workers = self->params.max_workers;
+    WISP_LOGI("file descriptors: limit %lld (soft was %lld, hard %lld): up to %d workers at once",
+              lim, soft == RLIM_INFINITY ? -1LL : (long long)soft,
+              rl.rlim_max == RLIM_INFINITY ? -1LL : (long long)rl.rlim_max, self->max_workers);
+}
+
+/* Shards of consecutive not-done items, cut by the manifest's cutter (one set of
+ * rules, documented and tested in common/formats/manifest.h): about
+ * cluster.shard_seconds of audio and at most cluster.shard_size items each; by count
+ * alone when the plan has no durations. */
 static int s_cut_shards(wisp_coord_t *self, wisp_lease_shard_t **out, size_t *n_out,
                         wisp_error_t *err)
 {
     const wisp_job_plan_t *p = &self->plan;
     const wisp_jobcfg_t *cfg = self->cfg;
-    size_t cap = 64, n = 0;
-    wisp_lease_shard_t *sh = malloc(cap * sizeof *sh);
-    if (!sh)
-        return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
-    wisp_lease_shard_t cur = {0, 0, 0};
-    for (size_t i = 0; i <= p->n_items; i++) {
-        int end = i == p->n_items || (p->done && p->done[i]);
-        double sec = (i < p->n_items && p->seconds) ? p->seconds[i] : 0;
-        if (!end && cur.count > 0 &&
-            ((int)cur.count >= cfg->shard_size ||
-             (p->seconds && cur.seconds + sec > cfg->shard_seconds)))
-            end = 2; /* close the current shard, then start a new one at i */
-        if (end && cur.count > 0) {
-            if (n == cap) {
-                wisp_lease_shard_t *g = realloc(sh, 2 * cap * sizeof *sh);
-                if (!g) {
-                    free(sh);
-                    return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
-                }
-                sh = g;
-                cap *= 2;
-            }
-            sh[n++] = cur;
-            cur.count = 0;
-            cur.seconds = 0;
-        }
-        if (i == p->n_items)
-            break;
+    for (size_t i = 0; i < p->n_items; i++) {
+        double sec = p->seconds ? p->seconds[i] : 0;
+        self->secs_total += sec;
         if (p->done && p->done[i]) {
             self->items_resumed++;
             self->secs_done += sec;
-            self->secs_total += sec;
-            continue;
         }
-        if (cur.count == 0)
-            cur.first = i;
-        cur.count++;
-        cur.seconds += sec;
-        self->secs_total += sec;
     }
+    wisp_shard_t *cut = NULL;
+    size_t n = 0;
+    int rc =
+        wisp_manifest_cut(p->seconds, 0, p->done, p->n_items, p->seconds ? cfg->shard_seconds : 0,
+                          cfg->shard_size > 0 ? (size_t)cfg->shard_size : 1, &cut, &n, err);
+    if (rc)
+        return rc;
+    wisp_lease_shard_t *sh = malloc((n ? n : 1) * sizeof *sh);
+    if (!sh) {
+        free(cut);
+        return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory for %zu shards", n);
+    }
+    for (size_t k = 0; k < n; k++) /* count <= shard_size, an int */
+        sh[k] = (wisp_lease_shard_t){cut[k].begin, (uint32_t)(cut[k].end - cut[k].begin),
+                                     cut[k].seconds};
+    free(cut);
     *out = sh;
     *n_out = n;
     return WISP_OK;
+}
+
+/* 1 when only this host can reach ep: loopback TCP, ipc:// or inproc://. */
+static int s_endpoint_is_local(const char *ep)
+{
+    if (strncmp(ep, "ipc://", 6) == 0 || strncmp(ep, "inproc://", 9) == 0)
+        return 1;
+    return strncmp(ep, "tcp://127.", 10) == 0 || strncmp(ep, "tcp://localhost:", 16) == 0 ||
+           strncmp(ep, "tcp://[::1]:", 12) == 0;
 }
 
 static int s_bind(wisp_coord_t *self, wisp_error_t *err)
@@ -277,16 +322,30 @@ static int s_bind(wisp_coord_t *self, wisp_error_t *err)
         strcpy(ep + len - 1, "*"); /* ZeroMQ's spelling of an ephemeral port */
     int one = 1, linger = 1000;
     int hwm = 1000 + 4 * cfg->credit;
+    /* ZeroMQ's listen backlog is 100: when a whole world connects at once the SYNs
+     * beyond it are dropped and retried by the kernel after 1, 3, 7 ... s, so 1 000
+     * workers took tens of seconds to join. The kernel caps it at net.core.somaxconn. */
+    int backlog =
+        self->max_workers < 4096 ? (self->max_workers > 100 ? self->max_workers : 100) : 4096;
     int64_t maxmsg = (int64_t)(cfg->max_message_mb * 1048576.0);
     if (zmq_setsockopt(self->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one) != 0 ||
+        zmq_setsockopt(self->router, ZMQ_ROUTER_HANDOVER, &one, sizeof one) != 0 ||
         zmq_setsockopt(self->router, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
         zmq_setsockopt(self->router, ZMQ_SNDHWM, &hwm, sizeof hwm) != 0 ||
-        zmq_setsockopt(self->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0)
+        zmq_setsockopt(self->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0 ||
+        zmq_setsockopt(self->router, ZMQ_BACKLOG, &backlog, sizeof backlog) != 0)
         return wisp_error_set(err, WISP_ERR_NET, "ROUTER options: %s", zmq_strerror(errno));
     if (cfg->curve_server_secret[0]) {
         int rc = s_setup_curve(self, err);
         if (rc)
             return rc;
+    } else if (!s_endpoint_is_local(ep)) {
+        /* The stance of docs/SECURITY.md: without CURVE every host that reaches
+         * the port is a trusted worker. Said once, loudly, where it is decided. */
+        WISP_LOGW("%s is reachable from other hosts and CURVE is off: any peer that connects "
+                  "can take shards and return results, and reads the job config; set "
+                  "cluster.curve (docs/SECURITY.md)",
+                  ep);
     }
     if (zmq_bind(self->router, ep) != 0)
         return wisp_error_set(err, WISP_ERR_NET, "bind %s: %s", ep, zmq_strerror(errno));
@@ -312,7 +371,7 @@ wisp_coord_t *wisp_coord_new(const wisp_jobcfg_t *cfg, const wisp_coord_params_t
         self->params = *params;
     else
         wisp_coord_default_params(&self->params);
-    self->ops = wisp_job_find(cfg->kind);
+    self->ops = self->params.ops ? self->params.ops : wisp_job_find(cfg->kind);
     if (!self->ops) {
         rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED, "job kind '%s' is not built into this wisp",
                             cfg->kind);
@@ -324,6 +383,14 @@ wisp_coord_t *wisp_coord_new(const wisp_jobcfg_t *cfg, const wisp_coord_params_t
         rc = wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
         goto done;
     }
+    /* A leftover endpoint file names an earlier run's port: remove it before the (maybe
+     * long) open and resume, so workers wait for this run's instead of connecting there. */
+    if (self->params.endpoint_file && unlink(self->params.endpoint_file) != 0 && errno != ENOENT) {
+        rc = wisp_error_set(err, WISP_ERR_IO, "%s: cannot remove the stale endpoint file: %s",
+                            self->params.endpoint_file, strerror(errno));
+        goto done;
+    }
+    s_fd_limit(self);
     if ((rc = self->ops->coord_open(&self->job, cfg, self->params.resume, &self->plan, err)) != 0)
         goto done;
     self->items_total = self->plan.n_items;
@@ -334,6 +401,9 @@ wisp_coord_t *wisp_coord_new(const wisp_jobcfg_t *cfg, const wisp_coord_params_t
         rc = wisp_error_set(err, WISP_ERR_NOMEM, "out of memory for %zu shards", n_shards);
         goto done;
     }
+    self->tty = self->params.progress_tty < 0 ? isatty(2) : self->params.progress_tty;
+    if (self->params.send)
+        goto done; /* socket-less (tests, fuzzing): frames arrive through wisp_coord_handle */
     self->ctx = self->params.zmq_ctx;
     if (!self->ctx) {
         self->ctx = zmq_ctx_new();
@@ -350,7 +420,6 @@ wisp_coord_t *wisp_coord_new(const wisp_jobcfg_t *cfg, const wisp_coord_params_t
         (rc = wisp_write_file_atomic(self->params.endpoint_file, self->endpoint,
                                      strlen(self->endpoint), err)) != 0)
         goto done;
-    self->tty = self->params.progress_tty < 0 ? isatty(2) : self->params.progress_tty;
     WISP_LOGI("job=%s endpoint=%s items=%zu resumed=%zu shards=%zu audio_s=%.1f credit=%d "
               "lease_timeout=%g",
               cfg->kind, self->endpoint, self->items_total, self->items_resumed, n_shards,
@@ -403,12 +472,16 @@ void wisp_coord_destroy(wisp_coord_t **pself)
 static int s_send(wisp_coord_t *self, int w, wisp_msg_t *m)
 {
     m->worker = (uint32_t)w;
+    if (self->params.send)
+        return self->params.send(self->params.send_ctx, self->peers[w].id, self->peers[w].id_len, m)
+                   ? WISP_ERR_NET
+                   : WISP_OK;
     return wisp_proto_send(self->router, self->peers[w].id, self->peers[w].id_len, m, ZMQ_DONTWAIT);
 }
 
-static void s_send_stop(wisp_coord_t *self, int w, uint32_t why)
+static void s_send_stop(wisp_coord_t *self, int w, wisp_stop_why_t why)
 {
-    wisp_msg_t m = {.type = WISP_MSG_STOP, .aux = why};
+    wisp_msg_t m = wisp_proto_stop(why);
     s_send(self, w, &m);
 }
 
@@ -417,7 +490,6 @@ static void s_world_check(wisp_coord_t *self);
 static void s_lost(wisp_coord_t *self, int w, const char *why)
 {
     size_t n = wisp_lease_drop_worker(self->lease, w);
-    self->requeued += n;
     self->workers_lost++;
     WISP_LOGW("worker %d (rank %d pid %ld on %s) %s: %zu shards re-queued", w, self->peers[w].rank,
               self->peers[w].pid, self->peers[w].host, why, n);
@@ -432,7 +504,8 @@ static int s_dispatch(wisp_coord_t *self, int w, double now, wisp_error_t *err)
         const wisp_lease_shard_t *sh = wisp_lease_shard(self->lease, s);
         wisp_wbuf_reset(&self->wbuf);
         int rc = self->ops->coord_payload(self->job, sh->first, sh->count, &self->wbuf, err);
-        if (rc == 0 && self->wbuf.failed)
+        wisp_msg_t m;
+        if (rc == 0 && wisp_proto_shard(&m, (uint64_t)s, sh->first, sh->count, &self->wbuf) != 0)
             rc = wisp_error_set(err, WISP_ERR_NOMEM, "shard %ld: out of memory", s);
         if (rc == 0 && self->wbuf.len > self->max_payload)
             rc = wisp_error_set(err, WISP_ERR_ARG,
@@ -440,12 +513,6 @@ static int s_dispatch(wisp_coord_t *self, int w, double now, wisp_error_t *err)
                                 self->wbuf.len);
         if (rc)
             return rc;
-        wisp_msg_t m = {.type = WISP_MSG_SHARD,
-                        .shard = (uint64_t)s,
-                        .first = sh->first,
-                        .count = sh->count,
-                        .payload_len = (uint32_t)self->wbuf.len,
-                        .payload = self->wbuf.data};
         if (s_send(self, w, &m) != 0) {
             /* EHOSTUNREACH: the peer is gone; EAGAIN: it stopped reading. Either
              * way its leases (this one included) go back to the queue. */
@@ -482,11 +549,16 @@ static void s_world_check(wisp_coord_t *self)
         lost |= !wisp_lease_worker_alive(self->lease, self->rank_slot[r]);
     if (!lost)
         return;
+    if (self->final_done) { /* the ranks leave after the end, told so by STOP(0) */
+        self->active = 0;
+        self->in_flight = 0;
+        return;
+    }
     for (int r = 0; r < self->active_size; r++) {
         int w = self->rank_slot[r];
         self->peers[w].ready = 0;
         if (wisp_lease_worker_alive(self->lease, w)) {
-            s_send_stop(self, w, 1);
+            s_send_stop(self, w, WISP_STOP_INTERRUPTED);
             wisp_lease_drop_worker(self->lease, w);
         }
     }
@@ -495,8 +567,8 @@ static void s_world_check(wisp_coord_t *self)
     if (self->final_done)
         return; /* the ranks leave after the end: nothing lost */
     self->workers_lost++;
-    WISP_LOGW("lost a rank of world %s: waiting for relaunched workers (they resume from the "
-              "newest checkpoint)",
+    WISP_LOGW("lost a rank of world %016" PRIx64 ": waiting for relaunched workers (they resume "
+              "from the newest checkpoint)",
               self->active_world);
 }
 
@@ -513,13 +585,13 @@ static int s_pump_steps(wisp_coord_t *self, wisp_error_t *err)
         if (r == 0)
             break;
         for (int k = 0; k < self->active_size; k++) {
-            if (self->step_bufs[k].failed)
-                return wisp_error_set(err, WISP_ERR_NOMEM, "step %" PRIu64 ": out of memory", step);
-            wisp_msg_t m = {.type = WISP_MSG_STEP,
-                            .shard = step,
-                            .aux = flags,
-                            .payload = self->step_bufs[k].data,
-                            .payload_len = (uint32_t)self->step_bufs[k].len};
+            wisp_msg_t m;
+            if (wisp_proto_step(&m, step, flags, &self->step_bufs[k]) != 0 ||
+                self->step_bufs[k].len > self->max_payload)
+                return wisp_error_set(err, WISP_ERR_NOMEM,
+                                      "step %" PRIu64 ": out of memory or over "
+                                      "cluster.max_message_mb",
+                                      step);
             if (s_send(self, self->rank_slot[k], &m) != 0) {
                 s_lost(self, self->rank_slot[k], "is unreachable");
                 return WISP_OK;
@@ -539,7 +611,18 @@ static int s_try_activate(wisp_coord_t *self, wisp_error_t *err)
         s_peer_t *p0 = &self->peers[w0];
         if (!wisp_lease_worker_alive(self->lease, w0) || !p0->ready || p0->rank != 0)
             continue;
-        int size = p0->size, found = 0;
+        /* Count the world's ready ranks before allocating anything: the table
+         * below is sized by the world's announced size, so it is only built once
+         * that many peers have joined (a lone HELLO claiming a huge world costs
+         * nothing). */
+        int size = p0->size, found = 0, members = 0;
+        for (int w = 0; w < n; w++) {
+            const s_peer_t *p = &self->peers[w];
+            members += wisp_lease_worker_alive(self->lease, w) && p->ready &&
+                       p->world == p0->world && p->size == size;
+        }
+        if (members < size)
+            continue;
         int *slots = malloc((size_t)size * sizeof *slots);
         if (!slots)
             return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
@@ -547,8 +630,8 @@ static int s_try_activate(wisp_coord_t *self, wisp_error_t *err)
             slots[r] = -1;
         for (int w = 0; w < n; w++) {
             s_peer_t *p = &self->peers[w];
-            if (wisp_lease_worker_alive(self->lease, w) && p->ready &&
-                !strcmp(p->world, p0->world) && p->size == size && p->rank < size) {
+            if (wisp_lease_worker_alive(self->lease, w) && p->ready && p->world == p0->world &&
+                p->size == size && p->rank >= 0 && p->rank < size) {
                 found += slots[p->rank] < 0;
                 slots[p->rank] = w;
             }
@@ -570,14 +653,14 @@ static int s_try_activate(wisp_coord_t *self, wisp_error_t *err)
         free(self->rank_slot);
         self->rank_slot = slots;
         self->active_size = size;
-        snprintf(self->active_world, sizeof self->active_world, "%s", p0->world);
+        self->active_world = p0->world;
         int rc = self->ops->coord_resume(self->job, p0->ready_payload, p0->ready_len, err);
         if (rc)
             return rc;
         self->active = 1;
         self->in_flight = 0;
         self->worlds++;
-        WISP_LOGI("world %s of %d ranks is running", self->active_world, size);
+        WISP_LOGI("world %016" PRIx64 " of %d ranks is running", self->active_world, size);
         return s_pump_steps(self, err);
     }
     return WISP_OK;
@@ -597,8 +680,10 @@ static int s_step_done(wisp_coord_t *self, int w, const wisp_msg_t *m, wisp_erro
         p->ready = 1;
         return s_try_activate(self, err);
     }
-    if (!self->active || strcmp(p->world, self->active_world) != 0 ||
-        self->rank_slot[p->rank] != w) {
+    /* The rank indexes rank_slot[active_size]: a peer of another world (or one
+     * whose HELLO announced another size) may carry any rank below its own size. */
+    if (!self->active || p->world != self->active_world || p->rank < 0 ||
+        p->rank >= self->active_size || self->rank_slot[p->rank] != w) {
         s_drop(self, "STEP_DONE from a worker outside the running world", NULL);
         return WISP_OK;
     }
@@ -629,67 +714,149 @@ static int s_step_done(wisp_coord_t *self, int w, const wisp_msg_t *m, wisp_erro
 
 /* ---- receiving ---- */
 
-static int s_hello(wisp_coord_t *self, const void *id, size_t id_len, const wisp_msg_t *m,
-                   double now, int finished, wisp_error_t *err)
+/* A HELLO beyond max_workers: STOP(FULL) straight to its routing id (it gets no slot),
+ * and a reason in the log (sampled like dropped messages). */
+static void s_refuse_full(wisp_coord_t *self, const void *id, size_t id_len,
+                          const wisp_proto_hello_t *h)
 {
-    wisp_error_t e = {0};
-    if (m->worker != WISP_PROTO_NO_WORKER || m->payload_len > S_HELLO_MAX || id_len > 255) {
-        s_drop(self, "HELLO with a worker slot or an oversize payload", NULL);
-        return WISP_OK;
+    self->workers_refused++;
+    if (self->workers_refused <= S_LOG_DROPS || self->workers_refused % 1000 == 0)
+        WISP_LOGW("refused worker #%" PRIu64 " (rank %u on %s): %d workers connected, the most "
+                  "this coordinator's file descriptor limit allows (raise the hard ulimit -n, "
+                  "docs/CLUSTER.md)",
+                  self->workers_refused, h->rank, h->host[0] ? h->host : "?", self->max_workers);
+    wisp_msg_t m = wisp_proto_stop(WISP_STOP_FULL);
+    m.worker = WISP_PROTO_NO_WORKER;
+    if (self->params.send)
+        self->params.send(self->params.send_ctx, id, id_len, &m);
+    else
+        wisp_proto_send(self->router, id, id_len, &m, ZMQ_DONTWAIT);
+}
+
+/* STOP(why) straight to a routing id that has no slot. */
+static void s_stop_id(wisp_coord_t *self, const void *id, size_t id_len, uint32_t why)
+{
+    wisp_msg_t m = wisp_proto_stop(why);
+    m.worker = WISP_PROTO_NO_WORKER;
+    if (self->params.send)
+        self->params.send(self->params.send_ctx, id, id_len, &m);
+    else
+        wisp_proto_send(self->router, id, id_len, &m, ZMQ_DONTWAIT);
+}
+
+/* The slot this HELLO's sender already has, or -1. A worker is its routing id: each
+ * worker sets its own (ZMQ_ROUTING_ID, random per worker) and the ROUTER hands the id
+ * over to a new connection (ZMQ_ROUTER_HANDOVER), so a worker that rejoins after
+ * STOP(REJOIN), over the same connection or after a reconnect, is found again. */
+static int s_find_peer(const wisp_coord_t *self, const void *id, size_t id_len)
+{
+    int n = wisp_lease_worker_count(self->lease);
+    for (int w = 0; w < n; w++)
+        if (self->peers[w].id_len == id_len && !memcmp(self->peers[w].id, id, id_len))
+            return w;
+    return -1;
+}
+
+/* A relaunched world: rank r of a new world on the host where rank r of another world
+ * (another process) still holds a live slot. Under Open MPI that world is gone (a dead
+ * rank ends it), so its shards are re-queued now instead of after the lease. Were it
+ * still alive it would lose only time: its workers rejoin (STOP(REJOIN)) and late
+ * results count once. */
+static void s_take_over(wisp_coord_t *self, const wisp_proto_hello_t *h)
+{
+    if (!h->world)
+        return;
+    int n = wisp_lease_worker_count(self->lease);
+    for (int w = 0; w < n; w++) {
+        const s_peer_t *p = &self->peers[w];
+        if (wisp_lease_worker_alive(self->lease, w) && p->world && p->world != h->world &&
+            p->rank == (int)h->rank && p->pid != (long)h->pid &&
+            !strcmp(p->host, h->host[0] ? h->host : "?"))
+            s_lost(self, w, "was replaced by the same rank of a relaunched world");
     }
-    char text[S_HELLO_MAX + 1];
-    memcpy(text, m->payload ? (const char *)m->payload : "", m->payload_len);
-    text[m->payload_len] = '\0';
-    cJSON *j = cJSON_Parse(text);
-    cJSON *rank = cJSON_GetObjectItemCaseSensitive(j, "rank");
-    cJSON *size = cJSON_GetObjectItemCaseSensitive(j, "size");
-    cJSON *host = cJSON_GetObjectItemCaseSensitive(j, "host");
-    cJSON *pid = cJSON_GetObjectItemCaseSensitive(j, "pid");
-    if (!cJSON_IsObject(j) || !cJSON_IsNumber(rank) || !cJSON_IsNumber(size) ||
-        rank->valuedouble < 0 || size->valuedouble < 1 || rank->valuedouble >= size->valuedouble) {
-        cJSON_Delete(j);
-        wisp_error_set(&e, WISP_ERR_FORMAT, "HELLO payload is not {\"rank\",\"size\",...}");
-        s_drop(self, "bad HELLO", &e);
-        return WISP_OK;
+}
+
+/* The slot for a HELLO: the sender's own slot when it rejoins (revived, no new slot;
+ * the shards it held are re-queued: it dropped its queue), else a new one. -1 when the
+ * sender is refused, a negative error on out of memory. */
+static int s_slot_for(wisp_coord_t *self, const void *id, size_t id_len,
+                      const wisp_proto_hello_t *h, double now, wisp_error_t *err)
+{
+    int w = s_find_peer(self, id, id_len);
+    if (w >= 0) {
+        size_t n = wisp_lease_drop_worker(self->lease, w);
+        wisp_lease_revive_worker(self->lease, w, now);
+        self->workers_rejoined++;
+        WISP_LOGI("worker %d rejoined as itself (rank %u pid %" PRIu64 " on %s; %zu shards "
+                  "re-queued)",
+                  w, h->rank, h->pid, h->host, n);
+        return w;
     }
-    int w = wisp_lease_add_worker(self->lease, now);
-    if (w < 0 || w >= self->cap_peers) {
+    if (wisp_lease_worker_count(self->lease) >= S_MAX_SLOTS) {
+        s_drop(self, "HELLO beyond the cap on worker slots", NULL);
+        return -1;
+    }
+    if (wisp_lease_live_workers(self->lease) >= self->max_workers) {
+        s_refuse_full(self, id, id_len, h);
+        return -1;
+    }
+    s_take_over(self, h);
+    if (wisp_lease_worker_count(self->lease) >= self->cap_peers) {
         int cap = self->cap_peers ? 2 * self->cap_peers : 16;
-        s_peer_t *p = w >= 0 ? realloc(self->peers, (size_t)cap * sizeof *p) : NULL;
-        if (!p) {
-            cJSON_Delete(j);
+        s_peer_t *p = realloc(self->peers, (size_t)cap * sizeof *p);
+        if (!p)
             return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory for workers");
-        }
         self->peers = p;
         self->cap_peers = cap;
     }
-    s_peer_t *peer = &self->peers[w];
-    memset(peer, 0, sizeof *peer);
-    memcpy(peer->id, id, id_len);
-    peer->id_len = id_len;
-    peer->rank = (int)rank->valuedouble;
-    peer->size = (int)size->valuedouble;
-    peer->pid = cJSON_IsNumber(pid) ? (long)pid->valuedouble : 0;
-    snprintf(peer->host, sizeof peer->host, "%s", cJSON_IsString(host) ? host->valuestring : "?");
-    cJSON *world = cJSON_GetObjectItemCaseSensitive(j, "world");
-    if (cJSON_IsString(world))
-        snprintf(peer->world, sizeof peer->world, "%s", world->valuestring);
-    else
-        snprintf(peer->world, sizeof peer->world, "slot%d", w);
-    cJSON_Delete(j);
+    w = wisp_lease_add_worker(self->lease, now);
+    if (w < 0)
+        return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory for workers");
+    self->peers[w].ready_payload = NULL;
     self->workers_seen++;
+    WISP_LOGI("worker %d joined: rank %u/%u pid %" PRIu64 " on %s", w, h->rank, h->size, h->pid,
+              h->host[0] ? h->host : "?");
+    return w;
+}
+
+static int s_hello(wisp_coord_t *self, const void *id, size_t id_len, const wisp_msg_t *m,
+                   double now, int finished, wisp_error_t *err)
+{
+    /* Nothing is allocated before the HELLO is known good: the payload is
+     * fixed-size binary read into the stack, every field range-checked. */
+    wisp_error_t e = {0};
+    wisp_proto_hello_t h;
+    if (id_len > sizeof self->peers[0].id || id_len == 0) {
+        s_drop(self, "HELLO with a routing id over 255 bytes", NULL);
+        return WISP_OK;
+    }
+    if (wisp_proto_hello_read(m, &h, &e) != 0) {
+        s_drop(self, "bad HELLO", &e);
+        return WISP_OK;
+    }
     if (self->t_first_worker == 0)
         self->t_first_worker = now;
     if (finished || s_stopping(self)) {
-        s_send_stop(self, w, finished ? 0 : 1);
-        wisp_lease_drop_worker(self->lease, w);
+        s_stop_id(self, id, id_len, finished ? WISP_STOP_DONE : WISP_STOP_INTERRUPTED);
         return WISP_OK;
     }
-    WISP_LOGI("worker %d joined: rank %d/%d pid %ld on %s", w, peer->rank, peer->size, peer->pid,
-              peer->host);
-    wisp_msg_t welcome = {.type = WISP_MSG_WELCOME,
-                          .payload = (const uint8_t *)self->cfg_text,
-                          .payload_len = (uint32_t)strlen(self->cfg_text)};
+    int w = s_slot_for(self, id, id_len, &h, now, err);
+    if (w < -1)
+        return w;
+    if (w < 0)
+        return WISP_OK;
+    s_peer_t *peer = &self->peers[w];
+    free(peer->ready_payload);
+    memset(peer, 0, sizeof *peer);
+    memcpy(peer->id, id, id_len);
+    peer->id_len = id_len;
+    peer->rank = (int)h.rank; /* both <= WISP_PROTO_MAX_RANKS, pid <= INT32_MAX (checked) */
+    peer->size = (int)h.size;
+    peer->pid = (long)h.pid;
+    peer->world = h.world;
+    snprintf(peer->host, sizeof peer->host, "%s", h.host[0] ? h.host : "?");
+    wisp_msg_t welcome;
+    wisp_proto_welcome(&welcome, (uint32_t)w, self->cfg_text, strlen(self->cfg_text));
     if (s_send(self, w, &welcome) != 0) {
         s_lost(self, w, "is unreachable");
         return WISP_OK;
@@ -717,21 +884,15 @@ static int s_result(wisp_coord_t *self, int w, const wisp_msg_t *m, double now, 
         WISP_LOGD("duplicate result for shard %ld from worker %d dropped", s, w);
         return s_dispatch(self, w, now, err);
     }
-    /* Stats prefix written by every worker: u32 n, then n f64 stage seconds. */
-    wisp_rbuf_t r;
-    wisp_rbuf_init(&r, m->payload, m->payload_len);
-    uint32_t nst = wisp_rbuf_u32(&r);
-    double st[WISP_JOB_MAX_STAGES] = {0};
-    int bad = r.failed || nst > WISP_JOB_MAX_STAGES;
-    for (uint32_t i = 0; !bad && i < nst; i++) {
-        st[i] = wisp_rbuf_f64(&r);
-        bad = r.failed || !isfinite(st[i]) || st[i] < 0;
-    }
+    double st[WISP_PROTO_MAX_STAGES];
+    const uint8_t *rest;
+    size_t rest_len;
     uint32_t n_err = 0;
     double audio = -1;
-    int rc = bad ? wisp_error_set(&e, WISP_ERR_FORMAT, "bad stage timings")
-                 : self->ops->coord_commit(self->job, sh->first, sh->count, r.p, r.left, &n_err,
-                                           &audio, &e);
+    int rc = wisp_proto_result_read(m, st, &rest, &rest_len, &e);
+    if (rc == 0)
+        rc = self->ops->coord_commit(self->job, sh->first, sh->count, rest, rest_len, &n_err,
+                                     &audio, &e);
     if (rc == WISP_ERR_FORMAT || rc == WISP_ERR_ARG) {
         wisp_lease_uncommit(self->lease, w, s);
         s_drop(self, "RESULT payload refused", &e);
@@ -750,12 +911,26 @@ static int s_result(wisp_coord_t *self, int w, const wisp_msg_t *m, double now, 
     if (audio >= 0) /* the real durations replace the plan's estimate */
         self->secs_audio += audio - sh->seconds;
     self->errors += n_err;
-    for (uint32_t i = 0; i < nst; i++)
+    for (int i = 0; i < WISP_PROTO_MAX_STAGES; i++)
         self->stage_s[i] += st[i];
     return wisp_lease_worker_alive(self->lease, w) ? s_dispatch(self, w, now, err) : WISP_OK;
 }
 
 /* Handles one message. Returns nonzero only on a fatal error. */
+/* Step jobs: the ranks of the running world live and die together. A rank waiting in
+ * a collective for a slower one cannot send heartbeats, so word from any rank of the
+ * world renews every rank's lease; a world where no rank is heard from expires. */
+static void s_touch_world(wisp_coord_t *self, int w, double now)
+{
+    if (!self->ops->steps || !self->active || self->peers[w].world != self->active_world ||
+        self->peers[w].rank < 0 || self->peers[w].rank >= self->active_size ||
+        self->rank_slot[self->peers[w].rank] != w)
+        return;
+    for (int r = 0; r < self->active_size; r++)
+        if (wisp_lease_worker_alive(self->lease, self->rank_slot[r]))
+            wisp_lease_touch(self->lease, self->rank_slot[r], now);
+}
+
 static int s_handle(wisp_coord_t *self, const void *id, size_t id_len, const void *buf, size_t len,
                     double now, int finished, wisp_error_t *err)
 {
@@ -779,17 +954,25 @@ static int s_handle(wisp_coord_t *self, const void *id, size_t id_len, const voi
         return WISP_OK;
     }
     int alive = wisp_lease_worker_alive(self->lease, w);
-    if (alive)
+    if (alive) {
         wisp_lease_touch(self->lease, w, now);
+        s_touch_world(self, w, now);
+    }
     switch (m.type) {
     case WISP_MSG_RESULT: return s_result(self, w, &m, now, err);
     case WISP_MSG_HEARTBEAT:
         if (finished || s_stopping(self)) {
-            s_send_stop(self, w, finished ? 0 : 1);
+            s_send_stop(self, w, finished ? WISP_STOP_DONE : WISP_STOP_INTERRUPTED);
         } else if (!alive) {
-            s_send_stop(self, w, 2); /* declared dead earlier: rejoin with a fresh HELLO */
+            /* Declared dead earlier: ask for one fresh HELLO. After a link cut longer than
+             * the lease every queued heartbeat arrives at once: asking once per lease
+             * keeps them from each starting a rejoin (and a slot). */
+            if (now - self->peers[w].rejoin_asked > self->cfg->lease_timeout) {
+                self->peers[w].rejoin_asked = now;
+                s_send_stop(self, w, WISP_STOP_REJOIN);
+            }
         } else {
-            wisp_msg_t hb = {.type = WISP_MSG_HEARTBEAT};
+            wisp_msg_t hb = wisp_proto_heartbeat(0);
             if (s_send(self, w, &hb) != 0)
                 s_lost(self, w, "is unreachable");
         }
@@ -797,7 +980,6 @@ static int s_handle(wisp_coord_t *self, const void *id, size_t id_len, const voi
     case WISP_MSG_BYE:
         if (alive) {
             size_t n = wisp_lease_drop_worker(self->lease, w);
-            self->requeued += n;
             WISP_LOGI("worker %d left (%zu shards re-queued)", w, n);
             s_world_check(self);
         }
@@ -809,6 +991,28 @@ static int s_handle(wisp_coord_t *self, const void *id, size_t id_len, const voi
         return WISP_OK;
     default: s_drop(self, "message type not used by map jobs", NULL); return WISP_OK;
     }
+}
+
+int wisp_coord_handle(wisp_coord_t *self, const void *id, size_t id_len, const void *frame,
+                      size_t len, double now, wisp_error_t *err)
+{
+    return s_handle(self, id, id_len, frame, len, now, 0, err);
+}
+
+int wisp_coord_tick(wisp_coord_t *self, double now, wisp_error_t *err)
+{
+    int dead[64];
+    size_t nd = wisp_lease_expire(self->lease, now, dead, 64);
+    self->workers_lost += nd; /* (more than 64 at once are counted, not named) */
+    for (size_t i = 0; i < nd && i < 64; i++) {
+        const s_peer_t *p = &self->peers[dead[i]];
+        WISP_LOGW("worker %d (rank %d pid %ld on %s) silent for over %g s: its shards are "
+                  "re-queued",
+                  dead[i], p->rank, p->pid, p->host, self->cfg->lease_timeout);
+    }
+    if (nd)
+        s_world_check(self);
+    return self->ops->steps ? s_try_activate(self, err) : s_dispatch_all(self, now, err);
 }
 
 /* Receives and handles every queued message (at most max). Returns the number
@@ -868,12 +1072,16 @@ static void s_progress(wisp_coord_t *self, double now, int final)
         long sd = 0, st = 0;
         double loss = 0;
         self->ops->coord_progress(self->job, &sd, &st, &loss);
+        char note[128] = "";
+        if (self->ops->coord_progress_note)
+            self->ops->coord_progress_note(self->job, note, sizeof note);
         if (self->tty)
-            fprintf(stderr, "\rstep %ld/%ld  loss %.4f  workers %d%s\033[K%s", sd, st, loss, live,
+            fprintf(stderr, "\rstep %ld/%ld  loss %.4f  %s%sworkers %d%s\033[K%s", sd, st, loss,
+                    note, note[0] ? "  " : "", live,
                     self->active ? "" : " (waiting for a complete world)", final ? "\n" : "");
         else
-            WISP_LOGI("progress steps=%ld/%ld loss=%.5f workers=%d running=%d", sd, st, loss, live,
-                      self->active);
+            WISP_LOGI("progress steps=%ld/%ld loss=%.5f %s%sworkers=%d running=%d", sd, st, loss,
+                      note, note[0] ? " " : "", live, self->active);
         self->t_last_progress = now;
         return;
     }
@@ -936,7 +1144,9 @@ static void s_summary(wisp_coord_t *self, const char *status, double wall)
     cJSON_AddNumberToObject(s, "real_time_factor", audio > 0 ? busy / audio : 0);
     cJSON_AddNumberToObject(s, "workers_seen", (double)self->workers_seen);
     cJSON_AddNumberToObject(s, "workers_lost", (double)self->workers_lost);
-    cJSON_AddNumberToObject(s, "shards_requeued", (double)self->requeued);
+    cJSON_AddNumberToObject(s, "workers_refused", (double)self->workers_refused);
+    cJSON_AddNumberToObject(s, "workers_rejoined", (double)self->workers_rejoined);
+    cJSON_AddNumberToObject(s, "shards_requeued", (double)wisp_lease_requeued(self->lease));
     cJSON_AddNumberToObject(s, "duplicates_dropped", (double)self->duplicates);
     cJSON_AddNumberToObject(s, "messages_dropped", (double)self->dropped);
     cJSON_AddNumberToObject(s, "connections_refused", (double)atomic_load(&self->zap_denied));
@@ -983,7 +1193,6 @@ int wisp_coord_run(wisp_coord_t *self, wisp_error_t *err)
     double tick = fmin(0.25, cfg->lease_timeout / 4);
     zmq_pollitem_t item = {self->router, 0, ZMQ_POLLIN, 0};
     int interrupted = 0;
-    int dead[64];
     while (self->ops->steps ? !self->final_done : !wisp_lease_all_done(self->lease)) {
         if (s_stopping(self)) {
             interrupted = 1;
@@ -1004,18 +1213,7 @@ int wisp_coord_run(wisp_coord_t *self, wisp_error_t *err)
         now = wisp_now();
         if (now >= next_tick) {
             next_tick = now + tick;
-            size_t nd = wisp_lease_expire(self->lease, now, dead, 64);
-            for (size_t i = 0; i < nd && i < 64; i++) {
-                self->workers_lost++;
-                WISP_LOGW("worker %d (rank %d pid %ld on %s) silent for over %g s: its shards are "
-                          "re-queued",
-                          dead[i], self->peers[dead[i]].rank, self->peers[dead[i]].pid,
-                          self->peers[dead[i]].host, cfg->lease_timeout);
-            }
-            if (nd)
-                s_world_check(self);
-            if ((rc = self->ops->steps ? s_try_activate(self, err)
-                                       : s_dispatch_all(self, now, err)) != 0)
+            if ((rc = wisp_coord_tick(self, now, err)) != 0)
                 break;
         }
         if (now >= next_commit) {
@@ -1039,7 +1237,7 @@ int wisp_coord_run(wisp_coord_t *self, wisp_error_t *err)
     int n = wisp_lease_worker_count(self->lease);
     for (int w = 0; w < n; w++)
         if (wisp_lease_worker_alive(self->lease, w))
-            s_send_stop(self, w, finished ? 0 : 1);
+            s_send_stop(self, w, finished ? WISP_STOP_DONE : WISP_STOP_INTERRUPTED);
     double wall = wisp_now() - self->t_start;
     s_progress(self, wisp_now(), 1);
     s_summary(self, finished ? "complete" : interrupted ? "interrupted" : "failed", wall);

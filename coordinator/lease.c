@@ -28,6 +28,7 @@ struct wisp_lease {
     long *requeue; /* FIFO ring of re-queued shard indices (n slots) */
     size_t rq_head, rq_len;
     size_t done;
+    size_t requeued; /* shards put back by drop_worker/expire since creation */
     s_worker_t *workers;
     int n_workers, cap_workers, live;
     int credit;
@@ -219,7 +220,17 @@ size_t wisp_lease_drop_worker(wisp_lease_t *self, int w)
     self->workers[w].alive = 0;
     self->workers[w].held = 0;
     self->live--;
+    self->requeued += requeued;
     return requeued;
+}
+
+int wisp_lease_revive_worker(wisp_lease_t *self, int w, double now)
+{
+    if (w < 0 || w >= self->n_workers || self->workers[w].alive)
+        return WISP_ERR_ARG;
+    self->workers[w] = (s_worker_t){now, 0, 1};
+    self->live++;
+    return WISP_OK;
 }
 
 size_t wisp_lease_expire(wisp_lease_t *self, double now, int *dead, size_t max_dead)
@@ -249,6 +260,11 @@ size_t wisp_lease_shard_count(const wisp_lease_t *self)
 const wisp_lease_shard_t *wisp_lease_shard(const wisp_lease_t *self, long s)
 {
     return (s >= 0 && (size_t)s < self->n) ? &self->shards[s] : NULL;
+}
+
+size_t wisp_lease_requeued(const wisp_lease_t *self)
+{
+    return self->requeued;
 }
 
 size_t wisp_lease_done_count(const wisp_lease_t *self)

@@ -139,7 +139,7 @@ static void test_save_then_load_restores_everything_bit_for_bit(void **state)
     wisp_adamw_t *oa = s_opt(a, 12, 17), *ob = s_opt(b, 98, 0);
     wisp_ckpt_state_t st = s_state(17), got;
     wisp_error_t e = {0};
-    assert_int_equal(wisp_ckpt_save(root, &st, a, oa, 0, dir, sizeof dir, &e), WISP_OK);
+    assert_int_equal(wisp_ckpt_save(root, &st, a, oa, 0, NULL, 0, dir, sizeof dir, &e), WISP_OK);
     assert_non_null(strstr(dir, "step-00000017"));
     char latest[1024];
     assert_int_equal(wisp_ckpt_latest(root, latest, sizeof latest, &e), WISP_OK);
@@ -182,12 +182,46 @@ static void test_only_the_newest_checkpoints_are_kept(void **state)
     wisp_error_t e = {0};
     for (long s = 1; s <= 4; s++) {
         wisp_ckpt_state_t st = s_state(s);
-        assert_int_equal(wisp_ckpt_save(root, &st, m, o, 2, NULL, 0, &e), WISP_OK);
+        assert_int_equal(wisp_ckpt_save(root, &st, m, o, 2, NULL, 0, NULL, 0, &e), WISP_OK);
     }
     for (long s = 1; s <= 4; s++) {
         snprintf(p, sizeof p, "%s/step-%08ld", root, s);
         assert_int_equal(access(p, F_OK) == 0, s >= 3);
     }
+    wisp_adamw_destroy(&o);
+    wisp_model_destroy(&m);
+}
+
+/* The caller's files (the trainer's metrics lines and best-model state) travel with
+ * the checkpoint; a name that would leave the directory is refused. */
+static void test_extra_files_are_stored_and_read_back_with_the_checkpoint(void **state)
+{
+    (void)state;
+    char root[768], dir[1024];
+    s_root(root, sizeof root, "ck_files");
+    wisp_model_t *m = s_model("seq_bn", 1);
+    wisp_adamw_t *o = s_opt(m, 2, 1);
+    wisp_ckpt_state_t st = s_state(3);
+    wisp_error_t e = {0};
+    const char *lines = "{\"type\":\"step\",\"step\":3}\n";
+    wisp_ckpt_file_t files[2] = {{"metrics.jsonl", lines, strlen(lines)}, {"empty.json", NULL, 0}};
+    assert_int_equal(wisp_ckpt_save(root, &st, m, o, 0, files, 2, dir, sizeof dir, &e), WISP_OK);
+    char *text = NULL;
+    size_t len = 0;
+    assert_int_equal(wisp_ckpt_read_file(dir, "metrics.jsonl", 1 << 20, &text, &len, &e), WISP_OK);
+    assert_int_equal(len, strlen(lines));
+    assert_string_equal(text, lines);
+    free(text);
+    assert_int_equal(wisp_ckpt_read_file(dir, "empty.json", 1 << 20, &text, &len, &e), WISP_OK);
+    assert_int_equal(len, 0);
+    free(text);
+    assert_int_equal(wisp_ckpt_read_file(dir, "absent", 1 << 20, &text, &len, &e),
+                     WISP_ERR_NOTFOUND);
+    wisp_ckpt_file_t evil = {"../escape", "x", 1};
+    st = s_state(4);
+    wisp_error_clear(&e);
+    assert_int_equal(wisp_ckpt_save(root, &st, m, o, 0, &evil, 1, NULL, 0, &e), WISP_ERR_ARG);
+    assert_non_null(strstr(e.msg, "../escape"));
     wisp_adamw_destroy(&o);
     wisp_model_destroy(&m);
 }
@@ -201,7 +235,7 @@ static void test_loading_refuses_other_runs_and_damaged_files_naming_them(void *
     wisp_adamw_t *o = s_opt(m, 2, 5);
     wisp_ckpt_state_t st = s_state(5), got;
     wisp_error_t e = {0};
-    assert_int_equal(wisp_ckpt_save(root, &st, m, o, 0, dir, sizeof dir, &e), WISP_OK);
+    assert_int_equal(wisp_ckpt_save(root, &st, m, o, 0, NULL, 0, dir, sizeof dir, &e), WISP_OK);
 
     /* Another configuration's fingerprint. */
     assert_int_equal(wisp_ckpt_load(dir, "other", &got, m, o, &e), WISP_ERR_STATE);
@@ -255,6 +289,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_save_then_load_restores_everything_bit_for_bit),
         cmocka_unit_test(test_only_the_newest_checkpoints_are_kept),
+        cmocka_unit_test(test_extra_files_are_stored_and_read_back_with_the_checkpoint),
         cmocka_unit_test(test_loading_refuses_other_runs_and_damaged_files_naming_them),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

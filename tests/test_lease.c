@@ -46,6 +46,7 @@ static void test_lease_expiry_requeues_shard(void **state)
     assert_int_equal(dead[0], a);
     assert_false(wisp_lease_worker_alive(l, a));
     assert_true(wisp_lease_worker_alive(l, b));
+    assert_int_equal(wisp_lease_requeued(l), 2); /* both of a's shards: the summary's count */
     /* re-queued shards come first, in order, before fresh ones */
     assert_int_equal(wisp_lease_next(l, b, 6), 0);
     assert_int_equal(wisp_lease_next(l, b, 6), 1);

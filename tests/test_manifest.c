@@ -2,11 +2,13 @@
  * duration probing and the shard plan. */
 #include "testutil.h"
 
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <sndfile.h>
 
@@ -460,6 +462,43 @@ static void test_labels_derive_integer_or_sorted_name_classes_and_look_up_both(v
     assert_int_equal(wisp_labels_parse_id("1a"), -1);
 }
 
+/* A manifest over 4 GiB loads (the old reader refused it: "limit is 4294967296").
+ * The file is sparse so the test costs little disk: 1 000 JSONL records, each
+ * followed by ~4.4 MB of NUL bytes (a hole) that the JSON parser ignores after the
+ * object; offsets past 2^32 are on the way. */
+static void test_a_manifest_over_4_gib_loads(void **state)
+{
+    (void)state;
+    char p[512];
+    snprintf(p, sizeof p, "%s/huge.jsonl", wisp_test_tmpdir());
+    int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    assert_true(fd >= 0);
+    const off_t hole = 4400000;
+    off_t off = 0;
+    for (int k = 0; k < 1000; k++) {
+        char line[128];
+        int n = snprintf(line, sizeof line, "{\"path\": \"/d/clip_%04d.wav\", \"label\": \"c%d\"}",
+                         k, k % 3);
+        assert_int_equal(pwrite(fd, line, (size_t)n, off), n);
+        off += n + hole;
+        assert_int_equal(pwrite(fd, "\n", 1, off - 1), 1);
+    }
+    close(fd);
+    assert_true(off > ((off_t)4 << 30));
+    wisp_manifest_t m;
+    wisp_error_t e = {0};
+    int rc = wisp_manifest_load(&m, p, NULL, 0, &e);
+    unlink(p);
+    if (rc)
+        fail_msg("%s", e.msg);
+    assert_int_equal(m.n_items, 1000);
+    assert_string_equal(m.items[999].path, "/d/clip_0999.wav");
+    assert_int_equal(m.items[999].line, 1000);
+    assert_int_equal(m.n_classes, 3);
+    assert_string_equal(m.items[998].label_name, "c2");
+    wisp_manifest_free(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -474,6 +513,7 @@ int main(void)
         cmocka_unit_test(test_shards_cut_by_duration_and_fall_back_to_count),
         cmocka_unit_test(test_damaged_manifests_never_crash_the_parsers),
         cmocka_unit_test(test_labels_derive_integer_or_sorted_name_classes_and_look_up_both),
+        cmocka_unit_test(test_a_manifest_over_4_gib_loads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

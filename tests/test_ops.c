@@ -286,8 +286,9 @@ static void test_attention_matches_its_loop_twin_across_block_edges(void **state
 {
     (void)state;
     /* T below, at, and not a multiple of the query block; several heads and clips. */
-    static const int shapes[][4] = {
-        {1, 1, 1, 1}, {2, 5, 3, 4}, {1, 128, 2, 8}, {2, 131, 3, 5}, {1, 300, 1, 16}};
+    static const int shapes[][4] = {{1, 1, 1, 1},    {2, 5, 3, 4},   {1, 128, 2, 8}, {2, 131, 3, 5},
+                                    {1, 300, 1, 16}, {1, 1, 1, 64},  {2, 7, 2, 64},  {1, 64, 1, 64},
+                                    {2, 131, 3, 64}, {1, 203, 2, 64}};
     wisp_rng_t r;
     wisp_rng_seed(&r, 3);
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
@@ -345,19 +346,25 @@ static void test_attention_matches_its_loop_twin_across_block_edges(void **state
         for (int b = 0; b < B; b++)
             for (int h = 0; h < NH; h++)
                 for (int i = 0; i < T; i++) {
-                    const float *pr = probs + (((size_t)b * NH + h) * T + i) * T;
+                    const float *pr = probs + ((size_t)b * NH + h) * T * T;
                     const float *qi = q + ((size_t)b * T + i) * NH * hd + (size_t)h * hd;
                     double rowsum = 0;
                     for (int j = 0; j < T; j++) {
                         const float *kj = k + ((size_t)b * T + j) * NH * hd + (size_t)h * hd;
-                        double sij = 0;
-                        for (int e = 0; e < hd; e++)
+                        double sij = 0, sabs = 0;
+                        for (int e = 0; e < hd; e++) {
                             sij += (double)qi[e] * kj[e];
+                            sabs += fabs((double)qi[e] * kj[e]);
+                        }
                         double want = exp(sij - l1[((size_t)b * NH + h) * T + i]);
-                        if (fabs(pr[j] - want) > 1e-6 + 1e-5 * want)
+                        float got = pr[nn_attention_probs_index(T, hd, i, j)];
+                        /* a float score of hd terms is off by up to hd * 2^-24 * sum |q k|,
+                         * and exp turns that absolute error into a relative one */
+                        double tol = 1e-5 + 2.0 * hd * 0x1p-24 * sabs;
+                        if (fabs(got - want) > 1e-6 + tol * want)
                             fail_msg("kept probability (%d,%d,%d,%d): %.9g, want %.9g", b, h, i, j,
-                                     (double)pr[j], want);
-                        rowsum += pr[j];
+                                     (double)got, want);
+                        rowsum += got;
                     }
                     assert_true(fabs(rowsum - 1.0) < 1e-5);
                 }
@@ -396,7 +403,8 @@ static void test_threaded_attention_is_bitwise_equal_to_the_serial_kernel(void *
      * several clips; pools of 1, 2, 3 and 5 threads and no pool. The serial kernel
      * runs with OpenBLAS on one thread; the threaded one is called with OpenBLAS on
      * two and must restore that setting. */
-    static const int shapes[][4] = {{1, 7, 1, 3}, {1, 131, 3, 5}, {2, 300, 2, 16}, {3, 257, 2, 8}};
+    static const int shapes[][4] = {{1, 7, 1, 3},  {1, 131, 3, 5},  {2, 300, 2, 16}, {3, 257, 2, 8},
+                                    {1, 7, 1, 64}, {2, 131, 3, 64}, {1, 300, 2, 64}};
     static const int threads[] = {0, 1, 2, 3, 5};
     wisp_rng_t r;
     wisp_rng_seed(&r, 11);
@@ -1127,6 +1135,36 @@ static void test_gelu_is_accurate_on_a_dense_grid_including_the_negative_tail(vo
     }
     nn_act_forward(y, x, n, NN_ACT_GELU);
     nn_act_backward(dy, ones, x, n, NN_ACT_GELU);
+    /* both forwards: the one this CPU runs (the table version on AVX-512) and the portable */
+    float *yp = s_zeros(n), *dyp = s_zeros(n);
+    nn_gelu_forward_portable(yp, x, n);
+    nn_gelu_backward_portable(dyp, ones, x, n);
+    for (int i = 0; i < n; i++) {
+        double xd = x[i], cdf = 0.5 * erfc(-xd / sqrt(2.0)), want = xd * cdf;
+        double dwant = cdf + xd * exp(-0.5 * xd * xd) / sqrt(2.0 * M_PI);
+        double tol = 0.5e-7 * fabs(xd) + 2 * s_ulp(want) + 1e-30;
+        if (!(fabs((double)yp[i] - want) <= tol))
+            fail_msg("portable gelu(%.9g) = %.9g, want %.9g", xd, (double)yp[i], want);
+        double dtol = 1e-7 * (1 + fabs(xd)) + 2 * s_ulp(dwant);
+        if (!(fabs((double)dyp[i] - dwant) <= dtol))
+            fail_msg("portable gelu'(%.9g) = %.9g, want %.9g", xd, (double)dyp[i], dwant);
+    }
+    wisp_free(dyp);
+    /* odd lengths reach the masked tail: the same bits as in the long run, nothing
+     * written past the end; out may alias inp */
+    for (int len = 1; len < 40; len += 3) {
+        const int off = 1000 * len + 5;
+        for (int i = 0; i < 64; i++)
+            yp[i] = -7.0f;
+        nn_act_forward(yp, x + off, (size_t)len, NN_ACT_GELU);
+        assert_memory_equal(yp, y + off, (size_t)len * sizeof *yp);
+        for (int i = len; i < 64; i++)
+            assert_true(yp[i] == -7.0f);
+        memcpy(yp, x + off, (size_t)len * sizeof *yp);
+        nn_act_forward(yp, yp, (size_t)len, NN_ACT_GELU);
+        assert_memory_equal(yp, y + off, (size_t)len * sizeof *yp);
+    }
+    wisp_free(yp);
     for (int i = 0; i < n; i++) {
         double xd = x[i], cdf = 0.5 * erfc(-xd / sqrt(2.0));
         double want = xd * cdf, dwant = cdf + xd * exp(-0.5 * xd * xd) / sqrt(2.0 * M_PI);

@@ -16,6 +16,7 @@
 #include "cli/commands.h"
 #include "base/log.h"
 #include "formats/st.h"
+#include "train/schedule.h"
 #include "train/trainer.h"
 #include "base/util.h"
 
@@ -380,10 +381,184 @@ static void test_unreadable_files_are_skipped_and_counted(void **state)
     assert_int_equal(st.failed, 1);
     /* Nothing usable at all is an error, not a silent zero step. */
     items[0] = items[2];
-    assert_int_equal(wisp_trainer_compute_grads(t, items, 1, &st, &e), WISP_ERR_ARG);
-    assert_non_null(strstr(e.msg, "no usable"));
+    assert_int_equal(wisp_trainer_compute_grads(t, items, 1, &st, &e), WISP_ERR_NODATA);
+    int nf;
+    const wisp_trainer_failure_t *fl = wisp_trainer_failures(t, &nf);
+    assert_int_equal(nf, 1);
+    assert_int_equal(fl[0].id, items[0].id);
     wisp_log_set_level(WISP_LOG_WARN);
     wisp_trainer_destroy(&t);
+}
+
+/* n items that are not audio. */
+static wisp_trainer_item_t *s_bad_items(int n)
+{
+    static wisp_trainer_item_t items[8];
+    static char paths[8][1024];
+    for (int i = 0; i < n && i < 8; i++) {
+        snprintf(paths[i], sizeof paths[i], "%s/bad%d.wav", wisp_test_tmpdir(), i);
+        FILE *f = fopen(paths[i], "w");
+        fputs("not audio", f);
+        fclose(f);
+        items[i].path = paths[i];
+        items[i].label = i % NLAB;
+        items[i].id = i;
+    }
+    return items;
+}
+
+/* Before the fix the local loop `continue`d past the step counter and the stop flag on
+ * a batch without a usable clip: this run never ended. */
+static void test_a_run_where_no_clip_can_be_used_ends_naming_the_manifest_and_failures(void **state)
+{
+    (void)state;
+    wisp_trainer_opts_t o;
+    s_opts(&o);
+    wisp_trainer_t *t = s_new(&o);
+    wisp_trainer_run_opts_t ro;
+    wisp_trainer_default_run_opts(&ro);
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/nodata_run", wisp_test_tmpdir());
+    ro.outdir = dir;
+    ro.epochs = 1000000;
+    ro.batch = 2;
+    ro.train_name = "my_train.csv";
+    wisp_error_t e = {0};
+    wisp_log_set_level(WISP_LOG_ERROR);
+    assert_int_equal(wisp_trainer_run(t, s_bad_items(5), 5, NULL, 0, &ro, &e), WISP_ERR_NODATA);
+    print_message("%s\n", e.msg);
+    assert_non_null(strstr(e.msg, "my_train.csv"));
+    assert_non_null(strstr(e.msg, "bad0.wav"));
+    assert_non_null(strstr(e.msg, "5 of 5 clips failed"));
+    /* A stop request is honoured while batches are being skipped. */
+    volatile int stop = 1;
+    ro.stop = &stop;
+    wisp_error_clear(&e);
+    assert_int_equal(wisp_trainer_run(t, s_bad_items(5), 5, NULL, 0, &ro, &e),
+                     WISP_ERR_INTERRUPTED);
+    wisp_log_set_level(WISP_LOG_WARN);
+    wisp_trainer_destroy(&t);
+}
+
+/* Counts the metrics lines of (type, step) in path. */
+static int s_count_lines(const char *path, const char *type, int step)
+{
+    char line[1024], want[96];
+    snprintf(want, sizeof want, "{\"type\":\"%s\",\"step\":%d,", type, step);
+    FILE *f = fopen(path, "r");
+    int n = 0;
+    while (f && fgets(line, sizeof line, f))
+        n += strncmp(line, want, strlen(want)) == 0;
+    if (f)
+        fclose(f);
+    return n;
+}
+
+/* A process that wrote a checkpoint but died before its metrics lines reached the log
+ * (the distributed case: the coordinator had dropped the world) lost them for good:
+ * the resume rewound the log to the checkpoint. Now the checkpoint carries them.
+ * And an evaluation redone after a resume at an epoch end is not logged twice. */
+static void test_metrics_lines_survive_a_lost_log_and_a_resume_at_an_epoch_end(void **state)
+{
+    (void)state;
+    wisp_trainer_opts_t o;
+    s_opts(&o);
+    char dir[1024], path[1200];
+    snprintf(dir, sizeof dir, "%s/metrics_run", wisp_test_tmpdir());
+    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+    wisp_trainer_item_t *items = s_dataset(s_paths);
+    wisp_trainer_run_opts_t ro;
+    wisp_trainer_default_run_opts(&ro);
+    ro.outdir = dir;
+    ro.epochs = 2;
+    ro.batch = 8; /* 2 steps per epoch, 4 in all */
+    ro.checkpoint_every = 2;
+    ro.stop_after = 2;
+    wisp_error_t e = {0};
+    wisp_trainer_t *t = s_new(&o);
+    assert_int_equal(wisp_trainer_run(t, items, N_CLIPS, items, 4, &ro, &e), WISP_OK);
+    wisp_trainer_destroy(&t);
+    assert_int_equal(s_count_lines(path, "step", 2), 1);
+    /* The log loses everything (as if its writer never saw the steps). */
+    FILE *f = fopen(path, "w");
+    fclose(f);
+    ro.stop_after = -1;
+    ro.resume = 1;
+    t = s_new(&o);
+    assert_int_equal(wisp_trainer_run(t, items, N_CLIPS, items, 4, &ro, &e), WISP_OK);
+    wisp_trainer_destroy(&t);
+    for (int k = 1; k <= 4; k++)
+        assert_int_equal(s_count_lines(path, "step", k), 1);
+    assert_int_equal(s_count_lines(path, "eval", 2), 1); /* epoch 0's end, redone once */
+    assert_int_equal(s_count_lines(path, "eval", 4), 1); /* the final one */
+}
+
+/* keep_best writes OUTDIR/best at each new best; patience ends the run early. */
+static void test_patience_stops_early_and_keep_best_writes_the_best_weights(void **state)
+{
+    (void)state;
+    wisp_trainer_opts_t o;
+    s_opts(&o);
+    o.lr = 0.0; /* val_acc never improves after the first evaluation */
+    char dir[1024], path[1200];
+    snprintf(dir, sizeof dir, "%s/best_run", wisp_test_tmpdir());
+    wisp_trainer_item_t *items = s_dataset(s_paths);
+    wisp_trainer_run_opts_t ro;
+    wisp_trainer_default_run_opts(&ro);
+    ro.outdir = dir;
+    ro.epochs = 50;
+    ro.batch = 8;
+    ro.checkpoint_every = 2;
+    ro.keep_best = 1;
+    ro.patience = 2;
+    wisp_error_t e = {0};
+    wisp_trainer_t *t = s_new(&o);
+    assert_int_equal(wisp_trainer_run(t, items, N_CLIPS, items, 4, &ro, &e), WISP_OK);
+    /* evaluations after steps 2 (best), 4, 6 (patience spent): step 7 ends the run */
+    assert_int_equal(wisp_trainer_steps(t), 7);
+    wisp_trainer_destroy(&t);
+    snprintf(path, sizeof path, "%s/best/best.json", dir);
+    assert_int_equal(access(path, R_OK), 0);
+    snprintf(path, sizeof path, "%s/best/head/head_config.json", dir);
+    assert_int_equal(access(path, R_OK), 0);
+}
+
+/* The one schedule of the local loop and the distributed job: 10 items, batches of 4
+ * (3 steps an epoch, the last of 2), 2 epochs, checkpoints every 2 steps. */
+static void test_schedule_walks_epochs_with_evaluations_checkpoints_and_a_final_entry(void **state)
+{
+    (void)state;
+    wisp_sched_t s;
+    wisp_sched_step_t e;
+    assert_int_equal(wisp_sched_init(&s, 10, 4, 2, -1, 2, 7, NULL), WISP_OK);
+    assert_int_equal(s.total, 6);
+    static const int want_k[6] = {4, 4, 2, 4, 4, 2};
+    int perm[10], seen = 0;
+    for (long step = 1; step <= 6; step++) {
+        assert_int_equal(wisp_sched_next(&s, 1, &e), 1);
+        assert_int_equal(e.step, step);
+        assert_int_equal(e.k, want_k[step - 1]);
+        assert_int_equal(e.epoch, step > 3);
+        assert_int_equal(e.eval_before, step == 4); /* after epoch 0 */
+        assert_int_equal(e.checkpoint, step % 2 == 0);
+        assert_false(e.final);
+        if (step == 1)
+            wisp_trainer_epoch_order(7, 0, 10, perm);
+        if (step == 4)
+            wisp_trainer_epoch_order(7, 1, 10, perm);
+        int first = step <= 3 ? (int)(step - 1) * 4 : (int)(step - 4) * 4;
+        for (int i = 0; i < e.k; i++)
+            seen += e.ids[i] == perm[first + i];
+    }
+    assert_int_equal(seen, 20);
+    assert_int_equal(wisp_sched_next(&s, 1, &e), 1);
+    assert_true(e.final && e.eval_before && e.k == 0 && e.step == 7);
+    assert_int_equal(wisp_sched_next(&s, 1, &e), 0);
+    /* A resume after step 3 (the end of epoch 0) evaluates before step 4. */
+    wisp_sched_seek(&s, 3, 0, 10);
+    assert_int_equal(wisp_sched_next(&s, 1, &e), 1);
+    assert_true(e.step == 4 && e.eval_before && e.epoch == 1);
+    wisp_sched_free(&s);
 }
 
 static void test_epoch_order_is_a_seeded_permutation(void **state)
@@ -617,6 +792,14 @@ static void test_train_and_classify_commands_run_end_to_end(void **state)
                      "--threads", "1"};
     wisp_log_set_level(WISP_LOG_ERROR);
     assert_int_equal(wisp_cmd_train((int)(sizeof train / sizeof *train), train), WISP_EXIT_OK);
+    /* The same -o again without --resume or --force is refused and changes nothing
+     * (before: the run was silently overwritten, metrics.jsonl cut to the new lines). */
+    struct stat before, after;
+    snprintf(p, sizeof p, "%s/metrics.jsonl", out);
+    assert_int_equal(stat(p, &before), 0);
+    assert_int_equal(wisp_cmd_train((int)(sizeof train / sizeof *train), train), WISP_EXIT_USAGE);
+    assert_int_equal(stat(p, &after), 0);
+    assert_int_equal(before.st_size, after.st_size);
     snprintf(p, sizeof p, "%s/adapter/adapter.safetensors", out);
     assert_int_equal(access(p, R_OK), 0);
     snprintf(p, sizeof p, "%s/head/head_config.json", out);
@@ -693,6 +876,11 @@ int main(void)
         cmocka_unit_test(test_fixed_order_mode_gives_the_same_bits_for_any_split_and_micro_batch),
         cmocka_unit_test(test_unreadable_files_are_skipped_and_counted),
         cmocka_unit_test(test_epoch_order_is_a_seeded_permutation),
+        cmocka_unit_test(test_schedule_walks_epochs_with_evaluations_checkpoints_and_a_final_entry),
+        cmocka_unit_test(
+            test_a_run_where_no_clip_can_be_used_ends_naming_the_manifest_and_failures),
+        cmocka_unit_test(test_metrics_lines_survive_a_lost_log_and_a_resume_at_an_epoch_end),
+        cmocka_unit_test(test_patience_stops_early_and_keep_best_writes_the_best_weights),
         cmocka_unit_test(test_resuming_after_step_k_gives_bitwise_identical_weights),
         cmocka_unit_test(test_dump_grads_with_zero_steps_writes_the_mean_gradient_only),
         cmocka_unit_test(test_sixteen_synthetic_clips_are_overfit_to_full_accuracy),

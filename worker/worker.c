@@ -23,6 +23,8 @@ typedef struct {
     uint32_t slot; /* from WELCOME */
     int welcomed;
     int stop;                 /* 0 running, 1 STOP done, 2 STOP interrupted */
+    int running;              /* inside the plug-in on queue[q_head] (which must stay put) */
+    int rejoin;               /* STOP REJOIN heard while running: rejoin once it returns */
     zmq_msg_t queue[S_QUEUE]; /* SHARD frames waiting, ring */
     int q_head, q_len;
     double last_heard, last_sent, heartbeat;
@@ -45,7 +47,11 @@ void wisp_worker_default_params(wisp_worker_params_t *p)
 static int s_send(s_worker_t *w, wisp_msg_t *m)
 {
     m->worker = w->welcomed ? w->slot : WISP_PROTO_NO_WORKER;
-    int rc = wisp_proto_send(w->sock, NULL, 0, m, 0);
+    int rc;
+    if (w->p->send)
+        rc = w->p->send(w->p->send_ctx, m) ? WISP_ERR_NET : WISP_OK;
+    else
+        rc = wisp_proto_send(w->sock, NULL, 0, m, 0);
     if (rc == 0)
         w->last_sent = wisp_now();
     return rc;
@@ -53,16 +59,15 @@ static int s_send(s_worker_t *w, wisp_msg_t *m)
 
 static int s_hello(s_worker_t *w)
 {
-    char host[64] = "?", text[256];
-    gethostname(host, sizeof host - 1);
-    snprintf(text, sizeof text,
-             "{\"rank\":%d,\"size\":%d,\"host\":\"%.60s\",\"pid\":%ld,\"world\":\"%016llx\"}",
-             w->p->rank, w->p->size, host, (long)getpid(), (unsigned long long)w->p->world);
+    wisp_proto_hello_t h = {.rank = (uint32_t)w->p->rank,
+                            .size = (uint32_t)w->p->size,
+                            .pid = (uint64_t)getpid(),
+                            .world = w->p->world};
+    gethostname(h.host, sizeof h.host - 1);
     w->welcomed = 0;
-    wisp_msg_t m = {.type = WISP_MSG_HELLO,
-                    .payload = (const uint8_t *)text,
-                    .payload_len = (uint32_t)strlen(text)};
-    return s_send(w, &m);
+    wisp_msg_t m;
+    int rc = wisp_proto_hello(&m, &w->out, &h);
+    return rc ? rc : s_send(w, &m);
 }
 
 static void s_clear_queue(s_worker_t *w)
@@ -73,6 +78,8 @@ static void s_clear_queue(s_worker_t *w)
         w->q_len--;
     }
 }
+
+static int s_progress(void *ctx, uint32_t items_done);
 
 static int s_welcome(s_worker_t *w, const wisp_msg_t *m)
 {
@@ -91,13 +98,14 @@ static int s_welcome(s_worker_t *w, const wisp_msg_t *m)
         return rc;
     w->have_cfg = 1;
     w->heartbeat = w->cfg.heartbeat;
-    w->ops = wisp_job_find(w->cfg.kind);
+    w->ops = w->p->ops ? w->p->ops : wisp_job_find(w->cfg.kind);
     if (!w->ops)
         return wisp_error_set(w->err, WISP_ERR_UNSUPPORTED,
                               "job kind '%s' is not built into this worker", w->cfg.kind);
     if (w->p->set_blas_threads)
         openblas_set_num_threads(w->cfg.threads_per_worker);
-    wisp_job_env_t env = {w->p->rank, w->p->size, w->p->mpi_comm, w->cfg.threads_per_worker};
+    wisp_job_env_t env = {
+        w->p->rank, w->p->size, w->p->mpi_comm, w->cfg.threads_per_worker, {s_progress, w}};
     rc = w->ops->worker_open(&w->job, &w->cfg, &env, w->err);
     if (rc == 0)
         WISP_LOGI("joined as worker %u: job %s, %d BLAS threads", w->slot, w->cfg.kind,
@@ -106,17 +114,21 @@ static int s_welcome(s_worker_t *w, const wisp_msg_t *m)
         /* Step jobs: say where this rank stands (its checkpoint) once set up. */
         wisp_wbuf_reset(&w->out);
         rc = w->ops->worker_ready(w->job, &w->out, w->err);
-        if (rc == 0 && w->out.failed)
-            rc = wisp_error_set(w->err, WISP_ERR_NOMEM, "out of memory");
-        if (rc == 0) {
-            wisp_msg_t ready = {.type = WISP_MSG_STEP_DONE,
-                                .aux = WISP_STEP_READY,
-                                .payload = w->out.data,
-                                .payload_len = (uint32_t)w->out.len};
+        wisp_msg_t ready;
+        if (rc == 0 && wisp_proto_step_done(&ready, 0, WISP_STEP_READY, &w->out) != 0)
+            rc = wisp_error_set(w->err, WISP_ERR_ARG, "READY payload of %zu bytes", w->out.len);
+        if (rc == 0)
             rc = s_send(w, &ready);
-        }
     }
     return rc;
+}
+
+/* Drops every queued shard (their leases are gone) and says HELLO again. */
+static int s_rejoin(s_worker_t *w)
+{
+    w->rejoin = 0;
+    s_clear_queue(w);
+    return s_hello(w);
 }
 
 /* Handles one frame from the coordinator; takes ownership of frame. */
@@ -151,12 +163,17 @@ static int s_on_frame(s_worker_t *w, zmq_msg_t *frame)
         w->q_len++;
         return WISP_OK;
     case WISP_MSG_STOP:
-        if (m.aux == 2 && !(w->ops && w->ops->steps)) {
+        if (m.aux == WISP_STOP_REJOIN && !(w->ops && w->ops->steps)) {
             WISP_LOGW("the coordinator declared this worker dead: rejoining");
-            s_clear_queue(w);
-            rc = s_hello(w);
-        } else {
-            w->stop = m.aux == 0 ? 1 : 2;
+            if (w->running)
+                w->rejoin = 1; /* the running shard's frame and w->out are in use */
+            else
+                rc = s_rejoin(w);
+        } else if (w->stop != 1) { /* once told the job is done, a later STOP changes nothing */
+            if (m.aux == WISP_STOP_FULL)
+                WISP_LOGE("the coordinator refused this worker: it has as many workers as its "
+                          "file descriptor limit allows (docs/CLUSTER.md, sizing)");
+            w->stop = m.aux == WISP_STOP_DONE ? 1 : 2;
         }
         break;
     default: /* HEARTBEAT: last_heard is all it is for */ break;
@@ -168,6 +185,8 @@ static int s_on_frame(s_worker_t *w, zmq_msg_t *frame)
 /* Receives everything queued (waiting up to timeout_ms for the first frame). */
 static int s_pump(s_worker_t *w, long timeout_ms)
 {
+    if (!w->sock)
+        return WISP_OK; /* socket-less (wisp_worker_feed): frames come from the caller */
     zmq_pollitem_t item = {w->sock, 0, ZMQ_POLLIN, 0};
     if (timeout_ms > 0 && zmq_poll(&item, 1, timeout_ms) <= 0)
         return WISP_OK;
@@ -194,17 +213,18 @@ static int s_progress(void *ctx, uint32_t items_done)
 {
     s_worker_t *w = ctx;
     if (wisp_now() - w->last_sent >= w->heartbeat) {
-        wisp_msg_t hb = {.type = WISP_MSG_HEARTBEAT, .aux = items_done};
+        wisp_msg_t hb = wisp_proto_heartbeat(items_done);
         s_send(w, &hb);
         if (s_pump(w, 0) != 0)
             return 1;
     }
-    return s_stop_requested(w);
+    return w->rejoin || s_stop_requested(w); /* a lost lease: its result would be dropped */
 }
 
 static int s_run_shard(s_worker_t *w, wisp_worker_stats_t *stats)
 {
     zmq_msg_t *f = &w->queue[w->q_head];
+    w->running = 1;
     wisp_msg_t m;
     wisp_error_t e = {0};
     int rc = wisp_proto_decode(zmq_msg_data(f), zmq_msg_size(f), S_MAX_RECV, &m, &e);
@@ -216,42 +236,28 @@ static int s_run_shard(s_worker_t *w, wisp_worker_stats_t *stats)
         rc = w->ops->worker_step(w->job, m.shard, m.aux, m.payload, m.payload_len, &w->out, &flags,
                                  w->err);
         stats->busy_s += wisp_now() - t0;
-        if (rc == 0 && w->out.failed)
+        wisp_msg_t r;
+        if (rc == 0 && wisp_proto_step_done(&r, m.shard, flags, &w->out) != 0)
             rc = wisp_error_set(w->err, WISP_ERR_NOMEM, "step %llu: out of memory",
                                 (unsigned long long)m.shard);
         if (rc == 0) {
-            wisp_msg_t r = {.type = WISP_MSG_STEP_DONE,
-                            .shard = m.shard,
-                            .aux = flags,
-                            .payload = w->out.data,
-                            .payload_len = (uint32_t)w->out.len};
             rc = s_send(w, &r);
             if (rc)
                 wisp_error_set(w->err, rc, "sending STEP_DONE: %s", zmq_strerror(errno));
             stats->shards++;
         }
     } else if (rc == 0) {
-        wisp_wbuf_reset(&w->out);
+        wisp_proto_result_begin(&w->out); /* stage timings first, filled in by _result */
         double t0 = wisp_now();
         wisp_job_progress_t prog = {s_progress, w};
-        wisp_wbuf_u32(&w->out, WISP_JOB_MAX_STAGES);
-        for (int i = 0; i < WISP_JOB_MAX_STAGES; i++)
-            wisp_wbuf_f64(&w->out, 0); /* patched below */
         rc = w->ops->worker_run(w->job, m.first, m.count, m.payload, m.payload_len, &w->out, st,
                                 &prog, w->err);
         stats->busy_s += wisp_now() - t0;
-        if (rc == 0 && w->out.failed)
+        wisp_msg_t r;
+        if (rc == 0 && wisp_proto_result(&r, &w->out, m.shard, m.first, m.count, st) != 0)
             rc = wisp_error_set(w->err, WISP_ERR_NOMEM, "shard %llu: out of memory",
                                 (unsigned long long)m.shard);
         if (rc == 0) {
-            for (int i = 0; i < WISP_JOB_MAX_STAGES; i++)
-                memcpy(w->out.data + 4 + 8 * i, &st[i], 8);
-            wisp_msg_t r = {.type = WISP_MSG_RESULT,
-                            .shard = m.shard,
-                            .first = m.first,
-                            .count = m.count,
-                            .payload = w->out.data,
-                            .payload_len = (uint32_t)w->out.len};
             rc = s_send(w, &r);
             if (rc)
                 wisp_error_set(w->err, rc, "sending RESULT: %s", zmq_strerror(errno));
@@ -262,7 +268,42 @@ static int s_run_shard(s_worker_t *w, wisp_worker_stats_t *stats)
     zmq_msg_close(f);
     w->q_head = (w->q_head + 1) % S_QUEUE;
     w->q_len--;
+    w->running = 0;
+    if (w->rejoin && (rc == WISP_OK || rc == WISP_ERR_INTERRUPTED) && !s_stop_requested(w))
+        rc = s_rejoin(w); /* the shard was cut short because its lease is gone */
     return rc;
+}
+
+/* The loop ended with rc: says BYE when welcomed, and maps an early end
+ * (signal, coordinator shutdown) to WISP_ERR_INTERRUPTED. */
+static int s_leave(s_worker_t *w, int rc, const wisp_worker_stats_t *stats)
+{
+    if (rc == WISP_ERR_INTERRUPTED)
+        rc = WISP_OK, w->stop = 2;
+    if (w->welcomed) {
+        /* Leaving, early or after a failure (e.g. the job could not open its model):
+         * say so, so the coordinator re-leases our shards without waiting for the
+         * lease to run out. */
+        wisp_msg_t bye = wisp_proto_bye();
+        s_send(w, &bye);
+    }
+    if (rc == WISP_OK && w->stop != 1)
+        rc = WISP_ERR_INTERRUPTED;
+    WISP_LOGI("worker done: shards=%ld items=%ld busy_s=%.3f", stats->shards, stats->items,
+              stats->busy_s);
+    return rc;
+}
+
+static void s_cleanup(s_worker_t *w)
+{
+    s_clear_queue(w);
+    if (w->job)
+        w->ops->worker_close(&w->job);
+    if (w->have_cfg)
+        wisp_jobcfg_free(&w->cfg);
+    wisp_wbuf_free(&w->out);
+    if (w->sock)
+        zmq_close(w->sock);
 }
 
 int wisp_worker_run(const wisp_worker_params_t *params, wisp_worker_stats_t *stats,
@@ -279,7 +320,17 @@ int wisp_worker_run(const wisp_worker_params_t *params, wisp_worker_stats_t *sta
     w.sock = zmq_socket(ctx, ZMQ_DEALER);
     int linger = 2000;
     int64_t maxmsg = S_MAX_RECV;
+    /* Our own routing id (random per worker, not per process: tests run workers as
+     * threads; ZeroMQ reserves a leading 0 byte): the coordinator recognises this worker
+     * by it when it rejoins, also over a new connection. */
+    uint8_t rid[16] = {'w'};
+    wisp_rng_t g;
+    wisp_rng_seed(&g, (uint64_t)getpid() << 32 ^ (uint64_t)(uintptr_t)&w ^
+                          (uint64_t)(wisp_now() * 1e9));
+    for (int i = 1; i < 16; i++)
+        rid[i] = (uint8_t)wisp_rng_u64(&g);
     if (!w.sock || zmq_setsockopt(w.sock, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
+        zmq_setsockopt(w.sock, ZMQ_ROUTING_ID, rid, sizeof rid) != 0 ||
         zmq_setsockopt(w.sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0) {
         rc = wisp_error_set(err, WISP_ERR_NET, "DEALER socket: %s", zmq_strerror(errno));
         goto done;
@@ -312,6 +363,7 @@ int wisp_worker_run(const wisp_worker_params_t *params, wisp_worker_stats_t *sta
         goto done;
     }
     while (!s_stop_requested(&w)) {
+        stats->step_job = w.ops && w.ops->steps;
         if (w.q_len && w.welcomed) {
             if ((rc = s_run_shard(&w, stats)) != 0)
                 break;
@@ -326,39 +378,45 @@ int wisp_worker_run(const wisp_worker_params_t *params, wisp_worker_stats_t *sta
             break;
         }
         if (w.welcomed && now - w.last_sent >= w.heartbeat) {
-            wisp_msg_t hb = {.type = WISP_MSG_HEARTBEAT};
+            wisp_msg_t hb = wisp_proto_heartbeat(0);
             s_send(&w, &hb);
         }
         long ms = (long)(1000 * w.heartbeat);
         if ((rc = s_pump(&w, ms < 1 ? 1 : ms > 200 ? 200 : ms)) != 0)
             break;
     }
-    if (rc == WISP_ERR_INTERRUPTED)
-        rc = WISP_OK, w.stop = 2;
-    if (rc == WISP_OK && w.stop != 1) {
-        /* Leaving early (signal or coordinator shutdown): say so, so the
-         * coordinator re-leases our shards without waiting for the timeout. */
-        if (w.welcomed) {
-            wisp_msg_t bye = {.type = WISP_MSG_BYE};
-            s_send(&w, &bye);
-        }
-        rc = WISP_ERR_INTERRUPTED;
-    } else if (rc == WISP_OK && w.welcomed) {
-        wisp_msg_t bye = {.type = WISP_MSG_BYE};
-        s_send(&w, &bye);
-    }
-    WISP_LOGI("worker done: shards=%ld items=%ld busy_s=%.3f", stats->shards, stats->items,
-              stats->busy_s);
+    rc = s_leave(&w, rc, stats);
 done:
-    s_clear_queue(&w);
-    if (w.job)
-        w.ops->worker_close(&w.job);
-    if (w.have_cfg)
-        wisp_jobcfg_free(&w.cfg);
-    wisp_wbuf_free(&w.out);
-    if (w.sock)
-        zmq_close(w.sock);
+    s_cleanup(&w);
     if (!params->zmq_ctx)
         zmq_ctx_term(ctx);
+    return rc;
+}
+
+int wisp_worker_feed(const wisp_worker_params_t *params, const wisp_worker_frame_t *frames,
+                     size_t n, wisp_worker_stats_t *stats, wisp_error_t *err)
+{
+    wisp_worker_stats_t local = {0};
+    if (!stats)
+        stats = &local;
+    s_worker_t w = {.p = params, .err = err, .heartbeat = 1.0};
+    if (!params->send)
+        return wisp_error_set(err, WISP_ERR_ARG, "wisp_worker_feed: params->send is not set");
+    int rc = s_hello(&w);
+    for (size_t i = 0; rc == 0 && i < n && !s_stop_requested(&w); i++) {
+        zmq_msg_t f;
+        if (zmq_msg_init_size(&f, frames[i].len) != 0) {
+            rc = wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
+            break;
+        }
+        if (frames[i].len)
+            memcpy(zmq_msg_data(&f), frames[i].data, frames[i].len);
+        rc = s_on_frame(&w, &f);
+        /* as the loop does: run what is queued before reading on */
+        while (rc == 0 && w.q_len && w.welcomed && !s_stop_requested(&w))
+            rc = s_run_shard(&w, stats);
+    }
+    rc = s_leave(&w, rc, stats);
+    s_cleanup(&w);
     return rc;
 }

@@ -150,7 +150,8 @@ int main(int argc, char **argv)
     p.stop = &s_stop_flag;
     p.set_blas_threads = 1;
     wisp_error_t err = {0};
-    int rc = wisp_worker_run(&p, NULL, &err);
+    wisp_worker_stats_t stats = {0};
+    int rc = wisp_worker_run(&p, &stats, &err);
     if (rc == WISP_ERR_INTERRUPTED) {
         code = WISP_EXIT_INTERRUPTED;
     } else if (rc) {
@@ -158,6 +159,14 @@ int main(int argc, char **argv)
         code = WISP_EXIT_FAILURE;
     } else {
         code = WISP_EXIT_OK;
+    }
+    /* A step job's ranks meet in collectives: a rank leaving before the end (error,
+     * STOP of a dropped world, signal) may leave a peer blocked in one, and
+     * MPI_Finalize would then wait for good. Ending the world makes mpirun exit so
+     * the launcher can relaunch or end. */
+    if (code != WISP_EXIT_OK && size > 1 && stats.step_job) {
+        fprintf(stderr, "wisp-worker[%d]: leaving the training world early: ending it\n", rank);
+        MPI_Abort(MPI_COMM_WORLD, code);
     }
     goto done;
 usage:

@@ -23,6 +23,7 @@ const char *wisp_strerror(int code)
     case WISP_ERR_STATE: return "state mismatch";
     case WISP_ERR_INTERRUPTED: return "interrupted";
     case WISP_ERR_HDF5: return "HDF5 error";
+    case WISP_ERR_NODATA: return "no usable data";
     default: return "unknown error";
     }
 }

@@ -24,6 +24,7 @@ typedef enum {
     WISP_ERR_STATE = -11,       /* resume state or fingerprint mismatch */
     WISP_ERR_INTERRUPTED = -12, /* stopped by a signal */
     WISP_ERR_HDF5 = -13,        /* HDF5 library call failed */
+    WISP_ERR_NODATA = -14,      /* no usable item (every clip of a batch or a run failed) */
 } wisp_err_t;
 
 /* Static, never NULL; "unknown error" for codes outside the enum. */

@@ -28,7 +28,7 @@
 #include "formats/jobcfg.h"
 #include "dist/proto.h"
 
-#define WISP_JOB_MAX_STAGES 6
+#define WISP_JOB_MAX_STAGES WISP_PROTO_MAX_STAGES
 
 /* What a worker's plug-in knows about its process. */
 typedef struct {
@@ -36,6 +36,13 @@ typedef struct {
     int size;       /* MPI world size (1 without MPI) */
     void *mpi_comm; /* pointer to the MPI_Comm of the worker ranks, NULL without MPI */
     int threads;    /* BLAS threads this rank may use */
+    /* Step jobs: called between pieces of a long step (every micro-batch of a
+     * validation pass, ...) so the runtime can send heartbeats and read STOP; it
+     * returns nonzero when the worker has been asked to stop. NULL fn: none. */
+    struct {
+        int (*fn)(void *ctx, uint32_t items_done);
+        void *ctx;
+    } heartbeat;
 } wisp_job_env_t;
 
 /* The coordinator's view of a map job's items, filled by coord_open. */
@@ -111,6 +118,8 @@ typedef struct {
                            wisp_error_t *err);
     /* Progress figures: steps done and total. */
     void (*coord_progress)(void *state, long *done, long *total, double *loss);
+    /* Optional: more of the progress line ("val_acc 0.83  failed 2"), NUL-terminated. */
+    void (*coord_progress_note)(void *state, char *buf, size_t n);
     int (*worker_ready)(void *state, wisp_wbuf_t *out, wisp_error_t *err);
     int (*worker_step)(void *state, uint64_t step, uint32_t flags, const uint8_t *p, size_t n,
                        wisp_wbuf_t *out, uint32_t *out_flags, wisp_error_t *err);

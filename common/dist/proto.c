@@ -5,6 +5,8 @@
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <unistd.h>
 #include <stdlib.h>
@@ -19,7 +21,6 @@ const char *wisp_proto_type_name(int type)
     case WISP_MSG_HEARTBEAT: return "HEARTBEAT";
     case WISP_MSG_BYE: return "BYE";
     case WISP_MSG_STEP_DONE: return "STEP_DONE";
-    case WISP_MSG_CHECKPOINT: return "CHECKPOINT";
     case WISP_MSG_WELCOME: return "WELCOME";
     case WISP_MSG_SHARD: return "SHARD";
     case WISP_MSG_STOP: return "STOP";
@@ -31,7 +32,7 @@ const char *wisp_proto_type_name(int type)
 int wisp_proto_is_worker_msg(int type)
 {
     return type == WISP_MSG_HELLO || type == WISP_MSG_RESULT || type == WISP_MSG_HEARTBEAT ||
-           type == WISP_MSG_BYE || type == WISP_MSG_STEP_DONE || type == WISP_MSG_CHECKPOINT;
+           type == WISP_MSG_BYE || type == WISP_MSG_STEP_DONE;
 }
 
 int wisp_proto_is_coord_msg(int type)
@@ -87,6 +88,46 @@ void wisp_proto_encode_header(uint8_t out[WISP_PROTO_HEADER_SIZE], const wisp_ms
     s_put32(out + 36, m->payload_len);
 }
 
+/* The per-type header rules of proto.h's type list: what a receiver may rely on
+ * once decode succeeded (count is what a worker allocates and loops over, so it is
+ * capped here, before any receiver sees it). */
+static int s_check_fields(const wisp_msg_t *m, wisp_error_t *err)
+{
+    const char *name = wisp_proto_type_name(m->type);
+    switch (m->type) {
+    case WISP_MSG_HELLO:
+        if (m->worker != WISP_PROTO_NO_WORKER)
+            return wisp_error_set(err, WISP_ERR_FORMAT, "HELLO from worker slot %u", m->worker);
+        if (m->payload_len > WISP_PROTO_HELLO_MAX)
+            return wisp_error_set(err, WISP_ERR_FORMAT, "HELLO payload of %u bytes (at most %d)",
+                                  m->payload_len, WISP_PROTO_HELLO_MAX);
+        return WISP_OK;
+    case WISP_MSG_WELCOME:
+        if (m->worker == WISP_PROTO_NO_WORKER || m->payload_len == 0)
+            return wisp_error_set(err, WISP_ERR_FORMAT, "WELCOME without a slot or a config");
+        return WISP_OK;
+    case WISP_MSG_SHARD:
+    case WISP_MSG_RESULT:
+        if (m->count == 0 || m->count > WISP_PROTO_MAX_SHARD_ITEMS)
+            return wisp_error_set(err, WISP_ERR_FORMAT, "%s of %u items (1 to %u)", name, m->count,
+                                  WISP_PROTO_MAX_SHARD_ITEMS);
+        if (m->first > UINT64_MAX - m->count)
+            return wisp_error_set(err, WISP_ERR_FORMAT, "%s items %" PRIu64 "+%u overflow", name,
+                                  m->first, m->count);
+        return WISP_OK;
+    case WISP_MSG_STOP:
+    case WISP_MSG_HEARTBEAT:
+    case WISP_MSG_BYE:
+        if (m->type == WISP_MSG_STOP && m->aux > WISP_STOP_FULL)
+            return wisp_error_set(err, WISP_ERR_FORMAT, "STOP reason %u", m->aux);
+        if (m->payload_len)
+            return wisp_error_set(err, WISP_ERR_FORMAT, "%s with a payload of %u bytes", name,
+                                  m->payload_len);
+        return WISP_OK;
+    default: return WISP_OK; /* STEP, STEP_DONE: the job checks its payload */
+    }
+}
+
 int wisp_proto_decode(const void *buf, size_t len, size_t max_payload, wisp_msg_t *out,
                       wisp_error_t *err)
 {
@@ -119,7 +160,7 @@ int wisp_proto_decode(const void *buf, size_t len, size_t max_payload, wisp_msg_
         return wisp_error_set(err, WISP_ERR_FORMAT, "payload of %u bytes exceeds the limit %zu",
                               out->payload_len, max_payload);
     out->payload = out->payload_len ? p + WISP_PROTO_HEADER_SIZE : NULL;
-    return WISP_OK;
+    return s_check_fields(out, err);
 }
 
 int wisp_proto_send(void *sock, const void *ident, size_t ident_len, const wisp_msg_t *m, int flags)
@@ -147,6 +188,153 @@ int wisp_proto_send(void *sock, const void *ident, size_t ident_len, const wisp_
         return WISP_ERR_NET;
     }
     return WISP_OK;
+}
+
+/* ---- one encoder / reader per message ---- */
+
+static int s_payload(wisp_msg_t *m, const wisp_wbuf_t *b)
+{
+    m->payload = NULL;
+    m->payload_len = 0;
+    if (!b)
+        return WISP_OK;
+    if (b->failed)
+        return WISP_ERR_NOMEM;
+    if (b->len > WISP_PROTO_MAX_PAYLOAD)
+        return WISP_ERR_ARG;
+    m->payload = b->len ? b->data : NULL;
+    m->payload_len = (uint32_t)b->len;
+    return WISP_OK;
+}
+
+int wisp_proto_hello(wisp_msg_t *m, wisp_wbuf_t *buf, const wisp_proto_hello_t *h)
+{
+    *m = (wisp_msg_t){.type = WISP_MSG_HELLO, .worker = WISP_PROTO_NO_WORKER};
+    wisp_wbuf_reset(buf);
+    wisp_wbuf_u32(buf, h->rank);
+    wisp_wbuf_u32(buf, h->size);
+    wisp_wbuf_u64(buf, h->pid);
+    wisp_wbuf_u64(buf, h->world);
+    wisp_wbuf_str(buf, h->host);
+    return s_payload(m, buf);
+}
+
+int wisp_proto_hello_read(const wisp_msg_t *m, wisp_proto_hello_t *h, wisp_error_t *err)
+{
+    memset(h, 0, sizeof *h);
+    if (m->type != WISP_MSG_HELLO)
+        return wisp_error_set(err, WISP_ERR_FORMAT, "%s is not a HELLO",
+                              wisp_proto_type_name(m->type));
+    wisp_rbuf_t r;
+    wisp_rbuf_init(&r, m->payload, m->payload_len);
+    h->rank = wisp_rbuf_u32(&r);
+    h->size = wisp_rbuf_u32(&r);
+    h->pid = wisp_rbuf_u64(&r);
+    h->world = wisp_rbuf_u64(&r);
+    wisp_rbuf_str(&r, h->host, sizeof h->host);
+    if (r.failed || r.left)
+        return wisp_error_set(err, WISP_ERR_FORMAT, "HELLO payload of %u bytes is malformed",
+                              m->payload_len);
+    if (h->size < 1 || h->size > WISP_PROTO_MAX_RANKS)
+        return wisp_error_set(err, WISP_ERR_FORMAT, "HELLO size %u (1 to %d)", h->size,
+                              WISP_PROTO_MAX_RANKS);
+    if (h->rank >= h->size)
+        return wisp_error_set(err, WISP_ERR_FORMAT, "HELLO rank %u of a world of %u", h->rank,
+                              h->size);
+    if (h->pid < 1 || h->pid > INT32_MAX)
+        return wisp_error_set(err, WISP_ERR_FORMAT, "HELLO pid %" PRIu64, h->pid);
+    return WISP_OK;
+}
+
+int wisp_proto_welcome(wisp_msg_t *m, uint32_t slot, const char *cfg_json, size_t cfg_len)
+{
+    *m = (wisp_msg_t){.type = WISP_MSG_WELCOME, .worker = slot};
+    if (cfg_len == 0 || cfg_len > WISP_PROTO_MAX_PAYLOAD)
+        return WISP_ERR_ARG;
+    m->payload = (const uint8_t *)cfg_json;
+    m->payload_len = (uint32_t)cfg_len;
+    return WISP_OK;
+}
+
+int wisp_proto_shard(wisp_msg_t *m, uint64_t shard, uint64_t first, uint32_t count,
+                     const wisp_wbuf_t *payload)
+{
+    *m = (wisp_msg_t){.type = WISP_MSG_SHARD, .shard = shard, .first = first, .count = count};
+    return s_payload(m, payload);
+}
+
+#define S_RESULT_PREFIX (4 + 8 * WISP_PROTO_MAX_STAGES)
+
+void wisp_proto_result_begin(wisp_wbuf_t *buf)
+{
+    wisp_wbuf_reset(buf);
+    wisp_wbuf_u32(buf, WISP_PROTO_MAX_STAGES);
+    for (int i = 0; i < WISP_PROTO_MAX_STAGES; i++)
+        wisp_wbuf_f64(buf, 0);
+}
+
+int wisp_proto_result(wisp_msg_t *m, wisp_wbuf_t *buf, uint64_t shard, uint64_t first,
+                      uint32_t count, const double *stage_s)
+{
+    *m = (wisp_msg_t){.type = WISP_MSG_RESULT, .shard = shard, .first = first, .count = count};
+    if (!buf->failed && buf->len < S_RESULT_PREFIX)
+        return WISP_ERR_ARG; /* wisp_proto_result_begin was not called */
+    for (int i = 0; !buf->failed && i < WISP_PROTO_MAX_STAGES; i++) {
+        uint64_t u;
+        memcpy(&u, &stage_s[i], 8);
+        s_put64(buf->data + 4 + 8 * i, u);
+    }
+    return s_payload(m, buf);
+}
+
+int wisp_proto_result_read(const wisp_msg_t *m, double stage_s[WISP_PROTO_MAX_STAGES],
+                           const uint8_t **rest, size_t *rest_len, wisp_error_t *err)
+{
+    for (int i = 0; i < WISP_PROTO_MAX_STAGES; i++)
+        stage_s[i] = 0;
+    *rest = NULL;
+    *rest_len = 0;
+    wisp_rbuf_t r;
+    wisp_rbuf_init(&r, m->payload, m->payload_len);
+    uint32_t n = wisp_rbuf_u32(&r);
+    if (r.failed || n > WISP_PROTO_MAX_STAGES)
+        return wisp_error_set(err, WISP_ERR_FORMAT, "RESULT without stage timings");
+    for (uint32_t i = 0; i < n; i++) {
+        double v = wisp_rbuf_f64(&r);
+        if (r.failed || !isfinite(v) || v < 0)
+            return wisp_error_set(err, WISP_ERR_FORMAT, "RESULT stage timing %u is bad", i);
+        stage_s[i] = v;
+    }
+    *rest = r.left ? r.p : NULL;
+    *rest_len = r.left;
+    return WISP_OK;
+}
+
+wisp_msg_t wisp_proto_heartbeat(uint32_t items_done)
+{
+    return (wisp_msg_t){.type = WISP_MSG_HEARTBEAT, .aux = items_done};
+}
+
+wisp_msg_t wisp_proto_bye(void)
+{
+    return (wisp_msg_t){.type = WISP_MSG_BYE};
+}
+
+wisp_msg_t wisp_proto_stop(wisp_stop_why_t why)
+{
+    return (wisp_msg_t){.type = WISP_MSG_STOP, .aux = (uint32_t)why};
+}
+
+int wisp_proto_step(wisp_msg_t *m, uint64_t step, uint32_t flags, const wisp_wbuf_t *payload)
+{
+    *m = (wisp_msg_t){.type = WISP_MSG_STEP, .shard = step, .aux = flags};
+    return s_payload(m, payload);
+}
+
+int wisp_proto_step_done(wisp_msg_t *m, uint64_t step, uint32_t flags, const wisp_wbuf_t *payload)
+{
+    *m = (wisp_msg_t){.type = WISP_MSG_STEP_DONE, .shard = step, .aux = flags};
+    return s_payload(m, payload);
 }
 
 /* ---- wbuf ---- */
@@ -221,9 +409,12 @@ void wisp_wbuf_f64(wisp_wbuf_t *b, double v)
 
 void wisp_wbuf_f32s(wisp_wbuf_t *b, const float *v, size_t n)
 {
-    /* The platforms wisp targets are little-endian; a big-endian port would
-     * convert element-wise here. */
-    wisp_wbuf_bytes(b, v, n * sizeof(float));
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    wisp_wbuf_bytes(b, v, n * sizeof(float)); /* already the wire's byte order */
+#else
+    for (size_t i = 0; i < n; i++)
+        wisp_wbuf_f32(b, v[i]);
+#endif
 }
 
 void wisp_wbuf_str(wisp_wbuf_t *b, const char *s)
@@ -249,8 +440,9 @@ int wisp_rbuf_bytes(wisp_rbuf_t *r, void *dst, size_t n)
         memset(dst, 0, n);
         return WISP_ERR_FORMAT;
     }
-    if (n)
-        memcpy(dst, r->p, n);
+    if (n == 0)
+        return WISP_OK; /* r->p may be NULL (empty payload): no pointer arithmetic on it */
+    memcpy(dst, r->p, n);
     r->p += n;
     r->left -= n;
     return WISP_OK;
@@ -297,7 +489,16 @@ int wisp_rbuf_f32s(wisp_rbuf_t *r, float *dst, size_t n)
         r->failed = 1;
         return WISP_ERR_FORMAT;
     }
-    return wisp_rbuf_bytes(r, dst, n * sizeof(float));
+    int rc = wisp_rbuf_bytes(r, dst, n * sizeof(float));
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &dst[i], 4);
+        u = le32toh(u);
+        memcpy(&dst[i], &u, 4);
+    }
+#endif
+    return rc;
 }
 
 int wisp_rbuf_str(wisp_rbuf_t *r, char *dst, size_t dst_size)
@@ -309,8 +510,10 @@ int wisp_rbuf_str(wisp_rbuf_t *r, char *dst, size_t dst_size)
             dst[0] = '\0';
         return WISP_ERR_FORMAT;
     }
-    memcpy(dst, r->p, n);
     dst[n] = '\0';
+    if (n == 0)
+        return WISP_OK; /* r->p may be NULL (empty payload) */
+    memcpy(dst, r->p, n);
     r->p += n;
     r->left -= n;
     return WISP_OK;

@@ -92,6 +92,8 @@ static const s_key_t s_keys[] = {
     {"train.warmup", T_I64, N(train_warmup), 0, 1.0e12, 0, NULL},
     {"train.clip", T_DBL, N(train_clip), 0, 1.0e12, 1.0, NULL},
     {"train.keep", T_INT, N(train_keep), 0, 1000000, 2, NULL},
+    {"train.keep_best", T_BOOL, N(train_keep_best), 0, 1, 0, NULL},
+    {"train.patience", T_INT, N(train_patience), 0, 1000000, 0, NULL},
     {"train.dump_grads", T_PATH, F(train_dump_grads), 0, 0, 0, ""},
     {"cluster", T_OBJ, 0, 0, 0, 0, 0, NULL},
     {"cluster.endpoint", T_STR, F(endpoint), 0, 0, 0, "tcp://127.0.0.1:0"},

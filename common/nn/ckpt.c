@@ -39,6 +39,11 @@ static int s_rmtree(const char *path)
     return nftw(path, s_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+int wisp_ckpt_rmtree(const char *path)
+{
+    return s_rmtree(path);
+}
+
 static void s_fsync_dir(const char *dir)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY);
@@ -112,9 +117,41 @@ static int s_write_state(const char *path, const wisp_ckpt_state_t *st, long opt
     return rc;
 }
 
+/* The caller's extra files, each checked to be a plain name inside the directory. */
+static int s_write_files(const char *tmp, const wisp_ckpt_file_t *files, int n_files,
+                         wisp_error_t *err)
+{
+    char path[4096];
+    for (int i = 0; i < n_files; i++) {
+        const char *name = files[i].name;
+        if (!name || !name[0] || strchr(name, '/') || name[0] == '.')
+            return wisp_error_set(err, WISP_ERR_ARG, "%s: bad checkpoint file name '%s'", tmp,
+                                  name ? name : "");
+        int rc = s_join(path, sizeof path, tmp, name, err);
+        if (rc || (rc = wisp_write_file_atomic(path, files[i].data ? files[i].data : "",
+                                               files[i].data ? files[i].len : 0, err)))
+            return rc;
+    }
+    return WISP_OK;
+}
+
+int wisp_ckpt_read_file(const char *dir, const char *name, size_t max, char **text, size_t *len,
+                        wisp_error_t *err)
+{
+    char path[4096];
+    *text = NULL;
+    *len = 0;
+    int rc = s_join(path, sizeof path, dir, name, err);
+    if (rc)
+        return rc;
+    if (access(path, F_OK) != 0)
+        return wisp_error_set(err, WISP_ERR_NOTFOUND, "%s: not in the checkpoint", path);
+    return wisp_read_file(path, max, text, len, err);
+}
+
 int wisp_ckpt_save(const char *root, const wisp_ckpt_state_t *state, wisp_model_t *model,
-                   wisp_adamw_t *opt, int keep, char *out_dir, size_t out_dir_size,
-                   wisp_error_t *err)
+                   wisp_adamw_t *opt, int keep, const wisp_ckpt_file_t *files, int n_files,
+                   char *out_dir, size_t out_dir_size, wisp_error_t *err)
 {
     char name[64], final[4096], tmp[4096], path[4096];
     int rc;
@@ -157,6 +194,8 @@ int wisp_ckpt_save(const char *root, const wisp_ckpt_state_t *state, wisp_model_
     if ((rc = s_join(path, sizeof path, tmp, "state.json", err)))
         return rc;
     if ((rc = s_write_state(path, state, wisp_adamw_steps(opt), wisp_model_num_params(model), err)))
+        return rc;
+    if ((rc = s_write_files(tmp, files, n_files, err)))
         return rc;
     s_fsync_dir(tmp);
 

@@ -31,12 +31,25 @@ typedef struct {
     char fingerprint[65]; /* identity of the run configuration; resume refuses another */
 } wisp_ckpt_state_t;
 
-/* Writes ROOT/step-<state->step>, updates ROOT/LATEST, then deletes older step-*
- * directories beyond the newest `keep` (keep <= 0: keep all). The checkpoint
- * directory written is returned in out_dir when not NULL. */
+/* A file the caller stores with a checkpoint (the trainer's metrics lines written
+ * ahead, its best-model state): name is a plain file name, not one of the above. */
+typedef struct {
+    const char *name;
+    const char *data;
+    size_t len;
+} wisp_ckpt_file_t;
+
+/* Writes ROOT/step-<state->step> (with the n_files extra files), updates ROOT/LATEST,
+ * then deletes older step-* directories beyond the newest `keep` (keep <= 0: keep
+ * all). The checkpoint directory written is returned in out_dir when not NULL. */
 int wisp_ckpt_save(const char *root, const wisp_ckpt_state_t *state, wisp_model_t *model,
-                   wisp_adamw_t *opt, int keep, char *out_dir, size_t out_dir_size,
-                   wisp_error_t *err);
+                   wisp_adamw_t *opt, int keep, const wisp_ckpt_file_t *files, int n_files,
+                   char *out_dir, size_t out_dir_size, wisp_error_t *err);
+
+/* Reads extra file `name` of checkpoint directory dir (at most max bytes) into a
+ * malloc'd NUL-terminated *text; WISP_ERR_NOTFOUND when the checkpoint has none. */
+int wisp_ckpt_read_file(const char *dir, const char *name, size_t max, char **text, size_t *len,
+                        wisp_error_t *err);
 
 /* The newest checkpoint under ROOT (from LATEST) into dir; WISP_ERR_NOTFOUND when none. */
 int wisp_ckpt_latest(const char *root, char *dir, size_t dir_size, wisp_error_t *err);
@@ -53,5 +66,9 @@ int wisp_ckpt_load(const char *dir, const char *expect_fingerprint, wisp_ckpt_st
  * range-checked; the format and version must be this build's. */
 int wisp_ckpt_state_parse(const char *text, size_t len, const char *where, wisp_ckpt_state_t *state,
                           long *opt_steps, long *num_params, wisp_error_t *err);
+
+/* rm -rf of a directory tree (symlinks are removed, never followed); 0 or -1 with errno.
+ * A missing path is 0. */
+int wisp_ckpt_rmtree(const char *path);
 
 #endif

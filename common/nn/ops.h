@@ -60,6 +60,10 @@ int nn_act_parse(const char *name);
 const char *nn_act_name(nn_act_t act);
 /* out = act(inp); out may alias inp. */
 void nn_act_forward(float *out, const float *inp, size_t n, nn_act_t act);
+/* GELU as nn_act_forward / nn_act_backward compute it on CPUs without AVX-512 (vector erf, the same
+ * bits on every x86-64 CPU); exposed so tests can hold both versions to the same accuracy. */
+void nn_gelu_forward_portable(float *out, const float *inp, size_t n);
+void nn_gelu_backward_portable(float *dinp, const float *dout, const float *inp, size_t n);
 /* dinp += dout * act'(inp) (inp is the pre-activation). */
 void nn_act_backward(float *dinp, const float *dout, const float *inp, size_t n, nn_act_t act);
 
@@ -81,7 +85,9 @@ void nn_conv1d_k3_forward_ref(float *out, const float *inp, const float *weight,
  * NULL in inference). Blocked over query rows so the full (T, T) matrix is never
  * needed; scratch is nn_attention_scratch_floats(T, hd) floats. probs (B, NH, T, T),
  * when not NULL, receives the probabilities for a backward that then skips their
- * recomputation (a memory-for-time trade the caller makes). */
+ * recomputation (a memory-for-time trade the caller makes), laid out as
+ * nn_attention_probs_index says. With hd = 64 on an AVX-512 CPU the fused kernels of
+ * nn/attn_fused.h run (no sgemm), otherwise blocks of sgemm. */
 void nn_attention_forward(float *out, float *lse, float *probs, const float *q, const float *k,
                           const float *v, float *scratch, int B, int T, int NH, int hd);
 /* dq, dk, dv (B, T, C) += gradients. The probabilities are read from probs when it is
@@ -91,6 +97,10 @@ void nn_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
                            const float *lse, const float *probs, const float *q, const float *k,
                            const float *v, float *scratch, int B, int T, int NH, int hd);
 size_t nn_attention_scratch_floats(int T, int hd);
+/* Where the kept probability of query i, key j of one (clip, head) lies in probs, from
+ * that pair's (T, T) slab at ((b * NH + h) * T * T): the layout is the kernels' own (with
+ * hd = 64 on AVX-512, key-major blocks of 64 query rows; otherwise row-major i * T + j). */
+size_t nn_attention_probs_index(int T, int hd, int i, int j);
 void nn_attention_forward_ref(float *out, float *lse, const float *q, const float *k,
                               const float *v, int B, int T, int NH, int hd);
 void nn_attention_backward_ref(float *dq, float *dk, float *dv, const float *dout, const float *out,

@@ -1,5 +1,6 @@
 /* wisp train: train an adapter + classification head on a manifest, in one process. */
 #include <getopt.h>
+#include <stddef.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -62,6 +63,11 @@ static void s_usage(FILE *out)
             "  --checkpoint-every N   steps between checkpoints (default: each epoch end)\n"
             "  --keep N               checkpoints kept (default 2)\n"
             "  --resume               continue from OUTDIR/checkpoints (same settings)\n"
+            "  --force                OUTDIR holds an earlier run: start over (the old run\n"
+            "                         is kept in OUTDIR/previous/ until the first checkpoint)\n"
+            "  --keep-best            write OUTDIR/best/ (adapter, head) at each new best val_acc\n"
+            "  --patience N           early stopping: end after N evaluations without a\n"
+            "                         better val_acc (default 0: off)\n"
             "  --stop-after N         stop after step N with a checkpoint (resume later)\n"
             "  --dump-grads FILE      write the first step's mean gradients (safetensors);\n"
             "                         with --steps 0 nothing is trained\n"
@@ -83,6 +89,8 @@ typedef struct {
     const char *dump_grads, *class_weights, *schedule, *adapter_name;
     long epochs, steps, warmup, checkpoint_every, stop_after;
     int batch, accum, threads, keep, truncate, resume, proj_size, wls, attn_keep_mb;
+    int force, keep_best;
+    long patience;
     double lr, wd, clip;
     unsigned long long seed;
 } s_args_t;
@@ -117,7 +125,10 @@ enum {
     O_PROJ,
     O_WLS,
     O_HELP,
-    O_ANAME
+    O_ANAME,
+    O_FORCE,
+    O_KEEP_BEST,
+    O_PATIENCE
 };
 
 static int s_num(const char *opt, const char *v, double lo, double hi, double *out)
@@ -132,42 +143,99 @@ static int s_num(const char *opt, const char *v, double lo, double hi, double *o
     return 0;
 }
 
-static int s_parse(int argc, char **argv, s_args_t *a)
+static const struct option s_longs[] = {
+    {"model", 1, 0, O_MODEL},
+    {"preset", 1, 0, O_PRESET},
+    {"adapter-config", 1, 0, O_ACFG},
+    {"adapter", 1, 0, O_ADAPTER},
+    {"head", 1, 0, O_HEAD},
+    {"train", 1, 0, O_TRAIN},
+    {"val", 1, 0, O_VAL},
+    {"output", 1, 0, 'o'},
+    {"epochs", 1, 0, O_EPOCHS},
+    {"steps", 1, 0, O_STEPS},
+    {"batch", 1, 0, O_BATCH},
+    {"accum", 1, 0, O_ACCUM},
+    {"lr", 1, 0, O_LR},
+    {"weight-decay", 1, 0, O_WD},
+    {"warmup", 1, 0, O_WARMUP},
+    {"schedule", 1, 0, O_SCHED},
+    {"clip", 1, 0, O_CLIP},
+    {"seed", 1, 0, O_SEED},
+    {"truncate", 0, 0, O_TRUNC},
+    {"resume", 0, 0, O_RESUME},
+    {"force", 0, 0, O_FORCE},
+    {"keep-best", 0, 0, O_KEEP_BEST},
+    {"patience", 1, 0, O_PATIENCE},
+    {"dump-grads", 1, 0, O_DUMP},
+    {"checkpoint-every", 1, 0, O_CKPT},
+    {"keep", 1, 0, O_KEEP},
+    {"threads", 1, 0, O_THREADS},
+    {"attn-keep-mb", 1, 0, O_ATTN_KEEP},
+    {"class-weights", 1, 0, O_CW},
+    {"stop-after", 1, 0, O_STOP},
+    {"proj-size", 1, 0, O_PROJ},
+    {"weighted-layer-sum", 0, 0, O_WLS},
+    {"help", 0, 0, O_HELP},
+    {"adapter-name", 1, 0, O_ANAME},
+    {0, 0, 0, 0},
+};
+
+/* The numeric options: name (for messages), range, and where the value goes. */
+typedef struct {
+    int id;
+    const char *name;
+    double lo, hi;
+    size_t off;
+    char kind; /* 'l' long, 'i' int, 'd' double */
+} s_numopt_t;
+
+#define S_NUM(id, name, lo, hi, field, kind)                                                       \
+    {                                                                                              \
+        id, name, lo, hi, offsetof(s_args_t, field), kind                                          \
+    }
+static const s_numopt_t s_numopts[] = {
+    S_NUM(O_EPOCHS, "epochs", 1, 1e9, epochs, 'l'),
+    S_NUM(O_STEPS, "steps", 0, 1e12, steps, 'l'),
+    S_NUM(O_BATCH, "batch", 1, 4096, batch, 'i'),
+    S_NUM(O_ACCUM, "accum", 1, 65536, accum, 'i'),
+    S_NUM(O_LR, "lr", 0, 10, lr, 'd'),
+    S_NUM(O_WD, "weight-decay", 0, 10, wd, 'd'),
+    S_NUM(O_WARMUP, "warmup", 0, 1e12, warmup, 'l'),
+    S_NUM(O_CLIP, "clip", 0, 1e12, clip, 'd'),
+    S_NUM(O_CKPT, "checkpoint-every", 0, 1e12, checkpoint_every, 'l'),
+    S_NUM(O_KEEP, "keep", 1, 1e6, keep, 'i'),
+    S_NUM(O_THREADS, "threads", 0, 4096, threads, 'i'),
+    S_NUM(O_ATTN_KEEP, "attn-keep-mb", 0, 1 << 30, attn_keep_mb, 'i'),
+    S_NUM(O_STOP, "stop-after", 0, 1e12, stop_after, 'l'),
+    S_NUM(O_PROJ, "proj-size", 1, 1 << 20, proj_size, 'i'),
+    S_NUM(O_PATIENCE, "patience", 0, 1e6, patience, 'l'),
+};
+
+/* 1 when c is a numeric option (stored, or -1 after a message for a bad value), 0 if not. */
+static int s_parse_num(int c, const char *v, s_args_t *a)
 {
-    static const struct option longs[] = {
-        {"model", 1, 0, O_MODEL},
-        {"preset", 1, 0, O_PRESET},
-        {"adapter-config", 1, 0, O_ACFG},
-        {"adapter", 1, 0, O_ADAPTER},
-        {"head", 1, 0, O_HEAD},
-        {"train", 1, 0, O_TRAIN},
-        {"val", 1, 0, O_VAL},
-        {"output", 1, 0, 'o'},
-        {"epochs", 1, 0, O_EPOCHS},
-        {"steps", 1, 0, O_STEPS},
-        {"batch", 1, 0, O_BATCH},
-        {"accum", 1, 0, O_ACCUM},
-        {"lr", 1, 0, O_LR},
-        {"weight-decay", 1, 0, O_WD},
-        {"warmup", 1, 0, O_WARMUP},
-        {"schedule", 1, 0, O_SCHED},
-        {"clip", 1, 0, O_CLIP},
-        {"seed", 1, 0, O_SEED},
-        {"truncate", 0, 0, O_TRUNC},
-        {"resume", 0, 0, O_RESUME},
-        {"dump-grads", 1, 0, O_DUMP},
-        {"checkpoint-every", 1, 0, O_CKPT},
-        {"keep", 1, 0, O_KEEP},
-        {"threads", 1, 0, O_THREADS},
-        {"attn-keep-mb", 1, 0, O_ATTN_KEEP},
-        {"class-weights", 1, 0, O_CW},
-        {"stop-after", 1, 0, O_STOP},
-        {"proj-size", 1, 0, O_PROJ},
-        {"weighted-layer-sum", 0, 0, O_WLS},
-        {"help", 0, 0, O_HELP},
-        {"adapter-name", 1, 0, O_ANAME},
-        {0, 0, 0, 0},
-    };
+    for (size_t i = 0; i < sizeof s_numopts / sizeof *s_numopts; i++) {
+        const s_numopt_t *o = &s_numopts[i];
+        if (o->id != c)
+            continue;
+        double x;
+        if (s_num(o->name, v, o->lo, o->hi, &x))
+            return -1;
+        char *field = (char *)a + o->off;
+        if (o->kind == 'l')
+            *(long *)field = (long)x;
+        else if (o->kind == 'i')
+            *(int *)field = (int)x;
+        else
+            *(double *)field = x;
+        return 1;
+    }
+    return 0;
+}
+
+static void s_defaults(s_args_t *a)
+{
     memset(a, 0, sizeof *a);
     a->epochs = 3;
     a->steps = -1;
@@ -182,110 +250,11 @@ static int s_parse(int argc, char **argv, s_args_t *a)
     a->stop_after = -1;
     a->wls = -1;
     a->schedule = "linear";
-    optind = 1;
-    int c;
-    double x;
-    while ((c = getopt_long(argc, argv, "o:h", longs, NULL)) != -1) {
-        switch (c) {
-        case O_MODEL: a->model = optarg; break;
-        case O_PRESET: a->preset = optarg; break;
-        case O_ACFG: a->adapter_config = optarg; break;
-        case O_ADAPTER: a->adapter = optarg; break;
-        case O_HEAD: a->head = optarg; break;
-        case O_ANAME: a->adapter_name = optarg; break;
-        case O_TRAIN: a->train = optarg; break;
-        case O_VAL: a->val = optarg; break;
-        case 'o': a->output = optarg; break;
-        case O_SCHED: a->schedule = optarg; break;
-        case O_DUMP: a->dump_grads = optarg; break;
-        case O_CW: a->class_weights = optarg; break;
-        case O_TRUNC: a->truncate = 1; break;
-        case O_RESUME: a->resume = 1; break;
-        case O_WLS: a->wls = 1; break;
-        case O_EPOCHS:
-            if (s_num("epochs", optarg, 1, 1e9, &x))
-                return WISP_EXIT_USAGE;
-            a->epochs = (long)x;
-            break;
-        case O_STEPS:
-            if (s_num("steps", optarg, 0, 1e12, &x))
-                return WISP_EXIT_USAGE;
-            a->steps = (long)x;
-            break;
-        case O_BATCH:
-            if (s_num("batch", optarg, 1, 4096, &x))
-                return WISP_EXIT_USAGE;
-            a->batch = (int)x;
-            break;
-        case O_ACCUM:
-            if (s_num("accum", optarg, 1, 65536, &x))
-                return WISP_EXIT_USAGE;
-            a->accum = (int)x;
-            break;
-        case O_LR:
-            if (s_num("lr", optarg, 0, 10, &x))
-                return WISP_EXIT_USAGE;
-            a->lr = x;
-            break;
-        case O_WD:
-            if (s_num("weight-decay", optarg, 0, 10, &x))
-                return WISP_EXIT_USAGE;
-            a->wd = x;
-            break;
-        case O_WARMUP:
-            if (s_num("warmup", optarg, 0, 1e12, &x))
-                return WISP_EXIT_USAGE;
-            a->warmup = (long)x;
-            break;
-        case O_CLIP:
-            if (s_num("clip", optarg, 0, 1e12, &x))
-                return WISP_EXIT_USAGE;
-            a->clip = x;
-            break;
-        case O_CKPT:
-            if (s_num("checkpoint-every", optarg, 0, 1e12, &x))
-                return WISP_EXIT_USAGE;
-            a->checkpoint_every = (long)x;
-            break;
-        case O_KEEP:
-            if (s_num("keep", optarg, 1, 1e6, &x))
-                return WISP_EXIT_USAGE;
-            a->keep = (int)x;
-            break;
-        case O_THREADS:
-            if (s_num("threads", optarg, 0, 4096, &x))
-                return WISP_EXIT_USAGE;
-            a->threads = (int)x;
-            break;
-        case O_ATTN_KEEP:
-            if (s_num("attn-keep-mb", optarg, 0, 1 << 30, &x))
-                return WISP_EXIT_USAGE;
-            a->attn_keep_mb = (int)x;
-            break;
-        case O_STOP:
-            if (s_num("stop-after", optarg, 0, 1e12, &x))
-                return WISP_EXIT_USAGE;
-            a->stop_after = (long)x;
-            break;
-        case O_PROJ:
-            if (s_num("proj-size", optarg, 1, 1 << 20, &x))
-                return WISP_EXIT_USAGE;
-            a->proj_size = (int)x;
-            break;
-        case O_SEED: {
-            char *end = NULL;
-            a->seed = strtoull(optarg, &end, 0);
-            if (!end || *end) {
-                fprintf(stderr, "wisp train: --seed: bad value '%s'\n", optarg);
-                return WISP_EXIT_USAGE;
-            }
-            break;
-        }
-        case 'h':
-        case O_HELP: s_usage(stdout); return -1;
-        default: s_usage(stderr); return WISP_EXIT_USAGE;
-        }
-    }
+}
+
+/* What the options must say together (after getopt). */
+static int s_check(int argc, char **argv, const s_args_t *a)
+{
     const char *missing = !a->model    ? "--model"
                           : !a->train  ? "--train MANIFEST"
                           : !a->output ? "-o OUTDIR"
@@ -308,7 +277,58 @@ static int s_parse(int argc, char **argv, s_args_t *a)
                 a->schedule);
         return WISP_EXIT_USAGE;
     }
+    if (a->resume && a->force) {
+        fprintf(stderr, "wisp train: --resume continues the run in OUTDIR, --force starts it "
+                        "over: give one\n");
+        return WISP_EXIT_USAGE;
+    }
     return WISP_EXIT_OK;
+}
+
+static int s_parse(int argc, char **argv, s_args_t *a)
+{
+    s_defaults(a);
+    optind = 1;
+    int c, k;
+    while ((c = getopt_long(argc, argv, "o:h", s_longs, NULL)) != -1) {
+        if ((k = s_parse_num(c, optarg, a)) != 0) {
+            if (k < 0)
+                return WISP_EXIT_USAGE;
+            continue;
+        }
+        switch (c) {
+        case O_MODEL: a->model = optarg; break;
+        case O_PRESET: a->preset = optarg; break;
+        case O_ACFG: a->adapter_config = optarg; break;
+        case O_ADAPTER: a->adapter = optarg; break;
+        case O_HEAD: a->head = optarg; break;
+        case O_ANAME: a->adapter_name = optarg; break;
+        case O_TRAIN: a->train = optarg; break;
+        case O_VAL: a->val = optarg; break;
+        case 'o': a->output = optarg; break;
+        case O_SCHED: a->schedule = optarg; break;
+        case O_DUMP: a->dump_grads = optarg; break;
+        case O_CW: a->class_weights = optarg; break;
+        case O_TRUNC: a->truncate = 1; break;
+        case O_RESUME: a->resume = 1; break;
+        case O_FORCE: a->force = 1; break;
+        case O_KEEP_BEST: a->keep_best = 1; break;
+        case O_WLS: a->wls = 1; break;
+        case O_SEED: {
+            char *end = NULL;
+            a->seed = strtoull(optarg, &end, 0);
+            if (!end || *end) {
+                fprintf(stderr, "wisp train: --seed: bad value '%s'\n", optarg);
+                return WISP_EXIT_USAGE;
+            }
+            break;
+        }
+        case 'h':
+        case O_HELP: s_usage(stdout); return -1;
+        default: s_usage(stderr); return WISP_EXIT_USAGE;
+        }
+    }
+    return s_check(argc, argv, a);
 }
 
 /* --class-weights: "balanced" (n / (C * count_c), as sklearn) or C numbers. */
@@ -351,20 +371,128 @@ static int s_class_weights(const char *spec, const wisp_manifest_t *m, int C, fl
     return WISP_OK;
 }
 
-/* Items of a manifest: labeled ones only (unlabeled clips teach nothing). */
-static wisp_trainer_item_t *s_items(const wisp_manifest_t *m, int *n)
+/* What a training command loads before the trainer: the class list (the given
+ * head's labels, else the training manifest's), both manifests, their items and the
+ * class weights. */
+typedef struct {
+    wisp_manifest_t train, val;
+    wisp_head_config_t head;
+    int have_head;
+    wisp_trainer_item_t *titems, *vitems;
+    int nt, nv;
+    float *cw;
+} s_data_t;
+
+static void s_data_free(s_data_t *d)
 {
-    wisp_trainer_item_t *items = calloc(m->n_items + 1, sizeof *items);
-    *n = 0;
-    if (!items)
-        return NULL;
-    for (size_t i = 0; i < m->n_items; i++)
-        if (m->items[i].label >= 0) {
-            items[*n].path = m->items[i].path;
-            items[*n].label = m->items[i].label;
-            (*n)++;
-        }
-    return items;
+    wisp_manifest_free(&d->train);
+    wisp_manifest_free(&d->val);
+    if (d->have_head)
+        wisp_head_config_free(&d->head);
+    free(d->titems);
+    free(d->vitems);
+    free(d->cw);
+}
+
+static int s_data_load(const s_args_t *a, s_data_t *d, wisp_error_t *err)
+{
+    memset(d, 0, sizeof *d);
+    if (a->head) {
+        char path[4096];
+        if (wisp_path_join(path, sizeof path, a->head, "head_config.json") != WISP_OK)
+            return wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", a->head);
+        if (wisp_head_config_load(&d->head, path, err) != WISP_OK)
+            return err->code;
+        d->have_head = 1;
+    }
+    if (wisp_manifest_load(&d->train, a->train,
+                           d->have_head ? (const char *const *)d->head.id2label : NULL,
+                           d->have_head ? d->head.num_labels : 0, err) != WISP_OK)
+        return err->code;
+    if (d->train.n_labeled == 0)
+        return wisp_error_set(err, WISP_ERR_ARG, "%s: no labeled item to train on", a->train);
+    if (d->train.n_classes < 2)
+        return wisp_error_set(err, WISP_ERR_ARG, "%s: %d class(es); a classifier needs at least 2",
+                              a->train, d->train.n_classes);
+    if (a->val && wisp_manifest_load(&d->val, a->val, (const char *const *)d->train.classes,
+                                     d->train.n_classes, err) != WISP_OK)
+        return err->code;
+    d->titems = wisp_trainer_items(&d->train, &d->nt);
+    d->vitems = a->val ? wisp_trainer_items(&d->val, &d->nv) : NULL;
+    if (!d->titems || (a->val && !d->vitems))
+        return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
+    if (a->class_weights) {
+        d->cw = calloc((size_t)d->train.n_classes, sizeof(float));
+        if (!d->cw)
+            return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
+        int rc = s_class_weights(a->class_weights, &d->train, d->train.n_classes, d->cw, err);
+        if (rc)
+            return rc;
+    }
+    WISP_LOGI("%s: %d labeled clips, %d classes%s", a->train, d->nt, d->train.n_classes,
+              a->val ? "" : " (no validation set)");
+    return WISP_OK;
+}
+
+static void s_trainer_opts(const s_args_t *a, const s_data_t *d, wisp_trainer_opts_t *o)
+{
+    wisp_trainer_default_opts(o);
+    o->model_dir = a->model;
+    o->adapter_config = a->adapter_config;
+    o->preset = a->preset;
+    o->adapter_dir = a->adapter;
+    o->adapter_name = a->adapter_name;
+    o->head_dir = a->head;
+    o->num_labels = d->train.n_classes;
+    o->class_names = (const char *const *)d->train.classes;
+    o->proj_size = a->proj_size;
+    o->weighted_layer_sum = a->wls;
+    o->truncate = a->truncate;
+    o->micro_batch = a->batch;
+    o->lr = a->lr;
+    o->adamw.weight_decay = a->wd;
+    o->schedule = (wisp_schedule_t)wisp_adamw_schedule_parse(a->schedule);
+    o->warmup_steps = a->warmup;
+    o->clip = a->clip;
+    o->class_weights = d->cw;
+    o->seed = a->seed;
+    o->threads = a->threads;
+    o->attn_keep_mb = a->attn_keep_mb;
+}
+
+static void s_run_opts(const s_args_t *a, const s_data_t *d, wisp_trainer_run_opts_t *ro)
+{
+    wisp_trainer_default_run_opts(ro);
+    ro->outdir = a->output;
+    ro->epochs = a->epochs;
+    ro->steps = a->steps;
+    ro->batch = a->batch * a->accum;
+    long per_epoch = (d->nt + ro->batch - 1) / ro->batch;
+    ro->checkpoint_every = a->checkpoint_every > 0 ? a->checkpoint_every : per_epoch;
+    ro->keep_checkpoints = a->keep;
+    ro->resume = a->resume;
+    ro->stop_after = a->stop_after;
+    ro->dump_grads = a->dump_grads;
+    ro->progress = isatty(2);
+    ro->stop = &s_stop;
+    ro->train_name = a->train;
+    ro->keep_best = a->keep_best;
+    ro->patience = a->patience;
+}
+
+/* An existing run in OUTDIR is continued (--resume) or started over (--force), never
+ * silently overwritten. */
+static int s_outdir(const s_args_t *a, wisp_trainer_run_opts_t *ro, wisp_error_t *err)
+{
+    if (a->resume || !wisp_trainer_outdir_used(a->output))
+        return WISP_OK;
+    if (!a->force)
+        return wisp_error_set(err, WISP_ERR_ARG,
+                              "%s holds an earlier training run: continue it with --resume, "
+                              "start over with --force, or choose another -o",
+                              a->output);
+    ro->started_over = 1;
+    return wisp_trainer_start_over(a->output, err);
 }
 
 int wisp_cmd_train(int argc, char **argv)
@@ -379,115 +507,22 @@ int wisp_cmd_train(int argc, char **argv)
     signal(SIGTERM, s_on_signal);
     int exit_code = WISP_EXIT_FAILURE;
     wisp_error_t err = {0};
-    wisp_manifest_t train, val;
-    wisp_head_config_t head;
-    memset(&train, 0, sizeof train);
-    memset(&val, 0, sizeof val);
-    memset(&head, 0, sizeof head);
-    int have_head = 0;
+    s_data_t d;
     wisp_trainer_t *tr = NULL;
-    wisp_trainer_item_t *titems = NULL, *vitems = NULL;
-    float *cw = NULL;
-    int nt = 0, nv = 0;
-
-    /* Class list: the given head's labels, else the training manifest's. */
-    if (a.head) {
-        char path[4096];
-        if (wisp_path_join(path, sizeof path, a.head, "head_config.json") != WISP_OK) {
-            wisp_error_set(&err, WISP_ERR_ARG, "%s: path too long", a.head);
-            goto done;
-        }
-        if (wisp_head_config_load(&head, path, &err) != WISP_OK)
-            goto done;
-        have_head = 1;
-    }
-    if (wisp_manifest_load(&train, a.train, have_head ? (const char *const *)head.id2label : NULL,
-                           have_head ? head.num_labels : 0, &err) != WISP_OK)
-        goto done;
-    if (train.n_labeled == 0) {
-        wisp_error_set(&err, WISP_ERR_ARG, "%s: no labeled item to train on", a.train);
-        goto done;
-    }
-    if (train.n_classes < 2) {
-        wisp_error_set(&err, WISP_ERR_ARG, "%s: %d class(es); a classifier needs at least 2",
-                       a.train, train.n_classes);
-        goto done;
-    }
-    if (a.val && wisp_manifest_load(&val, a.val, (const char *const *)train.classes,
-                                    train.n_classes, &err) != WISP_OK)
-        goto done;
-    titems = s_items(&train, &nt);
-    vitems = a.val ? s_items(&val, &nv) : NULL;
-    if (!titems || (a.val && !vitems)) {
-        wisp_error_set(&err, WISP_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    if (a.class_weights) {
-        cw = calloc((size_t)train.n_classes, sizeof(float));
-        if (!cw || s_class_weights(a.class_weights, &train, train.n_classes, cw, &err))
-            goto done;
-    }
-    WISP_LOGI("%s: %d labeled clips, %d classes%s", a.train, nt, train.n_classes,
-              a.val ? "" : " (no validation set)");
-
     wisp_trainer_opts_t o;
-    wisp_trainer_default_opts(&o);
-    o.model_dir = a.model;
-    o.adapter_config = a.adapter_config;
-    o.preset = a.preset;
-    o.adapter_dir = a.adapter;
-    o.adapter_name = a.adapter_name;
-    o.head_dir = a.head;
-    o.num_labels = train.n_classes;
-    o.class_names = (const char *const *)train.classes;
-    o.proj_size = a.proj_size;
-    o.weighted_layer_sum = a.wls;
-    o.truncate = a.truncate;
-    o.micro_batch = a.batch;
-    o.lr = a.lr;
-    o.adamw.weight_decay = a.wd;
-    o.schedule = (wisp_schedule_t)wisp_adamw_schedule_parse(a.schedule);
-    o.warmup_steps = a.warmup;
-    o.clip = a.clip;
-    o.class_weights = cw;
-    o.seed = a.seed;
-    o.threads = a.threads;
-    o.attn_keep_mb = a.attn_keep_mb;
+    wisp_trainer_run_opts_t ro;
+    if (s_data_load(&a, &d, &err) != WISP_OK)
+        goto done;
+    s_run_opts(&a, &d, &ro);
+    if (s_outdir(&a, &ro, &err) != WISP_OK) {
+        exit_code = err.code == WISP_ERR_ARG ? WISP_EXIT_USAGE : WISP_EXIT_FAILURE;
+        goto done;
+    }
+    s_trainer_opts(&a, &d, &o);
     tr = wisp_trainer_new(&o, &err);
     if (!tr)
         goto done;
-
-    wisp_trainer_run_opts_t ro;
-    wisp_trainer_default_run_opts(&ro);
-    ro.outdir = a.output;
-    ro.epochs = a.epochs;
-    ro.steps = a.steps;
-    ro.batch = a.batch * a.accum;
-    long per_epoch = (nt + ro.batch - 1) / ro.batch;
-    ro.checkpoint_every = a.checkpoint_every > 0 ? a.checkpoint_every : per_epoch;
-    ro.keep_checkpoints = a.keep;
-    ro.resume = a.resume;
-    ro.stop_after = a.stop_after;
-    ro.dump_grads = a.dump_grads;
-    ro.progress = isatty(2);
-    /* The data identity in the fingerprint: every path and label in order. */
-    char data_id[65] = "";
-    {
-        size_t len = 64;
-        for (int i = 0; i < nt; i++)
-            len += strlen(titems[i].path) + 16;
-        char *s = malloc(len), *p = s;
-        if (s) {
-            for (int i = 0; i < nt; i++)
-                p += sprintf(p, "%s|%d\n", titems[i].path, titems[i].label);
-            *p = '\0';
-            wisp_trainer_fingerprint(tr, s, data_id);
-            free(s);
-        }
-    }
-    ro.fingerprint_extra = data_id;
-    ro.stop = &s_stop;
-    rc = wisp_trainer_run(tr, titems, nt, vitems, nv, &ro, &err);
+    rc = wisp_trainer_run(tr, d.titems, d.nt, d.vitems, d.nv, &ro, &err);
     if (rc == WISP_ERR_INTERRUPTED) {
         fprintf(stderr, "wisp train: %s; rerun with --resume to continue\n", err.msg);
         wisp_error_clear(&err);
@@ -503,12 +538,6 @@ done:
     if (err.code)
         fprintf(stderr, "wisp train: %s\n", err.msg);
     wisp_trainer_destroy(&tr);
-    wisp_manifest_free(&train);
-    wisp_manifest_free(&val);
-    if (have_head)
-        wisp_head_config_free(&head);
-    free(titems);
-    free(vitems);
-    free(cw);
+    s_data_free(&d);
     return exit_code;
 }

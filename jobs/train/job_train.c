@@ -20,10 +20,19 @@
  * checksum_every steps the ranks compare a hash of their parameters. Rank 0
  * writes checkpoints and the final adapter/head directories.
  *
+ * The schedule is train/schedule.h's, the one the local loop walks. A batch with no
+ * usable clip is a skipped step (not an error); a whole epoch's worth of skipped
+ * steps in a row ends the job with an error naming the manifest and the first
+ * failures. The workers call the runtime's heartbeat between the pieces of a step
+ * (each micro-batch of an evaluation), so a long step is not taken for a dead rank.
+ *
  * STEP payload (per rank): u64 epoch, u64 pos_after, u32 n, n x u32 item ids.
- * READY payload: u64 step, u64 epoch, u64 pos (the checkpoint loaded, or 0s).
- * STEP_DONE payload (rank 0): the trainer stats, then val_loss, val_acc (NaN
- * when not evaluated). */
+ * READY payload: u64 step, u64 epoch, u64 pos (the checkpoint loaded, or 0s), u32 len,
+ *   len bytes: the metrics lines written ahead into that checkpoint (metrics.h).
+ * STEP_DONE payload (rank 0): u32 flags (the STEP's, | S_DONE_SKIPPED, | S_DONE_STOP
+ *   when early stopping ends the run), u64 epoch, the trainer stats, val_loss, val_acc
+ *   (NaN when not evaluated), u64 eval epoch, then u32 n failures of all ranks, each
+ *   u32 split (0 train, 1 validation), u32 item id, u32 len, len bytes of reason. */
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -33,12 +42,20 @@
 #include <string.h>
 
 #include "nn/adamw.h"
+#include "nn/adapter_config.h"
 #include "formats/config.h"
 #include "dist/job.h"
 #include "base/log.h"
 #include "formats/manifest.h"
 #include "train/trainer.h"
 #include "base/util.h"
+#include "train/metrics.h"
+#include "train/schedule.h"
+
+#define S_DONE_SKIPPED    0x100u /* STEP_DONE flags: no usable clip, no update */
+#define S_DONE_STOP       0x200u /* STEP_DONE flags: early stopping: end after this step */
+#define S_READY_AHEAD_MAX ((uint32_t)64 << 20) /* metrics bytes in a READY */
+#define S_FAIL_MAX        ((uint32_t)1 << 20)  /* failure records in a STEP_DONE */
 
 /* ---- shared by both sides: the data, as `wisp train` reads it ---- */
 
@@ -59,19 +76,6 @@ static void s_data_free(s_data_t *d)
     free(d->items);
     free(d->vitems);
     memset(d, 0, sizeof *d);
-}
-
-static wisp_trainer_item_t *s_items(const wisp_manifest_t *m, int *n)
-{
-    wisp_trainer_item_t *items = calloc(m->n_items + 1, sizeof *items);
-    *n = 0;
-    for (size_t i = 0; items && i < m->n_items; i++)
-        if (m->items[i].label >= 0) {
-            items[*n].path = m->items[i].path;
-            items[*n].label = m->items[i].label;
-            (*n)++;
-        }
-    return items;
 }
 
 static int s_data_load(s_data_t *d, const wisp_jobcfg_t *cfg, wisp_error_t *err)
@@ -96,18 +100,24 @@ static int s_data_load(s_data_t *d, const wisp_jobcfg_t *cfg, wisp_error_t *err)
         (rc = wisp_manifest_load(&d->val, cfg->val_manifest, (const char *const *)d->train.classes,
                                  d->train.n_classes, err)) != 0)
         return rc;
-    d->items = s_items(&d->train, &d->n);
-    d->vitems = s_items(&d->val, &d->nv);
+    d->items = wisp_trainer_items(&d->train, &d->n);
+    d->vitems = wisp_trainer_items(&d->val, &d->nv);
     if (!d->items || !d->vitems)
         return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
     return WISP_OK;
 }
 
-static long s_total_steps(const wisp_jobcfg_t *cfg, int n)
+static long s_ckpt_every(const wisp_jobcfg_t *cfg, int n)
 {
     long per_epoch = (n + cfg->train_global_batch - 1) / cfg->train_global_batch;
-    return cfg->train_max_steps > 0 ? (long)cfg->train_max_steps
-                                    : (long)cfg->train_epochs * per_epoch;
+    return cfg->train_checkpoint_every > 0 ? cfg->train_checkpoint_every : per_epoch;
+}
+
+static int s_sched_init(wisp_sched_t *sc, const wisp_jobcfg_t *cfg, int n, wisp_error_t *err)
+{
+    return wisp_sched_init(sc, n, cfg->train_global_batch, cfg->train_epochs,
+                           cfg->train_max_steps > 0 ? (long)cfg->train_max_steps : -1,
+                           s_ckpt_every(cfg, n), (uint64_t)cfg->seed, err);
 }
 
 /* ---- coordinator ---- */
@@ -115,14 +125,13 @@ static long s_total_steps(const wisp_jobcfg_t *cfg, int n)
 typedef struct {
     const wisp_jobcfg_t *cfg;
     s_data_t d;
-    int *perm;             /* n: order of the current epoch */
-    long step, epoch, pos; /* after the last issued step */
-    long total, ckpt_every;
-    int final_issued;
-    long done_steps; /* steps reported by rank 0 */
-    double last_loss;
+    wisp_sched_t sched;
+    long done_steps; /* steps reported by rank 0 (skipped ones included) */
+    long skipped, skipped_row;
+    double last_loss, val_acc;
     long last_ckpt;
-    FILE *metrics;
+    wisp_trainer_failset_t fails, vfails;
+    wisp_train_metrics_t metrics;
     char metrics_path[WISP_JOBCFG_PATH_MAX + 32];
 } s_coord_t;
 
@@ -131,10 +140,11 @@ static void s_coord_close(void **state)
     s_coord_t *s = state ? *state : NULL;
     if (!s)
         return;
+    wisp_sched_free(&s->sched);
+    wisp_trainer_failset_free(&s->fails);
+    wisp_trainer_failset_free(&s->vfails);
+    wisp_train_metrics_close(&s->metrics);
     s_data_free(&s->d);
-    free(s->perm);
-    if (s->metrics)
-        fclose(s->metrics);
     free(s);
     *state = NULL;
 }
@@ -142,40 +152,34 @@ static void s_coord_close(void **state)
 static int s_coord_open(void **state, const wisp_jobcfg_t *cfg, int resume, wisp_job_plan_t *plan,
                         wisp_error_t *err)
 {
-    (void)resume; /* resuming is the workers' checkpoint; see coord_resume */
+    /* Resuming is the workers' (they load the newest checkpoint, see coord_resume);
+     * a fresh start (--fresh) moves the earlier run out of their way first, into
+     * OUTDIR/previous/, which rank 0 removes after the new run's first checkpoint. */
     memset(plan, 0, sizeof *plan);
     s_coord_t *s = calloc(1, sizeof *s);
     if (!s)
         return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
     s->cfg = cfg;
+    s->val_acc = NAN;
     int rc = s_data_load(&s->d, cfg, err);
-    if (rc == 0 && (rc = wisp_mkdir_p(cfg->output, err)) == 0) {
-        s->perm = malloc((size_t)s->d.n * sizeof *s->perm);
-        if (!s->perm)
-            rc = wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
-    }
+    if (rc == 0)
+        rc = wisp_mkdir_p(cfg->output, err);
+    if (rc == 0 && !resume)
+        rc = wisp_trainer_start_over(cfg->output, err);
+    if (rc == 0)
+        rc = s_sched_init(&s->sched, cfg, s->d.n, err);
+    if (rc == 0 && (wisp_trainer_failset_init(&s->fails, s->d.items, s->d.n) ||
+                    wisp_trainer_failset_init(&s->vfails, s->d.vitems, s->d.nv)))
+        rc = wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
     if (rc) {
         s_coord_close((void **)&s);
         return rc;
     }
-    s->total = s_total_steps(cfg, s->d.n);
-    long per_epoch = (s->d.n + cfg->train_global_batch - 1) / cfg->train_global_batch;
-    s->ckpt_every = cfg->train_checkpoint_every > 0 ? cfg->train_checkpoint_every : per_epoch;
     snprintf(s->metrics_path, sizeof s->metrics_path, "%s/metrics.jsonl", cfg->output);
     WISP_LOGI("train: %d labeled clips, %d classes, %d validation clips, %ld steps of %d", s->d.n,
-              s->d.train.n_classes, s->d.nv, s->total, cfg->train_global_batch);
+              s->d.train.n_classes, s->d.nv, s->sched.total, cfg->train_global_batch);
     *state = s;
     return WISP_OK;
-}
-
-/* Keeps the metrics lines of steps <= step (a resumed run redoes the rest). */
-static int s_metrics_rewind(s_coord_t *s, long step, wisp_error_t *err)
-{
-    if (s->metrics) {
-        fclose(s->metrics);
-        s->metrics = NULL;
-    }
-    return wisp_trainer_metrics_open(s->metrics_path, step, &s->metrics, err);
 }
 
 static int s_coord_resume(void *state, const uint8_t *p, size_t n, wisp_error_t *err)
@@ -183,21 +187,23 @@ static int s_coord_resume(void *state, const uint8_t *p, size_t n, wisp_error_t 
     s_coord_t *s = state;
     wisp_rbuf_t r;
     wisp_rbuf_init(&r, p, n);
-    long step = (long)wisp_rbuf_u64(&r), epoch = (long)wisp_rbuf_u64(&r),
-         pos = (long)wisp_rbuf_u64(&r);
-    if (r.failed || step < 0 || step > s->total || pos < 0 || pos > s->d.n || epoch < 0)
+    uint64_t step = wisp_rbuf_u64(&r), epoch = wisp_rbuf_u64(&r), pos = wisp_rbuf_u64(&r);
+    uint32_t ahead_len = wisp_rbuf_u32(&r);
+    if (r.failed || step > (uint64_t)s->sched.total || pos > (uint64_t)s->d.n ||
+        epoch > (uint64_t)s->sched.total + 1 || ahead_len > S_READY_AHEAD_MAX ||
+        ahead_len != r.left)
         return wisp_error_set(err, WISP_ERR_FORMAT, "train: READY with an impossible resume point");
-    s->step = step;
-    s->epoch = epoch;
-    s->pos = pos;
-    s->done_steps = step;
-    s->last_ckpt = step;
-    s->final_issued = 0;
-    wisp_trainer_epoch_order((uint64_t)s->cfg->seed, s->epoch, s->d.n, s->perm);
+    const char *ahead = (const char *)p + (n - ahead_len);
+    wisp_sched_seek(&s->sched, (long)step, (long)epoch, (long)pos);
+    s->done_steps = (long)step;
+    s->last_ckpt = (long)step;
+    s->skipped_row = 0;
     if (step)
         WISP_LOGI("train: the workers resume from the checkpoint of step %ld (epoch %ld, item %ld)",
-                  step, epoch, pos);
-    return s_metrics_rewind(s, step, err);
+                  (long)step, (long)epoch, (long)pos);
+    wisp_train_metrics_close(&s->metrics);
+    return wisp_train_metrics_open(&s->metrics, s->metrics_path, (long)step,
+                                   ahead_len ? ahead : NULL, ahead_len, err);
 }
 
 static void s_slice(wisp_wbuf_t *out, int size, long epoch, long pos_after, const int *ids, int k)
@@ -218,32 +224,47 @@ static int s_coord_step(void *state, int size, uint64_t *step, uint32_t *flags, 
 {
     (void)err;
     s_coord_t *s = state;
-    *flags = 0;
-    if (s->step >= s->total) {
-        if (s->final_issued)
-            return 0;
-        s->final_issued = 1;
-        *step = (uint64_t)s->step + 1; /* an id of its own; no optimizer step */
-        *flags = WISP_STEP_F_FINAL | (s->d.nv ? WISP_STEP_F_EVAL : 0);
-        s_slice(out, size, s->epoch, s->pos, NULL, 0);
-        return 1;
-    }
-    if (s->pos >= s->d.n) { /* epoch boundary: evaluate, then the next order */
-        if (s->d.nv)
-            *flags |= WISP_STEP_F_EVAL;
-        s->epoch++;
-        s->pos = 0;
-        wisp_trainer_epoch_order((uint64_t)s->cfg->seed, s->epoch, s->d.n, s->perm);
-    }
-    int k = (int)(s->d.n - s->pos < s->cfg->train_global_batch ? s->d.n - s->pos
-                                                               : s->cfg->train_global_batch);
-    s->pos += k;
-    s->step++;
-    if (s->step % s->ckpt_every == 0 || s->step == s->total)
-        *flags |= WISP_STEP_F_CHECKPOINT;
-    *step = (uint64_t)s->step;
-    s_slice(out, size, s->epoch, s->pos, s->perm + s->pos - k, k);
+    wisp_sched_step_t e;
+    if (!wisp_sched_next(&s->sched, s->d.nv > 0, &e))
+        return 0;
+    *flags = (e.eval_before ? WISP_STEP_F_EVAL : 0) | (e.checkpoint ? WISP_STEP_F_CHECKPOINT : 0) |
+             (e.final ? WISP_STEP_F_FINAL : 0);
+    *step = (uint64_t)e.step;
+    s_slice(out, size, e.epoch, e.pos_after, e.ids, e.k);
     return 1;
+}
+
+/* A count or step of a frame: above 2^53 (not a real count) fails the reader. */
+static long s_count(wisp_rbuf_t *r)
+{
+    uint64_t v = wisp_rbuf_u64(r);
+    if (v > ((uint64_t)1 << 53)) {
+        r->failed = 1;
+        return 0;
+    }
+    return (long)v;
+}
+
+/* The failure records of a STEP_DONE into the run's failure sets. */
+static int s_read_failures(s_coord_t *s, wisp_rbuf_t *r)
+{
+    uint32_t nf = wisp_rbuf_u32(r);
+    if (r->failed || nf > S_FAIL_MAX)
+        return WISP_ERR_FORMAT;
+    for (uint32_t i = 0; i < nf; i++) {
+        uint32_t split = wisp_rbuf_u32(r), id = wisp_rbuf_u32(r), len = wisp_rbuf_u32(r);
+        char reason[WISP_TRAINER_REASON_MAX];
+        if (r->failed || split > 1 || len > r->left)
+            return WISP_ERR_FORMAT;
+        size_t k = len < sizeof reason - 1 ? len : sizeof reason - 1;
+        memcpy(reason, r->p, k);
+        reason[k] = '\0';
+        r->p += len;
+        r->left -= len;
+        if (id <= INT32_MAX)
+            wisp_trainer_failset_add(split ? &s->vfails : &s->fails, (int)id, reason);
+    }
+    return WISP_OK;
 }
 
 static int s_coord_step_done(void *state, uint64_t step, uint32_t flags, const uint8_t *p, size_t n,
@@ -254,34 +275,42 @@ static int s_coord_step_done(void *state, uint64_t step, uint32_t flags, const u
     wisp_rbuf_init(&r, p, n);
     wisp_trainer_stats_t st;
     uint32_t sflags = wisp_rbuf_u32(&r);
-    long epoch = (long)wisp_rbuf_u64(&r);
-    st.step = (long)wisp_rbuf_u64(&r);
+    long epoch = s_count(&r);
+    st.step = s_count(&r);
     st.loss = wisp_rbuf_f64(&r);
     st.acc = wisp_rbuf_f64(&r);
-    st.items = (long)wisp_rbuf_u64(&r);
-    st.failed = (long)wisp_rbuf_u64(&r);
+    st.items = s_count(&r);
+    st.failed = s_count(&r);
     st.lr = wisp_rbuf_f64(&r);
     st.grad_norm = wisp_rbuf_f64(&r);
     st.seconds = wisp_rbuf_f64(&r);
     double vloss = wisp_rbuf_f64(&r), vacc = wisp_rbuf_f64(&r);
-    long eval_epoch = (long)wisp_rbuf_u64(&r);
-    if (r.failed || r.left)
+    long eval_epoch = s_count(&r);
+    if (r.failed || step > (uint64_t)s->sched.total + 1 || s_read_failures(s, &r) || r.left)
         return wisp_error_set(err, WISP_ERR_FORMAT, "train: malformed STEP_DONE for step %" PRIu64,
                               step);
-    if (sflags & WISP_STEP_F_EVAL && s->metrics)
-        wisp_trainer_log_eval(s->metrics, (long)step - 1, eval_epoch, vloss,
-                              vacc); /* before this step */
+    if (sflags & WISP_STEP_F_EVAL) {
+        wisp_train_metrics_eval(&s->metrics, (long)step - 1, eval_epoch, vloss, vacc);
+        s->val_acc = vacc;
+    }
     if (!(sflags & WISP_STEP_F_FINAL)) {
-        if (s->metrics)
-            wisp_trainer_log_step(s->metrics, &st, epoch);
         s->done_steps = (long)step;
-        s->last_loss = st.loss;
+        if (sflags & S_DONE_SKIPPED) {
+            s->skipped++;
+            if (++s->skipped_row >= s->sched.per_epoch)
+                return wisp_trainer_nodata_error(&s->fails, s->cfg->train_manifest, epoch, err);
+        } else {
+            s->skipped_row = 0;
+            wisp_train_metrics_step(&s->metrics, &st, epoch);
+            s->last_loss = st.loss;
+        }
         WISP_LOGD("step %" PRIu64 " loss=%.5f acc=%.3f lr=%.3g", step, st.loss, st.acc, st.lr);
     }
+    if (sflags & S_DONE_STOP && s->sched.total > s->sched.step)
+        s->sched.total = s->sched.step; /* early stopping: nothing after what is issued */
     if (flags & WISP_STEP_CHECKPOINTED)
         s->last_ckpt = (long)step;
-    if (s->metrics)
-        fflush(s->metrics);
+    wisp_train_metrics_saved(&s->metrics); /* the workers write ahead, not the coordinator */
     return WISP_OK;
 }
 
@@ -289,8 +318,34 @@ static void s_coord_progress(void *state, long *done, long *total, double *loss)
 {
     s_coord_t *s = state;
     *done = s->done_steps;
-    *total = s->total;
+    *total = s->sched.total;
     *loss = s->last_loss;
+}
+
+static void s_coord_progress_note(void *state, char *buf, size_t n)
+{
+    s_coord_t *s = state;
+    if (isnan(s->val_acc))
+        snprintf(buf, n, "failed=%ld", s->fails.count + s->vfails.count);
+    else
+        snprintf(buf, n, "val_acc=%.3f failed=%ld", s->val_acc, s->fails.count + s->vfails.count);
+}
+
+/* The step of the newest checkpoint on disk: what a rerun resumes from (the
+ * coordinator may not have heard of the last one a dropped world wrote). */
+static long s_latest_step(const s_coord_t *s)
+{
+    char root[WISP_JOBCFG_PATH_MAX + 32], dir[WISP_JOBCFG_PATH_MAX + 64], *text = NULL;
+    size_t len = 0;
+    wisp_ckpt_state_t st;
+    long opt_steps = 0, np = 0, step = s->last_ckpt;
+    snprintf(root, sizeof root, "%s/checkpoints", s->cfg->output);
+    if (wisp_ckpt_latest(root, dir, sizeof dir, NULL) == WISP_OK &&
+        wisp_ckpt_read_file(dir, "state.json", 1 << 20, &text, &len, NULL) == WISP_OK &&
+        wisp_ckpt_state_parse(text, len, dir, &st, &opt_steps, &np, NULL) == WISP_OK)
+        step = st.step;
+    free(text);
+    return step;
 }
 
 static int s_coord_finish(void *state, int complete, cJSON *summary, wisp_error_t *err)
@@ -298,13 +353,21 @@ static int s_coord_finish(void *state, int complete, cJSON *summary, wisp_error_
     (void)err;
     s_coord_t *s = state;
     cJSON_AddNumberToObject(summary, "steps", (double)s->done_steps);
-    cJSON_AddNumberToObject(summary, "steps_total", (double)s->total);
-    cJSON_AddNumberToObject(summary, "last_checkpoint_step", (double)s->last_ckpt);
+    cJSON_AddNumberToObject(summary, "steps_total", (double)s->sched.total);
+    cJSON_AddNumberToObject(summary, "steps_skipped", (double)s->skipped);
+    long ckpt = complete ? s->last_ckpt : s_latest_step(s);
+    cJSON_AddNumberToObject(summary, "last_checkpoint_step", (double)ckpt);
     cJSON_AddNumberToObject(summary, "final_loss", s->last_loss);
+    if (isnan(s->val_acc))
+        cJSON_AddNullToObject(summary, "val_acc");
+    else
+        cJSON_AddNumberToObject(summary, "val_acc", s->val_acc);
+    wisp_trainer_failset_json(&s->fails, "", summary);
+    wisp_trainer_failset_json(&s->vfails, "val_", summary);
     cJSON_AddStringToObject(summary, "output", s->cfg->output);
     if (!complete)
-        WISP_LOGW("train: stopped at step %ld; relaunch to resume from the checkpoint of step %ld",
-                  s->done_steps, s->last_ckpt);
+        WISP_LOGW("train: stopped at step %ld; rerun to resume from the checkpoint of step %ld",
+                  s->done_steps, ckpt);
     return WISP_OK;
 }
 
@@ -323,12 +386,10 @@ static int s_no_commit(void *state, uint64_t first, uint32_t count, const uint8_
     return wisp_error_set(err, WISP_ERR_UNSUPPORTED, "train is a step job");
 }
 
+/* Metrics lines are flushed as they are written. */
 static int s_no_flush(void *state, wisp_error_t *err)
 {
-    s_coord_t *s = state;
-    (void)err;
-    if (s->metrics)
-        fflush(s->metrics);
+    (void)state, (void)err;
     return WISP_OK;
 }
 
@@ -347,6 +408,18 @@ typedef struct {
     wisp_ckpt_state_t st;
     char root[WISP_JOBCFG_PATH_MAX + 32];
     long epoch; /* epoch of the last step */
+    wisp_job_env_t env;
+    wisp_train_metrics_t metrics; /* rank 0: lines written ahead into checkpoints */
+    wisp_trainer_best_t best;
+    char *ahead; /* the loaded checkpoint's metrics lines (for READY) */
+    size_t ahead_len;
+    wisp_wbuf_t fails; /* rank 0: failure records of all ranks for this STEP_DONE */
+    uint32_t n_fails;
+    wisp_wbuf_t mine;       /* this rank's failure records */
+    int *fcounts, *fdispls; /* (size) failure bytes per rank, offsets */
+    unsigned char *fall;    /* rank 0: every rank's failure bytes */
+    size_t fall_cap;
+    int checkpointed; /* rank 0 wrote a checkpoint in this world */
 } s_worker_t;
 
 static int s_reduce(void *ctx, float *data, size_t n, double *scalars, int n_scalars)
@@ -430,8 +503,124 @@ static void s_worker_close(void **state)
     free(w->counts);
     free(w->displs);
     free(w->batch);
+    wisp_train_metrics_close(&w->metrics);
+    free(w->ahead);
+    wisp_wbuf_free(&w->fails);
+    wisp_wbuf_free(&w->mine);
+    free(w->fcounts);
+    free(w->fdispls);
+    free(w->fall);
     free(w);
     *state = NULL;
+}
+
+/* A preset name (the adapter config module's list), not a JSON file. */
+static int s_is_preset(const char *name)
+{
+    wisp_adapter_config_t c;
+    wisp_error_t e = {0};
+    memset(&c, 0, sizeof c);
+    if (!name[0] || wisp_adapter_config_preset(&c, name, &e) != WISP_OK)
+        return 0;
+    wisp_adapter_config_free(&c);
+    return 1;
+}
+
+/* The trainer options of the job config (the same settings `wisp train` takes). */
+static int s_worker_opts(const s_worker_t *w, const wisp_job_env_t *env, wisp_trainer_opts_t *o,
+                         wisp_error_t *err)
+{
+    const wisp_jobcfg_t *cfg = w->cfg;
+    if (!cfg->adapter[0] && !cfg->adapter_config[0])
+        return wisp_error_set(err, WISP_ERR_ARG,
+                              "train: set 'adapter_config' (a preset or a JSON file) or 'adapter'");
+    int sched = wisp_adamw_schedule_parse(cfg->train_schedule);
+    if (sched < 0)
+        return wisp_error_set(err, WISP_ERR_ARG,
+                              "train.schedule: '%s' is not constant, linear or cosine",
+                              cfg->train_schedule);
+    int is_preset = s_is_preset(cfg->adapter_config);
+    wisp_trainer_default_opts(o);
+    o->model_dir = cfg->model;
+    o->preset = cfg->adapter[0] ? NULL : is_preset ? cfg->adapter_config : NULL;
+    o->adapter_config = cfg->adapter[0] || is_preset ? NULL : cfg->adapter_config;
+    o->adapter_dir = cfg->adapter[0] ? cfg->adapter : NULL;
+    o->head_dir = cfg->head[0] ? cfg->head : NULL;
+    o->num_labels = w->d.train.n_classes;
+    o->class_names = (const char *const *)w->d.train.classes;
+    o->truncate = cfg->train_truncate;
+    o->micro_batch = cfg->train_micro_batch;
+    o->attn_keep_mb = cfg->train_attn_keep_mb;
+    o->lr = cfg->train_lr;
+    o->adamw.weight_decay = cfg->train_weight_decay;
+    o->schedule = (wisp_schedule_t)sched;
+    o->warmup_steps = (long)cfg->train_warmup;
+    o->clip = cfg->train_clip;
+    o->seed = (uint64_t)cfg->seed;
+    o->threads = env->threads;
+    return WISP_OK;
+}
+
+/* The reduction: fixed-order (per-item records gathered) or one allreduce. */
+static int s_worker_reduction(s_worker_t *w, wisp_error_t *err)
+{
+    const wisp_jobcfg_t *cfg = w->cfg;
+    wisp_model_t *m = wisp_trainer_model(w->tr);
+    if (cfg->train_fixed_order_reduce) {
+        /* The gathered per-item records of a whole global batch live in every rank. */
+        double bytes = (double)cfg->train_global_batch *
+                       (double)wisp_trainer_item_record_bytes(w->tr) * (w->size > 1 ? 2.0 : 1.0);
+        if (bytes > 2.0 * 1024 * 1024 * 1024)
+            return wisp_error_set(
+                err, WISP_ERR_ARG,
+                "train.fixed_order_reduce: %d items x %zu trainable parameters of per-item "
+                "gradients need %.1f GiB per rank (limit 2 GiB); lower train.global_batch, "
+                "use a smaller adapter (adapter_config) or set train.fixed_order_reduce=false",
+                cfg->train_global_batch, wisp_model_num_params(m), bytes / (1024.0 * 1024 * 1024));
+        wisp_trainer_set_per_item(w->tr, w->have_mpi && w->size > 1 ? s_gather_items : NULL, w);
+    } else if (w->size > 1) {
+        wisp_trainer_set_reduce(w->tr, s_reduce, w);
+    }
+    /* Every rank starts from rank 0's weights. */
+    if (w->have_mpi && w->size > 1 &&
+        MPI_Bcast(wisp_model_params(m), (int)wisp_model_num_params(m), MPI_FLOAT, 0, w->comm) !=
+            MPI_SUCCESS)
+        return wisp_error_set(err, WISP_ERR_MPI, "train: MPI_Bcast of the initial weights failed");
+    return WISP_OK;
+}
+
+/* The newest checkpoint (when there is one), its metrics lines and best-model state. */
+static int s_worker_resume(s_worker_t *w, wisp_error_t *err)
+{
+    const wisp_jobcfg_t *cfg = w->cfg;
+    int rc;
+    wisp_trainer_run_fingerprint(w->tr, cfg->train_global_batch, w->d.items, w->d.n,
+                                 w->st.fingerprint);
+    w->st.data_seed = (uint64_t)cfg->seed;
+    snprintf(w->root, sizeof w->root, "%s/checkpoints", cfg->output);
+    char dir[WISP_JOBCFG_PATH_MAX + 64] = "";
+    wisp_error_t e = {0};
+    if (wisp_ckpt_latest(w->root, dir, sizeof dir, &e) == WISP_OK) {
+        char fp[65];
+        memcpy(fp, w->st.fingerprint, sizeof fp);
+        if ((rc = wisp_trainer_load_checkpoint(w->tr, dir, fp, &w->st, err)) != 0)
+            return rc;
+        if (w->rank == 0)
+            WISP_LOGI("train: resuming from %s (step %ld)", dir, w->st.step);
+        rc = wisp_ckpt_read_file(dir, WISP_TRAIN_METRICS_CKPT_FILE, S_READY_AHEAD_MAX, &w->ahead,
+                                 &w->ahead_len, &e);
+        if (rc && rc != WISP_ERR_NOTFOUND)
+            return wisp_error_set(err, rc, "%s", e.msg);
+    } else if (e.code != WISP_ERR_NOTFOUND) {
+        return wisp_error_set(err, e.code, "%s", e.msg);
+    } else {
+        dir[0] = '\0';
+    }
+    w->epoch = w->st.epoch;
+    if ((rc = wisp_trainer_best_open(&w->best, cfg->output, cfg->train_keep_best,
+                                     cfg->train_patience, dir[0] ? dir : NULL, err)))
+        return rc;
+    return wisp_train_metrics_open(&w->metrics, NULL, 0, NULL, 0, err);
 }
 
 static int s_worker_open(void **state, const wisp_jobcfg_t *cfg, const wisp_job_env_t *env,
@@ -442,6 +631,7 @@ static int s_worker_open(void **state, const wisp_jobcfg_t *cfg, const wisp_job_
     if (!w)
         return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
     w->cfg = cfg;
+    w->env = *env;
     w->rank = env->rank;
     w->size = env->size;
     w->have_mpi = env->mpi_comm != NULL;
@@ -452,44 +642,14 @@ static int s_worker_open(void **state, const wisp_jobcfg_t *cfg, const wisp_job_
         return wisp_error_set(err, WISP_ERR_ARG, "train: %d ranks without an MPI communicator",
                               env->size);
     }
-    if ((rc = s_data_load(&w->d, cfg, err)) != 0)
-        goto fail;
-    const char *presets[] = {"seq_bn", "double_seq_bn", "par_bn", "lora", "ia3", NULL};
-    int is_preset = 0;
-    for (int i = 0; presets[i]; i++)
-        is_preset |= strcmp(cfg->adapter_config, presets[i]) == 0;
-    if (!cfg->adapter[0] && !cfg->adapter_config[0]) {
-        rc = wisp_error_set(err, WISP_ERR_ARG,
-                            "train: set 'adapter_config' (a preset or a JSON file) or 'adapter'");
-        goto fail;
-    }
-    int sched = wisp_adamw_schedule_parse(cfg->train_schedule);
-    if (sched < 0) {
-        rc = wisp_error_set(err, WISP_ERR_ARG,
-                            "train.schedule: '%s' is not constant, linear or cosine",
-                            cfg->train_schedule);
-        goto fail;
-    }
     wisp_trainer_opts_t o;
-    wisp_trainer_default_opts(&o);
-    o.model_dir = cfg->model;
-    o.preset = cfg->adapter[0] ? NULL : is_preset ? cfg->adapter_config : NULL;
-    o.adapter_config = cfg->adapter[0] || is_preset ? NULL : cfg->adapter_config;
-    o.adapter_dir = cfg->adapter[0] ? cfg->adapter : NULL;
-    o.head_dir = cfg->head[0] ? cfg->head : NULL;
-    o.num_labels = w->d.train.n_classes;
-    o.class_names = (const char *const *)w->d.train.classes;
-    o.truncate = cfg->train_truncate;
-    o.micro_batch = cfg->train_micro_batch;
-    o.attn_keep_mb = cfg->train_attn_keep_mb;
-    o.lr = cfg->train_lr;
-    o.adamw.weight_decay = cfg->train_weight_decay;
-    o.schedule = (wisp_schedule_t)sched;
-    o.warmup_steps = (long)cfg->train_warmup;
-    o.total_steps = s_total_steps(cfg, w->d.n);
-    o.clip = cfg->train_clip;
-    o.seed = (uint64_t)cfg->seed;
-    o.threads = env->threads;
+    if ((rc = s_data_load(&w->d, cfg, err)) != 0 || (rc = s_worker_opts(w, env, &o, err)) != 0)
+        goto fail;
+    wisp_sched_t sc;
+    if ((rc = s_sched_init(&sc, cfg, w->d.n, err)) != 0)
+        goto fail;
+    o.total_steps = sc.total;
+    wisp_sched_free(&sc);
     w->tr = wisp_trainer_new(&o, err);
     w->batch = malloc((size_t)cfg->train_global_batch * sizeof *w->batch);
     if (!w->tr || !w->batch) {
@@ -497,66 +657,10 @@ static int s_worker_open(void **state, const wisp_jobcfg_t *cfg, const wisp_job_
                    : (err && err->code ? err->code : WISP_ERR_ARG);
         goto fail;
     }
-    wisp_model_t *m = wisp_trainer_model(w->tr);
-    if (cfg->train_fixed_order_reduce) {
-        /* The gathered per-item records of a whole global batch live in every rank. */
-        double bytes = (double)cfg->train_global_batch *
-                       (double)wisp_trainer_item_record_bytes(w->tr) * (w->size > 1 ? 2.0 : 1.0);
-        if (bytes > 2.0 * 1024 * 1024 * 1024) {
-            rc = wisp_error_set(
-                err, WISP_ERR_ARG,
-                "train.fixed_order_reduce: %d items x %zu trainable parameters of per-item "
-                "gradients need %.1f GiB per rank (limit 2 GiB); lower train.global_batch, "
-                "use a smaller adapter (adapter_config) or set train.fixed_order_reduce=false",
-                cfg->train_global_batch, wisp_model_num_params(m), bytes / (1024.0 * 1024 * 1024));
-            goto fail;
-        }
-        wisp_trainer_set_per_item(w->tr, w->have_mpi && w->size > 1 ? s_gather_items : NULL, w);
-    } else if (w->size > 1) {
-        wisp_trainer_set_reduce(w->tr, s_reduce, w);
-    }
-    /* Every rank starts from rank 0's weights. */
-    if (w->have_mpi && w->size > 1 &&
-        MPI_Bcast(wisp_model_params(m), (int)wisp_model_num_params(m), MPI_FLOAT, 0, w->comm) !=
-            MPI_SUCCESS) {
-        rc = wisp_error_set(err, WISP_ERR_MPI, "train: MPI_Bcast of the initial weights failed");
+    if (env->heartbeat.fn)
+        wisp_trainer_set_tick(w->tr, env->heartbeat.fn, env->heartbeat.ctx);
+    if ((rc = s_worker_reduction(w, err)) != 0 || (rc = s_worker_resume(w, err)) != 0)
         goto fail;
-    }
-    /* The run's identity: the trainer's configuration and the data, as `wisp train`. */
-    {
-        size_t len = 64;
-        for (int i = 0; i < w->d.n; i++)
-            len += strlen(w->d.items[i].path) + 16;
-        char *s = malloc(len), *p = s, data_id[65], extra[256];
-        if (!s) {
-            rc = wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
-            goto fail;
-        }
-        for (int i = 0; i < w->d.n; i++)
-            p += sprintf(p, "%s|%d\n", w->d.items[i].path, w->d.items[i].label);
-        *p = '\0';
-        wisp_trainer_fingerprint(w->tr, s, data_id);
-        free(s);
-        snprintf(extra, sizeof extra, "batch=%d n=%d data=%s", cfg->train_global_batch, w->d.n,
-                 data_id);
-        wisp_trainer_fingerprint(w->tr, extra, w->st.fingerprint);
-    }
-    w->st.data_seed = (uint64_t)cfg->seed;
-    snprintf(w->root, sizeof w->root, "%s/checkpoints", cfg->output);
-    char dir[WISP_JOBCFG_PATH_MAX + 64];
-    wisp_error_t e = {0};
-    if (wisp_ckpt_latest(w->root, dir, sizeof dir, &e) == WISP_OK) {
-        char fp[65];
-        memcpy(fp, w->st.fingerprint, sizeof fp);
-        if ((rc = wisp_trainer_load_checkpoint(w->tr, dir, fp, &w->st, err)) != 0)
-            goto fail;
-        if (w->rank == 0)
-            WISP_LOGI("train: resuming from %s (step %ld)", dir, w->st.step);
-    } else if (e.code != WISP_ERR_NOTFOUND) {
-        rc = wisp_error_set(err, e.code, "%s", e.msg);
-        goto fail;
-    }
-    w->epoch = w->st.epoch;
     *state = w;
     return WISP_OK;
 fail:
@@ -571,6 +675,8 @@ static int s_worker_ready(void *state, wisp_wbuf_t *out, wisp_error_t *err)
     wisp_wbuf_u64(out, (uint64_t)w->st.step);
     wisp_wbuf_u64(out, (uint64_t)w->st.epoch);
     wisp_wbuf_u64(out, (uint64_t)w->st.pos);
+    wisp_wbuf_u32(out, (uint32_t)w->ahead_len);
+    wisp_wbuf_bytes(out, w->ahead, w->ahead_len);
     return WISP_OK;
 }
 
@@ -594,12 +700,78 @@ static int s_checksum(s_worker_t *w, long step, wisp_error_t *err)
     return WISP_OK;
 }
 
+/* This rank's failures of the last trainer call (split 0 train, 1 validation) join
+ * rank 0's records for the next STEP_DONE. Collective (two gathers). */
+static int s_gather_failures(s_worker_t *w, uint32_t split, wisp_error_t *err)
+{
+    int nf;
+    const wisp_trainer_failure_t *f = wisp_trainer_failures(w->tr, &nf);
+    wisp_wbuf_reset(&w->mine);
+    for (int i = 0; i < nf; i++) {
+        uint32_t len = (uint32_t)strlen(f[i].reason);
+        wisp_wbuf_u32(&w->mine, split);
+        wisp_wbuf_u32(&w->mine, (uint32_t)f[i].id);
+        wisp_wbuf_u32(&w->mine, len);
+        wisp_wbuf_bytes(&w->mine, f[i].reason, len);
+    }
+    if (w->mine.failed)
+        return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
+    int mine = (int)w->mine.len, total = 0;
+    if (!w->have_mpi || w->size == 1) {
+        wisp_wbuf_bytes(&w->fails, w->mine.data, w->mine.len);
+        w->n_fails += (uint32_t)nf;
+        return WISP_OK;
+    }
+    if (!w->fcounts) {
+        w->fcounts = calloc((size_t)w->size, sizeof(int));
+        w->fdispls = calloc((size_t)w->size, sizeof(int));
+        if (!w->fcounts || !w->fdispls)
+            return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
+    }
+    if (MPI_Gather(&mine, 1, MPI_INT, w->fcounts, 1, MPI_INT, 0, w->comm) != MPI_SUCCESS)
+        return wisp_error_set(err, WISP_ERR_MPI, "train: gathering the failed clips failed");
+    if (w->rank == 0) {
+        for (int r = 0; r < w->size; r++) {
+            w->fdispls[r] = total;
+            total += w->fcounts[r];
+        }
+        if ((size_t)total > w->fall_cap) {
+            free(w->fall);
+            w->fall = malloc((size_t)total);
+            w->fall_cap = w->fall ? (size_t)total : 0;
+        }
+    }
+    /* A rank 0 out of memory still takes part (into a NULL buffer of 0 bytes is not
+     * allowed, so it fails the gather for every rank alike). */
+    if (MPI_Gatherv(w->mine.data, mine, MPI_BYTE, w->fall, w->fcounts, w->fdispls, MPI_BYTE, 0,
+                    w->comm) != MPI_SUCCESS ||
+        (w->rank == 0 && total && !w->fall))
+        return wisp_error_set(err, WISP_ERR_MPI, "train: gathering the failed clips failed");
+    if (w->rank == 0) {
+        wisp_wbuf_bytes(&w->fails, w->fall, (size_t)total);
+        wisp_rbuf_t r;
+        wisp_rbuf_init(&r, w->fall, (size_t)total);
+        while (r.left && !r.failed) { /* count the records */
+            wisp_rbuf_u32(&r);
+            wisp_rbuf_u32(&r);
+            uint32_t len = wisp_rbuf_u32(&r);
+            if (len > r.left)
+                break;
+            r.p += len;
+            r.left -= len;
+            w->n_fails++;
+        }
+    }
+    return WISP_OK;
+}
+
 static int s_eval(s_worker_t *w, double *vloss, double *vacc, wisp_error_t *err)
 {
     int b = (int)((long)w->d.nv * w->rank / w->size),
         e = (int)((long)w->d.nv * (w->rank + 1) / w->size);
     double sums[4] = {0, 0, 0, 0}; /* loss, weight, correct, count */
     long correct = 0, count = 0, failed = 0;
+    wisp_trainer_clear_failures(w->tr);
     int rc = wisp_trainer_eval(w->tr, w->d.vitems + b, e - b, &sums[0], &sums[1], &correct, &count,
                                &failed, err);
     if (rc)
@@ -611,6 +783,66 @@ static int s_eval(s_worker_t *w, double *vloss, double *vacc, wisp_error_t *err)
         return wisp_error_set(err, WISP_ERR_MPI, "train: evaluation reduce failed");
     *vloss = sums[1] > 0 ? sums[0] / sums[1] : NAN;
     *vacc = sums[3] > 0 ? sums[2] / sums[3] : NAN;
+    return s_gather_failures(w, 1, err);
+}
+
+/* One training step of the STEP's items; a batch with no usable clip on any rank is
+ * skipped (*skipped = 1), which every rank learns from the same reduction. */
+static int s_train(s_worker_t *w, uint64_t step, int k, wisp_trainer_stats_t *st, int *skipped,
+                   wisp_error_t *err)
+{
+    int rc;
+    if (w->cfg->train_dump_grads[0] && w->st.step == 0 && step == 1) {
+        rc = wisp_trainer_compute_grads(w->tr, w->batch, k, st, err);
+        if (rc == 0 && w->rank == 0)
+            rc = wisp_trainer_dump_grads(w->tr, w->cfg->train_dump_grads, err);
+        if (rc == 0)
+            wisp_trainer_apply(w->tr, st);
+    } else {
+        rc = wisp_trainer_step(w->tr, w->batch, k, st, err);
+    }
+    *skipped = rc == WISP_ERR_NODATA;
+    if (*skipped) {
+        wisp_error_clear(err);
+        memset(st, 0, sizeof *st);
+        st->failed = k;
+        rc = WISP_OK;
+        if (w->rank == 0)
+            WISP_LOGW("train: step %" PRIu64 ": no usable clip in the batch; skipped", step);
+    }
+    if (rc == 0)
+        rc = s_gather_failures(w, 0, err);
+    st->step = (long)step;
+    return rc;
+}
+
+/* After a training step: cross-rank checksum, metrics line (rank 0, written ahead),
+ * checkpoint when asked. */
+static int s_after_train(s_worker_t *w, uint64_t step, uint32_t flags,
+                         const wisp_trainer_stats_t *st, int skipped, long epoch,
+                         uint32_t *out_flags, wisp_error_t *err)
+{
+    int rc;
+    if (w->size > 1 && w->cfg->train_checksum_every > 0 &&
+        step % (uint64_t)w->cfg->train_checksum_every == 0 &&
+        (rc = s_checksum(w, (long)step, err)) != 0)
+        return rc;
+    if (w->rank != 0)
+        return WISP_OK;
+    if (!skipped)
+        wisp_train_metrics_step(&w->metrics, st, epoch);
+    if (flags & WISP_STEP_F_CHECKPOINT) {
+        wisp_ckpt_file_t files[2] = {wisp_train_metrics_ckpt_file(&w->metrics),
+                                     wisp_trainer_best_ckpt_file(&w->best)};
+        if ((rc = wisp_trainer_save_checkpoint(w->tr, w->root, &w->st, w->cfg->train_keep, files, 2,
+                                               err)) != 0)
+            return rc;
+        wisp_train_metrics_saved(&w->metrics);
+        *out_flags |= WISP_STEP_CHECKPOINTED;
+        if (!w->checkpointed) /* a run started over keeps the old one until now */
+            wisp_trainer_drop_previous(w->cfg->output);
+        w->checkpointed = 1;
+    }
     return WISP_OK;
 }
 
@@ -620,9 +852,9 @@ static int s_worker_step(void *state, uint64_t step, uint32_t flags, const uint8
     s_worker_t *w = state;
     wisp_rbuf_t r;
     wisp_rbuf_init(&r, p, n);
-    long epoch = (long)wisp_rbuf_u64(&r), pos_after = (long)wisp_rbuf_u64(&r);
+    long epoch = s_count(&r), pos_after = s_count(&r);
     uint32_t k = wisp_rbuf_u32(&r);
-    if (r.failed || k > (uint32_t)w->cfg->train_global_batch)
+    if (r.failed || k > (uint32_t)w->cfg->train_global_batch || pos_after > w->d.n)
         return wisp_error_set(err, WISP_ERR_FORMAT, "train: malformed STEP %" PRIu64, step);
     for (uint32_t i = 0; i < k; i++) {
         uint32_t id = wisp_rbuf_u32(&r);
@@ -632,45 +864,36 @@ static int s_worker_step(void *state, uint64_t step, uint32_t flags, const uint8
         w->batch[i] = w->d.items[id];
     }
     *out_flags = 0;
+    wisp_wbuf_reset(&w->fails);
+    w->n_fails = 0;
     double vloss = NAN, vacc = NAN;
     long eval_epoch = w->epoch;
-    int rc;
-    if (flags & WISP_STEP_F_EVAL && (rc = s_eval(w, &vloss, &vacc, err)) != 0)
-        return rc;
+    int rc, stop_early = 0, skipped = 0;
+    if (flags & WISP_STEP_F_EVAL) {
+        if ((rc = s_eval(w, &vloss, &vacc, err)) != 0 ||
+            (rc = wisp_trainer_best_update(&w->best, w->tr, (long)step - 1, vacc, w->rank == 0,
+                                           &stop_early, err)) != 0)
+            return rc;
+        if (w->rank == 0)
+            wisp_train_metrics_eval(&w->metrics, (long)step - 1, eval_epoch, vloss, vacc);
+    }
     wisp_trainer_stats_t st;
     memset(&st, 0, sizeof st);
     if (!(flags & WISP_STEP_F_FINAL)) {
-        if (w->cfg->train_dump_grads[0] && w->st.step == 0 && step == 1) {
-            rc = wisp_trainer_compute_grads(w->tr, w->batch, (int)k, &st, err);
-            if (rc == 0 && w->rank == 0)
-                rc = wisp_trainer_dump_grads(w->tr, w->cfg->train_dump_grads, err);
-            if (rc == 0)
-                wisp_trainer_apply(w->tr, &st);
-        } else {
-            rc = wisp_trainer_step(w->tr, w->batch, (int)k, &st, err);
-        }
-        if (rc)
+        if ((rc = s_train(w, step, (int)k, &st, &skipped, err)) != 0)
             return rc;
         w->st.step = (long)step;
         w->st.epoch = epoch;
         w->st.pos = pos_after;
         w->epoch = epoch;
-        if (w->size > 1 && w->cfg->train_checksum_every > 0 &&
-            step % (uint64_t)w->cfg->train_checksum_every == 0 &&
-            (rc = s_checksum(w, (long)step, err)) != 0)
+        if ((rc = s_after_train(w, step, flags, &st, skipped, epoch, out_flags, err)) != 0)
             return rc;
-        if (flags & WISP_STEP_F_CHECKPOINT && w->rank == 0) {
-            if ((rc = wisp_trainer_save_checkpoint(w->tr, w->root, &w->st, w->cfg->train_keep,
-                                                   err)) != 0)
-                return rc;
-            *out_flags |= WISP_STEP_CHECKPOINTED;
-        }
     } else if (w->rank == 0) {
         if ((rc = wisp_trainer_save_outputs(w->tr, w->cfg->output, err)) != 0)
             return rc;
         WISP_LOGI("train: adapter and head written under %s", w->cfg->output);
     }
-    wisp_wbuf_u32(out, flags);
+    wisp_wbuf_u32(out, flags | (skipped ? S_DONE_SKIPPED : 0) | (stop_early ? S_DONE_STOP : 0));
     wisp_wbuf_u64(out, (uint64_t)epoch);
     wisp_wbuf_u64(out, (uint64_t)st.step);
     wisp_wbuf_f64(out, st.loss);
@@ -683,6 +906,8 @@ static int s_worker_step(void *state, uint64_t step, uint32_t flags, const uint8
     wisp_wbuf_f64(out, vloss);
     wisp_wbuf_f64(out, vacc);
     wisp_wbuf_u64(out, (uint64_t)eval_epoch);
+    wisp_wbuf_u32(out, w->n_fails);
+    wisp_wbuf_bytes(out, w->fails.data, w->fails.len);
     return WISP_OK;
 }
 
@@ -712,6 +937,7 @@ const wisp_job_ops_t wisp_job_train = {
     .coord_step = s_coord_step,
     .coord_step_done = s_coord_step_done,
     .coord_progress = s_coord_progress,
+    .coord_progress_note = s_coord_progress_note,
     .worker_ready = s_worker_ready,
     .worker_step = s_worker_step,
 };

@@ -11,12 +11,15 @@
 #include <unistd.h>
 
 #include "audio/features.h"
+#include "audio/windows.h"
 #include "formats/config.h"
 #include "nn/adapter_config.h"
 #include "base/log.h"
 #include "audio/mel.h" /* WISP_N_FRAMES */
 #include "formats/st.h"
 #include "base/util.h"
+#include "train/metrics.h"
+#include "train/schedule.h"
 
 /* One decoded clip of a step: its features and label. */
 typedef struct {
@@ -63,6 +66,10 @@ struct wisp_trainer {
     float *batch_mel;  /* (micro_batch, n_mels, max_frames) */
     int *batch_labels; /* (micro_batch) */
     float *logits;     /* (micro_batch, num_labels) */
+    wisp_trainer_tick_fn tick;
+    void *tick_ctx;
+    wisp_trainer_failure_t *fails; /* (cap_fails) clips that failed, see trainer.h */
+    int n_fails, cap_fails;
 };
 
 void wisp_trainer_default_opts(wisp_trainer_opts_t *o)
@@ -277,6 +284,7 @@ void wisp_trainer_destroy(wisp_trainer_t **pself)
     free(self->batch_labels);
     free(self->logits);
     free(self->item_rec);
+    free(self->fails);
     free(self);
     *pself = NULL;
 }
@@ -285,6 +293,18 @@ void wisp_trainer_set_reduce(wisp_trainer_t *self, wisp_trainer_reduce_fn fn, vo
 {
     self->reduce = fn;
     self->reduce_ctx = ctx;
+}
+
+void wisp_trainer_set_tick(wisp_trainer_t *self, wisp_trainer_tick_fn fn, void *ctx)
+{
+    self->tick = fn;
+    self->tick_ctx = ctx;
+}
+
+static void s_tick(wisp_trainer_t *self, int done)
+{
+    if (self->tick)
+        (void)self->tick(self->tick_ctx, (uint32_t)done);
 }
 
 void wisp_trainer_set_per_item(wisp_trainer_t *self, wisp_trainer_gather_fn fn, void *ctx)
@@ -334,7 +354,34 @@ static int s_reserve_clips(wisp_trainer_t *self, int n, wisp_error_t *err)
     return WISP_OK;
 }
 
-/* Decodes item into clip slot k; 0, or a negative code with the reason logged. */
+/* Records that item could not be used: logged once here, kept for the caller
+ * (wisp_trainer_failures) with the path prefix of the message dropped. */
+static void s_fail(wisp_trainer_t *self, const wisp_trainer_item_t *item, const char *why)
+{
+    WISP_LOGW("skipping %s: %s", item->path, why);
+    if (self->n_fails == self->cap_fails) {
+        int cap = self->cap_fails ? 2 * self->cap_fails : 16;
+        wisp_trainer_failure_t *f = realloc(self->fails, (size_t)cap * sizeof *f);
+        if (!f)
+            return; /* the count in the stats stays right; only the record is lost */
+        self->fails = f;
+        self->cap_fails = cap;
+    }
+    wisp_trainer_failure_t *f = &self->fails[self->n_fails++];
+    f->id = item->id;
+    snprintf(f->reason, sizeof f->reason, "%s", why);
+}
+
+/* The reason of a load error without the "path: " its message starts with. */
+static const char *s_reason(const wisp_error_t *e, const char *path)
+{
+    size_t n = strlen(path);
+    if (strncmp(e->msg, path, n) == 0 && e->msg[n] == ':' && e->msg[n + 1] == ' ')
+        return e->msg + n + 2;
+    return e->msg[0] ? e->msg : "cannot be read";
+}
+
+/* Decodes item into clip slot k; 0, or a negative code with the failure recorded. */
 static int s_decode(wisp_trainer_t *self, const wisp_trainer_item_t *item, int k, s_clip_t *clip)
 {
     wisp_error_t e = {0};
@@ -342,7 +389,7 @@ static int s_decode(wisp_trainer_t *self, const wisp_trainer_item_t *item, int k
     float *dst = self->clip_mel + (size_t)k * self->n_mels * self->max_frames;
     int rc = wisp_features_file(self->feat, item->path, dst, &info, &e);
     if (rc != WISP_OK) {
-        WISP_LOGW("skipping %s", e.msg[0] ? e.msg : item->path);
+        s_fail(self, item, s_reason(&e, item->path));
         return rc;
     }
     clip->mel = dst;
@@ -391,7 +438,7 @@ static int s_accumulate(wisp_trainer_t *self, const s_clip_t *clips, int nc, lon
             self->reduce(self->reduce_ctx, wisp_model_grads(self->model),
                          wisp_model_num_params(self->model), post, 5);
         }
-        return wisp_error_set(err, WISP_ERR_ARG,
+        return wisp_error_set(err, WISP_ERR_NODATA,
                               "trainer: no usable labeled clip in the batch (%ld failed)", failed);
     }
     float grad_scale = (float)(1.0 / wsum);
@@ -432,6 +479,7 @@ static int s_accumulate(wisp_trainer_t *self, const s_clip_t *clips, int nc, lon
             correct += s_argmax(self->logits + (size_t)b * self->num_labels, self->num_labels) ==
                        self->batch_labels[b];
         i += B;
+        s_tick(self, i);
     }
     double post[5] = {loss_sum, weight_sum, correct, (double)nc, (double)failed};
     if (self->reduce && self->reduce(self->reduce_ctx, wisp_model_grads(self->model),
@@ -505,7 +553,7 @@ static int s_accumulate_items(wisp_trainer_t *self, const s_clip_t *clips, int n
     }
     /* Every process computed the same wsum, so all of them stop here together. */
     if (!(wsum > 0.0))
-        return wisp_error_set(err, WISP_ERR_ARG,
+        return wisp_error_set(err, WISP_ERR_NODATA,
                               "trainer: no usable labeled clip in the batch (%ld failed)",
                               failed_all);
     float grad_scale = (float)(1.0 / wsum);
@@ -565,13 +613,16 @@ int wisp_trainer_compute_grads(wisp_trainer_t *self, const wisp_trainer_item_t *
         return rc;
     int nc = 0;
     long failed = 0;
+    self->n_fails = 0;
     for (int i = 0; i < n; i++) {
         if (items[i].label < 0)
             continue; /* unlabeled: nothing to learn from */
         if (items[i].label >= self->num_labels) {
             /* Counted as failed, not returned: the reductions below are collective. */
-            WISP_LOGW("skipping %s: label %d out of range (%d classes)", items[i].path,
-                      items[i].label, self->num_labels);
+            char why[96];
+            snprintf(why, sizeof why, "label %d out of range (%d classes)", items[i].label,
+                     self->num_labels);
+            s_fail(self, &items[i], why);
             failed++;
             continue;
         }
@@ -579,6 +630,7 @@ int wisp_trainer_compute_grads(wisp_trainer_t *self, const wisp_trainer_item_t *
             nc++;
         else
             failed++;
+        s_tick(self, i + 1);
     }
     rc = s_accumulate(self, self->clips, nc, failed, stats, err);
     if (rc == WISP_OK)
@@ -686,6 +738,7 @@ int wisp_trainer_eval(wisp_trainer_t *self, const wisp_trainer_item_t *items, in
                 nc++;
             else
                 (*failed)++;
+            s_tick(self, i);
         }
         for (int a = 0; a < nc;) {
             int frames = self->clips[a].frames, B = 0;
@@ -694,6 +747,7 @@ int wisp_trainer_eval(wisp_trainer_t *self, const wisp_trainer_item_t *items, in
                        per * frames * sizeof(float));
                 B++;
             }
+            s_tick(self, i);
             rc = wisp_model_forward(self->model, self->batch_mel, B, frames, self->logits, NULL);
             if (rc != WISP_OK)
                 return wisp_error_set(err, rc, "trainer: forward failed (%s)", wisp_strerror(rc));
@@ -795,12 +849,22 @@ void wisp_trainer_fingerprint(const wisp_trainer_t *self, const char *extra, cha
     free(s);
 }
 
+void wisp_trainer_run_fingerprint(const wisp_trainer_t *self, int batch,
+                                  const wisp_trainer_item_t *items, int n, char out[65])
+{
+    char data_id[65], extra[256];
+    wisp_trainer_data_id(items, n, data_id);
+    snprintf(extra, sizeof extra, "batch=%d n=%d data=%s", batch, n, data_id);
+    wisp_trainer_fingerprint(self, extra, out);
+}
+
 /* ---- checkpoints, outputs ----------------------------------------------- */
 
 int wisp_trainer_save_checkpoint(wisp_trainer_t *self, const char *root,
-                                 const wisp_ckpt_state_t *state, int keep, wisp_error_t *err)
+                                 const wisp_ckpt_state_t *state, int keep,
+                                 const wisp_ckpt_file_t *files, int n_files, wisp_error_t *err)
 {
-    return wisp_ckpt_save(root, state, self->model, self->opt, keep, NULL, 0, err);
+    return wisp_ckpt_save(root, state, self->model, self->opt, keep, files, n_files, NULL, 0, err);
 }
 
 int wisp_trainer_load_checkpoint(wisp_trainer_t *self, const char *dir,
@@ -814,15 +878,20 @@ int wisp_trainer_save_outputs(wisp_trainer_t *self, const char *outdir, wisp_err
 {
     char path[4096];
     int rc;
+    /* features.json beside both: classification refuses the other features mode. */
+    wisp_feature_settings_t fs = {.truncate = self->opts.truncate};
     if (wisp_model_adapter(self->model)) {
         if (wisp_path_join(path, sizeof path, outdir, "adapter") != WISP_OK)
             return wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", outdir);
-        if ((rc = wisp_model_save_adapter(self->model, path, err)))
+        if ((rc = wisp_model_save_adapter(self->model, path, err)) ||
+            (rc = wisp_feature_settings_save(path, &fs, err)))
             return rc;
     }
     if (wisp_path_join(path, sizeof path, outdir, "head") != WISP_OK)
         return wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", outdir);
-    return wisp_model_save_head(self->model, path, err);
+    if ((rc = wisp_model_save_head(self->model, path, err)))
+        return rc;
+    return wisp_feature_settings_save(path, &fs, err);
 }
 
 int wisp_trainer_dump_grads(wisp_trainer_t *self, const char *path, wisp_error_t *err)
@@ -844,252 +913,528 @@ int wisp_trainer_dump_grads(wisp_trainer_t *self, const char *path, wisp_error_t
     return rc;
 }
 
-/* ---- metrics ------------------------------------------------------------ */
+/* ---- best model, early stopping ---------------------------------------- */
 
-/* JSON has no NaN/Inf: write null for them. */
-static void s_num(FILE *f, const char *key, double v)
+int wisp_trainer_best_open(wisp_trainer_best_t *b, const char *outdir, int keep, long patience,
+                           const char *ckpt_dir, wisp_error_t *err)
 {
-    if (isfinite(v))
-        fprintf(f, ",\"%s\":%.9g", key, v);
-    else
-        fprintf(f, ",\"%s\":null", key);
+    memset(b, 0, sizeof *b);
+    b->keep = keep;
+    b->patience = patience;
+    b->acc = -1.0;
+    b->step = -1;
+    if (wisp_path_join(b->dir, sizeof b->dir, outdir, "best") != WISP_OK)
+        return wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", outdir);
+    if (!ckpt_dir)
+        return WISP_OK;
+    char *text = NULL;
+    size_t len = 0;
+    wisp_error_t e = {0};
+    int rc = wisp_ckpt_read_file(ckpt_dir, WISP_TRAINER_BEST_CKPT_FILE, 4096, &text, &len, &e);
+    if (rc == WISP_ERR_NOTFOUND)
+        return WISP_OK; /* a checkpoint of a run without evaluations */
+    if (rc)
+        return wisp_error_set(err, rc, "%s", e.msg);
+    cJSON *j = cJSON_Parse(text);
+    const cJSON *acc = cJSON_GetObjectItemCaseSensitive(j, "val_acc");
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(j, "step");
+    const cJSON *since = cJSON_GetObjectItemCaseSensitive(j, "since");
+    if (!cJSON_IsNumber(acc) || !cJSON_IsNumber(st) || !cJSON_IsNumber(since) ||
+        !(acc->valuedouble >= -1.0 && acc->valuedouble <= 1.0) ||
+        !(st->valuedouble >= -1.0 && st->valuedouble < 1e15) ||
+        !(since->valuedouble >= 0.0 && since->valuedouble < 1e15))
+        rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s/%s: not a best-model state", ckpt_dir,
+                            WISP_TRAINER_BEST_CKPT_FILE);
+    else {
+        b->acc = acc->valuedouble;
+        b->step = (long)st->valuedouble;
+        b->since = (long)since->valuedouble;
+    }
+    cJSON_Delete(j);
+    free(text);
+    return rc;
 }
 
-void wisp_trainer_log_step(FILE *f, const wisp_trainer_stats_t *s, long epoch)
+int wisp_trainer_best_update(wisp_trainer_best_t *b, wisp_trainer_t *tr, long step, double val_acc,
+                             int write, int *stop, wisp_error_t *err)
 {
-    if (!f)
+    if (val_acc > b->acc) { /* NaN (nothing evaluated) never is */
+        b->acc = val_acc;
+        b->step = step;
+        b->since = 0;
+        if (b->keep && write) {
+            char text[128], path[4200];
+            int rc = wisp_trainer_save_outputs(tr, b->dir, err);
+            if (rc)
+                return rc;
+            int n =
+                snprintf(text, sizeof text, "{\"step\": %ld, \"val_acc\": %.9g}\n", step, val_acc);
+            snprintf(path, sizeof path, "%s/best.json", b->dir);
+            if ((rc = wisp_write_file_atomic(path, text, (size_t)n, err)))
+                return rc;
+            WISP_LOGI("new best val_acc %.4f at step %ld: written to %s", val_acc, step, b->dir);
+        }
+    } else {
+        b->since++;
+    }
+    if (b->patience > 0 && b->since >= b->patience && !*stop) {
+        *stop = 1;
+        WISP_LOGI("early stopping: %ld evaluations without a better val_acc than %.4f (step %ld)",
+                  b->since, b->acc, b->step);
+    }
+    return WISP_OK;
+}
+
+wisp_ckpt_file_t wisp_trainer_best_ckpt_file(wisp_trainer_best_t *b)
+{
+    int n = snprintf(b->ckpt_text, sizeof b->ckpt_text,
+                     "{\"val_acc\": %.17g, \"step\": %ld, \"since\": %ld}\n", b->acc, b->step,
+                     b->since);
+    wisp_ckpt_file_t f = {WISP_TRAINER_BEST_CKPT_FILE, b->ckpt_text, (size_t)n};
+    return f;
+}
+
+/* ---- items, data identity, failures ------------------------------------ */
+
+wisp_trainer_item_t *wisp_trainer_items(const wisp_manifest_t *m, int *n)
+{
+    wisp_trainer_item_t *items = calloc(m->n_items + 1, sizeof *items);
+    *n = 0;
+    if (!items)
+        return NULL;
+    for (size_t i = 0; i < m->n_items; i++)
+        if (m->items[i].label >= 0) {
+            items[*n].path = m->items[i].path;
+            items[*n].label = m->items[i].label;
+            items[*n].id = *n;
+            (*n)++;
+        }
+    return items;
+}
+
+void wisp_trainer_data_id(const wisp_trainer_item_t *items, int n, char out[65])
+{
+    size_t len = 1, cap = 1024;
+    char *s = malloc(cap);
+    if (s)
+        s[0] = '\0';
+    len = 0;
+    for (int i = 0; i < n; i++)
+        s_appendf(&s, &len, &cap, "%s|%d\n", items[i].path, items[i].label);
+    const char *desc = s ? s : "out of memory";
+    wisp_sha256_hex(desc, strlen(desc), out);
+    free(s);
+}
+
+const wisp_trainer_failure_t *wisp_trainer_failures(const wisp_trainer_t *self, int *n)
+{
+    *n = self->n_fails;
+    return self->fails;
+}
+
+void wisp_trainer_clear_failures(wisp_trainer_t *self)
+{
+    self->n_fails = 0;
+}
+
+int wisp_trainer_failset_init(wisp_trainer_failset_t *s, const wisp_trainer_item_t *items, int n)
+{
+    memset(s, 0, sizeof *s);
+    s->items = items;
+    s->n_items = n > 0 ? n : 0;
+    s->seen = calloc((size_t)s->n_items + 1, 1);
+    return s->seen ? WISP_OK : WISP_ERR_NOMEM;
+}
+
+void wisp_trainer_failset_free(wisp_trainer_failset_t *s)
+{
+    free(s->seen);
+    memset(s, 0, sizeof *s);
+}
+
+void wisp_trainer_failset_add(wisp_trainer_failset_t *s, int id, const char *reason)
+{
+    if (!s->seen || id < 0 || id >= s->n_items || s->seen[id])
         return;
-    fprintf(f, "{\"type\":\"step\",\"step\":%ld,\"epoch\":%ld", s->step, epoch);
-    s_num(f, "loss", s->loss);
-    s_num(f, "lr", s->lr);
-    s_num(f, "acc", s->acc);
-    s_num(f, "clips_per_s", s->seconds > 0 ? (double)s->items / s->seconds : 0.0);
-    s_num(f, "grad_norm", s->grad_norm);
-    fprintf(f, ",\"clips\":%ld,\"failed\":%ld}\n", s->items, s->failed);
-    fflush(f);
+    s->seen[id] = 1;
+    s->count++;
+    if (s->n_kept < WISP_TRAINER_FAIL_KEEP) {
+        wisp_trainer_failure_t *f = &s->kept[s->n_kept++];
+        f->id = id;
+        snprintf(f->reason, sizeof f->reason, "%s", reason ? reason : "");
+    }
 }
 
-void wisp_trainer_log_eval(FILE *f, long step, long epoch, double val_loss, double val_acc)
+void wisp_trainer_failset_describe(const wisp_trainer_failset_t *s, int max, char *buf, size_t n)
 {
-    if (!f)
-        return;
-    fprintf(f, "{\"type\":\"eval\",\"step\":%ld,\"epoch\":%ld", step, epoch);
-    s_num(f, "val_loss", val_loss);
-    s_num(f, "val_acc", val_acc);
-    fprintf(f, "}\n");
-    fflush(f);
+    size_t len = 0;
+    if (n)
+        buf[0] = '\0';
+    for (int i = 0; i < s->n_kept && i < max && len + 1 < n; i++) {
+        int k = snprintf(buf + len, n - len, "%s%s: %s", i ? "; " : "",
+                         s->items[s->kept[i].id].path, s->kept[i].reason);
+        if (k < 0)
+            break;
+        len += (size_t)k < n - len ? (size_t)k : n - len - 1;
+    }
 }
 
-int wisp_trainer_metrics_open(const char *path, long keep_through_step, FILE **out,
+void wisp_trainer_failset_json(const wisp_trainer_failset_t *s, const char *prefix, cJSON *obj)
+{
+    char key[64];
+    snprintf(key, sizeof key, "%sfailed_clips", prefix);
+    cJSON_AddNumberToObject(obj, key, (double)s->count);
+    snprintf(key, sizeof key, "%sfailed_files", prefix);
+    cJSON *a = cJSON_AddArrayToObject(obj, key);
+    for (int i = 0; a && i < s->n_kept; i++) {
+        cJSON *o = cJSON_CreateObject();
+        if (!o)
+            break;
+        cJSON_AddStringToObject(o, "path", s->items[s->kept[i].id].path);
+        cJSON_AddStringToObject(o, "reason", s->kept[i].reason);
+        cJSON_AddItemToArray(a, o);
+    }
+}
+
+int wisp_trainer_nodata_error(const wisp_trainer_failset_t *fs, const char *manifest, long epoch,
                               wisp_error_t *err)
 {
-    *out = NULL;
-    char *text = NULL;
-    size_t len = 0, kept = 0;
-    if (keep_through_step > 0) {
-        wisp_error_t e = {0};
-        int rc = wisp_read_file(path, (size_t)1 << 30, &text, &len, &e);
-        if (rc && rc != WISP_ERR_NOTFOUND)
-            return wisp_error_set(err, rc, "%s", e.msg);
+    char first[320];
+    wisp_trainer_failset_describe(fs, 3, first, sizeof first);
+    return wisp_error_set(err, WISP_ERR_NODATA,
+                          "%s: no usable clip in a whole epoch (%ld): %ld of %d clips failed "
+                          "(first: %s)",
+                          manifest ? manifest : "training data", epoch, fs->count, fs->n_items,
+                          first[0] ? first : "none recorded");
+}
+
+/* ---- safe reruns ------------------------------------------------------- */
+
+static const char *const s_run_entries[] = {"metrics.jsonl", "checkpoints", "adapter",
+                                            "head",          "best",        NULL};
+
+int wisp_trainer_outdir_used(const char *outdir)
+{
+    char path[4096];
+    for (int i = 0; s_run_entries[i]; i++)
+        if (wisp_path_join(path, sizeof path, outdir, s_run_entries[i]) == WISP_OK &&
+            access(path, F_OK) == 0)
+            return 1;
+    return 0;
+}
+
+int wisp_trainer_start_over(const char *outdir, wisp_error_t *err)
+{
+    char prev[4096], from[4096], to[4200];
+    if (wisp_path_join(prev, sizeof prev, outdir, "previous") != WISP_OK)
+        return wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", outdir);
+    if (!wisp_trainer_outdir_used(outdir))
+        return WISP_OK;
+    if (wisp_ckpt_rmtree(prev) != 0)
+        return wisp_error_set(err, WISP_ERR_IO, "%s: cannot remove: %s", prev, strerror(errno));
+    int rc = wisp_mkdir_p(prev, err);
+    for (int i = 0; rc == WISP_OK && s_run_entries[i]; i++) {
+        wisp_path_join(from, sizeof from, outdir, s_run_entries[i]);
+        snprintf(to, sizeof to, "%s/%s", prev, s_run_entries[i]);
+        if (access(from, F_OK) == 0 && rename(from, to) != 0)
+            rc = wisp_error_set(err, WISP_ERR_IO, "%s: cannot move to %s: %s", from, to,
+                                strerror(errno));
     }
-    /* Filter in place: kept lines are copied towards the front of text. */
-    char *save = NULL;
-    for (char *line = text ? strtok_r(text, "\n", &save) : NULL; line;
-         line = strtok_r(NULL, "\n", &save)) {
-        cJSON *j = cJSON_Parse(line);
-        const cJSON *st = cJSON_GetObjectItemCaseSensitive(j, "step");
-        if (cJSON_IsNumber(st) && st->valuedouble <= (double)keep_through_step) {
-            size_t n = strlen(line);
-            memmove(text + kept, line, n);
-            text[kept + n] = '\n';
-            kept += n + 1;
-        }
-        cJSON_Delete(j);
-    }
-    int rc = wisp_write_file_atomic(path, text ? text : "", kept, err);
-    free(text);
-    if (rc)
-        return rc;
-    *out = fopen(path, "a");
-    if (!*out)
-        return wisp_error_set(err, WISP_ERR_IO, "%s: %s", path, strerror(errno));
-    return WISP_OK;
+    if (rc == WISP_OK)
+        WISP_LOGI("starting over: the earlier run in %s moved to %s (removed once this run has "
+                  "its first checkpoint)",
+                  outdir, prev);
+    return rc;
+}
+
+void wisp_trainer_drop_previous(const char *outdir)
+{
+    char prev[4096];
+    if (wisp_path_join(prev, sizeof prev, outdir, "previous") == WISP_OK &&
+        access(prev, F_OK) == 0 && wisp_ckpt_rmtree(prev) != 0)
+        WISP_LOGW("%s: cannot remove: %s", prev, strerror(errno));
 }
 
 /* ---- the local loop ----------------------------------------------------- */
 
 static void s_progress(long step, long total, const wisp_trainer_stats_t *s, double rate,
-                       double eta)
+                       double eta, long failed, double val_acc)
 {
     int m = (int)(eta / 60.0), sec = (int)eta % 60;
-    fprintf(stderr, "\rstep %ld/%ld  loss %.4f  acc %.3f  %.1f clips/s  ETA %d:%02d   ", step,
-            total, s->loss, s->acc, rate, m, sec);
+    fprintf(stderr, "\rstep %ld/%ld  loss %.4f  acc %.3f", step, total, s->loss, s->acc);
+    if (!isnan(val_acc))
+        fprintf(stderr, "  val_acc %.3f", val_acc);
+    fprintf(stderr, "  failed %ld  %.1f clips/s  ETA %d:%02d   ", failed, rate, m, sec);
     fflush(stderr);
 }
 
-static int s_evaluate(wisp_trainer_t *self, const wisp_trainer_item_t *val, int nv, long step,
-                      long epoch, FILE *metrics, int progress, wisp_error_t *err)
+/* The state of one wisp_trainer_run. */
+typedef struct {
+    wisp_trainer_t *tr;
+    const wisp_trainer_run_opts_t *ro;
+    const wisp_trainer_item_t *train, *val;
+    int n, nv;
+    wisp_sched_t sched;
+    wisp_ckpt_state_t st;
+    wisp_trainer_failset_t fails, vfails;
+    wisp_trainer_item_t *batch;
+    wisp_train_metrics_t metrics;
+    char root[4096];
+    double t_start, val_acc;
+    long steps_here, skipped_row;
+    int dropped_previous;
+    wisp_trainer_best_t best;
+} s_run_t;
+
+static int s_run_eval(s_run_t *r, long step, long epoch, int *stop_early, wisp_error_t *err)
 {
     double loss = 0.0, wsum = 0.0;
     long correct = 0, count = 0, failed = 0;
-    int rc = wisp_trainer_eval(self, val, nv, &loss, &wsum, &correct, &count, &failed, err);
+    wisp_trainer_clear_failures(r->tr);
+    int rc = wisp_trainer_eval(r->tr, r->val, r->nv, &loss, &wsum, &correct, &count, &failed, err);
+    int nf;
+    const wisp_trainer_failure_t *f = wisp_trainer_failures(r->tr, &nf);
+    for (int i = 0; i < nf; i++)
+        wisp_trainer_failset_add(&r->vfails, f[i].id, f[i].reason);
     if (rc)
         return rc;
     double vl = wsum > 0 ? loss / wsum : NAN, va = count > 0 ? (double)correct / count : NAN;
-    if (progress)
+    r->val_acc = va;
+    if (r->ro->progress)
         fprintf(stderr, "\n");
     WISP_LOGI("epoch %ld step %ld: val_acc=%.4f val_loss=%.4f (%ld clips, %ld failed)", epoch, step,
               va, vl, count, failed);
-    wisp_trainer_log_eval(metrics, step, epoch, vl, va);
+    wisp_train_metrics_eval(&r->metrics, step, epoch, vl, va);
+    return wisp_trainer_best_update(&r->best, r->tr, step, va, 1, stop_early, err);
+}
+
+/* One scheduled training step: a batch with no usable clip is skipped (it still
+ * counts: the schedule moves on), and a whole epoch's worth of skips in a row is
+ * the end (no item of the data can be used). */
+static int s_run_train_step(s_run_t *r, const wisp_sched_step_t *e, wisp_error_t *err)
+{
+    for (int i = 0; i < e->k; i++)
+        r->batch[i] = r->train[e->ids[i]];
+    wisp_trainer_stats_t s;
+    int rc = wisp_trainer_step(r->tr, r->batch, e->k, &s, err);
+    int nf;
+    const wisp_trainer_failure_t *f = wisp_trainer_failures(r->tr, &nf);
+    for (int i = 0; i < nf; i++)
+        wisp_trainer_failset_add(&r->fails, f[i].id, f[i].reason);
+    if (rc == WISP_ERR_NODATA) {
+        wisp_error_clear(err);
+        WISP_LOGW("step %ld: no usable clip in its %d; skipped", e->step, e->k);
+        if (++r->skipped_row >= r->sched.per_epoch)
+            return wisp_trainer_nodata_error(&r->fails, r->ro->train_name, e->epoch, err);
+        memset(&s, 0, sizeof s);
+        s.failed = e->k;
+    } else if (rc) {
+        return rc;
+    } else {
+        r->skipped_row = 0;
+        r->steps_here++;
+        s.step = e->step;
+        wisp_train_metrics_step(&r->metrics, &s, e->epoch);
+    }
+    r->st.step = e->step;
+    r->st.epoch = e->epoch;
+    r->st.pos = e->pos_after;
+    long total = r->sched.total;
+    if (r->ro->progress) {
+        double el = wisp_now() - r->t_start;
+        double rate = el > 0 ? (double)r->steps_here * r->ro->batch / el : 0.0;
+        double eta = r->steps_here ? el / r->steps_here * (double)(total - e->step) : 0;
+        s_progress(e->step, total, &s, rate, eta, r->fails.count, r->val_acc);
+    } else {
+        /* Not a terminal (batch job logs): about 20 lines over the run. */
+        long every = total / 20 > 0 ? total / 20 : 1;
+        if (e->step % every == 0 || e->step == total)
+            WISP_LOGI("step %ld/%ld epoch %ld loss=%.5f acc=%.3f lr=%.3g grad_norm=%.4g "
+                      "clips_per_s=%.1f failed=%ld",
+                      e->step, total, e->epoch, s.loss, s.acc, s.lr, s.grad_norm,
+                      s.seconds > 0 ? (double)s.items / s.seconds : 0.0, r->fails.count);
+    }
     return WISP_OK;
+}
+
+/* Resume (when asked and a checkpoint exists) and the metrics log. */
+static int s_run_open(s_run_t *r, const char *outdir, wisp_error_t *err)
+{
+    const wisp_trainer_run_opts_t *ro = r->ro;
+    char path[4096];
+    int rc;
+    if ((rc = wisp_mkdir_p(outdir, err)))
+        return rc;
+    if (wisp_path_join(r->root, sizeof r->root, outdir, "checkpoints") != WISP_OK ||
+        wisp_path_join(path, sizeof path, outdir, "metrics.jsonl") != WISP_OK)
+        return wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", outdir);
+    r->st.data_seed = r->tr->opts.seed;
+    wisp_trainer_run_fingerprint(r->tr, ro->batch, r->train, r->n, r->st.fingerprint);
+    char dir[4096] = "";
+    if (ro->resume) {
+        wisp_error_t e = {0};
+        if (wisp_ckpt_latest(r->root, dir, sizeof dir, &e) == WISP_OK) {
+            char fp[65];
+            memcpy(fp, r->st.fingerprint, sizeof fp);
+            if ((rc = wisp_trainer_load_checkpoint(r->tr, dir, fp, &r->st, err)))
+                return rc;
+            if (r->st.step > r->sched.total || r->st.pos > r->n)
+                return wisp_error_set(err, WISP_ERR_STATE,
+                                      "%s: step %ld / item %ld is past this run (%ld steps, %d "
+                                      "items)",
+                                      dir, r->st.step, r->st.pos, r->sched.total, r->n);
+            wisp_sched_seek(&r->sched, r->st.step, r->st.epoch, r->st.pos);
+            WISP_LOGI("resuming from %s: step %ld, epoch %ld, item %ld", dir, r->st.step,
+                      r->st.epoch, r->st.pos);
+        } else if (e.code != WISP_ERR_NOTFOUND) {
+            return wisp_error_set(err, e.code, "%s", e.msg);
+        } else {
+            dir[0] = '\0';
+            WISP_LOGI("no checkpoint under %s: starting fresh", r->root);
+        }
+    }
+    if ((rc = wisp_trainer_best_open(&r->best, outdir, ro->keep_best, ro->patience,
+                                     dir[0] ? dir : NULL, err)))
+        return rc;
+    char *ahead = NULL;
+    size_t ahead_len = 0;
+    if (dir[0]) {
+        wisp_error_t e = {0};
+        rc = wisp_ckpt_read_file(dir, WISP_TRAIN_METRICS_CKPT_FILE, WISP_TRAIN_METRICS_MAX, &ahead,
+                                 &ahead_len, &e);
+        if (rc && rc != WISP_ERR_NOTFOUND)
+            return wisp_error_set(err, rc, "%s", e.msg);
+    }
+    rc = wisp_train_metrics_open(&r->metrics, path, dir[0] ? r->st.step : 0, ahead, ahead_len, err);
+    free(ahead);
+    return rc;
+}
+
+static int s_run_dump(s_run_t *r, wisp_error_t *err)
+{
+    int k = r->n < r->ro->batch ? r->n : r->ro->batch;
+    for (int i = 0; i < k; i++)
+        r->batch[i] = r->train[r->sched.perm[i]];
+    wisp_trainer_stats_t s;
+    int rc;
+    if ((rc = wisp_trainer_compute_grads(r->tr, r->batch, k, &s, err)) ||
+        (rc = wisp_trainer_dump_grads(r->tr, r->ro->dump_grads, err)))
+        return rc;
+    WISP_LOGI("wrote the gradients of the first step (%ld clips, loss %.6f) to %s", s.items, s.loss,
+              r->ro->dump_grads);
+    return WISP_OK;
+}
+
+static void s_run_close(s_run_t *r)
+{
+    wisp_train_metrics_close(&r->metrics);
+    wisp_sched_free(&r->sched);
+    wisp_trainer_failset_free(&r->fails);
+    wisp_trainer_failset_free(&r->vfails);
+    free(r->batch);
+}
+
+/* After a step: checkpoint when due or stopping; 1 = stop now (rc in *rc). */
+static int s_run_after_step(s_run_t *r, const wisp_sched_step_t *e, int stop_early, int *rc,
+                            wisp_error_t *err)
+{
+    const wisp_trainer_run_opts_t *ro = r->ro;
+    int interrupted = ro->stop && *ro->stop;
+    int stop = (ro->stop_after >= 0 && e->step >= ro->stop_after) || interrupted;
+    if (e->checkpoint || stop || stop_early) {
+        wisp_ckpt_file_t files[2] = {wisp_train_metrics_ckpt_file(&r->metrics),
+                                     wisp_trainer_best_ckpt_file(&r->best)};
+        *rc = wisp_trainer_save_checkpoint(r->tr, r->root, &r->st, ro->keep_checkpoints, files, 2,
+                                           err);
+        if (*rc)
+            return 1;
+        wisp_train_metrics_saved(&r->metrics);
+        if (ro->started_over && !r->dropped_previous) {
+            wisp_trainer_drop_previous(ro->outdir ? ro->outdir : ".");
+            r->dropped_previous = 1;
+        }
+    }
+    if (!stop)
+        return 0;
+    if (ro->progress)
+        fprintf(stderr, "\n");
+    WISP_LOGI("stopped after step %ld (checkpoint of step %ld written; continue with --resume)",
+              e->step, r->st.step);
+    if (interrupted)
+        *rc = wisp_error_set(err, WISP_ERR_INTERRUPTED,
+                             "interrupted after step %ld (checkpoint of step %ld)", e->step,
+                             r->st.step);
+    return 1;
+}
+
+static void s_run_summary(s_run_t *r)
+{
+    char first[400];
+    wisp_trainer_failset_describe(&r->fails, 3, first, sizeof first);
+    WISP_LOGI("training done: %ld steps, val_acc=%.4f, %ld training and %ld validation clips "
+              "failed%s%s",
+              r->st.step, r->val_acc, r->fails.count, r->vfails.count, first[0] ? " (first: " : "",
+              first[0] ? first : "");
+    if (first[0])
+        WISP_LOGI("(end of the list of failures)");
 }
 
 int wisp_trainer_run(wisp_trainer_t *self, const wisp_trainer_item_t *train, int n,
                      const wisp_trainer_item_t *val, int nv, const wisp_trainer_run_opts_t *ro,
                      wisp_error_t *err)
 {
-    int rc = WISP_OK;
-    FILE *metrics = NULL;
-    int *perm = NULL;
-    wisp_trainer_item_t *batch = NULL;
-    char root[4096], path[4096], extra[1024];
+    s_run_t r;
+    memset(&r, 0, sizeof r);
+    r.tr = self;
+    r.ro = ro;
+    r.train = train;
+    r.val = val;
+    r.n = n;
+    r.nv = nv;
+    r.val_acc = NAN;
     const char *outdir = ro->outdir ? ro->outdir : ".";
-    if (n <= 0 || ro->batch < 1)
-        return wisp_error_set(err, WISP_ERR_ARG, "train: %s",
-                              n <= 0 ? "no training items" : "batch size < 1");
-    long per_epoch = (n + ro->batch - 1) / ro->batch;
-    long total = ro->steps >= 0 ? ro->steps : ro->epochs * per_epoch;
+    int rc = wisp_sched_init(&r.sched, n, ro->batch, ro->epochs, ro->steps, ro->checkpoint_every,
+                             self->opts.seed, err);
+    if (rc)
+        return rc;
     if (self->opts.total_steps <= 0)
-        self->opts.total_steps = total;
-    if ((rc = wisp_mkdir_p(outdir, err)))
-        return rc;
-    if (wisp_path_join(root, sizeof root, outdir, "checkpoints") != WISP_OK)
-        return wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", outdir);
-
-    wisp_ckpt_state_t st;
-    memset(&st, 0, sizeof st);
-    st.data_seed = self->opts.seed;
-    snprintf(extra, sizeof extra, "batch=%d n=%d data=%s", ro->batch, n,
-             ro->fingerprint_extra ? ro->fingerprint_extra : "");
-    wisp_trainer_fingerprint(self, extra, st.fingerprint);
-
-    int resumed = 0;
-    if (ro->resume) {
-        char dir[4096];
-        wisp_error_t e = {0};
-        if (wisp_ckpt_latest(root, dir, sizeof dir, &e) == WISP_OK) {
-            char fp[65];
-            memcpy(fp, st.fingerprint, sizeof fp);
-            if ((rc = wisp_trainer_load_checkpoint(self, dir, fp, &st, err)))
-                return rc;
-            resumed = 1;
-            WISP_LOGI("resuming from %s: step %ld, epoch %ld, item %ld", dir, st.step, st.epoch,
-                      st.pos);
-        } else if (e.code != WISP_ERR_NOTFOUND) {
-            return wisp_error_set(err, e.code, "%s", e.msg);
-        } else {
-            WISP_LOGI("no checkpoint under %s: starting fresh", root);
-        }
-    }
-    if (wisp_path_join(path, sizeof path, outdir, "metrics.jsonl") != WISP_OK)
-        return wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", outdir);
-    if ((rc = wisp_trainer_metrics_open(path, resumed ? st.step : 0, &metrics, err)))
-        return rc;
-    perm = malloc((size_t)n * sizeof(int));
-    batch = malloc((size_t)ro->batch * sizeof *batch);
-    if (!perm || !batch) {
+        self->opts.total_steps = r.sched.total;
+    r.batch = malloc((size_t)ro->batch * sizeof *r.batch);
+    if (!r.batch || wisp_trainer_failset_init(&r.fails, train, n) ||
+        wisp_trainer_failset_init(&r.vfails, val, nv)) {
         rc = wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
         goto done;
     }
-    wisp_trainer_epoch_order(st.data_seed, st.epoch, n, perm);
-
-    if (ro->dump_grads && st.step == 0) {
-        int k = n < ro->batch ? n : ro->batch;
-        for (int i = 0; i < k; i++)
-            batch[i] = train[perm[i]];
-        wisp_trainer_stats_t s;
-        if ((rc = wisp_trainer_compute_grads(self, batch, k, &s, err)) ||
-            (rc = wisp_trainer_dump_grads(self, ro->dump_grads, err)))
-            goto done;
-        WISP_LOGI("wrote the gradients of the first step (%ld clips, loss %.6f) to %s", s.items,
-                  s.loss, ro->dump_grads);
-        if (total == 0)
-            goto done;
-    }
-
-    double t_start = wisp_now();
-    long steps_done_here = 0;
-    while (st.step < total) {
-        if (st.pos >= n) { /* epoch boundary */
-            if (nv > 0 &&
-                (rc = s_evaluate(self, val, nv, st.step, st.epoch, metrics, ro->progress, err)))
-                goto done;
-            st.epoch++;
-            st.pos = 0;
-            wisp_trainer_epoch_order(st.data_seed, st.epoch, n, perm);
-        }
-        int k = (int)(n - st.pos < ro->batch ? n - st.pos : ro->batch);
-        for (int i = 0; i < k; i++)
-            batch[i] = train[perm[st.pos + i]];
-        wisp_trainer_stats_t s;
-        rc = wisp_trainer_step(self, batch, k, &s, err);
-        if (rc == WISP_ERR_ARG && err && strstr(err->msg, "no usable")) {
-            WISP_LOGW("step %ld: %s; batch skipped", st.step, err->msg);
-            wisp_error_clear(err);
-            rc = WISP_OK;
-            st.pos += k;
-            continue;
-        }
-        if (rc)
-            goto done;
-        st.pos += k;
-        st.step = s.step;
-        steps_done_here++;
-        wisp_trainer_log_step(metrics, &s, st.epoch);
-        if (ro->progress) {
-            double el = wisp_now() - t_start;
-            double rate = el > 0 ? (double)steps_done_here * ro->batch / el : 0.0;
-            double eta = steps_done_here ? el / steps_done_here * (double)(total - st.step) : 0;
-            s_progress(st.step, total, &s, rate, eta);
-        } else {
-            /* Not a terminal (batch job logs): about 20 lines over the run. */
-            long every = total / 20 > 0 ? total / 20 : 1;
-            if (st.step % every == 0 || st.step == total)
-                WISP_LOGI("step %ld/%ld epoch %ld loss=%.5f acc=%.3f lr=%.3g grad_norm=%.4g "
-                          "clips_per_s=%.1f",
-                          st.step, total, st.epoch, s.loss, s.acc, s.lr, s.grad_norm,
-                          s.seconds > 0 ? (double)s.items / s.seconds : 0.0);
-        }
-        int interrupted = ro->stop && *ro->stop;
-        int stop = (ro->stop_after >= 0 && st.step >= ro->stop_after) || interrupted;
-        if ((ro->checkpoint_every > 0 && st.step % ro->checkpoint_every == 0) || stop ||
-            st.step == total) {
-            if ((rc = wisp_trainer_save_checkpoint(self, root, &st, ro->keep_checkpoints, err)))
-                goto done;
-        }
-        if (stop) {
-            if (ro->progress)
-                fprintf(stderr, "\n");
-            WISP_LOGI("stopped after step %ld (checkpoint written; continue with --resume)",
-                      st.step);
-            if (interrupted)
-                rc = wisp_error_set(err, WISP_ERR_INTERRUPTED, "interrupted after step %ld",
-                                    st.step);
-            goto done;
-        }
-    }
-    if (ro->progress && steps_done_here)
-        fprintf(stderr, "\n");
-    /* Final evaluation (epoch-end evaluations run before the next epoch's first step). */
-    if (nv > 0 && (rc = s_evaluate(self, val, nv, st.step, st.epoch, metrics, 0, err)))
+    if ((rc = s_run_open(&r, outdir, err)))
         goto done;
+    if (ro->dump_grads && r.st.step == 0 && ((rc = s_run_dump(&r, err)) || r.sched.total == 0))
+        goto done;
+    r.t_start = wisp_now();
+    wisp_sched_step_t e;
+    int stop_early = 0;
+    while (wisp_sched_next(&r.sched, nv > 0, &e)) {
+        if (e.eval_before &&
+            (rc = s_run_eval(&r, e.step - 1, e.epoch - !e.final, &stop_early, err)))
+            goto done;
+        if (e.final)
+            break;
+        if ((rc = s_run_train_step(&r, &e, err)))
+            goto done;
+        if (s_run_after_step(&r, &e, stop_early, &rc, err))
+            goto done;
+        if (stop_early)
+            r.sched.total = e.step; /* patience spent: the final entry comes next */
+    }
+    if (ro->progress && r.steps_here)
+        fprintf(stderr, "\n");
+    if (r.steps_here == 0 && r.skipped_row > 0) {
+        rc = wisp_trainer_nodata_error(&r.fails, ro->train_name, r.st.epoch, err);
+        goto done;
+    }
     if ((rc = wisp_trainer_save_outputs(self, outdir, err)))
         goto done;
-    WISP_LOGI("training done: %ld steps; adapter and head written under %s", st.step, outdir);
+    s_run_summary(&r);
 done:
-    if (metrics)
-        fclose(metrics);
-    free(perm);
-    free(batch);
+    s_run_close(&r);
     return rc;
 }

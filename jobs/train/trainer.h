@@ -24,16 +24,35 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <cjson/cJSON.h>
+
 #include "nn/adamw.h"
 #include "nn/ckpt.h"
 #include "base/err.h"
 #include "nn/model.h"
+#include "formats/manifest.h"
 
 /* One training or evaluation example. */
 typedef struct {
     const char *path; /* audio file (already resolved against the manifest) */
     int label;        /* class id in [0, num_labels); -1: unlabeled (skipped) */
+    int id;           /* index in its item list (names the item in failure records) */
 } wisp_trainer_item_t;
+
+/* The labeled items of a manifest in manifest order, id = index in the returned list
+ * (unlabeled clips teach nothing). malloc'd (n + 1 entries), NULL when out of memory;
+ * paths point into m. */
+wisp_trainer_item_t *wisp_trainer_items(const wisp_manifest_t *m, int *n);
+
+/* Identity of a data set: SHA-256 hex of every path and label in order. */
+void wisp_trainer_data_id(const wisp_trainer_item_t *items, int n, char out[65]);
+
+/* One clip that could not be used: its item id and why (the path is not repeated). */
+#define WISP_TRAINER_REASON_MAX 160
+typedef struct {
+    int id;
+    char reason[WISP_TRAINER_REASON_MAX];
+} wisp_trainer_failure_t;
 
 typedef struct {
     /* Model. */
@@ -94,6 +113,13 @@ void wisp_trainer_destroy(wisp_trainer_t **self);
 
 void wisp_trainer_set_reduce(wisp_trainer_t *self, wisp_trainer_reduce_fn fn, void *ctx);
 
+/* Called between the pieces of a step or an evaluation (each decoded clip, each
+ * micro-batch) with the clips done so far, so a distributed worker can send
+ * heartbeats during a long pass. Its return value is ignored: a step is collective
+ * and always runs to its end. */
+typedef int (*wisp_trainer_tick_fn)(void *ctx, uint32_t done);
+void wisp_trainer_set_tick(wisp_trainer_t *self, wisp_trainer_tick_fn fn, void *ctx);
+
 /* Fixed-order mode (bitwise-identical steps for any number of processes holding
  * consecutive slices of the global batch, in rank order): each item's gradient is
  * computed alone (forward_backward with B = 1, so micro_batch is ignored), the
@@ -124,8 +150,9 @@ typedef struct {
 } wisp_trainer_stats_t;
 
 /* Gradients only: steps 1-4 above, leaving the global mean gradient in
- * wisp_model_grads() (zeroed first). Fails with WISP_ERR_ARG when no usable item
- * is left in the global batch (nothing is updated then). */
+ * wisp_model_grads() (zeroed first). Fails with WISP_ERR_NODATA when no usable item
+ * is left in the global batch (every process sees it: nothing is updated then, and
+ * the caller skips the step). */
 int wisp_trainer_compute_grads(wisp_trainer_t *self, const wisp_trainer_item_t *items, int n,
                                wisp_trainer_stats_t *stats, wisp_error_t *err);
 /* compute_grads from features instead of files (tests, feature pipelines): B clips
@@ -151,6 +178,34 @@ int wisp_trainer_eval(wisp_trainer_t *self, const wisp_trainer_item_t *items, in
                       double *loss_sum, double *weight_sum, long *correct, long *count,
                       long *failed, wisp_error_t *err);
 
+/* This process's clips that failed in the last compute_grads (reset by each call) and
+ * the evaluations since wisp_trainer_clear_failures (*n of them; valid until the next
+ * call). */
+const wisp_trainer_failure_t *wisp_trainer_failures(const wisp_trainer_t *self, int *n);
+void wisp_trainer_clear_failures(wisp_trainer_t *self);
+
+/* The unique failed clips of a run over one item list: how many, and the first
+ * WISP_TRAINER_FAIL_KEEP with their reasons (for the summary and error messages). */
+#define WISP_TRAINER_FAIL_KEEP 20
+typedef struct {
+    const wisp_trainer_item_t *items; /* the list the ids index */
+    int n_items;
+    unsigned char *seen; /* (n_items) 1 = counted */
+    long count;
+    int n_kept;
+    wisp_trainer_failure_t kept[WISP_TRAINER_FAIL_KEEP];
+} wisp_trainer_failset_t;
+
+int wisp_trainer_failset_init(wisp_trainer_failset_t *s, const wisp_trainer_item_t *items, int n);
+void wisp_trainer_failset_free(wisp_trainer_failset_t *s);
+/* Counts f once per item; ids outside [0, n_items) are ignored (from a frame). */
+void wisp_trainer_failset_add(wisp_trainer_failset_t *s, int id, const char *reason);
+/* "path: reason; path: reason; ..." of the first max kept failures into buf. */
+void wisp_trainer_failset_describe(const wisp_trainer_failset_t *s, int max, char *buf, size_t n);
+/* Adds "failed_clips" (count) and "failed_files" ([{"path","reason"}], the kept ones)
+ * under the given key prefix ("" or "val_") to a summary object. */
+void wisp_trainer_failset_json(const wisp_trainer_failset_t *s, const char *prefix, cJSON *obj);
+
 /* The data order of an epoch: perm[0..n) is a permutation of 0..n-1 drawn from
  * (seed, epoch) alone (Fisher-Yates with splitmix64), identical in every process. */
 void wisp_trainer_epoch_order(uint64_t seed, long epoch, int n, int *perm);
@@ -159,10 +214,16 @@ void wisp_trainer_epoch_order(uint64_t seed, long epoch, int n, int *perm);
  * settings, batch, seed, data): lowercase hex, 64 chars + NUL. `extra` is mixed in
  * (e.g. the manifest's paths and labels; may be NULL). */
 void wisp_trainer_fingerprint(const wisp_trainer_t *self, const char *extra, char out[65]);
+/* The fingerprint of a training run, the one `wisp train` and the distributed job
+ * store in checkpoints: the trainer's, the global batch and the data identity. */
+void wisp_trainer_run_fingerprint(const wisp_trainer_t *self, int batch,
+                                  const wisp_trainer_item_t *items, int n, char out[65]);
 
-/* Checkpoints (ckpt.h) of this trainer's parameters and optimizer. */
+/* Checkpoints (ckpt.h) of this trainer's parameters and optimizer, with the
+ * caller's extra files (metrics written ahead, best-model state). */
 int wisp_trainer_save_checkpoint(wisp_trainer_t *self, const char *root,
-                                 const wisp_ckpt_state_t *state, int keep, wisp_error_t *err);
+                                 const wisp_ckpt_state_t *state, int keep,
+                                 const wisp_ckpt_file_t *files, int n_files, wisp_error_t *err);
 int wisp_trainer_load_checkpoint(wisp_trainer_t *self, const char *dir,
                                  const char *expect_fingerprint, wisp_ckpt_state_t *state,
                                  wisp_error_t *err);
@@ -173,34 +234,68 @@ int wisp_trainer_save_outputs(wisp_trainer_t *self, const char *outdir, wisp_err
 /* Gradients currently in the model as safetensors keyed by parameter name (F32). */
 int wisp_trainer_dump_grads(wisp_trainer_t *self, const char *path, wisp_error_t *err);
 
-/* Metrics log lines (OUTDIR/metrics.jsonl), one JSON object per line, flushed:
- * {"type":"step","step":N,"epoch":E,"loss":x,"lr":x,"acc":x,"clips_per_s":x,"grad_norm":x}
- * {"type":"eval","step":N,"epoch":E,"val_loss":x,"val_acc":x} */
-void wisp_trainer_log_step(FILE *f, const wisp_trainer_stats_t *s, long epoch);
-void wisp_trainer_log_eval(FILE *f, long step, long epoch, double val_loss, double val_acc);
-/* Opens the metrics log for appending after keeping only the lines of steps
- * <= keep_through_step (a resumed run redoes the steps after its checkpoint, so
- * their old lines must go); keep_through_step 0 starts an empty log. */
-int wisp_trainer_metrics_open(const char *path, long keep_through_step, FILE **out,
+/* The error of a run where no clip can be used: WISP_ERR_NODATA naming the manifest
+ * (or "training data"), the epoch and the first failures of fs. */
+int wisp_trainer_nodata_error(const wisp_trainer_failset_t *fs, const char *manifest, long epoch,
                               wisp_error_t *err);
+
+/* Best-model selection on val_acc and early stopping, the same in the local loop
+ * and the distributed job. Each evaluation with a val_acc above the best so far is a
+ * new best: with keep, the adapter and head are written to OUTDIR/best/ (with
+ * best.json: step, val_acc). With patience > 0, `patience` evaluations in a row
+ * without a new best stop the run (after the step that carried the evaluation; the
+ * final evaluation and outputs follow). The state goes into every checkpoint
+ * (file best.json) so a resumed run continues it. */
+typedef struct {
+    int keep;
+    long patience;
+    double acc; /* best val_acc so far, -1 none */
+    long step;  /* its step, -1 none */
+    long since; /* evaluations since the best */
+    char dir[4096];
+    char ckpt_text[160]; /* the checkpoint file's contents, see _ckpt_file */
+} wisp_trainer_best_t;
+
+#define WISP_TRAINER_BEST_CKPT_FILE "best.json"
+/* ckpt_dir: the checkpoint resumed from (NULL: a fresh run). */
+int wisp_trainer_best_open(wisp_trainer_best_t *b, const char *outdir, int keep, long patience,
+                           const char *ckpt_dir, wisp_error_t *err);
+/* After an evaluation of the weights after `step`; write: this process writes
+ * OUTDIR/best (rank 0). *stop becomes 1 when the patience is spent. */
+int wisp_trainer_best_update(wisp_trainer_best_t *b, wisp_trainer_t *tr, long step, double val_acc,
+                             int write, int *stop, wisp_error_t *err);
+wisp_ckpt_file_t wisp_trainer_best_ckpt_file(wisp_trainer_best_t *b);
+
+/* Safe reruns. wisp_trainer_outdir_used: 1 when outdir holds a training run
+ * (metrics.jsonl, checkpoints/, adapter/, head/ or best/), else 0. Starting over
+ * moves those into OUTDIR/previous/ (replacing an older one) so nothing of the old
+ * run is mixed into the new one, and nothing is lost before the new run has a
+ * checkpoint; wisp_trainer_drop_previous removes it then. */
+int wisp_trainer_outdir_used(const char *outdir);
+int wisp_trainer_start_over(const char *outdir, wisp_error_t *err);
+void wisp_trainer_drop_previous(const char *outdir);
 
 /* ---- The whole local loop (wisp train) --------------------------------- */
 typedef struct {
-    const char *outdir;            /* metrics.jsonl, checkpoints/, adapter/, head/ */
-    long epochs;                   /* default 1 (ignored when steps >= 0) */
-    long steps;                    /* total optimizer steps, -1: epochs * steps per epoch */
-    int batch;                     /* clips per optimizer step (micro_batch * accum) */
-    long checkpoint_every;         /* steps between checkpoints (0: only at the end) */
-    int keep_checkpoints;          /* newest checkpoints kept (default 2) */
-    int resume;                    /* continue from OUTDIR/checkpoints/LATEST */
-    long stop_after;               /* stop (with a checkpoint) after this many steps in total,
-                                      -1: run to the end (tests of resume) */
-    const char *dump_grads;        /* write the first step's gradients here (or NULL) */
-    int progress;                  /* \r progress line on stderr */
-    const char *fingerprint_extra; /* mixed into the fingerprint (manifest identity) */
-    const volatile int *stop;      /* when it becomes non-zero (a signal handler), the run
-                                      checkpoints after the current step and returns
-                                      WISP_ERR_INTERRUPTED; NULL: not watched */
+    const char *outdir;       /* metrics.jsonl, checkpoints/, adapter/, head/ */
+    long epochs;              /* default 1 (ignored when steps >= 0) */
+    long steps;               /* total optimizer steps, -1: epochs * steps per epoch */
+    int batch;                /* clips per optimizer step (micro_batch * accum) */
+    long checkpoint_every;    /* steps between checkpoints (0: only at the end) */
+    int keep_checkpoints;     /* newest checkpoints kept (default 2) */
+    int resume;               /* continue from OUTDIR/checkpoints/LATEST */
+    int started_over;         /* OUTDIR/previous/ holds the old run: removed after the
+                                 first checkpoint (wisp_trainer_start_over) */
+    long stop_after;          /* stop (with a checkpoint) after this many steps in total,
+                                 -1: run to the end (tests of resume) */
+    const char *dump_grads;   /* write the first step's gradients here (or NULL) */
+    int progress;             /* \r progress line on stderr */
+    const volatile int *stop; /* when it becomes non-zero (a signal handler), the run
+                                 checkpoints after the current step and returns
+                                 WISP_ERR_INTERRUPTED; NULL: not watched */
+    const char *train_name;   /* the training manifest, named in errors */
+    int keep_best;            /* OUTDIR/best on each new best val_acc */
+    long patience;            /* early stopping, 0: off (see wisp_trainer_best_t) */
 } wisp_trainer_run_opts_t;
 
 void wisp_trainer_default_run_opts(wisp_trainer_run_opts_t *opts);

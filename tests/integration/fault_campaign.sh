@@ -1,0 +1,17 @@
+#!/bin/sh
+# The fault campaign's fixed-seed short run (tests/fault/campaign.py; the long one is
+# `make fault-long`, figures in docs/TESTING.md "Fault campaign"): random faults at
+# random moments of classify and train runs (mpirun -np 2 + coordinator, tiny model),
+# each resumed and compared with an uninterrupted run (rows bitwise equal and exactly
+# once; adapter and head bitwise; metrics.jsonl complete; no hang).
+# Only the kinds that pass on main run here; the campaign's table in docs/TESTING.md
+# lists the kinds that still fail and why. train.checkpoint_every is 4 here (no
+# checkpoint on an epoch end: a resume from one re-emits that epoch's eval line, a
+# known duplicate-metrics bug); the long campaign keeps 2, which exposes it.
+set -e
+BUILD=${BUILD:-build}
+KINDS_CLASSIFY=${FAULT_KINDS_CLASSIFY:-kill9_worker,kill9_mpirun,stop_worker}
+KINDS_TRAIN=${FAULT_KINDS_TRAIN:-kill9_worker,kill9_mpirun,kill9_all}
+exec timeout 900 /usr/bin/python3 "$(dirname "$0")/../fault/campaign.py" --build "$BUILD" \
+    --seed "${FAULT_SEED:-11}" --runs-classify "${FAULT_RUNS_CLASSIFY:-5}" --runs-train "${FAULT_RUNS_TRAIN:-4}" \
+    --kinds-classify "$KINDS_CLASSIFY" --kinds-train "$KINDS_TRAIN" --checkpoint-every 4
