@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "formats/config.h"
+#include "formats/labels.h"
 #include "nn/adapter_config.h"
 #include "nn/ops.h"
 #include "base/util.h"
@@ -616,6 +617,59 @@ static void test_config_loaders_survive_random_byte_flips(void **state)
     assert_true(ok > 0 && refused > 0);
 }
 
+/* config.json with n labels LABEL_0.. in id2label and label2id (written by hand: fast). */
+static const char *s_write_many_labels(int n, int num_labels)
+{
+    const char *p = s_tmp("cfg_many.json");
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "{\"model_type\": \"whisper\", \"d_model\": 64, \"encoder_layers\": 2, "
+            "\"encoder_attention_heads\": 2, \"encoder_ffn_dim\": 128, \"num_mel_bins\": 80, "
+            "\"max_source_positions\": 1500, \"num_labels\": %d, \"id2label\": {",
+            num_labels);
+    for (int i = 0; i < n; i++)
+        fprintf(f, "%s\"%d\": \"L%d\"", i ? ", " : "", i, i);
+    fprintf(f, "}, \"label2id\": {");
+    for (int i = 0; i < n; i++)
+        fprintf(f, "%s\"L%d\": %d", i ? ", " : "", i, i);
+    fprintf(f, "}}\n");
+    fclose(f);
+    return p;
+}
+
+static void test_label_count_is_capped_and_checked_in_n_log_n(void **state)
+{
+    (void)state;
+    wisp_whisper_config_t c;
+    wisp_error_t e = {0};
+    /* num_labels 2e9 alone would allocate 2e9 names: refused by the cap, naming it */
+    s_expect_whisper_refused("num_labels", "2000000000", "num_labels");
+    s_expect_whisper_refused("num_labels", "65537", "65536");
+    /* the cap itself loads, and the duplicate and label2id checks are not quadratic:
+     * 65536 labels took ~10 s with pairwise comparisons */
+    const char *p = s_write_many_labels(WISP_LABELS_MAX, WISP_LABELS_MAX);
+    double t0 = wisp_now();
+    if (wisp_whisper_config_load(&c, p, &e) != 0)
+        fail_msg("%s", e.msg);
+    double dt = wisp_now() - t0;
+    assert_int_equal(c.num_labels, WISP_LABELS_MAX);
+    assert_string_equal(c.id2label[WISP_LABELS_MAX - 1], "L65535");
+    wisp_whisper_config_free(&c);
+    if (dt > 2.0)
+        fail_msg("%d labels took %.2f s to check", WISP_LABELS_MAX, dt);
+    /* a duplicate among many is still found, naming the label */
+    cJSON *o = s_json(p);
+    cJSON *i2l = cJSON_GetObjectItemCaseSensitive(o, "id2label");
+    cJSON_ReplaceItemInObjectCaseSensitive(i2l, "40000", cJSON_CreateString("L17"));
+    const char *q = s_tmp("cfg_dup.json");
+    assert_int_equal(wisp_json_save(q, o, NULL), 0);
+    cJSON_Delete(o);
+    wisp_error_clear(&e);
+    assert_int_not_equal(wisp_whisper_config_load(&c, q, &e), 0);
+    s_assert_contains(e.msg, "\"L17\" appears twice");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -634,6 +688,7 @@ int main(void)
         cmocka_unit_test(test_adapter_dir_for_another_model_is_refused),
         cmocka_unit_test(test_head_config_round_trips_and_maps_labels),
         cmocka_unit_test(test_config_loaders_survive_random_byte_flips),
+        cmocka_unit_test(test_label_count_is_capped_and_checked_in_n_log_n),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

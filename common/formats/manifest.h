@@ -19,22 +19,25 @@
  * Relative paths resolve against the manifest file's directory (for audiofolder:
  * against root). Absolute paths are kept as written.
  *
- * Labels: a label is a class name or a non-negative integer id; an empty label (or a
- * missing/null JSON label) means unlabeled (label = -1).
+ * Labels (rules in formats/labels.h): a label is a class name or a non-negative integer;
+ * an empty label (or a missing/null JSON label) means unlabeled (label = -1).
  *   - With classes given (e.g. a head's id2label, index = class id): a label equal to a
  *     class name maps to its index; otherwise an integer label in [0, n_classes) is
  *     taken as the id; anything else is WISP_ERR_NOTFOUND naming file, line and label.
- *   - Without classes: when every label is an integer, classes are "0".."K-1" with
- *     K = max id + 1 (label = the integer); otherwise classes are the sorted (byte
- *     order) unique label names and integers are treated as names.
+ *   - Without classes: the classes are the unique labels by name, sorted by numeric
+ *     value when all are integers (10..15 are 6 classes), else in byte order; at most
+ *     WISP_LABELS_MAX of them.
  *
  * Item ids are the indices into items[] (manifest order): stable across runs, used
  * by the shard plan, the result rows and resume.
  *
  * Errors (into err, naming file and line): manifest missing (WISP_ERR_NOTFOUND),
  * empty manifest (no items; WISP_ERR_FORMAT), CSV without a "path" column, empty path,
- * unterminated quote (line of the opening quote), bad JSON line, JSON without "path",
- * label not in classes, bad duration value. The manifest is left empty on error.
+ * unterminated quote (line of the opening quote), a NUL byte, bad JSON line (also text
+ * after the object; duplicate keys take the last value, as Python's json), JSON without
+ * "path", a JSON label that is not an integer in [0, INT_MAX] or a string, label not in
+ * classes, too many classes, bad duration value (not a number, inf or nan). The
+ * manifest is left empty on error.
  *
  * Nothing here opens the audio files unless asked (probe_durations), because that
  * touches every file of possibly millions on a shared filesystem.
