@@ -1,5 +1,6 @@
 /* Tests of common/config: JSON files, Whisper config.json, adapters-library configs,
  * head_config.json. Fixtures: tests/data/config (tests/reference/gen_config_fixtures.py). */
+#include "model_fixture.h"
 #include "testutil.h"
 
 #include <stdio.h>
@@ -670,6 +671,103 @@ static void test_label_count_is_capped_and_checked_in_n_log_n(void **state)
     s_assert_contains(e.msg, "\"L17\" appears twice");
 }
 
+/* Rewrites dir/adapter_config.json: "config" replaced by the JSON text cfg when given,
+ * and "use_dora" added to it when use_dora is "true" or "false" (NULL: absent). */
+static void s_rewrite_adapter_config(const char *dir, const char *cfg, const char *use_dora)
+{
+    char p[1200];
+    snprintf(p, sizeof p, "%s/adapter_config.json", dir);
+    cJSON *o = s_json(p);
+    if (cfg)
+        cJSON_ReplaceItemInObjectCaseSensitive(o, "config", cJSON_Parse(cfg));
+    cJSON *c = cJSON_GetObjectItemCaseSensitive(o, "config");
+    cJSON_DeleteItemFromObjectCaseSensitive(c, "use_dora");
+    if (use_dora)
+        cJSON_AddItemToObject(c, "use_dora", cJSON_Parse(use_dora));
+    assert_int_equal(wisp_json_save(p, o, NULL), 0);
+    cJSON_Delete(o);
+}
+
+/* The config dict of the Python-written fixture dir `name` (tests/data/config). */
+static char *s_fixture_config_text(const char *name)
+{
+    char p[1200];
+    snprintf(p, sizeof p, "%s/config/%s/adapter_config.json", wisp_test_data_dir(), name);
+    cJSON *o = s_json(p);
+    char *t = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(o, "config"));
+    cJSON_Delete(o);
+    return t;
+}
+
+static void
+test_lora_and_ia3_dirs_of_adapters_v1_2_and_main_load_and_give_the_reference_logits(void **state)
+{
+    (void)state;
+    /* IA3: the config dict the library wrote (fixture); LoRA: the v1.2.0 LoRAConfig
+     * dict of the golden case (lora preset = the library's defaults). After v1.2.0
+     * the library writes "use_dora": false in every LoRA/IA3 config. */
+    const char *stems[] = {"lora_qv_ws0_b3", "ia3_ws0_b3"};
+    char *ia3_cfg = s_fixture_config_text("adapter_ia3");
+    for (int k = 0; k < 2; k++) {
+        const mf_case_t *cs = NULL;
+        for (int i = 0; i < MF_NCASES; i++)
+            if (strcmp(MF_CASES[i].name, stems[k]) == 0)
+                cs = &MF_CASES[i];
+        assert_non_null(cs);
+        char dir[512], adir[512], hdir[512];
+        snprintf(dir, sizeof dir, "%s/dora_model", wisp_test_tmpdir());
+        snprintf(adir, sizeof adir, "%s/dora_adapter", wisp_test_tmpdir());
+        snprintf(hdir, sizeof hdir, "%s/dora_head", wisp_test_tmpdir());
+        wisp_model_t *m = mf_case_model(cs, dir, 0);
+        wisp_error_t err = {0};
+        if (wisp_model_save_adapter(m, adir, &err) < 0 || wisp_model_save_head(m, hdir, &err) < 0)
+            fail_msg("%s", err.msg);
+        wisp_model_destroy(&m);
+        const char *variants[] = {NULL, "false", "true"};
+        for (int v = 0; v < 3; v++) {
+            s_rewrite_adapter_config(adir, k == 1 ? ia3_cfg : NULL, variants[v]);
+            wisp_model_opts_t o = {.max_batch = 3, .max_frames = 32};
+            m = wisp_model_new(dir, &o, &err);
+            assert_non_null(m);
+            int rc = wisp_model_load_adapter(m, adir, &err);
+            if (v == 2) { /* DoRA itself is refused by name */
+                assert_true(rc < 0);
+                s_assert_contains(err.msg, "use_dora");
+                s_assert_contains(err.msg, "DoRA");
+                wisp_error_clear(&err);
+                wisp_model_destroy(&m);
+                continue;
+            }
+            if (rc < 0 || wisp_model_load_head(m, hdir, &err) < 0)
+                fail_msg("%s (use_dora %s): %s", stems[k], variants[v] ? variants[v] : "absent",
+                         err.msg);
+            float *mel = mf_mel(3, 80, 20);
+            float logits[15];
+            assert_int_equal(wisp_model_forward(m, mel, 3, 20, logits, NULL), 0);
+            char path[1200];
+            size_t cnt;
+            snprintf(path, sizeof path, "%s/model/%s.logits", wisp_test_data_dir(), stems[k]);
+            float *want = wisp_test_read_f32(path, &cnt);
+            assert_int_equal(cnt, 15);
+            wisp_assert_close(logits, want, 15, 1e-4 * wisp_max_abs(want, 15), 0.0, stems[k]);
+            free(want);
+            free(mel);
+            if (v == 1) { /* saved back in the v1.2.0 form: without the newer field */
+                char sdir[600], sp[700];
+                snprintf(sdir, sizeof sdir, "%s/dora_saved", wisp_test_tmpdir());
+                assert_int_equal(wisp_model_save_adapter(m, sdir, &err), 0);
+                snprintf(sp, sizeof sp, "%s/adapter_config.json", sdir);
+                cJSON *o = s_json(sp);
+                assert_null(cJSON_GetObjectItemCaseSensitive(
+                    cJSON_GetObjectItemCaseSensitive(o, "config"), "use_dora"));
+                cJSON_Delete(o);
+            }
+            wisp_model_destroy(&m);
+        }
+    }
+    free(ia3_cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -689,6 +787,8 @@ int main(void)
         cmocka_unit_test(test_head_config_round_trips_and_maps_labels),
         cmocka_unit_test(test_config_loaders_survive_random_byte_flips),
         cmocka_unit_test(test_label_count_is_capped_and_checked_in_n_log_n),
+        cmocka_unit_test(
+            test_lora_and_ia3_dirs_of_adapters_v1_2_and_main_load_and_give_the_reference_logits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
