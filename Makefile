@@ -14,7 +14,7 @@ PYTHON ?= /usr/bin/python3
 PKGS := libzmq ompi-c openblas sndfile hdf5 cmocka soxr fftw3f libcjson
 APT_PKGS := build-essential pkg-config libzmq3-dev libopenmpi-dev openmpi-bin \
             libopenblas-dev libsndfile1-dev libhdf5-dev libcmocka-dev libsoxr-dev \
-            libfftw3-dev libcjson-dev hdf5-tools
+            libfftw3-dev libcjson-dev hdf5-tools gnuplot-nox
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -54,16 +54,23 @@ FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/bin/%)
 all: $(LIB) $(BINS) $(TESTS) $(BENCHES)
 
 # Install the Debian packages when missing: as root with apt-get, otherwise print the line.
+# gnuplot draws the PNGs of `wisp report` and `make demo`: installed with the rest, but
+# a non-root build without it only warns (the summaries still print, without plots).
 deps check-deps:
 	@missing=0; pkg-config --exists $(PKGS) 2>/dev/null || missing=1; \
 	command -v mpirun >/dev/null 2>&1 || missing=1; command -v cc >/dev/null 2>&1 || missing=1; \
-	if [ $$missing = 1 ]; then \
+	command -v h5dump >/dev/null 2>&1 || missing=1; \
+	plots=1; command -v gnuplot >/dev/null 2>&1 || plots=0; \
+	if [ $$missing = 1 ] || [ $$plots = 0 ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "wisp: installing build dependencies with apt-get"; \
+	    echo "wisp: installing dependencies with apt-get"; \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PKGS) || exit 1; \
-	  else \
+	  elif [ $$missing = 1 ]; then \
 	    echo "wisp: missing libraries; run as root:"; \
 	    echo "  apt-get install -y $(APT_PKGS)"; exit 1; \
+	  else \
+	    echo "wisp: gnuplot is not installed: reports and the demo will have no plots"; \
+	    echo "  (as root: apt-get install -y gnuplot-nox)"; \
 	  fi; \
 	fi
 
@@ -106,6 +113,13 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB)
 test: check-deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) sh tests/run.sh
+
+# configs/slurm_example.sh under a single-node Slurm the test starts itself (root,
+# slurm-wlm + munge; about a minute). Skipped inside make test unless SLURM_TESTS=1.
+.PHONY: test-slurm
+test-slurm: check-deps
+	@$(MAKE) --no-print-directory all
+	@SLURM_TESTS=1 BUILD=$(BUILD) sh tests/integration/slurm_example.sh
 
 unit: check-deps
 	@$(MAKE) --no-print-directory all

@@ -135,6 +135,50 @@ static void s_mem_run(const char *path, size_t n, int p, const char *key)
         waitpid(pid, &st, 0);
 }
 
+/* Loads a manifest in a child process and prints its time and memory per item:
+ * manifest_<key>_items_per_s, manifest_<key>_bytes_per_item (steady, after the load)
+ * and manifest_<key>_peak_bytes_per_item (the load's peak). */
+static void s_manifest_mem(const char *csv, size_t n, const char *key)
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        long rss0 = s_rss_kb();
+        FILE *f = fopen("/proc/self/clear_refs", "w"); /* reset VmHWM to the current RSS */
+        if (f) {
+            fputs("5", f);
+            fclose(f);
+        }
+        wisp_manifest_t m;
+        wisp_error_t e = {0};
+        double t0 = wisp_now();
+        if (wisp_manifest_load(&m, csv, NULL, 0, &e) != 0) {
+            fprintf(stderr, "%s\n", e.msg);
+            _exit(1);
+        }
+        double t = wisp_now() - t0;
+        long now = s_rss_kb(), hwm = -1;
+        char line[256];
+        if ((f = fopen("/proc/self/status", "r")) != NULL) {
+            while (fgets(line, sizeof line, f))
+                if (strncmp(line, "VmHWM:", 6) == 0)
+                    hwm = atol(line + 6);
+            fclose(f);
+        }
+        printf("manifest_%s_items_per_s=%.0f\nmanifest_%s_bytes_per_item=%.0f\n", key,
+               (double)n / t, key, 1024.0 * (double)(now - rss0) / (double)n);
+        if (hwm > 0)
+            printf("manifest_%s_peak_bytes_per_item=%.0f\n", key,
+                   1024.0 * (double)(hwm - rss0) / (double)n);
+        fflush(stdout);
+        wisp_manifest_free(&m);
+        _exit(0);
+    }
+    int st = 0;
+    if (pid > 0)
+        waitpid(pid, &st, 0);
+}
+
 int main(void)
 {
     wisp_log_init('L', 0, WISP_LOG_WARN);
@@ -170,6 +214,15 @@ int main(void)
     printf("shard_plan_items_per_s=%.0f\nshards=%zu\n", n_man / t_sh, n_sh);
     free(sh);
     wisp_manifest_free(&m);
+    /* Memory per item: 10^6 classify lines of ~60 bytes (the path dominates). */
+    snprintf(csv, sizeof csv, "%s/m6.csv", dir);
+    f = fopen(csv, "w");
+    fprintf(f, "path,label,duration\n");
+    for (size_t i = 0; i < 1000000; i++)
+        fprintf(f, "/data/corpus/spk%03zu/clip_%07zu.flac,class_%zu,%.2f\n", i % 500, i, i % 7,
+                3.0 + (double)(i % 11));
+    fclose(f);
+    s_manifest_mem(csv, 1000000, "1e6");
 
     size_t n = 100000;
     snprintf(path, sizeof path, "%s/r10.h5", dir);

@@ -173,6 +173,16 @@ where everything is ($OUT):
 EOF
 [ -f "$OUT/train/training_curves.png" ] && echo "  train/training_curves.png  loss and accuracy curves (gnuplot)"
 [ -f "$OUT/test_results_confusion.png" ] && echo "  test_results_confusion.png the confusion matrix (gnuplot)"
+# The plots are part of the result: say where they are, or why there are none.
+printf '\n==== plots ====\n'
+if [ -f "$OUT/train/training_curves.png" ] && [ -f "$OUT/test_results_confusion.png" ]; then
+    echo "training curves   $OUT/train/training_curves.png   (loss and accuracy per step, validation accuracy per epoch)"
+    echo "confusion matrix  $OUT/test_results_confusion.png   (test set: rows = true class, normalised, counts printed)"
+elif ! command -v gnuplot >/dev/null 2>&1; then
+    echo "none: gnuplot is not installed (make deps as root installs it: apt-get install -y gnuplot-nox)"
+else
+    die "gnuplot is installed but the PNGs were not written (see the wisp report output above)"
+fi
 cat <<EOF
 
 next steps:

@@ -16,6 +16,7 @@
 #include "lease.h"
 #include "base/log.h"
 #include "dist/proto.h"
+#include "formats/manifest.h"
 #include "nn/blas.h"
 #include "base/util.h"
 
@@ -30,7 +31,8 @@ typedef struct {
     int rank, size; /* MPI rank and world size it announced: 0 <= rank < size <= MAX_RANKS */
     long pid;
     char host[WISP_PROTO_HOST_MAX];
-    uint64_t world;         /* id of its mpirun (step jobs) */
+    uint64_t world;         /* id of its mpirun (0: none given) */
+    double rejoin_asked;    /* time STOP(REJOIN) was last sent to this dead slot (0 never) */
     int ready;              /* step jobs: READY received */
     uint8_t *ready_payload; /* rank's READY payload (malloc'd) */
     size_t ready_len;
@@ -68,8 +70,9 @@ struct wisp_coord {
     double secs_audio; /* correction: decoded seconds minus planned, for committed shards */
     double stage_s[WISP_JOB_MAX_STAGES];
     uint64_t dropped, duplicates, workers_seen, workers_lost, results;
-    uint64_t workers_refused; /* HELLOs beyond max_workers */
-    int max_workers;          /* connected workers accepted at once (descriptor limit) */
+    uint64_t workers_refused;  /* HELLOs beyond max_workers */
+    uint64_t workers_rejoined; /* HELLOs of workers that had a slot (declared dead, rejoined) */
+    int max_workers;           /* connected workers accepted at once (descriptor limit) */
     double t_start, t_last_progress;
     double t_first_worker; /* first HELLO (0 before): rates exclude waiting for workers */
     double t_first_result, t_last_result; /* commits: steady-state rate without model loading */
@@ -262,51 +265,39 @@ static void s_fd_limit(wisp_coord_t *self)
               rl.rlim_max == RLIM_INFINITY ? -1LL : (long long)rl.rlim_max, self->max_workers);
 }
 
+/* Shards of consecutive not-done items, cut by the manifest's cutter (one set of
+ * rules, documented and tested in common/formats/manifest.h): about
+ * cluster.shard_seconds of audio and at most cluster.shard_size items each; by count
+ * alone when the plan has no durations. */
 static int s_cut_shards(wisp_coord_t *self, wisp_lease_shard_t **out, size_t *n_out,
                         wisp_error_t *err)
 {
     const wisp_job_plan_t *p = &self->plan;
     const wisp_jobcfg_t *cfg = self->cfg;
-    size_t cap = 64, n = 0;
-    wisp_lease_shard_t *sh = malloc(cap * sizeof *sh);
-    if (!sh)
-        return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
-    wisp_lease_shard_t cur = {0, 0, 0};
-    for (size_t i = 0; i <= p->n_items; i++) {
-        int end = i == p->n_items || (p->done && p->done[i]);
-        double sec = (i < p->n_items && p->seconds) ? p->seconds[i] : 0;
-        if (!end && cur.count > 0 &&
-            ((int)cur.count >= cfg->shard_size ||
-             (p->seconds && cur.seconds + sec > cfg->shard_seconds)))
-            end = 2; /* close the current shard, then start a new one at i */
-        if (end && cur.count > 0) {
-            if (n == cap) {
-                wisp_lease_shard_t *g = realloc(sh, 2 * cap * sizeof *sh);
-                if (!g) {
-                    free(sh);
-                    return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
-                }
-                sh = g;
-                cap *= 2;
-            }
-            sh[n++] = cur;
-            cur.count = 0;
-            cur.seconds = 0;
-        }
-        if (i == p->n_items)
-            break;
+    for (size_t i = 0; i < p->n_items; i++) {
+        double sec = p->seconds ? p->seconds[i] : 0;
+        self->secs_total += sec;
         if (p->done && p->done[i]) {
             self->items_resumed++;
             self->secs_done += sec;
-            self->secs_total += sec;
-            continue;
         }
-        if (cur.count == 0)
-            cur.first = i;
-        cur.count++;
-        cur.seconds += sec;
-        self->secs_total += sec;
     }
+    wisp_shard_t *cut = NULL;
+    size_t n = 0;
+    int rc =
+        wisp_manifest_cut(p->seconds, 0, p->done, p->n_items, p->seconds ? cfg->shard_seconds : 0,
+                          cfg->shard_size > 0 ? (size_t)cfg->shard_size : 1, &cut, &n, err);
+    if (rc)
+        return rc;
+    wisp_lease_shard_t *sh = malloc((n ? n : 1) * sizeof *sh);
+    if (!sh) {
+        free(cut);
+        return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory for %zu shards", n);
+    }
+    for (size_t k = 0; k < n; k++) /* count <= shard_size, an int */
+        sh[k] = (wisp_lease_shard_t){cut[k].begin, (uint32_t)(cut[k].end - cut[k].begin),
+                                     cut[k].seconds};
+    free(cut);
     *out = sh;
     *n_out = n;
     return WISP_OK;
@@ -338,6 +329,7 @@ static int s_bind(wisp_coord_t *self, wisp_error_t *err)
         self->max_workers < 4096 ? (self->max_workers > 100 ? self->max_workers : 100) : 4096;
     int64_t maxmsg = (int64_t)(cfg->max_message_mb * 1048576.0);
     if (zmq_setsockopt(self->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one) != 0 ||
+        zmq_setsockopt(self->router, ZMQ_ROUTER_HANDOVER, &one, sizeof one) != 0 ||
         zmq_setsockopt(self->router, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
         zmq_setsockopt(self->router, ZMQ_SNDHWM, &hwm, sizeof hwm) != 0 ||
         zmq_setsockopt(self->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0 ||
@@ -741,6 +733,92 @@ static void s_refuse_full(wisp_coord_t *self, const void *id, size_t id_len,
         wisp_proto_send(self->router, id, id_len, &m, ZMQ_DONTWAIT);
 }
 
+/* STOP(why) straight to a routing id that has no slot. */
+static void s_stop_id(wisp_coord_t *self, const void *id, size_t id_len, uint32_t why)
+{
+    wisp_msg_t m = wisp_proto_stop(why);
+    m.worker = WISP_PROTO_NO_WORKER;
+    if (self->params.send)
+        self->params.send(self->params.send_ctx, id, id_len, &m);
+    else
+        wisp_proto_send(self->router, id, id_len, &m, ZMQ_DONTWAIT);
+}
+
+/* The slot this HELLO's sender already has, or -1. A worker is its routing id: each
+ * worker sets its own (ZMQ_ROUTING_ID, random per worker) and the ROUTER hands the id
+ * over to a new connection (ZMQ_ROUTER_HANDOVER), so a worker that rejoins after
+ * STOP(REJOIN), over the same connection or after a reconnect, is found again. */
+static int s_find_peer(const wisp_coord_t *self, const void *id, size_t id_len)
+{
+    int n = wisp_lease_worker_count(self->lease);
+    for (int w = 0; w < n; w++)
+        if (self->peers[w].id_len == id_len && !memcmp(self->peers[w].id, id, id_len))
+            return w;
+    return -1;
+}
+
+/* A relaunched world: rank r of a new world on the host where rank r of another world
+ * (another process) still holds a live slot. Under Open MPI that world is gone (a dead
+ * rank ends it), so its shards are re-queued now instead of after the lease. Were it
+ * still alive it would lose only time: its workers rejoin (STOP(REJOIN)) and late
+ * results count once. */
+static void s_take_over(wisp_coord_t *self, const wisp_proto_hello_t *h)
+{
+    if (!h->world)
+        return;
+    int n = wisp_lease_worker_count(self->lease);
+    for (int w = 0; w < n; w++) {
+        const s_peer_t *p = &self->peers[w];
+        if (wisp_lease_worker_alive(self->lease, w) && p->world && p->world != h->world &&
+            p->rank == (int)h->rank && p->pid != (long)h->pid &&
+            !strcmp(p->host, h->host[0] ? h->host : "?"))
+            s_lost(self, w, "was replaced by the same rank of a relaunched world");
+    }
+}
+
+/* The slot for a HELLO: the sender's own slot when it rejoins (revived, no new slot;
+ * the shards it held are re-queued: it dropped its queue), else a new one. -1 when the
+ * sender is refused, a negative error on out of memory. */
+static int s_slot_for(wisp_coord_t *self, const void *id, size_t id_len,
+                      const wisp_proto_hello_t *h, double now, wisp_error_t *err)
+{
+    int w = s_find_peer(self, id, id_len);
+    if (w >= 0) {
+        size_t n = wisp_lease_drop_worker(self->lease, w);
+        wisp_lease_revive_worker(self->lease, w, now);
+        self->workers_rejoined++;
+        WISP_LOGI("worker %d rejoined as itself (rank %u pid %" PRIu64 " on %s; %zu shards "
+                  "re-queued)",
+                  w, h->rank, h->pid, h->host, n);
+        return w;
+    }
+    if (wisp_lease_worker_count(self->lease) >= S_MAX_SLOTS) {
+        s_drop(self, "HELLO beyond the cap on worker slots", NULL);
+        return -1;
+    }
+    if (wisp_lease_live_workers(self->lease) >= self->max_workers) {
+        s_refuse_full(self, id, id_len, h);
+        return -1;
+    }
+    s_take_over(self, h);
+    if (wisp_lease_worker_count(self->lease) >= self->cap_peers) {
+        int cap = self->cap_peers ? 2 * self->cap_peers : 16;
+        s_peer_t *p = realloc(self->peers, (size_t)cap * sizeof *p);
+        if (!p)
+            return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory for workers");
+        self->peers = p;
+        self->cap_peers = cap;
+    }
+    w = wisp_lease_add_worker(self->lease, now);
+    if (w < 0)
+        return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory for workers");
+    self->peers[w].ready_payload = NULL;
+    self->workers_seen++;
+    WISP_LOGI("worker %d joined: rank %u/%u pid %" PRIu64 " on %s", w, h->rank, h->size, h->pid,
+              h->host[0] ? h->host : "?");
+    return w;
+}
+
 static int s_hello(wisp_coord_t *self, const void *id, size_t id_len, const wisp_msg_t *m,
                    double now, int finished, wisp_error_t *err)
 {
@@ -756,26 +834,19 @@ static int s_hello(wisp_coord_t *self, const void *id, size_t id_len, const wisp
         s_drop(self, "bad HELLO", &e);
         return WISP_OK;
     }
-    if (wisp_lease_worker_count(self->lease) >= S_MAX_SLOTS) {
-        s_drop(self, "HELLO beyond the cap on worker slots", NULL);
+    if (self->t_first_worker == 0)
+        self->t_first_worker = now;
+    if (finished || s_stopping(self)) {
+        s_stop_id(self, id, id_len, finished ? WISP_STOP_DONE : WISP_STOP_INTERRUPTED);
         return WISP_OK;
     }
-    if (wisp_lease_live_workers(self->lease) >= self->max_workers) {
-        s_refuse_full(self, id, id_len, &h);
-        return WISP_OK;
-    }
-    if (wisp_lease_worker_count(self->lease) >= self->cap_peers) {
-        int cap = self->cap_peers ? 2 * self->cap_peers : 16;
-        s_peer_t *p = realloc(self->peers, (size_t)cap * sizeof *p);
-        if (!p)
-            return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory for workers");
-        self->peers = p;
-        self->cap_peers = cap;
-    }
-    int w = wisp_lease_add_worker(self->lease, now);
+    int w = s_slot_for(self, id, id_len, &h, now, err);
+    if (w < -1)
+        return w;
     if (w < 0)
-        return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory for workers");
+        return WISP_OK;
     s_peer_t *peer = &self->peers[w];
+    free(peer->ready_payload);
     memset(peer, 0, sizeof *peer);
     memcpy(peer->id, id, id_len);
     peer->id_len = id_len;
@@ -784,16 +855,6 @@ static int s_hello(wisp_coord_t *self, const void *id, size_t id_len, const wisp
     peer->pid = (long)h.pid;
     peer->world = h.world;
     snprintf(peer->host, sizeof peer->host, "%s", h.host[0] ? h.host : "?");
-    self->workers_seen++;
-    if (self->t_first_worker == 0)
-        self->t_first_worker = now;
-    if (finished || s_stopping(self)) {
-        s_send_stop(self, w, finished ? WISP_STOP_DONE : WISP_STOP_INTERRUPTED);
-        wisp_lease_drop_worker(self->lease, w);
-        return WISP_OK;
-    }
-    WISP_LOGI("worker %d joined: rank %d/%d pid %ld on %s", w, peer->rank, peer->size, peer->pid,
-              peer->host);
     wisp_msg_t welcome;
     wisp_proto_welcome(&welcome, (uint32_t)w, self->cfg_text, strlen(self->cfg_text));
     if (s_send(self, w, &welcome) != 0) {
@@ -856,6 +917,20 @@ static int s_result(wisp_coord_t *self, int w, const wisp_msg_t *m, double now, 
 }
 
 /* Handles one message. Returns nonzero only on a fatal error. */
+/* Step jobs: the ranks of the running world live and die together. A rank waiting in
+ * a collective for a slower one cannot send heartbeats, so word from any rank of the
+ * world renews every rank's lease; a world where no rank is heard from expires. */
+static void s_touch_world(wisp_coord_t *self, int w, double now)
+{
+    if (!self->ops->steps || !self->active || self->peers[w].world != self->active_world ||
+        self->peers[w].rank < 0 || self->peers[w].rank >= self->active_size ||
+        self->rank_slot[self->peers[w].rank] != w)
+        return;
+    for (int r = 0; r < self->active_size; r++)
+        if (wisp_lease_worker_alive(self->lease, self->rank_slot[r]))
+            wisp_lease_touch(self->lease, self->rank_slot[r], now);
+}
+
 static int s_handle(wisp_coord_t *self, const void *id, size_t id_len, const void *buf, size_t len,
                     double now, int finished, wisp_error_t *err)
 {
@@ -879,15 +954,23 @@ static int s_handle(wisp_coord_t *self, const void *id, size_t id_len, const voi
         return WISP_OK;
     }
     int alive = wisp_lease_worker_alive(self->lease, w);
-    if (alive)
+    if (alive) {
         wisp_lease_touch(self->lease, w, now);
+        s_touch_world(self, w, now);
+    }
     switch (m.type) {
     case WISP_MSG_RESULT: return s_result(self, w, &m, now, err);
     case WISP_MSG_HEARTBEAT:
         if (finished || s_stopping(self)) {
             s_send_stop(self, w, finished ? WISP_STOP_DONE : WISP_STOP_INTERRUPTED);
         } else if (!alive) {
-            s_send_stop(self, w, WISP_STOP_REJOIN); /* declared dead earlier */
+            /* Declared dead earlier: ask for one fresh HELLO. After a link cut longer than
+             * the lease every queued heartbeat arrives at once: asking once per lease
+             * keeps them from each starting a rejoin (and a slot). */
+            if (now - self->peers[w].rejoin_asked > self->cfg->lease_timeout) {
+                self->peers[w].rejoin_asked = now;
+                s_send_stop(self, w, WISP_STOP_REJOIN);
+            }
         } else {
             wisp_msg_t hb = wisp_proto_heartbeat(0);
             if (s_send(self, w, &hb) != 0)
@@ -1062,6 +1145,7 @@ static void s_summary(wisp_coord_t *self, const char *status, double wall)
     cJSON_AddNumberToObject(s, "workers_seen", (double)self->workers_seen);
     cJSON_AddNumberToObject(s, "workers_lost", (double)self->workers_lost);
     cJSON_AddNumberToObject(s, "workers_refused", (double)self->workers_refused);
+    cJSON_AddNumberToObject(s, "workers_rejoined", (double)self->workers_rejoined);
     cJSON_AddNumberToObject(s, "shards_requeued", (double)wisp_lease_requeued(self->lease));
     cJSON_AddNumberToObject(s, "duplicates_dropped", (double)self->duplicates);
     cJSON_AddNumberToObject(s, "messages_dropped", (double)self->dropped);

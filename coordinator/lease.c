@@ -224,6 +224,15 @@ size_t wisp_lease_drop_worker(wisp_lease_t *self, int w)
     return requeued;
 }
 
+int wisp_lease_revive_worker(wisp_lease_t *self, int w, double now)
+{
+    if (w < 0 || w >= self->n_workers || self->workers[w].alive)
+        return WISP_ERR_ARG;
+    self->workers[w] = (s_worker_t){now, 0, 1};
+    self->live++;
+    return WISP_OK;
+}
+
 size_t wisp_lease_expire(wisp_lease_t *self, double now, int *dead, size_t max_dead)
 {
     size_t n = 0;

@@ -61,6 +61,11 @@ void wisp_lease_uncommit(wisp_lease_t *self, int w, long s);
 /* w left or died: its shards go back to the queue; the slot is no longer live.
  * Returns the number of shards re-queued. */
 size_t wisp_lease_drop_worker(wisp_lease_t *self, int w);
+/* A dropped slot w becomes live again (a worker declared dead that rejoins as itself),
+ * holding nothing; the shards it held were re-queued when it was dropped and its late
+ * results still count (as for any previous holder). WISP_ERR_ARG when w is live or
+ * not a slot. */
+int wisp_lease_revive_worker(wisp_lease_t *self, int w, double now);
 /* Drops every live worker silent for longer than the timeout; their slots go
  * into dead[] (up to max_dead). Returns the number dropped. */
 size_t wisp_lease_expire(wisp_lease_t *self, double now, int *dead, size_t max_dead);

@@ -416,6 +416,50 @@ static int s_cleanup(void **state)
     return 0;
 }
 
+static void test_a_few_frames_at_a_high_rate_are_too_short_not_empty_audio(void **state)
+{
+    (void)state;
+    char path[512];
+    s_tmp_path(path, sizeof path, "tiny192k.wav");
+    float x[5] = {0.1f, 0.2f, 0.3f, 0.2f, 0.1f};
+    s_write(path, SF_FORMAT_WAV | SF_FORMAT_FLOAT, 192000, 1, x, 5);
+    /* 5 frames at 192 kHz are 0.4 samples at 16 kHz: no audio, an error naming it */
+    s_expect_error(path, "too short");
+    /* 12 frames at 192 kHz are one 16 kHz sample: audio */
+    float y[12] = {0};
+    s_write(path, SF_FORMAT_WAV | SF_FORMAT_FLOAT, 192000, 1, y, 12);
+    wisp_audio_t a;
+    assert_int_equal(wisp_audio_load(path, 0, &a, NULL), WISP_OK);
+    assert_int_equal(a.n, 1);
+    wisp_audio_free(&a);
+}
+
+static void test_nan_inf_and_absurd_float_samples_are_refused(void **state)
+{
+    (void)state;
+    char path[512];
+    const float bad[] = {NAN, INFINITY, -INFINITY, 1e30f, -2e3f};
+    const int rates[] = {16000, 44100};
+    for (int r = 0; r < 2; r++)
+        for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
+            s_tmp_path(path, sizeof path, "badsample.wav");
+            float *x = s_sine(rates[r], 4000, 1);
+            x[1234] = bad[b];
+            s_write(path, SF_FORMAT_WAV | SF_FORMAT_FLOAT, rates[r], 1, x, 4000);
+            free(x);
+            s_expect_error(path, "sample");
+        }
+    /* loud but plausible float audio (over full scale, e.g. an unnormalised mix) loads */
+    float *x = s_sine(16000, 4000, 1);
+    x[100] = 900.0f;
+    s_write(path, SF_FORMAT_WAV | SF_FORMAT_FLOAT, 16000, 1, x, 4000);
+    free(x);
+    wisp_audio_t a;
+    assert_int_equal(wisp_audio_load(path, 0, &a, NULL), WISP_OK);
+    assert_true(a.samples[100] == 900.0f);
+    wisp_audio_free(&a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -429,6 +473,8 @@ int main(void)
         cmocka_unit_test(test_bad_files_give_one_line_errors_naming_file_and_reason),
         cmocka_unit_test(test_truncated_flac_is_detected),
         cmocka_unit_test(test_zero_channel_and_absurd_rate_headers_are_refused),
+        cmocka_unit_test(test_a_few_frames_at_a_high_rate_are_too_short_not_empty_audio),
+        cmocka_unit_test(test_nan_inf_and_absurd_float_samples_are_refused),
     };
     return cmocka_run_group_tests(tests, NULL, s_cleanup);
 }

@@ -192,6 +192,40 @@ static void test_only_the_newest_checkpoints_are_kept(void **state)
     wisp_model_destroy(&m);
 }
 
+/* The caller's files (the trainer's metrics lines and best-model state) travel with
+ * the checkpoint; a name that would leave the directory is refused. */
+static void test_extra_files_are_stored_and_read_back_with_the_checkpoint(void **state)
+{
+    (void)state;
+    char root[768], dir[1024];
+    s_root(root, sizeof root, "ck_files");
+    wisp_model_t *m = s_model("seq_bn", 1);
+    wisp_adamw_t *o = s_opt(m, 2, 1);
+    wisp_ckpt_state_t st = s_state(3);
+    wisp_error_t e = {0};
+    const char *lines = "{\"type\":\"step\",\"step\":3}\n";
+    wisp_ckpt_file_t files[2] = {{"metrics.jsonl", lines, strlen(lines)}, {"empty.json", NULL, 0}};
+    assert_int_equal(wisp_ckpt_save(root, &st, m, o, 0, files, 2, dir, sizeof dir, &e), WISP_OK);
+    char *text = NULL;
+    size_t len = 0;
+    assert_int_equal(wisp_ckpt_read_file(dir, "metrics.jsonl", 1 << 20, &text, &len, &e), WISP_OK);
+    assert_int_equal(len, strlen(lines));
+    assert_string_equal(text, lines);
+    free(text);
+    assert_int_equal(wisp_ckpt_read_file(dir, "empty.json", 1 << 20, &text, &len, &e), WISP_OK);
+    assert_int_equal(len, 0);
+    free(text);
+    assert_int_equal(wisp_ckpt_read_file(dir, "absent", 1 << 20, &text, &len, &e),
+                     WISP_ERR_NOTFOUND);
+    wisp_ckpt_file_t evil = {"../escape", "x", 1};
+    st = s_state(4);
+    wisp_error_clear(&e);
+    assert_int_equal(wisp_ckpt_save(root, &st, m, o, 0, &evil, 1, NULL, 0, &e), WISP_ERR_ARG);
+    assert_non_null(strstr(e.msg, "../escape"));
+    wisp_adamw_destroy(&o);
+    wisp_model_destroy(&m);
+}
+
 static void test_loading_refuses_other_runs_and_damaged_files_naming_them(void **state)
 {
     (void)state;
@@ -250,12 +284,55 @@ static void test_loading_refuses_other_runs_and_damaged_files_naming_them(void *
     wisp_model_destroy(&m);
 }
 
+/* state.json with `key` set to the JSON text `value` (the other keys valid). */
+static int s_parse_state_with(const char *key, const char *value, wisp_ckpt_state_t *st,
+                              wisp_error_t *e)
+{
+    const char *keys[] = {"step", "epoch", "pos", "optimizer_steps", "num_params", "version"};
+    const char *vals[] = {"40", "2", "8", "40", "12345", "1"};
+    char text[1024];
+    int n = snprintf(text, sizeof text,
+                     "{\"format\": \"wisp-checkpoint\", \"data_seed\": \"00000000000004d2\", "
+                     "\"rng_state\": \"9e3779b97f4a7c15\", \"fingerprint\": \"0123abcd\"");
+    for (int i = 0; i < 6; i++)
+        n += snprintf(text + n, sizeof text - (size_t)n, ", \"%s\": %s", keys[i],
+                      strcmp(keys[i], key) == 0 ? value : vals[i]);
+    n += snprintf(text + n, sizeof text - (size_t)n, "}");
+    long opt = 0, np = 0;
+    return wisp_ckpt_state_parse(text, (size_t)n, "state.json", st, &opt, &np, e);
+}
+
+static void test_state_json_numbers_are_range_checked_before_the_cast(void **state)
+{
+    (void)state;
+    wisp_ckpt_state_t st;
+    wisp_error_t e = {0};
+    assert_int_equal(s_parse_state_with("step", "40", &st, &e), 0);
+    assert_int_equal(st.step, 40);
+    /* 1e300 does not fit a long: refused by value (casting it first is undefined) */
+    const char *bad[] = {"1e300", "-1", "2.5", "1e19", "\"7\""};
+    for (int i = 0; i < 5; i++) {
+        wisp_error_clear(&e);
+        if (s_parse_state_with("step", bad[i], &st, &e) == 0)
+            fail_msg("step %s accepted", bad[i]);
+        assert_non_null(strstr(e.msg, "\"step\""));
+    }
+    /* version 1.9 is not version 1 */
+    wisp_error_clear(&e);
+    assert_int_not_equal(s_parse_state_with("version", "1.9", &st, &e), 0);
+    assert_non_null(strstr(e.msg, "version"));
+    wisp_error_clear(&e);
+    assert_int_not_equal(s_parse_state_with("version", "1e300", &st, &e), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_save_then_load_restores_everything_bit_for_bit),
         cmocka_unit_test(test_only_the_newest_checkpoints_are_kept),
+        cmocka_unit_test(test_extra_files_are_stored_and_read_back_with_the_checkpoint),
         cmocka_unit_test(test_loading_refuses_other_runs_and_damaged_files_naming_them),
+        cmocka_unit_test(test_state_json_numbers_are_range_checked_before_the_cast),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

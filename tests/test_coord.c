@@ -751,6 +751,228 @@ static void test_the_coordinator_raises_its_descriptor_limit(void **state)
     assert_int_equal(WEXITSTATUS(st), 0);
 }
 
+/* A hand-driven worker: one DEALER speaking the protocol from the test. */
+typedef struct {
+    void *ctx, *sock;
+    uint32_t slot;
+    long shards[64]; /* SHARD ids received, in order */
+    int n_shards, n_welcome, n_rejoin;
+} s_hand_t;
+
+static void s_hand_open(s_hand_t *f, const char *endpoint)
+{
+    memset(f, 0, sizeof *f);
+    f->slot = WISP_PROTO_NO_WORKER;
+    f->ctx = zmq_ctx_new();
+    f->sock = zmq_socket(f->ctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(f->sock, ZMQ_LINGER, &linger, sizeof linger);
+    assert_int_equal(zmq_connect(f->sock, endpoint), 0);
+}
+
+static void s_hand_close(s_hand_t *f)
+{
+    zmq_close(f->sock);
+    zmq_ctx_term(f->ctx);
+}
+
+static void s_hand_send(s_hand_t *f, wisp_msg_t m)
+{
+    m.worker = m.type == WISP_MSG_HELLO ? WISP_PROTO_NO_WORKER : f->slot;
+    assert_int_equal(wisp_proto_send(f->sock, NULL, 0, &m, 0), 0);
+}
+
+static void s_hand_hello(s_hand_t *f, int rank, uint64_t world, long pid)
+{
+    wisp_proto_hello_t h = {
+        .rank = (uint32_t)rank, .size = 2, .pid = (uint64_t)pid, .world = world};
+    snprintf(h.host, sizeof h.host, "h1");
+    wisp_wbuf_t buf = {0};
+    wisp_msg_t m;
+    assert_int_equal(wisp_proto_hello(&m, &buf, &h), 0);
+    m.worker = WISP_PROTO_NO_WORKER;
+    assert_int_equal(wisp_proto_send(f->sock, NULL, 0, &m, 0), 0);
+    wisp_wbuf_free(&buf);
+}
+
+/* Reads what arrives for ms milliseconds (WELCOME, SHARD ids, STOP(REJOIN) count). */
+static void s_hand_read(s_hand_t *f, long ms)
+{
+    double end = wisp_now() + (double)ms / 1000;
+    zmq_pollitem_t it = {f->sock, 0, ZMQ_POLLIN, 0};
+    for (double now = wisp_now(); now < end; now = wisp_now()) {
+        if (zmq_poll(&it, 1, (long)(1000 * (end - now)) + 1) <= 0)
+            continue;
+        zmq_msg_t fr;
+        zmq_msg_init(&fr);
+        zmq_msg_recv(&fr, f->sock, 0);
+        wisp_msg_t m;
+        assert_int_equal(wisp_proto_decode(zmq_msg_data(&fr), zmq_msg_size(&fr), 1 << 20, &m, NULL),
+                         0);
+        if (m.type == WISP_MSG_WELCOME) {
+            f->slot = m.worker;
+            f->n_welcome++;
+        } else if (m.type == WISP_MSG_SHARD && f->n_shards < 64) {
+            f->shards[f->n_shards++] = (long)m.shard;
+        } else if (m.type == WISP_MSG_STOP && m.aux == WISP_STOP_REJOIN) {
+            f->n_rejoin++;
+        }
+        zmq_msg_close(&fr);
+    }
+}
+
+/* After a silence longer than the lease (a link cut), the heartbeats the worker queued
+ * arrive together: they get ONE STOP(REJOIN), and the worker's HELLO puts it back in
+ * its own slot (no second slot, no second "worker seen"). */
+static void test_a_worker_declared_dead_rejoins_once_as_itself(void **state)
+{
+    (void)state;
+    wisp_jobcfg_t cfg;
+    s_cfg(&cfg, "rejoin", 400, NULL, 0);
+    s_coord_run_t c;
+    s_start_coord(&c, &cfg, 0);
+    s_hand_t f;
+    s_hand_open(&f, wisp_coord_endpoint(c.c));
+    s_hand_hello(&f, 0, 0xaa, 4242);
+    s_hand_read(&f, 300);
+    assert_int_equal(f.n_welcome, 1);
+    assert_int_equal(f.n_shards, 2);
+    uint32_t slot = f.slot;
+    s_hand_read(&f, 1600); /* silent past lease_timeout (1 s): declared dead */
+    for (int i = 0; i < 10; i++)
+        s_hand_send(&f, (wisp_msg_t){.type = WISP_MSG_HEARTBEAT});
+    s_hand_read(&f, 300);
+    assert_int_equal(f.n_rejoin, 1);
+    s_hand_hello(&f, 0, 0xaa, 4242);
+    s_hand_read(&f, 300);
+    assert_int_equal(f.n_welcome, 2);
+    assert_int_equal(f.slot, slot);
+    s_hand_send(&f, (wisp_msg_t){.type = WISP_MSG_BYE});
+    s_worker_run_t w;
+    s_start_worker(&w, wisp_coord_endpoint(c.c), 10);
+    pthread_join(c.t, NULL);
+    pthread_join(w.t, NULL);
+    s_hand_close(&f);
+    assert_int_equal(c.rc, 0);
+    const cJSON *s = wisp_coord_summary(c.c);
+    assert_true(s_num(s, "workers_seen") == 2);
+    assert_true(s_num(s, "workers_rejoined") == 1);
+    s_check_output("rejoin", 400);
+    wisp_coord_destroy(&c.c);
+    wisp_jobcfg_free(&cfg);
+}
+
+/* Rank 0 of a relaunched world (another mpirun: new world id, new pid, same host)
+ * takes over the shards of the dead world's rank 0 at once, not after the lease. */
+static void test_a_relaunched_world_takes_over_the_dead_worlds_shards_at_once(void **state)
+{
+    (void)state;
+    char *extra[] = {"cluster.lease_timeout=30"};
+    wisp_jobcfg_t cfg;
+    s_cfg(&cfg, "takeover", 400, extra, 1);
+    s_coord_run_t c;
+    s_start_coord(&c, &cfg, 0);
+    s_hand_t a, b;
+    s_hand_open(&a, wisp_coord_endpoint(c.c));
+    s_hand_hello(&a, 0, 0xaa, 1111);
+    s_hand_read(&a, 300);
+    assert_int_equal(a.n_shards, 2);
+    s_hand_open(&b, wisp_coord_endpoint(c.c));
+    s_hand_hello(&b, 0, 0xbb, 2222);
+    s_hand_read(&b, 300);
+    /* b gets a's two shards first (re-queued shards go out before fresh ones) */
+    assert_int_equal(b.n_shards, 2);
+    assert_int_equal(b.shards[0], a.shards[0]);
+    assert_int_equal(b.shards[1], a.shards[1]);
+    s_hand_send(&b, (wisp_msg_t){.type = WISP_MSG_BYE});
+    double t0 = wisp_now();
+    s_worker_run_t w;
+    s_start_worker(&w, wisp_coord_endpoint(c.c), 10);
+    pthread_join(c.t, NULL);
+    pthread_join(w.t, NULL);
+    s_hand_close(&a);
+    s_hand_close(&b);
+    assert_int_equal(c.rc, 0);
+    assert_true(wisp_now() - t0 < 15); /* nothing waited for the 30 s lease */
+    s_check_output("takeover", 400);
+    wisp_coord_destroy(&c.c);
+    wisp_jobcfg_free(&cfg);
+}
+
+/* A worker that fails while setting up (here: a WELCOME whose config does not parse;
+ * in practice a truncated model file) says BYE, so the shards already leased to it
+ * are re-leased at once instead of after the lease. */
+static void test_a_worker_failing_at_start_up_says_goodbye(void **state)
+{
+    (void)state;
+    void *ctx = zmq_ctx_new();
+    void *r = zmq_socket(ctx, ZMQ_ROUTER);
+    int linger = 0;
+    zmq_setsockopt(r, ZMQ_LINGER, &linger, sizeof linger);
+    assert_int_equal(zmq_bind(r, "tcp://127.0.0.1:*"), 0);
+    char ep[256];
+    size_t sz = sizeof ep;
+    assert_int_equal(zmq_getsockopt(r, ZMQ_LAST_ENDPOINT, ep, &sz), 0);
+    s_worker_run_t w;
+    s_start_worker(&w, ep, 5);
+    zmq_pollitem_t it = {r, 0, ZMQ_POLLIN, 0};
+    int got_bye = 0, said_welcome = 0;
+    double end = wisp_now() + 4;
+    while (!got_bye && wisp_now() < end) {
+        if (zmq_poll(&it, 1, 100) <= 0)
+            continue;
+        zmq_msg_t id, body;
+        zmq_msg_init(&id);
+        zmq_msg_init(&body);
+        zmq_msg_recv(&id, r, 0);
+        zmq_msg_recv(&body, r, 0);
+        wisp_msg_t m;
+        assert_int_equal(
+            wisp_proto_decode(zmq_msg_data(&body), zmq_msg_size(&body), 1 << 20, &m, NULL), 0);
+        if (m.type == WISP_MSG_HELLO && !said_welcome) {
+            wisp_msg_t welcome = {.type = WISP_MSG_WELCOME,
+                                  .worker = 0,
+                                  .payload = (const uint8_t *)"{not json",
+                                  .payload_len = 9};
+            assert_int_equal(wisp_proto_send(r, zmq_msg_data(&id), zmq_msg_size(&id), &welcome, 0),
+                             0);
+            said_welcome = 1;
+        }
+        got_bye |= m.type == WISP_MSG_BYE;
+        zmq_msg_close(&id);
+        zmq_msg_close(&body);
+    }
+    pthread_join(w.t, NULL);
+    zmq_close(r);
+    zmq_ctx_term(ctx);
+    assert_true(said_welcome);
+    assert_true(w.rc < 0 && w.rc != WISP_ERR_INTERRUPTED);
+    assert_true(got_bye);
+}
+
+/* The coordinator cuts its shards with the manifest's cutter (one set of rules): with
+ * 35 s items and 60 s shards, a shard takes a second item (70 s overshoots by 10 s,
+ * less than the 25 s it would fall short) — the coordinator's own old cutter never
+ * overshot and made 100 one-item shards. */
+static void test_the_coordinator_cuts_shards_by_the_manifest_rules(void **state)
+{
+    (void)state;
+    char *extra[] = {"null.item_seconds=35", "cluster.shard_seconds=60", "cluster.shard_size=64"};
+    wisp_jobcfg_t cfg;
+    s_cfg(&cfg, "cutter", 100, extra, 3);
+    s_coord_run_t c;
+    s_start_coord(&c, &cfg, 0);
+    s_worker_run_t w;
+    s_start_worker(&w, wisp_coord_endpoint(c.c), 10);
+    pthread_join(c.t, NULL);
+    pthread_join(w.t, NULL);
+    assert_int_equal(c.rc, 0);
+    assert_true(s_num(wisp_coord_summary(c.c), "shards") == 50);
+    s_check_output("cutter", 100);
+    wisp_coord_destroy(&c.c);
+    wisp_jobcfg_free(&cfg);
+}
+
 int main(void)
 {
     wisp_log_init('T', 0, getenv("WISP_TEST_VERBOSE") ? WISP_LOG_INFO : WISP_LOG_ERROR);
@@ -765,6 +987,10 @@ int main(void)
         cmocka_unit_test(test_hello_of_a_huge_world_then_ready_does_not_end_the_run),
         cmocka_unit_test(test_step_done_with_a_rank_beyond_the_running_world_is_dropped),
         cmocka_unit_test(test_lease_expiry_counts_its_requeued_shards),
+        cmocka_unit_test(test_a_worker_declared_dead_rejoins_once_as_itself),
+        cmocka_unit_test(test_a_relaunched_world_takes_over_the_dead_worlds_shards_at_once),
+        cmocka_unit_test(test_a_worker_failing_at_start_up_says_goodbye),
+        cmocka_unit_test(test_the_coordinator_cuts_shards_by_the_manifest_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -576,6 +576,110 @@ static int s_teardown(void **state)
     return nftw(wisp_test_tmpdir(), s_remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* Reads a whole stream into a static buffer. */
+static const char *s_slurp(FILE *f)
+{
+    static char text[16384];
+    rewind(f);
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = '\0';
+    return text;
+}
+
+/* CSV export: header, one line per row with class names, top-k, per-class probs; a
+ * path with a comma and a quote is quoted; an error row has empty numbers; the notes;
+ * the segments as their own table. */
+static void test_csv_export_of_rows_top_k_notes_and_segments(void **state)
+{
+    (void)state;
+    char path[512];
+    snprintf(path, sizeof path, "%s/csv.h5", wisp_test_tmpdir());
+    wisp_results_opts_t o = wisp_results_default_opts();
+    o.path = path;
+    o.n_rows = 3;
+    o.n_classes = C;
+    o.classes = (const char *const *)s_classes;
+    o.has_true_label = 1;
+    o.fingerprint = "csv";
+    o.top_k = 2;
+    o.segments = 1;
+    wisp_error_t e = {0};
+    wisp_results_t *w = wisp_results_open(&o, &e);
+    if (!w)
+        fail_msg("%s", e.msg);
+    float probs[C] = {0.25f, 0.5f, 0.25f}, p2[C] = {0.5f, 0.25f, 0.25f};
+    wisp_result_segment_t seg[2] = {{0, 30, 1, 0.5f, probs}, {15, 45, 0, 0.5f, p2}};
+    wisp_result_row_t rows[3] = {
+        {.index = 0,
+         .path = "a,\"b\".wav",
+         .label = 1,
+         .score = 0.5f,
+         .probs = probs,
+         .logits = probs,
+         .duration = 45,
+         .true_label = 1,
+         .segments = seg,
+         .n_segments = 2,
+         .note = "long"},
+        {.index = 1,
+         .path = "bad.wav",
+         .label = -1,
+         .status = WISP_ERR_AUDIO,
+         .error = "bad.wav: not audio",
+         .duration = -1,
+         .true_label = 2},
+        {.index = 2,
+         .path = "c.wav",
+         .label = 0,
+         .score = 0.5f,
+         .probs = p2,
+         .logits = p2,
+         .duration = 2,
+         .true_label = -1,
+         .segments = seg + 1,
+         .n_segments = 1},
+    };
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(wisp_results_put(w, &rows[i], &e), WISP_OK);
+    assert_int_equal(wisp_results_finish(w, NULL, 0, &e), WISP_OK);
+    wisp_results_destroy(&w);
+
+    FILE *out = tmpfile(), *seg_out = tmpfile();
+    assert_int_equal(wisp_report_results_csv(path, out, seg_out, &e), WISP_OK);
+    assert_string_equal(
+        s_slurp(out),
+        "row,path,label,label_name,score,true_label,true_label_name,status,error,note,duration,"
+        "top_1,top_1_prob,top_2,top_2_prob,prob_tone,prob_noise,prob_chirp_up\n"
+        "0,\"a,\"\"b\"\".wav\",1,noise,0.5,1,noise,0,,long,45,noise,0.5,tone,0.25,0.25,0.5,0.25\n"
+        "1,bad.wav,-1,,,2,chirp_up,-8,bad.wav: not audio,,-1,,,,,,,\n"
+        "2,c.wav,0,tone,0.5,-1,,0,,,2,tone,0.5,noise,0.25,0.5,0.25,0.25\n");
+    assert_string_equal(s_slurp(seg_out),
+                        "row,path,start,end,label,label_name,score,prob_tone,prob_noise,"
+                        "prob_chirp_up\n"
+                        "0,\"a,\"\"b\"\".wav\",0.000000,30.000000,1,noise,0.5,0.25,0.5,0.25\n"
+                        "0,\"a,\"\"b\"\".wav\",15.000000,45.000000,0,tone,0.5,0.5,0.25,0.25\n"
+                        "2,c.wav,15.000000,45.000000,0,tone,0.5,0.5,0.25,0.25\n");
+    fclose(out);
+    fclose(seg_out);
+    /* The command: --csv to a file; --segments-csv without segments is an error. */
+    char csv[600], cmd_out[600];
+    snprintf(csv, sizeof csv, "%s/rows.csv", wisp_test_tmpdir());
+    char *argv[] = {"report", path, "--csv", csv, NULL};
+    assert_int_equal(wisp_cmd_report(4, argv), WISP_EXIT_OK);
+    FILE *f = fopen(csv, "r");
+    assert_non_null(f);
+    assert_non_null(strstr(s_slurp(f), "c.wav,0,tone"));
+    fclose(f);
+    snprintf(cmd_out, sizeof cmd_out, "%s/writer.h5", wisp_test_tmpdir());
+    out = tmpfile();
+    seg_out = tmpfile();
+    wisp_error_clear(&e);
+    assert_int_equal(wisp_report_results_csv(cmd_out, out, seg_out, &e), WISP_ERR_NOTFOUND);
+    assert_non_null(strstr(e.msg, "no segments group"));
+    fclose(out);
+    fclose(seg_out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -585,6 +689,7 @@ int main(void)
         cmocka_unit_test(test_results_summary_prints_accuracy_table_confusion_and_errors),
         cmocka_unit_test(test_malformed_results_files_give_errors_naming_the_file),
         cmocka_unit_test(test_file_from_the_result_writer_reads_back_with_missing_rows),
+        cmocka_unit_test(test_csv_export_of_rows_top_k_notes_and_segments),
         cmocka_unit_test(test_training_directory_curves_evals_and_labels),
         cmocka_unit_test(test_malformed_training_files_give_errors_naming_file_and_line),
         cmocka_unit_test(test_training_directory_without_configs_still_reports),

@@ -16,6 +16,7 @@
 #include "cli/commands.h"
 #include "base/log.h"
 #include "formats/st.h"
+#include "train/schedule.h"
 #include "train/trainer.h"
 #include "base/util.h"
 
@@ -522,6 +523,44 @@ static void test_patience_stops_early_and_keep_best_writes_the_best_weights(void
     assert_int_equal(access(path, R_OK), 0);
 }
 
+/* The one schedule of the local loop and the distributed job: 10 items, batches of 4
+ * (3 steps an epoch, the last of 2), 2 epochs, checkpoints every 2 steps. */
+static void test_schedule_walks_epochs_with_evaluations_checkpoints_and_a_final_entry(void **state)
+{
+    (void)state;
+    wisp_sched_t s;
+    wisp_sched_step_t e;
+    assert_int_equal(wisp_sched_init(&s, 10, 4, 2, -1, 2, 7, NULL), WISP_OK);
+    assert_int_equal(s.total, 6);
+    static const int want_k[6] = {4, 4, 2, 4, 4, 2};
+    int perm[10], seen = 0;
+    for (long step = 1; step <= 6; step++) {
+        assert_int_equal(wisp_sched_next(&s, 1, &e), 1);
+        assert_int_equal(e.step, step);
+        assert_int_equal(e.k, want_k[step - 1]);
+        assert_int_equal(e.epoch, step > 3);
+        assert_int_equal(e.eval_before, step == 4); /* after epoch 0 */
+        assert_int_equal(e.checkpoint, step % 2 == 0);
+        assert_false(e.final);
+        if (step == 1)
+            wisp_trainer_epoch_order(7, 0, 10, perm);
+        if (step == 4)
+            wisp_trainer_epoch_order(7, 1, 10, perm);
+        int first = step <= 3 ? (int)(step - 1) * 4 : (int)(step - 4) * 4;
+        for (int i = 0; i < e.k; i++)
+            seen += e.ids[i] == perm[first + i];
+    }
+    assert_int_equal(seen, 20);
+    assert_int_equal(wisp_sched_next(&s, 1, &e), 1);
+    assert_true(e.final && e.eval_before && e.k == 0 && e.step == 7);
+    assert_int_equal(wisp_sched_next(&s, 1, &e), 0);
+    /* A resume after step 3 (the end of epoch 0) evaluates before step 4. */
+    wisp_sched_seek(&s, 3, 0, 10);
+    assert_int_equal(wisp_sched_next(&s, 1, &e), 1);
+    assert_true(e.step == 4 && e.eval_before && e.epoch == 1);
+    wisp_sched_free(&s);
+}
+
 static void test_epoch_order_is_a_seeded_permutation(void **state)
 {
     (void)state;
@@ -837,6 +876,7 @@ int main(void)
         cmocka_unit_test(test_fixed_order_mode_gives_the_same_bits_for_any_split_and_micro_batch),
         cmocka_unit_test(test_unreadable_files_are_skipped_and_counted),
         cmocka_unit_test(test_epoch_order_is_a_seeded_permutation),
+        cmocka_unit_test(test_schedule_walks_epochs_with_evaluations_checkpoints_and_a_final_entry),
         cmocka_unit_test(
             test_a_run_where_no_clip_can_be_used_ends_naming_the_manifest_and_failures),
         cmocka_unit_test(test_metrics_lines_survive_a_lost_log_and_a_resume_at_an_epoch_end),

@@ -98,7 +98,7 @@ static int s_welcome(s_worker_t *w, const wisp_msg_t *m)
         return rc;
     w->have_cfg = 1;
     w->heartbeat = w->cfg.heartbeat;
-    w->ops = wisp_job_find(w->cfg.kind);
+    w->ops = w->p->ops ? w->p->ops : wisp_job_find(w->cfg.kind);
     if (!w->ops)
         return wisp_error_set(w->err, WISP_ERR_UNSUPPORTED,
                               "job kind '%s' is not built into this worker", w->cfg.kind);
@@ -280,9 +280,10 @@ static int s_leave(s_worker_t *w, int rc, const wisp_worker_stats_t *stats)
 {
     if (rc == WISP_ERR_INTERRUPTED)
         rc = WISP_OK, w->stop = 2;
-    if (rc == WISP_OK && w->welcomed) {
-        /* Leaving early, say so: the coordinator re-leases our shards without
-         * waiting for the timeout. */
+    if (w->welcomed) {
+        /* Leaving, early or after a failure (e.g. the job could not open its model):
+         * say so, so the coordinator re-leases our shards without waiting for the
+         * lease to run out. */
         wisp_msg_t bye = wisp_proto_bye();
         s_send(w, &bye);
     }
@@ -319,7 +320,17 @@ int wisp_worker_run(const wisp_worker_params_t *params, wisp_worker_stats_t *sta
     w.sock = zmq_socket(ctx, ZMQ_DEALER);
     int linger = 2000;
     int64_t maxmsg = S_MAX_RECV;
+    /* Our own routing id (random per worker, not per process: tests run workers as
+     * threads; ZeroMQ reserves a leading 0 byte): the coordinator recognises this worker
+     * by it when it rejoins, also over a new connection. */
+    uint8_t rid[16] = {'w'};
+    wisp_rng_t g;
+    wisp_rng_seed(&g, (uint64_t)getpid() << 32 ^ (uint64_t)(uintptr_t)&w ^
+                          (uint64_t)(wisp_now() * 1e9));
+    for (int i = 1; i < 16; i++)
+        rid[i] = (uint8_t)wisp_rng_u64(&g);
     if (!w.sock || zmq_setsockopt(w.sock, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
+        zmq_setsockopt(w.sock, ZMQ_ROUTING_ID, rid, sizeof rid) != 0 ||
         zmq_setsockopt(w.sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0) {
         rc = wisp_error_set(err, WISP_ERR_NET, "DEALER socket: %s", zmq_strerror(errno));
         goto done;

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "base/err.h"
+#include "dist/job.h"
 #include "dist/proto.h"
 
 typedef struct {
@@ -34,6 +35,7 @@ typedef struct {
      * send(send_ctx, m) instead of a socket; nonzero means it could not be sent. */
     int (*send)(void *send_ctx, const wisp_msg_t *m);
     void *send_ctx;
+    const wisp_job_ops_t *ops; /* job plug-in instead of the config kind's (tests), or NULL */
 } wisp_worker_params_t;
 
 typedef struct {

@@ -4,13 +4,18 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
-/* Process-wide logging settings; written once by main() before threads start. */
+/* Process-wide logging settings; written once by main() before threads start. The
+ * live progress line (its text, and whether it is on the terminal now) is part of
+ * them: a log line must erase it first and draw it again after itself. */
 static struct {
     char role;
     int rank;
     wisp_log_level_t threshold;
-} s_log = {'L', 0, WISP_LOG_INFO};
+    int progress_live;
+    char progress[512];
+} s_log = {'L', 0, WISP_LOG_INFO, 0, ""};
 
 void wisp_log_init(char role, int rank, wisp_log_level_t threshold)
 {
@@ -62,5 +67,37 @@ void wisp_log_write(wisp_log_level_t level, const char *func, const char *fmt, .
         line[len] = '\n';
         line[len + 1] = '\0';
     }
-    fputs(line, stderr);
+    if (s_log.progress_live) /* erase the progress line, log, draw it again below */
+        fprintf(stderr, "\r\033[K%s%s\033[K", line, s_log.progress);
+    else
+        fputs(line, stderr);
+    fflush(stderr);
+}
+
+void wisp_log_progress(const char *fmt, ...)
+{
+    if (!isatty(2))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s_log.progress, sizeof s_log.progress, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\r%s\033[K", s_log.progress);
+    fflush(stderr);
+    s_log.progress_live = 1;
+}
+
+void wisp_log_progress_end(void)
+{
+    if (!s_log.progress_live)
+        return;
+    fputc('\n', stderr);
+    fflush(stderr);
+    s_log.progress_live = 0;
+    s_log.progress[0] = '\0';
+}
+
+int wisp_log_progress_live(void)
+{
+    return s_log.progress_live;
 }

@@ -26,6 +26,16 @@ int wisp_log_parse_level(const char *name);
 void wisp_log_write(wisp_log_level_t level, const char *func, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* The live progress line of a terminal (stderr a tty; otherwise these do nothing):
+ * wisp_log_progress draws or redraws it in place ("\r...\033[K"); a log line written
+ * while it is live erases it, prints itself and draws it again underneath, so log
+ * lines never overwrite it nor are overwritten; wisp_log_progress_end ends it with a
+ * newline. One drawer per process (the main thread). */
+void wisp_log_progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void wisp_log_progress_end(void);
+/* 1 while a progress line is on the terminal. */
+int wisp_log_progress_live(void);
+
 #define WISP_LOG_AT(lvl, ...)                                                                      \
     do {                                                                                           \
         if ((lvl) >= wisp_log_level())                                                             \

@@ -4,77 +4,236 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <stdint.h>
 #include <strings.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <sndfile.h>
 
 #include "base/util.h"
+#include "formats/json.h"
 #include "formats/labels.h"
 
 #define S_PATH_MAX 4096
-/* A manifest is text; this bounds a corrupt or mistaken multi-GB input. */
-#define S_MANIFEST_MAX_BYTES ((size_t)4 << 30)
+#define S_BLOCK    ((size_t)1 << 24) /* path arena block: 16 MiB */
+#define S_RELEASE  ((size_t)1 << 26) /* mapped manifest bytes dropped every 64 MiB parsed */
 
-/* One entry as read, before labels are resolved. */
-typedef struct {
-    char *path;  /* resolved path */
-    char *label; /* label text as written, NULL when unlabeled */
-    double duration;
-    int line;
-} s_raw_t;
+/* Path arena: strings packed in large blocks that never move, so items point into
+ * them; one allocation per 16 MiB instead of one per path (malloc's 16 bytes of
+ * overhead and rounding per path were a third of the per-item memory at 10^8). */
+typedef struct s_block {
+    struct s_block *next;
+    size_t used, cap;
+    char data[];
+} s_block_t;
 
-typedef struct {
-    s_raw_t *v;
-    size_t n, cap;
-} s_raws_t;
+struct wisp_manifest_arena {
+    s_block_t *head; /* newest block first */
+};
 
-static void s_raws_free(s_raws_t *r)
+static void s_arena_free(struct wisp_manifest_arena **pa)
 {
-    for (size_t i = 0; i < r->n; i++) {
-        free(r->v[i].path);
-        free(r->v[i].label);
+    if (!*pa)
+        return;
+    for (s_block_t *b = (*pa)->head, *next; b; b = next) {
+        next = b->next;
+        free(b);
     }
-    free(r->v);
-    memset(r, 0, sizeof *r);
+    free(*pa);
+    *pa = NULL;
 }
 
-/* Appends an entry, resolving path against dir. Takes nothing over on failure. */
-static int s_raws_add(s_raws_t *r, const char *src, const char *dir, const char *path,
-                      const char *label, double duration, int line, wisp_error_t *err)
+/* Copies s (n bytes + NUL) into the arena; NULL when out of memory. */
+static char *s_arena_put(struct wisp_manifest_arena *a, const char *s, size_t n)
+{
+    s_block_t *b = a->head;
+    if (!b || b->cap - b->used < n + 1) {
+        size_t cap = n + 1 > S_BLOCK ? n + 1 : S_BLOCK;
+        if (!(b = malloc(sizeof *b + cap)))
+            return NULL;
+        b->next = a->head;
+        b->used = 0;
+        b->cap = cap;
+        a->head = b;
+    }
+    char *p = b->data + b->used;
+    memcpy(p, s, n);
+    p[n] = '\0';
+    b->used += n + 1;
+    return p;
+}
+
+/* Loader state: items grow in m->items; label texts are interned (a manifest has
+ * few distinct labels and many items), each item's label holding the index of its
+ * text in lab[] until s_resolve maps it to a class id. */
+typedef struct {
+    wisp_manifest_t *m;
+    struct wisp_manifest_arena *arena; /* paths (moved to m at the end) */
+    size_t cap;                        /* items allocated */
+    char **lab;                        /* (n_lab) distinct label texts, malloc'd */
+    long *lab_line;                    /* (n_lab) line of the first item with it */
+    size_t n_lab, cap_lab;
+    size_t *slot; /* (n_slot, a power of 2) open addressing: lab index + 1, 0 empty */
+    size_t n_slot;
+} s_load_t;
+
+static void s_load_free(s_load_t *ld)
+{
+    for (size_t i = 0; i < ld->n_lab; i++)
+        free(ld->lab[i]);
+    free(ld->lab);
+    free(ld->lab_line);
+    free(ld->slot);
+    s_arena_free(&ld->arena);
+    memset(ld, 0, sizeof *ld);
+}
+
+static size_t s_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    return (size_t)h;
+}
+
+/* Index of label text in lab[] (added when new), or -1 when out of memory. */
+static long s_intern(s_load_t *ld, const char *label, long line)
+{
+    if (2 * (ld->n_lab + 1) > ld->n_slot) { /* keep the table at most half full */
+        size_t n = ld->n_slot ? 2 * ld->n_slot : 64;
+        size_t *t = calloc(n, sizeof *t);
+        if (!t)
+            return -1;
+        for (size_t i = 0; i < ld->n_lab; i++) {
+            size_t k = s_hash(ld->lab[i]) & (n - 1);
+            while (t[k])
+                k = (k + 1) & (n - 1);
+            t[k] = i + 1;
+        }
+        free(ld->slot);
+        ld->slot = t;
+        ld->n_slot = n;
+    }
+    size_t k = s_hash(label) & (ld->n_slot - 1);
+    for (; ld->slot[k]; k = (k + 1) & (ld->n_slot - 1))
+        if (strcmp(ld->lab[ld->slot[k] - 1], label) == 0)
+            return (long)(ld->slot[k] - 1);
+    if (ld->n_lab == ld->cap_lab) {
+        size_t cap = ld->cap_lab ? 2 * ld->cap_lab : 16;
+        char **l = realloc(ld->lab, cap * sizeof *l);
+        if (l)
+            ld->lab = l;
+        long *ln = l ? realloc(ld->lab_line, cap * sizeof *ln) : NULL;
+        if (!ln)
+            return -1;
+        ld->lab_line = ln;
+        ld->cap_lab = cap;
+    }
+    if (!(ld->lab[ld->n_lab] = strdup(label)))
+        return -1;
+    ld->lab_line[ld->n_lab] = line;
+    ld->slot[k] = ++ld->n_lab;
+    return (long)(ld->n_lab - 1);
+}
+
+/* Appends an item, resolving path against dir (NULL: keep path as given). */
+static int s_add(s_load_t *ld, const char *src, const char *dir, const char *path,
+                 const char *label, double duration, long line, wisp_error_t *err)
 {
     char full[S_PATH_MAX];
+    wisp_manifest_t *m = ld->m;
     if (!path[0])
-        return wisp_error_set(err, WISP_ERR_FORMAT, "%s:%d: empty path", src, line);
+        return wisp_error_set(err, WISP_ERR_FORMAT, "%s:%ld: empty path", src, line);
     /* "." as the manifest directory adds nothing but a "./" prefix. */
-    int rc = strcmp(dir, ".") == 0 ? wisp_path_join(full, sizeof full, NULL, path)
-                                   : wisp_path_join(full, sizeof full, dir, path);
+    int rc = !dir || strcmp(dir, ".") == 0 ? wisp_path_join(full, sizeof full, NULL, path)
+                                           : wisp_path_join(full, sizeof full, dir, path);
     if (rc != WISP_OK)
-        return wisp_error_set(err, WISP_ERR_ARG, "%s:%d: path too long", src, line);
-    if (r->n == r->cap) {
-        size_t cap = r->cap ? 2 * r->cap : 256;
-        s_raw_t *v = realloc(r->v, cap * sizeof *v);
+        return wisp_error_set(err, WISP_ERR_ARG, "%s:%ld: path too long", src, line);
+    if (m->n_items == ld->cap) {
+        /* x1.5: large blocks are mremap'd by malloc, so growth does not copy */
+        size_t cap = ld->cap ? ld->cap + ld->cap / 2 : 1024;
+        wisp_manifest_item_t *v = realloc(m->items, cap * sizeof *v);
         if (!v)
             return wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", src);
-        r->v = v;
-        r->cap = cap;
+        m->items = v;
+        ld->cap = cap;
     }
-    s_raw_t *e = &r->v[r->n];
-    e->path = strdup(full);
-    e->label = (label && label[0]) ? strdup(label) : NULL;
-    e->duration = duration;
-    e->line = line;
-    if (!e->path || (label && label[0] && !e->label)) {
-        free(e->path);
-        free(e->label);
+    wisp_manifest_item_t *it = &m->items[m->n_items];
+    memset(it, 0, sizeof *it);
+    it->path = s_arena_put(ld->arena, full, strlen(full));
+    it->label = label && label[0] ? (int)s_intern(ld, label, line) : -1;
+    it->duration = duration;
+    it->line = line > INT_MAX ? INT_MAX : (int)line;
+    if (!it->path || (label && label[0] && it->label < 0))
         return wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", src);
-    }
-    r->n++;
+    if (label && label[0] && ld->n_lab > INT_MAX - 1)
+        return wisp_error_set(err, WISP_ERR_FORMAT, "%s:%ld: too many distinct labels", src, line);
+    m->n_items++;
     return WISP_OK;
+}
+
+/* The manifest file, mapped read-only (no size limit, no copy); parsed pages are
+ * dropped from the mapping as the parse moves on, so a manifest larger than memory
+ * never has to be resident. */
+typedef struct {
+    const char *text;
+    size_t len, released;
+    void *map;
+} s_text_t;
+
+static int s_text_map(s_text_t *t, const char *path, wisp_error_t *err)
+{
+    memset(t, 0, sizeof *t);
+    t->text = "";
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        return wisp_error_set(err, e == ENOENT ? WISP_ERR_NOTFOUND : WISP_ERR_IO,
+                              "%s: cannot open manifest: %s", path, strerror(e));
+    }
+    if (st.st_size > 0 && (uintmax_t)st.st_size <= SIZE_MAX) {
+        t->map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (t->map == MAP_FAILED) {
+            int e = errno;
+            close(fd);
+            t->map = NULL;
+            return wisp_error_set(err, WISP_ERR_IO, "%s: cannot map manifest: %s", path,
+                                  strerror(e));
+        }
+        madvise(t->map, (size_t)st.st_size, MADV_SEQUENTIAL);
+        t->text = t->map;
+        t->len = (size_t)st.st_size;
+    }
+    close(fd);
+    return WISP_OK;
+}
+
+/* Drops the mapped pages before pos once S_RELEASE bytes were parsed. */
+static void s_text_release(s_text_t *t, size_t pos)
+{
+    if (!t || !t->map || pos - t->released < S_RELEASE)
+        return;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), end = pos / page * page;
+    madvise((char *)t->map + t->released, end - t->released, MADV_DONTNEED);
+    t->released = end;
+}
+
+static void s_text_unmap(s_text_t *t)
+{
+    if (t->map)
+        munmap(t->map, t->len);
+    memset(t, 0, sizeof *t);
 }
 
 /* ---------------------------------------------------------------- CSV */
@@ -150,7 +309,7 @@ static int s_rec_field_blank(const s_record_t *r)
 /* Reads the record starting at *pos (RFC 4180). *line is the current 1-based line,
  * advanced past the record. Returns 1 for a record, 0 at the end of input, negative
  * on error (unterminated quote, reported with the line of the opening quote). */
-static int s_csv_next(const char *s, size_t len, size_t *pos, int *line, s_record_t *r,
+static int s_csv_next(const char *s, size_t len, size_t *pos, long *line, s_record_t *r,
                       const char *src, wisp_error_t *err)
 {
     size_t i = *pos;
@@ -170,19 +329,21 @@ static int s_csv_next(const char *s, size_t len, size_t *pos, int *line, s_recor
             break;
         }
         char c = s[i];
+        if (c == '\0') /* it would end the field's C string early, silently cutting a path */
+            return wisp_error_set(err, WISP_ERR_FORMAT, "%s:%ld: NUL byte in the text", src, *line);
         if (c == ',') {
             if (s_rec_putc(r, '\0') < 0 || s_rec_new_field(r) < 0)
                 goto nomem;
             i++;
         } else if (c == '"' && !r->quoted[r->n - 1] && s_rec_field_blank(r)) {
             /* Opening quote (only blanks before it in this field): drop the blanks. */
-            int qline = *line;
+            long qline = *line;
             r->len = r->off[r->n - 1];
             r->quoted[r->n - 1] = 1;
             i++;
             for (;;) {
                 if (i >= len)
-                    return wisp_error_set(err, WISP_ERR_FORMAT, "%s:%d: unterminated quote", src,
+                    return wisp_error_set(err, WISP_ERR_FORMAT, "%s:%ld: unterminated quote", src,
                                           qline);
                 if (s[i] == '"') {
                     if (i + 1 < len && s[i + 1] == '"') {
@@ -196,6 +357,9 @@ static int s_csv_next(const char *s, size_t len, size_t *pos, int *line, s_recor
                 }
                 if (s[i] == '\n')
                     (*line)++;
+                if (s[i] == '\0')
+                    return wisp_error_set(err, WISP_ERR_FORMAT, "%s:%ld: NUL byte in the text", src,
+                                          *line);
                 if (s_rec_putc(r, s[i]) < 0)
                     goto nomem;
                 i++;
@@ -205,7 +369,7 @@ static int s_csv_next(const char *s, size_t len, size_t *pos, int *line, s_recor
                 i++;
             if (i < len && s[i] != ',' && s[i] != '\n' && s[i] != '\r')
                 return wisp_error_set(err, WISP_ERR_FORMAT,
-                                      "%s:%d: unexpected character after closing quote", src,
+                                      "%s:%ld: unexpected character after closing quote", src,
                                       *line);
         } else {
             if (s_rec_putc(r, c) < 0)
@@ -236,24 +400,27 @@ static int s_parse_duration(const char *v, double *out)
     double d = strtod(v, &end);
     while (*end == ' ' || *end == '\t')
         end++;
-    if (end == v || *end || errno || d != d)
+    /* inf, nan and overflow (1e999) are not durations */
+    if (end == v || *end || errno || !isfinite(d))
         return -1;
     *out = d < 0 ? -1 : d;
     return 0;
 }
 
-static int s_load_csv(s_raws_t *raws, const char *src, const char *dir, const char *text,
-                      size_t len, wisp_error_t *err)
+static int s_load_csv(s_load_t *ld, const char *src, const char *dir, s_text_t *t,
+                      wisp_error_t *err)
 {
     int rc = WISP_OK;
     s_record_t r = {0};
-    size_t pos = 0;
-    int line = 1;
-    int c_path = -1, c_label = -1, c_dur = -1, n_cols = 0, header_line = 0;
+    const char *text = t->text;
+    size_t pos = 0, len = t->len;
+    long line = 1, header_line = 0;
+    int c_path = -1, c_label = -1, c_dur = -1, n_cols = 0;
     if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0)
         pos = 3;
     for (;;) {
-        int start = line;
+        long start = line;
+        s_text_release(t, pos);
         int got = s_csv_next(text, len, &pos, &line, &r, src, err);
         if (got < 0) {
             rc = got;
@@ -282,7 +449,7 @@ static int s_load_csv(s_raws_t *raws, const char *src, const char *dir, const ch
                 c_path = c_file_name;
             if (c_path < 0) {
                 rc = wisp_error_set(err, WISP_ERR_FORMAT,
-                                    "%s:%d: header has no 'path' column (expected e.g. "
+                                    "%s:%ld: header has no 'path' column (expected e.g. "
                                     "'path,label')",
                                     src, start);
                 goto done;
@@ -291,7 +458,7 @@ static int s_load_csv(s_raws_t *raws, const char *src, const char *dir, const ch
         }
         (void)n_cols;
         if (c_path >= r.n) {
-            rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s:%d: %d field(s), no path column", src,
+            rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s:%ld: %d field(s), no path column", src,
                                 start, r.n);
             goto done;
         }
@@ -299,11 +466,11 @@ static int s_load_csv(s_raws_t *raws, const char *src, const char *dir, const ch
         const char *l = c_label >= 0 && c_label < r.n ? s_rec_field(&r, c_label) : NULL;
         double d = -1;
         if (c_dur >= 0 && c_dur < r.n && s_parse_duration(s_rec_field(&r, c_dur), &d) < 0) {
-            rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s:%d: bad duration '%s'", src, start,
+            rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s:%ld: bad duration '%s'", src, start,
                                 s_rec_field(&r, c_dur));
             goto done;
         }
-        if ((rc = s_raws_add(raws, src, dir, p, l, d, start, err)) != WISP_OK)
+        if ((rc = s_add(ld, src, dir, p, l, d, start, err)) != WISP_OK)
             goto done;
     }
     if (c_path < 0 && header_line == 0)
@@ -317,62 +484,74 @@ done:
 
 /* ---------------------------------------------------------------- JSONL */
 
-static int s_load_jsonl(s_raws_t *raws, const char *src, const char *dir, const char *text,
-                        size_t len, wisp_error_t *err)
+static int s_load_jsonl(s_load_t *ld, const char *src, const char *dir, s_text_t *t,
+                        wisp_error_t *err)
 {
-    size_t pos = 0;
-    int line = 0;
+    const char *text = t->text;
+    size_t pos = 0, len = t->len;
+    long line = 0;
     if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0)
         pos = 3;
     while (pos < len) {
         line++;
+        s_text_release(t, pos);
         const char *nl = memchr(text + pos, '\n', len - pos);
         size_t end = nl ? (size_t)(nl - text) : len;
         const char *s = text + pos;
         size_t n = end - pos;
         pos = end + 1;
+        /* blank: whitespace, or NUL bytes only (a zero-filled preallocated tail) */
         size_t k = 0;
-        while (k < n && isspace((unsigned char)s[k]))
+        while (k < n && (isspace((unsigned char)s[k]) || s[k] == '\0'))
             k++;
         if (k == n)
             continue;
-        cJSON *o = cJSON_ParseWithLength(s, n);
-        if (!o || !cJSON_IsObject(o)) {
+        if (memchr(s, '\0', n))
+            return wisp_error_set(err, WISP_ERR_FORMAT, "%s:%ld: NUL byte in the line", src, line);
+        /* Python's json semantics: the last of duplicate keys, nothing after the object */
+        cJSON *o = NULL;
+        wisp_error_t je = {0};
+        int rc = wisp_json_parse(s, n, "", &o, &je);
+        if (rc != WISP_OK) /* je is ":1:COL: what" within the line */
+            return wisp_error_set(err, rc, "%s:%ld: not a JSON object: column %s", src, line,
+                                  strncmp(je.msg, ":1:", 3) == 0 ? je.msg + 3 : je.msg);
+        if (!cJSON_IsObject(o)) {
             cJSON_Delete(o);
-            return wisp_error_set(err, WISP_ERR_FORMAT, "%s:%d: not a JSON object", src, line);
+            return wisp_error_set(err, WISP_ERR_FORMAT, "%s:%ld: not a JSON object", src, line);
         }
-        int rc = WISP_OK;
         char num[32];
         const char *label = NULL;
         double d = -1;
         const cJSON *jp = cJSON_GetObjectItemCaseSensitive(o, "path");
         const cJSON *jl = cJSON_GetObjectItemCaseSensitive(o, "label");
         const cJSON *jd = cJSON_GetObjectItemCaseSensitive(o, "duration");
+        int64_t id = 0;
         if (!cJSON_IsString(jp)) {
-            rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s:%d: no string \"path\" key", src, line);
+            rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s:%ld: no string \"path\" key", src, line);
         } else if (jl && cJSON_IsString(jl)) {
             label = jl->valuestring;
         } else if (jl && cJSON_IsNumber(jl)) {
-            double v = jl->valuedouble;
-            if (v < 0 || v != (double)(int)v || v > INT_MAX)
+            /* the range is checked on the double, before any cast */
+            if (wisp_json_int(jl, 0, INT_MAX, &id) != 0)
                 rc = wisp_error_set(err, WISP_ERR_FORMAT,
-                                    "%s:%d: label %g is not a class id (integer >= 0)", src, line,
-                                    v);
-            snprintf(num, sizeof num, "%d", (int)v);
+                                    "%s:%ld: label %g is not a class id (integer in [0, %d])", src,
+                                    line, jl->valuedouble, INT_MAX);
+            snprintf(num, sizeof num, "%lld", (long long)id);
             label = num;
         } else if (jl && !cJSON_IsNull(jl)) {
-            rc = wisp_error_set(err, WISP_ERR_FORMAT,
-                                "%s:%d: \"label\" must be a string, an integer or null", src, line);
+            rc =
+                wisp_error_set(err, WISP_ERR_FORMAT,
+                               "%s:%ld: \"label\" must be a string, an integer or null", src, line);
         }
         if (rc == WISP_OK && jd && !cJSON_IsNull(jd)) {
-            if (!cJSON_IsNumber(jd))
-                rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s:%d: \"duration\" is not a number",
-                                    src, line);
+            if (!cJSON_IsNumber(jd) || !isfinite(jd->valuedouble))
+                rc = wisp_error_set(err, WISP_ERR_FORMAT,
+                                    "%s:%ld: bad duration (not a finite number)", src, line);
             else
                 d = jd->valuedouble < 0 ? -1 : jd->valuedouble;
         }
         if (rc == WISP_OK)
-            rc = s_raws_add(raws, src, dir, jp->valuestring, label, d, line, err);
+            rc = s_add(ld, src, dir, jp->valuestring, label, d, line, err);
         cJSON_Delete(o);
         if (rc != WISP_OK)
             return rc;
@@ -427,13 +606,13 @@ static int s_is_audio(const s_exts_t *e, const char *name)
     return 0;
 }
 
-static int s_cmp_raw_path(const void *a, const void *b)
+static int s_cmp_item_path(const void *a, const void *b)
 {
-    return strcmp(((const s_raw_t *)a)->path, ((const s_raw_t *)b)->path);
+    return strcmp(((const wisp_manifest_item_t *)a)->path, ((const wisp_manifest_item_t *)b)->path);
 }
 
 /* Files of one directory level; sub is NULL for root, else the label directory. */
-static int s_scan_dir(s_raws_t *raws, const char *root, const char *sub, const s_exts_t *ex,
+static int s_scan_dir(s_load_t *ld, const char *root, const char *sub, const s_exts_t *ex,
                       wisp_error_t *err)
 {
     char dpath[S_PATH_MAX];
@@ -459,17 +638,17 @@ static int s_scan_dir(s_raws_t *raws, const char *root, const char *sub, const s
             continue; /* dangling link: not an input */
         if (S_ISDIR(st.st_mode)) {
             if (!sub)
-                rc = s_scan_dir(raws, root, de->d_name, ex, err);
+                rc = s_scan_dir(ld, root, de->d_name, ex, err);
         } else if (S_ISREG(st.st_mode) && s_is_audio(ex, de->d_name)) {
             /* Path relative to root for sorting; resolved after the sort. */
-            rc = s_raws_add(raws, root, ".", rel, sub, -1, 0, err);
+            rc = s_add(ld, root, ".", rel, sub, -1, 0, err);
         }
     }
     closedir(d);
     return rc;
 }
 
-static int s_load_folder(s_raws_t *raws, const char *root_arg, wisp_error_t *err)
+static int s_load_folder(s_load_t *ld, const char *root_arg, wisp_error_t *err)
 {
     /* "root/" and "root" give the same item paths. */
     char root[S_PATH_MAX];
@@ -479,38 +658,43 @@ static int s_load_folder(s_raws_t *raws, const char *root_arg, wisp_error_t *err
         root[n - 1] = '\0';
     s_exts_t ex;
     s_exts_init(&ex);
-    int rc = s_scan_dir(raws, root, NULL, &ex, err);
+    int rc = s_scan_dir(ld, root, NULL, &ex, err);
     if (rc != WISP_OK)
         return rc;
-    qsort(raws->v, raws->n, sizeof *raws->v, s_cmp_raw_path);
-    for (size_t i = 0; i < raws->n; i++) {
-        char full[S_PATH_MAX];
-        if (wisp_path_join(full, sizeof full, root, raws->v[i].path) != WISP_OK)
-            return wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", root);
-        char *p = strdup(full);
-        if (!p)
-            return wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", root);
-        free(raws->v[i].path);
-        raws->v[i].path = p;
+    wisp_manifest_t *m = ld->m;
+    if (m->n_items > 1) /* items is NULL when nothing was found: qsort(NULL, 0) is undefined */
+        qsort(m->items, m->n_items, sizeof *m->items, s_cmp_item_path);
+    /* Relative paths sorted; the items get root/rel in a fresh arena. */
+    struct wisp_manifest_arena *rel = ld->arena;
+    if (!(ld->arena = calloc(1, sizeof *ld->arena))) {
+        ld->arena = rel;
+        return wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", root);
     }
-    return WISP_OK;
+    for (size_t i = 0; i < m->n_items && rc == WISP_OK; i++) {
+        char full[S_PATH_MAX];
+        if (wisp_path_join(full, sizeof full, root, m->items[i].path) != WISP_OK)
+            rc = wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", root);
+        else if (!(m->items[i].path = s_arena_put(ld->arena, full, strlen(full))))
+            rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", root);
+    }
+    s_arena_free(&rel);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- labels */
 
-/* Builds m->classes and the items from the raw entries (label rules in labels.h). */
-static int s_resolve(wisp_manifest_t *m, s_raws_t *raws, const char *const *classes, int n_classes,
+/* Builds m->classes from the distinct label texts (rules in labels.h) and maps every
+ * item's label text index to its class id. */
+static int s_resolve(wisp_manifest_t *m, s_load_t *ld, const char *const *classes, int n_classes,
                      wisp_error_t *err)
 {
     int rc = WISP_OK;
     wisp_labels_t *lab = NULL;
-    const char **texts = malloc((raws->n ? raws->n : 1) * sizeof *texts);
-    m->items = calloc(raws->n, sizeof *m->items);
-    if (!texts || !m->items)
+    int *cls = malloc((ld->n_lab ? ld->n_lab : 1) * sizeof *cls);
+    if (!cls)
         goto nomem;
-    for (size_t i = 0; i < raws->n; i++)
-        texts[i] = raws->v[i].label;
-    if (!(lab = wisp_labels_new(texts, raws->n, classes, n_classes, m->source, err))) {
+    if (!(lab = wisp_labels_new((const char *const *)ld->lab, ld->n_lab, classes, n_classes,
+                                m->source, err))) {
         rc = err && err->code ? err->code : WISP_ERR_NOMEM;
         goto done;
     }
@@ -523,33 +707,27 @@ static int s_resolve(wisp_manifest_t *m, s_raws_t *raws, const char *const *clas
             if (!(m->classes[c] = strdup(wisp_labels_name(lab, c))))
                 goto nomem;
     }
-
-    for (size_t i = 0; i < raws->n; i++) {
-        s_raw_t *r = &raws->v[i];
-        wisp_manifest_item_t *it = &m->items[i];
-        it->path = r->path; /* ownership moves to the item */
-        r->path = NULL;
-        it->duration = r->duration;
-        it->line = r->line;
-        it->label = -1;
-        m->n_items = i + 1;
-        if (!r->label)
+    /* lab[] is in order of first use, so the first unknown label found here is the
+     * one of the earliest item. */
+    for (size_t k = 0; k < ld->n_lab; k++) {
+        if ((cls[k] = wisp_labels_find(lab, ld->lab[k])) >= 0)
             continue;
-        int c = wisp_labels_find(lab, r->label);
-        if (c < 0) {
-            if (r->line > 0)
-                rc = wisp_error_set(err, WISP_ERR_NOTFOUND,
-                                    "%s:%d: label '%s' is not one of the %d classes", m->source,
-                                    r->line, r->label, m->n_classes);
-            else
-                rc = wisp_error_set(err, WISP_ERR_NOTFOUND,
-                                    "%s: label directory '%s' is not one of the %d classes",
-                                    m->source, r->label, m->n_classes);
-            goto done;
-        }
-        it->label = c;
-        if (!(it->label_name = strdup(m->classes[c])))
-            goto nomem;
+        if (ld->lab_line[k] > 0)
+            rc = wisp_error_set(err, WISP_ERR_NOTFOUND,
+                                "%s:%ld: label '%s' is not one of the %d classes", m->source,
+                                ld->lab_line[k], ld->lab[k], m->n_classes);
+        else
+            rc = wisp_error_set(err, WISP_ERR_NOTFOUND,
+                                "%s: label directory '%s' is not one of the %d classes", m->source,
+                                ld->lab[k], m->n_classes);
+        goto done;
+    }
+    for (size_t i = 0; i < m->n_items; i++) {
+        wisp_manifest_item_t *it = &m->items[i];
+        if (it->label < 0)
+            continue;
+        it->label = cls[it->label];
+        it->label_name = m->classes[it->label];
         m->n_labeled++;
     }
     goto done;
@@ -557,7 +735,7 @@ nomem:
     rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", m->source);
 done:
     wisp_labels_destroy(&lab);
-    free(texts);
+    free(cls);
     return rc;
 }
 
@@ -590,18 +768,18 @@ int wisp_manifest_load_opts(wisp_manifest_t *m, const char *path, const wisp_man
                             wisp_error_t *err)
 {
     int rc = WISP_OK;
-    s_raws_t raws = {0};
-    char *text = NULL;
-    size_t len = 0;
+    s_load_t ld = {.m = m};
+    s_text_t text = {0};
     wisp_manifest_opts_t o = opts ? *opts : wisp_manifest_default_opts();
     memset(m, 0, sizeof *m);
     if (!path || !path[0])
         return wisp_error_set(err, WISP_ERR_ARG, "manifest: no path given");
     if (o.n_classes < 0 || (o.n_classes > 0 && !o.classes))
         return wisp_error_set(err, WISP_ERR_ARG, "%s: bad class list", path);
-    if (!(m->source = strdup(path)))
-        return wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
-
+    if (!(m->source = strdup(path)) || !(ld.arena = calloc(1, sizeof *ld.arena))) {
+        rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
+    }
     struct stat st;
     if (stat(path, &st) != 0) {
         rc = wisp_error_set(err, errno == ENOENT ? WISP_ERR_NOTFOUND : WISP_ERR_IO,
@@ -610,37 +788,44 @@ int wisp_manifest_load_opts(wisp_manifest_t *m, const char *path, const wisp_man
     }
     if (S_ISDIR(st.st_mode)) {
         m->kind = WISP_MANIFEST_AUDIOFOLDER;
-        rc = s_load_folder(&raws, path, err);
+        rc = s_load_folder(&ld, path, err);
     } else {
         char dir[S_PATH_MAX];
         if (wisp_path_dirname(dir, sizeof dir, path) != WISP_OK) {
             rc = wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", path);
             goto done;
         }
-        if ((rc = wisp_read_file(path, S_MANIFEST_MAX_BYTES, &text, &len, err)) != WISP_OK)
+        if ((rc = s_text_map(&text, path, err)) != WISP_OK)
             goto done;
         if (s_ends_with(path, ".jsonl") || s_ends_with(path, ".ndjson")) {
             m->kind = WISP_MANIFEST_JSONL;
-            rc = s_load_jsonl(&raws, path, dir, text, len, err);
+            rc = s_load_jsonl(&ld, path, dir, &text, err);
         } else {
             m->kind = WISP_MANIFEST_CSV;
-            rc = s_load_csv(&raws, path, dir, text, len, err);
+            rc = s_load_csv(&ld, path, dir, &text, err);
         }
     }
     if (rc != WISP_OK)
         goto done;
-    if (raws.n == 0) {
+    if (m->n_items == 0) {
         rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: empty manifest (no audio items)", path);
         goto done;
     }
-    if ((rc = s_resolve(m, &raws, o.classes, o.n_classes, err)) != WISP_OK)
+    if ((rc = s_resolve(m, &ld, o.classes, o.n_classes, err)) != WISP_OK)
         goto done;
+    if (m->n_items < ld.cap) { /* give back the growth slack */
+        wisp_manifest_item_t *v = realloc(m->items, m->n_items * sizeof *v);
+        if (v)
+            m->items = v;
+    }
+    m->arena = ld.arena;
+    ld.arena = NULL;
     if (o.probe_durations)
         wisp_manifest_probe_durations(m);
     s_update_totals(m);
 done:
-    s_raws_free(&raws);
-    free(text);
+    s_text_unmap(&text);
+    s_load_free(&ld);
     if (rc != WISP_OK)
         wisp_manifest_free(m);
     return rc;
@@ -677,10 +862,7 @@ void wisp_manifest_free(wisp_manifest_t *m)
 {
     if (!m)
         return;
-    for (size_t i = 0; i < m->n_items; i++) {
-        free(m->items[i].path);
-        free(m->items[i].label_name);
-    }
+    s_arena_free(&m->arena);
     free(m->items);
     for (int c = 0; c < m->n_classes; c++)
         free(m->classes[c]);
@@ -697,51 +879,88 @@ int wisp_manifest_class_index(const wisp_manifest_t *m, const char *name)
     return -1;
 }
 
-int wisp_manifest_shards(const wisp_manifest_t *m, double target_seconds, size_t max_items,
-                         wisp_shard_t **out, size_t *n_out, wisp_error_t *err)
+/* seconds[i] read through a byte stride (the manifest's items or a plain array). */
+static double s_sec(const double *seconds, size_t stride, size_t i)
+{
+    return *(const double *)((const char *)seconds + i * stride);
+}
+
+/* Appends a shard, growing *v (x2) as needed. */
+static int s_push_shard(wisp_shard_t **v, size_t *n, size_t *cap, wisp_shard_t sh)
+{
+    if (*n == *cap) {
+        size_t c = *cap ? 2 * *cap : 64;
+        wisp_shard_t *g = realloc(*v, c * sizeof *g);
+        if (!g)
+            return -1;
+        *v = g;
+        *cap = c;
+    }
+    (*v)[(*n)++] = sh;
+    return 0;
+}
+
+int wisp_manifest_cut(const double *seconds, size_t stride, const uint8_t *skip, size_t n_items,
+                      double target_seconds, size_t max_items, wisp_shard_t **out, size_t *n_out,
+                      wisp_error_t *err)
 {
     *out = NULL;
     *n_out = 0;
     if (max_items < 1)
         return wisp_error_set(err, WISP_ERR_ARG, "shards: max_items must be >= 1");
-    if (m->n_items == 0)
-        return WISP_OK;
+    if (!stride)
+        stride = sizeof *seconds;
     double known = 0;
     size_t n_known = 0;
-    for (size_t i = 0; i < m->n_items; i++)
-        if (m->items[i].duration >= 0) {
-            known += m->items[i].duration;
+    for (size_t i = 0; seconds && i < n_items; i++)
+        if (s_sec(seconds, stride, i) >= 0) {
+            known += s_sec(seconds, stride, i);
             n_known++;
         }
     double mean = n_known ? known / (double)n_known : 0;
     int by_time = n_known > 0 && target_seconds > 0;
-    /* Upper bound on the shard count: every item alone. Shrunk at the end. */
-    wisp_shard_t *v = malloc(m->n_items * sizeof *v);
-    if (!v)
-        return wisp_error_set(err, WISP_ERR_NOMEM, "shards: out of memory");
-    size_t n = 0, begin = 0;
+    wisp_shard_t *v = NULL;
+    size_t n = 0, cap = 0, begin = 0;
     double sec = 0;
-    for (size_t i = 0; i < m->n_items; i++) {
-        double d = m->items[i].duration >= 0 ? m->items[i].duration : mean;
+    for (size_t i = 0; i <= n_items; i++) {
+        if (i == n_items || (skip && skip[i])) { /* the end, or an item left out */
+            if (i > begin && s_push_shard(&v, &n, &cap, (wisp_shard_t){begin, i, sec}) < 0)
+                goto nomem;
+            begin = i + 1;
+            sec = 0;
+            continue;
+        }
+        double d = seconds && s_sec(seconds, stride, i) >= 0 ? s_sec(seconds, stride, i) : mean;
         /* Close the open shard first when this item would overshoot the target by
          * more than the shard now falls short of it (keeps shards near the target;
          * a very long item ends up alone). */
         if (by_time && i > begin && sec + d > target_seconds &&
             sec + d - target_seconds > target_seconds - sec) {
-            v[n++] = (wisp_shard_t){begin, i, sec};
+            if (s_push_shard(&v, &n, &cap, (wisp_shard_t){begin, i, sec}) < 0)
+                goto nomem;
             begin = i;
             sec = 0;
         }
         sec += d;
-        size_t count = i + 1 - begin;
-        if (count >= max_items || (by_time && sec >= target_seconds) || i + 1 == m->n_items) {
-            v[n++] = (wisp_shard_t){begin, i + 1, sec};
+        if (i + 1 - begin >= max_items || (by_time && sec >= target_seconds)) {
+            if (s_push_shard(&v, &n, &cap, (wisp_shard_t){begin, i + 1, sec}) < 0)
+                goto nomem;
             begin = i + 1;
             sec = 0;
         }
     }
-    wisp_shard_t *s = realloc(v, n * sizeof *v);
-    *out = s ? s : v;
+    wisp_shard_t *sh = n ? realloc(v, n * sizeof *v) : v;
+    *out = sh ? sh : v;
     *n_out = n;
     return WISP_OK;
+nomem:
+    free(v);
+    return wisp_error_set(err, WISP_ERR_NOMEM, "shards: out of memory");
+}
+
+int wisp_manifest_shards(const wisp_manifest_t *m, double target_seconds, size_t max_items,
+                         wisp_shard_t **out, size_t *n_out, wisp_error_t *err)
+{
+    return wisp_manifest_cut(m->n_items ? &m->items[0].duration : NULL, sizeof *m->items, NULL,
+                             m->n_items, target_seconds, max_items, out, n_out, err);
 }

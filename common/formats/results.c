@@ -62,12 +62,13 @@ enum {
     S_COL_LABEL_NAME,
     S_COL_TOPK_LABEL,
     S_COL_TOPK_PROB,
+    S_COL_NOTE,
     S_NCOLS
 };
 
 static const char *const s_col_names[S_NCOLS] = {
-    "path",   "label", "score",      "probs",      "logits",      "embedding", "duration",
-    "status", "error", "true_label", "label_name", "top_k_label", "top_k_prob"};
+    "path",   "label", "score",      "probs",      "logits",      "embedding",  "duration",
+    "status", "error", "true_label", "label_name", "top_k_label", "top_k_prob", "note"};
 
 struct wisp_results {
     char *path;    /* final OUT.h5 */
@@ -270,6 +271,7 @@ static int s_h5_create(wisp_results_t *r, wisp_error_t *err)
         case S_COL_PATH:
         case S_COL_ERROR:
         case S_COL_LABEL_NAME:
+        case S_COL_NOTE:
             type = r->str_type;
             fill = NULL;
             break;
@@ -344,7 +346,7 @@ static int s_cmp_row(const void *a, const void *b)
 
 /* Column buffers for one contiguous run of rows (s_h5_write). */
 typedef struct {
-    const char **paths, **errs, **names;
+    const char **paths, **errs, **names, **notes;
     int32_t *lab, *tru, *topl;
     int8_t *st;
     float *score, *dur, *probs, *logits, *emb, *topp;
@@ -355,6 +357,7 @@ static void s_cols_free(s_cols_t *c)
     free(c->paths);
     free(c->errs);
     free(c->names);
+    free(c->notes);
     free(c->lab);
     free(c->tru);
     free(c->topl);
@@ -375,6 +378,7 @@ static int s_cols_alloc(s_cols_t *c, size_t n, size_t C, size_t P, size_t K)
     c->paths = malloc(n * sizeof *c->paths);
     c->errs = malloc(n * sizeof *c->errs);
     c->names = malloc(n * sizeof *c->names);
+    c->notes = malloc(n * sizeof *c->notes);
     c->lab = malloc(n * sizeof *c->lab);
     c->tru = malloc(n * sizeof *c->tru);
     c->topl = malloc((n * K + 1) * sizeof *c->topl);
@@ -385,8 +389,8 @@ static int s_cols_alloc(s_cols_t *c, size_t n, size_t C, size_t P, size_t K)
     c->logits = malloc(n * C * sizeof *c->logits);
     c->emb = malloc((n * P + 1) * sizeof *c->emb);
     c->topp = malloc((n * K + 1) * sizeof *c->topp);
-    return c->paths && c->errs && c->names && c->lab && c->tru && c->topl && c->st && c->score &&
-                   c->dur && c->probs && c->logits && c->emb && c->topp
+    return c->paths && c->errs && c->names && c->notes && c->lab && c->tru && c->topl && c->st &&
+                   c->score && c->dur && c->probs && c->logits && c->emb && c->topp
                ? 0
                : -1;
 }
@@ -418,7 +422,9 @@ static void s_cols_fill(const wisp_results_t *r, s_cols_t *c, const s_row_t *row
     for (size_t k = 0; k < m; k++) {
         const s_row_t *w = &rows[k];
         c->paths[k] = w->path;
-        c->errs[k] = w->error;
+        /* One message slot per row: the error of a failed row, the note of an ok one. */
+        c->errs[k] = w->status ? w->error : "";
+        c->notes[k] = w->status ? "" : w->error;
         c->names[k] = w->label >= 0 && w->label < r->C ? r->classes[w->label] : "";
         c->lab[k] = w->label;
         c->tru[k] = w->true_label;
@@ -458,7 +464,7 @@ static int s_h5_write(wisp_results_t *r, const s_row_t *rows, size_t n, wisp_err
         {S_COL_DURATION, H5T_NATIVE_FLOAT, c.dur},   {S_COL_PROBS, H5T_NATIVE_FLOAT, c.probs},
         {S_COL_LOGITS, H5T_NATIVE_FLOAT, c.logits},  {S_COL_EMB, H5T_NATIVE_FLOAT, c.emb},
         {S_COL_TRUE, H5T_NATIVE_INT32, c.tru},       {S_COL_TOPK_LABEL, H5T_NATIVE_INT32, c.topl},
-        {S_COL_TOPK_PROB, H5T_NATIVE_FLOAT, c.topp},
+        {S_COL_TOPK_PROB, H5T_NATIVE_FLOAT, c.topp}, {S_COL_NOTE, r->str_type, c.notes},
     };
     for (size_t i = 0; i < n && rc == WISP_OK;) {
         size_t j = i + 1;
@@ -1174,7 +1180,8 @@ int wisp_results_put(wisp_results_t *r, const wisp_result_row_t *row, wisp_error
     s_row_t *w = &r->pend[r->n_pend];
     float *v = r->pend_vals + r->n_pend * nf;
     char *path = strdup(row->path ? row->path : "");
-    char *msg = strdup(row->status != 0 && row->error ? row->error : "");
+    const char *text = row->status != 0 ? row->error : row->note;
+    char *msg = strdup(text ? text : "");
     uint8_t *seg = s_ser_segments(r, row);
     if (!path || !msg || (row->n_segments && !seg)) {
         free(path);

@@ -15,6 +15,8 @@
  *                               WISP_RESULTS_STATUS_MISSING for a row never produced
  *                               (only possible with WISP_RESULTS_FINISH_ALLOW_MISSING)
  *   error       [N]    UTF-8 string   "" when ok, the error message otherwise
+ *   note        [N]    UTF-8 string   "" or a remark on an ok row ("first 30 s of 45.0 s
+ *                                     classified ...": the rest of the file was not seen)
  *   (a missing row: path "", label/true_label -1, NaN values, duration -1, status
  *   WISP_RESULTS_STATUS_MISSING, error "missing")
  *   true_label  [N]    int32    only when has_true_label; -1 unknown
@@ -173,6 +175,7 @@ typedef struct {
     float duration;         /* seconds, -1 unknown */
     int8_t status;          /* 0 ok, else a negative wisp_err_t */
     const char *error;      /* message when status != 0 (NULL stored as "") */
+    const char *note;       /* remark on an ok row, e.g. audio cut to 30 s (NULL: "") */
     int32_t true_label;     /* when has_true_label: class id or -1 unknown */
     const wisp_result_segment_t *segments; /* (n_segments) with opts.segments, ok rows only */
     uint32_t n_segments;

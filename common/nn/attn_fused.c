@@ -22,45 +22,25 @@
 #include <math.h>
 #include <string.h>
 
+#include "nn/simd.h"
+
 #define AF_BQ NN_ATTN_FUSED_BQ
 #ifndef AF_KC
 #define AF_KC 48 /* keys per L1 chunk (a multiple of the 6-key tiles; 36-48 measured best) */
 #endif
 #define AF_P (64 * AF_BQ)
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
+#if defined(S_HAVE_AVX512)
 
-#define AF_T      __attribute__((target("avx512f,fma")))
-#define AF_INLINE static inline __attribute__((always_inline)) AF_T
+#define AF_T      S_T512
+#define AF_INLINE S_INLINE512
 
 int nn_attn_fused_ok(int hd)
 {
     return hd == 64 && __builtin_cpu_supports("avx512f");
 }
 
-/* exp(x) for the softmax (x <= ~0): Cody-Waite reduction x = n ln2 + r, Cephes' degree-6
- * polynomial for e^r (the coefficients of nn/simd.h's s_vexp) in FMAs, and 2^n applied by
- * vscalefps, which rounds gradual underflow and overflow correctly, so no split of n is
- * needed. x is clamped below at -104 (exp is 0 in float there); NaN stays NaN (vmaxps
- * returns its second operand when either is NaN). */
-AF_INLINE __m512 af_exp(__m512 x)
-{
-    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r);
-    p = _mm512_add_ps(p, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
-}
+#define af_exp s_exp512
 
 /* k1 tile: St[r][lanes] = sum_d A[r*lda + d] * BT[d][lanes] for r < R (R <= 6 keys x 4
  * lane vectors = 24 accumulators); vmax (4 vectors, may be NULL) takes the lane-wise max. */
@@ -101,8 +81,12 @@ AF_INLINE void af_k1_tile(float *St, const float *A, int lda, const float *BT, i
 AF_T static void af_k1(float *St, const float *A, int lda, const float *BT, int n, __m512 *vmax)
 {
     int j = 0;
-    for (; j + 6 <= n; j += 6)
+    for (; j + 6 <= n; j += 6) {
+        for (int r = 6; r < 12 && j + r < n; r++) /* the next tile's K or V rows */
+            for (int w = 0; w < 4; w++)
+                _mm_prefetch((const char *)(A + (size_t)(j + r) * lda + 16 * w), _MM_HINT_T0);
         af_k1_tile(St + (size_t)j * AF_BQ, A + (size_t)j * lda, lda, BT, 6, vmax);
+    }
     switch (n - j) {
     case 5: af_k1_tile(St + (size_t)j * AF_BQ, A + (size_t)j * lda, lda, BT, 5, vmax); break;
     case 4: af_k1_tile(St + (size_t)j * AF_BQ, A + (size_t)j * lda, lda, BT, 4, vmax); break;
@@ -146,9 +130,13 @@ AF_INLINE void af_k2_tile(float *OT, const float *A, int lda, const float *Et, i
                 _mm512_storeu_ps(OT + (d0 + r) * AF_BQ + w * 16, acc[r][w]);
 }
 
-/* k2 over n keys: OT (64, 64 lanes) += A (n, 64)^T @ Et (n, 64 lanes); d in tiles of 6. */
-AF_T static void af_k2(float *OT, const float *A, int lda, const float *Et, int n)
+/* k2 over n keys: OT (64, 64 lanes) += A (n, 64)^T @ Et (n, 64 lanes); d in tiles of 6.
+ * The next n rows of A (the next chunk's, when next is set) are prefetched meanwhile. */
+AF_T static void af_k2(float *OT, const float *A, int lda, const float *Et, int n, int next)
 {
+    for (int j = 0; j < next; j++)
+        for (int w = 0; w < 4; w++)
+            _mm_prefetch((const char *)(A + (size_t)(n + j) * lda + 16 * w), _MM_HINT_T1);
     for (int d0 = 0; d0 < 60; d0 += 6)
         af_k2_tile(OT, A, lda, Et, n, d0, 6);
     af_k2_tile(OT, A, lda, Et, n, 60, 4);
@@ -193,8 +181,14 @@ AF_INLINE void af_k3_tile(float *G, int ldg, const float *Et, const float *X, in
 AF_T static void af_k3(float *G, int ldg, const float *Et, const float *X, int ldx, int ni, int n)
 {
     int j = 0;
-    for (; j + 6 <= n; j += 6)
+    for (; j + 6 <= n; j += 6) {
+        /* G (dK, dV rows, stride C) is far from L1: fetch the next tile's rows now, the
+         * 24 x ni FMAs of this one hide the wait */
+        for (int r = 6; r < 12 && j + r < n; r++)
+            for (int w = 0; w < 4; w++)
+                _mm_prefetch((const char *)(G + (size_t)(j + r) * ldg + 16 * w), _MM_HINT_T0);
         af_k3_tile(G + (size_t)j * ldg, ldg, Et + (size_t)j * AF_BQ, X, ldx, ni, 6);
+    }
     for (; j < n; j++)
         af_k3_tile(G + (size_t)j * ldg, ldg, Et + (size_t)j * AF_BQ, X, ldx, ni, 1);
 }
@@ -238,7 +232,8 @@ AF_T static void af_fwd_exp_pv(float *OT, float *St, const float *vb, int C, int
                 vsum[w] = _mm512_add_ps(vsum[w], e);
             }
         }
-        af_k2(OT, vb + (size_t)j0 * C, C, St + (size_t)j0 * AF_BQ, nj);
+        int nx = T - j0 - nj < AF_KC ? T - j0 - nj : AF_KC;
+        af_k2(OT, vb + (size_t)j0 * C, C, St + (size_t)j0 * AF_BQ, nj, nx);
     }
 }
 
@@ -356,7 +351,7 @@ AF_T static void af_bwd_chunks(float *dQT, float *dkb, float *dvb, const float *
                 _mm512_storeu_ps(s, _mm512_mul_ps(p, _mm512_sub_ps(_mm512_loadu_ps(s), vd[w])));
             }
         if (want_dq)
-            af_k2(dQT, kb + (size_t)j0 * C, C, dSt, nj);
+            af_k2(dQT, kb + (size_t)j0 * C, C, dSt, nj, T - j0 - nj < AF_KC ? T - j0 - nj : AF_KC);
         if (want_dk)
             af_k3(dkb + (size_t)j0 * C, C, dSt, qb, C, bq, nj);
     }

@@ -60,6 +60,10 @@ int nn_act_parse(const char *name);
 const char *nn_act_name(nn_act_t act);
 /* out = act(inp); out may alias inp. */
 void nn_act_forward(float *out, const float *inp, size_t n, nn_act_t act);
+/* GELU as nn_act_forward / nn_act_backward compute it on CPUs without AVX-512 (vector erf, the same
+ * bits on every x86-64 CPU); exposed so tests can hold both versions to the same accuracy. */
+void nn_gelu_forward_portable(float *out, const float *inp, size_t n);
+void nn_gelu_backward_portable(float *dinp, const float *dout, const float *inp, size_t n);
 /* dinp += dout * act'(inp) (inp is the pre-activation). */
 void nn_act_backward(float *dinp, const float *dout, const float *inp, size_t n, nn_act_t act);
 

@@ -254,4 +254,44 @@ S_INLINE void s_verf_p(const s_vf *pz, s_vf *erf_out, s_vf *onep_out)
         }                                                                                          \
     } while (0)
 
+/* ---- AVX-512 with FMA ------------------------------------------------------ */
+/* For the kernels that dispatch at run time on __builtin_cpu_supports("avx512f") (the
+ * attention core, GELU): FMA and vscalefps change the bits against the portable code in
+ * the last place, as OpenBLAS's kernels do between CPUs; tests hold both to the same
+ * accuracy. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define S_HAVE_AVX512 1
+#define S_T512        __attribute__((target("avx512f,fma")))
+#define S_INLINE512   static inline __attribute__((always_inline)) S_T512
+
+/* exp(x) for x <= ~88: Cody-Waite reduction x = n ln2 + r, the degree-6 polynomial of
+ * s_vexp_p in FMAs, and 2^n applied by vscalefps, which rounds gradual underflow and
+ * overflow itself (no split of n). Clamped below at -104 (exp is 0 in float there);
+ * NaN stays NaN (vmaxps returns its second operand when either is NaN). */
+S_INLINE512 __m512 s_exp512(__m512 x)
+{
+    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r);
+    p = _mm512_add_ps(p, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* Lanes [0, n) of a 16-float vector (n may exceed 16). */
+static inline __mmask16 s_mask512(size_t n)
+{
+    return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+}
+#endif
+
 #endif

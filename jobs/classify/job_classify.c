@@ -1,39 +1,41 @@
 /* job_classify.c: the distributed classify job.
  *
- * Coordinator: loads the manifest (item ids = manifest order; class names from
- * the head's head_config.json, else the checkpoint's config.json), opens the
- * results writer (common/formats/results.h: journal + HDF5, resume with a fingerprint
- * check), and commits each shard's rows. Workers: run the classify pipeline
- * (jobs/classify/classifier.h: decode -> log-mel -> batched forward -> softmax) on the
+ * Coordinator: opens the run (jobs/classify/classify_run.h: classes, manifest, the
+ * identity shared with `wisp classify`, the results writer with resume) and commits
+ * each shard's rows. Workers: run the classify pipeline (jobs/classify/classifier.h:
+ * decode -> log-mel -> batched forward -> softmax, or windows of long audio) on the
  * shard's paths. A bad file is an error row, never a failed shard.
  *
  * SHARD payload: u32 C, u32 P (what the coordinator expects), then count paths.
  * RESULT payload per item: i32 label, f32 score, f64 duration, i32 status,
  * str error, and when status == 0: C probs, C logits, P embedding (P = 0 when
- * the embedding column is off). */
+ * the embedding column is off), u32 capped (0/1), u32 n_windows, then per window f64 start,
+ * f64 end, i32 label, f32 score, C probs. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "classify/classifier.h"
-#include "formats/config.h"
-#include "dist/job.h"
 #include "base/log.h"
+#include "base/util.h"
+#include "classify/classifier.h"
+#include "classify/classify_run.h"
+#include "dist/job.h"
 #include "formats/manifest.h"
 #include "formats/results.h"
-#include "base/util.h"
 
 typedef struct {
-    wisp_manifest_t man;
-    wisp_results_t *res;
-    int C, P;       /* classes, embedding width written (0: no column) */
-    char **classes; /* C names */
-    int32_t *pred;  /* n: predicted label of rows committed this run (-2 none) */
-    float *scratch; /* (2C + P) row buffer */
-    char *desc;     /* config JSON attribute */
+    wisp_classify_run_t *run;
+    const wisp_manifest_t *man;
+    int C, P;
+    const char *const *classes;
+    int32_t *pred;                 /* n: predicted label of rows committed this run (-2 none) */
+    float *scratch;                /* (2C + P) row buffer */
+    wisp_classifier_window_t *win; /* (win_cap) windows of one item */
+    float *win_probs;              /* (win_cap, C) */
+    size_t win_cap;
+    char *desc; /* config JSON attribute */
     char output[WISP_JOBCFG_PATH_MAX];
 } s_coord_t;
 
@@ -46,6 +48,16 @@ typedef struct {
     char (*pathbuf)[WISP_JOBCFG_PATH_MAX];
 } s_worker_t;
 
+/* The window options of a job config. */
+static int s_window_opts(const wisp_jobcfg_t *cfg, wisp_windows_opts_t *w, wisp_error_t *err)
+{
+    memset(w, 0, sizeof *w);
+    w->seconds = cfg->classify_window;
+    w->hop = cfg->classify_hop;
+    int rc = wisp_windows_parse_aggregate(cfg->classify_aggregate, &w->aggregate, err);
+    return rc ? rc : wisp_windows_check(w, err);
+}
+
 /* ---- coordinator ---- */
 
 static void s_coord_close(void **state)
@@ -53,148 +65,72 @@ static void s_coord_close(void **state)
     s_coord_t *s = state ? *state : NULL;
     if (!s)
         return;
-    wisp_results_destroy(&s->res);
-    wisp_manifest_free(&s->man);
-    for (int c = 0; s->classes && c < s->C; c++)
-        free(s->classes[c]);
-    free(s->classes);
+    wisp_classify_run_destroy(&s->run);
     free(s->pred);
     free(s->scratch);
+    free(s->win);
+    free(s->win_probs);
     free(s->desc);
     free(s);
     *state = NULL;
 }
 
-/* Class names and embedding width: what the classifier on the workers will use. */
-static int s_classes(s_coord_t *s, const wisp_jobcfg_t *cfg, int *proj, wisp_error_t *err)
-{
-    char path[WISP_JOBCFG_PATH_MAX + 32];
-    char **names = NULL;
-    int n = 0, rc;
-    if (cfg->head[0]) {
-        wisp_head_config_t h;
-        memset(&h, 0, sizeof h);
-        snprintf(path, sizeof path, "%s/head_config.json", cfg->head);
-        if ((rc = wisp_head_config_load(&h, path, err)) != 0)
-            return rc;
-        n = h.num_labels;
-        *proj = h.classifier_proj_size;
-        names = calloc((size_t)n, sizeof *names);
-        for (int c = 0; names && c < n; c++)
-            names[c] = strdup(h.id2label[c]);
-        wisp_head_config_free(&h);
-    } else {
-        wisp_whisper_config_t w;
-        memset(&w, 0, sizeof w);
-        snprintf(path, sizeof path, "%s/config.json", cfg->model);
-        if ((rc = wisp_whisper_config_load(&w, path, err)) != 0)
-            return rc;
-        n = w.num_labels;
-        *proj = w.classifier_proj_size;
-        names = calloc((size_t)n, sizeof *names);
-        for (int c = 0; names && c < n; c++)
-            names[c] = strdup(w.id2label[c]);
-        wisp_whisper_config_free(&w);
-    }
-    for (int c = 0; names && c < n; c++)
-        if (!names[c]) {
-            for (int k = 0; k < n; k++)
-                free(names[k]);
-            free(names);
-            names = NULL;
-        }
-    if (!names)
-        return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
-    s->classes = names;
-    s->C = n;
-    return WISP_OK;
-}
-
-static void s_sha(const char *dir, const char *name, char hex[65])
-{
-    char path[WISP_JOBCFG_PATH_MAX + 64];
-    hex[0] = '\0';
-    if (!dir[0])
-        return;
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    if (access(path, R_OK) == 0)
-        wisp_sha256_file(path, hex, NULL);
-}
-
 static int s_coord_open(void **state, const wisp_jobcfg_t *cfg, int resume, wisp_job_plan_t *plan,
                         wisp_error_t *err)
 {
-    int rc = WISP_OK, proj = 0;
-    char *all = NULL;
+    int rc = WISP_OK;
     memset(plan, 0, sizeof *plan);
     s_coord_t *s = calloc(1, sizeof *s);
     if (!s)
         return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
     snprintf(s->output, sizeof s->output, "%s", cfg->output);
-    if ((rc = s_classes(s, cfg, &proj, err)) != 0)
+    wisp_classify_run_opts_t ro = {
+        .model = cfg->model,
+        .adapter = cfg->adapter,
+        .head = cfg->head,
+        .manifest = cfg->manifest,
+        .output = cfg->output,
+        .truncate = cfg->classify_truncate,
+        .embedding = cfg->classify_embedding,
+        .top_k = cfg->classify_top_k,
+        .probe_durations = cfg->classify_probe_durations,
+        .resume = resume,
+    };
+    if ((rc = s_window_opts(cfg, &ro.window, err)) != WISP_OK)
         goto done;
-    s->P = cfg->classify_embedding ? proj : 0;
-    wisp_manifest_opts_t mo = wisp_manifest_default_opts();
-    mo.classes = (const char *const *)s->classes;
-    mo.n_classes = s->C;
-    mo.probe_durations = cfg->classify_probe_durations;
-    if ((rc = wisp_manifest_load_opts(&s->man, cfg->manifest, &mo, err)) != 0)
+    if (!(s->desc = wisp_jobcfg_to_string(cfg))) {
+        rc = wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
         goto done;
-    size_t n = s->man.n_items;
-    char msha[65], asha[65], hsha[65], fp[65];
-    s_sha(cfg->model, "model.safetensors", msha);
-    if (!msha[0])
-        s_sha(cfg->model, "model.safetensors.index.json", msha);
-    s_sha(cfg->adapter, "adapter.safetensors", asha);
-    s_sha(cfg->head, "model_head.safetensors", hsha);
-    size_t len = 4 * 65 + 64;
-    for (size_t i = 0; i < n; i++)
-        len += strlen(s->man.items[i].path) + 1;
-    all = malloc(len);
-    s->desc = wisp_jobcfg_to_string(cfg);
+    }
+    ro.config_json = s->desc;
+    if (!(s->run = wisp_classify_run_open(&ro, err))) {
+        rc = err && err->code ? err->code : WISP_ERR_IO;
+        goto done;
+    }
+    s->man = wisp_classify_run_manifest(s->run);
+    s->C = wisp_classify_run_num_classes(s->run);
+    s->P = wisp_classify_run_embed_dim(s->run);
+    s->classes = wisp_classify_run_classes(s->run);
+    size_t n = s->man->n_items;
     s->pred = malloc((n ? n : 1) * sizeof *s->pred);
     s->scratch = malloc((size_t)(2 * s->C + s->P + 1) * sizeof(float));
     plan->done = calloc(n ? n : 1, 1);
     plan->seconds = malloc((n ? n : 1) * sizeof *plan->seconds);
-    if (!all || !s->desc || !s->pred || !s->scratch || !plan->done || !plan->seconds) {
+    if (!s->pred || !s->scratch || !plan->done || !plan->seconds) {
         rc = wisp_error_set(err, WISP_ERR_NOMEM, "out of memory for %zu items", n);
-        goto done;
-    }
-    size_t off = (size_t)snprintf(all, len, "%s|%s|%s|%d|%d|%d|", msha, asha, hsha,
-                                  cfg->classify_truncate, s->P, s->C);
-    for (size_t i = 0; i < n; i++)
-        off += (size_t)snprintf(all + off, len - off, "%s\n", s->man.items[i].path);
-    wisp_sha256_hex(all, strlen(all), fp);
-    wisp_results_attr_t attrs[4] = {{"config", s->desc},
-                                    {"model_sha256", msha},
-                                    {"adapter_sha256", asha},
-                                    {"head_sha256", hsha}};
-    wisp_results_opts_t ro = wisp_results_default_opts();
-    ro.path = cfg->output;
-    ro.n_rows = n;
-    ro.n_classes = s->C;
-    ro.classes = (const char *const *)s->classes;
-    ro.embed_dim = s->P;
-    ro.has_true_label = s->man.n_labeled > 0;
-    ro.fingerprint = fp;
-    ro.resume = resume;
-    ro.attrs = attrs;
-    ro.n_attrs = 4;
-    s->res = wisp_results_open(&ro, err);
-    if (!s->res) {
-        rc = err && err->code ? err->code : WISP_ERR_IO;
         goto done;
     }
     /* Durations: known ones as given, unknown ones as the mean of the known (a
      * shard plan by seconds), or none at all (a plan by count). */
-    double mean =
-        s->man.n_duration_known ? s->man.total_duration / (double)s->man.n_duration_known : 0;
+    const wisp_manifest_t *m = s->man;
+    double mean = m->n_duration_known ? m->total_duration / (double)m->n_duration_known : 0;
+    wisp_results_t *res = wisp_classify_run_results(s->run);
     for (size_t i = 0; i < n; i++) {
         s->pred[i] = -2;
-        plan->done[i] = (uint8_t)wisp_results_row_done(s->res, i);
-        plan->seconds[i] = s->man.items[i].duration >= 0 ? s->man.items[i].duration : mean;
+        plan->done[i] = (uint8_t)wisp_results_row_done(res, i);
+        plan->seconds[i] = m->items[i].duration >= 0 ? m->items[i].duration : mean;
     }
-    if (!s->man.n_duration_known) {
+    if (!m->n_duration_known) {
         free(plan->seconds);
         plan->seconds = NULL;
     }
@@ -202,7 +138,6 @@ static int s_coord_open(void **state, const wisp_jobcfg_t *cfg, int resume, wisp
     *state = s;
     s = NULL;
 done:
-    free(all);
     if (rc)
         wisp_job_plan_free(plan);
     s_coord_close((void **)&s);
@@ -217,18 +152,79 @@ static int s_coord_payload(void *state, uint64_t first, uint32_t count, wisp_wbu
     wisp_wbuf_u32(out, (uint32_t)s->C);
     wisp_wbuf_u32(out, (uint32_t)s->P);
     for (uint32_t i = 0; i < count; i++)
-        wisp_wbuf_str(out, s->man.items[first + i].path);
+        wisp_wbuf_str(out, s->man->items[first + i].path);
     return WISP_OK;
+}
+
+/* Reads one item's windows into s->win / s->win_probs; the count is checked against
+ * the bytes left before it sizes anything. 0, or -1 when malformed. */
+static int s_read_windows(s_coord_t *s, wisp_rbuf_t *r, uint32_t n)
+{
+    const size_t C = (size_t)s->C, each = 24 + 4 * C;
+    if (n > WISP_RESULTS_MAX_SEGMENTS || r->left / each < n)
+        return -1;
+    if (n > s->win_cap) {
+        wisp_classifier_window_t *w = realloc(s->win, n * sizeof *w);
+        if (w)
+            s->win = w;
+        float *p = realloc(s->win_probs, n * C * sizeof *p);
+        if (p)
+            s->win_probs = p;
+        if (!w || !p)
+            return -1;
+        s->win_cap = n;
+    }
+    for (uint32_t k = 0; k < n; k++) {
+        s->win[k].start = wisp_rbuf_f64(r);
+        s->win[k].end = wisp_rbuf_f64(r);
+        s->win[k].label = wisp_rbuf_i32(r);
+        s->win[k].score = wisp_rbuf_f32(r);
+        wisp_rbuf_f32s(r, s->win_probs + k * C, C);
+    }
+    return r->failed ? -1 : 0;
+}
+
+/* Parses one item of a RESULT payload into f (views into s's buffers). */
+static int s_read_item(s_coord_t *s, wisp_rbuf_t *r, char *msg, size_t msg_size,
+                       wisp_classify_file_t *f)
+{
+    const int C = s->C, P = s->P;
+    memset(f, 0, sizeof *f);
+    f->label = wisp_rbuf_i32(r);
+    f->score = wisp_rbuf_f32(r);
+    f->duration = wisp_rbuf_f64(r);
+    f->status = wisp_rbuf_i32(r);
+    wisp_rbuf_str(r, msg, msg_size);
+    f->error = msg;
+    if (f->status == 0 && !r->failed) {
+        wisp_rbuf_f32s(r, s->scratch, (size_t)(2 * C + P));
+        f->probs = s->scratch;
+        f->logits = s->scratch + C;
+        f->embedding = P ? s->scratch + 2 * C : NULL;
+        uint32_t capped = wisp_rbuf_u32(r);
+        f->capped = capped == 1;
+        f->n_windows = wisp_rbuf_u32(r);
+        if (r->failed || capped > 1 || s_read_windows(s, r, f->n_windows) != 0)
+            return -1;
+        f->windows = s->win;
+        f->window_probs = s->win_probs;
+        for (uint32_t k = 0; k < f->n_windows; k++)
+            if (s->win[k].label < 0 || s->win[k].label >= C)
+                return -1;
+    }
+    if (r->failed || f->label < -1 || f->label >= C || f->status > 0 || f->status < -127 ||
+        (f->status == 0 && f->label < 0))
+        return -1;
+    return 0;
 }
 
 static int s_coord_commit(void *state, uint64_t first, uint32_t count, const uint8_t *p, size_t n,
                           uint32_t *n_errors, double *audio_s, wisp_error_t *err)
 {
     s_coord_t *s = state;
-    const int C = s->C, P = s->P;
     *n_errors = 0;
     *audio_s = 0;
-    if (first > s->man.n_items || count > s->man.n_items - first)
+    if (first > s->man->n_items || count > s->man->n_items - first)
         return wisp_error_set(err, WISP_ERR_FORMAT, "classify result: items outside the manifest");
     /* Validate the whole payload before storing anything. */
     wisp_rbuf_t r;
@@ -236,40 +232,20 @@ static int s_coord_commit(void *state, uint64_t first, uint32_t count, const uin
     for (int pass = 0; pass < 2; pass++) {
         wisp_rbuf_init(&r, p, n);
         for (uint32_t i = 0; i < count; i++) {
-            int32_t label = wisp_rbuf_i32(&r);
-            float score = wisp_rbuf_f32(&r);
-            double duration = wisp_rbuf_f64(&r);
-            int32_t status = wisp_rbuf_i32(&r);
-            wisp_rbuf_str(&r, msg, sizeof msg);
-            if (status == 0)
-                wisp_rbuf_f32s(&r, s->scratch, (size_t)(2 * C + P));
-            if (r.failed || label < -1 || label >= C || status > 0 || status < -127 ||
-                (status == 0 && label < 0))
+            wisp_classify_file_t f;
+            if (s_read_item(s, &r, msg, sizeof msg, &f) != 0)
                 return wisp_error_set(err, WISP_ERR_FORMAT,
                                       "classify result: bad row for item %" PRIu64, first + i);
             if (pass == 0)
                 continue;
             size_t item = (size_t)(first + i);
-            wisp_result_row_t row = {
-                .index = item,
-                .path = s->man.items[item].path,
-                .label = label,
-                .score = score,
-                .probs = status ? NULL : s->scratch,
-                .logits = status ? NULL : s->scratch + C,
-                .embedding = status || !P ? NULL : s->scratch + 2 * C,
-                .duration = (float)duration,
-                .status = (int8_t)status,
-                .error = msg,
-                .true_label = s->man.items[item].label,
-            };
-            int rc = wisp_results_put(s->res, &row, err);
+            int rc = wisp_classify_run_put(s->run, item, &f, err);
             if (rc < 0)
                 return rc;
-            s->pred[item] = status ? -1 : label;
-            if (duration > 0)
-                *audio_s += duration;
-            *n_errors += status != 0;
+            s->pred[item] = f.status ? -1 : f.label;
+            if (f.duration > 0)
+                *audio_s += f.duration;
+            *n_errors += f.status != 0;
         }
         if (r.left)
             return wisp_error_set(err, WISP_ERR_FORMAT, "classify result: %zu trailing bytes",
@@ -281,7 +257,7 @@ static int s_coord_commit(void *state, uint64_t first, uint32_t count, const uin
 static int s_coord_flush(void *state, wisp_error_t *err)
 {
     s_coord_t *s = state;
-    return wisp_results_commit(s->res, err);
+    return wisp_results_commit(wisp_classify_run_results(s->run), err);
 }
 
 /* Accuracy, per-class precision/recall and the confusion matrix over the rows
@@ -293,8 +269,8 @@ static void s_metrics(const s_coord_t *s, cJSON *summary)
     if (!conf)
         return;
     long evaluated = 0, correct = 0;
-    for (size_t i = 0; i < s->man.n_items; i++) {
-        int t = s->man.items[i].label, p = s->pred[i];
+    for (size_t i = 0; i < s->man->n_items; i++) {
+        int t = s->man->items[i].label, p = s->pred[i];
         if (t < 0 || p < 0)
             continue;
         evaluated++;
@@ -326,13 +302,20 @@ static void s_metrics(const s_coord_t *s, cJSON *summary)
 static int s_coord_finish(void *state, int complete, cJSON *summary, wisp_error_t *err)
 {
     s_coord_t *s = state;
+    wisp_results_t *res = wisp_classify_run_results(s->run);
     if (!complete)
-        return wisp_results_commit(s->res, err);
-    if (s->man.n_labeled)
+        return wisp_results_commit(res, err);
+    if (s->man->n_labeled)
         s_metrics(s, summary);
+    size_t capped = wisp_classify_run_capped(s->run);
+    cJSON_AddNumberToObject(summary, "capped_at_30s", (double)capped);
+    if (capped)
+        WISP_LOGW("%zu file(s) longer than 30 s: only their first 30 s were classified (see the "
+                  "note column; classify.window classifies all of it)",
+                  capped);
     cJSON_AddStringToObject(summary, "output", s->output);
     char *text = cJSON_PrintUnformatted(summary);
-    int rc = wisp_results_finish(s->res, text, 0, err);
+    int rc = wisp_results_finish(res, text, 0, err);
     free(text);
     return rc;
 }
@@ -370,6 +353,11 @@ static int s_worker_open(void **state, const wisp_jobcfg_t *cfg, const wisp_job_
     o.embeddings = cfg->classify_embedding;
     o.batch = cfg->classify_batch_size;
     o.threads = env->threads;
+    int rc = s_window_opts(cfg, &o.window, err);
+    if (rc != WISP_OK) {
+        s_worker_close((void **)&w);
+        return rc;
+    }
     w->batch = o.batch;
     w->embed = o.embeddings;
     w->cl = wisp_classifier_new(&o, err);
@@ -392,6 +380,32 @@ static int s_worker_open(void **state, const wisp_jobcfg_t *cfg, const wisp_job_
     }
     *state = w;
     return WISP_OK;
+}
+
+/* One item of the RESULT payload (layout at the top). */
+static void s_write_item(wisp_wbuf_t *out, const s_worker_t *w, int j, uint32_t C, uint32_t P)
+{
+    wisp_classify_file_t f = wisp_classify_file_of(w->cl, w->rows, j, w->probs, w->logits, w->emb);
+    wisp_wbuf_i32(out, f.status ? -1 : f.label);
+    wisp_wbuf_f32(out, f.score);
+    wisp_wbuf_f64(out, f.duration);
+    wisp_wbuf_i32(out, f.status);
+    wisp_wbuf_str(out, f.status ? f.error : "");
+    if (f.status != 0)
+        return;
+    wisp_wbuf_f32s(out, f.probs, C);
+    wisp_wbuf_f32s(out, f.logits, C);
+    if (P)
+        wisp_wbuf_f32s(out, f.embedding, P);
+    wisp_wbuf_u32(out, f.capped ? 1 : 0);
+    wisp_wbuf_u32(out, f.n_windows);
+    for (uint32_t k = 0; k < f.n_windows; k++) {
+        wisp_wbuf_f64(out, f.windows[k].start);
+        wisp_wbuf_f64(out, f.windows[k].end);
+        wisp_wbuf_i32(out, f.windows[k].label);
+        wisp_wbuf_f32(out, f.windows[k].score);
+        wisp_wbuf_f32s(out, f.window_probs + (size_t)k * C, C);
+    }
 }
 
 static int s_worker_run(void *state, uint64_t first, uint32_t count, const uint8_t *p, size_t n,
@@ -423,20 +437,8 @@ static int s_worker_run(void *state, uint64_t first, uint32_t count, const uint8
         stage_seconds[0] += wisp_now() - t0;
         if (rc)
             return rc;
-        for (int j = 0; j < k; j++) {
-            const wisp_classifier_result_t *res = &w->rows[j];
-            wisp_wbuf_i32(out, res->status ? -1 : res->label);
-            wisp_wbuf_f32(out, res->score);
-            wisp_wbuf_f64(out, res->duration);
-            wisp_wbuf_i32(out, res->status);
-            wisp_wbuf_str(out, res->status ? res->error : "");
-            if (res->status == 0) {
-                wisp_wbuf_f32s(out, w->probs + (size_t)j * C, C);
-                wisp_wbuf_f32s(out, w->logits + (size_t)j * C, C);
-                if (P)
-                    wisp_wbuf_f32s(out, w->emb + (size_t)j * P, P);
-            }
-        }
+        for (int j = 0; j < k; j++)
+            s_write_item(out, w, j, C, P);
         done += (uint32_t)k;
     }
     return WISP_OK;

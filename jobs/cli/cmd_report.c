@@ -14,6 +14,7 @@ static void s_help(FILE *out)
 {
     fprintf(out,
             "usage: wisp report RESULTS.h5|TRAIN_DIR [--plots DIR] [--no-plots] [--max-errors N]\n"
+            "       wisp report RESULTS.h5 --csv FILE|- [--segments-csv FILE]\n"
             "\n"
             "For a classify results file: row counts (ok/error), accuracy when the file has\n"
             "true labels, a per-class table (support, predicted, precision, recall, F1), the\n"
@@ -31,11 +32,40 @@ static void s_help(FILE *out)
             "                   results file's directory, or the training directory itself)\n"
             "  --no-plots       print the summary only\n"
             "  --max-errors N   list at most N failed rows (default 20; 0 lists all)\n"
+            "  --csv FILE       instead of the summary, write the rows of a results file as\n"
+            "                   CSV (- for stdout): row, path, label, label_name, score,\n"
+            "                   true_label, true_label_name, status, error, note, duration,\n"
+            "                   top_1..top_K with their probabilities, prob_<class> per class\n"
+            "  --segments-csv FILE  with --csv, also the windows of a windowed run (segments\n"
+            "                   group): row, path, start, end, label, label_name, score, probs\n"
             "\n"
             "examples:\n"
             "  wisp report out/test_results.h5\n"
             "  wisp report out/train --plots /tmp/plots\n"
-            "  wisp report results.h5 --no-plots --max-errors 0\n");
+            "  wisp report results.h5 --no-plots --max-errors 0\n"
+            "  wisp report results.h5 --csv results.csv --segments-csv windows.csv\n");
+}
+
+/* --csv: the rows (and segments) of a results file as CSV. */
+static int s_export_csv(const char *input, const char *csv, const char *seg_csv)
+{
+    wisp_error_t err = {0};
+    FILE *out = strcmp(csv, "-") == 0 ? stdout : fopen(csv, "w");
+    FILE *seg = seg_csv ? (strcmp(seg_csv, "-") == 0 ? stdout : fopen(seg_csv, "w")) : NULL;
+    int rc = WISP_OK;
+    if (!out || (seg_csv && !seg))
+        rc = wisp_error_set(&err, WISP_ERR_IO, "%s: %s", !out ? csv : seg_csv, strerror(errno));
+    else
+        rc = wisp_report_results_csv(input, out, seg, &err);
+    if (out && out != stdout && fclose(out) != 0 && rc == WISP_OK)
+        rc = wisp_error_set(&err, WISP_ERR_IO, "%s: %s", csv, strerror(errno));
+    if (seg && seg != stdout && fclose(seg) != 0 && rc == WISP_OK)
+        rc = wisp_error_set(&err, WISP_ERR_IO, "%s: %s", seg_csv, strerror(errno));
+    if (rc != WISP_OK) {
+        fprintf(stderr, "wisp report: %s\n", err.msg);
+        return WISP_EXIT_FAILURE;
+    }
+    return WISP_EXIT_OK;
 }
 
 /* "dir/name.h5" -> "name" (the stem names the plot). */
@@ -51,7 +81,7 @@ static void s_stem(const char *path, char *out, size_t size)
 
 int wisp_cmd_report(int argc, char **argv)
 {
-    const char *input = NULL, *plots = NULL;
+    const char *input = NULL, *plots = NULL, *csv = NULL, *seg_csv = NULL;
     int no_plots = 0;
     long max_errors = 20;
     for (int i = 1; i < argc; i++) {
@@ -67,6 +97,12 @@ int wisp_cmd_report(int argc, char **argv)
                 fprintf(stderr, "wisp report: --plots needs a directory\n");
                 return WISP_EXIT_USAGE;
             }
+        } else if (strcmp(a, "--csv") == 0 || strcmp(a, "--segments-csv") == 0) {
+            if (i + 1 >= argc || !argv[i + 1][0]) {
+                fprintf(stderr, "wisp report: %s needs a file (or - for stdout)\n", a);
+                return WISP_EXIT_USAGE;
+            }
+            *(a[2] == 'c' ? &csv : &seg_csv) = argv[++i];
         } else if (strcmp(a, "--max-errors") == 0 || strncmp(a, "--max-errors=", 13) == 0) {
             const char *v = a[12] == '=' ? a + 13 : (i + 1 < argc ? argv[++i] : "");
             char *end;
@@ -97,6 +133,17 @@ int wisp_cmd_report(int argc, char **argv)
         return WISP_EXIT_FAILURE;
     }
     int is_dir = S_ISDIR(st.st_mode);
+    if (seg_csv && !csv) {
+        fprintf(stderr, "wisp report: --segments-csv goes with --csv\n");
+        return WISP_EXIT_USAGE;
+    }
+    if (csv) {
+        if (is_dir) {
+            fprintf(stderr, "wisp report: --csv needs a results file, %s is a directory\n", input);
+            return WISP_EXIT_USAGE;
+        }
+        return s_export_csv(input, csv, seg_csv);
+    }
 
     wisp_error_t err = {0};
     wisp_report_results_t *res = NULL;

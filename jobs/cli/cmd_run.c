@@ -81,93 +81,170 @@ static void s_end(pid_t pid, double grace)
     s_wait_for(pid, 5);
 }
 
-int wisp_cmd_run(int argc, char **argv)
+typedef struct {
+    const char *job, *mpirun;
+    int np, restarts, fresh, no_progress;
+    char **sets;
+    int n_sets;
+} s_args_t;
+
+/* 0 to run, else the exit code (usage printed). */
+static int s_parse(int argc, char **argv, s_args_t *a)
 {
-    const char *job = NULL, *mpirun = "mpirun";
-    int np = 1, restarts = 3, fresh = 0, no_progress = 0;
-    char **sets = calloc((size_t)argc + 1, sizeof *sets);
-    int n_sets = 0;
-    if (!sets)
+    memset(a, 0, sizeof *a);
+    a->mpirun = "mpirun";
+    a->np = 1;
+    a->restarts = 3;
+    a->sets = calloc((size_t)argc + 1, sizeof *a->sets);
+    if (!a->sets)
         return WISP_EXIT_FAILURE;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             s_usage(stdout);
-            free(sets);
-            return WISP_EXIT_OK;
+            return -1;
         } else if ((!strcmp(argv[i], "-np") || !strcmp(argv[i], "-n")) && i + 1 < argc) {
-            np = atoi(argv[++i]);
+            a->np = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
-            sets[n_sets++] = argv[++i];
+            a->sets[a->n_sets++] = argv[++i];
         } else if (!strcmp(argv[i], "--restarts") && i + 1 < argc) {
-            restarts = atoi(argv[++i]);
+            a->restarts = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--mpirun") && i + 1 < argc) {
-            mpirun = argv[++i];
+            a->mpirun = argv[++i];
         } else if (!strcmp(argv[i], "--fresh")) {
-            fresh = 1;
+            a->fresh = 1;
         } else if (!strcmp(argv[i], "--no-progress")) {
-            no_progress = 1;
-        } else if (argv[i][0] != '-' && !job) {
-            job = argv[i];
+            a->no_progress = 1;
+        } else if (argv[i][0] != '-' && !a->job) {
+            a->job = argv[i];
         } else {
             fprintf(stderr, "wisp run: unexpected argument '%s'\n", argv[i]);
             s_usage(stderr);
-            free(sets);
             return WISP_EXIT_USAGE;
         }
     }
-    if (!job || np < 1 || restarts < 0) {
+    if (!a->job || a->np < 1 || a->restarts < 0) {
         s_usage(stderr);
-        free(sets);
         return WISP_EXIT_USAGE;
     }
-    /* Validate the config here so mistakes surface before anything starts. */
+    return 0;
+}
+
+/* The config is validated here so mistakes surface before anything starts. */
+static int s_validate(const s_args_t *a, long cores)
+{
     wisp_jobcfg_t cfg;
     wisp_error_t err = {0};
-    if (wisp_jobcfg_load(&cfg, job, sets, n_sets, &err) != 0) {
+    if (wisp_jobcfg_load(&cfg, a->job, a->sets, a->n_sets, &err) != 0) {
         fprintf(stderr, "wisp run: %s\n", err.msg);
-        free(sets);
         return WISP_EXIT_USAGE;
     }
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    if ((long)np * cfg.threads_per_worker > cores)
+    if ((long)a->np * cfg.threads_per_worker > cores)
         WISP_LOGW(
-            "%d ranks x %d threads exceeds the %ld cores here (set cluster.threads_per_worker)", np,
-            cfg.threads_per_worker, cores);
+            "%d ranks x %d threads exceeds the %ld cores here (set cluster.threads_per_worker)",
+            a->np, cfg.threads_per_worker, cores);
     wisp_jobcfg_free(&cfg);
+    return 0;
+}
 
+/* Waits for the coordinator's endpoint file; 0, or the coordinator's exit code when
+ * it ended first (*coord is then -1). */
+static int s_wait_endpoint(pid_t *coord, const char *epfile, char *endpoint, size_t n)
+{
+    for (;;) {
+        char *text = NULL;
+        if (access(epfile, R_OK) == 0 && wisp_read_file(epfile, n - 1, &text, NULL, NULL) == 0) {
+            snprintf(endpoint, n, "%s", text);
+            free(text);
+            return 0;
+        }
+        int rc = s_wait_for(*coord, 0.05);
+        if (rc >= 0) {
+            *coord = -1;
+            return rc;
+        }
+    }
+}
+
+/* Runs mpirun (relaunched while the coordinator still has work) until the
+ * coordinator exits; returns its exit code. An mpirun that exits 0 has been told
+ * the job is done (workers exit 0 only after STOP "done"): it is not relaunched
+ * while the coordinator lingers. */
+static int s_supervise(pid_t *coord, pid_t *mpi, char *const margv[], int restarts)
+{
+    int launches = 0, forwarded = 0, workers_done = 0;
+    while (*coord > 0) {
+        if (*mpi < 0 && !workers_done && launches <= restarts && !s_signalled) {
+            if (launches)
+                WISP_LOGW("workers exited while the job is running: relaunching (%d of %d)",
+                          launches, restarts);
+            *mpi = s_spawn(margv);
+            launches++;
+        }
+        int rc = s_wait_for(*coord, 0.1);
+        if (rc >= 0) {
+            *coord = -1;
+            return rc;
+        }
+        if ((s_signalled || (*mpi < 0 && !workers_done && launches > restarts)) && !forwarded) {
+            if (!s_signalled)
+                WISP_LOGE("workers keep exiting (%d launches; their errors are above): stopping "
+                          "the coordinator (state stays resumable)",
+                          launches);
+            kill(*coord, SIGTERM);
+            forwarded = 1;
+        }
+        int mrc = *mpi > 0 ? s_wait_for(*mpi, 0) : -1;
+        if (mrc >= 0) {
+            *mpi = -1;
+            workers_done = mrc == WISP_EXIT_OK;
+        }
+    }
+    return WISP_EXIT_FAILURE;
+}
+
+int wisp_cmd_run(int argc, char **argv)
+{
+    s_args_t a;
+    int code = s_parse(argc, argv, &a);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (code == 0)
+        code = s_validate(&a, cores);
+    if (code) {
+        free(a.sets);
+        return code < 0 ? WISP_EXIT_OK : code;
+    }
     char self[PATH_MAX], dir[PATH_MAX], coord_bin[PATH_MAX + 32], worker_bin[PATH_MAX + 32];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0) {
-        fprintf(stderr, "wisp run: cannot find my own binary\n");
-        free(sets);
+    char tmp[] = "/tmp/wisp-run-XXXXXX";
+    if (n <= 0 || !mkdtemp(tmp)) {
+        fprintf(stderr, "wisp run: %s\n", n <= 0 ? "cannot find my own binary" : "mkdtemp failed");
+        free(a.sets);
         return WISP_EXIT_FAILURE;
     }
     self[n] = '\0';
     wisp_path_dirname(dir, sizeof dir, self);
     snprintf(coord_bin, sizeof coord_bin, "%s/wisp-coordinator", dir);
     snprintf(worker_bin, sizeof worker_bin, "%s/wisp-worker", dir);
-    char tmp[] = "/tmp/wisp-run-XXXXXX";
-    if (!mkdtemp(tmp)) {
-        fprintf(stderr, "wisp run: mkdtemp: %s\n", strerror(errno));
-        free(sets);
-        return WISP_EXIT_FAILURE;
-    }
     char epfile[64], endpoint[512] = "";
     snprintf(epfile, sizeof epfile, "%s/endpoint", tmp);
 
-    char **cargv = calloc((size_t)(2 * n_sets + 10), sizeof *cargv);
+    char **cargv = calloc((size_t)(2 * a.n_sets + 10), sizeof *cargv);
     int k = 0;
+    pid_t mpi = -1, coord = -1;
+    code = WISP_EXIT_FAILURE;
+    if (!cargv)
+        goto done;
     cargv[k++] = coord_bin;
-    cargv[k++] = (char *)job;
+    cargv[k++] = (char *)a.job;
     cargv[k++] = "--endpoint-file";
     cargv[k++] = epfile;
-    for (int i = 0; i < n_sets; i++) {
+    for (int i = 0; i < a.n_sets; i++) {
         cargv[k++] = "--set";
-        cargv[k++] = sets[i];
+        cargv[k++] = a.sets[i];
     }
-    if (fresh)
+    if (a.fresh)
         cargv[k++] = "--fresh";
-    if (no_progress)
+    if (a.no_progress)
         cargv[k++] = "--no-progress";
     cargv[k] = NULL;
 
@@ -177,66 +254,27 @@ int wisp_cmd_run(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
-    int code = WISP_EXIT_FAILURE;
-    pid_t mpi = -1;
-    pid_t coord = s_spawn(cargv);
+    code = WISP_EXIT_FAILURE;
+    coord = s_spawn(cargv);
     if (coord < 0)
         goto done;
     /* The coordinator writes its bound endpoint once it listens. */
-    for (;;) {
-        char *text = NULL;
-        if (access(epfile, R_OK) == 0 &&
-            wisp_read_file(epfile, sizeof endpoint - 1, &text, NULL, NULL) == 0) {
-            snprintf(endpoint, sizeof endpoint, "%s", text);
-            free(text);
-            break;
-        }
-        int rc = s_wait_for(coord, 0.05);
-        if (rc >= 0) {
-            code = rc;
-            coord = -1;
-            goto done;
-        }
-    }
+    if ((code = s_wait_endpoint(&coord, epfile, endpoint, sizeof endpoint)) != 0 || coord < 0)
+        goto done;
     char np_s[16];
-    snprintf(np_s, sizeof np_s, "%d", np);
+    snprintf(np_s, sizeof np_s, "%d", a.np);
     char *margv[16];
     k = 0;
-    margv[k++] = (char *)mpirun;
+    margv[k++] = (char *)a.mpirun;
     margv[k++] = "-np";
     margv[k++] = np_s;
-    if (np > cores)
+    if (a.np > cores)
         margv[k++] = "--oversubscribe";
     margv[k++] = worker_bin;
     margv[k++] = "--coordinator";
     margv[k++] = endpoint;
     margv[k] = NULL;
-    int launches = 0, forwarded = 0;
-    while (coord > 0) {
-        if (mpi < 0 && launches <= restarts && !s_signalled) {
-            if (launches)
-                WISP_LOGW("workers exited while the job is running: relaunching (%d of %d)",
-                          launches, restarts);
-            mpi = s_spawn(margv);
-            launches++;
-        }
-        int rc = s_wait_for(coord, 0.1);
-        if (rc >= 0) {
-            code = rc;
-            coord = -1;
-            break;
-        }
-        if ((s_signalled || (mpi < 0 && launches > restarts)) && !forwarded) {
-            if (!s_signalled)
-                WISP_LOGE("workers keep exiting (%d launches): stopping the coordinator (state "
-                          "stays resumable)",
-                          launches);
-            kill(coord, SIGTERM);
-            forwarded = 1;
-        }
-        if (mpi > 0 && s_wait_for(mpi, 0) >= 0)
-            mpi = -1;
-    }
+    code = s_supervise(&coord, &mpi, margv, a.restarts);
 done:
     if (coord > 0)
         s_end(coord, 0);
@@ -246,6 +284,6 @@ done:
     unlink(epfile);
     rmdir(tmp);
     free(cargv);
-    free(sets);
+    free(a.sets);
     return code;
 }

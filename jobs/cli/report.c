@@ -400,156 +400,398 @@ static int s_compute(wisp_report_results_t *r, const int *label, const int *stat
     return WISP_OK;
 }
 
-wisp_report_results_t *wisp_report_results_load(const char *path, wisp_error_t *err)
+/* The columns of a results file that the report reads (freed by s_rcols_free). */
+typedef struct {
+    int *label, *status, *truth;
+    double *score, *duration;
+    char **paths, **errors;
+    size_t n, n_classes;
+} s_rcols_t;
+
+static void s_rcols_free(s_rcols_t *c)
 {
-    wisp_report_results_t *r = calloc(1, sizeof *r);
-    int *label = NULL, *status = NULL, *truth = NULL;
-    double *score = NULL, *duration = NULL;
-    char **paths = NULL, **errors = NULL;
-    int64_t *file_conf = NULL;
-    size_t n = 0, n_classes = 0;
-    int rc = WISP_OK;
-    hid_t fid = -1;
-    H5E_auto2_t old_func = NULL;
-    void *old_data = NULL;
-    H5Eget_auto2(H5E_DEFAULT, &old_func, &old_data);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    if (c->paths)
+        s_free_strings(c->paths, c->n);
+    if (c->errors)
+        s_free_strings(c->errors, c->n);
+    free(c->label);
+    free(c->status);
+    free(c->truth);
+    free(c->score);
+    free(c->duration);
+}
 
-    if (!r) {
-        rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
-        goto done;
-    }
-    r->accuracy = r->mean_score = r->total_duration = r->macro_f1 = NAN;
-    if (!(r->file = s_strdup(path))) {
-        rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
-        goto done;
-    }
+/* Opens an HDF5 file read-only, with messages for a missing or non-HDF5 file. */
+static int s_open_h5(const char *path, hid_t *fid, wisp_error_t *err)
+{
     struct stat st;
-    if (stat(path, &st) != 0) {
-        rc = wisp_error_set(err, errno == ENOENT ? WISP_ERR_NOTFOUND : WISP_ERR_IO,
-                            "%s: cannot open: %s", path, strerror(errno));
-        goto done;
-    }
-    if (H5Fis_hdf5(path) <= 0) {
-        rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: not an HDF5 file", path);
-        goto done;
-    }
-    fid = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (fid < 0) {
-        rc = wisp_error_set(err, WISP_ERR_HDF5, "%s: HDF5 cannot open the file", path);
-        goto done;
-    }
-    s_h5_t h = {path, fid, err};
+    *fid = -1;
+    if (stat(path, &st) != 0)
+        return wisp_error_set(err, errno == ENOENT ? WISP_ERR_NOTFOUND : WISP_ERR_IO,
+                              "%s: cannot open: %s", path, strerror(errno));
+    if (H5Fis_hdf5(path) <= 0)
+        return wisp_error_set(err, WISP_ERR_FORMAT, "%s: not an HDF5 file", path);
+    *fid = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (*fid < 0)
+        return wisp_error_set(err, WISP_ERR_HDF5, "%s: HDF5 cannot open the file", path);
+    return WISP_OK;
+}
 
-    if ((rc = s_read_strings(&h, "classes", 1, S_ANY_LEN, &r->classes, &n_classes)) != WISP_OK)
-        goto done;
-    if (n_classes == 0 || n_classes > 1000000) {
-        rc = wisp_error_set(err, WISP_ERR_SHAPE, "%s: dataset 'classes' has %zu entries", path,
-                            n_classes);
-        goto done;
-    }
-    r->n_classes = (int)n_classes;
-    if ((rc = s_read_1d(&h, "label", 1, S_ANY_LEN, 1, (void **)&label, &n)) != WISP_OK)
-        goto done;
-    r->n = n;
-    if ((rc = s_read_1d(&h, "status", 1, n, 1, (void **)&status, NULL)) != WISP_OK ||
-        (rc = s_read_strings(&h, "path", 1, n, &paths, NULL)) != WISP_OK ||
-        (rc = s_read_strings(&h, "error", 0, n, &errors, NULL)) != WISP_OK ||
-        (rc = s_read_1d(&h, "true_label", 0, n, 1, (void **)&truth, NULL)) != WISP_OK ||
-        (rc = s_read_1d(&h, "score", 0, n, 0, (void **)&score, NULL)) != WISP_OK ||
-        (rc = s_read_1d(&h, "duration", 0, n, 0, (void **)&duration, NULL)) != WISP_OK ||
-        (rc = s_check_2d(&h, "probs", n, n_classes)) != WISP_OK ||
-        (rc = s_check_2d(&h, "logits", n, n_classes)) != WISP_OK ||
-        (rc = s_check_2d(&h, "embedding", n, 0)) != WISP_OK ||
-        (rc = s_check_2d(&h, "confusion", n_classes, n_classes)) != WISP_OK)
-        goto done;
-    r->has_truth = truth != NULL;
+/* classes, label, status, path (required) and the optional columns, every one
+ * checked against N and C. */
+static int s_read_result_columns(s_h5_t *h, char ***classes, s_rcols_t *c)
+{
+    int rc = s_read_strings(h, "classes", 1, S_ANY_LEN, classes, &c->n_classes);
+    if (rc != WISP_OK)
+        return rc;
+    if (c->n_classes == 0 || c->n_classes > 1000000)
+        return wisp_error_set(h->err, WISP_ERR_SHAPE, "%s: dataset 'classes' has %zu entries",
+                              h->file, c->n_classes);
+    if ((rc = s_read_1d(h, "label", 1, S_ANY_LEN, 1, (void **)&c->label, &c->n)) != WISP_OK)
+        return rc;
+    size_t n = c->n, C = c->n_classes;
+    if ((rc = s_read_1d(h, "status", 1, n, 1, (void **)&c->status, NULL)) != WISP_OK ||
+        (rc = s_read_strings(h, "path", 1, n, &c->paths, NULL)) != WISP_OK ||
+        (rc = s_read_strings(h, "error", 0, n, &c->errors, NULL)) != WISP_OK ||
+        (rc = s_read_1d(h, "true_label", 0, n, 1, (void **)&c->truth, NULL)) != WISP_OK ||
+        (rc = s_read_1d(h, "score", 0, n, 0, (void **)&c->score, NULL)) != WISP_OK ||
+        (rc = s_read_1d(h, "duration", 0, n, 0, (void **)&c->duration, NULL)) != WISP_OK ||
+        (rc = s_check_2d(h, "probs", n, C)) != WISP_OK ||
+        (rc = s_check_2d(h, "logits", n, C)) != WISP_OK ||
+        (rc = s_check_2d(h, "embedding", n, 0)) != WISP_OK ||
+        (rc = s_check_2d(h, "confusion", C, C)) != WISP_OK)
+        return rc;
+    return WISP_OK;
+}
 
-    size_t C = n_classes;
+static int s_alloc_tables(wisp_report_results_t *r, size_t C, wisp_error_t *err)
+{
     r->confusion = calloc(C * C, sizeof *r->confusion);
     r->support = calloc(C, sizeof *r->support);
     r->predicted = calloc(C, sizeof *r->predicted);
     r->precision = calloc(C, sizeof *r->precision);
     r->recall = calloc(C, sizeof *r->recall);
     r->f1 = calloc(C, sizeof *r->f1);
-    if (!r->confusion || !r->support || !r->predicted || !r->precision || !r->recall || !r->f1) {
-        rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory for %zu classes", path, C);
-        goto done;
+    if (!r->confusion || !r->support || !r->predicted || !r->precision || !r->recall || !r->f1)
+        return wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory for %zu classes", r->file, C);
+    return WISP_OK;
+}
+
+/* Moves the failed rows' path and error strings into r (N can be large: only those
+ * are kept). */
+static int s_keep_errors(wisp_report_results_t *r, s_rcols_t *c, wisp_error_t *err)
+{
+    for (size_t i = 0; i < c->n; i++)
+        r->n_error += c->status[i] != 0;
+    r->n_ok = c->n - r->n_error;
+    size_t m = r->n_error ? r->n_error : 1;
+    r->error_rows = calloc(m, sizeof *r->error_rows);
+    r->error_status = calloc(m, sizeof *r->error_status);
+    r->error_paths = calloc(m, sizeof *r->error_paths);
+    r->error_msgs = calloc(m, sizeof *r->error_msgs);
+    if (!r->error_rows || !r->error_status || !r->error_paths || !r->error_msgs)
+        return wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", r->file);
+    for (size_t i = 0, k = 0; i < c->n; i++) {
+        if (c->status[i] == 0)
+            continue;
+        r->error_rows[k] = i;
+        r->error_status[k] = c->status[i];
+        r->n_missing += c->status[i] == WISP_RESULTS_STATUS_MISSING;
+        r->error_paths[k] = c->paths[i];
+        c->paths[i] = NULL;
+        r->error_msgs[k] = c->errors ? c->errors[i] : s_strdup("");
+        if (c->errors)
+            c->errors[i] = NULL;
+        if (!r->error_msgs[k])
+            return wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", r->file);
+        k++;
     }
-    for (size_t i = 0; i < n; i++)
-        r->n_error += status[i] != 0;
-    r->n_ok = n - r->n_error;
-    r->error_rows = calloc(r->n_error ? r->n_error : 1, sizeof *r->error_rows);
-    r->error_status = calloc(r->n_error ? r->n_error : 1, sizeof *r->error_status);
-    r->error_paths = calloc(r->n_error ? r->n_error : 1, sizeof *r->error_paths);
-    r->error_msgs = calloc(r->n_error ? r->n_error : 1, sizeof *r->error_msgs);
-    if (!r->error_rows || !r->error_status || !r->error_paths || !r->error_msgs) {
+    return WISP_OK;
+}
+
+/* A stored confusion matrix (written by the writer) must agree with ours. */
+static void s_check_file_confusion(wisp_report_results_t *r, hid_t fid)
+{
+    size_t C = (size_t)r->n_classes;
+    hid_t cd;
+    if (!r->has_truth || H5Lexists(fid, "confusion", H5P_DEFAULT) <= 0 ||
+        (cd = H5Dopen2(fid, "confusion", H5P_DEFAULT)) < 0)
+        return;
+    int64_t *file_conf = calloc(C * C, sizeof *file_conf);
+    r->file_confusion = 1;
+    if (file_conf && H5Dread(cd, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, file_conf) >= 0 &&
+        memcmp(file_conf, r->confusion, C * C * sizeof *file_conf) != 0)
+        r->file_confusion = -1;
+    free(file_conf);
+    H5Dclose(cd);
+}
+
+static int s_read_attrs(s_h5_t *h, wisp_report_results_t *r)
+{
+    s_attr_ctx_t actx = {h, r, 0, WISP_OK};
+    hsize_t idx = 0;
+    if (H5Aiterate2(h->fid, H5_INDEX_CRT_ORDER, H5_ITER_INC, &idx, s_attr_cb, &actx) < 0 &&
+        actx.rc == WISP_OK) {
+        idx = 0;
+        H5Aiterate2(h->fid, H5_INDEX_NAME, H5_ITER_INC, &idx, s_attr_cb, &actx);
+    }
+    if (actx.rc != WISP_OK)
+        return wisp_error_set(h->err, actx.rc, "%s: out of memory reading attributes", h->file);
+    return WISP_OK;
+}
+
+wisp_report_results_t *wisp_report_results_load(const char *path, wisp_error_t *err)
+{
+    wisp_report_results_t *r = calloc(1, sizeof *r);
+    s_rcols_t c;
+    memset(&c, 0, sizeof c);
+    int rc = WISP_OK;
+    hid_t fid = -1;
+    H5E_auto2_t old_func = NULL;
+    void *old_data = NULL;
+    H5Eget_auto2(H5E_DEFAULT, &old_func, &old_data);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    if (!r || !(r->file = s_strdup(path))) {
         rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
         goto done;
     }
-    /* Keep only the failed rows' strings: N can be large. */
-    for (size_t i = 0, k = 0; i < n; i++) {
-        if (status[i] == 0)
-            continue;
-        r->error_rows[k] = i;
-        r->error_status[k] = status[i];
-        r->n_missing += status[i] == WISP_RESULTS_STATUS_MISSING;
-        r->error_paths[k] = paths[i];
-        paths[i] = NULL;
-        r->error_msgs[k] = errors ? errors[i] : s_strdup("");
-        if (errors)
-            errors[i] = NULL;
-        if (!r->error_msgs[k]) {
-            rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
-            goto done;
-        }
-        k++;
-    }
-    if ((rc = s_compute(r, label, status, truth, score, duration, err)) != WISP_OK)
+    r->accuracy = r->mean_score = r->total_duration = r->macro_f1 = NAN;
+    if ((rc = s_open_h5(path, &fid, err)) != WISP_OK)
         goto done;
-
-    /* A stored confusion matrix (written by the coordinator) must agree with ours. */
-    hid_t cd;
-    if (truth && H5Lexists(fid, "confusion", H5P_DEFAULT) > 0 &&
-        (cd = H5Dopen2(fid, "confusion", H5P_DEFAULT)) >= 0) {
-        file_conf = calloc(C * C, sizeof *file_conf);
-        r->file_confusion = 1;
-        if (file_conf &&
-            H5Dread(cd, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, file_conf) >= 0 &&
-            memcmp(file_conf, r->confusion, C * C * sizeof *file_conf) != 0)
-            r->file_confusion = -1;
-        H5Dclose(cd);
-    }
-
-    s_attr_ctx_t actx = {&h, r, 0, WISP_OK};
-    hsize_t idx = 0;
-    if (H5Aiterate2(fid, H5_INDEX_CRT_ORDER, H5_ITER_INC, &idx, s_attr_cb, &actx) < 0 &&
-        actx.rc == WISP_OK) {
-        idx = 0;
-        H5Aiterate2(fid, H5_INDEX_NAME, H5_ITER_INC, &idx, s_attr_cb, &actx);
-    }
-    if (actx.rc != WISP_OK) {
-        rc = wisp_error_set(err, actx.rc, "%s: out of memory reading attributes", path);
+    s_h5_t h = {path, fid, err};
+    if ((rc = s_read_result_columns(&h, &r->classes, &c)) != WISP_OK)
         goto done;
-    }
-
+    r->n_classes = (int)c.n_classes;
+    r->n = c.n;
+    r->has_truth = c.truth != NULL;
+    if ((rc = s_alloc_tables(r, c.n_classes, err)) != WISP_OK ||
+        (rc = s_keep_errors(r, &c, err)) != WISP_OK ||
+        (rc = s_compute(r, c.label, c.status, c.truth, c.score, c.duration, err)) != WISP_OK)
+        goto done;
+    s_check_file_confusion(r, fid);
+    rc = s_read_attrs(&h, r);
 done:
-    if (paths)
-        s_free_strings(paths, n);
-    if (errors)
-        s_free_strings(errors, n);
-    free(label);
-    free(status);
-    free(truth);
-    free(score);
-    free(duration);
-    free(file_conf);
+    s_rcols_free(&c);
     if (fid >= 0)
         H5Fclose(fid);
     H5Eset_auto2(H5E_DEFAULT, old_func, old_data);
     if (rc != WISP_OK)
         wisp_report_results_destroy(&r);
     return r;
+}
+
+/* ---- CSV export ---------------------------------------------------------------- */
+
+/* An optional 2-D dataset [rows, cols] (cols 0: any width, returned in *width) read
+ * as int or float; absent leaves *out NULL. */
+static int s_read_2d(s_h5_t *h, const char *name, size_t rows, size_t cols, int as_int, void **out,
+                     size_t *width)
+{
+    *out = NULL;
+    hid_t d;
+    hsize_t dims[2];
+    int rc = s_check_2d(h, name, rows, cols);
+    if (rc != WISP_OK || (rc = s_open_dataset(h, name, 0, &d)) != WISP_OK || d < 0)
+        return rc;
+    if ((rc = s_dims(h, d, name, 2, dims)) == WISP_OK &&
+        (rc = s_check_class(h, d, name, as_int ? H5T_INTEGER : H5T_FLOAT, H5T_NO_CLASS)) ==
+            WISP_OK) {
+        size_t cnt = (size_t)dims[0] * (size_t)dims[1];
+        void *buf = malloc(cnt ? cnt * 4 : 1);
+        if (!buf)
+            rc = wisp_error_set(h->err, WISP_ERR_NOMEM, "%s: out of memory reading '%s'", h->file,
+                                name);
+        else if (cnt && H5Dread(d, as_int ? H5T_NATIVE_INT32 : H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL,
+                                H5P_DEFAULT, buf) < 0)
+            rc = wisp_error_set(h->err, WISP_ERR_HDF5, "%s: cannot read dataset '%s'", h->file,
+                                name);
+        if (rc == WISP_OK) {
+            *out = buf;
+            *width = (size_t)dims[1];
+        } else {
+            free(buf);
+        }
+    }
+    H5Dclose(d);
+    return rc;
+}
+
+/* One CSV field (RFC 4180: quoted when it holds a comma, quote or line break). */
+static void s_csv_str(FILE *out, const char *s, int first)
+{
+    if (!first)
+        fputc(',', out);
+    if (!strpbrk(s, ",\"\r\n")) {
+        fputs(s, out);
+        return;
+    }
+    fputc('"', out);
+    for (; *s; s++) {
+        if (*s == '"')
+            fputc('"', out);
+        fputc(*s, out);
+    }
+    fputc('"', out);
+}
+
+/* A number field: "" for NaN, 9 significant digits (a float round-trips). */
+static void s_csv_num(FILE *out, double v)
+{
+    if (isnan(v))
+        fputs(",", out);
+    else
+        fprintf(out, ",%.9g", v);
+}
+
+static const char *s_class_name(char **classes, size_t C, long id)
+{
+    return id >= 0 && (size_t)id < C ? classes[id] : "";
+}
+
+/* The header: fixed columns, top_<k> / top_<k>_prob, prob_<class>. */
+static void s_csv_header(FILE *out, char **classes, size_t C, size_t K, int segments)
+{
+    fputs(segments ? "row,path,start,end,label,label_name,score"
+                   : "row,path,label,label_name,score,true_label,true_label_name,status,error,"
+                     "note,duration",
+          out);
+    for (size_t k = 0; k < K; k++)
+        fprintf(out, ",top_%zu,top_%zu_prob", k + 1, k + 1);
+    for (size_t c = 0; c < C; c++) {
+        char name[1100];
+        snprintf(name, sizeof name, "prob_%s", classes[c]);
+        s_csv_str(out, name, 0);
+    }
+    fputc('\n', out);
+}
+
+/* Everything the CSV writers read (freed by s_csv_free). */
+typedef struct {
+    s_rcols_t c;
+    char **classes, **notes;
+    float *probs, *topp;
+    int *topl;
+    size_t K;
+} s_csv_t;
+
+static void s_csv_free(s_csv_t *x)
+{
+    s_rcols_t *c = &x->c;
+    if (x->classes)
+        s_free_strings(x->classes, c->n_classes);
+    if (x->notes)
+        s_free_strings(x->notes, c->n);
+    s_rcols_free(c);
+    free(x->probs);
+    free(x->topp);
+    free(x->topl);
+}
+
+static void s_csv_rows(FILE *out, const s_csv_t *x)
+{
+    const s_rcols_t *c = &x->c;
+    const size_t C = c->n_classes;
+    s_csv_header(out, x->classes, C, x->K, 0);
+    for (size_t i = 0; i < c->n; i++) {
+        fprintf(out, "%zu", i);
+        s_csv_str(out, c->paths[i], 0);
+        fprintf(out, ",%d", c->label[i]);
+        s_csv_str(out, s_class_name(x->classes, C, c->label[i]), 0);
+        s_csv_num(out, c->score ? c->score[i] : NAN);
+        fprintf(out, ",%d", c->truth ? c->truth[i] : -1);
+        s_csv_str(out, c->truth ? s_class_name(x->classes, C, c->truth[i]) : "", 0);
+        fprintf(out, ",%d", c->status[i]);
+        s_csv_str(out, c->errors ? c->errors[i] : "", 0);
+        s_csv_str(out, x->notes ? x->notes[i] : "", 0);
+        s_csv_num(out, c->duration ? c->duration[i] : NAN);
+        for (size_t k = 0; k < x->K; k++) {
+            s_csv_str(out, s_class_name(x->classes, C, x->topl[i * x->K + k]), 0);
+            s_csv_num(out, x->topp[i * x->K + k]);
+        }
+        for (size_t k = 0; k < C; k++)
+            s_csv_num(out, x->probs ? x->probs[i * C + k] : NAN);
+        fputc('\n', out);
+    }
+}
+
+/* The segments group as CSV (row, the file's path, window, label, probs). */
+static int s_csv_segments(s_h5_t *h, FILE *out, const s_csv_t *x)
+{
+    const size_t C = x->c.n_classes;
+    double *row = NULL, *start = NULL, *end = NULL, *score = NULL;
+    int *label = NULL;
+    float *probs = NULL;
+    size_t M = 0, w = 0;
+    int rc = s_read_1d(h, "segments/row", 1, S_ANY_LEN, 0, (void **)&row, &M);
+    if (rc == WISP_OK &&
+        (rc = s_read_1d(h, "segments/start", 1, M, 0, (void **)&start, NULL)) == WISP_OK &&
+        (rc = s_read_1d(h, "segments/end", 1, M, 0, (void **)&end, NULL)) == WISP_OK &&
+        (rc = s_read_1d(h, "segments/label", 1, M, 1, (void **)&label, NULL)) == WISP_OK &&
+        (rc = s_read_1d(h, "segments/score", 1, M, 0, (void **)&score, NULL)) == WISP_OK &&
+        (rc = s_read_2d(h, "segments/probs", M, C, 0, (void **)&probs, &w)) == WISP_OK) {
+        s_csv_header(out, x->classes, C, 0, 1);
+        for (size_t k = 0; k < M; k++) {
+            /* The row id indexes the file table: checked before use. */
+            if (!(row[k] >= 0 && row[k] < (double)x->c.n)) {
+                rc = wisp_error_set(h->err, WISP_ERR_FORMAT,
+                                    "%s: segments/row %zu is %g, outside the %zu rows", h->file, k,
+                                    row[k], x->c.n);
+                break;
+            }
+            size_t i = (size_t)row[k];
+            fprintf(out, "%zu", i);
+            s_csv_str(out, x->c.paths[i], 0);
+            fprintf(out, ",%.6f,%.6f,%d", start[k], end[k], label[k]);
+            s_csv_str(out, s_class_name(x->classes, C, label[k]), 0);
+            s_csv_num(out, score[k]);
+            for (size_t c = 0; c < C; c++)
+                s_csv_num(out, probs ? probs[k * C + c] : NAN);
+            fputc('\n', out);
+        }
+    }
+    free(row);
+    free(start);
+    free(end);
+    free(score);
+    free(label);
+    free(probs);
+    return rc;
+}
+
+int wisp_report_results_csv(const char *path, FILE *out, FILE *seg_out, wisp_error_t *err)
+{
+    s_csv_t x;
+    memset(&x, 0, sizeof x);
+    hid_t fid = -1;
+    size_t w = 0;
+    H5E_auto2_t old_func = NULL;
+    void *old_data = NULL;
+    H5Eget_auto2(H5E_DEFAULT, &old_func, &old_data);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    int rc = s_open_h5(path, &fid, err);
+    s_h5_t h = {path, fid, err};
+    if (rc != WISP_OK || (rc = s_read_result_columns(&h, &x.classes, &x.c)) != WISP_OK ||
+        (rc = s_read_strings(&h, "note", 0, x.c.n, &x.notes, NULL)) != WISP_OK ||
+        (rc = s_read_2d(&h, "probs", x.c.n, x.c.n_classes, 0, (void **)&x.probs, &w)) != 0 ||
+        (rc = s_read_2d(&h, "top_k_label", x.c.n, 0, 1, (void **)&x.topl, &x.K)) != WISP_OK ||
+        (rc = s_read_2d(&h, "top_k_prob", x.c.n, x.K, 0, (void **)&x.topp, &w)) != WISP_OK)
+        goto done;
+    if (!x.topp)
+        x.K = 0;
+    s_csv_rows(out, &x);
+    if (seg_out) {
+        if (H5Lexists(fid, "segments", H5P_DEFAULT) <= 0)
+            rc = wisp_error_set(err, WISP_ERR_NOTFOUND,
+                                "%s: no segments group (the run had no classify.window)", path);
+        else
+            rc = s_csv_segments(&h, seg_out, &x);
+    }
+done:
+    s_csv_free(&x);
+    if (fid >= 0)
+        H5Fclose(fid);
+    H5Eset_auto2(H5E_DEFAULT, old_func, old_data);
+    return rc;
 }
 
 void wisp_report_results_destroy(wisp_report_results_t **self)

@@ -59,6 +59,15 @@ void wisp_report_results_destroy(wisp_report_results_t **self);
 /* Prints the summary; at most max_errors failed rows are listed (0: all). */
 void wisp_report_results_print(const wisp_report_results_t *self, FILE *out, size_t max_errors);
 
+/* Writes the rows of a results file as CSV (RFC 4180, one header line) to out:
+ *   row, path, label, label_name, score, true_label, true_label_name, status, error,
+ *   note, duration, top_1, top_1_prob ... top_K, top_K_prob (class names; with
+ *   top_k_label), prob_<class> for every class
+ * (NaN and absent values are empty fields). With seg_out, also the segments group:
+ *   row, path, start, end, label, label_name, score, prob_<class>...
+ * (WISP_ERR_NOTFOUND when the file has none). */
+int wisp_report_results_csv(const char *path, FILE *out, FILE *seg_out, wisp_error_t *err);
+
 /* ---- training directory --------------------------------------------------- */
 
 typedef struct {

@@ -152,8 +152,9 @@ static void s_coord_close(void **state)
 static int s_coord_open(void **state, const wisp_jobcfg_t *cfg, int resume, wisp_job_plan_t *plan,
                         wisp_error_t *err)
 {
-    (void)resume; /* resuming is the workers' checkpoint (see coord_resume); --fresh is the
-                     launcher's (it moves the old run away before starting) */
+    /* Resuming is the workers' (they load the newest checkpoint, see coord_resume);
+     * a fresh start (--fresh) moves the earlier run out of their way first, into
+     * OUTDIR/previous/, which rank 0 removes after the new run's first checkpoint. */
     memset(plan, 0, sizeof *plan);
     s_coord_t *s = calloc(1, sizeof *s);
     if (!s)
@@ -163,6 +164,8 @@ static int s_coord_open(void **state, const wisp_jobcfg_t *cfg, int resume, wisp
     int rc = s_data_load(&s->d, cfg, err);
     if (rc == 0)
         rc = wisp_mkdir_p(cfg->output, err);
+    if (rc == 0 && !resume)
+        rc = wisp_trainer_start_over(cfg->output, err);
     if (rc == 0)
         rc = s_sched_init(&s->sched, cfg, s->d.n, err);
     if (rc == 0 && (wisp_trainer_failset_init(&s->fails, s->d.items, s->d.n) ||
@@ -416,6 +419,7 @@ typedef struct {
     int *fcounts, *fdispls; /* (size) failure bytes per rank, offsets */
     unsigned char *fall;    /* rank 0: every rank's failure bytes */
     size_t fall_cap;
+    int checkpointed; /* rank 0 wrote a checkpoint in this world */
 } s_worker_t;
 
 static int s_reduce(void *ctx, float *data, size_t n, double *scalars, int n_scalars)
@@ -835,6 +839,9 @@ static int s_after_train(s_worker_t *w, uint64_t step, uint32_t flags,
             return rc;
         wisp_train_metrics_saved(&w->metrics);
         *out_flags |= WISP_STEP_CHECKPOINTED;
+        if (!w->checkpointed) /* a run started over keeps the old one until now */
+            wisp_trainer_drop_previous(w->cfg->output);
+        w->checkpointed = 1;
     }
     return WISP_OK;
 }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "audio/features.h"
+#include "audio/windows.h"
 #include "formats/config.h"
 #include "nn/adapter_config.h"
 #include "base/log.h"
@@ -877,15 +878,20 @@ int wisp_trainer_save_outputs(wisp_trainer_t *self, const char *outdir, wisp_err
 {
     char path[4096];
     int rc;
+    /* features.json beside both: classification refuses the other features mode. */
+    wisp_feature_settings_t fs = {.truncate = self->opts.truncate};
     if (wisp_model_adapter(self->model)) {
         if (wisp_path_join(path, sizeof path, outdir, "adapter") != WISP_OK)
             return wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", outdir);
-        if ((rc = wisp_model_save_adapter(self->model, path, err)))
+        if ((rc = wisp_model_save_adapter(self->model, path, err)) ||
+            (rc = wisp_feature_settings_save(path, &fs, err)))
             return rc;
     }
     if (wisp_path_join(path, sizeof path, outdir, "head") != WISP_OK)
         return wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", outdir);
-    return wisp_model_save_head(self->model, path, err);
+    if ((rc = wisp_model_save_head(self->model, path, err)))
+        return rc;
+    return wisp_feature_settings_save(path, &fs, err);
 }
 
 int wisp_trainer_dump_grads(wisp_trainer_t *self, const char *path, wisp_error_t *err)

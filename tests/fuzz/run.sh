@@ -15,6 +15,8 @@ mkdir -p "$FUZZ_BUILD/artifacts" "$FUZZ_BUILD/logs"
 cat tests/lsan.supp tests/fuzz/lsan.supp >"$FUZZ_BUILD/lsan.supp"
 export LSAN_OPTIONS="suppressions=$(pwd)/$FUZZ_BUILD/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+# as tests/run.sh: no OpenBLAS thread pool spinning next to single-threaded harnesses
+export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
 failed=""
 summary=""
 for bin in "$FUZZ_BUILD"/bin/fuzz_*; do

@@ -31,6 +31,16 @@ for s in "1/5 synthesize" "2/5 make a small random" "3/5 train a seq_bn adapter 
     grep -q "$s" "$T/log" || fail "no '$s' in the output"
 done
 grep -q "confusion (rows: true class" "$T/log" || fail "no confusion matrix in the output"
+# The plots: written and announced with their paths (gnuplot comes with make deps).
+if command -v gnuplot >/dev/null 2>&1; then
+    for png in train/training_curves.png test_results_confusion.png; do
+        [ -s "$OUT/$png" ] || fail "no $png"
+        [ "$(head -c 4 "$OUT/$png" | od -An -c | tr -d ' ')" = "211PNG" ] || fail "$png is not a PNG"
+        grep -q "^[a-z ]* $OUT/$png " "$T/log" || fail "the demo does not say where $png is"
+    done
+else
+    grep -q "none: gnuplot is not installed" "$T/log" || fail "no word on the missing plots"
+fi
 
 for f in data/train.csv data/val.csv data/test.csv data/classes.txt model/config.json model/model.safetensors \
     train/adapter/adapter_config.json train/adapter/adapter.safetensors train/head/head_config.json \

@@ -1,0 +1,123 @@
+#!/bin/sh
+# Distributed training when things go wrong (tiny random Whisper + seq_bn adapter):
+#  - every clip unusable: `wisp run` and `wisp train` end with an error naming the
+#    manifest and the first failures (exit 3, no relaunch loop); SIGINT is honoured
+#    while batches are being skipped;
+#  - a validation pass longer than the lease (lease 2.5 s, 160 padded clips) is not taken
+#    for dead ranks: one world, no rank lost, complete;
+#  - rank 0 failing mid-run (unwritable train.dump_grads) takes the world down: mpirun
+#    exits, the launcher relaunches and then ends (no hang);
+#  - SIGTERM names the checkpoint the rerun resumes from (the newest on disk);
+#  - the end of a run is not racy: 5 runs, each exit 0 with no Open MPI error box and no
+#    relaunch after the finish;
+#  - --fresh starts over (all steps again, same weights), also after a setting changed.
+set -e
+. "$(dirname "$0")/runnet_lib.inc"
+cat >"$T/tiny.json" <<JSON
+{"model_type": "whisper", "architectures": ["WhisperForAudioClassification"], "d_model": 64,
+ "encoder_layers": 2, "encoder_attention_heads": 4, "encoder_ffn_dim": 128, "num_mel_bins": 80,
+ "max_source_positions": 1500, "activation_function": "gelu", "classifier_proj_size": 32,
+ "num_labels": 4, "decoder_layers": 1, "decoder_attention_heads": 4, "decoder_ffn_dim": 64}
+JSON
+"$WISP" init-model --config "$T/tiny.json" -o "$T/model" --seed 3 >/dev/null 2>&1 || fail "init-model"
+"$WISP" synth -o "$T/data" --classes 4 --per-class 32 --max-seconds 2 --formats wav -q >/dev/null 2>&1 || fail "synth"
+# config NAME TRAIN VAL [train keys]: writes $T/NAME.json
+config() {
+    name=$1; train=$2; val=$3; shift 3
+    cat >"$T/$name.json" <<JSON
+{"kind": "train", "model": "model", "adapter_config": "seq_bn", "seed": 42,
+ "train_manifest": "$train", "val_manifest": "$val", "output": "$name",
+ "train": {"epochs": 1, "global_batch": 16, "micro_batch": 8, "truncate": true $*},
+ "cluster": {"credit": 2, "lease_timeout": 30, "heartbeat": 0.2}}
+JSON
+}
+cd "$T"
+
+# ---- every clip unusable -----------------------------------------------------------
+{ echo "path,label"; for i in 0 1 2 3 4 5 6 7; do echo "missing_$i.wav,c$((i % 2))"; done; } >bad.csv
+config bad bad.csv ""
+rc=0; timeout 60 "$WISP" run bad.json -np 2 --no-progress >bad.out 2>bad.err || rc=$?
+[ $rc -eq 3 ] || { tail -5 bad.err; fail "all-unusable distributed run: exit $rc, expected 3"; }
+grep -q "bad.csv: no usable clip in a whole epoch" bad.err || fail "the error does not name the manifest"
+grep -q "missing_" bad.err || fail "the error does not name the failures"
+! grep -q "relaunching" bad.err || fail "all-unusable run relaunched its workers"
+rc=0; timeout 60 "$WISP" train --model model --preset seq_bn --train bad.csv -o badlocal --truncate \
+    --epochs 100000 --threads 1 >badlocal.log 2>&1 || rc=$?
+[ $rc -eq 3 ] || fail "all-unusable local run: exit $rc, expected 3"
+grep -q "bad.csv: no usable clip" badlocal.log || fail "local: the error does not name the manifest"
+echo "ok: no usable clip: one error naming the manifest and the first failures (local and distributed)"
+{ echo "path,label"; i=0; while [ $i -lt 20000 ]; do echo "gone_$i.wav,c$((i % 2))"; i=$((i + 1)); done; } >manybad.csv
+config manybad manybad.csv "" ', "global_batch": 1, "micro_batch": 1'
+timeout 60 "$WISP" run manybad.json -np 2 --no-progress >manybad.out 2>manybad.err &
+RUN=$!
+sleep 3
+kill -INT $RUN
+rc=0; wait $RUN || rc=$?
+[ $rc -eq 130 ] || { tail -3 manybad.err; fail "SIGINT while skipping: exit $rc, expected 130"; }
+echo "ok: SIGINT honoured while batches are skipped"
+
+# ---- a validation pass longer than the lease ----------------------------------------
+# 160 padded (30 s) clips: ~1 s a clip per rank here, 2.5 s lease. Without heartbeats
+# inside the pass the coordinator drops the world and the relaunched one redoes it.
+{ head -1 data/val.csv; i=0; while [ $i -lt 8 ]; do tail -n +2 data/val.csv; i=$((i + 1)); done; } >data/bigval.csv
+cat >longval.json <<JSON
+{"kind": "train", "model": "model", "adapter_config": "seq_bn", "seed": 42,
+ "train_manifest": "data/train.csv", "val_manifest": "data/bigval.csv", "output": "longval",
+ "train": {"max_steps": 1, "global_batch": 4, "micro_batch": 1, "truncate": false},
+ "cluster": {"credit": 2, "lease_timeout": 2.5, "heartbeat": 0.1}}
+JSON
+timeout 300 "$WISP" run longval.json -np 2 --no-progress --restarts 1 >longval.out 2>longval.err || { tail -5 longval.err; fail "long validation run"; }
+grep -q '"status":"complete"' longval.out || fail "long validation: not complete"
+grep -q '"worlds":1,' longval.out || fail "long validation: the world was dropped"
+grep -q '"workers_lost":0,' longval.out || fail "long validation: ranks declared dead"
+grep -q '"val_acc":[0-9]' longval.out || fail "long validation: no val_acc in the summary"
+echo "ok: a validation pass longer than the lease keeps its world"
+
+# ---- rank 0 fails mid-run -------------------------------------------------------------
+config fatal data/train.csv data/val.csv ', "dump_grads": "/nonexistent/dir/g.safetensors"'
+rc=0; timeout 120 "$WISP" run fatal.json -np 2 --no-progress --restarts 1 >fatal.out 2>fatal.err || rc=$?
+[ $rc -ne 124 ] || fail "a rank's fatal error left the world hanging"
+[ $rc -ne 0 ] || fail "a rank's fatal error ended with exit 0"
+grep -q "/nonexistent/dir" fatal.err || fail "the fatal error is not reported"
+echo "ok: a rank's fatal error ends its world (exit $rc, no hang)"
+
+# ---- SIGTERM names the checkpoint a rerun resumes from --------------------------------
+config term data/train.csv data/val.csv ', "epochs": 400, "checkpoint_every": 3'
+timeout 120 "$WISP" run term.json -np 2 --no-progress >term.out 2>term.err &
+RUN=$!
+i=0
+while [ ! -e term/checkpoints/step-00000006 ]; do
+    sleep 0.02; i=$((i + 1)); [ $i -lt 3000 ] || fail "no checkpoint"
+done
+kill -TERM $RUN
+wait $RUN || true
+LATEST=$(sed 's/step-0*//' term/checkpoints/LATEST)
+grep -q "resume from the checkpoint of step $LATEST\$" term.err ||
+    { grep "checkpoint of step" term.err; fail "SIGTERM message does not name step $LATEST"; }
+grep -q "\"last_checkpoint_step\":$LATEST," term.out || fail "summary names another checkpoint than $LATEST"
+echo "ok: SIGTERM names the checkpoint of step $LATEST"
+
+# ---- the end of a run, 5 times --------------------------------------------------------
+config fin data/train.csv data/val.csv
+k=0
+while [ $k -lt 5 ]; do
+    rm -rf fin
+    timeout 90 "$WISP" run fin.json -np 2 --no-progress >fin.out 2>fin.err || { tail -5 fin.err; fail "end race run $k: exit status"; }
+    grep -q '"status":"complete"' fin.out || fail "end race run $k: not complete"
+    ! grep -q "non-zero status\|MPI_ABORT\|relaunching" fin.err || { cat fin.err; fail "end race run $k: noise at the end"; }
+    k=$((k + 1))
+done
+echo "ok: 5 runs ended cleanly (exit 0, no Open MPI box, no relaunch)"
+
+# ---- --fresh starts over ---------------------------------------------------------------
+cp -r fin/adapter first_adapter
+timeout 90 "$WISP" run fin.json -np 2 --no-progress --fresh >fresh.out 2>fresh.err || { tail -5 fresh.err; fail "--fresh run"; }
+TOTAL=$(sed -n 's/.*"steps_total":\([0-9]*\).*/\1/p' fresh.out)
+grep -q "\"steps\":$TOTAL," fresh.out || fail "--fresh did not train its $TOTAL steps"
+cmp first_adapter/adapter.safetensors fin/adapter/adapter.safetensors || fail "--fresh: other weights"
+[ ! -e fin/previous ] || fail "--fresh: the old run is still in fin/previous"
+[ "$(grep -c '"type":"step"' fin/metrics.jsonl)" -eq "$TOTAL" ] || fail "--fresh: metrics log"
+timeout 90 "$WISP" run fin.json -np 2 --no-progress --fresh --set train.lr=2e-3 >fresh2.out 2>fresh2.err ||
+    { tail -5 fresh2.err; fail "--fresh after a changed setting"; }
+grep -q '"worlds":1,' fresh2.out || fail "--fresh after a changed setting: relaunched"
+echo "ok: --fresh starts over (also with a changed setting)"
