@@ -106,6 +106,7 @@ typedef struct {
     s_buf_t buf;  /* the 16 kHz output */
     SF_INFO info;
     int frames_known; /* the header gives the length */
+    int estimated;    /* ... only as an estimate (MP3): read to the end, never short */
     int pcm16;        /* 16-bit PCM: read as shorts */
     int direct;       /* mono at 16 kHz: decode straight into the output */
     sf_count_t to_read, block_frames, total;
@@ -147,10 +148,19 @@ static int s_setup(s_decode_t *d, double max_seconds, wisp_error_t *err)
     int channels = d->info.channels, rate = d->info.samplerate;
     /* libsndfile reports SF_COUNT_MAX when a stream's length is unknown */
     d->frames_known = d->info.frames > 0 && d->info.frames < SF_COUNT_MAX;
+    /* An MP3's length comes from its Xing/LAME tag or from the file size and the first
+     * frame's bitrate: an estimate either way (encoder delay, padding, tags written by
+     * other tools), above or below what decodes. So MP3 is read to its end, and ending
+     * short of the estimate is not damage; a decoder error still is. */
+    d->estimated = d->frames_known && (d->info.format & SF_FORMAT_TYPEMASK) == SF_FORMAT_MPEG;
     sf_count_t limit = SF_COUNT_MAX;
     if (max_seconds > 0 && max_seconds * rate < 0x1p62)
         limit = (sf_count_t)ceil(max_seconds * rate);
-    d->to_read = d->frames_known && d->info.frames < limit ? d->info.frames : limit;
+    d->to_read =
+        d->frames_known && !d->estimated && d->info.frames < limit ? d->info.frames : limit;
+    /* output reserved for the header's length (or the cap), grown as needed after */
+    sf_count_t expect =
+        d->frames_known && d->info.frames < d->to_read ? d->info.frames : d->to_read;
     d->ratio = (double)WISP_SAMPLE_RATE / rate;
     d->block_frames = S_BLOCK_SAMPLES / channels > 0 ? S_BLOCK_SAMPLES / channels : 1;
     /* 16-bit PCM (WAV, AIFF, ...): libsndfile hands the integers over with a plain copy */
@@ -164,7 +174,7 @@ static int s_setup(s_decode_t *d, double max_seconds, wisp_error_t *err)
     if ((!d->direct && !d->block) || (!d->direct && channels > 1 && !d->mono) ||
         (d->pcm16 && !d->raw) ||
         (d->frames_known &&
-         s_buf_reserve(&d->buf, (size_t)((double)d->to_read * d->ratio) + 4096) != WISP_OK))
+         s_buf_reserve(&d->buf, (size_t)((double)expect * d->ratio) + 4096) != WISP_OK))
         return wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", d->path);
     if (rate != WISP_SAMPLE_RATE) {
         soxr_error_t e = NULL;
@@ -273,7 +283,7 @@ static int s_check_result(s_decode_t *d, wisp_error_t *err)
                               d->path, (long long)d->total, sf_strerror(d->sf));
     if (d->total == 0)
         return wisp_error_set(err, WISP_ERR_AUDIO, "%s: no audio frames could be decoded", d->path);
-    if (d->frames_known && d->total < d->to_read)
+    if (d->frames_known && !d->estimated && d->total < d->to_read)
         return wisp_error_set(err, WISP_ERR_AUDIO,
                               "%s: truncated or corrupt: decoded %lld of the %lld frames in the "
                               "header",
@@ -310,7 +320,9 @@ int wisp_audio_load(const char *path, double max_seconds, wisp_audio_t *out, wis
         d.buf.data = NULL;
         out->source_rate = d.info.samplerate;
         out->source_channels = d.info.channels;
-        out->duration = (double)(d.frames_known ? d.info.frames : d.total) / d.info.samplerate;
+        /* an estimated length is replaced by the decoded one when the decode reached the end */
+        int exact = d.frames_known && !(d.estimated && d.total < d.to_read);
+        out->duration = (double)(exact ? d.info.frames : d.total) / d.info.samplerate;
     }
     if (d.rs)
         soxr_delete(d.rs);
