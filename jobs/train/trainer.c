@@ -254,9 +254,13 @@ wisp_trainer_t *wisp_trainer_new(const wisp_trainer_opts_t *opts, wisp_error_t *
     self->opts.adapter_dir = self->opts.head_dir = NULL;
     self->opts.class_names = NULL;
     self->opts.adapter_name = NULL;
-    WISP_LOGI("trainer: %zu trainable parameters in %d tensors, %d classes, %.1f MB planned",
+    /* The arena is sized for the longest batch (micro_batch x max_frames) but its pages
+     * become resident only as clips use them: a bound, not the memory the run takes. */
+    WISP_LOGI("trainer: %zu trainable parameters in %d tensors, %d classes; at most %.1f MB "
+              "of activations and gradients (%d clips x %d frames; shorter clips use less)",
               wisp_model_num_params(self->model), self->n_seg, self->num_labels,
-              (double)wisp_model_planned_bytes(self->model) / 1e6);
+              (double)wisp_model_planned_bytes(self->model) / 1e6, self->micro_batch,
+              self->max_frames);
     return self;
 fail:
     wisp_trainer_destroy(&self);
