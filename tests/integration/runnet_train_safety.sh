@@ -7,6 +7,7 @@
 #    for dead ranks: one world, no rank lost, complete;
 #  - rank 0 failing mid-run (unwritable train.dump_grads) takes the world down: mpirun
 #    exits, the launcher relaunches and then ends (no hang);
+#  - a rank frozen (SIGSTOP) past the lease: its world ends, the relaunched one finishes;
 #  - SIGTERM names the checkpoint the rerun resumes from (the newest on disk);
 #  - the end of a run is not racy: 5 runs, each exit 0 with no Open MPI error box and no
 #    relaunch after the finish;
@@ -80,6 +81,29 @@ rc=0; timeout 120 "$WISP" run fatal.json -np 2 --no-progress --restarts 1 >fatal
 [ $rc -ne 0 ] || fail "a rank's fatal error ended with exit 0"
 grep -q "/nonexistent/dir" fatal.err || fail "the fatal error is not reported"
 echo "ok: a rank's fatal error ends its world (exit $rc, no hang)"
+
+# ---- a rank frozen past the lease ---------------------------------------------------------
+# Its world is dropped; when it wakes up it is told to stop and its peers may be inside a
+# collective: the world must end (MPI_Abort) so the relaunched one can resume.
+config frozen data/train.csv data/val.csv ', "epochs": 40, "checkpoint_every": 4'
+sed -i 's/"lease_timeout": 30, "heartbeat": 0.2/"lease_timeout": 2, "heartbeat": 0.2/' frozen.json
+timeout 240 "$WISP" run frozen.json -np 2 --no-progress >frozen.out 2>frozen.err &
+RUN=$!
+i=0
+while [ ! -e frozen/checkpoints/step-00000004 ]; do
+    sleep 0.02; i=$((i + 1)); [ $i -lt 6000 ] || fail "frozen: no checkpoint"
+done
+LAUNCHER=$(pgrep -P $RUN | head -n 1)
+MPIRUN=$(pgrep -P "$LAUNCHER" -x mpirun | head -n 1)
+VICTIM=$(pgrep -P "$MPIRUN" -x wisp-worker | tail -n 1)
+[ -n "$VICTIM" ] || fail "frozen: no worker to freeze"
+kill -STOP "$VICTIM"
+sleep 5
+kill -CONT "$VICTIM" 2>/dev/null || true
+rc=0; wait $RUN || rc=$?
+[ $rc -eq 0 ] || { tail -5 frozen.err; fail "frozen rank: exit $rc (124: the world hung)"; }
+grep -q '"status":"complete"' frozen.out || fail "frozen rank: not complete"
+echo "ok: a rank frozen past the lease: its world ended, the relaunched one finished"
 
 # ---- SIGTERM names the checkpoint a rerun resumes from --------------------------------
 config term data/train.csv data/val.csv ', "epochs": 400, "checkpoint_every": 3'
