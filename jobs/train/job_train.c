@@ -620,7 +620,9 @@ static int s_worker_resume(s_worker_t *w, wisp_error_t *err)
     if ((rc = wisp_trainer_best_open(&w->best, cfg->output, cfg->train_keep_best,
                                      cfg->train_patience, dir[0] ? dir : NULL, err)))
         return rc;
-    return wisp_train_metrics_open(&w->metrics, NULL, 0, NULL, 0, err);
+    rc = wisp_train_metrics_open(&w->metrics, NULL, 0, NULL, 0, err);
+    w->metrics.keep_tail = 2 * (cfg->credit + 1);
+    return rc;
 }
 
 static int s_worker_open(void **state, const wisp_jobcfg_t *cfg, const wisp_job_env_t *env,

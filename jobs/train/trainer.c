@@ -983,10 +983,12 @@ int wisp_trainer_best_update(wisp_trainer_best_t *b, wisp_trainer_t *tr, long st
     } else {
         b->since++;
     }
-    if (b->patience > 0 && b->since >= b->patience && !*stop) {
+    if (b->patience > 0 && b->since >= b->patience) {
+        if (b->since == b->patience && write)
+            WISP_LOGI("early stopping: %ld evaluations without a better val_acc than %.4f (step "
+                      "%ld)",
+                      b->since, b->acc, b->step);
         *stop = 1;
-        WISP_LOGI("early stopping: %ld evaluations without a better val_acc than %.4f (step %ld)",
-                  b->since, b->acc, b->step);
     }
     return WISP_OK;
 }

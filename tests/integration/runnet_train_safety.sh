@@ -11,6 +11,7 @@
 #  - SIGTERM names the checkpoint the rerun resumes from (the newest on disk);
 #  - the end of a run is not racy: 5 runs, each exit 0 with no Open MPI error box and no
 #    relaunch after the finish;
+#  - train.keep_best writes OUTDIR/best, train.patience stops early;
 #  - --fresh starts over (all steps again, same weights), also after a setting changed.
 set -e
 . "$(dirname "$0")/runnet_lib.inc"
@@ -132,6 +133,17 @@ while [ $k -lt 5 ]; do
     k=$((k + 1))
 done
 echo "ok: 5 runs ended cleanly (exit 0, no Open MPI box, no relaunch)"
+
+# ---- keep_best and early stopping ------------------------------------------------------
+# lr 0: the first evaluation (end of epoch 0, step 6) stays the best, the next one (step
+# 12) spends a patience of 1, so at most the steps already issued follow (credit 2).
+config best data/train.csv data/val.csv ', "epochs": 5, "lr": 0, "keep_best": true, "patience": 1'
+timeout 90 "$WISP" run best.json -np 2 --no-progress >best.out 2>best.err || { tail -5 best.err; fail "early stopping run"; }
+STEPS=$(sed -n 's/.*"steps":\([0-9]*\),.*/\1/p' best.out)
+[ -n "$STEPS" ] && [ "$STEPS" -ge 12 ] && [ "$STEPS" -le 14 ] || fail "early stopping: $STEPS steps, expected 12..14 of 30"
+grep -q '"step": 6,' best/best/best.json || fail "keep_best: best.json does not name step 6"
+[ -e best/best/adapter/adapter.safetensors ] || fail "keep_best: no best adapter"
+echo "ok: early stopping after $STEPS of 30 steps, best weights of step 6 kept"
 
 # ---- --fresh starts over ---------------------------------------------------------------
 cp -r fin/adapter first_adapter
