@@ -1131,6 +1131,22 @@ int wisp_trainer_outdir_used(const char *outdir)
     return 0;
 }
 
+long wisp_trainer_latest_step(const char *outdir)
+{
+    char root[4096], dir[4200], *text = NULL;
+    size_t len = 0;
+    wisp_ckpt_state_t st;
+    long opt_steps = 0, np = 0, step = -1;
+    wisp_error_t e = {0};
+    if (wisp_path_join(root, sizeof root, outdir, "checkpoints") == WISP_OK &&
+        wisp_ckpt_latest(root, dir, sizeof dir, &e) == WISP_OK &&
+        wisp_ckpt_read_file(dir, "state.json", 1 << 20, &text, &len, &e) == WISP_OK &&
+        wisp_ckpt_state_parse(text, len, dir, &st, &opt_steps, &np, &e) == WISP_OK)
+        step = st.step;
+    free(text);
+    return step;
+}
+
 int wisp_trainer_start_over(const char *outdir, wisp_error_t *err)
 {
     char prev[4096], from[4096], to[4200];

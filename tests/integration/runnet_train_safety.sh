@@ -8,7 +8,8 @@
 #  - rank 0 failing mid-run (unwritable train.dump_grads) takes the world down: mpirun
 #    exits, the launcher relaunches and then ends (no hang);
 #  - a rank frozen (SIGSTOP) past the lease: its world ends, the relaunched one finishes;
-#  - SIGTERM names the checkpoint the rerun resumes from (the newest on disk);
+#  - after SIGTERM `wisp run` names the checkpoint the rerun resumes from (the newest on
+#    disk once every process is gone);
 #  - the end of a run is not racy: 5 runs, each exit 0 with no Open MPI error box and no
 #    relaunch after the finish;
 #  - train.keep_best writes OUTDIR/best, train.patience stops early;
@@ -117,9 +118,8 @@ done
 kill -TERM $RUN
 wait $RUN || true
 LATEST=$(sed 's/step-0*//' term/checkpoints/LATEST)
-grep -q "resume from the checkpoint of step $LATEST\$" term.err ||
-    { grep "checkpoint of step" term.err; fail "SIGTERM message does not name step $LATEST"; }
-grep -q "\"last_checkpoint_step\":$LATEST," term.out || fail "summary names another checkpoint than $LATEST"
+grep -q "a rerun resumes from the checkpoint of step $LATEST\$" term.err ||
+    { grep "checkpoint" term.err; fail "SIGTERM message does not name step $LATEST"; }
 echo "ok: SIGTERM names the checkpoint of step $LATEST"
 
 # ---- the end of a run, 5 times --------------------------------------------------------
