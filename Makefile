@@ -114,6 +114,13 @@ test: check-deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) sh tests/run.sh
 
+# configs/slurm_example.sh under a single-node Slurm the test starts itself (root,
+# slurm-wlm + munge; about a minute). Skipped inside make test unless SLURM_TESTS=1.
+.PHONY: test-slurm
+test-slurm: check-deps
+	@$(MAKE) --no-print-directory all
+	@SLURM_TESTS=1 BUILD=$(BUILD) sh tests/integration/slurm_example.sh
+
 unit: check-deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) WISP_SKIP_INTEGRATION=1 sh tests/run.sh

@@ -16,6 +16,7 @@
 #include "lease.h"
 #include "base/log.h"
 #include "dist/proto.h"
+#include "formats/manifest.h"
 #include "nn/blas.h"
 #include "base/util.h"
 
@@ -264,51 +265,39 @@ static void s_fd_limit(wisp_coord_t *self)
               rl.rlim_max == RLIM_INFINITY ? -1LL : (long long)rl.rlim_max, self->max_workers);
 }
 
+/* Shards of consecutive not-done items, cut by the manifest's cutter (one set of
+ * rules, documented and tested in common/formats/manifest.h): about
+ * cluster.shard_seconds of audio and at most cluster.shard_size items each; by count
+ * alone when the plan has no durations. */
 static int s_cut_shards(wisp_coord_t *self, wisp_lease_shard_t **out, size_t *n_out,
                         wisp_error_t *err)
 {
     const wisp_job_plan_t *p = &self->plan;
     const wisp_jobcfg_t *cfg = self->cfg;
-    size_t cap = 64, n = 0;
-    wisp_lease_shard_t *sh = malloc(cap * sizeof *sh);
-    if (!sh)
-        return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
-    wisp_lease_shard_t cur = {0, 0, 0};
-    for (size_t i = 0; i <= p->n_items; i++) {
-        int end = i == p->n_items || (p->done && p->done[i]);
-        double sec = (i < p->n_items && p->seconds) ? p->seconds[i] : 0;
-        if (!end && cur.count > 0 &&
-            ((int)cur.count >= cfg->shard_size ||
-             (p->seconds && cur.seconds + sec > cfg->shard_seconds)))
-            end = 2; /* close the current shard, then start a new one at i */
-        if (end && cur.count > 0) {
-            if (n == cap) {
-                wisp_lease_shard_t *g = realloc(sh, 2 * cap * sizeof *sh);
-                if (!g) {
-                    free(sh);
-                    return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
-                }
-                sh = g;
-                cap *= 2;
-            }
-            sh[n++] = cur;
-            cur.count = 0;
-            cur.seconds = 0;
-        }
-        if (i == p->n_items)
-            break;
+    for (size_t i = 0; i < p->n_items; i++) {
+        double sec = p->seconds ? p->seconds[i] : 0;
+        self->secs_total += sec;
         if (p->done && p->done[i]) {
             self->items_resumed++;
             self->secs_done += sec;
-            self->secs_total += sec;
-            continue;
         }
-        if (cur.count == 0)
-            cur.first = i;
-        cur.count++;
-        cur.seconds += sec;
-        self->secs_total += sec;
     }
+    wisp_shard_t *cut = NULL;
+    size_t n = 0;
+    int rc =
+        wisp_manifest_cut(p->seconds, 0, p->done, p->n_items, p->seconds ? cfg->shard_seconds : 0,
+                          cfg->shard_size > 0 ? (size_t)cfg->shard_size : 1, &cut, &n, err);
+    if (rc)
+        return rc;
+    wisp_lease_shard_t *sh = malloc((n ? n : 1) * sizeof *sh);
+    if (!sh) {
+        free(cut);
+        return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory for %zu shards", n);
+    }
+    for (size_t k = 0; k < n; k++) /* count <= shard_size, an int */
+        sh[k] = (wisp_lease_shard_t){cut[k].begin, (uint32_t)(cut[k].end - cut[k].begin),
+                                     cut[k].seconds};
+    free(cut);
     *out = sh;
     *n_out = n;
     return WISP_OK;

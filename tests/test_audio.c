@@ -416,6 +416,146 @@ static int s_cleanup(void **state)
     return 0;
 }
 
+static void test_a_few_frames_at_a_high_rate_are_too_short_not_empty_audio(void **state)
+{
+    (void)state;
+    char path[512];
+    s_tmp_path(path, sizeof path, "tiny192k.wav");
+    float x[5] = {0.1f, 0.2f, 0.3f, 0.2f, 0.1f};
+    s_write(path, SF_FORMAT_WAV | SF_FORMAT_FLOAT, 192000, 1, x, 5);
+    /* 5 frames at 192 kHz are 0.4 samples at 16 kHz: no audio, an error naming it */
+    s_expect_error(path, "too short");
+    /* 12 frames at 192 kHz are one 16 kHz sample: audio */
+    float y[12] = {0};
+    s_write(path, SF_FORMAT_WAV | SF_FORMAT_FLOAT, 192000, 1, y, 12);
+    wisp_audio_t a;
+    assert_int_equal(wisp_audio_load(path, 0, &a, NULL), WISP_OK);
+    assert_int_equal(a.n, 1);
+    wisp_audio_free(&a);
+}
+
+static void test_nan_inf_and_absurd_float_samples_are_refused(void **state)
+{
+    (void)state;
+    char path[512];
+    const float bad[] = {NAN, INFINITY, -INFINITY, 1e30f, -2e3f};
+    const int rates[] = {16000, 44100};
+    for (int r = 0; r < 2; r++)
+        for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
+            s_tmp_path(path, sizeof path, "badsample.wav");
+            float *x = s_sine(rates[r], 4000, 1);
+            x[1234] = bad[b];
+            s_write(path, SF_FORMAT_WAV | SF_FORMAT_FLOAT, rates[r], 1, x, 4000);
+            free(x);
+            s_expect_error(path, "sample");
+        }
+    /* loud but plausible float audio (over full scale, e.g. an unnormalised mix) loads */
+    float *x = s_sine(16000, 4000, 1);
+    x[100] = 900.0f;
+    s_write(path, SF_FORMAT_WAV | SF_FORMAT_FLOAT, 16000, 1, x, 4000);
+    free(x);
+    wisp_audio_t a;
+    assert_int_equal(wisp_audio_load(path, 0, &a, NULL), WISP_OK);
+    assert_true(a.samples[100] == 900.0f);
+    wisp_audio_free(&a);
+}
+
+/* Samples another MP3 decoder gives for path (the mpg123 tool, gapless like
+ * libsndfile), or -1 when it is not installed. */
+static long s_mpg123_samples(const char *path)
+{
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "command -v mpg123 >/dev/null 2>&1 && mpg123 -q -s '%s' | wc -c",
+             path);
+    FILE *p = popen(cmd, "r");
+    long bytes = -1;
+    if (p && fscanf(p, "%ld", &bytes) != 1)
+        bytes = -1;
+    if (p)
+        pclose(p);
+    return bytes > 0 ? bytes / 2 : -1;
+}
+
+/* An MP3 as LAME writes it (libsndfile encodes through libmp3lame: a Xing/LAME tag with
+ * the encoder delay and padding), then with the tag's frame count raised by `bump`
+ * MPEG frames, as files re-muxed or cut by other tools carry it: libsndfile's header
+ * length is then an estimate that the decode does not reach. Returns the bytes. */
+static void s_write_lame_mp3(const char *path, int rate, sf_count_t frames, int bump)
+{
+    float *x = s_sine(rate, frames, 1);
+    s_write(path, SF_FORMAT_MPEG | SF_FORMAT_MPEG_LAYER_III, rate, 1, x, frames);
+    free(x);
+    if (!bump)
+        return;
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    unsigned char head[512];
+    size_t n = fread(head, 1, sizeof head, f);
+    size_t at = 0;
+    while (at + 12 <= n && memcmp(head + at, "Xing", 4) != 0 && memcmp(head + at, "Info", 4) != 0)
+        at++;
+    if (at + 12 > n)
+        fail_msg("%s: no Xing/Info tag in the first frame", path);
+    assert_true(head[at + 7] & 1); /* the frame count is present */
+    unsigned long count = (unsigned long)head[at + 8] << 24 | (unsigned long)head[at + 9] << 16 |
+                          (unsigned long)head[at + 10] << 8 | head[at + 11];
+    count += (unsigned long)bump;
+    unsigned char be[4] = {(unsigned char)(count >> 24), (unsigned char)(count >> 16),
+                           (unsigned char)(count >> 8), (unsigned char)count};
+    fseek(f, (long)at + 8, SEEK_SET);
+    assert_int_equal(fwrite(be, 1, 4, f), 4);
+    fclose(f);
+}
+
+static void test_mp3_shorter_than_its_header_estimate_is_audio_not_corruption(void **state)
+{
+    (void)state;
+    char path[512];
+    s_tmp_path(path, sizeof path, "lame16k.mp3");
+    /* exact tag: exactly the samples written (gapless) */
+    s_write_lame_mp3(path, 16000, 48611, 0);
+    wisp_audio_t a;
+    wisp_error_t e = {0};
+    if (wisp_audio_load(path, 0, &a, &e) != WISP_OK)
+        fail_msg("%s", e.msg);
+    assert_int_equal(a.n, 48611);
+    long ref = s_mpg123_samples(path);
+    if (ref >= 0)
+        assert_int_equal(a.n, ref);
+    wisp_audio_free(&a);
+    /* the tag claims more frames than the stream holds: header 49187, decode 49007 */
+    for (int bump = 1; bump <= 3; bump++) {
+        s_write_lame_mp3(path, 16000, 48611, bump);
+        SF_INFO info = {0};
+        SNDFILE *sf = sf_open(path, SFM_READ, &info);
+        assert_non_null(sf);
+        sf_close(sf);
+        wisp_error_clear(&e);
+        if (wisp_audio_load(path, 0, &a, &e) != WISP_OK)
+            fail_msg("bump %d: %s", bump, e.msg);
+        assert_true((sf_count_t)a.n < info.frames); /* short of the header: still audio */
+        assert_true(a.n >= 48611);
+        ref = s_mpg123_samples(path);
+        if (ref >= 0 && (long)a.n != ref)
+            fail_msg("bump %d: decoded %zu samples, mpg123 %ld", bump, a.n, ref);
+        /* the duration is what was decoded, not the estimate */
+        assert_true(fabs(a.duration - (double)a.n / 16000) < 1e-9);
+        wisp_audio_free(&a);
+    }
+    /* resampled (44.1 kHz) and capped at 1 s: the cap still applies */
+    s_tmp_path(path, sizeof path, "lame44k.mp3");
+    s_write_lame_mp3(path, 44100, 44100 * 2, 2);
+    if (wisp_audio_load(path, 0, &a, &e) != WISP_OK)
+        fail_msg("%s", e.msg);
+    assert_true(labs((long)a.n - 32000) < 400);
+    wisp_audio_free(&a);
+    assert_int_equal(wisp_audio_load(path, 1.0, &a, NULL), WISP_OK);
+    assert_true(labs((long)a.n - 16000) < 40);
+    wisp_audio_free(&a);
+    if (ref < 0)
+        printf("# mpg123 not installed: MP3 lengths checked against the samples written only\n");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -429,6 +569,9 @@ int main(void)
         cmocka_unit_test(test_bad_files_give_one_line_errors_naming_file_and_reason),
         cmocka_unit_test(test_truncated_flac_is_detected),
         cmocka_unit_test(test_zero_channel_and_absurd_rate_headers_are_refused),
+        cmocka_unit_test(test_a_few_frames_at_a_high_rate_are_too_short_not_empty_audio),
+        cmocka_unit_test(test_nan_inf_and_absurd_float_samples_are_refused),
+        cmocka_unit_test(test_mp3_shorter_than_its_header_estimate_is_audio_not_corruption),
     };
     return cmocka_run_group_tests(tests, NULL, s_cleanup);
 }

@@ -284,6 +284,47 @@ static void test_loading_refuses_other_runs_and_damaged_files_naming_them(void *
     wisp_model_destroy(&m);
 }
 
+/* state.json with `key` set to the JSON text `value` (the other keys valid). */
+static int s_parse_state_with(const char *key, const char *value, wisp_ckpt_state_t *st,
+                              wisp_error_t *e)
+{
+    const char *keys[] = {"step", "epoch", "pos", "optimizer_steps", "num_params", "version"};
+    const char *vals[] = {"40", "2", "8", "40", "12345", "1"};
+    char text[1024];
+    int n = snprintf(text, sizeof text,
+                     "{\"format\": \"wisp-checkpoint\", \"data_seed\": \"00000000000004d2\", "
+                     "\"rng_state\": \"9e3779b97f4a7c15\", \"fingerprint\": \"0123abcd\"");
+    for (int i = 0; i < 6; i++)
+        n += snprintf(text + n, sizeof text - (size_t)n, ", \"%s\": %s", keys[i],
+                      strcmp(keys[i], key) == 0 ? value : vals[i]);
+    n += snprintf(text + n, sizeof text - (size_t)n, "}");
+    long opt = 0, np = 0;
+    return wisp_ckpt_state_parse(text, (size_t)n, "state.json", st, &opt, &np, e);
+}
+
+static void test_state_json_numbers_are_range_checked_before_the_cast(void **state)
+{
+    (void)state;
+    wisp_ckpt_state_t st;
+    wisp_error_t e = {0};
+    assert_int_equal(s_parse_state_with("step", "40", &st, &e), 0);
+    assert_int_equal(st.step, 40);
+    /* 1e300 does not fit a long: refused by value (casting it first is undefined) */
+    const char *bad[] = {"1e300", "-1", "2.5", "1e19", "\"7\""};
+    for (int i = 0; i < 5; i++) {
+        wisp_error_clear(&e);
+        if (s_parse_state_with("step", bad[i], &st, &e) == 0)
+            fail_msg("step %s accepted", bad[i]);
+        assert_non_null(strstr(e.msg, "\"step\""));
+    }
+    /* version 1.9 is not version 1 */
+    wisp_error_clear(&e);
+    assert_int_not_equal(s_parse_state_with("version", "1.9", &st, &e), 0);
+    assert_non_null(strstr(e.msg, "version"));
+    wisp_error_clear(&e);
+    assert_int_not_equal(s_parse_state_with("version", "1e300", &st, &e), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -291,6 +332,7 @@ int main(void)
         cmocka_unit_test(test_only_the_newest_checkpoints_are_kept),
         cmocka_unit_test(test_extra_files_are_stored_and_read_back_with_the_checkpoint),
         cmocka_unit_test(test_loading_refuses_other_runs_and_damaged_files_naming_them),
+        cmocka_unit_test(test_state_json_numbers_are_range_checked_before_the_cast),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

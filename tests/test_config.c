@@ -1,5 +1,6 @@
 /* Tests of common/config: JSON files, Whisper config.json, adapters-library configs,
  * head_config.json. Fixtures: tests/data/config (tests/reference/gen_config_fixtures.py). */
+#include "model_fixture.h"
 #include "testutil.h"
 
 #include <stdio.h>
@@ -7,6 +8,7 @@
 #include <string.h>
 
 #include "formats/config.h"
+#include "formats/labels.h"
 #include "nn/adapter_config.h"
 #include "nn/ops.h"
 #include "base/util.h"
@@ -616,6 +618,156 @@ static void test_config_loaders_survive_random_byte_flips(void **state)
     assert_true(ok > 0 && refused > 0);
 }
 
+/* config.json with n labels LABEL_0.. in id2label and label2id (written by hand: fast). */
+static const char *s_write_many_labels(int n, int num_labels)
+{
+    const char *p = s_tmp("cfg_many.json");
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "{\"model_type\": \"whisper\", \"d_model\": 64, \"encoder_layers\": 2, "
+            "\"encoder_attention_heads\": 2, \"encoder_ffn_dim\": 128, \"num_mel_bins\": 80, "
+            "\"max_source_positions\": 1500, \"num_labels\": %d, \"id2label\": {",
+            num_labels);
+    for (int i = 0; i < n; i++)
+        fprintf(f, "%s\"%d\": \"L%d\"", i ? ", " : "", i, i);
+    fprintf(f, "}, \"label2id\": {");
+    for (int i = 0; i < n; i++)
+        fprintf(f, "%s\"L%d\": %d", i ? ", " : "", i, i);
+    fprintf(f, "}}\n");
+    fclose(f);
+    return p;
+}
+
+static void test_label_count_is_capped_and_checked_in_n_log_n(void **state)
+{
+    (void)state;
+    wisp_whisper_config_t c;
+    wisp_error_t e = {0};
+    /* num_labels 2e9 alone would allocate 2e9 names: refused by the cap, naming it */
+    s_expect_whisper_refused("num_labels", "2000000000", "num_labels");
+    s_expect_whisper_refused("num_labels", "65537", "65536");
+    /* the cap itself loads, and the duplicate and label2id checks are not quadratic:
+     * 65536 labels took ~10 s with pairwise comparisons */
+    const char *p = s_write_many_labels(WISP_LABELS_MAX, WISP_LABELS_MAX);
+    double t0 = wisp_now();
+    if (wisp_whisper_config_load(&c, p, &e) != 0)
+        fail_msg("%s", e.msg);
+    double dt = wisp_now() - t0;
+    assert_int_equal(c.num_labels, WISP_LABELS_MAX);
+    assert_string_equal(c.id2label[WISP_LABELS_MAX - 1], "L65535");
+    wisp_whisper_config_free(&c);
+    if (dt > 2.0)
+        fail_msg("%d labels took %.2f s to check", WISP_LABELS_MAX, dt);
+    /* a duplicate among many is still found, naming the label */
+    cJSON *o = s_json(p);
+    cJSON *i2l = cJSON_GetObjectItemCaseSensitive(o, "id2label");
+    cJSON_ReplaceItemInObjectCaseSensitive(i2l, "40000", cJSON_CreateString("L17"));
+    const char *q = s_tmp("cfg_dup.json");
+    assert_int_equal(wisp_json_save(q, o, NULL), 0);
+    cJSON_Delete(o);
+    wisp_error_clear(&e);
+    assert_int_not_equal(wisp_whisper_config_load(&c, q, &e), 0);
+    s_assert_contains(e.msg, "\"L17\" appears twice");
+}
+
+/* Rewrites dir/adapter_config.json: "config" replaced by the JSON text cfg when given,
+ * and "use_dora" added to it when use_dora is "true" or "false" (NULL: absent). */
+static void s_rewrite_adapter_config(const char *dir, const char *cfg, const char *use_dora)
+{
+    char p[1200];
+    snprintf(p, sizeof p, "%s/adapter_config.json", dir);
+    cJSON *o = s_json(p);
+    if (cfg)
+        cJSON_ReplaceItemInObjectCaseSensitive(o, "config", cJSON_Parse(cfg));
+    cJSON *c = cJSON_GetObjectItemCaseSensitive(o, "config");
+    cJSON_DeleteItemFromObjectCaseSensitive(c, "use_dora");
+    if (use_dora)
+        cJSON_AddItemToObject(c, "use_dora", cJSON_Parse(use_dora));
+    assert_int_equal(wisp_json_save(p, o, NULL), 0);
+    cJSON_Delete(o);
+}
+
+/* The config dict of the Python-written fixture dir `name` (tests/data/config). */
+static char *s_fixture_config_text(const char *name)
+{
+    char p[1200];
+    snprintf(p, sizeof p, "%s/config/%s/adapter_config.json", wisp_test_data_dir(), name);
+    cJSON *o = s_json(p);
+    char *t = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(o, "config"));
+    cJSON_Delete(o);
+    return t;
+}
+
+static void
+test_lora_and_ia3_dirs_of_adapters_v1_2_and_main_load_and_give_the_reference_logits(void **state)
+{
+    (void)state;
+    /* IA3: the config dict the library wrote (fixture); LoRA: the v1.2.0 LoRAConfig
+     * dict of the golden case (lora preset = the library's defaults). After v1.2.0
+     * the library writes "use_dora": false in every LoRA/IA3 config. */
+    const char *stems[] = {"lora_qv_ws0_b3", "ia3_ws0_b3"};
+    char *ia3_cfg = s_fixture_config_text("adapter_ia3");
+    for (int k = 0; k < 2; k++) {
+        const mf_case_t *cs = NULL;
+        for (int i = 0; i < MF_NCASES; i++)
+            if (strcmp(MF_CASES[i].name, stems[k]) == 0)
+                cs = &MF_CASES[i];
+        assert_non_null(cs);
+        char dir[512], adir[512], hdir[512];
+        snprintf(dir, sizeof dir, "%s/dora_model", wisp_test_tmpdir());
+        snprintf(adir, sizeof adir, "%s/dora_adapter", wisp_test_tmpdir());
+        snprintf(hdir, sizeof hdir, "%s/dora_head", wisp_test_tmpdir());
+        wisp_model_t *m = mf_case_model(cs, dir, 0);
+        wisp_error_t err = {0};
+        if (wisp_model_save_adapter(m, adir, &err) < 0 || wisp_model_save_head(m, hdir, &err) < 0)
+            fail_msg("%s", err.msg);
+        wisp_model_destroy(&m);
+        const char *variants[] = {NULL, "false", "true"};
+        for (int v = 0; v < 3; v++) {
+            s_rewrite_adapter_config(adir, k == 1 ? ia3_cfg : NULL, variants[v]);
+            wisp_model_opts_t o = {.max_batch = 3, .max_frames = 32};
+            m = wisp_model_new(dir, &o, &err);
+            assert_non_null(m);
+            int rc = wisp_model_load_adapter(m, adir, &err);
+            if (v == 2) { /* DoRA itself is refused by name */
+                assert_true(rc < 0);
+                s_assert_contains(err.msg, "use_dora");
+                s_assert_contains(err.msg, "DoRA");
+                wisp_error_clear(&err);
+                wisp_model_destroy(&m);
+                continue;
+            }
+            if (rc < 0 || wisp_model_load_head(m, hdir, &err) < 0)
+                fail_msg("%s (use_dora %s): %s", stems[k], variants[v] ? variants[v] : "absent",
+                         err.msg);
+            float *mel = mf_mel(3, 80, 20);
+            float logits[15];
+            assert_int_equal(wisp_model_forward(m, mel, 3, 20, logits, NULL), 0);
+            char path[1200];
+            size_t cnt;
+            snprintf(path, sizeof path, "%s/model/%s.logits", wisp_test_data_dir(), stems[k]);
+            float *want = wisp_test_read_f32(path, &cnt);
+            assert_int_equal(cnt, 15);
+            wisp_assert_close(logits, want, 15, 1e-4 * wisp_max_abs(want, 15), 0.0, stems[k]);
+            free(want);
+            free(mel);
+            if (v == 1) { /* saved back in the v1.2.0 form: without the newer field */
+                char sdir[600], sp[700];
+                snprintf(sdir, sizeof sdir, "%s/dora_saved", wisp_test_tmpdir());
+                assert_int_equal(wisp_model_save_adapter(m, sdir, &err), 0);
+                snprintf(sp, sizeof sp, "%s/adapter_config.json", sdir);
+                cJSON *o = s_json(sp);
+                assert_null(cJSON_GetObjectItemCaseSensitive(
+                    cJSON_GetObjectItemCaseSensitive(o, "config"), "use_dora"));
+                cJSON_Delete(o);
+            }
+            wisp_model_destroy(&m);
+        }
+    }
+    free(ia3_cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -634,6 +786,9 @@ int main(void)
         cmocka_unit_test(test_adapter_dir_for_another_model_is_refused),
         cmocka_unit_test(test_head_config_round_trips_and_maps_labels),
         cmocka_unit_test(test_config_loaders_survive_random_byte_flips),
+        cmocka_unit_test(test_label_count_is_capped_and_checked_in_n_log_n),
+        cmocka_unit_test(
+            test_lora_and_ia3_dirs_of_adapters_v1_2_and_main_load_and_give_the_reference_logits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -950,6 +950,29 @@ static void test_a_worker_failing_at_start_up_says_goodbye(void **state)
     assert_true(got_bye);
 }
 
+/* The coordinator cuts its shards with the manifest's cutter (one set of rules): with
+ * 35 s items and 60 s shards, a shard takes a second item (70 s overshoots by 10 s,
+ * less than the 25 s it would fall short) — the coordinator's own old cutter never
+ * overshot and made 100 one-item shards. */
+static void test_the_coordinator_cuts_shards_by_the_manifest_rules(void **state)
+{
+    (void)state;
+    char *extra[] = {"null.item_seconds=35", "cluster.shard_seconds=60", "cluster.shard_size=64"};
+    wisp_jobcfg_t cfg;
+    s_cfg(&cfg, "cutter", 100, extra, 3);
+    s_coord_run_t c;
+    s_start_coord(&c, &cfg, 0);
+    s_worker_run_t w;
+    s_start_worker(&w, wisp_coord_endpoint(c.c), 10);
+    pthread_join(c.t, NULL);
+    pthread_join(w.t, NULL);
+    assert_int_equal(c.rc, 0);
+    assert_true(s_num(wisp_coord_summary(c.c), "shards") == 50);
+    s_check_output("cutter", 100);
+    wisp_coord_destroy(&c.c);
+    wisp_jobcfg_free(&cfg);
+}
+
 int main(void)
 {
     wisp_log_init('T', 0, getenv("WISP_TEST_VERBOSE") ? WISP_LOG_INFO : WISP_LOG_ERROR);
@@ -967,6 +990,7 @@ int main(void)
         cmocka_unit_test(test_a_worker_declared_dead_rejoins_once_as_itself),
         cmocka_unit_test(test_a_relaunched_world_takes_over_the_dead_worlds_shards_at_once),
         cmocka_unit_test(test_a_worker_failing_at_start_up_says_goodbye),
+        cmocka_unit_test(test_the_coordinator_cuts_shards_by_the_manifest_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

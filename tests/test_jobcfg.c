@@ -220,6 +220,50 @@ static void test_adapter_config_is_a_preset_name_or_a_path_resolved_like_the_oth
 #undef TRAIN_KEYS
 }
 
+static void test_job_json_duplicates_take_the_last_value_and_trailing_text_is_refused(void **state)
+{
+    (void)state;
+    wisp_jobcfg_t c;
+    wisp_error_t e = {0};
+    /* Python's json.load keeps the last of duplicate keys */
+    assert_int_equal(wisp_jobcfg_parse(&c,
+                                       "{\"kind\":\"null\",\"output\":\"/o\",\"cluster\":"
+                                       "{\"credit\":3,\"credit\":5}}",
+                                       "/", "t", NULL, 0, &e),
+                     0);
+    assert_int_equal(c.credit, 5);
+    wisp_jobcfg_free(&c);
+    /* one object per file: a second value or garbage after it is an error */
+    assert_int_equal(
+        wisp_jobcfg_parse(&c, "{\"kind\":\"null\",\"output\":\"/o\"} x", "/", "t", NULL, 0, &e),
+        WISP_ERR_FORMAT);
+    assert_non_null(strstr(e.msg, "t:1:"));
+    wisp_error_clear(&e);
+    assert_int_equal(
+        wisp_jobcfg_parse(&c, "{\"kind\":\"null\",\"output\":\"/o\"}\n{}", "/", "t", NULL, 0, &e),
+        WISP_ERR_FORMAT);
+    /* a syntax error is one line with its line number (the text near it on one line) */
+    wisp_error_clear(&e);
+    assert_int_equal(wisp_jobcfg_parse(&c, "{\n  \"kind\": \"null\",\n  \"output\" \"/o\"\n}\n",
+                                       "/", "t", NULL, 0, &e),
+                     WISP_ERR_FORMAT);
+    if (!strstr(e.msg, "t:3:") || strchr(e.msg, '\n'))
+        fail_msg("error '%s' should be one line naming line 3", e.msg);
+    /* 1.9 is not an integer, 1e300 not in range: refused before any cast */
+    wisp_error_clear(&e);
+    assert_int_equal(wisp_jobcfg_parse(&c,
+                                       "{\"kind\":\"null\",\"output\":\"/o\",\"cluster\":"
+                                       "{\"credit\":1.9}}",
+                                       "/", "t", NULL, 0, &e),
+                     WISP_ERR_ARG);
+    wisp_error_clear(&e);
+    assert_int_equal(wisp_jobcfg_parse(&c,
+                                       "{\"kind\":\"null\",\"output\":\"/o\",\"cluster\":"
+                                       "{\"credit\":1e300}}",
+                                       "/", "t", NULL, 0, &e),
+                     WISP_ERR_ARG);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -231,6 +275,7 @@ int main(void)
         cmocka_unit_test(test_curve_client_keys_list_resolves_paths),
         cmocka_unit_test(test_train_keys_parse_with_their_defaults),
         cmocka_unit_test(test_adapter_config_is_a_preset_name_or_a_path_resolved_like_the_others),
+        cmocka_unit_test(test_job_json_duplicates_take_the_last_value_and_trailing_text_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

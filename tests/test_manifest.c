@@ -134,9 +134,10 @@ static void test_jsonl_reads_integer_and_null_labels_and_durations(void **state)
     char want[512];
     snprintf(want, sizeof want, "%s/manifest/sub/y.flac", wisp_test_data_dir());
     assert_string_equal(m.items[1].path, want);
-    assert_int_equal(m.n_classes, 3);
-    assert_string_equal(m.classes[2], "2");
-    assert_int_equal(m.items[0].label, 2);
+    /* integer labels are classes by name: 0 and 2 are two classes */
+    assert_int_equal(m.n_classes, 2);
+    assert_string_equal(m.classes[1], "2");
+    assert_int_equal(m.items[0].label, 1);
     assert_int_equal(m.items[1].label, 0);
     assert_int_equal(m.items[2].label, -1);
     assert_true(m.items[1].duration == 3.25);
@@ -413,16 +414,20 @@ static void test_damaged_manifests_never_crash_the_parsers(void **state)
 static void test_labels_derive_integer_or_sorted_name_classes_and_look_up_both(void **state)
 {
     (void)state;
-    /* every label an integer: classes "0".."max" */
-    const char *ints[] = {"2", NULL, "0", ""};
-    wisp_labels_t *l = wisp_labels_new(ints, 4, NULL, 0, "t", NULL);
+    /* every label an integer: classes by name, in numeric order (10..15 are 6 classes) */
+    const char *ints[] = {"12", NULL, "10", "", "15", "11", "13", "14", "10", "2"};
+    wisp_labels_t *l = wisp_labels_new(ints, 10, NULL, 0, "t", NULL);
     assert_non_null(l);
-    assert_int_equal(wisp_labels_n_classes(l), 3);
-    assert_string_equal(wisp_labels_name(l, 1), "1");
-    assert_null(wisp_labels_name(l, 3));
+    assert_int_equal(wisp_labels_n_classes(l), 7);
+    assert_string_equal(wisp_labels_name(l, 0), "2");
+    assert_string_equal(wisp_labels_name(l, 1), "10");
+    assert_string_equal(wisp_labels_name(l, 6), "15");
+    assert_null(wisp_labels_name(l, 7));
     assert_null(wisp_labels_name(l, -1));
-    assert_int_equal(wisp_labels_find(l, "2"), 2);
-    assert_int_equal(wisp_labels_find(l, "3"), -1);
+    assert_int_equal(wisp_labels_find(l, "10"), 1);
+    assert_int_equal(wisp_labels_find(l, "2"), 0);
+    assert_int_equal(wisp_labels_find(l, "3"), 3); /* not a name: the id, in range */
+    assert_int_equal(wisp_labels_find(l, "7"), -1);
     assert_int_equal(wisp_labels_find(l, ""), -1);
     assert_int_equal(wisp_labels_find(l, NULL), -1);
     wisp_labels_destroy(&l);
@@ -456,16 +461,94 @@ static void test_labels_derive_integer_or_sorted_name_classes_and_look_up_both(v
     wisp_error_t e = {0};
     assert_null(wisp_labels_new(NULL, 3, NULL, 0, "t", &e));
     assert_int_equal(e.code, WISP_ERR_ARG);
+    /* a given list names each class once */
+    const char *twice[] = {"a", "b", "a"};
+    wisp_error_clear(&e);
+    assert_null(wisp_labels_new(NULL, 0, twice, 3, "t", &e));
+    assert_int_equal(e.code, WISP_ERR_FORMAT);
+    assert_non_null(strstr(e.msg, "\"a\" appears twice"));
     assert_int_equal(wisp_labels_parse_id("123456789"), 123456789);
     assert_int_equal(wisp_labels_parse_id("1234567890"), -1);
     assert_int_equal(wisp_labels_parse_id("-1"), -1);
     assert_int_equal(wisp_labels_parse_id("1a"), -1);
 }
 
+/* Loads text written to tmpdir/name and expects an error code whose message has needle. */
+static void s_expect_manifest_error(const char *name, const char *text, size_t len, int code,
+                                    const char *needle)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", wisp_test_tmpdir(), name);
+    FILE *f = fopen(p, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(text, 1, len, f), len);
+    fclose(f);
+    wisp_manifest_t m;
+    wisp_error_t e = {0};
+    int rc = wisp_manifest_load(&m, p, NULL, 0, &e);
+    if (rc != code || !strstr(e.msg, needle))
+        fail_msg("%s: got %d '%s', expected %d with '%s'", name, rc, e.msg, code, needle);
+    assert_int_equal(m.n_items, 0);
+}
+
+static void test_hostile_label_ids_durations_and_bytes_are_refused_before_use(void **state)
+{
+    (void)state;
+    wisp_manifest_t m;
+    wisp_error_t e = {0};
+    /* one huge integer label is one class by name, not 10^9 classes */
+    const char *p = s_write_tmp("bigid.csv", "path,label\n/a.wav,999999999\n/b.wav,5\n");
+    assert_int_equal(wisp_manifest_load(&m, p, NULL, 0, &e), WISP_OK);
+    assert_int_equal(m.n_classes, 2);
+    assert_string_equal(m.classes[0], "5");
+    assert_string_equal(m.classes[1], "999999999");
+    assert_int_equal(m.items[0].label, 1);
+    wisp_manifest_free(&m);
+    /* a JSONL label beyond int is refused by value, before any cast */
+    const char *t = "{\"path\": \"/a.wav\", \"label\": 1e10}\n";
+    s_expect_manifest_error("big.jsonl", t, strlen(t), WISP_ERR_FORMAT, "1e+10");
+    t = "{\"path\": \"/a.wav\", \"label\": 2.5}\n";
+    s_expect_manifest_error("frac.jsonl", t, strlen(t), WISP_ERR_FORMAT, "2.5");
+    /* durations: inf and nan are not durations, in CSV and JSONL (1e999 parses to inf) */
+    t = "path,duration\n/a.wav,inf\n";
+    s_expect_manifest_error("inf.csv", t, strlen(t), WISP_ERR_FORMAT, ":2: bad duration 'inf'");
+    t = "path,duration\n/a.wav,1e999\n";
+    s_expect_manifest_error("inf2.csv", t, strlen(t), WISP_ERR_FORMAT, "bad duration");
+    t = "{\"path\": \"/a.wav\", \"duration\": 1e999}\n";
+    s_expect_manifest_error("inf.jsonl", t, strlen(t), WISP_ERR_FORMAT, ":1: bad duration");
+    /* a NUL byte would silently cut the path: refused with its line */
+    static const char nul[] = "path,label\n/a.wav,x\n/b\0.wav,y\n";
+    s_expect_manifest_error("nul.csv", nul, sizeof nul - 1, WISP_ERR_FORMAT, ":3: NUL byte");
+    static const char nulj[] = "{\"path\": \"/a.wav\"}\n{\"path\": \"/b\0c.wav\"}\n";
+    s_expect_manifest_error("nul.jsonl", nulj, sizeof nulj - 1, WISP_ERR_FORMAT, ":2: NUL byte");
+    /* JSONL: trailing text after the object is an error; duplicate keys take the last */
+    t = "{\"path\": \"/a.wav\"} {\"path\": \"/b.wav\"}\n";
+    s_expect_manifest_error("two.jsonl", t, strlen(t), WISP_ERR_FORMAT, ":1:");
+    t = "{\"path\": \"/a.wav\"}x\n";
+    s_expect_manifest_error("junk.jsonl", t, strlen(t), WISP_ERR_FORMAT, "after the JSON value");
+    p = s_write_tmp("dup.jsonl",
+                    "{\"path\": \"/a.wav\", \"label\": \"cat\", \"label\": \"dog\"}\n");
+    assert_int_equal(wisp_manifest_load(&m, p, NULL, 0, &e), WISP_OK);
+    assert_string_equal(m.items[0].label_name, "dog");
+    wisp_manifest_free(&m);
+    /* an audiofolder without audio is the empty-manifest error (and no qsort(NULL, 0)) */
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/noaudio", wisp_test_tmpdir());
+    mkdir(dir, 0755);
+    char f[600];
+    snprintf(f, sizeof f, "%s/readme.txt", dir);
+    FILE *fp = fopen(f, "w");
+    fputs("x", fp);
+    fclose(fp);
+    wisp_error_clear(&e);
+    assert_int_equal(wisp_manifest_load(&m, dir, NULL, 0, &e), WISP_ERR_FORMAT);
+    assert_non_null(strstr(e.msg, "empty manifest"));
+}
+
 /* A manifest over 4 GiB loads (the old reader refused it: "limit is 4294967296").
- * The file is sparse so the test costs little disk: 1 000 JSONL records, each
- * followed by ~4.4 MB of NUL bytes (a hole) that the JSON parser ignores after the
- * object; offsets past 2^32 are on the way. */
+ * The file is sparse so the test costs little disk: 1 000 JSONL records, each on its
+ * line followed by a line of ~4.4 MB of NUL bytes (a hole; a NUL-only line is blank,
+ * as a zero-filled preallocated tail); offsets past 2^32 are on the way. */
 static void test_a_manifest_over_4_gib_loads(void **state)
 {
     (void)state;
@@ -479,6 +562,7 @@ static void test_a_manifest_over_4_gib_loads(void **state)
         char line[128];
         int n = snprintf(line, sizeof line, "{\"path\": \"/d/clip_%04d.wav\", \"label\": \"c%d\"}",
                          k, k % 3);
+        line[n++] = '\n';
         assert_int_equal(pwrite(fd, line, (size_t)n, off), n);
         off += n + hole;
         assert_int_equal(pwrite(fd, "\n", 1, off - 1), 1);
@@ -493,7 +577,7 @@ static void test_a_manifest_over_4_gib_loads(void **state)
         fail_msg("%s", e.msg);
     assert_int_equal(m.n_items, 1000);
     assert_string_equal(m.items[999].path, "/d/clip_0999.wav");
-    assert_int_equal(m.items[999].line, 1000);
+    assert_int_equal(m.items[999].line, 1999);
     assert_int_equal(m.n_classes, 3);
     assert_string_equal(m.items[998].label_name, "c2");
     wisp_manifest_free(&m);
@@ -513,6 +597,7 @@ int main(void)
         cmocka_unit_test(test_shards_cut_by_duration_and_fall_back_to_count),
         cmocka_unit_test(test_damaged_manifests_never_crash_the_parsers),
         cmocka_unit_test(test_labels_derive_integer_or_sorted_name_classes_and_look_up_both),
+        cmocka_unit_test(test_hostile_label_ids_durations_and_bytes_are_refused_before_use),
         cmocka_unit_test(test_a_manifest_over_4_gib_loads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -175,6 +175,52 @@ static void s_make_dataset(const char *dir, int classes, int per_class, int corr
     assert_int_equal(sum.corrupt, (size_t)corrupt);
 }
 
+/* Long clips in every format: a minute of Ogg Vorbis written in one libsndfile call
+ * overflowed libvorbis's stack (SIGSEGV); each written file must read back at its
+ * length. */
+static void test_long_clips_in_every_format_are_written(void **state)
+{
+    (void)state;
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/ds_long", wisp_test_tmpdir());
+    wisp_synth_params_t p = wisp_synth_default_params();
+    p.classes = 8;
+    p.per_class = 2;
+    p.seed = 3;
+    p.min_seconds = 60;
+    p.max_seconds = 62;
+    wisp_error_t e = {0};
+    wisp_synth_summary_t sum;
+    if (wisp_synth_dataset(dir, &p, &sum, &e) != WISP_OK)
+        fail_msg("%s", e.msg);
+    assert_true(sum.per_format[WISP_SYNTH_OGG] > 0);
+    char *meta = s_slurp(dir, "meta.csv");
+    char *save = NULL;
+    strtok_r(meta, "\n", &save); /* header */
+    int files = 0;
+    for (char *line; (line = strtok_r(NULL, "\n", &save)); files++) {
+        char rel[128];
+        int rate, channels;
+        double seconds;
+        assert_int_equal(sscanf(line, "%127[^,],%*[^,],%*[^,],%*[^,],%d,%d,%lf", rel, &rate,
+                                &channels, &seconds),
+                         4);
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", dir, rel);
+        SF_INFO info = {0};
+        SNDFILE *sf = sf_open(path, SFM_READ, &info);
+        if (!sf)
+            fail_msg("%s: %s", path, sf_strerror(NULL));
+        sf_close(sf);
+        assert_true(seconds >= 60 && seconds <= 62);
+        /* MP3's header count is an estimate: within one frame of padding. */
+        long long want = llround(seconds * rate);
+        assert_true(info.frames >= want - 2048 && info.frames <= want + 2048);
+    }
+    assert_int_equal(files, 16);
+    free(meta);
+}
+
 static void test_dataset_files_decode_to_the_generated_clips(void **state)
 {
     (void)state;
@@ -539,6 +585,7 @@ int main(void)
         cmocka_unit_test(test_manifests_load_with_the_project_manifest_reader),
         cmocka_unit_test(test_audio_loader_decodes_every_clip_and_refuses_every_corrupt_file),
         cmocka_unit_test(test_dataset_rejects_bad_parameters_with_a_message),
+        cmocka_unit_test(test_long_clips_in_every_format_are_written),
     };
     return cmocka_run_group_tests(tests, NULL, s_teardown);
 }

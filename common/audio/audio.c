@@ -95,171 +95,243 @@ static int s_resample(soxr_t rs, double ratio, const float *in, size_t n, s_buf_
     }
 }
 
-int wisp_audio_load(const char *path, double max_seconds, wisp_audio_t *out, wisp_error_t *err)
-{
-    int rc = WISP_OK;
-    SNDFILE *sf = NULL;
-    soxr_t rs = NULL;
-    float *block = NULL, *mono = NULL;
-    short *raw = NULL;
-    s_buf_t buf = {0};
-    memset(out, 0, sizeof *out);
+/* One decode in progress: the open file, its header facts, scratch and output. */
+typedef struct {
+    const char *path;
+    SNDFILE *sf;
+    soxr_t rs;    /* NULL at 16 kHz */
+    float *block; /* (block_frames * channels) interleaved scratch; NULL when direct */
+    float *mono;  /* (block_frames) mixed scratch; NULL for mono or direct */
+    short *raw;   /* (block_frames * channels) 16-bit scratch when pcm16 */
+    s_buf_t buf;  /* the 16 kHz output */
+    SF_INFO info;
+    int frames_known; /* the header gives the length */
+    int estimated;    /* ... only as an estimate (MP3): read to the end, never short */
+    int pcm16;        /* 16-bit PCM: read as shorts */
+    int direct;       /* mono at 16 kHz: decode straight into the output */
+    sf_count_t to_read, block_frames, total;
+    double ratio; /* 16000 / source rate */
+} s_decode_t;
 
+/* Opens path and checks what its header claims. */
+static int s_open(s_decode_t *d, wisp_error_t *err)
+{
     struct stat st;
-    if (stat(path, &st) != 0) {
+    if (stat(d->path, &st) != 0) {
         if (errno == ENOENT)
-            return wisp_error_set(err, WISP_ERR_NOTFOUND, "%s: no such file", path);
-        return wisp_error_set(err, WISP_ERR_IO, "%s: %s", path, strerror(errno));
+            return wisp_error_set(err, WISP_ERR_NOTFOUND, "%s: no such file", d->path);
+        return wisp_error_set(err, WISP_ERR_IO, "%s: %s", d->path, strerror(errno));
     }
     if (S_ISDIR(st.st_mode))
-        return wisp_error_set(err, WISP_ERR_IO, "%s: is a directory, not an audio file", path);
+        return wisp_error_set(err, WISP_ERR_IO, "%s: is a directory, not an audio file", d->path);
     if (S_ISREG(st.st_mode) && st.st_size == 0)
-        return wisp_error_set(err, WISP_ERR_AUDIO, "%s: empty file (0 bytes)", path);
-
-    SF_INFO info;
-    memset(&info, 0, sizeof info);
-    sf = sf_open(path, SFM_READ, &info);
-    if (!sf)
-        return wisp_error_set(err, WISP_ERR_AUDIO, "%s: not a readable audio file: %s", path,
+        return wisp_error_set(err, WISP_ERR_AUDIO, "%s: empty file (0 bytes)", d->path);
+    d->sf = sf_open(d->path, SFM_READ, &d->info);
+    if (!d->sf)
+        return wisp_error_set(err, WISP_ERR_AUDIO, "%s: not a readable audio file: %s", d->path,
                               sf_strerror(NULL));
-    if (info.channels <= 0 || info.channels > S_MAX_CHANNELS) {
-        rc = wisp_error_set(err, WISP_ERR_AUDIO, "%s: invalid channel count %d in the header", path,
-                            info.channels);
-        goto done;
-    }
-    if (info.samplerate < S_MIN_RATE || info.samplerate > S_MAX_RATE) {
-        rc = wisp_error_set(err, WISP_ERR_AUDIO, "%s: unsupported sample rate %d Hz in the header",
-                            path, info.samplerate);
-        goto done;
-    }
-    if (info.frames == 0) {
-        rc = wisp_error_set(err, WISP_ERR_AUDIO, "%s: no audio frames", path);
-        goto done;
-    }
-    int channels = info.channels, rate = info.samplerate;
+    if (d->info.channels <= 0 || d->info.channels > S_MAX_CHANNELS)
+        return wisp_error_set(err, WISP_ERR_AUDIO, "%s: invalid channel count %d in the header",
+                              d->path, d->info.channels);
+    if (d->info.samplerate < S_MIN_RATE || d->info.samplerate > S_MAX_RATE)
+        return wisp_error_set(err, WISP_ERR_AUDIO,
+                              "%s: unsupported sample rate %d Hz in the header", d->path,
+                              d->info.samplerate);
+    if (d->info.frames == 0)
+        return wisp_error_set(err, WISP_ERR_AUDIO, "%s: no audio frames", d->path);
+    return WISP_OK;
+}
+
+/* Sizes the read (max_seconds), allocates the scratch and makes the resampler. */
+static int s_setup(s_decode_t *d, double max_seconds, wisp_error_t *err)
+{
+    int channels = d->info.channels, rate = d->info.samplerate;
     /* libsndfile reports SF_COUNT_MAX when a stream's length is unknown */
-    int frames_known = info.frames > 0 && info.frames < SF_COUNT_MAX;
+    d->frames_known = d->info.frames > 0 && d->info.frames < SF_COUNT_MAX;
+    /* An MP3's length comes from its Xing/LAME tag or from the file size and the first
+     * frame's bitrate: an estimate either way (encoder delay, padding, tags written by
+     * other tools), above or below what decodes. So MP3 is read to its end, and ending
+     * short of the estimate is not damage; a decoder error still is. */
+    d->estimated = d->frames_known && (d->info.format & SF_FORMAT_TYPEMASK) == SF_FORMAT_MPEG;
     sf_count_t limit = SF_COUNT_MAX;
     if (max_seconds > 0 && max_seconds * rate < 0x1p62)
         limit = (sf_count_t)ceil(max_seconds * rate);
-    sf_count_t to_read = frames_known && info.frames < limit ? info.frames : limit;
-    double ratio = (double)WISP_SAMPLE_RATE / rate;
-
-    sf_count_t block_frames = S_BLOCK_SAMPLES / channels > 0 ? S_BLOCK_SAMPLES / channels : 1;
+    d->to_read =
+        d->frames_known && !d->estimated && d->info.frames < limit ? d->info.frames : limit;
+    /* output reserved for the header's length (or the cap), grown as needed after */
+    sf_count_t expect =
+        d->frames_known && d->info.frames < d->to_read ? d->info.frames : d->to_read;
+    d->ratio = (double)WISP_SAMPLE_RATE / rate;
+    d->block_frames = S_BLOCK_SAMPLES / channels > 0 ? S_BLOCK_SAMPLES / channels : 1;
     /* 16-bit PCM (WAV, AIFF, ...): libsndfile hands the integers over with a plain copy */
-    int pcm16 = (info.format & SF_FORMAT_SUBMASK) == SF_FORMAT_PCM_16;
-    int direct = rate == WISP_SAMPLE_RATE && channels == 1; /* decode straight to the output */
+    d->pcm16 = (d->info.format & SF_FORMAT_SUBMASK) == SF_FORMAT_PCM_16;
+    d->direct = rate == WISP_SAMPLE_RATE && channels == 1;
+    size_t bf = (size_t)d->block_frames;
     /* scratch, always written before read */
-    block = direct ? NULL : wisp_alloc_raw(sizeof(float) * (size_t)block_frames * channels);
-    mono = direct || channels == 1 ? NULL : wisp_alloc_raw(sizeof(float) * (size_t)block_frames);
-    raw = pcm16 ? wisp_alloc_raw(sizeof(short) * (size_t)block_frames * channels) : NULL;
-    if ((!direct && !block) || (!direct && channels > 1 && !mono) || (pcm16 && !raw) ||
-        (frames_known &&
-         s_buf_reserve(&buf, (size_t)((double)to_read * ratio) + 4096) != WISP_OK)) {
-        rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
-        goto done;
-    }
+    d->block = d->direct ? NULL : wisp_alloc_raw(sizeof(float) * bf * channels);
+    d->mono = d->direct || channels == 1 ? NULL : wisp_alloc_raw(sizeof(float) * bf);
+    d->raw = d->pcm16 ? wisp_alloc_raw(sizeof(short) * bf * channels) : NULL;
+    if ((!d->direct && !d->block) || (!d->direct && channels > 1 && !d->mono) ||
+        (d->pcm16 && !d->raw) ||
+        (d->frames_known &&
+         s_buf_reserve(&d->buf, (size_t)((double)expect * d->ratio) + 4096) != WISP_OK))
+        return wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", d->path);
     if (rate != WISP_SAMPLE_RATE) {
         soxr_error_t e = NULL;
         soxr_io_spec_t io = soxr_io_spec(SOXR_FLOAT32_I, SOXR_FLOAT32_I);
         soxr_quality_spec_t q = soxr_quality_spec(SOXR_HQ, 0);
-        rs = soxr_create(rate, WISP_SAMPLE_RATE, 1, &e, &io, &q, NULL);
-        if (!rs || e) {
-            rc = wisp_error_set(err, WISP_ERR_AUDIO, "%s: cannot resample %d Hz to %d Hz: %s", path,
-                                rate, WISP_SAMPLE_RATE, e ? e : "soxr_create failed");
-            goto done;
-        }
+        d->rs = soxr_create(rate, WISP_SAMPLE_RATE, 1, &e, &io, &q, NULL);
+        if (!d->rs || e)
+            return wisp_error_set(err, WISP_ERR_AUDIO, "%s: cannot resample %d Hz to %d Hz: %s",
+                                  d->path, rate, WISP_SAMPLE_RATE, e ? e : "soxr_create failed");
     }
+    return WISP_OK;
+}
 
-    sf_count_t total = 0;
-    while (total < to_read) {
-        sf_count_t want = to_read - total < block_frames ? to_read - total : block_frames;
-        if (direct) { /* mono at 16 kHz: decode straight into the output */
-            if (s_buf_reserve(&buf, (size_t)want) != WISP_OK) {
-                rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
-                goto done;
-            }
-            sf_count_t got = s_readf(sf, pcm16, raw, buf.data + buf.n, want, 1);
+/* Mixes got interleaved frames of d->block to mono (the arithmetic mean). */
+static const float *s_mix(s_decode_t *d, sf_count_t got)
+{
+    int channels = d->info.channels;
+    if (channels == 1)
+        return d->block;
+    float inv = 1.0f / (float)channels;
+    for (sf_count_t i = 0; i < got; i++) {
+        const float *fr = d->block + (size_t)i * channels;
+        float s = 0.0f;
+        for (int c = 0; c < channels; c++)
+            s += fr[c];
+        /* exact mean for 2 channels ((l + r) * 0.5), the common case */
+        d->mono[i] = channels == 2 ? s * 0.5f : s * inv;
+    }
+    return d->mono;
+}
+
+/* Index of the first sample that is not finite or beyond WISP_AUDIO_MAX_ABS, or n. */
+static size_t s_first_bad_sample(const float *x, size_t n)
+{
+    /* checked on the source samples, before the resampler's low-pass can hide a spike */
+    for (size_t i = 0; i < n; i++)
+        if (!(fabsf(x[i]) <= WISP_AUDIO_MAX_ABS)) /* NaN fails every comparison */
+            return i;
+    return n;
+}
+
+/* The error for a bad sample at source frame `frame`, value v. */
+static int s_bad_sample(const s_decode_t *d, sf_count_t frame, float v, wisp_error_t *err)
+{
+    return wisp_error_set(err, WISP_ERR_AUDIO,
+                          "%s: sample value %g at frame %lld (not finite or beyond +-%g): not a "
+                          "usable recording",
+                          d->path, (double)v, (long long)frame, (double)WISP_AUDIO_MAX_ABS);
+}
+
+/* Reads up to to_read frames block by block into the output (mixed, resampled).
+ * Stops early at the end of the stream; d->total counts the frames read. */
+static int s_decode_blocks(s_decode_t *d, wisp_error_t *err)
+{
+    while (d->total < d->to_read) {
+        sf_count_t left = d->to_read - d->total;
+        sf_count_t want = left < d->block_frames ? left : d->block_frames;
+        if (d->direct) { /* mono at 16 kHz: decode straight into the output */
+            if (s_buf_reserve(&d->buf, (size_t)want) != WISP_OK)
+                return wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", d->path);
+            sf_count_t got = s_readf(d->sf, d->pcm16, d->raw, d->buf.data + d->buf.n, want, 1);
             if (got <= 0)
                 break;
-            buf.n += (size_t)got;
-            total += got;
+            size_t bad = s_first_bad_sample(d->buf.data + d->buf.n, (size_t)got);
+            if (bad < (size_t)got)
+                return s_bad_sample(d, d->total + (sf_count_t)bad, d->buf.data[d->buf.n + bad],
+                                    err);
+            d->buf.n += (size_t)got;
+            d->total += got;
             if (got < want)
                 break;
             continue;
         }
-        sf_count_t got = s_readf(sf, pcm16, raw, block, want, channels);
+        sf_count_t got = s_readf(d->sf, d->pcm16, d->raw, d->block, want, d->info.channels);
         if (got <= 0)
             break;
-        const float *src = block;
-        if (channels > 1) {
-            float inv = 1.0f / (float)channels;
-            for (sf_count_t i = 0; i < got; i++) {
-                const float *fr = block + (size_t)i * channels;
-                float s = 0.0f;
-                for (int c = 0; c < channels; c++)
-                    s += fr[c];
-                /* exact mean for 2 channels ((l + r) * 0.5), the common case */
-                mono[i] = channels == 2 ? s * 0.5f : s * inv;
-            }
-            src = mono;
-        }
-        if (rs) {
-            rc = s_resample(rs, ratio, src, (size_t)got, &buf, path, err);
+        const float *src = s_mix(d, got);
+        size_t bad = s_first_bad_sample(src, (size_t)got);
+        if (bad < (size_t)got)
+            return s_bad_sample(d, d->total + (sf_count_t)bad, src[bad], err);
+        if (d->rs) {
+            int rc = s_resample(d->rs, d->ratio, src, (size_t)got, &d->buf, d->path, err);
             if (rc)
-                goto done;
+                return rc;
         } else {
-            if (s_buf_reserve(&buf, (size_t)got) != WISP_OK) {
-                rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
-                goto done;
-            }
-            memcpy(buf.data + buf.n, src, (size_t)got * sizeof(float));
-            buf.n += (size_t)got;
+            if (s_buf_reserve(&d->buf, (size_t)got) != WISP_OK)
+                return wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", d->path);
+            memcpy(d->buf.data + d->buf.n, src, (size_t)got * sizeof(float));
+            d->buf.n += (size_t)got;
         }
-        total += got;
+        d->total += got;
         if (got < want)
             break;
     }
+    return WISP_OK;
+}
+
+/* What the decode found: a damaged stream, nothing, or unusable sample values. */
+static int s_check_result(s_decode_t *d, wisp_error_t *err)
+{
     /* A decoder error (corrupt or truncated stream) or fewer frames than the header
      * promised means the file is damaged: refuse it rather than return partial audio. */
-    if (sf_error(sf) != SF_ERR_NO_ERROR) {
-        rc = wisp_error_set(err, WISP_ERR_AUDIO,
-                            "%s: truncated or corrupt: decode error after %lld frames: %s", path,
-                            (long long)total, sf_strerror(sf));
-        goto done;
-    }
-    if (total == 0) {
-        rc = wisp_error_set(err, WISP_ERR_AUDIO, "%s: no audio frames could be decoded", path);
-        goto done;
-    }
-    if (frames_known && total < to_read) {
-        rc = wisp_error_set(err, WISP_ERR_AUDIO,
-                            "%s: truncated or corrupt: decoded %lld of the %lld frames in the "
-                            "header",
-                            path, (long long)total, (long long)info.frames);
-        goto done;
-    }
-    if (rs) {
-        rc = s_resample(rs, ratio, NULL, 0, &buf, path, err);
+    if (sf_error(d->sf) != SF_ERR_NO_ERROR)
+        return wisp_error_set(err, WISP_ERR_AUDIO,
+                              "%s: truncated or corrupt: decode error after %lld frames: %s",
+                              d->path, (long long)d->total, sf_strerror(d->sf));
+    if (d->total == 0)
+        return wisp_error_set(err, WISP_ERR_AUDIO, "%s: no audio frames could be decoded", d->path);
+    if (d->frames_known && !d->estimated && d->total < d->to_read)
+        return wisp_error_set(err, WISP_ERR_AUDIO,
+                              "%s: truncated or corrupt: decoded %lld of the %lld frames in the "
+                              "header",
+                              d->path, (long long)d->total, (long long)d->info.frames);
+    if (d->rs) {
+        int rc = s_resample(d->rs, d->ratio, NULL, 0, &d->buf, d->path, err);
         if (rc)
-            goto done;
+            return rc;
     }
+    /* a handful of frames at a high rate round to no 16 kHz sample at all */
+    if (d->buf.n == 0)
+        return wisp_error_set(err, WISP_ERR_AUDIO,
+                              "%s: too short: %lld frames at %d Hz give no sample at 16 kHz",
+                              d->path, (long long)d->total, d->info.samplerate);
+    return WISP_OK;
+}
 
-    out->samples = buf.data;
-    out->n = buf.n;
-    buf.data = NULL;
-    out->source_rate = rate;
-    out->source_channels = channels;
-    out->duration = (double)(frames_known ? info.frames : total) / rate;
-done:
-    if (rs)
-        soxr_delete(rs);
-    if (sf)
-        sf_close(sf);
-    wisp_free(block);
-    wisp_free(mono);
-    wisp_free(raw);
-    wisp_free(buf.data);
+int wisp_audio_load(const char *path, double max_seconds, wisp_audio_t *out, wisp_error_t *err)
+{
+    s_decode_t d;
+    memset(&d, 0, sizeof d);
+    memset(out, 0, sizeof *out);
+    d.path = path;
+    int rc = s_open(&d, err);
+    if (rc == WISP_OK)
+        rc = s_setup(&d, max_seconds, err);
+    if (rc == WISP_OK)
+        rc = s_decode_blocks(&d, err);
+    if (rc == WISP_OK)
+        rc = s_check_result(&d, err);
+    if (rc == WISP_OK) {
+        out->samples = d.buf.data;
+        out->n = d.buf.n;
+        d.buf.data = NULL;
+        out->source_rate = d.info.samplerate;
+        out->source_channels = d.info.channels;
+        /* an estimated length is replaced by the decoded one when the decode reached the end */
+        int exact = d.frames_known && !(d.estimated && d.total < d.to_read);
+        out->duration = (double)(exact ? d.info.frames : d.total) / d.info.samplerate;
+    }
+    if (d.rs)
+        soxr_delete(d.rs);
+    if (d.sf)
+        sf_close(d.sf);
+    wisp_free(d.block);
+    wisp_free(d.mono);
+    wisp_free(d.raw);
+    wisp_free(d.buf.data);
     return rc;
 }
 

@@ -10,6 +10,11 @@
 
 #define WISP_SAMPLE_RATE 16000
 
+/* Largest |sample| accepted (60 dB above full scale): float files may exceed 1.0 (an
+ * unnormalised mix), but NaN, inf or 1e30 are damage, and their power would overflow
+ * the log-mel. */
+#define WISP_AUDIO_MAX_ABS 1000.0f
+
 typedef struct {
     float *samples; /* n mono samples at 16 kHz (wisp_alloc'd) */
     size_t n;
@@ -23,8 +28,9 @@ typedef struct {
  * source audio (the rest is never read); 0 decodes everything. On failure the
  * error names the file and the reason (missing, empty, not audio, truncated, ...)
  * and *out is left empty. A decoder error or fewer frames than the header promises
- * (a truncated FLAC) is a failure, never partial audio. Memory: the output plus one
- * read block; the resampler streams (libsoxr SOXR_HQ, soxr_process). Thread-safe:
+ * (a truncated FLAC) is a failure, never partial audio; so is a file too short to give
+ * one 16 kHz sample, and a sample that is not finite or beyond WISP_AUDIO_MAX_ABS. Memory: the
+ * output plus one read block; the resampler streams (libsoxr SOXR_HQ, soxr_process). Thread-safe:
  * no shared state. */
 int wisp_audio_load(const char *path, double max_seconds, wisp_audio_t *out, wisp_error_t *err);
 void wisp_audio_free(wisp_audio_t *audio);

@@ -320,6 +320,9 @@ static int s_text_save(s_text_t *t, const char *dir, const char *name, wisp_erro
     return wisp_write_file_atomic(path, t->data ? t->data : "", t->len, err);
 }
 
+/* Frames per sf_writef call (see s_write_audio). */
+#define WISP_SYNTH_WRITE_BLOCK ((size_t)16384)
+
 static int s_write_audio(const char *path, const float *mono, size_t n, const s_clip_t *c,
                          float *interleaved, uint64_t *bytes, wisp_error_t *err)
 {
@@ -343,10 +346,16 @@ static int s_write_audio(const char *path, const float *mono, size_t n, const s_
         }
         src = interleaved;
     }
-    sf_count_t wrote = sf_writef_float(sf, src, (sf_count_t)n);
+    /* Written in blocks: libvorbis's encoder takes stack space proportional to the frames
+     * handed to it in one call, and a minute of audio in one sf_writef overflowed the stack
+     * (SIGSEGV in vorbis_analysis_wrote). The bytes written do not depend on the block size. */
     int rc = WISP_OK;
-    if (wrote != (sf_count_t)n)
-        rc = wisp_error_set(err, WISP_ERR_IO, "%s: short write: %s", path, sf_strerror(sf));
+    for (size_t at = 0; at < n && rc == WISP_OK; at += WISP_SYNTH_WRITE_BLOCK) {
+        size_t len = n - at < WISP_SYNTH_WRITE_BLOCK ? n - at : WISP_SYNTH_WRITE_BLOCK;
+        sf_count_t wrote = sf_writef_float(sf, src + at * (size_t)c->channels, (sf_count_t)len);
+        if (wrote != (sf_count_t)len)
+            rc = wisp_error_set(err, WISP_ERR_IO, "%s: short write: %s", path, sf_strerror(sf));
+    }
     if (sf_close(sf) != 0 && rc == WISP_OK)
         rc = wisp_error_set(err, WISP_ERR_IO, "%s: close failed", path);
     FILE *f = fopen(path, "rb");

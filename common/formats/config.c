@@ -10,18 +10,25 @@
 #include <string.h>
 
 #include "base/util.h"
+#include "formats/labels.h"
 
 /* ---- small typed getters ------------------------------------------------------ */
 
-/* Integer key into an int; absent -> def, def < -1000 means required. */
-static int s_get_int(const cJSON *obj, const char *key, int def, int min, int *out,
-                     const char *where, wisp_error_t *err)
+/* Integer key into an int in [min, max]; absent -> def, def < -1000 means required. */
+static int s_get_int_in(const cJSON *obj, const char *key, int def, int min, int max, int *out,
+                        const char *where, wisp_error_t *err)
 {
     int64_t v = 0, d = def;
-    int rc = wisp_json_key_int(obj, key, min, INT_MAX, def < -1000 ? NULL : &d, &v, where, err);
+    int rc = wisp_json_key_int(obj, key, min, max, def < -1000 ? NULL : &d, &v, where, err);
     if (rc == 0)
         *out = (int)v;
     return rc;
+}
+
+static int s_get_int(const cJSON *obj, const char *key, int def, int min, int *out,
+                     const char *where, wisp_error_t *err)
+{
+    return s_get_int_in(obj, key, def, min, INT_MAX, out, where, err);
 }
 
 static void s_free_labels(char **labels, int n)
@@ -49,6 +56,11 @@ static int s_parse_labels(const cJSON *obj, int n_hint, char ***labels, int *n, 
         count = cJSON_GetArraySize(id2label);
         if (count < 1)
             return wisp_error_set(err, WISP_ERR_FORMAT, "%s: \"id2label\" is empty", where);
+        if (count > WISP_LABELS_MAX)
+            return wisp_error_set(err, WISP_ERR_FORMAT,
+                                  "%s: id2label has %d entries, more than the %d labels wisp "
+                                  "supports",
+                                  where, count, WISP_LABELS_MAX);
         if (n_hint >= 0 && n_hint != count)
             return wisp_error_set(err, WISP_ERR_FORMAT,
                                   "%s: num_labels is %d but id2label has %d entries", where, n_hint,
@@ -62,6 +74,7 @@ static int s_parse_labels(const cJSON *obj, int n_hint, char ***labels, int *n, 
     if (!out)
         return wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", where);
     int rc = 0;
+    wisp_labels_t *lab = NULL;
     if (id2label && !cJSON_IsNull(id2label)) {
         const cJSON *kv;
         cJSON_ArrayForEach(kv, id2label)
@@ -102,36 +115,48 @@ static int s_parse_labels(const cJSON *obj, int n_hint, char ***labels, int *n, 
             }
         }
     }
-    for (int i = 0; i < count; i++)
-        for (int k = 0; k < i; k++)
-            if (strcmp(out[i], out[k]) == 0) {
-                rc = wisp_error_set(err, WISP_ERR_FORMAT,
-                                    "%s: label \"%s\" appears twice in id2label", where, out[i]);
-                goto done;
-            }
+    /* duplicates and label2id through a sorted index: O(n log n) for n labels */
+    char src[600];
+    snprintf(src, sizeof src, "%s: id2label", where);
+    lab = wisp_labels_new(NULL, 0, (const char *const *)out, count, src, err);
+    if (!lab) {
+        rc = err && err->code ? err->code : WISP_ERR_FORMAT;
+        goto done;
+    }
     if (label2id && !cJSON_IsNull(label2id)) {
         if (!cJSON_IsObject(label2id) || cJSON_GetArraySize(label2id) != count) {
             rc = wisp_error_set(err, WISP_ERR_FORMAT,
                                 "%s: \"label2id\" must be an object with %d entries", where, count);
             goto done;
         }
-        for (int i = 0; i < count; i++) {
-            const cJSON *v = cJSON_GetObjectItemCaseSensitive(label2id, out[i]);
+        /* count distinct keys (the parser keeps the last of duplicates), each naming
+         * its own id: label2id is then exactly the inverse of id2label */
+        const cJSON *v;
+        cJSON_ArrayForEach(v, label2id)
+        {
+            const char *name = v->string ? v->string : "";
+            int want = wisp_labels_find_name(lab, name);
             /* HF writes integer ids; accept "3" too */
             int64_t id = -1;
             if (cJSON_IsNumber(v))
                 wisp_json_int(v, 0, INT_MAX, &id);
             else if (cJSON_IsString(v))
-                id = strtol(v->valuestring, NULL, 10);
-            if (id != i) {
+                id = wisp_labels_parse_id(v->valuestring);
+            if (want < 0) {
+                rc = wisp_error_set(err, WISP_ERR_FORMAT,
+                                    "%s: label2id[\"%s\"] is not a label of id2label", where, name);
+                goto done;
+            }
+            if (id != want) {
                 rc = wisp_error_set(err, WISP_ERR_FORMAT,
                                     "%s: label2id[\"%s\"] disagrees with id2label (expected %d)",
-                                    where, out[i], i);
+                                    where, name, want);
                 goto done;
             }
         }
     }
 done:
+    wisp_labels_destroy(&lab);
     if (rc != 0) {
         s_free_labels(out, count);
         return rc;
@@ -232,7 +257,7 @@ int wisp_whisper_config_parse(wisp_whisper_config_t *cfg, const cJSON *root, con
                         err)) != 0 ||
         (rc = wisp_json_key_bool(root, "use_weighted_layer_sum", 0, &cfg->use_weighted_layer_sum,
                                  path, err)) != 0 ||
-        (rc = s_get_int(root, "num_labels", -1, 1, &n_hint, path, err)) != 0)
+        (rc = s_get_int_in(root, "num_labels", -1, 1, WISP_LABELS_MAX, &n_hint, path, err)) != 0)
         goto done;
     if ((rc = s_whisper_validate(cfg, path, err)) != 0)
         goto done;
@@ -367,7 +392,8 @@ int wisp_head_config_parse(wisp_head_config_t *cfg, const cJSON *root, const cha
     int n_hint = -1, rc = 0;
     if (!cJSON_IsObject(root))
         return wisp_error_set(err, WISP_ERR_FORMAT, "%s: not a JSON object", path);
-    if ((rc = s_get_int(root, "num_labels", -9999, 1, &n_hint, path, err)) != 0 ||
+    if ((rc = s_get_int_in(root, "num_labels", -9999, 1, WISP_LABELS_MAX, &n_hint, path, err)) !=
+            0 ||
         (rc = s_get_int(root, "classifier_proj_size", -9999, 1, &cfg->classifier_proj_size, path,
                         err)) != 0 ||
         (rc = wisp_json_key_bool(root, "use_weighted_layer_sum", 0, &cfg->use_weighted_layer_sum,

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "base/util.h"
+#include "formats/json.h"
 
 /* T_PRESET: a preset name kept as is (s_presets), anything else a path (made absolute like T_PATH).
  */
@@ -440,13 +441,12 @@ int wisp_jobcfg_parse(wisp_jobcfg_t *cfg, const char *text, const char *base_dir
 {
     memset(cfg, 0, sizeof *cfg);
     s_defaults(cfg);
-    cJSON *root = cJSON_Parse(text);
-    if (!root) {
-        const char *at = cJSON_GetErrorPtr();
-        return wisp_error_set(err, WISP_ERR_FORMAT, "%s: invalid JSON near '%.20s'", where,
-                              at ? at : "?");
-    }
-    int rc = WISP_OK;
+    /* Python's json semantics (last of duplicate keys, nothing after the object) and
+     * one-line errors with line and column */
+    cJSON *root = NULL;
+    int rc = wisp_json_parse(text, strlen(text), where, &root, err);
+    if (rc != WISP_OK)
+        return rc;
     if (!cJSON_IsObject(root)) {
         rc =
             wisp_error_set(err, WISP_ERR_FORMAT, "%s: the job config must be a JSON object", where);

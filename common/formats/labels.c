@@ -1,7 +1,6 @@
 /* labels.c: class lists and label lookup (contract in labels.h). */
 #include "formats/labels.h"
 
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +37,33 @@ static int s_cmp_str(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+static int s_all_digits(const char *s)
+{
+    if (!s[0])
+        return 0;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9')
+            return 0;
+    return 1;
+}
+
+/* Digit strings by numeric value (any length: leading zeros dropped, then the longer
+ * is larger, then digit order), equal values by text ("7" before "07"). */
+static int s_cmp_numeric(const void *a, const void *b)
+{
+    const char *x = *(const char *const *)a, *y = *(const char *const *)b;
+    const char *px = x, *py = y;
+    while (px[0] == '0' && px[1])
+        px++;
+    while (py[0] == '0' && py[1])
+        py++;
+    size_t nx = strlen(px), ny = strlen(py);
+    if (nx != ny)
+        return nx < ny ? -1 : 1;
+    int c = strcmp(px, py);
+    return c ? c : strcmp(x, y);
+}
+
 static int s_labeled(const char *s)
 {
     return s && s[0];
@@ -56,24 +82,10 @@ static int s_set_names(wisp_labels_t *self, const char *const *names, int n)
     return WISP_OK;
 }
 
-/* Classes "0".."max_id". */
-static int s_set_integer_names(wisp_labels_t *self, int max_id)
-{
-    self->names = calloc((size_t)max_id + 1, sizeof *self->names);
-    if (!self->names)
-        return WISP_ERR_NOMEM;
-    self->n = max_id + 1;
-    for (int c = 0; c <= max_id; c++) {
-        char b[16];
-        snprintf(b, sizeof b, "%d", c);
-        if (!(self->names[c] = strdup(b)))
-            return WISP_ERR_NOMEM;
-    }
-    return WISP_OK;
-}
-
-/* Classes = the sorted unique labeled texts. */
-static int s_set_sorted_names(wisp_labels_t *self, const char *const *labels, size_t n)
+/* Classes = the unique labeled texts, sorted by numeric value when every one is a
+ * digit string, else in byte order. More than WISP_LABELS_MAX is an error. */
+static int s_set_sorted_names(wisp_labels_t *self, const char *const *labels, size_t n, int numeric,
+                              const char *src, wisp_error_t *err)
 {
     const char **v = malloc((n ? n : 1) * sizeof *v);
     if (!v)
@@ -83,25 +95,36 @@ static int s_set_sorted_names(wisp_labels_t *self, const char *const *labels, si
         if (s_labeled(labels[i]))
             v[k++] = labels[i];
     if (k > 1)
-        qsort(v, k, sizeof *v, s_cmp_str);
+        qsort(v, k, sizeof *v, numeric ? s_cmp_numeric : s_cmp_str);
     size_t u = 0;
     for (size_t i = 0; i < k; i++)
         if (u == 0 || strcmp(v[u - 1], v[i]) != 0)
             v[u++] = v[i];
-    int rc = u > INT_MAX ? WISP_ERR_NOMEM : s_set_names(self, v, (int)u);
+    int rc;
+    if (u > WISP_LABELS_MAX)
+        rc = wisp_error_set(err, WISP_ERR_FORMAT,
+                            "%s: %zu distinct labels, more than the %d classes wisp supports", src,
+                            u, WISP_LABELS_MAX);
+    else if ((rc = s_set_names(self, v, (int)u)) != WISP_OK)
+        rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", src);
     free(v);
     return rc;
 }
 
-static int s_build_index(wisp_labels_t *self)
+/* The sorted name index; a name twice is an error (a given list can have it). */
+static int s_build_index(wisp_labels_t *self, const char *src, wisp_error_t *err)
 {
     self->index = malloc((self->n > 0 ? (size_t)self->n : 1) * sizeof *self->index);
     if (!self->index)
-        return WISP_ERR_NOMEM;
+        return wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", src);
     for (int c = 0; c < self->n; c++)
         self->index[c] = (s_named_t){self->names[c], c};
     if (self->n > 1)
         qsort(self->index, (size_t)self->n, sizeof *self->index, s_cmp_named);
+    for (int c = 1; c < self->n; c++)
+        if (strcmp(self->index[c - 1].name, self->index[c].name) == 0)
+            return wisp_error_set(err, WISP_ERR_FORMAT, "%s: class \"%s\" appears twice", src,
+                                  self->index[c].name);
     return WISP_OK;
 }
 
@@ -114,36 +137,34 @@ wisp_labels_t *wisp_labels_new(const char *const *labels, size_t n, const char *
         wisp_error_set(err, WISP_ERR_ARG, "%s: bad label or class list", src);
         return NULL;
     }
-    wisp_labels_t *self = calloc(1, sizeof *self);
-    if (!self)
-        goto nomem;
-    int all_int = 1, max_id = -1, any = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!s_labeled(labels[i]))
-            continue;
-        any = 1;
-        int id = wisp_labels_parse_id(labels[i]);
-        if (id < 0)
-            all_int = 0;
-        else if (id > max_id)
-            max_id = id;
+    if (n_classes > WISP_LABELS_MAX) {
+        wisp_error_set(err, WISP_ERR_FORMAT, "%s: %d classes, more than the %d wisp supports", src,
+                       n_classes, WISP_LABELS_MAX);
+        return NULL;
     }
+    wisp_labels_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", src);
+        return NULL;
+    }
+    int all_digits = 1, any = 0;
+    for (size_t i = 0; i < n; i++)
+        if (s_labeled(labels[i])) {
+            any = 1;
+            all_digits = all_digits && s_all_digits(labels[i]);
+        }
     int rc = WISP_OK;
-    if (classes && n_classes > 0)
-        rc = s_set_names(self, classes, n_classes);
-    else if (any && all_int)
-        rc = s_set_integer_names(self, max_id);
-    else if (any)
-        rc = s_set_sorted_names(self, labels, n);
+    if (classes && n_classes > 0) {
+        if (s_set_names(self, classes, n_classes) != WISP_OK)
+            rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", src);
+    } else if (any) {
+        rc = s_set_sorted_names(self, labels, n, all_digits, src, err);
+    }
     if (rc == WISP_OK)
-        rc = s_build_index(self);
+        rc = s_build_index(self, src, err);
     if (rc != WISP_OK)
-        goto nomem;
+        wisp_labels_destroy(&self);
     return self;
-nomem:
-    wisp_labels_destroy(&self);
-    wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", src);
-    return NULL;
 }
 
 void wisp_labels_destroy(wisp_labels_t **self)
@@ -170,15 +191,22 @@ const char *wisp_labels_name(const wisp_labels_t *self, int id)
     return id >= 0 && id < self->n ? self->names[id] : NULL;
 }
 
+int wisp_labels_find_name(const wisp_labels_t *self, const char *name)
+{
+    if (!name || self->n < 1)
+        return -1;
+    s_named_t key = {name, 0};
+    const s_named_t *hit = bsearch(&key, self->index, (size_t)self->n, sizeof key, s_cmp_named);
+    return hit ? hit->id : -1;
+}
+
 int wisp_labels_find(const wisp_labels_t *self, const char *label)
 {
     if (!s_labeled(label))
         return -1;
-    s_named_t key = {label, 0};
-    const s_named_t *hit =
-        self->n > 0 ? bsearch(&key, self->index, (size_t)self->n, sizeof key, s_cmp_named) : NULL;
-    if (hit)
-        return hit->id;
+    int c = wisp_labels_find_name(self, label);
+    if (c >= 0)
+        return c;
     int id = wisp_labels_parse_id(label);
     return id >= 0 && id < self->n ? id : -1;
 }

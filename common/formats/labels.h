@@ -5,9 +5,11 @@
  * class id) or derived from the labels themselves:
  *   - given: a label equal to a class name maps to its index; otherwise an integer
  *     label in [0, n_classes) is taken as the id; anything else is not found (-1);
- *   - derived, every label an integer: classes are "0".."K-1" with K = max id + 1;
- *   - derived, otherwise: classes are the sorted (byte order) unique label texts and
- *     integers are treated as names.
+ *   - derived: classes are the unique label texts, by name: sorted by numeric value
+ *     when every label is a digit string ("2" < "10"; labels 10..15 are 6 classes,
+ *     10 -> 0 ... 15 -> 5, as Hugging Face's ClassLabel from the sorted names), else
+ *     in byte order. An integer label is never taken as a count of classes.
+ * A class list has at most WISP_LABELS_MAX names, each once.
  * Lookups are O(log n_classes) (a sorted name index built once in _new). */
 #ifndef WISP_LABELS_H
 #define WISP_LABELS_H
@@ -16,12 +18,18 @@
 
 #include "base/err.h"
 
+/* Most classes a dataset or a head may have: far above any audio classification set
+ * (AudioSet has 527) and small enough that per-class tables stay in megabytes. Every
+ * count read from a file (num_labels, id2label, distinct labels) is checked against it. */
+#define WISP_LABELS_MAX 65536
+
 typedef struct wisp_labels wisp_labels_t;
 
 /* labels: (n) label texts as written, NULL or "" for an unlabeled entry (may be NULL
  * when n is 0). classes: (n_classes) fixed class list, or NULL / n_classes 0 to
- * derive it. src names the dataset in error messages. NULL on failure (out of
- * memory, bad arguments), with err filled once. With no labeled entry and no class
+ * derive it. src names the dataset in error messages. NULL on failure with err
+ * filled once: a name twice in classes or more than WISP_LABELS_MAX classes
+ * (WISP_ERR_FORMAT), bad arguments, out of memory. With no labeled entry and no class
  * list the result has 0 classes. */
 wisp_labels_t *wisp_labels_new(const char *const *labels, size_t n, const char *const *classes,
                                int n_classes, const char *src, wisp_error_t *err);
@@ -31,6 +39,9 @@ int wisp_labels_n_classes(const wisp_labels_t *self);
 
 /* Name of class id in [0, n_classes) (owned by self), NULL outside. */
 const char *wisp_labels_name(const wisp_labels_t *self, int id);
+
+/* Class id of exactly the name, -1 when no class has it. */
+int wisp_labels_find_name(const wisp_labels_t *self, const char *name);
 
 /* Class id of a label text (rules above), -1 when it is none of the classes. */
 int wisp_labels_find(const wisp_labels_t *self, const char *label);

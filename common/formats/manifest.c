@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 #include <sndfile.h>
 
 #include "base/util.h"
+#include "formats/json.h"
 #include "formats/labels.h"
 
 #define S_PATH_MAX 4096
@@ -327,6 +329,8 @@ static int s_csv_next(const char *s, size_t len, size_t *pos, long *line, s_reco
             break;
         }
         char c = s[i];
+        if (c == '\0') /* it would end the field's C string early, silently cutting a path */
+            return wisp_error_set(err, WISP_ERR_FORMAT, "%s:%ld: NUL byte in the text", src, *line);
         if (c == ',') {
             if (s_rec_putc(r, '\0') < 0 || s_rec_new_field(r) < 0)
                 goto nomem;
@@ -353,6 +357,9 @@ static int s_csv_next(const char *s, size_t len, size_t *pos, long *line, s_reco
                 }
                 if (s[i] == '\n')
                     (*line)++;
+                if (s[i] == '\0')
+                    return wisp_error_set(err, WISP_ERR_FORMAT, "%s:%ld: NUL byte in the text", src,
+                                          *line);
                 if (s_rec_putc(r, s[i]) < 0)
                     goto nomem;
                 i++;
@@ -393,7 +400,8 @@ static int s_parse_duration(const char *v, double *out)
     double d = strtod(v, &end);
     while (*end == ' ' || *end == '\t')
         end++;
-    if (end == v || *end || errno || d != d)
+    /* inf, nan and overflow (1e999) are not durations */
+    if (end == v || *end || errno || !isfinite(d))
         return -1;
     *out = d < 0 ? -1 : d;
     return 0;
@@ -492,34 +500,43 @@ static int s_load_jsonl(s_load_t *ld, const char *src, const char *dir, s_text_t
         const char *s = text + pos;
         size_t n = end - pos;
         pos = end + 1;
+        /* blank: whitespace, or NUL bytes only (a zero-filled preallocated tail) */
         size_t k = 0;
-        while (k < n && isspace((unsigned char)s[k]))
+        while (k < n && (isspace((unsigned char)s[k]) || s[k] == '\0'))
             k++;
         if (k == n)
             continue;
-        cJSON *o = cJSON_ParseWithLength(s, n);
-        if (!o || !cJSON_IsObject(o)) {
+        if (memchr(s, '\0', n))
+            return wisp_error_set(err, WISP_ERR_FORMAT, "%s:%ld: NUL byte in the line", src, line);
+        /* Python's json semantics: the last of duplicate keys, nothing after the object */
+        cJSON *o = NULL;
+        wisp_error_t je = {0};
+        int rc = wisp_json_parse(s, n, "", &o, &je);
+        if (rc != WISP_OK) /* je is ":1:COL: what" within the line */
+            return wisp_error_set(err, rc, "%s:%ld: not a JSON object: column %s", src, line,
+                                  strncmp(je.msg, ":1:", 3) == 0 ? je.msg + 3 : je.msg);
+        if (!cJSON_IsObject(o)) {
             cJSON_Delete(o);
             return wisp_error_set(err, WISP_ERR_FORMAT, "%s:%ld: not a JSON object", src, line);
         }
-        int rc = WISP_OK;
         char num[32];
         const char *label = NULL;
         double d = -1;
         const cJSON *jp = cJSON_GetObjectItemCaseSensitive(o, "path");
         const cJSON *jl = cJSON_GetObjectItemCaseSensitive(o, "label");
         const cJSON *jd = cJSON_GetObjectItemCaseSensitive(o, "duration");
+        int64_t id = 0;
         if (!cJSON_IsString(jp)) {
             rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s:%ld: no string \"path\" key", src, line);
         } else if (jl && cJSON_IsString(jl)) {
             label = jl->valuestring;
         } else if (jl && cJSON_IsNumber(jl)) {
-            double v = jl->valuedouble;
-            if (v < 0 || v != (double)(int)v || v > INT_MAX)
+            /* the range is checked on the double, before any cast */
+            if (wisp_json_int(jl, 0, INT_MAX, &id) != 0)
                 rc = wisp_error_set(err, WISP_ERR_FORMAT,
-                                    "%s:%ld: label %g is not a class id (integer >= 0)", src, line,
-                                    v);
-            snprintf(num, sizeof num, "%d", (int)v);
+                                    "%s:%ld: label %g is not a class id (integer in [0, %d])", src,
+                                    line, jl->valuedouble, INT_MAX);
+            snprintf(num, sizeof num, "%lld", (long long)id);
             label = num;
         } else if (jl && !cJSON_IsNull(jl)) {
             rc =
@@ -527,9 +544,9 @@ static int s_load_jsonl(s_load_t *ld, const char *src, const char *dir, s_text_t
                                "%s:%ld: \"label\" must be a string, an integer or null", src, line);
         }
         if (rc == WISP_OK && jd && !cJSON_IsNull(jd)) {
-            if (!cJSON_IsNumber(jd))
-                rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s:%ld: \"duration\" is not a number",
-                                    src, line);
+            if (!cJSON_IsNumber(jd) || !isfinite(jd->valuedouble))
+                rc = wisp_error_set(err, WISP_ERR_FORMAT,
+                                    "%s:%ld: bad duration (not a finite number)", src, line);
             else
                 d = jd->valuedouble < 0 ? -1 : jd->valuedouble;
         }
@@ -645,7 +662,8 @@ static int s_load_folder(s_load_t *ld, const char *root_arg, wisp_error_t *err)
     if (rc != WISP_OK)
         return rc;
     wisp_manifest_t *m = ld->m;
-    qsort(m->items, m->n_items, sizeof *m->items, s_cmp_item_path);
+    if (m->n_items > 1) /* items is NULL when nothing was found: qsort(NULL, 0) is undefined */
+        qsort(m->items, m->n_items, sizeof *m->items, s_cmp_item_path);
     /* Relative paths sorted; the items get root/rel in a fresh arena. */
     struct wisp_manifest_arena *rel = ld->arena;
     if (!(ld->arena = calloc(1, sizeof *ld->arena))) {
@@ -861,51 +879,88 @@ int wisp_manifest_class_index(const wisp_manifest_t *m, const char *name)
     return -1;
 }
 
-int wisp_manifest_shards(const wisp_manifest_t *m, double target_seconds, size_t max_items,
-                         wisp_shard_t **out, size_t *n_out, wisp_error_t *err)
+/* seconds[i] read through a byte stride (the manifest's items or a plain array). */
+static double s_sec(const double *seconds, size_t stride, size_t i)
+{
+    return *(const double *)((const char *)seconds + i * stride);
+}
+
+/* Appends a shard, growing *v (x2) as needed. */
+static int s_push_shard(wisp_shard_t **v, size_t *n, size_t *cap, wisp_shard_t sh)
+{
+    if (*n == *cap) {
+        size_t c = *cap ? 2 * *cap : 64;
+        wisp_shard_t *g = realloc(*v, c * sizeof *g);
+        if (!g)
+            return -1;
+        *v = g;
+        *cap = c;
+    }
+    (*v)[(*n)++] = sh;
+    return 0;
+}
+
+int wisp_manifest_cut(const double *seconds, size_t stride, const uint8_t *skip, size_t n_items,
+                      double target_seconds, size_t max_items, wisp_shard_t **out, size_t *n_out,
+                      wisp_error_t *err)
 {
     *out = NULL;
     *n_out = 0;
     if (max_items < 1)
         return wisp_error_set(err, WISP_ERR_ARG, "shards: max_items must be >= 1");
-    if (m->n_items == 0)
-        return WISP_OK;
+    if (!stride)
+        stride = sizeof *seconds;
     double known = 0;
     size_t n_known = 0;
-    for (size_t i = 0; i < m->n_items; i++)
-        if (m->items[i].duration >= 0) {
-            known += m->items[i].duration;
+    for (size_t i = 0; seconds && i < n_items; i++)
+        if (s_sec(seconds, stride, i) >= 0) {
+            known += s_sec(seconds, stride, i);
             n_known++;
         }
     double mean = n_known ? known / (double)n_known : 0;
     int by_time = n_known > 0 && target_seconds > 0;
-    /* Upper bound on the shard count: every item alone. Shrunk at the end. */
-    wisp_shard_t *v = malloc(m->n_items * sizeof *v);
-    if (!v)
-        return wisp_error_set(err, WISP_ERR_NOMEM, "shards: out of memory");
-    size_t n = 0, begin = 0;
+    wisp_shard_t *v = NULL;
+    size_t n = 0, cap = 0, begin = 0;
     double sec = 0;
-    for (size_t i = 0; i < m->n_items; i++) {
-        double d = m->items[i].duration >= 0 ? m->items[i].duration : mean;
+    for (size_t i = 0; i <= n_items; i++) {
+        if (i == n_items || (skip && skip[i])) { /* the end, or an item left out */
+            if (i > begin && s_push_shard(&v, &n, &cap, (wisp_shard_t){begin, i, sec}) < 0)
+                goto nomem;
+            begin = i + 1;
+            sec = 0;
+            continue;
+        }
+        double d = seconds && s_sec(seconds, stride, i) >= 0 ? s_sec(seconds, stride, i) : mean;
         /* Close the open shard first when this item would overshoot the target by
          * more than the shard now falls short of it (keeps shards near the target;
          * a very long item ends up alone). */
         if (by_time && i > begin && sec + d > target_seconds &&
             sec + d - target_seconds > target_seconds - sec) {
-            v[n++] = (wisp_shard_t){begin, i, sec};
+            if (s_push_shard(&v, &n, &cap, (wisp_shard_t){begin, i, sec}) < 0)
+                goto nomem;
             begin = i;
             sec = 0;
         }
         sec += d;
-        size_t count = i + 1 - begin;
-        if (count >= max_items || (by_time && sec >= target_seconds) || i + 1 == m->n_items) {
-            v[n++] = (wisp_shard_t){begin, i + 1, sec};
+        if (i + 1 - begin >= max_items || (by_time && sec >= target_seconds)) {
+            if (s_push_shard(&v, &n, &cap, (wisp_shard_t){begin, i + 1, sec}) < 0)
+                goto nomem;
             begin = i + 1;
             sec = 0;
         }
     }
-    wisp_shard_t *s = realloc(v, n * sizeof *v);
-    *out = s ? s : v;
+    wisp_shard_t *sh = n ? realloc(v, n * sizeof *v) : v;
+    *out = sh ? sh : v;
     *n_out = n;
     return WISP_OK;
+nomem:
+    free(v);
+    return wisp_error_set(err, WISP_ERR_NOMEM, "shards: out of memory");
+}
+
+int wisp_manifest_shards(const wisp_manifest_t *m, double target_seconds, size_t max_items,
+                         wisp_shard_t **out, size_t *n_out, wisp_error_t *err)
+{
+    return wisp_manifest_cut(m->n_items ? &m->items[0].duration : NULL, sizeof *m->items, NULL,
+                             m->n_items, target_seconds, max_items, out, n_out, err);
 }

@@ -19,22 +19,25 @@
  * Relative paths resolve against the manifest file's directory (for audiofolder:
  * against root). Absolute paths are kept as written.
  *
- * Labels: a label is a class name or a non-negative integer id; an empty label (or a
- * missing/null JSON label) means unlabeled (label = -1).
+ * Labels (rules in formats/labels.h): a label is a class name or a non-negative integer;
+ * an empty label (or a missing/null JSON label) means unlabeled (label = -1).
  *   - With classes given (e.g. a head's id2label, index = class id): a label equal to a
  *     class name maps to its index; otherwise an integer label in [0, n_classes) is
  *     taken as the id; anything else is WISP_ERR_NOTFOUND naming file, line and label.
- *   - Without classes: when every label is an integer, classes are "0".."K-1" with
- *     K = max id + 1 (label = the integer); otherwise classes are the sorted (byte
- *     order) unique label names and integers are treated as names.
+ *   - Without classes: the classes are the unique labels by name, sorted by numeric
+ *     value when all are integers (10..15 are 6 classes), else in byte order; at most
+ *     WISP_LABELS_MAX of them.
  *
  * Item ids are the indices into items[] (manifest order): stable across runs, used
  * by the shard plan, the result rows and resume.
  *
  * Errors (into err, naming file and line): manifest missing (WISP_ERR_NOTFOUND),
  * empty manifest (no items; WISP_ERR_FORMAT), CSV without a "path" column, empty path,
- * unterminated quote (line of the opening quote), bad JSON line, JSON without "path",
- * label not in classes, bad duration value. The manifest is left empty on error.
+ * unterminated quote (line of the opening quote), a NUL byte, bad JSON line (also text
+ * after the object; duplicate keys take the last value, as Python's json), JSON without
+ * "path", a JSON label that is not an integer in [0, INT_MAX] or a string, label not in
+ * classes, too many classes, bad duration value (not a number, inf or nan). The
+ * manifest is left empty on error.
  *
  * Nothing here opens the audio files unless asked (probe_durations), because that
  * touches every file of possibly millions on a shared filesystem.
@@ -48,6 +51,7 @@
 #define WISP_MANIFEST_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "base/err.h"
 
@@ -132,6 +136,16 @@ typedef struct {
  * Returns 0, WISP_ERR_ARG or WISP_ERR_NOMEM. */
 int wisp_manifest_shards(const wisp_manifest_t *m, double target_seconds, size_t max_items,
                          wisp_shard_t **out, size_t *n_out, wisp_error_t *err);
+
+/* The same cutter over plain arrays, for the coordinator's plan: seconds (n_items
+ * values read every `stride` bytes, 0 = sizeof(double); negative = unknown, counted
+ * as the mean known duration), or NULL to cut by count alone; skip (n_items flags)
+ * or NULL: an item with skip[i] != 0 (committed by an earlier run) is in no shard and
+ * ends the open one, so shards hold consecutive items only. The rules above apply
+ * to the runs between skipped items. *out is malloc'd (free()), NULL when no shard. */
+int wisp_manifest_cut(const double *seconds, size_t stride, const uint8_t *skip, size_t n_items,
+                      double target_seconds, size_t max_items, wisp_shard_t **out, size_t *n_out,
+                      wisp_error_t *err);
 
 /* Index of name in m->classes, or -1. */
 int wisp_manifest_class_index(const wisp_manifest_t *m, const char *name);

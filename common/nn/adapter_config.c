@@ -85,13 +85,15 @@ const char *wisp_adapter_kind_name(wisp_adapter_kind_t kind)
 
 /* How a field is handled. */
 typedef enum {
-    S_F_BOOL,     /* read into an int */
-    S_F_ONLY,     /* accepted only when equal to the default (JSON equality) */
-    S_F_ANY_BOOL, /* ignored by wisp for a stated reason, any bool */
-    S_F_ANY_NUM,  /* any number or null */
-    S_F_ANY_INT,  /* any integer or null */
-    S_F_ANY_STR,  /* any string or null */
-    S_F_SPECIAL,  /* handled in code */
+    S_F_BOOL,        /* read into an int */
+    S_F_ONLY,        /* accepted only when equal to the default (JSON equality) */
+    S_F_ANY_BOOL,    /* ignored by wisp for a stated reason, any bool */
+    S_F_ANY_NUM,     /* any number or null */
+    S_F_ANY_INT,     /* any integer or null */
+    S_F_ANY_STR,     /* any string or null */
+    S_F_SPECIAL,     /* handled in code */
+    S_F_NEWER_FALSE, /* added to the library after the version wisp writes: accepted only
+                        false (its neutral value) or null, and never written back */
 } s_ftype_t;
 
 typedef struct {
@@ -158,6 +160,8 @@ static const s_field_t s_lora_fields[] = {
     {"use_gating", S_F_ONLY, "gating modules"},
     {"vera_d", S_F_ONLY, "VeRA"},
     {"vera_b", S_F_ONLY, "VeRA"},
+    /* the library's main branch (after v1.2.0) writes "use_dora": false everywhere */
+    {"use_dora", S_F_NEWER_FALSE, "DoRA (weight-decomposed LoRA)"},
     {"dtype", S_F_SPECIAL, NULL},
     {NULL, 0, NULL},
 };
@@ -174,6 +178,15 @@ static const s_field_t *s_find_field(const s_field_t *fields, const char *key)
 static cJSON *s_parse_builtin(const char *text)
 {
     return cJSON_Parse(text);
+}
+
+/* Drops the fields newer than the version wisp writes (S_F_NEWER_FALSE, checked
+ * neutral): a saved config then loads in that version of the library too. */
+static void s_drop_newer(cJSON *full, const s_field_t *fields)
+{
+    for (const s_field_t *f = fields; full && f->key; f++)
+        if (f->type == S_F_NEWER_FALSE)
+            cJSON_DeleteItemFromObjectCaseSensitive(full, f->key);
 }
 
 /* full = copy of defaults, with every key of user replacing or adding. */
@@ -257,6 +270,14 @@ static int s_check_fields(const cJSON *user, const cJSON *defaults, const s_fiel
             }
             break;
         }
+        case S_F_NEWER_FALSE:
+            if (!cJSON_IsFalse(kv) && !cJSON_IsNull(kv)) {
+                wisp_json_value_text(kv, val, sizeof val);
+                return wisp_error_set(err, WISP_ERR_UNSUPPORTED,
+                                      "%s: field %s = %s is not supported by wisp (%s; only false)",
+                                      where, key, val, f->why);
+            }
+            break;
         case S_F_ANY_BOOL:
             if (!cJSON_IsBool(kv) && !cJSON_IsNull(kv))
                 return wisp_error_set(err, WISP_ERR_FORMAT, "%s: field %s must be true or false",
@@ -508,6 +529,7 @@ static int s_parse_lora(wisp_adapter_config_t *cfg, const cJSON *user, const cha
     if ((rc = s_check_fields(user, defaults, s_lora_fields, "lora", where, err)) != 0)
         goto done;
     cfg->full = s_merge(defaults, user);
+    s_drop_newer(cfg->full, s_lora_fields);
     if (!cfg->full) {
         rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", where);
         goto done;

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -273,10 +274,11 @@ static int s_get_long(const cJSON *j, const char *key, long *out, const char *pa
                       wisp_error_t *err)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
-    if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble != (double)(long)v->valuedouble)
+    int64_t x = 0; /* range-checked on the double before the cast (1e300 is no long) */
+    if (!cJSON_IsNumber(v) || wisp_json_int(v, 0, WISP_JSON_INT_MAX, &x) != 0 || x > LONG_MAX)
         return wisp_error_set(err, WISP_ERR_FORMAT, "%s: key \"%s\" missing or not a count", path,
                               key);
-    *out = (long)v->valuedouble;
+    *out = (long)x;
     return WISP_OK;
 }
 
@@ -310,9 +312,9 @@ int wisp_ckpt_state_parse(const char *text, size_t len, const char *path, wisp_c
     const cJSON *fp = cJSON_GetObjectItemCaseSensitive(j, "fingerprint");
     if (!cJSON_IsString(f) || strcmp(f->valuestring, CKPT_FORMAT) != 0)
         rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: not a wisp checkpoint state (format)", path);
-    else if (!cJSON_IsNumber(v) || v->valueint != CKPT_VERSION)
-        rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED, "%s: checkpoint version %d, expected %d",
-                            path, cJSON_IsNumber(v) ? v->valueint : -1, CKPT_VERSION);
+    else if (!cJSON_IsNumber(v) || v->valuedouble != CKPT_VERSION) /* 1.9 is not 1 */
+        rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED, "%s: checkpoint version %g, expected %d",
+                            path, cJSON_IsNumber(v) ? v->valuedouble : -1.0, CKPT_VERSION);
     else if (!cJSON_IsString(fp) || strlen(fp->valuestring) >= sizeof st->fingerprint)
         rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: key \"fingerprint\" missing or too long",
                             path);

@@ -7,8 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <cjson/cJSON.h>
+
+#include "audio/windows.h"
 #include "cli/commands.h"
+#include "formats/json.h"
 #include "formats/config.h"
 #include "nn/adapter_config.h"
 #include "formats/st.h"
@@ -30,7 +35,11 @@ static void s_usage(FILE *out)
         "Shows what PATH holds and whether wisp can load it:\n"
         "  checkpoint dir  config.json + model.safetensors (or a sharded index)\n"
         "  adapter dir     adapter_config.json + adapter.safetensors (adapters library layout)\n"
-        "  head dir        head_config.json + model_head.safetensors\n"
+        "  head dir        head_config.json + model_head.safetensors (+ features.json)\n"
+        "  training run    wisp train / wisp run output: metrics.jsonl, checkpoints/LATEST,\n"
+        "                  and its adapter/ and head/\n"
+        "  checkpoint dir  OUTDIR/checkpoints/step-N: state.json, params.safetensors,\n"
+        "                  adamw.safetensors, adapter/, head/\n"
         "  file            any .safetensors file\n"
         "Prints the configuration, each tensor (name, dtype, shape) and parameter counts\n"
         "(total, encoder, decoder, head, adapter). Exit status 0 when everything loads,\n"
@@ -365,6 +374,144 @@ static void s_head(s_ctx_t *c, const char *dir, const char *cfg_path)
         wisp_head_config_free(&h);
 }
 
+static int s_has(const char *dir, const char *name, int want_dir)
+{
+    char p[4096];
+    struct stat sb;
+    return wisp_path_join(p, sizeof p, dir, name) == WISP_OK && stat(p, &sb) == 0 &&
+           (S_ISDIR(sb.st_mode) ? 1 : 0) == want_dir;
+}
+
+/* features.json beside a trained adapter/head (audio/windows.h). */
+static void s_features(s_ctx_t *c, const char *dir)
+{
+    wisp_feature_settings_t fs;
+    wisp_error_t err = {0};
+    int rc = wisp_feature_settings_load(dir, &fs, &err);
+    if (rc < 0)
+        s_problem(c, "%s", err.msg);
+    else if (rc > 0)
+        printf("  features.json: trained on %s log-mel (classify with%s --truncate)\n",
+               fs.truncate ? "truncated" : "padded 30 s", fs.truncate ? "" : "out");
+}
+
+static void s_inspect_dir(s_ctx_t *c, const char *path, int depth);
+
+/* Inspects DIR/name when it is a directory (adapter/, head/ of a run or checkpoint). */
+static void s_sub(s_ctx_t *c, const char *dir, const char *name, int depth)
+{
+    char p[4096];
+    if (s_has(dir, name, 1) && wisp_path_join(p, sizeof p, dir, name) == WISP_OK) {
+        printf("\n");
+        s_inspect_dir(c, p, depth + 1);
+    }
+}
+
+/* A checkpoint directory (nn/ckpt.h): state.json, params and optimizer tensors, the
+ * loadable adapter/ and head/ copies. */
+static void s_ckpt(s_ctx_t *c, const char *dir, int depth)
+{
+    char p[4096];
+    printf("checkpoint: %s\n", dir);
+    cJSON *state = NULL;
+    wisp_error_t err = {0};
+    if (wisp_path_join(p, sizeof p, dir, "state.json") != WISP_OK ||
+        wisp_json_load(p, &state, &err) != WISP_OK) {
+        s_problem(c, "%s", err.msg[0] ? err.msg : "state.json: path too long");
+    } else {
+        char *text = cJSON_PrintUnformatted(state);
+        printf("  state.json: %.300s%s\n", text ? text : "?",
+               text && strlen(text) > 300 ? "..." : "");
+        free(text);
+    }
+    cJSON_Delete(state);
+    if (wisp_path_join(p, sizeof p, dir, "params.safetensors") == WISP_OK) {
+        wisp_st_t *st = s_open_weights(c, p, NULL);
+        if (st)
+            s_tensors(c, st);
+        wisp_st_destroy(&st);
+    }
+    if (!s_has(dir, "adamw.safetensors", 0))
+        s_problem(c, "%s: no adamw.safetensors (the optimizer state a resume needs)", dir);
+    s_sub(c, dir, "adapter", depth);
+    s_sub(c, dir, "head", depth);
+}
+
+/* A training output directory (docs/OUTPUT.md): metrics, checkpoints, adapter/, head/. */
+static void s_run(s_ctx_t *c, const char *dir, int depth)
+{
+    char p[4096];
+    printf("training run: %s\n", dir);
+    char *text = NULL;
+    size_t len = 0, lines = 0;
+    wisp_error_t err = {0};
+    if (wisp_path_join(p, sizeof p, dir, "metrics.jsonl") == WISP_OK && access(p, R_OK) == 0 &&
+        wisp_read_file(p, (size_t)1 << 30, &text, &len, &err) == WISP_OK) {
+        for (size_t i = 0; i < len; i++)
+            lines += text[i] == '\n';
+        printf("  metrics.jsonl: %zu lines (wisp report %s: the curves)\n", lines, dir);
+    }
+    free(text);
+    text = NULL;
+    if (s_has(dir, "checkpoints", 1) &&
+        wisp_path_join(p, sizeof p, dir, "checkpoints/LATEST") == 0 && access(p, R_OK) == 0 &&
+        wisp_read_file(p, 4096, &text, &len, &err) == WISP_OK) {
+        while (len && (text[len - 1] == '\n' || text[len - 1] == ' '))
+            text[--len] = '\0';
+        char ck[4096];
+        printf("  checkpoints/LATEST: %s\n", text);
+        if (snprintf(ck, sizeof ck, "%s/checkpoints/%s", dir, text) >= (int)sizeof ck ||
+            strchr(text, '/') || !text[0] || access(ck, F_OK) != 0)
+            s_problem(c, "%s: LATEST names '%s', which is not a checkpoint directory there", dir,
+                      text);
+    }
+    free(text);
+    if (!s_has(dir, "adapter", 1) && !s_has(dir, "head", 1))
+        printf("  (no adapter/ or head/ yet: the run has not finished)\n");
+    s_sub(c, dir, "adapter", depth);
+    s_sub(c, dir, "head", depth);
+}
+
+/* What a directory is, by the files it holds (depth bounds the recursion into the
+ * adapter/ and head/ of runs and checkpoints). */
+static void s_inspect_dir(s_ctx_t *c, const char *path, int depth)
+{
+    char p_model[4096], p_adapter[4096], p_head[4096];
+    struct stat sb;
+    if (wisp_path_join(p_model, sizeof p_model, path, "config.json") != 0 ||
+        wisp_path_join(p_adapter, sizeof p_adapter, path, "adapter_config.json") != 0 ||
+        wisp_path_join(p_head, sizeof p_head, path, "head_config.json") != 0) {
+        s_problem(c, "%s: path too long", path);
+        return;
+    }
+    int found = 0;
+    if (stat(p_model, &sb) == 0) {
+        s_checkpoint(c, path, p_model);
+        found = 1;
+    }
+    if (stat(p_adapter, &sb) == 0) {
+        s_adapter(c, path);
+        found = 1;
+    }
+    if (stat(p_head, &sb) == 0) {
+        s_head(c, path, p_head);
+        found = 1;
+    }
+    if (found) {
+        s_features(c, path);
+    } else if (depth < 2 && s_has(path, "state.json", 0) && s_has(path, "params.safetensors", 0)) {
+        s_ckpt(c, path, depth);
+    } else if (depth < 2 && (s_has(path, "metrics.jsonl", 0) || s_has(path, "checkpoints", 1))) {
+        s_run(c, path, depth);
+    } else {
+        printf("directory: %s (no config.json, adapter_config.json or head_config.json)\n", path);
+        wisp_st_t *st = s_open_weights(c, path, NULL);
+        if (st)
+            s_tensors(c, st);
+        wisp_st_destroy(&st);
+    }
+}
+
 int wisp_cmd_inspect(int argc, char **argv)
 {
     s_ctx_t c = {.list_tensors = 1};
@@ -401,34 +548,7 @@ int wisp_cmd_inspect(int argc, char **argv)
             s_tensors(&c, st);
         wisp_st_destroy(&st);
     } else {
-        char p_model[4096], p_adapter[4096], p_head[4096];
-        if (wisp_path_join(p_model, sizeof p_model, path, "config.json") != 0 ||
-            wisp_path_join(p_adapter, sizeof p_adapter, path, "adapter_config.json") != 0 ||
-            wisp_path_join(p_head, sizeof p_head, path, "head_config.json") != 0) {
-            fprintf(stderr, "wisp inspect: %s: path too long\n", path);
-            return WISP_EXIT_USAGE;
-        }
-        int found = 0;
-        if (stat(p_model, &sb) == 0) {
-            s_checkpoint(&c, path, p_model);
-            found = 1;
-        }
-        if (stat(p_adapter, &sb) == 0) {
-            s_adapter(&c, path);
-            found = 1;
-        }
-        if (stat(p_head, &sb) == 0) {
-            s_head(&c, path, p_head);
-            found = 1;
-        }
-        if (!found) {
-            printf("directory: %s (no config.json, adapter_config.json or head_config.json)\n",
-                   path);
-            wisp_st_t *st = s_open_weights(&c, path, NULL);
-            if (st)
-                s_tensors(&c, st);
-            wisp_st_destroy(&st);
-        }
+        s_inspect_dir(&c, path, 0);
     }
     printf("blas: %s\n", wisp_blas_summary()); /* the kernels a load here would run on */
     if (c.problems) {

@@ -33,6 +33,20 @@ M="$T/mixed.csv"
 sed -i "2,\$ { /^\\//! s|^|$T/long/| }" "$M"
 [ "$(($(wc -l <"$M") - 1))" -eq 11 ] || fail "expected 11 files in the manifest"
 stamp "model, data and adapter ready"
+# wisp inspect reads wisp's own training run and checkpoint directories (exit 0), and
+# names a LATEST that points nowhere (exit 3).
+"$WISP" inspect --summary "$T/trained" >"$T/insp.out" 2>&1 || { cat "$T/insp.out"; fail "inspect of a run"; }
+grep -q "^training run: " "$T/insp.out" && grep -q "features.json: trained on truncated" "$T/insp.out" ||
+    fail "inspect of a run: $(cat "$T/insp.out")"
+CK="$T/trained/checkpoints/$(cat "$T/trained/checkpoints/LATEST")"
+"$WISP" inspect --summary "$CK" >"$T/insp.out" 2>&1 || { cat "$T/insp.out"; fail "inspect of a checkpoint"; }
+grep -q "^checkpoint: " "$T/insp.out" && grep -q "state.json: " "$T/insp.out" || fail "inspect of a checkpoint"
+cp -r "$T/trained" "$T/broken" && echo step-99999999 >"$T/broken/checkpoints/LATEST"
+set +e
+"$WISP" inspect --summary "$T/broken" >"$T/insp.out" 2>&1
+rc=$?
+set -e
+[ $rc -eq 3 ] && grep -q "LATEST names 'step-99999999'" "$T/insp.out" || fail "inspect of a broken LATEST: exit $rc"
 # The head was trained on truncated features (features.json): the padded mode is
 # refused, locally and by the coordinator, with the option to change.
 [ "$(sed -n 's/.*"truncate": *\([a-z]*\).*/\1/p' "$T/trained/head/features.json")" = true ] ||
