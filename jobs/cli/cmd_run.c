@@ -229,6 +229,10 @@ int wisp_cmd_run(int argc, char **argv)
         free(a.sets);
         return code < 0 ? WISP_EXIT_OK : code;
     }
+    /* The coordinator draws a progress line on this terminal; the workers' log lines
+     * reach it through mpirun's pipes and must erase that line first (base/log.h). */
+    if (isatty(2))
+        setenv(WISP_LOG_ERASE_ENV, "1", 0);
     char self[PATH_MAX], dir[PATH_MAX], coord_bin[PATH_MAX + 32], worker_bin[PATH_MAX + 32];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     char tmp[] = "/tmp/wisp-run-XXXXXX";
