@@ -358,6 +358,13 @@ static int s_worker_open(void **state, const wisp_jobcfg_t *cfg, const wisp_job_
         s_worker_close((void **)&w);
         return rc;
     }
+    if (strcmp(cfg->classify_precision, "fp32") && strcmp(cfg->classify_precision, "int8")) {
+        s_worker_close((void **)&w);
+        return wisp_error_set(err, WISP_ERR_ARG, "classify.precision: '%s' is not fp32 or int8",
+                              cfg->classify_precision);
+    }
+    o.precision =
+        strcmp(cfg->classify_precision, "int8") ? WISP_PRECISION_FP32 : WISP_PRECISION_INT8;
     w->batch = o.batch;
     w->embed = o.embeddings;
     w->cl = wisp_classifier_new(&o, err);
