@@ -303,6 +303,21 @@ static void s_bench_conv2(s_ctx_t *x)
     wisp_free(xin), wisp_free(Wc), wisp_free(col);
 }
 
+/* conv1 of the front end: (3000, 80 mel bins) -> (3000, 512), stride 1. */
+static void s_bench_conv1(s_ctx_t *x)
+{
+    const int C = x->C, Tin = 2 * x->T, nm = 80;
+    float *xin = s_buf((size_t)Tin * nm, &x->r, 1), *Wc = s_buf((size_t)C * nm * 3, &x->r, 0.05f);
+    float *col = s_buf(nn_conv1d_k3_scratch_floats(Tin, nm), &x->r, 0);
+    float *y = s_buf((size_t)Tin * C, &x->r, 0);
+    double best = 1e30;
+    for (int i = 0; i < x->reps; i++)
+        S_BEST(best, nn_conv1d_k3_forward(y, col, xin, Wc, x->bias, Tin, nm, C, 1));
+    printf("conv1_fwd_ms_base=%.2f\n", best * 1e3);
+    printf("conv1_fwd_gflops_base=%.1f\n", 2.0 * Tin * (double)C * nm * 3 / best * 1e-9);
+    wisp_free(xin), wisp_free(Wc), wisp_free(col), wisp_free(y);
+}
+
 int main(int argc, char **argv)
 {
     s_ctx_t x = {
@@ -327,6 +342,7 @@ int main(int argc, char **argv)
     s_bench_fc1(&x);
     s_bench_layer(&x);
     s_bench_conv2(&x);
+    s_bench_conv1(&x);
     wisp_free(x.q), wisp_free(x.k), wisp_free(x.v), wisp_free(x.dout), wisp_free(x.out);
     wisp_free(x.lse), wisp_free(x.scratch), wisp_free(x.w), wisp_free(x.bias);
     printf("loadavg_1m_end=%.2f\n", s_loadavg());

@@ -127,6 +127,14 @@ def main():
     print(f"ref_conv2_fwd_ms_base={tc * 1e3:.2f}")
     print(f"ref_conv2_fwd_gflops_base={2.0 * T * C * C * 3 / tc * 1e-9:.1f}")
 
+    # conv1 of the front end: 80 mel bins -> d, stride 1, 3000 frames
+    mel = torch.rand(1, 80, 2 * T, generator=g) * 2 - 1
+    W1c = torch.rand(C, 80, 3, generator=g) * 0.1 - 0.05
+    with torch.no_grad():
+        tc = best(lambda: F.conv1d(mel, W1c, bias, stride=1, padding=1), reps)
+    print(f"ref_conv1_fwd_ms_base={tc * 1e3:.2f}")
+    print(f"ref_conv1_fwd_gflops_base={2.0 * 2 * T * C * 80 * 3 / tc * 1e-9:.1f}")
+
 
 if __name__ == "__main__":
     main()

@@ -40,7 +40,29 @@ S_CLONES static void s_exp_impl(float *out, const float *inp, size_t n)
     S_FLAT_LOOP(n, S_ST(out + j, s_vexp(S_LD(inp + j))));
 }
 
+#if defined(S_HAVE_AVX512)
+/* out (n) = exp(inp) with the AVX-512 exp the attention softmax uses. */
+S_T512 static void s_exp_avx512(float *out, const float *inp, size_t n)
+{
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = s_mask512(n - i);
+        _mm512_mask_storeu_ps(out + i, m, s_exp512(_mm512_maskz_loadu_ps(m, inp + i)));
+    }
+}
+#endif
+
 void nn_exp(float *out, const float *inp, size_t n)
+{
+#if defined(S_HAVE_AVX512)
+    if (__builtin_cpu_supports("avx512f")) {
+        s_exp_avx512(out, inp, n);
+        return;
+    }
+#endif
+    s_exp_impl(out, inp, n);
+}
+
+void nn_exp_portable(float *out, const float *inp, size_t n)
 {
     s_exp_impl(out, inp, n);
 }

@@ -173,6 +173,9 @@ void nn_scale(float *x, float alpha, size_t n);                    /* x *= alpha
  * tests can check them: exp within 2 ulp of exp in double (gradual underflow below
  * -87.3, +inf above 88.72), erf within 1e-7 absolute. out may alias inp. */
 void nn_exp(float *out, const float *inp, size_t n);
+/* nn_exp on CPUs without AVX-512 (nn_exp runs the AVX-512 exp of the attention softmax
+ * where it can); the same bounds, tested on both. */
+void nn_exp_portable(float *out, const float *inp, size_t n);
 void nn_erf(float *out, const float *inp, size_t n);
 /* Column scaling of (N, C) rows: out[i, j] = inp[i, j] * s[j]  (IA3; may alias). */
 void nn_colscale_forward(float *out, const float *inp, const float *s, int N, int C);

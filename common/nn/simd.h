@@ -265,13 +265,13 @@ S_INLINE void s_verf_p(const s_vf *pz, s_vf *erf_out, s_vf *onep_out)
 #define S_T512        __attribute__((target("avx512f,fma")))
 #define S_INLINE512   static inline __attribute__((always_inline)) S_T512
 
-/* exp(x) for x <= ~88: Cody-Waite reduction x = n ln2 + r, the degree-6 polynomial of
- * s_vexp_p in FMAs, and 2^n applied by vscalefps, which rounds gradual underflow and
- * overflow itself (no split of n). Clamped below at -104 (exp is 0 in float there);
- * NaN stays NaN (vmaxps returns its second operand when either is NaN). */
+/* exp(x): Cody-Waite reduction x = n ln2 + r, the degree-6 polynomial of s_vexp_p in
+ * FMAs, and 2^n applied by vscalefps, which rounds gradual underflow and overflow itself
+ * (no split of n). x is clamped to [-104, 89] (exp is 0 in float below, +inf above);
+ * NaN stays NaN (vmaxps/vminps return their second operand when either is NaN). */
 S_INLINE512 __m512 s_exp512(__m512 x)
 {
-    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
+    x = _mm512_min_ps(_mm512_set1_ps(89.0f), _mm512_max_ps(_mm512_set1_ps(-104.0f), x));
     __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);

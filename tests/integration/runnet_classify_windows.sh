@@ -26,7 +26,11 @@ JSON
 "$WISP" synth -o "$T/long" --classes 3 --per-class 2 --min-seconds 40 --max-seconds 75 --corrupt 2 --formats wav \
     --seed 4 -q >/dev/null 2>&1 || fail "synth long"
 timeout 60 "$WISP" train --model "$T/model" --preset seq_bn --train "$T/short/train.csv" --truncate \
-    -o "$T/trained" --steps 1 --threads 1 >/dev/null 2>&1 || fail "train"
+    -o "$T/trained" --steps 1 --threads 1 >/dev/null 2>"$T/train.err" || { cat "$T/train.err"; fail "train"; }
+# The memory figure is a bound (the arena's pages are touched as clips need them), and
+# says so: it read "2069 MB planned" for a run that peaked at 220 MB.
+grep -q "at most [0-9.]* MB of activations and gradients" "$T/train.err" || fail "no memory bound in the train log"
+grep -q "MB planned" "$T/train.err" && fail "the train log still says 'MB planned'"
 # The long files (and 2 corrupt ones) followed by the 3 short test clips, all labeled.
 M="$T/mixed.csv"
 { cat "$T/long/all_with_corrupt.csv"; tail -n +2 "$T/short/test.csv" | head -n 4 | sed "s|^|$T/short/|"; } >"$M"
@@ -159,6 +163,24 @@ if h5diff -d 1e-5 "$T/local.h5" "$T/dist.h5" /segments/start /segments/end >/dev
     fail "h5diff control"
 fi
 stamp "distributed windowed classify equals local (segments included)"
+
+# On a terminal (script(1) gives the run a pty): without known durations the progress
+# line shows the audio decoded so far (it showed "0.00/0.00 audio h"), and every log
+# line, the workers' ones forwarded by mpirun included, first erases the progress line
+# instead of landing after it (they were glued to it).
+if command -v script >/dev/null 2>&1; then
+    (cd "$T" && script -qfec "$WISP run $T/job.json -np 2 --set output=tty.h5" "$T/tty.log" \
+        </dev/null >/dev/null 2>&1) || true
+    [ -f "$T/tty.h5" ] || { tail -5 "$T/tty.log"; fail "the run on a pty did not finish"; }
+    grep -aq "files (.*audio h decoded" "$T/tty.log" || fail "no decoded audio hours in the progress line"
+    grep -aq "0.00/0.00 audio h" "$T/tty.log" && fail "progress shows 0.00/0.00 audio h"
+    printf '\r\033[K20' >"$T/erased"
+    grep -aqF -f "$T/erased" "$T/tty.log" || fail "no log line erases the progress line"
+    tr '\r' '\n' <"$T/tty.log" | grep -a " W[01] W s_error_row: " | grep -aq "errors [0-9]" &&
+        fail "a worker line is glued to the progress line"
+else
+    echo "skipped: script(1) not installed (progress line on a terminal)"
+fi
 
 # kill -9 of a windowed local classify after its first commit, then --resume. The
 # manifest lists the files 4 times, committed 8 files at a time (--batch 2).
