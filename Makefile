@@ -14,7 +14,7 @@ PYTHON ?= /usr/bin/python3
 PKGS := libzmq ompi-c openblas sndfile hdf5 cmocka soxr fftw3f libcjson
 APT_PKGS := build-essential pkg-config libzmq3-dev libopenmpi-dev openmpi-bin \
             libopenblas-dev libsndfile1-dev libhdf5-dev libcmocka-dev libsoxr-dev \
-            libfftw3-dev libcjson-dev hdf5-tools gnuplot-nox
+            libfftw3-dev libcjson-dev hdf5-tools gnuplot-nox libdnnl-dev
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -24,7 +24,8 @@ SAN ?=
 CFLAGS := -std=c11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -fno-math-errno \
           -DWISP_VERSION='"$(WISP_VERSION)"' -I. -Icommon -Ijobs $(PKG_CFLAGS) $(SAN) $(EXTRA_CFLAGS)
 LDFLAGS := $(SAN)
-LDLIBS := $(PKG_LIBS) -lm -lpthread
+# oneDNN (int8 linears, nn/qlinear.c) ships no pkg-config file in Debian 12
+LDLIBS := $(PKG_LIBS) -ldnnl -lm -lpthread
 
 # WISP_HAVE_CMD_<NAME> for every jobs/cli/cmd_<name>.c (init_model -> INIT_MODEL).
 CMD_DEFS := $(foreach f,$(wildcard jobs/cli/cmd_*.c),-DWISP_HAVE_$(shell echo $(basename $(notdir $(f))) | tr a-z A-Z))
@@ -49,7 +50,7 @@ BENCHES := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/bin/%)
 
-.PHONY: all test asan bench demo clean deps check-deps format-check unit integration \
+.PHONY: all test asan bench bench-deps demo clean deps check-deps format-check unit integration \
         fuzz fuzz-long fuzz-bins
 all: $(LIB) $(BINS) $(TESTS) $(BENCHES)
 
@@ -60,6 +61,7 @@ deps check-deps:
 	@missing=0; pkg-config --exists $(PKGS) 2>/dev/null || missing=1; \
 	command -v mpirun >/dev/null 2>&1 || missing=1; command -v cc >/dev/null 2>&1 || missing=1; \
 	command -v h5dump >/dev/null 2>&1 || missing=1; \
+	[ -f /usr/include/oneapi/dnnl/dnnl.h ] || missing=1; \
 	plots=1; command -v gnuplot >/dev/null 2>&1 || plots=0; \
 	if [ $$missing = 1 ] || [ $$plots = 0 ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
@@ -175,9 +177,23 @@ fault-long: all
 	  --runs-classify $(FAULT_RUNS_CLASSIFY) --runs-train $(FAULT_RUNS_TRAIN) --seed $(FAULT_SEED) \
 	  --markdown $$b/fault-campaign.md
 
-bench: check-deps
+# The PyTorch references of make bench need Debian's torch, scipy (WAV reading) and sox
+# (FLAC decoding, as whisper's ffmpeg): installed as root when missing, else named.
+BENCH_APT_PKGS := python3-torch python3-scipy python3-numpy sox
+bench-deps:
+	@if ! $(PYTHON) -c "import torch, scipy, numpy" 2>/dev/null || ! command -v sox >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "wisp: installing the benchmark references' packages with apt-get"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(BENCH_APT_PKGS) || exit 1; \
+	  else \
+	    echo "wisp: the PyTorch references need, as root: apt-get install -y $(BENCH_APT_PKGS)"; \
+	    echo "wisp: running wisp's benchmarks without them"; \
+	  fi; \
+	fi
+
+bench: check-deps bench-deps
 	@$(MAKE) --no-print-directory all
-	@BUILD=$(BUILD) PYTHON=$(PYTHON) sh bench/run.sh
+	@BUILD=$(BUILD) PYTHON=$(PYTHON) BENCH_ONLY="$(BENCH_ONLY)" sh bench/run.sh
 
 demo: check-deps
 	@$(MAKE) --no-print-directory -j2 $(LIB) $(BINS)

@@ -25,6 +25,7 @@
 #include "audio/audio.h"
 #include "audio/mel.h"
 #include "base/util.h"
+#include "nn/blas.h"
 
 #define S_SECONDS 30
 
@@ -141,8 +142,10 @@ static s_timing_t s_time(s_job_t *j, int rounds, int reps)
     return best;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    (void)argc;
+    wisp_blas_startup('L', argv); /* as every wisp binary: BLAS core, FTZ+DAZ (nn/blas.h) */
     openblas_set_num_threads(1);
     char dir[] = "/tmp/wisp-bench-XXXXXX";
     if (!mkdtemp(dir)) {

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "nn/adamw.h"
+#include "nn/blas.h"
 #include "formats/config.h"
 #include "nn/model.h"
 #include "formats/st.h"
@@ -103,6 +104,7 @@ static int s_wav(const char *path, double seconds)
 
 int main(int argc, char **argv)
 {
+    wisp_blas_startup('L', argv); /* as every wisp binary: BLAS core, FTZ+DAZ (nn/blas.h) */
     int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
     int reps = quick ? 1 : 3;
 

@@ -1075,11 +1075,14 @@ static void s_progress(wisp_coord_t *self, double now, int final)
         char note[128] = "";
         if (self->ops->coord_progress_note)
             self->ops->coord_progress_note(self->job, note, sizeof note);
-        if (self->tty)
-            fprintf(stderr, "\rstep %ld/%ld  loss %.4f  %s%sworkers %d%s\033[K%s", sd, st, loss,
-                    note, note[0] ? "  " : "", live,
-                    self->active ? "" : " (waiting for a complete world)", final ? "\n" : "");
-        else
+        /* Through the log's progress line: log lines no longer overwrite it. */
+        if (self->tty) {
+            wisp_log_progress("step %ld/%ld  loss %.4f  %s%sworkers %d%s", sd, st, loss, note,
+                              note[0] ? "  " : "", live,
+                              self->active ? "" : " (waiting for a complete world)");
+            if (final)
+                wisp_log_progress_end();
+        } else
             WISP_LOGI("progress steps=%ld/%ld loss=%.5f %s%sworkers=%d running=%d", sd, st, loss,
                       note, note[0] ? " " : "", live, self->active);
         self->t_last_progress = now;
@@ -1092,19 +1095,27 @@ static void s_progress(wisp_coord_t *self, double now, int final)
                      (int)eta % 60);
         else
             snprintf(etas, sizeof etas, "--:--:--");
-        fprintf(stderr,
-                "\r%zu/%zu files (%.1f%%)  %.2f/%.2f audio h  %.0f files/s  ETA %s  workers %d  "
-                "errors %zu\033[K%s",
-                done, self->items_total,
-                self->items_total ? 100.0 * (double)done / (double)self->items_total : 100.0,
-                self->secs_done / 3600, self->secs_total / 3600, rate, etas, live, self->errors,
-                final ? "\n" : "");
-        fflush(stderr);
+        /* Without known durations there is no planned total: the decoded audio so far. */
+        char audio[64];
+        if (self->secs_total > 0)
+            snprintf(audio, sizeof audio, "%.2f/%.2f audio h", self->secs_done / 3600,
+                     self->secs_total / 3600);
+        else
+            snprintf(audio, sizeof audio, "%.2f audio h decoded",
+                     (self->secs_done + self->secs_audio) / 3600);
+        wisp_log_progress("%zu/%zu files (%.1f%%)  %s  %.0f files/s  ETA %s  workers %d  "
+                          "errors %zu",
+                          done, self->items_total,
+                          self->items_total ? 100.0 * (double)done / (double)self->items_total
+                                            : 100.0,
+                          audio, rate, etas, live, self->errors + self->plan.n_errors_done);
+        if (final)
+            wisp_log_progress_end();
     } else {
         WISP_LOGI(
             "progress items=%zu/%zu audio_h=%.3f/%.3f rate=%.1f eta_s=%.0f workers=%d errors=%zu",
             done, self->items_total, self->secs_done / 3600, self->secs_total / 3600, rate, eta,
-            live, self->errors);
+            live, self->errors + self->plan.n_errors_done);
     }
     self->t_last_progress = now;
     self->last_progress_items = self->items_done;
@@ -1128,7 +1139,10 @@ static void s_summary(wisp_coord_t *self, const char *status, double wall)
     cJSON_AddNumberToObject(s, "items_done", (double)(self->items_done + self->items_resumed));
     cJSON_AddNumberToObject(s, "items_this_run", (double)self->items_done);
     cJSON_AddNumberToObject(s, "items_resumed", (double)self->items_resumed);
-    cJSON_AddNumberToObject(s, "errors", (double)self->errors);
+    /* errors: every error row of the output (an earlier run's included), which the
+     * exit status follows; errors_this_run: the rows committed now */
+    cJSON_AddNumberToObject(s, "errors", (double)(self->errors + self->plan.n_errors_done));
+    cJSON_AddNumberToObject(s, "errors_this_run", (double)self->errors);
     cJSON_AddNumberToObject(s, "shards", (double)wisp_lease_shard_count(self->lease));
     cJSON_AddNumberToObject(s, "wall_s", wall);
     cJSON_AddNumberToObject(s, "workers_wall_s", busy);

@@ -2,6 +2,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -15,13 +16,16 @@ static struct {
     wisp_log_level_t threshold;
     int progress_live;
     char progress[512];
-} s_log = {'L', 0, WISP_LOG_INFO, 0, ""};
+    int erase; /* WISP_LOG_ERASE_ENV: start every line by erasing the terminal line */
+} s_log = {'L', 0, WISP_LOG_INFO, 0, "", 0};
 
 void wisp_log_init(char role, int rank, wisp_log_level_t threshold)
 {
     s_log.role = role;
     s_log.rank = rank;
     s_log.threshold = threshold;
+    const char *e = getenv(WISP_LOG_ERASE_ENV);
+    s_log.erase = e && strcmp(e, "1") == 0;
 }
 
 void wisp_log_set_level(wisp_log_level_t threshold)
@@ -70,7 +74,7 @@ void wisp_log_write(wisp_log_level_t level, const char *func, const char *fmt, .
     if (s_log.progress_live) /* erase the progress line, log, draw it again below */
         fprintf(stderr, "\r\033[K%s%s\033[K", line, s_log.progress);
     else
-        fputs(line, stderr);
+        fprintf(stderr, "%s%s", s_log.erase ? "\r\033[K" : "", line);
     fflush(stderr);
 }
 

@@ -16,7 +16,14 @@ typedef enum {
     WISP_LOG_OFF = 4,
 } wisp_log_level_t;
 
-/* role: 'C' coordinator, 'W' worker, 'L' local tool. rank: MPI rank or 0. */
+/* Environment variable: when "1" at wisp_log_init, every log line starts by erasing
+ * the terminal line it lands on ("\r\033[K"). `wisp run` sets it when its stderr is a
+ * terminal, so that worker lines forwarded by mpirun (whose stderr is a pipe) do not
+ * land after the coordinator's progress line; the coordinator draws it again below. */
+#define WISP_LOG_ERASE_ENV "WISP_LOG_ERASE_LINE"
+
+/* role: 'C' coordinator, 'W' worker, 'L' local tool. rank: MPI rank or 0. Reads
+ * WISP_LOG_ERASE_ENV. */
 void wisp_log_init(char role, int rank, wisp_log_level_t threshold);
 void wisp_log_set_level(wisp_log_level_t threshold);
 wisp_log_level_t wisp_log_level(void);

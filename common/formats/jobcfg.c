@@ -71,6 +71,7 @@ static const s_key_t s_keys[] = {
     {"classify.hop", T_DBL, N(classify_hop), 0, 30, 0, NULL},
     {"classify.aggregate", T_STR, F(classify_aggregate), 0, 0, 0, "mean"},
     {"classify.top_k", T_INT, N(classify_top_k), 0, 1000, 0, NULL},
+    {"classify.precision", T_STR, F(classify_precision), 0, 0, 0, "fp32"}, /* fp32 | int8 */
     {"train", T_OBJ, 0, 0, 0, 0, 0, NULL},
     {"train.epochs", T_INT, N(train_epochs), 1, 1.0e6, 1, NULL},
     {"train.global_batch", T_INT, N(train_global_batch), 1, 1.0e6, 16, NULL},

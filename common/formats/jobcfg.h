@@ -53,6 +53,7 @@ typedef struct {
     double classify_hop;          /* seconds between window starts, 0: the window */
     char classify_aggregate[8];   /* file row from its windows: mean | max */
     int classify_top_k;           /* top_k_label/top_k_prob columns, 0: none */
+    char classify_precision[8];   /* fp32 | int8 (frozen encoder linears, nn/qlinear.h) */
     /* train */
     int train_epochs;
     int train_global_batch; /* examples per optimizer step over all ranks */

@@ -47,6 +47,7 @@
 #include "base/util.h"
 #include "nn/model_priv.h"
 #include "nn/ops.h"
+#include "nn/qlinear.h"
 
 static const char *const s_site_key[S_NSITE] = {"attention_adapters", "output_adapters"};
 static const char *const s_lin_key[S_NLIN] = {"self_attn.q_proj", "self_attn.k_proj",
@@ -583,6 +584,18 @@ size_t wisp_model_plan_bytes(const wisp_whisper_config_t *cfg, const wisp_model_
 
 /* ------------------------------------------------------------------ forward */
 
+/* out (N, OC) = z W^T + b, a frozen encoder linear: its int8 copy when the model was
+ * loaded with precision int8 (nn/qlinear.h), else fp32. */
+static void s_base_linear(wisp_model_t *self, float *out, const float *z, const float *W,
+                          const float *b, int N, int C, int OC)
+{
+    int rc = self->q8 ? wisp_qlinears_forward(self->q8, W, out, z, N) : 1;
+    if (rc < 0)
+        WISP_LOGW("int8 linear failed (%d); this product runs in fp32", rc);
+    if (rc != 0)
+        nn_linear_forward(out, z, W, b, N, C, OC);
+}
+
 /* out (N, OC) = LoRA/IA3-adapted linear of module `j` in layer i on z (N, C). */
 static void s_lin_forward(wisp_model_t *self, int i, int j, float *out, const float *z,
                           const float *W, const float *b, int N, int C, int OC)
@@ -590,20 +603,20 @@ static void s_lin_forward(wisp_model_t *self, int i, int j, float *out, const fl
     const int *t = self->la[i].lin[j];
     s_acts_t *A = &self->acts[i];
     if (!s_has_lin(self, i, j)) {
-        nn_linear_forward(out, z, W, b, N, C, OC);
+        s_base_linear(self, out, z, W, b, N, C, OC);
     } else if (self->acfg.kind == WISP_ADAPTER_IA3) {
         /* y = (W z + b) * (alpha * l) per output column */
         float *pre = A->lin_pre[j] ? A->lin_pre[j] : out;
         const float *l = nn_model_param(self, t[S_IA3_L]);
         for (int o = 0; o < OC; o++)
             self->svec[o] = self->acfg.alpha * l[o];
-        nn_linear_forward(pre, z, W, b, N, C, OC);
+        s_base_linear(self, pre, z, W, b, N, C, OC);
         nn_colscale_forward(out, pre, self->svec, N, OC);
     } else {
         /* y = W z + b + (alpha / r) B (A z) */
         const int r = self->acfg.r;
         float *tz = A->lin_t[j] ? A->lin_t[j] : self->lt;
-        nn_linear_forward(out, z, W, b, N, C, OC);
+        s_base_linear(self, out, z, W, b, N, C, OC);
         nn_linear_forward(tz, z, nn_model_param(self, t[S_LORA_A]), NULL, N, C, r);
         nn_linear_forward_add(out, tz, nn_model_param(self, t[S_LORA_B]),
                               self->acfg.alpha / (float)r, N, r, OC);
@@ -664,7 +677,7 @@ static void s_layer_forward(wisp_model_t *self, int i, int B, int T, const float
     s_lin_forward(self, i, S_LIN_V, A->v, self->z, w->v_w, w->v_b, N, d, d);
     nn_attention_forward_mt(A->att, A->lse, self->keeping_probs ? A->probs : NULL, A->q, A->k, A->v,
                             self->attn_scr, B, T, self->H, self->hd, self->pool);
-    nn_linear_forward(self->sf, A->att, w->o_w, w->o_b, N, d, d);
+    s_base_linear(self, self->sf, A->att, w->o_w, w->o_b, N, d, d);
     s_site_forward(self, i, S_SITE_ATT, A->h, self->sf, x_in, N);
     nn_layernorm_forward(self->z, A->ln2_mean, A->ln2_rstd, A->h, w->ln2_w, w->ln2_b, N, d);
     s_lin_forward(self, i, S_LIN_FC1, A->u, self->z, w->fc1_w, w->fc1_b, N, d, F);

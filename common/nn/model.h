@@ -34,7 +34,14 @@ typedef struct {
      * down while they fit; the rest recompute. 0 (or negative): none kept, the least
      * memory. Trainers default to WISP_MODEL_ATTN_KEEP_MB_DEFAULT. */
     int attn_keep_mb;
+    /* WISP_PRECISION_INT8: the frozen encoder linears (q, k, v, out_proj, fc1, fc2) run
+     * in int8 (nn/qlinear.h), quantised at load; inference only. Attention, LayerNorm,
+     * the convolutions, adapters and head stay fp32. 0 = WISP_PRECISION_FP32. */
+    int precision;
 } wisp_model_opts_t;
+
+/* Room for a bf16/AMX path on hosts that have AMX (nothing measurable here). */
+enum { WISP_PRECISION_FP32 = 0, WISP_PRECISION_INT8 = 1 };
 
 #define WISP_MODEL_ATTN_KEEP_MB_DEFAULT 1024
 

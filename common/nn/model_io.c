@@ -14,6 +14,7 @@
 
 #include "base/util.h"
 #include "nn/model_priv.h"
+#include "nn/qlinear.h"
 
 /* ------------------------------------------------------------------ base table */
 
@@ -314,6 +315,35 @@ static int s_load_builtin_head(wisp_model_t *self, wisp_error_t *err)
     return rc;
 }
 
+/* opts.precision int8: every layer's frozen linears quantised once (nn/qlinear.h). */
+static int s_quantise_base(wisp_model_t *self, wisp_error_t *err)
+{
+    if (self->opts.precision == WISP_PRECISION_FP32)
+        return 0;
+    if (self->opts.precision != WISP_PRECISION_INT8)
+        return wisp_error_set(err, WISP_ERR_ARG, "%s: unknown precision %d", self->model_dir,
+                              self->opts.precision);
+    if (self->opts.training)
+        return wisp_error_set(err, WISP_ERR_UNSUPPORTED,
+                              "%s: int8 is for inference only; training runs in fp32",
+                              self->model_dir);
+    int wide = self->F > self->d ? self->F : self->d;
+    self->q8 = wisp_qlinears_new(self->opts.max_batch * (self->opts.max_frames / 2), wide, wide,
+                                 self->nthreads, err);
+    int rc = self->q8 ? 0 : WISP_ERR_NOMEM;
+    for (int i = 0; i < self->L && rc == 0; i++) {
+        const s_layer_w_t *w = &self->lw[i];
+        const int d = self->d, F = self->F;
+        rc = wisp_qlinears_add(self->q8, w->q_w, w->q_b, d, d, err);
+        rc = rc ? rc : wisp_qlinears_add(self->q8, w->k_w, NULL, d, d, err);
+        rc = rc ? rc : wisp_qlinears_add(self->q8, w->v_w, w->v_b, d, d, err);
+        rc = rc ? rc : wisp_qlinears_add(self->q8, w->o_w, w->o_b, d, d, err);
+        rc = rc ? rc : wisp_qlinears_add(self->q8, w->fc1_w, w->fc1_b, d, F, err);
+        rc = rc ? rc : wisp_qlinears_add(self->q8, w->fc2_w, w->fc2_b, F, d, err);
+    }
+    return rc;
+}
+
 wisp_model_t *wisp_model_new(const char *model_dir, const wisp_model_opts_t *opts,
                              wisp_error_t *err)
 {
@@ -344,7 +374,7 @@ wisp_model_t *wisp_model_new(const char *model_dir, const wisp_model_opts_t *opt
         wisp_error_set(err, WISP_ERR_NOMEM, "model: out of memory");
         goto fail;
     }
-    if (s_load_base(self, prefix, err) < 0)
+    if (s_load_base(self, prefix, err) < 0 || s_quantise_base(self, err) < 0)
         goto fail;
     if (wisp_st_find(self->st, "projector.weight")) {
         if (s_load_builtin_head(self, err) < 0)
@@ -364,6 +394,7 @@ void wisp_model_destroy(wisp_model_t **pself)
         return;
     wisp_model_t *self = *pself;
     nn_pool_destroy(&self->pool);
+    wisp_qlinears_destroy(&self->q8);
     wisp_st_destroy(&self->st);
     if (self->has_adapter)
         s_adapter_free(&self->acfg);

@@ -122,6 +122,7 @@ struct wisp_model {
     const float *pos;               /* (T_max, d) */
     const float *lnf_w, *lnf_b;     /* (d) */
     s_layer_w_t *lw;                /* (L) */
+    struct wisp_qlinears *q8;       /* int8 copies of lw's linears (opts.precision), or NULL */
 
     /* trainables: spec table + flat buffers */
     int has_adapter;

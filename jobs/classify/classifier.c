@@ -102,7 +102,8 @@ wisp_classifier_t *wisp_classifier_new(const wisp_classifier_opts_t *opts, wisp_
     wisp_model_opts_t mo = {.max_batch = opts->batch,
                             .max_frames = self->max_frames,
                             .training = 0,
-                            .threads = opts->threads};
+                            .threads = opts->threads,
+                            .precision = opts->precision};
     self->model = wisp_model_new(opts->model_dir, &mo, err);
     if (!self->model)
         goto fail;

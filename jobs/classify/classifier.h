@@ -32,6 +32,7 @@ typedef struct {
     int batch;                  /* clips per forward call (default 8) */
     int threads;                /* OpenBLAS threads (0: leave as is) */
     wisp_windows_opts_t window; /* seconds 0: no windows */
+    int precision;              /* WISP_PRECISION_FP32 (0) or _INT8 (nn/model.h) */
 } wisp_classifier_opts_t;
 
 void wisp_classifier_default_opts(wisp_classifier_opts_t *opts);

@@ -95,6 +95,7 @@ static int s_coord_open(void **state, const wisp_jobcfg_t *cfg, int resume, wisp
         .top_k = cfg->classify_top_k,
         .probe_durations = cfg->classify_probe_durations,
         .resume = resume,
+        .skip_complete = 1,
     };
     if ((rc = s_window_opts(cfg, &ro.window, err)) != WISP_OK)
         goto done;
@@ -125,9 +126,13 @@ static int s_coord_open(void **state, const wisp_jobcfg_t *cfg, int resume, wisp
     const wisp_manifest_t *m = s->man;
     double mean = m->n_duration_known ? m->total_duration / (double)m->n_duration_known : 0;
     wisp_results_t *res = wisp_classify_run_results(s->run);
+    /* The summary and the exit status cover the whole file: rows an earlier run
+     * committed count with their errors (res NULL: the file is complete already). */
+    if (!wisp_classify_run_complete(s->run, &plan->n_errors_done))
+        plan->n_errors_done = wisp_results_error_count(res);
     for (size_t i = 0; i < n; i++) {
         s->pred[i] = -2;
-        plan->done[i] = (uint8_t)wisp_results_row_done(res, i);
+        plan->done[i] = res ? (uint8_t)wisp_results_row_done(res, i) : 1;
         plan->seconds[i] = m->items[i].duration >= 0 ? m->items[i].duration : mean;
     }
     if (!m->n_duration_known) {
@@ -257,7 +262,8 @@ static int s_coord_commit(void *state, uint64_t first, uint32_t count, const uin
 static int s_coord_flush(void *state, wisp_error_t *err)
 {
     s_coord_t *s = state;
-    return wisp_results_commit(wisp_classify_run_results(s->run), err);
+    wisp_results_t *res = wisp_classify_run_results(s->run);
+    return res ? wisp_results_commit(res, err) : WISP_OK;
 }
 
 /* Accuracy, per-class precision/recall and the confusion matrix over the rows
@@ -303,6 +309,10 @@ static int s_coord_finish(void *state, int complete, cJSON *summary, wisp_error_
 {
     s_coord_t *s = state;
     wisp_results_t *res = wisp_classify_run_results(s->run);
+    if (!res) { /* complete before this run started: the file stays as it is */
+        cJSON_AddStringToObject(summary, "output", s->output);
+        return WISP_OK;
+    }
     if (!complete)
         return wisp_results_commit(res, err);
     if (s->man->n_labeled)
@@ -358,6 +368,13 @@ static int s_worker_open(void **state, const wisp_jobcfg_t *cfg, const wisp_job_
         s_worker_close((void **)&w);
         return rc;
     }
+    if (strcmp(cfg->classify_precision, "fp32") && strcmp(cfg->classify_precision, "int8")) {
+        s_worker_close((void **)&w);
+        return wisp_error_set(err, WISP_ERR_ARG, "classify.precision: '%s' is not fp32 or int8",
+                              cfg->classify_precision);
+    }
+    o.precision =
+        strcmp(cfg->classify_precision, "int8") ? WISP_PRECISION_FP32 : WISP_PRECISION_INT8;
     w->batch = o.batch;
     w->embed = o.embeddings;
     w->cl = wisp_classifier_new(&o, err);

@@ -412,6 +412,26 @@ static int s_argmax(const float *v, int n)
     return best;
 }
 
+/* The one batching of equal-length clips (training and evaluation): the run of clips
+ * ord[i], ord[i+1], ... (ord NULL: i, i+1, ...) with the frame count of the first, at
+ * most micro_batch, copied into batch_mel (B, n_mels, frames) and batch_labels (B).
+ * Returns B >= 1; *frames their frame count. The loss is a sum over clips, so grouping
+ * never changes what is computed, only how many clips share a model call. */
+static int s_batch(wisp_trainer_t *self, const s_clip_t *clips, const int *ord, int n, int i,
+                   int *frames)
+{
+    size_t per = (size_t)self->n_mels;
+    int f = clips[ord ? ord[i] : i].frames, B = 0;
+    while (i + B < n && B < self->micro_batch && clips[ord ? ord[i + B] : i + B].frames == f) {
+        const s_clip_t *c = &clips[ord ? ord[i + B] : i + B];
+        memcpy(self->batch_mel + (size_t)B * per * f, c->mel, per * f * sizeof(float));
+        self->batch_labels[B] = c->label;
+        B++;
+    }
+    *frames = f;
+    return B;
+}
+
 /* Steps 2-4 of trainer.h over decoded clips: weight sum (reduced), grouped
  * forward_backward with grad_scale = 1/global weight sum, gradient reduction. */
 static int s_accumulate_items(wisp_trainer_t *self, const s_clip_t *clips, int nc, long failed,
@@ -456,16 +476,8 @@ static int s_accumulate(wisp_trainer_t *self, const s_clip_t *clips, int nc, lon
         ord[j + 1] = v;
     }
     double loss_sum = 0.0, weight_sum = 0.0, correct = 0.0;
-    size_t per = (size_t)self->n_mels;
     for (int i = 0; i < nc;) {
-        int frames = clips[ord[i]].frames, B = 0;
-        while (i + B < nc && B < self->micro_batch && clips[ord[i + B]].frames == frames) {
-            const s_clip_t *c = &clips[ord[i + B]];
-            memcpy(self->batch_mel + (size_t)B * per * frames, c->mel,
-                   per * frames * sizeof(float));
-            self->batch_labels[B] = c->label;
-            B++;
-        }
+        int frames, B = s_batch(self, clips, ord, nc, i, &frames);
         double ls = 0.0, ws = 0.0;
         int rc =
             wisp_model_forward_backward(self->model, self->batch_mel, B, frames, self->batch_labels,
@@ -725,7 +737,6 @@ int wisp_trainer_eval(wisp_trainer_t *self, const wisp_trainer_item_t *items, in
     int rc = s_reserve_clips(self, self->micro_batch, err);
     if (rc)
         return rc;
-    size_t per = (size_t)self->n_mels;
     int i = 0;
     while (i < n) {
         /* Decode up to micro_batch labeled items, then forward them in equal-length runs. */
@@ -741,19 +752,14 @@ int wisp_trainer_eval(wisp_trainer_t *self, const wisp_trainer_item_t *items, in
             s_tick(self, i);
         }
         for (int a = 0; a < nc;) {
-            int frames = self->clips[a].frames, B = 0;
-            while (a + B < nc && self->clips[a + B].frames == frames) {
-                memcpy(self->batch_mel + (size_t)B * per * frames, self->clips[a + B].mel,
-                       per * frames * sizeof(float));
-                B++;
-            }
+            int frames, B = s_batch(self, self->clips, NULL, nc, a, &frames);
             s_tick(self, i);
             rc = wisp_model_forward(self->model, self->batch_mel, B, frames, self->logits, NULL);
             if (rc != WISP_OK)
                 return wisp_error_set(err, rc, "trainer: forward failed (%s)", wisp_strerror(rc));
             for (int b = 0; b < B; b++) {
                 const float *z = self->logits + (size_t)b * self->num_labels;
-                int y = self->clips[a + b].label;
+                int y = self->batch_labels[b];
                 double mx = z[s_argmax(z, self->num_labels)], se = 0.0;
                 for (int c = 0; c < self->num_labels; c++)
                     se += exp((double)z[c] - mx);
@@ -977,10 +983,12 @@ int wisp_trainer_best_update(wisp_trainer_best_t *b, wisp_trainer_t *tr, long st
     } else {
         b->since++;
     }
-    if (b->patience > 0 && b->since >= b->patience && !*stop) {
+    if (b->patience > 0 && b->since >= b->patience) {
+        if (b->since == b->patience && write)
+            WISP_LOGI("early stopping: %ld evaluations without a better val_acc than %.4f (step "
+                      "%ld)",
+                      b->since, b->acc, b->step);
         *stop = 1;
-        WISP_LOGI("early stopping: %ld evaluations without a better val_acc than %.4f (step %ld)",
-                  b->since, b->acc, b->step);
     }
     return WISP_OK;
 }
@@ -1121,6 +1129,22 @@ int wisp_trainer_outdir_used(const char *outdir)
             access(path, F_OK) == 0)
             return 1;
     return 0;
+}
+
+long wisp_trainer_latest_step(const char *outdir)
+{
+    char root[4096], dir[4200], *text = NULL;
+    size_t len = 0;
+    wisp_ckpt_state_t st;
+    long opt_steps = 0, np = 0, step = -1;
+    wisp_error_t e = {0};
+    if (wisp_path_join(root, sizeof root, outdir, "checkpoints") == WISP_OK &&
+        wisp_ckpt_latest(root, dir, sizeof dir, &e) == WISP_OK &&
+        wisp_ckpt_read_file(dir, "state.json", 1 << 20, &text, &len, &e) == WISP_OK &&
+        wisp_ckpt_state_parse(text, len, dir, &st, &opt_steps, &np, &e) == WISP_OK)
+        step = st.step;
+    free(text);
+    return step;
 }
 
 int wisp_trainer_start_over(const char *outdir, wisp_error_t *err)

@@ -160,6 +160,24 @@ if h5diff -d 1e-5 "$T/local.h5" "$T/dist.h5" /segments/start /segments/end >/dev
 fi
 stamp "distributed windowed classify equals local (segments included)"
 
+# On a terminal (script(1) gives the run a pty): without known durations the progress
+# line shows the audio decoded so far (it showed "0.00/0.00 audio h"), and every log
+# line, the workers' ones forwarded by mpirun included, first erases the progress line
+# instead of landing after it (they were glued to it).
+if command -v script >/dev/null 2>&1; then
+    (cd "$T" && script -qfec "$WISP run $T/job.json -np 2 --set output=tty.h5" "$T/tty.log" \
+        </dev/null >/dev/null 2>&1) || true
+    [ -f "$T/tty.h5" ] || { tail -5 "$T/tty.log"; fail "the run on a pty did not finish"; }
+    grep -aq "files (.*audio h decoded" "$T/tty.log" || fail "no decoded audio hours in the progress line"
+    grep -aq "0.00/0.00 audio h" "$T/tty.log" && fail "progress shows 0.00/0.00 audio h"
+    printf '\r\033[K20' >"$T/erased"
+    grep -aqF -f "$T/erased" "$T/tty.log" || fail "no log line erases the progress line"
+    tr '\r' '\n' <"$T/tty.log" | grep -a " W[01] W s_error_row: " | grep -aq "errors [0-9]" &&
+        fail "a worker line is glued to the progress line"
+else
+    echo "skipped: script(1) not installed (progress line on a terminal)"
+fi
+
 # kill -9 of a windowed local classify after its first commit, then --resume. The
 # manifest lists the files 4 times, committed 8 files at a time (--batch 2).
 M4="$T/mixed_x4.csv"

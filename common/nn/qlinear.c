@@ -1,0 +1,365 @@
+/* nn/qlinear.c: int8 frozen linears on oneDNN's matmul (see qlinear.h).
+ *
+ * oneDNN computes dst (N, OC) s32 = src (N, C) s8 x weights (C, OC) s8. The weights'
+ * logical (C, OC) matrix is the caller's Wq (OC, C) read with strides (1, C); it is
+ * reordered once into the layout the primitive asks for. N is a run-time dimension,
+ * so one primitive serves every batch and clip length. Quantising the rows and the
+ * fp32 epilogue (scales, bias) are done here, so both paths share them and differ only
+ * in who sums the integers. */
+#include "nn/qlinear.h"
+
+#include <math.h>
+#include <oneapi/dnnl/dnnl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "base/util.h"
+#include "nn/simd.h"
+
+/* libgomp is loaded with oneDNN (its OpenMP runtime); weak so a build without it links. */
+extern void omp_set_num_threads(int n) __attribute__((weak));
+
+typedef struct {
+    const float *key; /* the caller's fp32 weight pointer */
+    int C, OC;
+    float *sw;           /* (OC) weight scales */
+    int32_t *wsum;       /* (OC) sum_c Wq[o,c], for the inputs' zero points */
+    float *bias;         /* (OC) copy, or NULL */
+    int8_t *wq;          /* (OC, C) for the loop twin */
+    dnnl_memory_t wmem;  /* weights in the primitive's layout */
+    dnnl_primitive_t mm; /* the matmul */
+} s_qlin_t;
+
+struct wisp_qlinears {
+    int max_n, max_c, max_oc;
+    dnnl_engine_t eng;
+    dnnl_stream_t stream;
+    s_qlin_t *lin;
+    int n, cap;
+    uint8_t *xq;  /* (max_n, max_c) quantised rows */
+    float *sx;    /* (max_n) row scales */
+    int32_t *zx;  /* (max_n) row zero points */
+    int32_t *acc; /* (max_n, max_oc) integer sums */
+};
+
+static int s_dnnl_fail(wisp_error_t *err, const char *what, dnnl_status_t st)
+{
+    return wisp_error_set(err, WISP_ERR_UNSUPPORTED, "int8 linears: oneDNN %s failed (status %d)",
+                          what, (int)st);
+}
+
+wisp_qlinears_t *wisp_qlinears_new(int max_n, int max_c, int max_oc, int threads, wisp_error_t *err)
+{
+    if (max_n < 1 || max_c < 1 || max_oc < 1 || (size_t)max_n > SIZE_MAX / 4 / (size_t)max_oc ||
+        (size_t)max_n > SIZE_MAX / (size_t)max_c) {
+        wisp_error_set(err, WISP_ERR_ARG, "int8 linears: bad sizes %d x %d / %d", max_n, max_c,
+                       max_oc);
+        return NULL;
+    }
+    wisp_qlinears_t *q = calloc(1, sizeof *q);
+    if (!q) {
+        wisp_error_set(err, WISP_ERR_NOMEM, "int8 linears: out of memory");
+        return NULL;
+    }
+    q->max_n = max_n, q->max_c = max_c, q->max_oc = max_oc;
+    dnnl_status_t st = dnnl_engine_create(&q->eng, dnnl_cpu, 0);
+    if (st == dnnl_success)
+        st = dnnl_stream_create(&q->stream, q->eng, dnnl_stream_default_flags);
+    if (st != dnnl_success) {
+        s_dnnl_fail(err, "engine", st);
+        wisp_qlinears_destroy(&q);
+        return NULL;
+    }
+    q->xq = wisp_alloc((size_t)max_n * max_c);
+    q->sx = wisp_alloc((size_t)max_n * sizeof *q->sx);
+    q->zx = wisp_alloc((size_t)max_n * sizeof *q->zx);
+    q->acc = wisp_alloc((size_t)max_n * max_oc * sizeof *q->acc);
+    if (!q->xq || !q->sx || !q->zx || !q->acc) {
+        wisp_error_set(err, WISP_ERR_NOMEM, "int8 linears: out of memory (%d rows)", max_n);
+        wisp_qlinears_destroy(&q);
+        return NULL;
+    }
+    if (threads > 0 && omp_set_num_threads)
+        omp_set_num_threads(threads);
+    return q;
+}
+
+void wisp_qlinears_destroy(wisp_qlinears_t **pself)
+{
+    if (!pself || !*pself)
+        return;
+    wisp_qlinears_t *q = *pself;
+    for (int i = 0; i < q->n; i++) {
+        s_qlin_t *l = &q->lin[i];
+        if (l->mm)
+            dnnl_primitive_destroy(l->mm);
+        if (l->wmem)
+            dnnl_memory_destroy(l->wmem);
+        free(l->sw), free(l->wsum), free(l->bias), free(l->wq);
+    }
+    free(q->lin);
+    if (q->stream)
+        dnnl_stream_destroy(q->stream);
+    if (q->eng)
+        dnnl_engine_destroy(q->eng);
+    wisp_free(q->xq), wisp_free(q->sx), wisp_free(q->zx), wisp_free(q->acc);
+    free(q);
+    *pself = NULL;
+}
+
+int wisp_qlinears_count(const wisp_qlinears_t *self)
+{
+    return self ? self->n : 0;
+}
+
+/* Symmetric per-row quantisation of the weights W (rows, C): s = row max / 127 (0 for an
+ * all-zero row, whose products are then 0), q = round(W / s) in [-127, 127]; sum = the
+ * row sum of q. Once per linear. */
+static void s_quantise_weights(int8_t *wq, float *s, int32_t *sum, const float *W, int rows, int C)
+{
+    for (int n = 0; n < rows; n++) {
+        const float *r = W + (size_t)n * C;
+        float m = 0;
+        for (int c = 0; c < C; c++)
+            m = fmaxf(m, fabsf(r[c]));
+        s[n] = m / 127.0f;
+        float inv = m > 0 ? 127.0f / m : 0.0f;
+        int8_t *o = wq + (size_t)n * C;
+        int32_t t = 0;
+        for (int c = 0; c < C; c++) {
+            float v = nearbyintf(r[c] * inv);
+            o[c] = (int8_t)(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v);
+            t += o[c];
+        }
+        sum[n] = t;
+    }
+}
+
+/* Asymmetric per-row quantisation of the inputs x (rows, C) to u8, the operand VNNI
+ * multiplies natively: [lo, hi] = [min(row, 0), max(row, 0)] (so 0 is exact),
+ * s = (hi - lo) / 255, z = round(-lo / s), q = clamp(round(x / s) + z, 0, 255), and
+ * x ~ s (q - z). An asymmetric range keeps the resolution of one-sided rows (the fc2
+ * input is a GELU output, >= -0.17). Rounding adds and subtracts 1.5 * 2^23
+ * (round-to-nearest-even in the default mode, |x / s| <= 255): the same in every clone. */
+S_CLONES static void s_quantise_rows(uint8_t *xq, float *s, int32_t *z, const float *x, int rows,
+                                     int C)
+{
+    const float magic = 12582912.0f;
+    const int full = C / S_VW * S_VW;
+    for (int n = 0; n < rows; n++) {
+        const float *r = x + (size_t)n * C;
+        s_vf vlo = s_vsplat(0), vhi = s_vsplat(0);
+        for (int c = 0; c < full; c += S_VW) {
+            s_vf v = s_vld(r + c);
+            vlo = s_vsel(v < vlo, v, vlo);
+            vhi = s_vsel(v > vhi, v, vhi);
+        }
+        float lo = 0, hi = 0;
+        for (int i = 0; i < S_VW; i++) {
+            lo = vlo[i] < lo ? vlo[i] : lo;
+            hi = vhi[i] > hi ? vhi[i] : hi;
+        }
+        for (int c = full; c < C; c++) {
+            lo = r[c] < lo ? r[c] : lo;
+            hi = r[c] > hi ? r[c] : hi;
+        }
+        float sc = (hi - lo) / 255.0f, inv = sc > 0 ? 1.0f / sc : 0.0f;
+        float zf = (-lo * inv + magic) - magic;
+        zf = zf > 255.0f ? 255.0f : zf;
+        s[n] = sc;
+        z[n] = (int32_t)zf;
+        uint8_t *o = xq + (size_t)n * C;
+        const s_vf vinv = s_vsplat(inv), vz = s_vsplat(zf), vm = s_vsplat(magic);
+        const s_vf v0 = s_vsplat(0), v255 = s_vsplat(255.0f);
+        for (int c = 0; c < full; c += S_VW) {
+            s_vf q = ((s_vld(r + c) * vinv + vm) - vm) + vz;
+            q = s_vsel(q < v0, v0, q);
+            q = s_vsel(q > v255, v255, q);
+            s_vi qi = __builtin_convertvector(q, s_vi);
+            for (int i = 0; i < S_VW; i++)
+                o[c + i] = (uint8_t)qi[i];
+        }
+        for (int c = full; c < C; c++) {
+            float q = ((r[c] * inv + magic) - magic) + zf;
+            o[c] = (uint8_t)(q < 0 ? 0 : q > 255.0f ? 255.0f : q);
+        }
+    }
+}
+
+/* The matmul primitive for l and its weights in the layout it wants. */
+static int s_build(wisp_qlinears_t *q, s_qlin_t *l, wisp_error_t *err)
+{
+    dnnl_memory_desc_t src, wuser, wany, dst;
+    dnnl_dims_t sd = {DNNL_RUNTIME_DIM_VAL, l->C}, wd = {l->C, l->OC},
+                dd = {DNNL_RUNTIME_DIM_VAL, l->OC};
+    dnnl_dims_t ss = {l->C, 1}, ws = {1, l->C}, ds = {l->OC, 1};
+    dnnl_primitive_desc_t pd = NULL, rpd = NULL;
+    dnnl_primitive_t reorder = NULL;
+    dnnl_memory_t wsrc = NULL;
+    dnnl_matmul_desc_t md;
+    const char *what = "matmul descriptor";
+    dnnl_status_t st = dnnl_memory_desc_init_by_strides(&src, 2, sd, dnnl_u8, ss);
+    if (st == dnnl_success)
+        st = dnnl_memory_desc_init_by_strides(&wuser, 2, wd, dnnl_s8, ws);
+    if (st == dnnl_success)
+        st = dnnl_memory_desc_init_by_tag(&wany, 2, wd, dnnl_s8, dnnl_format_tag_any);
+    if (st == dnnl_success)
+        st = dnnl_memory_desc_init_by_strides(&dst, 2, dd, dnnl_s32, ds);
+    if (st == dnnl_success)
+        st = dnnl_matmul_desc_init(&md, &src, &wany, NULL, &dst);
+    if (st == dnnl_success && (what = "matmul", 1))
+        st = dnnl_primitive_desc_create(&pd, &md, NULL, q->eng, NULL);
+    if (st == dnnl_success)
+        st = dnnl_primitive_create(&l->mm, pd);
+    const dnnl_memory_desc_t *wmd =
+        st == dnnl_success ? dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0) : NULL;
+    if (st == dnnl_success && (what = "weight reorder", 1))
+        st = dnnl_memory_create(&wsrc, &wuser, q->eng, l->wq);
+    if (st == dnnl_success)
+        st = dnnl_memory_create(&l->wmem, wmd, q->eng, DNNL_MEMORY_ALLOCATE);
+    if (st == dnnl_success)
+        st = dnnl_reorder_primitive_desc_create(&rpd, &wuser, q->eng, wmd, q->eng, NULL);
+    if (st == dnnl_success)
+        st = dnnl_primitive_create(&reorder, rpd);
+    if (st == dnnl_success) {
+        dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, wsrc}, {DNNL_ARG_TO, l->wmem}};
+        st = dnnl_primitive_execute(reorder, q->stream, 2, a);
+        if (st == dnnl_success)
+            st = dnnl_stream_wait(q->stream);
+    }
+    if (reorder)
+        dnnl_primitive_destroy(reorder);
+    if (rpd)
+        dnnl_primitive_desc_destroy(rpd);
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    if (wsrc)
+        dnnl_memory_destroy(wsrc);
+    return st == dnnl_success ? 0 : s_dnnl_fail(err, what, st);
+}
+
+int wisp_qlinears_add(wisp_qlinears_t *self, const float *W, const float *bias, int C, int OC,
+                      wisp_error_t *err)
+{
+    if (!W || C < 1 || OC < 1 || C > self->max_c || OC > self->max_oc)
+        return wisp_error_set(err, WISP_ERR_ARG, "int8 linears: a %d x %d linear exceeds %d x %d",
+                              OC, C, self->max_oc, self->max_c);
+    if (self->n == self->cap) {
+        int cap = self->cap ? 2 * self->cap : 16;
+        s_qlin_t *nl = realloc(self->lin, (size_t)cap * sizeof *nl);
+        if (!nl)
+            return wisp_error_set(err, WISP_ERR_NOMEM, "int8 linears: out of memory");
+        self->lin = nl, self->cap = cap;
+    }
+    s_qlin_t *l = &self->lin[self->n];
+    memset(l, 0, sizeof *l);
+    l->key = W, l->C = C, l->OC = OC;
+    l->sw = malloc((size_t)OC * sizeof *l->sw);
+    l->wsum = malloc((size_t)OC * sizeof *l->wsum);
+    l->wq = malloc((size_t)OC * C);
+    l->bias = bias ? malloc((size_t)OC * sizeof *l->bias) : NULL;
+    int rc = 0;
+    if (!l->sw || !l->wsum || !l->wq || (bias && !l->bias))
+        rc = wisp_error_set(err, WISP_ERR_NOMEM, "int8 linears: out of memory");
+    if (rc == 0) {
+        s_quantise_weights(l->wq, l->sw, l->wsum, W, OC, C); /* per output channel = row */
+        if (bias)
+            memcpy(l->bias, bias, (size_t)OC * sizeof *bias);
+        rc = s_build(self, l, err);
+    }
+    self->n++; /* counted either way, so destroy frees what was made */
+    if (rc < 0)
+        return rc;
+    return 0;
+}
+
+static s_qlin_t *s_find(wisp_qlinears_t *self, const float *W)
+{
+    for (int i = 0; i < self->n; i++)
+        if (self->lin[i].key == W && self->lin[i].mm)
+            return &self->lin[i];
+    return NULL;
+}
+
+/* out[n,o] = (acc[n,o] - zx[n] wsum[o]) * (sx[n] sw[o]) + b[o], shared by both paths
+ * (the integer part is exact: |zx wsum| <= 255 * 127 * C). */
+S_CLONES static void s_epilogue(float *out, const int32_t *acc, const float *sx, const int32_t *zx,
+                                const s_qlin_t *l, int N)
+{
+    const int OC = l->OC, full = OC / S_VW * S_VW;
+    for (int n = 0; n < N; n++) {
+        const int32_t *a = acc + (size_t)n * OC;
+        float *o = out + (size_t)n * OC;
+        const s_vi vz = (s_vi){0} + zx[n];
+        const s_vf vs = s_vsplat(sx[n]);
+        for (int c = 0; c < full; c += S_VW) {
+            s_vi ai, wi;
+            memcpy(&ai, a + c, sizeof ai);
+            memcpy(&wi, l->wsum + c, sizeof wi);
+            s_vf b = l->bias ? s_vld(l->bias + c) : s_vsplat(0);
+            s_vf v = __builtin_convertvector(ai - vz * wi, s_vf);
+            s_vst(o + c, v * (vs * s_vld(l->sw + c)) + b);
+        }
+        for (int c = full; c < OC; c++)
+            o[c] = (float)(a[c] - zx[n] * l->wsum[c]) * (sx[n] * l->sw[c]) +
+                   (l->bias ? l->bias[c] : 0.0f);
+    }
+}
+
+int wisp_qlinears_forward(wisp_qlinears_t *self, const float *W, float *out, const float *inp,
+                          int N)
+{
+    s_qlin_t *l = s_find(self, W);
+    if (!l)
+        return 1;
+    if (N < 1 || N > self->max_n)
+        return WISP_ERR_ARG;
+    s_quantise_rows(self->xq, self->sx, self->zx, inp, N, l->C);
+    dnnl_memory_desc_t smd, dmd;
+    dnnl_dims_t sd = {N, l->C}, dd = {N, l->OC}, ss = {l->C, 1}, ds = {l->OC, 1};
+    dnnl_memory_t sm = NULL, dm = NULL;
+    dnnl_status_t st = dnnl_memory_desc_init_by_strides(&smd, 2, sd, dnnl_u8, ss);
+    if (st == dnnl_success)
+        st = dnnl_memory_desc_init_by_strides(&dmd, 2, dd, dnnl_s32, ds);
+    if (st == dnnl_success)
+        st = dnnl_memory_create(&sm, &smd, self->eng, self->xq);
+    if (st == dnnl_success)
+        st = dnnl_memory_create(&dm, &dmd, self->eng, self->acc);
+    if (st == dnnl_success) {
+        dnnl_exec_arg_t a[3] = {
+            {DNNL_ARG_SRC, sm}, {DNNL_ARG_WEIGHTS, l->wmem}, {DNNL_ARG_DST, dm}};
+        st = dnnl_primitive_execute(l->mm, self->stream, 3, a);
+        if (st == dnnl_success)
+            st = dnnl_stream_wait(self->stream);
+    }
+    if (sm)
+        dnnl_memory_destroy(sm);
+    if (dm)
+        dnnl_memory_destroy(dm);
+    if (st != dnnl_success)
+        return WISP_ERR_UNSUPPORTED;
+    s_epilogue(out, self->acc, self->sx, self->zx, l, N);
+    return 0;
+}
+
+int wisp_qlinears_forward_ref(wisp_qlinears_t *self, const float *W, float *out, const float *inp,
+                              int N)
+{
+    s_qlin_t *l = s_find(self, W);
+    if (!l)
+        return 1;
+    if (N < 1 || N > self->max_n)
+        return WISP_ERR_ARG;
+    s_quantise_rows(self->xq, self->sx, self->zx, inp, N, l->C);
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < l->OC; o++) {
+            int32_t s = 0;
+            for (int c = 0; c < l->C; c++)
+                s += (int32_t)self->xq[(size_t)n * l->C + c] * l->wq[(size_t)o * l->C + c];
+            self->acc[(size_t)n * l->OC + o] = s;
+        }
+    s_epilogue(out, self->acc, self->sx, self->zx, l, N);
+    return 0;
+}
