@@ -1108,14 +1108,14 @@ static void s_progress(wisp_coord_t *self, double now, int final)
                           done, self->items_total,
                           self->items_total ? 100.0 * (double)done / (double)self->items_total
                                             : 100.0,
-                          audio, rate, etas, live, self->errors);
+                          audio, rate, etas, live, self->errors + self->plan.n_errors_done);
         if (final)
             wisp_log_progress_end();
     } else {
         WISP_LOGI(
             "progress items=%zu/%zu audio_h=%.3f/%.3f rate=%.1f eta_s=%.0f workers=%d errors=%zu",
             done, self->items_total, self->secs_done / 3600, self->secs_total / 3600, rate, eta,
-            live, self->errors);
+            live, self->errors + self->plan.n_errors_done);
     }
     self->t_last_progress = now;
     self->last_progress_items = self->items_done;
@@ -1139,7 +1139,10 @@ static void s_summary(wisp_coord_t *self, const char *status, double wall)
     cJSON_AddNumberToObject(s, "items_done", (double)(self->items_done + self->items_resumed));
     cJSON_AddNumberToObject(s, "items_this_run", (double)self->items_done);
     cJSON_AddNumberToObject(s, "items_resumed", (double)self->items_resumed);
-    cJSON_AddNumberToObject(s, "errors", (double)self->errors);
+    /* errors: every error row of the output (an earlier run's included), which the
+     * exit status follows; errors_this_run: the rows committed now */
+    cJSON_AddNumberToObject(s, "errors", (double)(self->errors + self->plan.n_errors_done));
+    cJSON_AddNumberToObject(s, "errors_this_run", (double)self->errors);
     cJSON_AddNumberToObject(s, "shards", (double)wisp_lease_shard_count(self->lease));
     cJSON_AddNumberToObject(s, "wall_s", wall);
     cJSON_AddNumberToObject(s, "workers_wall_s", busy);

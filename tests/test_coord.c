@@ -641,6 +641,10 @@ static void test_stop_leaves_state_that_a_rerun_resumes(void **state)
     const cJSON *s = wisp_coord_summary(c.c);
     assert_true(s_num(s, "items_resumed") == first);
     assert_true(s_num(s, "items_this_run") == 1500 - first);
+    /* issue 11 item 7: errors cover the whole output (the exit status follows them),
+     * the error rows of the first run included: items 96, 193, ... 1454 */
+    assert_true(s_num(s, "errors") == 1500 / 97);
+    assert_true(s_num(s, "errors_this_run") <= 1500 / 97);
     s_check_output("resume", 1500);
     wisp_coord_destroy(&c.c);
     wisp_jobcfg_free(&cfg);

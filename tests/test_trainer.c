@@ -16,6 +16,7 @@
 #include "cli/commands.h"
 #include "base/log.h"
 #include "formats/st.h"
+#include "train/metrics.h"
 #include "train/schedule.h"
 #include "train/trainer.h"
 #include "base/util.h"
@@ -493,6 +494,39 @@ static void test_metrics_lines_survive_a_lost_log_and_a_resume_at_an_epoch_end(v
     assert_int_equal(s_count_lines(path, "eval", 4), 1); /* the final one */
 }
 
+/* A worker's pending lines keep a tail past each checkpoint (see metrics.h), and a
+ * resume merges a checkpoint's lines into the log without duplicates. */
+static void test_metrics_pending_lines_keep_their_tail_and_merge_without_duplicates(void **state)
+{
+    (void)state;
+    wisp_train_metrics_t m;
+    wisp_error_t e = {0};
+    assert_int_equal(wisp_train_metrics_open(&m, NULL, 0, NULL, 0, &e), WISP_OK);
+    m.keep_tail = 2;
+    wisp_trainer_stats_t st = {0};
+    for (st.step = 1; st.step <= 3; st.step++)
+        wisp_train_metrics_step(&m, &st, 0);
+    wisp_train_metrics_saved(&m);
+    assert_non_null(strstr(m.pending, "\"step\":2,"));
+    assert_non_null(strstr(m.pending, "\"step\":3,"));
+    assert_null(strstr(m.pending, "\"step\":1,"));
+    /* The log has step 1 only; the checkpoint of step 3 brings 2 and 3 (and 3's eval line,
+     * an evaluation of step 3 that a resume at 3 redoes, is not kept). */
+    char path[1024];
+    snprintf(path, sizeof path, "%s/merge.jsonl", wisp_test_tmpdir());
+    FILE *f = fopen(path, "w");
+    fputs("{\"type\":\"step\",\"step\":1,\"epoch\":0}\n", f);
+    fclose(f);
+    wisp_train_metrics_eval(&m, 3, 0, 1.0, 0.5);
+    wisp_train_metrics_t r;
+    assert_int_equal(wisp_train_metrics_open(&r, path, 3, m.pending, m.len, &e), WISP_OK);
+    wisp_train_metrics_close(&r);
+    for (int k = 1; k <= 3; k++)
+        assert_int_equal(s_count_lines(path, "step", k), 1);
+    assert_int_equal(s_count_lines(path, "eval", 3), 0);
+    wisp_train_metrics_close(&m);
+}
+
 /* keep_best writes OUTDIR/best at each new best; patience ends the run early. */
 static void test_patience_stops_early_and_keep_best_writes_the_best_weights(void **state)
 {
@@ -881,6 +915,7 @@ int main(void)
             test_a_run_where_no_clip_can_be_used_ends_naming_the_manifest_and_failures),
         cmocka_unit_test(test_metrics_lines_survive_a_lost_log_and_a_resume_at_an_epoch_end),
         cmocka_unit_test(test_patience_stops_early_and_keep_best_writes_the_best_weights),
+        cmocka_unit_test(test_metrics_pending_lines_keep_their_tail_and_merge_without_duplicates),
         cmocka_unit_test(test_resuming_after_step_k_gives_bitwise_identical_weights),
         cmocka_unit_test(test_dump_grads_with_zero_steps_writes_the_mean_gradient_only),
         cmocka_unit_test(test_sixteen_synthetic_clips_are_overfit_to_full_accuracy),

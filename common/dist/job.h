@@ -47,9 +47,11 @@ typedef struct {
 
 /* The coordinator's view of a map job's items, filled by coord_open. */
 typedef struct {
-    size_t n_items;  /* items, ids 0..n_items-1 in manifest order */
-    double *seconds; /* n_items audio durations (malloc'd), or NULL when unknown */
-    uint8_t *done;   /* n_items flags, 1 = committed by an earlier run (malloc'd), or NULL */
+    size_t n_items;       /* items, ids 0..n_items-1 in manifest order */
+    double *seconds;      /* n_items audio durations (malloc'd), or NULL when unknown */
+    uint8_t *done;        /* n_items flags, 1 = committed by an earlier run (malloc'd), or NULL */
+    size_t n_errors_done; /* error records among the done items: the summary's "errors"
+                             and the exit status cover the whole output, not one run */
 } wisp_job_plan_t;
 
 void wisp_job_plan_free(wisp_job_plan_t *plan);

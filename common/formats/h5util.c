@@ -6,6 +6,14 @@
 
 void wisp_h5_quiet(void)
 {
+    /* No exit-time library shutdown. A file whose close failed (the output turned
+     * read-only or full mid-flush) stays in HDF5's ID table half torn down, and the
+     * second close that H5_term_library attempts at exit() ended the process with
+     * SIGSEGV after the error had been reported (issue 11 item 3). wisp closes every
+     * file it opens; what a resume trusts is the journal, not the .partial file. The
+     * call only takes effect before HDF5's first call, which this is on every path
+     * that writes results (a second call is refused by HDF5, harmlessly). */
+    H5dont_atexit();
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
 }
 
@@ -24,6 +32,11 @@ int wisp_h5_fail(wisp_error_t *err, const char *file, const char *what)
     char desc[256] = "";
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, s_first_desc, desc);
     H5Eclear2(H5E_DEFAULT);
+    /* HDF5's write failures read "file write failed: time = ...\n, filename = ...":
+     * an error is one line (the last line a failing run prints) */
+    for (char *c = desc; *c; c++)
+        if (*c == '\n' || *c == '\r')
+            *c = ' ';
     return wisp_error_set(err, WISP_ERR_HDF5, "%s: %s%s%s", file ? file : "(hdf5)", what,
                           desc[0] ? ": " : "", desc);
 }

@@ -12,6 +12,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "formats/config.h"
+#include "formats/h5util.h"
 
 struct wisp_classify_run {
     wisp_manifest_t man;
@@ -21,6 +22,8 @@ struct wisp_classify_run {
     char **classes; /* (C) */
     int C, P, P_head;
     wisp_results_t *res;
+    int complete;            /* skip_complete: OUT.h5 is this run's finished file */
+    int64_t complete_errors; /* its n_error attribute */
     char fingerprint[65];
     size_t capped;
     wisp_result_segment_t *seg; /* scratch for one row's segments */
@@ -155,7 +158,23 @@ static int s_open_results(wisp_classify_run_t *s, const wisp_classify_run_opts_t
         return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
     const char *const sha[3] = {msha, asha, hsha};
     int rc = s_fingerprint(s, sha, features, err);
-    if (rc == WISP_OK) {
+    if (rc == WISP_OK && o->resume && o->skip_complete &&
+        wisp_results_is_complete(o->output, s->fingerprint)) {
+        /* A coordinator killed after finishing (in its linger) left the final file
+         * and no journal: a rerun would start the whole job again. */
+        s->complete = 1;
+        hid_t f = H5Fopen(o->output, H5F_ACC_RDONLY, H5P_DEFAULT);
+        wisp_error_t e = {0};
+        if (f < 0 || wisp_h5_attr_get_i64(f, "n_error", &s->complete_errors, o->output, &e) != 0 ||
+            s->complete_errors < 0)
+            s->complete_errors = 0;
+        if (f >= 0)
+            H5Fclose(f);
+        H5Eclear2(H5E_DEFAULT);
+        WISP_LOGI("%s: already complete for this run (same models, features and items): "
+                  "nothing to do (--fresh recomputes it)",
+                  o->output);
+    } else if (rc == WISP_OK) {
         wisp_results_attr_t attrs[5] = {{"config", o->config_json ? o->config_json : "{}"},
                                         {"model_sha256", msha},
                                         {"adapter_sha256", asha},
@@ -273,6 +292,13 @@ int wisp_classify_run_head_embed_dim(const wisp_classify_run_t *self)
 wisp_results_t *wisp_classify_run_results(wisp_classify_run_t *self)
 {
     return self->res;
+}
+
+int wisp_classify_run_complete(const wisp_classify_run_t *self, size_t *n_error)
+{
+    if (n_error)
+        *n_error = self->complete ? (size_t)self->complete_errors : 0;
+    return self->complete;
 }
 
 const char *wisp_classify_run_fingerprint(const wisp_classify_run_t *self)

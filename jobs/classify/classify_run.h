@@ -37,6 +37,8 @@ typedef struct {
     int top_k;           /* top_k columns, 0 none (at most the class count) */
     int probe_durations; /* open every file's header for its duration */
     int resume;          /* continue OUT.h5.commit when present */
+    int skip_complete;   /* with resume: when OUT.h5 is already this run's finished file,
+                            open no writer (wisp_classify_run_complete says so) */
     wisp_windows_opts_t window;
     const char *config_json; /* the "config" attribute (what the user ran) */
 } wisp_classify_run_opts_t;
@@ -60,7 +62,11 @@ const char *const *wisp_classify_run_classes(const wisp_classify_run_t *self);
 int wisp_classify_run_embed_dim(const wisp_classify_run_t *self);
 /* The embedding width of the head, written or not. */
 int wisp_classify_run_head_embed_dim(const wisp_classify_run_t *self);
+/* NULL when the run is complete already (skip_complete). */
 wisp_results_t *wisp_classify_run_results(wisp_classify_run_t *self);
+/* 1 when opts.skip_complete found OUT.h5 finished by this very run (same
+ * fingerprint): nothing is left to do; *n_error gets the file's error rows. */
+int wisp_classify_run_complete(const wisp_classify_run_t *self, size_t *n_error);
 const char *wisp_classify_run_fingerprint(const wisp_classify_run_t *self);
 /* Rows put in this run whose source was cut to 30 s (no windows). */
 size_t wisp_classify_run_capped(const wisp_classify_run_t *self);

@@ -58,6 +58,18 @@ static int s_window_opts(const wisp_jobcfg_t *cfg, wisp_windows_opts_t *w, wisp_
     return rc ? rc : wisp_windows_check(w, err);
 }
 
+/* classify.precision of the job config; checked by the coordinator before it looks at the
+ * output (a complete file must not hide a bad setting) and by every worker. */
+static int s_precision(const wisp_jobcfg_t *cfg, int *precision, wisp_error_t *err)
+{
+    if (strcmp(cfg->classify_precision, "fp32") && strcmp(cfg->classify_precision, "int8"))
+        return wisp_error_set(err, WISP_ERR_ARG, "classify.precision: '%s' is not fp32 or int8",
+                              cfg->classify_precision);
+    *precision =
+        strcmp(cfg->classify_precision, "int8") ? WISP_PRECISION_FP32 : WISP_PRECISION_INT8;
+    return WISP_OK;
+}
+
 /* ---- coordinator ---- */
 
 static void s_coord_close(void **state)
@@ -95,8 +107,11 @@ static int s_coord_open(void **state, const wisp_jobcfg_t *cfg, int resume, wisp
         .top_k = cfg->classify_top_k,
         .probe_durations = cfg->classify_probe_durations,
         .resume = resume,
+        .skip_complete = 1,
     };
-    if ((rc = s_window_opts(cfg, &ro.window, err)) != WISP_OK)
+    int precision;
+    if ((rc = s_window_opts(cfg, &ro.window, err)) != WISP_OK ||
+        (rc = s_precision(cfg, &precision, err)) != WISP_OK)
         goto done;
     if (!(s->desc = wisp_jobcfg_to_string(cfg))) {
         rc = wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
@@ -125,9 +140,13 @@ static int s_coord_open(void **state, const wisp_jobcfg_t *cfg, int resume, wisp
     const wisp_manifest_t *m = s->man;
     double mean = m->n_duration_known ? m->total_duration / (double)m->n_duration_known : 0;
     wisp_results_t *res = wisp_classify_run_results(s->run);
+    /* The summary and the exit status cover the whole file: rows an earlier run
+     * committed count with their errors (res NULL: the file is complete already). */
+    if (!wisp_classify_run_complete(s->run, &plan->n_errors_done))
+        plan->n_errors_done = wisp_results_error_count(res);
     for (size_t i = 0; i < n; i++) {
         s->pred[i] = -2;
-        plan->done[i] = (uint8_t)wisp_results_row_done(res, i);
+        plan->done[i] = res ? (uint8_t)wisp_results_row_done(res, i) : 1;
         plan->seconds[i] = m->items[i].duration >= 0 ? m->items[i].duration : mean;
     }
     if (!m->n_duration_known) {
@@ -257,7 +276,8 @@ static int s_coord_commit(void *state, uint64_t first, uint32_t count, const uin
 static int s_coord_flush(void *state, wisp_error_t *err)
 {
     s_coord_t *s = state;
-    return wisp_results_commit(wisp_classify_run_results(s->run), err);
+    wisp_results_t *res = wisp_classify_run_results(s->run);
+    return res ? wisp_results_commit(res, err) : WISP_OK;
 }
 
 /* Accuracy, per-class precision/recall and the confusion matrix over the rows
@@ -303,6 +323,10 @@ static int s_coord_finish(void *state, int complete, cJSON *summary, wisp_error_
 {
     s_coord_t *s = state;
     wisp_results_t *res = wisp_classify_run_results(s->run);
+    if (!res) { /* complete before this run started: the file stays as it is */
+        cJSON_AddStringToObject(summary, "output", s->output);
+        return WISP_OK;
+    }
     if (!complete)
         return wisp_results_commit(res, err);
     if (s->man->n_labeled)
@@ -358,13 +382,10 @@ static int s_worker_open(void **state, const wisp_jobcfg_t *cfg, const wisp_job_
         s_worker_close((void **)&w);
         return rc;
     }
-    if (strcmp(cfg->classify_precision, "fp32") && strcmp(cfg->classify_precision, "int8")) {
+    if ((rc = s_precision(cfg, &o.precision, err)) != WISP_OK) {
         s_worker_close((void **)&w);
-        return wisp_error_set(err, WISP_ERR_ARG, "classify.precision: '%s' is not fp32 or int8",
-                              cfg->classify_precision);
+        return rc;
     }
-    o.precision =
-        strcmp(cfg->classify_precision, "int8") ? WISP_PRECISION_FP32 : WISP_PRECISION_INT8;
     w->batch = o.batch;
     w->embed = o.embeddings;
     w->cl = wisp_classifier_new(&o, err);

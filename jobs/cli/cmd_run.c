@@ -20,6 +20,7 @@
 #include "formats/jobcfg.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "train/trainer.h"
 
 static volatile sig_atomic_t s_signalled;
 
@@ -129,8 +130,9 @@ static int s_parse(int argc, char **argv, s_args_t *a)
     return 0;
 }
 
-/* The config is validated here so mistakes surface before anything starts. */
-static int s_validate(const s_args_t *a, long cores)
+/* The config is validated here so mistakes surface before anything starts; a train
+ * job's output directory is kept (*train_out, "" otherwise) for the closing message. */
+static int s_validate(const s_args_t *a, long cores, char *train_out, size_t n)
 {
     wisp_jobcfg_t cfg;
     wisp_error_t err = {0};
@@ -142,8 +144,21 @@ static int s_validate(const s_args_t *a, long cores)
         WISP_LOGW(
             "%d ranks x %d threads exceeds the %ld cores here (set cluster.threads_per_worker)",
             a->np, cfg.threads_per_worker, cores);
+    snprintf(train_out, n, "%s", strcmp(cfg.kind, "train") == 0 ? cfg.output : "");
     wisp_jobcfg_free(&cfg);
     return 0;
+}
+
+/* After an interrupted train job, with every process gone: the checkpoint a rerun
+ * resumes from (the coordinator cannot know it: workers may finish one after it). */
+static void s_train_resume_note(const char *outdir)
+{
+    long step = outdir[0] ? wisp_trainer_latest_step(outdir) : -1;
+    if (step >= 0)
+        fprintf(stderr, "wisp run: interrupted; a rerun resumes from the checkpoint of step %ld\n",
+                step);
+    else if (outdir[0])
+        fprintf(stderr, "wisp run: interrupted before the first checkpoint; a rerun starts over\n");
 }
 
 /* Waits for the coordinator's endpoint file; 0, or the coordinator's exit code when
@@ -207,8 +222,9 @@ int wisp_cmd_run(int argc, char **argv)
     s_args_t a;
     int code = s_parse(argc, argv, &a);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    char train_out[WISP_JOBCFG_PATH_MAX] = "";
     if (code == 0)
-        code = s_validate(&a, cores);
+        code = s_validate(&a, cores, train_out, sizeof train_out);
     if (code) {
         free(a.sets);
         return code < 0 ? WISP_EXIT_OK : code;
@@ -285,6 +301,8 @@ done:
     /* After a clean end the workers have been told to stop: give them time to
      * leave; after a coordinator failure nobody will tell them, so end them now. */
     s_end(mpi, code == WISP_EXIT_OK || code == WISP_EXIT_PARTIAL ? 15 : 0.5);
+    if (code == WISP_EXIT_INTERRUPTED)
+        s_train_resume_note(train_out);
     unlink(epfile);
     rmdir(tmp);
     free(cargv);

@@ -171,6 +171,7 @@ static int s_coord_open(void **state, const wisp_jobcfg_t *cfg, int resume, wisp
     for (size_t i = 0; i < s->n; i++) {
         plan->seconds[i] = cfg->null_item_seconds;
         plan->done[i] = s->have[i];
+        plan->n_errors_done += s->have[i] && s->status[i] != 0;
     }
     *state = s;
     s = NULL;

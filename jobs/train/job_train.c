@@ -89,16 +89,19 @@ static int s_data_load(s_data_t *d, const wisp_jobcfg_t *cfg, wisp_error_t *err)
             return rc;
         d->have_head = 1;
     }
-    if ((rc = wisp_manifest_load(&d->train, cfg->train_manifest,
-                                 d->have_head ? (const char *const *)d->head.id2label : NULL,
-                                 d->have_head ? d->head.num_labels : 0, err)) != 0)
+    if ((rc = wisp_manifest_load_training(&d->train, cfg->train_manifest,
+                                          d->have_head ? (const char *const *)d->head.id2label
+                                                       : NULL,
+                                          d->have_head ? d->head.num_labels : 0, cfg->train_classes,
+                                          cfg->train_unlabeled, err)) != 0)
         return rc;
     if (d->train.n_labeled == 0 || d->train.n_classes < 2)
         return wisp_error_set(err, WISP_ERR_ARG, "%s: needs labeled items of at least 2 classes",
                               cfg->train_manifest);
     if (cfg->val_manifest[0] &&
-        (rc = wisp_manifest_load(&d->val, cfg->val_manifest, (const char *const *)d->train.classes,
-                                 d->train.n_classes, err)) != 0)
+        (rc = wisp_manifest_load_training(&d->val, cfg->val_manifest,
+                                          (const char *const *)d->train.classes, d->train.n_classes,
+                                          NULL, cfg->train_unlabeled, err)) != 0)
         return rc;
     d->items = wisp_trainer_items(&d->train, &d->n);
     d->vitems = wisp_trainer_items(&d->val, &d->nv);
@@ -331,23 +334,6 @@ static void s_coord_progress_note(void *state, char *buf, size_t n)
         snprintf(buf, n, "val_acc=%.3f failed=%ld", s->val_acc, s->fails.count + s->vfails.count);
 }
 
-/* The step of the newest checkpoint on disk: what a rerun resumes from (the
- * coordinator may not have heard of the last one a dropped world wrote). */
-static long s_latest_step(const s_coord_t *s)
-{
-    char root[WISP_JOBCFG_PATH_MAX + 32], dir[WISP_JOBCFG_PATH_MAX + 64], *text = NULL;
-    size_t len = 0;
-    wisp_ckpt_state_t st;
-    long opt_steps = 0, np = 0, step = s->last_ckpt;
-    snprintf(root, sizeof root, "%s/checkpoints", s->cfg->output);
-    if (wisp_ckpt_latest(root, dir, sizeof dir, NULL) == WISP_OK &&
-        wisp_ckpt_read_file(dir, "state.json", 1 << 20, &text, &len, NULL) == WISP_OK &&
-        wisp_ckpt_state_parse(text, len, dir, &st, &opt_steps, &np, NULL) == WISP_OK)
-        step = st.step;
-    free(text);
-    return step;
-}
-
 static int s_coord_finish(void *state, int complete, cJSON *summary, wisp_error_t *err)
 {
     (void)err;
@@ -355,7 +341,11 @@ static int s_coord_finish(void *state, int complete, cJSON *summary, wisp_error_
     cJSON_AddNumberToObject(summary, "steps", (double)s->done_steps);
     cJSON_AddNumberToObject(summary, "steps_total", (double)s->sched.total);
     cJSON_AddNumberToObject(summary, "steps_skipped", (double)s->skipped);
-    long ckpt = complete ? s->last_ckpt : s_latest_step(s);
+    long ckpt = s->last_ckpt;
+    if (!complete) { /* the newest on disk: a dropped world may have written one unheard */
+        long latest = wisp_trainer_latest_step(s->cfg->output);
+        ckpt = latest > ckpt ? latest : ckpt;
+    }
     cJSON_AddNumberToObject(summary, "last_checkpoint_step", (double)ckpt);
     cJSON_AddNumberToObject(summary, "final_loss", s->last_loss);
     if (isnan(s->val_acc))
@@ -366,7 +356,8 @@ static int s_coord_finish(void *state, int complete, cJSON *summary, wisp_error_
     wisp_trainer_failset_json(&s->vfails, "val_", summary);
     cJSON_AddStringToObject(summary, "output", s->cfg->output);
     if (!complete)
-        WISP_LOGW("train: stopped at step %ld; rerun to resume from the checkpoint of step %ld",
+        WISP_LOGW("train: stopped at step %ld; the newest checkpoint so far is of step %ld (the "
+                  "workers may still finish one)",
                   s->done_steps, ckpt);
     return WISP_OK;
 }
@@ -620,7 +611,9 @@ static int s_worker_resume(s_worker_t *w, wisp_error_t *err)
     if ((rc = wisp_trainer_best_open(&w->best, cfg->output, cfg->train_keep_best,
                                      cfg->train_patience, dir[0] ? dir : NULL, err)))
         return rc;
-    return wisp_train_metrics_open(&w->metrics, NULL, 0, NULL, 0, err);
+    rc = wisp_train_metrics_open(&w->metrics, NULL, 0, NULL, 0, err);
+    w->metrics.keep_tail = 2 * (cfg->credit + 1);
+    return rc;
 }
 
 static int s_worker_open(void **state, const wisp_jobcfg_t *cfg, const wisp_job_env_t *env,

@@ -77,9 +77,17 @@ wisp_ckpt_file_t wisp_train_metrics_ckpt_file(const wisp_train_metrics_t *m)
 
 void wisp_train_metrics_saved(wisp_train_metrics_t *m)
 {
-    m->len = 0;
-    if (m->pending)
-        m->pending[0] = '\0';
+    if (!m->pending)
+        return;
+    size_t start = m->len;
+    for (int k = 0; k < m->keep_tail && start > 0; k++) { /* back over keep_tail lines */
+        start--;
+        while (start > 0 && m->pending[start - 1] != '\n')
+            start--;
+    }
+    memmove(m->pending, m->pending + start, m->len - start);
+    m->len -= start;
+    m->pending[m->len] = '\0';
 }
 
 /* A line's type (0 step, 1 eval, -1 other) and step; kept when it belongs before the

@@ -28,6 +28,7 @@ typedef struct {
     FILE *f;       /* the log, or NULL (a worker rank keeps only the pending lines) */
     char *pending; /* lines since the last checkpoint (NUL-terminated) */
     size_t len, cap;
+    int keep_tail; /* lines kept pending past a checkpoint (see _saved) */
 } wisp_train_metrics_t;
 
 /* Opens path for appending (path NULL: pending lines only). resume_step 0 without
@@ -41,7 +42,11 @@ void wisp_train_metrics_close(wisp_train_metrics_t *m);
 void wisp_train_metrics_step(wisp_train_metrics_t *m, const wisp_trainer_stats_t *s, long epoch);
 void wisp_train_metrics_eval(wisp_train_metrics_t *m, long step, long epoch, double val_loss,
                              double val_acc);
-/* The checkpoint file of the pending lines; after a successful save call _saved. */
+/* The checkpoint file of the pending lines; after a successful save call _saved, which
+ * drops them but the last keep_tail. A distributed world may run a few steps (the
+ * coordinator's credit) past the last one its coordinator heard of, so a worker keeps
+ * 2 x (credit + 1) lines: the next checkpoint then still holds every line the log may
+ * lack (the merge on resume drops the ones it already has). */
 wisp_ckpt_file_t wisp_train_metrics_ckpt_file(const wisp_train_metrics_t *m);
 void wisp_train_metrics_saved(wisp_train_metrics_t *m);
 

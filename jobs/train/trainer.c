@@ -186,24 +186,18 @@ wisp_trainer_t *wisp_trainer_new(const wisp_trainer_opts_t *opts, wisp_error_t *
     }
     self->opts = *opts;
     self->micro_batch = opts->micro_batch;
-    /* Frames the model's positions allow (tiny test models have fewer than 1500). */
-    wisp_whisper_config_t wc;
-    char cpath[4096];
-    memset(&wc, 0, sizeof wc);
-    if (wisp_path_join(cpath, sizeof cpath, opts->model_dir, "config.json") != WISP_OK ||
-        wisp_whisper_config_load(&wc, cpath, err) != WISP_OK)
+    /* Frames the model's positions allow (features.h has the rule). */
+    int limit = 0;
+    if (wisp_features_frame_limit(opts->model_dir, opts->truncate, &limit, err) != WISP_OK)
         goto fail;
-    int limit =
-        2 * wc.max_source_positions < WISP_N_FRAMES ? 2 * wc.max_source_positions : WISP_N_FRAMES;
-    wisp_whisper_config_free(&wc);
     self->max_frames = opts->max_frames > 0 && opts->max_frames < limit ? opts->max_frames : limit;
     if (self->max_frames % 2)
         self->max_frames--;
     if (!opts->truncate && self->max_frames < WISP_N_FRAMES) {
         wisp_error_set(err, WISP_ERR_UNSUPPORTED,
-                       "%s: %s for padded 30 s input; use truncated mode (--truncate)", cpath,
-                       limit < WISP_N_FRAMES ? "max_source_positions is too small"
-                                             : "max_frames is too small");
+                       "max_frames %d is too small for padded 30 s input; use truncated mode "
+                       "(--truncate)",
+                       self->max_frames);
         goto fail;
     }
     wisp_model_opts_t mo = {.max_batch = self->micro_batch,
@@ -254,9 +248,13 @@ wisp_trainer_t *wisp_trainer_new(const wisp_trainer_opts_t *opts, wisp_error_t *
     self->opts.adapter_dir = self->opts.head_dir = NULL;
     self->opts.class_names = NULL;
     self->opts.adapter_name = NULL;
-    WISP_LOGI("trainer: %zu trainable parameters in %d tensors, %d classes, %.1f MB planned",
+    /* The arena is sized for the longest batch (micro_batch x max_frames) but its pages
+     * become resident only as clips use them: a bound, not the memory the run takes. */
+    WISP_LOGI("trainer: %zu trainable parameters in %d tensors, %d classes; at most %.1f MB "
+              "of activations and gradients (%d clips x %d frames; shorter clips use less)",
               wisp_model_num_params(self->model), self->n_seg, self->num_labels,
-              (double)wisp_model_planned_bytes(self->model) / 1e6);
+              (double)wisp_model_planned_bytes(self->model) / 1e6, self->micro_batch,
+              self->max_frames);
     return self;
 fail:
     wisp_trainer_destroy(&self);
@@ -412,6 +410,26 @@ static int s_argmax(const float *v, int n)
     return best;
 }
 
+/* The one batching of equal-length clips (training and evaluation): the run of clips
+ * ord[i], ord[i+1], ... (ord NULL: i, i+1, ...) with the frame count of the first, at
+ * most micro_batch, copied into batch_mel (B, n_mels, frames) and batch_labels (B).
+ * Returns B >= 1; *frames their frame count. The loss is a sum over clips, so grouping
+ * never changes what is computed, only how many clips share a model call. */
+static int s_batch(wisp_trainer_t *self, const s_clip_t *clips, const int *ord, int n, int i,
+                   int *frames)
+{
+    size_t per = (size_t)self->n_mels;
+    int f = clips[ord ? ord[i] : i].frames, B = 0;
+    while (i + B < n && B < self->micro_batch && clips[ord ? ord[i + B] : i + B].frames == f) {
+        const s_clip_t *c = &clips[ord ? ord[i + B] : i + B];
+        memcpy(self->batch_mel + (size_t)B * per * f, c->mel, per * f * sizeof(float));
+        self->batch_labels[B] = c->label;
+        B++;
+    }
+    *frames = f;
+    return B;
+}
+
 /* Steps 2-4 of trainer.h over decoded clips: weight sum (reduced), grouped
  * forward_backward with grad_scale = 1/global weight sum, gradient reduction. */
 static int s_accumulate_items(wisp_trainer_t *self, const s_clip_t *clips, int nc, long failed,
@@ -456,16 +474,8 @@ static int s_accumulate(wisp_trainer_t *self, const s_clip_t *clips, int nc, lon
         ord[j + 1] = v;
     }
     double loss_sum = 0.0, weight_sum = 0.0, correct = 0.0;
-    size_t per = (size_t)self->n_mels;
     for (int i = 0; i < nc;) {
-        int frames = clips[ord[i]].frames, B = 0;
-        while (i + B < nc && B < self->micro_batch && clips[ord[i + B]].frames == frames) {
-            const s_clip_t *c = &clips[ord[i + B]];
-            memcpy(self->batch_mel + (size_t)B * per * frames, c->mel,
-                   per * frames * sizeof(float));
-            self->batch_labels[B] = c->label;
-            B++;
-        }
+        int frames, B = s_batch(self, clips, ord, nc, i, &frames);
         double ls = 0.0, ws = 0.0;
         int rc =
             wisp_model_forward_backward(self->model, self->batch_mel, B, frames, self->batch_labels,
@@ -725,7 +735,6 @@ int wisp_trainer_eval(wisp_trainer_t *self, const wisp_trainer_item_t *items, in
     int rc = s_reserve_clips(self, self->micro_batch, err);
     if (rc)
         return rc;
-    size_t per = (size_t)self->n_mels;
     int i = 0;
     while (i < n) {
         /* Decode up to micro_batch labeled items, then forward them in equal-length runs. */
@@ -741,19 +750,14 @@ int wisp_trainer_eval(wisp_trainer_t *self, const wisp_trainer_item_t *items, in
             s_tick(self, i);
         }
         for (int a = 0; a < nc;) {
-            int frames = self->clips[a].frames, B = 0;
-            while (a + B < nc && self->clips[a + B].frames == frames) {
-                memcpy(self->batch_mel + (size_t)B * per * frames, self->clips[a + B].mel,
-                       per * frames * sizeof(float));
-                B++;
-            }
+            int frames, B = s_batch(self, self->clips, NULL, nc, a, &frames);
             s_tick(self, i);
             rc = wisp_model_forward(self->model, self->batch_mel, B, frames, self->logits, NULL);
             if (rc != WISP_OK)
                 return wisp_error_set(err, rc, "trainer: forward failed (%s)", wisp_strerror(rc));
             for (int b = 0; b < B; b++) {
                 const float *z = self->logits + (size_t)b * self->num_labels;
-                int y = self->clips[a + b].label;
+                int y = self->batch_labels[b];
                 double mx = z[s_argmax(z, self->num_labels)], se = 0.0;
                 for (int c = 0; c < self->num_labels; c++)
                     se += exp((double)z[c] - mx);
@@ -977,10 +981,12 @@ int wisp_trainer_best_update(wisp_trainer_best_t *b, wisp_trainer_t *tr, long st
     } else {
         b->since++;
     }
-    if (b->patience > 0 && b->since >= b->patience && !*stop) {
+    if (b->patience > 0 && b->since >= b->patience) {
+        if (b->since == b->patience && write)
+            WISP_LOGI("early stopping: %ld evaluations without a better val_acc than %.4f (step "
+                      "%ld)",
+                      b->since, b->acc, b->step);
         *stop = 1;
-        WISP_LOGI("early stopping: %ld evaluations without a better val_acc than %.4f (step %ld)",
-                  b->since, b->acc, b->step);
     }
     return WISP_OK;
 }
@@ -1121,6 +1127,22 @@ int wisp_trainer_outdir_used(const char *outdir)
             access(path, F_OK) == 0)
             return 1;
     return 0;
+}
+
+long wisp_trainer_latest_step(const char *outdir)
+{
+    char root[4096], dir[4200], *text = NULL;
+    size_t len = 0;
+    wisp_ckpt_state_t st;
+    long opt_steps = 0, np = 0, step = -1;
+    wisp_error_t e = {0};
+    if (wisp_path_join(root, sizeof root, outdir, "checkpoints") == WISP_OK &&
+        wisp_ckpt_latest(root, dir, sizeof dir, &e) == WISP_OK &&
+        wisp_ckpt_read_file(dir, "state.json", 1 << 20, &text, &len, &e) == WISP_OK &&
+        wisp_ckpt_state_parse(text, len, dir, &st, &opt_steps, &np, &e) == WISP_OK)
+        step = st.step;
+    free(text);
+    return step;
 }
 
 int wisp_trainer_start_over(const char *outdir, wisp_error_t *err)

@@ -272,6 +272,9 @@ wisp_ckpt_file_t wisp_trainer_best_ckpt_file(wisp_trainer_best_t *b);
  * run is mixed into the new one, and nothing is lost before the new run has a
  * checkpoint; wisp_trainer_drop_previous removes it then. */
 int wisp_trainer_outdir_used(const char *outdir);
+/* The step of the newest checkpoint under OUTDIR/checkpoints (what a rerun resumes
+ * from), -1 when there is none or it cannot be read. */
+long wisp_trainer_latest_step(const char *outdir);
 int wisp_trainer_start_over(const char *outdir, wisp_error_t *err);
 void wisp_trainer_drop_previous(const char *outdir);
 

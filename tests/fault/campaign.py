@@ -169,7 +169,7 @@ def dump_tree(marker, path):
                 bt = ''
             name = table.get(p, (0, 0, '?', ''))[2]
             if name.startswith('wisp-'):
-                m = re.search(r' in (P?MPI_\w+)', bt) or re.search(r' in ((?:wisp|s)_\w+) ', bt)
+                m = re.search(r' in (P?MPI_\w+|ompi_mpi_\w+)', bt) or re.search(r' in ((?:wisp|s)_\w+) ', bt)
                 where.append('%s in %s' % (name.replace('wisp-coordinato', 'coordinator')
                                            .replace('wisp-worker', 'rank'), m.group(1) if m else '?'))
     return ', '.join(where)
@@ -604,7 +604,10 @@ class Campaign:
             base = os.path.join(d, 'ro')
             os.makedirs(base)
             env.update(LD_PRELOAD=self.shim, WISP_FAULT_DIR=base, WISP_FAULT_TRIGGER=d + '/ro-trigger',
-                       WISP_FAULT_ERRNO=str(30))
+                       WISP_FAULT_ERRNO=str(30),
+                       # a sanitizer build wants its runtime first in the preload list
+                       ASAN_OPTIONS=':'.join(filter(None, [env.get('ASAN_OPTIONS'),
+                                                           'verify_asan_link_order=0'])))
         out = self.out_path(base, job)
         marker = 'fault-%d-%d' % (os.getpid(), self.n)
         res = {'job': job, 'kind': kind, 'dir': d}
@@ -643,6 +646,9 @@ class Campaign:
             elif not error_line_naming(at.err, os.path.dirname(out)):
                 problems.append(('no error line naming the output', 'exit %d, no E line naming %s' % (
                     rc, os.path.dirname(out))))
+        if kind in ('sigterm', 'sigint_group') and rc not in (130, ref['rc']):
+            problems.append(('interrupted run exit status not 130',
+                             'interrupted run: exit %d (130 = interrupted, resumable)' % rc))
         if kind == 'disk_full':
             try:
                 os.unlink(os.path.join(os.path.dirname(out), 'filler'))
@@ -731,9 +737,10 @@ class Campaign:
         tot = len(self.results)
         ok = sum(1 for r in self.results if r['outcome'] == 'ok')
         lines.append('')
-        lines.append('%d faults: %d ok, %d failed, %d hung (seed %d)' % (
+        lines.append('%d faults: %d ok, %d failed, %d hung (seed %d%s)' % (
             tot, ok, sum(1 for r in self.results if r['outcome'] not in ('ok', 'hang')),
-            sum(1 for r in self.results if r['outcome'] == 'hang'), self.a.seed))
+            sum(1 for r in self.results if r['outcome'] == 'hang'), self.a.seed,
+            ', ' + self.a.label if self.a.label else ''))
         return '\n'.join(lines)
 
     def cleanup(self):
@@ -742,9 +749,11 @@ class Campaign:
 
 
 def error_line_naming(path, where):
-    """1 when the log holds an error line (level E) naming a file under where."""
+    """1 when the log holds an error line (level E, or a tool's own failure line) naming
+    a file under where."""
+    marks = (' E ', 'failed', 'No space left', 'Read-only file system', 'error')
     try:
-        return any(' E ' in ln and where in ln for ln in open(path, errors='replace'))
+        return any(where in ln and any(m in ln for m in marks) for ln in open(path, errors='replace'))
     except OSError:
         return False
 
@@ -771,6 +780,7 @@ def main():
     p.add_argument('--markdown', default='')
     p.add_argument('--build', default=e('BUILD', 'build'))
     p.add_argument('--work', default='')
+    p.add_argument('--label', default='', help='text for the table footer (e.g. the commit tested)')
     p.add_argument('--keep', action='store_true', help='keep the directories of passing runs too')
     a = p.parse_args()
     a.runs = {'classify': a.runs_classify, 'train': a.runs_train}

@@ -74,4 +74,5 @@ for f in adapter/adapter.safetensors head/model_head.safetensors; do
     cmp "$T/np2/$f" "$T/killed/$f" || fail "$f: the resumed run differs from the uninterrupted one"
 done
 [ "$(grep -c '"type":"step"' "$T/killed/metrics.jsonl")" -eq "$TOTAL" ] || fail "metrics log should hold $TOTAL steps"
+[ "$(grep -c '"type":"eval"' "$T/killed/metrics.jsonl")" -eq 2 ] || fail "metrics log should hold 2 evaluations once each"
 echo "ok: worker killed mid-training; relaunched world resumed; adapters bitwise equal"

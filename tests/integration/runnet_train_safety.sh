@@ -7,9 +7,12 @@
 #    for dead ranks: one world, no rank lost, complete;
 #  - rank 0 failing mid-run (unwritable train.dump_grads) takes the world down: mpirun
 #    exits, the launcher relaunches and then ends (no hang);
-#  - SIGTERM names the checkpoint the rerun resumes from (the newest on disk);
+#  - a rank frozen (SIGSTOP) past the lease: its world ends, the relaunched one finishes;
+#  - after SIGTERM `wisp run` names the checkpoint the rerun resumes from (the newest on
+#    disk once every process is gone);
 #  - the end of a run is not racy: 5 runs, each exit 0 with no Open MPI error box and no
 #    relaunch after the finish;
+#  - train.keep_best writes OUTDIR/best, train.patience stops early;
 #  - --fresh starts over (all steps again, same weights), also after a setting changed.
 set -e
 . "$(dirname "$0")/runnet_lib.inc"
@@ -81,6 +84,29 @@ rc=0; timeout 120 "$WISP" run fatal.json -np 2 --no-progress --restarts 1 >fatal
 grep -q "/nonexistent/dir" fatal.err || fail "the fatal error is not reported"
 echo "ok: a rank's fatal error ends its world (exit $rc, no hang)"
 
+# ---- a rank frozen past the lease ---------------------------------------------------------
+# Its world is dropped; when it wakes up it is told to stop and its peers may be inside a
+# collective: the world must end (MPI_Abort) so the relaunched one can resume.
+config frozen data/train.csv data/val.csv ', "epochs": 40, "checkpoint_every": 4'
+sed -i 's/"lease_timeout": 30, "heartbeat": 0.2/"lease_timeout": 2, "heartbeat": 0.2/' frozen.json
+timeout 240 "$WISP" run frozen.json -np 2 --no-progress >frozen.out 2>frozen.err &
+RUN=$!
+i=0
+while [ ! -e frozen/checkpoints/step-00000004 ]; do
+    sleep 0.02; i=$((i + 1)); [ $i -lt 6000 ] || fail "frozen: no checkpoint"
+done
+LAUNCHER=$(pgrep -P $RUN | head -n 1)
+MPIRUN=$(pgrep -P "$LAUNCHER" -x mpirun | head -n 1)
+VICTIM=$(pgrep -P "$MPIRUN" -x wisp-worker | tail -n 1)
+[ -n "$VICTIM" ] || fail "frozen: no worker to freeze"
+kill -STOP "$VICTIM"
+sleep 5
+kill -CONT "$VICTIM" 2>/dev/null || true
+rc=0; wait $RUN || rc=$?
+[ $rc -eq 0 ] || { tail -5 frozen.err; fail "frozen rank: exit $rc (124: the world hung)"; }
+grep -q '"status":"complete"' frozen.out || fail "frozen rank: not complete"
+echo "ok: a rank frozen past the lease: its world ended, the relaunched one finished"
+
 # ---- SIGTERM names the checkpoint a rerun resumes from --------------------------------
 config term data/train.csv data/val.csv ', "epochs": 400, "checkpoint_every": 3'
 timeout 120 "$WISP" run term.json -np 2 --no-progress >term.out 2>term.err &
@@ -92,9 +118,8 @@ done
 kill -TERM $RUN
 wait $RUN || true
 LATEST=$(sed 's/step-0*//' term/checkpoints/LATEST)
-grep -q "resume from the checkpoint of step $LATEST\$" term.err ||
-    { grep "checkpoint of step" term.err; fail "SIGTERM message does not name step $LATEST"; }
-grep -q "\"last_checkpoint_step\":$LATEST," term.out || fail "summary names another checkpoint than $LATEST"
+grep -q "a rerun resumes from the checkpoint of step $LATEST\$" term.err ||
+    { grep "checkpoint" term.err; fail "SIGTERM message does not name step $LATEST"; }
 echo "ok: SIGTERM names the checkpoint of step $LATEST"
 
 # ---- the end of a run, 5 times --------------------------------------------------------
@@ -108,6 +133,17 @@ while [ $k -lt 5 ]; do
     k=$((k + 1))
 done
 echo "ok: 5 runs ended cleanly (exit 0, no Open MPI box, no relaunch)"
+
+# ---- keep_best and early stopping ------------------------------------------------------
+# lr 0: the first evaluation (end of epoch 0, step 6) stays the best, the next one (step
+# 12) spends a patience of 1, so at most the steps already issued follow (credit 2).
+config best data/train.csv data/val.csv ', "epochs": 5, "lr": 0, "keep_best": true, "patience": 1'
+timeout 90 "$WISP" run best.json -np 2 --no-progress >best.out 2>best.err || { tail -5 best.err; fail "early stopping run"; }
+STEPS=$(sed -n 's/.*"steps":\([0-9]*\),.*/\1/p' best.out)
+[ -n "$STEPS" ] && [ "$STEPS" -ge 12 ] && [ "$STEPS" -le 14 ] || fail "early stopping: $STEPS steps, expected 12..14 of 30"
+grep -q '"step": 6,' best/best/best.json || fail "keep_best: best.json does not name step 6"
+[ -e best/best/adapter/adapter.safetensors ] || fail "keep_best: no best adapter"
+echo "ok: early stopping after $STEPS of 30 steps, best weights of step 6 kept"
 
 # ---- --fresh starts over ---------------------------------------------------------------
 cp -r fin/adapter first_adapter
