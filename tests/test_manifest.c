@@ -583,6 +583,107 @@ static void test_a_manifest_over_4_gib_loads(void **state)
     wisp_manifest_free(&m);
 }
 
+static void test_training_labels_are_never_guessed_silently(void **state)
+{
+    (void)state;
+    wisp_manifest_t m;
+    wisp_error_t e = {0};
+    /* an empty label in a training manifest: an error naming the row, or skipped and
+     * counted when asked (it used to drop the row without a word) */
+    const char *p = s_write_tmp("train_gap.csv", "path,label\n/a.wav,cat\n/b.wav,\n/c.wav,dog\n");
+    assert_int_equal(wisp_manifest_load_training(&m, p, NULL, 0, NULL, NULL, &e), WISP_ERR_FORMAT);
+    if (!strstr(e.msg, "train_gap.csv:3:") || !strstr(e.msg, "/b.wav has no label") ||
+        !strstr(e.msg, "1 of 3"))
+        fail_msg("'%s'", e.msg);
+    assert_int_equal(wisp_manifest_load_training(&m, p, NULL, 0, NULL, "skip", NULL), WISP_OK);
+    assert_int_equal(m.n_items, 2);
+    assert_int_equal(m.n_skipped_unlabeled, 1);
+    assert_string_equal(m.items[1].path, "/c.wav");
+    wisp_manifest_free(&m);
+    wisp_error_clear(&e);
+    assert_int_equal(wisp_manifest_load_training(&m, p, NULL, 0, NULL, "drop", &e), WISP_ERR_ARG);
+    assert_int_equal(wisp_manifest_unlabeled_policy("keep"), WISP_MANIFEST_UNLABELED_KEEP);
+    /* integer labels 10..15 are 6 classes by name */
+    p = s_write_tmp("ints.csv", "path,label\n/a,10\n/b,15\n/c,12\n/d,11\n/e,13\n/f,14\n/g,10\n");
+    assert_int_equal(wisp_manifest_load_training(&m, p, NULL, 0, NULL, NULL, &e), WISP_OK);
+    assert_int_equal(m.n_classes, 6);
+    assert_string_equal(m.classes[0], "10");
+    assert_string_equal(m.classes[5], "15");
+    assert_int_equal(m.items[1].label, 5);
+    wisp_manifest_free(&m);
+    /* a class list file fixes the classes and their order */
+    char lp[512];
+    snprintf(lp, sizeof lp, "%s", s_write_tmp("classes.txt", "dog\r\n\n  cat \nbird\n"));
+    p = s_write_tmp("named.csv", "path,label\n/a,cat\n/b,bird\n");
+    assert_int_equal(wisp_manifest_load_training(&m, p, NULL, 0, lp, NULL, &e), WISP_OK);
+    assert_int_equal(m.n_classes, 3);
+    assert_string_equal(m.classes[0], "dog");
+    assert_string_equal(m.classes[1], "cat");
+    assert_int_equal(m.items[0].label, 1);
+    assert_int_equal(m.items[1].label, 2);
+    wisp_manifest_free(&m);
+    const char *heads[] = {"dog", "cat", "bird"}, *other[] = {"cat", "dog", "bird"};
+    assert_int_equal(wisp_manifest_load_training(&m, p, heads, 3, lp, NULL, &e), WISP_OK);
+    wisp_manifest_free(&m);
+    wisp_error_clear(&e);
+    assert_int_equal(wisp_manifest_load_training(&m, p, other, 3, lp, NULL, &e), WISP_ERR_ARG);
+    assert_non_null(strstr(e.msg, "differs from the head"));
+    p = s_write_tmp("cow.csv", "path,label\n/a,cow\n");
+    wisp_error_clear(&e);
+    assert_int_equal(wisp_manifest_load_training(&m, p, NULL, 0, lp, NULL, &e), WISP_ERR_NOTFOUND);
+    assert_non_null(strstr(e.msg, "'cow'"));
+    snprintf(lp, sizeof lp, "%s", s_write_tmp("twice.txt", "a\nb\na\n"));
+    wisp_error_clear(&e);
+    assert_int_equal(wisp_manifest_load_training(&m, p, NULL, 0, lp, NULL, &e), WISP_ERR_FORMAT);
+    assert_non_null(strstr(e.msg, "\"a\" appears twice"));
+}
+
+static void test_hugging_face_audiofolder_splits_and_metadata_csv(void **state)
+{
+    (void)state;
+    /* root/{train,test}/<label>/<file>, and a metadata.csv in the test split */
+    char root[512], d[700], f[800];
+    snprintf(root, sizeof root, "%s/hf", wisp_test_tmpdir());
+    mkdir(root, 0755);
+    const char *dirs[] = {"train", "train/cat", "train/dog", "test"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(d, sizeof d, "%s/%s", root, dirs[i]);
+        mkdir(d, 0755);
+    }
+    const char *files[] = {"train/cat/1.wav", "train/dog/2.wav", "train/dog/3.wav", "test/x.wav",
+                           "test/y.wav"};
+    for (int i = 0; i < 5; i++) {
+        snprintf(f, sizeof f, "%s/%s", root, files[i]);
+        s_write_audio(f, 160, 16000, SF_FORMAT_WAV | SF_FORMAT_PCM_16);
+    }
+    snprintf(f, sizeof f, "%s/test/metadata.csv", root);
+    FILE *fp = fopen(f, "w");
+    fputs("file_name,label\nx.wav,dog\ny.wav,cat\n", fp);
+    fclose(fp);
+    wisp_manifest_t m;
+    wisp_error_t e = {0};
+    /* the dataset root: refused, naming the split folder to give (was "empty manifest") */
+    assert_int_equal(wisp_manifest_load(&m, root, NULL, 0, &e), WISP_ERR_FORMAT);
+    if (!strstr(e.msg, "split") || !strstr(e.msg, "hf/train"))
+        fail_msg("'%s'", e.msg);
+    snprintf(d, sizeof d, "%s/train", root);
+    assert_int_equal(wisp_manifest_load(&m, d, NULL, 0, &e), WISP_OK);
+    assert_int_equal(m.n_items, 3);
+    assert_int_equal(m.n_classes, 2);
+    assert_string_equal(m.items[2].label_name, "dog");
+    wisp_manifest_free(&m);
+    /* the split with metadata.csv: its rows (file_name relative to the folder) */
+    snprintf(d, sizeof d, "%s/test", root);
+    assert_int_equal(wisp_manifest_load(&m, d, NULL, 0, &e), WISP_OK);
+    assert_int_equal(m.kind, WISP_MANIFEST_AUDIOFOLDER);
+    assert_int_equal(m.n_items, 2);
+    snprintf(f, sizeof f, "%s/test/x.wav", root);
+    assert_string_equal(m.items[0].path, f);
+    assert_string_equal(m.items[0].label_name, "dog");
+    assert_int_equal(m.items[1].line, 3);
+    wisp_manifest_free(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -599,6 +700,8 @@ int main(void)
         cmocka_unit_test(test_labels_derive_integer_or_sorted_name_classes_and_look_up_both),
         cmocka_unit_test(test_hostile_label_ids_durations_and_bytes_are_refused_before_use),
         cmocka_unit_test(test_a_manifest_over_4_gib_loads),
+        cmocka_unit_test(test_training_labels_are_never_guessed_silently),
+        cmocka_unit_test(test_hugging_face_audiofolder_splits_and_metadata_csv),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

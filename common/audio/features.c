@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "audio/mel.h"
+#include "base/util.h"
+#include "formats/config.h"
 
 struct wisp_features {
     wisp_mel_t *mel;
@@ -51,6 +53,30 @@ void wisp_features_destroy(wisp_features_t **self)
     wisp_mel_destroy(&(*self)->mel);
     free(*self);
     *self = NULL;
+}
+
+int wisp_features_frame_limit(const char *model_dir, int truncate, int *frames, wisp_error_t *err)
+{
+    wisp_whisper_config_t wc;
+    char cpath[4096];
+    memset(&wc, 0, sizeof wc);
+    *frames = 0;
+    if (wisp_path_join(cpath, sizeof cpath, model_dir, "config.json") != WISP_OK)
+        return wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", model_dir);
+    int rc = wisp_whisper_config_load(&wc, cpath, err);
+    if (rc != WISP_OK)
+        return rc;
+    /* max_source_positions >= 1 (config.c), so the limit is in [2, 3000] */
+    int limit =
+        wc.max_source_positions < WISP_N_FRAMES / 2 ? 2 * wc.max_source_positions : WISP_N_FRAMES;
+    wisp_whisper_config_free(&wc);
+    if (!truncate && limit < WISP_N_FRAMES)
+        return wisp_error_set(err, WISP_ERR_UNSUPPORTED,
+                              "%s: max_source_positions %d is too small for padded 30 s input; "
+                              "use truncated mode (--truncate)",
+                              cpath, limit / 2);
+    *frames = limit;
+    return WISP_OK;
 }
 
 int wisp_features_n_mels(const wisp_features_t *self)

@@ -43,6 +43,13 @@ typedef struct {
 wisp_features_t *wisp_features_new(int n_mels, int truncate, int max_frames, wisp_error_t *err);
 void wisp_features_destroy(wisp_features_t **self);
 
+/* The most frames a clip may have for the checkpoint in model_dir: min(3000,
+ * 2 * max_source_positions) from its config.json (tiny test models have fewer than the
+ * 1500 positions of 30 s). With truncate 0 (every clip padded to 3000 frames) a smaller
+ * limit is WISP_ERR_UNSUPPORTED naming config.json. The one copy of this rule for
+ * training and classification. */
+int wisp_features_frame_limit(const char *model_dir, int truncate, int *frames, wisp_error_t *err);
+
 int wisp_features_n_mels(const wisp_features_t *self);
 int wisp_features_max_frames(const wisp_features_t *self);
 int wisp_features_truncate(const wisp_features_t *self);

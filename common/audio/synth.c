@@ -445,16 +445,8 @@ static int s_write_corrupt(const char *path, int kind, uint64_t seed, uint64_t *
 
 static const char *const s_split_names[3] = {"train", "val", "test"};
 
-int wisp_synth_dataset(const char *dir, const wisp_synth_params_t *p, wisp_synth_summary_t *summary,
-                       wisp_error_t *err)
+static int s_check_params(const wisp_synth_params_t *p, wisp_error_t *err)
 {
-    int rc = WISP_OK;
-    s_clip_t *clips = NULL;
-    size_t *order = NULL;
-    float *mono = NULL, *stereo = NULL;
-    s_text_t csv[3] = {{0}}, all = {0}, meta = {0}, classes = {0}, bad = {0}, mixed = {0};
-    wisp_synth_summary_t sum = {0};
-
     if (!p || p->classes < 1 || p->classes > WISP_SYNTH_NUM_CLASSES)
         return wisp_error_set(err, WISP_ERR_ARG, "synth: classes must be 1..%d",
                               WISP_SYNTH_NUM_CLASSES);
@@ -465,13 +457,13 @@ int wisp_synth_dataset(const char *dir, const wisp_synth_params_t *p, wisp_synth
                               "synth: need 0.05 <= min-seconds <= max-seconds <= 600");
     if (p->corrupt < 0 || p->corrupt > 1000000)
         return wisp_error_set(err, WISP_ERR_ARG, "synth: corrupt must be 0..1000000");
+    return WISP_OK;
+}
 
-    rc = wisp_mkdir_p(dir, err);
-    if (rc != WISP_OK)
-        return rc;
-
-    /* Formats this libsndfile can write (MP3 needs libsndfile >= 1.1 built with lame). */
-    int usable[WISP_SYNTH_NUM_FORMATS] = {0};
+/* Formats this libsndfile can write (MP3 needs libsndfile >= 1.1 built with lame);
+ * returns their total weight. */
+static int s_usable_formats(int usable[WISP_SYNTH_NUM_FORMATS])
+{
     int total_weight = 0;
     for (int f = 0; f < WISP_SYNTH_NUM_FORMATS; f++) {
         SF_INFO info = {0};
@@ -482,135 +474,123 @@ int wisp_synth_dataset(const char *dir, const wisp_synth_params_t *p, wisp_synth
         if (usable[f])
             total_weight += s_formats[f].weight;
     }
+    return total_weight;
+}
 
-    size_t n = (size_t)p->classes * (size_t)p->per_class;
-    clips = calloc(n, sizeof *clips);
-    order = calloc(n, sizeof *order);
-    if (!clips || !order) {
-        rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory planning %zu clips", dir, n);
-        goto done;
+/* Plans the clips of class c (cl: its per_class clips): the stratified split (shuffle
+ * the class's clip indices, the first n_eval go to test, the next n_eval to val) and
+ * each clip's seed, length, format, rate and channels. Raises *max_frames. */
+static int s_plan_class(const char *dir, const wisp_synth_params_t *p, int c, int n_eval,
+                        int *usable, int total_weight, s_clip_t *cls_clips, size_t *max_frames,
+                        wisp_error_t *err)
+{
+    const char *label = s_class_names[c];
+    char sub[4096];
+    if (wisp_path_join(sub, sizeof sub, dir, label) != WISP_OK)
+        return wisp_error_set(err, WISP_ERR_ARG, "%s: output path too long", dir);
+    int rc = wisp_mkdir_p(sub, err);
+    if (rc != WISP_OK)
+        return rc;
+    wisp_rng_t split_rng;
+    wisp_rng_seed(&split_rng, p->seed * 0x2545f4914f6cdd1dull + (uint64_t)c);
+    int *perm = calloc((size_t)p->per_class, sizeof *perm);
+    if (!perm)
+        return wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", dir);
+    for (int j = 0; j < p->per_class; j++)
+        perm[j] = j;
+    for (int j = p->per_class - 1; j > 0; j--) {
+        int k = (int)(wisp_rng_u64(&split_rng) % (uint64_t)(j + 1));
+        int t = perm[j];
+        perm[j] = perm[k];
+        perm[k] = t;
     }
-
-    /* Plan every clip. Each class is split on its own (stratified): shuffle the
-     * class's clip indices, the first ~15 % go to test, the next ~15 % to val. */
-    int n_eval = p->per_class >= 3 ? (int)lround(0.15 * p->per_class) : 0;
-    if (p->per_class >= 3 && n_eval < 1)
-        n_eval = 1;
-    size_t max_frames = 0;
-    for (int c = 0; c < p->classes; c++) {
-        const char *label = s_class_names[c];
-        char sub[4096];
-        if (wisp_path_join(sub, sizeof sub, dir, label) != WISP_OK) {
-            rc = wisp_error_set(err, WISP_ERR_ARG, "%s: output path too long", dir);
-            goto done;
-        }
-        if ((rc = wisp_mkdir_p(sub, err)) != WISP_OK)
-            goto done;
-        wisp_rng_t split_rng;
-        wisp_rng_seed(&split_rng, p->seed * 0x2545f4914f6cdd1dull + (uint64_t)c);
-        int *perm = calloc((size_t)p->per_class, sizeof *perm);
-        if (!perm) {
-            rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", dir);
-            goto done;
-        }
-        for (int j = 0; j < p->per_class; j++)
-            perm[j] = j;
-        for (int j = p->per_class - 1; j > 0; j--) {
-            int k = (int)(wisp_rng_u64(&split_rng) % (uint64_t)(j + 1));
-            int t = perm[j];
-            perm[j] = perm[k];
-            perm[k] = t;
-        }
-        for (int pos = 0; pos < p->per_class; pos++) {
-            int j = perm[pos];
-            s_clip_t *cl = &clips[(size_t)c * p->per_class + j];
-            cl->cls = c;
-            cl->index = j;
-            cl->split = pos < n_eval ? 2 : pos < 2 * n_eval ? 1 : 0;
-        }
-        free(perm);
-        for (int j = 0; j < p->per_class; j++) {
-            s_clip_t *cl = &clips[(size_t)c * p->per_class + j];
-            cl->seed = wisp_synth_clip_seed(p->seed, c, j);
-            wisp_rng_t r;
-            wisp_rng_seed(&r, cl->seed ^ 0x5851f42d4c957f2dull);
-            cl->seconds = s_uniform(&r, p->min_seconds, p->max_seconds);
-            if (p->mixed_formats) {
-                cl->format = s_pick_format(&r, usable, total_weight);
-                cl->rate = s_rates[wisp_rng_u64(&r) % (sizeof s_rates / sizeof s_rates[0])];
-                cl->channels = wisp_rng_uniform(&r) < 0.3f ? 2 : 1;
-            } else {
-                cl->format = WISP_SYNTH_WAV16;
-                cl->rate = 16000;
-                cl->channels = 1;
-            }
-            snprintf(cl->path, sizeof cl->path, "%s/%s_%04d.%s", label, label, j,
-                     s_formats[cl->format].ext);
-            size_t frames = (size_t)llround(cl->seconds * cl->rate);
-            if (frames > max_frames)
-                max_frames = frames;
-        }
+    for (int pos = 0; pos < p->per_class; pos++) {
+        s_clip_t *cl = &cls_clips[perm[pos]];
+        cl->cls = c;
+        cl->index = perm[pos];
+        cl->split = pos < n_eval ? 2 : pos < 2 * n_eval ? 1 : 0;
     }
-
-    mono = wisp_alloc(max_frames * sizeof *mono);
-    stereo = wisp_alloc(2 * max_frames * sizeof *stereo);
-    if (!mono || !stereo) {
-        rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory for %zu frames", dir,
-                            max_frames);
-        goto done;
+    free(perm);
+    for (int j = 0; j < p->per_class; j++) {
+        s_clip_t *cl = &cls_clips[j];
+        cl->seed = wisp_synth_clip_seed(p->seed, c, j);
+        wisp_rng_t r;
+        wisp_rng_seed(&r, cl->seed ^ 0x5851f42d4c957f2dull);
+        cl->seconds = s_uniform(&r, p->min_seconds, p->max_seconds);
+        if (p->mixed_formats) {
+            cl->format = s_pick_format(&r, usable, total_weight);
+            cl->rate = s_rates[wisp_rng_u64(&r) % (sizeof s_rates / sizeof s_rates[0])];
+            cl->channels = wisp_rng_uniform(&r) < 0.3f ? 2 : 1;
+        } else {
+            cl->format = WISP_SYNTH_WAV16;
+            cl->rate = 16000;
+            cl->channels = 1;
+        }
+        snprintf(cl->path, sizeof cl->path, "%s/%s_%04d.%s", label, label, j,
+                 s_formats[cl->format].ext);
+        size_t frames = (size_t)llround(cl->seconds * cl->rate);
+        if (frames > *max_frames)
+            *max_frames = frames;
     }
+    return WISP_OK;
+}
 
-    size_t total_files = n + (size_t)p->corrupt;
+/* Synthesises and writes the n planned clips (mono/stereo: scratch of max_frames). */
+static int s_write_clips(const char *dir, const wisp_synth_params_t *p, const s_clip_t *clips,
+                         size_t n, size_t total_files, float *mono, float *stereo,
+                         wisp_synth_summary_t *sum, wisp_error_t *err)
+{
     for (size_t i = 0; i < n; i++) {
-        s_clip_t *cl = &clips[i];
+        const s_clip_t *cl = &clips[i];
         char path[4096];
-        if (wisp_path_join(path, sizeof path, dir, cl->path) != WISP_OK) {
-            rc = wisp_error_set(err, WISP_ERR_ARG, "%s: output path too long", dir);
-            goto done;
-        }
+        if (wisp_path_join(path, sizeof path, dir, cl->path) != WISP_OK)
+            return wisp_error_set(err, WISP_ERR_ARG, "%s: output path too long", dir);
         size_t frames = (size_t)llround(cl->seconds * cl->rate);
         wisp_synth_clip(cl->cls, cl->seed, cl->rate, mono, frames);
-        if ((rc = s_write_audio(path, mono, frames, cl, stereo, &sum.bytes, err)) != WISP_OK)
-            goto done;
-        sum.clips++;
-        sum.seconds += (double)frames / cl->rate;
-        sum.per_format[cl->format]++;
+        int rc = s_write_audio(path, mono, frames, cl, stereo, &sum->bytes, err);
+        if (rc != WISP_OK)
+            return rc;
+        sum->clips++;
+        sum->seconds += (double)frames / cl->rate;
+        sum->per_format[cl->format]++;
         if (p->progress)
             p->progress(p->progress_ctx, i + 1, total_files);
     }
+    return WISP_OK;
+}
 
-    /* Interleave classes in the manifests (a deterministic shuffle) so that any
-     * prefix or shard of a manifest holds every class. */
-    for (size_t i = 0; i < n; i++)
-        order[i] = i;
-    wisp_rng_t shuffle;
-    wisp_rng_seed(&shuffle, p->seed ^ 0x9e3779b97f4a7c15ull);
-    for (size_t i = n - 1; i > 0; i--) {
-        size_t k = (size_t)(wisp_rng_u64(&shuffle) % (uint64_t)(i + 1));
-        size_t t = order[i];
-        order[i] = order[k];
-        order[k] = t;
-    }
+/* The manifests being written. */
+typedef struct {
+    s_text_t csv[3], all, meta, classes, bad, mixed;
+} s_texts_t;
 
+static void s_texts_free(s_texts_t *t)
+{
     for (int s = 0; s < 3; s++)
-        s_text_printf(&csv[s], "path,label\n");
-    s_text_printf(&all, "path,label\n");
-    s_text_printf(&mixed, "path,label\n");
-    s_text_printf(&meta, "path,label,split,format,rate,channels,seconds\n");
-    for (int c = 0; c < p->classes; c++)
-        s_text_printf(&classes, "%s\n", s_class_names[c]);
+        free(t->csv[s].data);
+    free(t->all.data);
+    free(t->meta.data);
+    free(t->classes.data);
+    free(t->bad.data);
+    free(t->mixed.data);
+}
 
-    /* Corrupt files go to DIR/corrupt/ and are spread evenly through all_with_corrupt. */
+/* Writes the n_bad corrupt files to DIR/corrupt/ and the manifest rows: classes are
+ * interleaved by order[] (so any prefix or shard of a manifest holds every class) and
+ * the corrupt files spread evenly through all_with_corrupt. */
+static int s_fill_manifests(const char *dir, const wisp_synth_params_t *p, const s_clip_t *clips,
+                            const size_t *order, size_t n, size_t total_files, s_texts_t *t,
+                            wisp_synth_summary_t *sum, wisp_error_t *err)
+{
     size_t n_bad = (size_t)p->corrupt, next_bad = 0;
+    int rc;
     if (n_bad > 0) {
         char sub[4096];
-        if (wisp_path_join(sub, sizeof sub, dir, "corrupt") != WISP_OK) {
-            rc = wisp_error_set(err, WISP_ERR_ARG, "%s: output path too long", dir);
-            goto done;
-        }
+        if (wisp_path_join(sub, sizeof sub, dir, "corrupt") != WISP_OK)
+            return wisp_error_set(err, WISP_ERR_ARG, "%s: output path too long", dir);
         if ((rc = wisp_mkdir_p(sub, err)) != WISP_OK)
-            goto done;
-        s_text_printf(&bad, "path,label\n");
+            return rc;
+        s_text_printf(&t->bad, "path,label\n");
     }
     for (size_t i = 0; i <= n; i++) {
         /* Before row i, insert the corrupt files whose slot is i. */
@@ -620,58 +600,121 @@ int wisp_synth_dataset(const char *dir, const wisp_synth_params_t *p, wisp_synth
             char rel[96], path[4096];
             snprintf(rel, sizeof rel, "corrupt/bad_%03zu_%s.%s", b, s_bad_names[kind],
                      s_bad_ext[kind]);
-            if (wisp_path_join(path, sizeof path, dir, rel) != WISP_OK) {
-                rc = wisp_error_set(err, WISP_ERR_ARG, "%s: output path too long", dir);
-                goto done;
-            }
-            if ((rc = s_write_corrupt(path, kind, p->seed + b, &sum.bytes, err)) != WISP_OK)
-                goto done;
+            if (wisp_path_join(path, sizeof path, dir, rel) != WISP_OK)
+                return wisp_error_set(err, WISP_ERR_ARG, "%s: output path too long", dir);
+            if ((rc = s_write_corrupt(path, kind, p->seed + b, &sum->bytes, err)) != WISP_OK)
+                return rc;
             const char *label = s_class_names[b % (size_t)p->classes];
-            s_text_printf(&bad, "%s,%s\n", rel, label);
-            s_text_printf(&mixed, "%s,%s\n", rel, label);
-            sum.corrupt++;
+            s_text_printf(&t->bad, "%s,%s\n", rel, label);
+            s_text_printf(&t->mixed, "%s,%s\n", rel, label);
+            sum->corrupt++;
             if (p->progress)
-                p->progress(p->progress_ctx, n + sum.corrupt, total_files);
+                p->progress(p->progress_ctx, n + sum->corrupt, total_files);
         }
         if (i == n)
             break;
         const s_clip_t *cl = &clips[order[i]];
         const char *label = s_class_names[cl->cls];
-        s_text_printf(&csv[cl->split], "%s,%s\n", cl->path, label);
-        s_text_printf(&all, "%s,%s\n", cl->path, label);
-        s_text_printf(&mixed, "%s,%s\n", cl->path, label);
-        s_text_printf(&meta, "%s,%s,%s,%s,%d,%d,%.6f\n", cl->path, label, s_split_names[cl->split],
-                      s_formats[cl->format].name, cl->rate, cl->channels,
+        s_text_printf(&t->csv[cl->split], "%s,%s\n", cl->path, label);
+        s_text_printf(&t->all, "%s,%s\n", cl->path, label);
+        s_text_printf(&t->mixed, "%s,%s\n", cl->path, label);
+        s_text_printf(&t->meta, "%s,%s,%s,%s,%d,%d,%.6f\n", cl->path, label,
+                      s_split_names[cl->split], s_formats[cl->format].name, cl->rate, cl->channels,
                       (double)llround(cl->seconds * cl->rate) / cl->rate);
         if (cl->split == 0)
-            sum.train++;
+            sum->train++;
         else if (cl->split == 1)
-            sum.val++;
+            sum->val++;
         else
-            sum.test++;
+            sum->test++;
     }
+    return WISP_OK;
+}
 
-    if ((rc = s_text_save(&csv[0], dir, "train.csv", err)) != WISP_OK ||
-        (rc = s_text_save(&csv[1], dir, "val.csv", err)) != WISP_OK ||
-        (rc = s_text_save(&csv[2], dir, "test.csv", err)) != WISP_OK ||
-        (rc = s_text_save(&all, dir, "all.csv", err)) != WISP_OK ||
-        (rc = s_text_save(&meta, dir, "meta.csv", err)) != WISP_OK ||
-        (rc = s_text_save(&classes, dir, "classes.txt", err)) != WISP_OK)
+static int s_save_manifests(const char *dir, int corrupt, s_texts_t *t, wisp_error_t *err)
+{
+    int rc;
+    if ((rc = s_text_save(&t->csv[0], dir, "train.csv", err)) != WISP_OK ||
+        (rc = s_text_save(&t->csv[1], dir, "val.csv", err)) != WISP_OK ||
+        (rc = s_text_save(&t->csv[2], dir, "test.csv", err)) != WISP_OK ||
+        (rc = s_text_save(&t->all, dir, "all.csv", err)) != WISP_OK ||
+        (rc = s_text_save(&t->meta, dir, "meta.csv", err)) != WISP_OK ||
+        (rc = s_text_save(&t->classes, dir, "classes.txt", err)) != WISP_OK)
+        return rc;
+    if (corrupt > 0 && ((rc = s_text_save(&t->bad, dir, "corrupt.csv", err)) != WISP_OK ||
+                        (rc = s_text_save(&t->mixed, dir, "all_with_corrupt.csv", err)) != WISP_OK))
+        return rc;
+    return WISP_OK;
+}
+
+int wisp_synth_dataset(const char *dir, const wisp_synth_params_t *p, wisp_synth_summary_t *summary,
+                       wisp_error_t *err)
+{
+    s_clip_t *clips = NULL;
+    size_t *order = NULL;
+    float *mono = NULL, *stereo = NULL;
+    s_texts_t t;
+    wisp_synth_summary_t sum = {0};
+    memset(&t, 0, sizeof t);
+    int rc = s_check_params(p, err);
+    if (rc == WISP_OK)
+        rc = wisp_mkdir_p(dir, err);
+    if (rc != WISP_OK)
+        return rc;
+    int usable[WISP_SYNTH_NUM_FORMATS] = {0};
+    int total_weight = s_usable_formats(usable);
+    size_t n = (size_t)p->classes * (size_t)p->per_class;
+    clips = calloc(n, sizeof *clips);
+    order = calloc(n, sizeof *order);
+    if (!clips || !order) {
+        rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory planning %zu clips", dir, n);
         goto done;
-    if (n_bad > 0 && ((rc = s_text_save(&bad, dir, "corrupt.csv", err)) != WISP_OK ||
-                      (rc = s_text_save(&mixed, dir, "all_with_corrupt.csv", err)) != WISP_OK))
+    }
+    /* ~15 % of each class to test and ~15 % to val (stratified) */
+    int n_eval = p->per_class >= 3 ? (int)lround(0.15 * p->per_class) : 0;
+    if (p->per_class >= 3 && n_eval < 1)
+        n_eval = 1;
+    size_t max_frames = 0;
+    for (int c = 0; c < p->classes && rc == WISP_OK; c++)
+        rc = s_plan_class(dir, p, c, n_eval, usable, total_weight, clips + (size_t)c * p->per_class,
+                          &max_frames, err);
+    if (rc != WISP_OK)
+        goto done;
+    mono = wisp_alloc(max_frames * sizeof *mono);
+    stereo = wisp_alloc(2 * max_frames * sizeof *stereo);
+    if (!mono || !stereo) {
+        rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory for %zu frames", dir,
+                            max_frames);
+        goto done;
+    }
+    size_t total_files = n + (size_t)p->corrupt;
+    if ((rc = s_write_clips(dir, p, clips, n, total_files, mono, stereo, &sum, err)) != WISP_OK)
+        goto done;
+    /* a deterministic shuffle of the clips for the manifests' row order */
+    for (size_t i = 0; i < n; i++)
+        order[i] = i;
+    wisp_rng_t shuffle;
+    wisp_rng_seed(&shuffle, p->seed ^ 0x9e3779b97f4a7c15ull);
+    for (size_t i = n - 1; i > 0; i--) {
+        size_t k = (size_t)(wisp_rng_u64(&shuffle) % (uint64_t)(i + 1));
+        size_t tmp = order[i];
+        order[i] = order[k];
+        order[k] = tmp;
+    }
+    for (int s = 0; s < 3; s++)
+        s_text_printf(&t.csv[s], "path,label\n");
+    s_text_printf(&t.all, "path,label\n");
+    s_text_printf(&t.mixed, "path,label\n");
+    s_text_printf(&t.meta, "path,label,split,format,rate,channels,seconds\n");
+    for (int c = 0; c < p->classes; c++)
+        s_text_printf(&t.classes, "%s\n", s_class_names[c]);
+    if ((rc = s_fill_manifests(dir, p, clips, order, n, total_files, &t, &sum, err)) != WISP_OK ||
+        (rc = s_save_manifests(dir, p->corrupt, &t, err)) != WISP_OK)
         goto done;
     if (summary)
         *summary = sum;
-
 done:
-    for (int s = 0; s < 3; s++)
-        free(csv[s].data);
-    free(all.data);
-    free(meta.data);
-    free(classes.data);
-    free(bad.data);
-    free(mixed.data);
+    s_texts_free(&t);
     wisp_free(mono);
     wisp_free(stereo);
     free(order);

@@ -11,12 +11,11 @@
 
 #include "base/util.h"
 #include "formats/json.h"
+#include "nn/adapter_config.h"
 
-/* T_PRESET: a preset name kept as is (s_presets), anything else a path (made absolute like T_PATH).
- */
+/* T_PRESET: an adapter preset name (nn/adapter_config.h) kept as is, anything else a path
+ * (made absolute like T_PATH). */
 typedef enum { T_OBJ, T_STR, T_PATH, T_PRESET, T_INT, T_I64, T_DBL, T_BOOL, T_PATHLIST } s_type_t;
-
-static const char *const s_presets[] = {"seq_bn", "double_seq_bn", "par_bn", "lora", "ia3", NULL};
 
 /* Whether a string value of a key of this type is a path to make absolute. */
 static int s_is_path(s_type_t type, const char *v)
@@ -25,10 +24,7 @@ static int s_is_path(s_type_t type, const char *v)
         return 1;
     if (type != T_PRESET)
         return 0;
-    for (int i = 0; s_presets[i]; i++)
-        if (strcmp(v, s_presets[i]) == 0)
-            return 0;
-    return 1;
+    return !wisp_adapter_is_preset(v);
 }
 
 typedef struct {
@@ -90,6 +86,8 @@ static const s_key_t s_keys[] = {
     {"train.attn_keep_mb", T_INT, N(train_attn_keep_mb), 0, 1 << 30, 1024, NULL},
     {"train.truncate", T_BOOL, N(train_truncate), 0, 1, 0, NULL},
     {"train.schedule", T_STR, F(train_schedule), 0, 0, 0, "linear"},
+    {"train.classes", T_PATH, F(train_classes), 0, 0, 0, ""},
+    {"train.unlabeled", T_STR, F(train_unlabeled), 0, 0, 0, "error"},
     {"train.warmup", T_I64, N(train_warmup), 0, 1.0e12, 0, NULL},
     {"train.clip", T_DBL, N(train_clip), 0, 1.0e12, 1.0, NULL},
     {"train.keep", T_INT, N(train_keep), 0, 1000000, 2, NULL},
@@ -424,6 +422,10 @@ static int s_check(const wisp_jobcfg_t *cfg, const char *where, wisp_error_t *er
                               "%s: 'kind' must be null, classify or train (got '%s')", where,
                               cfg->kind);
     }
+    if (strcmp(cfg->train_unlabeled, "error") != 0 && strcmp(cfg->train_unlabeled, "skip") != 0)
+        return wisp_error_set(err, WISP_ERR_ARG,
+                              "%s: 'train.unlabeled' must be error or skip (got '%s')", where,
+                              cfg->train_unlabeled);
     if (strncmp(cfg->endpoint, "tcp://", 6) != 0 && strncmp(cfg->endpoint, "ipc://", 6) != 0 &&
         strncmp(cfg->endpoint, "inproc://", 9) != 0)
         return wisp_error_set(err, WISP_ERR_ARG,

@@ -67,11 +67,13 @@ typedef struct {
     int train_attn_keep_mb;       /* MiB of attention probabilities kept (0: recompute) */
     int train_truncate;           /* truncated mel instead of padded 30 s */
     char train_schedule[16];      /* constant | linear | cosine */
-    int64_t train_warmup;         /* warmup steps */
-    double train_clip;            /* max global gradient norm, 0 off */
-    int train_keep;               /* checkpoints kept */
-    int train_keep_best;          /* OUTDIR/best holds the weights of the best val_acc */
-    int train_patience;           /* early stopping after this many evaluations, 0 off */
+    char train_classes[WISP_JOBCFG_PATH_MAX]; /* class list file (one name per line), "" none */
+    char train_unlabeled[8];                  /* rows without a label: error | skip */
+    int64_t train_warmup;                     /* warmup steps */
+    double train_clip;                        /* max global gradient norm, 0 off */
+    int train_keep;                           /* checkpoints kept */
+    int train_keep_best; /* OUTDIR/best holds the weights of the best val_acc */
+    int train_patience;  /* early stopping after this many evaluations, 0 off */
     char train_dump_grads[WISP_JOBCFG_PATH_MAX]; /* rank 0 writes the first step's gradients here */
     /* cluster */
     char endpoint[256];       /* coordinator bind address; port 0 = ephemeral */

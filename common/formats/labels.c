@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/util.h"
+
 struct wisp_labels {
     char **names; /* (n) class names, index = class id, malloc'd */
     int n;
@@ -25,6 +27,18 @@ int wisp_labels_parse_id(const char *s)
         if (*p < '0' || *p > '9')
             return -1;
     return atoi(s);
+}
+
+/* *v grown to twice *cap names (at least 64); -1 (v untouched) when out of memory. */
+static int s_grow(char ***v, int *cap)
+{
+    int c = *cap ? 2 * *cap : 64;
+    char **w = realloc(*v, (size_t)c * sizeof *w);
+    if (!w)
+        return -1;
+    *v = w;
+    *cap = c;
+    return 0;
 }
 
 static int s_cmp_named(const void *a, const void *b)
@@ -209,4 +223,68 @@ int wisp_labels_find(const wisp_labels_t *self, const char *label)
         return c;
     int id = wisp_labels_parse_id(label);
     return id >= 0 && id < self->n ? id : -1;
+}
+
+void wisp_labels_free_list(char ***names, int n)
+{
+    if (!names || !*names)
+        return;
+    for (int i = 0; i < n; i++)
+        free((*names)[i]);
+    free(*names);
+    *names = NULL;
+}
+
+int wisp_labels_read_list(const char *path, char ***names, int *n, wisp_error_t *err)
+{
+    *names = NULL;
+    *n = 0;
+    char *text = NULL;
+    size_t len = 0;
+    /* 64 KiB names of up to ~1 KiB: far above any class list */
+    int rc = wisp_read_file(path, (size_t)64 << 20, &text, &len, err);
+    if (rc != WISP_OK)
+        return rc;
+    char **v = NULL;
+    int k = 0, cap = 0;
+    long line = 0;
+    for (size_t pos = 0; pos < len && rc == WISP_OK;) {
+        line++;
+        const char *s = text + pos, *nl = memchr(s, '\n', len - pos);
+        size_t m = nl ? (size_t)(nl - s) : len - pos;
+        pos += m + 1;
+        while (m > 0 && (s[m - 1] == '\r' || s[m - 1] == ' ' || s[m - 1] == '\t'))
+            m--;
+        while (m > 0 && (*s == ' ' || *s == '\t'))
+            s++, m--;
+        if (m == 0)
+            continue;
+        if (memchr(s, '\0', m))
+            rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s:%ld: NUL byte", path, line);
+        else if (k >= WISP_LABELS_MAX)
+            rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: more than %d classes", path,
+                                WISP_LABELS_MAX);
+        else if (k == cap && s_grow(&v, &cap) != 0)
+            rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
+        else if (!(v[k] = strndup(s, m)))
+            rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
+        else
+            k++;
+    }
+    free(text);
+    if (rc == WISP_OK && k == 0)
+        rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: no class name in the file", path);
+    if (rc == WISP_OK) { /* each name once: the checks of wisp_labels_new */
+        wisp_labels_t *l = wisp_labels_new(NULL, 0, (const char *const *)v, k, path, err);
+        if (!l)
+            rc = err && err->code ? err->code : WISP_ERR_FORMAT;
+        wisp_labels_destroy(&l);
+    }
+    if (rc != WISP_OK) {
+        wisp_labels_free_list(&v, k);
+        return rc;
+    }
+    *names = v;
+    *n = k;
+    return WISP_OK;
 }

@@ -49,4 +49,11 @@ int wisp_labels_find(const wisp_labels_t *self, const char *label);
 /* A non-negative decimal integer of at most 9 digits (so it fits an int), else -1. */
 int wisp_labels_parse_id(const char *s);
 
+/* Reads a class list file: one class name per line, in class-id order (line k = id k
+ * among the non-blank lines); blank lines skipped, trailing CR and blanks dropped.
+ * *names (malloc'd, free with wisp_labels_free_list) and *n. Errors: unreadable file,
+ * no name, more than WISP_LABELS_MAX names, a name twice (naming file and line). */
+int wisp_labels_read_list(const char *path, char ***names, int *n, wisp_error_t *err);
+void wisp_labels_free_list(char ***names, int n);
+
 #endif

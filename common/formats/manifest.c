@@ -18,6 +18,7 @@
 #include <cjson/cJSON.h>
 #include <sndfile.h>
 
+#include "base/log.h"
 #include "base/util.h"
 #include "formats/json.h"
 #include "formats/labels.h"
@@ -648,6 +649,53 @@ static int s_scan_dir(s_load_t *ld, const char *root, const char *sub, const s_e
     return rc;
 }
 
+/* Hugging Face's split folder names (datasets' audiofolder). */
+static int s_is_split_name(const char *name)
+{
+    static const char *const splits[] = {"train", "test", "validation", "valid",
+                                         "val",   "dev",  "eval"};
+    for (size_t i = 0; i < sizeof splits / sizeof splits[0]; i++)
+        if (strcmp(name, splits[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* When root holds only Hugging Face split folders (root/train/<label>/...,
+ * root/test/...), its label folders would be the split names: refuse, saying which
+ * folder to give instead. WISP_OK for any other layout. */
+static int s_check_splits(const char *root, wisp_error_t *err)
+{
+    char names[256] = "";
+    size_t len = 0;
+    int n = 0, others = 0;
+    DIR *d = opendir(root);
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        char full[S_PATH_MAX];
+        struct stat st;
+        int is_dir = wisp_path_join(full, sizeof full, root, de->d_name) == WISP_OK &&
+                     stat(full, &st) == 0 && S_ISDIR(st.st_mode);
+        if (!is_dir || !s_is_split_name(de->d_name)) {
+            others++;
+            continue;
+        }
+        if (len + strlen(de->d_name) + 3 < sizeof names)
+            len += (size_t)snprintf(names + len, sizeof names - len, "%s%s", n ? ", " : "",
+                                    de->d_name);
+        n++;
+    }
+    if (d)
+        closedir(d);
+    if (n > 0 && others == 0)
+        return wisp_error_set(err, WISP_ERR_FORMAT,
+                              "%s: a Hugging Face split layout (%s): give one split's folder, "
+                              "e.g. %s/%s",
+                              root, names, root, strstr(names, "train") ? "train" : names);
+    return WISP_OK;
+}
+
 static int s_load_folder(s_load_t *ld, const char *root_arg, wisp_error_t *err)
 {
     /* "root/" and "root" give the same item paths. */
@@ -658,7 +706,9 @@ static int s_load_folder(s_load_t *ld, const char *root_arg, wisp_error_t *err)
         root[n - 1] = '\0';
     s_exts_t ex;
     s_exts_init(&ex);
-    int rc = s_scan_dir(ld, root, NULL, &ex, err);
+    int rc = s_check_splits(root, err);
+    if (rc == WISP_OK)
+        rc = s_scan_dir(ld, root, NULL, &ex, err);
     if (rc != WISP_OK)
         return rc;
     wisp_manifest_t *m = ld->m;
@@ -739,6 +789,40 @@ done:
     return rc;
 }
 
+/* Applies the unlabeled-item policy (manifest.h): keep, refuse naming the first
+ * one, or drop them counting n_skipped_unlabeled (items keep their order). */
+static int s_unlabeled(wisp_manifest_t *m, int policy, wisp_error_t *err)
+{
+    if (policy == WISP_MANIFEST_UNLABELED_KEEP || m->n_labeled == m->n_items)
+        return WISP_OK;
+    if (policy == WISP_MANIFEST_UNLABELED_ERROR) {
+        for (size_t i = 0; i < m->n_items; i++) {
+            const wisp_manifest_item_t *it = &m->items[i];
+            if (it->label >= 0)
+                continue;
+            if (it->line > 0)
+                return wisp_error_set(err, WISP_ERR_FORMAT,
+                                      "%s:%d: %s has no label (%zu of %zu items are unlabeled; "
+                                      "to drop them, set the unlabeled option to skip)",
+                                      m->source, it->line, it->path, m->n_items - m->n_labeled,
+                                      m->n_items);
+            return wisp_error_set(err, WISP_ERR_FORMAT,
+                                  "%s: %s is not in a label folder (%zu of %zu items are "
+                                  "unlabeled; to drop them, set the unlabeled option to skip)",
+                                  m->source, it->path, m->n_items - m->n_labeled, m->n_items);
+        }
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < m->n_items; i++)
+        if (m->items[i].label >= 0)
+            m->items[k++] = m->items[i];
+    m->n_skipped_unlabeled = m->n_items - k;
+    m->n_items = k;
+    if (k == 0)
+        return wisp_error_set(err, WISP_ERR_FORMAT, "%s: no labeled item", m->source);
+    return WISP_OK;
+}
+
 /* ---------------------------------------------------------------- public */
 
 wisp_manifest_opts_t wisp_manifest_default_opts(void)
@@ -786,9 +870,27 @@ int wisp_manifest_load_opts(wisp_manifest_t *m, const char *path, const wisp_man
                             "%s: cannot open manifest: %s", path, strerror(errno));
         goto done;
     }
+    /* A Hugging Face audiofolder's metadata.csv / metadata.jsonl (file_name relative to
+     * the folder) lists the files and their labels instead of the label folders. */
+    char meta[S_PATH_MAX] = "";
     if (S_ISDIR(st.st_mode)) {
+        const char *names[] = {"metadata.csv", "metadata.jsonl"};
+        for (int k = 0; k < 2 && !meta[0]; k++) {
+            struct stat ms;
+            if (wisp_path_join(meta, sizeof meta, path, names[k]) != WISP_OK ||
+                stat(meta, &ms) != 0 || !S_ISREG(ms.st_mode))
+                meta[0] = '\0';
+        }
+    }
+    if (S_ISDIR(st.st_mode) && !meta[0]) {
         m->kind = WISP_MANIFEST_AUDIOFOLDER;
         rc = s_load_folder(&ld, path, err);
+    } else if (meta[0]) {
+        m->kind = WISP_MANIFEST_AUDIOFOLDER;
+        if ((rc = s_text_map(&text, meta, err)) != WISP_OK)
+            goto done;
+        rc = s_ends_with(meta, ".jsonl") ? s_load_jsonl(&ld, meta, path, &text, err)
+                                         : s_load_csv(&ld, meta, path, &text, err);
     } else {
         char dir[S_PATH_MAX];
         if (wisp_path_dirname(dir, sizeof dir, path) != WISP_OK) {
@@ -812,6 +914,8 @@ int wisp_manifest_load_opts(wisp_manifest_t *m, const char *path, const wisp_man
         goto done;
     }
     if ((rc = s_resolve(m, &ld, o.classes, o.n_classes, err)) != WISP_OK)
+        goto done;
+    if ((rc = s_unlabeled(m, o.unlabeled, err)) != WISP_OK)
         goto done;
     if (m->n_items < ld.cap) { /* give back the growth slack */
         wisp_manifest_item_t *v = realloc(m->items, m->n_items * sizeof *v);
@@ -963,4 +1067,52 @@ int wisp_manifest_shards(const wisp_manifest_t *m, double target_seconds, size_t
 {
     return wisp_manifest_cut(m->n_items ? &m->items[0].duration : NULL, sizeof *m->items, NULL,
                              m->n_items, target_seconds, max_items, out, n_out, err);
+}
+
+int wisp_manifest_unlabeled_policy(const char *name)
+{
+    if (!name || !strcmp(name, "keep"))
+        return WISP_MANIFEST_UNLABELED_KEEP;
+    if (!strcmp(name, "error"))
+        return WISP_MANIFEST_UNLABELED_ERROR;
+    if (!strcmp(name, "skip"))
+        return WISP_MANIFEST_UNLABELED_SKIP;
+    return -1;
+}
+
+int wisp_manifest_load_training(wisp_manifest_t *m, const char *path, const char *const *classes,
+                                int n_classes, const char *classes_file, const char *unlabeled,
+                                wisp_error_t *err)
+{
+    memset(m, 0, sizeof *m);
+    wisp_manifest_opts_t o = wisp_manifest_default_opts();
+    o.unlabeled = unlabeled && unlabeled[0] ? wisp_manifest_unlabeled_policy(unlabeled)
+                                            : WISP_MANIFEST_UNLABELED_ERROR;
+    if (o.unlabeled < 0)
+        return wisp_error_set(err, WISP_ERR_ARG, "unlabeled: '%s' is not error, skip or keep",
+                              unlabeled);
+    char **list = NULL;
+    int n_list = 0, rc;
+    if (classes_file && classes_file[0] &&
+        (rc = wisp_labels_read_list(classes_file, &list, &n_list, err)) != WISP_OK)
+        return rc;
+    if (list && classes && n_classes > 0) { /* a head's classes and a list: must agree */
+        int same = n_list == n_classes;
+        for (int c = 0; same && c < n_classes; c++)
+            same = classes[c] && strcmp(classes[c], list[c]) == 0;
+        if (!same) {
+            wisp_labels_free_list(&list, n_list);
+            return wisp_error_set(err, WISP_ERR_ARG,
+                                  "%s: the class list differs from the head's %d classes (same "
+                                  "names in the same order, or leave one out)",
+                                  classes_file, n_classes);
+        }
+    }
+    o.classes = list ? (const char *const *)list : classes;
+    o.n_classes = list ? n_list : (classes ? n_classes : 0);
+    rc = wisp_manifest_load_opts(m, path, &o, err);
+    wisp_labels_free_list(&list, n_list);
+    if (rc == WISP_OK && m->n_skipped_unlabeled)
+        WISP_LOGW("%s: %zu unlabeled items skipped", path, m->n_skipped_unlabeled);
+    return rc;
 }

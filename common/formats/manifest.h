@@ -1,11 +1,16 @@
 /* Dataset manifests: the list of audio files (and optional labels) a job runs on.
  *
  * Three formats, chosen by wisp_manifest_load from the path:
+ *   - a directory holding metadata.csv or metadata.jsonl (Hugging Face audiofolder
+ *     metadata): that file, read as below, with paths ("file_name") relative to the
+ *     directory; the label folders are then not scanned.
  *   - a directory: "audiofolder" layout root/<label>/<file> (labeled) and root/<file>
  *     (unlabeled). Only files whose extension libsndfile reads (asked from libsndfile
  *     itself, plus the usual aliases: wav flac ogg oga opus mp3 aif aiff au caf w64 ...;
  *     case-insensitive) are taken; hidden entries (".*") are skipped; deeper
- *     directories are not descended. Items are sorted by their path relative to root
+ *     directories are not descended; a root holding only split folders (train/, test/,
+ *     validation/, ...) is an error naming the split folder to give (root/train).
+ *     Items are sorted by their path relative to root
  *     (byte order), so the order — and thus the item ids — is deterministic.
  *   - a file ending in ".jsonl" or ".ndjson": one JSON object per line,
  *     {"path": "...", "label": "name" | 3, "duration": 1.5}; "label" and "duration"
@@ -83,8 +88,17 @@ typedef struct {
     size_t n_labeled;                  /* items with label >= 0 */
     size_t n_duration_known;           /* items with duration >= 0 */
     double total_duration;             /* sum of the known durations, seconds */
+    size_t n_skipped_unlabeled;        /* items dropped by WISP_MANIFEST_UNLABELED_SKIP */
     struct wisp_manifest_arena *arena; /* storage of the items' paths (internal) */
 } wisp_manifest_t;
+
+/* What happens to an item without a label (an empty label field, a null JSON label, a
+ * file outside the label folders). Training wants ERROR or SKIP; classify KEEP. */
+enum {
+    WISP_MANIFEST_UNLABELED_KEEP = 0,  /* kept with label -1 */
+    WISP_MANIFEST_UNLABELED_ERROR = 1, /* WISP_ERR_FORMAT naming the first, with the count */
+    WISP_MANIFEST_UNLABELED_SKIP = 2,  /* dropped, counted in n_skipped_unlabeled */
+};
 
 typedef struct {
     const char *const *classes; /* (n_classes) fixed class list, or NULL to derive */
@@ -93,7 +107,11 @@ typedef struct {
                             libsndfile (header only) to read it; unreadable
                             files keep -1 (they become error rows later, they
                             are not a manifest error) */
+    int unlabeled;       /* WISP_MANIFEST_UNLABELED_*, 0 = KEEP */
 } wisp_manifest_opts_t;
+
+/* Parses "error" / "skip" / "keep" into a WISP_MANIFEST_UNLABELED_* (-1 otherwise). */
+int wisp_manifest_unlabeled_policy(const char *name);
 
 /* Zero-initialised options: derive classes, no probing. */
 wisp_manifest_opts_t wisp_manifest_default_opts(void);
@@ -107,6 +125,14 @@ int wisp_manifest_load(wisp_manifest_t *m, const char *path, const char *const *
 /* Same with options (probe_durations). */
 int wisp_manifest_load_opts(wisp_manifest_t *m, const char *path, const wisp_manifest_opts_t *opts,
                             wisp_error_t *err);
+
+/* The manifest of a training or validation set: the class list is the given one (a
+ * head's id2label), else the classes_file's (wisp_labels_read_list; a given list and a
+ * file must agree), else derived; unlabeled is "error" (default, also for NULL/"") or
+ * "skip" (dropped, counted in n_skipped_unlabeled and logged) or "keep". */
+int wisp_manifest_load_training(wisp_manifest_t *m, const char *path, const char *const *classes,
+                                int n_classes, const char *classes_file, const char *unlabeled,
+                                wisp_error_t *err);
 
 /* Probes the duration of every item whose duration is unknown (sf_open +
  * frames/samplerate; no decoding). Unreadable files keep -1. Updates

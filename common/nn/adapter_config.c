@@ -643,9 +643,26 @@ int wisp_adapter_config_preset(wisp_adapter_config_t *cfg, const char *preset, w
             snprintf(cfg->name, sizeof cfg->name, "%s", preset);
         return rc;
     }
-    return wisp_error_set(
-        err, WISP_ERR_ARG,
-        "unknown adapter preset \"%s\" (seq_bn, double_seq_bn, par_bn, lora, ia3)", preset);
+    char names[128] = "";
+    size_t len = 0;
+    for (int i = 0; wisp_adapter_preset_name(i) && len < sizeof names; i++)
+        len += (size_t)snprintf(names + len, sizeof names - len, "%s%s", i ? ", " : "",
+                                wisp_adapter_preset_name(i));
+    return wisp_error_set(err, WISP_ERR_ARG, "unknown adapter preset \"%s\" (%s)", preset, names);
+}
+
+const char *wisp_adapter_preset_name(int i)
+{
+    int n = (int)(sizeof s_presets / sizeof s_presets[0]);
+    return i >= 0 && i < n ? s_presets[i].name : NULL;
+}
+
+int wisp_adapter_is_preset(const char *name)
+{
+    for (int i = 0; name && wisp_adapter_preset_name(i); i++)
+        if (strcmp(name, wisp_adapter_preset_name(i)) == 0)
+            return 1;
+    return 0;
 }
 
 int wisp_adapter_config_parse_file(wisp_adapter_config_t *cfg, const cJSON *root, const char *path,

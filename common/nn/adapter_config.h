@@ -58,6 +58,10 @@ int wisp_adapter_config_parse(wisp_adapter_config_t *cfg, const cJSON *config_di
 const char *wisp_adapter_kind_name(wisp_adapter_kind_t kind);
 /* Presets: seq_bn, double_seq_bn, par_bn, lora, ia3 (the adapters library v1.2 defaults). */
 int wisp_adapter_config_preset(wisp_adapter_config_t *cfg, const char *preset, wisp_error_t *err);
+/* The i-th preset name (i from 0; NULL past the last): the one list of presets. */
+const char *wisp_adapter_preset_name(int i);
+/* 1 when name is a preset name, else 0. */
+int wisp_adapter_is_preset(const char *name);
 /* Reads DIR/adapter_config.json (keys config, hidden_size, model_class, model_name,
  * model_type, name, version). */
 int wisp_adapter_config_load_dir(wisp_adapter_config_t *cfg, const char *dir, int *hidden_size,

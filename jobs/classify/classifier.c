@@ -59,26 +59,10 @@ static int s_check_window(wisp_classifier_t *self, wisp_error_t *err)
     return WISP_OK;
 }
 
-/* Frames the model's positions allow (tiny test models have fewer than 1500). */
+/* Frames the model's positions allow (features.h has the rule). */
 static int s_max_frames(wisp_classifier_t *self, const char *model_dir, wisp_error_t *err)
 {
-    wisp_whisper_config_t wc;
-    char cpath[4096];
-    memset(&wc, 0, sizeof wc);
-    if (wisp_path_join(cpath, sizeof cpath, model_dir, "config.json") != WISP_OK)
-        return wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", model_dir);
-    int rc = wisp_whisper_config_load(&wc, cpath, err);
-    if (rc != WISP_OK)
-        return rc;
-    self->max_frames =
-        2 * wc.max_source_positions < WISP_N_FRAMES ? 2 * wc.max_source_positions : WISP_N_FRAMES;
-    wisp_whisper_config_free(&wc);
-    if (!self->opts.truncate && self->max_frames < WISP_N_FRAMES)
-        return wisp_error_set(err, WISP_ERR_UNSUPPORTED,
-                              "%s: max_source_positions %d is too small for padded 30 s input; "
-                              "use truncated mode (--truncate)",
-                              cpath, self->max_frames / 2);
-    return WISP_OK;
+    return wisp_features_frame_limit(model_dir, self->opts.truncate, &self->max_frames, err);
 }
 
 wisp_classifier_t *wisp_classifier_new(const wisp_classifier_opts_t *opts, wisp_error_t *err)

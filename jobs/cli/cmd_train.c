@@ -58,6 +58,10 @@ static void s_usage(FILE *out)
             "  --schedule S           constant | linear | cosine (default linear)\n"
             "  --clip X               max global gradient norm, 0 = off (default 1.0)\n"
             "  --class-weights W      comma-separated loss weight per class, or 'balanced'\n"
+            "  --classes FILE         class list, one name per line: fixes the classes and\n"
+            "                         their ids (line order); default: the labels' names\n"
+            "  --unlabeled error|skip rows without a label: refused (default) or dropped\n"
+            "                         and counted\n"
             "  --seed S               initialisation and data order (default 42)\n"
             "run:\n"
             "  --checkpoint-every N   steps between checkpoints (default: each epoch end)\n"
@@ -86,7 +90,7 @@ static void s_usage(FILE *out)
 
 typedef struct {
     const char *model, *preset, *adapter_config, *adapter, *head, *train, *val, *output;
-    const char *dump_grads, *class_weights, *schedule, *adapter_name;
+    const char *dump_grads, *class_weights, *schedule, *adapter_name, *classes, *unlabeled;
     long epochs, steps, warmup, checkpoint_every, stop_after;
     int batch, accum, threads, keep, truncate, resume, proj_size, wls, attn_keep_mb;
     int force, keep_best;
@@ -121,6 +125,8 @@ enum {
     O_THREADS,
     O_ATTN_KEEP,
     O_CW,
+    O_CLASSES,
+    O_UNLABELED,
     O_STOP,
     O_PROJ,
     O_WLS,
@@ -173,6 +179,8 @@ static const struct option s_longs[] = {
     {"threads", 1, 0, O_THREADS},
     {"attn-keep-mb", 1, 0, O_ATTN_KEEP},
     {"class-weights", 1, 0, O_CW},
+    {"classes", 1, 0, O_CLASSES},
+    {"unlabeled", 1, 0, O_UNLABELED},
     {"stop-after", 1, 0, O_STOP},
     {"proj-size", 1, 0, O_PROJ},
     {"weighted-layer-sum", 0, 0, O_WLS},
@@ -309,6 +317,8 @@ static int s_parse(int argc, char **argv, s_args_t *a)
         case O_SCHED: a->schedule = optarg; break;
         case O_DUMP: a->dump_grads = optarg; break;
         case O_CW: a->class_weights = optarg; break;
+        case O_CLASSES: a->classes = optarg; break;
+        case O_UNLABELED: a->unlabeled = optarg; break;
         case O_TRUNC: a->truncate = 1; break;
         case O_RESUME: a->resume = 1; break;
         case O_FORCE: a->force = 1; break;
@@ -405,17 +415,18 @@ static int s_data_load(const s_args_t *a, s_data_t *d, wisp_error_t *err)
             return err->code;
         d->have_head = 1;
     }
-    if (wisp_manifest_load(&d->train, a->train,
-                           d->have_head ? (const char *const *)d->head.id2label : NULL,
-                           d->have_head ? d->head.num_labels : 0, err) != WISP_OK)
+    if (wisp_manifest_load_training(
+            &d->train, a->train, d->have_head ? (const char *const *)d->head.id2label : NULL,
+            d->have_head ? d->head.num_labels : 0, a->classes, a->unlabeled, err) != WISP_OK)
         return err->code;
     if (d->train.n_labeled == 0)
         return wisp_error_set(err, WISP_ERR_ARG, "%s: no labeled item to train on", a->train);
     if (d->train.n_classes < 2)
         return wisp_error_set(err, WISP_ERR_ARG, "%s: %d class(es); a classifier needs at least 2",
                               a->train, d->train.n_classes);
-    if (a->val && wisp_manifest_load(&d->val, a->val, (const char *const *)d->train.classes,
-                                     d->train.n_classes, err) != WISP_OK)
+    if (a->val &&
+        wisp_manifest_load_training(&d->val, a->val, (const char *const *)d->train.classes,
+                                    d->train.n_classes, NULL, a->unlabeled, err) != WISP_OK)
         return err->code;
     d->titems = wisp_trainer_items(&d->train, &d->nt);
     d->vitems = a->val ? wisp_trainer_items(&d->val, &d->nv) : NULL;

@@ -89,16 +89,19 @@ static int s_data_load(s_data_t *d, const wisp_jobcfg_t *cfg, wisp_error_t *err)
             return rc;
         d->have_head = 1;
     }
-    if ((rc = wisp_manifest_load(&d->train, cfg->train_manifest,
-                                 d->have_head ? (const char *const *)d->head.id2label : NULL,
-                                 d->have_head ? d->head.num_labels : 0, err)) != 0)
+    if ((rc = wisp_manifest_load_training(&d->train, cfg->train_manifest,
+                                          d->have_head ? (const char *const *)d->head.id2label
+                                                       : NULL,
+                                          d->have_head ? d->head.num_labels : 0, cfg->train_classes,
+                                          cfg->train_unlabeled, err)) != 0)
         return rc;
     if (d->train.n_labeled == 0 || d->train.n_classes < 2)
         return wisp_error_set(err, WISP_ERR_ARG, "%s: needs labeled items of at least 2 classes",
                               cfg->train_manifest);
     if (cfg->val_manifest[0] &&
-        (rc = wisp_manifest_load(&d->val, cfg->val_manifest, (const char *const *)d->train.classes,
-                                 d->train.n_classes, err)) != 0)
+        (rc = wisp_manifest_load_training(&d->val, cfg->val_manifest,
+                                          (const char *const *)d->train.classes, d->train.n_classes,
+                                          NULL, cfg->train_unlabeled, err)) != 0)
         return rc;
     d->items = wisp_trainer_items(&d->train, &d->n);
     d->vitems = wisp_trainer_items(&d->val, &d->nv);

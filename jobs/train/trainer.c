@@ -186,24 +186,18 @@ wisp_trainer_t *wisp_trainer_new(const wisp_trainer_opts_t *opts, wisp_error_t *
     }
     self->opts = *opts;
     self->micro_batch = opts->micro_batch;
-    /* Frames the model's positions allow (tiny test models have fewer than 1500). */
-    wisp_whisper_config_t wc;
-    char cpath[4096];
-    memset(&wc, 0, sizeof wc);
-    if (wisp_path_join(cpath, sizeof cpath, opts->model_dir, "config.json") != WISP_OK ||
-        wisp_whisper_config_load(&wc, cpath, err) != WISP_OK)
+    /* Frames the model's positions allow (features.h has the rule). */
+    int limit = 0;
+    if (wisp_features_frame_limit(opts->model_dir, opts->truncate, &limit, err) != WISP_OK)
         goto fail;
-    int limit =
-        2 * wc.max_source_positions < WISP_N_FRAMES ? 2 * wc.max_source_positions : WISP_N_FRAMES;
-    wisp_whisper_config_free(&wc);
     self->max_frames = opts->max_frames > 0 && opts->max_frames < limit ? opts->max_frames : limit;
     if (self->max_frames % 2)
         self->max_frames--;
     if (!opts->truncate && self->max_frames < WISP_N_FRAMES) {
         wisp_error_set(err, WISP_ERR_UNSUPPORTED,
-                       "%s: %s for padded 30 s input; use truncated mode (--truncate)", cpath,
-                       limit < WISP_N_FRAMES ? "max_source_positions is too small"
-                                             : "max_frames is too small");
+                       "max_frames %d is too small for padded 30 s input; use truncated mode "
+                       "(--truncate)",
+                       self->max_frames);
         goto fail;
     }
     wisp_model_opts_t mo = {.max_batch = self->micro_batch,
@@ -254,9 +248,13 @@ wisp_trainer_t *wisp_trainer_new(const wisp_trainer_opts_t *opts, wisp_error_t *
     self->opts.adapter_dir = self->opts.head_dir = NULL;
     self->opts.class_names = NULL;
     self->opts.adapter_name = NULL;
-    WISP_LOGI("trainer: %zu trainable parameters in %d tensors, %d classes, %.1f MB planned",
+    /* The arena is sized for the longest batch (micro_batch x max_frames) but its pages
+     * become resident only as clips use them: a bound, not the memory the run takes. */
+    WISP_LOGI("trainer: %zu trainable parameters in %d tensors, %d classes; at most %.1f MB "
+              "of activations and gradients (%d clips x %d frames; shorter clips use less)",
               wisp_model_num_params(self->model), self->n_seg, self->num_labels,
-              (double)wisp_model_planned_bytes(self->model) / 1e6);
+              (double)wisp_model_planned_bytes(self->model) / 1e6, self->micro_batch,
+              self->max_frames);
     return self;
 fail:
     wisp_trainer_destroy(&self);
