@@ -216,30 +216,15 @@ static int s_grow_tensors(wisp_st_t *self, int need, int *cap)
 
 /* Maps one file, parses and validates its header, and appends its tensors.
  * names of appended tensors are strdup'd (freed in destroy). */
-static int s_load_shard(wisp_st_t *self, const char *path, int *cap, wisp_error_t *err)
+/* Opens, checks and maps one shard file into sh; *hlen is the header length, checked
+ * against S_MAX_HEADER and the file size. */
+static int s_map_shard(s_shard_t *sh, const char *path, uint64_t *hlen, wisp_error_t *err)
 {
     int rc = WISP_OK;
-    int fd = -1;
-    cJSON *root = NULL;
-    s_span_t *spans = NULL;
-
-    s_shard_t *ns = realloc(self->shards, (size_t)(self->nshards + 1) * sizeof *ns);
-    if (!ns)
-        return wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
-    self->shards = ns;
-    s_shard_t *sh = &self->shards[self->nshards];
-    memset(sh, 0, sizeof *sh);
-    sh->path = strdup(path);
-    if (!sh->path)
-        return wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
-    self->nshards++; /* from here on destroy releases it */
-
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        rc = wisp_error_set(err, errno == ENOENT ? WISP_ERR_NOTFOUND : WISP_ERR_IO, "%s: %s", path,
-                            strerror(errno));
-        goto done;
-    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return wisp_error_set(err, errno == ENOENT ? WISP_ERR_NOTFOUND : WISP_ERR_IO, "%s: %s",
+                              path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0) {
         rc = wisp_error_set(err, WISP_ERR_IO, "%s: %s", path, strerror(errno));
@@ -265,46 +250,191 @@ static int s_load_shard(wisp_st_t *self, const char *path, int *cap, wisp_error_
     }
     sh->map_len = fsize;
     const unsigned char *base = sh->map;
-    uint64_t hlen = 0;
+    *hlen = 0;
     for (int i = 7; i >= 0; i--)
-        hlen = (hlen << 8) | base[i];
-    if (hlen > S_MAX_HEADER) {
+        *hlen = (*hlen << 8) | base[i];
+    if (*hlen > S_MAX_HEADER)
         rc = wisp_error_set(
             err, WISP_ERR_FORMAT,
             "%s: header length %llu is absurd (limit %u bytes); not a safetensors file?", path,
-            (unsigned long long)hlen, S_MAX_HEADER);
-        goto done;
-    }
-    if (hlen > fsize - 8) {
+            (unsigned long long)*hlen, S_MAX_HEADER);
+    else if (*hlen > fsize - 8)
         rc = wisp_error_set(err, WISP_ERR_FORMAT,
                             "%s: header length %llu runs past the end of the file (%zu bytes)",
-                            path, (unsigned long long)hlen, fsize);
-        goto done;
-    }
-    const char *hdr = (const char *)base + 8;
-    const char *data = hdr + hlen;
-    size_t data_len = fsize - 8 - (size_t)hlen;
-    const char *end_ptr = NULL;
-    root = cJSON_ParseWithLengthOpts(hdr, (size_t)hlen, &end_ptr, 0);
-    if (!root) {
-        rc = wisp_error_set(err, WISP_ERR_FORMAT,
-                            "%s: header is not valid JSON (near byte %zu of %llu)", path,
-                            8 + s_err_offset(hdr, (size_t)hlen, end_ptr), (unsigned long long)hlen);
-        goto done;
-    }
-    if (!cJSON_IsObject(root)) {
-        rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: header is not a JSON object", path);
-        goto done;
-    }
-    /* Trailing bytes after the JSON object must be the library's space padding. */
-    for (const char *p = end_ptr ? end_ptr : hdr + hlen; p < hdr + hlen; p++)
-        if (*p != ' ' && *p != '\n' && *p != '\t' && *p != '\r' && *p != '\0') {
-            rc = wisp_error_set(err, WISP_ERR_FORMAT,
-                                "%s: garbage after the header JSON at byte %zu", path,
-                                (size_t)(p - (const char *)base));
-            goto done;
-        }
+                            path, (unsigned long long)*hlen, fsize);
+done:
+    close(fd);
+    return rc;
+}
 
+/* The header JSON (hlen bytes at hdr): an object, with only the library's space padding
+ * after it. */
+static int s_parse_header(const char *hdr, uint64_t hlen, const char *path, cJSON **root,
+                          wisp_error_t *err)
+{
+    const char *end_ptr = NULL;
+    *root = cJSON_ParseWithLengthOpts(hdr, (size_t)hlen, &end_ptr, 0);
+    if (!*root)
+        return wisp_error_set(
+            err, WISP_ERR_FORMAT, "%s: header is not valid JSON (near byte %zu of %llu)", path,
+            8 + s_err_offset(hdr, (size_t)hlen, end_ptr), (unsigned long long)hlen);
+    if (!cJSON_IsObject(*root))
+        return wisp_error_set(err, WISP_ERR_FORMAT, "%s: header is not a JSON object", path);
+    for (const char *p = end_ptr ? end_ptr : hdr + hlen; p < hdr + hlen; p++)
+        if (*p != ' ' && *p != '\n' && *p != '\t' && *p != '\r' && *p != '\0')
+            return wisp_error_set(err, WISP_ERR_FORMAT,
+                                  "%s: garbage after the header JSON at byte %zu", path,
+                                  (size_t)(p - hdr) + 8);
+    return WISP_OK;
+}
+
+/* __metadata__: an object of strings, kept (duplicated) in sh->meta. */
+static int s_parse_metadata(s_shard_t *sh, const cJSON *ent, const char *path, wisp_error_t *err)
+{
+    if (!cJSON_IsObject(ent))
+        return wisp_error_set(err, WISP_ERR_FORMAT, "%s: __metadata__ is not an object", path);
+    const cJSON *kv;
+    cJSON_ArrayForEach(kv, ent)
+    {
+        if (!cJSON_IsString(kv))
+            return wisp_error_set(err, WISP_ERR_FORMAT,
+                                  "%s: __metadata__ value '%s' is not a string", path,
+                                  kv->string ? kv->string : "");
+    }
+    sh->meta = cJSON_Duplicate(ent, 1);
+    if (!sh->meta)
+        return wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
+    return WISP_OK;
+}
+
+/* dtype and shape of tensor entry ent into t (numel, nbytes), every count checked. */
+static int s_parse_dtype_shape(const cJSON *ent, const char *name, const char *path,
+                               wisp_st_tensor_t *t, wisp_error_t *err)
+{
+    const cJSON *jd = cJSON_GetObjectItemCaseSensitive(ent, "dtype");
+    const cJSON *js = cJSON_GetObjectItemCaseSensitive(ent, "shape");
+    int dt = s_dtype_parse(jd->valuestring);
+    if (dt < 0)
+        return wisp_error_set(err, WISP_ERR_UNSUPPORTED, "%s: tensor %s: unknown dtype \"%s\"",
+                              path, name, jd->valuestring);
+    int ndim = cJSON_GetArraySize(js);
+    if (ndim > WISP_ST_MAX_DIMS)
+        return wisp_error_set(err, WISP_ERR_UNSUPPORTED,
+                              "%s: tensor %s: %d dimensions (at most %d)", path, name, ndim,
+                              WISP_ST_MAX_DIMS);
+    t->dtype = (wisp_dtype_t)dt;
+    t->ndim = ndim;
+    size_t numel = 1;
+    int overflow = 0;
+    for (int d = 0; d < ndim; d++) {
+        size_t v;
+        if (s_json_uint(cJSON_GetArrayItem(js, d), &v) != 0)
+            return wisp_error_set(err, WISP_ERR_FORMAT,
+                                  "%s: tensor %s: shape[%d] is not a non-negative integer", path,
+                                  name, d);
+        t->shape[d] = (int64_t)v;
+        if (v != 0 && numel > SIZE_MAX / v)
+            overflow = 1;
+        else
+            numel *= v;
+    }
+    size_t esz = s_dtypes[dt].size;
+    if (overflow || numel > SIZE_MAX / esz)
+        return wisp_error_set(err, WISP_ERR_FORMAT, "%s: tensor %s: shape is absurdly large", path,
+                              name);
+    t->numel = numel;
+    t->nbytes = numel * esz;
+    return WISP_OK;
+}
+
+/* One tensor entry into t and its byte span [*b, *e) of the data section (data_len
+ * bytes): dtype, shape and offsets checked against each other and the file. */
+static int s_parse_entry(const cJSON *ent, const char *name, const char *path, size_t data_len,
+                         wisp_st_tensor_t *t, size_t *b, size_t *e, wisp_error_t *err)
+{
+    if (!cJSON_IsObject(ent))
+        return wisp_error_set(err, WISP_ERR_FORMAT, "%s: tensor %s: entry is not an object", path,
+                              name);
+    const cJSON *jd = cJSON_GetObjectItemCaseSensitive(ent, "dtype");
+    const cJSON *js = cJSON_GetObjectItemCaseSensitive(ent, "shape");
+    const cJSON *jo = cJSON_GetObjectItemCaseSensitive(ent, "data_offsets");
+    if (!cJSON_IsString(jd) || !cJSON_IsArray(js) || !cJSON_IsArray(jo))
+        return wisp_error_set(
+            err, WISP_ERR_FORMAT,
+            "%s: tensor %s: needs string \"dtype\", array \"shape\" and array \"data_offsets\"",
+            path, name);
+    int rc = s_parse_dtype_shape(ent, name, path, t, err);
+    if (rc != WISP_OK)
+        return rc;
+    if (cJSON_GetArraySize(jo) != 2 || s_json_uint(cJSON_GetArrayItem(jo, 0), b) != 0 ||
+        s_json_uint(cJSON_GetArrayItem(jo, 1), e) != 0 || *b > *e)
+        return wisp_error_set(
+            err, WISP_ERR_FORMAT,
+            "%s: tensor %s: data_offsets must be [begin, end] integers with begin <= end", path,
+            name);
+    if (*e > data_len)
+        return wisp_error_set(
+            err, WISP_ERR_FORMAT,
+            "%s: tensor %s: data_offsets [%zu, %zu] out of range (data section is %zu bytes)", path,
+            name, *b, *e, data_len);
+    if (*e - *b != t->nbytes) {
+        char sh_txt[128];
+        int n = 0;
+        sh_txt[0] = 0;
+        for (int d = 0; d < t->ndim && n < (int)sizeof sh_txt - 24; d++)
+            n += snprintf(sh_txt + n, sizeof sh_txt - (size_t)n, "%s%lld", d ? "," : "",
+                          (long long)t->shape[d]);
+        return wisp_error_set(
+            err, WISP_ERR_FORMAT,
+            "%s: tensor %s: shape [%s] x %s needs %zu bytes but data_offsets span %zu", path, name,
+            sh_txt, s_dtypes[t->dtype].name, t->nbytes, *e - *b);
+    }
+    return WISP_OK;
+}
+
+/* Tensors may not overlap in the data section (empty tensors occupy nothing). */
+static int s_check_overlaps(s_span_t *spans, int nspans, const char *path, wisp_error_t *err)
+{
+    if (nspans > 1)
+        qsort(spans, (size_t)nspans, sizeof *spans, s_cmp_span);
+    size_t prev_end = 0;
+    const char *prev_name = NULL;
+    for (int i = 0; i < nspans; i++) {
+        if (spans[i].begin == spans[i].end)
+            continue;
+        if (prev_name && spans[i].begin < prev_end)
+            return wisp_error_set(err, WISP_ERR_FORMAT,
+                                  "%s: tensors %s and %s overlap in the data section", path,
+                                  prev_name, spans[i].name);
+        prev_end = spans[i].end;
+        prev_name = spans[i].name;
+    }
+    return WISP_OK;
+}
+
+static int s_load_shard(wisp_st_t *self, const char *path, int *cap, wisp_error_t *err)
+{
+    cJSON *root = NULL;
+    s_span_t *spans = NULL;
+    s_shard_t *ns = realloc(self->shards, (size_t)(self->nshards + 1) * sizeof *ns);
+    if (!ns)
+        return wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
+    self->shards = ns;
+    s_shard_t *sh = &self->shards[self->nshards];
+    memset(sh, 0, sizeof *sh);
+    sh->path = strdup(path);
+    if (!sh->path)
+        return wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
+    self->nshards++; /* from here on destroy releases it */
+    uint64_t hlen = 0;
+    int rc = s_map_shard(sh, path, &hlen, err);
+    if (rc != WISP_OK)
+        return rc;
+    const char *hdr = (const char *)sh->map + 8;
+    const char *data = hdr + hlen;
+    size_t data_len = sh->map_len - 8 - (size_t)hlen;
+    if ((rc = s_parse_header(hdr, hlen, path, &root, err)) != WISP_OK)
+        goto done;
     int nent = cJSON_GetArraySize(root);
     spans = calloc((size_t)(nent > 0 ? nent : 1), sizeof *spans);
     if (!spans) {
@@ -317,112 +447,14 @@ static int s_load_shard(wisp_st_t *self, const char *path, int *cap, wisp_error_
     {
         const char *name = ent->string ? ent->string : "";
         if (strcmp(name, "__metadata__") == 0) {
-            if (!cJSON_IsObject(ent)) {
-                rc =
-                    wisp_error_set(err, WISP_ERR_FORMAT, "%s: __metadata__ is not an object", path);
+            if ((rc = s_parse_metadata(sh, ent, path, err)) != WISP_OK)
                 goto done;
-            }
-            const cJSON *kv;
-            cJSON_ArrayForEach(kv, ent)
-            {
-                if (!cJSON_IsString(kv)) {
-                    rc = wisp_error_set(err, WISP_ERR_FORMAT,
-                                        "%s: __metadata__ value '%s' is not a string", path,
-                                        kv->string ? kv->string : "");
-                    goto done;
-                }
-            }
-            sh->meta = cJSON_Duplicate(ent, 1);
-            if (!sh->meta) {
-                rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
-                goto done;
-            }
             continue;
         }
-        if (!cJSON_IsObject(ent)) {
-            rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: tensor %s: entry is not an object", path,
-                                name);
-            goto done;
-        }
-        const cJSON *jd = cJSON_GetObjectItemCaseSensitive(ent, "dtype");
-        const cJSON *js = cJSON_GetObjectItemCaseSensitive(ent, "shape");
-        const cJSON *jo = cJSON_GetObjectItemCaseSensitive(ent, "data_offsets");
-        if (!cJSON_IsString(jd) || !cJSON_IsArray(js) || !cJSON_IsArray(jo)) {
-            rc = wisp_error_set(
-                err, WISP_ERR_FORMAT,
-                "%s: tensor %s: needs string \"dtype\", array \"shape\" and array \"data_offsets\"",
-                path, name);
-            goto done;
-        }
-        int dt = s_dtype_parse(jd->valuestring);
-        if (dt < 0) {
-            rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED, "%s: tensor %s: unknown dtype \"%s\"",
-                                path, name, jd->valuestring);
-            goto done;
-        }
-        int ndim = cJSON_GetArraySize(js);
-        if (ndim > WISP_ST_MAX_DIMS) {
-            rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED,
-                                "%s: tensor %s: %d dimensions (at most %d)", path, name, ndim,
-                                WISP_ST_MAX_DIMS);
-            goto done;
-        }
         wisp_st_tensor_t t = {0};
-        t.dtype = (wisp_dtype_t)dt;
-        t.ndim = ndim;
-        size_t numel = 1;
-        int overflow = 0;
-        for (int d = 0; d < ndim; d++) {
-            size_t v;
-            if (s_json_uint(cJSON_GetArrayItem(js, d), &v) != 0) {
-                rc = wisp_error_set(err, WISP_ERR_FORMAT,
-                                    "%s: tensor %s: shape[%d] is not a non-negative integer", path,
-                                    name, d);
-                goto done;
-            }
-            t.shape[d] = (int64_t)v;
-            if (v != 0 && numel > SIZE_MAX / v)
-                overflow = 1;
-            else
-                numel *= v;
-        }
-        size_t esz = s_dtypes[dt].size;
-        if (overflow || numel > SIZE_MAX / esz) {
-            rc = wisp_error_set(err, WISP_ERR_FORMAT, "%s: tensor %s: shape is absurdly large",
-                                path, name);
+        size_t b = 0, e = 0;
+        if ((rc = s_parse_entry(ent, name, path, data_len, &t, &b, &e, err)) != WISP_OK)
             goto done;
-        }
-        size_t b, e;
-        if (cJSON_GetArraySize(jo) != 2 || s_json_uint(cJSON_GetArrayItem(jo, 0), &b) != 0 ||
-            s_json_uint(cJSON_GetArrayItem(jo, 1), &e) != 0 || b > e) {
-            rc = wisp_error_set(
-                err, WISP_ERR_FORMAT,
-                "%s: tensor %s: data_offsets must be [begin, end] integers with begin <= end", path,
-                name);
-            goto done;
-        }
-        if (e > data_len) {
-            rc = wisp_error_set(
-                err, WISP_ERR_FORMAT,
-                "%s: tensor %s: data_offsets [%zu, %zu] out of range (data section is %zu bytes)",
-                path, name, b, e, data_len);
-            goto done;
-        }
-        if (e - b != numel * esz) {
-            char sh_txt[128];
-            int n = 0;
-            sh_txt[0] = 0;
-            for (int d = 0; d < ndim && n < (int)sizeof sh_txt - 24; d++)
-                n += snprintf(sh_txt + n, sizeof sh_txt - (size_t)n, "%s%lld", d ? "," : "",
-                              (long long)t.shape[d]);
-            rc = wisp_error_set(
-                err, WISP_ERR_FORMAT,
-                "%s: tensor %s: shape [%s] x %s needs %zu bytes but data_offsets span %zu", path,
-                name, sh_txt, s_dtypes[dt].name, numel * esz, e - b);
-            goto done;
-        }
-        t.numel = numel;
-        t.nbytes = numel * esz;
         t.data = data + b;
         t.file = sh->path;
         t.name = strdup(name);
@@ -434,26 +466,8 @@ static int s_load_shard(wisp_st_t *self, const char *path, int *cap, wisp_error_
         self->tensors[self->ntensors++] = t;
         spans[nspans++] = (s_span_t){b, e, self->tensors[self->ntensors - 1].name};
     }
-    /* Overlap check (empty tensors occupy nothing). */
-    if (nspans > 1)
-        qsort(spans, (size_t)nspans, sizeof *spans, s_cmp_span);
-    size_t prev_end = 0;
-    const char *prev_name = NULL;
-    for (int i = 0; i < nspans; i++) {
-        if (spans[i].begin == spans[i].end)
-            continue;
-        if (prev_name && spans[i].begin < prev_end) {
-            rc = wisp_error_set(err, WISP_ERR_FORMAT,
-                                "%s: tensors %s and %s overlap in the data section", path,
-                                prev_name, spans[i].name);
-            goto done;
-        }
-        prev_end = spans[i].end;
-        prev_name = spans[i].name;
-    }
+    rc = s_check_overlaps(spans, nspans, path, err);
 done:
-    if (fd >= 0)
-        close(fd);
     cJSON_Delete(root);
     free(spans);
     return rc;

@@ -604,7 +604,10 @@ class Campaign:
             base = os.path.join(d, 'ro')
             os.makedirs(base)
             env.update(LD_PRELOAD=self.shim, WISP_FAULT_DIR=base, WISP_FAULT_TRIGGER=d + '/ro-trigger',
-                       WISP_FAULT_ERRNO=str(30))
+                       WISP_FAULT_ERRNO=str(30),
+                       # a sanitizer build wants its runtime first in the preload list
+                       ASAN_OPTIONS=':'.join(filter(None, [env.get('ASAN_OPTIONS'),
+                                                           'verify_asan_link_order=0'])))
         out = self.out_path(base, job)
         marker = 'fault-%d-%d' % (os.getpid(), self.n)
         res = {'job': job, 'kind': kind, 'dir': d}

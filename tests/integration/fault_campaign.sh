@@ -10,8 +10,8 @@
 # known duplicate-metrics bug); the long campaign keeps 2, which exposes it.
 set -e
 BUILD=${BUILD:-build}
-KINDS_CLASSIFY=${FAULT_KINDS_CLASSIFY:-kill9_worker,kill9_mpirun,stop_worker}
+KINDS_CLASSIFY=${FAULT_KINDS_CLASSIFY:-kill9_worker,kill9_mpirun,kill9_coord,kill9_coord_twice,kill9_all,stop_worker,sigterm,sigint_group,journal_truncate,journal_corrupt,disk_full,disk_ro}
 KINDS_TRAIN=${FAULT_KINDS_TRAIN:-kill9_worker,kill9_mpirun,kill9_all}
 exec timeout 900 /usr/bin/python3 "$(dirname "$0")/../fault/campaign.py" --build "$BUILD" \
-    --seed "${FAULT_SEED:-11}" --runs-classify "${FAULT_RUNS_CLASSIFY:-5}" --runs-train "${FAULT_RUNS_TRAIN:-4}" \
+    --seed "${FAULT_SEED:-11}" --runs-classify "${FAULT_RUNS_CLASSIFY:-12}" --runs-train "${FAULT_RUNS_TRAIN:-3}" \
     --kinds-classify "$KINDS_CLASSIFY" --kinds-train "$KINDS_TRAIN" --checkpoint-every 4
