@@ -58,6 +58,18 @@ static int s_window_opts(const wisp_jobcfg_t *cfg, wisp_windows_opts_t *w, wisp_
     return rc ? rc : wisp_windows_check(w, err);
 }
 
+/* classify.precision of the job config; checked by the coordinator before it looks at the
+ * output (a complete file must not hide a bad setting) and by every worker. */
+static int s_precision(const wisp_jobcfg_t *cfg, int *precision, wisp_error_t *err)
+{
+    if (strcmp(cfg->classify_precision, "fp32") && strcmp(cfg->classify_precision, "int8"))
+        return wisp_error_set(err, WISP_ERR_ARG, "classify.precision: '%s' is not fp32 or int8",
+                              cfg->classify_precision);
+    *precision =
+        strcmp(cfg->classify_precision, "int8") ? WISP_PRECISION_FP32 : WISP_PRECISION_INT8;
+    return WISP_OK;
+}
+
 /* ---- coordinator ---- */
 
 static void s_coord_close(void **state)
@@ -97,7 +109,9 @@ static int s_coord_open(void **state, const wisp_jobcfg_t *cfg, int resume, wisp
         .resume = resume,
         .skip_complete = 1,
     };
-    if ((rc = s_window_opts(cfg, &ro.window, err)) != WISP_OK)
+    int precision;
+    if ((rc = s_window_opts(cfg, &ro.window, err)) != WISP_OK ||
+        (rc = s_precision(cfg, &precision, err)) != WISP_OK)
         goto done;
     if (!(s->desc = wisp_jobcfg_to_string(cfg))) {
         rc = wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
@@ -368,13 +382,10 @@ static int s_worker_open(void **state, const wisp_jobcfg_t *cfg, const wisp_job_
         s_worker_close((void **)&w);
         return rc;
     }
-    if (strcmp(cfg->classify_precision, "fp32") && strcmp(cfg->classify_precision, "int8")) {
+    if ((rc = s_precision(cfg, &o.precision, err)) != WISP_OK) {
         s_worker_close((void **)&w);
-        return wisp_error_set(err, WISP_ERR_ARG, "classify.precision: '%s' is not fp32 or int8",
-                              cfg->classify_precision);
+        return rc;
     }
-    o.precision =
-        strcmp(cfg->classify_precision, "int8") ? WISP_PRECISION_FP32 : WISP_PRECISION_INT8;
     w->batch = o.batch;
     w->embed = o.embeddings;
     w->cl = wisp_classifier_new(&o, err);
