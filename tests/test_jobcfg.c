@@ -264,6 +264,31 @@ static void test_job_json_duplicates_take_the_last_value_and_trailing_text_is_re
                      WISP_ERR_ARG);
 }
 
+static void test_string_choices_are_refused_by_the_config_naming_the_key(void **state)
+{
+    (void)state;
+    wisp_jobcfg_t c;
+    wisp_error_t e = {0};
+    char *sets[] = {"classify.precision=int4"};
+    assert_int_equal(
+        wisp_jobcfg_parse(&c, "{\"kind\":\"null\",\"output\":\"/o\"}", "/", "t", sets, 1, &e),
+        WISP_ERR_ARG);
+    assert_non_null(strstr(e.msg, "classify.precision"));
+    char *sets2[] = {"train.unlabeled=drop"};
+    wisp_error_clear(&e);
+    assert_int_equal(
+        wisp_jobcfg_parse(&c, "{\"kind\":\"null\",\"output\":\"/o\"}", "/", "t", sets2, 1, &e),
+        WISP_ERR_ARG);
+    assert_non_null(strstr(e.msg, "train.unlabeled"));
+    char *sets3[] = {"classify.precision=int8", "train.unlabeled=skip", "train.classes=c.txt"};
+    assert_int_equal(
+        wisp_jobcfg_parse(&c, "{\"kind\":\"null\",\"output\":\"/o\"}", "/b", "t", sets3, 3, NULL),
+        0);
+    assert_string_equal(c.train_unlabeled, "skip");
+    assert_non_null(strstr(c.train_classes, "c.txt"));
+    wisp_jobcfg_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -276,6 +301,7 @@ int main(void)
         cmocka_unit_test(test_train_keys_parse_with_their_defaults),
         cmocka_unit_test(test_adapter_config_is_a_preset_name_or_a_path_resolved_like_the_others),
         cmocka_unit_test(test_job_json_duplicates_take_the_last_value_and_trailing_text_is_refused),
+        cmocka_unit_test(test_string_choices_are_refused_by_the_config_naming_the_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -422,6 +422,12 @@ static int s_check(const wisp_jobcfg_t *cfg, const char *where, wisp_error_t *er
                               "%s: 'kind' must be null, classify or train (got '%s')", where,
                               cfg->kind);
     }
+    /* string choices are refused here, by the coordinator, before any worker starts */
+    if (strcmp(cfg->classify_precision, "fp32") != 0 &&
+        strcmp(cfg->classify_precision, "int8") != 0)
+        return wisp_error_set(err, WISP_ERR_ARG,
+                              "%s: 'classify.precision' must be fp32 or int8 (got '%s')", where,
+                              cfg->classify_precision);
     if (strcmp(cfg->train_unlabeled, "error") != 0 && strcmp(cfg->train_unlabeled, "skip") != 0)
         return wisp_error_set(err, WISP_ERR_ARG,
                               "%s: 'train.unlabeled' must be error or skip (got '%s')", where,

@@ -732,13 +732,13 @@ static int s_gather_failures(s_worker_t *w, uint32_t split, wisp_error_t *err)
             free(w->fall);
             w->fall = malloc((size_t)total);
             w->fall_cap = w->fall ? (size_t)total : 0;
+            /* The other ranks wait in the gather below: this error ends the world. */
+            if (!w->fall)
+                return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
         }
     }
-    /* A rank 0 out of memory still takes part (into a NULL buffer of 0 bytes is not
-     * allowed, so it fails the gather for every rank alike). */
     if (MPI_Gatherv(w->mine.data, mine, MPI_BYTE, w->fall, w->fcounts, w->fdispls, MPI_BYTE, 0,
-                    w->comm) != MPI_SUCCESS ||
-        (w->rank == 0 && total && !w->fall))
+                    w->comm) != MPI_SUCCESS)
         return wisp_error_set(err, WISP_ERR_MPI, "train: gathering the failed clips failed");
     if (w->rank == 0) {
         wisp_wbuf_bytes(&w->fails, w->fall, (size_t)total);

@@ -1020,11 +1020,10 @@ wisp_trainer_item_t *wisp_trainer_items(const wisp_manifest_t *m, int *n)
 
 void wisp_trainer_data_id(const wisp_trainer_item_t *items, int n, char out[65])
 {
-    size_t len = 1, cap = 1024;
+    size_t len = 0, cap = 1024;
     char *s = malloc(cap);
     if (s)
         s[0] = '\0';
-    len = 0;
     for (int i = 0; i < n; i++)
         s_appendf(&s, &len, &cap, "%s|%d\n", items[i].path, items[i].label);
     const char *desc = s ? s : "out of memory";
