@@ -6,6 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <math.h>
+#include <sndfile.h>
+
+#include "audio/audio.h"
+#include "audio/features.h"
 #include "audio/windows.h"
 #include "base/util.h"
 
@@ -145,6 +150,59 @@ static void test_feature_settings_round_trip_and_refuse_the_other_mode(void **st
     assert_non_null(strstr(e.msg, "truncate"));
 }
 
+/* The training window of a long file: the log-mel of the samples at the seeded start,
+ * bitwise; the same (seed, epoch, item) gives the same window, epochs move it. */
+static void test_training_window_is_the_log_mel_of_the_seeded_window(void **state)
+{
+    (void)state;
+    char path[512];
+    snprintf(path, sizeof path, "%s/long_train.wav", wisp_test_tmpdir());
+    enum { NS = 2 * S };
+    static short pcm[NS];
+    for (int t = 0; t < NS; t++) /* a sweep: every window differs */
+        pcm[t] = (short)(8000 * sin(6.2831853 * (200.0 + 2000.0 * t / NS) * t / S));
+    SF_INFO info = {.samplerate = S, .channels = 1, .format = SF_FORMAT_WAV | SF_FORMAT_PCM_16};
+    SNDFILE *f = sf_open(path, SFM_WRITE, &info);
+    assert_non_null(f);
+    assert_int_equal(sf_write_short(f, pcm, NS), NS);
+    sf_close(f);
+    wisp_error_t e = {0};
+    wisp_features_t *feat = wisp_features_new(80, 1, 0, &e);
+    assert_non_null(feat);
+    wisp_audio_t a;
+    memset(&a, 0, sizeof a);
+    assert_int_equal(wisp_audio_load(path, 0, &a, &e), WISP_OK);
+    static float got[80 * 3000], want[80 * 3000], again[80 * 3000];
+    size_t first = 0;
+    int moved = 0;
+    for (uint64_t epoch = 0; epoch < 6; epoch++) {
+        wisp_features_info_t fi;
+        assert_int_equal(wisp_windows_train_clip(feat, path, 0.5, 11, epoch, 3, got, &fi, &e), 0);
+        size_t st = wisp_windows_random_start(a.n, S / 2, 11, epoch, 3);
+        int frames = 0;
+        assert_int_equal(wisp_features_window(feat, a.samples, a.n, st, S / 2, want, &frames, &e),
+                         WISP_OK);
+        assert_int_equal(fi.frames, frames);
+        assert_int_equal(frames, 50);
+        assert_memory_equal(got, want, sizeof(float) * 80 * (size_t)frames);
+        assert_true(fabs(fi.duration - 2.0) < 1e-6);
+        assert_int_equal(wisp_windows_train_clip(feat, path, 0.5, 11, epoch, 3, again, &fi, &e), 0);
+        assert_memory_equal(got, again, sizeof(float) * 80 * (size_t)frames);
+        if (epoch == 0)
+            first = st;
+        moved |= st != first;
+    }
+    assert_true(moved);
+    /* window 0: the first 30 s, as wisp_features_file */
+    wisp_features_info_t fi, fj;
+    assert_int_equal(wisp_windows_train_clip(feat, path, 0, 11, 0, 3, got, &fi, &e), WISP_OK);
+    assert_int_equal(wisp_features_file(feat, path, want, &fj, &e), WISP_OK);
+    assert_int_equal(fi.frames, fj.frames);
+    assert_memory_equal(got, want, sizeof(float) * 80 * (size_t)fi.frames);
+    wisp_audio_free(&a);
+    wisp_features_destroy(&feat);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -153,6 +211,7 @@ int main(void)
         cmocka_unit_test(test_random_training_window_is_seeded_uniform_and_in_range),
         cmocka_unit_test(test_window_options_are_checked),
         cmocka_unit_test(test_feature_settings_round_trip_and_refuse_the_other_mode),
+        cmocka_unit_test(test_training_window_is_the_log_mel_of_the_seeded_window),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "audio/audio.h"
+#include "audio/features.h"
 #include "audio/mel.h"
 #include "base/util.h"
 #include "formats/json.h"
@@ -88,6 +89,29 @@ size_t wisp_windows_random_start(size_t n, size_t win, uint64_t seed, uint64_t e
     wisp_rng_t g;
     wisp_rng_seed(&g, seed ^ (epoch * 0x9e3779b97f4a7c15ull) ^ (item * 0xc2b2ae3d27d4eb4full));
     return (size_t)(wisp_rng_u64(&g) % (uint64_t)(n - win + 1));
+}
+
+int wisp_windows_train_clip(wisp_features_t *feat, const char *path, double window_seconds,
+                            uint64_t seed, uint64_t epoch, uint64_t item, float *out,
+                            wisp_features_info_t *info, wisp_error_t *err)
+{
+    if (window_seconds <= 0)
+        return wisp_features_file(feat, path, out, info, err);
+    wisp_audio_t a;
+    memset(&a, 0, sizeof a);
+    memset(info, 0, sizeof *info);
+    int rc = wisp_features_decode(path, 0, &a, err);
+    if (rc != WISP_OK)
+        return rc;
+    size_t win = wisp_windows_samples(window_seconds);
+    size_t start = wisp_windows_random_start(a.n, win, seed, epoch, item);
+    size_t len = a.n - start < win ? a.n - start : win;
+    info->duration = a.duration;
+    info->source_rate = a.source_rate;
+    info->source_channels = a.source_channels;
+    rc = wisp_features_window(feat, a.samples, a.n, start, len, out, &info->frames, err);
+    wisp_audio_free(&a);
+    return rc;
 }
 
 /* ---- features.json ---- */

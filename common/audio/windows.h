@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "audio/features.h"
 #include "base/err.h"
 
 /* How a file row is made from its windows. */
@@ -61,6 +62,15 @@ void wisp_windows_at(size_t n, size_t win, size_t hop, size_t k, size_t *start, 
  * over [0, n - win] from (seed, epoch, item) alone (0 when n <= win). */
 size_t wisp_windows_random_start(size_t n, size_t win, uint64_t seed, uint64_t epoch,
                                  uint64_t item);
+
+/* Training on long files: the log-mel of one window of window_seconds at the seeded
+ * random start of wisp_windows_random_start(n, win, seed, epoch, item) into out (as
+ * wisp_features_file; info->capped stays 0: the window is what was asked for). A file
+ * no longer than the window is all of it; window_seconds 0 is wisp_features_file (the
+ * first 30 s). Errors: the decode's, or the window's (audio/features.h). */
+int wisp_windows_train_clip(wisp_features_t *feat, const char *path, double window_seconds,
+                            uint64_t seed, uint64_t epoch, uint64_t item, float *out,
+                            wisp_features_info_t *info, wisp_error_t *err);
 
 /* ---- features.json beside a trained adapter/head ---- */
 
