@@ -780,9 +780,12 @@ static void s_take_over(wisp_coord_t *self, const wisp_proto_hello_t *h)
  * the shards it held are re-queued: it dropped its queue), else a new one. -1 when the
  * sender is refused, a negative error on out of memory. */
 static int s_slot_for(wisp_coord_t *self, const void *id, size_t id_len,
-                      const wisp_proto_hello_t *h, double now, wisp_error_t *err)
+                      const wisp_proto_hello_t *h, double now, int *slot, wisp_error_t *err)
 {
+    /* the slot goes to *slot (-1: refused, already said): the return value is only
+     * 0 or a fatal error, which "-1" would otherwise be (WISP_ERR_NOMEM) */
     int w = s_find_peer(self, id, id_len);
+    *slot = -1;
     if (w >= 0) {
         size_t n = wisp_lease_drop_worker(self->lease, w);
         wisp_lease_revive_worker(self->lease, w, now);
@@ -790,15 +793,16 @@ static int s_slot_for(wisp_coord_t *self, const void *id, size_t id_len,
         WISP_LOGI("worker %d rejoined as itself (rank %u pid %" PRIu64 " on %s; %zu shards "
                   "re-queued)",
                   w, h->rank, h->pid, h->host, n);
-        return w;
+        *slot = w;
+        return WISP_OK;
     }
     if (wisp_lease_worker_count(self->lease) >= S_MAX_SLOTS) {
         s_drop(self, "HELLO beyond the cap on worker slots", NULL);
-        return -1;
+        return WISP_OK;
     }
     if (wisp_lease_live_workers(self->lease) >= self->max_workers) {
         s_refuse_full(self, id, id_len, h);
-        return -1;
+        return WISP_OK;
     }
     s_take_over(self, h);
     if (wisp_lease_worker_count(self->lease) >= self->cap_peers) {
@@ -816,7 +820,8 @@ static int s_slot_for(wisp_coord_t *self, const void *id, size_t id_len,
     self->workers_seen++;
     WISP_LOGI("worker %d joined: rank %u/%u pid %" PRIu64 " on %s", w, h->rank, h->size, h->pid,
               h->host[0] ? h->host : "?");
-    return w;
+    *slot = w;
+    return WISP_OK;
 }
 
 static int s_hello(wisp_coord_t *self, const void *id, size_t id_len, const wisp_msg_t *m,
@@ -840,11 +845,9 @@ static int s_hello(wisp_coord_t *self, const void *id, size_t id_len, const wisp
         s_stop_id(self, id, id_len, finished ? WISP_STOP_DONE : WISP_STOP_INTERRUPTED);
         return WISP_OK;
     }
-    int w = s_slot_for(self, id, id_len, &h, now, err);
-    if (w < -1)
-        return w;
-    if (w < 0)
-        return WISP_OK;
+    int w, rc = s_slot_for(self, id, id_len, &h, now, &w, err);
+    if (rc || w < 0)
+        return rc;
     s_peer_t *peer = &self->peers[w];
     free(peer->ready_payload);
     memset(peer, 0, sizeof *peer);
