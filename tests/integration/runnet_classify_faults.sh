@@ -55,6 +55,9 @@ fault_run() {
 JSON
     rm -f "$T/trigger"
     set +e
+    # An ASan binary refuses to start with a preloaded library ahead of its runtime
+    # unless told that the order is intended.
+    ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" \
     WISP_FAULT_DIR="$out" WISP_FAULT_TRIGGER="$T/trigger" WISP_FAULT_ERRNO=$1 LD_PRELOAD="$T/shim.so" \
         timeout 600 "$COORD" "$T/$2.json" --no-progress --endpoint-file "$T/$2.ep" \
         >"$T/$2.out" 2>"$T/$2.err" &
