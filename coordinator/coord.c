@@ -61,7 +61,8 @@ struct wisp_coord {
     atomic_int zap_stop;
     uint8_t (*allowed)[32]; /* allowed worker public keys */
     int n_allowed;
-    atomic_int zap_denied; /* handshakes refused */
+    atomic_int zap_denied; /* handshakes refused (ZAP or failed CURVE handshakes) */
+    void *monitor; /* PAIR on the ROUTER's monitor (owned by the ZAP thread while it runs) */
     /* stop */
     volatile sig_atomic_t stop_req;
     /* counters */
@@ -144,12 +145,41 @@ static void s_drop(wisp_coord_t *self, const char *why, const wisp_error_t *e)
 
 /* ---- ZAP: CURVE client keys checked against the allowlist ---- */
 
+/* One handshake failure reported by the ROUTER's monitor: a worker without CURVE (or
+ * with another server key) never reaches ZAP, so it is counted and logged here. */
+static void s_monitor_event(wisp_coord_t *self)
+{
+    zmq_msg_t ev, addr;
+    zmq_msg_init(&ev);
+    zmq_msg_init(&addr);
+    if (zmq_msg_recv(&ev, self->monitor, 0) >= 0 && zmq_msg_more(&ev))
+        zmq_msg_recv(&addr, self->monitor, 0);
+    if (zmq_msg_size(&ev) == 6) { /* u16 event, u32 value (host order) */
+        uint16_t id;
+        memcpy(&id, zmq_msg_data(&ev), 2);
+        if (id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
+            id == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
+            int n = atomic_fetch_add(&self->zap_denied, 1) + 1;
+            if (n <= S_LOG_DROPS || n % 1000 == 0)
+                WISP_LOGW("refused a worker connection #%d: CURVE handshake failed (a worker "
+                          "without --curve-server, or with another coordinator's key)",
+                          n);
+        }
+    }
+    zmq_msg_close(&ev);
+    zmq_msg_close(&addr);
+}
+
 static void *s_zap_main(void *arg)
 {
     wisp_coord_t *self = arg;
-    zmq_pollitem_t item = {self->zap, 0, ZMQ_POLLIN, 0};
+    zmq_pollitem_t items[2] = {{self->zap, 0, ZMQ_POLLIN, 0}, {self->monitor, 0, ZMQ_POLLIN, 0}};
     while (!atomic_load(&self->zap_stop)) {
-        if (zmq_poll(&item, 1, 100) <= 0)
+        if (zmq_poll(items, self->monitor ? 2 : 1, 100) <= 0)
+            continue;
+        if (self->monitor && (items[1].revents & ZMQ_POLLIN))
+            s_monitor_event(self);
+        if (!(items[0].revents & ZMQ_POLLIN))
             continue;
         zmq_msg_t f[8];
         int n = 0, more = 1;
@@ -197,6 +227,9 @@ static void *s_zap_main(void *arg)
     }
     zmq_close(self->zap);
     self->zap = NULL;
+    if (self->monitor)
+        zmq_close(self->monitor);
+    self->monitor = NULL;
     return NULL;
 }
 
@@ -223,6 +256,19 @@ static int s_setup_curve(wisp_coord_t *self, wisp_error_t *err)
     if (!self->zap || zmq_setsockopt(self->zap, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
         zmq_bind(self->zap, "inproc://zeromq.zap.01") != 0)
         return wisp_error_set(err, WISP_ERR_NET, "ZAP handler: %s", zmq_strerror(errno));
+    /* Handshake failures (no CURVE at all) never reach ZAP: watch the ROUTER's
+     * monitor for them (best effort: without it they are only not counted). */
+    char mon[64];
+    snprintf(mon, sizeof mon, "inproc://wisp-monitor-%p", (void *)self);
+    if (zmq_socket_monitor(self->router, mon,
+                           ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) == 0 &&
+        (self->monitor = zmq_socket(self->ctx, ZMQ_PAIR)) != NULL &&
+        (zmq_setsockopt(self->monitor, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
+         zmq_connect(self->monitor, mon) != 0)) {
+        zmq_close(self->monitor);
+        self->monitor = NULL;
+    }
     if (pthread_create(&self->zap_thread, NULL, s_zap_main, self) != 0)
         return wisp_error_set(err, WISP_ERR_NET, "ZAP handler: cannot start its thread");
     self->zap_running = 1;
@@ -441,8 +487,11 @@ void wisp_coord_destroy(wisp_coord_t **pself)
     if (self->zap_running) {
         atomic_store(&self->zap_stop, 1);
         pthread_join(self->zap_thread, NULL);
-    } else if (self->zap) {
-        zmq_close(self->zap);
+    } else {
+        if (self->zap)
+            zmq_close(self->zap);
+        if (self->monitor)
+            zmq_close(self->monitor);
     }
     if (self->router)
         zmq_close(self->router);

@@ -977,6 +977,41 @@ static void test_the_coordinator_cuts_shards_by_the_manifest_rules(void **state)
     wisp_jobcfg_free(&cfg);
 }
 
+/* A worker without CURVE against a CURVE coordinator never reaches the key check (its
+ * handshake fails first): it is still logged and counted as a refused connection. */
+static void test_a_worker_without_curve_is_counted_as_refused(void **state)
+{
+    (void)state;
+    const char *d = wisp_test_tmpdir();
+    char server[600], good[600], server_pub[700], good_pub[700], set1[800], set2[800];
+    snprintf(server, sizeof server, "%s/server2", d);
+    snprintf(good, sizeof good, "%s/good2", d);
+    assert_int_equal(wisp_proto_keygen(server, NULL), 0);
+    assert_int_equal(wisp_proto_keygen(good, NULL), 0);
+    snprintf(server_pub, sizeof server_pub, "%s.public", server);
+    snprintf(good_pub, sizeof good_pub, "%s.public", good);
+    snprintf(set1, sizeof set1, "cluster.curve.server_secret=%s.secret", server);
+    snprintf(set2, sizeof set2, "cluster.curve.client_keys=%s", good_pub);
+    char *extra[] = {set1, set2};
+    wisp_jobcfg_t cfg;
+    s_cfg(&cfg, "nocurve", 300, extra, 2);
+    s_coord_run_t c;
+    s_start_coord(&c, &cfg, 0);
+    s_worker_run_t wn, wg;
+    s_start_worker(&wn, wisp_coord_endpoint(c.c), 1.5); /* no CURVE */
+    usleep(500000);
+    s_start_curve_worker(&wg, wisp_coord_endpoint(c.c), 10, server_pub, good);
+    pthread_join(c.t, NULL);
+    pthread_join(wg.t, NULL);
+    pthread_join(wn.t, NULL);
+    assert_int_equal(c.rc, 0);
+    assert_int_equal(wn.rc, WISP_ERR_NET);
+    assert_true(s_num(wisp_coord_summary(c.c), "connections_refused") >= 1);
+    s_check_output("nocurve", 300);
+    wisp_coord_destroy(&c.c);
+    wisp_jobcfg_free(&cfg);
+}
+
 int main(void)
 {
     wisp_log_init('T', 0, getenv("WISP_TEST_VERBOSE") ? WISP_LOG_INFO : WISP_LOG_ERROR);
@@ -995,6 +1030,7 @@ int main(void)
         cmocka_unit_test(test_a_relaunched_world_takes_over_the_dead_worlds_shards_at_once),
         cmocka_unit_test(test_a_worker_failing_at_start_up_says_goodbye),
         cmocka_unit_test(test_the_coordinator_cuts_shards_by_the_manifest_rules),
+        cmocka_unit_test(test_a_worker_without_curve_is_counted_as_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

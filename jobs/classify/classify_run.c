@@ -93,6 +93,10 @@ static char *s_features_json(const wisp_classify_run_opts_t *o)
     cJSON_AddNumberToObject(j, "hop_seconds", o->window.seconds > 0 ? o->window.hop : 0);
     cJSON_AddStringToObject(j, "aggregate", wisp_windows_aggregate_name(o->window.aggregate));
     cJSON_AddNumberToObject(j, "top_k", o->top_k);
+    /* Only when not fp32, so fp32 runs keep the identity (and the resumable journals) they
+     * had before precision was an option. */
+    if (o->precision == WISP_PRECISION_INT8)
+        cJSON_AddStringToObject(j, "precision", "int8");
     char *text = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     return text;

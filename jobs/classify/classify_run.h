@@ -4,7 +4,8 @@
  *   - the class names (the head's head_config.json, else the checkpoint's config.json);
  *   - the items (a manifest, or a list of paths) and their true labels;
  *   - the run fingerprint: sha256 over the model, adapter and head weights, the
- *     features mode (truncate, window, hop, aggregate), the columns (embedding width,
+ *     features mode (truncate, window, hop, aggregate), the precision of the frozen
+ *     linears when it is not fp32, the columns (embedding width,
  *     classes, top_k) and every path in order; a resume must match it;
  *   - the results writer (formats/results.h) with its attributes, and the one
  *     function that turns a classified file into its row and window segments.
@@ -33,6 +34,7 @@ typedef struct {
     size_t n_paths;
     const char *output;  /* OUT.h5 */
     int truncate;        /* truncated log-mel */
+    int precision;       /* WISP_PRECISION_*: int8 rows must not resume into fp32 ones */
     int embedding;       /* write the embedding column */
     int top_k;           /* top_k columns, 0 none (at most the class count) */
     int probe_durations; /* open every file's header for its duration */

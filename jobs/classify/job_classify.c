@@ -109,9 +109,8 @@ static int s_coord_open(void **state, const wisp_jobcfg_t *cfg, int resume, wisp
         .resume = resume,
         .skip_complete = 1,
     };
-    int precision;
     if ((rc = s_window_opts(cfg, &ro.window, err)) != WISP_OK ||
-        (rc = s_precision(cfg, &precision, err)) != WISP_OK)
+        (rc = s_precision(cfg, &ro.precision, err)) != WISP_OK)
         goto done;
     if (!(s->desc = wisp_jobcfg_to_string(cfg))) {
         rc = wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");

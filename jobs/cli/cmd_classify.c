@@ -449,6 +449,7 @@ int wisp_cmd_classify(int argc, char **argv)
         .n_paths = a.manifest ? 0 : (size_t)(argc - optind),
         .output = a.output,
         .truncate = a.truncate,
+        .precision = a.precision,
         .embedding = a.embeddings,
         .top_k = a.top_k,
         .resume = a.resume,

@@ -402,6 +402,7 @@ static int s_compute(wisp_report_results_t *r, const int *label, const int *stat
 
 /* The columns of a results file that the report reads (freed by s_rcols_free). */
 typedef struct {
+    char **classes; /* (n_classes), owned until moved out */
     int *label, *status, *truth;
     double *score, *duration;
     char **paths, **errors;
@@ -410,6 +411,8 @@ typedef struct {
 
 static void s_rcols_free(s_rcols_t *c)
 {
+    if (c->classes)
+        s_free_strings(c->classes, c->n_classes);
     if (c->paths)
         s_free_strings(c->paths, c->n);
     if (c->errors)
@@ -439,9 +442,9 @@ static int s_open_h5(const char *path, hid_t *fid, wisp_error_t *err)
 
 /* classes, label, status, path (required) and the optional columns, every one
  * checked against N and C. */
-static int s_read_result_columns(s_h5_t *h, char ***classes, s_rcols_t *c)
+static int s_read_result_columns(s_h5_t *h, s_rcols_t *c)
 {
-    int rc = s_read_strings(h, "classes", 1, S_ANY_LEN, classes, &c->n_classes);
+    int rc = s_read_strings(h, "classes", 1, S_ANY_LEN, &c->classes, &c->n_classes);
     if (rc != WISP_OK)
         return rc;
     if (c->n_classes == 0 || c->n_classes > 1000000)
@@ -559,8 +562,10 @@ wisp_report_results_t *wisp_report_results_load(const char *path, wisp_error_t *
     if ((rc = s_open_h5(path, &fid, err)) != WISP_OK)
         goto done;
     s_h5_t h = {path, fid, err};
-    if ((rc = s_read_result_columns(&h, &r->classes, &c)) != WISP_OK)
+    if ((rc = s_read_result_columns(&h, &c)) != WISP_OK)
         goto done;
+    r->classes = c.classes; /* r owns them from here (destroy frees n_classes of them) */
+    c.classes = NULL;
     r->n_classes = (int)c.n_classes;
     r->n = c.n;
     r->has_truth = c.truth != NULL;
@@ -668,7 +673,7 @@ static void s_csv_header(FILE *out, char **classes, size_t C, size_t K, int segm
 /* Everything the CSV writers read (freed by s_csv_free). */
 typedef struct {
     s_rcols_t c;
-    char **classes, **notes;
+    char **notes;
     float *probs, *topp;
     int *topl;
     size_t K;
@@ -677,8 +682,6 @@ typedef struct {
 static void s_csv_free(s_csv_t *x)
 {
     s_rcols_t *c = &x->c;
-    if (x->classes)
-        s_free_strings(x->classes, c->n_classes);
     if (x->notes)
         s_free_strings(x->notes, c->n);
     s_rcols_free(c);
@@ -691,21 +694,21 @@ static void s_csv_rows(FILE *out, const s_csv_t *x)
 {
     const s_rcols_t *c = &x->c;
     const size_t C = c->n_classes;
-    s_csv_header(out, x->classes, C, x->K, 0);
+    s_csv_header(out, x->c.classes, C, x->K, 0);
     for (size_t i = 0; i < c->n; i++) {
         fprintf(out, "%zu", i);
         s_csv_str(out, c->paths[i], 0);
         fprintf(out, ",%d", c->label[i]);
-        s_csv_str(out, s_class_name(x->classes, C, c->label[i]), 0);
+        s_csv_str(out, s_class_name(x->c.classes, C, c->label[i]), 0);
         s_csv_num(out, c->score ? c->score[i] : NAN);
         fprintf(out, ",%d", c->truth ? c->truth[i] : -1);
-        s_csv_str(out, c->truth ? s_class_name(x->classes, C, c->truth[i]) : "", 0);
+        s_csv_str(out, c->truth ? s_class_name(x->c.classes, C, c->truth[i]) : "", 0);
         fprintf(out, ",%d", c->status[i]);
         s_csv_str(out, c->errors ? c->errors[i] : "", 0);
         s_csv_str(out, x->notes ? x->notes[i] : "", 0);
         s_csv_num(out, c->duration ? c->duration[i] : NAN);
         for (size_t k = 0; k < x->K; k++) {
-            s_csv_str(out, s_class_name(x->classes, C, x->topl[i * x->K + k]), 0);
+            s_csv_str(out, s_class_name(x->c.classes, C, x->topl[i * x->K + k]), 0);
             s_csv_num(out, x->topp[i * x->K + k]);
         }
         for (size_t k = 0; k < C; k++)
@@ -729,7 +732,7 @@ static int s_csv_segments(s_h5_t *h, FILE *out, const s_csv_t *x)
         (rc = s_read_1d(h, "segments/label", 1, M, 1, (void **)&label, NULL)) == WISP_OK &&
         (rc = s_read_1d(h, "segments/score", 1, M, 0, (void **)&score, NULL)) == WISP_OK &&
         (rc = s_read_2d(h, "segments/probs", M, C, 0, (void **)&probs, &w)) == WISP_OK) {
-        s_csv_header(out, x->classes, C, 0, 1);
+        s_csv_header(out, x->c.classes, C, 0, 1);
         for (size_t k = 0; k < M; k++) {
             /* The row id indexes the file table: checked before use. */
             if (!(row[k] >= 0 && row[k] < (double)x->c.n)) {
@@ -742,7 +745,7 @@ static int s_csv_segments(s_h5_t *h, FILE *out, const s_csv_t *x)
             fprintf(out, "%zu", i);
             s_csv_str(out, x->c.paths[i], 0);
             fprintf(out, ",%.6f,%.6f,%d", start[k], end[k], label[k]);
-            s_csv_str(out, s_class_name(x->classes, C, label[k]), 0);
+            s_csv_str(out, s_class_name(x->c.classes, C, label[k]), 0);
             s_csv_num(out, score[k]);
             for (size_t c = 0; c < C; c++)
                 s_csv_num(out, probs ? probs[k * C + c] : NAN);
@@ -770,7 +773,7 @@ int wisp_report_results_csv(const char *path, FILE *out, FILE *seg_out, wisp_err
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     int rc = s_open_h5(path, &fid, err);
     s_h5_t h = {path, fid, err};
-    if (rc != WISP_OK || (rc = s_read_result_columns(&h, &x.classes, &x.c)) != WISP_OK ||
+    if (rc != WISP_OK || (rc = s_read_result_columns(&h, &x.c)) != WISP_OK ||
         (rc = s_read_strings(&h, "note", 0, x.c.n, &x.notes, NULL)) != WISP_OK ||
         (rc = s_read_2d(&h, "probs", x.c.n, x.c.n_classes, 0, (void **)&x.probs, &w)) != 0 ||
         (rc = s_read_2d(&h, "top_k_label", x.c.n, 0, 1, (void **)&x.topl, &x.K)) != WISP_OK ||

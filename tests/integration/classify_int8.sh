@@ -40,6 +40,12 @@ timeout 90 "$WISP" run "$T/job.json" -np 2 --no-progress >"$T/run.out" 2>"$T/run
 h5diff -d 1e-5 "$T/int8.h5" "$T/dist.h5" /logits /logits >/dev/null ||
     fail "distributed int8 logits differ from local int8"
 # refusals
+# int8 is part of the run identity (the "features" attribute is hashed into the
+# fingerprint a resume must match), so int8 rows never resume into an fp32 journal;
+# fp32 runs keep the identity they had before precision existed.
+h5dump -a features "$T/int8.h5" | grep -q 'precision\\*":\\*"int8' ||
+    fail "precision not in the int8 run's identity"
+! h5dump -a features "$T/fp32.h5" | grep -q precision || fail "precision in an fp32 identity"
 if "$WISP" classify $A -o "$T/x.h5" --compare-fp32 3 "$T/data/all.csv" 2>"$T/err"; then
     fail "--compare-fp32 without int8 accepted"
 fi

@@ -55,7 +55,8 @@ fault_run() {
 JSON
     rm -f "$T/trigger"
     set +e
-    # (verify_asan_link_order=0: under make asan the shim is preloaded ahead of ASan's runtime)
+    # An ASan binary refuses to start with a preloaded library ahead of its runtime
+    # unless told that the order is intended.
     ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" \
     WISP_FAULT_DIR="$out" WISP_FAULT_TRIGGER="$T/trigger" WISP_FAULT_ERRNO=$1 LD_PRELOAD="$T/shim.so" \
         timeout 600 "$COORD" "$T/$2.json" --no-progress --endpoint-file "$T/$2.ep" \

@@ -1,6 +1,7 @@
 #!/bin/sh
 # wisp synth and wisp report from the command line: help, one-line errors with
-# exit codes, determinism across runs, speed, plots with and without gnuplot.
+# exit codes, determinism across runs, plots with and without gnuplot. (Its speed is
+# measured in make bench, bench_synth, not here: a timed test fails on a loaded machine.)
 set -eu
 BUILD=${BUILD:-build}
 W=$(cd "$(dirname "$BUILD/bin/wisp")" && pwd)/wisp
@@ -18,11 +19,8 @@ for args in "--classes 9 -o $T/x" "-o $T/x --per-class zero" "--bogus" "" "-o $T
 done
 
 # Same seed -> same manifests and same bytes (Ogg: libsndfile picks random stream
-# serials, so those are compared by size only); 200 files in a few seconds.
-start=$(date +%s)
+# serials, so those are compared by size only).
 "$W" synth -o "$T/a" --classes 8 --per-class 25 --corrupt 10 --seed 5 >"$T/out"
-secs=$(( $(date +%s) - start ))
-[ "$secs" -le 20 ] || fail "200 clips took ${secs}s"
 grep -q "wrote 200 clips" "$T/out" || fail "no summary: $(cat "$T/out")"
 "$W" synth -o "$T/b" --classes 8 --per-class 25 --corrupt 10 --seed 5 -q
 for f in train.csv val.csv test.csv all.csv all_with_corrupt.csv corrupt.csv classes.txt meta.csv; do
