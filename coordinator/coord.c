@@ -1310,8 +1310,14 @@ int wisp_coord_run(wisp_coord_t *self, wisp_error_t *err)
     if (rc == WISP_OK) {
         wisp_error_t e = {0};
         int frc = self->ops->coord_finish(self->job, finished, self->summary, &e);
-        if (frc)
+        if (frc) {
+            /* The rows are safe in the journal but the output is not final (a full or
+             * read-only disk at the last flush): the summary must not say complete, or a
+             * supervisor would not rerun to resume. */
             rc = wisp_error_set(err, frc, "%s", e.msg);
+            if (self->summary)
+                cJSON_ReplaceItemInObject(self->summary, "status", cJSON_CreateString("failed"));
+        }
     } else {
         self->ops->coord_finish(self->job, 0, self->summary, NULL);
     }
