@@ -47,6 +47,16 @@ static void test_first_error_wins_and_names_the_file(void **state)
     assert_int_equal(e.code, WISP_ERR_NOTFOUND);
 }
 
+/* A key or path quoted from a hostile file cannot split the message (found by
+ * fuzz_adapter_config: a JSON key holding a newline). */
+static void test_an_error_message_is_one_line(void **state)
+{
+    (void)state;
+    wisp_error_t e = {0};
+    wisp_error_set(&e, WISP_ERR_FORMAT, "config: key \"%s\" at %s", "a\nb\rc\x1b[2J", "x\ty");
+    assert_string_equal(e.msg, "config: key \"a?b?c?[2J\" at x?y");
+}
+
 static void test_atomic_write_then_read_round_trips(void **state)
 {
     (void)state;
@@ -102,6 +112,7 @@ int main(void)
         cmocka_unit_test(test_sha256_matches_the_standard_digest),
         cmocka_unit_test(test_sha256_of_buffers_matches_the_standard_digests),
         cmocka_unit_test(test_first_error_wins_and_names_the_file),
+        cmocka_unit_test(test_an_error_message_is_one_line),
         cmocka_unit_test(test_atomic_write_then_read_round_trips),
         cmocka_unit_test(test_rng_is_deterministic_and_well_spread),
         cmocka_unit_test(test_path_join_keeps_absolute_names),

@@ -35,6 +35,11 @@ int wisp_error_set(wisp_error_t *err, int code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    /* A message is one line: names and keys quoted from hostile files may hold
+     * newlines or terminal controls, shown as '?' (as ls does). */
+    for (char *c = buf; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            *c = '?';
     if (!err) {
         wisp_log_write(WISP_LOG_ERROR, "error", "%s", buf);
         return code;
