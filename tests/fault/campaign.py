@@ -658,7 +658,10 @@ class Campaign:
         twice = kind == 'kill9_coord_twice'
         last = at
         for k in range(1, self.a.resumes + 1):
-            if last.summary().get('status') == 'complete':
+            # A coordinator killed after its summary (in its linger) finished the job;
+            # a rerun must then find the file complete and recompute nothing, so a
+            # killed attempt is always followed by one.
+            if last.summary().get('status') == 'complete' and (last.rc or 0) < 128:
                 break
             at = Attempt(self.cmd(job, out), env, d, 'a%d' % k, '%s-%d' % (marker, k))
             if twice:
