@@ -178,6 +178,12 @@ static int s_open_results(wisp_classify_run_t *s, const wisp_classify_run_opts_t
         WISP_LOGI("%s: already complete for this run (same models, features and items): "
                   "nothing to do (--fresh recomputes it)",
                   o->output);
+        /* Killed between the final rename and the journal's removal: the journal only
+         * repeats the final file's rows. */
+        char journal[4096];
+        if ((size_t)snprintf(journal, sizeof journal, "%s.commit", o->output) < sizeof journal &&
+            unlink(journal) == 0)
+            WISP_LOGI("%s: removed the journal of the finished file", journal);
     } else if (rc == WISP_OK) {
         wisp_results_attr_t attrs[5] = {{"config", o->config_json ? o->config_json : "{}"},
                                         {"model_sha256", msha},

@@ -661,7 +661,8 @@ class Campaign:
             # A coordinator killed after its summary (in its linger) finished the job;
             # a rerun must then find the file complete and recompute nothing, so a
             # killed attempt is always followed by one.
-            if last.summary().get('status') == 'complete' and (last.rc or 0) < 128:
+            killed = last.rc is not None and (last.rc < 0 or last.rc >= 128)  # Popen: -signal
+            if last.summary().get('status') == 'complete' and not killed:
                 break
             at = Attempt(self.cmd(job, out), env, d, 'a%d' % k, '%s-%d' % (marker, k))
             if twice:
