@@ -88,10 +88,10 @@ static void test_int8_linear_is_within_the_quantisation_error_of_fp32(void **sta
     wisp_free(W), wisp_free(b), wisp_free(x), wisp_free(y), wisp_free(yf);
 }
 
-/* The largest codes the quantisers make: constant rows give input code 255 and weight
- * code wmax everywhere, so every pair of products sits at its maximum. Kernels that add
+/* The largest codes the quantisers make: constant rows give input code xmax and weight
+ * code 127 everywhere, so every pair of products sits at its maximum. Kernels that add
  * pairs in 16 bits with saturation (vpmaddubsw, CPUs without VNNI) get these sums wrong by
- * a factor ~2 unless the weights are kept to 7 bits on such hosts. */
+ * a factor ~2 unless the inputs are kept to 7 bits on such hosts. */
 static void test_int8_linear_is_exact_on_the_largest_codes(void **state)
 {
     (void)state;
@@ -106,9 +106,9 @@ static void test_int8_linear_is_exact_on_the_largest_codes(void **state)
     wisp_error_t err = {0};
     wisp_qlinears_t *q = wisp_qlinears_new(N, C, OC, 1, &err);
     assert_non_null(q);
-    int wmax = wisp_qlinears_weight_max(q);
-    print_message("weight codes up to %d on this host\n", wmax);
-    assert_true(wmax == 127 || wmax == 63);
+    int xmax = wisp_qlinears_input_max(q);
+    print_message("input codes up to %d on this host\n", xmax);
+    assert_true(xmax == 255 || xmax == 127);
     assert_int_equal(wisp_qlinears_add(q, W, NULL, C, OC, &err), 0);
     assert_int_equal(wisp_qlinears_forward(q, W, y, x, N), 0);
     assert_int_equal(wisp_qlinears_forward_ref(q, W, yr, x, N), 0);
