@@ -21,12 +21,8 @@
 #include "train/metrics.h"
 #include "train/schedule.h"
 
-/* One decoded clip of a step: its features and label. */
-typedef struct {
-    const float *mel; /* (n_mels, frames) */
-    int frames;
-    int label;
-} s_clip_t;
+/* One decoded clip of a step: its features and label (the batching's clip). */
+typedef wisp_features_clip_t s_clip_t;
 
 /* Per-item record of the fixed-order mode: 4 doubles (loss, weight, correct, 0) then
  * the item's gradient (num_params floats), padded to a multiple of 8 bytes so the
@@ -410,24 +406,16 @@ static int s_argmax(const float *v, int n)
     return best;
 }
 
-/* The one batching of equal-length clips (training and evaluation): the run of clips
- * ord[i], ord[i+1], ... (ord NULL: i, i+1, ...) with the frame count of the first, at
- * most micro_batch, copied into batch_mel (B, n_mels, frames) and batch_labels (B).
- * Returns B >= 1; *frames their frame count. The loss is a sum over clips, so grouping
- * never changes what is computed, only how many clips share a model call. */
+/* The one batching of equal-length clips (features.h; training and evaluation, as the
+ * classifier): the run of clips ord[i], ... (ord NULL: i, ...) with the frame count of
+ * the first, at most micro_batch, into batch_mel (B, n_mels, frames) and batch_labels
+ * (B). Returns B >= 1; *frames their frame count. The loss is a sum over clips, so
+ * grouping never changes what is computed, only how many clips share a model call. */
 static int s_batch(wisp_trainer_t *self, const s_clip_t *clips, const int *ord, int n, int i,
                    int *frames)
 {
-    size_t per = (size_t)self->n_mels;
-    int f = clips[ord ? ord[i] : i].frames, B = 0;
-    while (i + B < n && B < self->micro_batch && clips[ord ? ord[i + B] : i + B].frames == f) {
-        const s_clip_t *c = &clips[ord ? ord[i + B] : i + B];
-        memcpy(self->batch_mel + (size_t)B * per * f, c->mel, per * f * sizeof(float));
-        self->batch_labels[B] = c->label;
-        B++;
-    }
-    *frames = f;
-    return B;
+    return wisp_features_batch(clips, ord, n, i, self->micro_batch, self->n_mels, self->batch_mel,
+                               self->batch_labels, frames);
 }
 
 /* Steps 2-4 of trainer.h over decoded clips: weight sum (reduced), grouped
@@ -463,16 +451,7 @@ static int s_accumulate(wisp_trainer_t *self, const s_clip_t *clips, int nc, lon
 
     /* Stable order by frame count: clips of one length share a forward_backward call. */
     int *ord = self->order;
-    for (int i = 0; i < nc; i++)
-        ord[i] = i;
-    for (int i = 1; i < nc; i++) { /* insertion sort: batches are small */
-        int v = ord[i], j = i - 1;
-        while (j >= 0 && clips[ord[j]].frames > clips[v].frames) {
-            ord[j + 1] = ord[j];
-            j--;
-        }
-        ord[j + 1] = v;
-    }
+    wisp_features_order(clips, nc, ord);
     double loss_sum = 0.0, weight_sum = 0.0, correct = 0.0;
     for (int i = 0; i < nc;) {
         int frames, B = s_batch(self, clips, ord, nc, i, &frames);
@@ -1178,15 +1157,17 @@ void wisp_trainer_drop_previous(const char *outdir)
 
 /* ---- the local loop ----------------------------------------------------- */
 
+/* The live line of a terminal, drawn by the progress printer every command shares
+ * (base/log.h): log lines written meanwhile erase it and draw it again below them. */
 static void s_progress(long step, long total, const wisp_trainer_stats_t *s, double rate,
                        double eta, long failed, double val_acc)
 {
     int m = (int)(eta / 60.0), sec = (int)eta % 60;
-    fprintf(stderr, "\rstep %ld/%ld  loss %.4f  acc %.3f", step, total, s->loss, s->acc);
+    char va[32] = "";
     if (!isnan(val_acc))
-        fprintf(stderr, "  val_acc %.3f", val_acc);
-    fprintf(stderr, "  failed %ld  %.1f clips/s  ETA %d:%02d   ", failed, rate, m, sec);
-    fflush(stderr);
+        snprintf(va, sizeof va, "  val_acc %.3f", val_acc);
+    wisp_log_progress("step %ld/%ld  loss %.4f  acc %.3f%s  failed %ld  %.1f clips/s  ETA %d:%02d",
+                      step, total, s->loss, s->acc, va, failed, rate, m, sec);
 }
 
 /* The state of one wisp_trainer_run. */
@@ -1221,8 +1202,6 @@ static int s_run_eval(s_run_t *r, long step, long epoch, int *stop_early, wisp_e
         return rc;
     double vl = wsum > 0 ? loss / wsum : NAN, va = count > 0 ? (double)correct / count : NAN;
     r->val_acc = va;
-    if (r->ro->progress)
-        fprintf(stderr, "\n");
     WISP_LOGI("epoch %ld step %ld: val_acc=%.4f val_loss=%.4f (%ld clips, %ld failed)", epoch, step,
               va, vl, count, failed);
     wisp_train_metrics_eval(&r->metrics, step, epoch, vl, va);
@@ -1348,6 +1327,7 @@ static int s_run_dump(s_run_t *r, wisp_error_t *err)
 
 static void s_run_close(s_run_t *r)
 {
+    wisp_log_progress_end(); /* an error message must not land on the progress line */
     wisp_train_metrics_close(&r->metrics);
     wisp_sched_free(&r->sched);
     wisp_trainer_failset_free(&r->fails);
@@ -1377,8 +1357,7 @@ static int s_run_after_step(s_run_t *r, const wisp_sched_step_t *e, int stop_ear
     }
     if (!stop)
         return 0;
-    if (ro->progress)
-        fprintf(stderr, "\n");
+    wisp_log_progress_end();
     WISP_LOGI("stopped after step %ld (checkpoint of step %ld written; continue with --resume)",
               e->step, r->st.step);
     if (interrupted)
@@ -1392,9 +1371,11 @@ static void s_run_summary(s_run_t *r)
 {
     char first[400];
     wisp_trainer_failset_describe(&r->fails, 3, first, sizeof first);
-    WISP_LOGI("training done: %ld steps, val_acc=%.4f, %ld training and %ld validation clips "
+    WISP_LOGI("training done: %ld steps, val_acc=%.4f; training: %d labeled clips, %ld unlabeled "
+              "skipped, %ld failed; validation: %d labeled clips, %ld unlabeled skipped, %ld "
               "failed%s%s",
-              r->st.step, r->val_acc, r->fails.count, r->vfails.count, first[0] ? " (first: " : "",
+              r->st.step, r->val_acc, r->n, r->ro->train_unlabeled, r->fails.count, r->nv,
+              r->ro->val_unlabeled, r->vfails.count, first[0] ? " (first: " : "",
               first[0] ? first : "");
     if (first[0])
         WISP_LOGI("(end of the list of failures)");
@@ -1446,8 +1427,7 @@ int wisp_trainer_run(wisp_trainer_t *self, const wisp_trainer_item_t *train, int
         if (stop_early)
             r.sched.total = e.step; /* patience spent: the final entry comes next */
     }
-    if (ro->progress && r.steps_here)
-        fprintf(stderr, "\n");
+    wisp_log_progress_end();
     if (r.steps_here == 0 && r.skipped_row > 0) {
         rc = wisp_trainer_nodata_error(&r.fails, ro->train_name, r.st.epoch, err);
         goto done;
