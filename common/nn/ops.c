@@ -1101,8 +1101,8 @@ static void s_attn_bwd_probs(float *P, float *mx, float *sum, const float *lse, 
     for (int r0 = 0; r0 < bq; r0 += ATTN_BLOCK) {
         int rows = bq - r0 < ATTN_BLOCK ? bq - r0 : ATTN_BLOCK;
         float *Pr = P + (size_t)r0 * T;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, T, hd, 1.0f,
-                    qb + (size_t)r0 * C, C, kb, C, 0.0f, Pr, T);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, T, hd, 1.0f, qb + (size_t)r0 * C,
+                    C, kb, C, 0.0f, Pr, T);
         if (lse) {
             s_exp_shift_rows(Pr, lse + r0, rows, T);
         } else {
@@ -1131,8 +1131,8 @@ static void s_attn_bwd_head(float *dq, float *dk, float *dv, const float *dout, 
         if (probs) {
             P = probs + (((size_t)b * NH + h) * T + (size_t)i0) * T;
         } else {
-            s_attn_bwd_probs(Pscr, D, dS, lse ? lse + ((size_t)b * NH + h) * T + i0 : NULL, qb,
-                             kb, bq, T, C, hd);
+            s_attn_bwd_probs(Pscr, D, dS, lse ? lse + ((size_t)b * NH + h) * T + i0 : NULL, qb, kb,
+                             bq, T, C, hd);
         }
         /* dV (T, hd) += P^T (T, bq) @ dO_blk (bq, hd) */
         if (dv)
