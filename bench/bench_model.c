@@ -12,7 +12,10 @@
  * init_std 0.3) on a batch of 8 clips of 1.9 s at one thread, with the FTZ+DAZ mode
  * wisp runs in (nn/blas.h) and with it cleared on the (only) computing thread.
  * The process starts as every wisp binary does (wisp_blas_startup: BLAS core, FTZ+DAZ).
- * Counterpart: bench/model_ref.py (ref_* keys). Usage: bench_model [--quick] */
+ * Counterpart: bench/model_ref.py (ref_* keys).
+ * Usage: bench_model [--quick] [--forward] [--size tiny|base] [--threads 1|2]
+ * (--forward: the plain forwards only, no demo, truncated or training figures; --size,
+ * --threads: that one model size or thread count; for iterating on the kernels). */
 #include <cblas.h>
 #include <cjson/cJSON.h>
 #include <fcntl.h>
@@ -361,9 +364,18 @@ static int s_bench_demo_ftz(const char *root)
 int main(int argc, char **argv)
 {
     wisp_blas_startup('L', argv);
-    int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
-    if (quick)
-        s_reps = 1;
+    int forward_only = 0, only_threads = 0;
+    const char *only_size = NULL;
+    for (int a = 1; a < argc; a++) {
+        if (strcmp(argv[a], "--quick") == 0)
+            s_reps = 1;
+        else if (strcmp(argv[a], "--forward") == 0)
+            forward_only = 1;
+        else if (strcmp(argv[a], "--size") == 0 && a + 1 < argc)
+            only_size = argv[++a];
+        else if (strcmp(argv[a], "--threads") == 0 && a + 1 < argc)
+            only_threads = atoi(argv[++a]);
+    }
     const char *sizes[] = {"tiny", "base"};
     double peak_cpu1;
     double peak[3] = {0, s_sgemm_gflops(1, &peak_cpu1), s_sgemm_gflops(2, NULL)};
@@ -379,9 +391,11 @@ int main(int argc, char **argv)
     wisp_rng_t r;
     wisp_rng_seed(&r, 7);
     s_fill(mel, (size_t)80 * 3000, &r, 1.0f, 0);
-    if (s_bench_demo_ftz(root) < 0)
+    if (!forward_only && s_bench_demo_ftz(root) < 0)
         return 1;
     for (int s = 0; s < 2; s++) {
+        if (only_size && strcmp(only_size, sizes[s]) != 0)
+            continue;
         char dir[1100];
         wisp_whisper_config_t cfg;
         snprintf(dir, sizeof dir, "%s/%s", root, sizes[s]);
@@ -390,6 +404,8 @@ int main(int argc, char **argv)
         double fl = s_flops(&cfg, 3000);
         printf("forward_%s_gflop=%.2f\n", sizes[s], fl * 1e-9);
         for (int th = 1; th <= 2; th++) {
+            if (only_threads && th != only_threads)
+                continue;
             wisp_model_t *m = s_model(dir, &cfg, 0, th, 0);
             if (!m)
                 return 1;
@@ -403,7 +419,7 @@ int main(int argc, char **argv)
                 printf("forward_%s_1t_cpu_peak_frac=%.3f\n", sizes[s], fl / cpu * 1e-9 / peak_cpu1);
             printf("forward_%s_%dt_gflops=%.1f\n", sizes[s], th, fl / t * 1e-9);
             printf("forward_%s_%dt_peak_frac=%.3f\n", sizes[s], th, fl / t * 1e-9 / peak[th]);
-            if (th == 2) {
+            if (th == 2 && !forward_only) {
                 /* truncated mode: a 1 s clip is 100 frames, T = 50 */
                 double tt = s_time(m, mel, 1, 100, NULL);
                 printf("forward_%s_trunc1s_2t_s=%.5f\n", sizes[s], tt);
@@ -411,6 +427,8 @@ int main(int argc, char **argv)
                 printf("planned_bytes_infer_%s_b1=%zu\n", sizes[s], wisp_model_planned_bytes(m));
             }
             wisp_model_destroy(&m);
+            if (forward_only)
+                continue;
             /* a seq_bn training step (zero gradients, forward + backward, AdamW) on the
              * same clip, against the forward of the same seq_bn model planned for
              * inference, alternated; at one thread also the peak resident memory the

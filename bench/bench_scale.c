@@ -16,11 +16,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/log.h"
 #include "base/util.h"
 #include "coordinator/coord.h"
+#include "coordinator/lease.h"
 #include "formats/h5util.h"
 #include "formats/jobcfg.h"
 #include "formats/manifest.h"
@@ -41,6 +43,13 @@ static long s_status_kb(const char *key)
     if (f)
         fclose(f);
     return v;
+}
+
+static double s_cpu_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 static void s_reset_peak(void)
@@ -228,12 +237,58 @@ static int s_size(long items, const char *key)
     return system(cmd) == 0 ? 0 : 1;
 }
 
+/* The lease table's worker drop (issue 13): 1 000 workers, each holding 2 shards just past
+ * 500 000 done ones of 10^6, are dropped one by one (a world lost at once). CPU time of the
+ * drops, and of re-leasing the 2 000 re-queued shards. */
+static int s_lease_drops(void)
+{
+    enum { N = 1000000, DONE = 500000, W = 1000 };
+    wisp_lease_shard_t *sh = malloc(N * sizeof *sh);
+    if (!sh)
+        return 1;
+    for (long i = 0; i < N; i++)
+        sh[i] = (wisp_lease_shard_t){(uint64_t)i * 256, 256, 0};
+    wisp_lease_t *l = wisp_lease_new(sh, N, 2, 30);
+    free(sh);
+    if (!l)
+        return 1;
+    int first = wisp_lease_add_worker(l, 0), w0 = first + 1;
+    for (long i = 0; i < DONE; i++)
+        wisp_lease_complete(l, first, wisp_lease_next(l, first, 0));
+    for (int w = 0; w < W; w++) {
+        wisp_lease_add_worker(l, 0);
+        wisp_lease_next(l, w0 + w, 0);
+        wisp_lease_next(l, w0 + w, 0);
+    }
+    double t0 = s_cpu_now();
+    size_t requeued = 0;
+    for (int w = 0; w < W; w++)
+        requeued += wisp_lease_drop_worker(l, w0 + w);
+    double t1 = s_cpu_now();
+    for (size_t i = 0; i < requeued; i++)
+        wisp_lease_complete(l, first, wisp_lease_next(l, first, 0));
+    double t2 = s_cpu_now();
+    int ok = requeued == 2 * W && wisp_lease_done_count(l) == DONE + 2 * W;
+    wisp_lease_destroy(&l);
+    if (!ok) {
+        fprintf(stderr, "bench_scale: lease drops re-queued %zu shards, expected %d\n", requeued,
+                2 * W);
+        return 1;
+    }
+    printf("scale_lease_drop_1000_workers_1e6_shards_cpu_s=%.6f\n", t1 - t0);
+    printf("scale_lease_drop_us_per_worker=%.3f\n", 1e6 * (t1 - t0) / W);
+    printf("scale_lease_relet_2000_shards_cpu_s=%.6f\n", t2 - t1);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     wisp_log_init('B', 0, WISP_LOG_ERROR);
     wisp_h5_quiet();
     if (argc == 3) /* one size, in this process: bench_scale ITEMS KEY */
         return s_size(atol(argv[1]), argv[2]);
+    if (argc == 2 && strcmp(argv[1], "lease") == 0) /* the lease figures alone */
+        return s_lease_drops();
     /* each size in a fresh process, so the smaller run's heap does not hide growth;
      * the growth exponents come from both sizes' lines */
     char self[512];
@@ -241,6 +296,8 @@ int main(int argc, char **argv)
     if (len <= 0)
         return 1;
     self[len] = '\0';
+    if (s_lease_drops() != 0)
+        return 1;
     enum { MAXK = 32 };
     char names[MAXK][96];
     double v6[MAXK], v7[MAXK];

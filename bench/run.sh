@@ -138,8 +138,8 @@ lines += ["## The machine and the kernels", "",
               texts.get("blas_core_forced", "?"), texts.get("blas_core_note", "")),
           "| OpenBLAS core in wisp's benchmarks / in PyTorch's | %s / %s |" % (
               texts.get("blas_core", "?"), texts.get("ref_blas_core", "not measured")),
-          "| fp32 FMA peak, 1 thread (%s, 16 chains) | %s GFLOP/s |" % (
-              texts.get("fma_isa", "?"), "%.1f" % fma1 if fma1 else "?"),
+          "| fp32 FMA peak, 1 thread (%s, %d chains) | %s GFLOP/s |" % (
+              texts.get("fma_isa", "?"), vals.get("fma_chains", 16), "%.1f" % fma1 if fma1 else "?"),
           "| fp32 FMA peak, 2 threads (sum) | %s GFLOP/s |" % (
               "%.1f" % vals["fma_peak_gflops_2t"] if "fma_peak_gflops_2t" in vals else "?"),
           "| OpenBLAS sgemm 2048^3, 1 thread (thread CPU time) | %s GFLOP/s = %s of the FMA peak |" % (

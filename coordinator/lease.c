@@ -8,16 +8,17 @@
 enum { S_PENDING = 0, S_LEASED = 1, S_DONE = 2 };
 
 typedef struct {
-    uint8_t state; /* S_* */
     int holder; /* worker holding the lease (-1 none); may outlive DONE until its result returns */
     int prev;   /* the worker that held it before a re-lease (-1 none) */
+    int hslot;  /* its index in the holder's held list (-1 when holder < 0) */
+    uint8_t state;  /* S_* */
     uint8_t queued; /* 1 while an entry for it sits in the re-queue ring */
 } s_state_t;
 
 typedef struct {
     double last_seen; /* time of the last valid message */
-    int held;         /* shards leased to it and not yet returned */
-    int alive;        /* 0 once dropped */
+    int held;  /* shards leased to it and not yet returned: held_ids[w * credit ..][0, held) */
+    int alive; /* 0 once dropped */
 } s_worker_t;
 
 struct wisp_lease {
@@ -30,6 +31,10 @@ struct wisp_lease {
     size_t done;
     size_t requeued; /* shards put back by drop_worker/expire since creation */
     s_worker_t *workers;
+    /* (cap_workers, credit): the shards each worker holds, unordered. A worker never holds
+     * more than credit (next refuses at credit; a shard stays counted until released),
+     * so dropping a worker costs O(credit), not a scan of every shard. */
+    long *held_ids;
     int n_workers, cap_workers, live;
     int credit;
     double timeout;
@@ -55,7 +60,7 @@ wisp_lease_t *wisp_lease_new(const wisp_lease_shard_t *shards, size_t n_shards, 
     if (n_shards)
         memcpy(self->shards, shards, n_shards * sizeof *shards);
     for (size_t i = 0; i < n; i++)
-        self->st[i] = (s_state_t){S_PENDING, -1, -1, 0};
+        self->st[i] = (s_state_t){-1, -1, -1, S_PENDING, 0};
     self->n = n_shards;
     self->credit = credit;
     self->timeout = timeout;
@@ -70,6 +75,7 @@ void wisp_lease_destroy(wisp_lease_t **self)
     free((*self)->st);
     free((*self)->requeue);
     free((*self)->workers);
+    free((*self)->held_ids);
     free(*self);
     *self = NULL;
 }
@@ -82,6 +88,10 @@ int wisp_lease_add_worker(wisp_lease_t *self, double now)
         if (!w)
             return WISP_ERR_NOMEM;
         self->workers = w;
+        long *ids = realloc(self->held_ids, (size_t)cap * (size_t)self->credit * sizeof *ids);
+        if (!ids)
+            return WISP_ERR_NOMEM; /* workers grew, cap_workers did not: a retry reallocates */
+        self->held_ids = ids;
         self->cap_workers = cap;
     }
     self->workers[self->n_workers] = (s_worker_t){now, 0, 1};
@@ -148,19 +158,27 @@ long wisp_lease_next(wisp_lease_t *self, int w, double now)
     }
     if (s < 0)
         return -1;
+    int k = self->workers[w].held++;
+    self->held_ids[(size_t)w * (size_t)self->credit + (size_t)k] = s;
     self->st[s].state = S_LEASED;
     self->st[s].holder = w;
-    self->workers[w].held++;
+    self->st[s].hslot = k;
     self->workers[w].last_seen = now;
     return s;
 }
 
+/* Shard s leaves its holder's list: the list's last entry takes its place (O(1)). */
 static void s_release(wisp_lease_t *self, long s)
 {
     int h = self->st[s].holder;
-    if (h >= 0 && self->workers[h].held > 0)
-        self->workers[h].held--;
+    if (h < 0)
+        return;
+    long *ids = self->held_ids + (size_t)h * (size_t)self->credit;
+    int k = self->st[s].hslot, last = --self->workers[h].held;
+    ids[k] = ids[last];
+    self->st[ids[k]].hslot = k;
     self->st[s].holder = -1;
+    self->st[s].hslot = -1;
 }
 
 int wisp_lease_complete(wisp_lease_t *self, int w, long s)
@@ -200,20 +218,30 @@ void wisp_lease_uncommit(wisp_lease_t *self, int w, long s)
         self->st[s].state = S_LEASED; /* another worker is on it */
 }
 
+static int s_cmp_long(const void *a, const void *b)
+{
+    long x = *(const long *)a, y = *(const long *)b;
+    return (x > y) - (x < y);
+}
+
 size_t wisp_lease_drop_worker(wisp_lease_t *self, int w)
 {
     if (!wisp_lease_worker_alive(self, w))
         return 0;
     size_t requeued = 0;
-    for (size_t s = 0; s < self->n && self->workers[w].held > 0; s++) {
-        s_state_t *st = &self->st[s];
-        if (st->holder != w)
-            continue;
-        s_release(self, (long)s);
+    /* Only w's own list (<= credit shards), re-queued in shard order so the re-leases
+     * (taken before fresh shards) keep output commits near manifest order. */
+    long *ids = self->held_ids + (size_t)w * (size_t)self->credit;
+    int held = self->workers[w].held;
+    qsort(ids, (size_t)held, sizeof *ids, s_cmp_long);
+    for (int k = 0; k < held; k++) {
+        s_state_t *st = &self->st[ids[k]];
+        st->holder = -1;
+        st->hslot = -1;
         if (st->state == S_LEASED) {
             st->state = S_PENDING;
             st->prev = w;
-            s_push(self, (long)s);
+            s_push(self, ids[k]);
             requeued++;
         }
     }

@@ -2,50 +2,25 @@
  * written while it is up (through a pseudo-terminal standing in for stderr). */
 #include "testutil.h"
 
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <termios.h>
-#include <unistd.h>
 
 #include "base/log.h"
+
+static void s_call(void *fn)
+{
+    (*(void (**)(void))fn)();
+}
 
 /* Runs fn with stderr on a raw pseudo-terminal (or a pipe when tty is 0) and returns
  * what it wrote (static buffer). */
 static const char *s_capture(int tty, void (*fn)(void))
 {
     static char out[4096];
-    int m = -1, s = -1, p[2];
-    if (tty) {
-        m = posix_openpt(O_RDWR | O_NOCTTY);
-        assert_true(m >= 0 && grantpt(m) == 0 && unlockpt(m) == 0);
-        s = open(ptsname(m), O_RDWR | O_NOCTTY);
-        assert_true(s >= 0);
-        struct termios t;
-        assert_int_equal(tcgetattr(s, &t), 0);
-        cfmakeraw(&t); /* no \n -> \r\n translation: the bytes as written */
-        assert_int_equal(tcsetattr(s, TCSANOW, &t), 0);
-    } else {
-        assert_int_equal(pipe(p), 0);
-        m = p[0];
-        s = p[1];
-    }
-    fflush(stderr);
-    int saved = dup(2);
-    dup2(s, 2);
-    fn();
-    fflush(stderr);
-    dup2(saved, 2);
-    close(saved);
-    close(s);
-    size_t n = 0;
-    ssize_t r;
-    fcntl(m, F_SETFL, O_NONBLOCK);
-    while (n < sizeof out - 1 && (r = read(m, out + n, sizeof out - 1 - n)) > 0)
-        n += (size_t)r;
-    out[n] = '\0';
-    close(m);
+    char *got = wisp_test_capture_stderr(tty, s_call, &fn);
+    snprintf(out, sizeof out, "%s", got);
+    free(got);
     return out;
 }
 

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/attn_fused.h"
 #include "nn/ops.h"
 #include "base/util.h"
 
@@ -486,6 +487,45 @@ static void test_threaded_attention_is_bitwise_equal_to_the_serial_kernel(void *
     }
     nn_pool_destroy(NULL);
     assert_int_equal(nn_pool_threads(NULL), 1);
+}
+
+/* The forward's softmax (its own exp-row kernel: AVX2 intrinsics on AVX2 CPUs) and the
+ * backward's recomputation without saved statistics (the portable rows) give the same
+ * probabilities: the gradients from kept probabilities and from recomputed ones agree
+ * bit for bit. Odd T leave every tail of a 16-float row vector. */
+static void test_attention_kept_and_recomputed_probabilities_have_the_same_bits(void **state)
+{
+    (void)state;
+    static const int shapes[][4] = {{1, 7, 1, 3},   {1, 131, 3, 16}, {2, 300, 2, 8},
+                                    {1, 257, 2, 8}, {1, 137, 1, 64}, {1, 24, 2, 32}};
+    wisp_rng_t r;
+    wisp_rng_seed(&r, 17);
+    openblas_set_num_threads(1);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int B = shapes[s][0], T = shapes[s][1], NH = shapes[s][2], hd = shapes[s][3];
+        size_t n = (size_t)B * T * NH * hd, np = (size_t)B * NH * T * T;
+        float *q = s_rand(&r, n, 1.5f), *k = s_rand(&r, n, 1.5f), *v = s_rand(&r, n, 1);
+        float *dout = s_rand(&r, n, 1), *out = s_zeros(n), *probs = s_zeros(np);
+        float *scratch = s_zeros(nn_attention_scratch_floats(T, hd)), *kept[3], *again[3];
+        nn_attention_forward(out, NULL, probs, q, k, v, scratch, B, T, NH, hd);
+        for (int i = 0; i < 3; i++)
+            kept[i] = s_zeros(n), again[i] = s_zeros(n);
+        nn_attention_backward(kept[0], kept[1], kept[2], dout, out, NULL, probs, q, k, v, scratch,
+                              B, T, NH, hd);
+        nn_attention_backward(again[0], again[1], again[2], dout, out, NULL, NULL, q, k, v, scratch,
+                              B, T, NH, hd);
+        if (!nn_attn_fused_ok(hd)) /* the fused kernels recompute through lse, not the rows */
+            for (int i = 0; i < 3; i++)
+                s_same_bits(again[i], kept[i], n, "gradient from recomputed probabilities");
+        for (int i = 0; i < 3; i++) /* both finite and not all zero */
+            for (size_t j = 0; j < n; j++)
+                assert_true(isfinite(kept[i][j]));
+        assert_true(kept[0][0] != 0.0f || kept[0][n - 1] != 0.0f);
+        for (int i = 0; i < 3; i++)
+            wisp_free(kept[i]), wisp_free(again[i]);
+        wisp_free(q), wisp_free(k), wisp_free(v), wisp_free(dout), wisp_free(out);
+        wisp_free(probs), wisp_free(scratch);
+    }
 }
 
 static void test_threaded_elementwise_ops_are_bitwise_equal_to_the_serial_ones(void **state)
@@ -1132,6 +1172,43 @@ static void test_vector_erf_is_within_1e_7_of_double_on_a_dense_grid(void **stat
     wisp_free(x), wisp_free(y);
 }
 
+/* The AVX2 twins of the portable exp and GELU (what AVX2 CPUs without AVX-512 run) give
+ * the portable code's bits, on dense grids over both branches of erf, the clamps of exp,
+ * the special values, and lengths with every tail of an 8- and a 16-float vector. */
+static void test_avx2_exp_and_gelu_give_the_portable_bits(void **state)
+{
+    (void)state;
+    enum { n = (1 << 20) + 13 };
+    float *x = s_zeros(n), *want = s_zeros(n), *got = s_zeros(n);
+    const float special[] = {0.0f,   -0.0f,  INFINITY, -INFINITY, NAN,     1e-40f, -1e-40f,
+                             88.72f, 88.73f, -87.4f,   -103.9f,   -104.1f, 89.1f,  1e30f,
+                             -1e30f, 0.875f, -0.875f,  3.92f,     -3.92f};
+    const int ns = (int)(sizeof special / sizeof special[0]);
+    for (int f = 0; f < 2; f++) {
+        float lo = f == 0 ? -110.0f : -12.0f, hi = f == 0 ? 95.0f : 12.0f;
+        for (int i = 0; i < n; i++)
+            x[i] = i < ns ? special[i] : lo + (hi - lo) * (float)i / (float)(n - 1);
+        for (size_t len = n - 16; len <= (size_t)n; len++) {
+            memset(got, 0, n * sizeof *got);
+            if (f == 0) {
+                nn_exp_portable(want, x, len);
+                if (!nn_exp_avx2(got, x, len))
+                    skip();
+            } else {
+                nn_gelu_forward_portable(want, x, len);
+                if (!nn_gelu_forward_avx2(got, x, len))
+                    skip();
+            }
+            s_same_bits(got, want, len, f == 0 ? "AVX2 exp" : "AVX2 gelu");
+            for (size_t i = len; i < (size_t)n; i++)
+                assert_true(got[i] == 0.0f); /* nothing written past the end */
+            if (len == n - 16)
+                len = n - 9; /* the tails of one 8-lane vector, then n itself */
+        }
+    }
+    wisp_free(x), wisp_free(want), wisp_free(got);
+}
+
 static void test_gelu_is_accurate_on_a_dense_grid_including_the_negative_tail(void **state)
 {
     (void)state;
@@ -1387,6 +1464,7 @@ int main(void)
         cmocka_unit_test(test_conv1d_matches_its_loop_twin_for_both_strides),
         cmocka_unit_test(test_attention_matches_its_loop_twin_across_block_edges),
         cmocka_unit_test(test_threaded_attention_is_bitwise_equal_to_the_serial_kernel),
+        cmocka_unit_test(test_attention_kept_and_recomputed_probabilities_have_the_same_bits),
         cmocka_unit_test(test_threaded_elementwise_ops_are_bitwise_equal_to_the_serial_ones),
         cmocka_unit_test(test_linear_backward_matches_finite_differences),
         cmocka_unit_test(test_layernorm_forward_and_backward_match_double_precision),
@@ -1403,6 +1481,7 @@ int main(void)
         cmocka_unit_test(test_vector_exp_is_within_2_ulp_of_double_on_a_dense_grid),
         cmocka_unit_test(test_vector_erf_is_within_1e_7_of_double_on_a_dense_grid),
         cmocka_unit_test(test_gelu_is_accurate_on_a_dense_grid_including_the_negative_tail),
+        cmocka_unit_test(test_avx2_exp_and_gelu_give_the_portable_bits),
         cmocka_unit_test(test_linear_matches_pytorch),
         cmocka_unit_test(test_layernorm_matches_pytorch),
         cmocka_unit_test(test_every_activation_matches_pytorch),

@@ -793,6 +793,135 @@ static void s_read_i8(const char *path, const char *name, int8_t *out)
     H5Fclose(f);
 }
 
+/* ---- what a user watches: the progress line and the summary ---------------- */
+
+typedef struct {
+    wisp_trainer_item_t items[N_CLIPS + 3];
+    char outdir[1024];
+} s_watch_t;
+
+static void s_progress_run(void *ctx)
+{
+    s_watch_t *w = ctx;
+    wisp_trainer_opts_t o;
+    s_opts(&o);
+    wisp_trainer_t *t = s_new(&o);
+    wisp_trainer_run_opts_t ro;
+    wisp_trainer_default_run_opts(&ro);
+    ro.outdir = w->outdir;
+    ro.epochs = 2;
+    ro.batch = 5; /* 19 items: 4 steps per epoch, 8 in all */
+    ro.progress = 1;
+    wisp_error_t e = {0};
+    int rc = wisp_trainer_run(t, w->items, N_CLIPS + 3, NULL, 0, &ro, &e);
+    wisp_trainer_destroy(&t);
+    if (rc != WISP_OK)
+        fail_msg("run: %s", e.msg);
+}
+
+/* The local progress line is drawn by the shared printer (base/log.h): each draw
+ * clears the rest of the line, a warning of a bad file erases it first instead of
+ * being glued to it, and the line ends with a newline. Before, trainer.c printed its
+ * own "\rstep ..." and the warnings landed after it on the same line. */
+static void test_the_local_progress_line_is_the_shared_one(void **state)
+{
+    (void)state;
+    s_watch_t w;
+    memcpy(w.items, s_dataset(s_paths), N_CLIPS * sizeof w.items[0]);
+    memcpy(w.items + N_CLIPS, s_bad_items(3), 3 * sizeof w.items[0]);
+    for (int i = 0; i < N_CLIPS + 3; i++)
+        w.items[i].id = i;
+    snprintf(w.outdir, sizeof w.outdir, "%s/progress_run", wisp_test_tmpdir());
+    char *out = wisp_test_capture_stderr(1, s_progress_run, &w);
+    const char *first = strstr(out, "\rstep 1/8");
+    if (!first)
+        fail_msg("no progress line: '%s'", out);
+    int draws = 0, warnings = 0;
+    for (const char *p = first; (p = strstr(p, "\rstep ")) != NULL; p++, draws++) {
+        const char *end = p + strcspn(p + 1, "\r\n") + 1;
+        if (end - p < 3 || strncmp(end - 3, "\033[K", 3) != 0)
+            fail_msg("a progress draw does not clear its line: '%.*s'", (int)(end - p), p);
+    }
+    for (const char *p = first; (p = strstr(p, "s_fail: skipping")) != NULL; p++, warnings++) {
+        const char *q = p;
+        while (q > out && q[-1] != '\r' && q[-1] != '\n')
+            q--;
+        if (strncmp(q, "\033[K", 3) != 0)
+            fail_msg("a warning is glued to the progress line: '%.*s'", (int)(p - q + 16), q);
+    }
+    const char *last = strstr(out, "\rstep 8/8");
+    assert_non_null(last);
+    assert_non_null(strstr(last, "\033[K\n"));
+    print_message("%d progress draws, %d warnings while it was up\n", draws, warnings);
+    assert_true(draws >= 8);
+    assert_true(warnings >= 3); /* the bad files of the second epoch at least */
+    free(out);
+}
+
+typedef struct {
+    char **argv;
+    int argc, rc;
+} s_cmd_t;
+
+static void s_cmd_train(void *ctx)
+{
+    s_cmd_t *c = ctx;
+    wisp_log_set_level(WISP_LOG_INFO);
+    c->rc = wisp_cmd_train(c->argc, c->argv);
+    wisp_log_set_level(WISP_LOG_WARN);
+}
+
+/* `wisp train` names, at its start and in its summary, the labeled clips, the rows
+ * left out for want of a label and the clips that failed, per set (before: only the
+ * labeled count at the start and the failures at the end). */
+static void test_the_train_summary_counts_unlabeled_and_failed_clips(void **state)
+{
+    (void)state;
+    static const char *names[4] = {"low", "high", "noise", "quiet"};
+    wisp_trainer_item_t *items = s_dataset(s_paths);
+    wisp_trainer_item_t *bad = s_bad_items(1);
+    char csv[1024], out[1024];
+    snprintf(csv, sizeof csv, "%s/summary.csv", wisp_test_tmpdir());
+    snprintf(out, sizeof out, "%s/summary_run", wisp_test_tmpdir());
+    FILE *f = fopen(csv, "w");
+    assert_non_null(f);
+    fprintf(f, "path,label\n");
+    for (int i = 0; i < N_CLIPS; i++)
+        fprintf(f, "%s,%s\n", items[i].path, names[items[i].label]);
+    fprintf(f, "%s,\n%s,\n%s,low\n", items[0].path, items[1].path, bad[0].path);
+    fclose(f);
+    char *argv[] = {"train",
+                    "--model",
+                    (char *)s_model_dir(),
+                    "--preset",
+                    "seq_bn",
+                    "--train",
+                    csv,
+                    "--val",
+                    csv,
+                    "-o",
+                    out,
+                    "--epochs",
+                    "1",
+                    "--batch",
+                    "8",
+                    "--truncate",
+                    "--unlabeled",
+                    "skip",
+                    "--threads",
+                    "1"};
+    s_cmd_t c = {argv, (int)(sizeof argv / sizeof *argv), -1};
+    char *log = wisp_test_capture_stderr(0, s_cmd_train, &c);
+    if (c.rc != WISP_EXIT_OK)
+        fail_msg("wisp train exit %d: %s", c.rc, log);
+    if (!strstr(log, "17 labeled clips (2 unlabeled skipped), 4 classes; validation: 17 labeled "
+                     "clips (2 unlabeled skipped)") ||
+        !strstr(log, "training: 17 labeled clips, 2 unlabeled skipped, 1 failed; validation: 17 "
+                     "labeled clips, 2 unlabeled skipped, 1 failed"))
+        fail_msg("the counts are not in the log: %s", log);
+    free(log);
+}
+
 static void test_train_and_classify_commands_run_end_to_end(void **state)
 {
     (void)state;
@@ -920,6 +1049,8 @@ int main(void)
         cmocka_unit_test(test_dump_grads_with_zero_steps_writes_the_mean_gradient_only),
         cmocka_unit_test(test_sixteen_synthetic_clips_are_overfit_to_full_accuracy),
         cmocka_unit_test(test_train_and_classify_commands_run_end_to_end),
+        cmocka_unit_test(test_the_local_progress_line_is_the_shared_one),
+        cmocka_unit_test(test_the_train_summary_counts_unlabeled_and_failed_clips),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,9 +1,13 @@
 #include "testutil.h"
 
+#include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
+#include <unistd.h>
 
 void wisp_assert_close(const float *got, const float *want, size_t n, double atol, double rtol,
                        const char *label)
@@ -84,4 +88,68 @@ float *wisp_test_read_f32(const char *path, size_t *count)
     fclose(f);
     *count = (size_t)len / 4;
     return v;
+}
+
+/* The reading end of a capture, drained by its own thread. */
+typedef struct {
+    int fd;
+    char *buf;
+    size_t len, cap;
+} s_drain_t;
+
+static void *s_drain(void *arg)
+{
+    s_drain_t *d = arg;
+    for (;;) {
+        if (d->cap - d->len < 4096) {
+            size_t cap = d->cap ? 2 * d->cap : 65536;
+            char *nb = realloc(d->buf, cap);
+            if (!nb)
+                break;
+            d->buf = nb;
+            d->cap = cap;
+        }
+        ssize_t r = read(d->fd, d->buf + d->len, d->cap - d->len - 1);
+        if (r <= 0) /* EOF of a pipe, EIO of a terminal whose other side closed */
+            break;
+        d->len += (size_t)r;
+    }
+    return NULL;
+}
+
+char *wisp_test_capture_stderr(int tty, void (*fn)(void *), void *ctx)
+{
+    int m = -1, s = -1, p[2];
+    if (tty) {
+        m = posix_openpt(O_RDWR | O_NOCTTY);
+        assert_true(m >= 0 && grantpt(m) == 0 && unlockpt(m) == 0);
+        s = open(ptsname(m), O_RDWR | O_NOCTTY);
+        assert_true(s >= 0);
+        struct termios t;
+        assert_int_equal(tcgetattr(s, &t), 0);
+        cfmakeraw(&t); /* no \n -> \r\n translation: the bytes as written */
+        assert_int_equal(tcsetattr(s, TCSANOW, &t), 0);
+    } else {
+        assert_int_equal(pipe(p), 0);
+        m = p[0];
+        s = p[1];
+    }
+    s_drain_t d = {m, NULL, 0, 0};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, s_drain, &d), 0);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(s, 2);
+    fn(ctx);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    close(s); /* the last writer gone: the drain sees EOF (pipe) or EIO (terminal) */
+    pthread_join(th, NULL);
+    close(m);
+    if (!d.buf)
+        d.buf = calloc(1, 1);
+    assert_non_null(d.buf);
+    d.buf[d.len] = '\0';
+    return d.buf;
 }

@@ -24,6 +24,12 @@ const char *wisp_test_data_dir(void);
 /* A fresh temporary directory for this test process (removed by the caller if wanted). */
 const char *wisp_test_tmpdir(void);
 
+/* Runs fn(ctx) with stderr (fd 2) on a raw pseudo-terminal (tty 1: isatty(2) holds,
+ * no newline translation) or a pipe (tty 0), and returns everything it wrote,
+ * malloc'd and NUL-terminated (the caller frees it). A thread drains the terminal
+ * while fn runs, so fn may write more than the terminal buffers. */
+char *wisp_test_capture_stderr(int tty, void (*fn)(void *), void *ctx);
+
 /* Reads a small binary golden file of float32 values; returns count or fails the test. */
 float *wisp_test_read_f32(const char *path, size_t *count);
 

@@ -1,7 +1,6 @@
 /* wisp train: train an adapter + classification head on a manifest, in one process. */
 #include <getopt.h>
 #include <stddef.h>
-#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +11,7 @@
 #include "formats/config.h"
 #include "base/log.h"
 #include "formats/manifest.h"
+#include "train/data.h"
 #include "train/trainer.h"
 #include "base/util.h"
 
@@ -341,111 +341,25 @@ static int s_parse(int argc, char **argv, s_args_t *a)
     return s_check(argc, argv, a);
 }
 
-/* --class-weights: "balanced" (n / (C * count_c), as sklearn) or C numbers. */
-static int s_class_weights(const char *spec, const wisp_manifest_t *m, int C, float *w,
-                           wisp_error_t *err)
+/* The data of the run, loaded as the distributed train job loads it (train/data.h). */
+static int s_data_load(const s_args_t *a, wisp_train_data_t *d, wisp_error_t *err)
 {
-    if (strcmp(spec, "balanced") == 0) {
-        size_t n = 0;
-        for (int c = 0; c < C; c++)
-            w[c] = 0.0f;
-        for (size_t i = 0; i < m->n_items; i++)
-            if (m->items[i].label >= 0) {
-                w[m->items[i].label] += 1.0f;
-                n++;
-            }
-        for (int c = 0; c < C; c++)
-            w[c] = w[c] > 0.0f ? (float)((double)n / ((double)C * w[c])) : 0.0f;
-        return WISP_OK;
+    wisp_train_data_opts_t o = {.head_dir = a->head,
+                                .train = a->train,
+                                .val = a->val,
+                                .classes = a->classes,
+                                .unlabeled = a->unlabeled,
+                                .class_weights = a->class_weights};
+    int rc = wisp_train_data_load(d, &o, err);
+    if (rc == WISP_OK) {
+        char what[256];
+        wisp_train_data_describe(d, what, sizeof what);
+        WISP_LOGI("%s: %s", a->train, what);
     }
-    const char *p = spec;
-    for (int c = 0; c < C; c++) {
-        char *end = NULL;
-        double x = strtod(p, &end);
-        if (end == p || !(x >= 0) || !isfinite(x))
-            return wisp_error_set(err, WISP_ERR_ARG, "--class-weights: bad weight %d in '%s'", c,
-                                  spec);
-        w[c] = (float)x;
-        p = end;
-        if (c + 1 < C) {
-            if (*p != ',')
-                return wisp_error_set(err, WISP_ERR_ARG,
-                                      "--class-weights: %d classes need %d weights, '%s'", C, C,
-                                      spec);
-            p++;
-        }
-    }
-    if (*p)
-        return wisp_error_set(err, WISP_ERR_ARG, "--class-weights: more than %d weights in '%s'", C,
-                              spec);
-    return WISP_OK;
+    return rc;
 }
 
-/* What a training command loads before the trainer: the class list (the given
- * head's labels, else the training manifest's), both manifests, their items and the
- * class weights. */
-typedef struct {
-    wisp_manifest_t train, val;
-    wisp_head_config_t head;
-    int have_head;
-    wisp_trainer_item_t *titems, *vitems;
-    int nt, nv;
-    float *cw;
-} s_data_t;
-
-static void s_data_free(s_data_t *d)
-{
-    wisp_manifest_free(&d->train);
-    wisp_manifest_free(&d->val);
-    if (d->have_head)
-        wisp_head_config_free(&d->head);
-    free(d->titems);
-    free(d->vitems);
-    free(d->cw);
-}
-
-static int s_data_load(const s_args_t *a, s_data_t *d, wisp_error_t *err)
-{
-    memset(d, 0, sizeof *d);
-    if (a->head) {
-        char path[4096];
-        if (wisp_path_join(path, sizeof path, a->head, "head_config.json") != WISP_OK)
-            return wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", a->head);
-        if (wisp_head_config_load(&d->head, path, err) != WISP_OK)
-            return err->code;
-        d->have_head = 1;
-    }
-    if (wisp_manifest_load_training(
-            &d->train, a->train, d->have_head ? (const char *const *)d->head.id2label : NULL,
-            d->have_head ? d->head.num_labels : 0, a->classes, a->unlabeled, err) != WISP_OK)
-        return err->code;
-    if (d->train.n_labeled == 0)
-        return wisp_error_set(err, WISP_ERR_ARG, "%s: no labeled item to train on", a->train);
-    if (d->train.n_classes < 2)
-        return wisp_error_set(err, WISP_ERR_ARG, "%s: %d class(es); a classifier needs at least 2",
-                              a->train, d->train.n_classes);
-    if (a->val &&
-        wisp_manifest_load_training(&d->val, a->val, (const char *const *)d->train.classes,
-                                    d->train.n_classes, NULL, a->unlabeled, err) != WISP_OK)
-        return err->code;
-    d->titems = wisp_trainer_items(&d->train, &d->nt);
-    d->vitems = a->val ? wisp_trainer_items(&d->val, &d->nv) : NULL;
-    if (!d->titems || (a->val && !d->vitems))
-        return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
-    if (a->class_weights) {
-        d->cw = calloc((size_t)d->train.n_classes, sizeof(float));
-        if (!d->cw)
-            return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
-        int rc = s_class_weights(a->class_weights, &d->train, d->train.n_classes, d->cw, err);
-        if (rc)
-            return rc;
-    }
-    WISP_LOGI("%s: %d labeled clips, %d classes%s", a->train, d->nt, d->train.n_classes,
-              a->val ? "" : " (no validation set)");
-    return WISP_OK;
-}
-
-static void s_trainer_opts(const s_args_t *a, const s_data_t *d, wisp_trainer_opts_t *o)
+static void s_trainer_opts(const s_args_t *a, const wisp_train_data_t *d, wisp_trainer_opts_t *o)
 {
     wisp_trainer_default_opts(o);
     o->model_dir = a->model;
@@ -465,20 +379,20 @@ static void s_trainer_opts(const s_args_t *a, const s_data_t *d, wisp_trainer_op
     o->schedule = (wisp_schedule_t)wisp_adamw_schedule_parse(a->schedule);
     o->warmup_steps = a->warmup;
     o->clip = a->clip;
-    o->class_weights = d->cw;
+    o->class_weights = d->class_weights;
     o->seed = a->seed;
     o->threads = a->threads;
     o->attn_keep_mb = a->attn_keep_mb;
 }
 
-static void s_run_opts(const s_args_t *a, const s_data_t *d, wisp_trainer_run_opts_t *ro)
+static void s_run_opts(const s_args_t *a, const wisp_train_data_t *d, wisp_trainer_run_opts_t *ro)
 {
     wisp_trainer_default_run_opts(ro);
     ro->outdir = a->output;
     ro->epochs = a->epochs;
     ro->steps = a->steps;
     ro->batch = a->batch * a->accum;
-    long per_epoch = (d->nt + ro->batch - 1) / ro->batch;
+    long per_epoch = (d->n + ro->batch - 1) / ro->batch;
     ro->checkpoint_every = a->checkpoint_every > 0 ? a->checkpoint_every : per_epoch;
     ro->keep_checkpoints = a->keep;
     ro->resume = a->resume;
@@ -489,6 +403,8 @@ static void s_run_opts(const s_args_t *a, const s_data_t *d, wisp_trainer_run_op
     ro->train_name = a->train;
     ro->keep_best = a->keep_best;
     ro->patience = a->patience;
+    ro->train_unlabeled = (long)wisp_train_data_unlabeled(&d->train);
+    ro->val_unlabeled = (long)wisp_train_data_unlabeled(&d->val);
 }
 
 /* An existing run in OUTDIR is continued (--resume) or started over (--force), never
@@ -518,7 +434,7 @@ int wisp_cmd_train(int argc, char **argv)
     signal(SIGTERM, s_on_signal);
     int exit_code = WISP_EXIT_FAILURE;
     wisp_error_t err = {0};
-    s_data_t d;
+    wisp_train_data_t d;
     wisp_trainer_t *tr = NULL;
     wisp_trainer_opts_t o;
     wisp_trainer_run_opts_t ro;
@@ -533,7 +449,7 @@ int wisp_cmd_train(int argc, char **argv)
     tr = wisp_trainer_new(&o, &err);
     if (!tr)
         goto done;
-    rc = wisp_trainer_run(tr, d.titems, d.nt, d.vitems, d.nv, &ro, &err);
+    rc = wisp_trainer_run(tr, d.items, d.n, d.vitems, d.nv, &ro, &err);
     if (rc == WISP_ERR_INTERRUPTED) {
         fprintf(stderr, "wisp train: %s; rerun with --resume to continue\n", err.msg);
         wisp_error_clear(&err);
@@ -549,6 +465,6 @@ done:
     if (err.code)
         fprintf(stderr, "wisp train: %s\n", err.msg);
     wisp_trainer_destroy(&tr);
-    s_data_free(&d);
+    wisp_train_data_free(&d);
     return exit_code;
 }

@@ -47,6 +47,7 @@
 #include "dist/job.h"
 #include "base/log.h"
 #include "formats/manifest.h"
+#include "train/data.h"
 #include "train/trainer.h"
 #include "base/util.h"
 #include "train/metrics.h"
@@ -57,57 +58,16 @@
 #define S_READY_AHEAD_MAX ((uint32_t)64 << 20) /* metrics bytes in a READY */
 #define S_FAIL_MAX        ((uint32_t)1 << 20)  /* failure records in a STEP_DONE */
 
-/* ---- shared by both sides: the data, as `wisp train` reads it ---- */
+/* ---- shared by both sides: the data, as `wisp train` reads it (train/data.h) ---- */
 
-typedef struct {
-    wisp_manifest_t train, val;
-    wisp_head_config_t head;
-    int have_head;
-    wisp_trainer_item_t *items, *vitems; /* labeled items only */
-    int n, nv;
-} s_data_t;
-
-static void s_data_free(s_data_t *d)
+static int s_data_load(wisp_train_data_t *d, const wisp_jobcfg_t *cfg, wisp_error_t *err)
 {
-    wisp_manifest_free(&d->train);
-    wisp_manifest_free(&d->val);
-    if (d->have_head)
-        wisp_head_config_free(&d->head);
-    free(d->items);
-    free(d->vitems);
-    memset(d, 0, sizeof *d);
-}
-
-static int s_data_load(s_data_t *d, const wisp_jobcfg_t *cfg, wisp_error_t *err)
-{
-    int rc;
-    memset(d, 0, sizeof *d);
-    if (cfg->head[0]) {
-        char path[WISP_JOBCFG_PATH_MAX + 32];
-        snprintf(path, sizeof path, "%s/head_config.json", cfg->head);
-        if ((rc = wisp_head_config_load(&d->head, path, err)) != 0)
-            return rc;
-        d->have_head = 1;
-    }
-    if ((rc = wisp_manifest_load_training(&d->train, cfg->train_manifest,
-                                          d->have_head ? (const char *const *)d->head.id2label
-                                                       : NULL,
-                                          d->have_head ? d->head.num_labels : 0, cfg->train_classes,
-                                          cfg->train_unlabeled, err)) != 0)
-        return rc;
-    if (d->train.n_labeled == 0 || d->train.n_classes < 2)
-        return wisp_error_set(err, WISP_ERR_ARG, "%s: needs labeled items of at least 2 classes",
-                              cfg->train_manifest);
-    if (cfg->val_manifest[0] &&
-        (rc = wisp_manifest_load_training(&d->val, cfg->val_manifest,
-                                          (const char *const *)d->train.classes, d->train.n_classes,
-                                          NULL, cfg->train_unlabeled, err)) != 0)
-        return rc;
-    d->items = wisp_trainer_items(&d->train, &d->n);
-    d->vitems = wisp_trainer_items(&d->val, &d->nv);
-    if (!d->items || !d->vitems)
-        return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
-    return WISP_OK;
+    wisp_train_data_opts_t o = {.head_dir = cfg->head,
+                                .train = cfg->train_manifest,
+                                .val = cfg->val_manifest,
+                                .classes = cfg->train_classes,
+                                .unlabeled = cfg->train_unlabeled};
+    return wisp_train_data_load(d, &o, err);
 }
 
 static long s_ckpt_every(const wisp_jobcfg_t *cfg, int n)
@@ -127,7 +87,7 @@ static int s_sched_init(wisp_sched_t *sc, const wisp_jobcfg_t *cfg, int n, wisp_
 
 typedef struct {
     const wisp_jobcfg_t *cfg;
-    s_data_t d;
+    wisp_train_data_t d;
     wisp_sched_t sched;
     long done_steps; /* steps reported by rank 0 (skipped ones included) */
     long skipped, skipped_row;
@@ -147,7 +107,7 @@ static void s_coord_close(void **state)
     wisp_trainer_failset_free(&s->fails);
     wisp_trainer_failset_free(&s->vfails);
     wisp_train_metrics_close(&s->metrics);
-    s_data_free(&s->d);
+    wisp_train_data_free(&s->d);
     free(s);
     *state = NULL;
 }
@@ -179,8 +139,9 @@ static int s_coord_open(void **state, const wisp_jobcfg_t *cfg, int resume, wisp
         return rc;
     }
     snprintf(s->metrics_path, sizeof s->metrics_path, "%s/metrics.jsonl", cfg->output);
-    WISP_LOGI("train: %d labeled clips, %d classes, %d validation clips, %ld steps of %d", s->d.n,
-              s->d.train.n_classes, s->d.nv, s->sched.total, cfg->train_global_batch);
+    char what[256];
+    wisp_train_data_describe(&s->d, what, sizeof what);
+    WISP_LOGI("train: %s; %ld steps of %d", what, s->sched.total, cfg->train_global_batch);
     *state = s;
     return WISP_OK;
 }
@@ -352,7 +313,14 @@ static int s_coord_finish(void *state, int complete, cJSON *summary, wisp_error_
         cJSON_AddNullToObject(summary, "val_acc");
     else
         cJSON_AddNumberToObject(summary, "val_acc", s->val_acc);
+    /* The clips trained on, those left out for want of a label, those that failed. */
+    cJSON_AddNumberToObject(summary, "labeled_clips", (double)s->d.n);
+    cJSON_AddNumberToObject(summary, "skipped_unlabeled",
+                            (double)wisp_train_data_unlabeled(&s->d.train));
     wisp_trainer_failset_json(&s->fails, "", summary);
+    cJSON_AddNumberToObject(summary, "val_labeled_clips", (double)s->d.nv);
+    cJSON_AddNumberToObject(summary, "val_skipped_unlabeled",
+                            (double)wisp_train_data_unlabeled(&s->d.val));
     wisp_trainer_failset_json(&s->vfails, "val_", summary);
     cJSON_AddStringToObject(summary, "output", s->cfg->output);
     if (!complete)
@@ -388,7 +356,7 @@ static int s_no_flush(void *state, wisp_error_t *err)
 
 typedef struct {
     const wisp_jobcfg_t *cfg;
-    s_data_t d;
+    wisp_train_data_t d;
     wisp_trainer_t *tr;
     MPI_Comm comm;
     int have_mpi, rank, size;
@@ -489,7 +457,7 @@ static void s_worker_close(void **state)
     if (!w)
         return;
     wisp_trainer_destroy(&w->tr);
-    s_data_free(&w->d);
+    wisp_train_data_free(&w->d);
     free(w->gather);
     free(w->counts);
     free(w->displs);

@@ -1178,15 +1178,17 @@ void wisp_trainer_drop_previous(const char *outdir)
 
 /* ---- the local loop ----------------------------------------------------- */
 
+/* The live line of a terminal, drawn by the progress printer every command shares
+ * (base/log.h): log lines written meanwhile erase it and draw it again below them. */
 static void s_progress(long step, long total, const wisp_trainer_stats_t *s, double rate,
                        double eta, long failed, double val_acc)
 {
     int m = (int)(eta / 60.0), sec = (int)eta % 60;
-    fprintf(stderr, "\rstep %ld/%ld  loss %.4f  acc %.3f", step, total, s->loss, s->acc);
+    char va[32] = "";
     if (!isnan(val_acc))
-        fprintf(stderr, "  val_acc %.3f", val_acc);
-    fprintf(stderr, "  failed %ld  %.1f clips/s  ETA %d:%02d   ", failed, rate, m, sec);
-    fflush(stderr);
+        snprintf(va, sizeof va, "  val_acc %.3f", val_acc);
+    wisp_log_progress("step %ld/%ld  loss %.4f  acc %.3f%s  failed %ld  %.1f clips/s  ETA %d:%02d",
+                      step, total, s->loss, s->acc, va, failed, rate, m, sec);
 }
 
 /* The state of one wisp_trainer_run. */
@@ -1221,8 +1223,6 @@ static int s_run_eval(s_run_t *r, long step, long epoch, int *stop_early, wisp_e
         return rc;
     double vl = wsum > 0 ? loss / wsum : NAN, va = count > 0 ? (double)correct / count : NAN;
     r->val_acc = va;
-    if (r->ro->progress)
-        fprintf(stderr, "\n");
     WISP_LOGI("epoch %ld step %ld: val_acc=%.4f val_loss=%.4f (%ld clips, %ld failed)", epoch, step,
               va, vl, count, failed);
     wisp_train_metrics_eval(&r->metrics, step, epoch, vl, va);
@@ -1348,6 +1348,7 @@ static int s_run_dump(s_run_t *r, wisp_error_t *err)
 
 static void s_run_close(s_run_t *r)
 {
+    wisp_log_progress_end(); /* an error message must not land on the progress line */
     wisp_train_metrics_close(&r->metrics);
     wisp_sched_free(&r->sched);
     wisp_trainer_failset_free(&r->fails);
@@ -1377,8 +1378,7 @@ static int s_run_after_step(s_run_t *r, const wisp_sched_step_t *e, int stop_ear
     }
     if (!stop)
         return 0;
-    if (ro->progress)
-        fprintf(stderr, "\n");
+    wisp_log_progress_end();
     WISP_LOGI("stopped after step %ld (checkpoint of step %ld written; continue with --resume)",
               e->step, r->st.step);
     if (interrupted)
@@ -1392,9 +1392,11 @@ static void s_run_summary(s_run_t *r)
 {
     char first[400];
     wisp_trainer_failset_describe(&r->fails, 3, first, sizeof first);
-    WISP_LOGI("training done: %ld steps, val_acc=%.4f, %ld training and %ld validation clips "
+    WISP_LOGI("training done: %ld steps, val_acc=%.4f; training: %d labeled clips, %ld unlabeled "
+              "skipped, %ld failed; validation: %d labeled clips, %ld unlabeled skipped, %ld "
               "failed%s%s",
-              r->st.step, r->val_acc, r->fails.count, r->vfails.count, first[0] ? " (first: " : "",
+              r->st.step, r->val_acc, r->n, r->ro->train_unlabeled, r->fails.count, r->nv,
+              r->ro->val_unlabeled, r->vfails.count, first[0] ? " (first: " : "",
               first[0] ? first : "");
     if (first[0])
         WISP_LOGI("(end of the list of failures)");
@@ -1446,8 +1448,7 @@ int wisp_trainer_run(wisp_trainer_t *self, const wisp_trainer_item_t *train, int
         if (stop_early)
             r.sched.total = e.step; /* patience spent: the final entry comes next */
     }
-    if (ro->progress && r.steps_here)
-        fprintf(stderr, "\n");
+    wisp_log_progress_end();
     if (r.steps_here == 0 && r.skipped_row > 0) {
         rc = wisp_trainer_nodata_error(&r.fails, ro->train_name, r.st.epoch, err);
         goto done;

@@ -299,6 +299,8 @@ typedef struct {
     const char *train_name;   /* the training manifest, named in errors */
     int keep_best;            /* OUTDIR/best on each new best val_acc */
     long patience;            /* early stopping, 0: off (see wisp_trainer_best_t) */
+    long train_unlabeled;     /* rows of the manifests left out for want of a label */
+    long val_unlabeled;       /* (wisp_train_data_unlabeled): for the summary */
 } wisp_trainer_run_opts_t;
 
 void wisp_trainer_default_run_opts(wisp_trainer_run_opts_t *opts);

@@ -3,6 +3,7 @@
 #  - every clip unusable: `wisp run` and `wisp train` end with an error naming the
 #    manifest and the first failures (exit 3, no relaunch loop); SIGINT is honoured
 #    while batches are being skipped;
+#  - the summary counts labeled, unlabeled-skipped and failed clips of both sets;
 #  - a validation pass longer than the lease (lease 2.5 s, 160 padded clips) is not taken
 #    for dead ranks: one world, no rank lost, complete;
 #  - rank 0 failing mid-run (unwritable train.dump_grads) takes the world down: mpirun
@@ -49,6 +50,20 @@ rc=0; timeout 60 "$WISP" train --model model --preset seq_bn --train bad.csv -o 
 [ $rc -eq 3 ] || fail "all-unusable local run: exit $rc, expected 3"
 grep -q "bad.csv: no usable clip" badlocal.log || fail "local: the error does not name the manifest"
 echo "ok: no usable clip: one error naming the manifest and the first failures (local and distributed)"
+# The summary counts the clips trained on, the rows skipped for want of a label and the
+# clips that failed, per set (before: failures only).
+{ head -n 9 data/train.csv | sed '2,$ s|^|data/|'; sed -n 2p data/train.csv | sed 's|^[^,]*|missing_x.wav|'
+  tail -n 2 data/train.csv | sed 's|^|data/|; s|,[^,]*$|,|'; } >counts.csv
+config counts counts.csv counts.csv ', "unlabeled": "skip"'
+timeout 60 "$WISP" run counts.json -np 2 --no-progress >counts.out 2>counts.err ||
+    { tail -5 counts.err; fail "counts run"; }
+for kv in ',"labeled_clips":9' ',"skipped_unlabeled":2' ',"failed_clips":1' '"val_labeled_clips":9' \
+    '"val_skipped_unlabeled":2' '"val_failed_clips":1'; do
+    grep -q "$kv" counts.out || { cat counts.out; fail "summary lacks $kv"; }
+done
+grep -q "9 labeled clips (2 unlabeled skipped), .* classes; validation: 9 labeled clips (2 unlabeled skipped)" \
+    counts.err || fail "the coordinator does not log the counts"
+echo "ok: the summary counts labeled, unlabeled-skipped and failed clips per set"
 { echo "path,label"; i=0; while [ $i -lt 20000 ]; do echo "gone_$i.wav,c$((i % 2))"; i=$((i + 1)); done; } >manybad.csv
 config manybad manybad.csv "" ', "global_batch": 1, "micro_batch": 1'
 timeout 60 "$WISP" run manybad.json -np 2 --no-progress >manybad.out 2>manybad.err &
