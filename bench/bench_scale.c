@@ -1,49 +1,47 @@
-/* bench_scale: how the coordinator grows with the item count (issue 13's scale
- * figures), at 10^6 and 10^7 items, each size in a fresh process:
- *   - null job (the dispatch core): coordinator start-up (wisp_coord_new: plan, shard
- *     cut, lease table, bind), resident memory per item after start-up, dispatch rate
- *     with 4 worker threads over tcp loopback (shards of 256), and the resume: a run
- *     stopped at half, then the start-up of the rerun that replays its journal;
- *   - classify's coordinator side: a manifest of ~60-byte paths loaded (time, bytes
- *     per item after the load and at its peak) and the results writer's journal
- *     replay after a crash at half (error rows: status and message only, as the
- *     unreadable files of a large corpus give).
- * The growth exponent of each time or memory is log10(x(10^7) / x(10^6)) (1 = linear).
- * Prints key=value lines. */
+/* bench_scale: how a run grows with the item count (issue 13's scale figures), at 10^6 and
+ * 10^7 items, each size in a fresh process, for the null job (the dispatch core) and for
+ * classify end to end with error rows (manifest lines naming files that do not exist: the
+ * real coordinator, manifest, fingerprint and results writer, the real worker decode path,
+ * only no audio to decode). Per kind and size:
+ *   - run 1: the real wisp-coordinator binary as a child process (--fresh), 2 worker
+ *     threads (the worker loop and job plug-in of wisp-worker, over tcp loopback, shards of
+ *     256); start-up = spawn to the endpoint file (open, manifest, plan, shard cut, bind);
+ *     kill -9 once the workers have run half the items;
+ *   - run 2: the same command again (resume), fresh worker threads: start-up (to the
+ *     endpoint), time to the first new shard a worker starts, time to completion; the
+ *     summary must say complete, with every item once and the expected error rows;
+ *   - peak resident memory of the coordinator process (each run's, from wait4; per item:
+ *     the larger), its CPU time per item (both runs), the dispatch rate (run 2's committed
+ *     items over the workers' time, and the workers' rate in run 1), the final output's
+ *     bytes per item and the journal's bytes per committed row (at the kill).
+ * The growth exponent of each time or memory is log10(x(10^7) / x(10^6)) of the total
+ * (1 = linear); marginal_* is the extra per item from 10^6 to 10^7 (no fixed cost in it).
+ * Also: 1 000 worker drops over 10^6 lease shards. Prints key=value lines; a failed check
+ * exits nonzero. `bench_scale ITEMS KEY DIR` runs one size, DIR holding the classify model. */
+#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "base/log.h"
 #include "base/util.h"
-#include "coordinator/coord.h"
 #include "coordinator/lease.h"
+#include "dist/job.h"
 #include "formats/h5util.h"
-#include "formats/jobcfg.h"
-#include "formats/manifest.h"
-#include "formats/results.h"
 #include "worker/worker.h"
 
-#define S_WORKERS 4
-
-static long s_status_kb(const char *key)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long v = -1;
-    size_t n = strlen(key);
-    while (f && fgets(line, sizeof line, f))
-        if (strncmp(line, key, n) == 0 && line[n] == ':')
-            v = atol(line + n + 1);
-    if (f)
-        fclose(f);
-    return v;
-}
+#define S_WORKERS 2
 
 static double s_cpu_now(void)
 {
@@ -52,13 +50,22 @@ static double s_cpu_now(void)
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-static void s_reset_peak(void)
+/* Worker-side timing: the plug-in interface passes no user context, so the wrapper of
+ * worker_run keeps its counters here (one run at a time in this process). */
+static const wisp_job_ops_t *s_base;
+static atomic_long s_items_run;
+static atomic_int s_started;
+static double s_t_first; /* written once by the thread that set s_started */
+
+static int s_timed_run(void *state, uint64_t first, uint32_t count, const uint8_t *p, size_t n,
+                       wisp_wbuf_t *out, double *stage_seconds, const wisp_job_progress_t *progress,
+                       wisp_error_t *err)
 {
-    FILE *f = fopen("/proc/self/clear_refs", "w");
-    if (f) {
-        fputs("5", f);
-        fclose(f);
-    }
+    if (atomic_exchange(&s_started, 1) == 0)
+        s_t_first = wisp_now();
+    int rc = s_base->worker_run(state, first, count, p, n, out, stage_seconds, progress, err);
+    atomic_fetch_add(&s_items_run, (long)count);
+    return rc;
 }
 
 typedef struct {
@@ -75,17 +82,99 @@ static void *s_worker_main(void *arg)
 }
 
 typedef struct {
-    wisp_coord_t *c;
-    int rc;
-    pthread_t t;
-} s_coord_t;
+    const char *kind;  /* "null" or "classify" */
+    const char *coord; /* the wisp-coordinator binary */
+    char dir[256];     /* job.json, ep, run logs, the output */
+    long items;
+    long want_errors;             /* error rows the summary must report */
+    const char *output, *journal; /* file names in dir */
+    wisp_job_ops_t ops;
+    s_worker_t w[S_WORKERS];
+    volatile sig_atomic_t stop;
+    char endpoint[256];
+} s_case_t;
 
-static void *s_coord_main(void *arg)
+static void s_workers_start(s_case_t *c)
 {
-    s_coord_t *c = arg;
-    wisp_error_t e = {0};
-    c->rc = wisp_coord_run(c->c, &e);
-    return NULL;
+    atomic_store(&s_items_run, 0);
+    atomic_store(&s_started, 0);
+    c->stop = 0;
+    for (int i = 0; i < S_WORKERS; i++) {
+        wisp_worker_default_params(&c->w[i].p);
+        c->w[i].p.endpoint = c->endpoint;
+        c->w[i].p.rank = i;
+        c->w[i].p.size = S_WORKERS;
+        c->w[i].p.ops = &c->ops;
+        c->w[i].p.stop = &c->stop;
+        pthread_create(&c->w[i].t, NULL, s_worker_main, &c->w[i]);
+    }
+}
+
+static void s_workers_join(s_case_t *c, int stop)
+{
+    if (stop)
+        c->stop = 1;
+    for (int i = 0; i < S_WORKERS; i++)
+        pthread_join(c->w[i].t, NULL);
+}
+
+/* wisp-coordinator DIR/job.json with stdout (summary) and stderr to DIR/runK.{json,log}. */
+static pid_t s_spawn(const s_case_t *c, int run)
+{
+    char job[300], ep[300], out[300], log[300];
+    snprintf(job, sizeof job, "%s/job.json", c->dir);
+    snprintf(ep, sizeof ep, "%s/ep", c->dir);
+    snprintf(out, sizeof out, "%s/run%d.json", c->dir, run);
+    snprintf(log, sizeof log, "%s/run%d.log", c->dir, run);
+    unlink(ep); /* so the poll below cannot see a previous run's endpoint */
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid;
+    int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int e = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (o < 0 || e < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
+        _exit(127);
+    execl(c->coord, c->coord, job, "--no-progress", "--endpoint-file", ep,
+          run == 1 ? "--fresh" : (char *)NULL, (char *)NULL);
+    _exit(127);
+}
+
+/* Waits for the endpoint file of coordinator pid: 0, or -1 when it exited first. */
+static int s_wait_endpoint(s_case_t *c, pid_t pid)
+{
+    char ep[300];
+    snprintf(ep, sizeof ep, "%s/ep", c->dir);
+    for (;;) {
+        FILE *f = fopen(ep, "r");
+        if (f) {
+            size_t n = fread(c->endpoint, 1, sizeof c->endpoint - 1, f);
+            fclose(f);
+            c->endpoint[n] = '\0';
+            if (n > 0)
+                return 0;
+        }
+        if (waitpid(pid, NULL, WNOHANG) != 0) {
+            fprintf(stderr,
+                    "bench_scale: %s: the coordinator exited before binding (%s/run*.log)\n",
+                    c->kind, c->dir);
+            return -1;
+        }
+        usleep(500);
+    }
+}
+
+static double s_file_bytes(const s_case_t *c, const char *name)
+{
+    char path[300];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s", c->dir, name);
+    return stat(path, &st) == 0 ? (double)st.st_size : -1;
+}
+
+static double s_cpu_s(const struct rusage *r)
+{
+    return (double)(r->ru_utime.tv_sec + r->ru_stime.tv_sec) +
+           1e-6 * (double)(r->ru_utime.tv_usec + r->ru_stime.tv_usec);
 }
 
 static double s_num(const cJSON *j, const char *k)
@@ -94,149 +183,29 @@ static double s_num(const cJSON *j, const char *k)
     return cJSON_IsNumber(v) ? v->valuedouble : -1;
 }
 
-/* One null run: start-up, memory, dispatch; stop_at > 0 stops it once that many items
- * are done (polled from the summary-free counter: a time estimate is enough). */
-static int s_null(const char *dir, long items, int resume, double stop_frac, double *startup,
-                  double *kb_per_item, double *rate, double *done_frac)
+/* Run 2's summary: complete, every item once, the expected error rows. */
+static int s_check_summary(const s_case_t *c, double *resumed, double *rate)
 {
-    char json[1024];
-    snprintf(json, sizeof json,
-             "{\"kind\":\"null\",\"output\":\"%s/out.tsv\",\"null\":{\"items\":%ld,"
-             "\"fail_every\":1000},\"cluster\":{\"endpoint\":\"tcp://127.0.0.1:0\","
-             "\"shard_size\":256,\"shard_seconds\":1e9,\"credit\":2,\"lease_timeout\":30,"
-             "\"heartbeat\":1,\"progress_interval\":1000,\"commit_interval\":1}}",
-             dir, items);
-    wisp_jobcfg_t cfg;
-    wisp_error_t e = {0};
-    if (wisp_jobcfg_parse(&cfg, json, NULL, "bench", NULL, 0, &e) != 0) {
-        fprintf(stderr, "%s\n", e.msg);
-        return 1;
-    }
-    wisp_coord_params_t cp;
-    wisp_coord_default_params(&cp);
-    cp.resume = resume;
-    cp.summary_out = NULL;
-    cp.progress_tty = 0;
-    cp.linger = 0.2;
-    long rss0 = s_status_kb("VmRSS");
-    double t0 = wisp_now();
-    s_coord_t c = {wisp_coord_new(&cfg, &cp, &e), 0, 0};
-    *startup = wisp_now() - t0;
-    if (!c.c) {
-        fprintf(stderr, "%s\n", e.msg);
-        return 1;
-    }
-    *kb_per_item = (double)(s_status_kb("VmRSS") - rss0) / (double)items;
-    pthread_create(&c.t, NULL, s_coord_main, &c);
-    s_worker_t w[S_WORKERS];
-    for (int i = 0; i < S_WORKERS; i++) {
-        wisp_worker_default_params(&w[i].p);
-        w[i].p.endpoint = wisp_coord_endpoint(c.c);
-        w[i].p.rank = i;
-        w[i].p.size = S_WORKERS;
-        pthread_create(&w[i].t, NULL, s_worker_main, &w[i]);
-    }
-    if (stop_frac > 0) {
-        /* the rate of a full run is ~1-2 M items/s: stop after the time for stop_frac */
-        usleep((useconds_t)(1e6 * stop_frac * (double)items / 1.5e6));
-        wisp_coord_request_stop(c.c);
-    }
-    pthread_join(c.t, NULL);
-    for (int i = 0; i < S_WORKERS; i++)
-        pthread_join(w[i].t, NULL);
-    const cJSON *s = wisp_coord_summary(c.c);
-    double wall = s_num(s, "wall_s");
-    *rate = wall > 0 ? s_num(s, "items_this_run") / wall : 0;
-    *done_frac = s_num(s, "items_done") / (double)items;
-    wisp_coord_destroy(&c.c);
-    wisp_jobcfg_free(&cfg);
-    return 0;
-}
-
-/* Results writer: n rows, crash after half (commit + destroy), then the reopen. */
-static double s_results_resume(const char *dir, size_t n)
-{
-    const char *cls[2] = {"a", "b"};
-    char path[512];
-    snprintf(path, sizeof path, "%s/r.h5", dir);
-    wisp_results_opts_t o = wisp_results_default_opts();
-    o.path = path;
-    o.n_rows = n;
-    o.n_classes = 2;
-    o.classes = cls;
-    o.fingerprint = "bench-scale";
-    o.max_pending_rows = 1 << 16;
-    wisp_error_t e = {0};
-    wisp_results_t *r = wisp_results_open(&o, &e);
-    if (!r)
+    char path[300], *text = NULL;
+    snprintf(path, sizeof path, "%s/run2.json", c->dir);
+    if (wisp_read_file(path, 1 << 24, &text, NULL, NULL) != 0)
         return -1;
-    char p[96], msg[192];
-    for (size_t i = 0; i < n / 2; i++) {
-        snprintf(p, sizeof p, "/data/corpus/spk%03zu/clip_%08zu.flac", i % 500, i);
-        snprintf(msg, sizeof msg, "%s: cannot decode (format not recognised)", p);
-        wisp_result_row_t row = {
-            .index = i, .path = p, .label = -1, .status = -8, .error = msg, .duration = -1};
-        if (wisp_results_put(r, &row, &e) < 0)
-            return -1;
-    }
-    wisp_results_commit(r, &e);
-    wisp_results_destroy(&r);
-    o.resume = 1;
-    double t0 = wisp_now();
-    r = wisp_results_open(&o, &e);
-    double t = wisp_now() - t0;
-    wisp_results_destroy(&r);
-    return r || t < 0 ? -1 : t;
+    char *brace = strchr(text, '{'); /* after the endpoint= line */
+    cJSON *j = brace ? cJSON_Parse(brace) : NULL;
+    free(text);
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(j, "status");
+    *resumed = s_num(j, "items_resumed");
+    *rate = s_num(j, "files_per_s");
+    int ok = cJSON_IsString(st) && strcmp(st->valuestring, "complete") == 0 &&
+             s_num(j, "items_total") == (double)c->items &&
+             *resumed + s_num(j, "items_this_run") == (double)c->items && *resumed > 0 &&
+             s_num(j, "errors") == (double)c->want_errors;
+    cJSON_Delete(j);
+    if (!ok)
+        fprintf(stderr, "bench_scale: %s: the resumed run's summary is wrong (%s)\n", c->kind,
+                path);
+    return ok ? 0 : -1;
 }
-
-static int s_size(long items, const char *key)
-{
-    char dir[] = "/tmp/wisp-bench-scale-XXXXXX";
-    if (!mkdtemp(dir))
-        return 1;
-    double startup, kb, rate, frac, rstartup, rkb, rrate, rfrac, x;
-    /* a full run (its rate), one stopped about half-way (by that rate), its resume */
-    if (s_null(dir, items, 0, 0, &startup, &kb, &rate, &frac) != 0 ||
-        s_null(dir, items, 0, 0.5 * 1.5e6 / rate, &x, &x, &x, &frac) != 0 ||
-        s_null(dir, items, 1, 0, &rstartup, &rkb, &rrate, &rfrac) != 0)
-        return 1;
-    printf("scale_null_%s_startup_s=%.3f\nscale_null_%s_bytes_per_item=%.1f\n", key, startup, key,
-           1024 * kb);
-    printf("scale_null_%s_items_per_s=%.0f\nscale_null_%s_resume_startup_s=%.3f\n", key, rate, key,
-           rstartup);
-    printf("scale_null_%s_resumed_frac=%.2f\n", key, frac);
-    (void)rkb, (void)rrate, (void)rfrac;
-    char csv[512];
-    snprintf(csv, sizeof csv, "%s/m.csv", dir);
-    FILE *f = fopen(csv, "w");
-    fprintf(f, "path,label,duration\n");
-    for (long i = 0; i < items; i++)
-        fprintf(f, "/data/corpus/spk%03ld/clip_%08ld.flac,class_%ld,%.2f\n", i % 500, i, i % 7,
-                3.0 + (double)(i % 11));
-    fclose(f);
-    long rss0 = s_status_kb("VmRSS");
-    s_reset_peak();
-    wisp_manifest_t m;
-    wisp_error_t e = {0};
-    double t0 = wisp_now();
-    if (wisp_manifest_load(&m, csv, NULL, 0, &e) != 0) {
-        fprintf(stderr, "%s\n", e.msg);
-        return 1;
-    }
-    double tm = wisp_now() - t0;
-    long now = s_status_kb("VmRSS"), hwm = s_status_kb("VmHWM");
-    wisp_manifest_free(&m);
-    unlink(csv);
-    printf("scale_manifest_%s_load_s=%.3f\nscale_manifest_%s_bytes_per_item=%.1f\n", key, tm, key,
-           1024.0 * (double)(now - rss0) / (double)items);
-    printf("scale_manifest_%s_peak_bytes_per_item=%.1f\n", key,
-           1024.0 * (double)(hwm - rss0) / (double)items);
-    printf("scale_results_%s_resume_s=%.3f\n", key, s_results_resume(dir, (size_t)items));
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : 1;
-}
-
 /* The lease table's worker drop (issue 13): 1 000 workers, each holding 2 shards just past
  * 500 000 done ones of 10^6, are dropped one by one (a world lost at once). CPU time of the
  * drops, and of re-leasing the 2 000 re-queued shards. */
@@ -281,65 +250,244 @@ static int s_lease_drops(void)
     return 0;
 }
 
-int main(int argc, char **argv)
+/* Run 1 (killed at half), run 2 (resume to completion); prints the figures. */
+static int s_case(s_case_t *c, const char *key)
 {
-    wisp_log_init('B', 0, WISP_LOG_ERROR);
-    wisp_h5_quiet();
-    if (argc == 3) /* one size, in this process: bench_scale ITEMS KEY */
-        return s_size(atol(argv[1]), argv[2]);
-    if (argc == 2 && strcmp(argv[1], "lease") == 0) /* the lease figures alone */
-        return s_lease_drops();
-    /* each size in a fresh process, so the smaller run's heap does not hide growth;
-     * the growth exponents come from both sizes' lines */
-    char self[512];
+    struct rusage ru1, ru2;
+    int status;
+    double t0 = wisp_now();
+    pid_t pid = s_spawn(c, 1);
+    if (pid < 0 || s_wait_endpoint(c, pid) != 0)
+        return -1;
+    double startup = wisp_now() - t0;
+    s_workers_start(c);
+    while (atomic_load(&s_items_run) < c->items / 2 && waitpid(pid, NULL, WNOHANG) == 0)
+        usleep(200);
+    kill(pid, SIGKILL);
+    double t_kill = wisp_now();
+    long at_kill = atomic_load(&s_items_run);
+    pid_t got = wait4(pid, &status, 0, &ru1);
+    s_workers_join(c, 1);
+    if (got != pid || !WIFSIGNALED(status)) {
+        fprintf(stderr, "bench_scale: %s: run 1 ended before the kill (%s/run1.log)\n", c->kind,
+                c->dir);
+        return -1;
+    }
+    double rate1 = at_kill / (t_kill - s_t_first), journal = s_file_bytes(c, c->journal);
+    t0 = wisp_now();
+    if ((pid = s_spawn(c, 2)) < 0 || s_wait_endpoint(c, pid) != 0)
+        return -1;
+    double rstartup = wisp_now() - t0;
+    s_workers_start(c);
+    got = wait4(pid, &status, 0, &ru2);
+    double rdone = wisp_now() - t0;
+    s_workers_join(c, 0);
+    double rfirst = atomic_load(&s_started) ? s_t_first - t0 : -1, resumed, rate;
+    if (got != pid || !WIFEXITED(status) || s_check_summary(c, &resumed, &rate) != 0)
+        return -1;
+    long peak_kb = ru1.ru_maxrss > ru2.ru_maxrss ? ru1.ru_maxrss : ru2.ru_maxrss;
+    const char *k = c->kind;
+    printf("scale_%s_%s_startup_s=%.3f\n", k, key, startup);
+    printf("scale_%s_%s_run1_peak_rss_mb=%.1f\n", k, key, ru1.ru_maxrss / 1024.0);
+    printf("scale_%s_%s_resume_peak_rss_mb=%.1f\n", k, key, ru2.ru_maxrss / 1024.0);
+    printf("scale_%s_%s_peak_bytes_per_item=%.1f\n", k, key, 1024.0 * peak_kb / c->items);
+    printf("scale_%s_%s_coord_cpu_us_per_item=%.2f\n", k, key,
+           1e6 * (s_cpu_s(&ru1) + s_cpu_s(&ru2)) / c->items);
+    printf("scale_%s_%s_output_bytes_per_item=%.1f\n", k, key,
+           s_file_bytes(c, c->output) / c->items);
+    printf("scale_%s_%s_journal_bytes_per_row=%.1f\n", k, key, journal / resumed);
+    printf("scale_%s_%s_items_per_s=%.0f\n", k, key, rate);
+    printf("scale_%s_%s_run1_items_per_s=%.0f\n", k, key, rate1);
+    printf("scale_%s_%s_resume_startup_s=%.3f\n", k, key, rstartup);
+    printf("scale_%s_%s_resume_first_shard_s=%.3f\n", k, key, rfirst);
+    printf("scale_%s_%s_resume_complete_s=%.3f\n", k, key, rdone);
+    printf("scale_%s_%s_resumed_frac=%.3f\n", k, key, resumed / c->items);
+    fflush(stdout);
+    return 0;
+}
+
+/* job.json of one kind in c->dir; classify: a manifest of c->items ~65-byte paths that do
+ * not exist, and the model, adapter and head under model_dir. */
+static int s_write_job(s_case_t *c, const char *model_dir)
+{
+    char path[300];
+    snprintf(path, sizeof path, "%s/job.json", c->dir);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    const char *cluster = "\"cluster\":{\"shard_size\":256,\"credit\":2,\"lease_timeout\":30,"
+                          "\"heartbeat\":1,\"progress_interval\":1000,\"commit_interval\":1}";
+    if (strcmp(c->kind, "null") == 0) {
+        fprintf(f,
+                "{\"kind\":\"null\",\"output\":\"%s/out.tsv\",\"null\":{\"items\":%ld,"
+                "\"fail_every\":1000},%s}\n",
+                c->dir, c->items, cluster);
+        c->want_errors = c->items / 1000;
+        c->output = "out.tsv";
+        c->journal = "out.tsv.journal";
+        return fclose(f) == 0 ? 0 : -1;
+    }
+    fprintf(f,
+            "{\"kind\":\"classify\",\"model\":\"%s/model\",\"adapter\":\"%s/trained/adapter\","
+            "\"head\":\"%s/trained/head\",\"manifest\":\"%s/m.csv\",\"output\":\"%s/out.h5\","
+            "\"classify\":{\"batch_size\":8,\"truncate\":true},%s}\n",
+            model_dir, model_dir, model_dir, c->dir, c->dir, cluster);
+    c->want_errors = c->items;
+    c->output = "out.h5";
+    c->journal = "out.h5.commit";
+    if (fclose(f) != 0)
+        return -1;
+    snprintf(path, sizeof path, "%s/m.csv", c->dir);
+    if (!(f = fopen(path, "w")))
+        return -1;
+    fprintf(f, "path\n");
+    for (long i = 0; i < c->items; i++)
+        fprintf(f, "/nonexistent/corpus/speakers/spk%03ld/session_%02ld/clip_%08ld.flac\n", i % 500,
+                i / 500 % 100, i);
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+static int s_size(long items, const char *key, const char *model_dir)
+{
+    char self[512], coord[600];
     ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
     if (len <= 0)
         return 1;
     self[len] = '\0';
-    if (s_lease_drops() != 0)
+    *strrchr(self, '/') = '\0';
+    snprintf(coord, sizeof coord, "%s/../bin/wisp-coordinator", self);
+    const char *kinds[2] = {"null", "classify"};
+    for (int k = 0; k < 2; k++) {
+        s_case_t *c = calloc(1, sizeof *c);
+        if (!c)
+            return 1;
+        c->kind = kinds[k];
+        c->coord = coord;
+        c->items = items;
+        c->ops = *wisp_job_find(c->kind);
+        s_base = wisp_job_find(c->kind);
+        c->ops.worker_run = s_timed_run;
+        snprintf(c->dir, sizeof c->dir, "/tmp/wisp-bench-scale-XXXXXX");
+        int rc = mkdtemp(c->dir) ? 0 : -1;
+        fprintf(stderr, "bench_scale: %s %s\n", kinds[k], key);
+        if (rc == 0 && (rc = s_write_job(c, model_dir)) != 0)
+            fprintf(stderr, "bench_scale: cannot write the job in %s\n", c->dir);
+        if (rc == 0)
+            rc = s_case(c, key);
+        /* a failed run keeps its logs and summaries (run*.log, run*.json), not gigabytes */
+        char cmd[600];
+        if (rc == 0)
+            snprintf(cmd, sizeof cmd, "rm -rf %s", c->dir);
+        else
+            snprintf(cmd, sizeof cmd, "rm -f %s/m.csv %s/out.*", c->dir, c->dir);
+        if (system(cmd) != 0)
+            rc = -1;
+        free(c);
+        if (rc)
+            return 1;
+    }
+    return 0;
+}
+
+/* A tiny classify model (d_model 64, 2 layers) with a seq_bn adapter and a head from one
+ * training step on synthetic clips, in dir (wisp init-model, synth, train). */
+static int s_model(const char *bin, const char *dir)
+{
+    char cmd[4096];
+    snprintf(
+        cmd, sizeof cmd,
+        "cat > %s/tiny.json <<'EOF'\n"
+        "{\"model_type\": \"whisper\", \"architectures\": [\"WhisperForAudioClassification\"], "
+        "\"d_model\": 64, \"encoder_layers\": 2, \"encoder_attention_heads\": 4, "
+        "\"encoder_ffn_dim\": 128, \"num_mel_bins\": 80, \"max_source_positions\": 1500, "
+        "\"activation_function\": \"gelu\", \"classifier_proj_size\": 32, \"num_labels\": 4, "
+        "\"decoder_layers\": 1, \"decoder_attention_heads\": 4, \"decoder_ffn_dim\": 64}\n"
+        "EOF\n"
+        "%s/wisp init-model --config %s/tiny.json -o %s/model --seed 3 >/dev/null 2>&1 && "
+        "%s/wisp synth -o %s/data --classes 4 --per-class 2 --max-seconds 1 -q >/dev/null 2>&1 "
+        "&& %s/wisp train --model %s/model --preset seq_bn --train %s/data/train.csv "
+        "--truncate -o %s/trained --steps 1 --threads 1 >/dev/null 2>&1",
+        dir, bin, dir, dir, bin, dir, bin, dir, dir, dir);
+    int rc = system(cmd);
+    if (rc != 0)
+        fprintf(stderr, "bench_scale: the classify model could not be made in %s\n", dir);
+    return rc;
+}
+
+/* Runs `self ITEMS KEY DIR` and echoes its lines; collects name -> value per size. */
+static int s_run_size(const char *self, const char *dir, int k, char (*names)[96], double *v,
+                      int *nk, int maxk)
+{
+    static const char *items[2] = {"1000000", "10000000"}, *keys[2] = {"1e6", "1e7"};
+    char cmd[1200], line[256], tag[8];
+    snprintf(cmd, sizeof cmd, "%s %s %s %s", self, items[k], keys[k], dir);
+    snprintf(tag, sizeof tag, "_%s_", keys[k]);
+    FILE *f = popen(cmd, "r");
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof line, f)) {
+        fputs(line, stdout);
+        fflush(stdout);
+        char *eq = strchr(line, '='), *t = strstr(line, tag);
+        if (!eq || !t || t > eq)
+            continue;
+        char name[96]; /* the key without its size: scale_null_startup_s */
+        snprintf(name, sizeof name, "%.*s_%.*s", (int)(t - line), line, (int)(eq - t - 5), t + 5);
+        int i = 0;
+        while (i < *nk && strcmp(names[i], name) != 0)
+            i++;
+        if (i == *nk && *nk < maxk) {
+            snprintf(names[i], sizeof names[i], "%s", name);
+            v[2 * i] = v[2 * i + 1] = NAN;
+            (*nk)++;
+        }
+        if (i < *nk)
+            v[2 * i + k] = atof(eq + 1);
+    }
+    return pclose(f) == 0 ? 0 : -1;
+}
+
+int main(int argc, char **argv)
+{
+    wisp_log_init('B', 0, WISP_LOG_ERROR);
+    wisp_h5_quiet();
+    if (argc == 4) /* one size, in this process: bench_scale ITEMS KEY MODEL_DIR */
+        return s_size(atol(argv[1]), argv[2], argv[3]);
+    if (argc == 2 && strcmp(argv[1], "lease") == 0) /* the lease figures alone */
+        return s_lease_drops();
+    /* each size in a fresh process, so the smaller run's heap does not hide growth;
+     * the growth exponents come from both sizes' lines */
+    char self[512], bin[600], dir[] = "/tmp/wisp-bench-scale-model-XXXXXX";
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len <= 0 || !mkdtemp(dir))
+        return 1;
+    self[len] = '\0';
+    snprintf(bin, sizeof bin, "%.*s/../bin", (int)(strrchr(self, '/') - self), self);
+    if (s_lease_drops() != 0 || s_model(bin, dir) != 0)
         return 1;
     enum { MAXK = 32 };
     char names[MAXK][96];
-    double v6[MAXK], v7[MAXK];
+    double v[2 * MAXK]; /* (name, size) */
     int nk = 0;
-    for (int k = 0; k < 2; k++) {
-        char cmd[600], line[256];
-        snprintf(cmd, sizeof cmd, "%s %s %s", self, k ? "10000000" : "1000000", k ? "1e7" : "1e6");
-        FILE *f = popen(cmd, "r");
-        if (!f)
+    for (int k = 0; k < 2; k++)
+        if (s_run_size(self, dir, k, names, v, &nk, MAXK) != 0)
             return 1;
-        while (fgets(line, sizeof line, f)) {
-            fputs(line, stdout);
-            char *eq = strchr(line, '='), *tag = strstr(line, k ? "_1e7_" : "_1e6_");
-            if (!eq || !tag || tag > eq)
-                continue;
-            char name[96];
-            snprintf(name, sizeof name, "%.*s_%.*s", (int)(tag - line), line, (int)(eq - tag - 5),
-                     tag + 5);
-            int i = 0;
-            while (i < nk && strcmp(names[i], name) != 0)
-                i++;
-            if (i == nk && nk < MAXK) {
-                snprintf(names[nk], sizeof names[nk], "%s", name);
-                v6[nk] = v7[nk] = NAN;
-                nk++;
-            }
-            if (i < nk)
-                *(k ? &v7[i] : &v6[i]) = atof(eq + 1);
-        }
-        if (pclose(f) != 0)
-            return 1;
-    }
     /* exponents of the totals: time, memory, or time = items / rate */
     for (int i = 0; i < nk; i++) {
-        if (!(v6[i] > 0) || !(v7[i] > 0) || strstr(names[i], "frac"))
+        double a = v[2 * i], b = v[2 * i + 1];
+        if (!(a > 0) || !(b > 0) || strstr(names[i], "frac") || strstr(names[i], "_mb"))
             continue;
-        double g = log10(v7[i] / v6[i]);
-        if (strstr(names[i], "per_item")) /* memory per item -> total memory */
+        double g = log10(b / a);
+        const char *n = names[i] + (strncmp(names[i], "scale_", 6) ? 0 : 6);
+        if (strstr(names[i], "per_item")) { /* memory per item -> total memory */
             g += 1;
-        else if (strstr(names[i], "per_s")) /* rate -> total time */
+            printf("scale_marginal_%s=%.1f\n", n, (1e7 * b - 1e6 * a) / 9e6);
+        } else if (strstr(names[i], "per_s")) { /* rate -> total time */
             g = 1 - g;
-        printf("scale_growth_%s=%.2f\n", names[i] + (strncmp(names[i], "scale_", 6) ? 0 : 6), g);
+        }
+        printf("scale_growth_%s=%.2f\n", n, g);
     }
-    return 0;
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : 1;
 }

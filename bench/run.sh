@@ -198,6 +198,50 @@ if fma1:
                       vals["demo_ftz_batch8_1t_cpu_s"], vals["demo_noftz_batch8_1t_cpu_s"],
                       vals["demo_ftz_speedup"])]
     lines.append("")
+# Scale (bench_scale): one row per figure, null job and classify (error rows) side by side
+# at 10^6 and 10^7 items with the growth exponent of the total (1 = linear).
+scale_rows = [("startup_s", "coordinator start-up, s (spawn to endpoint)"),
+              ("run1_peak_rss_mb", "coordinator peak RSS, first run (killed at ~50%), MB"),
+              ("resume_peak_rss_mb", "coordinator peak RSS, resumed run, MB"),
+              ("peak_bytes_per_item", "peak RSS per item, B"),
+              ("coord_cpu_us_per_item", "coordinator CPU per item, both runs, us"),
+              ("output_bytes_per_item", "final output per item, B"),
+              ("journal_bytes_per_row", "journal per committed row, B"),
+              ("items_per_s", "dispatch, items/s (resumed run, committed)"),
+              ("run1_items_per_s", "dispatch, items/s (first run, workers)"),
+              ("resume_startup_s", "resume: start-up after kill -9 at ~50%, s"),
+              ("resume_first_shard_s", "resume: to the first new shard, s"),
+              ("resume_complete_s", "resume: to completion, s"),
+              ("resumed_frac", "resume: fraction kept from the killed run")]
+if any(("scale_%s_1e6_startup_s" % k) in vals for k in ("null", "classify")):
+    fmt = lambda v: "-" if v is None else "%.0f" % v if abs(v) >= 1000 else "%.4g" % v
+    lines += ["## Scale (bench_scale)", "",
+              "The real wisp-coordinator process with 2 worker threads over tcp loopback, shards "
+              "of 256; kill -9 of the coordinator once half the items have run, then the same "
+              "command resumes. classify: manifest paths that do not exist (error rows through "
+              "the real results writer). Exponent: log10 of the total's growth from 10^6 to 10^7 "
+              "items (1 = linear); marginal: what each item past 10^6 adds (no fixed cost). This shared "
+              "machine's load makes the times upper bounds.", "",
+              "| figure | null 10^6 | null 10^7 | exp. | classify 10^6 | classify 10^7 | exp. |",
+              "|---|---|---|---|---|---|---|"]
+    for key, label in scale_rows:
+        cells = []
+        for kind in ("null", "classify"):
+            cells += [fmt(vals.get("scale_%s_1e6_%s" % (kind, key))),
+                      fmt(vals.get("scale_%s_1e7_%s" % (kind, key))),
+                      fmt(vals.get("scale_growth_%s_%s" % (kind, key)))]
+        lines.append("| %s | %s |" % (label, " | ".join(cells)))
+    for key, label in (("peak_bytes_per_item", "peak RSS per item, B"),
+                       ("coord_cpu_us_per_item", "coordinator CPU per item, us"),
+                       ("output_bytes_per_item", "output per item, B")):
+        m = [vals.get("scale_marginal_%s_%s" % (k, key)) for k in ("null", "classify")]
+        lines.append("| marginal %s (10^6 to 10^7) | | %s | | | %s | |" % (label, fmt(m[0]), fmt(m[1])))
+    if "scale_lease_drop_1000_workers_1e6_shards_cpu_s" in vals:
+        lines += ["", "Lease table: 1 000 workers dropped over 10^6 shards in %.3g ms CPU "
+                  "(%.3g us per worker; each worker keeps the list of its shards)." % (
+                      1e3 * vals["scale_lease_drop_1000_workers_1e6_shards_cpu_s"],
+                      vals.get("scale_lease_drop_us_per_worker", float("nan")))]
+    lines.append("")
 lines += ["## Paired figures (wisp vs PyTorch reference)", "",
           "| metric | wisp | PyTorch | wisp speed-up |", "|---|---|---|---|"]
 for k in order:

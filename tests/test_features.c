@@ -1,7 +1,8 @@
 /* Tests of common/audio/features: the one path -> log-mel front end. A clip's features
  * are the log-mel of the first 30 s of the whole-file decode, whatever the source rate
  * and length; windows of a decoded signal give the log-mel of exactly those samples;
- * the frame limit is enforced by name. Inputs are written here with libsndfile. */
+ * the frame limit is enforced by name; equal-length clips are batched together.
+ * Inputs are written here with libsndfile. */
 #include "testutil.h"
 
 #include <math.h>
@@ -136,12 +137,61 @@ static void test_frame_limit_refuses_longer_clips_by_name_and_padded_mode_needs_
     wisp_features_destroy(NULL);
 }
 
+/* The shared batching: a stable order by frame count, then runs of one length of at
+ * most max_b clips, each copied whole (n_mels x frames) with its label. */
+static void test_equal_length_batches_are_runs_of_the_stable_frame_order(void **state)
+{
+    (void)state;
+    enum { NM = 3, N = 6, MAXF = 6 };
+    const int frames[N] = {4, 2, 4, 6, 2, 4};
+    float mel[N][NM * MAXF];
+    wisp_features_clip_t clips[N];
+    for (int k = 0; k < N; k++) {
+        for (int j = 0; j < NM * frames[k]; j++)
+            mel[k][j] = (float)(100 * k + j);
+        clips[k] = (wisp_features_clip_t){.mel = mel[k], .frames = frames[k], .label = 10 + k};
+    }
+    int ord[N];
+    wisp_features_order(clips, N, ord);
+    const int want_ord[N] = {1, 4, 0, 2, 5, 3};
+    for (int k = 0; k < N; k++)
+        if (ord[k] != want_ord[k])
+            fail_msg("ord[%d] = %d, want %d", k, ord[k], want_ord[k]);
+
+    /* max_b 2 cuts the run of three 4-frame clips; sizes 2 (2 frames), 2, 1 (4), 1 (6) */
+    const int want_b[] = {2, 2, 1, 1}, want_f[] = {2, 4, 4, 6};
+    float batch[2 * NM * MAXF];
+    int labels[2], f = 0, runs = 0;
+    for (int i = 0; i < N; runs++) {
+        assert_true(runs < 4);
+        int B = wisp_features_batch(clips, ord, N, i, 2, NM, batch, labels, &f);
+        assert_int_equal(B, want_b[runs]);
+        assert_int_equal(f, want_f[runs]);
+        for (int b = 0; b < B; b++) {
+            int k = ord[i + b];
+            assert_int_equal(labels[b], 10 + k);
+            for (int j = 0; j < NM * f; j++)
+                if (batch[(size_t)b * NM * f + j] != mel[k][j])
+                    fail_msg("run %d clip %d: element %d is %g, want %g", runs, b, j,
+                             (double)batch[(size_t)b * NM * f + j], (double)mel[k][j]);
+        }
+        i += B;
+    }
+    assert_int_equal(runs, 4);
+    /* without an order the runs are in input order: 4 | 2 | 4 | ... */
+    assert_int_equal(wisp_features_batch(clips, NULL, N, 0, 8, NM, batch, labels, &f), 1);
+    assert_int_equal(f, 4);
+    assert_int_equal(wisp_features_batch(clips, NULL, N, 4, 8, NM, batch, labels, &f), 1);
+    assert_int_equal(labels[0], 14);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_long_clip_features_are_the_first_30_s_of_the_whole_file_decode),
         cmocka_unit_test(test_window_features_are_the_log_mel_of_exactly_those_samples),
         cmocka_unit_test(test_frame_limit_refuses_longer_clips_by_name_and_padded_mode_needs_3000),
+        cmocka_unit_test(test_equal_length_batches_are_runs_of_the_stable_frame_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -382,6 +382,57 @@ static void test_inspect_reads_adapter_and_head_dirs(void **state)
     free(text);
 }
 
+/* A seq_bn adapter of a 1-layer model (d = D, reduction_factor 16: width 1) whose
+ * layer-0 adapter_down weight has `width` rows; returns its directory. */
+static const char *s_one_layer_adapter(const char *name, int64_t width)
+{
+    const char *dir = s_tmp(name);
+    wisp_adapter_config_t a;
+    assert_int_equal(wisp_adapter_config_preset(&a, "seq_bn", NULL), 0);
+    assert_int_equal(wisp_adapter_config_save_dir(&a, dir, D, NULL, NULL), 0);
+    wisp_adapter_config_free(&a);
+    float zeros[4 * D] = {0};
+    int64_t down[2] = {width, D}, down_b[1] = {width}, up[2] = {D, width}, up_b[1] = {D};
+    const char *pre = "encoder.layers.0.output_adapters.adapters.seq_bn.";
+    char n[4][160];
+    snprintf(n[0], sizeof n[0], "%sadapter_down.0.weight", pre);
+    snprintf(n[1], sizeof n[1], "%sadapter_down.0.bias", pre);
+    snprintf(n[2], sizeof n[2], "%sadapter_up.weight", pre);
+    snprintf(n[3], sizeof n[3], "%sadapter_up.bias", pre);
+    wisp_st_writer_t *w = wisp_st_writer_new();
+    assert_int_equal(wisp_st_writer_add_f32(w, n[0], WISP_DT_F32, 2, down, zeros), 0);
+    assert_int_equal(wisp_st_writer_add_f32(w, n[1], WISP_DT_F32, 1, down_b, zeros), 0);
+    assert_int_equal(wisp_st_writer_add_f32(w, n[2], WISP_DT_F32, 2, up, zeros), 0);
+    assert_int_equal(wisp_st_writer_add_f32(w, n[3], WISP_DT_F32, 1, up_b, zeros), 0);
+    char p[1100];
+    snprintf(p, sizeof p, "%s/adapter.safetensors", dir);
+    assert_int_equal(wisp_st_writer_save(w, p, NULL), 0);
+    wisp_st_writer_destroy(&w);
+    return dir;
+}
+
+/* The widths line has one entry per layer the adapter's weights cover (it printed
+ * eight for any depth), and a weight of another width than the config's is a problem. */
+static void test_inspect_prints_one_bottleneck_width_per_layer_of_the_adapter(void **state)
+{
+    (void)state;
+    const char *out = s_tmp("inspect_bn.txt");
+    char *args[] = {"inspect", (char *)s_one_layer_adapter("bn_one_layer", 1), NULL};
+    assert_int_equal(s_run(wisp_cmd_inspect, out, args), WISP_EXIT_OK);
+    char *text = s_slurp(out);
+    if (!strstr(text, "  bottleneck width per layer (1 layer): 1 (0 = left out)\n"))
+        fail_msg("inspect output lacks the one-layer widths line:\n%s", text);
+    free(text);
+
+    char *bad[] = {"inspect", (char *)s_one_layer_adapter("bn_wrong_width", 3), NULL};
+    assert_int_equal(s_run(wisp_cmd_inspect, out, bad), WISP_EXIT_FAILURE);
+    text = s_slurp(out);
+    if (!strstr(text, "PROBLEM: tensor encoder.layers.0.output_adapters.adapters.seq_bn."
+                      "adapter_down.0.weight has shape [3, 16], the config implies [1, 16]"))
+        fail_msg("inspect output lacks the width problem:\n%s", text);
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -393,6 +444,7 @@ int main(void)
         cmocka_unit_test(test_init_model_refuses_bad_arguments_and_existing_output),
         cmocka_unit_test(test_inspect_reports_counts_and_names_each_problem),
         cmocka_unit_test(test_inspect_reads_adapter_and_head_dirs),
+        cmocka_unit_test(test_inspect_prints_one_bottleneck_width_per_layer_of_the_adapter),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

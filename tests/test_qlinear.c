@@ -88,11 +88,46 @@ static void test_int8_linear_is_within_the_quantisation_error_of_fp32(void **sta
     wisp_free(W), wisp_free(b), wisp_free(x), wisp_free(y), wisp_free(yf);
 }
 
+/* The largest codes the quantisers make: constant rows give input code xmax and weight
+ * code 127 everywhere, so every pair of products sits at its maximum. Kernels that add
+ * pairs in 16 bits with saturation (vpmaddubsw, CPUs without VNNI) get these sums wrong by
+ * a factor ~2 unless the inputs are kept to 7 bits on such hosts. */
+static void test_int8_linear_is_exact_on_the_largest_codes(void **state)
+{
+    (void)state;
+    const int N = 8, C = 512, OC = 48;
+    float *W = wisp_alloc((size_t)OC * C * 4), *x = wisp_alloc((size_t)N * C * 4);
+    float *y = wisp_alloc((size_t)N * OC * 4), *yr = wisp_alloc((size_t)N * OC * 4);
+    for (int o = 0; o < OC; o++) /* +, - and alternating channels */
+        for (int c = 0; c < C; c++)
+            W[(size_t)o * C + c] = o % 3 == 0 ? 0.5f : o % 3 == 1 ? -0.5f : (c & 2) ? 0.5f : -0.5f;
+    for (size_t i = 0; i < (size_t)N * C; i++)
+        x[i] = 2.0f;
+    wisp_error_t err = {0};
+    wisp_qlinears_t *q = wisp_qlinears_new(N, C, OC, 1, &err);
+    assert_non_null(q);
+    int xmax = wisp_qlinears_input_max(q);
+    print_message("input codes up to %d on this host\n", xmax);
+    assert_true(xmax == 255 || xmax == 127);
+    assert_int_equal(wisp_qlinears_add(q, W, NULL, C, OC, &err), 0);
+    assert_int_equal(wisp_qlinears_forward(q, W, y, x, N), 0);
+    assert_int_equal(wisp_qlinears_forward_ref(q, W, yr, x, N), 0);
+    assert_memory_equal(y, yr, (size_t)N * OC * sizeof *y);
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < OC; o++) {
+            float want = o % 3 == 2 ? 0.0f : (o % 3 ? -1.0f : 1.0f) * (float)C; /* 2 * 0.5 * C */
+            assert_float_equal(y[(size_t)n * OC + o], want, 1e-3f * C);
+        }
+    wisp_qlinears_destroy(&q);
+    wisp_free(W), wisp_free(x), wisp_free(y), wisp_free(yr);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_int8_linear_matches_its_loop_twin_bitwise),
         cmocka_unit_test(test_int8_linear_is_within_the_quantisation_error_of_fp32),
+        cmocka_unit_test(test_int8_linear_is_exact_on_the_largest_codes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

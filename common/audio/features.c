@@ -145,3 +145,34 @@ int wisp_features_window(wisp_features_t *self, const float *samples, size_t n_s
     return s_compute(self, samples + start, n, out, frames, "features window",
                      (double)n / WISP_SAMPLE_RATE, err);
 }
+
+void wisp_features_order(const wisp_features_clip_t *clips, int n, int *ord)
+{
+    for (int i = 0; i < n; i++)
+        ord[i] = i;
+    for (int i = 1; i < n; i++) { /* insertion sort: stable, and batches are small */
+        int v = ord[i], j = i - 1;
+        while (j >= 0 && clips[ord[j]].frames > clips[v].frames) {
+            ord[j + 1] = ord[j];
+            j--;
+        }
+        ord[j + 1] = v;
+    }
+}
+
+int wisp_features_batch(const wisp_features_clip_t *clips, const int *ord, int n, int i, int max_b,
+                        int n_mels, float *batch_mel, int *labels, int *frames)
+{
+    const size_t per = (size_t)n_mels;
+    const int f = clips[ord ? ord[i] : i].frames;
+    int B = 0;
+    while (i + B < n && B < max_b && clips[ord ? ord[i + B] : i + B].frames == f) {
+        const wisp_features_clip_t *c = &clips[ord ? ord[i + B] : i + B];
+        /* clip b of the batch starts at b * n_mels * f: the (B, n_mels, f) layout */
+        memcpy(batch_mel + (size_t)B * per * f, c->mel, per * f * sizeof(float));
+        labels[B] = c->label;
+        B++;
+    }
+    *frames = f;
+    return B;
+}

@@ -75,4 +75,28 @@ int wisp_features_decode(const char *path, double max_seconds, wisp_audio_t *out
 int wisp_features_window(wisp_features_t *self, const float *samples, size_t n_samples,
                          size_t start, size_t n, float *out, int *frames, wisp_error_t *err);
 
+/* Batching of equal-length clips for the model, shared by the training step, the
+ * evaluation and classification: the encoder takes B clips of one frame count per call
+ * (model.h), so clips are grouped by length, never padded to one another. Each clip's
+ * result depends only on its own features and on which clips share its call, and the
+ * grouping is the same function everywhere. */
+typedef struct {
+    const float *mel; /* (n_mels, frames) row-major */
+    int frames;       /* >= 1 */
+    int label;        /* carried along to the batch: the trainer's class id, the
+                         classifier's slot */
+} wisp_features_clip_t;
+
+/* ord[n] = 0..n-1 stably sorted by clips[].frames: clips of one length become adjacent
+ * and keep their relative order. */
+void wisp_features_order(const wisp_features_clip_t *clips, int n, int *ord);
+
+/* The run of clips ord[i], ord[i+1], ... (ord NULL: i, i+1, ...) that have the frame
+ * count of the first, at most max_b of them: their features are copied into batch_mel
+ * (B, n_mels, frames), room for max_b clips of that length, and their labels into
+ * labels[B]. Needs 0 <= i < n and max_b >= 1; returns B in [1, max_b] and sets *frames.
+ * A caller walks i += B until n. */
+int wisp_features_batch(const wisp_features_clip_t *clips, const int *ord, int n, int i, int max_b,
+                        int n_mels, float *batch_mel, int *labels, int *frames);
+
 #endif

@@ -42,7 +42,10 @@ struct wisp_qlinears {
     float *sx;    /* (max_n) row scales */
     int32_t *zx;  /* (max_n) row zero points */
     int32_t *acc; /* (max_n, max_oc) integer sums */
+    int xmax;     /* largest input code: 255, or 127 where the kernels saturate (s_probe_exact) */
 };
+
+static int s_choose_range(wisp_qlinears_t *q, wisp_error_t *err);
 
 static int s_dnnl_fail(wisp_error_t *err, const char *what, dnnl_status_t st)
 {
@@ -83,6 +86,10 @@ wisp_qlinears_t *wisp_qlinears_new(int max_n, int max_c, int max_oc, int threads
     }
     if (threads > 0 && omp_set_num_threads)
         omp_set_num_threads(threads);
+    if (s_choose_range(q, err) < 0) {
+        wisp_qlinears_destroy(&q);
+        return NULL;
+    }
     return q;
 }
 
@@ -114,23 +121,29 @@ int wisp_qlinears_count(const wisp_qlinears_t *self)
     return self ? self->n : 0;
 }
 
+int wisp_qlinears_input_max(const wisp_qlinears_t *self)
+{
+    return self ? self->xmax : 0;
+}
+
 /* Symmetric per-row quantisation of the weights W (rows, C): s = row max / 127 (0 for an
  * all-zero row, whose products are then 0), q = round(W / s) in [-127, 127]; sum = the
  * row sum of q. Once per linear. */
 static void s_quantise_weights(int8_t *wq, float *s, int32_t *sum, const float *W, int rows, int C)
 {
+    const float fq = 127.0f;
     for (int n = 0; n < rows; n++) {
         const float *r = W + (size_t)n * C;
         float m = 0;
         for (int c = 0; c < C; c++)
             m = fmaxf(m, fabsf(r[c]));
-        s[n] = m / 127.0f;
-        float inv = m > 0 ? 127.0f / m : 0.0f;
+        s[n] = m / fq;
+        float inv = m > 0 ? fq / m : 0.0f;
         int8_t *o = wq + (size_t)n * C;
         int32_t t = 0;
         for (int c = 0; c < C; c++) {
             float v = nearbyintf(r[c] * inv);
-            o[c] = (int8_t)(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v);
+            o[c] = (int8_t)(v > fq ? fq : v < -fq ? -fq : v);
             t += o[c];
         }
         sum[n] = t;
@@ -139,14 +152,15 @@ static void s_quantise_weights(int8_t *wq, float *s, int32_t *sum, const float *
 
 /* Asymmetric per-row quantisation of the inputs x (rows, C) to u8, the operand VNNI
  * multiplies natively: [lo, hi] = [min(row, 0), max(row, 0)] (so 0 is exact),
- * s = (hi - lo) / 255, z = round(-lo / s), q = clamp(round(x / s) + z, 0, 255), and
- * x ~ s (q - z). An asymmetric range keeps the resolution of one-sided rows (the fc2
- * input is a GELU output, >= -0.17). Rounding adds and subtracts 1.5 * 2^23
- * (round-to-nearest-even in the default mode, |x / s| <= 255): the same in every clone. */
+ * s = (hi - lo) / xmax, z = round(-lo / s), q = clamp(round(x / s) + z, 0, xmax), and
+ * x ~ s (q - z), xmax = 255 (127 where the kernels saturate). An asymmetric range keeps
+ * the resolution of one-sided rows (the fc2 input is a GELU output, >= -0.17). Rounding
+ * adds and subtracts 1.5 * 2^23 (round-to-nearest-even in the default mode,
+ * |x / s| <= 255): the same in every clone. */
 S_CLONES static void s_quantise_rows(uint8_t *xq, float *s, int32_t *z, const float *x, int rows,
-                                     int C)
+                                     int C, int xmax)
 {
-    const float magic = 12582912.0f;
+    const float magic = 12582912.0f, fx = (float)xmax;
     const int full = C / S_VW * S_VW;
     for (int n = 0; n < rows; n++) {
         const float *r = x + (size_t)n * C;
@@ -165,28 +179,31 @@ S_CLONES static void s_quantise_rows(uint8_t *xq, float *s, int32_t *z, const fl
             lo = r[c] < lo ? r[c] : lo;
             hi = r[c] > hi ? r[c] : hi;
         }
-        float sc = (hi - lo) / 255.0f, inv = sc > 0 ? 1.0f / sc : 0.0f;
+        float sc = (hi - lo) / fx, inv = sc > 0 ? 1.0f / sc : 0.0f;
         float zf = (-lo * inv + magic) - magic;
-        zf = zf > 255.0f ? 255.0f : zf;
+        zf = zf > fx ? fx : zf;
         s[n] = sc;
         z[n] = (int32_t)zf;
         uint8_t *o = xq + (size_t)n * C;
         const s_vf vinv = s_vsplat(inv), vz = s_vsplat(zf), vm = s_vsplat(magic);
-        const s_vf v0 = s_vsplat(0), v255 = s_vsplat(255.0f);
+        const s_vf v0 = s_vsplat(0), vmax = s_vsplat(fx);
         for (int c = 0; c < full; c += S_VW) {
             s_vf q = ((s_vld(r + c) * vinv + vm) - vm) + vz;
             q = s_vsel(q < v0, v0, q);
-            q = s_vsel(q > v255, v255, q);
+            q = s_vsel(q > vmax, vmax, q);
             s_vi qi = __builtin_convertvector(q, s_vi);
             for (int i = 0; i < S_VW; i++)
                 o[c + i] = (uint8_t)qi[i];
         }
         for (int c = full; c < C; c++) {
             float q = ((r[c] * inv + magic) - magic) + zf;
-            o[c] = (uint8_t)(q < 0 ? 0 : q > 255.0f ? 255.0f : q);
+            o[c] = (uint8_t)(q < 0 ? 0 : q > fx ? fx : q);
         }
     }
 }
+
+static dnnl_status_t s_exec(wisp_qlinears_t *q, const s_qlin_t *l, uint8_t *xq, int32_t *acc,
+                            int N);
 
 /* The matmul primitive for l and its weights in the layout it wants. */
 static int s_build(wisp_qlinears_t *q, s_qlin_t *l, wisp_error_t *err)
@@ -240,6 +257,74 @@ static int s_build(wisp_qlinears_t *q, s_qlin_t *l, wisp_error_t *err)
     return st == dnnl_success ? 0 : s_dnnl_fail(err, what, st);
 }
 
+/* Whether oneDNN's sums are exact with input codes up to xmax: inputs xmax against
+ * weights +-127, the largest sums the quantisers make, for one row and for a block of
+ * rows (different kernels). Without VNNI, oneDNN multiplies u8 x s8 with vpmaddubsw,
+ * which adds each pair of products in 16 bits with saturation: 2 * 255 * 127 = 64770
+ * does not fit, 2 * 127 * 127 = 32258 does. 1 exact, 0 not, negative on failure. */
+static int s_probe_exact(wisp_qlinears_t *q, int xmax, wisp_error_t *err)
+{
+    enum { PN = 32, PC = 128, POC = 32 };
+    s_qlin_t t = {.C = PC, .OC = POC};
+    uint8_t *xq = malloc((size_t)PN * PC);
+    int32_t *acc = malloc((size_t)PN * POC * sizeof *acc);
+    t.wq = malloc((size_t)POC * PC);
+    int rc =
+        xq && acc && t.wq ? 0 : wisp_error_set(err, WISP_ERR_NOMEM, "int8 linears: out of memory");
+    if (rc == 0) {
+        memset(xq, xmax, (size_t)PN * PC);
+        for (int o = 0; o < POC; o++) /* channel o: +127, -127, or alternating in pairs */
+            for (int c = 0; c < PC; c++)
+                t.wq[o * PC + c] = (int8_t)(o % 3 == 0   ? 127
+                                            : o % 3 == 1 ? -127
+                                            : (c & 2)    ? 127
+                                                         : -127);
+        rc = s_build(q, &t, err);
+    }
+    for (int N = 1; rc == 0 && N <= PN; N += PN - 1) {
+        if (s_exec(q, &t, xq, acc, N) != dnnl_success) {
+            rc = wisp_error_set(err, WISP_ERR_UNSUPPORTED, "int8 linears: oneDNN matmul failed");
+            break;
+        }
+        for (int i = 0; i < N * POC && rc == 0; i++) {
+            int o = i % POC;
+            int32_t want = o % 3 == 2 ? 0 : xmax * PC * (o % 3 ? -127 : 127);
+            rc = acc[i] == want ? 0 : 1;
+        }
+    }
+    if (t.mm)
+        dnnl_primitive_destroy(t.mm);
+    if (t.wmem)
+        dnnl_memory_destroy(t.wmem);
+    free(xq), free(acc), free(t.wq);
+    return rc < 0 ? rc : rc == 0;
+}
+
+/* The input range this host's kernels sum exactly: 255 where they do (VNNI), else 127.
+ * The inputs lose the bit rather than the weights: a weight's rounding error is the same
+ * for every token and survives the head's mean over time, an input's is independent per
+ * token and averages out (whisper-base, 100 clips: 7-bit inputs 0.0133 logits relative
+ * RMS against 0.0131 with 8 bits, 7-bit weights 0.034). Logged once per set. */
+static int s_choose_range(wisp_qlinears_t *q, wisp_error_t *err)
+{
+    int rc = s_probe_exact(q, 255, err);
+    if (rc == 1) {
+        q->xmax = 255;
+        return 0;
+    }
+    rc = rc < 0 ? rc : s_probe_exact(q, 127, err);
+    if (rc < 0)
+        return rc;
+    if (rc == 0)
+        return wisp_error_set(err, WISP_ERR_UNSUPPORTED,
+                              "int8 linears: oneDNN's int8 matmul is not exact on this CPU; use "
+                              "precision fp32");
+    q->xmax = 127;
+    WISP_LOGI("int8 linears: this CPU's int8 kernels add pairs of products in 16 bits (no VNNI): "
+              "inputs quantised to 7 bits (0..127) so that no sum saturates");
+    return 0;
+}
+
 int wisp_qlinears_add(wisp_qlinears_t *self, const float *W, const float *bias, int C, int OC,
                       wisp_error_t *err)
 {
@@ -264,7 +349,8 @@ int wisp_qlinears_add(wisp_qlinears_t *self, const float *W, const float *bias, 
     if (!l->sw || !l->wsum || !l->wq || (bias && !l->bias))
         rc = wisp_error_set(err, WISP_ERR_NOMEM, "int8 linears: out of memory");
     if (rc == 0) {
-        s_quantise_weights(l->wq, l->sw, l->wsum, W, OC, C); /* per output channel = row */
+        /* per output channel = row */
+        s_quantise_weights(l->wq, l->sw, l->wsum, W, OC, C);
         if (bias)
             memcpy(l->bias, bias, (size_t)OC * sizeof *bias);
         rc = s_build(self, l, err);
@@ -308,6 +394,33 @@ S_CLONES static void s_epilogue(float *out, const int32_t *acc, const float *sx,
     }
 }
 
+/* acc (N, OC) = xq (N, C) x Wq^T on oneDNN (the integer part of the linear l). */
+static dnnl_status_t s_exec(wisp_qlinears_t *q, const s_qlin_t *l, uint8_t *xq, int32_t *acc, int N)
+{
+    dnnl_memory_desc_t smd, dmd;
+    dnnl_dims_t sd = {N, l->C}, dd = {N, l->OC}, ss = {l->C, 1}, ds = {l->OC, 1};
+    dnnl_memory_t sm = NULL, dm = NULL;
+    dnnl_status_t st = dnnl_memory_desc_init_by_strides(&smd, 2, sd, dnnl_u8, ss);
+    if (st == dnnl_success)
+        st = dnnl_memory_desc_init_by_strides(&dmd, 2, dd, dnnl_s32, ds);
+    if (st == dnnl_success)
+        st = dnnl_memory_create(&sm, &smd, q->eng, xq);
+    if (st == dnnl_success)
+        st = dnnl_memory_create(&dm, &dmd, q->eng, acc);
+    if (st == dnnl_success) {
+        dnnl_exec_arg_t a[3] = {
+            {DNNL_ARG_SRC, sm}, {DNNL_ARG_WEIGHTS, l->wmem}, {DNNL_ARG_DST, dm}};
+        st = dnnl_primitive_execute(l->mm, q->stream, 3, a);
+        if (st == dnnl_success)
+            st = dnnl_stream_wait(q->stream);
+    }
+    if (sm)
+        dnnl_memory_destroy(sm);
+    if (dm)
+        dnnl_memory_destroy(dm);
+    return st;
+}
+
 int wisp_qlinears_forward(wisp_qlinears_t *self, const float *W, float *out, const float *inp,
                           int N)
 {
@@ -316,29 +429,8 @@ int wisp_qlinears_forward(wisp_qlinears_t *self, const float *W, float *out, con
         return 1;
     if (N < 1 || N > self->max_n)
         return WISP_ERR_ARG;
-    s_quantise_rows(self->xq, self->sx, self->zx, inp, N, l->C);
-    dnnl_memory_desc_t smd, dmd;
-    dnnl_dims_t sd = {N, l->C}, dd = {N, l->OC}, ss = {l->C, 1}, ds = {l->OC, 1};
-    dnnl_memory_t sm = NULL, dm = NULL;
-    dnnl_status_t st = dnnl_memory_desc_init_by_strides(&smd, 2, sd, dnnl_u8, ss);
-    if (st == dnnl_success)
-        st = dnnl_memory_desc_init_by_strides(&dmd, 2, dd, dnnl_s32, ds);
-    if (st == dnnl_success)
-        st = dnnl_memory_create(&sm, &smd, self->eng, self->xq);
-    if (st == dnnl_success)
-        st = dnnl_memory_create(&dm, &dmd, self->eng, self->acc);
-    if (st == dnnl_success) {
-        dnnl_exec_arg_t a[3] = {
-            {DNNL_ARG_SRC, sm}, {DNNL_ARG_WEIGHTS, l->wmem}, {DNNL_ARG_DST, dm}};
-        st = dnnl_primitive_execute(l->mm, self->stream, 3, a);
-        if (st == dnnl_success)
-            st = dnnl_stream_wait(self->stream);
-    }
-    if (sm)
-        dnnl_memory_destroy(sm);
-    if (dm)
-        dnnl_memory_destroy(dm);
-    if (st != dnnl_success)
+    s_quantise_rows(self->xq, self->sx, self->zx, inp, N, l->C, self->xmax);
+    if (s_exec(self, l, self->xq, self->acc, N) != dnnl_success)
         return WISP_ERR_UNSUPPORTED;
     s_epilogue(out, self->acc, self->sx, self->zx, l, N);
     return 0;
@@ -352,7 +444,7 @@ int wisp_qlinears_forward_ref(wisp_qlinears_t *self, const float *W, float *out,
         return 1;
     if (N < 1 || N > self->max_n)
         return WISP_ERR_ARG;
-    s_quantise_rows(self->xq, self->sx, self->zx, inp, N, l->C);
+    s_quantise_rows(self->xq, self->sx, self->zx, inp, N, l->C, self->xmax);
     for (int n = 0; n < N; n++)
         for (int o = 0; o < l->OC; o++) {
             int32_t s = 0;

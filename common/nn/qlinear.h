@@ -4,11 +4,17 @@
  *   weights, once:   sw[o] = max_c |W[o,c]| / 127,  Wq[o,c] = round(W[o,c] / sw[o])
  *                    (per output channel, symmetric, s8 in [-127, 127]);
  *   input, per call: per row n (per token), [lo, hi] = [min(x[n,:], 0), max(x[n,:], 0)],
- *                    sx[n] = (hi - lo) / 255, zx[n] = round(-lo / sx[n]),
- *                    xq[n,c] = clamp(round(x[n,c] / sx[n]) + zx[n], 0, 255) (u8, dynamic);
+ *                    sx[n] = (hi - lo) / xmax, zx[n] = round(-lo / sx[n]),
+ *                    xq[n,c] = clamp(round(x[n,c] / sx[n]) + zx[n], 0, xmax) (u8, dynamic);
  *   y[n,o] = (float)(sum_c xq[n,c] Wq[o,c] - zx[n] sum_c Wq[o,c]) * (sx[n] sw[o]) + b[o].
  * The int32 sums come from oneDNN's matmul (VNNI dot products where the CPU has them);
- * they are exact, so wisp_qlinears_forward_ref (plain loops) gives the same bits. The
+ * they are exact, so wisp_qlinears_forward_ref (plain loops) gives the same bits.
+ * xmax is 255 where oneDNN's kernels sum exactly. CPUs without VNNI (AVX2, AVX-512
+ * before Cascade Lake) multiply with vpmaddubsw, which adds each pair of u8 x s8 products
+ * in 16 bits with saturation (2 * 255 * 127 > 32767): there xmax is 127, one bit less of
+ * input resolution and no saturation. wisp_qlinears_new decides it by running oneDNN on
+ * the largest codes (a wrong sum would be silent), logs it, and fails if neither is exact.
+ * So int8 results differ slightly between such hosts. The
  * rounding error per product is what the user trades for speed: callers report the
  * agreement with fp32 (`wisp classify --compare-fp32 N`).
  *
@@ -44,5 +50,7 @@ int wisp_qlinears_forward_ref(wisp_qlinears_t *self, const float *W, float *out,
 
 /* Linears in the set. */
 int wisp_qlinears_count(const wisp_qlinears_t *self);
+/* The inputs' largest code on this host: 255, or 127 where the kernels saturate. */
+int wisp_qlinears_input_max(const wisp_qlinears_t *self);
 
 #endif

@@ -53,10 +53,33 @@ typedef int32_t s_vi __attribute__((vector_size(S_VW * 4)));
         s_vi m_ = (m);                                                                             \
         (s_vf)((m_ & (s_vi)(a)) | (~m_ & (s_vi)(b)));                                              \
     })
+/* Lane-wise comparison a OP b as a mask (all ones or all zeros per lane); b may be a
+ * scalar. Formed on 8-float halves: GCC lowers a comparison of 16-float vectors lane by
+ * lane (vcomiss and cmov, ~10x slower) for targets without 512-bit compares, the AVX2
+ * clone included, while an 8-float compare is one vcmpps there (and on AVX-512). The
+ * result is the same mask either way. tests/lint/simd.sh checks the AVX2 clones. */
+typedef float s_vf8 __attribute__((vector_size(32)));
+typedef int32_t s_vi8 __attribute__((vector_size(32)));
+#define s_vcmp_(a, b, OP)                                                                          \
+    ({                                                                                             \
+        s_vf ca_ = (a), cb_ = (s_vf){0} + (b);                                                     \
+        s_vf8 ha_[2], hb_[2];                                                                      \
+        s_vi8 hm_[2];                                                                              \
+        s_vi cm_;                                                                                  \
+        memcpy(ha_, &ca_, sizeof ca_);                                                             \
+        memcpy(hb_, &cb_, sizeof cb_);                                                             \
+        hm_[0] = ha_[0] OP hb_[0];                                                                 \
+        hm_[1] = ha_[1] OP hb_[1];                                                                 \
+        memcpy(&cm_, hm_, sizeof cm_);                                                             \
+        cm_;                                                                                       \
+    })
+#define s_vlt(a, b) s_vcmp_((a), (b), <)
+#define s_vgt(a, b) s_vcmp_((a), (b), >)
+#define s_vne(a, b) s_vcmp_((a), (b), !=)
 #define s_vmax(a, b)                                                                               \
     ({                                                                                             \
         s_vf a_ = (a), b_ = (b);                                                                   \
-        s_vsel(a_ > b_, a_, b_);                                                                   \
+        s_vsel(s_vgt(a_, b_), a_, b_);                                                             \
     })
 #define s_hsum(v)                                                                                  \
     ({                                                                                             \
@@ -132,8 +155,8 @@ S_INLINE void s_vexp_p(const s_vf *px, s_vf *out)
 {
     s_vf x = *px;
     const s_vf magic = s_vsplat(0x1.8p23f); /* adding it rounds to an integer */
-    s_vf xc = s_vsel(x < -104.0f, s_vsplat(-104.0f), x);
-    xc = s_vsel(xc > 89.0f, s_vsplat(89.0f), xc);
+    s_vf xc = s_vsel(s_vlt(x, -104.0f), s_vsplat(-104.0f), x);
+    xc = s_vsel(s_vgt(xc, 89.0f), s_vsplat(89.0f), xc);
     s_vf t = xc * 1.44269504088896341f + magic;
     s_vf n = t - magic;
     s_vi ni = (s_vi)t - (s_vi)magic; /* the integer n, read from the mantissa bits */
@@ -148,7 +171,7 @@ S_INLINE void s_vexp_p(const s_vf *px, s_vf *out)
     p = p * (r * r) + r + 1.0f;
     s_vi n1 = ni >> 1, n2 = ni - n1;
     s_vf y = p * (s_vf)((n1 + 127) << 23) * (s_vf)((n2 + 127) << 23);
-    *out = s_vsel(x != x, x, y); /* NaN stays NaN */
+    *out = s_vsel(s_vne(x, x), x, y); /* NaN stays NaN */
 }
 
 /* erf(z) and 1 + erf(z) (the latter without cancellation for z << 0, which GELU
@@ -159,7 +182,7 @@ S_INLINE void s_vexp_p(const s_vf *px, s_vf *out)
 S_INLINE void s_verf_p(const s_vf *pz, s_vf *erf_out, s_vf *onep_out)
 {
     s_vf z = *pz;
-    s_vi neg = z < 0.0f;
+    s_vi neg = s_vlt(z, 0.0f);
     s_vf a = s_vsel(neg, -z, z);
     s_vf a2 = a * a;
     s_vf q = s_vsplat(8.35702376e-05f);
@@ -170,8 +193,8 @@ S_INLINE void s_verf_p(const s_vf *pz, s_vf *erf_out, s_vf *onep_out)
     q = q * a2 + -0.376126289f;
     q = q * a2 + 0.128379166f;
     s_vf sm = a * q + a;
-    s_vf ac = s_vsel(a < 0.875f, s_vsplat(0.875f), a);
-    ac = s_vsel(ac > 3.92f, s_vsplat(3.92f), ac);
+    s_vf ac = s_vsel(s_vlt(a, 0.875f), s_vsplat(0.875f), a);
+    ac = s_vsel(s_vgt(ac, 3.92f), s_vsplat(3.92f), ac);
     s_vf r = s_vsplat(-1.02358717e-06f);
     r = r * ac + -7.21290462e-06f;
     r = r * ac + 0.000353818439f;
@@ -182,8 +205,8 @@ S_INLINE void s_verf_p(const s_vf *pz, s_vf *erf_out, s_vf *onep_out)
     r = r * ac + -1.12930226f;
     r = r * ac + 0.000135614173f;
     s_vf e = s_vexp(r);
-    e = s_vsel(a > 3.92f, s_vsplat(0.0f), e);
-    s_vi small = a < 0.875f;
+    e = s_vsel(s_vgt(a, 3.92f), s_vsplat(0.0f), e);
+    s_vi small = s_vlt(a, 0.875f);
     s_vf erfa = s_vsel(small, sm, 1.0f - e);
     if (erf_out)
         *erf_out = s_vsel(neg, -erfa, erfa);

@@ -19,15 +19,18 @@ struct wisp_classifier {
     wisp_model_t *model;
     wisp_features_t *feat;
     int n_mels;
-    int num_labels;   /* C */
-    int embed_dim;    /* P */
-    int max_frames;   /* longest clip in frames: min(3000, 2 * max_source_positions) */
-    float *clip_mel;  /* (batch, n_mels, 3000) features queued for the forward (slots) */
-    int *frames;      /* (batch) frame count of each queued slot, 0: empty */
-    size_t *slot_row; /* (batch) the output row a slot's forward result goes to */
-    float *batch_mel; /* (batch, n_mels, 3000) one equal-length forward batch */
-    float *logits;    /* (batch, C) */
-    float *embed;     /* (batch, P) */
+    int num_labels;              /* C */
+    int embed_dim;               /* P */
+    int max_frames;              /* longest clip in frames: min(3000, 2 * max_source_positions) */
+    float *clip_mel;             /* (batch, n_mels, 3000) features queued for the forward (slots) */
+    int *frames;                 /* (batch) frame count of each queued slot, 0: empty */
+    size_t *slot_row;            /* (batch) the output row a slot's forward result goes to */
+    wisp_features_clip_t *clips; /* (batch) the filled slots, label = slot index */
+    int *order;                  /* (batch) clips by frame count (wisp_features_order) */
+    int *batch_slot;             /* (batch) slot of each clip of the forward batch */
+    float *batch_mel;            /* (batch, n_mels, frames) one equal-length forward batch */
+    float *logits;               /* (batch, C) */
+    float *embed;                /* (batch, P) */
     /* windows mode */
     size_t win_n, hop_n;                     /* window and hop in samples */
     wisp_classifier_window_t *win;           /* (win_cap) windows of the current run */
@@ -114,10 +117,13 @@ wisp_classifier_t *wisp_classifier_new(const wisp_classifier_opts_t *opts, wisp_
     self->batch_mel = wisp_alloc(B * per_clip * sizeof(float));
     self->frames = calloc(B, sizeof(int));
     self->slot_row = calloc(B, sizeof(size_t));
+    self->clips = calloc(B, sizeof *self->clips);
+    self->order = calloc(B, sizeof(int));
+    self->batch_slot = calloc(B, sizeof(int));
     self->logits = calloc(B * (size_t)self->num_labels, sizeof(float));
     self->embed = calloc(B * (size_t)self->embed_dim, sizeof(float));
-    if (!self->clip_mel || !self->batch_mel || !self->frames || !self->slot_row || !self->logits ||
-        !self->embed) {
+    if (!self->clip_mel || !self->batch_mel || !self->frames || !self->slot_row || !self->clips ||
+        !self->order || !self->batch_slot || !self->logits || !self->embed) {
         wisp_error_set(err, WISP_ERR_NOMEM, "classifier: out of memory");
         goto fail;
     }
@@ -139,6 +145,9 @@ void wisp_classifier_destroy(wisp_classifier_t **pself)
     wisp_free(self->batch_mel);
     free(self->frames);
     free(self->slot_row);
+    free(self->clips);
+    free(self->order);
+    free(self->batch_slot);
     free(self->logits);
     free(self->embed);
     free(self->win);
@@ -219,43 +228,39 @@ static void s_error_row(wisp_classifier_t *self, wisp_classifier_result_t *r, in
     WISP_LOGW("%s", r->error);
 }
 
-/* Forwards the `count` queued slots, equal-length clips together (all of them in
- * padded mode); slot k's logits go to lbase + slot_row[k] * C and, when ebase is not
- * NULL, its embedding to ebase + slot_row[k] * P. Empties the slots. */
+/* Forwards the `count` queued slots (frames 0: empty), equal-length clips together by
+ * the shared batching (features.h; in padded mode all clips are 3000 frames: one call);
+ * slot k's logits go to lbase + slot_row[k] * C and, when ebase is not NULL, its
+ * embedding to ebase + slot_row[k] * P. Empties the slots. */
 static int s_forward_slots(wisp_classifier_t *self, int count, float *lbase, float *ebase,
                            wisp_error_t *err)
 {
     const size_t C = (size_t)self->num_labels, P = (size_t)self->embed_dim;
     const size_t per_clip = (size_t)self->n_mels * self->max_frames;
+    int m = 0;
     for (int k = 0; k < count; k++) {
-        int frames = self->frames[k];
-        if (frames <= 0)
-            continue;
-        int B = 0;
-        for (int j = k; j < count; j++) {
-            if (self->frames[j] != frames)
-                continue;
-            memcpy(self->batch_mel + (size_t)B * self->n_mels * frames,
-                   self->clip_mel + (size_t)j * per_clip,
-                   (size_t)self->n_mels * frames * sizeof(float));
-            self->frames[j] = -frames; /* taken; emptied below */
-            B++;
-        }
+        if (self->frames[k] > 0)
+            self->clips[m++] = (wisp_features_clip_t){.mel = self->clip_mel + (size_t)k * per_clip,
+                                                      .frames = self->frames[k],
+                                                      .label = k};
+        self->frames[k] = 0;
+    }
+    wisp_features_order(self->clips, m, self->order);
+    for (int i = 0; i < m;) {
+        int frames,
+            B = wisp_features_batch(self->clips, self->order, m, i, self->opts.batch, self->n_mels,
+                                    self->batch_mel, self->batch_slot, &frames);
         int rc = wisp_model_forward(self->model, self->batch_mel, B, frames, self->logits,
                                     ebase ? self->embed : NULL);
         if (rc != WISP_OK)
             return wisp_error_set(err, rc, "classifier: forward failed (%s)", wisp_strerror(rc));
-        int b = 0;
-        for (int j = k; j < count; j++) {
-            if (self->frames[j] != -frames)
-                continue;
-            memcpy(lbase + self->slot_row[j] * C, self->logits + (size_t)b * C, C * sizeof(float));
+        for (int b = 0; b < B; b++) {
+            size_t row = self->slot_row[self->batch_slot[b]];
+            memcpy(lbase + row * C, self->logits + (size_t)b * C, C * sizeof(float));
             if (ebase)
-                memcpy(ebase + self->slot_row[j] * P, self->embed + (size_t)b * P,
-                       P * sizeof(float));
-            self->frames[j] = 0;
-            b++;
+                memcpy(ebase + row * P, self->embed + (size_t)b * P, P * sizeof(float));
         }
+        i += B;
     }
     return WISP_OK;
 }

@@ -293,13 +293,66 @@ static void s_checkpoint(s_ctx_t *c, const char *dir, const char *cfg_path)
         wisp_whisper_config_free(&cfg);
 }
 
+/* Encoder layers an adapter's weights cover: 1 + the highest i of a tensor
+ * [model.]encoder.layers.<i>.* or of a leave_out entry. adapter_config.json fits any
+ * depth, so the weights are what says how deep this adapter is (0: nothing names a
+ * layer). An index from the file is range-checked before use. */
+static int s_adapter_layers(s_ctx_t *c, const wisp_st_t *st, const wisp_adapter_config_t *a)
+{
+    int n = 0;
+    for (int l = 0; l < WISP_MAX_LAYERS; l++)
+        if (a->leave_out[l])
+            n = l + 1;
+    for (int i = 0; st && i < wisp_st_count(st); i++) {
+        const char *name = wisp_st_at(st, i)->name;
+        const char *rest = strncmp(name, "model.", 6) == 0 ? name + 6 : name;
+        if (strncmp(rest, "encoder.layers.", 15) != 0 || rest[15] < '0' || rest[15] > '9')
+            continue;
+        char *end;
+        long l = strtol(rest + 15, &end, 10);
+        if (*end != '.' || l >= WISP_MAX_LAYERS) {
+            s_problem(c, "tensor %s: layer index outside [0, %d)", name, WISP_MAX_LAYERS);
+            continue;
+        }
+        n = (int)l + 1 > n ? (int)l + 1 : n;
+    }
+    return n;
+}
+
+/* The bottleneck width of each of the n layers (0 = left out) by the config's rule
+ * (hidden size / the layer's reduction_factor), and each adapter_down weight
+ * (m, hidden) checked against it: the shapes a load would insist on. */
+static void s_bn_widths(s_ctx_t *c, const wisp_st_t *st, const wisp_adapter_config_t *a, int hs,
+                        int n)
+{
+    static const char *const site[2] = {"attention_adapters", "output_adapters"};
+    const int want[2] = {a->mh_adapter, a->output_adapter};
+    printf("  bottleneck width per layer (%d layer%s):", n, n == 1 ? "" : "s");
+    for (int l = 0; l < n; l++)
+        printf(" %d", a->leave_out[l] ? 0 : wisp_adapter_config_bottleneck_dim(a, l, hs));
+    printf("%s\n", n ? " (0 = left out)" : " none");
+    for (int l = 0; st && l < n; l++) {
+        int m = wisp_adapter_config_bottleneck_dim(a, l, hs);
+        if (m < 1 && !a->leave_out[l])
+            s_problem(c, "layer %d: reduction_factor has neither this layer nor \"default\"", l);
+        for (int k = 0; k < 2 && m >= 1 && !a->leave_out[l]; k++) {
+            char name[400], full[408];
+            snprintf(name, sizeof name, "encoder.layers.%d.%s.adapters.%s.adapter_down.0.weight", l,
+                     site[k], a->name);
+            snprintf(full, sizeof full, "model.%s", name);
+            if (want[k])
+                s_expect(c, st, wisp_st_find(st, full) ? full : name, 2, m, hs, 0);
+        }
+    }
+}
+
 static void s_adapter(s_ctx_t *c, const char *dir)
 {
     printf("adapter: %s\n", dir);
     wisp_adapter_config_t a;
     wisp_error_t err = {0};
-    int hs = -1;
-    if (wisp_adapter_config_load_dir(&a, dir, &hs, &err) != 0) {
+    int hs = -1, have_cfg = wisp_adapter_config_load_dir(&a, dir, &hs, &err) == 0;
+    if (!have_cfg) {
         s_problem(c, "%s", err.msg);
     } else {
         printf("  name: %s, kind: %s, hidden_size: %d\n", a.name, wisp_adapter_kind_name(a.kind),
@@ -313,13 +366,6 @@ static void s_adapter(s_ctx_t *c, const char *dir)
                    cJSON_GetStringValue(cJSON_GetObjectItem(a.full, "non_linearity")),
                    (double)a.scaling, a.original_ln_before, a.original_ln_after,
                    a.residual_before_ln, a.init_weights);
-            if (hs > 0) {
-                printf("  bottleneck width per layer:");
-                for (int l = 0; l < 8; l++)
-                    printf(" %d",
-                           a.leave_out[l] ? 0 : wisp_adapter_config_bottleneck_dim(&a, l, hs));
-                printf(" ... (0 = left out)\n");
-            }
         } else {
             printf("  r=%d alpha=%g matrices:%s%s%s%s%s init=%s\n", a.r, (double)a.alpha,
                    a.attn_q ? " q" : "", a.attn_k ? " k" : "", a.attn_v ? " v" : "",
@@ -335,12 +381,15 @@ static void s_adapter(s_ctx_t *c, const char *dir)
                     printf(" %d", l);
             printf("\n");
         }
-        wisp_adapter_config_free(&a);
     }
     wisp_st_t *st = s_open_weights(c, dir, "adapter.safetensors");
+    if (have_cfg && a.kind == WISP_ADAPTER_BOTTLENECK && hs > 0)
+        s_bn_widths(c, st, &a, hs, s_adapter_layers(c, st, &a));
     if (st)
         s_tensors(c, st);
     wisp_st_destroy(&st);
+    if (have_cfg)
+        wisp_adapter_config_free(&a);
 }
 
 static void s_head(s_ctx_t *c, const char *dir, const char *cfg_path)

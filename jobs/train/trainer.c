@@ -21,12 +21,8 @@
 #include "train/metrics.h"
 #include "train/schedule.h"
 
-/* One decoded clip of a step: its features and label. */
-typedef struct {
-    const float *mel; /* (n_mels, frames) */
-    int frames;
-    int label;
-} s_clip_t;
+/* One decoded clip of a step: its features and label (the batching's clip). */
+typedef wisp_features_clip_t s_clip_t;
 
 /* Per-item record of the fixed-order mode: 4 doubles (loss, weight, correct, 0) then
  * the item's gradient (num_params floats), padded to a multiple of 8 bytes so the
@@ -410,24 +406,16 @@ static int s_argmax(const float *v, int n)
     return best;
 }
 
-/* The one batching of equal-length clips (training and evaluation): the run of clips
- * ord[i], ord[i+1], ... (ord NULL: i, i+1, ...) with the frame count of the first, at
- * most micro_batch, copied into batch_mel (B, n_mels, frames) and batch_labels (B).
- * Returns B >= 1; *frames their frame count. The loss is a sum over clips, so grouping
- * never changes what is computed, only how many clips share a model call. */
+/* The one batching of equal-length clips (features.h; training and evaluation, as the
+ * classifier): the run of clips ord[i], ... (ord NULL: i, ...) with the frame count of
+ * the first, at most micro_batch, into batch_mel (B, n_mels, frames) and batch_labels
+ * (B). Returns B >= 1; *frames their frame count. The loss is a sum over clips, so
+ * grouping never changes what is computed, only how many clips share a model call. */
 static int s_batch(wisp_trainer_t *self, const s_clip_t *clips, const int *ord, int n, int i,
                    int *frames)
 {
-    size_t per = (size_t)self->n_mels;
-    int f = clips[ord ? ord[i] : i].frames, B = 0;
-    while (i + B < n && B < self->micro_batch && clips[ord ? ord[i + B] : i + B].frames == f) {
-        const s_clip_t *c = &clips[ord ? ord[i + B] : i + B];
-        memcpy(self->batch_mel + (size_t)B * per * f, c->mel, per * f * sizeof(float));
-        self->batch_labels[B] = c->label;
-        B++;
-    }
-    *frames = f;
-    return B;
+    return wisp_features_batch(clips, ord, n, i, self->micro_batch, self->n_mels, self->batch_mel,
+                               self->batch_labels, frames);
 }
 
 /* Steps 2-4 of trainer.h over decoded clips: weight sum (reduced), grouped
@@ -463,16 +451,7 @@ static int s_accumulate(wisp_trainer_t *self, const s_clip_t *clips, int nc, lon
 
     /* Stable order by frame count: clips of one length share a forward_backward call. */
     int *ord = self->order;
-    for (int i = 0; i < nc; i++)
-        ord[i] = i;
-    for (int i = 1; i < nc; i++) { /* insertion sort: batches are small */
-        int v = ord[i], j = i - 1;
-        while (j >= 0 && clips[ord[j]].frames > clips[v].frames) {
-            ord[j + 1] = ord[j];
-            j--;
-        }
-        ord[j + 1] = v;
-    }
+    wisp_features_order(clips, nc, ord);
     double loss_sum = 0.0, weight_sum = 0.0, correct = 0.0;
     for (int i = 0; i < nc;) {
         int frames, B = s_batch(self, clips, ord, nc, i, &frames);
