@@ -27,10 +27,6 @@ LDFLAGS := $(SAN)
 # oneDNN (int8 linears, nn/qlinear.c) ships no pkg-config file in Debian 12
 LDLIBS := $(PKG_LIBS) -ldnnl -lm -lpthread
 
-# WISP_HAVE_CMD_<NAME> for every jobs/cli/cmd_<name>.c (init_model -> INIT_MODEL).
-CMD_DEFS := $(foreach f,$(wildcard jobs/cli/cmd_*.c),-DWISP_HAVE_$(shell echo $(basename $(notdir $(f))) | tr a-z A-Z))
-CFLAGS += $(CMD_DEFS)
-
 LIB_SRCS := $(filter-out %_main.c,$(wildcard common/*/*.c jobs/*/*.c coordinator/*.c worker/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 LIB := $(BUILD)/libwisp.a

@@ -1,6 +1,5 @@
-/* commands.h: the subcommands of the `wisp` tool. Each lives in jobs/cli/cmd_<name>.c;
- * the Makefile defines WISP_HAVE_CMD_<NAME> for every such file so the dispatcher
- * lists exactly the commands that exist. Exit codes: base/exit.h. */
+/* commands.h: the subcommands of the `wisp` tool. Each lives in jobs/cli/cmd_<name>.c
+ * and has one row in wisp_main.c's command table. Exit codes: base/exit.h. */
 #ifndef WISP_COMMANDS_H
 #define WISP_COMMANDS_H
 

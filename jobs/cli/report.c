@@ -94,6 +94,24 @@ static int s_check_class(s_h5_t *h, hid_t d, const char *name, H5T_class_t want,
 /* Length argument of the readers meaning "any length" (returned in *len). */
 #define S_ANY_LEN ((size_t)-1)
 
+/* Opens the 1-D dataset `name` of length n (S_ANY_LEN: any) into *d with its length in
+ * dims[0]; an absent optional one is *d < 0 and WISP_OK. On an error nothing is left
+ * open. */
+static int s_open_1d(s_h5_t *h, const char *name, int required, size_t n, hid_t *d, hsize_t dims[1])
+{
+    int rc = s_open_dataset(h, name, required, d);
+    if (rc != WISP_OK || *d < 0)
+        return rc;
+    if ((rc = s_dims(h, *d, name, 1, dims)) == WISP_OK && n != S_ANY_LEN && dims[0] != n)
+        rc = wisp_error_set(h->err, WISP_ERR_SHAPE, "%s: dataset '%s' has %llu rows, expected %zu",
+                            h->file, name, (unsigned long long)dims[0], n);
+    if (rc != WISP_OK) {
+        H5Dclose(*d);
+        *d = -1;
+    }
+    return rc;
+}
+
 /* A 1-D numeric dataset of length n (S_ANY_LEN: any length, returned in *len) read
  * as int or double. Optional datasets that are absent leave *out NULL. */
 static int s_read_1d(s_h5_t *h, const char *name, int required, size_t n, int as_int, void **out,
@@ -102,16 +120,9 @@ static int s_read_1d(s_h5_t *h, const char *name, int required, size_t n, int as
     *out = NULL;
     hid_t d;
     hsize_t dims[1];
-    int rc = s_open_dataset(h, name, required, &d);
+    int rc = s_open_1d(h, name, required, n, &d, dims);
     if (rc != WISP_OK || d < 0)
         return rc;
-    if ((rc = s_dims(h, d, name, 1, dims)) != WISP_OK)
-        goto done;
-    if (n != S_ANY_LEN && dims[0] != n) {
-        rc = wisp_error_set(h->err, WISP_ERR_SHAPE, "%s: dataset '%s' has %llu rows, expected %zu",
-                            h->file, name, (unsigned long long)dims[0], n);
-        goto done;
-    }
     if ((rc = s_check_class(h, d, name, as_int ? H5T_INTEGER : H5T_FLOAT,
                             as_int ? H5T_NO_CLASS : H5T_INTEGER)) != WISP_OK)
         goto done;
@@ -136,75 +147,51 @@ done:
     return rc;
 }
 
-/* Strings from an attribute or dataset of string type (variable or fixed length),
- * n elements, into malloc'd copies. `read` is H5Dread/H5Aread adapted below. */
+/* Strings from an attribute or dataset of string type, n elements, into malloc'd
+ * copies. The memory type follows the file's: variable length reads n char pointers
+ * the library allocates (freed here), fixed length n NUL-terminated cells of the
+ * file's width + 1; one read (H5Aread or H5Dread) and one copy loop serve both. */
 static int s_read_string_buf(s_h5_t *h, const char *name, hid_t obj, int is_attr, hid_t ftype,
                              size_t n, char ***out)
 {
     int rc = WISP_OK;
+    const int var = H5Tis_variable_str(ftype) > 0;
+    const size_t w = var ? sizeof(char *) : H5Tget_size(ftype) + 1; /* bytes per element */
     char **v = calloc(n ? n : 1, sizeof *v);
+    char *buf = calloc(n ? n : 1, w);
     hid_t mt = H5Tcopy(H5T_C_S1);
-    char *fixed = NULL;
-    char **vl = NULL;
-    if (!v || mt < 0) {
+    if (!v || !buf || mt < 0) {
         rc =
             wisp_error_set(h->err, WISP_ERR_NOMEM, "%s: out of memory reading '%s'", h->file, name);
         goto done;
     }
     H5Tset_cset(mt, H5Tget_cset(ftype));
-    herr_t st;
-    if (H5Tis_variable_str(ftype) > 0) {
-        H5Tset_size(mt, H5T_VARIABLE);
-        vl = calloc(n ? n : 1, sizeof *vl);
-        if (!vl) {
-            rc = wisp_error_set(h->err, WISP_ERR_NOMEM, "%s: out of memory reading '%s'", h->file,
-                                name);
-            goto done;
-        }
-        st = n == 0    ? 0
-             : is_attr ? H5Aread(obj, mt, vl)
-                       : H5Dread(obj, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, vl);
-        if (st < 0) {
-            rc = wisp_error_set(h->err, WISP_ERR_HDF5, "%s: cannot read strings of '%s'", h->file,
-                                name);
-            goto done;
-        }
-        for (size_t i = 0; i < n && rc == WISP_OK; i++)
-            if (!(v[i] = s_strdup(vl[i] ? vl[i] : "")))
-                rc = wisp_error_set(h->err, WISP_ERR_NOMEM, "%s: out of memory", h->file);
-        /* Frees what the library allocated for each string. */
-        for (size_t i = 0; i < n; i++)
-            H5free_memory(vl[i]);
-    } else {
-        size_t w = H5Tget_size(ftype) + 1;
-        H5Tset_size(mt, w);
+    H5Tset_size(mt, var ? H5T_VARIABLE : w);
+    if (!var)
         H5Tset_strpad(mt, H5T_STR_NULLTERM);
-        fixed = calloc(n ? n : 1, w);
-        if (!fixed) {
-            rc = wisp_error_set(h->err, WISP_ERR_NOMEM, "%s: out of memory reading '%s'", h->file,
-                                name);
-            goto done;
-        }
-        st = n == 0    ? 0
-             : is_attr ? H5Aread(obj, mt, fixed)
-                       : H5Dread(obj, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, fixed);
-        if (st < 0) {
-            rc = wisp_error_set(h->err, WISP_ERR_HDF5, "%s: cannot read strings of '%s'", h->file,
-                                name);
-            goto done;
-        }
-        for (size_t i = 0; i < n && rc == WISP_OK; i++)
-            if (!(v[i] = s_strdup(fixed + i * w)))
-                rc = wisp_error_set(h->err, WISP_ERR_NOMEM, "%s: out of memory", h->file);
+    herr_t st = n == 0    ? 0
+                : is_attr ? H5Aread(obj, mt, buf)
+                          : H5Dread(obj, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
+    if (st < 0) {
+        rc =
+            wisp_error_set(h->err, WISP_ERR_HDF5, "%s: cannot read strings of '%s'", h->file, name);
+        goto done;
     }
+    char **vl = (char **)(void *)buf; /* variable length: the library's pointers */
+    for (size_t i = 0; i < n && rc == WISP_OK; i++) {
+        const char *si = var ? vl[i] : buf + i * w;
+        if (!(v[i] = s_strdup(si ? si : "")))
+            rc = wisp_error_set(h->err, WISP_ERR_NOMEM, "%s: out of memory", h->file);
+    }
+    for (size_t i = 0; var && i < n; i++)
+        H5free_memory(vl[i]);
 done:
     if (rc != WISP_OK) {
         s_free_strings(v, n);
         v = NULL;
     }
     *out = v;
-    free(vl);
-    free(fixed);
+    free(buf);
     if (mt >= 0)
         H5Tclose(mt);
     return rc;
@@ -216,16 +203,9 @@ static int s_read_strings(s_h5_t *h, const char *name, int required, size_t n, c
     *out = NULL;
     hid_t d, t = -1;
     hsize_t dims[1];
-    int rc = s_open_dataset(h, name, required, &d);
+    int rc = s_open_1d(h, name, required, n, &d, dims);
     if (rc != WISP_OK || d < 0)
         return rc;
-    if ((rc = s_dims(h, d, name, 1, dims)) != WISP_OK)
-        goto done;
-    if (n != S_ANY_LEN && dims[0] != n) {
-        rc = wisp_error_set(h->err, WISP_ERR_SHAPE, "%s: dataset '%s' has %llu rows, expected %zu",
-                            h->file, name, (unsigned long long)dims[0], n);
-        goto done;
-    }
     if ((rc = s_check_class(h, d, name, H5T_STRING, H5T_NO_CLASS)) != WISP_OK)
         goto done;
     t = H5Dget_type(d);
@@ -1019,6 +999,33 @@ static int s_head_labels(wisp_report_train_t *t, const char *path, wisp_error_t 
     return WISP_OK;
 }
 
+/* A resumed run re-logs the steps after its checkpoint: the records [0, *n) of an
+ * array (stride bytes apart; step0 the first record's step member) whose step is not
+ * before `step` are dropped from the end and counted in *superseded. */
+static void s_supersede(const int64_t *step0, size_t stride, size_t *n, int64_t step,
+                        size_t *superseded)
+{
+    const char *base = (const char *)step0;
+    while (*n > 0 && *(const int64_t *)(base + (*n - 1) * stride) >= step) {
+        (*n)--;
+        (*superseded)++;
+    }
+}
+
+/* arr (n records of size bytes, room for *cap) with room for one more: the same
+ * pointer, or a larger copy (capacity doubled, `first` at the start), or NULL with
+ * arr untouched when out of memory. */
+static void *s_grow(void *arr, size_t size, size_t n, size_t *cap, size_t first)
+{
+    if (n < *cap)
+        return arr;
+    size_t c = *cap ? 2 * *cap : first;
+    void *a = realloc(arr, c * size);
+    if (a)
+        *cap = c;
+    return a;
+}
+
 static int s_parse_metrics(wisp_report_train_t *t, const char *path, char *text, wisp_error_t *err)
 {
     size_t cap_s = 0, cap_e = 0, line_no = 0;
@@ -1050,39 +1057,29 @@ static int s_parse_metrics(wisp_report_train_t *t, const char *path, char *text,
                 wisp_error_set(err, WISP_ERR_FORMAT,
                                "%s:%zu: \"%s\" line without a numeric \"step\"", path, line_no, ty);
         } else if (strcmp(ty, "step") == 0) {
-            while (t->n_steps > 0 && t->steps[t->n_steps - 1].step >= (int64_t)step) {
-                t->n_steps--;
-                t->n_superseded++;
-            }
-            if (t->n_steps == cap_s) {
-                cap_s = cap_s ? 2 * cap_s : 256;
-                wisp_report_step_t *s = realloc(t->steps, cap_s * sizeof *s);
-                if (!s)
-                    rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
-                else
-                    t->steps = s;
-            }
-            if (rc == WISP_OK)
-                t->steps[t->n_steps++] = (wisp_report_step_t){
+            s_supersede(t->n_steps ? &t->steps[0].step : NULL, sizeof *t->steps, &t->n_steps,
+                        (int64_t)step, &t->n_superseded);
+            wisp_report_step_t *s = s_grow(t->steps, sizeof *s, t->n_steps, &cap_s, 256);
+            if (!s) {
+                rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
+            } else {
+                t->steps = s;
+                s[t->n_steps++] = (wisp_report_step_t){
                     (int64_t)step,         s_num(j, "epoch"), s_num(j, "loss"),
                     s_num(j, "lr"),        s_num(j, "acc"),   s_num(j, "clips_per_s"),
                     s_num(j, "grad_norm"), s_num(j, "failed")};
+            }
         } else if (strcmp(ty, "eval") == 0) {
-            while (t->n_evals > 0 && t->evals[t->n_evals - 1].step >= (int64_t)step) {
-                t->n_evals--;
-                t->n_superseded++;
+            s_supersede(t->n_evals ? &t->evals[0].step : NULL, sizeof *t->evals, &t->n_evals,
+                        (int64_t)step, &t->n_superseded);
+            wisp_report_eval_t *e = s_grow(t->evals, sizeof *e, t->n_evals, &cap_e, 64);
+            if (!e) {
+                rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
+            } else {
+                t->evals = e;
+                e[t->n_evals++] = (wisp_report_eval_t){(int64_t)step, s_num(j, "epoch"),
+                                                       s_num(j, "val_loss"), s_num(j, "val_acc")};
             }
-            if (t->n_evals == cap_e) {
-                cap_e = cap_e ? 2 * cap_e : 64;
-                wisp_report_eval_t *e = realloc(t->evals, cap_e * sizeof *e);
-                if (!e)
-                    rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
-                else
-                    t->evals = e;
-            }
-            if (rc == WISP_OK)
-                t->evals[t->n_evals++] = (wisp_report_eval_t){
-                    (int64_t)step, s_num(j, "epoch"), s_num(j, "val_loss"), s_num(j, "val_acc")};
         } else {
             t->n_other++;
         }

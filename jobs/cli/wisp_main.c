@@ -12,32 +12,17 @@ typedef struct {
     const char *summary;
 } s_command_t;
 
+/* Every subcommand, in --help order; commands.h declares them. */
 static const s_command_t s_commands[] = {
-#ifdef WISP_HAVE_CMD_FEATURES
     {"features", wisp_cmd_features, "compute Whisper log-mel features of audio files into HDF5"},
-#endif
-#ifdef WISP_HAVE_CMD_CLASSIFY
     {"classify", wisp_cmd_classify, "label audio files with a model (+adapter, head) into HDF5"},
-#endif
-#ifdef WISP_HAVE_CMD_TRAIN
     {"train", wisp_cmd_train, "train an adapter and classification head on a manifest"},
-#endif
-#ifdef WISP_HAVE_CMD_RUN
     {"run", wisp_cmd_run, "run a job config: coordinator + mpirun workers on this machine"},
-#endif
-#ifdef WISP_HAVE_CMD_INSPECT
     {"inspect", wisp_cmd_inspect, "show what a checkpoint, adapter or head directory holds"},
-#endif
-#ifdef WISP_HAVE_CMD_INIT_MODEL
     {"init-model", wisp_cmd_init_model,
      "write a randomly initialised Whisper checkpoint (HF layout)"},
-#endif
-#ifdef WISP_HAVE_CMD_SYNTH
     {"synth", wisp_cmd_synth, "write a labeled synthetic audio dataset with manifests"},
-#endif
-#ifdef WISP_HAVE_CMD_REPORT
     {"report", wisp_cmd_report, "summarise a results file or a training directory"},
-#endif
     {NULL, NULL, NULL},
 };
 
