@@ -5,19 +5,23 @@
  * only no audio to decode). Per kind and size:
  *   - run 1: the real wisp-coordinator binary as a child process (--fresh), 2 worker
  *     threads (the worker loop and job plug-in of wisp-worker, over tcp loopback, shards of
- *     256); start-up = spawn to the endpoint file (open, manifest, plan, shard cut, bind);
- *     kill -9 once the workers have run half the items;
- *   - run 2: the same command again (resume), fresh worker threads: start-up (to the
- *     endpoint), time to the first new shard a worker starts, time to completion; the
+ *     256), started once the endpoint file appears; start-up = spawn to the first shard a
+ *     worker starts (open: manifest, fingerprint, output, plan, shard cut; bind), also
+ *     spawn to the endpoint file; kill -9 once the workers have run half the items;
+ *   - run 2: the same command again (resume), fresh worker threads: spawn to the endpoint,
+ *     to the first new shard a worker starts, and to completion; the
  *     summary must say complete, with every item once and the expected error rows;
  *   - peak resident memory of the coordinator process (each run's, from wait4; per item:
  *     the larger), its CPU time per item (both runs), the dispatch rate (run 2's committed
  *     items over the workers' time, and the workers' rate in run 1), the final output's
- *     bytes per item and the journal's bytes per committed row (at the kill).
+ *     bytes per item, the journal's bytes per committed row and every out.* file's bytes
+ *     (output, journal, rollback log) at the kill.
  * The growth exponent of each time or memory is log10(x(10^7) / x(10^6)) of the total
  * (1 = linear); marginal_* is the extra per item from 10^6 to 10^7 (no fixed cost in it).
  * Also: 1 000 worker drops over 10^6 lease shards. Prints key=value lines; a failed check
- * exits nonzero. `bench_scale ITEMS KEY DIR` runs one size, DIR holding the classify model. */
+ * exits nonzero. `bench_scale ITEMS KEY DIR [KIND]` runs one size (one kind), DIR holding the
+ * classify model. */
+#include <dirent.h>
 #include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
@@ -165,10 +169,23 @@ static int s_wait_endpoint(s_case_t *c, pid_t pid)
 
 static double s_file_bytes(const s_case_t *c, const char *name)
 {
-    char path[300];
+    char path[600];
     struct stat st;
     snprintf(path, sizeof path, "%s/%s", c->dir, name);
     return stat(path, &st) == 0 ? (double)st.st_size : -1;
+}
+
+/* Bytes of every out.* file (output, journal, rollback log) in c->dir. */
+static double s_out_bytes(const s_case_t *c)
+{
+    DIR *d = opendir(c->dir);
+    double sum = 0;
+    for (struct dirent *e; d && (e = readdir(d));)
+        if (strncmp(e->d_name, "out.", 4) == 0)
+            sum += s_file_bytes(c, e->d_name);
+    if (d)
+        closedir(d);
+    return sum;
 }
 
 static double s_cpu_s(const struct rusage *r)
@@ -255,11 +272,11 @@ static int s_case(s_case_t *c, const char *key)
 {
     struct rusage ru1, ru2;
     int status;
-    double t0 = wisp_now();
+    double t0 = wisp_now(), t_spawn1 = t0;
     pid_t pid = s_spawn(c, 1);
     if (pid < 0 || s_wait_endpoint(c, pid) != 0)
         return -1;
-    double startup = wisp_now() - t0;
+    double endpoint = wisp_now() - t0;
     s_workers_start(c);
     while (atomic_load(&s_items_run) < c->items / 2 && waitpid(pid, NULL, WNOHANG) == 0)
         usleep(200);
@@ -273,11 +290,12 @@ static int s_case(s_case_t *c, const char *key)
                 c->dir);
         return -1;
     }
-    double rate1 = at_kill / (t_kill - s_t_first), journal = s_file_bytes(c, c->journal);
+    double first1 = s_t_first, rate1 = at_kill / (t_kill - first1);
+    double journal = s_file_bytes(c, c->journal), disk = s_out_bytes(c);
     t0 = wisp_now();
     if ((pid = s_spawn(c, 2)) < 0 || s_wait_endpoint(c, pid) != 0)
         return -1;
-    double rstartup = wisp_now() - t0;
+    double rendpoint = wisp_now() - t0;
     s_workers_start(c);
     got = wait4(pid, &status, 0, &ru2);
     double rdone = wisp_now() - t0;
@@ -287,7 +305,8 @@ static int s_case(s_case_t *c, const char *key)
         return -1;
     long peak_kb = ru1.ru_maxrss > ru2.ru_maxrss ? ru1.ru_maxrss : ru2.ru_maxrss;
     const char *k = c->kind;
-    printf("scale_%s_%s_startup_s=%.3f\n", k, key, startup);
+    printf("scale_%s_%s_startup_s=%.3f\n", k, key, first1 - t_spawn1);
+    printf("scale_%s_%s_endpoint_s=%.3f\n", k, key, endpoint);
     printf("scale_%s_%s_run1_peak_rss_mb=%.1f\n", k, key, ru1.ru_maxrss / 1024.0);
     printf("scale_%s_%s_resume_peak_rss_mb=%.1f\n", k, key, ru2.ru_maxrss / 1024.0);
     printf("scale_%s_%s_peak_bytes_per_item=%.1f\n", k, key, 1024.0 * peak_kb / c->items);
@@ -296,9 +315,10 @@ static int s_case(s_case_t *c, const char *key)
     printf("scale_%s_%s_output_bytes_per_item=%.1f\n", k, key,
            s_file_bytes(c, c->output) / c->items);
     printf("scale_%s_%s_journal_bytes_per_row=%.1f\n", k, key, journal / resumed);
+    printf("scale_%s_%s_disk_at_kill_mb=%.1f\n", k, key, disk / 1048576);
     printf("scale_%s_%s_items_per_s=%.0f\n", k, key, rate);
     printf("scale_%s_%s_run1_items_per_s=%.0f\n", k, key, rate1);
-    printf("scale_%s_%s_resume_startup_s=%.3f\n", k, key, rstartup);
+    printf("scale_%s_%s_resume_endpoint_s=%.3f\n", k, key, rendpoint);
     printf("scale_%s_%s_resume_first_shard_s=%.3f\n", k, key, rfirst);
     printf("scale_%s_%s_resume_complete_s=%.3f\n", k, key, rdone);
     printf("scale_%s_%s_resumed_frac=%.3f\n", k, key, resumed / c->items);
@@ -347,7 +367,7 @@ static int s_write_job(s_case_t *c, const char *model_dir)
     return fclose(f) == 0 ? 0 : -1;
 }
 
-static int s_size(long items, const char *key, const char *model_dir)
+static int s_size(long items, const char *key, const char *model_dir, const char *only)
 {
     char self[512], coord[600];
     ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -358,6 +378,8 @@ static int s_size(long items, const char *key, const char *model_dir)
     snprintf(coord, sizeof coord, "%s/../bin/wisp-coordinator", self);
     const char *kinds[2] = {"null", "classify"};
     for (int k = 0; k < 2; k++) {
+        if (only && strcmp(only, kinds[k]) != 0)
+            continue;
         s_case_t *c = calloc(1, sizeof *c);
         if (!c)
             return 1;
@@ -451,8 +473,8 @@ int main(int argc, char **argv)
 {
     wisp_log_init('B', 0, WISP_LOG_ERROR);
     wisp_h5_quiet();
-    if (argc == 4) /* one size, in this process: bench_scale ITEMS KEY MODEL_DIR */
-        return s_size(atol(argv[1]), argv[2], argv[3]);
+    if (argc == 4 || argc == 5) /* one size, in this process: bench_scale ITEMS KEY DIR [KIND] */
+        return s_size(atol(argv[1]), argv[2], argv[3], argc == 5 ? argv[4] : NULL);
     if (argc == 2 && strcmp(argv[1], "lease") == 0) /* the lease figures alone */
         return s_lease_drops();
     /* each size in a fresh process, so the smaller run's heap does not hide growth;

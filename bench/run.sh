@@ -200,16 +200,18 @@ if fma1:
     lines.append("")
 # Scale (bench_scale): one row per figure, null job and classify (error rows) side by side
 # at 10^6 and 10^7 items with the growth exponent of the total (1 = linear).
-scale_rows = [("startup_s", "coordinator start-up, s (spawn to endpoint)"),
+scale_rows = [("startup_s", "start-up: spawn to the first shard, s"),
+              ("endpoint_s", "start-up: spawn to the endpoint file, s"),
               ("run1_peak_rss_mb", "coordinator peak RSS, first run (killed at ~50%), MB"),
               ("resume_peak_rss_mb", "coordinator peak RSS, resumed run, MB"),
               ("peak_bytes_per_item", "peak RSS per item, B"),
               ("coord_cpu_us_per_item", "coordinator CPU per item, both runs, us"),
               ("output_bytes_per_item", "final output per item, B"),
               ("journal_bytes_per_row", "journal per committed row, B"),
+              ("disk_at_kill_mb", "output files on disk at the kill (~50%), MB"),
               ("items_per_s", "dispatch, items/s (resumed run, committed)"),
               ("run1_items_per_s", "dispatch, items/s (first run, workers)"),
-              ("resume_startup_s", "resume: start-up after kill -9 at ~50%, s"),
+              ("resume_endpoint_s", "resume after kill -9 at ~50%: to the endpoint file, s"),
               ("resume_first_shard_s", "resume: to the first new shard, s"),
               ("resume_complete_s", "resume: to completion, s"),
               ("resumed_frac", "resume: fraction kept from the killed run")]
