@@ -169,12 +169,17 @@ int wisp_feature_settings_load(const char *dir, wisp_feature_settings_t *s, wisp
     return rc == WISP_OK ? 1 : rc;
 }
 
+/* The settings a check compares against: 1 found, 0 nothing to check (no dir, no
+ * features.json), negative WISP_ERR_* when malformed. */
+static int s_settings(const char *dir, wisp_feature_settings_t *s, wisp_error_t *err)
+{
+    return dir && dir[0] ? wisp_feature_settings_load(dir, s, err) : 0;
+}
+
 int wisp_feature_settings_check(const char *dir, int truncate, wisp_error_t *err)
 {
     wisp_feature_settings_t s;
-    if (!dir || !dir[0])
-        return WISP_OK;
-    int rc = wisp_feature_settings_load(dir, &s, err);
+    int rc = s_settings(dir, &s, err);
     if (rc <= 0)
         return rc;
     if (!!s.truncate != !!truncate)
@@ -197,9 +202,7 @@ static size_t s_clip_samples(double window_seconds)
 int wisp_feature_settings_check_window(const char *dir, double window_seconds, wisp_error_t *err)
 {
     wisp_feature_settings_t s;
-    if (!dir || !dir[0])
-        return WISP_OK;
-    int rc = wisp_feature_settings_load(dir, &s, err);
+    int rc = s_settings(dir, &s, err);
     if (rc <= 0)
         return rc;
     if (s_clip_samples(s.window_seconds) == s_clip_samples(window_seconds))
