@@ -222,6 +222,27 @@ static void test_extra_files_are_stored_and_read_back_with_the_checkpoint(void *
     wisp_error_clear(&e);
     assert_int_equal(wisp_ckpt_save(root, &st, m, o, 0, &evil, 1, NULL, 0, &e), WISP_ERR_ARG);
     assert_non_null(strstr(e.msg, "../escape"));
+    /* A file beside the adapter and head copies (their features.json) is stored there;
+     * a name reaching anywhere else is refused. */
+    const char *fs = "{\"truncate\": true}";
+    wisp_ckpt_file_t sub[2] = {{"adapter/features.json", fs, strlen(fs)},
+                               {"head/features.json", fs, strlen(fs)}};
+    st = s_state(5);
+    assert_int_equal(wisp_ckpt_save(root, &st, m, o, 0, sub, 2, dir, sizeof dir, &e), WISP_OK);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(wisp_ckpt_read_file(dir, sub[i].name, 4096, &text, &len, &e), WISP_OK);
+        assert_string_equal(text, fs);
+        free(text);
+    }
+    static const char *const bad[] = {"adapter/../escape", "head/a/b",     "other/x",
+                                      "adapter/",          "head/.hidden", "adapterx/y"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        wisp_ckpt_file_t b = {bad[i], "x", 1};
+        wisp_error_clear(&e);
+        st = s_state(6);
+        assert_int_equal(wisp_ckpt_save(root, &st, m, o, 0, &b, 1, NULL, 0, &e), WISP_ERR_ARG);
+        assert_non_null(strstr(e.msg, bad[i]));
+    }
     wisp_adamw_destroy(&o);
     wisp_model_destroy(&m);
 }

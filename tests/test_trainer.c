@@ -14,6 +14,8 @@
 #include <hdf5.h>
 
 #include "cli/commands.h"
+#include "audio/features.h"
+#include "audio/windows.h"
 #include "base/log.h"
 #include "formats/st.h"
 #include "train/metrics.h"
@@ -922,6 +924,225 @@ static void test_the_train_summary_counts_unlabeled_and_failed_clips(void **stat
     free(log);
 }
 
+/* ---- long files: a seeded window per (epoch, item) ------------------------ */
+#define LONG_SAMPLES 16000 /* 1 s files, windows of 0.2 s (the tiny model's 0.32 s limit) */
+#define WIN_SECONDS  0.2
+#define WIN_SAMPLES  3200
+
+/* Four 1 s sweeps (one per class) with ids 0..3. */
+static wisp_trainer_item_t *s_long_items(void)
+{
+    static wisp_trainer_item_t items[4];
+    static char paths[4][1024];
+    static float x[LONG_SAMPLES];
+    for (int i = 0; i < 4; i++) {
+        for (int t = 0; t < LONG_SAMPLES; t++) /* every window of a file differs */
+            x[t] = 0.5f *
+                   sinf(6.2831853f * (200.0f * (float)(i + 1) + 3000.0f * (float)t / LONG_SAMPLES) *
+                        (float)t / 16000.0f);
+        snprintf(paths[i], sizeof paths[i], "%s/long%d.wav", wisp_test_tmpdir(), i);
+        s_write_wav(paths[i], x, LONG_SAMPLES);
+        items[i].path = paths[i];
+        items[i].label = i;
+        items[i].id = i;
+    }
+    return items;
+}
+
+/* The gradients of a windowed step are those of the features of each file's window at
+ * wisp_windows_random_start(n, win, seed, epoch, id), bitwise; another epoch moves the
+ * windows; an evaluation takes the same windows whatever the epoch. */
+static void test_a_windowed_step_trains_on_the_seeded_window_of_each_file(void **state)
+{
+    (void)state;
+    wisp_trainer_item_t *items = s_long_items();
+    wisp_trainer_opts_t o;
+    s_opts(&o);
+    o.window = WIN_SECONDS;
+    wisp_trainer_t *t = s_new(&o), *ref;
+    o.window = 0;
+    ref = s_new(&o);
+    wisp_model_t *m = wisp_trainer_model(t), *mr = wisp_trainer_model(ref);
+    size_t np = wisp_model_num_params(m);
+    assert_memory_equal(wisp_model_params(m), wisp_model_params(mr), np * sizeof(float));
+    wisp_error_t e = {0};
+    wisp_features_t *feat = wisp_features_new(NMELS, 1, 2 * TPOS, &e);
+    assert_non_null(feat);
+    static float mel[4][NMELS * 2 * TPOS];
+    const float *mels[4];
+    int frames[4], labels[4];
+    float *g3 = malloc(np * sizeof(float));
+    wisp_trainer_stats_t st;
+    for (long epoch = 3; epoch <= 4; epoch++) {
+        for (int i = 0; i < 4; i++) {
+            wisp_audio_t a;
+            assert_int_equal(wisp_features_decode(items[i].path, 0, &a, &e), WISP_OK);
+            assert_int_equal(a.n, LONG_SAMPLES);
+            size_t start = wisp_windows_random_start(a.n, WIN_SAMPLES, o.seed, (uint64_t)epoch,
+                                                     (uint64_t)items[i].id);
+            assert_int_equal(wisp_features_window(feat, a.samples, a.n, start, WIN_SAMPLES, mel[i],
+                                                  &frames[i], &e),
+                             WISP_OK);
+            wisp_audio_free(&a);
+            mels[i] = mel[i];
+            labels[i] = items[i].label;
+        }
+        assert_int_equal(wisp_trainer_compute_grads_clips(ref, mels, frames, labels, 4, &st, &e),
+                         WISP_OK);
+        wisp_trainer_set_epoch(t, epoch);
+        assert_int_equal(wisp_trainer_compute_grads(t, items, 4, &st, &e), WISP_OK);
+        assert_int_equal(st.items, 4);
+        assert_memory_equal(wisp_model_grads(m), wisp_model_grads(mr), np * sizeof(float));
+        if (epoch == 3)
+            memcpy(g3, wisp_model_grads(m), np * sizeof(float));
+        else
+            assert_memory_not_equal(g3, wisp_model_grads(m), np * sizeof(float));
+    }
+    double l1 = 0, l2 = 0, w1 = 0, w2 = 0;
+    long c1 = 0, c2 = 0, n1 = 0, n2 = 0, f1 = 0, f2 = 0;
+    assert_int_equal(wisp_trainer_eval(t, items, 4, &l1, &w1, &c1, &n1, &f1, &e), WISP_OK);
+    wisp_trainer_set_epoch(t, 9);
+    assert_int_equal(wisp_trainer_eval(t, items, 4, &l2, &w2, &c2, &n2, &f2, &e), WISP_OK);
+    assert_int_equal(n1, 4);
+    assert_true(l1 == l2 && c1 == c2);
+    /* A window the model's positions cannot hold is refused up front, naming the option. */
+    o.window = 0.5;
+    wisp_error_clear(&e);
+    assert_null(wisp_trainer_new(&o, &e));
+    assert_non_null(strstr(e.msg, "train.window (--window) 0.5 s"));
+    free(g3);
+    wisp_features_destroy(&feat);
+    wisp_trainer_destroy(&t);
+    wisp_trainer_destroy(&ref);
+}
+
+/* The newest checkpoint directory of a run into buf. */
+static void s_latest_ckpt(const char *outdir, char *buf, size_t n)
+{
+    char path[1200], latest[64] = "";
+    snprintf(path, sizeof path, "%s/checkpoints/LATEST", outdir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(latest, sizeof latest, f));
+    fclose(f);
+    snprintf(buf, n, "%s/checkpoints/%s", outdir, latest);
+}
+
+/* features.json of base/adapter and base/head: truncated, this window. */
+static void s_expect_settings(const char *base, double window)
+{
+    static const char *const dirs[2] = {"adapter", "head"};
+    for (int i = 0; i < 2; i++) {
+        char path[1400];
+        wisp_feature_settings_t fs;
+        wisp_error_t e = {0};
+        snprintf(path, sizeof path, "%s/%s", base, dirs[i]);
+        if (wisp_feature_settings_load(path, &fs, &e) != 1)
+            fail_msg("%s: no features.json (%s)", path, e.msg);
+        assert_true(fs.truncate == 1 && fs.window_seconds == window);
+    }
+}
+
+static void s_cmd(void *ctx)
+{
+    s_cmd_t *c = ctx;
+    c->rc = strcmp(c->argv[0], "train") == 0 ? wisp_cmd_train(c->argc, c->argv)
+                                             : wisp_cmd_classify(c->argc, c->argv);
+}
+
+/* `wisp train --window` records the window in features.json beside the adapter and
+ * head, and beside their copies in every checkpoint; `wisp classify` of them refuses
+ * another clip length, naming --window, and runs with the window trained on; a resume
+ * with another window is refused. */
+static void test_wisp_train_window_is_recorded_and_classify_must_match_it(void **state)
+{
+    (void)state;
+    static const char *names[4] = {"a", "b", "c", "d"};
+    wisp_trainer_item_t *items = s_long_items();
+    char csv[1024], out[1024], h5[1200], adapter[1100], head[1100];
+    snprintf(csv, sizeof csv, "%s/long.csv", wisp_test_tmpdir());
+    snprintf(out, sizeof out, "%s/long_run", wisp_test_tmpdir());
+    FILE *f = fopen(csv, "w");
+    assert_non_null(f);
+    fprintf(f, "path,label\n");
+    for (int i = 0; i < 4; i++)
+        fprintf(f, "%s,%s\n", items[i].path, names[items[i].label]);
+    fclose(f);
+    char *train[] = {"train",
+                     "--model",
+                     (char *)s_model_dir(),
+                     "--preset",
+                     "seq_bn",
+                     "--train",
+                     csv,
+                     "-o",
+                     out,
+                     "--epochs",
+                     "2",
+                     "--batch",
+                     "2",
+                     "--truncate",
+                     "--window",
+                     "0.2",
+                     "--threads",
+                     "1",
+                     "--stop-after",
+                     "2"};
+    s_cmd_t c = {train, (int)(sizeof train / sizeof *train), -1};
+    char *log = wisp_test_capture_stderr(0, s_cmd, &c);
+    if (c.rc != WISP_EXIT_OK)
+        fail_msg("wisp train exit %d: %s", c.rc, log);
+    free(log);
+    char ck[1200];
+    s_latest_ckpt(out, ck, sizeof ck); /* stopped after step 2: its checkpoint only */
+    s_expect_settings(ck, WIN_SECONDS);
+    /* another window does not resume this run; the same one does */
+    char *resume[] = {"train",    "--model",    (char *)s_model_dir(),
+                      "--preset", "seq_bn",     "--train",
+                      csv,        "-o",         out,
+                      "--epochs", "2",          "--batch",
+                      "2",        "--truncate", "--window",
+                      "0.1",      "--threads",  "1",
+                      "--resume"};
+    c = (s_cmd_t){resume, (int)(sizeof resume / sizeof *resume), -1};
+    log = wisp_test_capture_stderr(0, s_cmd, &c);
+    if (c.rc == WISP_EXIT_OK || !strstr(log, "state.json"))
+        fail_msg("a resume with another window: exit %d: %s", c.rc, log);
+    free(log);
+    resume[15] = "0.2";
+    c = (s_cmd_t){resume, (int)(sizeof resume / sizeof *resume), -1};
+    log = wisp_test_capture_stderr(0, s_cmd, &c);
+    if (c.rc != WISP_EXIT_OK)
+        fail_msg("resume exit %d: %s", c.rc, log);
+    free(log);
+    s_expect_settings(out, WIN_SECONDS);
+    s_latest_ckpt(out, ck, sizeof ck);
+    s_expect_settings(ck, WIN_SECONDS);
+
+    /* classify from the run and from its checkpoint: the first 30 s is refused */
+    const char *from[2] = {out, ck};
+    for (int k = 0; k < 2; k++) {
+        snprintf(adapter, sizeof adapter, "%s/adapter", from[k]);
+        snprintf(head, sizeof head, "%s/head", from[k]);
+        snprintf(h5, sizeof h5, "%s/long_%d.h5", wisp_test_tmpdir(), k);
+        char *cl[] = {"classify", "--model", (char *)s_model_dir(), "--adapter", adapter,
+                      "--head",   head,      "--truncate",          "--threads", "1",
+                      "-o",       h5,        (char *)items[0].path, NULL};
+        c = (s_cmd_t){cl, 13, -1};
+        log = wisp_test_capture_stderr(0, s_cmd, &c);
+        if (c.rc != WISP_EXIT_FAILURE || !strstr(log, "classify.window: 0.2 (--window=0.2)"))
+            fail_msg("classify of %s without --window: exit %d: %s", from[k], c.rc, log);
+        free(log);
+        cl[12] = "--window=0.2";
+        cl[13] = (char *)items[0].path;
+        c = (s_cmd_t){cl, 14, -1};
+        log = wisp_test_capture_stderr(0, s_cmd, &c);
+        if (c.rc != WISP_EXIT_OK)
+            fail_msg("classify of %s with --window=0.2: exit %d: %s", from[k], c.rc, log);
+        free(log);
+    }
+}
+
 static void test_train_and_classify_commands_run_end_to_end(void **state)
 {
     (void)state;
@@ -1051,6 +1272,8 @@ int main(void)
         cmocka_unit_test(test_train_and_classify_commands_run_end_to_end),
         cmocka_unit_test(test_the_local_progress_line_is_the_shared_one),
         cmocka_unit_test(test_the_train_summary_counts_unlabeled_and_failed_clips),
+        cmocka_unit_test(test_a_windowed_step_trains_on_the_seeded_window_of_each_file),
+        cmocka_unit_test(test_wisp_train_window_is_recorded_and_classify_must_match_it),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

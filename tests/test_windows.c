@@ -150,6 +150,47 @@ static void test_feature_settings_round_trip_and_refuse_the_other_mode(void **st
     assert_non_null(strstr(e.msg, "truncate"));
 }
 
+/* A head trained on windows of W s is classified with windows of W s; one trained on
+ * the first 30 s (window 0) without windows or with 30 s windows; anything else is
+ * refused naming classify.window / --window and the value to use. */
+static void test_feature_settings_refuse_another_clip_length(void **state)
+{
+    (void)state;
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/fs_window", wisp_test_tmpdir());
+    wisp_error_t e = {0};
+    assert_int_equal(wisp_mkdir_p(dir, &e), WISP_OK);
+    assert_int_equal(wisp_feature_settings_check_window(dir, 7, &e), WISP_OK); /* absent */
+    wisp_feature_settings_t w = {.truncate = 1, .window_seconds = 10};
+    assert_int_equal(wisp_feature_settings_save(dir, &w, &e), WISP_OK);
+    assert_int_equal(wisp_feature_settings_check_window(dir, 10, &e), WISP_OK);
+    assert_int_equal(wisp_feature_settings_check_window(dir, 10.00001, &e), WISP_OK); /* 1 sample */
+    static const double refused[] = {0, 30, 5, 10.001};
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+        wisp_error_clear(&e);
+        assert_int_equal(wisp_feature_settings_check_window(dir, refused[i], &e), WISP_ERR_STATE);
+        if (!strstr(e.msg, "classify.window: 10 (--window=10)") || !strstr(e.msg, dir))
+            fail_msg("window %g: %s", refused[i], e.msg);
+    }
+    w.window_seconds = 0;
+    assert_int_equal(wisp_feature_settings_save(dir, &w, &e), WISP_OK);
+    assert_int_equal(wisp_feature_settings_check_window(dir, 0, &e), WISP_OK);
+    assert_int_equal(wisp_feature_settings_check_window(dir, 30, &e), WISP_OK);
+    wisp_error_clear(&e);
+    assert_int_equal(wisp_feature_settings_check_window(dir, 10, &e), WISP_ERR_STATE);
+    assert_non_null(strstr(e.msg, "first 30 s"));
+    assert_non_null(strstr(e.msg, "classify.window: 30 or 0"));
+    /* the text _save writes is the one _text gives (checkpoints store it) */
+    char *text = wisp_feature_settings_text(&w), *file = NULL, path[600];
+    size_t len = 0;
+    assert_non_null(text);
+    snprintf(path, sizeof path, "%s/features.json", dir);
+    assert_int_equal(wisp_read_file(path, 4096, &file, &len, &e), WISP_OK);
+    assert_string_equal(text, file);
+    free(text);
+    free(file);
+}
+
 /* The training window of a long file: the log-mel of the samples at the seeded start,
  * bitwise; the same (seed, epoch, item) gives the same window, epochs move it. */
 static void test_training_window_is_the_log_mel_of_the_seeded_window(void **state)
@@ -211,6 +252,7 @@ int main(void)
         cmocka_unit_test(test_random_training_window_is_seeded_uniform_and_in_range),
         cmocka_unit_test(test_window_options_are_checked),
         cmocka_unit_test(test_feature_settings_round_trip_and_refuse_the_other_mode),
+        cmocka_unit_test(test_feature_settings_refuse_another_clip_length),
         cmocka_unit_test(test_training_window_is_the_log_mel_of_the_seeded_window),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -116,19 +117,27 @@ int wisp_windows_train_clip(wisp_features_t *feat, const char *path, double wind
 
 /* ---- features.json ---- */
 
+char *wisp_feature_settings_text(const wisp_feature_settings_t *s)
+{
+    cJSON *o = cJSON_CreateObject();
+    char *text = NULL;
+    if (o && cJSON_AddBoolToObject(o, "truncate", s->truncate) &&
+        cJSON_AddNumberToObject(o, "window_seconds", s->window_seconds))
+        text = wisp_json_print(o);
+    cJSON_Delete(o);
+    return text;
+}
+
 int wisp_feature_settings_save(const char *dir, const wisp_feature_settings_t *s, wisp_error_t *err)
 {
     char path[4096];
     if (wisp_path_join(path, sizeof path, dir, "features.json") != WISP_OK)
         return wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", dir);
-    cJSON *o = cJSON_CreateObject();
-    int rc;
-    if (!o || !cJSON_AddBoolToObject(o, "truncate", s->truncate) ||
-        !cJSON_AddNumberToObject(o, "window_seconds", s->window_seconds))
-        rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
-    else
-        rc = wisp_json_save(path, o, err);
-    cJSON_Delete(o);
+    char *text = wisp_feature_settings_text(s);
+    if (!text)
+        return wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
+    int rc = wisp_write_file_atomic(path, text, strlen(text), err);
+    free(text);
     return rc;
 }
 
@@ -160,12 +169,17 @@ int wisp_feature_settings_load(const char *dir, wisp_feature_settings_t *s, wisp
     return rc == WISP_OK ? 1 : rc;
 }
 
+/* The settings a check compares against: 1 found, 0 nothing to check (no dir, no
+ * features.json), negative WISP_ERR_* when malformed. */
+static int s_settings(const char *dir, wisp_feature_settings_t *s, wisp_error_t *err)
+{
+    return dir && dir[0] ? wisp_feature_settings_load(dir, s, err) : 0;
+}
+
 int wisp_feature_settings_check(const char *dir, int truncate, wisp_error_t *err)
 {
     wisp_feature_settings_t s;
-    if (!dir || !dir[0])
-        return WISP_OK;
-    int rc = wisp_feature_settings_load(dir, &s, err);
+    int rc = s_settings(dir, &s, err);
     if (rc <= 0)
         return rc;
     if (!!s.truncate != !!truncate)
@@ -177,4 +191,35 @@ int wisp_feature_settings_check(const char *dir, int truncate, wisp_error_t *err
                               s.truncate ? "add --truncate (classify.truncate: true)"
                                          : "drop --truncate (classify.truncate: false)");
     return WISP_OK;
+}
+
+/* The clip length a window setting shows the encoder: 0 is the first 30 s. */
+static size_t s_clip_samples(double window_seconds)
+{
+    return window_seconds > 0 ? wisp_windows_samples(window_seconds) : (size_t)WISP_N_SAMPLES;
+}
+
+int wisp_feature_settings_check_window(const char *dir, double window_seconds, wisp_error_t *err)
+{
+    wisp_feature_settings_t s;
+    int rc = s_settings(dir, &s, err);
+    if (rc <= 0)
+        return rc;
+    if (s_clip_samples(s.window_seconds) == s_clip_samples(window_seconds))
+        return WISP_OK;
+    char now[64];
+    if (window_seconds > 0)
+        snprintf(now, sizeof now, "windows of %g s", window_seconds);
+    else
+        snprintf(now, sizeof now, "the first 30 s of each file");
+    if (s.window_seconds > 0)
+        return wisp_error_set(err, WISP_ERR_STATE,
+                              "%s was trained on windows of %g s (features.json window_seconds) "
+                              "but this run classifies %s: set classify.window: %g (--window=%g)",
+                              dir, s.window_seconds, now, s.window_seconds, s.window_seconds);
+    return wisp_error_set(err, WISP_ERR_STATE,
+                          "%s was trained on the first 30 s of each file (features.json "
+                          "window_seconds 0) but this run classifies %s: set classify.window: "
+                          "30 or 0 (--window=30, or no --window)",
+                          dir, now);
 }

@@ -14,9 +14,12 @@
  * (wisp_windows_random_start), so a run is reproducible and every part of a long
  * file is seen over the epochs.
  *
- * Settings file: a trained adapter/head directory holds features.json
- * {"truncate": bool, "window_seconds": number} written by the trainer, so that
- * classification can refuse the features mode the head was not trained on. */
+ * Settings file: a trained adapter/head directory (and its copies in each checkpoint)
+ * holds features.json {"truncate": bool, "window_seconds": number} written by the
+ * trainer, so that classification can refuse the features mode the head was not
+ * trained on: the other truncate mode, or clips of another length. A head trained with
+ * window_seconds W > 0 saw windows of W s; one trained with 0 saw the first 30 s of
+ * each file, which is what classification without windows or with 30 s windows shows. */
 #ifndef WISP_WINDOWS_H
 #define WISP_WINDOWS_H
 
@@ -79,6 +82,9 @@ typedef struct {
     double window_seconds; /* training windows of long files, 0: the first 30 s */
 } wisp_feature_settings_t;
 
+/* The text of features.json (malloc'd, NULL when out of memory): the one format,
+ * written by _save and into checkpoints. */
+char *wisp_feature_settings_text(const wisp_feature_settings_t *s);
 /* Writes DIR/features.json (atomically). */
 int wisp_feature_settings_save(const char *dir, const wisp_feature_settings_t *s,
                                wisp_error_t *err);
@@ -90,5 +96,11 @@ int wisp_feature_settings_load(const char *dir, wisp_feature_settings_t *s, wisp
  * truncate differs from what DIR/features.json says the head was trained with.
  * 0 when they agree or DIR has no features.json. */
 int wisp_feature_settings_check(const char *dir, int truncate, wisp_error_t *err);
+
+/* Refuses (WISP_ERR_STATE, naming dir and the classify.window / --window value to use)
+ * a classification whose clip length differs from the one the head was trained on: the
+ * window length, where window_seconds 0 means the first 30 s on either side (see
+ * above), compared in samples. 0 when they agree or DIR has no features.json. */
+int wisp_feature_settings_check_window(const char *dir, double window_seconds, wisp_error_t *err);
 
 #endif

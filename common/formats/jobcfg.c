@@ -85,6 +85,9 @@ static const s_key_t s_keys[] = {
     /* default: WISP_MODEL_ATTN_KEEP_MB_DEFAULT (nn/model.h; test_jobcfg checks they agree) */
     {"train.attn_keep_mb", T_INT, N(train_attn_keep_mb), 0, 1 << 30, 1024, NULL},
     {"train.truncate", T_BOOL, N(train_truncate), 0, 1, 0, NULL},
+    /* long audio: a seeded random window of train.window seconds per (epoch, item); 0: the
+     * first 30 s (the range of classify.window, whose value a head trained so expects) */
+    {"train.window", T_DBL, N(train_window), 0, 30, 0, NULL},
     {"train.schedule", T_STR, F(train_schedule), 0, 0, 0, "linear"},
     {"train.classes", T_PATH, F(train_classes), 0, 0, 0, ""},
     {"train.unlabeled", T_STR, F(train_unlabeled), 0, 0, 0, "error"},

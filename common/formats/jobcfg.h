@@ -66,6 +66,8 @@ typedef struct {
     int train_micro_batch;        /* clips per forward/backward call on a rank */
     int train_attn_keep_mb;       /* MiB of attention probabilities kept (0: recompute) */
     int train_truncate;           /* truncated mel instead of padded 30 s */
+    double train_window;          /* seconds of a seeded random window per epoch of long
+                                     files, 0: the first 30 s */
     char train_schedule[16];      /* constant | linear | cosine */
     char train_classes[WISP_JOBCFG_PATH_MAX]; /* class list file (one name per line), "" none */
     char train_unlabeled[8];                  /* rows without a label: error | skip */

@@ -125,7 +125,16 @@ static int s_write_files(const char *tmp, const wisp_ckpt_file_t *files, int n_f
     char path[4096];
     for (int i = 0; i < n_files; i++) {
         const char *name = files[i].name;
-        if (!name || !name[0] || strchr(name, '/') || name[0] == '.')
+        /* a plain name, or one inside the adapter/ or head/ written above */
+        const char *base = name;
+        if (name && (strncmp(name, "adapter/", 8) == 0 || strncmp(name, "head/", 5) == 0)) {
+            char sub[16];
+            base = strchr(name, '/') + 1;
+            snprintf(sub, sizeof sub, "%.*s", (int)(base - name - 1), name);
+            if (s_join(path, sizeof path, tmp, sub, err) || access(path, F_OK) != 0)
+                base = NULL;
+        }
+        if (!base || !base[0] || strchr(base, '/') || base[0] == '.')
             return wisp_error_set(err, WISP_ERR_ARG, "%s: bad checkpoint file name '%s'", tmp,
                                   name ? name : "");
         int rc = s_join(path, sizeof path, tmp, name, err);

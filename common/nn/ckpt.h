@@ -32,7 +32,9 @@ typedef struct {
 } wisp_ckpt_state_t;
 
 /* A file the caller stores with a checkpoint (the trainer's metrics lines written
- * ahead, its best-model state): name is a plain file name, not one of the above. */
+ * ahead, its best-model state, the features.json of the adapter/head copies): name is
+ * a plain file name, not one of the above, or "adapter/NAME" / "head/NAME" for a plain
+ * NAME beside the copy the checkpoint holds (refused when it holds none). */
 typedef struct {
     const char *name;
     const char *data;

@@ -87,7 +87,9 @@ void nn_conv1d_k3_forward_ref(float *out, const float *inp, const float *weight,
  * when not NULL, receives the probabilities for a backward that then skips their
  * recomputation (a memory-for-time trade the caller makes), laid out as
  * nn_attention_probs_index says. With hd = 64 on an AVX-512 CPU the fused kernels of
- * nn/attn_fused.h run (no sgemm), otherwise blocks of sgemm. */
+ * nn/attn_fused.h run (no sgemm); with hd = 64 on an AVX2 + FMA CPU without AVX-512 the
+ * forward runs register-tiled kernels of nn/ops.c (no sgemm; probabilities row-major,
+ * the backward stays on sgemm); otherwise blocks of sgemm. */
 void nn_attention_forward(float *out, float *lse, float *probs, const float *q, const float *k,
                           const float *v, float *scratch, int B, int T, int NH, int hd);
 /* dq, dk, dv (B, T, C) += gradients. The probabilities are read from probs when it is

@@ -231,6 +231,8 @@ wisp_classify_run_t *wisp_classify_run_open(const wisp_classify_run_opts_t *opts
     if (wisp_windows_check(&o.window, err) != WISP_OK ||
         wisp_feature_settings_check(o.head, o.truncate, err) != WISP_OK ||
         wisp_feature_settings_check(o.adapter, o.truncate, err) != WISP_OK ||
+        wisp_feature_settings_check_window(o.head, o.window.seconds, err) != WISP_OK ||
+        wisp_feature_settings_check_window(o.adapter, o.window.seconds, err) != WISP_OK ||
         s_classes(s, o.model, o.head, err) != 0)
         goto fail;
     if (o.top_k < 0 || o.top_k > s->C) {

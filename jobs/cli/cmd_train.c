@@ -47,6 +47,10 @@ static void s_usage(FILE *out)
             "                         labels are class names or integer ids\n"
             "  --val MANIFEST         evaluated after every epoch (val_acc, val_loss)\n"
             "  --truncate             features of each clip's own length, not padded to 30 s\n"
+            "  --window S             long audio: each step takes a window of S seconds\n"
+            "                         (<= 30) from each file, at a seeded random start per\n"
+            "                         epoch (default 0: the first 30 s); classify with\n"
+            "                         --window=S (features.json records it)\n"
             "optimisation:\n"
             "  --epochs N             passes over the data (default 3)\n"
             "  --steps N              total optimizer steps instead of epochs\n"
@@ -95,7 +99,7 @@ typedef struct {
     int batch, accum, threads, keep, truncate, resume, proj_size, wls, attn_keep_mb;
     int force, keep_best;
     long patience;
-    double lr, wd, clip;
+    double lr, wd, clip, window;
     unsigned long long seed;
 } s_args_t;
 
@@ -118,6 +122,7 @@ enum {
     O_CLIP,
     O_SEED,
     O_TRUNC,
+    O_WINDOW,
     O_RESUME,
     O_DUMP,
     O_CKPT,
@@ -169,6 +174,7 @@ static const struct option s_longs[] = {
     {"clip", 1, 0, O_CLIP},
     {"seed", 1, 0, O_SEED},
     {"truncate", 0, 0, O_TRUNC},
+    {"window", 1, 0, O_WINDOW},
     {"resume", 0, 0, O_RESUME},
     {"force", 0, 0, O_FORCE},
     {"keep-best", 0, 0, O_KEEP_BEST},
@@ -218,6 +224,7 @@ static const s_numopt_t s_numopts[] = {
     S_NUM(O_STOP, "stop-after", 0, 1e12, stop_after, 'l'),
     S_NUM(O_PROJ, "proj-size", 1, 1 << 20, proj_size, 'i'),
     S_NUM(O_PATIENCE, "patience", 0, 1e6, patience, 'l'),
+    S_NUM(O_WINDOW, "window", 0, 30, window, 'd'),
 };
 
 /* 1 when c is a numeric option (stored, or -1 after a message for a bad value), 0 if not. */
@@ -373,6 +380,7 @@ static void s_trainer_opts(const s_args_t *a, const wisp_train_data_t *d, wisp_t
     o->proj_size = a->proj_size;
     o->weighted_layer_sum = a->wls;
     o->truncate = a->truncate;
+    o->window = a->window;
     o->micro_batch = a->batch;
     o->lr = a->lr;
     o->adamw.weight_decay = a->wd;

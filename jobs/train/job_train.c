@@ -508,6 +508,7 @@ static int s_worker_opts(const s_worker_t *w, const wisp_job_env_t *env, wisp_tr
     o->num_labels = w->d.train.n_classes;
     o->class_names = (const char *const *)w->d.train.classes;
     o->truncate = cfg->train_truncate;
+    o->window = cfg->train_window;
     o->micro_batch = cfg->train_micro_batch;
     o->attn_keep_mb = cfg->train_attn_keep_mb;
     o->lr = cfg->train_lr;
@@ -841,6 +842,7 @@ static int s_worker_step(void *state, uint64_t step, uint32_t flags, const uint8
     wisp_trainer_stats_t st;
     memset(&st, 0, sizeof st);
     if (!(flags & WISP_STEP_F_FINAL)) {
+        wisp_trainer_set_epoch(w->tr, epoch); /* the windows of the step's items */
         if ((rc = s_train(w, step, (int)k, &st, &skipped, err)) != 0)
             return rc;
         w->st.step = (long)step;

@@ -66,7 +66,12 @@ struct wisp_trainer {
     void *tick_ctx;
     wisp_trainer_failure_t *fails; /* (cap_fails) clips that failed, see trainer.h */
     int n_fails, cap_fails;
+    long epoch; /* of the next step's items: draws their windows (opts.window > 0) */
 };
+
+/* The "epoch" of evaluation windows: one fixed seeded window per validation item, the
+ * same in every evaluation (so val_acc of two evaluations compares the same audio). */
+#define S_EVAL_EPOCH UINT64_MAX
 
 void wisp_trainer_default_opts(wisp_trainer_opts_t *o)
 {
@@ -165,6 +170,26 @@ static int s_setup_head(wisp_trainer_t *self, const wisp_trainer_opts_t *o, wisp
     return wisp_model_init_head(self->model, &hc, o->seed ^ 0x5eedbeadc0ffee11ull, err);
 }
 
+/* A training window must be a classify window (windows.h) whose clip fits the frames
+ * the model's positions allow (a window of a long file always has its full length). */
+static int s_check_window(const wisp_trainer_t *self, wisp_error_t *err)
+{
+    wisp_windows_opts_t w = {.seconds = self->opts.window};
+    if (self->opts.window == 0)
+        return WISP_OK;
+    wisp_error_t e = {0};
+    if (wisp_windows_check(&w, &e) != WISP_OK)
+        return wisp_error_set(err, WISP_ERR_ARG, "train.window (--window): %s", e.msg);
+    int frames = wisp_mel_num_frames(wisp_windows_samples(w.seconds), self->opts.truncate);
+    if (frames > self->max_frames)
+        return wisp_error_set(err, WISP_ERR_UNSUPPORTED,
+                              "train.window (--window) %g s needs %d frames; the model allows %d "
+                              "(%g s)",
+                              w.seconds, frames, self->max_frames,
+                              (double)self->max_frames * WISP_HOP / WISP_SAMPLE_RATE);
+    return WISP_OK;
+}
+
 wisp_trainer_t *wisp_trainer_new(const wisp_trainer_opts_t *opts, wisp_error_t *err)
 {
     if (!opts || !opts->model_dir) {
@@ -196,6 +221,8 @@ wisp_trainer_t *wisp_trainer_new(const wisp_trainer_opts_t *opts, wisp_error_t *
                        self->max_frames);
         goto fail;
     }
+    if (s_check_window(self, err) != WISP_OK)
+        goto fail;
     wisp_model_opts_t mo = {.max_batch = self->micro_batch,
                             .max_frames = self->max_frames,
                             .training = 1,
@@ -289,6 +316,11 @@ void wisp_trainer_set_reduce(wisp_trainer_t *self, wisp_trainer_reduce_fn fn, vo
     self->reduce_ctx = ctx;
 }
 
+void wisp_trainer_set_epoch(wisp_trainer_t *self, long epoch)
+{
+    self->epoch = epoch;
+}
+
 void wisp_trainer_set_tick(wisp_trainer_t *self, wisp_trainer_tick_fn fn, void *ctx)
 {
     self->tick = fn;
@@ -375,13 +407,16 @@ static const char *s_reason(const wisp_error_t *e, const char *path)
     return e->msg[0] ? e->msg : "cannot be read";
 }
 
-/* Decodes item into clip slot k; 0, or a negative code with the failure recorded. */
-static int s_decode(wisp_trainer_t *self, const wisp_trainer_item_t *item, int k, s_clip_t *clip)
+/* Decodes item into clip slot k: its window of `epoch` when training on windows, else
+ * its first 30 s. 0, or a negative code with the failure recorded. */
+static int s_decode(wisp_trainer_t *self, const wisp_trainer_item_t *item, uint64_t epoch, int k,
+                    s_clip_t *clip)
 {
     wisp_error_t e = {0};
     wisp_features_info_t info;
     float *dst = self->clip_mel + (size_t)k * self->n_mels * self->max_frames;
-    int rc = wisp_features_file(self->feat, item->path, dst, &info, &e);
+    int rc = wisp_windows_train_clip(self->feat, item->path, self->opts.window, self->opts.seed,
+                                     epoch, (uint64_t)item->id, dst, &info, &e);
     if (rc != WISP_OK) {
         s_fail(self, item, s_reason(&e, item->path));
         return rc;
@@ -615,7 +650,7 @@ int wisp_trainer_compute_grads(wisp_trainer_t *self, const wisp_trainer_item_t *
             failed++;
             continue;
         }
-        if (s_decode(self, &items[i], nc, &self->clips[nc]) == WISP_OK)
+        if (s_decode(self, &items[i], (uint64_t)self->epoch, nc, &self->clips[nc]) == WISP_OK)
             nc++;
         else
             failed++;
@@ -722,7 +757,7 @@ int wisp_trainer_eval(wisp_trainer_t *self, const wisp_trainer_item_t *items, in
             const wisp_trainer_item_t *it = &items[i++];
             if (it->label < 0 || it->label >= self->num_labels)
                 continue;
-            if (s_decode(self, it, nc, &self->clips[nc]) == WISP_OK)
+            if (s_decode(self, it, S_EVAL_EPOCH, nc, &self->clips[nc]) == WISP_OK)
                 nc++;
             else
                 (*failed)++;
@@ -826,6 +861,8 @@ void wisp_trainer_fingerprint(const wisp_trainer_t *self, const char *extra, cha
     if (self->class_weights)
         for (int i = 0; i < self->num_labels; i++)
             s_appendf(&s, &len, &cap, "cw%.9g,", self->class_weights[i]);
+    if (o->window > 0) /* only then: the runs from before windows keep their identity */
+        s_appendf(&s, &len, &cap, "win=%.17g;", o->window);
     s_appendf(&s, &len, &cap, ";extra %s", extra ? extra : "");
     const char *desc = s ? s : "out of memory";
     wisp_sha256_hex(desc, strlen(desc), out);
@@ -847,7 +884,26 @@ int wisp_trainer_save_checkpoint(wisp_trainer_t *self, const char *root,
                                  const wisp_ckpt_state_t *state, int keep,
                                  const wisp_ckpt_file_t *files, int n_files, wisp_error_t *err)
 {
-    return wisp_ckpt_save(root, state, self->model, self->opt, keep, files, n_files, NULL, 0, err);
+    /* The caller's files, then features.json beside the checkpoint's adapter and head
+     * copies: a head classified from a checkpoint is checked like the final one. */
+    wisp_feature_settings_t fs = {.truncate = self->opts.truncate,
+                                  .window_seconds = self->opts.window};
+    char *text = wisp_feature_settings_text(&fs);
+    wisp_ckpt_file_t *all = calloc((size_t)(n_files > 0 ? n_files : 0) + 2, sizeof *all);
+    int rc, k = 0;
+    if (!text || !all) {
+        rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", root);
+    } else {
+        for (int i = 0; i < n_files; i++)
+            all[k++] = files[i];
+        if (wisp_model_adapter(self->model))
+            all[k++] = (wisp_ckpt_file_t){"adapter/features.json", text, strlen(text)};
+        all[k++] = (wisp_ckpt_file_t){"head/features.json", text, strlen(text)};
+        rc = wisp_ckpt_save(root, state, self->model, self->opt, keep, all, k, NULL, 0, err);
+    }
+    free(all);
+    free(text);
+    return rc;
 }
 
 int wisp_trainer_load_checkpoint(wisp_trainer_t *self, const char *dir,
@@ -862,7 +918,8 @@ int wisp_trainer_save_outputs(wisp_trainer_t *self, const char *outdir, wisp_err
     char path[4096];
     int rc;
     /* features.json beside both: classification refuses the other features mode. */
-    wisp_feature_settings_t fs = {.truncate = self->opts.truncate};
+    wisp_feature_settings_t fs = {.truncate = self->opts.truncate,
+                                  .window_seconds = self->opts.window};
     if (wisp_model_adapter(self->model)) {
         if (wisp_path_join(path, sizeof path, outdir, "adapter") != WISP_OK)
             return wisp_error_set(err, WISP_ERR_ARG, "%s: path too long", outdir);
@@ -1216,6 +1273,7 @@ static int s_run_train_step(s_run_t *r, const wisp_sched_step_t *e, wisp_error_t
     for (int i = 0; i < e->k; i++)
         r->batch[i] = r->train[e->ids[i]];
     wisp_trainer_stats_t s;
+    wisp_trainer_set_epoch(r->tr, e->epoch);
     int rc = wisp_trainer_step(r->tr, r->batch, e->k, &s, err);
     int nf;
     const wisp_trainer_failure_t *f = wisp_trainer_failures(r->tr, &nf);
@@ -1317,6 +1375,7 @@ static int s_run_dump(s_run_t *r, wisp_error_t *err)
         r->batch[i] = r->train[r->sched.perm[i]];
     wisp_trainer_stats_t s;
     int rc;
+    wisp_trainer_set_epoch(r->tr, 0); /* the first step's items, of epoch 0 */
     if ((rc = wisp_trainer_compute_grads(r->tr, r->batch, k, &s, err)) ||
         (rc = wisp_trainer_dump_grads(r->tr, r->ro->dump_grads, err)))
         return rc;

@@ -67,6 +67,10 @@ typedef struct {
     int weighted_layer_sum;         /* fresh head: -1 from config.json, 0 off, 1 on */
     /* Data. */
     int truncate;    /* truncated mel (NUMERICS 1.7) instead of padded 30 s */
+    double window;   /* long audio: seconds of the window a training step takes from each
+                        file, at a seeded random start per (epoch, item) (audio/windows.h);
+                        an evaluation takes one fixed seeded window per item. 0: the
+                        first 30 s. Recorded in features.json */
     int max_frames;  /* plan memory for clips up to this many frames (0: 3000) */
     int micro_batch; /* clips per forward_backward call (memory bound), >= 1 */
     /* Optimisation. */
@@ -112,6 +116,11 @@ wisp_trainer_t *wisp_trainer_new(const wisp_trainer_opts_t *opts, wisp_error_t *
 void wisp_trainer_destroy(wisp_trainer_t **self);
 
 void wisp_trainer_set_reduce(wisp_trainer_t *self, wisp_trainer_reduce_fn fn, void *ctx);
+
+/* The epoch of the items the next compute_grads / step is given (0 until set): with a
+ * window, it draws each file's window (wisp_windows_random_start(n, win, seed, epoch,
+ * item id)), so every process and a resumed run take the same windows. */
+void wisp_trainer_set_epoch(wisp_trainer_t *self, long epoch);
 
 /* Called between the pieces of a step or an evaluation (each decoded clip, each
  * micro-batch) with the clips done so far, so a distributed worker can send

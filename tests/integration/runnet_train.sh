@@ -2,7 +2,8 @@
 # Distributed training (tiny random Whisper + seq_bn adapter, 136 clips, global batch 16):
 #  - np=1 and np=2 (fixed-order reduction) with the same global batch: step-1 gradients (train.dump_grads)
 #    agree to 1e-5, final adapter and head to 1e-4;
-#  - np=1 equals the local `wisp train` with the same settings bitwise;
+#  - np=1 equals the local `wisp train` with the same settings bitwise, also with
+#    train.window (long-audio windows); classify of that head must use its window;
 #  - kill -9 of one worker mid-run: `wisp run` relaunches the workers, they resume
 #    from the newest checkpoint and the result equals the uninterrupted np=2 run.
 set -e
@@ -48,6 +49,33 @@ for f in adapter/adapter.safetensors head/model_head.safetensors; do
     cmp "$T/local/$f" "$T/np1/$f" || fail "$f: np=1 differs from wisp train"
 done
 echo "ok: np=1 is bitwise the local wisp train"
+
+# Long-audio training (train.window): a seeded random 1 s window of each 2 s clip per
+# epoch, the same windows in `wisp run` and `wisp train` (bitwise), recorded in
+# features.json beside the outputs and the checkpoint copies; a classify job of that
+# head without classify.window is refused by the coordinator, naming the option.
+run 1 win1 --set train.window=1
+(cd "$T" && timeout 90 "$WISP" train --model model --preset seq_bn --train data/train.csv --val data/val.csv \
+    --truncate --window 1 -o winlocal --epochs 2 --batch 8 --accum 2 --seed 42 --checkpoint-every 2 --threads 1) \
+    >"$T/winlocal.log" 2>&1 || { tail -5 "$T/winlocal.log"; fail "local windowed train"; }
+for f in adapter/adapter.safetensors head/model_head.safetensors; do
+    cmp "$T/winlocal/$f" "$T/win1/$f" || fail "$f: windowed np=1 differs from wisp train --window"
+    cmp -s "$T/win1/$f" "$T/np1/$f" && fail "$f: the window changed nothing"
+done
+CKW="$T/win1/checkpoints/$(cat "$T/win1/checkpoints/LATEST")"
+for d in "$T/win1/head" "$T/win1/adapter" "$CKW/head" "$CKW/adapter"; do
+    grep -Eq '"window_seconds": *1([,}]|$)' "$d/features.json" 2>/dev/null || fail "$d: features.json without window_seconds 1"
+done
+cat >"$T/wincl.json" <<JSON
+{"kind": "classify", "model": "model", "adapter": "win1/adapter", "head": "win1/head",
+ "manifest": "data/test.csv", "output": "wincl.h5", "classify": {"truncate": true}}
+JSON
+rc=0; timeout 60 "$WISP" run "$T/wincl.json" -np 1 --no-progress >"$T/wincl.out" 2>"$T/wincl.err" || rc=$?
+[ $rc -ne 0 ] && grep -q "classify.window: 1 (--window=1)" "$T/wincl.err" ||
+    { tail -5 "$T/wincl.err"; fail "a classify job of a windowed head without classify.window: exit $rc"; }
+timeout 60 "$WISP" run "$T/wincl.json" -np 1 --no-progress --set classify.window=1 >"$T/wincl.out" 2>"$T/wincl.err" ||
+    { tail -5 "$T/wincl.err"; fail "a classify job with the trained window"; }
+echo "ok: windowed training: np=1 is bitwise wisp train --window; features.json records it; classify must match"
 
 # kill one worker after the first checkpoint (step 2). A step of this tiny model takes
 # a few ms, so the run could end before the worker is found: the whole run is frozen
