@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "formats/h5util.h"
@@ -33,7 +35,9 @@ static long s_rss_kb(void)
     return v;
 }
 
-static long s_peak_kb; /* highest VmRSS sampled by s_write (every 256 shards) */
+static long s_peak_kb;                     /* highest VmRSS sampled by s_write (every 256 shards) */
+static wisp_results_stats_t s_last_stats;  /* of the last resumed open */
+static wisp_results_stats_t s_write_stats; /* of the last run, before its finish or close */
 
 static double s_write(const char *path, size_t n, int c, int p, size_t stop_after, int resume)
 {
@@ -89,6 +93,15 @@ static double s_write(const char *path, size_t n, int c, int p, size_t stop_afte
                                      .embedding = p ? v + 2 * c : NULL,
                                      .duration = 10,
                                      .true_label = (int)(i % 3)};
+            if (i % 97 == 5) { /* an error row now and then, as undecodable files give */
+                row = (wisp_result_row_t){.index = i,
+                                          .path = path_buf,
+                                          .label = -1,
+                                          .duration = -1,
+                                          .status = WISP_ERR_AUDIO,
+                                          .error = "undecodable audio (bench)",
+                                          .true_label = (int)(i % 3)};
+            }
             int rc = wisp_results_put(r, &row, &e);
             if (rc < 0) {
                 fprintf(stderr, "put: %s\n", e.msg);
@@ -101,6 +114,11 @@ static double s_write(const char *path, size_t n, int c, int p, size_t stop_afte
             s_peak_kb = kb > s_peak_kb ? kb : s_peak_kb;
         }
     }
+    if (resume)
+        wisp_results_get_stats(r, &s_last_stats);
+    if (stop_after < n && !resume)
+        wisp_results_commit(r, &e);
+    wisp_results_get_stats(r, &s_write_stats);
     if (stop_after < n) {
         wisp_results_commit(r, &e);
         wisp_results_destroy(&r); /* "crash" after a commit */
@@ -179,7 +197,59 @@ static void s_manifest_mem(const char *csv, size_t n, const char *key)
         waitpid(pid, &st, 0);
 }
 
-int main(void)
+/* Resume figures at n rows (C = 10, P-float embeddings, an error row every 97th):
+ *   resume_<key>_s         all rows committed, the writer gone before finish (the most
+ *                          rows to keep): the resuming open, from the .partial's checkpoint
+ *   resume_<key>_rebuild_s the same state without the rollback log: the full rebuild
+ *                          from the journal (the fallback; what every resume cost before)
+ *   resume_<key>_killed_s  the writer SIGKILLed at about half its run time
+ * with the write time, the rollback log's bytes over the run and the file sizes. */
+static void s_resume_case(const char *dir, size_t n, int p, const char *key)
+{
+    char path[256], undo[300], cmd[2048];
+    snprintf(path, sizeof path, "%s/res_%s.h5", dir, key);
+    snprintf(undo, sizeof undo, "%s.undo", path);
+    double tw = s_write(path, n, 10, p, n - 1, 0);
+    wisp_results_stats_t ws = s_write_stats;
+    double t = s_write(path, n, 10, p, 0, 1);
+    int tail = s_last_stats.resume_tail;
+    snprintf(cmd, sizeof cmd, "stat -c '%%n %%s' %s.partial %s.commit %s.undo", path, path, path);
+    fflush(stdout);
+    if (system(cmd) != 0)
+        fprintf(stderr, "resume case %s: no files\n", key);
+    unlink(undo);
+    double tf = s_write(path, n, 10, p, 0, 1);
+    wisp_results_stats_t fs = s_last_stats;
+    snprintf(cmd, sizeof cmd, "rm -f %s.partial %s.commit %s.undo", path, path, path);
+    if (system(cmd) != 0)
+        fprintf(stderr, "resume case %s: cleanup failed\n", key);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        s_write(path, n, 10, p, n, 0);
+        _exit(0);
+    }
+    struct timespec ts = {(time_t)(tw / 2), (long)((tw / 2 - (double)(time_t)(tw / 2)) * 1e9)};
+    nanosleep(&ts, NULL);
+    kill(pid, SIGKILL);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    double tk = s_write(path, n, 10, p, 0, 1);
+    wisp_results_stats_t ks = s_last_stats;
+    printf("resume_%s_rows=%zu\nresume_%s_write_s=%.2f\nresume_%s_undo_mb=%.1f\n", key, n, key, tw,
+           key, (double)ws.undo_bytes / 1e6);
+    printf("resume_%s_s=%.3f\nresume_%s_tail=%d\n", key, t, key, tail);
+    printf("resume_%s_rebuild_s=%.3f\nresume_%s_rebuild_h5_s=%.3f\n", key, tf, key, fs.replay_h5_s);
+    printf(
+        "resume_%s_killed_s=%.3f\nresume_%s_killed_replayed_rows=%zu\nresume_%s_killed_tail=%d\n",
+        key, tk, key, ks.replay_rows, key, ks.resume_tail);
+    snprintf(cmd, sizeof cmd, "rm -f %s.partial %s.commit %s.undo", path, path, path);
+    fflush(stdout);
+    if (system(cmd) != 0)
+        fprintf(stderr, "resume case %s: cleanup failed\n", key);
+}
+
+int main(int argc, char **argv)
 {
     wisp_log_init('L', 0, WISP_LOG_WARN);
     wisp_h5_quiet();
@@ -187,6 +257,13 @@ int main(void)
     if (!mkdtemp(dir))
         return 1;
     char path[256], csv[256];
+    /* bench_results resume N P: only the resume case (N rows, P-float embeddings). */
+    if (argc == 4 && strcmp(argv[1], "resume") == 0) {
+        char key[64];
+        snprintf(key, sizeof key, "c10_p%d_n%s", atoi(argv[3]), argv[2]);
+        s_resume_case(dir, (size_t)atoll(argv[2]), atoi(argv[3]), key);
+        return rmdir(dir) == 0 ? 0 : 1;
+    }
 
     /* Manifest: 200k CSV lines with labels and durations. */
     snprintf(csv, sizeof csv, "%s/m.csv", dir);
@@ -241,11 +318,8 @@ int main(void)
     snprintf(path, sizeof path, "%s/rme.h5", dir);
     s_mem_run(path, 200000, 384, "emb384_2e5");
 
-    /* Crash at half, then time the resume (journal replay + HDF5 rebuild). */
-    snprintf(path, sizeof path, "%s/rr.h5", dir);
-    s_write(path, n, 10, 0, n / 2, 0);
-    t = s_write(path, n, 10, 0, 0, 1);
-    printf("resume_replay_rows=%zu\nresume_replay_rows_per_s=%.0f\n", n / 2, (n / 2) / t);
+    /* Resume after a crash: from the checkpoint, by the full rebuild, after a kill. */
+    s_resume_case(dir, 100000, 0, "c10_1e5");
 
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

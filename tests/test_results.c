@@ -8,8 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <hdf5.h>
@@ -444,14 +446,17 @@ static void s_crash_run(const char *path, size_t n_commit)
     assert_int_equal(WEXITSTATUS(st), 0);
 }
 
-/* Resumes, checks exactly the committed rows are done, redoes the others, finishes. */
-static void s_resume_and_finish(const char *path, size_t n_commit)
+/* Resumes, checks exactly the committed rows are done, redoes the others, finishes;
+ * *st (when not NULL) gets what the resuming open did. */
+static void s_resume_and_finish_stats(const char *path, size_t n_commit, wisp_results_stats_t *st)
 {
     wisp_error_t e = {0};
     wisp_results_opts_t o = s_opts(path, "fp-A", 1);
     wisp_results_t *r = wisp_results_open(&o, &e);
     if (!r)
         fail_msg("resume failed: %s", e.msg);
+    if (st)
+        wisp_results_get_stats(r, st);
     size_t idx[N];
     s_perm(idx, 99);
     assert_int_equal(wisp_results_done_count(r), n_commit);
@@ -466,6 +471,11 @@ static void s_resume_and_finish(const char *path, size_t n_commit)
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     assert_int_equal(s_attr_i64(f, "n_resumes"), 1);
     H5Fclose(f);
+}
+
+static void s_resume_and_finish(const char *path, size_t n_commit)
+{
+    s_resume_and_finish_stats(path, n_commit, NULL);
 }
 
 static void test_resume_after_a_killed_writer_equals_an_uninterrupted_run(void **state)
@@ -554,8 +564,10 @@ static void test_resume_drops_a_torn_journal_tail(void **state)
     s_resume_and_finish(path, 25);
     s_check_same(ref, path);
 
-    /* A flipped byte inside the last committed record invalidates only that record. */
+    /* A flipped byte inside the last committed record invalidates only that record
+     * when the journal is all there is (no rollback log: the full rebuild). */
     s_crash_run(path, 25);
+    assert_int_equal(unlink(s_tmp("torn.h5.undo")), 0);
     fd = open(journal, O_RDWR);
     uint8_t b;
     assert_int_equal(pread(fd, &b, 1, good - 20), 1);
@@ -730,6 +742,236 @@ static void test_bad_rows_and_options_are_refused(void **state)
     assert_non_null(r);
     assert_int_equal(wisp_results_done_count(r), 0);
     wisp_results_destroy(&r);
+}
+
+/* ---------------------------------------------------------------- tail resume */
+
+static void test_a_resume_after_a_killed_writer_replays_only_the_journal_tail(void **state)
+{
+    (void)state;
+    const char *ref = s_tmp("tref.h5"), *path = s_tmp("tail.h5");
+    s_full_run(ref);
+    s_crash_run(path, 30);
+    assert_true(s_exists(s_tmp("tail.h5.undo")));
+    wisp_results_stats_t st;
+    s_resume_and_finish_stats(path, 30, &st);
+    /* Killed right after a checkpointed commit: nothing to replay, no rebuild. */
+    assert_int_equal(st.resume_tail, 1);
+    assert_int_equal(st.replay_rows, 0);
+    assert_false(s_exists(s_tmp("tail.h5.undo")));
+    s_check_file(path, NULL);
+    s_check_same(ref, path);
+}
+
+/* Child: commits rows [0, 10) of the permutation (checkpointed), then makes the next
+ * checkpoint fail (a directory where the log's temporary file goes), commits rows
+ * [10, 30) (journal and HDF5 written, the checkpoint still the first one) and dies. */
+static void s_crash_after_a_missed_checkpoint(const char *path)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        wisp_error_t e = {0};
+        wisp_results_opts_t o = s_opts(path, "fp-A", 0);
+        o.max_pending_rows = 1000;
+        wisp_results_t *r = wisp_results_open(&o, &e);
+        size_t idx[N];
+        s_perm(idx, 99);
+        for (size_t k = 0; r && k < 30; k++) {
+            if (s_put(r, idx[k], &e) != 0)
+                _exit(3);
+            if (k == 9 &&
+                (wisp_results_commit(r, &e) != 0 || mkdir(s_tmp("miss.h5.undo.tmp"), 0700) != 0))
+                _exit(4);
+        }
+        if (!r || wisp_results_commit(r, &e) != 0)
+            _exit(5);
+        _exit(0);
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+static void
+test_rows_committed_after_the_last_checkpoint_are_replayed_into_the_rolled_back_file(void **state)
+{
+    (void)state;
+    const char *ref = s_tmp("mref.h5"), *path = s_tmp("miss.h5");
+    s_full_run(ref);
+    s_crash_after_a_missed_checkpoint(path);
+    assert_int_equal(rmdir(s_tmp("miss.h5.undo.tmp")), 0);
+    /* The .partial holds all 30 rows, its checkpoint only 10: the rollback takes the
+     * file back to 10 rows and the journal's last record brings the other 20. */
+    wisp_results_stats_t st;
+    s_resume_and_finish_stats(path, 30, &st);
+    assert_int_equal(st.resume_tail, 1);
+    assert_int_equal(st.replay_rows, 20);
+    s_check_file(path, NULL);
+    s_check_same(ref, path);
+}
+
+static int s_copy(const char *from, const char *to)
+{
+    char *data;
+    size_t len;
+    if (wisp_read_file(from, (size_t)1 << 30, &data, &len, NULL) != WISP_OK)
+        return -1;
+    int rc = wisp_write_file_atomic(to, data, len, NULL);
+    free(data);
+    return rc;
+}
+
+static void test_a_stale_or_damaged_partial_falls_back_to_the_full_rebuild(void **state)
+{
+    (void)state;
+    const char *ref = s_tmp("sref.h5"), *path = s_tmp("stale.h5");
+    const char *partial = s_tmp("stale.h5.partial"), *old = s_tmp("stale.old");
+    s_full_run(ref);
+    /* Stale: the .partial of an earlier checkpoint put back beside a newer log. */
+    s_crash_run(path, 12);
+    assert_int_equal(s_copy(partial, old), 0);
+    wisp_error_t e = {0};
+    wisp_results_opts_t o = s_opts(path, "fp-A", 1);
+    wisp_results_t *r = wisp_results_open(&o, &e);
+    assert_non_null(r);
+    for (size_t i = 0; i < 40; i++)
+        if (!wisp_results_row_done(r, i))
+            assert_int_equal(s_put(r, i, &e), WISP_OK);
+    assert_int_equal(wisp_results_commit(r, &e), WISP_OK);
+    size_t done = wisp_results_done_count(r);
+    wisp_results_destroy(&r);
+    assert_int_equal(s_copy(old, partial), 0);
+    wisp_results_stats_t st;
+    o = s_opts(path, "fp-A", 1);
+    r = wisp_results_open(&o, &e);
+    assert_non_null(r);
+    wisp_results_get_stats(r, &st);
+    assert_int_equal(st.resume_tail, 0);
+    assert_int_equal(wisp_results_done_count(r), done);
+    wisp_results_destroy(&r);
+
+    /* Damaged: bytes of the .partial changed behind the writer's back. */
+    s_crash_run(path, 20);
+    FILE *f = fopen(partial, "r+b");
+    assert_non_null(f);
+    for (int k = 0; k < 64; k++)
+        fputc(0x5a, f);
+    fclose(f);
+    s_resume_and_finish_stats(path, 20, &st);
+    assert_int_equal(st.resume_tail, 0);
+    s_check_same(ref, path);
+
+    /* A rollback log of another boot (another host, or the page cache lost) is not
+     * trusted: its boot id is the first thing after the magic. */
+    s_crash_run(path, 25);
+    int fd = open(s_tmp("stale.h5.undo"), O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, "00000000", 8, 8), 8);
+    close(fd);
+    s_resume_and_finish_stats(path, 25, &st);
+    assert_int_equal(st.resume_tail, 0);
+    s_check_same(ref, path);
+}
+
+#define KN     3000 /* rows of the kill -9 campaign */
+#define KSHARD 16
+
+static wisp_results_opts_t s_kill_opts(const char *path)
+{
+    wisp_results_opts_t o = s_opts(path, "fp-K", 1);
+    o.n_rows = KN;
+    o.max_pending_rows = 64;
+    return o;
+}
+
+/* Child of the kill campaign: resumes (or starts), appends "tail replayed" to the
+ * stats file, then puts the missing rows in a shuffled shard order and finishes. */
+static void s_kill_child(const char *path, const char *stats)
+{
+    wisp_error_t e = {0};
+    wisp_results_opts_t o = s_kill_opts(path);
+    wisp_results_t *r = wisp_results_open(&o, &e);
+    if (!r)
+        _exit(2);
+    wisp_results_stats_t st;
+    wisp_results_get_stats(r, &st);
+    FILE *f = fopen(stats, "a");
+    if (!f)
+        _exit(3);
+    fprintf(f, "%d %zu\n", st.resume_tail, st.replay_rows);
+    fclose(f);
+    const size_t n_shards = (KN + KSHARD - 1) / KSHARD; /* 188, coprime to 37 */
+    for (size_t k = 0; k < n_shards; k++) {
+        size_t s0 = (k * 37 % n_shards) * KSHARD;
+        for (size_t i = s0; i < KN && i < s0 + KSHARD; i++)
+            if (!wisp_results_row_done(r, i) && s_put(r, i, &e) < 0)
+                _exit(4);
+    }
+    _exit(wisp_results_finish(r, "{}", 0, &e) == WISP_OK ? 0 : 5);
+}
+
+static void test_kill_9_at_random_instants_then_resume_equals_an_uninterrupted_run(void **state)
+{
+    (void)state;
+    const char *ref = s_tmp("kref.h5"), *path = s_tmp("kill.h5"), *stats = s_tmp("kill.stats");
+    wisp_error_t e = {0};
+    wisp_results_opts_t o = s_kill_opts(ref);
+    o.resume = 0;
+    wisp_results_t *r = wisp_results_open(&o, &e);
+    assert_non_null(r);
+    for (size_t i = 0; i < KN; i++)
+        assert_int_equal(s_put(r, i, &e), WISP_OK);
+    assert_int_equal(wisp_results_finish(r, "{}", 0, &e), WISP_OK);
+    wisp_results_destroy(&r);
+    unlink(stats);
+    wisp_rng_t g;
+    wisp_rng_seed(&g, 11);
+    int finished = 0, kills = 0;
+    for (int it = 0; it < 60 && !finished; it++) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0)
+            s_kill_child(path, stats);
+        /* Somewhere in open (rollback, replay), a put, a commit or a checkpoint. */
+        struct timespec ts = {0, (long)(wisp_rng_u64(&g) % 40000000)};
+        nanosleep(&ts, NULL);
+        kill(pid, SIGKILL);
+        int st;
+        assert_int_equal(waitpid(pid, &st, 0), pid);
+        if (WIFEXITED(st)) {
+            assert_int_equal(WEXITSTATUS(st), 0);
+            finished = 1;
+        } else {
+            kills++;
+        }
+    }
+    if (!finished) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0)
+            s_kill_child(path, stats);
+        int st;
+        assert_int_equal(waitpid(pid, &st, 0), pid);
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    s_check_same(ref, path);
+    /* The resumes took the tail path (a kill before the first checkpoint of a run
+     * leaves no log: those rebuild). */
+    FILE *f = fopen(stats, "r");
+    assert_non_null(f);
+    int tail, n_tail = 0, lines = 0;
+    size_t replayed;
+    while (fscanf(f, "%d %zu", &tail, &replayed) == 2) {
+        lines++;
+        n_tail += tail;
+    }
+    fclose(f);
+    printf("kill -9 campaign: %d kills, %d opens, %d resumed from the checkpoint\n", kills, lines,
+           n_tail);
+    assert_true(kills >= 5);
+    assert_true(n_tail >= lines / 2);
 }
 
 /* ---------------------------------------------------------------- top-k, segments */
@@ -1068,6 +1310,11 @@ int main(void)
         cmocka_unit_test(test_resume_after_a_killed_writer_equals_an_uninterrupted_run),
         cmocka_unit_test(test_resume_rebuilds_a_truncated_or_garbage_partial_file),
         cmocka_unit_test(test_resume_drops_a_torn_journal_tail),
+        cmocka_unit_test(test_a_resume_after_a_killed_writer_replays_only_the_journal_tail),
+        cmocka_unit_test(
+            test_rows_committed_after_the_last_checkpoint_are_replayed_into_the_rolled_back_file),
+        cmocka_unit_test(test_a_stale_or_damaged_partial_falls_back_to_the_full_rebuild),
+        cmocka_unit_test(test_kill_9_at_random_instants_then_resume_equals_an_uninterrupted_run),
         cmocka_unit_test(test_random_journal_damage_never_crashes_or_yields_wrong_rows),
         cmocka_unit_test(test_fingerprint_mismatch_refuses_to_mix_runs),
         cmocka_unit_test(test_finish_refuses_missing_rows_unless_allowed),

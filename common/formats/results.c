@@ -13,6 +13,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "formats/h5undo.h"
 #include "formats/h5util.h"
 #include "base/log.h"
 #include "base/util.h"
@@ -71,15 +72,17 @@ static const char *const s_col_names[S_NCOLS] = {
     "status", "error", "true_label", "label_name", "top_k_label", "top_k_prob", "note"};
 
 struct wisp_results {
-    char *path;    /* final OUT.h5 */
-    char *partial; /* OUT.h5.partial */
-    char *journal; /* OUT.h5.commit */
-    size_t n_rows; /* N */
-    int C;         /* classes */
-    int P;         /* embedding size, 0 = none */
-    int has_true;  /* true_label column + metrics */
-    int K;         /* top_k columns, 0 none */
-    int has_seg;   /* rows carry segments */
+    char *path;          /* final OUT.h5 */
+    char *partial;       /* OUT.h5.partial */
+    char *journal;       /* OUT.h5.commit */
+    char *undo_path;     /* OUT.h5.undo: rollback log of the .partial (h5undo.h) */
+    wisp_h5undo_t *undo; /* the .partial's file driver */
+    size_t n_rows;       /* N */
+    int C;               /* classes */
+    int P;               /* embedding size, 0 = none */
+    int has_true;        /* true_label column + metrics */
+    int K;               /* top_k columns, 0 none */
+    int has_seg;         /* rows carry segments */
     char *fingerprint;
     char **classes;   /* (C) */
     char **attr_keys; /* (n_attrs) */
@@ -107,6 +110,7 @@ struct wisp_results {
     int jfd;        /* journal, opened for appending, flock'd */
     uint64_t jsize; /* journal bytes known good */
     uint64_t seq;   /* next record sequence number */
+    uint64_t jlast; /* the journal's last 8 bytes: checksum of its last record (or header) */
 
     hid_t file;
     hid_t dset[S_NCOLS]; /* -1 for absent columns */
@@ -114,7 +118,21 @@ struct wisp_results {
     int h5_stale; /* a commit reached the journal but not the HDF5 file */
     int finished;
     double seconds; /* time spent in this module */
+    wisp_results_stats_t stats;
 };
+
+/* The meta of a .partial checkpoint (h5undo.h): where the journal stood when the
+ * file was flushed. Host byte order, like the journal. */
+#define S_CKPT_MAGIC "WISPCK01"
+typedef struct {
+    char magic[8];
+    uint64_t n_rows;
+    uint64_t jsize; /* journal bytes the file holds the rows of */
+    uint64_t seq;   /* sequence number of the next record */
+    uint64_t jlast; /* the journal's 8 bytes before jsize (last record's checksum) */
+    uint64_t n_done, n_err;
+    int64_t n_resumes;
+} s_ckpt_t;
 
 /* ---------------------------------------------------------------- small helpers */
 
@@ -230,24 +248,58 @@ static void s_h5_close(wisp_results_t *r)
     r->file = -1;
 }
 
+/* File access properties of the .partial: its chunk cache and the rollback driver.
+ * Rows arrive in shard-sized runs in any order, so a chunk is usually written in
+ * several pieces: a chunk cache of S_CACHE_BYTES per dataset keeps partial chunks
+ * in memory instead of re-reading them for every piece. w0 = 0.75 prefers evicting
+ * fully written chunks but still evicts partly written ones when the cache is full:
+ * w0 = 1 never evicted them, so with shuffled shards the cache grew with the file
+ * (~1 GB at 10^6 rows; tests/test_results.c bounds the growth). */
+static hid_t s_h5_fapl(wisp_results_t *r, wisp_error_t *err)
+{
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl < 0 || H5Pset_cache(fapl, 0, S_CACHE_SLOTS, S_CACHE_BYTES, 0.75) < 0) {
+        if (fapl >= 0)
+            H5Pclose(fapl);
+        wisp_h5_fail(err, r->partial, "file access properties");
+        return -1;
+    }
+    if (wisp_h5undo_set_fapl(r->undo, fapl, r->partial, err) != WISP_OK) {
+        H5Pclose(fapl);
+        return -1;
+    }
+    return fapl;
+}
+
+/* 1 when column c is in this run's file. */
+static int s_col_present(const wisp_results_t *r, int c)
+{
+    return !((c == S_COL_EMB && r->P == 0) || (c == S_COL_TRUE && !r->has_true) ||
+             ((c == S_COL_TOPK_LABEL || c == S_COL_TOPK_PROB) && r->K == 0));
+}
+
+/* Width of a 2-D column (C, P or K), 0 for a 1-D one. */
+static hsize_t s_col_width(const wisp_results_t *r, int c)
+{
+    switch (c) {
+    case S_COL_PROBS:
+    case S_COL_LOGITS: return (hsize_t)r->C;
+    case S_COL_EMB: return (hsize_t)r->P;
+    case S_COL_TOPK_LABEL:
+    case S_COL_TOPK_PROB: return (hsize_t)r->K;
+    default: return 0;
+    }
+}
+
 /* Creates OUT.h5.partial with every column at its fill value (the "missing row"
  * values), the classes and the identity attributes. */
 static int s_h5_create(wisp_results_t *r, wisp_error_t *err)
 {
     int rc = WISP_OK;
     const char *f = r->partial;
-    /* Rows arrive in shard-sized runs in any order, so a chunk is usually written in
-     * several pieces: a chunk cache of S_CACHE_BYTES per dataset keeps partial chunks
-     * in memory instead of re-reading them for every piece. w0 = 0.75 prefers evicting
-     * fully written chunks but still evicts partly written ones when the cache is full:
-     * w0 = 1 never evicted them, so with shuffled shards the cache grew with the file
-     * (~1 GB at 10^6 rows; tests/test_results.c bounds the growth). */
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    if (fapl < 0 || H5Pset_cache(fapl, 0, S_CACHE_SLOTS, S_CACHE_BYTES, 0.75) < 0) {
-        if (fapl >= 0)
-            H5Pclose(fapl);
-        return wisp_h5_fail(err, f, "file access properties");
-    }
+    hid_t fapl = s_h5_fapl(r, err);
+    if (fapl < 0)
+        return WISP_ERR_HDF5;
     r->file = H5Fcreate(f, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5Pclose(fapl);
     if (r->file < 0)
@@ -258,8 +310,7 @@ static int s_h5_create(wisp_results_t *r, wisp_error_t *err)
     float nanf_ = NAN, minus1f = -1.0f;
     int8_t st_missing = WISP_RESULTS_STATUS_MISSING;
     for (int c = 0; c < S_NCOLS; c++) {
-        if ((c == S_COL_EMB && r->P == 0) || (c == S_COL_TRUE && !r->has_true) ||
-            ((c == S_COL_TOPK_LABEL || c == S_COL_TOPK_PROB) && r->K == 0))
+        if (!s_col_present(r, c))
             continue;
         hsize_t dims[2] = {r->n_rows, 1};
         int rank = 1;
@@ -336,6 +387,127 @@ static int s_h5_create(wisp_results_t *r, wisp_error_t *err)
     if (rc == WISP_OK && H5Fflush(r->file, H5F_SCOPE_GLOBAL) < 0)
         rc = wisp_h5_fail(err, f, "flush");
     return rc;
+}
+
+/* Opens the rolled-back .partial and its columns, checking they have this run's shape
+ * and identity, and writes the attributes this run's caller passes now (as a rebuilt
+ * file gets them). */
+static int s_h5_open(wisp_results_t *r, wisp_error_t *err)
+{
+    const char *f = r->partial;
+    int rc = WISP_OK;
+    hid_t fapl = s_h5_fapl(r, err);
+    if (fapl < 0)
+        return WISP_ERR_HDF5;
+    r->file = H5Fopen(f, H5F_ACC_RDWR, fapl);
+    H5Pclose(fapl);
+    if (r->file < 0)
+        return wisp_h5_fail(err, f, "cannot open");
+    if ((r->str_type = wisp_h5_str_type()) < 0)
+        return wisp_h5_fail(err, f, "string type");
+    for (int c = 0; c < S_NCOLS; c++) {
+        if (!s_col_present(r, c))
+            continue;
+        hsize_t dims[2] = {0, 0}, w = s_col_width(r, c);
+        hid_t sp = -1;
+        int rank = -1;
+        if ((r->dset[c] = H5Dopen2(r->file, s_col_names[c], H5P_DEFAULT)) < 0 ||
+            (sp = H5Dget_space(r->dset[c])) < 0 || H5Sget_simple_extent_ndims(sp) != (w ? 2 : 1))
+            rank = -1;
+        else
+            rank = H5Sget_simple_extent_dims(sp, dims, NULL);
+        if (sp >= 0)
+            H5Sclose(sp);
+        if (rank < 0 || dims[0] != r->n_rows || (w && dims[1] != w))
+            return wisp_error_set(err, WISP_ERR_STATE,
+                                  "%s: column '%s' is missing or of another "
+                                  "shape",
+                                  f, s_col_names[c]);
+    }
+    char *fp = NULL;
+    if ((rc = wisp_h5_attr_get_str(r->file, "fingerprint", &fp, f, err)) != WISP_OK)
+        return rc;
+    int same = strcmp(fp, r->fingerprint) == 0;
+    free(fp);
+    if (!same)
+        return wisp_error_set(err, WISP_ERR_STATE, "%s: belongs to another run", f);
+    for (int a = 0; a < r->n_attrs && rc == WISP_OK; a++)
+        rc = wisp_h5_attr_set_str(r->file, r->attr_keys[a], r->attr_vals[a], f, err);
+    return rc;
+}
+
+/* Reads rows [row0, row0 + n) of a 1-D column. */
+static int s_read_col(const wisp_results_t *r, int c, hid_t mtype, size_t row0, size_t n, void *buf,
+                      wisp_error_t *err)
+{
+    hsize_t start = row0, count = n;
+    hid_t fs = H5Dget_space(r->dset[c]), ms = H5Screate_simple(1, &count, NULL);
+    int ok = fs >= 0 && ms >= 0 &&
+             H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &count, NULL) >= 0 &&
+             H5Dread(r->dset[c], mtype, ms, fs, H5P_DEFAULT, buf) >= 0;
+    if (fs >= 0)
+        H5Sclose(fs);
+    if (ms >= 0)
+        H5Sclose(ms);
+    return ok ? WISP_OK : wisp_h5_fail(err, r->partial, s_col_names[c]);
+}
+
+/* The committed rows of the rolled-back .partial: a row is committed exactly when its
+ * status is not the fill WISP_RESULTS_STATUS_MISSING (every committed row is written
+ * with its own status), with its label and true label for the metrics. Values are
+ * range-checked (the file is input). */
+static int s_load_state(wisp_results_t *r, wisp_error_t *err)
+{
+    const size_t B = (size_t)1 << 18;
+    int rc = WISP_OK;
+    int8_t *st = malloc(B);
+    int32_t *lab = malloc(B * sizeof *lab), *tru = malloc(B * sizeof *tru);
+    if (!st || !lab || !tru)
+        rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", r->partial);
+    for (size_t i0 = 0; rc == WISP_OK && i0 < r->n_rows; i0 += B) {
+        size_t n = r->n_rows - i0 < B ? r->n_rows - i0 : B;
+        if ((rc = s_read_col(r, S_COL_STATUS, H5T_NATIVE_INT8, i0, n, st, err)) != WISP_OK ||
+            (rc = s_read_col(r, S_COL_LABEL, H5T_NATIVE_INT32, i0, n, lab, err)) != WISP_OK ||
+            (r->has_true &&
+             (rc = s_read_col(r, S_COL_TRUE, H5T_NATIVE_INT32, i0, n, tru, err)) != WISP_OK))
+            break;
+        for (size_t k = 0; k < n; k++) {
+            if (st[k] == WISP_RESULTS_STATUS_MISSING)
+                continue;
+            int32_t t = r->has_true ? tru[k] : -1;
+            if (st[k] > 0 || lab[k] < -1 || lab[k] >= r->C || (st[k] == 0 && lab[k] < 0) ||
+                t < -1 || t >= r->C) {
+                rc = wisp_error_set(err, WISP_ERR_STATE,
+                                    "%s: row %zu: status %d, label %d, "
+                                    "true label %d are not a committed row",
+                                    r->partial, i0 + k, st[k], lab[k], t);
+                break;
+            }
+            r->state[i0 + k] = 2;
+            r->n_done++;
+            r->n_err += st[k] != 0;
+            r->label[i0 + k] = lab[k];
+            r->status[i0 + k] = st[k];
+            r->true_label[i0 + k] = t;
+        }
+    }
+    free(st);
+    free(lab);
+    free(tru);
+    return rc;
+}
+
+/* Back to "nothing received" (before a full rebuild replaces a rejected tail resume). */
+static void s_state_reset(wisp_results_t *r)
+{
+    memset(r->state, 0, r->n_rows);
+    for (size_t i = 0; i < r->n_rows; i++) {
+        r->label[i] = -1;
+        r->status[i] = WISP_RESULTS_STATUS_MISSING;
+        r->true_label[i] = -1;
+    }
+    r->n_done = r->n_err = 0;
+    r->n_resumes = 0;
 }
 
 static int s_cmp_row(const void *a, const void *b)
@@ -584,6 +756,7 @@ static int s_journal_append(wisp_results_t *r, uint32_t n, const s_buf_t *payloa
         return wisp_error_set(err, WISP_ERR_IO, "%s: commit failed: %s", r->journal, strerror(e));
     }
     r->jsize += sizeof fr + payload->n + sizeof h;
+    r->jlast = h;
     r->seq++;
     return WISP_OK;
 }
@@ -631,6 +804,7 @@ static int s_journal_create(wisp_results_t *r, wisp_error_t *err)
         goto done;
     s_fsync_dir(r->journal);
     r->jsize = b.n;
+    r->jlast = h;
 done:
     free(js);
     free(b.p);
@@ -720,6 +894,7 @@ static int s_journal_check_header(wisp_results_t *r, FILE *fp, wisp_error_t *err
     }
     snprintf(r->created, sizeof r->created, "%s", cr->valuestring);
     r->jsize = 8 + 4 + 4 + jl + 8;
+    r->jlast = h_read;
 done:
     cJSON_Delete(o);
     free(js);
@@ -772,15 +947,69 @@ static void s_keep_segments(wisp_results_t *r, const s_row_t *w)
     }
 }
 
-/* Replays the journal's records into the (fresh) HDF5 file; stops at the first
- * incomplete or corrupt record and cuts the journal there. */
-static int s_journal_replay(wisp_results_t *r, wisp_error_t *err)
+/* The n rows of a record's payload (checksum good) as views into it, without the ones
+ * already committed (first commit wins) and sorted by index: rows[0, *m). -1 when the
+ * content is malformed (a bug, not a torn write: the caller stops as for a corrupt
+ * record). */
+static int s_parse_record(wisp_results_t *r, const uint8_t *payload, size_t plen, uint32_t n,
+                          s_row_t *rows, size_t *m)
+{
+    size_t off = 0, nf = s_row_floats(r);
+    int bad = 0;
+    *m = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        s_row_t w;
+        if (s_deser_row(payload, plen, &off, nf, s_seg_bytes(r), &w) < 0 || w.index >= r->n_rows ||
+            (w.n_seg && !r->has_seg)) {
+            bad = 1;
+            break;
+        }
+        if (r->state[w.index] == 2)
+            continue;
+        rows[(*m)++] = w;
+        r->state[w.index] = 2; /* a duplicate inside the record is skipped too */
+    }
+    for (size_t k = 0; k < *m; k++)
+        r->state[rows[k].index] = 0;
+    if (bad || off != plen)
+        return -1;
+    qsort(rows, *m, sizeof *rows, s_cmp_row);
+    return 0;
+}
+
+/* Writes a record's new rows (s_parse_record) into the HDF5 file and marks them
+ * committed. */
+static int s_apply_record(wisp_results_t *r, const s_row_t *rows, size_t m, wisp_error_t *err)
+{
+    double t_h5 = wisp_now();
+    int rc = s_h5_write(r, rows, m, err);
+    if (rc != WISP_OK)
+        return rc;
+    r->stats.replay_h5_s += wisp_now() - t_h5;
+    r->stats.replay_rows += m;
+    size_t n_seg = 0;
+    for (size_t k = 0; k < m; k++)
+        n_seg += rows[k].n_seg;
+    if (s_segs_reserve(r, n_seg) < 0)
+        return wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory for %zu segments", r->journal,
+                              n_seg);
+    for (size_t k = 0; k < m; k++) {
+        s_mark_committed(r, &rows[k]);
+        s_keep_segments(r, &rows[k]);
+    }
+    return WISP_OK;
+}
+
+/* Replays the journal's records into the HDF5 file (fresh, or rolled back to the
+ * checkpoint `from`: then only the records after it); stops at the first incomplete
+ * or corrupt record and cuts the journal there. */
+static int s_journal_replay(wisp_results_t *r, const s_ckpt_t *from, wisp_error_t *err)
 {
     int rc = WISP_OK;
     FILE *fp = fopen(r->journal, "rb");
     uint8_t *payload = NULL;
     s_row_t *rows = NULL;
-    size_t nf = s_row_floats(r), n_records = 0;
+    size_t n_records = 0;
     if (!fp)
         return wisp_error_set(err, WISP_ERR_IO, "%s: %s", r->journal, strerror(errno));
     if ((rc = s_journal_check_header(r, fp, err)) != WISP_OK)
@@ -789,6 +1018,15 @@ static int s_journal_replay(wisp_results_t *r, wisp_error_t *err)
     if (fstat(fileno(fp), &st) != 0) {
         rc = wisp_error_set(err, WISP_ERR_IO, "%s: %s", r->journal, strerror(errno));
         goto done;
+    }
+    if (from) {
+        if (fseeko(fp, (off_t)from->jsize, SEEK_SET) != 0) {
+            rc = wisp_error_set(err, WISP_ERR_IO, "%s: %s", r->journal, strerror(errno));
+            goto done;
+        }
+        r->jsize = from->jsize;
+        r->seq = from->seq;
+        r->jlast = from->jlast;
     }
     uint64_t fsize = (uint64_t)st.st_size, pos = r->jsize;
     const char *why = NULL;
@@ -834,49 +1072,18 @@ static int s_journal_replay(wisp_results_t *r, wisp_error_t *err)
             why = "checksum mismatch";
             break;
         }
-        size_t off = 0, m = 0;
-        int bad = 0;
-        for (uint32_t k = 0; k < n; k++) {
-            s_row_t w;
-            if (s_deser_row(payload, plen, &off, nf, s_seg_bytes(r), &w) < 0 ||
-                w.index >= r->n_rows || (w.n_seg && !r->has_seg)) {
-                bad = 1;
-                break;
-            }
-            if (r->state[w.index] == 2)
-                continue; /* first commit wins */
-            rows[m++] = w;
-            r->state[w.index] = 2;
-        }
-        if (bad || off != plen) {
-            /* Checksum good but content malformed: a bug, not a torn write. Undo the
-             * marks of this record and stop, like for a corrupt record. */
-            for (size_t k = 0; k < m; k++)
-                r->state[rows[k].index] = 0;
+        size_t m = 0;
+        if (s_parse_record(r, payload, plen, n, rows, &m) < 0) {
             why = "malformed record";
             break;
         }
-        for (size_t k = 0; k < m; k++)
-            r->state[rows[k].index] = 0;
-        qsort(rows, m, sizeof *rows, s_cmp_row);
-        if ((rc = s_h5_write(r, rows, m, err)) != WISP_OK)
+        if ((rc = s_apply_record(r, rows, m, err)) != WISP_OK)
             goto done;
-        size_t n_seg = 0;
-        for (size_t k = 0; k < m; k++)
-            n_seg += rows[k].n_seg;
-        if (s_segs_reserve(r, n_seg) < 0) {
-            rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory for %zu segments",
-                                r->journal, n_seg);
-            goto done;
-        }
-        for (size_t k = 0; k < m; k++) {
-            s_mark_committed(r, &rows[k]);
-            s_keep_segments(r, &rows[k]);
-        }
         if (n == 0)
             r->n_resumes++;
         pos += S_FRAME_BYTES + plen + 8;
         r->jsize = pos;
+        r->jlast = h_read;
         r->seq++;
         n_records++;
     }
@@ -885,14 +1092,91 @@ static int s_journal_replay(wisp_results_t *r, wisp_error_t *err)
                   "byte(s) from there on are dropped",
                   r->journal, why, (unsigned long long)pos, (unsigned long long)(fsize - pos));
     }
-    WISP_LOGI("%s: resumed %zu of %zu rows from %zu commit(s)", r->path, r->n_done, r->n_rows,
-              n_records);
+    WISP_LOGI("%s: resumed %zu of %zu rows (%zu replayed from %zu commit(s)%s)", r->path, r->n_done,
+              r->n_rows, r->stats.replay_rows, n_records,
+              from ? " after the checkpoint of the .partial" : ", the file rebuilt");
 done:
     free(payload);
     free(rows);
     if (fp)
         fclose(fp);
     return rc;
+}
+
+/* Records the .partial as holding every committed row (h5undo.h): flushed, then
+ * checkpointed with the journal's position. Not for windowed runs (their segments
+ * live in memory until finish: a resume reads them from the whole journal anyway)
+ * nor after a failed HDF5 update (the file then lacks rows: the last checkpoint
+ * stays, and a resume replays the journal from there). */
+static int s_checkpoint(wisp_results_t *r, wisp_error_t *err)
+{
+    if (r->has_seg || r->h5_stale)
+        return WISP_OK;
+    if (H5Fflush(r->file, H5F_SCOPE_GLOBAL) < 0)
+        return wisp_h5_fail(err, r->partial, "flush");
+    s_ckpt_t c;
+    memset(&c, 0, sizeof c);
+    memcpy(c.magic, S_CKPT_MAGIC, 8);
+    c.n_rows = r->n_rows;
+    c.jsize = r->jsize;
+    c.seq = r->seq;
+    c.jlast = r->jlast;
+    c.n_done = r->n_done;
+    c.n_err = r->n_err;
+    c.n_resumes = r->n_resumes;
+    return wisp_h5undo_checkpoint(r->undo, &c, sizeof c, err);
+}
+
+/* Checkpoints after a commit or a resume; a failure only costs the next resume more
+ * replay (the previous checkpoint stays valid: its log still records every write). */
+static void s_checkpoint_soft(wisp_results_t *r)
+{
+    wisp_error_t e = {0};
+    if (s_checkpoint(r, &e) != WISP_OK)
+        WISP_LOGW("%s: no checkpoint (%s): a resume replays more of the journal", r->partial,
+                  e.msg);
+}
+
+/* The fast resume: the .partial rolled back to its last checkpoint (h5undo.h), checked
+ * against the journal and this run's shape, its committed rows read back. The caller
+ * then replays only the records after the checkpoint (*c). On any failure the caller
+ * rebuilds the file from the whole journal instead. */
+static int s_resume_tail(wisp_results_t *r, s_ckpt_t *c, wisp_error_t *err)
+{
+    uint8_t *meta = NULL;
+    size_t n = 0;
+    const uint64_t header_end = r->jsize; /* set by the header check */
+    int rc = wisp_h5undo_rollback(r->undo, r->partial, &meta, &n, err);
+    if (rc != WISP_OK)
+        return rc;
+    if (n == sizeof *c)
+        memcpy(c, meta, n);
+    free(meta);
+    if (n != sizeof *c || memcmp(c->magic, S_CKPT_MAGIC, 8) != 0 || c->n_rows != r->n_rows ||
+        c->jsize < header_end || c->n_done > r->n_rows || c->n_err > c->n_done)
+        return wisp_error_set(err, WISP_ERR_STATE, "%s: not a checkpoint of this run",
+                              r->undo_path);
+    /* The journal must still hold the checkpoint's records: the same checksum ends them. */
+    uint64_t h = 0;
+    struct stat st;
+    int fd = open(r->journal, O_RDONLY | O_CLOEXEC);
+    int ok = fd >= 0 && fstat(fd, &st) == 0 && (uint64_t)st.st_size >= c->jsize &&
+             pread(fd, &h, 8, (off_t)(c->jsize - 8)) == 8 && h == c->jlast;
+    if (fd >= 0)
+        close(fd);
+    if (!ok)
+        return wisp_error_set(err, WISP_ERR_STATE, "%s: the checkpoint does not match %s",
+                              r->undo_path, r->journal);
+    if ((rc = s_h5_open(r, err)) != WISP_OK || (rc = s_load_state(r, err)) != WISP_OK)
+        return rc;
+    if (r->n_done != c->n_done || r->n_err != c->n_err)
+        return wisp_error_set(err, WISP_ERR_STATE,
+                              "%s: holds %zu committed rows (%zu errors), its checkpoint %llu "
+                              "(%llu)",
+                              r->partial, r->n_done, r->n_err, (unsigned long long)c->n_done,
+                              (unsigned long long)c->n_err);
+    r->n_resumes = c->n_resumes;
+    return WISP_OK;
 }
 
 static int s_journal_open_append(wisp_results_t *r, wisp_error_t *err)
@@ -950,6 +1234,37 @@ static int s_check_output_dir(const char *path, wisp_error_t *err)
         return wisp_error_set(err, WISP_ERR_IO, "%s: cannot write the results: it is a directory",
                               path);
     return WISP_OK;
+}
+
+/* The resume part of open: identity first (before touching the .partial of somebody
+ * else's run), then the tail resume from the .partial's checkpoint, or, when that is
+ * not possible (no or an untrusted rollback log, a windowed run, any mismatch), the
+ * full rebuild from the whole journal. */
+static int s_open_resume(wisp_results_t *r, wisp_error_t *err)
+{
+    FILE *fp = fopen(r->journal, "rb");
+    if (!fp)
+        return wisp_error_set(err, WISP_ERR_IO, "%s: %s", r->journal, strerror(errno));
+    int rc = s_journal_check_header(r, fp, err);
+    fclose(fp);
+    if (rc != WISP_OK)
+        return rc;
+    s_ckpt_t ck;
+    wisp_error_t te = {0};
+    int tail = !r->has_seg && access(r->undo_path, F_OK) == 0 && s_resume_tail(r, &ck, &te) == 0;
+    if (!tail) {
+        if (!r->has_seg)
+            WISP_LOGW("%s: %s; rebuilding it from the whole journal", r->partial,
+                      te.code ? te.msg : "no rollback log");
+        s_h5_close(r);
+        s_state_reset(r);
+        if ((rc = s_unlink_quiet(r->undo_path, err)) != WISP_OK ||
+            (rc = s_unlink_quiet(r->partial, err)) != WISP_OK ||
+            (rc = s_h5_create(r, err)) != WISP_OK)
+            return rc;
+    }
+    r->stats.resume_tail = tail;
+    return s_journal_replay(r, tail ? &ck : NULL, err);
 }
 
 /* ---------------------------------------------------------------- public */
@@ -1025,6 +1340,7 @@ wisp_results_t *wisp_results_open(const wisp_results_opts_t *opts, wisp_error_t 
     r->path = strdup(opts->path);
     r->partial = s_strcat2(opts->path, ".partial");
     r->journal = s_strcat2(opts->path, ".commit");
+    r->undo_path = s_strcat2(opts->path, ".undo");
     r->fingerprint = strdup(opts->fingerprint);
     r->classes = calloc((size_t)r->C, sizeof *r->classes);
     r->attr_keys = calloc((size_t)opts->n_attrs + 1, sizeof *r->attr_keys);
@@ -1035,9 +1351,9 @@ wisp_results_t *wisp_results_open(const wisp_results_opts_t *opts, wisp_error_t 
     r->true_label = malloc(r->n_rows * sizeof *r->true_label);
     r->pend = calloc(r->max_pend, sizeof *r->pend);
     r->pend_vals = malloc(r->max_pend * s_row_floats(r) * sizeof(float) + 1);
-    if (!r->path || !r->partial || !r->journal || !r->fingerprint || !r->classes || !r->attr_keys ||
-        !r->attr_vals || !r->state || !r->label || !r->status || !r->true_label || !r->pend ||
-        !r->pend_vals)
+    if (!r->path || !r->partial || !r->journal || !r->undo_path || !r->fingerprint || !r->classes ||
+        !r->attr_keys || !r->attr_vals || !r->state || !r->label || !r->status || !r->true_label ||
+        !r->pend || !r->pend_vals)
         goto nomem;
     for (int c = 0; c < r->C; c++)
         if (!(r->classes[c] = strdup(opts->classes[c])))
@@ -1058,33 +1374,20 @@ wisp_results_t *wisp_results_open(const wisp_results_opts_t *opts, wisp_error_t 
 
     int resuming = opts->resume && access(r->journal, F_OK) == 0;
     if ((rc = s_check_output_dir(r->path, err)) != WISP_OK ||
-        (rc = s_check_unlocked(r, err)) != WISP_OK)
+        (rc = s_check_unlocked(r, err)) != WISP_OK ||
+        !(r->undo = wisp_h5undo_new(r->undo_path, err)))
         goto fail;
     if (!resuming) {
         if (access(r->journal, F_OK) == 0 || access(r->partial, F_OK) == 0)
             WISP_LOGW("%s: starting over, removing the partial results of an earlier run", r->path);
         if ((rc = s_unlink_quiet(r->journal, err)) != WISP_OK ||
+            (rc = s_unlink_quiet(r->undo_path, err)) != WISP_OK ||
             (rc = s_unlink_quiet(r->partial, err)) != WISP_OK ||
-            (rc = s_journal_create(r, err)) != WISP_OK)
+            (rc = s_journal_create(r, err)) != WISP_OK || (rc = s_h5_create(r, err)) != WISP_OK)
             goto fail;
-    } else {
-        /* Check identity before deleting the .partial of somebody else's run. */
-        FILE *fp = fopen(r->journal, "rb");
-        if (!fp) {
-            rc = wisp_error_set(err, WISP_ERR_IO, "%s: %s", r->journal, strerror(errno));
-            goto fail;
-        }
-        rc = s_journal_check_header(r, fp, err);
-        fclose(fp);
-        if (rc != WISP_OK)
-            goto fail;
-        if ((rc = s_unlink_quiet(r->partial, err)) != WISP_OK)
-            goto fail;
+    } else if ((rc = s_open_resume(r, err)) != WISP_OK) {
+        goto fail;
     }
-    if ((rc = s_h5_create(r, err)) != WISP_OK)
-        goto fail;
-    if (resuming && (rc = s_journal_replay(r, err)) != WISP_OK)
-        goto fail;
     if ((rc = s_journal_open_append(r, err)) != WISP_OK)
         goto fail;
     if (resuming) {
@@ -1094,7 +1397,9 @@ wisp_results_t *wisp_results_open(const wisp_results_opts_t *opts, wisp_error_t 
             goto fail;
         r->n_resumes++;
     }
+    s_checkpoint_soft(r);
     r->seconds += wisp_now() - t0;
+    r->stats.open_s = wisp_now() - t0;
     return r;
 nomem:
     wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", opts->path);
@@ -1267,11 +1572,24 @@ int wisp_results_commit(wisp_results_t *r, wisp_error_t *err)
                   "reopen with resume to rebuild it",
                   r->partial, r->journal);
     }
+    if (rc == WISP_OK)
+        s_checkpoint_soft(r);
     s_pend_clear(r);
 done:
     free(b.p);
     r->seconds += wisp_now() - t0;
     return rc;
+}
+
+void wisp_results_get_stats(const wisp_results_t *r, wisp_results_stats_t *out)
+{
+    *out = r->stats;
+    if (r->undo) {
+        wisp_h5undo_stats_t u;
+        wisp_h5undo_get_stats(r->undo, &u);
+        out->undo_bytes = u.total_bytes;
+        out->checkpoints = u.checkpoints;
+    }
 }
 
 size_t wisp_results_done_count(const wisp_results_t *r)
@@ -1561,6 +1879,10 @@ int wisp_results_finish(wisp_results_t *r, const char *summary_json, unsigned fl
         return rc;
     }
     close(fd);
+    /* The log goes first: dying before the rename then costs a full rebuild, never a
+     * log left beside a finished file. */
+    if (unlink(r->undo_path) != 0 && errno != ENOENT)
+        WISP_LOGW("%s: cannot remove the rollback log: %s", r->undo_path, strerror(errno));
     if (rename(f, r->path) != 0)
         return wisp_error_set(err, WISP_ERR_IO, "%s: cannot rename to %s: %s", f, r->path,
                               strerror(errno));
@@ -1601,11 +1923,13 @@ void wisp_results_destroy(wisp_results_t **rp)
     wisp_results_t *r = *rp;
     s_pend_clear(r);
     s_h5_close(r);
+    wisp_h5undo_destroy(&r->undo); /* after the file: the driver must be unused */
     if (r->jfd >= 0)
         close(r->jfd);
     free(r->path);
     free(r->partial);
     free(r->journal);
+    free(r->undo_path);
     free(r->fingerprint);
     if (r->classes)
         for (int c = 0; c < r->C; c++)

@@ -52,8 +52,9 @@
  *   "n_evaluated" (int64).
  *
  * Robustness (HDF5 1.10 has no journaling; a killed writer can leave an unreadable
- * file). Files: OUT.h5.partial (the HDF5 file being written) and OUT.h5.commit (the
- * commit journal). Design:
+ * file). Files: OUT.h5.partial (the HDF5 file being written), OUT.h5.commit (the
+ * commit journal) and OUT.h5.undo (the .partial's rollback log, formats/h5undo.h).
+ * Design:
  *   - The JOURNAL is the source of truth. It starts with a header (magic, byte-order
  *     mark, n_rows, C, P, has_true_label, segments, classes, fingerprint, created time; the
  *     attrs are not in it: a resumed run writes the attrs its caller passes now),
@@ -71,28 +72,50 @@
  *   - The .partial HDF5 file gets the same rows at each commit (block writes of
  *     contiguous index runs, then H5Fflush), so it is normally readable mid-run
  *     for peeking (HDF5's file locking needs HDF5_USE_FILE_LOCKING=FALSE in the
- *     reader while the writer runs), but it is never trusted after a crash.
+ *     reader while the writer runs). It is written through the rollback driver of
+ *     formats/h5undo.h: after each commit's flush a checkpoint records the journal's
+ *     position (size, next sequence number, the checksum that ends it, committed and
+ *     error row counts, resumes), and until the next one the checkpoint bytes of every
+ *     512-byte block the writer changes are saved to OUT.h5.undo first.
  *   - Resume (opts.resume = 1 and the journal exists): the header is checked against
  *     opts (fingerprint, n_rows, C, P, has_true_label, segments, classes); any mismatch is
  *     WISP_ERR_STATE with a message naming the difference — runs are never mixed.
- *     The records are replayed in order; the first incomplete or corrupt record
+ *     Tail resume (the normal case after a killed writer): the .partial is rolled
+ *     back to its last checkpoint, byte for byte (h5undo.h: refused after a reboot or
+ *     on another host, when the log is torn or damaged, or when the file is not the
+ *     one the log was written for), and accepted only when the journal still ends its
+ *     checkpointed part with the recorded checksum, every column has this run's shape,
+ *     the fingerprint matches and the committed rows read back from the status column
+ *     (status != WISP_RESULTS_STATUS_MISSING) are as many as the checkpoint says;
+ *     then only the journal's records after the checkpoint are replayed into it. Its
+ *     cost does not grow with the rows already committed: a rollback of at most one
+ *     commit's changed blocks, the replay of at most one commit's records, and a read
+ *     of the status/label/true_label columns (9 bytes per row). Windowed runs
+ *     (segments) always take the full rebuild (their segments are held in memory
+ *     until finish and only the journal has them).
+ *     Full rebuild (the fallback, and whenever the tail resume is refused): the
+ *     records are replayed in order; the first incomplete or corrupt record
  *     (a crash mid-append) ends the replay and the journal is truncated there (so
  *     damage inside an older record, which a crash cannot cause, also drops the
  *     records after it: their rows are redone, never wrong). The
- *     .partial file is then deleted and rebuilt from the replayed rows, so a killed
- *     or truncated .partial loses nothing committed, and the final file holds the
- *     same rows as an uninterrupted run. Cost of a resume: one sequential read of the
- *     journal and one rewrite of the committed rows.
- *   - Without resume (opts.resume = 0), leftover .partial/.commit files are deleted
+ *     .partial file is then deleted and rebuilt from the replayed rows, so a killed,
+ *     truncated or damaged .partial loses nothing committed, and the final file holds
+ *     the same rows as an uninterrupted run. Cost: one sequential read of the journal
+ *     and one rewrite of the committed rows. Either way a resume ends with a
+ *     checkpoint, so the next one is a tail resume again.
+ *   - Without resume (opts.resume = 0), leftover .partial/.commit/.undo files are deleted
  *     (logged) and the run starts over. With resume = 1 and no journal, a fresh
  *     run starts.
  *   - finish: commits pending rows, writes metrics and attributes, closes, fsyncs,
- *     renames OUT.h5.partial to OUT.h5 (replacing it), fsyncs the directory, and
- *     deletes the journal. If finish fails the .partial and journal stay resumable.
+ *     deletes the rollback log, renames OUT.h5.partial to OUT.h5 (replacing it),
+ *     fsyncs the directory, and deletes the journal. If finish fails the .partial and
+ *     journal stay resumable (a death between the log's removal and the rename costs
+ *     a full rebuild).
  *   - Uncommitted rows (put but not committed) are lost by a crash or by destroy
  *     without commit; the caller redoes every row for which wisp_results_row_done()
  *     is 0.
- *   Disk usage: the journal holds a second copy of the row data until finish.
+ *   Disk usage: the journal holds a second copy of the row data until finish; the
+ *   rollback log holds one commit's changed blocks (docs/OUTPUT.md, disk budget).
  *
  * Duplicates: the first put of a row index wins; later puts of the same index
  * (late duplicate results from a re-leased shard, or rows already committed before
@@ -105,7 +128,8 @@
  * Throughput (bench/bench_results.c, loaded 2-core machine, 64-row shards in
  * random order, commits of 4096 rows): ~90-150k rows/s at C = 10 without
  * embeddings, ~20-30k rows/s with 384-float embeddings (I/O bound: every value is
- * written twice, journal + HDF5); resume replays ~100-200k rows/s. Memory: the HDF5
+ * written twice, journal + HDF5); a full rebuild replays ~50-200k rows/s, a tail
+ * resume takes ~0.02-0.3 s whatever the rows committed (bench_results resume_*). Memory: the HDF5
  * chunk cache (16 MiB per dataset) plus the pending rows; with shuffled shards the
  * growth stays ~50 MB at 10^6 rows (C = 10) and ~25 MB at 2x10^5 rows with 384-float
  * embeddings (bench_results: results_*_growth_mb). */
@@ -182,6 +206,19 @@ typedef struct {
 } wisp_result_row_t;
 
 typedef struct wisp_results wisp_results_t;
+
+/* What the writer did (resume costs), for tests and benchmarks. */
+typedef struct {
+    int resume_tail;      /* 1: open resumed from the .partial's checkpoint (tail replay) */
+    size_t replay_rows;   /* rows open replayed from the journal into the HDF5 file */
+    double open_s;        /* the whole open */
+    double replay_h5_s;   /* of which writing the replayed rows into the HDF5 file */
+    uint64_t undo_bytes;  /* page bytes saved to the rollback log so far */
+    uint64_t checkpoints; /* checkpoints of the .partial so far */
+} wisp_results_stats_t;
+
+/* Copies the writer's stats. */
+void wisp_results_get_stats(const wisp_results_t *r, wisp_results_stats_t *out);
 
 /* Opens (fresh or resumed, see above) the writer for opts->path. NULL on failure
  * with details in err: WISP_ERR_ARG (bad opts), WISP_ERR_STATE (resume state does

@@ -365,7 +365,7 @@ class Campaign:
                               'summary %s = %s, reference %s' % (k, summary.get(k), ref['summary'].get(k))))
         if not os.path.exists(out):
             return probs + [('no final file', 'no final file')]
-        for extra in ('.partial', '.commit'):
+        for extra in ('.partial', '.commit', '.undo'):
             if os.path.exists(out + extra):
                 probs.append(('leftover ' + extra, out + extra + ' left behind'))
         try:
