@@ -1173,19 +1173,21 @@ static void test_vector_erf_is_within_1e_7_of_double_on_a_dense_grid(void **stat
     wisp_free(x), wisp_free(y);
 }
 
-/* The AVX2 twins of the portable exp and GELU (what AVX2 CPUs without AVX-512 run) give
+/* The AVX2 twins of the portable exp and GELU forward and backward (what AVX2 CPUs without
+ * AVX-512 run) give
  * the portable code's bits, on dense grids over both branches of erf, the clamps of exp,
  * the special values, and lengths with every tail of an 8- and a 16-float vector. */
 static void test_avx2_exp_and_gelu_give_the_portable_bits(void **state)
 {
     (void)state;
     enum { n = (1 << 20) + 13 };
-    float *x = s_zeros(n), *want = s_zeros(n), *got = s_zeros(n);
+    float *x = s_zeros(n), *want = s_zeros(n), *got = s_zeros(n), *dx = s_zeros(n);
     const float special[] = {0.0f,   -0.0f,  INFINITY, -INFINITY, NAN,     1e-40f, -1e-40f,
                              88.72f, 88.73f, -87.4f,   -103.9f,   -104.1f, 89.1f,  1e30f,
                              -1e30f, 0.875f, -0.875f,  3.92f,     -3.92f};
     const int ns = (int)(sizeof special / sizeof special[0]);
-    for (int f = 0; f < 2; f++) {
+    static const char *const what[] = {"AVX2 exp", "AVX2 gelu", "AVX2 gelu backward"};
+    for (int f = 0; f < 3; f++) {
         float lo = f == 0 ? -110.0f : -12.0f, hi = f == 0 ? 95.0f : 12.0f;
         for (int i = 0; i < n; i++)
             x[i] = i < ns ? special[i] : lo + (hi - lo) * (float)i / (float)(n - 1);
@@ -1195,19 +1197,27 @@ static void test_avx2_exp_and_gelu_give_the_portable_bits(void **state)
                 nn_exp_portable(want, x, len);
                 if (!nn_exp_avx2(got, x, len))
                     skip();
-            } else {
+            } else if (f == 1) {
                 nn_gelu_forward_portable(want, x, len);
                 if (!nn_gelu_forward_avx2(got, x, len))
                     skip();
+            } else { /* dinp starts at 0.25 on both sides, dout = x / 3 */
+                for (size_t i = 0; i < len; i++)
+                    want[i] = got[i] = 0.25f;
+                for (size_t i = 0; i < len; i++)
+                    dx[i] = x[i] / 3.0f;
+                nn_gelu_backward_portable(want, dx, x, len);
+                if (!nn_gelu_backward_avx2(got, dx, x, len))
+                    skip();
             }
-            s_same_bits(got, want, len, f == 0 ? "AVX2 exp" : "AVX2 gelu");
+            s_same_bits(got, want, len, what[f]);
             for (size_t i = len; i < (size_t)n; i++)
                 assert_true(got[i] == 0.0f); /* nothing written past the end */
             if (len == n - 16)
                 len = n - 9; /* the tails of one 8-lane vector, then n itself */
         }
     }
-    wisp_free(x), wisp_free(want), wisp_free(got);
+    wisp_free(x), wisp_free(want), wisp_free(got), wisp_free(dx);
 }
 
 static void test_gelu_is_accurate_on_a_dense_grid_including_the_negative_tail(void **state)

@@ -153,6 +153,33 @@ S_T256 static void s_gelu_forward_avx2(float *out, const float *inp, size_t n)
     }
 }
 
+/* s_gelu_backward on 8 lanes: dinp += dout * (0.5 c + x pdf), c = 1 + erf(x / sqrt 2),
+ * pdf = exp(-x^2 / 2) / sqrt(2 pi), in the portable code's order (its bits). */
+S_INLINE256 __m256 s_gelu_bwd256(__m256 d, __m256 g, __m256 x)
+{
+    __m256 c = s_erf1p256(_mm256_mul_ps(x, S_SET256(0.70710678118654752440f)));
+    __m256 e = s_exp256(_mm256_mul_ps(_mm256_mul_ps(S_SET256(-0.5f), x), x));
+    __m256 pdf = _mm256_mul_ps(S_SET256(0.39894228040143267794f), e);
+    __m256 gr = _mm256_add_ps(_mm256_mul_ps(S_SET256(0.5f), c), _mm256_mul_ps(x, pdf));
+    return _mm256_add_ps(d, _mm256_mul_ps(g, gr));
+}
+
+S_T256 static void s_gelu_backward_avx2(float *dinp, const float *dout, const float *inp, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dinp + i,
+                         s_gelu_bwd256(_mm256_loadu_ps(dinp + i), _mm256_loadu_ps(dout + i),
+                                       _mm256_loadu_ps(inp + i)));
+    if (i < n) {
+        int r = (int)(n - i);
+        s_st256_part(dinp + i,
+                     s_gelu_bwd256(s_ld256_part(dinp + i, r, 0.0f), s_ld256_part(dout + i, r, 0.0f),
+                                   s_ld256_part(inp + i, r, 0.0f)),
+                     r);
+    }
+}
+
 /* out (n) = exp(inp) with s_exp256. */
 S_T256 static void s_exp_avx2(float *out, const float *inp, size_t n)
 {
@@ -397,11 +424,31 @@ void nn_gelu_backward_portable(float *dinp, const float *dout, const float *inp,
     s_gelu_backward(dinp, dout, inp, n);
 }
 
+int nn_gelu_backward_avx2(float *dinp, const float *dout, const float *inp, size_t n)
+{
+#if defined(S_HAVE_AVX2)
+    if (__builtin_cpu_supports("avx2")) {
+        s_gelu_backward_avx2(dinp, dout, inp, n);
+        return 1;
+    }
+#endif
+    (void)dinp, (void)dout, (void)inp, (void)n;
+    return 0;
+}
+
+/* The GELU backward nn_act_backward runs: the table version on AVX-512, else the
+ * portable arithmetic (its AVX2 intrinsics twin where it can). */
 static void s_gelu_backward_dispatch(float *dinp, const float *dout, const float *inp, size_t n)
 {
 #if defined(S_HAVE_AVX512)
     if (__builtin_cpu_supports("avx512f")) {
         s_gelu_backward_avx512(dinp, dout, inp, n);
+        return;
+    }
+#endif
+#if defined(S_HAVE_AVX2)
+    if (__builtin_cpu_supports("avx2")) {
+        s_gelu_backward_avx2(dinp, dout, inp, n);
         return;
     }
 #endif

@@ -185,6 +185,7 @@ void nn_erf(float *out, const float *inp, size_t n);
  * They return 1 when they ran, 0 (out untouched) on a CPU without AVX2. */
 int nn_exp_avx2(float *out, const float *inp, size_t n);
 int nn_gelu_forward_avx2(float *out, const float *inp, size_t n);
+int nn_gelu_backward_avx2(float *dinp, const float *dout, const float *inp, size_t n);
 /* Column scaling of (N, C) rows: out[i, j] = inp[i, j] * s[j]  (IA3; may alias). */
 void nn_colscale_forward(float *out, const float *inp, const float *s, int N, int C);
 /* dinp += dout * s[j]; ds[j] += sum_i dout[i, j] * inp[i, j]. Either may be NULL. */
