@@ -1126,6 +1126,31 @@ static void s_stream_probs(float *dst, const float *src, const float *sum, int r
  * sits in, so the bits do not depend on the thread count. Probabilities, when kept, are
  * written row-major as the sgemm path's backward reads them. */
 
+/* exp(x) for the attention's x = s - max <= 0, in FMAs: Cody-Waite reduction and the
+ * degree-6 polynomial of s_vexp_p, with x clamped to [-87, 88] so 2^n is one exponent
+ * field (exp(-87) = 1.6e-38 stands for the smaller terms, each below 2^-125 of the
+ * row's sum, which holds exp(0) = 1). Half the instructions of s_exp256, whose clamps,
+ * split scale and NaN test are for arbitrary input. NaN stays NaN (vmaxps and vminps
+ * return their second operand when one is NaN). */
+S_INLINE256F __m256 s_exp256f(__m256 x)
+{
+    x = _mm256_min_ps(S_SET256(88.0f), _mm256_max_ps(S_SET256(-87.0f), x));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, S_SET256(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, S_SET256(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, S_SET256(-2.12194440e-4f), r);
+    __m256 p = S_SET256(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, S_SET256(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, S_SET256(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, S_SET256(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, S_SET256(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, S_SET256(5.0000001201e-1f));
+    p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), S_SET256(1.0f));
+    __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
 /* St[r][g*16 .. g*16 + 16) = sum_d A[r*lda + d] QT[d][g*16 ..] for r < R (R <= 6 keys,
  * 2 lane vectors: 12 accumulators); vmax[0..1] takes the lane-wise max. */
 S_INLINE256F void s_af2_k1_tile(float *St, const float *A, int lda, const float *QT, int R,
@@ -1221,7 +1246,7 @@ S_T256F static void s_af2_exp_pv(float *OT, float *St, const float *Vp, int T, c
         for (int j = j0; j < j0 + nj; j++) {
             float *s = St + (size_t)j * AF2_BQ;
             for (int w = 0; w < 4; w++) {
-                __m256 e = s_exp256(_mm256_sub_ps(_mm256_loadu_ps(s + 8 * w), vm[w]));
+                __m256 e = s_exp256f(_mm256_sub_ps(_mm256_loadu_ps(s + 8 * w), vm[w]));
                 _mm256_storeu_ps(s + 8 * w, e);
                 vsum[w] = _mm256_add_ps(vsum[w], e);
             }
