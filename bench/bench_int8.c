@@ -6,7 +6,12 @@
  *     kinds of sound, 0.5-8 s, mixed formats and rates, `wisp synth`) classified in
  *     truncated mode by both precisions: the share of equal top-1 labels and
  *     sqrt(sum (l8 - l32)^2 / sum l32^2) over all logits; int8_classify_speedup_trunc is
- *     the CPU-time ratio of the two 200-clip runs (decoding included).
+ *     the CPU-time ratio of the two 200-clip runs (decoding included);
+ *   int8_agree_top1_margin_ge_<t>_rms, int8_clips_margin_ge_<t>_rms: the agreement on the
+ *     clips whose fp32 top-1/top-2 margin is at least t times the logits' RMS
+ *     (int8_logits_rms), and how many there are; int8_flip_max_margin_rel: the largest
+ *     such relative margin among the clips that flipped (a random model has many
+ *     near-ties; the acceptance figure is still the plain agreement on all clips).
  * The model is random (init_std 0.05, head of 10 classes): random weights have no outlier
  * channels, so real checkpoints must be checked (`wisp classify --compare-fp32 N`).
  * Prints key=value lines. Usage: bench_int8 */
@@ -134,6 +139,48 @@ static int s_clip_paths(const char *root, char **paths, int cap)
     return n;
 }
 
+/* fp32 top-1 minus top-2 logit of one clip's C logits. */
+static double s_margin(const float *l, int C)
+{
+    float a = -INFINITY, b = -INFINITY;
+    for (int c = 0; c < C; c++) {
+        if (l[c] > a)
+            b = a, a = l[c];
+        else if (l[c] > b)
+            b = l[c];
+    }
+    return (double)a - b;
+}
+
+/* Top-1 agreement as a function of the fp32 top-1/top-2 margin: a random model maps
+ * different clips to nearly the same logits, and a clip whose two best classes are a
+ * hair apart flips under any perturbation. For each threshold t: the agreement on the
+ * clips whose margin is >= t (t relative to the logits' RMS over all clips), and the
+ * largest margin among the clips that flipped. */
+static void s_margins(const float *l32, const int *agree, const int *ok, int n, int C)
+{
+    static const double ts[] = {0.01, 0.03, 0.1, 0.3};
+    double ss = 0, worst = 0;
+    int cnt = 0;
+    for (int i = 0; i < n; i++)
+        for (int c = 0; ok[i] && c < C; c++, cnt++)
+            ss += (double)l32[(size_t)i * C + c] * l32[(size_t)i * C + c];
+    const double rms = cnt ? sqrt(ss / cnt) : 0;
+    for (int i = 0; i < n; i++)
+        if (ok[i] && !agree[i] && s_margin(l32 + (size_t)i * C, C) > worst)
+            worst = s_margin(l32 + (size_t)i * C, C);
+    printf("int8_logits_rms=%.5f\n", rms);
+    printf("int8_flip_max_margin_rel=%.4f\n", rms > 0 ? worst / rms : 0.0);
+    for (size_t k = 0; k < sizeof ts / sizeof ts[0]; k++) {
+        int m = 0, a = 0;
+        for (int i = 0; i < n; i++)
+            if (ok[i] && s_margin(l32 + (size_t)i * C, C) >= ts[k] * rms)
+                m++, a += agree[i];
+        printf("int8_agree_top1_margin_ge_%g_rms=%.4f\n", ts[k], m ? (double)a / m : 0.0);
+        printf("int8_clips_margin_ge_%g_rms=%d\n", ts[k], m);
+    }
+}
+
 /* Both precisions over the clips: agreement, relative RMS and the CPU-time ratio. */
 static int s_agreement(const char *model, const char *head, char **paths, int n)
 {
@@ -160,14 +207,17 @@ static int s_agreement(const char *model, const char *head, char **paths, int n)
             fprintf(stderr, "bench_int8: %s\n", err.msg);
         wisp_classifier_destroy(&cl);
     }
-    if (rc == 0) {
+    int *same = calloc((size_t)n, sizeof *same), *ok = calloc((size_t)n, sizeof *ok);
+    if (rc == 0 && same && ok) {
         int both = 0, agree = 0;
         double se = 0, sr = 0;
         for (int i = 0; i < n; i++) {
             if (res[0][i].status || res[1][i].status)
                 continue;
             both++;
-            agree += res[0][i].label == res[1][i].label;
+            ok[i] = 1;
+            same[i] = res[0][i].label == res[1][i].label;
+            agree += same[i];
             for (int c = 0; c < C; c++) {
                 double d = (double)l[1][(size_t)i * C + c] - l[0][(size_t)i * C + c];
                 se += d * d;
@@ -180,7 +230,9 @@ static int s_agreement(const char *model, const char *head, char **paths, int n)
         printf("fp32_classify_200_trunc_cpu_s=%.3f\n", secs[0]);
         printf("int8_classify_200_trunc_cpu_s=%.3f\n", secs[1]);
         printf("int8_classify_speedup_trunc=%.2f\n", secs[0] / secs[1]);
+        s_margins(l[0], same, ok, n, C);
     }
+    free(same), free(ok);
     free(p), free(l[0]), free(l[1]), free(res[0]), free(res[1]);
     return rc;
 }

@@ -670,6 +670,7 @@ static void s_layer_forward(wisp_model_t *self, int i, int B, int T, const float
     const int d = self->d, F = self->F, N = B * T;
     const s_layer_w_t *w = &self->lw[i];
     s_acts_t *A = &self->acts[i];
+    wisp_qlinears_set_group(self->q8, T); /* int8: mean correction per clip (nn/qlinear.h) */
     nn_layernorm_forward(self->z, A->ln1_mean, A->ln1_rstd, x_in, w->ln1_w, w->ln1_b, N, d);
     s_lin_forward(self, i, S_LIN_Q, A->q, self->z, w->q_w, w->q_b, N, d, d);
     nn_scale(A->q, 1.0f / sqrtf((float)self->hd), (size_t)N * d);

@@ -31,6 +31,14 @@
 #ifndef ATTN_BLOCK
 #define ATTN_BLOCK 128
 #endif
+/* Query rows per block of the sgemm-path backward. Its four products per block
+ * (P^T dO, dO V^T, dS K, dS^T Q) have K = block or N = hd, and OpenBLAS packs every
+ * operand on every call (V and K once per block), so larger blocks pack less: at
+ * T = 1500, hd = 64 on a Zen 3 core 256 rows took 146-151 ms per layer against
+ * 178-191 for 128 (512: 180, 1500: 205, past L2). */
+#ifndef ATTN_BWD_BLOCK
+#define ATTN_BWD_BLOCK 256
+#endif
 
 /* ---- AVX2 twins of the portable exp, erf and GELU ------------------------------ */
 /* GCC lowers a comparison of the 16-float vectors of nn/simd.h one lane at a time on
@@ -866,10 +874,13 @@ size_t nn_attention_scratch_floats(int T, int hd)
     if (nn_attn_fused_ok(hd))
         return nn_attn_fused_scratch_floats(T);
     size_t bq = (size_t)(T < ATTN_BLOCK ? T : ATTN_BLOCK);
-    /* Forward: E (bq, T), row max and sum (2 bq). Backward: P (bq, T), dP/dS (bq, T),
-     * D (bq). The backward need is the larger one; the AVX2 forward's sub-block may need
-     * more at small T. */
-    size_t n = 2 * bq * (size_t)T + bq;
+    size_t bb = (size_t)(T < ATTN_BWD_BLOCK ? T : ATTN_BWD_BLOCK);
+    /* Forward: E (bq, T), row max and sum (2 bq). Backward: P (bb, T), dP/dS (bb, T),
+     * D (bb). The larger of the two; the AVX2 forward's sub-block may need more at
+     * small T. */
+    size_t fwd = bq * (size_t)T + 2 * bq, n = 2 * bb * (size_t)T + bb;
+    if (fwd > n)
+        n = fwd;
 #if defined(S_HAVE_AVX2)
     if (s_attn_avx2_ok(hd) && s_attn_avx2_scratch(T) > n)
         n = s_attn_avx2_scratch(T);
@@ -1007,15 +1018,23 @@ S_CLONES static void s_norm_rows(float *P, const float *sum, int rows, int T)
     }
 }
 
-/* dS (rows, T) in place: ds <- p * (ds - D[r]), the softmax backward of one block. */
-S_CLONES static void s_dsoftmax_rows(float *dS, const float *P, const float *D, int rows, int T)
+/* dS (rows, T): every element of row r set to -D[r], so that the product dO V^T
+ * accumulated onto it (beta = 1) gives dP - D without OpenBLAS's own zeroing pass
+ * for beta = 0 and without a subtraction pass. */
+S_CLONES static void s_negfill_rows(float *dS, const float *D, int rows, int T)
 {
     for (int r = 0; r < rows; r++) {
         float *ds = dS + (size_t)r * T;
-        const float *p = P + (size_t)r * T;
-        float d = D[r];
-        S_ROW_LOOP(j, T, S_ST(ds + j, S_LD(p + j) * (S_LD(ds + j) - d)));
+        s_vf d = s_vsplat(-D[r]);
+        S_ROW_LOOP(j, T, S_ST(ds + j, d));
     }
+}
+
+/* dS (n) *= P (n): dS = P * (dP - D), the softmax backward of a block (rows of T, P and
+ * dS both with stride T, so the block is one flat range). */
+S_CLONES static void s_mul_flat(float *dS, const float *P, size_t n)
+{
+    S_FLAT_LOOP(n, S_ST(dS + j, S_LD(dS + j) * S_LD(P + j)));
 }
 
 /* dst (rows, T) = src * (1 / sum[r]): exp rows to probabilities, written with
@@ -1059,6 +1078,31 @@ static void s_stream_probs(float *dst, const float *src, const float *sum, int r
  * arithmetic is a fixed chain (d, then keys, in order) whatever sub-block or lane it
  * sits in, so the bits do not depend on the thread count. Probabilities, when kept, are
  * written row-major as the sgemm path's backward reads them. */
+
+/* exp(x) for the attention's x = s - max <= 0, in FMAs: Cody-Waite reduction and the
+ * degree-6 polynomial of s_vexp_p, with x clamped to [-87, 88] so 2^n is one exponent
+ * field (exp(-87) = 1.6e-38 stands for the smaller terms, each below 2^-125 of the
+ * row's sum, which holds exp(0) = 1). Half the instructions of s_exp256, whose clamps,
+ * split scale and NaN test are for arbitrary input. NaN stays NaN (vmaxps and vminps
+ * return their second operand when one is NaN). */
+S_INLINE256F __m256 s_exp256f(__m256 x)
+{
+    x = _mm256_min_ps(S_SET256(88.0f), _mm256_max_ps(S_SET256(-87.0f), x));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, S_SET256(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, S_SET256(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, S_SET256(-2.12194440e-4f), r);
+    __m256 p = S_SET256(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, S_SET256(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, S_SET256(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, S_SET256(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, S_SET256(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, S_SET256(5.0000001201e-1f));
+    p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), S_SET256(1.0f));
+    __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
 
 /* St[r][g*16 .. g*16 + 16) = sum_d A[r*lda + d] QT[d][g*16 ..] for r < R (R <= 6 keys,
  * 2 lane vectors: 12 accumulators); vmax[0..1] takes the lane-wise max. */
@@ -1155,7 +1199,7 @@ S_T256F static void s_af2_exp_pv(float *OT, float *St, const float *Vp, int T, c
         for (int j = j0; j < j0 + nj; j++) {
             float *s = St + (size_t)j * AF2_BQ;
             for (int w = 0; w < 4; w++) {
-                __m256 e = s_exp256(_mm256_sub_ps(_mm256_loadu_ps(s + 8 * w), vm[w]));
+                __m256 e = s_exp256f(_mm256_sub_ps(_mm256_loadu_ps(s + 8 * w), vm[w]));
                 _mm256_storeu_ps(s + 8 * w, e);
                 vsum[w] = _mm256_add_ps(vsum[w], e);
             }
@@ -1287,6 +1331,29 @@ void nn_attention_forward(float *out, float *lse, float *probs, const float *q, 
                 s_attn_fwd_block(out, lse, probs, q, k, v, S, mx, sum, b, h, i0, T, NH, hd);
 }
 
+_Static_assert(ATTN_BWD_BLOCK % ATTN_BLOCK == 0, "backward blocks are whole forward blocks");
+
+/* P (bq, T) of a backward block recomputed: exp(Q_blk K^T - lse), or with lse NULL the
+ * forward's softmax again (mx, sum: bq floats of scratch). Formed in the forward's
+ * blocks of ATTN_BLOCK rows (a backward block starts on one), so every score is the
+ * product of an sgemm call of the forward's shape and the bits are the forward's. */
+static void s_attn_bwd_probs(float *P, float *mx, float *sum, const float *lse, const float *qb,
+                             const float *kb, int bq, int T, int C, int hd)
+{
+    for (int r0 = 0; r0 < bq; r0 += ATTN_BLOCK) {
+        int rows = bq - r0 < ATTN_BLOCK ? bq - r0 : ATTN_BLOCK;
+        float *Pr = P + (size_t)r0 * T;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, T, hd, 1.0f, qb + (size_t)r0 * C,
+                    C, kb, C, 0.0f, Pr, T);
+        if (lse) {
+            s_exp_shift_rows(Pr, lse + r0, rows, T);
+        } else {
+            s_exp_rows(Pr, mx, sum, rows, T);
+            s_norm_rows(Pr, sum, rows, T);
+        }
+    }
+}
+
 /* One backward work unit: every query block of head h of clip b, in order (dK and
  * dV of the head accumulate over the blocks). P and dS are (bqmax, T) scratch, D
  * (bqmax). Units write disjoint columns of dq, dk and dv. */
@@ -1298,22 +1365,16 @@ static void s_attn_bwd_head(float *dq, float *dk, float *dv, const float *dout, 
     const int C = NH * hd;
     size_t hoff = (size_t)b * T * C + (size_t)h * hd;
     const float *kb = k + hoff, *vb = v + hoff;
-    for (int i0 = 0; i0 < T; i0 += ATTN_BLOCK) {
-        int bq = T - i0 < ATTN_BLOCK ? T - i0 : ATTN_BLOCK;
+    for (int i0 = 0; i0 < T; i0 += ATTN_BWD_BLOCK) {
+        int bq = T - i0 < ATTN_BWD_BLOCK ? T - i0 : ATTN_BWD_BLOCK;
         size_t boff = hoff + (size_t)i0 * C;
         const float *qb = q + boff, *dob = dout + boff, *ob = out + boff;
         const float *P = Pscr;
         if (probs) {
             P = probs + (((size_t)b * NH + h) * T + (size_t)i0) * T;
-        } else { /* recompute P (bq, T) = exp(Q_blk K^T - lse) */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, T, hd, 1.0f, qb, C, kb, C,
-                        0.0f, Pscr, T);
-            if (lse) {
-                s_exp_shift_rows(Pscr, lse + ((size_t)b * NH + h) * T + i0, bq, T);
-            } else { /* not saved: the forward's softmax again, D and dS as max and sum */
-                s_exp_rows(Pscr, D, dS, bq, T);
-                s_norm_rows(Pscr, dS, bq, T);
-            }
+        } else {
+            s_attn_bwd_probs(Pscr, D, dS, lse ? lse + ((size_t)b * NH + h) * T + i0 : NULL, qb, kb,
+                             bq, T, C, hd);
         }
         /* dV (T, hd) += P^T (T, bq) @ dO_blk (bq, hd) */
         if (dv)
@@ -1329,10 +1390,11 @@ static void s_attn_bwd_head(float *dq, float *dk, float *dv, const float *dout, 
                 s += a[d] * o[d];
             D[r] = s;
         }
-        /* dP (bq, T) = dO_blk (bq, hd) @ V^T (hd, T); dS = P * (dP - D) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, T, hd, 1.0f, dob, C, vb, C, 0.0f,
+        /* dS (bq, T) = -D + dO_blk (bq, hd) @ V^T (hd, T) = dP - D; then dS *= P */
+        s_negfill_rows(dS, D, bq, T);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, T, hd, 1.0f, dob, C, vb, C, 1.0f,
                     dS, T);
-        s_dsoftmax_rows(dS, P, D, bq, T);
+        s_mul_flat(dS, P, (size_t)bq * T);
         /* dQ_blk (bq, hd) += dS (bq, T) @ K (T, hd) */
         if (dq)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, hd, T, 1.0f, dS, T, kb, C,
@@ -1357,7 +1419,7 @@ void nn_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
                                        NH);
         return;
     }
-    const int bqmax = T < ATTN_BLOCK ? T : ATTN_BLOCK;
+    const int bqmax = T < ATTN_BWD_BLOCK ? T : ATTN_BWD_BLOCK;
     float *P = scratch;                         /* (bq, T) */
     float *dS = scratch + (size_t)bqmax * T;    /* (bq, T) */
     float *D = scratch + 2 * (size_t)bqmax * T; /* (bq) */
@@ -1480,7 +1542,7 @@ static void s_attn_fwd_job(void *varg, int tid)
 static void s_attn_bwd_job(void *varg, int tid)
 {
     s_attn_job_t *j = varg;
-    const int bqmax = j->T < ATTN_BLOCK ? j->T : ATTN_BLOCK;
+    const int bqmax = j->T < ATTN_BWD_BLOCK ? j->T : ATTN_BWD_BLOCK;
     float *P = j->scratch + (size_t)tid * j->stride;
     float *dS = P + (size_t)bqmax * j->T, *D = dS + (size_t)bqmax * j->T;
     int u;

@@ -42,6 +42,9 @@ struct wisp_qlinears {
     float *sx;    /* (max_n) row scales */
     int32_t *zx;  /* (max_n) row zero points */
     int32_t *acc; /* (max_n, max_oc) integer sums */
+    float *mu;    /* (max_c) a clip's mean input row (s_mean_correct) */
+    float *corr;  /* (max_oc) its correction */
+    int group;    /* rows per clip (wisp_qlinears_set_group); 0: a call is one clip */
     int xmax;     /* largest input code: 255, or 127 where the kernels saturate (s_probe_exact) */
 };
 
@@ -79,7 +82,9 @@ wisp_qlinears_t *wisp_qlinears_new(int max_n, int max_c, int max_oc, int threads
     q->sx = wisp_alloc((size_t)max_n * sizeof *q->sx);
     q->zx = wisp_alloc((size_t)max_n * sizeof *q->zx);
     q->acc = wisp_alloc((size_t)max_n * max_oc * sizeof *q->acc);
-    if (!q->xq || !q->sx || !q->zx || !q->acc) {
+    q->mu = wisp_alloc((size_t)max_c * sizeof *q->mu);
+    q->corr = wisp_alloc((size_t)max_oc * sizeof *q->corr);
+    if (!q->xq || !q->sx || !q->zx || !q->acc || !q->mu || !q->corr) {
         wisp_error_set(err, WISP_ERR_NOMEM, "int8 linears: out of memory (%d rows)", max_n);
         wisp_qlinears_destroy(&q);
         return NULL;
@@ -112,6 +117,7 @@ void wisp_qlinears_destroy(wisp_qlinears_t **pself)
     if (q->eng)
         dnnl_engine_destroy(q->eng);
     wisp_free(q->xq), wisp_free(q->sx), wisp_free(q->zx), wisp_free(q->acc);
+    wisp_free(q->mu), wisp_free(q->corr);
     free(q);
     *pself = NULL;
 }
@@ -320,8 +326,9 @@ static int s_choose_range(wisp_qlinears_t *q, wisp_error_t *err)
                               "int8 linears: oneDNN's int8 matmul is not exact on this CPU; use "
                               "precision fp32");
     q->xmax = 127;
-    WISP_LOGI("int8 linears: this CPU's int8 kernels add pairs of products in 16 bits (no VNNI): "
-              "inputs quantised to 7 bits (0..127) so that no sum saturates");
+    WISP_LOGW("int8 linears: this CPU has no VNNI: oneDNN's int8 kernels add pairs of "
+              "products in 16 bits, so inputs are quantised to 7 bits (0..127) so that no sum "
+              "saturates; expect about fp32 speed (bench_int8 on AMD Zen 3: 1.00x)");
     return 0;
 }
 
@@ -361,6 +368,18 @@ int wisp_qlinears_add(wisp_qlinears_t *self, const float *W, const float *bias, 
     return 0;
 }
 
+/* Rows per clip for a call of N rows (the whole call unless the group divides it). */
+static int s_group(const wisp_qlinears_t *q, int N)
+{
+    return q->group > 0 && N % q->group == 0 ? q->group : N;
+}
+
+void wisp_qlinears_set_group(wisp_qlinears_t *self, int rows)
+{
+    if (self)
+        self->group = rows > 0 ? rows : 0;
+}
+
 static s_qlin_t *s_find(wisp_qlinears_t *self, const float *W)
 {
     for (int i = 0; i < self->n; i++)
@@ -391,6 +410,53 @@ S_CLONES static void s_epilogue(float *out, const int32_t *acc, const float *sx,
         for (int c = full; c < OC; c++)
             o[c] = (float)(a[c] - zx[n] * l->wsum[c]) * (sx[n] * l->sw[c]) +
                    (l->bias ? l->bias[c] : 0.0f);
+    }
+}
+
+/* Mean correction, per clip (each block of G rows): out += mu W^T + b - mean_n out[n,:],
+ * mu = the clip's mean input row. Afterwards the clip's mean output row is the fp32
+ * linear's (up to fp32 rounding), and only the deviations from it carry quantisation
+ * error. Why: a weight's rounding error is the same in every token, so the head's mean
+ * over time keeps it whole (an input's is independent per token and averages out); the
+ * mean row takes it out of the mean over time, at the cost of one fp32 row per clip
+ * (C x OC, against the G x C x OC of the product). Plain loops in a fixed order, shared
+ * by both paths, so the twins still give the same bits. */
+S_CLONES static void s_mean_correct(float *out, const float *inp, const s_qlin_t *l, float *mu,
+                                    float *corr, int N, int G)
+{
+    const int C = l->C, OC = l->OC, fc = C / S_VW * S_VW, fo = OC / S_VW * S_VW;
+    for (int g0 = 0; g0 < N; g0 += G) {
+        const float inv = 1.0f / (float)G;
+        memset(mu, 0, (size_t)C * sizeof *mu);
+        memset(corr, 0, (size_t)OC * sizeof *corr);
+        for (int n = g0; n < g0 + G; n++) {
+            const float *x = inp + (size_t)n * C, *y = out + (size_t)n * OC;
+            for (int c = 0; c < C; c++)
+                mu[c] += x[c];
+            for (int o = 0; o < OC; o++)
+                corr[o] -= y[o];
+        }
+        for (int c = 0; c < C; c++)
+            mu[c] *= inv;
+        for (int o = 0; o < OC; o++) {
+            const float *w = l->key + (size_t)o * C;
+            s_vf acc = s_vsplat(0);
+            for (int c = 0; c < fc; c += S_VW)
+                acc += s_vld(w + c) * s_vld(mu + c);
+            float d = 0;
+            for (int i = 0; i < S_VW; i++)
+                d += acc[i];
+            for (int c = fc; c < C; c++)
+                d += w[c] * mu[c];
+            corr[o] = corr[o] * inv + d + (l->bias ? l->bias[o] : 0.0f);
+        }
+        for (int n = g0; n < g0 + G; n++) {
+            float *y = out + (size_t)n * OC;
+            for (int o = 0; o < fo; o += S_VW)
+                s_vst(y + o, s_vld(y + o) + s_vld(corr + o));
+            for (int o = fo; o < OC; o++)
+                y[o] += corr[o];
+        }
     }
 }
 
@@ -433,6 +499,7 @@ int wisp_qlinears_forward(wisp_qlinears_t *self, const float *W, float *out, con
     if (s_exec(self, l, self->xq, self->acc, N) != dnnl_success)
         return WISP_ERR_UNSUPPORTED;
     s_epilogue(out, self->acc, self->sx, self->zx, l, N);
+    s_mean_correct(out, inp, l, self->mu, self->corr, N, s_group(self, N));
     return 0;
 }
 
@@ -453,5 +520,6 @@ int wisp_qlinears_forward_ref(wisp_qlinears_t *self, const float *W, float *out,
             self->acc[(size_t)n * l->OC + o] = s;
         }
     s_epilogue(out, self->acc, self->sx, self->zx, l, N);
+    s_mean_correct(out, inp, l, self->mu, self->corr, N, s_group(self, N));
     return 0;
 }

@@ -6,7 +6,13 @@
  *   input, per call: per row n (per token), [lo, hi] = [min(x[n,:], 0), max(x[n,:], 0)],
  *                    sx[n] = (hi - lo) / xmax, zx[n] = round(-lo / sx[n]),
  *                    xq[n,c] = clamp(round(x[n,c] / sx[n]) + zx[n], 0, xmax) (u8, dynamic);
- *   y[n,o] = (float)(sum_c xq[n,c] Wq[o,c] - zx[n] sum_c Wq[o,c]) * (sx[n] sw[o]) + b[o].
+ *   y[n,o] = (float)(sum_c xq[n,c] Wq[o,c] - zx[n] sum_c Wq[o,c]) * (sx[n] sw[o]) + b[o];
+ *   then per clip (G rows, wisp_qlinears_set_group), with mu = the clip's mean input row:
+ *   y[n,:] += mu W^T + b - mean_n y[n,:]  (the clip's mean output row becomes fp32's).
+ * The last step is why W must stay valid while the set is used: a rounded weight errs
+ * the same way in every token, which the head's mean over time keeps whole, while the
+ * inputs' rounding averages out; correcting the mean row removes most of the logits'
+ * error (see s_mean_correct).
  * The int32 sums come from oneDNN's matmul (VNNI dot products where the CPU has them);
  * they are exact, so wisp_qlinears_forward_ref (plain loops) gives the same bits.
  * xmax is 255 where oneDNN's kernels sum exactly. CPUs without VNNI (AVX2, AVX-512
@@ -35,7 +41,8 @@ wisp_qlinears_t *wisp_qlinears_new(int max_n, int max_c, int max_oc, int threads
 void wisp_qlinears_destroy(wisp_qlinears_t **pself);
 
 /* Quantises W (OC, C) and keeps bias (OC, may be NULL) under the key W (the caller's
- * pointer, which must stay unique in the set). 0 or a negative WISP_ERR_*. */
+ * pointer, which must stay unique in the set and valid while the set is used: the mean
+ * correction reads it). 0 or a negative WISP_ERR_*. */
 int wisp_qlinears_add(wisp_qlinears_t *self, const float *W, const float *bias, int C, int OC,
                       wisp_error_t *err);
 
@@ -47,6 +54,10 @@ int wisp_qlinears_forward(wisp_qlinears_t *self, const float *W, float *out, con
 /* The same with plain loops (the tests' twin); same return values. */
 int wisp_qlinears_forward_ref(wisp_qlinears_t *self, const float *W, float *out, const float *inp,
                               int N);
+
+/* Rows per clip of the following calls (T of a (B, T, C) input; N must be a multiple
+ * of it, else a call is taken as one clip). 0 (the default): every call is one clip. */
+void wisp_qlinears_set_group(wisp_qlinears_t *self, int rows);
 
 /* Linears in the set. */
 int wisp_qlinears_count(const wisp_qlinears_t *self);

@@ -194,7 +194,9 @@ static void s_fill_nan(float *v, size_t n)
         v[i] = NAN;
 }
 
-/* Softmax in double (the max subtracted first), label = argmax, score = its prob. */
+/* Softmax in double (the max subtracted first: exp never overflows, and the largest
+ * term is exactly 1), label = argmax of the logits (the lowest id on ties, as
+ * numpy/torch argmax), score = its prob. z, probs: (C). */
 static void s_finish_row(const float *z, int C, float *probs, int *label, float *score)
 {
     int best = 0;
@@ -265,7 +267,9 @@ static int s_forward_slots(wisp_classifier_t *self, int count, float *lbase, flo
     return WISP_OK;
 }
 
-/* Without windows: each file's first 30 s, one slot per file. */
+/* Without windows: each file's first 30 s, one slot per file. The input goes in chunks
+ * of `batch` files (the slots): decode all of a chunk, forward its slots, then the
+ * softmax of its ok rows; probs/logits/emb_out are (n, C), (n, C), (n, P). */
 static int s_run_files(wisp_classifier_t *self, const char *const *paths, int n,
                        wisp_classifier_result_t *results, float *probs, float *logits,
                        float *emb_out, wisp_error_t *err)
@@ -325,7 +329,7 @@ static int s_win_reserve(wisp_classifier_t *self, size_t need)
     float *l = realloc(self->win_logits, cap * C * sizeof *l);
     if (l)
         self->win_logits = l;
-    float *e = realloc(self->win_emb, (cap * P + 1) * sizeof *e);
+    float *e = realloc(self->win_emb, (cap * P + 1) * sizeof *e); /* + 1: P may be 0 */
     if (e)
         self->win_emb = e;
     if (!w || !p || !l || !e)
@@ -380,6 +384,8 @@ static int s_queue_windows(wisp_classifier_t *self, const wisp_audio_t *a,
     if (s_win_reserve(self, self->n_win + W) < 0)
         return wisp_error_set(err, WISP_ERR_NOMEM, "classifier: out of memory for %zu windows",
                               self->n_win + W);
+    /* the file's windows are [n_win, n_win + W) of this run's window arrays; slots fill
+     * across files and are forwarded whenever all `batch` of them are in use */
     r->first_window = self->n_win;
     r->n_windows = (uint32_t)W;
     for (size_t k = 0; k < W; k++) {

@@ -102,7 +102,12 @@ static char *s_features_json(const wisp_classify_run_opts_t *o)
     return text;
 }
 
-/* fingerprint = sha256("model|adapter|head|features|P|C|" + classes + paths). */
+/* fingerprint = sha256("model|adapter|head|features|P|C|" + classes + paths): what a
+ * resume must match before it takes a journal's rows. The weights count by content
+ * (sha[]: a moved checkpoint still resumes, a retrained one does not), then how the
+ * features are made, the row shapes, the class names in id order ('\t' after each) and
+ * the inputs in row order ('\n' after each). len: three 64-hex digests with their '|',
+ * the features JSON, and 64 bytes for the two numbers and the separators. */
 static int s_fingerprint(wisp_classify_run_t *s, const char *const sha[3], const char *features,
                          wisp_error_t *err)
 {

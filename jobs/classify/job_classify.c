@@ -162,6 +162,9 @@ done:
     return rc;
 }
 
+/* SHARD payload (layout at the top): the shapes the coordinator's file expects, so a
+ * worker whose model disagrees refuses the shard instead of sending rows of another
+ * width, then the shard's paths in item order. */
 static int s_coord_payload(void *state, uint64_t first, uint32_t count, wisp_wbuf_t *out,
                            wisp_error_t *err)
 {
@@ -178,6 +181,7 @@ static int s_coord_payload(void *state, uint64_t first, uint32_t count, wisp_wbu
  * the bytes left before it sizes anything. 0, or -1 when malformed. */
 static int s_read_windows(s_coord_t *s, wisp_rbuf_t *r, uint32_t n)
 {
+    /* a window is f64 start, f64 end, i32 label, f32 score, C f32 probs: 24 + 4C bytes */
     const size_t C = (size_t)s->C, each = 24 + 4 * C;
     if (n > WISP_RESULTS_MAX_SEGMENTS || r->left / each < n)
         return -1;
@@ -202,7 +206,9 @@ static int s_read_windows(s_coord_t *s, wisp_rbuf_t *r, uint32_t n)
     return r->failed ? -1 : 0;
 }
 
-/* Parses one item of a RESULT payload into f (views into s's buffers). */
+/* Parses one item of a RESULT payload into f (views into s's buffers). The payload
+ * comes off the network: every label must be -1 or in [0, C), a status 0 or a
+ * negative WISP_ERR_* code (> -128), an ok row must carry a label, capped is 0/1. */
 static int s_read_item(s_coord_t *s, wisp_rbuf_t *r, char *msg, size_t msg_size,
                        wisp_classify_file_t *f)
 {
@@ -244,7 +250,9 @@ static int s_coord_commit(void *state, uint64_t first, uint32_t count, const uin
     *audio_s = 0;
     if (first > s->man->n_items || count > s->man->n_items - first)
         return wisp_error_set(err, WISP_ERR_FORMAT, "classify result: items outside the manifest");
-    /* Validate the whole payload before storing anything. */
+    /* Validate the whole payload before storing anything: pass 0 only parses, pass 1
+     * parses again and stores, so a malformed payload commits none of its rows (the
+     * shard is re-leased whole) instead of some of them. */
     wisp_rbuf_t r;
     char msg[WISP_ERROR_MSG_MAX];
     for (int pass = 0; pass < 2; pass++) {
@@ -284,6 +292,7 @@ static int s_coord_flush(void *state, wisp_error_t *err)
 static void s_metrics(const s_coord_t *s, cJSON *summary)
 {
     const int C = s->C;
+    /* conf (C, C): row = true class, column = predicted class */
     long *conf = calloc((size_t)C * (size_t)C, sizeof *conf);
     if (!conf)
         return;
@@ -449,6 +458,9 @@ static int s_worker_run(void *state, uint64_t first, uint32_t count, const uint8
                               ": the coordinator expects %u classes and embedding %u, "
                               "this worker's model has %d and %d",
                               first, C, P, w->C, w->embed ? w->P : 0);
+    /* The shard in pieces of at most `batch` files: the classifier's buffers hold one
+     * piece (rows, probs, logits, emb: batch rows), and the progress callback between
+     * pieces keeps the lease alive on long shards. */
     for (uint32_t done = 0; done < count;) {
         if (progress && progress->fn && progress->fn(progress->ctx, done))
             return WISP_ERR_INTERRUPTED;

@@ -89,7 +89,9 @@ static void s_shape(char *buf, size_t size, const wisp_st_tensor_t *t)
         snprintf(buf + n, size - n, "]");
 }
 
-/* Which part of a model a tensor belongs to. */
+/* Which part of a model a tensor belongs to, by the naming of HF checkpoints and the
+ * adapters library: adapter tensors sit inside encoder layers, so they are tested
+ * before "encoder." (the head's are bare: projector., classifier., layer_weights). */
 static const char *s_part(const char *name)
 {
     if (strstr(name, ".adapters.") || strstr(name, ".loras.") || strstr(name, "adapter_"))
@@ -109,7 +111,7 @@ static void s_tensors(s_ctx_t *c, const wisp_st_t *st)
 {
     static const char *parts[] = {"encoder", "decoder", "head", "adapter", "other"};
     long long count[5] = {0}, total = 0;
-    int dtypes[16] = {0};
+    int dtypes[16] = {0}; /* tensors per wisp_dtype_t (st.h has fewer than 16 kinds) */
     size_t width = 4;
     for (int i = 0; i < wisp_st_count(st); i++) {
         size_t n = strlen(wisp_st_at(st, i)->name);

@@ -325,7 +325,12 @@ static double s_div(double a, double b)
     return b > 0 ? a / b : NAN;
 }
 
-/* Derived numbers: accuracy, confusion, per-class precision/recall/F1. */
+/* Derived numbers: accuracy, confusion, per-class precision/recall/F1. Only ok rows
+ * count, and only those with a known truth (>= 0) are scored. confusion is (C, C):
+ * row = true class, column = predicted, so a column sum is what was predicted as c
+ * (precision's denominator) and support[c] a row sum (recall's). An undefined ratio
+ * (nothing predicted or true) is NaN, not 0; macro F1 averages the classes that
+ * occur in the truth. Labels come from the file: range-checked before indexing. */
 static int s_compute(wisp_report_results_t *r, const int *label, const int *status,
                      const int *truth, const double *score, const double *duration,
                      wisp_error_t *err)
@@ -1142,13 +1147,20 @@ void wisp_report_train_destroy(wisp_report_train_t **self)
     *self = NULL;
 }
 
+/* The double field at byte offset `off` (offsetof in wisp_report_step_t) of step i:
+ * one accessor, so the series printers take any column. */
+static double s_field(const wisp_report_step_t *s, size_t i, size_t off)
+{
+    return *(const double *)((const char *)&s[i] + off);
+}
+
 /* Mean of a step field over rows [a, b), skipping NANs. */
 static double s_mean(const wisp_report_step_t *s, size_t a, size_t b, size_t field_offset)
 {
     double sum = 0;
     size_t n = 0;
     for (size_t i = a; i < b; i++) {
-        double v = *(const double *)((const char *)&s[i] + field_offset);
+        double v = s_field(s, i, field_offset);
         if (!isnan(v)) {
             sum += v;
             n++;
@@ -1163,28 +1175,26 @@ static void s_print_series(FILE *out, const char *name, const wisp_report_step_t
 {
     size_t first = n, last = n, best = n;
     for (size_t i = 0; i < n; i++) {
-        double v = *(const double *)((const char *)&s[i] + off);
+        double v = s_field(s, i, off);
         if (isnan(v))
             continue;
         if (first == n)
             first = i;
         last = i;
-        double b = best < n ? *(const double *)((const char *)&s[best] + off) : 0;
+        double b = best < n ? s_field(s, best, off) : 0;
         if (best == n || (best_is_max ? v > b : v < b))
             best = i;
     }
     if (first == n)
         return;
-#define S_V(i) (*(const double *)((const char *)&s[i] + off))
     /* Smoothed ends: the mean of the first and last tenth of the run. */
     size_t tenth = n / 10 ? n / 10 : 1;
     fprintf(out,
             "  %-10s first %.4g (step %lld), last %.4g (step %lld), %s %.4g (step %lld); "
             "mean of first/last 10%%: %.4g -> %.4g\n",
-            name, S_V(first), (long long)s[first].step, S_V(last), (long long)s[last].step,
-            best_is_max ? "max" : "min", S_V(best), (long long)s[best].step,
-            s_mean(s, 0, tenth, off), s_mean(s, n - tenth, n, off));
-#undef S_V
+            name, s_field(s, first, off), (long long)s[first].step, s_field(s, last, off),
+            (long long)s[last].step, best_is_max ? "max" : "min", s_field(s, best, off),
+            (long long)s[best].step, s_mean(s, 0, tenth, off), s_mean(s, n - tenth, n, off));
 }
 
 static void s_print_json_scalars(FILE *out, const cJSON *obj, const char *indent)
