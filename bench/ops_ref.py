@@ -1,13 +1,18 @@
 #!/usr/bin/python3
 """PyTorch counterpart of bench/bench_ops.c: the same kernels at whisper-base size
 (T = 1500, d = 512, NH = 8, hd = 64, F = 2048), printing the same keys with a ref_
-prefix. Best of a few repetitions; torch on 1 thread like bench_ops (which pins
-OpenBLAS to 1 thread for everything but sgemm_peak_gflops_2t). Like bench_ops,
-single-thread figures are the calling thread's CPU time (time.thread_time), so a
-shared machine inflates them less; the 2-thread sgemm is wall time.
+prefix. Best of a few repetitions; torch and its OpenBLAS on 1 thread like bench_ops
+(which pins OpenBLAS to 1 thread for everything but sgemm_peak_gflops_2t): torch's
+set_num_threads does not reach OpenBLAS's pool, so set_threads sets both (before, the
+products ran on every core while the calling thread's CPU time was counted, and the
+"1-thread" sgemm came out at ~1.6x the core's FMA peak). Single-thread figures are
+process CPU time (time.process_time: every thread, so a stray BLAS thread cannot hide),
+which a shared machine inflates less than wall time; the 2-thread sgemm is wall time.
+FLOPs are counted as bench_ops counts them (2 n^3 for the sgemm).
 
 Usage: /usr/bin/python3 bench/ops_ref.py [reps]
 """
+import ctypes
 import sys
 import time
 
@@ -15,7 +20,30 @@ import torch
 import torch.nn.functional as F
 
 
-def best(fn, reps, clock=time.thread_time):
+def _openblas():
+    """The OpenBLAS this process loaded (Debian's torch calls it through libblas.so.3),
+    or None; loaded by a first product."""
+    (torch.ones(8, 8) @ torch.ones(8, 8)).sum()
+    libs = [l.split()[-1] for l in open("/proc/self/maps") if "libopenblas" in l]
+    return ctypes.CDLL(libs[0]) if libs else None
+
+
+_BLAS = None
+
+
+def set_threads(n):
+    """n threads for torch and for its BLAS alike: torch.set_num_threads does not reach
+    OpenBLAS's own pool, which otherwise runs every product on all cores (and a figure
+    on the calling thread's CPU time then exceeds the core's peak)."""
+    global _BLAS
+    if _BLAS is None:
+        _BLAS = _openblas() or False
+    torch.set_num_threads(n)
+    if _BLAS:
+        _BLAS.openblas_set_num_threads(n)
+
+
+def best(fn, reps, clock=time.process_time):
     fn()
     t = 1e30
     for _ in range(reps):
@@ -32,10 +60,10 @@ def main():
     a, b = torch.rand(n, n, generator=g), torch.rand(n, n, generator=g)
     print(f"ref_sgemm_size={n}")
     for th in (1, 2):
-        torch.set_num_threads(th)
-        t = best(lambda: a @ b.T, reps, time.thread_time if th == 1 else time.perf_counter)
+        set_threads(th)
+        t = best(lambda: a @ b.T, reps, time.process_time if th == 1 else time.perf_counter)
         print(f"ref_sgemm_peak_gflops_{th}t={2 * n ** 3 / t * 1e-9:.1f}")
-    torch.set_num_threads(1)
+    set_threads(1)
 
     B, T, NH, hd, F_ = 1, 1500, 8, 64, 2048
     C = NH * hd
@@ -52,9 +80,9 @@ def main():
     tb = 1e30
     for _ in range(reps + 1):
         out = torch.softmax(q @ k.transpose(-1, -2), -1) @ v
-        t0 = time.thread_time()
+        t0 = time.process_time()
         torch.autograd.grad(out, (q, k, v), dout)
-        tb = min(tb, time.thread_time() - t0)
+        tb = min(tb, time.process_time() - t0)
     tf = best(fwd, reps)
     fl = 2.0 * 2.0 * T * T * hd * NH * B
     print(f"ref_attn_fwd_ms_base={tf * 1e3:.2f}")
@@ -70,9 +98,9 @@ def main():
     tb = 1e30
     for _ in range(reps):
         y = F.gelu(h)
-        t0 = time.thread_time()
+        t0 = time.process_time()
         torch.autograd.grad(y, h, dg)
-        tb = min(tb, time.thread_time() - t0)
+        tb = min(tb, time.process_time() - t0)
     print(f"ref_gelu_fwd_ms_base={tf * 1e3:.2f}")
     print(f"ref_gelu_bwd_ms_base={tb * 1e3:.2f}")
     print(f"ref_gelu_fwd_ns_per_elem={tf * 1e9 / (T * F_):.2f}")
@@ -85,9 +113,9 @@ def main():
     tb = 1e30
     for _ in range(reps):
         y = F.layer_norm(x, (C,), w, bias, 1e-5)
-        t0 = time.thread_time()
+        t0 = time.process_time()
         torch.autograd.grad(y, x, dy)
-        tb = min(tb, time.thread_time() - t0)
+        tb = min(tb, time.process_time() - t0)
     print(f"ref_layernorm_fwd_ms_base={tf * 1e3:.3f}")
     print(f"ref_layernorm_bwd_ms_base={tb * 1e3:.3f}")
 

@@ -40,17 +40,20 @@
 #define ATTN_BWD_BLOCK 256
 #endif
 
-/* ---- AVX2 twins of the portable exp, erf and GELU ------------------------------ */
+/* ---- AVX2 twin of the portable exp ----------------------------------------------- */
 /* GCC lowers a comparison of the 16-float vectors of nn/simd.h one lane at a time on
  * any target without 512-bit compares, so the AVX2 clones of the portable exp and erf
  * ran ~30 scalar instructions per compare: GELU 16 ns per element and the attention
- * softmax's exp 14% of the whole whisper-base forward on a Zen 3 core. These are the
+ * softmax's exp 14% of the whole whisper-base forward on a Zen 3 core. This exp is the
  * same arithmetic in 8-lane intrinsics, operation for operation (no FMA, the same
- * order), so they give the portable code's bits; tests/test_ops.c checks it. */
+ * order), so it gives the portable code's bits (tests/test_ops.c checks it); GELU on
+ * AVX2 runs the table version below (s_gelu_forward_avx2t). */
 #if defined(__x86_64__) && defined(__GNUC__)
-#define S_HAVE_AVX2 1
-#define S_T256      __attribute__((target("avx2")))
-#define S_INLINE256 static inline __attribute__((always_inline)) S_T256
+#define S_HAVE_AVX2  1
+#define S_T256       __attribute__((target("avx2")))
+#define S_INLINE256  static inline __attribute__((always_inline)) S_T256
+#define S_T256F      __attribute__((target("avx2,fma")))
+#define S_INLINE256F static inline __attribute__((always_inline)) S_T256F
 
 S_INLINE256 __m256 s_sel256(__m256 m, __m256 a, __m256 b) /* m ? a : b */
 {
@@ -87,39 +90,6 @@ S_INLINE256 __m256 s_exp256(__m256 x)
     return s_sel256(_mm256_cmp_ps(x, x, _CMP_NEQ_UQ), x, y); /* NaN stays NaN */
 }
 
-/* 1 + erf(z) of s_verf_p (the branch GELU uses) on 8 lanes. */
-S_INLINE256 __m256 s_erf1p256(__m256 z)
-{
-    __m256 neg = S_LT256(z, S_SET256(0.0f));
-    __m256 a = s_sel256(neg, _mm256_xor_ps(z, S_SET256(-0.0f)), z);
-    __m256 a2 = _mm256_mul_ps(a, a);
-    __m256 q = S_SET256(8.35702376e-05f);
-    q = S_MAD256(q, a2, -0.000813449034f);
-    q = S_MAD256(q, a2, 0.00519968849f);
-    q = S_MAD256(q, a2, -0.0268584825f);
-    q = S_MAD256(q, a2, 0.112836674f);
-    q = S_MAD256(q, a2, -0.376126289f);
-    q = S_MAD256(q, a2, 0.128379166f);
-    __m256 sm = _mm256_add_ps(_mm256_mul_ps(a, q), a);
-    __m256 ac = s_sel256(S_LT256(a, S_SET256(0.875f)), S_SET256(0.875f), a);
-    ac = s_sel256(S_GT256(ac, S_SET256(3.92f)), S_SET256(3.92f), ac);
-    __m256 r = S_SET256(-1.02358717e-06f);
-    r = S_MAD256(r, ac, -7.21290462e-06f);
-    r = S_MAD256(r, ac, 0.000353818439f);
-    r = S_MAD256(r, ac, -0.00390894152f);
-    r = S_MAD256(r, ac, 0.0245979372f);
-    r = S_MAD256(r, ac, -0.10762962f);
-    r = S_MAD256(r, ac, -0.633843839f);
-    r = S_MAD256(r, ac, -1.12930226f);
-    r = S_MAD256(r, ac, 0.000135614173f);
-    __m256 e = s_exp256(r);
-    e = s_sel256(S_GT256(a, S_SET256(3.92f)), S_SET256(0.0f), e);
-    __m256 small = S_LT256(a, S_SET256(0.875f));
-    const __m256 one = S_SET256(1.0f);
-    __m256 erfa = s_sel256(small, sm, _mm256_sub_ps(one, e));
-    return s_sel256(neg, s_sel256(small, _mm256_sub_ps(one, sm), e), _mm256_add_ps(one, erfa));
-}
-
 /* Lanes [0, n) of p, the others pad (n < 8). */
 S_INLINE256 __m256 s_ld256_part(const float *p, int n, float pad)
 {
@@ -135,22 +105,6 @@ S_INLINE256 void s_st256_part(float *p, __m256 v, int n)
     _mm256_storeu_ps(tmp, v);
     for (int i = 0; i < n; i++)
         p[i] = tmp[i];
-}
-
-/* s_gelu_forward on 8 lanes: out = (0.5 x) (1 + erf(x / sqrt 2)). */
-S_T256 static void s_gelu_forward_avx2(float *out, const float *inp, size_t n)
-{
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 x = _mm256_loadu_ps(inp + i);
-        __m256 c = s_erf1p256(_mm256_mul_ps(x, S_SET256(0.70710678118654752440f)));
-        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(S_SET256(0.5f), x), c));
-    }
-    if (i < n) {
-        __m256 x = s_ld256_part(inp + i, (int)(n - i), 0.0f);
-        __m256 c = s_erf1p256(_mm256_mul_ps(x, S_SET256(0.70710678118654752440f)));
-        s_st256_part(out + i, _mm256_mul_ps(_mm256_mul_ps(S_SET256(0.5f), x), c), (int)(n - i));
-    }
 }
 
 /* out (n) = exp(inp) with s_exp256. */
@@ -332,6 +286,55 @@ S_T512 static void s_gelu_backward_avx512(float *dinp, const float *dout, const 
                               _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, dout + i), g, d));
     }
 }
+/* One of 16 table entries per lane on AVX2: vpermps picks within each 8-float half by
+ * the index's low 3 bits, its bit 3 (moved to the sign) chooses the half. */
+S_INLINE256F __m256 s_lut16_256(__m256i idx, const __m256 *half)
+{
+    __m256 sel = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28));
+    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(half[0], idx),
+                            _mm256_permutevar8x32_ps(half[1], idx), sel);
+}
+
+/* s_gelu_c512 on 8 lanes with the same operations (FMA included), so the same bits as
+ * the AVX-512 GELU: c = 2 Phi(x) from the 16-interval table. */
+S_INLINE256F __m256 s_gelu_c256(__m256 x, const __m256 (*c)[2], const __m256 *ctr)
+{
+    const __m256 four = S_SET256(4.0f);
+    __m256 a =
+        _mm256_andnot_ps(S_SET256(-0.0f), _mm256_mul_ps(x, S_SET256(0.70710678118654752440f)));
+    __m256i idx =
+        _mm256_min_epi32(_mm256_cvttps_epi32(_mm256_mul_ps(a, four)), _mm256_set1_epi32(15));
+    __m256 t = _mm256_sub_ps(a, s_lut16_256(idx, ctr));
+    __m256 e = s_lut16_256(idx, c[0]);
+    for (int k = 1; k < 6; k++)
+        e = _mm256_fmadd_ps(e, t, s_lut16_256(idx, c[k]));
+    e = _mm256_blendv_ps(e, _mm256_setzero_ps(), _mm256_cmp_ps(a, four, _CMP_GE_OQ));
+    return _mm256_blendv_ps(_mm256_sub_ps(S_SET256(2.0f), e), e,
+                            _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ));
+}
+
+/* GELU on AVX2 + FMA CPUs without AVX-512: the AVX-512 table version's arithmetic on
+ * 8 lanes (two vpermps and a blend per coefficient instead of one vpermps), ~4x
+ * faster than the portable erf, which evaluates both branches and an exp. */
+S_T256F static void s_gelu_forward_avx2t(float *out, const float *inp, size_t n)
+{
+    __m256 c[6][2], ctr[2];
+    for (int k = 0; k < 6; k++)
+        c[k][0] = _mm256_loadu_ps(s_gelu_tab[k]), c[k][1] = _mm256_loadu_ps(s_gelu_tab[k] + 8);
+    ctr[0] = _mm256_setr_ps(0.125f, 0.375f, 0.625f, 0.875f, 1.125f, 1.375f, 1.625f, 1.875f);
+    ctr[1] = _mm256_add_ps(ctr[0], S_SET256(2.0f));
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 x = _mm256_loadu_ps(inp + i);
+        __m256 y = _mm256_mul_ps(_mm256_mul_ps(x, S_SET256(0.5f)), s_gelu_c256(x, c, ctr));
+        _mm256_storeu_ps(out + i, y);
+    }
+    if (i < n) {
+        __m256 x = s_ld256_part(inp + i, (int)(n - i), 0.0f);
+        __m256 y = _mm256_mul_ps(_mm256_mul_ps(x, S_SET256(0.5f)), s_gelu_c256(x, c, ctr));
+        s_st256_part(out + i, y, (int)(n - i));
+    }
+}
 #endif
 
 void nn_gelu_forward_portable(float *out, const float *inp, size_t n)
@@ -339,20 +342,8 @@ void nn_gelu_forward_portable(float *out, const float *inp, size_t n)
     s_gelu_forward(out, inp, n);
 }
 
-int nn_gelu_forward_avx2(float *out, const float *inp, size_t n)
-{
-#if defined(S_HAVE_AVX2)
-    if (__builtin_cpu_supports("avx2")) {
-        s_gelu_forward_avx2(out, inp, n);
-        return 1;
-    }
-#endif
-    (void)out, (void)inp, (void)n;
-    return 0;
-}
-
-/* The GELU forward nn_act_forward runs: the table version on AVX-512, else the portable
- * arithmetic (its AVX2 intrinsics twin where it can). */
+/* The GELU forward nn_act_forward runs: the table version on AVX-512 (its 8-lane copy
+ * on AVX2 + FMA), else the portable arithmetic. */
 static void s_gelu_dispatch(float *out, const float *inp, size_t n)
 {
 #if defined(S_HAVE_AVX512)
@@ -362,8 +353,8 @@ static void s_gelu_dispatch(float *out, const float *inp, size_t n)
     }
 #endif
 #if defined(S_HAVE_AVX2)
-    if (__builtin_cpu_supports("avx2")) {
-        s_gelu_forward_avx2(out, inp, n);
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        s_gelu_forward_avx2t(out, inp, n);
         return;
     }
 #endif
@@ -847,11 +838,9 @@ void nn_conv1d_k3_forward_ref(float *out, const float *inp, const float *weight,
 #if defined(S_HAVE_AVX2)
 /* The AVX2 attention forward (below, before s_attn_fwd_block): 32-query sub-blocks, L1
  * chunks of 48 keys; it runs for hd = 64 on CPUs with AVX2 and FMA but no AVX-512. */
-#define AF2_BQ       32
-#define AF2_KC       48
-#define AF2_UNIT     512 /* query rows per work unit: the unit packs its head's K and V once */
-#define S_T256F      __attribute__((target("avx2,fma")))
-#define S_INLINE256F static inline __attribute__((always_inline)) S_T256F
+#define AF2_BQ   32
+#define AF2_KC   48
+#define AF2_UNIT 512 /* query rows per work unit: the unit packs its head's K and V once */
 
 static int s_attn_avx2_ok(int hd)
 {

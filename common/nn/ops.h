@@ -179,12 +179,11 @@ void nn_exp(float *out, const float *inp, size_t n);
  * where it can); the same bounds, tested on both. */
 void nn_exp_portable(float *out, const float *inp, size_t n);
 void nn_erf(float *out, const float *inp, size_t n);
-/* The AVX2 intrinsics twins of nn_exp_portable and nn_gelu_forward_portable that
- * nn_exp and nn_act_forward run on AVX2 CPUs without AVX-512 (the portable vector code
- * compiles to scalar compares there); the same bits, exposed so tests can check that.
- * They return 1 when they ran, 0 (out untouched) on a CPU without AVX2. */
+/* The AVX2 intrinsics twin of nn_exp_portable that nn_exp (and the sgemm-path attention
+ * softmax) run on AVX2 CPUs without AVX-512 (the portable vector code compiles to scalar
+ * compares there); the same bits, exposed so tests can check that. Returns 1 when it
+ * ran, 0 (out untouched) on a CPU without AVX2. */
 int nn_exp_avx2(float *out, const float *inp, size_t n);
-int nn_gelu_forward_avx2(float *out, const float *inp, size_t n);
 /* Column scaling of (N, C) rows: out[i, j] = inp[i, j] * s[j]  (IA3; may alias). */
 void nn_colscale_forward(float *out, const float *inp, const float *s, int N, int C);
 /* dinp += dout * s[j]; ds[j] += sum_i dout[i, j] * inp[i, j]. Either may be NULL. */
