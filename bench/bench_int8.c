@@ -14,7 +14,8 @@
  *     near-ties; the acceptance figure is still the plain agreement on all clips).
  * The model is random (init_std 0.05, head of 10 classes): random weights have no outlier
  * channels, so real checkpoints must be checked (`wisp classify --compare-fp32 N`).
- * Prints key=value lines. Usage: bench_int8 */
+ * Prints key=value lines. Usage: bench_int8 (WISP_BENCH_INT8_KEEP=1 keeps the model, head
+ * and clips and prints their directory, for bench/int8_error_sim.py). */
 #include <cblas.h>
 #include <fcntl.h>
 #include <math.h>
@@ -263,8 +264,11 @@ int main(int argc, char **argv)
     int rc = n > 0 ? s_agreement(model, head, paths, n) : -1;
     for (int i = 0; i < n; i++)
         free(paths[i]);
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root); /* the model, head and clips */
-    if (system(cmd) != 0)
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);    /* the model, head and clips */
+    const char *keep = getenv("WISP_BENCH_INT8_KEEP"); /* bench/int8_error_sim.py reads them */
+    if (keep && *keep)
+        printf("# kept %s\n", root);
+    else if (system(cmd) != 0)
         fprintf(stderr, "bench_int8: could not remove %s\n", root);
     return rc ? 1 : 0;
 }
