@@ -25,6 +25,18 @@
  * coordinator allocate: about 420 bytes each, 55 MB at the cap (docs/SECURITY.md). */
 #define S_MAX_SLOTS (1 << 17)
 
+/* Most frames kept while the job opens (s_open_answering); more are dropped (a worker
+ * sends one HELLO, so this is 64 Ki workers). */
+#define S_MAX_EARLY (1 << 16)
+
+/* A frame received while the job opened, handled once it is open. */
+typedef struct {
+    uint8_t id[256];
+    size_t id_len;
+    uint8_t *body; /* malloc'd */
+    size_t len;
+} s_early_t;
+
 typedef struct {
     uint8_t id[256]; /* ROUTER routing id of the worker's DEALER */
     size_t id_len;
@@ -63,6 +75,9 @@ struct wisp_coord {
     int n_allowed;
     atomic_int zap_denied; /* handshakes refused (ZAP or failed CURVE handshakes) */
     void *monitor; /* PAIR on the ROUTER's monitor (owned by the ZAP thread while it runs) */
+    /* frames that arrived while the job opened (handled first by wisp_coord_run) */
+    s_early_t *early;
+    size_t n_early, cap_early;
     /* stop */
     volatile sig_atomic_t stop_req;
     /* counters */
@@ -401,6 +416,128 @@ static int s_bind(wisp_coord_t *self, wisp_error_t *err)
     return WISP_OK;
 }
 
+/* ---- opening the job while answering workers ---- */
+
+/* Keeps every frame queued on the ROUTER (single-frame messages only, up to
+ * S_MAX_EARLY) for wisp_coord_run. */
+static void s_early_recv(wisp_coord_t *self)
+{
+    for (;;) {
+        zmq_msg_t id, body;
+        zmq_msg_init(&id);
+        if (zmq_msg_recv(&id, self->router, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&id);
+            return;
+        }
+        zmq_msg_init(&body);
+        int ok = zmq_msg_more(&id) && zmq_msg_recv(&body, self->router, 0) >= 0 &&
+                 zmq_msg_size(&id) <= sizeof self->early[0].id;
+        while (zmq_msg_more(&body)) { /* more than one frame: not ours */
+            zmq_msg_close(&body);
+            zmq_msg_init(&body);
+            zmq_msg_recv(&body, self->router, 0);
+            ok = 0;
+        }
+        if (ok && self->n_early == self->cap_early && self->cap_early < S_MAX_EARLY) {
+            size_t cap = self->cap_early ? 2 * self->cap_early : 64;
+            s_early_t *q = realloc(self->early, cap * sizeof *q);
+            if (q) {
+                self->early = q;
+                self->cap_early = cap;
+            }
+        }
+        uint8_t *b = ok && self->n_early < self->cap_early ? malloc(zmq_msg_size(&body) + 1) : NULL;
+        if (b) {
+            s_early_t *e = &self->early[self->n_early++];
+            memcpy(e->id, zmq_msg_data(&id), zmq_msg_size(&id));
+            e->id_len = zmq_msg_size(&id);
+            memcpy(b, zmq_msg_data(&body), zmq_msg_size(&body));
+            e->body = b;
+            e->len = zmq_msg_size(&body);
+        } else {
+            s_drop(self, "message while the job opens", NULL);
+        }
+        zmq_msg_close(&id);
+        zmq_msg_close(&body);
+    }
+}
+
+typedef struct {
+    wisp_coord_t *self;
+    atomic_int stop;
+} s_answer_arg_t;
+
+/* The answering thread: owns the ROUTER socket while the job opens (the main thread
+ * does not touch it until the join), keeps every frame and sends each sender a
+ * heartbeat every second. */
+static void *s_answer_main(void *arg)
+{
+    s_answer_arg_t *a = arg;
+    wisp_coord_t *self = a->self;
+    zmq_pollitem_t item = {self->router, 0, ZMQ_POLLIN, 0};
+    double next_hb = 0;
+    int rounds = 0;
+    while (!atomic_load(&a->stop)) {
+        if (zmq_poll(&item, 1, 100) > 0)
+            s_early_recv(self);
+        double now = wisp_now();
+        if (now < next_hb)
+            continue;
+        next_hb = now + 1.0;
+        if (++rounds == 3)
+            WISP_LOGI("opening the job (%s): %zu message(s) of workers waiting for it",
+                      self->cfg->kind, self->n_early);
+        wisp_msg_t hb = wisp_proto_heartbeat(0);
+        for (size_t k = 0; k < self->n_early; k++)
+            wisp_proto_send(self->router, self->early[k].id, self->early[k].id_len, &hb,
+                            ZMQ_DONTWAIT);
+    }
+    return NULL;
+}
+
+/* Opens the job (in this thread: job state, HDF5 and BLAS stay where they always
+ * were) while a second thread keeps the workers that connect alive: their frames are
+ * kept for wisp_coord_run and each gets a heartbeat every second, so a long open (a
+ * resume that rebuilds a large results file from its journal, a large manifest) does
+ * not run out a worker's wait (wisp-worker --timeout, 60 s by default). When the open
+ * fails they are told to stop. */
+static int s_open_answering(wisp_coord_t *self, wisp_error_t *err)
+{
+    s_answer_arg_t a = {.self = self};
+    pthread_t t;
+    int threaded = pthread_create(&t, NULL, s_answer_main, &a) == 0;
+    int rc = self->ops->coord_open(&self->job, self->cfg, self->params.resume, &self->plan, err);
+    if (threaded) {
+        atomic_store(&a.stop, 1);
+        pthread_join(t, NULL);
+    }
+    if (rc != WISP_OK) {
+        wisp_msg_t stop = wisp_proto_stop(WISP_STOP_INTERRUPTED);
+        for (size_t k = 0; k < self->n_early; k++)
+            wisp_proto_send(self->router, self->early[k].id, self->early[k].id_len, &stop,
+                            ZMQ_DONTWAIT);
+    }
+    return rc;
+}
+
+/* The socket: bound, and its endpoint published, before the job opens. */
+static int s_listen(wisp_coord_t *self, wisp_error_t *err)
+{
+    self->ctx = self->params.zmq_ctx;
+    if (!self->ctx) {
+        self->ctx = zmq_ctx_new();
+        self->own_ctx = 1;
+    }
+    self->router = self->ctx ? zmq_socket(self->ctx, ZMQ_ROUTER) : NULL;
+    if (!self->router)
+        return wisp_error_set(err, WISP_ERR_NET, "ROUTER socket: %s", zmq_strerror(errno));
+    int rc = s_bind(self, err);
+    if (rc == WISP_OK && self->params.endpoint_file)
+        rc = wisp_write_file_atomic(self->params.endpoint_file, self->endpoint,
+                                    strlen(self->endpoint), err);
+    return rc;
+}
+
 wisp_coord_t *wisp_coord_new(const wisp_jobcfg_t *cfg, const wisp_coord_params_t *params,
                              wisp_error_t *err)
 {
@@ -437,7 +574,15 @@ wisp_coord_t *wisp_coord_new(const wisp_jobcfg_t *cfg, const wisp_coord_params_t
         goto done;
     }
     s_fd_limit(self);
-    if ((rc = self->ops->coord_open(&self->job, cfg, self->params.resume, &self->plan, err)) != 0)
+    /* Listening first: workers started with the coordinator are answered while the job
+     * opens (socket-less coordinators, for tests and fuzzing, open directly). */
+    if (self->params.send) {
+        rc = self->ops->coord_open(&self->job, cfg, self->params.resume, &self->plan, err);
+    } else if ((rc = s_listen(self, err)) == WISP_OK &&
+               (rc = s_open_answering(self, err)) != WISP_OK && self->params.endpoint_file) {
+        unlink(self->params.endpoint_file); /* no coordinator behind it any more */
+    }
+    if (rc != WISP_OK)
         goto done;
     self->items_total = self->plan.n_items;
     if ((rc = s_cut_shards(self, &shards, &n_shards, err)) != 0)
@@ -450,22 +595,6 @@ wisp_coord_t *wisp_coord_new(const wisp_jobcfg_t *cfg, const wisp_coord_params_t
     self->tty = self->params.progress_tty < 0 ? isatty(2) : self->params.progress_tty;
     if (self->params.send)
         goto done; /* socket-less (tests, fuzzing): frames arrive through wisp_coord_handle */
-    self->ctx = self->params.zmq_ctx;
-    if (!self->ctx) {
-        self->ctx = zmq_ctx_new();
-        self->own_ctx = 1;
-    }
-    self->router = self->ctx ? zmq_socket(self->ctx, ZMQ_ROUTER) : NULL;
-    if (!self->router) {
-        rc = wisp_error_set(err, WISP_ERR_NET, "ROUTER socket: %s", zmq_strerror(errno));
-        goto done;
-    }
-    if ((rc = s_bind(self, err)) != 0)
-        goto done;
-    if (self->params.endpoint_file &&
-        (rc = wisp_write_file_atomic(self->params.endpoint_file, self->endpoint,
-                                     strlen(self->endpoint), err)) != 0)
-        goto done;
     WISP_LOGI("job=%s endpoint=%s items=%zu resumed=%zu shards=%zu audio_s=%.1f credit=%d "
               "lease_timeout=%g",
               cfg->kind, self->endpoint, self->items_total, self->items_resumed, n_shards,
@@ -511,6 +640,9 @@ void wisp_coord_destroy(wisp_coord_t **pself)
     free(self->rank_slot);
     free(self->allowed);
     free(self->cfg_text);
+    for (size_t k = 0; k < self->n_early; k++)
+        free(self->early[k].body);
+    free(self->early);
     cJSON_Delete(self->summary);
     free(self);
     *pself = NULL;
@@ -1259,7 +1391,16 @@ int wisp_coord_run(wisp_coord_t *self, wisp_error_t *err)
     double tick = fmin(0.25, cfg->lease_timeout / 4);
     zmq_pollitem_t item = {self->router, 0, ZMQ_POLLIN, 0};
     int interrupted = 0;
-    while (self->ops->steps ? !self->final_done : !wisp_lease_all_done(self->lease)) {
+    /* The workers that connected while the job opened (s_open_answering), first. */
+    for (size_t k = 0; k < self->n_early; k++) {
+        if (rc == WISP_OK)
+            rc = s_handle(self, self->early[k].id, self->early[k].id_len, self->early[k].body,
+                          self->early[k].len, now, 0, err);
+        free(self->early[k].body);
+    }
+    self->n_early = 0;
+    while (rc == WISP_OK &&
+           (self->ops->steps ? !self->final_done : !wisp_lease_all_done(self->lease))) {
         if (s_stopping(self)) {
             interrupted = 1;
             break;

@@ -10,12 +10,14 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
 #include "coordinator/coord.h"
 #include "formats/jobcfg.h"
 #include "base/log.h"
+#include "dist/job.h"
 #include "dist/proto.h"
 #include "base/util.h"
 #include "worker/worker.h"
@@ -157,6 +159,80 @@ static void test_two_workers_commit_every_item_once_in_order(void **state)
     assert_true(s_num(s, "messages_dropped") == 0);
     s_check_output("plain", 2000);
     wisp_coord_destroy(&c.c);
+    wisp_jobcfg_free(&cfg);
+}
+
+/* ---- a slow open (a resume rebuilding a large results file) ---- */
+
+static const wisp_job_ops_t *s_null_ops; /* the null job, which s_slow_open wraps */
+
+static int s_slow_open(void **state, const wisp_jobcfg_t *cfg, int resume, wisp_job_plan_t *plan,
+                       wisp_error_t *err)
+{
+    struct timespec ts = {3, 0};
+    nanosleep(&ts, NULL);
+    return s_null_ops->coord_open(state, cfg, resume, plan, err);
+}
+
+typedef struct {
+    const wisp_jobcfg_t *cfg;
+    wisp_coord_params_t p;
+    wisp_coord_t *c;
+    int rc;
+    pthread_t t;
+} s_slow_t;
+
+static void *s_slow_main(void *arg)
+{
+    s_slow_t *s = arg;
+    wisp_error_t e = {0};
+    s->c = wisp_coord_new(s->cfg, &s->p, &e);
+    s->rc = s->c ? wisp_coord_run(s->c, &e) : -1;
+    return NULL;
+}
+
+/* The coordinator listens, publishes its endpoint and answers a worker while its job
+ * opens: a worker that gives up after 1.5 s of silence outlives a 3 s open and does
+ * the whole job (before, the endpoint appeared after the open and the worker gave up
+ * waiting for it). */
+static void test_workers_are_answered_while_the_job_opens(void **state)
+{
+    (void)state;
+    wisp_jobcfg_t cfg;
+    s_cfg(&cfg, "slowopen", 300, NULL, 0);
+    s_null_ops = wisp_job_find("null");
+    assert_non_null(s_null_ops);
+    wisp_job_ops_t ops = *s_null_ops;
+    ops.coord_open = s_slow_open;
+    static char ep[600], endpoint[256];
+    snprintf(ep, sizeof ep, "%s/slow.endpoint", wisp_test_tmpdir());
+    s_slow_t s = {.cfg = &cfg};
+    wisp_coord_default_params(&s.p);
+    s.p.resume = 0;
+    s.p.summary_out = NULL;
+    s.p.progress_tty = 0;
+    s.p.linger = 0.5;
+    s.p.endpoint_file = ep;
+    s.p.ops = &ops;
+    double t0 = wisp_now();
+    assert_int_equal(pthread_create(&s.t, NULL, s_slow_main, &s), 0);
+    FILE *f = NULL;
+    while (!(f = fopen(ep, "r")) && wisp_now() - t0 < 10)
+        usleep(10000);
+    assert_non_null(f);
+    assert_true(wisp_now() - t0 < 2.0); /* published before the open ends */
+    assert_non_null(fgets(endpoint, sizeof endpoint, f));
+    fclose(f);
+    s_worker_run_t w;
+    s_start_worker(&w, endpoint, 1.5);
+    pthread_join(s.t, NULL);
+    pthread_join(w.t, NULL);
+    assert_true(wisp_now() - t0 >= 3.0);
+    assert_int_equal(w.rc, 0);
+    assert_int_equal(s.rc, 0);
+    assert_int_equal(w.stats.items, 300);
+    s_check_output("slowopen", 300);
+    wisp_coord_destroy(&s.c);
     wisp_jobcfg_free(&cfg);
 }
 
@@ -1017,6 +1093,7 @@ int main(void)
     wisp_log_init('T', 0, getenv("WISP_TEST_VERBOSE") ? WISP_LOG_INFO : WISP_LOG_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_two_workers_commit_every_item_once_in_order),
+        cmocka_unit_test(test_workers_are_answered_while_the_job_opens),
         cmocka_unit_test(test_rogue_client_changes_nothing_in_the_output),
         cmocka_unit_test(test_curve_worker_with_an_unknown_key_gets_no_work),
         cmocka_unit_test(test_stop_leaves_state_that_a_rerun_resumes),
