@@ -3,7 +3,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "base/err.h"
 #include "coordinator/lease.h"
@@ -259,13 +258,6 @@ static void test_held_lists_match_a_model_under_churn(void **state)
     wisp_lease_destroy(&l);
 }
 
-static double s_cpu_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 /* A drop costs the dropped worker's own shards, not the table: 1 000 workers holding
  * the shards just past 500 000 done ones are dropped. The scan this replaced walked
  * the table up to each worker's shards (5 * 10^8 entries here: 0.68 CPU s at -O2);
@@ -292,11 +284,11 @@ static void test_dropping_workers_does_not_scan_the_shard_table(void **state)
         assert_int_equal(wisp_lease_next(l, w0 + w, 0), DONE + 2 * w);
         assert_int_equal(wisp_lease_next(l, w0 + w, 0), DONE + 2 * w + 1);
     }
-    double t0 = s_cpu_s();
+    double t0 = wisp_test_cpu_seconds();
     size_t requeued = 0;
     for (int w = 0; w < W; w++)
         requeued += wisp_lease_drop_worker(l, w0 + w);
-    double t = s_cpu_s() - t0;
+    double t = wisp_test_cpu_seconds() - t0;
     assert_int_equal(requeued, 2 * W);
     assert_int_equal(wisp_lease_live_workers(l), 1);
     /* re-leased in the order they were dropped, each shard's pair in shard order */

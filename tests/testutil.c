@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 void wisp_assert_close(const float *got, const float *want, size_t n, double atol, double rtol,
@@ -152,4 +153,11 @@ char *wisp_test_capture_stderr(int tty, void (*fn)(void *), void *ctx)
     assert_non_null(d.buf);
     d.buf[d.len] = '\0';
     return d.buf;
+}
+
+double wisp_test_cpu_seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }

@@ -30,6 +30,10 @@ const char *wisp_test_tmpdir(void);
  * while fn runs, so fn may write more than the terminal buffers. */
 char *wisp_test_capture_stderr(int tty, void (*fn)(void *), void *ctx);
 
+/* CPU seconds used by this process (CLOCK_PROCESS_CPUTIME_ID): for the few tests that
+ * guard against a quadratic path, so that a loaded machine does not decide them. */
+double wisp_test_cpu_seconds(void);
+
 /* Reads a small binary golden file of float32 values; returns count or fails the test. */
 float *wisp_test_read_f32(const char *path, size_t *count);
 

@@ -45,7 +45,7 @@ struct wisp_qlinears {
     float *mu;    /* (max_c) a clip's mean input row (s_mean_correct) */
     float *corr;  /* (max_oc) its correction */
     int group;    /* rows per clip (wisp_qlinears_set_group); 0: a call is one clip */
-    int xmax;     /* largest input code: 255, or 127 where the kernels saturate (s_probe_exact) */
+    int xmax;     /* largest input code: 127 on every host (s_choose_range) */
 };
 
 static int s_choose_range(wisp_qlinears_t *q, wisp_error_t *err);
@@ -159,7 +159,7 @@ static void s_quantise_weights(int8_t *wq, float *s, int32_t *sum, const float *
 /* Asymmetric per-row quantisation of the inputs x (rows, C) to u8, the operand VNNI
  * multiplies natively: [lo, hi] = [min(row, 0), max(row, 0)] (so 0 is exact),
  * s = (hi - lo) / xmax, z = round(-lo / s), q = clamp(round(x / s) + z, 0, xmax), and
- * x ~ s (q - z), xmax = 255 (127 where the kernels saturate). An asymmetric range keeps
+ * x ~ s (q - z), xmax = 127 (s_choose_range). An asymmetric range keeps
  * the resolution of one-sided rows (the fc2 input is a GELU output, >= -0.17). Rounding
  * adds and subtracts 1.5 * 2^23 (round-to-nearest-even in the default mode,
  * |x / s| <= 255): the same in every clone. */
@@ -306,19 +306,20 @@ static int s_probe_exact(wisp_qlinears_t *q, int xmax, wisp_error_t *err)
     return rc < 0 ? rc : rc == 0;
 }
 
-/* The input range this host's kernels sum exactly: 255 where they do (VNNI), else 127.
- * The inputs lose the bit rather than the weights: a weight's rounding error is the same
- * for every token and survives the head's mean over time, an input's is independent per
- * token and averages out (whisper-base, 100 clips: 7-bit inputs 0.0133 logits relative
- * RMS against 0.0131 with 8 bits, 7-bit weights 0.034). Logged once per set. */
+/* Inputs are quantised to 7 bits (0..127) on every host. CPUs without VNNI (AVX2, AVX-512
+ * before Cascade Lake) add pairs of u8 x s8 products in 16 bits with saturation
+ * (2 * 255 * 127 > 32767), so 8-bit inputs would be summed wrongly there; with 8 bits on
+ * VNNI hosts only, a mixed cluster (or a resume on another host) would label near-ties
+ * differently depending on where a clip ran. One range everywhere keeps the int32 sums,
+ * and so the rows, the same on every host. The inputs lose the bit rather than the
+ * weights: a weight's rounding error is the same for every token and survives the head's
+ * mean over time, an input's is independent per token and averages out (whisper-base,
+ * 100 clips: 7-bit inputs 0.0133 logits relative RMS against 0.0131 with 8 bits, 7-bit
+ * weights 0.034). The probe makes a wrong sum loud instead of silent; whether 8-bit sums
+ * are exact tells whether the CPU has VNNI, which decides the speed note. */
 static int s_choose_range(wisp_qlinears_t *q, wisp_error_t *err)
 {
-    int rc = s_probe_exact(q, 255, err);
-    if (rc == 1) {
-        q->xmax = 255;
-        return 0;
-    }
-    rc = rc < 0 ? rc : s_probe_exact(q, 127, err);
+    int rc = s_probe_exact(q, 127, err);
     if (rc < 0)
         return rc;
     if (rc == 0)
@@ -326,9 +327,12 @@ static int s_choose_range(wisp_qlinears_t *q, wisp_error_t *err)
                               "int8 linears: oneDNN's int8 matmul is not exact on this CPU; use "
                               "precision fp32");
     q->xmax = 127;
-    WISP_LOGW("int8 linears: this CPU has no VNNI: oneDNN's int8 kernels add pairs of "
-              "products in 16 bits, so inputs are quantised to 7 bits (0..127) so that no sum "
-              "saturates; expect about fp32 speed (bench_int8 on AMD Zen 3: 1.00x)");
+    rc = s_probe_exact(q, 255, err);
+    if (rc < 0)
+        return rc;
+    if (rc == 0)
+        WISP_LOGW("int8 linears: this CPU has no VNNI (oneDNN's int8 kernels add pairs of "
+                  "products in 16 bits): expect about fp32 speed (bench_int8 on AMD Zen 3: 1.00x)");
     return 0;
 }
 

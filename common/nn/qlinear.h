@@ -15,12 +15,12 @@
  * error (see s_mean_correct).
  * The int32 sums come from oneDNN's matmul (VNNI dot products where the CPU has them);
  * they are exact, so wisp_qlinears_forward_ref (plain loops) gives the same bits.
- * xmax is 255 where oneDNN's kernels sum exactly. CPUs without VNNI (AVX2, AVX-512
- * before Cascade Lake) multiply with vpmaddubsw, which adds each pair of u8 x s8 products
- * in 16 bits with saturation (2 * 255 * 127 > 32767): there xmax is 127, one bit less of
- * input resolution and no saturation. wisp_qlinears_new decides it by running oneDNN on
- * the largest codes (a wrong sum would be silent), logs it, and fails if neither is exact.
- * So int8 results differ slightly between such hosts. The
+ * xmax is 127 on every host: CPUs without VNNI (AVX2, AVX-512 before Cascade Lake)
+ * multiply with vpmaddubsw, which adds each pair of u8 x s8 products in 16 bits with
+ * saturation (2 * 255 * 127 > 32767), and one range everywhere keeps int8 rows the same
+ * whichever host of a mixed cluster ran a clip. wisp_qlinears_new checks the sums by
+ * running oneDNN on the largest codes (a wrong sum would be silent) and fails if they
+ * are not exact. The
  * rounding error per product is what the user trades for speed: callers report the
  * agreement with fp32 (`wisp classify --compare-fp32 N`).
  *
