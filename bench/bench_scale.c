@@ -18,9 +18,10 @@
  *     (output, journal, rollback log) at the kill.
  * The growth exponent of each time or memory is log10(x(10^7) / x(10^6)) of the total
  * (1 = linear); marginal_* is the extra per item from 10^6 to 10^7 (no fixed cost in it).
- * Also: 1 000 worker drops over 10^6 lease shards. Prints key=value lines; a failed check
- * exits nonzero. `bench_scale ITEMS KEY DIR [KIND]` runs one size (one kind), DIR holding the
- * classify model. */
+ * Also: 1 000 worker drops over 10^6 lease shards, and a 10^7-line manifest over 4 GiB
+ * (440-byte paths) loaded by the real loader (`bench_scale manifest` alone). Prints key=value
+ * lines; a failed check exits nonzero. `bench_scale ITEMS KEY DIR [KIND]` runs one size (one kind),
+ * DIR holding the classify model. */
 #include <dirent.h>
 #include <fcntl.h>
 #include <math.h>
@@ -43,6 +44,7 @@
 #include "coordinator/lease.h"
 #include "dist/job.h"
 #include "formats/h5util.h"
+#include "formats/manifest.h"
 #include "worker/worker.h"
 
 #define S_WORKERS 2
@@ -267,6 +269,107 @@ static int s_lease_drops(void)
     return 0;
 }
 
+/* A manifest over 4 GiB (issue 13's acceptance): 10^7 CSV lines of 440-byte paths (4.41 GB,
+ * past every 32-bit offset), loaded by the coordinator's loader (wisp_manifest_load_opts, as
+ * jobs/classify/classify_run.c calls it) in a child process, so its peak RSS (wait4) holds
+ * the load alone. Checks the count and the first, middle and last paths and lines. */
+enum { S_BIG_N = 10000000, S_BIG_PATH = 440 };
+
+/* Path of item i: S_BIG_PATH bytes, the 8-digit id just before ".flac". */
+static void s_big_path(char *p, long i)
+{
+    static const char head[] = "/nonexistent/corpus/";
+    memcpy(p, head, sizeof head - 1);
+    memset(p + sizeof head - 1, 'd', S_BIG_PATH - (sizeof head - 1));
+    for (size_t k = sizeof head + 20; k < S_BIG_PATH - 20; k += 64)
+        p[k] = '/'; /* directories of 63 bytes, as deep trees have */
+    snprintf(p + S_BIG_PATH - 19, 20, "/clip_%08ld.flac", i);
+}
+
+static int s_big_write(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    static char buf[1 << 20];
+    setvbuf(f, buf, _IOFBF, sizeof buf);
+    char line[S_BIG_PATH + 2];
+    s_big_path(line, 0);
+    line[S_BIG_PATH] = '\n';
+    fputs("path\n", f);
+    for (long i = 0; i < S_BIG_N; i++) {
+        char id[9];
+        snprintf(id, sizeof id, "%08ld", i);
+        memcpy(line + S_BIG_PATH - 13, id, 8); /* "clip_" + id + ".flac" */
+        fwrite(line, 1, S_BIG_PATH + 1, f);
+    }
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+/* The child: load, check, print the load time; exit status 0 when right. */
+static int s_big_load(const char *path)
+{
+    wisp_manifest_t m;
+    wisp_manifest_opts_t mo = wisp_manifest_default_opts();
+    wisp_error_t e = {0};
+    double t0 = wisp_now();
+    int rc = wisp_manifest_load_opts(&m, path, &mo, &e);
+    double t = wisp_now() - t0;
+    if (rc != 0) {
+        fprintf(stderr, "bench_scale: the >4 GiB manifest did not load: %s\n", e.msg);
+        return 1;
+    }
+    int ok = m.n_items == S_BIG_N;
+    const long probe[3] = {0, S_BIG_N / 2, S_BIG_N - 1};
+    for (int k = 0; ok && k < 3; k++) {
+        char want[S_BIG_PATH + 1];
+        s_big_path(want, probe[k]);
+        ok = strcmp(m.items[probe[k]].path, want) == 0 && m.items[probe[k]].line == probe[k] + 2;
+    }
+    printf("scale_manifest_4g_load_s=%.3f\n", t);
+    printf("scale_manifest_4g_items=%zu\n", m.n_items);
+    fflush(stdout);
+    wisp_manifest_free(&m);
+    if (!ok)
+        fprintf(stderr, "bench_scale: the >4 GiB manifest loaded wrong items\n");
+    return ok ? 0 : 1;
+}
+
+static int s_big_manifest(void)
+{
+    char dir[] = "/tmp/wisp-bench-scale-big-XXXXXX", path[300], cmd[300];
+    if (!mkdtemp(dir))
+        return 1;
+    snprintf(path, sizeof path, "%s/m.csv", dir);
+    double t0 = wisp_now();
+    int rc = s_big_write(path) == 0 ? 0 : 1;
+    double t_write = wisp_now() - t0;
+    struct stat st;
+    if (rc == 0 && (stat(path, &st) != 0 || st.st_size <= (off_t)4 << 30)) {
+        fprintf(stderr, "bench_scale: %s is not over 4 GiB\n", path);
+        rc = 1;
+    }
+    fflush(stdout);
+    pid_t pid = rc == 0 ? fork() : -1;
+    if (pid == 0)
+        _exit(s_big_load(path));
+    struct rusage ru;
+    int status = 0;
+    if (pid < 0 || wait4(pid, &status, 0, &ru) != pid || !WIFEXITED(status) ||
+        WEXITSTATUS(status) != 0)
+        rc = 1;
+    if (rc == 0) {
+        printf("scale_manifest_4g_file_gb=%.3f\n", (double)st.st_size / 1e9);
+        printf("scale_manifest_4g_write_s=%.3f\n", t_write);
+        printf("scale_manifest_4g_peak_rss_mb=%.1f\n", ru.ru_maxrss / 1024.0);
+        printf("scale_manifest_4g_peak_bytes_per_item=%.1f\n", 1024.0 * ru.ru_maxrss / S_BIG_N);
+        printf("scale_manifest_4g_cpu_us_per_item=%.3f\n", 1e6 * s_cpu_s(&ru) / S_BIG_N);
+        fflush(stdout);
+    }
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    return system(cmd) == 0 ? rc : 1;
+}
+
 /* Run 1 (killed at half), run 2 (resume to completion); prints the figures. */
 static int s_case(s_case_t *c, const char *key)
 {
@@ -477,6 +580,8 @@ int main(int argc, char **argv)
         return s_size(atol(argv[1]), argv[2], argv[3], argc == 5 ? argv[4] : NULL);
     if (argc == 2 && strcmp(argv[1], "lease") == 0) /* the lease figures alone */
         return s_lease_drops();
+    if (argc == 2 && strcmp(argv[1], "manifest") == 0) /* the >4 GiB manifest alone */
+        return s_big_manifest();
     /* each size in a fresh process, so the smaller run's heap does not hide growth;
      * the growth exponents come from both sizes' lines */
     char self[512], bin[600], dir[] = "/tmp/wisp-bench-scale-model-XXXXXX";
@@ -485,7 +590,7 @@ int main(int argc, char **argv)
         return 1;
     self[len] = '\0';
     snprintf(bin, sizeof bin, "%.*s/../bin", (int)(strrchr(self, '/') - self), self);
-    if (s_lease_drops() != 0 || s_model(bin, dir) != 0)
+    if (s_lease_drops() != 0 || s_big_manifest() != 0 || s_model(bin, dir) != 0)
         return 1;
     enum { MAXK = 32 };
     char names[MAXK][96];
