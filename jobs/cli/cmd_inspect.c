@@ -441,6 +441,11 @@ static void s_features(s_ctx_t *c, const char *dir)
     int rc = wisp_feature_settings_load(dir, &fs, &err);
     if (rc < 0)
         s_problem(c, "%s", err.msg);
+    else if (rc > 0 && fs.window_seconds > 0)
+        printf("  features.json: trained on %s log-mel of %g s windows of long files (classify "
+               "with%s --truncate, --window=%g)\n",
+               fs.truncate ? "truncated" : "padded", fs.window_seconds, fs.truncate ? "" : "out",
+               fs.window_seconds);
     else if (rc > 0)
         printf("  features.json: trained on %s log-mel (classify with%s --truncate)\n",
                fs.truncate ? "truncated" : "padded 30 s", fs.truncate ? "" : "out");

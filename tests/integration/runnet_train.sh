@@ -75,6 +75,9 @@ rc=0; timeout 60 "$WISP" run "$T/wincl.json" -np 1 --no-progress >"$T/wincl.out"
     { tail -5 "$T/wincl.err"; fail "a classify job of a windowed head without classify.window: exit $rc"; }
 timeout 60 "$WISP" run "$T/wincl.json" -np 1 --no-progress --set classify.window=1 >"$T/wincl.out" 2>"$T/wincl.err" ||
     { tail -5 "$T/wincl.err"; fail "a classify job with the trained window"; }
+"$WISP" inspect "$T/win1" >"$T/wininsp.out" 2>&1 &&
+    grep -q "features.json: trained on truncated log-mel of 1 s windows of long files (classify with --truncate, --window=1)" "$T/wininsp.out" ||
+    { cat "$T/wininsp.out"; fail "wisp inspect does not show the training window"; }
 echo "ok: windowed training: np=1 is bitwise wisp train --window; features.json records it; classify must match"
 
 # kill one worker after the first checkpoint (step 2). A step of this tiny model takes
