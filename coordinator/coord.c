@@ -32,7 +32,7 @@
  * worker of the previous coordinator: from an unknown slot, dropped once the job is
  * open anyway) keeps only its sender, for the heartbeats. At most about 64 Ki x 420
  * bytes, 27 MB, whatever the peers send (docs/SECURITY.md). */
-#define S_MAX_EARLY (1 << 16)
+#define S_MAX_EARLY       (1 << 16)
 #define S_EARLY_FRAME_MAX (WISP_PROTO_HEADER_SIZE + WISP_PROTO_HELLO_MAX)
 
 /* A frame received while the job opened, handled once it is open. */
