@@ -26,14 +26,20 @@
 #define S_MAX_SLOTS (1 << 17)
 
 /* Most frames kept while the job opens (s_open_answering); more are dropped (a worker
- * sends one HELLO, so this is 64 Ki workers). */
-#define S_MAX_EARLY (1 << 16)
+ * sends one HELLO, so this is 64 Ki workers). Only a frame no larger than a HELLO is
+ * kept whole: a peer that has not completed HELLO must not make the coordinator hold
+ * its frames (64 Ki frames of max_message_mb each). A larger one (a RESULT of a
+ * worker of the previous coordinator: from an unknown slot, dropped once the job is
+ * open anyway) keeps only its sender, for the heartbeats. At most about 64 Ki x 420
+ * bytes, 27 MB, whatever the peers send (docs/SECURITY.md). */
+#define S_MAX_EARLY       (1 << 16)
+#define S_EARLY_FRAME_MAX (WISP_PROTO_HEADER_SIZE + WISP_PROTO_HELLO_MAX)
 
 /* A frame received while the job opened, handled once it is open. */
 typedef struct {
     uint8_t id[256];
     size_t id_len;
-    uint8_t *body; /* malloc'd */
+    uint8_t *body; /* malloc'd; NULL: larger than S_EARLY_FRAME_MAX, not kept */
     size_t len;
 } s_early_t;
 
@@ -78,6 +84,7 @@ struct wisp_coord {
     /* frames that arrived while the job opened (handled first by wisp_coord_run) */
     s_early_t *early;
     size_t n_early, cap_early;
+    uint64_t early_bytes; /* frame bytes kept while the job opened (counters) */
     /* stop */
     volatile sig_atomic_t stop_req;
     /* counters */
@@ -135,7 +142,8 @@ void wisp_coord_counters(const wisp_coord_t *self, wisp_coord_counters_t *out)
                                    .requeued = wisp_lease_requeued(self->lease),
                                    .results = self->results,
                                    .live_workers = wisp_lease_live_workers(self->lease),
-                                   .active_world = self->active};
+                                   .active_world = self->active,
+                                   .early_bytes = self->early_bytes};
 }
 
 void wisp_coord_request_stop(wisp_coord_t *self)
@@ -446,14 +454,18 @@ static void s_early_recv(wisp_coord_t *self)
                 self->cap_early = cap;
             }
         }
-        uint8_t *b = ok && self->n_early < self->cap_early ? malloc(zmq_msg_size(&body) + 1) : NULL;
-        if (b) {
+        size_t len = zmq_msg_size(&body);
+        int keep_body = len <= S_EARLY_FRAME_MAX;
+        uint8_t *b = ok && keep_body && self->n_early < self->cap_early ? malloc(len + 1) : NULL;
+        if (b || (ok && !keep_body && self->n_early < self->cap_early)) {
             s_early_t *e = &self->early[self->n_early++];
             memcpy(e->id, zmq_msg_data(&id), zmq_msg_size(&id));
             e->id_len = zmq_msg_size(&id);
-            memcpy(b, zmq_msg_data(&body), zmq_msg_size(&body));
+            if (b)
+                memcpy(b, zmq_msg_data(&body), len);
             e->body = b;
-            e->len = zmq_msg_size(&body);
+            e->len = b ? len : 0;
+            self->early_bytes += b ? len + 1 : 0;
         } else {
             s_drop(self, "message while the job opens", NULL);
         }
@@ -1393,7 +1405,9 @@ int wisp_coord_run(wisp_coord_t *self, wisp_error_t *err)
     int interrupted = 0;
     /* The workers that connected while the job opened (s_open_answering), first. */
     for (size_t k = 0; k < self->n_early; k++) {
-        if (rc == WISP_OK)
+        if (rc == WISP_OK && !self->early[k].body)
+            s_drop(self, "a frame larger than a HELLO while the job opened", NULL);
+        else if (rc == WISP_OK)
             rc = s_handle(self, self->early[k].id, self->early[k].id_len, self->early[k].body,
                           self->early[k].len, now, 0, err);
         free(self->early[k].body);

@@ -83,7 +83,8 @@ typedef struct {
     uint64_t requeued;     /* shards put back in the queue (shards_requeued) */
     uint64_t results;      /* results or step reports committed */
     int live_workers;
-    int active_world; /* step jobs: 1 while a complete world runs steps */
+    int active_world;     /* step jobs: 1 while a complete world runs steps */
+    uint64_t early_bytes; /* frame bytes kept while the job opened (bounded, coord.c) */
 } wisp_coord_counters_t;
 
 void wisp_coord_counters(const wisp_coord_t *self, wisp_coord_counters_t *out);

@@ -191,21 +191,36 @@ static void *s_slow_main(void *arg)
     return NULL;
 }
 
-/* The coordinator listens, publishes its endpoint and answers a worker while its job
- * opens: a worker that gives up after 1.5 s of silence outlives a 3 s open and does
- * the whole job (before, the endpoint appeared after the open and the worker gave up
- * waiting for it). */
-static void test_workers_are_answered_while_the_job_opens(void **state)
+/* A peer that floods the port while the job opens: n frames of len bytes, from one
+ * DEALER that never sends a HELLO. */
+static void s_flood(const char *endpoint, int n, size_t len)
 {
-    (void)state;
+    void *ctx = zmq_ctx_new();
+    void *d = zmq_socket(ctx, ZMQ_DEALER);
+    int linger = 2000;
+    zmq_setsockopt(d, ZMQ_LINGER, &linger, sizeof linger);
+    assert_int_equal(zmq_connect(d, endpoint), 0);
+    char *buf = calloc(1, len);
+    assert_non_null(buf);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(zmq_send(d, buf, len, 0), (int)len);
+    free(buf);
+    zmq_close(d);
+    zmq_ctx_term(ctx); /* waits (linger) until the frames are delivered */
+}
+
+/* A null job whose open takes 3 s, a worker that gives up after 1.5 s of silence and,
+ * with flood, 64 frames of 1 MiB from a peer without HELLO sent during the open. */
+static void s_slow_open_run(int flood)
+{
     wisp_jobcfg_t cfg;
-    s_cfg(&cfg, "slowopen", 300, NULL, 0);
+    s_cfg(&cfg, flood ? "slowflood" : "slowopen", 300, NULL, 0);
     s_null_ops = wisp_job_find("null");
     assert_non_null(s_null_ops);
     wisp_job_ops_t ops = *s_null_ops;
     ops.coord_open = s_slow_open;
     static char ep[600], endpoint[256];
-    snprintf(ep, sizeof ep, "%s/slow.endpoint", wisp_test_tmpdir());
+    snprintf(ep, sizeof ep, "%s/%s.endpoint", wisp_test_tmpdir(), flood ? "flood" : "slow");
     s_slow_t s = {.cfg = &cfg};
     wisp_coord_default_params(&s.p);
     s.p.resume = 0;
@@ -223,6 +238,9 @@ static void test_workers_are_answered_while_the_job_opens(void **state)
     assert_true(wisp_now() - t0 < 2.0); /* published before the open ends */
     assert_non_null(fgets(endpoint, sizeof endpoint, f));
     fclose(f);
+    if (flood)
+        s_flood(endpoint, 64, (size_t)1 << 20);
+    assert_true(wisp_now() - t0 < 3.0); /* the flood landed while the job opened */
     s_worker_run_t w;
     s_start_worker(&w, endpoint, 1.5);
     pthread_join(s.t, NULL);
@@ -231,9 +249,35 @@ static void test_workers_are_answered_while_the_job_opens(void **state)
     assert_int_equal(w.rc, 0);
     assert_int_equal(s.rc, 0);
     assert_int_equal(w.stats.items, 300);
-    s_check_output("slowopen", 300);
+    s_check_output(flood ? "slowflood" : "slowopen", 300);
+    wisp_coord_counters_t k;
+    wisp_coord_counters(s.c, &k);
+    /* a few HELLOs at most were kept whole: the 64 MiB of the flood were not */
+    assert_true(k.early_bytes < 4096);
+    if (flood)
+        assert_true(k.dropped >= 64);
     wisp_coord_destroy(&s.c);
     wisp_jobcfg_free(&cfg);
+}
+
+/* The coordinator listens, publishes its endpoint and answers a worker while its job
+ * opens: a worker that gives up after 1.5 s of silence outlives a 3 s open and does
+ * the whole job (before, the endpoint appeared after the open and the worker gave up
+ * waiting for it). */
+static void test_workers_are_answered_while_the_job_opens(void **state)
+{
+    (void)state;
+    s_slow_open_run(0);
+}
+
+/* A peer without HELLO cannot make the coordinator hold its frames while the job opens
+ * (issue 11's bound on unauthenticated peers): 64 frames of 1 MiB are not kept (each
+ * leaves only its sender), and the job still runs. The first version kept every frame
+ * whole: early_bytes was 64 MiB. */
+static void test_frames_kept_while_the_job_opens_are_bounded(void **state)
+{
+    (void)state;
+    s_slow_open_run(1);
 }
 
 /* ---- the handlers without sockets (wisp_coord_handle / wisp_coord_tick) ---- */
@@ -1094,6 +1138,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_two_workers_commit_every_item_once_in_order),
         cmocka_unit_test(test_workers_are_answered_while_the_job_opens),
+        cmocka_unit_test(test_frames_kept_while_the_job_opens_are_bounded),
         cmocka_unit_test(test_rogue_client_changes_nothing_in_the_output),
         cmocka_unit_test(test_curve_worker_with_an_unknown_key_gets_no_work),
         cmocka_unit_test(test_stop_leaves_state_that_a_rerun_resumes),
