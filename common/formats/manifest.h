@@ -50,8 +50,8 @@
  * Size: manifests of any size (64-bit offsets; the file is mapped and its parsed
  * pages dropped as the parse moves on, never copied). Memory: 24 bytes per item plus
  * its resolved path (paths packed in one arena, label names shared with classes[]);
- * at 10^6 lines of ~60 bytes 85 B per item after the load, 136 B at the load's peak
- * (bench_results: manifest_1e6_*). */
+ * at 10^6 lines of ~60 bytes 85 B per item after the load, 136 B at the load's peak,
+ * measured with the former 32-byte entry (bench_results: manifest_1e6_*). */
 #ifndef WISP_MANIFEST_H
 #define WISP_MANIFEST_H
 
