@@ -78,7 +78,7 @@ static void test_csv_quoting_and_relative_paths_resolve_against_the_manifest_dir
     int lines[5] = {2, 3, 4, 5, 7};
     for (int i = 0; i < 5; i++) {
         assert_int_equal(m.items[i].label, labels[i]);
-        assert_string_equal(m.items[i].label_name, m.classes[labels[i]]);
+        assert_string_equal(wisp_manifest_label_name(&m, i), m.classes[labels[i]]);
         assert_true(m.items[i].duration == durs[i]);
         assert_int_equal(m.items[i].line, lines[i]);
     }
@@ -105,7 +105,7 @@ static void test_csv_with_bom_crlf_and_blank_padded_fields_reads_integer_labels(
     assert_int_equal(m.items[0].label, 1);
     assert_int_equal(m.items[1].label, 0);
     assert_int_equal(m.items[2].label, -1);
-    assert_null(m.items[2].label_name);
+    assert_null(wisp_manifest_label_name(&m, 2));
     assert_int_equal(m.n_labeled, 2);
     wisp_manifest_free(&m);
 }
@@ -119,7 +119,7 @@ static void test_csv_accepts_the_hugging_face_file_name_column(void **state)
     assert_int_equal(wisp_manifest_load(&m, p, NULL, 0, &e), WISP_OK);
     assert_int_equal(m.n_items, 1);
     assert_string_equal(m.items[0].path, "/a/x.wav");
-    assert_string_equal(m.items[0].label_name, "yes");
+    assert_string_equal(wisp_manifest_label_name(&m, 0), "yes");
     wisp_manifest_free(&m);
 }
 
@@ -164,8 +164,8 @@ static void test_given_classes_map_names_and_integer_ids(void **state)
     const char *abc[] = {"a", "b", "c"};
     assert_int_equal(wisp_manifest_load(&m, s_fixture("items.jsonl"), abc, 3, &e), WISP_OK);
     assert_int_equal(m.items[0].label, 2);
-    assert_string_equal(m.items[0].label_name, "c");
-    assert_string_equal(m.items[1].label_name, "a");
+    assert_string_equal(wisp_manifest_label_name(&m, 0), "c");
+    assert_string_equal(wisp_manifest_label_name(&m, 1), "a");
     assert_int_equal(wisp_manifest_class_index(&m, "b"), 1);
     assert_int_equal(wisp_manifest_class_index(&m, "zz"), -1);
     wisp_manifest_free(&m);
@@ -529,7 +529,7 @@ static void test_hostile_label_ids_durations_and_bytes_are_refused_before_use(vo
     p = s_write_tmp("dup.jsonl",
                     "{\"path\": \"/a.wav\", \"label\": \"cat\", \"label\": \"dog\"}\n");
     assert_int_equal(wisp_manifest_load(&m, p, NULL, 0, &e), WISP_OK);
-    assert_string_equal(m.items[0].label_name, "dog");
+    assert_string_equal(wisp_manifest_label_name(&m, 0), "dog");
     wisp_manifest_free(&m);
     /* an audiofolder without audio is the empty-manifest error (and no qsort(NULL, 0)) */
     char dir[512];
@@ -579,7 +579,7 @@ static void test_a_manifest_over_4_gib_loads(void **state)
     assert_string_equal(m.items[999].path, "/d/clip_0999.wav");
     assert_int_equal(m.items[999].line, 1999);
     assert_int_equal(m.n_classes, 3);
-    assert_string_equal(m.items[998].label_name, "c2");
+    assert_string_equal(wisp_manifest_label_name(&m, 998), "c2");
     wisp_manifest_free(&m);
 }
 
@@ -670,7 +670,7 @@ static void test_hugging_face_audiofolder_splits_and_metadata_csv(void **state)
     assert_int_equal(wisp_manifest_load(&m, d, NULL, 0, &e), WISP_OK);
     assert_int_equal(m.n_items, 3);
     assert_int_equal(m.n_classes, 2);
-    assert_string_equal(m.items[2].label_name, "dog");
+    assert_string_equal(wisp_manifest_label_name(&m, 2), "dog");
     wisp_manifest_free(&m);
     /* the split with metadata.csv: its rows (file_name relative to the folder) */
     snprintf(d, sizeof d, "%s/test", root);
@@ -679,7 +679,7 @@ static void test_hugging_face_audiofolder_splits_and_metadata_csv(void **state)
     assert_int_equal(m.n_items, 2);
     snprintf(f, sizeof f, "%s/test/x.wav", root);
     assert_string_equal(m.items[0].path, f);
-    assert_string_equal(m.items[0].label_name, "dog");
+    assert_string_equal(wisp_manifest_label_name(&m, 0), "dog");
     assert_int_equal(m.items[1].line, 3);
     wisp_manifest_free(&m);
 }

@@ -34,6 +34,38 @@ static void test_sha256_of_buffers_matches_the_standard_digests(void **state)
     assert_string_equal(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
 }
 
+/* The streaming digest must not depend on how the input is split: pieces of every size
+ * from 1 to 130 bytes (so updates start mid-block, end mid-block and take whole blocks
+ * straight from the input) give the standard digest of a million 'a's (FIPS 180-2). */
+static void test_sha256_streamed_in_any_split_is_the_same_digest(void **state)
+{
+    (void)state;
+    enum { N = 1000000 };
+    char *a = malloc(N);
+    assert_non_null(a);
+    memset(a, 'a', N);
+    const char *want = "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0";
+    char hex[65];
+    wisp_sha256_hex(a, N, hex);
+    assert_string_equal(hex, want);
+    wisp_sha256_t c;
+    wisp_sha256_init(&c);
+    size_t off = 0;
+    for (size_t k = 1; off < N; k = k % 130 + 1) {
+        size_t take = N - off < k ? N - off : k;
+        wisp_sha256_update(&c, a + off, take);
+        off += take;
+    }
+    wisp_sha256_final(&c, hex);
+    assert_string_equal(hex, want);
+    wisp_sha256_init(&c); /* one byte, then whole blocks from an unaligned position */
+    wisp_sha256_update(&c, a, 1);
+    wisp_sha256_update(&c, a + 1, N - 1);
+    wisp_sha256_final(&c, hex);
+    assert_string_equal(hex, want);
+    free(a);
+}
+
 static void test_first_error_wins_and_names_the_file(void **state)
 {
     (void)state;
@@ -111,6 +143,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sha256_matches_the_standard_digest),
         cmocka_unit_test(test_sha256_of_buffers_matches_the_standard_digests),
+        cmocka_unit_test(test_sha256_streamed_in_any_split_is_the_same_digest),
         cmocka_unit_test(test_first_error_wins_and_names_the_file),
         cmocka_unit_test(test_an_error_message_is_one_line),
         cmocka_unit_test(test_atomic_write_then_read_round_trips),

@@ -215,12 +215,6 @@ int wisp_mkdir_p(const char *path, wisp_error_t *err)
 /* SHA-256 (FIPS 180-4). None of the project's libraries exposes a digest, and
  * the identities in result files must be the standard one users can check with
  * sha256sum. */
-typedef struct {
-    uint32_t h[8];
-    uint64_t bits;
-    uint8_t block[64];
-    size_t fill;
-} s_sha256_t;
 
 static const uint32_t s_k[64] = {
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
@@ -237,7 +231,7 @@ static uint32_t s_ror(uint32_t x, int n)
     return (x >> n) | (x << (32 - n));
 }
 
-static void s_sha256_block(s_sha256_t *c, const uint8_t *b)
+static void s_sha256_block(wisp_sha256_t *c, const uint8_t *b)
 {
     uint32_t w[64];
     for (int i = 0; i < 16; i++)
@@ -274,10 +268,17 @@ static void s_sha256_block(s_sha256_t *c, const uint8_t *b)
     c->h[7] += h;
 }
 
-static void s_sha256_update(s_sha256_t *c, const uint8_t *p, size_t n)
+void wisp_sha256_update(wisp_sha256_t *c, const void *data, size_t n)
 {
+    const uint8_t *p = data;
     c->bits += (uint64_t)n * 8;
     while (n > 0) {
+        if (c->fill == 0 && n >= 64) { /* whole blocks straight from the input */
+            s_sha256_block(c, p);
+            p += 64;
+            n -= 64;
+            continue;
+        }
         size_t take = 64 - c->fill < n ? 64 - c->fill : n;
         memcpy(c->block + c->fill, p, take);
         c->fill += take;
@@ -290,7 +291,7 @@ static void s_sha256_update(s_sha256_t *c, const uint8_t *p, size_t n)
     }
 }
 
-static void s_sha256_init(s_sha256_t *c)
+void wisp_sha256_init(wisp_sha256_t *c)
 {
     static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                                    0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
@@ -299,46 +300,46 @@ static void s_sha256_init(s_sha256_t *c)
     c->fill = 0;
 }
 
-static void s_sha256_final(s_sha256_t *c, char hex[65])
+void wisp_sha256_final(wisp_sha256_t *c, char hex[65])
 {
     uint64_t bits = c->bits;
     uint8_t pad = 0x80;
-    s_sha256_update(c, &pad, 1);
+    wisp_sha256_update(c, &pad, 1);
     pad = 0;
     while (c->fill != 56)
-        s_sha256_update(c, &pad, 1);
+        wisp_sha256_update(c, &pad, 1);
     uint8_t len[8];
     for (int i = 0; i < 8; i++)
         len[i] = (uint8_t)(bits >> (56 - 8 * i));
-    s_sha256_update(c, len, 8);
+    wisp_sha256_update(c, len, 8);
     for (int i = 0; i < 8; i++)
         snprintf(hex + 8 * i, 9, "%08x", c->h[i]);
 }
 
 void wisp_sha256_hex(const void *data, size_t len, char hex[65])
 {
-    s_sha256_t c;
-    s_sha256_init(&c);
-    s_sha256_update(&c, data, len);
-    s_sha256_final(&c, hex);
+    wisp_sha256_t c;
+    wisp_sha256_init(&c);
+    wisp_sha256_update(&c, data, len);
+    wisp_sha256_final(&c, hex);
 }
 
 int wisp_sha256_file(const char *path, char hex[65], wisp_error_t *err)
 {
-    s_sha256_t c;
-    s_sha256_init(&c);
+    wisp_sha256_t c;
+    wisp_sha256_init(&c);
     FILE *f = fopen(path, "rb");
     if (!f)
         return wisp_error_set(err, WISP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     uint8_t buf[1 << 16];
     size_t n;
     while ((n = fread(buf, 1, sizeof buf, f)) > 0)
-        s_sha256_update(&c, buf, n);
+        wisp_sha256_update(&c, buf, n);
     int bad = ferror(f);
     fclose(f);
     if (bad)
         return wisp_error_set(err, WISP_ERR_IO, "%s: read error", path);
-    s_sha256_final(&c, hex);
+    wisp_sha256_final(&c, hex);
     return WISP_OK;
 }
 

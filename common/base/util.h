@@ -55,6 +55,19 @@ int wisp_sha256_file(const char *path, char hex[65], wisp_error_t *err);
 /* Lowercase hex SHA-256 of a memory buffer (run fingerprints). Cannot fail. */
 void wisp_sha256_hex(const void *data, size_t len, char hex[65]);
 
+/* Streaming SHA-256: init, update any number of times with any split, final; the digest
+ * is that of the concatenated input (the run fingerprint hashes millions of paths without
+ * first copying them into one buffer). Plain state, no allocation. */
+typedef struct {
+    uint32_t h[8];
+    uint64_t bits;
+    uint8_t block[64]; /* the partial block, fill bytes of it */
+    size_t fill;
+} wisp_sha256_t;
+void wisp_sha256_init(wisp_sha256_t *c);
+void wisp_sha256_update(wisp_sha256_t *c, const void *data, size_t n);
+void wisp_sha256_final(wisp_sha256_t *c, char hex[65]);
+
 /* splitmix64: the one seeded generator of the project (deterministic, portable). */
 typedef struct {
     uint64_t s;

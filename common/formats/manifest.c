@@ -777,7 +777,6 @@ static int s_resolve(wisp_manifest_t *m, s_load_t *ld, const char *const *classe
         if (it->label < 0)
             continue;
         it->label = cls[it->label];
-        it->label_name = m->classes[it->label];
         m->n_labeled++;
     }
     goto done;
@@ -973,6 +972,13 @@ void wisp_manifest_free(wisp_manifest_t *m)
     free(m->classes);
     free(m->source);
     memset(m, 0, sizeof *m);
+}
+
+const char *wisp_manifest_label_name(const wisp_manifest_t *m, size_t i)
+{
+    if (!m || i >= m->n_items || m->items[i].label < 0 || m->items[i].label >= m->n_classes)
+        return NULL;
+    return m->classes[m->items[i].label];
 }
 
 int wisp_manifest_class_index(const wisp_manifest_t *m, const char *name)

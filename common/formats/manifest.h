@@ -48,7 +48,7 @@
  * touches every file of possibly millions on a shared filesystem.
  *
  * Size: manifests of any size (64-bit offsets; the file is mapped and its parsed
- * pages dropped as the parse moves on, never copied). Memory: 32 bytes per item plus
+ * pages dropped as the parse moves on, never copied). Memory: 24 bytes per item plus
  * its resolved path (paths packed in one arena, label names shared with classes[]);
  * at 10^6 lines of ~60 bytes 85 B per item after the load, 136 B at the load's peak
  * (bench_results: manifest_1e6_*). */
@@ -66,16 +66,16 @@ typedef enum {
     WISP_MANIFEST_AUDIOFOLDER = 2,
 } wisp_manifest_kind_t;
 
-/* 32 bytes + the path's bytes per item (the coordinator holds 10^8 of them). */
+/* 24 bytes + the path's bytes per item (the coordinator holds 10^8 of them; the label's
+ * name is classes[label], wisp_manifest_label_name, not stored per item). */
 typedef struct {
-    char *path;             /* resolved path (manifest dir + relative path), in the
-                               manifest's path arena (valid as long as the manifest) */
-    const char *label_name; /* classes[label]; NULL when unlabeled (not a copy) */
-    double duration;        /* seconds: from a duration column/key, or probed from the
-                               libsndfile header (frames / samplerate); -1 when unknown */
-    int label;              /* class index in [0, n_classes), -1 when unlabeled */
-    int line;               /* 1-based line of the item in the manifest (0 for
-                               audiofolder; INT_MAX beyond) */
+    char *path;      /* resolved path (manifest dir + relative path), in the
+                        manifest's path arena (valid as long as the manifest) */
+    double duration; /* seconds: from a duration column/key, or probed from the
+                        libsndfile header (frames / samplerate); -1 when unknown */
+    int label;       /* class index in [0, n_classes), -1 when unlabeled */
+    int line;        /* 1-based line of the item in the manifest (0 for
+                        audiofolder; INT_MAX beyond) */
 } wisp_manifest_item_t;
 
 typedef struct {
@@ -172,6 +172,10 @@ int wisp_manifest_shards(const wisp_manifest_t *m, double target_seconds, size_t
 int wisp_manifest_cut(const double *seconds, size_t stride, const uint8_t *skip, size_t n_items,
                       double target_seconds, size_t max_items, wisp_shard_t **out, size_t *n_out,
                       wisp_error_t *err);
+
+/* Name of item i's label (m->classes[label], not a copy), or NULL when it is unlabeled
+ * or i is out of range. */
+const char *wisp_manifest_label_name(const wisp_manifest_t *m, size_t i);
 
 /* Index of name in m->classes, or -1. */
 int wisp_manifest_class_index(const wisp_manifest_t *m, const char *name);

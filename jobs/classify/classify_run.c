@@ -106,28 +106,31 @@ static char *s_features_json(const wisp_classify_run_opts_t *o)
  * resume must match before it takes a journal's rows. The weights count by content
  * (sha[]: a moved checkpoint still resumes, a retrained one does not), then how the
  * features are made, the row shapes, the class names in id order ('\t' after each) and
- * the inputs in row order ('\n' after each). len: three 64-hex digests with their '|',
- * the features JSON, and 64 bytes for the two numbers and the separators. */
-static int s_fingerprint(wisp_classify_run_t *s, const char *const sha[3], const char *features,
-                         wisp_error_t *err)
+ * the inputs in row order ('\n' after each). Hashed as a stream, piece by piece: the
+ * same digest as of the concatenation, without a transient copy of every path (at
+ * 10^7 items that copy was the start-up's peak) and without formatting each one. */
+static void s_fingerprint(wisp_classify_run_t *s, const char *const sha[3], const char *features)
 {
-    size_t len = 3 * 65 + strlen(features) + 64;
-    for (int c = 0; c < s->C; c++)
-        len += strlen(s->classes[c]) + 1;
-    for (size_t i = 0; i < s->n; i++)
-        len += strlen(wisp_classify_run_path(s, i)) + 1;
-    char *all = malloc(len);
-    if (!all)
-        return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory for %zu paths", s->n);
-    size_t off = (size_t)snprintf(all, len, "%s|%s|%s|%s|%d|%d|", sha[0], sha[1], sha[2], features,
-                                  s->P, s->C);
-    for (int c = 0; c < s->C; c++)
-        off += (size_t)snprintf(all + off, len - off, "%s\t", s->classes[c]);
-    for (size_t i = 0; i < s->n; i++)
-        off += (size_t)snprintf(all + off, len - off, "%s\n", wisp_classify_run_path(s, i));
-    wisp_sha256_hex(all, off, s->fingerprint);
-    free(all);
-    return WISP_OK;
+    wisp_sha256_t c;
+    wisp_sha256_init(&c);
+    for (int k = 0; k < 3; k++) {
+        wisp_sha256_update(&c, sha[k], strlen(sha[k]));
+        wisp_sha256_update(&c, "|", 1);
+    }
+    char nums[64];
+    int len = snprintf(nums, sizeof nums, "|%d|%d|", s->P, s->C);
+    wisp_sha256_update(&c, features, strlen(features));
+    wisp_sha256_update(&c, nums, (size_t)len);
+    for (int k = 0; k < s->C; k++) {
+        wisp_sha256_update(&c, s->classes[k], strlen(s->classes[k]));
+        wisp_sha256_update(&c, "\t", 1);
+    }
+    for (size_t i = 0; i < s->n; i++) {
+        const char *p = wisp_classify_run_path(s, i);
+        wisp_sha256_update(&c, p, strlen(p));
+        wisp_sha256_update(&c, "\n", 1);
+    }
+    wisp_sha256_final(&c, s->fingerprint);
 }
 
 static int s_items(wisp_classify_run_t *s, const wisp_classify_run_opts_t *o, wisp_error_t *err)
@@ -166,9 +169,9 @@ static int s_open_results(wisp_classify_run_t *s, const wisp_classify_run_opts_t
     if (!features)
         return wisp_error_set(err, WISP_ERR_NOMEM, "out of memory");
     const char *const sha[3] = {msha, asha, hsha};
-    int rc = s_fingerprint(s, sha, features, err);
-    if (rc == WISP_OK && o->resume && o->skip_complete &&
-        wisp_results_is_complete(o->output, s->fingerprint)) {
+    s_fingerprint(s, sha, features);
+    int rc = WISP_OK;
+    if (o->resume && o->skip_complete && wisp_results_is_complete(o->output, s->fingerprint)) {
         /* A coordinator killed after finishing (in its linger) left the final file
          * and no journal: a rerun would start the whole job again. */
         s->complete = 1;

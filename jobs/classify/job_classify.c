@@ -126,17 +126,18 @@ static int s_coord_open(void **state, const wisp_jobcfg_t *cfg, int resume, wisp
     s->P = wisp_classify_run_embed_dim(s->run);
     s->classes = wisp_classify_run_classes(s->run);
     size_t n = s->man->n_items;
+    const wisp_manifest_t *m = s->man;
     s->pred = malloc((n ? n : 1) * sizeof *s->pred);
     s->scratch = malloc((size_t)(2 * s->C + s->P + 1) * sizeof(float));
     plan->done = calloc(n ? n : 1, 1);
-    plan->seconds = malloc((n ? n : 1) * sizeof *plan->seconds);
-    if (!s->pred || !s->scratch || !plan->done || !plan->seconds) {
+    /* Durations: known ones as given, unknown ones as the mean of the known (a
+     * shard plan by seconds), or none at all (a plan by count: no 8 B per item). */
+    if (m->n_duration_known)
+        plan->seconds = malloc((n ? n : 1) * sizeof *plan->seconds);
+    if (!s->pred || !s->scratch || !plan->done || (m->n_duration_known && !plan->seconds)) {
         rc = wisp_error_set(err, WISP_ERR_NOMEM, "out of memory for %zu items", n);
         goto done;
     }
-    /* Durations: known ones as given, unknown ones as the mean of the known (a
-     * shard plan by seconds), or none at all (a plan by count). */
-    const wisp_manifest_t *m = s->man;
     double mean = m->n_duration_known ? m->total_duration / (double)m->n_duration_known : 0;
     wisp_results_t *res = wisp_classify_run_results(s->run);
     /* The summary and the exit status cover the whole file: rows an earlier run
@@ -146,11 +147,8 @@ static int s_coord_open(void **state, const wisp_jobcfg_t *cfg, int resume, wisp
     for (size_t i = 0; i < n; i++) {
         s->pred[i] = -2;
         plan->done[i] = res ? (uint8_t)wisp_results_row_done(res, i) : 1;
-        plan->seconds[i] = m->items[i].duration >= 0 ? m->items[i].duration : mean;
-    }
-    if (!m->n_duration_known) {
-        free(plan->seconds);
-        plan->seconds = NULL;
+        if (plan->seconds)
+            plan->seconds[i] = m->items[i].duration >= 0 ? m->items[i].duration : mean;
     }
     plan->n_items = n;
     *state = s;
