@@ -6,8 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "formats/config.h"
+#include "formats/json.h"
 #include "formats/labels.h"
 #include "nn/adapter_config.h"
 #include "nn/ops.h"
@@ -639,6 +641,36 @@ static const char *s_write_many_labels(int n, int num_labels)
     return p;
 }
 
+/* The writers' common end: keys sorted as json.dump(sort_keys=True) writes them, and a
+ * build that ran out of memory (built 0) is an error naming the path, nothing written. */
+static void test_json_save_sorted_sorts_and_reports_a_failed_build(void **state)
+{
+    (void)state;
+    wisp_error_t e = {0};
+    const char *p = s_tmp("sorted.json");
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "zeta", 1);
+    cJSON *in = cJSON_AddObjectToObject(o, "alpha");
+    cJSON_AddStringToObject(in, "y", "b");
+    cJSON_AddStringToObject(in, "x", "a");
+    assert_int_equal(wisp_json_save_sorted(p, o, 1, &e), 0);
+    FILE *f = fopen(p, "r");
+    assert_non_null(f);
+    char text[256] = {0};
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    assert_true(n > 0);
+    assert_string_equal(text, "{\n  \"alpha\": {\n    \"x\": \"a\",\n    \"y\": \"b\"\n  },\n"
+                              "  \"zeta\": 1\n}\n");
+    const char *q = s_tmp("unbuilt.json");
+    remove(q);
+    assert_int_equal(wisp_json_save_sorted(q, cJSON_CreateObject(), 0, &e), WISP_ERR_NOMEM);
+    s_assert_contains(e.msg, "unbuilt.json: out of memory");
+    assert_int_equal(access(q, F_OK), -1);
+    wisp_error_clear(&e);
+    assert_int_equal(wisp_json_save_sorted(q, NULL, 1, &e), WISP_ERR_NOMEM);
+}
+
 static void test_label_count_is_capped_and_checked_in_n_log_n(void **state)
 {
     (void)state;
@@ -788,6 +820,7 @@ int main(void)
         cmocka_unit_test(test_head_config_round_trips_and_maps_labels),
         cmocka_unit_test(test_config_loaders_survive_random_byte_flips),
         cmocka_unit_test(test_label_count_is_capped_and_checked_in_n_log_n),
+        cmocka_unit_test(test_json_save_sorted_sorts_and_reports_a_failed_build),
         cmocka_unit_test(
             test_lora_and_ia3_dirs_of_adapters_v1_2_and_main_load_and_give_the_reference_logits),
     };

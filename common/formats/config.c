@@ -427,13 +427,7 @@ int wisp_head_config_save(const wisp_head_config_t *cfg, const char *path, wisp_
              cJSON_AddNumberToObject(root, "num_hidden_layers", cfg->num_hidden_layers) &&
              cJSON_AddNumberToObject(root, "d_model", cfg->d_model) &&
              s_add_labels(root, cfg->id2label, cfg->num_labels) == 0;
-    int rc;
-    if (!ok || wisp_json_sort_keys(root) != 0)
-        rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
-    else
-        rc = wisp_json_save(path, root, err);
-    cJSON_Delete(root);
-    return rc;
+    return wisp_json_save_sorted(path, root, ok, err);
 }
 
 int wisp_head_config_label_id(const wisp_head_config_t *cfg, const char *label)

@@ -352,6 +352,17 @@ int wisp_json_sort_keys(cJSON *j)
     return 0;
 }
 
+int wisp_json_save_sorted(const char *path, cJSON *root, int built, wisp_error_t *err)
+{
+    int rc;
+    if (!root || !built || wisp_json_sort_keys(root) != 0)
+        rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
+    else
+        rc = wisp_json_save(path, root, err);
+    cJSON_Delete(root);
+    return rc;
+}
+
 /* ---- typed getters ---------------------------------------------------------------- */
 
 int wisp_json_int(const cJSON *j, int64_t min, int64_t max, int64_t *out)

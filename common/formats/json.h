@@ -38,6 +38,11 @@ int wisp_json_save(const char *path, const cJSON *json, wisp_error_t *err);
 char *wisp_json_print(const cJSON *json);
 /* Sorts object keys recursively in place (json.dump(sort_keys=True)). 0 or WISP_ERR_NOMEM. */
 int wisp_json_sort_keys(cJSON *json);
+/* The end of a writer that built root with cJSON_Add* calls (built: whether all of them
+ * succeeded): sorts the keys, saves as wisp_json_save (json.dump(sort_keys=True,
+ * indent=2)) and deletes root in every case. WISP_ERR_NOMEM naming path when the build
+ * or the sort ran out of memory. */
+int wisp_json_save_sorted(const char *path, cJSON *root, int built, wisp_error_t *err);
 
 /* Beyond 2^53 a JSON number (a double) no longer holds every integer. */
 #define WISP_JSON_INT_MAX ((int64_t)1 << 53)

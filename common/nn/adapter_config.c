@@ -762,12 +762,7 @@ int wisp_adapter_config_save_dir(const wisp_adapter_config_t *cfg, const char *d
          cJSON_AddStringToObject(root, "model_type", "whisper") &&
          cJSON_AddStringToObject(root, "name", cfg->name) &&
          cJSON_AddStringToObject(root, "version", S_ADAPTERS_VERSION);
-    if (!ok || wisp_json_sort_keys(root) != 0)
-        rc = wisp_error_set(err, WISP_ERR_NOMEM, "%s: out of memory", path);
-    else
-        rc = wisp_json_save(path, root, err);
-    cJSON_Delete(root);
-    return rc;
+    return wisp_json_save_sorted(path, root, ok, err);
 }
 
 /* Python's float floor division a // b (the library computes int(d // rf)). */
