@@ -3,13 +3,14 @@
 forward per 30 s clip (padded, T = 1500) at whisper-tiny and whisper-base dims with
 random weights, 1 and 2 threads, and a seq_bn training step (forward + backward + AdamW).
 Prints ref_* key=value lines. Usage: model_ref.py [--quick]"""
-import ctypes
 import os
 import sys
 import time
 
 import numpy as np
 import torch
+
+from torch_threads import set_threads
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
                                 "reference"))
@@ -36,29 +37,6 @@ def model(size, adapter):
         scale, offset = G.gen_rule(n, s, False)
         w[n] = (offset + scale * (2 * rng.random(s, dtype=np.float32) - 1)).astype(np.float32)
     return R.RefModel(cfg, w, acfg, G.ANAME, {"use_weighted_layer_sum": 1})
-
-
-def _openblas():
-    """The OpenBLAS this process loaded (Debian's torch calls it through libblas.so.3),
-    or None; loaded by a first product."""
-    (torch.ones(8, 8) @ torch.ones(8, 8)).sum()
-    libs = [l.split()[-1] for l in open("/proc/self/maps") if "libopenblas" in l]
-    return ctypes.CDLL(libs[0]) if libs else None
-
-
-_BLAS = None
-
-
-def set_threads(n):
-    """n threads for torch and for its BLAS alike: torch.set_num_threads does not reach
-    OpenBLAS's own pool, which otherwise runs every product on all cores (and a figure
-    on the calling thread's CPU time then exceeds the core's peak)."""
-    global _BLAS
-    if _BLAS is None:
-        _BLAS = _openblas() or False
-    torch.set_num_threads(n)
-    if _BLAS:
-        _BLAS.openblas_set_num_threads(n)
 
 
 def best(fn, reps):

@@ -12,35 +12,13 @@ FLOPs are counted as bench_ops counts them (2 n^3 for the sgemm).
 
 Usage: /usr/bin/python3 bench/ops_ref.py [reps]
 """
-import ctypes
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
-
-def _openblas():
-    """The OpenBLAS this process loaded (Debian's torch calls it through libblas.so.3),
-    or None; loaded by a first product."""
-    (torch.ones(8, 8) @ torch.ones(8, 8)).sum()
-    libs = [l.split()[-1] for l in open("/proc/self/maps") if "libopenblas" in l]
-    return ctypes.CDLL(libs[0]) if libs else None
-
-
-_BLAS = None
-
-
-def set_threads(n):
-    """n threads for torch and for its BLAS alike: torch.set_num_threads does not reach
-    OpenBLAS's own pool, which otherwise runs every product on all cores (and a figure
-    on the calling thread's CPU time then exceeds the core's peak)."""
-    global _BLAS
-    if _BLAS is None:
-        _BLAS = _openblas() or False
-    torch.set_num_threads(n)
-    if _BLAS:
-        _BLAS.openblas_set_num_threads(n)
+from torch_threads import set_threads
 
 
 def best(fn, reps, clock=time.process_time):
