@@ -253,6 +253,17 @@ static herr_t s_fapl_free(void *fa)
     return 0;
 }
 
+/* Pushes what failed, with errno's text, onto HDF5's error stack, as HDF5's own sec2
+ * driver does: the caller's message (wisp_h5_fail) quotes the innermost entry, so a full
+ * disk reads "No space left on device" instead of a bare "cannot create file". */
+static void s_push_errno(const char *func, hid_t maj, hid_t min, const char *what)
+{
+    int e = errno;
+    H5Epush2(H5E_DEFAULT, __FILE__, func, __LINE__, H5E_ERR_CLS, maj, min, "%s: %s", what,
+             strerror(e));
+    errno = e;
+}
+
 static H5FD_t *s_open(const char *name, unsigned flags, hid_t fapl, haddr_t maxaddr)
 {
     (void)maxaddr;
@@ -267,6 +278,7 @@ static H5FD_t *s_open(const char *name, unsigned flags, hid_t fapl, haddr_t maxa
     struct stat st;
     s_file_t *f = NULL;
     if (fd < 0 || fstat(fd, &st) != 0 || !(f = calloc(1, sizeof *f))) {
+        s_push_errno(__func__, H5E_FILE, H5E_CANTOPENFILE, "unable to open file");
         if (fd >= 0)
             close(fd);
         return NULL;
@@ -344,7 +356,10 @@ static herr_t s_read(H5FD_t *file, H5FD_mem_t type, hid_t dxpl, haddr_t addr, si
     s_file_t *f = (s_file_t *)file;
     if (addr == HADDR_UNDEF || addr + size > f->eoa || addr + size < addr)
         return -1;
-    return s_pread_all(f->fd, buf, size, addr) == 0 ? 0 : -1;
+    if (s_pread_all(f->fd, buf, size, addr) == 0)
+        return 0;
+    s_push_errno(__func__, H5E_IO, H5E_READERROR, "file read failed");
+    return -1;
 }
 
 static herr_t s_write(H5FD_t *file, H5FD_mem_t type, hid_t dxpl, haddr_t addr, size_t size,
@@ -356,10 +371,14 @@ static herr_t s_write(H5FD_t *file, H5FD_mem_t type, hid_t dxpl, haddr_t addr, s
     if (addr == HADDR_UNDEF || addr + size > f->eoa || addr + size < addr)
         return -1;
     /* The checkpoint bytes first: the log entry is complete before the file changes. */
-    if (f->u && f->u->file == f && s_save(f->u, f, addr, size, buf) < 0)
+    if (f->u && f->u->file == f && s_save(f->u, f, addr, size, buf) < 0) {
+        s_push_errno(__func__, H5E_IO, H5E_WRITEERROR, "rollback log write failed");
         return -1;
-    if (s_pwrite_all(f->fd, buf, size, addr) < 0)
+    }
+    if (s_pwrite_all(f->fd, buf, size, addr) < 0) {
+        s_push_errno(__func__, H5E_IO, H5E_WRITEERROR, "file write failed");
         return -1;
+    }
     if (addr + size > f->eof)
         f->eof = addr + size;
     return 0;
@@ -373,10 +392,14 @@ static herr_t s_truncate(H5FD_t *file, hid_t dxpl, hbool_t closing)
     if (f->eoa == f->eof)
         return 0;
     if (f->eoa < f->eof && f->u && f->u->file == f &&
-        s_save(f->u, f, f->eoa, (size_t)(f->eof - f->eoa), NULL) < 0)
+        s_save(f->u, f, f->eoa, (size_t)(f->eof - f->eoa), NULL) < 0) {
+        s_push_errno(__func__, H5E_IO, H5E_WRITEERROR, "rollback log write failed");
         return -1;
-    if (ftruncate(f->fd, (off_t)f->eoa) != 0)
+    }
+    if (ftruncate(f->fd, (off_t)f->eoa) != 0) {
+        s_push_errno(__func__, H5E_IO, H5E_SEEKERROR, "file truncate failed");
         return -1;
+    }
     f->eof = f->eoa;
     return 0;
 }
