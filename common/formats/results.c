@@ -301,9 +301,11 @@ static int s_h5_create(wisp_results_t *r, wisp_error_t *err)
     if (fapl < 0)
         return WISP_ERR_HDF5;
     r->file = H5Fcreate(f, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    /* the failure's HDF5 error stack is read before H5Pclose, an API call, clears it */
+    int open_rc = r->file < 0 ? wisp_h5_fail(err, f, "cannot create file") : WISP_OK;
     H5Pclose(fapl);
-    if (r->file < 0)
-        return wisp_h5_fail(err, f, "cannot create file");
+    if (open_rc != WISP_OK)
+        return open_rc;
     if ((r->str_type = wisp_h5_str_type()) < 0)
         return wisp_h5_fail(err, f, "string type");
     int32_t minus1 = -1;
@@ -400,9 +402,11 @@ static int s_h5_open(wisp_results_t *r, wisp_error_t *err)
     if (fapl < 0)
         return WISP_ERR_HDF5;
     r->file = H5Fopen(f, H5F_ACC_RDWR, fapl);
+    /* the failure's HDF5 error stack is read before H5Pclose, an API call, clears it */
+    int open_rc = r->file < 0 ? wisp_h5_fail(err, f, "cannot open") : WISP_OK;
     H5Pclose(fapl);
-    if (r->file < 0)
-        return wisp_h5_fail(err, f, "cannot open");
+    if (open_rc != WISP_OK)
+        return open_rc;
     if ((r->str_type = wisp_h5_str_type()) < 0)
         return wisp_h5_fail(err, f, "string type");
     for (int c = 0; c < S_NCOLS; c++) {
