@@ -33,10 +33,13 @@ static void s_check(const wisp_manifest_t *m)
         FUZZ_CHECK(it->path && it->path[0], "item %zu has an empty path", i);
         FUZZ_CHECK(it->label >= -1 && it->label < m->n_classes, "item %zu label %d of %d", i,
                    it->label, m->n_classes);
+        const char *name = wisp_manifest_label_name(m, i);
         if (it->label >= 0) {
             labeled++;
-            FUZZ_CHECK(it->label_name && strcmp(it->label_name, m->classes[it->label]) == 0,
-                       "item %zu label name is not classes[label]", i);
+            FUZZ_CHECK(name && name == m->classes[it->label], "item %zu label %d has no name", i,
+                       it->label);
+        } else {
+            FUZZ_CHECK(!name, "unlabeled item %zu has a label name", i);
         }
         FUZZ_CHECK(it->duration == -1 || (isfinite(it->duration) && it->duration >= 0),
                    "item %zu duration %g", i, it->duration);
