@@ -298,7 +298,7 @@ static int s_big_write(const char *path)
     line[S_BIG_PATH] = '\n';
     fputs("path\n", f);
     for (long i = 0; i < S_BIG_N; i++) {
-        char id[9];
+        char id[24]; /* 8 digits (i < 10^7); sized for any long, as -O1 -Wformat-truncation wants */
         snprintf(id, sizeof id, "%08ld", i);
         memcpy(line + S_BIG_PATH - 13, id, 8); /* "clip_" + id + ".flac" */
         fwrite(line, 1, S_BIG_PATH + 1, f);
