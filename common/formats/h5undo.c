@@ -631,7 +631,8 @@ static int s_cmp_range(const void *a, const void *b)
 /* 1 when the ranges (n pairs [off, end), sorted here) cover [lo, hi). */
 static int s_covers(uint64_t *ranges, size_t n, uint64_t lo, uint64_t hi)
 {
-    qsort(ranges, n, 2 * sizeof *ranges, s_cmp_range);
+    if (n > 1) /* ranges is NULL when n is 0, which qsort must not be given */
+        qsort(ranges, n, 2 * sizeof *ranges, s_cmp_range);
     for (size_t k = 0; k < n && lo < hi; k++)
         if (ranges[2 * k] <= lo && ranges[2 * k + 1] > lo)
             lo = ranges[2 * k + 1];
